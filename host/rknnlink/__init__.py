@@ -1,0 +1,9 @@
+"""rknnlink: an open connected-board stack for Rockchip NPUs.
+
+`from rknnlink.api import RKNN` mirrors RKNN-Toolkit2's RKNN class; `rknnlink.client` is the modern API
+beneath it; `rknnlink.runtime` binds librknnrt (vendor or our simulated NPU) through ctypes.
+"""
+
+__version__ = "0.1.0"
+# Bumped on any incompatible change of proto/rknnlink/v1; checked in the client/daemon handshake.
+PROTOCOL_VERSION = 1
