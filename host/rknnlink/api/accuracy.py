@@ -1,0 +1,189 @@
+"""accuracy_analysis: where along the network does the NPU's result drift from the float model?
+
+Golden values come from onnxruntime on the builder's prepared float graph; the NPU side is the simulated
+NPU in this process or a board's session, both with every layer output dumped. Results are written as
+.npy (the toolkit writes one float per text line: 270 MB for a small model).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+log = logging.getLogger("rknnlink.api")
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(np.float64).ravel()
+    b = b.astype(np.float64).ravel()
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    if denom == 0.0:
+        return 1.0 if float(np.abs(a - b).max(initial=0.0)) == 0.0 else 0.0
+    return float(np.dot(a, b) / denom)
+
+
+def euclidean(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a.astype(np.float64).ravel() - b.astype(np.float64).ravel()))
+
+
+def file_name_for(tensor_name: str) -> str:
+    """A portable file name for a tensor name (ONNX names contain '/', ':' and '.')."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", tensor_name).strip("_") or "tensor"
+
+
+def _load_input(item, channels: int) -> Tuple[np.ndarray, str]:
+    """Return (array, data_format) for one input given as an array, a .npy path or an image path."""
+    if isinstance(item, np.ndarray):
+        array = item
+    else:
+        path = Path(item)
+        if not path.is_file():
+            raise ValueError(f"accuracy_analysis input {path} not exists!")
+        if path.suffix.lower() == ".npy":
+            array = np.load(path)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB"))
+    if array.ndim == 3:
+        array = array[np.newaxis]
+    if array.ndim == 4 and array.shape[1] != channels and array.shape[-1] == channels:
+        return array, "nhwc"
+    return array, "nchw"
+
+
+def _normalise(array: np.ndarray, fmt: str, spec) -> np.ndarray:
+    """What the model's graph input holds: optional channel reversal, (x - mean) / std, NCHW float32."""
+    x = array.astype(np.float32)
+    if x.ndim == 4 and fmt == "nhwc":
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim == 4 and spec.reverse_channels:
+        x = x[:, ::-1]
+    if spec.mean is not None and len(spec.mean) and x.ndim == 4:
+        mean = np.asarray(spec.mean, np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(spec.std, np.float32).reshape(1, -1, 1, 1)
+        x = (x - mean) / std
+    return np.ascontiguousarray(x)
+
+
+def golden_outputs(prepared_onnx, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Every tensor of the float graph, computed by onnxruntime (fp32, the reference)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.ModelProto()
+    model.CopyFrom(prepared_onnx)
+    existing = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        for name in node.output:
+            if name and name not in existing:
+                model.graph.output.append(onnx.ValueInfoProto(name=name))
+                existing.add(name)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(names, feeds)
+    golden = dict(zip(names, values))
+    golden.update(feeds)
+    return golden
+
+
+def _write_report(path: Path, rows: List[Tuple[str, str, Optional[float], Optional[float]]], side: str) -> None:
+    head = f"{side}_error"
+    lines = [
+        f"# {head}: calculate the output error of each layer of the {side} (compared to the 'golden' value).",
+        f"#              entire: output error of each layer between 'golden' and '{side}', these errors will "
+        "accumulate layer by layer.",
+        "",
+        f"{'layer_name':<69}{head:<35}",
+        f"{'':<69}{'entire':<20}",
+        f"{'':<66}{'cos':>6}{'euc':>9}",
+        "-" * 108,
+    ]
+    for op_type, name, cos, euc in rows:
+        label = f"[{op_type}] {name}"
+        if cos is None:
+            lines.append(label)
+        else:
+            lines.append(f"{label:<68}{cos:.5f} | {euc:<10.5f}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_accuracy_analysis(rknn, inputs: Sequence, output_dir: Path, target=None, device_id=None,
+                          save_txt: bool = False) -> int:
+    """Implementation of RKNN.accuracy_analysis (see its docstring)."""
+    from rknnlink.api.runtimes import BoardRuntime, LocalRuntime
+
+    build = rknn._build
+    model = build.sim_model
+    if isinstance(inputs, (str, np.ndarray)):
+        inputs = [inputs]
+    if len(inputs) != len(model.inputs):
+        raise ValueError(f"accuracy_analysis got {len(inputs)} inputs but the model has {len(model.inputs)}.")
+    raw, formats, feeds = [], [], {}
+    for item, spec in zip(inputs, model.inputs):
+        tensor = model.tensors[spec.tensor]
+        channels = tensor.shape[1] if len(tensor.shape) == 4 else -1
+        array, fmt = _load_input(item, channels)
+        raw.append(array)
+        formats.append(fmt)
+        feeds[build.tensor_map.get(tensor.name, tensor.name)] = _normalise(array, fmt, spec)
+    golden = golden_outputs(build.prepared_onnx, feeds)
+
+    side = "simulator" if target is None else "runtime"
+    if target is None:
+        runtime = LocalRuntime(build.data, model.target_platform, perf_debug=False, async_mode=False,
+                               core_mask=0, dump_layers=True)
+    else:
+        saved = rknn._runtime
+        rknn._runtime = None
+        try:
+            rknn.init_runtime(target=target, device_id=device_id)
+            runtime = rknn._runtime
+        finally:
+            rknn._runtime = saved
+        if not isinstance(runtime, BoardRuntime):
+            raise ValueError("accuracy_analysis(target=...) could not connect to the board")
+    try:
+        runtime.run([np.ascontiguousarray(a) for a in raw], formats, [False] * len(raw))
+        dumps = runtime.dumps()
+    finally:
+        runtime.close()
+
+    golden_dir, side_dir = output_dir / "golden" / "npy", output_dir / side / "npy"
+    golden_dir.mkdir(parents=True, exist_ok=True)
+    side_dir.mkdir(parents=True, exist_ok=True)
+    op_of = {}
+    for op in model.ops:
+        for index in op.outputs:
+            op_of[model.tensors[index].name] = op.op_type
+    rows, mapping = [], []
+    for tensor in model.tensors:
+        if tensor.name not in dumps:
+            continue
+        golden_name = build.tensor_map.get(tensor.name, tensor.name)
+        value = dumps[tensor.name]
+        file_name = file_name_for(tensor.name)
+        np.save(side_dir / f"{file_name}.npy", value)
+        mapping.append((tensor.name, file_name))
+        op_type = op_of.get(tensor.name, "Input")
+        if golden_name in golden:
+            reference = np.asarray(golden[golden_name], np.float32).reshape(value.shape)
+            np.save(golden_dir / f"{file_name}.npy", reference)
+            if save_txt:
+                np.savetxt(output_dir / "golden" / f"{file_name}.txt", reference.ravel(), fmt="%.6f")
+                np.savetxt(output_dir / side / f"{file_name}.txt", value.ravel(), fmt="%.6f")
+            rows.append((op_type, tensor.name, cosine(reference, value), euclidean(reference, value)))
+        else:
+            rows.append((op_type, tensor.name, None, None))
+    _write_report(output_dir / "error_analysis.txt", rows, side)
+    (output_dir / "map_name_to_file.txt").write_text(
+        "\n".join(f"{name} {file}" for name, file in mapping) + "\n")
+    log.info("The error analysis results save to: %s", output_dir / "error_analysis.txt")
+    return 0

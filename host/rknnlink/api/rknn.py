@@ -1,0 +1,420 @@
+"""`RKNN`: RKNN-Toolkit2 2.5.0's class, signatures and return values, on rknnlink's open stack.
+
+A script written for the toolkit changes only its import. Differences are deliberate and only where
+the toolkit fails: a model loaded with `load_rknn` runs, profiles and reports memory on the simulated NPU
+without a board; errors say what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from rknnlink import __version__
+from rknnlink.api import platforms, reports
+from rknnlink.api.runtimes import BoardRuntime, LocalRuntime, ModelRuntime
+
+log = logging.getLogger("rknnlink.api")
+
+_VALID_QUANT_DTYPES = ("w8a8",)
+_VALID_ALGORITHMS = ("normal", "kl_divergence", "mmse")
+_VALID_METHODS = ("channel", "layer")
+
+
+def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"Invalid {name} {value!r}! rknnlink supports: {', '.join(allowed)}.")
+    return value
+
+
+def _per_input(value: Any, count: int, name: str) -> list:
+    """Toolkit arguments given once or once per input ('nhwc' or ['nhwc', 'nchw'])."""
+    if value is None or isinstance(value, (str, int, bool)):
+        return [value] * count
+    values = list(value)
+    if len(values) != count:
+        raise ValueError(f"{name} has {len(values)} entries but the model has {count} inputs: give one per input.")
+    return values
+
+
+class RKNN:
+    """Drop-in replacement for `rknn.api.RKNN` (RKNN-Toolkit2 2.5.0)."""
+
+    NPU_CORE_AUTO = 0
+    NPU_CORE_0 = 1
+    NPU_CORE_1 = 2
+    NPU_CORE_2 = 4
+    NPU_CORE_0_1 = 3
+    NPU_CORE_0_1_2 = 7
+    NPU_CORE_ALL = 0xFFFF
+
+    def __init__(self, verbose: bool = False, verbose_file: Optional[str] = None) -> None:
+        self._handlers: List[logging.Handler] = []
+        root = logging.getLogger("rknnlink")
+        if verbose:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s: %(message)s"))
+            self._handlers.append(handler)
+        if verbose_file:
+            handler = logging.FileHandler(verbose_file)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s"))
+            self._handlers.append(handler)
+        for handler in self._handlers:
+            root.addHandler(handler)
+        if self._handlers:
+            root.setLevel(logging.DEBUG)
+        self._config: Dict[str, Any] = {}
+        self._onnx = None  # onnx.ModelProto after load_onnx
+        self._build = None  # rknnlink.model.builder.BuildResult
+        self._model_bytes: Optional[bytes] = None
+        self._model_path: Optional[Path] = None
+        self._runtime: Optional[ModelRuntime] = None
+        self._runtime_args: Dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ configuration and model loading
+    def config(self, mean_values=None, std_values=None, quantized_dtype="w8a8", quantized_algorithm="normal",
+               quantized_method="channel", quantized_hybrid_level=0, target_platform=None,
+               quant_img_RGB2BGR=False, float_dtype="float16", optimization_level=3, custom_string=None,  # noqa: N803
+               remove_weight=False, compress_weight=False, inputs_yuv_fmt=None, single_core_mode=False,
+               dynamic_input=None, model_pruning=False, op_target=None, quantize_weight=False,
+               remove_reshape=False, sparse_infer=False, mini_rknn=False, enable_flash_attention=False,
+               auto_hybrid_cos_thresh=0.98, auto_hybrid_euc_thresh=None, memory_plan_strategy="BestFit",
+               compute_order="WidthFirst", compiler_control_file=None, **kwargs) -> int:
+        """Record build options; returns 0. Options the simulator has no use for are accepted and logged."""
+        _check_choice("quantized_dtype", quantized_dtype, _VALID_QUANT_DTYPES)
+        _check_choice("quantized_algorithm", quantized_algorithm, _VALID_ALGORITHMS)
+        _check_choice("quantized_method", quantized_method, _VALID_METHODS)
+        _check_choice("float_dtype", float_dtype, ("float16",))
+        if target_platform is None:
+            log.warning("config: target_platform is not set; using rk3588. Set it to the board you deploy to.")
+            target_platform = "rk3588"
+        platform = platforms.normalize_platform(target_platform)
+        if custom_string is not None and (not isinstance(custom_string, str) or len(custom_string.encode()) > 1023):
+            raise ValueError("custom_string must be a str of at most 1023 bytes (RKNN_QUERY_CUSTOM_STRING holds 1024).")
+        if dynamic_input:
+            raise ValueError("dynamic_input is not supported by rknnlink yet: fix the input shapes with "
+                             "load_onnx(input_size_list=...) and build one model per shape.")
+        ignored = {k: v for k, v in dict(
+            quantized_hybrid_level=quantized_hybrid_level, remove_weight=remove_weight,
+            compress_weight=compress_weight, inputs_yuv_fmt=inputs_yuv_fmt, single_core_mode=single_core_mode,
+            model_pruning=model_pruning, op_target=op_target, quantize_weight=quantize_weight,
+            remove_reshape=remove_reshape, sparse_infer=sparse_infer, mini_rknn=mini_rknn,
+            enable_flash_attention=enable_flash_attention, compiler_control_file=compiler_control_file,
+            **kwargs).items() if v not in (None, False, 0)}
+        if ignored:
+            log.info("config: options without effect on the simulated NPU: %s", sorted(ignored))
+        self._config = dict(mean_values=mean_values, std_values=std_values, quantized_dtype=quantized_dtype,
+                            quantized_algorithm=quantized_algorithm, quantized_method=quantized_method,
+                            target_platform=platform, quant_img_rgb2bgr=bool(quant_img_RGB2BGR),
+                            float_dtype=float_dtype, optimization_level=optimization_level,
+                            custom_string=custom_string)
+        return 0
+
+    def _build_config(self):
+        from rknnlink.model.builder import BuildConfig
+
+        if not self._config:
+            self.config()
+        return BuildConfig(**self._config)
+
+    def load_onnx(self, model, inputs=None, input_size_list=None, input_initial_val=None, outputs=None) -> int:
+        """Load an ONNX file (or ModelProto); `inputs`/`outputs` cut the graph, `input_size_list` fixes shapes."""
+        from rknnlink.model.builder import load_onnx
+
+        if isinstance(model, (str, os.PathLike)) and not Path(model).is_file():
+            raise ValueError(f"Model file {model} not exists! Check the path (relative paths start at "
+                             f"{Path.cwd()}).")
+        if input_initial_val is not None:
+            log.info("load_onnx: input_initial_val is ignored (inputs are never folded as constants)")
+        self._onnx = load_onnx(model, inputs=inputs, outputs=outputs, input_size_list=input_size_list)
+        self._build = None
+        self._model_bytes = None
+        return 0
+
+    def load_pytorch(self, model, input_size_list) -> int:
+        """Load a TorchScript file by exporting it to ONNX with torch.onnx (needs torch installed)."""
+        try:
+            import torch
+        except ImportError as exc:
+            raise ValueError("load_pytorch needs PyTorch: `pip install torch` (CPU build is enough), or export "
+                             "your model to ONNX yourself and use load_onnx.") from exc
+        import io
+
+        if not Path(model).is_file():
+            raise ValueError(f"Model file {model} not exists!")
+        if not input_size_list or not all(isinstance(s, (list, tuple)) for s in input_size_list):
+            raise ValueError("input_size_list must be a list of input shapes, e.g. [[1, 3, 224, 224]].")
+        module = torch.jit.load(str(model), map_location="cpu").eval()
+        dummies = tuple(torch.zeros(*[int(d) for d in shape]) for shape in input_size_list)
+        buffer = io.BytesIO()
+        torch.onnx.export(module, dummies, buffer, opset_version=13, dynamo=False,
+                          input_names=[f"input{i}" if i else "input" for i in range(len(dummies))])
+        import onnx
+
+        return self.load_onnx(onnx.load_from_string(buffer.getvalue()))
+
+    def _unsupported_loader(self, name: str) -> int:
+        raise ValueError(f"{name} is not supported by rknnlink: convert the model to ONNX (tf2onnx, tflite2onnx, "
+                         "caffe2onnx) and use load_onnx.")
+
+    def load_tensorflow(self, *args, **kwargs) -> int:
+        return self._unsupported_loader("load_tensorflow")
+
+    def load_tflite(self, *args, **kwargs) -> int:
+        return self._unsupported_loader("load_tflite")
+
+    def load_caffe(self, *args, **kwargs) -> int:
+        return self._unsupported_loader("load_caffe")
+
+    def load_darknet(self, *args, **kwargs) -> int:
+        return self._unsupported_loader("load_darknet")
+
+    def build(self, do_quantization=True, dataset=None, rknn_batch_size=None, auto_hybrid=False) -> int:
+        """Convert the loaded ONNX model into a simulator model (fp16, or int8 calibrated on `dataset`)."""
+        from rknnlink.model.builder import build
+
+        if self._onnx is None:
+            raise ValueError("No model loaded: call load_onnx() (or load_pytorch()) before build().")
+        if do_quantization and not dataset:
+            raise ValueError("build(do_quantization=True) needs dataset='dataset.txt' (one sample per line, "
+                             "one file path per input); or pass do_quantization=False for a float16 model.")
+        if auto_hybrid:
+            log.warning("build: auto_hybrid is not supported; use hybrid_quantization_step1/step2.")
+        self._build = build(self._onnx, self._build_config(), do_quantization=bool(do_quantization),
+                            dataset=dataset, rknn_batch_size=rknn_batch_size)
+        self._model_bytes = self._build.data
+        return 0
+
+    def hybrid_quantization_step1(self, dataset="dataset.txt", rknn_batch_size=None, proposal=False,
+                                  proposal_dataset_size=1, custom_hybrid=None) -> int:
+        from rknnlink.model.builder import hybrid_quantization_step1
+
+        if self._onnx is None:
+            raise ValueError("No model loaded: call load_onnx() before hybrid_quantization_step1().")
+        if proposal or custom_hybrid:
+            log.warning("hybrid_quantization_step1: proposal/custom_hybrid are not supported; edit "
+                        "custom_quantize_layers in the .quantization.cfg file instead.")
+        hybrid_quantization_step1(self._onnx, self._build_config(), dataset, rknn_batch_size=rknn_batch_size)
+        return 0
+
+    def hybrid_quantization_step2(self, model_input, data_input, model_quantization_cfg) -> int:
+        from rknnlink.model.builder import hybrid_quantization_step2
+
+        self._build = hybrid_quantization_step2(model_input, data_input, model_quantization_cfg,
+                                                self._build_config())
+        self._model_bytes = self._build.data
+        return 0
+
+    def export_rknn(self, export_path, **kwargs) -> int:
+        if self._model_bytes is None:
+            raise ValueError("Nothing to export: call build() (or load_rknn()) first.")
+        path = Path(export_path)
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self._model_bytes)
+        return 0
+
+    def load_rknn(self, path) -> int:
+        """Load a model file: ours runs anywhere; a Rockchip-compiled one needs a board with librknnrt."""
+        from rknnlink.model.format import is_vendor_rknn, read_model
+
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"RKNN model file {path} not exists!")
+        data = path.read_bytes()
+        if is_vendor_rknn(data):
+            log.warning("load_rknn: %s was compiled by Rockchip's RKNN-Toolkit2; it runs only on a real board "
+                        "(init_runtime(target=..., device_id=...)), not on the simulated NPU.", path)
+        else:
+            read_model(data)  # validate now, so a bad file fails here and not at init_runtime
+        self._model_bytes = data
+        self._model_path = path
+        self._build = None
+        return 0
+
+    # ------------------------------------------------------------------ runtime
+    def _model_platform(self) -> Optional[str]:
+        from rknnlink.model.format import is_vendor_rknn, read_model
+
+        if self._model_bytes is None or is_vendor_rknn(self._model_bytes):
+            return None
+        return read_model(self._model_bytes).target_platform
+
+    def init_runtime(self, target=None, device_id=None, perf_debug=False, eval_mem=False, async_mode=False,
+                     core_mask=0, fallback_prior_device="cpu") -> int:
+        """target=None: the simulated NPU in this process. Otherwise a board: device_id is an adb serial,
+        'tcp:HOST:PORT', 'usb:SERIAL', or 'sim' (a simulated board daemon started for this process)."""
+        from rknnlink.model.format import is_vendor_rknn
+
+        if self._model_bytes is None:
+            raise ValueError("No model: call build() or load_rknn() before init_runtime().")
+        self._release_runtime()
+        model_platform = self._model_platform()
+        if target is None:
+            if is_vendor_rknn(self._model_bytes):
+                log.error("init_runtime: this model was compiled by Rockchip's toolkit and cannot run on the "
+                          "simulated NPU; connect a board and pass target= and device_id=.")
+                return -1
+            platforms.check_core_mask(model_platform, core_mask)
+            self._runtime = LocalRuntime(self._model_bytes, model_platform, perf_debug=perf_debug,
+                                         async_mode=async_mode, core_mask=core_mask)
+        else:
+            target = platforms.normalize_platform(target, "target")
+            if model_platform is not None and model_platform != target:
+                raise ValueError(f"The model was built for {model_platform} but target is {target}: rebuild "
+                                 f"with config(target_platform='{target}') or pass target='{model_platform}'.")
+            platforms.check_core_mask(target, core_mask)
+            self._runtime = self._connect_board(target, device_id, perf_debug, eval_mem, async_mode, core_mask)
+        self._runtime_args = dict(target=target, device_id=device_id, perf_debug=perf_debug, eval_mem=eval_mem)
+        log.info("init_runtime: model loaded on %s", self._runtime.location)
+        return 0
+
+    def _connect_board(self, target: str, device_id, perf_debug, eval_mem, async_mode, core_mask) -> ModelRuntime:
+        stop = None
+        if device_id == "sim":
+            from rknnlink_server.local import start_local_daemon
+
+            daemon = start_local_daemon(platform=target, backend="sim")
+            address, stop = daemon.address, daemon.stop
+        else:
+            from rknnlink.transport import resolve
+
+            endpoint = resolve(device_id)
+            address, stop = endpoint.address, endpoint.close
+        try:
+            runtime = BoardRuntime(address, self._model_bytes, perf_debug=perf_debug, eval_mem=eval_mem,
+                                   async_mode=async_mode, core_mask=core_mask, on_close=stop)
+        except BaseException:
+            stop()
+            raise
+        if runtime.platform != target:
+            runtime.close()
+            raise ValueError(f"target is {target} but the connected board ({device_id or 'default device'}) is "
+                             f"{runtime.platform}: pass target='{runtime.platform}' or connect the {target} board.")
+        return runtime
+
+    def _require_runtime(self, what: str) -> ModelRuntime:
+        if self._runtime is None:
+            raise ValueError(f"The runtime has not been initialized, please call init_runtime first! ({what})")
+        return self._runtime
+
+    def _prepare_inputs(self, inputs, data_format, inputs_pass_through) -> Tuple[list, list, list]:
+        if isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        arrays = [np.asarray(x) for x in inputs]
+        if data_format is None:
+            log.warning("inference: The 'data_format' is not set, and its default value is 'nhwc'!")
+        formats = [(f or "nhwc").lower() for f in _per_input(data_format, len(arrays), "data_format")]
+        for fmt in formats:
+            _check_choice("data_format", fmt, ("nhwc", "nchw"))
+        passes = [bool(p) for p in _per_input(inputs_pass_through or 0, len(arrays), "inputs_pass_through")]
+        converted = []
+        for array in arrays:
+            if array.dtype == np.float64:
+                array = array.astype(np.float32)
+            elif array.dtype not in (np.uint8, np.int8, np.float16, np.float32):
+                array = array.astype(np.float32)
+            converted.append(np.ascontiguousarray(array))
+        return converted, formats, passes
+
+    def inference(self, inputs, data_format=None, inputs_pass_through=None, get_frame_id=False):
+        """Run once; returns the outputs as float32 arrays (None, with an error logged, without a runtime)."""
+        if self._runtime is None:
+            log.error("inference: The runtime has not been initialized, please call init_runtime first!")
+            return None
+        arrays, formats, passes = self._prepare_inputs(inputs, data_format, inputs_pass_through)
+        outputs = self._runtime.run(arrays, formats, passes)
+        self._ran_once = True
+        if get_frame_id:
+            self._frame_id = getattr(self, "_frame_id", -1) + 1
+            return outputs, self._frame_id
+        return outputs
+
+    def eval_perf(self, is_print=True, fix_freq=True) -> Dict[str, Any]:
+        """Per-layer (perf_debug=True) or total time of the last run; estimated on the simulated NPU."""
+        runtime = self._require_runtime("eval_perf")
+        if not getattr(self, "_ran_once", False):
+            runtime.run(*self._zero_inputs())
+            self._ran_once = True
+        detail = runtime.perf_detail() if self._runtime_args.get("perf_debug") else None
+        total = runtime.perf_run_us()
+        estimated_for = runtime.platform if runtime.is_simulator else None
+        text = reports.format_perf(total, detail, reports.FrequencyInfo(), estimated_for=estimated_for)
+        if is_print:
+            print(text, end="")
+        return {"total_time_us": total, "fps": (1e6 / total) if total else 0.0, "perf_detail": detail,
+                "estimated": runtime.is_simulator, "platform": runtime.platform, "text": text}
+
+    def _zero_inputs(self) -> tuple:
+        """Inputs for a profiling run when the user has not run inference yet (shapes from the model)."""
+        from rknnlink.model.format import read_model
+
+        model = read_model(self._model_bytes)
+        arrays, formats = [], []
+        for spec in model.inputs:
+            shape = list(model.tensors[spec.tensor].shape)
+            if len(shape) == 4:
+                shape = [shape[0], shape[2], shape[3], shape[1]]
+            arrays.append(np.zeros(shape, np.float32))
+            formats.append("nhwc")
+        return arrays, formats, [False] * len(arrays)
+
+    def eval_memory(self, is_print=True) -> Dict[str, int]:
+        runtime = self._require_runtime("eval_memory")
+        if not self._runtime_args.get("eval_mem") and self._runtime_args.get("target") is not None:
+            raise ValueError("When init runtime, parameter <eval_mem> should be set to True")
+        memory = runtime.memory()
+        if is_print:
+            print(reports.format_memory(memory, len(self._model_bytes or b"")), end="")
+        return memory
+
+    def get_sdk_version(self) -> str:
+        runtime = self._require_runtime("get_sdk_version")
+        text = reports.format_sdk_version(f"{__version__} (rknnlink)", runtime.server_version(),
+                                          runtime.runtime_version())
+        return text
+
+    def list_devices(self) -> Tuple[List[str], List[str]]:
+        """(adb serials, USB bulk serials), printed in the toolkit's layout."""
+        try:
+            from rknnlink.transport import list_adb_serials, list_usb_serials
+        except ImportError as exc:
+            log.error("list_devices: transports unavailable (%s); install rknnlink[host]", exc)
+            adb, usb = [], []
+        else:
+            adb, usb = list_adb_serials(), list_usb_serials()
+        print(reports.format_device_list(adb, usb), end="")
+        return adb, usb
+
+    def accuracy_analysis(self, inputs, output_dir="./snapshot", target=None, device_id=None, **kwargs) -> int:
+        """Per-layer golden (fp32 ONNX) vs simulator/board outputs and error_analysis.txt."""
+        from rknnlink.api.accuracy import run_accuracy_analysis
+
+        if self._build is None:
+            raise ValueError("accuracy_analysis needs the float model: call load_onnx() and build() first "
+                             "(a model from load_rknn has no float reference).")
+        return run_accuracy_analysis(self, inputs, Path(output_dir), target=target, device_id=device_id,
+                                     **kwargs)
+
+    def reg_custom_op(self, custom_op) -> int:
+        raise ValueError("Custom operators are not supported by rknnlink's simulated NPU.")
+
+    def release(self) -> None:
+        self._release_runtime()
+        root = logging.getLogger("rknnlink")
+        for handler in self._handlers:
+            root.removeHandler(handler)
+            handler.close()
+        self._handlers = []
+
+    def _release_runtime(self) -> None:
+        if self._runtime is not None:
+            try:
+                self._runtime.close()
+            finally:
+                self._runtime = None
+                self._ran_once = False
