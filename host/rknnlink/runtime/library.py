@@ -66,6 +66,15 @@ def rknn_type_of(dtype: Any) -> int:
     return _RKNN_FROM_NP[dt]
 
 
+def output_type_of(dtype: Any) -> int:
+    """rknn_tensor_type of an output array's numpy dtype (FLOAT32 for anything unknown)."""
+    dt = np.dtype(dtype)
+    for rknn_type, candidate in _NP_FROM_RKNN.items():
+        if candidate == dt:
+            return rknn_type
+    return abi.RKNN_TENSOR_FLOAT32
+
+
 def packaged_sim_path() -> Path:
     """The simulator library that `pip install -e .` builds next to the package."""
     return Path(__file__).resolve().parent.parent / "_native" / "librknnrt_sim.so"

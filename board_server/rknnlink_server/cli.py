@@ -1,0 +1,66 @@
+"""Subcommands `rknnlink serve` and `rknnlink install-service` (registered by rknnlink.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("rknnlink_server")
+
+
+def register(subparsers: "argparse._SubParsersAction") -> None:  # noqa: UP037 - private argparse type
+    serve = subparsers.add_parser("serve", help="run the board daemon (gRPC) in the foreground",
+                                  description="Serve the NPU runtime to rknnlink hosts over gRPC.")
+    serve.add_argument("--listen", default="127.0.0.1:50051",
+                       help="HOST:PORT to bind (default 127.0.0.1:50051; port 0 picks a free port and prints it)")
+    serve.add_argument("--port-file", type=Path, help="write the bound HOST:PORT to this file once listening")
+    serve.add_argument("--backend", choices=("auto", "vendor", "sim"), default="auto",
+                       help="vendor librknnrt, the simulated NPU, or auto (vendor when installed)")
+    serve.add_argument("--platform", help="the simulated board's platform (default rk3588); with the vendor "
+                                          "backend it is detected from /proc/device-tree/compatible")
+    serve.add_argument("--library", help="explicit librknnrt.so / librknnrt_sim.so path")
+    serve.add_argument("--cache-dir", type=Path, help="model cache directory (default /var/cache/rknnlink as root, "
+                                                      "~/.cache/rknnlink/models otherwise)")
+    serve.add_argument("--max-sessions", type=int, default=16, help="sessions across all clients (default 16)")
+    serve.add_argument("--max-cache-mb", type=int, default=2048, help="model cache size limit (default 2048)")
+    serve.add_argument("--max-message-mb", type=int, default=64,
+                       help="largest gRPC message (one inference request/reply; default 64)")
+    serve.add_argument("--call-timeout", type=float, default=60.0,
+                       help="seconds a runtime call may take before its worker is killed (default 60)")
+    serve.set_defaults(func=_serve)
+
+    install = subparsers.add_parser("install-service", help="install the daemon's systemd unit",
+                                    description="Write rknnlink-server.service under ROOT/etc/systemd/system.")
+    install.add_argument("--root", type=Path, default=Path("/"), help="filesystem root (default /)")
+    install.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT for the daemon")
+    install.add_argument("--exec", dest="executable", help="rknnlink executable (default: this installation's)")
+    install.set_defaults(func=_install)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from rknnlink_server.server import DaemonConfig, run
+
+    if args.max_sessions < 1 or args.max_cache_mb < 1 or args.max_message_mb < 1 or args.call_timeout <= 0:
+        log.error("--max-sessions, --max-cache-mb, --max-message-mb and --call-timeout must be positive")
+        return 2
+    config = DaemonConfig(listen=args.listen, backend=args.backend, platform=args.platform, library=args.library,
+                          cache_dir=args.cache_dir, max_sessions=args.max_sessions, max_cache_mb=args.max_cache_mb,
+                          max_message_mb=args.max_message_mb, call_timeout=args.call_timeout,
+                          port_file=args.port_file)
+    try:
+        return run(config)
+    except (OSError, ValueError) as exc:
+        log.error("cannot start the daemon: %s", exc)
+        return 1
+
+
+def _install(args: argparse.Namespace) -> int:
+    from rknnlink_server.install import install
+
+    try:
+        install(args.root, args.listen, args.executable)
+    except (OSError, ValueError) as exc:
+        log.error("cannot install the service: %s", exc)
+        return 1
+    return 0

@@ -1,0 +1,573 @@
+"""The rknnlink.v1 gRPC service: handshake, model cache, sessions (one runtime worker process each),
+inference (unary and pipelined streams), profiling, dumps and counters."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import grpc
+
+from rknnlink.runtime import RknnError
+from rknnlink.runtime.perf import parse_perf_detail
+from rknnlink.v1 import rknnlink_pb2 as pb
+from rknnlink.v1 import rknnlink_pb2_grpc as pb_grpc
+from rknnlink_server import MIN_CLIENT_PROTOCOL, PROTOCOL_VERSION, __version__
+from rknnlink_server.cache import CacheError, ModelCache, check_sha
+from rknnlink_server.errors import DaemonError
+from rknnlink_server.worker import WorkerCrashedError, WorkerError, WorkerHandle, WorkerTimeoutError
+
+log = logging.getLogger("rknnlink_server")
+CHUNK = 1 << 20
+_FLAG_ASYNC, _FLAG_PERF = 0x4, 0x8
+
+
+@dataclass
+class RuntimeSetup:
+    """Which runtime the workers load and what board this is."""
+
+    library: str
+    backend: str            # "vendor" or "sim"
+    platform: str
+    serial: str
+    runtime_version: str = ""
+    driver_version: str = ""
+
+
+@dataclass
+class Limits:
+    max_sessions: int = 16
+    max_message_bytes: int = 64 << 20
+    call_timeout: float = 60.0
+
+
+@dataclass
+class Session:
+    id: str
+    client_id: str
+    sha: str
+    worker: WorkerHandle
+    is_simulator: bool
+    inferences: int = 0
+
+
+@dataclass
+class Counters:
+    model_bytes_received: int = 0
+    uploads_completed: int = 0
+    uploads_aborted: int = 0
+    workers_crashed: int = 0
+    inferences: int = 0
+
+
+@dataclass
+class Client:
+    id: str
+    name: str
+    peer: str
+    watching: int = 0
+    sessions: set = field(default_factory=set)
+
+
+def rpc(method: Callable) -> Callable:
+    """Turn DaemonError/RknnError/CacheError into a gRPC status with metadata (unary handlers)."""
+
+    @functools.wraps(method)
+    def wrapper(self: RknnLinkService, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except (DaemonError, RknnError, CacheError) as exc:
+            err = self.to_daemon_error(exc)
+        self.abort(context, err)
+
+    return wrapper
+
+
+def stream_rpc(method: Callable) -> Callable:
+    """rpc() for handlers that yield responses."""
+
+    @functools.wraps(method)
+    def wrapper(self: RknnLinkService, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from method(self, request, context)
+            return
+        except (DaemonError, RknnError, CacheError) as exc:
+            err = self.to_daemon_error(exc)
+        self.abort(context, err)
+
+    return wrapper
+
+
+class RknnLinkService(pb_grpc.RknnLinkServicer):
+    def __init__(self, setup: RuntimeSetup, cache_dir: Path, max_cache_bytes: int, limits: Limits) -> None:
+        self.setup = setup
+        self.limits = limits
+        self.counters = Counters()
+        self._lock = threading.Lock()
+        self._sessions: Dict[str, Session] = {}
+        self._clients: Dict[str, Client] = {}
+        self._stopping = threading.Event()
+        self.cache = ModelCache(cache_dir, max_cache_bytes, in_use=self._models_in_use)
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    @staticmethod
+    def abort(context: grpc.ServicerContext, err: DaemonError) -> None:
+        context.set_trailing_metadata(err.metadata())
+        context.abort(err.status, err.message)
+
+    def to_daemon_error(self, exc: Exception) -> DaemonError:
+        if isinstance(exc, DaemonError):
+            return exc
+        if isinstance(exc, CacheError):
+            return DaemonError(grpc.StatusCode.INVALID_ARGUMENT, str(exc), "model-cache")
+        return DaemonError.from_rknn(exc)
+
+    def _models_in_use(self) -> List[str]:
+        with self._lock:
+            return [s.sha for s in self._sessions.values()]
+
+    def _session(self, session_id: str) -> Session:
+        with self._lock:
+            session = self._sessions.get(session_id)
+        if session is None:
+            raise DaemonError(grpc.StatusCode.NOT_FOUND,
+                              f"session {session_id!r} does not exist on this daemon (closed, lost after a worker "
+                              f"crash, or freed when its client disconnected); load the model again",
+                              "session-not-found")
+        return session
+
+    def _device_info(self) -> pb.DeviceInfo:
+        from rknnlink_server.device import host_description, npu_cores
+
+        s = self.setup
+        return pb.DeviceInfo(serial=s.serial, platform=s.platform, npu_cores=npu_cores(s.platform), backend=s.backend,
+                             daemon_version=__version__, protocol_version=PROTOCOL_VERSION,
+                             runtime_version=s.runtime_version, driver_version=s.driver_version,
+                             library_path=s.library, **host_description())
+
+    def _lose_session(self, session: Session, exc: WorkerError) -> DaemonError:
+        """Forget a session whose worker crashed or hung, and say so in the client's terms."""
+        self._drop(session.id)
+        with self._lock:
+            self.counters.workers_crashed += 1
+        if isinstance(exc, WorkerTimeoutError):
+            log.error("worker %d of session %s hung: %s", session.worker.pid, session.id, exc)
+            return DaemonError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"the NPU runtime worker of session {session.id} {exc} (per-call timeout, "
+                               f"rknnlink serve --call-timeout); the session is lost, create it again",
+                               "worker-timeout")
+        code = exc.returncode if isinstance(exc, WorkerCrashedError) else None
+        what = f"crashed (signal {-code})" if code is not None and code < 0 else f"stopped ({exc})"
+        log.error("worker %d of session %s %s", session.worker.pid, session.id, what)
+        return DaemonError(grpc.StatusCode.UNAVAILABLE,
+                           f"the NPU runtime worker {what} while running session {session.id}; the session is "
+                           f"lost, create it again (load the model again); other sessions are not affected",
+                           "worker-crashed")
+
+    def _call(self, session: Session, header: Dict[str, Any], blobs: Any = ()) -> Any:
+        with session.worker.lock:
+            try:
+                return session.worker.call(header, blobs)
+            except WorkerError as exc:
+                raise self._lose_session(session, exc) from exc
+
+    def _drop(self, session_id: str) -> Optional[Session]:
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+            if session is not None and session.client_id in self._clients:
+                self._clients[session.client_id].sessions.discard(session_id)
+        if session is not None:
+            threading.Thread(target=session.worker.close, name=f"close-{session_id}", daemon=True).start()
+        return session
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for session in sessions:
+            session.worker.kill()
+
+    # -- handshake ------------------------------------------------------------------------------------------------
+    @rpc
+    def Hello(self, request: pb.HelloRequest, context: grpc.ServicerContext) -> pb.HelloResponse:  # noqa: N802
+        if request.protocol_version < MIN_CLIENT_PROTOCOL:
+            raise DaemonError(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"the host's rknnlink {request.client_version or '(unknown version)'} speaks protocol "
+                              f"{request.protocol_version}, but this board's daemon (rknnlink {__version__}) needs "
+                              f"protocol {MIN_CLIENT_PROTOCOL} or newer: update the host with "
+                              f"`pip install -U rknnlink`", "incompatible-version")
+        if request.min_daemon_protocol > PROTOCOL_VERSION:
+            raise DaemonError(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"this board's daemon (rknnlink {__version__}) speaks protocol {PROTOCOL_VERSION}, "
+                              f"but the host's rknnlink {request.client_version} needs protocol "
+                              f"{request.min_daemon_protocol} or newer: update the board with "
+                              f"`rknnlink deploy {self.setup.serial}`", "incompatible-version")
+        client = Client(id=uuid.uuid4().hex, name=request.client_name, peer=context.peer())
+        with self._lock:
+            self._clients[client.id] = client
+        log.info("client %s (%s, rknnlink %s) connected from %s", client.id[:8], client.name,
+                 request.client_version, client.peer)
+        return pb.HelloResponse(protocol_version=PROTOCOL_VERSION, daemon_version=__version__,
+                                min_client_protocol=MIN_CLIENT_PROTOCOL, client_id=client.id,
+                                device=self._device_info(), max_message_bytes=self.limits.max_message_bytes,
+                                upload_chunk_bytes=CHUNK)
+
+    @rpc
+    def GetDeviceInfo(self, request: pb.DeviceInfoRequest, context: grpc.ServicerContext) -> pb.DeviceInfo:  # noqa: N802
+        return self._device_info()
+
+    def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchEvent]:  # noqa: N802
+        """Hold the stream open until the client goes away, then free its sessions."""
+        with self._lock:
+            client = self._clients.get(request.client_id)
+            if client is not None:
+                client.watching += 1
+        if client is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown client id {request.client_id!r}: call Hello first")
+        done = threading.Event()
+        context.add_callback(done.set)
+        yield pb.WatchEvent(message=f"watching client {client.id}")
+        while not done.wait(1.0) and not self._stopping.is_set():
+            pass
+        self._forget_client(client.id)
+
+    def _forget_client(self, client_id: str) -> None:
+        with self._lock:
+            client = self._clients.get(client_id)
+            if client is None:
+                return
+            client.watching -= 1
+            if client.watching > 0:
+                return
+            del self._clients[client_id]
+            orphans = list(client.sessions)
+        for session_id in orphans:
+            self._drop(session_id)
+        log.info("client %s went away; freed %d session(s)", client_id[:8], len(orphans))
+
+    # -- model cache ------------------------------------------------------------------------------------------------
+    @rpc
+    def HasModel(self, request: pb.HasModelRequest, context: grpc.ServicerContext) -> pb.HasModelResponse:  # noqa: N802
+        size = self.cache.has(request.sha256)
+        return pb.HasModelResponse(present=size is not None, size=size or 0)
+
+    @rpc
+    def UploadModel(self, request_iterator: Iterator[pb.ModelChunk],  # noqa: N802
+                    context: grpc.ServicerContext) -> pb.UploadModelResponse:
+        first = next(request_iterator, None)
+        if first is None:
+            raise DaemonError(grpc.StatusCode.INVALID_ARGUMENT, "empty upload: send at least one chunk", "upload")
+        sha = check_sha(first.sha256)
+        size = self.cache.has(sha)
+        if size is not None:
+            return pb.UploadModelResponse(sha256=sha, size=size, already_present=True)
+        upload = self.cache.begin(sha, first.total_size)
+        try:
+            self._receive(upload, first, request_iterator)
+            upload.commit()
+        except BaseException:
+            upload.abort()
+            with self._lock:
+                self.counters.uploads_aborted += 1
+            raise
+        with self._lock:
+            self.counters.uploads_completed += 1
+        log.info("stored model %s (%d bytes)", sha[:12], upload.total_size)
+        return pb.UploadModelResponse(sha256=sha, size=upload.total_size, already_present=False)
+
+    def _receive(self, upload: Any, first: pb.ModelChunk, rest: Iterator[pb.ModelChunk]) -> None:
+        chunk: Optional[pb.ModelChunk] = first
+        while chunk is not None:
+            data = chunk.data
+            upload.write(data)
+            with self._lock:
+                self.counters.model_bytes_received += len(data)
+            chunk = next(rest, None)
+
+    # -- sessions -----------------------------------------------------------------------------------------------------
+    @rpc
+    def CreateSession(self, request: pb.CreateSessionRequest,  # noqa: N802
+                      context: grpc.ServicerContext) -> pb.CreateSessionResponse:
+        sha = check_sha(request.model_sha256)
+        if self.cache.has(sha) is None:
+            raise DaemonError(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"model {sha[:12]}... is not in the board's cache; upload it first (HasModel, "
+                              f"UploadModel) - Board.load_model does this for you", "model-missing")
+        with self._lock:
+            client = self._clients.get(request.client_id)
+            if request.client_id and client is None:
+                raise DaemonError(grpc.StatusCode.FAILED_PRECONDITION,
+                                  "unknown client id: the daemon restarted or forgot this client; reconnect "
+                                  "(Board.connect)", "client-unknown")
+            if len(self._sessions) >= self.limits.max_sessions:
+                raise DaemonError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"the daemon already runs {len(self._sessions)} sessions (--max-sessions "
+                                  f"{self.limits.max_sessions}); close sessions you no longer need or restart "
+                                  f"the daemon with a higher --max-sessions", "session-limit")
+        worker = WorkerHandle(self.setup.library, self.setup.backend, self.limits.call_timeout)
+        session = Session(id=uuid.uuid4().hex[:16], client_id=request.client_id, sha=sha, worker=worker,
+                          is_simulator=self.setup.backend == "sim")
+        flags = (_FLAG_PERF if request.collect_perf else 0) | (_FLAG_ASYNC if request.async_mode else 0)
+        header = {"op": "init", "model_path": str(self.cache.path(sha)), "flags": flags,
+                  "core_mask": request.core_mask, "dump": request.dump_layers}
+        try:
+            with worker.lock:
+                reply, _ = worker.call(header)
+        except RknnError as exc:
+            worker.close()
+            raise DaemonError.from_rknn(exc, self._model_hint(sha)) from exc
+        except WorkerError as exc:
+            worker.kill()
+            with self._lock:
+                self.counters.workers_crashed += 1
+            raise DaemonError(grpc.StatusCode.UNAVAILABLE,
+                              f"the NPU runtime worker {exc} while loading the model; the model may crash this "
+                              f"runtime - check it on the host simulator first", "worker-crashed") from exc
+        self._remember_versions(reply)
+        session.is_simulator = bool(reply.get("is_simulator"))
+        with self._lock:
+            self._sessions[session.id] = session
+            if client is not None:
+                client.sessions.add(session.id)
+        log.info("session %s: model %s in worker %d", session.id, sha[:12], worker.pid)
+        return pb.CreateSessionResponse(
+            session_id=session.id, inputs=[_attr_pb(a) for a in reply["inputs"]],
+            outputs=[_attr_pb(a) for a in reply["outputs"]], custom_string=reply.get("custom_string", ""),
+            sdk_version=pb.SdkVersion(api_version=reply["sdk"][0], drv_version=reply["sdk"][1]),
+            is_simulator=session.is_simulator)
+
+    def _model_hint(self, sha: str) -> str:
+        try:
+            with open(self.cache.path(sha), "rb") as f:
+                magic = f.read(8)
+        except OSError:
+            return ""
+        if magic.startswith(b"RKNN") and self.setup.backend == "sim":
+            return ("this is a vendor-compiled .rknn (magic RKNN) and this daemon runs the simulated NPU, which "
+                    "executes only rknnlink-built models; run it on a board with the vendor runtime, or rebuild "
+                    "the model with rknnlink. ")
+        return ""
+
+    def _remember_versions(self, reply: Dict[str, Any]) -> None:
+        api, drv = reply.get("sdk", ["", ""])
+        if api and not self.setup.runtime_version:
+            self.setup.runtime_version = api
+        if drv and not self.setup.driver_version:
+            self.setup.driver_version = drv
+
+    @rpc
+    def CloseSession(self, request: pb.SessionRequest, context: grpc.ServicerContext) -> pb.CloseSessionResponse:  # noqa: N802
+        if self._drop(request.session_id) is None:
+            self._session(request.session_id)  # raises NOT_FOUND with the explanation
+        return pb.CloseSessionResponse()
+
+    # -- inference ----------------------------------------------------------------------------------------------------
+    @rpc
+    def Run(self, request: pb.RunRequest, context: grpc.ServicerContext) -> pb.RunResponse:  # noqa: N802
+        session = self._session(request.session_id)
+        header, blobs = _run_frame(request)
+        reply, outs = self._call(session, header, blobs)
+        self._count(session, 1)
+        return _run_response(request.request_id, reply, outs)
+
+    def _count(self, session: Session, n: int) -> None:
+        with self._lock:
+            session.inferences += n
+            self.counters.inferences += n
+
+    @stream_rpc
+    def RunStream(self, request_iterator: Iterator[pb.RunRequest],  # noqa: N802
+                  context: grpc.ServicerContext) -> Iterator[pb.RunResponse]:
+        first = next(request_iterator, None)
+        if first is None:
+            return
+        session = self._session(first.session_id)
+        with session.worker.lock:
+            yield from _Pipeline(self, session, first, request_iterator).run()
+
+    # -- queries ------------------------------------------------------------------------------------------------------
+    @rpc
+    def GetPerf(self, request: pb.SessionRequest, context: grpc.ServicerContext) -> pb.PerfReport:  # noqa: N802
+        reply, _ = self._call(self._session(request.session_id), {"op": "perf"})
+        text = reply["text"]
+        rows, total = parse_perf_detail(text)
+        return pb.PerfReport(text=text, total_us=total, rows=[_perf_row(r) for r in rows])
+
+    @rpc
+    def GetPerfRun(self, request: pb.SessionRequest, context: grpc.ServicerContext) -> pb.PerfRunResponse:  # noqa: N802
+        reply, _ = self._call(self._session(request.session_id), {"op": "perf_run"})
+        return pb.PerfRunResponse(run_us=int(reply["run_us"]))
+
+    @rpc
+    def GetMemory(self, request: pb.SessionRequest, context: grpc.ServicerContext) -> pb.MemoryReport:  # noqa: N802
+        reply, _ = self._call(self._session(request.session_id), {"op": "mem"})
+        return pb.MemoryReport(**{k: int(v) for k, v in reply["mem"].items()})
+
+    @rpc
+    def GetSdkVersion(self, request: pb.SessionRequest, context: grpc.ServicerContext) -> pb.SdkVersion:  # noqa: N802
+        reply, _ = self._call(self._session(request.session_id), {"op": "sdk"})
+        return pb.SdkVersion(api_version=reply["api"], drv_version=reply["drv"])
+
+    @stream_rpc
+    def GetDumps(self, request: pb.DumpsRequest, context: grpc.ServicerContext) -> Iterator[pb.DumpChunk]:  # noqa: N802
+        session = self._session(request.session_id)
+        if not session.is_simulator:
+            raise DaemonError(grpc.StatusCode.FAILED_PRECONDITION,
+                              "per-layer dumps need the simulated NPU; this board runs the vendor runtime "
+                              "(use RKNN_LOG_LEVEL=5 and RKNN_DUMP_DIR on the board instead)", "not-simulator")
+        reply, blobs = self._call(session, {"op": "dumps", "raw": request.include_raw})
+        per_tensor = 2 if reply.get("raw") else 1
+        for index, info in enumerate(reply["dumps"]):
+            dump = pb.DumpInfo(index=index, layer_index=info["layer_index"], output_slot=info["output_slot"],
+                               name=info["name"], dtype=info["dtype"], qnt_type=info["qnt_type"],
+                               scale=info["scale"], zp=info["zp"], dims=info["dims"])
+            for part in range(per_tensor):
+                yield from _chunks(index, dump, part, blobs[index * per_tensor + part])
+
+    @rpc
+    def GetStats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.Stats:  # noqa: N802
+        import os
+
+        with self._lock:
+            c = self.counters
+            sessions = [pb.SessionStat(session_id=s.id, client_id=s.client_id, model_sha256=s.sha,
+                                       worker_pid=s.worker.pid, inferences=s.inferences)
+                        for s in self._sessions.values()]
+            stats = pb.Stats(model_bytes_received=c.model_bytes_received, uploads_completed=c.uploads_completed,
+                             uploads_aborted=c.uploads_aborted, workers_crashed=c.workers_crashed,
+                             inferences=c.inferences, sessions_open=len(sessions), clients=len(self._clients),
+                             sessions=sessions, daemon_pid=os.getpid())
+        stats.models_cached = len(self.cache.models())
+        stats.cache_bytes = self.cache.total_bytes()
+        return stats
+
+
+class _Pipeline:
+    """A RunStream: a feeder thread forwards requests to the worker while this thread returns replies, so
+    the worker computes request N while N+1 is decoded and sent (several requests in flight)."""
+
+    _END = object()
+
+    def __init__(self, service: RknnLinkService, session: Session, first: pb.RunRequest,
+                 rest: Iterator[pb.RunRequest]) -> None:
+        self.service, self.session, self.first, self.rest = service, session, first, rest
+        self.inflight: queue.Queue[Any] = queue.Queue()
+        self.sent = 0
+        self.received = 0
+        self.stop = threading.Event()
+
+    def _feed(self) -> None:
+        try:
+            request: Optional[pb.RunRequest] = self.first
+            while request is not None and not self.stop.is_set():
+                if request.session_id and request.session_id != self.session.id:
+                    self.inflight.put(DaemonError(grpc.StatusCode.INVALID_ARGUMENT,
+                                                  "all requests of one RunStream must use the same session",
+                                                  "bad-request"))
+                    return
+                header, blobs = _run_frame(request)
+                self.session.worker.send(header, blobs)
+                self.sent += 1
+                self.inflight.put(request.request_id)
+                request = next(self.rest, None)
+        except WorkerError as exc:
+            self.inflight.put(exc)
+        except Exception as exc:  # noqa: BLE001 - client went away mid-stream: end the feed
+            log.debug("RunStream feed ended: %s", exc)
+        finally:
+            self.inflight.put(self._END)
+
+    def run(self) -> Iterator[pb.RunResponse]:
+        feeder = threading.Thread(target=self._feed, name=f"feed-{self.session.id}", daemon=True)
+        feeder.start()
+        try:
+            while True:
+                item = self.inflight.get()
+                if item is self._END:
+                    return
+                if isinstance(item, DaemonError):
+                    raise item
+                if isinstance(item, WorkerError):
+                    raise self.service._lose_session(self.session, item)
+                yield self._reply(item)
+        finally:
+            self.stop.set()
+            feeder.join(timeout=self.session.worker.call_timeout)
+            self._drain()
+
+    def _reply(self, request_id: int) -> pb.RunResponse:
+        try:
+            self.received += 1
+            reply, outs = self.session.worker.recv()
+        except WorkerError as exc:
+            raise self.service._lose_session(self.session, exc) from exc
+        self.service._count(self.session, 1)
+        return _run_response(request_id, reply, outs)
+
+    def _drain(self) -> None:
+        """Read replies the client will never see, so the next call on this session gets its own."""
+        while self.received < self.sent and self.session.worker.dead is None:
+            self.received += 1
+            try:
+                self.session.worker.recv()
+            except RknnError:
+                continue
+            except WorkerError as exc:
+                self.service._lose_session(self.session, exc)
+                return
+
+
+# -- message conversion -----------------------------------------------------------------------------------------------
+def _run_frame(request: pb.RunRequest) -> tuple:
+    metas = [{"dtype": t.dtype, "shape": list(t.shape), "fmt": t.format, "pt": t.pass_through}
+             for t in request.inputs]
+    return {"op": "run", "inputs": metas, "raw": request.raw_outputs}, [t.data for t in request.inputs]
+
+
+def _run_response(request_id: int, reply: Dict[str, Any], outs: List[bytearray]) -> pb.RunResponse:
+    outputs = [pb.Tensor(dtype=meta["dtype"], shape=meta["shape"], data=bytes(blob))
+               for meta, blob in zip(reply["outputs"], outs)]
+    return pb.RunResponse(request_id=request_id, outputs=outputs, run_us=int(reply.get("run_us", 0)))
+
+
+def _attr_pb(a: Dict[str, Any]) -> pb.TensorAttr:
+    return pb.TensorAttr(index=a["index"], name=a["name"], dims=a["dims"], fmt=a["fmt"], dtype=a["dtype"],
+                         qnt_type=a["qnt_type"], zp=a["zp"], scale=a["scale"], n_elems=a["n_elems"],
+                         size=a["size"], fl=a["fl"], w_stride=a["w_stride"],
+                         size_with_stride=a["size_with_stride"], h_stride=a["h_stride"])
+
+
+def _perf_row(row: Dict[str, Any]) -> pb.PerfRow:
+    known = {k: v for k, v in row.items() if k in pb.PerfRow.DESCRIPTOR.fields_by_name}
+    return pb.PerfRow(**known)
+
+
+def _chunks(index: int, info: pb.DumpInfo, part: int, blob: bytearray) -> Iterator[pb.DumpChunk]:
+    view = memoryview(blob)
+    size = len(view)
+    offset = 0
+    while True:
+        piece = bytes(view[offset:offset + CHUNK])
+        yield pb.DumpChunk(index=index, info=info if offset == 0 and part == 0 else None, part=part,
+                           offset=offset, part_size=size, data=piece)
+        offset += len(piece)
+        if offset >= size:
+            return
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll `predicate` until true or timeout (used by shutdown paths)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()

@@ -1,0 +1,208 @@
+"""The NPU runtime worker: a child process of the daemon that owns one rknn_context.
+
+librknnrt runs here and nowhere else in the daemon, so a segfault or a hang inside it takes down only this
+process (and the one session it serves). It speaks the framing of rknnlink_server.wire on an inherited Unix
+socket: one request frame in, one reply frame out, in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import signal
+import socket
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from rknnlink.runtime import RknnError, RuntimeContext, RuntimeLibrary, numpy_dtype
+from rknnlink.runtime.abi import RKNN_ERR_INPUT_INVALID, RKNN_ERR_PARAM_INVALID
+from rknnlink.runtime.library import output_type_of
+from rknnlink_server.wire import WorkerGoneError, recv_frame, send_frame
+
+log = logging.getLogger("rknnlink_server.worker")
+_FORMATS = {0: None, 1: "nchw", 2: "nhwc"}
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the daemon dies, so no orphan keeps the NPU busy."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _attr_dict(attr: Any) -> Dict[str, Any]:
+    return {"index": attr.index, "name": attr.name, "dims": list(attr.dims), "fmt": attr.fmt,
+            "dtype": attr.rknn_type, "qnt_type": attr.qnt_type, "zp": attr.zp, "scale": attr.scale,
+            "n_elems": attr.n_elems, "size": attr.size, "fl": attr.fl, "w_stride": attr.w_stride,
+            "size_with_stride": attr.size_with_stride, "h_stride": attr.h_stride}
+
+
+class Worker:
+    """Executes daemon requests on one runtime context."""
+
+    def __init__(self, library: str, backend: str) -> None:
+        self.lib = RuntimeLibrary.load(path=library, backend=backend)
+        self.ctx: Optional[RuntimeContext] = None
+        self.dump_enabled = False
+        self._last_run: Optional[Tuple[List[np.ndarray], List[Optional[str]], List[bool]]] = None
+
+    def handle(self, header: Dict[str, Any], blobs: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
+        op = header.get("op")
+        method = getattr(self, f"op_{op}", None)
+        if method is None:
+            raise RknnError(RKNN_ERR_PARAM_INVALID, None, f"unknown worker operation {op!r}")
+        if op != "init" and self.ctx is None:
+            raise RknnError(-7, None, "no model is loaded in this worker")
+        return method(header, blobs)
+
+    def op_init(self, header: Dict[str, Any], _blobs: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
+        with open(header["model_path"], "rb") as f:
+            model = f.read()
+        self.ctx = self.lib.init(model, flags=int(header.get("flags", 0)))
+        if header.get("core_mask"):
+            self.ctx.set_core_mask(int(header["core_mask"]))
+        if header.get("dump") and self.lib.is_simulator:
+            self.ctx.set_dump(True)
+            self.dump_enabled = True
+        api, drv = self._sdk()
+        reply = {"inputs": [_attr_dict(a) for a in self.ctx.input_attrs],
+                 "outputs": [_attr_dict(a) for a in self.ctx.output_attrs],
+                 "custom_string": self._custom_string(), "sdk": [api, drv],
+                 "is_simulator": self.lib.is_simulator}
+        return reply, ()
+
+    def _sdk(self) -> Tuple[str, str]:
+        try:
+            return self.ctx.sdk_version()
+        except RknnError:
+            return "", ""
+
+    def _custom_string(self) -> str:
+        try:
+            return self.ctx.custom_string()
+        except RknnError:
+            return ""
+
+    def op_run(self, header: Dict[str, Any], blobs: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
+        metas = header.get("inputs", [])
+        if len(metas) != len(blobs):
+            raise RknnError(RKNN_ERR_INPUT_INVALID, None, "corrupt run request: input metadata and data differ")
+        arrays = [self._array(i, meta, blob) for i, (meta, blob) in enumerate(zip(metas, blobs))]
+        formats = [_FORMATS.get(int(m.get("fmt", 0))) for m in metas]
+        passes = [bool(m.get("pt", False)) for m in metas]
+        start = time.perf_counter()
+        outputs = self.ctx.infer(arrays, formats, passes, want_float=not header.get("raw", False))
+        run_us = int((time.perf_counter() - start) * 1e6)
+        self._last_run = (arrays, formats, passes)
+        metas_out = [{"dtype": output_type_of(o.dtype), "shape": list(o.shape)} for o in outputs]
+        return {"outputs": metas_out, "run_us": run_us}, outputs
+
+    @staticmethod
+    def _array(i: int, meta: Dict[str, Any], blob: bytearray) -> np.ndarray:
+        dtype = numpy_dtype(int(meta.get("dtype", 0)))
+        shape = [int(d) for d in meta.get("shape", [])]
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else len(blob)
+        if expected != len(blob) or len(blob) % dtype.itemsize:
+            raise RknnError(RKNN_ERR_INPUT_INVALID, None,
+                            f"input {i}: {len(blob)} data bytes do not match shape {shape} of {dtype} "
+                            f"({expected} bytes); send C-contiguous data of the declared shape and dtype")
+        arr = np.frombuffer(blob, dtype=dtype)
+        return arr.reshape(shape) if shape else arr
+
+    def op_perf(self, _h: Dict[str, Any], _b: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
+        return {"text": self.ctx.perf_detail()}, ()
+
+    def op_perf_run(self, _h: Dict[str, Any], _b: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
+        return {"run_us": self.ctx.perf_run_us()}, ()
+
+    def op_mem(self, _h: Dict[str, Any], _b: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
+        return {"mem": self.ctx.mem_size()}, ()
+
+    def op_sdk(self, _h: Dict[str, Any], _b: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
+        api, drv = self.ctx.sdk_version()
+        return {"api": api, "drv": drv}, ()
+
+    def op_dumps(self, header: Dict[str, Any], _b: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
+        if not self.lib.is_simulator:
+            self.ctx.dumps()  # raises the binding's "needs the simulated NPU" error
+        if not self.dump_enabled:
+            # Dumps were off for the last run: turn them on and repeat that run (the model is deterministic).
+            if self._last_run is None:
+                raise RknnError(RKNN_ERR_PARAM_INVALID, None,
+                                "no run happened yet in this session: run the model once, then ask for dumps")
+            self.ctx.set_dump(True)
+            self.dump_enabled = True
+            self.ctx.infer(*self._last_run)
+        include_raw = bool(header.get("raw", False))
+        infos, blobs = [], []
+        for info, f32, raw in self.ctx.dumps():
+            infos.append({"layer_index": -1 if info.layer_index is None else info.layer_index,
+                          "output_slot": info.output_slot, "name": info.name, "dtype": info.dtype,
+                          "qnt_type": info.qnt_type, "scale": info.scale, "zp": info.zp, "dims": list(info.dims)})
+            blobs.append(f32)
+            if include_raw:
+                blobs.append(raw)
+        return {"dumps": infos, "raw": include_raw}, blobs
+
+    def op_close(self, _h: Dict[str, Any], _b: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
+        if self.ctx is not None:
+            self.ctx.close()
+        return {"closed": True}, ()
+
+
+def _error_reply(exc: BaseException) -> Dict[str, Any]:
+    if isinstance(exc, RknnError):
+        return {"ok": False, "code": exc.code, "name": exc.name, "message": exc.message}
+    if isinstance(exc, (OSError, ValueError, TypeError)):
+        return {"ok": False, "code": RKNN_ERR_PARAM_INVALID, "name": "RKNN_ERR_PARAM_INVALID",
+                "message": f"{type(exc).__name__}: {exc}"}
+    return {"ok": False, "code": -1, "name": "RKNN_ERR_FAIL", "message": f"worker error {type(exc).__name__}: {exc}"}
+
+
+def serve(sock: socket.socket, library: str, backend: str) -> int:
+    try:
+        worker: Optional[Worker] = Worker(library, backend)
+        load_error = None
+    except (OSError, RknnError) as exc:
+        worker, load_error = None, exc
+    while True:
+        try:
+            header, blobs = recv_frame(sock)
+        except WorkerGoneError:
+            return 0
+        try:
+            if worker is None:
+                raise RknnError(-3, None, f"cannot load the NPU runtime {library}: {load_error}")
+            reply, out = worker.handle(header, blobs)
+            reply["ok"] = True
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the daemon as a reply
+            reply, out = _error_reply(exc), ()
+        send_frame(sock, reply, [np.ascontiguousarray(o) if isinstance(o, np.ndarray) else o for o in out])
+        if header.get("op") == "close":
+            return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="rknnlink-worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--library", required=True)
+    parser.add_argument("--backend", default="auto")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname).1s worker: %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when workers stop
+    _die_with_parent()
+    sock = socket.socket(fileno=args.fd)
+    try:
+        return serve(sock, args.library, args.backend)
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
