@@ -1,0 +1,531 @@
+"""ONNX -> rknnlink simulator model: the build the toolkit's ``RKNN.build`` performs, in the open.
+
+Pipeline: :func:`load_onnx` (cut, fix shapes) -> :func:`prepare` (shapes, constant folding, Identity/Dropout
+removal, BatchNormalization folding) -> :func:`lower` (explicit attributes, SiLU and activation fusion) ->
+calibration (int8 only) -> tensor data types and quantisation -> :func:`write_model`.
+
+Data types per build mode (docs/quantization.md has the reasoning):
+
+* fp32 (``float_dtype='float32'``, our extension): everything FLOAT32, the exact float reference.
+* fp16 (``float_dtype='float16'``, the toolkit's float build): activations FLOAT16, weights and other float
+  constants FLOAT16, biases and BatchNormalization parameters FLOAT32.
+* int8 (``quantized_dtype='w8a8'``): activations int8 asymmetric per tensor (graph inputs with the
+  normalised-input range, outputs int8 too); Conv/ConvTranspose/Gemm/MatMul weights int8 *symmetric*
+  (zero point 0) per output channel (``quantized_method='channel'``) or per tensor ('layer'); biases int32
+  with scale ``s_x * s_w``; other constants stay FLOAT32 (the runtime computes those ops in float).
+  Layers named in ``float_layers`` (hybrid quantization) run in float16 with FLOAT16 outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from . import format as fmt
+from .calibration import TensorStats, asymmetric_params, choose_range, quantize_bias, quantize_weights
+from .dataset import Sample, read_dataset
+from .errors import BuildError, UnsupportedOperatorError
+from .lower import LNode, lower
+from .prepare import PreparedGraph, load_onnx, make_session, prepare
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ["BuildConfig", "BuildResult", "BuildError", "UnsupportedOperatorError", "load_onnx", "build",
+           "hybrid_quantization_step1", "hybrid_quantization_step2", "read_dataset", "Sample"]
+
+PRODUCER = "rknnlink 0.1.0"
+TARGET_PLATFORMS = ("rk3588", "rk3576", "rk3566", "rk3568", "rk3562", "rv1103", "rv1103b", "rv1106",
+                    "rv1106b", "rv1126b", "rk2118")
+WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Ops that move int8 values without arithmetic: their output reuses the input's quantisation.
+PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split")
+
+
+@dataclass
+class BuildConfig:
+    """The subset of ``RKNN.config(...)`` that shapes a build; names and defaults follow the toolkit."""
+
+    mean_values: Optional[list] = None
+    std_values: Optional[list] = None
+    quant_img_rgb2bgr: bool = False
+    quantized_dtype: str = "w8a8"
+    quantized_algorithm: str = "normal"
+    quantized_method: str = "channel"
+    float_dtype: str = "float16"
+    target_platform: str = "rk3588"
+    custom_string: Optional[str] = None
+    optimization_level: int = 3
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise BuildError naming the first bad setting and its allowed values."""
+        checks = [("quantized_dtype", ("w8a8",)), ("quantized_algorithm", ("normal", "kl_divergence", "mmse")),
+                  ("quantized_method", ("channel", "layer")), ("float_dtype", ("float16", "float32"))]
+        for name, allowed in checks:
+            if getattr(self, name) not in allowed:
+                raise BuildError(f"config {name}={getattr(self, name)!r} is not supported; use one of "
+                                 f"{list(allowed)}")
+        if (self.target_platform or "rk3588").lower() not in TARGET_PLATFORMS:
+            raise BuildError(f"target_platform {self.target_platform!r} is unknown; use one of "
+                             f"{list(TARGET_PLATFORMS)}")
+        if self.custom_string is not None and len(self.custom_string.encode()) > fmt.MAX_CUSTOM_STRING:
+            raise BuildError("custom_string is longer than 1023 bytes; shorten it")
+
+    def per_input(self, values: Optional[list], n_inputs: int, what: str) -> list:
+        """Normalise mean/std to one list per input (a flat list is accepted for one input)."""
+        if values is None:
+            return [None] * n_inputs
+        values = list(values)
+        if values and not isinstance(values[0], (list, tuple, np.ndarray)):
+            values = [values]
+        if len(values) != n_inputs:
+            raise BuildError(f"config {what} has {len(values)} entries but the model has {n_inputs} inputs; "
+                             "give one list per input, e.g. [[123.675, 116.28, 103.53]]")
+        return [None if v is None else [float(x) for x in v] for v in values]
+
+
+@dataclass
+class BuildResult:
+    """What :func:`build` produces: the file bytes and everything needed to explain them."""
+
+    data: bytes
+    sim_model: fmt.SimModel
+    prepared_onnx: Any
+    tensor_map: dict = field(default_factory=dict)
+    quant_params: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------- build
+
+
+def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str | Path | None = None,
+          rknn_batch_size: Optional[int] = None, float_layers: Iterable[str] = frozenset(),
+          ranges: Optional[dict] = None) -> BuildResult:
+    """Build a simulator model from an ONNX ModelProto (see the module docstring for data types).
+
+    ``dataset`` (dataset.txt) is required for int8 unless ``ranges`` (tensor name -> (min, max), as
+    hybrid_quantization_step2 passes them) already fix every activation range. ``float_layers`` names
+    layers (ONNX node names or their output tensor names) kept in float16 in an int8 build.
+    """
+    config.validate()
+    pg = prepare(model)
+    nodes = _fold_gemm_scalars(lower(pg), pg)
+    stats: dict = {}
+    if do_quantization:
+        if ranges is None:
+            if dataset is None:
+                raise BuildError("build(do_quantization=True) needs dataset='dataset.txt' (one line per "
+                                 "calibration sample) or do_quantization=False for a float16 model")
+            stats = calibrate(pg, nodes, dataset, config)
+        else:
+            stats = _stats_from_ranges(pg, nodes, ranges)
+    if rknn_batch_size is not None and int(rknn_batch_size) > 1:
+        pg, nodes = _batched(model, int(rknn_batch_size), pg, nodes)
+    mode = "int8" if do_quantization else ("fp16" if config.float_dtype == "float16" else "fp32")
+    asm = _Assembler(pg, nodes, config, mode, stats, set(float_layers), int(rknn_batch_size or 1))
+    sim = asm.run()
+    data = fmt.write_model(sim)
+    return BuildResult(data=data, sim_model=sim, prepared_onnx=pg.model, tensor_map=asm.tensor_map,
+                       quant_params=asm.quant_params)
+
+
+def activation_names(pg: PreparedGraph, nodes: Sequence[LNode]) -> list:
+    """Graph inputs then every operator output, in execution order (the tensors calibration observes)."""
+    names = list(pg.inputs)
+    for n in nodes:
+        names.extend(o for o in n.outputs if o not in names)
+    return names
+
+
+def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, config: BuildConfig) -> dict:
+    """Run the float prepared graph over dataset.txt and collect per-tensor statistics.
+
+    Two passes for kl_divergence/mmse: ranges first, then histograms over those ranges.
+    """
+    names = activation_names(pg, nodes)
+    sess = make_session(pg.model, names)
+    shapes = [pg.shapes[n] for n in pg.inputs]
+    mean = config.per_input(config.mean_values, len(pg.inputs), "mean_values")
+    std = config.per_input(config.std_values, len(pg.inputs), "std_values")
+    stats = {n: TensorStats() for n in names}
+
+    def run_all() -> Iterable[list]:
+        for sample in read_dataset(dataset, shapes, mean, std, config.quant_img_rgb2bgr, config.progress):
+            feeds = {n: x for n, x in zip(pg.inputs, sample.normalised)}
+            yield sess.run(names, feeds)
+
+    count = 0
+    for values in run_all():
+        count += 1
+        for n, v in zip(names, values):
+            stats[n].update_range(np.asarray(v))
+    LOG.info("calibrated %d tensors over %d samples", len(names), count)
+    if config.quantized_algorithm != "normal":
+        for values in run_all():
+            for n, v in zip(names, values):
+                stats[n].update_hist(np.asarray(v))
+    return stats
+
+
+def _stats_from_ranges(pg: PreparedGraph, nodes: Sequence[LNode], ranges: dict) -> dict:
+    stats = {}
+    for n in activation_names(pg, nodes):
+        if n not in ranges:
+            raise BuildError(f"the quantization config has no range for tensor {n!r}; rerun "
+                             "hybrid_quantization_step1 for this model")
+        lo, hi = ranges[n]
+        stats[n] = TensorStats(min=float(lo), max=float(hi))
+    return stats
+
+
+def _fold_gemm_scalars(nodes: list, pg: PreparedGraph) -> list:
+    """Gemm alpha/beta multiply into constant B/C so the int8 bias scale is simply s_x * s_w."""
+    for n in nodes:
+        if n.op_type != "Gemm":
+            continue
+        for slot, attr in ((1, "alpha"), (2, "beta")):
+            value = n.attrs.get(attr, 1.0)
+            name = n.inputs[slot] if slot < len(n.inputs) else None
+            if value != 1.0 and name in pg.constants:
+                new = f"{name}__{attr}_{n.name}"
+                pg.constants[new] = (pg.constants[name] * value).astype(pg.constants[name].dtype)
+                pg.shapes[new] = tuple(pg.constants[new].shape)
+                n.inputs[slot] = new
+                n.attrs[attr] = 1.0
+    return nodes
+
+
+_AXIS_OPS = ("Concat", "Split", "Softmax", "LogSoftmax", "Gather")
+
+
+def _batched(model: Any, batch: int, pg1: PreparedGraph, nodes1: list) -> tuple:
+    """Re-prepare with the batch dimension multiplied and check every op is batch-agnostic."""
+    from .prepare import real_inputs
+    m = copy.deepcopy(model)
+    for vi in real_inputs(m):
+        dims = vi.type.tensor_type.shape.dim
+        if not dims:
+            raise BuildError(f"rknn_batch_size needs inputs with a batch dimension; {vi.name!r} is a scalar")
+        dims[0].dim_value = dims[0].dim_value * batch
+    pg = prepare(m)
+    nodes = _fold_gemm_scalars(lower(pg), pg)
+    if [n.op_type for n in nodes] != [n.op_type for n in nodes1]:
+        raise BuildError(f"rknn_batch_size={batch}: the graph changes with the batch size; build with "
+                         "rknn_batch_size=None")
+    for n1, n in zip(nodes1, nodes):
+        bad = None
+        if n.op_type in _AXIS_OPS and n.attrs.get("axis") == 0:
+            bad = "it works along the batch axis"
+        elif n.op_type == "Transpose" and n.attrs["perm"][0] != 0:
+            bad = "it moves the batch axis"
+        elif n.op_type in ("ReduceMean", "ReduceMax", "ReduceSum", "Slice") and 0 in n.attrs.get("axes", []):
+            bad = "it works along the batch axis"
+        elif n.op_type == "Gemm" and n.attrs.get("transA"):
+            bad = "transA moves the batch axis"
+        for o1, o in zip(n1.outputs, n.outputs):
+            s1, s = pg1.shapes[o1], pg.shapes[o]
+            if not s1 or s[0] != s1[0] * batch or s[1:] != s1[1:]:
+                bad = bad or f"its output {o!r} has shape {list(s)} instead of the batched {list(s1)}"
+        if bad:
+            raise BuildError(f"rknn_batch_size={batch} needs batch-agnostic operators, but {n.onnx_type} "
+                             f"{n.name!r} is not ({bad}); build with rknn_batch_size=None and run the frames "
+                             "one by one")
+    return pg, nodes
+
+
+# --------------------------------------------------------------------------------------- assembling
+
+
+class _Assembler:
+    """Turns lowered nodes into SimTensors/SimOps with the data types of the build mode."""
+
+    def __init__(self, pg: PreparedGraph, nodes: list, config: BuildConfig, mode: str, stats: dict,
+                 float_layers: set, batch: int) -> None:
+        self.pg, self.nodes, self.config, self.mode = pg, nodes, config, mode
+        self.stats, self.float_layers, self.batch = stats, float_layers, batch
+        self.tensors: list = []
+        self.index: dict = {}
+        self.tensor_map: dict = {}
+        self.quant_params: dict = {}
+        self.act_dtype: dict = {}
+        self._check_float_layers()
+
+    def _check_float_layers(self) -> None:
+        known = {n.name for n in self.nodes} | {o for n in self.nodes for o in n.outputs}
+        unknown = sorted(set(self.float_layers) - known)
+        if unknown:
+            raise BuildError(f"float16 layers {unknown} are not layers of the prepared model; use node names "
+                             f"such as {[n.name for n in self.nodes[:3]]}")
+
+    def op_is_int8(self, n: LNode) -> bool:
+        if self.mode != "int8":
+            return False
+        return n.name not in self.float_layers and not any(o in self.float_layers for o in n.outputs)
+
+    def float_type(self) -> int:
+        return fmt.FLOAT32 if self.mode == "fp32" else fmt.FLOAT16
+
+    def run(self) -> fmt.SimModel:
+        consumers: dict = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                if i:
+                    consumers.setdefault(i, []).append(n)
+        for name in self.pg.inputs:
+            int8 = any(self.op_is_int8(c) for c in consumers.get(name, []))
+            self.add_activation(name, fmt.KIND_INPUT, int8)
+        outputs = set(self.pg.outputs)
+        ops = []
+        for n in self.nodes:
+            ops.append(self.add_op(n, outputs))
+        cfg = self.config
+        ins = []
+        means = cfg.per_input(cfg.mean_values, len(self.pg.inputs), "mean_values")
+        stds = cfg.per_input(cfg.std_values, len(self.pg.inputs), "std_values")
+        for k, name in enumerate(self.pg.inputs):
+            ins.append(self.io_spec(name, means[k], stds[k]))
+        outs = []
+        for name in self.pg.outputs:
+            if name not in self.index or self.tensors[self.index[name]].kind != fmt.KIND_OUTPUT:
+                raise BuildError(f"graph output {name!r} is not computed by any operator (it is a constant or "
+                                 "an input); remove it from the outputs")
+            outs.append(fmt.IoSpec(tensor=self.index[name]))
+        return fmt.SimModel(target_platform=(cfg.target_platform or "rk3588").lower(),
+                            custom_string=cfg.custom_string or "", producer=PRODUCER,
+                            name=self.pg.model.graph.name or "model", build_mode=self.mode,
+                            batch_size=self.batch, tensors=self.tensors, ops=ops, inputs=ins, outputs=outs)
+
+    def io_spec(self, name: str, mean: Optional[list], std: Optional[list]) -> fmt.IoSpec:
+        shape = self.pg.shapes[name]
+        channels = shape[1] if len(shape) >= 2 else 1
+        if mean is not None or std is not None:
+            mean = list(mean) if mean is not None else [0.0] * channels
+            std = list(std) if std is not None else [1.0] * channels
+            if len(mean) == 1:
+                mean = mean * channels
+            if len(std) == 1:
+                std = std * channels
+            if len(mean) != channels or len(std) != channels or channels > fmt.MAX_NORM_CHANNELS:
+                raise BuildError(f"mean/std for input {name!r} have {len(mean)}/{len(std)} values but the input "
+                                 f"has {channels} channels (shape {list(shape)})")
+            if any(s <= 0 for s in std):
+                raise BuildError(f"std_values for input {name!r} must be > 0")
+        return fmt.IoSpec(tensor=self.index[name], mean=mean, std=std,
+                          reverse_channels=bool(self.config.quant_img_rgb2bgr and len(shape) == 4),
+                          layout=fmt.LAYOUT_NHWC if len(shape) == 4 else fmt.LAYOUT_NCHW)
+
+    # ---- tensors
+
+    def add_tensor(self, t: fmt.SimTensor, onnx_name: str) -> int:
+        self.index[t.name] = len(self.tensors)
+        self.tensors.append(t)
+        self.tensor_map[t.name] = onnx_name
+        return self.index[t.name]
+
+    def add_activation(self, name: str, kind: int, int8: bool, share_from: Optional[str] = None) -> int:
+        shape = self.pg.shapes[name]
+        if not int8:
+            self.act_dtype[name] = self.float_type()
+            return self.add_tensor(fmt.SimTensor(name, self.float_type(), shape, kind), name)
+        src = share_from if share_from is not None and self.act_dtype.get(share_from) == fmt.INT8 else None
+        if src is not None:
+            t_src = self.tensors[self.index[src]]
+            scale, zp = t_src.scale, t_src.zero_point
+            self.quant_params[name] = dict(self.quant_params[src])
+        else:
+            st = self.stats.get(name)
+            if st is None:
+                raise BuildError(f"no calibration statistics for tensor {name!r}")
+            lo, hi = choose_range(st, self.config.quantized_algorithm)
+            scale, zp = asymmetric_params(lo, hi)
+            self.quant_params[name] = _qp("asym", "layer", "int8", [lo], [hi], [scale], [zp], [st.min], [st.max])
+        self.act_dtype[name] = fmt.INT8
+        return self.add_tensor(fmt.SimTensor(name, fmt.INT8, shape, kind, scale=scale, zero_point=zp,
+                                             qnt_type=fmt.QNT_AFFINE), name)
+
+    def add_constant(self, name: str, arr: np.ndarray, dtype: int, onnx_name: str, **quant: Any) -> int:
+        key = name
+        k = 1
+        while key in self.index:
+            existing = self.tensors[self.index[key]]
+            probe = fmt.SimTensor(key, dtype, arr.shape, fmt.KIND_CONSTANT, data=arr, **quant)
+            if existing == probe:
+                return self.index[key]
+            key, k = f"{name}#{k}", k + 1
+        return self.add_tensor(fmt.SimTensor(key, dtype, arr.shape, fmt.KIND_CONSTANT, data=arr, **quant),
+                               onnx_name)
+
+    def const_input(self, n: LNode, slot: int, name: str) -> int:
+        arr = np.asarray(self.pg.constants[name])
+        int8 = self.op_is_int8(n)
+        if arr.dtype.kind in "iub":
+            dt = {np.dtype(np.int32): fmt.INT32, np.dtype(np.int64): fmt.INT64, np.dtype(np.bool_): fmt.BOOL,
+                  np.dtype(np.int8): fmt.INT8, np.dtype(np.uint8): fmt.UINT8}.get(arr.dtype, fmt.INT64)
+            return self.add_constant(name, arr.astype(fmt.NUMPY_DTYPES[dt]), dt, name)
+        arr = arr.astype(np.float32)
+        if int8 and n.op_type in WEIGHT_OPS and slot == 1:
+            return self.quant_weight(n, name, arr)
+        if int8 and n.op_type in ("Conv", "ConvTranspose", "Gemm") and slot == 2:
+            idx = self.quant_bias(n, name, arr)
+            if idx is not None:
+                return idx
+        is_bias = n.op_type in ("Conv", "ConvTranspose", "Gemm") and slot == 2
+        if self.mode == "fp32" or int8 or is_bias or n.op_type == "BatchNormalization":
+            return self.add_constant(name, arr, fmt.FLOAT32, name)
+        return self.add_constant(name, arr.astype(np.float16), fmt.FLOAT16, name)
+
+    def weight_axis(self, n: LNode, w: np.ndarray) -> Optional[int]:
+        if self.config.quantized_method == "layer":
+            return None
+        if n.op_type == "Conv":
+            return 0
+        if n.op_type == "ConvTranspose":
+            return 1 if n.attrs.get("group", 1) == 1 else None
+        if n.op_type == "Gemm":
+            return 0 if n.attrs.get("transB", 0) else 1
+        return w.ndim - 1 if w.ndim == 2 else None
+
+    def quant_weight(self, n: LNode, name: str, w: np.ndarray) -> int:
+        axis = self.weight_axis(n, w)
+        q, scales = quantize_weights(w, axis)
+        n_ch = len(scales)
+        amax = [float(s) * 127 for s in scales]
+        lo = [float(v) for v in (np.min(np.moveaxis(w, axis, 0).reshape(n_ch, -1), axis=1) if axis is not None
+                                 else [np.min(w)])]
+        hi = [float(v) for v in (np.max(np.moveaxis(w, axis, 0).reshape(n_ch, -1), axis=1) if axis is not None
+                                 else [np.max(w)])]
+        self.quant_params[name] = _qp("sym", "channel" if axis is not None else "layer", "int8",
+                                      [-a for a in amax], amax, [float(s) for s in scales], [0] * n_ch, lo, hi)
+        if axis is None:
+            return self.add_constant(name, q, fmt.INT8, name, scale=float(scales[0]), zero_point=0,
+                                     qnt_type=fmt.QNT_AFFINE)
+        return self.add_constant(name, q, fmt.INT8, name, qnt_type=fmt.QNT_CHANNEL, quant_axis=axis,
+                                 quant_scales=scales, quant_zero_points=np.zeros(n_ch, np.int32))
+
+    def quant_bias(self, n: LNode, name: str, b: np.ndarray) -> Optional[int]:
+        x_name, w_name = n.inputs[0], n.inputs[1]
+        wq = self.quant_params.get(w_name)
+        if wq is None or x_name not in self.quant_params:
+            return None
+        sx = self.quant_params[x_name]["scale"][0]
+        sw = np.asarray(wq["scale"], dtype=np.float64)
+        n_out = self.pg.shapes[n.outputs[0]][1] if len(self.pg.shapes[n.outputs[0]]) > 1 else b.size
+        if b.size != n_out or (len(sw) != 1 and len(sw) != n_out):
+            return None  # an unusual broadcast bias (e.g. Gemm C of shape (M, N)) stays float
+        flat = b.reshape(-1)
+        if len(sw) == 1:
+            s = float(np.float32(sx * sw[0]))
+            q = quantize_bias(flat, np.array([s])).reshape(b.shape)
+            self.quant_params[name] = _qp("sym", "layer", "int32", [float(flat.min())], [float(flat.max())],
+                                          [s], [0], [float(flat.min())], [float(flat.max())])
+            return self.add_constant(name, q, fmt.INT32, name, scale=s, zero_point=0, qnt_type=fmt.QNT_AFFINE)
+        scales = (sx * sw).astype(np.float32)
+        q = quantize_bias(flat, scales).reshape(flat.shape)
+        self.quant_params[name] = _qp("sym", "channel", "int32", flat.tolist(), flat.tolist(),
+                                      scales.tolist(), [0] * len(scales), flat.tolist(), flat.tolist())
+        return self.add_constant(name, q, fmt.INT32, name, qnt_type=fmt.QNT_CHANNEL, quant_axis=0,
+                                 quant_scales=scales, quant_zero_points=np.zeros(len(scales), np.int32))
+
+    # ---- ops
+
+    def add_op(self, n: LNode, outputs: set) -> fmt.SimOp:
+        ins = []
+        for slot, name in enumerate(n.inputs):
+            if name is None:
+                ins.append(None)
+            elif name in self.pg.constants:
+                ins.append(self.const_input(n, slot, name))
+            else:
+                ins.append(self.index[name])
+        int8 = self.op_is_int8(n)
+        outs = []
+        for o in n.outputs:
+            kind = fmt.KIND_OUTPUT if o in outputs else fmt.KIND_INTERMEDIATE
+            share = n.inputs[0] if n.op_type in PASS_THROUGH or (n.op_type == "Pad" and n.attrs["mode"]) else None
+            outs.append(self.add_activation(o, kind, int8, share_from=share))
+        return fmt.SimOp(op_type=n.op_type, name=n.name, inputs=ins, outputs=outs, attrs=dict(n.attrs),
+                         act=n.act, act_params=n.act_params)
+
+
+def _qp(qtype: str, qmethod: str, dtype: str, lo: list, hi: list, scale: list, zp: list, ori_lo: list,
+        ori_hi: list) -> dict:
+    f = [float(np.float32(v)) for v in scale]
+    return {"qtype": qtype, "qmethod": qmethod, "dtype": dtype, "min": [float(v) for v in lo],
+            "max": [float(v) for v in hi], "scale": f, "zero_point": [int(v) for v in zp],
+            "ori_min": [float(v) for v in ori_lo], "ori_max": [float(v) for v in ori_hi]}
+
+
+# ------------------------------------------------------------------------------- hybrid quantization
+
+
+def hybrid_quantization_step1(model: Any, config: BuildConfig, dataset: str | Path,
+                              out_dir: str | Path = ".", name: Optional[str] = None,
+                              rknn_batch_size: Optional[int] = None) -> tuple:
+    """Calibrate and write ``{name}.model`` (the ONNX), ``{name}.data`` (build settings, JSON) and
+    ``{name}.quantization.cfg`` (YAML: ``custom_quantize_layers: {}`` and ``quantize_parameters``).
+
+    Edit the cfg's ``custom_quantize_layers`` (``layer_name: float16``) and pass the three paths to
+    :func:`hybrid_quantization_step2`. Returns the three paths.
+    """
+    import yaml
+    config.validate()
+    result = build(model, config, True, dataset, rknn_batch_size=rknn_batch_size)
+    name = name or (model.graph.name or "model")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path, data_path, cfg_path = (out / f"{name}.model", out / f"{name}.data",
+                                       out / f"{name}.quantization.cfg")
+    model_path.write_bytes(model.SerializeToString())
+    settings = {"format": "rknnlink-hybrid-1", "config": asdict(config), "rknn_batch_size": rknn_batch_size,
+                "layers": [op.name for op in result.sim_model.ops]}
+    data_path.write_text(json.dumps(settings, indent=1))
+    cfg = {"custom_quantize_layers": {}, "quantize_parameters": result.quant_params}
+    header = ("# rknnlink hybrid quantization config. Add entries like `layer_name: float16` under\n"
+              "# custom_quantize_layers to keep those layers in float16; activation min/max may be edited.\n")
+    cfg_path.write_text(header + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, width=200))
+    return str(model_path), str(data_path), str(cfg_path)
+
+
+def hybrid_quantization_step2(model_input: str | Path, data_input: str | Path,
+                              model_quantization_cfg: str | Path,
+                              config: Optional[BuildConfig] = None) -> BuildResult:
+    """Build the int8 model from step1's files, honouring ``custom_quantize_layers`` (-> float16).
+
+    Activation ranges come from the cfg's min/max (so edits take effect); no dataset is needed.
+    """
+    import onnx
+    import yaml
+    for p in (model_input, data_input, model_quantization_cfg):
+        if not Path(p).is_file():
+            raise BuildError(f"hybrid_quantization_step2: {str(p)!r} does not exist; pass the three files "
+                             "hybrid_quantization_step1 wrote")
+    try:
+        settings = json.loads(Path(data_input).read_text())
+        assert settings.get("format") == "rknnlink-hybrid-1"
+    except Exception as exc:
+        raise BuildError(f"{str(data_input)!r} is not an rknnlink hybrid .data file; rerun step1") from exc
+    try:
+        cfg = yaml.safe_load(Path(model_quantization_cfg).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise BuildError(f"{str(model_quantization_cfg)!r} is not valid YAML: {exc}") from exc
+    if config is None:
+        config = BuildConfig(**settings["config"])
+    layers = cfg.get("custom_quantize_layers") or {}
+    float_layers = set()
+    for layer, dtype in layers.items():
+        if str(dtype) not in ("float16", "float32"):
+            raise BuildError(f"custom_quantize_layers: {layer}: {dtype!r} is not supported; use float16")
+        float_layers.add(layer)
+    ranges = {}
+    for tname, qp in (cfg.get("quantize_parameters") or {}).items():
+        if isinstance(qp, dict) and qp.get("qtype") == "asym" and qp.get("min") and qp.get("max"):
+            ranges[tname] = (float(qp["min"][0]), float(qp["max"][0]))
+    model = onnx.load(str(model_input))
+    return build(model, config, True, None, rknn_batch_size=settings.get("rknn_batch_size"),
+                 float_layers=float_layers, ranges=ranges)

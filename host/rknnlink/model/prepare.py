@@ -1,0 +1,518 @@
+"""ONNX graph preparation: loading, cutting, static shapes, constant folding, Identity/Dropout removal and
+BatchNormalization folding.
+
+Every pass keeps the graph a valid ONNX model that onnxruntime can run: the prepared graph is the float
+reference that calibration and the golden per-layer comparison execute, so its tensor names must match the
+simulator model's.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import BuildError, UnsupportedOperatorError
+
+LOG = logging.getLogger(__name__)
+
+MIN_OPSET, MAX_OPSET = 9, 21
+MAX_IR_VERSION = 10
+# Folding a node whose output would be bigger than this keeps it as an operator (protects memory).
+_MAX_FOLD_ELEMS = 64 * 1024 * 1024
+
+
+@dataclass
+class PreparedGraph:
+    """The prepared float graph plus everything the lowering needs to know about its tensors."""
+
+    model: Any  # onnx.ModelProto
+    opset: int
+    shapes: dict = field(default_factory=dict)     # tensor name -> tuple of ints
+    elem_types: dict = field(default_factory=dict)  # tensor name -> onnx TensorProto data type
+    constants: dict = field(default_factory=dict)  # initializer name -> np.ndarray
+    inputs: list = field(default_factory=list)      # real graph input names, in order
+    outputs: list = field(default_factory=list)     # graph output names, in order
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise BuildError("building models needs the onnx package: pip install 'rknnlink[host]'") from exc
+    return onnx
+
+
+def default_opset(model: Any) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    raise BuildError("the model imports no default ONNX opset; re-export it with a standard exporter")
+
+
+def real_inputs(model: Any) -> list:
+    """Graph inputs that are not initializers (old IR versions list weights as inputs too)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def _dims(value_info: Any) -> Optional[list]:
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+            for d in t.shape.dim]
+
+
+def load_onnx(path_or_proto: Union[str, Path, Any], inputs: Optional[Sequence[str]] = None,
+              outputs: Optional[Sequence[str]] = None,
+              input_size_list: Optional[Sequence[Sequence[int]]] = None) -> Any:
+    """Load an ONNX model, optionally cut it at ``inputs``/``outputs`` and fix input shapes.
+
+    ``input_size_list`` gives one shape per (real) input, with or without the batch dimension (like the
+    toolkit's ``[[3, 224, 224]]``); it replaces dynamic dimensions. Errors say which name or shape is wrong.
+    """
+    onnx = _onnx()
+    if isinstance(path_or_proto, (str, Path)):
+        path = Path(path_or_proto)
+        if not path.is_file():
+            raise BuildError(f"ONNX model {str(path)!r} does not exist; check the path given to load_onnx")
+        try:
+            model = onnx.load(str(path))
+        except Exception as exc:
+            raise BuildError(f"cannot parse {str(path)!r} as an ONNX model: {exc}") from exc
+        if not model.graph.name:
+            model.graph.name = path.stem
+    elif isinstance(path_or_proto, onnx.ModelProto):
+        model = copy.deepcopy(path_or_proto)
+    else:
+        raise BuildError(f"load_onnx expects a path or an onnx.ModelProto, not {type(path_or_proto).__name__}")
+    opset = default_opset(model)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise BuildError(f"opset {opset} is not supported (supported: {MIN_OPSET}..{MAX_OPSET}); convert the "
+                         "model with onnx.version_converter.convert_version(model, 13)")
+    _drop_initializer_inputs(model)
+    if inputs or outputs:
+        model = _cut(model, inputs, outputs)
+    if input_size_list is not None:
+        _set_input_sizes(model, input_size_list)
+    return model
+
+
+def _drop_initializer_inputs(model: Any) -> None:
+    inits = {i.name for i in model.graph.initializer}
+    keep = [i for i in model.graph.input if i.name not in inits]
+    if len(keep) != len(model.graph.input):
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+
+
+def _all_value_names(model: Any) -> set:
+    names = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
+    for node in model.graph.node:
+        names.update(o for o in node.output if o)
+    return names
+
+
+def _cut(model: Any, inputs: Optional[Sequence[str]], outputs: Optional[Sequence[str]]) -> Any:
+    onnx = _onnx()
+    known = _all_value_names(model)
+    for name in list(inputs or []) + list(outputs or []):
+        if name not in known:
+            raise BuildError(f"tensor {name!r} given to load_onnx(inputs=/outputs=) is not in the graph; "
+                             "use names of node outputs (see the model in Netron)")
+    in_names = list(inputs) if inputs else [i.name for i in model.graph.input]
+    out_names = list(outputs) if outputs else [o.name for o in model.graph.output]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+        cut = onnx.utils.Extractor(inferred).extract_model(in_names, out_names)
+    except Exception as exc:
+        raise BuildError(f"cannot cut the graph at inputs={in_names} outputs={out_names}: {exc}") from exc
+    del cut.opset_import[:]
+    cut.opset_import.extend(model.opset_import)
+    cut.ir_version = model.ir_version
+    cut.graph.name = model.graph.name
+    return cut
+
+
+def _set_input_sizes(model: Any, sizes: Sequence[Sequence[int]]) -> None:
+    ins = list(model.graph.input)
+    if len(sizes) != len(ins):
+        raise BuildError(f"input_size_list has {len(sizes)} shapes but the model has {len(ins)} inputs "
+                         f"({[i.name for i in ins]})")
+    for vi, size in zip(ins, sizes):
+        size = [int(s) for s in size]
+        old = _dims(vi)
+        if old is not None and len(size) == len(old) - 1:
+            size = [1] + size
+        if old is not None and len(size) != len(old):
+            raise BuildError(f"input_size_list entry {size} for input {vi.name!r} has rank {len(size)}, the "
+                             f"model's input has shape {old}")
+        if any(s < 1 for s in size):
+            raise BuildError(f"input_size_list entry {size} for {vi.name!r} must be positive")
+        shape = vi.type.tensor_type.shape
+        del shape.dim[:]
+        for s in size:
+            shape.dim.add().dim_value = s
+
+
+# ------------------------------------------------------------------------------------------ preparation
+
+
+def prepare(model: Any, fold_batchnorm: bool = True) -> PreparedGraph:
+    """Run every graph pass and return the prepared float graph with static shapes for every tensor."""
+    onnx = _onnx()
+    model = copy.deepcopy(model)
+    opset = default_opset(model)
+    _drop_initializer_inputs(model)
+    _check_domains(model)
+    _check_static_inputs(model)
+    _name_nodes(model)
+    _constants_to_initializers(model)
+    for _ in range(16):
+        shapes = _infer(model)
+        if not _fold_constants(model, shapes, opset):
+            break
+    _remove_identities(model)
+    if fold_batchnorm:
+        _fold_batchnorm(model)
+    _remove_unused(model)
+    shapes = _infer(model)
+    _complete_shapes_with_ort(model, shapes)
+    _write_value_info(model, shapes)
+    # onnxruntime may lag the onnx package's IR version; IR 10 covers every opset we accept (<= 21).
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # our passes must never break the graph; report it as a build error
+        raise BuildError(f"graph preparation produced an invalid ONNX graph: {exc}") from exc
+    from onnx import numpy_helper
+    constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return PreparedGraph(model=model, opset=opset,
+                         shapes={k: v[0] for k, v in shapes.items()},
+                         elem_types={k: v[1] for k, v in shapes.items()}, constants=constants,
+                         inputs=[i.name for i in model.graph.input],
+                         outputs=[o.name for o in model.graph.output])
+
+
+def _check_domains(model: Any) -> None:
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            raise UnsupportedOperatorError(
+                f"{node.domain}.{node.op_type}", node.name,
+                "custom-domain operators cannot run on the simulated NPU; cut the graph before it with "
+                "load_onnx(outputs=[...]) and run it on the CPU")
+
+
+def _check_static_inputs(model: Any) -> None:
+    for vi in model.graph.input:
+        dims = _dims(vi)
+        if dims is None or any(not isinstance(d, int) for d in dims):
+            raise BuildError(f"input {vi.name!r} has a dynamic shape {dims}; the NPU needs static shapes: "
+                             "pass load_onnx(..., input_size_list=[[1, 3, 224, 224], ...]) with one shape "
+                             "per input")
+
+
+def _name_nodes(model: Any) -> None:
+    """Give every node a unique non-empty name: the runtime reports layers by node name."""
+    seen: set = set()
+    for i, node in enumerate(model.graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        base, k = name, 1
+        while name in seen:
+            name, k = f"{base}_{k}", k + 1
+        node.name = name
+        seen.add(name)
+
+
+def _constants_to_initializers(model: Any) -> None:
+    """Constant nodes become initializers so folding and lowering see one kind of constant."""
+    from onnx import helper, numpy_helper
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            attr = node.attribute[0]
+            if attr.name == "value":
+                arr = numpy_helper.to_array(attr.t)
+            elif attr.name in ("value_float", "value_int"):
+                value = helper.get_attribute_value(attr)
+                arr = np.array(value, dtype=np.float32 if attr.name == "value_float" else np.int64)
+            elif attr.name in ("value_floats", "value_ints"):
+                value = helper.get_attribute_value(attr)
+                arr = np.array(value, dtype=np.float32 if attr.name == "value_floats" else np.int64)
+            else:
+                raise UnsupportedOperatorError("Constant", node.name,
+                                               f"Constant with attribute {attr.name!r} is not supported; "
+                                               "use a dense tensor value")
+            model.graph.initializer.append(numpy_helper.from_array(arr, node.output[0]))
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+
+
+def _infer(model: Any) -> dict:
+    """name -> (shape tuple or None, elem_type) from ONNX shape inference (plus inputs/initializers)."""
+    onnx = _onnx()
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:
+        LOG.info("ONNX shape inference failed (%s); shapes will come from onnxruntime", exc)
+        inferred = model
+    out = {}
+    g = inferred.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        dims = _dims(vi)
+        static = None if dims is None or any(not isinstance(d, int) for d in dims) else tuple(dims)
+        out[vi.name] = (static, vi.type.tensor_type.elem_type)
+    for init in g.initializer:
+        out[init.name] = (tuple(init.dims), init.data_type)
+    return out
+
+
+def _node_model(node: Any, model: Any, shapes: dict) -> Any:
+    from onnx import helper
+    ins = [helper.make_tensor_value_info(n, shapes.get(n, (None, 1))[1] or 1, None) for n in node.input if n]
+    outs = [helper.make_tensor_value_info(n, 0, None) for n in node.output if n]
+    graph = helper.make_graph([node], "fold", ins, outs)
+    return helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+
+
+def _fold_constants(model: Any, shapes: dict, opset: int) -> bool:
+    """Evaluate nodes whose inputs are all constant (and Shape/Size of static tensors). True if any."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+    consts = {i.name: i for i in model.graph.initializer}
+    graph_outputs = {o.name for o in model.graph.output}
+    keep, changed = [], False
+    cache: dict = {}
+    for node in model.graph.node:
+        result = None
+        if any(o in graph_outputs for o in node.output):
+            keep.append(node)
+            continue
+        if node.op_type in ("Shape", "Size") and node.input[0] not in consts:
+            shape = shapes.get(node.input[0], (None, 0))[0]
+            if shape is not None:
+                result = [_shape_value(node, shape, opset)]
+        elif all((not n) or n in consts for n in node.input) and node.op_type not in ("RandomNormal",
+                                                                                     "RandomUniform"):
+            feeds = {n: cache.get(n) if n in cache else numpy_helper.to_array(consts[n]) for n in node.input if n}
+            for n, v in feeds.items():
+                cache[n] = v
+            try:
+                result = ReferenceEvaluator(_node_model(node, model, shapes)).run(None, feeds)
+            except Exception as exc:
+                LOG.debug("cannot fold %s %r: %s", node.op_type, node.name, exc)
+                result = None
+            if result is not None and sum(np.asarray(r).size for r in result) > _MAX_FOLD_ELEMS:
+                result = None
+        if result is None:
+            keep.append(node)
+            continue
+        changed = True
+        for name, value in zip(node.output, result):
+            if name:
+                arr = np.asarray(value)
+                cache[name] = arr
+                init = numpy_helper.from_array(arr, name)
+                model.graph.initializer.append(init)
+                consts[name] = init
+    if changed:
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    return changed
+
+
+def _shape_value(node: Any, shape: tuple, opset: int) -> np.ndarray:
+    if node.op_type == "Size":
+        return np.array(int(np.prod(shape)), dtype=np.int64)
+    start, end = 0, len(shape)
+    for a in node.attribute:
+        if a.name == "start":
+            start = a.i
+        elif a.name == "end":
+            end = a.i
+    return np.array(shape[slice(start, end)], dtype=np.int64)
+
+
+def _consumers(model: Any) -> dict:
+    uses: dict = {}
+    for node in model.graph.node:
+        for n in node.input:
+            if n:
+                uses.setdefault(n, []).append(node)
+    return uses
+
+
+def _rename_everywhere(model: Any, old: str, new: str) -> None:
+    for node in model.graph.node:
+        for i, n in enumerate(node.input):
+            if n == old:
+                node.input[i] = new
+        for i, n in enumerate(node.output):
+            if n == old:
+                node.output[i] = new
+
+
+def _remove_identities(model: Any) -> None:
+    """Identity and Dropout (inference mode) disappear; their consumers read the source tensor.
+
+    When the removed node's output is a graph output, the producer's output is renamed instead so graph
+    output names stay; if that is impossible (the source is a graph input or another output) the node stays
+    and is lowered to a Reshape.
+    """
+    graph_inputs = {i.name for i in model.graph.input}
+    graph_outputs = {o.name for o in model.graph.output}
+    for node in list(model.graph.node):
+        if node.op_type not in ("Identity", "Dropout"):
+            continue
+        if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
+            if _consumers(model).get(node.output[1]) or node.output[1] in graph_outputs:
+                raise UnsupportedOperatorError("Dropout", node.name,
+                                               "the Dropout mask output is used; export the model in "
+                                               "inference mode (model.eval())")
+        src, dst = node.input[0], node.output[0]
+        if dst not in graph_outputs:
+            model.graph.node.remove(node)
+            _rename_everywhere(model, dst, src)
+            continue
+        producers = [n for n in model.graph.node if src in n.output]
+        uses = _consumers(model).get(src, [])
+        if src in graph_inputs or src in graph_outputs or not producers or len(uses) != 1:
+            continue
+        model.graph.node.remove(node)
+        _rename_everywhere(model, src, dst)
+
+
+def _fold_batchnorm(model: Any) -> None:
+    """BatchNormalization directly after a Conv (sole consumer, constant params) merges into the Conv."""
+    from onnx import numpy_helper
+    inits = {i.name: i for i in model.graph.initializer}
+    graph_outputs = {o.name for o in model.graph.output}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for bn in list(model.graph.node):
+        if bn.op_type != "BatchNormalization" or len(bn.output) != 1 and any(bn.output[1:]):
+            continue
+        conv = producer.get(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or bn.input[0] in graph_outputs:
+            continue
+        if len(_consumers(model).get(bn.input[0], [])) != 1:
+            continue
+        names = list(bn.input[1:5]) + list(conv.input[1:])
+        if not all(n in inits for n in names if n):
+            continue
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        gamma, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in bn.input[1:5])
+        w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+        b = (numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+             if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[0]))
+        s = gamma / np.sqrt(var + eps)
+        w_new = (w * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+        b_new = ((b - mean) * s + beta).astype(np.float32)
+        w_name, b_name = _fresh(model, conv.input[1] + "_bnfold"), _fresh(model, conv.name + "_bias_bnfold")
+        model.graph.initializer.append(numpy_helper.from_array(w_new, w_name))
+        model.graph.initializer.append(numpy_helper.from_array(b_new, b_name))
+        while len(conv.input) < 3:
+            conv.input.append("")
+        conv.input[1], conv.input[2] = w_name, b_name
+        conv.output[0] = bn.output[0]
+        model.graph.node.remove(bn)
+        producer = {o: n for n in model.graph.node for o in n.output}
+
+
+def _fresh(model: Any, base: str) -> str:
+    names = _all_value_names(model)
+    name, k = base, 1
+    while name in names:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+def _remove_unused(model: Any) -> None:
+    """Drop nodes that feed no graph output and initializers no node reads."""
+    needed = {o.name for o in model.graph.output}
+    keep = []
+    for node in reversed(list(model.graph.node)):
+        if any(o in needed for o in node.output if o):
+            keep.append(node)
+            needed.update(n for n in node.input if n)
+    keep.reverse()
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    inits = [i for i in model.graph.initializer if i.name in needed]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(inits)
+
+
+def _complete_shapes_with_ort(model: Any, shapes: dict) -> None:
+    """Fill tensor shapes ONNX inference left open by running the graph once on zeros."""
+    missing = [o for n in model.graph.node for o in n.output if o and shapes.get(o, (None, 0))[0] is None]
+    if not missing:
+        return
+    LOG.info("resolving %d tensor shapes with onnxruntime", len(missing))
+    values = run_onnx(model, zero_feeds(model), missing)
+    for name, arr in zip(missing, values):
+        shapes[name] = (tuple(arr.shape), _onnx().helper.np_dtype_to_tensor_dtype(arr.dtype))
+
+
+def zero_feeds(model: Any) -> dict:
+    onnx = _onnx()
+    feeds = {}
+    for vi in model.graph.input:
+        dt = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        feeds[vi.name] = np.zeros([d.dim_value for d in vi.type.tensor_type.shape.dim], dtype=dt)
+    return feeds
+
+
+def make_session(model: Any, extra_outputs: Sequence[str] = ()) -> Any:
+    """An onnxruntime session of ``model`` that also returns ``extra_outputs`` (intermediate tensors)."""
+    onnx = _onnx()
+    import onnxruntime as ort
+    m = copy.deepcopy(model)
+    m.ir_version = min(m.ir_version, MAX_IR_VERSION)
+    present = {o.name for o in m.graph.output}
+    known = {vi.name: vi for vi in m.graph.value_info}
+    for name in extra_outputs:
+        if name in present:
+            continue
+        if name in known:
+            m.graph.output.append(copy.deepcopy(known[name]))
+        else:
+            m.graph.output.append(onnx.ValueInfoProto(name=name))
+        present.add(name)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    # Keep ORT from fusing away float semantics we compare against (e.g. fp16 casts are not involved).
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    try:
+        return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise BuildError(f"onnxruntime cannot load the prepared graph: {exc}") from exc
+
+
+def run_onnx(model: Any, feeds: dict, names: Sequence[str]) -> list:
+    """Values of ``names`` (any tensors of the graph) for one set of input feeds."""
+    sess = make_session(model, names)
+    return sess.run(list(names), feeds)
+
+
+def _write_value_info(model: Any, shapes: dict) -> None:
+    from onnx import helper
+    outputs = {o.name for o in model.graph.output}
+    inputs = {i.name for i in model.graph.input}
+    inits = {i.name for i in model.graph.initializer}
+    del model.graph.value_info[:]
+    for node in model.graph.node:
+        for o in node.output:
+            if o and o not in outputs and o not in inputs and o not in inits and o in shapes:
+                shape, et = shapes[o]
+                model.graph.value_info.append(helper.make_tensor_value_info(o, et or 1, shape))
+    for o in model.graph.output:
+        if o.name in shapes and shapes[o.name][0] is not None:
+            shape, et = shapes[o.name]
+            o.CopyFrom(helper.make_tensor_value_info(o.name, et or o.type.tensor_type.elem_type or 1, shape))
