@@ -1,0 +1,187 @@
+/*
+ * Core-internal declarations of the simulator (parser, memory plan, executor, cost model, API).
+ * Not part of the ABI and not shared with the kernels (their contract is sim_graph.h).
+ */
+#ifndef RKNNLINK_SIM_CORE_H
+#define RKNNLINK_SIM_CORE_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rknn_api.h"
+#include "rknnlink_sim.h"
+#include "sim_graph.h"
+
+#define SIM_VERSION_STR "0.1.0"
+#define SIM_SDK_API_VERSION "2.3.2"
+#define SIM_ERR_LEN 512
+
+/* ---- bump pool: every allocation of a parsed model lives here and is freed at once ---- */
+typedef struct sim_pool_block {
+    struct sim_pool_block *next;
+    size_t size, used;
+} sim_pool_block;
+
+typedef struct sim_pool {
+    sim_pool_block *head;
+} sim_pool;
+
+void *sim_pool_alloc(sim_pool *p, size_t bytes); /* zeroed, 64-aligned, NULL on OOM */
+void sim_pool_free(sim_pool *p);
+
+/* ---- one graph input or output as the API sees it ---- */
+typedef struct sim_io {
+    uint32_t tensor;            /* index into graph.tensors */
+    uint32_t reverse_channels;
+    uint32_t n_norm;
+    float mean[16];
+    float std[16];
+    uint32_t layout;            /* native layout of 4-D tensors: 0 NCHW, 1 NHWC */
+} sim_io;
+
+/* Per-layer static information, computed once per model. */
+typedef struct sim_layer_static {
+    char npu_type[64];          /* perf OpType, e.g. "ConvRelu" */
+    uint64_t macs;
+    uint64_t bytes_rw;
+    double est_us;
+    uint64_t cycles_ddr, cycles_npu;
+} sim_layer_static;
+
+/* Cost-model figures of one SoC (docs/cost-model.md). */
+typedef struct sim_platform {
+    const char *name;
+    uint32_t cores;
+    double int8_macs_per_cycle; /* per core */
+    double fp16_macs_per_cycle; /* per core */
+    double npu_hz;
+    double ddr_bytes_per_s;
+    double layer_overhead_us;
+} sim_platform;
+
+/* A parsed model, shared (refcounted) by rknn_dup_context copies. Immutable after load. */
+typedef struct sim_model {
+    int refs;                   /* atomic */
+    sim_pool pool;
+    sim_graph g;
+    const sim_op_def **defs;    /* per op */
+    uint32_t n_prepared;        /* ops whose prepare succeeded (released on free) */
+    char target[32];
+    const char *custom_string;
+    const char *producer;
+    const char *model_name;
+    uint32_t build_mode, batch;
+    uint32_t n_in, n_out;
+    sim_io *ins, *outs;
+    const sim_platform *platform;
+    /* memory plan (intermediate tensors): offsets in the working arena and the NPU-style size */
+    uint64_t *work_off;         /* per tensor, UINT64_MAX if not in the arena */
+    uint64_t work_size;
+    uint64_t npu_internal_size;
+    uint64_t weight_size;
+    uint64_t io_size;
+    uint64_t conv_scratch;      /* float32 bytes for int8 <-> float conversion of one op */
+    sim_layer_static *layers;   /* per op */
+    int64_t est_total_us;
+} sim_model;
+
+/* Parse a model buffer. On failure returns NULL and writes a one-line reason into err. */
+sim_model *sim_model_load(const void *data, uint64_t size, char *err, size_t err_len);
+void sim_model_ref(sim_model *m);
+void sim_model_unref(sim_model *m);
+
+/* Memory plan and cost model, run at the end of sim_model_load. */
+int sim_plan_memory(sim_model *m, char *err, size_t err_len);
+void sim_cost_model(sim_model *m);
+const sim_platform *sim_platform_find(const char *target);
+
+size_t sim_dtype_size(uint32_t dtype);          /* 0 for unknown */
+size_t sim_work_elem_size(uint32_t dtype);      /* size in the working arena: I8 -> 1, F32/F16 -> 4 */
+
+/* ---- kernel scratch (bump allocator reset before every kernel call) ---- */
+typedef struct sim_scratch_impl {
+    sim_scratch api;            /* must stay first */
+    void *blocks[16];
+    size_t sizes[16];
+    size_t used[16];
+    uint32_t n_blocks;
+    uint32_t failed;
+} sim_scratch_impl;
+
+void sim_scratch_init(sim_scratch_impl *s);
+void sim_scratch_reset(sim_scratch_impl *s);
+void sim_scratch_free(sim_scratch_impl *s);
+
+/* ---- the per-context state ---- */
+#define SIM_CTX_MAGIC 0x52534D43u /* "RSMC" */
+
+typedef struct sim_outbuf {       /* a runtime-allocated rknn_output buffer */
+    void *ptr;
+    struct sim_outbuf *next;
+} sim_outbuf;
+
+typedef struct sim_iomem {        /* rknn_set_io_mem binding */
+    rknn_tensor_mem *mem;
+    rknn_tensor_attr attr;
+} sim_iomem;
+
+typedef struct sim_dump {
+    uint32_t layer_index, output_slot, tensor;
+    float *f32;                   /* n_elems floats */
+    void *raw;                    /* n_elems * dtype size */
+} sim_dump;
+
+typedef struct sim_ctx {
+    uint32_t magic;
+    pthread_mutex_t lock;
+    sim_model *m;
+    uint32_t flags;
+    int info_only;
+    uint32_t core_mask;
+    int batch_core_num;
+    unsigned char *work;          /* working arena (intermediates) */
+    void **io_bufs;               /* per tensor for graph inputs/outputs (working representation) */
+    float *conv;                  /* conversion scratch */
+    sim_scratch_impl scratch;
+    uint8_t *in_set;              /* per input: set by rknn_inputs_set */
+    sim_iomem *in_mem, *out_mem;  /* per input/output: zero-copy bindings (mem == NULL: none) */
+    uint64_t frame_id;
+    int has_run;
+    double *measured_us;          /* per op, last run */
+    int64_t last_run_est_us;
+    char *perf_text;
+    sim_outbuf *outbufs;
+    int dump_enabled;
+    uint32_t n_dumps;
+    sim_dump *dumps;
+    char last_error[SIM_ERR_LEN];
+} sim_ctx;
+
+int sim_ctx_alloc_runtime(sim_ctx *c);
+void sim_ctx_free_runtime(sim_ctx *c);
+int sim_execute(sim_ctx *c);                     /* returns RKNN_* code */
+void *sim_tensor_storage(sim_ctx *c, uint32_t tensor);
+char *sim_perf_detail_text(const sim_ctx *c);    /* malloc'ed NUL-terminated text */
+void sim_ctx_drop_dumps(sim_ctx *c);
+
+/* I/O conversion (io.c). type/fmt are rknn_tensor_type/rknn_tensor_format values. */
+int sim_input_convert(sim_ctx *c, uint32_t idx, const void *buf, uint64_t size, uint32_t type, uint32_t fmt,
+                      int pass_through);
+int sim_output_convert(sim_ctx *c, uint32_t idx, void *buf, uint64_t size, uint32_t type, uint32_t fmt);
+uint64_t sim_output_bytes(const sim_ctx *c, uint32_t idx, uint32_t type);
+/* Attribute of input/output idx; variant 0 normal, 1 native, 2 native NHWC. */
+void sim_fill_attr(const sim_model *m, int is_output, uint32_t idx, int variant, rknn_tensor_attr *a);
+
+/* ---- logging and errors ---- */
+void sim_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sim_set_init_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void sim_ctx_error(sim_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+uint32_t sim_crc32(const unsigned char *p, size_t n);
+
+#define SIM_LOG_ERROR 0
+#define SIM_LOG_WARN 1
+#define SIM_LOG_INFO 2
+#define SIM_LOG_DEBUG 3
+
+#endif
