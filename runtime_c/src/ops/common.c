@@ -1,0 +1,254 @@
+/*
+ * Shared kernel plumbing: tensor access for prepare/run, error text, fused-activation loops,
+ * int8 (de)quantisation loops and numpy broadcasting geometry.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ops_common.h"
+
+int sim_fail(char *err, size_t err_len, const sim_op *op, const char *fmt, ...)
+{
+    if (err && err_len > 0) {
+        int n = snprintf(err, err_len, "%s '%s': ", op ? (sim_op_find(op->type) ? sim_op_find(op->type)->onnx_name
+                                                                               : "op")
+                                                       : "op",
+                         op && op->name ? op->name : "");
+        if (n < 0) n = 0;
+        if ((size_t)n < err_len) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(err + n, err_len - (size_t)n, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return SIM_ERR_INVALID;
+}
+
+const sim_tensor *sim_in_tensor(const sim_graph *g, const sim_op *op, uint32_t i)
+{
+    if (!g || !op || i >= op->n_inputs || !op->inputs) return NULL;
+    uint32_t idx = op->inputs[i];
+    if (idx == SIM_NONE || idx >= g->n_tensors) return NULL;
+    return &g->tensors[idx];
+}
+
+const sim_tensor *sim_out_tensor(const sim_graph *g, const sim_op *op, uint32_t i)
+{
+    if (!g || !op || i >= op->n_outputs || !op->outputs) return NULL;
+    uint32_t idx = op->outputs[i];
+    if (idx == SIM_NONE || idx >= g->n_tensors) return NULL;
+    return &g->tensors[idx];
+}
+
+const sim_tensor *sim_call_in_t(const sim_kernel_call *call, uint32_t i)
+{
+    if (i < 16 && call->in[i].t) return call->in[i].t;
+    return sim_in_tensor(call->graph, call->op, i);
+}
+
+const float *sim_call_in_f32(const sim_kernel_call *call, uint32_t i)
+{
+    if (i < 16 && call->in[i].f32) return call->in[i].f32;
+    const sim_tensor *t = sim_call_in_t(call, i);
+    return t ? t->fdata : NULL;
+}
+
+const int8_t *sim_call_in_i8(const sim_kernel_call *call, uint32_t i)
+{
+    if (i < 16 && call->in[i].i8) return call->in[i].i8;
+    const sim_tensor *t = sim_call_in_t(call, i);
+    if (t && t->kind == SIM_T_CONST && t->dtype == SIM_I8) return (const int8_t *)t->data;
+    return NULL;
+}
+
+int sim_same_shape(const sim_tensor *a, const sim_tensor *b)
+{
+    if (a->n_dims != b->n_dims) return 0;
+    for (uint32_t d = 0; d < a->n_dims; d++)
+        if (a->dims[d] != b->dims[d]) return 0;
+    return 1;
+}
+
+int sim_is_float_dtype(uint32_t dtype)
+{
+    return dtype == SIM_F32 || dtype == SIM_F16;
+}
+
+const char *sim_shape_str(const sim_tensor *t, char *buf, size_t len)
+{
+    size_t pos = 0;
+    if (len == 0) return buf;
+    buf[0] = '\0';
+    if (!t) {
+        snprintf(buf, len, "(absent)");
+        return buf;
+    }
+    pos += (size_t)snprintf(buf, len, "[");
+    for (uint32_t d = 0; d < t->n_dims && d < SIM_MAX_DIMS && pos < len; d++)
+        pos += (size_t)snprintf(buf + pos, len - pos, d ? ",%lld" : "%lld", (long long)t->dims[d]);
+    if (pos < len) snprintf(buf + pos, len - pos, "]");
+    return buf;
+}
+
+void sim_act_array(uint32_t act, float p0, float p1, float *x, size_t n)
+{
+    switch (act) {
+    case SIM_ACT_NONE: return;
+    case SIM_ACT_RELU:
+        for (size_t i = 0; i < n; i++) x[i] = x[i] < 0.0f ? 0.0f : x[i];
+        return;
+    case SIM_ACT_CLIP:
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i] < p0 ? p0 : x[i];
+            x[i] = v > p1 ? p1 : v;
+        }
+        return;
+    case SIM_ACT_LEAKY:
+        for (size_t i = 0; i < n; i++) x[i] = x[i] < 0.0f ? x[i] * p0 : x[i];
+        return;
+    case SIM_ACT_HARDSWISH:
+        for (size_t i = 0; i < n; i++) {
+            float t = x[i] + 3.0f;
+            t = t < 0.0f ? 0.0f : (t > 6.0f ? 6.0f : t);
+            x[i] = x[i] * t / 6.0f;
+        }
+        return;
+    case SIM_ACT_HARDSIGMOID:
+        for (size_t i = 0; i < n; i++) {
+            float t = p0 * x[i] + p1;
+            x[i] = t < 0.0f ? 0.0f : (t > 1.0f ? 1.0f : t);
+        }
+        return;
+    default:
+        for (size_t i = 0; i < n; i++) x[i] = sim_apply_act(act, p0, p1, x[i]);
+        return;
+    }
+}
+
+void sim_op_act(const sim_op *op, float *x, size_t n)
+{
+    if (op->act != SIM_ACT_NONE) sim_act_array(op->act, op->act_p0, op->act_p1, x, n);
+}
+
+void sim_quant_array(const float *x, int8_t *q, size_t n, float scale, int32_t zp)
+{
+    float fzp = (float)zp;
+    for (size_t i = 0; i < n; i++) q[i] = sim_sat_i8(sim_round_away(x[i] / scale) + fzp);
+}
+
+void sim_dequant_array(const int8_t *q, float *x, size_t n, float scale, int32_t zp)
+{
+    for (size_t i = 0; i < n; i++) x[i] = scale * (float)((int32_t)q[i] - zp);
+}
+
+float sim_t_scale(const sim_tensor *t)
+{
+    return (t && t->qnt == SIM_Q_AFFINE && t->scale > 0.0f) ? t->scale : 1.0f;
+}
+
+int32_t sim_t_zp(const sim_tensor *t)
+{
+    return (t && t->qnt == SIM_Q_AFFINE) ? t->zp : 0;
+}
+
+int sim_same_quant(const sim_tensor *a, const sim_tensor *b)
+{
+    return sim_t_scale(a) == sim_t_scale(b) && sim_t_zp(a) == sim_t_zp(b);
+}
+
+void sim_dequant_lut(const sim_tensor *t, float lut[256])
+{
+    float s = sim_t_scale(t);
+    int32_t zp = sim_t_zp(t);
+    for (int q = -128; q < 128; q++) lut[q + 128] = s * (float)(q - zp);
+}
+
+int sim_bcast_check(const sim_tensor *out, const sim_tensor *const *ins, uint32_t n)
+{
+    uint32_t rank = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (ins[i]->n_dims > rank) rank = ins[i]->n_dims;
+    if (out->n_dims != rank) return -1;
+    for (uint32_t d = 0; d < rank; d++) {
+        int64_t dim = 1;
+        for (uint32_t i = 0; i < n; i++) {
+            int64_t off = (int64_t)d - (int64_t)(rank - ins[i]->n_dims);
+            if (off < 0) continue;
+            int64_t v = ins[i]->dims[off];
+            if (v == 1) continue;
+            if (dim != 1 && dim != v) return -1;
+            dim = v;
+        }
+        if (out->dims[d] != dim) return -1;
+    }
+    return 0;
+}
+
+/* Dim d of t aligned right against rank `rank` (1 when t has fewer dims). */
+static int64_t aligned_dim(const sim_tensor *t, uint32_t rank, uint32_t d)
+{
+    int64_t off = (int64_t)d - (int64_t)(rank - t->n_dims);
+    return off < 0 ? 1 : t->dims[off];
+}
+
+int sim_bcast_init(sim_bcast *bc, const sim_tensor *out, const sim_tensor *a, const sim_tensor *b)
+{
+    uint32_t rank = out->n_dims;
+    if (a->n_dims > rank || (b && b->n_dims > rank)) return -1;
+    int64_t da[SIM_MAX_DIMS], db[SIM_MAX_DIMS], dout[SIM_MAX_DIMS];
+    for (uint32_t d = 0; d < rank; d++) {
+        dout[d] = out->dims[d];
+        da[d] = aligned_dim(a, rank, d);
+        db[d] = b ? aligned_dim(b, rank, d) : dout[d];
+        if ((da[d] != 1 && da[d] != dout[d]) || (db[d] != 1 && db[d] != dout[d])) return -1;
+    }
+    /* Merge adjacent dims with the same broadcast pattern; drop size-1 output dims. */
+    int nd = 0;
+    int64_t mdim[SIM_MAX_DIMS];
+    int ma[SIM_MAX_DIMS], mb[SIM_MAX_DIMS];
+    for (uint32_t d = 0; d < rank; d++) {
+        if (dout[d] == 1) continue;
+        int fa = da[d] != 1, fb = db[d] != 1;
+        if (nd > 0 && ma[nd - 1] == fa && mb[nd - 1] == fb) {
+            mdim[nd - 1] *= dout[d];
+        } else {
+            mdim[nd] = dout[d];
+            ma[nd] = fa;
+            mb[nd] = fb;
+            nd++;
+        }
+    }
+    if (nd == 0) {
+        mdim[0] = 1;
+        ma[0] = mb[0] = 1;
+        nd = 1;
+    }
+    int64_t stra = 1, strb = 1;
+    for (int d = nd - 1; d >= 0; d--) {
+        bc->dims[d] = mdim[d];
+        bc->sa[d] = ma[d] ? stra : 0;
+        bc->sb[d] = mb[d] ? strb : 0;
+        if (ma[d]) stra *= mdim[d];
+        if (mb[d]) strb *= mdim[d];
+    }
+    bc->nd = nd;
+    return 0;
+}
+
+void *sim_scratch_get(sim_kernel_call *call, size_t bytes)
+{
+    if (!call->scratch || !call->scratch->get) return NULL;
+    return call->scratch->get(call->scratch, bytes ? bytes : 64);
+}
+
+int sim_cpu_has_avx2_fma(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}

@@ -1,0 +1,365 @@
+/*
+ * Conv (float path): 1x1 stride-1 convolutions are a plain GEMM on the NCHW input, depthwise 2-D
+ * convolutions have a direct kernel, everything else packs im2col rows straight into the GEMM's B
+ * panels (no full im2col buffer). Weights are packed once in prepare.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv.h"
+#include "conv_i8.h"
+#include "gemm_kernel.h"
+
+enum { CONV_GEMM = 0, CONV_POINTWISE = 1, CONV_DEPTHWISE = 2 };
+
+typedef struct conv_priv {
+    sim_conv_geom g;
+    int mode;
+    int avx2;
+    sim_gemm_epi epi;     /* clamp used for fused Relu/Clip */
+    int post_act;         /* other fused activations run after the GEMM */
+    float *wpack;         /* group-major packed A panels (GEMM modes) */
+    float *wdw;           /* depthwise weights [C][kh*kw] */
+    float *bias;          /* cout entries */
+    sim_conv_i8 *i8;      /* int8 path state, NULL when the input is not INT8 */
+} conv_priv;
+
+static int check_dim(const char *what, const int64_t *v, uint32_t n, int64_t lo, const sim_op *op, char *err,
+                     size_t len)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (v[i] < lo) return sim_fail(err, len, op, "%s[%u] = %lld must be >= %lld", what, i, (long long)v[i],
+                                       (long long)lo);
+    return 0;
+}
+
+int sim_conv_geom_init(const sim_graph *gr, const sim_op *op, int transpose, sim_conv_geom *cg, char *err,
+                       size_t err_len)
+{
+    char b1[96], b2[96];
+    const sim_tensor *x = sim_in_tensor(gr, op, 0), *w = sim_in_tensor(gr, op, 1), *b = sim_in_tensor(gr, op, 2);
+    const sim_tensor *y = sim_out_tensor(gr, op, 0);
+    memset(cg, 0, sizeof *cg);
+    if (!x || !w || !y || op->n_outputs != 1) return sim_fail(err, err_len, op, "needs inputs X, W and one output");
+    if (x->n_dims < 3 || x->n_dims > 5)
+        return sim_fail(err, err_len, op, "X %s must have 1-3 spatial dims", sim_shape_str(x, b1, sizeof b1));
+    if (w->n_dims != x->n_dims || y->n_dims != x->n_dims)
+        return sim_fail(err, err_len, op, "X %s, W %s and Y must have the same rank", sim_shape_str(x, b1, sizeof b1),
+                        sim_shape_str(w, b2, sizeof b2));
+    if (w->kind != SIM_T_CONST || !w->fdata)
+        return sim_fail(err, err_len, op, "W must be a constant initializer (the NPU needs fixed weights)");
+    int nsp = (int)x->n_dims - 2, off = 3 - nsp;
+    cg->nsp = nsp;
+    int64_t ks[3] = {1, 1, 1}, st[3] = {1, 1, 1}, dl[3] = {1, 1, 1}, pads[6] = {0}, opad[3] = {0};
+    for (int d = 0; d < nsp; d++) ks[d] = w->dims[2 + d];
+    uint32_t nk = sim_attr_ints(op, "kernel_shape", ks, 3);
+    if (nk != 0 && nk != (uint32_t)nsp) return sim_fail(err, err_len, op, "kernel_shape has %u entries, expected %d", nk, nsp);
+    for (int d = 0; d < nsp; d++)
+        if (ks[d] != w->dims[2 + d])
+            return sim_fail(err, err_len, op, "kernel_shape does not match W %s", sim_shape_str(w, b1, sizeof b1));
+    uint32_t ns = sim_attr_ints(op, "strides", st, 3), nd = sim_attr_ints(op, "dilations", dl, 3);
+    uint32_t np = sim_attr_ints(op, "pads", pads, 6), no = sim_attr_ints(op, "output_padding", opad, 3);
+    if ((ns && ns != (uint32_t)nsp) || (nd && nd != (uint32_t)nsp) || (np && np != 2u * (uint32_t)nsp) ||
+        (no && no != (uint32_t)nsp))
+        return sim_fail(err, err_len, op, "strides/dilations/output_padding need %d entries and pads %d", nsp, 2 * nsp);
+    int rc;
+    if ((rc = check_dim("strides", st, (uint32_t)nsp, 1, op, err, err_len)) ||
+        (rc = check_dim("dilations", dl, (uint32_t)nsp, 1, op, err, err_len)) ||
+        (rc = check_dim("pads", pads, 2u * (uint32_t)nsp, 0, op, err, err_len)) ||
+        (rc = check_dim("output_padding", opad, (uint32_t)nsp, 0, op, err, err_len)))
+        return rc;
+    int64_t group = sim_attr_int(op, "group", 1);
+    cg->n = x->dims[0];
+    cg->cin = x->dims[1];
+    cg->group = group;
+    if (group < 1 || cg->cin % group != 0)
+        return sim_fail(err, err_len, op, "group %lld must divide the %lld input channels", (long long)group,
+                        (long long)cg->cin);
+    cg->cg = cg->cin / group;
+    if (transpose) {
+        if (w->dims[0] != cg->cin)
+            return sim_fail(err, err_len, op, "W %s must have %lld input channels first", sim_shape_str(w, b1, sizeof b1),
+                            (long long)cg->cin);
+        cg->mg = w->dims[1];
+        cg->cout = cg->mg * group;
+    } else {
+        cg->cout = w->dims[0];
+        if (cg->cout % group != 0 || w->dims[1] != cg->cg)
+            return sim_fail(err, err_len, op, "W %s does not fit X %s with group %lld", sim_shape_str(w, b1, sizeof b1),
+                            sim_shape_str(x, b2, sizeof b2), (long long)group);
+        cg->mg = cg->cout / group;
+    }
+    if (y->dims[0] != cg->n || y->dims[1] != cg->cout)
+        return sim_fail(err, err_len, op, "Y %s must be [%lld,%lld,...]", sim_shape_str(y, b1, sizeof b1),
+                        (long long)cg->n, (long long)cg->cout);
+    cg->in_sz = cg->out_sz = cg->k_sz = 1;
+    for (int d = 0; d < 3; d++) {
+        int s = d - off; /* index into the model's spatial dims, < 0 for the padding dims */
+        cg->in[d] = s >= 0 ? x->dims[2 + s] : 1;
+        cg->out[d] = s >= 0 ? y->dims[2 + s] : 1;
+        cg->k[d] = s >= 0 ? ks[s] : 1;
+        cg->s[d] = s >= 0 ? st[s] : 1;
+        cg->dl[d] = s >= 0 ? dl[s] : 1;
+        cg->pb[d] = s >= 0 ? pads[s] : 0;
+        cg->pe[d] = s >= 0 ? pads[s + nsp] : 0;
+        cg->opad[d] = s >= 0 ? opad[s] : 0;
+        int64_t ext = cg->dl[d] * (cg->k[d] - 1) + 1, expect;
+        if (transpose)
+            expect = cg->s[d] * (cg->in[d] - 1) + cg->opad[d] + ext - cg->pb[d] - cg->pe[d];
+        else
+            expect = (cg->in[d] + cg->pb[d] + cg->pe[d] - ext) / cg->s[d] + 1;
+        if (!transpose && cg->in[d] + cg->pb[d] + cg->pe[d] < ext) expect = 0;
+        if (expect < 1 || cg->out[d] != expect)
+            return sim_fail(err, err_len, op, "Y %s: spatial dim %d should be %lld for X %s", sim_shape_str(y, b1, sizeof b1),
+                            s, (long long)expect, sim_shape_str(x, b2, sizeof b2));
+        cg->in_sz *= cg->in[d];
+        cg->out_sz *= cg->out[d];
+        cg->k_sz *= cg->k[d];
+    }
+    if (b && !(b->kind == SIM_T_CONST && b->fdata && b->n_elems == cg->cout))
+        return sim_fail(err, err_len, op, "bias must be a constant of %lld values", (long long)cg->cout);
+    return 0;
+}
+
+void sim_im2col_row(const sim_conv_geom *cg, const float *xg, int64_t k, int64_t j0, int64_t n, float *row)
+{
+    int64_t kw = k % cg->k[2], t = k / cg->k[2];
+    int64_t kh = t % cg->k[1];
+    t /= cg->k[1];
+    int64_t kd = t % cg->k[0], c = t / cg->k[0];
+    const float *xc = xg + c * cg->in_sz;
+    int64_t plane = cg->out[1] * cg->out[2];
+    int64_t od = j0 / plane, rem = j0 % plane, oh = rem / cg->out[2], ow = rem % cg->out[2];
+    int64_t j = 0;
+    while (j < n) {
+        int64_t seg = cg->out[2] - ow;
+        if (seg > n - j) seg = n - j;
+        int64_t id = od * cg->s[0] - cg->pb[0] + kd * cg->dl[0];
+        int64_t ih = oh * cg->s[1] - cg->pb[1] + kh * cg->dl[1];
+        float *r = row + j;
+        if (id < 0 || id >= cg->in[0] || ih < 0 || ih >= cg->in[1]) {
+            memset(r, 0, (size_t)seg * sizeof(float));
+        } else {
+            const float *src = xc + (id * cg->in[1] + ih) * cg->in[2];
+            int64_t iw0 = ow * cg->s[2] - cg->pb[2] + kw * cg->dl[2], sw = cg->s[2], w = cg->in[2];
+            if (sw == 1 && iw0 >= 0 && iw0 + seg <= w) {
+                memcpy(r, src + iw0, (size_t)seg * sizeof(float));
+            } else {
+                for (int64_t x = 0; x < seg; x++) {
+                    int64_t iw = iw0 + x * sw;
+                    r[x] = (iw >= 0 && iw < w) ? src[iw] : 0.0f;
+                }
+            }
+        }
+        j += seg;
+        ow = 0;
+        if (++oh == cg->out[1]) {
+            oh = 0;
+            od++;
+        }
+    }
+}
+
+static void conv_release(sim_op *op)
+{
+    conv_priv *p = op->priv;
+    if (!p) return;
+    free(p->wpack);
+    free(p->wdw);
+    free(p->bias);
+    sim_conv_i8_free(p->i8);
+    free(p);
+    op->priv = NULL;
+}
+
+/* Fused Relu/Clip become the GEMM epilogue's clamp; other activations run afterwards. */
+static void setup_epilogue(const sim_op *op, sim_gemm_epi *epi, int *post_act)
+{
+    memset(epi, 0, sizeof *epi);
+    *post_act = 0;
+    if (op->act == SIM_ACT_RELU) {
+        epi->clamp = 1;
+        epi->lo = 0.0f;
+        epi->hi = __builtin_inff();
+    } else if (op->act == SIM_ACT_CLIP) {
+        epi->clamp = 1;
+        epi->lo = op->act_p0;
+        epi->hi = op->act_p1;
+    } else if (op->act != SIM_ACT_NONE) {
+        *post_act = 1;
+    }
+}
+
+static int conv_prepare(const sim_graph *gr, sim_op *op, char *err, size_t err_len)
+{
+    conv_priv *p = calloc(1, sizeof *p);
+    if (!p) return SIM_ERR_MALLOC;
+    op->priv = p;
+    int rc = sim_conv_geom_init(gr, op, 0, &p->g, err, err_len);
+    if (rc) {
+        conv_release(op);
+        return rc;
+    }
+    const sim_conv_geom *g = &p->g;
+    const sim_tensor *w = sim_in_tensor(gr, op, 1), *b = sim_in_tensor(gr, op, 2);
+    const sim_tensor *x = sim_in_tensor(gr, op, 0);
+    p->avx2 = sim_cpu_has_avx2_fma();
+    setup_epilogue(op, &p->epi, &p->post_act);
+    p->bias = calloc((size_t)g->cout, sizeof(float));
+    if (!p->bias) goto oom;
+    if (b) memcpy(p->bias, b->fdata, (size_t)g->cout * sizeof(float));
+    p->epi.bias_row = NULL;
+    int64_t kdim = g->cg * g->k_sz;
+    if (g->cg == 1 && g->mg == 1 && g->nsp <= 2 && g->k_sz > 1) {
+        p->mode = CONV_DEPTHWISE;
+        p->wdw = malloc((size_t)(g->cout * g->k_sz) * sizeof(float));
+        if (!p->wdw) goto oom;
+        memcpy(p->wdw, w->fdata, (size_t)(g->cout * g->k_sz) * sizeof(float));
+    } else {
+        int pointwise = g->k_sz == 1;
+        for (int d = 0; d < 3; d++) pointwise = pointwise && g->s[d] == 1 && g->pb[d] == 0 && g->pe[d] == 0;
+        p->mode = pointwise ? CONV_POINTWISE : CONV_GEMM;
+        size_t per_group = sim_pack_a_size(g->mg, kdim);
+        p->wpack = malloc(per_group * (size_t)g->group * sizeof(float));
+        if (!p->wpack) goto oom;
+        for (int64_t gi = 0; gi < g->group; gi++)
+            sim_pack_a(w->fdata + gi * g->mg * kdim, kdim, 1, g->mg, kdim, p->wpack + (size_t)gi * per_group);
+    }
+    if (x->dtype == SIM_I8) {
+        rc = sim_conv_i8_prepare(gr, op, g, 0, &p->i8, err, err_len);
+        if (rc) {
+            conv_release(op);
+            return rc;
+        }
+    }
+    return 0;
+oom:
+    conv_release(op);
+    return sim_fail(err, err_len, op, "out of memory packing weights");
+}
+
+/* Direct depthwise convolution of one channel plane through a zero-padded copy of the input. */
+static void dw_plane(const sim_conv_geom *g, const float *x, const float *w, float bias, float *y, float *pad)
+{
+    int64_t ih = g->in[1], iw = g->in[2], oh = g->out[1], ow = g->out[2];
+    int64_t ph = ih + g->pb[1] + g->pe[1], pw = iw + g->pb[2] + g->pe[2];
+    int64_t kh = g->k[1], kw = g->k[2], sh = g->s[1], sw = g->s[2], dh = g->dl[1], dw = g->dl[2];
+    /* the padded plane must cover every tap of the last output too (covered by the output formula) */
+    memset(pad, 0, (size_t)(ph * pw) * sizeof(float));
+    for (int64_t r = 0; r < ih; r++)
+        memcpy(pad + (r + g->pb[1]) * pw + g->pb[2], x + r * iw, (size_t)iw * sizeof(float));
+    for (int64_t r = 0; r < oh; r++) {
+        float *o = y + r * ow;
+        for (int64_t c = 0; c < ow; c++) o[c] = bias;
+        for (int64_t a = 0; a < kh; a++) {
+            const float *src = pad + (r * sh + a * dh) * pw;
+            for (int64_t b = 0; b < kw; b++) {
+                float wv = w[a * kw + b];
+                const float *s = src + b * dw;
+                if (sw == 1) {
+                    for (int64_t c = 0; c < ow; c++) o[c] += wv * s[c];
+                } else if (sw == 2) {
+                    for (int64_t c = 0; c < ow; c++) o[c] += wv * s[2 * c];
+                } else {
+                    for (int64_t c = 0; c < ow; c++) o[c] += wv * s[c * sw];
+                }
+            }
+        }
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) static void dw_plane_avx2(const sim_conv_geom *g, const float *x, const float *w,
+                                                              float bias, float *y, float *pad)
+{
+    dw_plane(g, x, w, bias, y, pad);
+}
+#endif
+
+static int run_depthwise(const conv_priv *p, const float *x, float *y, sim_kernel_call *call)
+{
+    const sim_conv_geom *g = &p->g;
+    size_t padsz = (size_t)((g->in[1] + g->pb[1] + g->pe[1]) * (g->in[2] + g->pb[2] + g->pe[2]));
+    float *pad = sim_scratch_get(call, padsz * sizeof(float));
+    if (!pad) return SIM_ERR_MALLOC;
+    for (int64_t n = 0; n < g->n; n++)
+        for (int64_t c = 0; c < g->cout; c++) {
+            const float *xc = x + (n * g->cin + c) * g->in_sz;
+            float *yc = y + (n * g->cout + c) * g->out_sz;
+#if defined(__x86_64__) && defined(__GNUC__)
+            if (p->avx2) {
+                dw_plane_avx2(g, xc, p->wdw + c * g->k_sz, p->bias[c], yc, pad);
+                continue;
+            }
+#endif
+            dw_plane(g, xc, p->wdw + c * g->k_sz, p->bias[c], yc, pad);
+        }
+    if (p->epi.clamp) sim_act_array(SIM_ACT_CLIP, p->epi.lo, p->epi.hi, y, (size_t)(g->n * g->cout * g->out_sz));
+    return 0;
+}
+
+static int conv_run_f32(sim_kernel_call *call)
+{
+    const sim_op *op = call->op;
+    const conv_priv *p = op->priv;
+    if (!p) return SIM_ERR_FAIL;
+    const sim_conv_geom *g = &p->g;
+    const float *x = sim_call_in_f32(call, 0);
+    float *y = call->out[0].f32;
+    if (!x || !y) return SIM_ERR_FAIL;
+    int rc = 0;
+    if (p->mode == CONV_DEPTHWISE) {
+        rc = run_depthwise(p, x, y, call);
+    } else {
+        int64_t kdim = g->cg * g->k_sz, nb = sim_gemm_block_cols(kdim);
+        if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);
+        size_t pb_sz = sim_pack_b_size(kdim, nb), per_group = sim_pack_a_size(g->mg, kdim);
+        float *pb = sim_scratch_get(call, (pb_sz + (size_t)nb) * sizeof(float));
+        if (!pb) return SIM_ERR_MALLOC;
+        float *row = pb + pb_sz;
+        for (int64_t n = 0; n < g->n; n++)
+            for (int64_t gi = 0; gi < g->group; gi++) {
+                const float *xg = x + (n * g->cin + gi * g->cg) * g->in_sz;
+                float *yg = y + (n * g->cout + gi * g->mg) * g->out_sz;
+                sim_gemm_epi epi = p->epi;
+                epi.bias_row = p->bias + gi * g->mg;
+                for (int64_t j0 = 0; j0 < g->out_sz; j0 += nb) {
+                    int64_t w = g->out_sz - j0 < nb ? g->out_sz - j0 : nb;
+                    if (p->mode == CONV_POINTWISE) {
+                        sim_pack_b(xg + j0, g->in_sz, 1, kdim, w, pb);
+                    } else {
+                        for (int64_t k = 0; k < kdim; k++) {
+                            sim_im2col_row(g, xg, k, j0, w, row);
+                            sim_pack_b_row(row, k, kdim, w, pb);
+                        }
+                        sim_pack_b_pad(kdim, w, pb);
+                    }
+                    sim_gemm_packed(p->avx2, p->wpack + (size_t)gi * per_group, pb, g->mg, w, kdim, yg + j0,
+                                    g->out_sz, &epi);
+                }
+            }
+    }
+    if (rc == 0 && p->post_act) sim_op_act(op, y, (size_t)(g->n * g->cout * g->out_sz));
+    return rc;
+}
+
+static int conv_run_i8(sim_kernel_call *call)
+{
+    const conv_priv *p = call->op->priv;
+    if (!p || !p->i8) return SIM_ERR_FAIL;
+    return sim_conv_i8_run(p->i8, &p->g, 0, call);
+}
+
+static uint64_t conv_macs(const sim_graph *gr, const sim_op *op)
+{
+    const conv_priv *p = op->priv;
+    (void)gr;
+    if (!p) return 0;
+    const sim_conv_geom *g = &p->g;
+    return (uint64_t)(g->n * g->cout * g->out_sz * g->cg * g->k_sz);
+}
+
+const sim_op_def sim_def_conv = {
+    .type = SIM_OP_CONV, .onnx_name = "Conv", .npu_name = "Conv", .prepare = conv_prepare,
+    .run_f32 = conv_run_f32, .run_i8 = conv_run_i8, .release = conv_release, .macs = conv_macs,
+};

@@ -1,0 +1,25 @@
+/*
+ * Convolution geometry shared by Conv and ConvTranspose (float and int8 paths). Spatial dims are
+ * normalised to 3 (D, H, W) by padding leading ones, so 1-D, 2-D and 3-D use one implementation.
+ */
+#ifndef RKNNLINK_OPS_CONV_H
+#define RKNNLINK_OPS_CONV_H
+
+#include "ops_common.h"
+
+typedef struct sim_conv_geom {
+    int nsp;                     /* spatial dims in the model (1..3) */
+    int64_t n, cin, cout, group; /* batch, channels, groups */
+    int64_t cg, mg;              /* input / output channels per group */
+    int64_t in[3], out[3], k[3], s[3], pb[3], pe[3], dl[3], opad[3];
+    int64_t in_sz, out_sz, k_sz; /* products of in / out / k */
+} sim_conv_geom;
+
+/* Reads attributes and shapes (transpose selects ConvTranspose's weight layout and formula). */
+int sim_conv_geom_init(const sim_graph *g, const sim_op *op, int transpose, sim_conv_geom *cg, char *err,
+                       size_t err_len);
+
+/* Fills row k (= (c, kd, kh, kw)) of the im2col matrix of one group for columns [j0, j0 + n). */
+void sim_im2col_row(const sim_conv_geom *cg, const float *xg, int64_t k, int64_t j0, int64_t n, float *row);
+
+#endif

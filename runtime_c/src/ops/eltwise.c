@@ -1,0 +1,197 @@
+/*
+ * Broadcasting element-wise ops: Add, Sub, Mul, Div, Pow, PRelu (binary) and Sum, Max, Min (n-ary,
+ * folded pairwise into the output). Broadcasting is reduced to merged dims whose innermost loop has
+ * unit or zero strides, so the common cases (same shape, per-channel, scalar) vectorise.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops_common.h"
+
+enum bin_kind { BIN_ADD, BIN_SUB, BIN_MUL, BIN_DIV, BIN_POW, BIN_MAX, BIN_MIN, BIN_PRELU, BIN_FIRST };
+
+#define E_ADD(x, y) ((x) + (y))
+#define E_SUB(x, y) ((x) - (y))
+#define E_MUL(x, y) ((x) * (y))
+#define E_DIV(x, y) ((x) / (y))
+#define E_POW(x, y) powf((x), (y))
+#define E_MAX(x, y) ((x) >= (y) || (x) != (x) ? (x) : (y))
+#define E_MIN(x, y) ((x) <= (y) || (x) != (x) ? (x) : (y))
+#define E_PRELU(x, y) ((x) < 0.0f ? (x) * (y) : (x))
+#define E_FIRST(x, y) ((void)(y), (x))
+
+#define INNER(E)                                                                                             \
+    do {                                                                                                     \
+        if (sa == 1 && sb == 1) {                                                                            \
+            for (int64_t i = 0; i < n; i++) y[i] = E(a[i], b[i]);                                            \
+        } else if (sa == 0 && sb == 1) {                                                                     \
+            float av = a[0];                                                                                 \
+            for (int64_t i = 0; i < n; i++) y[i] = E(av, b[i]);                                              \
+        } else if (sa == 1 && sb == 0) {                                                                     \
+            float bv = b[0];                                                                                 \
+            for (int64_t i = 0; i < n; i++) y[i] = E(a[i], bv);                                              \
+        } else {                                                                                             \
+            float v = E(a[0], b[0]);                                                                         \
+            for (int64_t i = 0; i < n; i++) y[i] = v;                                                        \
+        }                                                                                                    \
+    } while (0)
+
+static void bin_inner(int kind, const float *a, int64_t sa, const float *b, int64_t sb, float *y, int64_t n)
+{
+    switch (kind) {
+    case BIN_ADD: INNER(E_ADD); break;
+    case BIN_SUB: INNER(E_SUB); break;
+    case BIN_MUL: INNER(E_MUL); break;
+    case BIN_DIV: INNER(E_DIV); break;
+    case BIN_POW: INNER(E_POW); break;
+    case BIN_MAX: INNER(E_MAX); break;
+    case BIN_MIN: INNER(E_MIN); break;
+    case BIN_PRELU: INNER(E_PRELU); break;
+    default: INNER(E_FIRST); break;
+    }
+}
+
+/* y (contiguous, shape of bc) = a op b with broadcast strides from bc. */
+static void bin_apply(int kind, const sim_bcast *bc, const float *a, const float *b, float *y)
+{
+    int nd = bc->nd;
+    int64_t inner = bc->dims[nd - 1], outer = 1;
+    for (int d = 0; d < nd - 1; d++) outer *= bc->dims[d];
+    int64_t idx[SIM_MAX_DIMS] = {0};
+    int64_t oa = 0, ob = 0;
+    for (int64_t o = 0; o < outer; o++) {
+        bin_inner(kind, a + oa, bc->sa[nd - 1], b + ob, bc->sb[nd - 1], y + o * inner, inner);
+        for (int d = nd - 2; d >= 0; d--) {
+            oa += bc->sa[d];
+            ob += bc->sb[d];
+            if (++idx[d] < bc->dims[d]) break;
+            oa -= bc->sa[d] * bc->dims[d];
+            ob -= bc->sb[d] * bc->dims[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+static int kind_of(uint32_t type)
+{
+    switch (type) {
+    case SIM_OP_ADD: case SIM_OP_SUM: return BIN_ADD;
+    case SIM_OP_SUB: return BIN_SUB;
+    case SIM_OP_MUL: return BIN_MUL;
+    case SIM_OP_DIV: return BIN_DIV;
+    case SIM_OP_POW: return BIN_POW;
+    case SIM_OP_MAX: return BIN_MAX;
+    case SIM_OP_MIN: return BIN_MIN;
+    case SIM_OP_PRELU: return BIN_PRELU;
+    default: return BIN_FIRST;
+    }
+}
+
+static int is_nary(uint32_t type)
+{
+    return type == SIM_OP_SUM || type == SIM_OP_MAX || type == SIM_OP_MIN;
+}
+
+static int elt_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
+{
+    const sim_tensor *ins[16];
+    char b1[96];
+    uint32_t n = op->n_inputs;
+    if (is_nary(op->type) ? (n < 1 || n > 16) : n != 2)
+        return sim_fail(err, err_len, op, "has %u inputs, expected %s", n, is_nary(op->type) ? "1 to 16" : "2");
+    const sim_tensor *y = sim_out_tensor(g, op, 0);
+    if (!y || op->n_outputs != 1) return sim_fail(err, err_len, op, "needs exactly one output");
+    for (uint32_t i = 0; i < n; i++) {
+        ins[i] = sim_in_tensor(g, op, i);
+        if (!ins[i]) return sim_fail(err, err_len, op, "input %u is missing", i);
+        if (ins[i]->kind == SIM_T_CONST && !ins[i]->fdata) return sim_fail(err, err_len, op, "constant input %u has no data", i);
+    }
+    if (op->type == SIM_OP_PRELU) {
+        /* slope broadcasts to X: the output is X's shape */
+        const sim_tensor *pair[2] = {ins[0], ins[1]};
+        if (sim_bcast_check(y, pair, 2) || !sim_same_shape(y, ins[0]))
+            return sim_fail(err, err_len, op, "slope must broadcast to X; Y %s", sim_shape_str(y, b1, sizeof b1));
+        return 0;
+    }
+    if (sim_bcast_check(y, ins, n))
+        return sim_fail(err, err_len, op, "output %s is not the broadcast shape of the inputs", sim_shape_str(y, b1, sizeof b1));
+    return 0;
+}
+
+/* Computes into y from float inputs (index i via get(i)). */
+static int elt_compute(const sim_kernel_call *call, const float *const *in, float *y)
+{
+    const sim_op *op = call->op;
+    const sim_tensor *yt = call->out[0].t ? call->out[0].t : sim_out_tensor(call->graph, op, 0);
+    int kind = kind_of(op->type);
+    sim_bcast bc;
+    if (op->n_inputs == 1) {
+        if (sim_bcast_init(&bc, yt, sim_call_in_t(call, 0), NULL)) return SIM_ERR_FAIL;
+        bin_apply(BIN_FIRST, &bc, in[0], in[0], y);
+    } else {
+        if (sim_bcast_init(&bc, yt, sim_call_in_t(call, 0), sim_call_in_t(call, 1))) return SIM_ERR_FAIL;
+        bin_apply(kind, &bc, in[0], in[1], y);
+        for (uint32_t i = 2; i < op->n_inputs; i++) {
+            if (sim_bcast_init(&bc, yt, yt, sim_call_in_t(call, i))) return SIM_ERR_FAIL;
+            bin_apply(kind, &bc, y, in[i], y);
+        }
+    }
+    sim_op_act(op, y, (size_t)yt->n_elems);
+    return 0;
+}
+
+static int elt_run_f32(sim_kernel_call *call)
+{
+    const float *in[16];
+    for (uint32_t i = 0; i < call->op->n_inputs && i < 16; i++) {
+        in[i] = sim_call_in_f32(call, i);
+        if (!in[i]) return SIM_ERR_FAIL;
+    }
+    if (!call->out[0].f32) return SIM_ERR_FAIL;
+    return elt_compute(call, in, call->out[0].f32);
+}
+
+/* Int8: dequantise the int8 inputs, compute in fp32, requantise (the NPU's float unit semantics). */
+static int elt_run_i8(sim_kernel_call *call)
+{
+    const sim_op *op = call->op;
+    const float *in[16];
+    const sim_tensor *yt = call->out[0].t ? call->out[0].t : sim_out_tensor(call->graph, op, 0);
+    if (!yt || !call->out[0].i8) return SIM_ERR_FAIL;
+    size_t total = (size_t)yt->n_elems;
+    for (uint32_t i = 0; i < op->n_inputs && i < 16; i++)
+        if (call->in[i].i8) total += (size_t)sim_call_in_t(call, i)->n_elems;
+    float *buf = sim_scratch_get(call, total * sizeof(float));
+    if (!buf) return SIM_ERR_MALLOC;
+    float *y = buf, *pos = buf + yt->n_elems;
+    for (uint32_t i = 0; i < op->n_inputs && i < 16; i++) {
+        const sim_tensor *t = sim_call_in_t(call, i);
+        if (call->in[i].i8) {
+            sim_dequant_array(call->in[i].i8, pos, (size_t)t->n_elems, sim_t_scale(t), sim_t_zp(t));
+            in[i] = pos;
+            pos += t->n_elems;
+        } else {
+            in[i] = sim_call_in_f32(call, i);
+            if (!in[i]) return SIM_ERR_FAIL;
+        }
+    }
+    int rc = elt_compute(call, in, y);
+    if (rc) return rc;
+    sim_quant_array(y, call->out[0].i8, (size_t)yt->n_elems, sim_t_scale(yt), sim_t_zp(yt));
+    return 0;
+}
+
+#define ELT_DEF(sym, id, onnx, npu)                                                                          \
+    const sim_op_def sym = {.type = id, .onnx_name = onnx, .npu_name = npu, .prepare = elt_prepare,           \
+                            .run_f32 = elt_run_f32, .run_i8 = elt_run_i8, .release = NULL, .macs = NULL}
+
+ELT_DEF(sim_def_add, SIM_OP_ADD, "Add", "Add");
+ELT_DEF(sim_def_sub, SIM_OP_SUB, "Sub", "Sub");
+ELT_DEF(sim_def_mul, SIM_OP_MUL, "Mul", "Mul");
+ELT_DEF(sim_def_div, SIM_OP_DIV, "Div", "Div");
+ELT_DEF(sim_def_pow, SIM_OP_POW, "Pow", "Pow");
+ELT_DEF(sim_def_sum, SIM_OP_SUM, "Sum", "Add");
+ELT_DEF(sim_def_max, SIM_OP_MAX, "Max", "Max");
+ELT_DEF(sim_def_min, SIM_OP_MIN, "Min", "Min");
+ELT_DEF(sim_def_prelu, SIM_OP_PRELU, "PRelu", "PRelu");

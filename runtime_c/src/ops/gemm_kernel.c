@@ -1,0 +1,193 @@
+/*
+ * Packed single-precision GEMM. The micro-kernel keeps an MR x NR (6 x 16) tile of C in registers
+ * over the whole K loop, so each C element is written once with the bias and clamp applied; this
+ * is where a convolutional network spends nearly all of its time.
+ */
+#include <string.h>
+
+#include "gemm_kernel.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SIM_HAVE_AVX2_KERNEL 1
+#endif
+
+size_t sim_pack_a_size(int64_t m, int64_t k)
+{
+    return (size_t)(sim_round_up(m, SIM_MR) * k);
+}
+
+size_t sim_pack_b_size(int64_t k, int64_t n)
+{
+    return (size_t)(sim_round_up(n, SIM_NR) * k);
+}
+
+void sim_pack_a(const float *src, int64_t rs, int64_t cs, int64_t m, int64_t k, float *dst)
+{
+    for (int64_t p = 0; p < m; p += SIM_MR) {
+        float *panel = dst + p * k;
+        for (int64_t kk = 0; kk < k; kk++)
+            for (int64_t r = 0; r < SIM_MR; r++)
+                panel[kk * SIM_MR + r] = p + r < m ? src[(p + r) * rs + kk * cs] : 0.0f;
+    }
+}
+
+void sim_pack_b(const float *src, int64_t rs, int64_t cs, int64_t k, int64_t n, float *dst)
+{
+    for (int64_t q = 0; q < n; q += SIM_NR) {
+        float *panel = dst + q * k;
+        int64_t w = n - q < SIM_NR ? n - q : SIM_NR;
+        for (int64_t kk = 0; kk < k; kk++) {
+            const float *s = src + kk * rs + q * cs;
+            float *d = panel + kk * SIM_NR;
+            if (cs == 1) {
+                memcpy(d, s, (size_t)w * sizeof(float));
+            } else {
+                for (int64_t j = 0; j < w; j++) d[j] = s[j * cs];
+            }
+            for (int64_t j = w; j < SIM_NR; j++) d[j] = 0.0f;
+        }
+    }
+}
+
+void sim_pack_b_row(const float *row, int64_t k, int64_t kdim, int64_t n, float *dst)
+{
+    int64_t q = 0;
+    for (; q + SIM_NR <= n; q += SIM_NR) memcpy(dst + q * kdim + k * SIM_NR, row + q, SIM_NR * sizeof(float));
+    if (q < n) memcpy(dst + q * kdim + k * SIM_NR, row + q, (size_t)(n - q) * sizeof(float));
+}
+
+void sim_pack_b_pad(int64_t kdim, int64_t n, float *dst)
+{
+    int64_t q = n / SIM_NR * SIM_NR, w = n - q;
+    if (w == 0) return;
+    float *panel = dst + q * kdim;
+    for (int64_t kk = 0; kk < kdim; kk++) memset(panel + kk * SIM_NR + w, 0, (size_t)(SIM_NR - w) * sizeof(float));
+}
+
+int64_t sim_gemm_block_cols(int64_t k)
+{
+    int64_t cols = (192 * 1024 / 4) / (k > 0 ? k : 1);
+    cols = cols / SIM_NR * SIM_NR;
+    if (cols < SIM_NR) cols = SIM_NR;
+    if (cols > 1024) cols = 1024;
+    return cols;
+}
+
+/* Writes a computed tile (row stride NR) with bias and clamp; handles partial tiles. */
+static void store_tile(const float *t, float *c, int64_t ldc, int mr, int nr, const float *bias,
+                       const sim_gemm_epi *epi)
+{
+    for (int r = 0; r < mr; r++) {
+        float bv = bias ? bias[r] : 0.0f;
+        for (int j = 0; j < nr; j++) {
+            float v = t[r * SIM_NR + j] + bv;
+            if (epi->clamp) {
+                v = v < epi->lo ? epi->lo : v;
+                v = v > epi->hi ? epi->hi : v;
+            }
+            c[r * ldc + j] = v;
+        }
+    }
+}
+
+static void kernel_c(int64_t k, const float *pa, const float *pb, float *c, int64_t ldc, int mr, int nr,
+                     const float *bias, const sim_gemm_epi *epi)
+{
+    float acc[SIM_MR * SIM_NR];
+    memset(acc, 0, sizeof acc);
+    for (int64_t kk = 0; kk < k; kk++) {
+        const float *a = pa + kk * SIM_MR, *b = pb + kk * SIM_NR;
+        for (int r = 0; r < SIM_MR; r++) {
+            float av = a[r];
+            for (int j = 0; j < SIM_NR; j++) acc[r * SIM_NR + j] += av * b[j];
+        }
+    }
+    store_tile(acc, c, ldc, mr, nr, bias, epi);
+}
+
+#ifdef SIM_HAVE_AVX2_KERNEL
+#define FMA_ROW(i)                                                                                           \
+    do {                                                                                                     \
+        __m256 av = _mm256_broadcast_ss(pa + (i));                                                           \
+        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);                                                          \
+        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);                                                          \
+    } while (0)
+
+#define STORE_ROW(i)                                                                                         \
+    do {                                                                                                     \
+        __m256 bv = _mm256_set1_ps(bias ? bias[i] : 0.0f);                                                   \
+        __m256 v0 = _mm256_add_ps(c##i##0, bv), v1 = _mm256_add_ps(c##i##1, bv);                             \
+        if (epi->clamp) {                                                                                    \
+            v0 = _mm256_min_ps(hi, _mm256_max_ps(lo, v0));                                                   \
+            v1 = _mm256_min_ps(hi, _mm256_max_ps(lo, v1));                                                   \
+        }                                                                                                    \
+        _mm256_storeu_ps(c + (i) * ldc, v0);                                                                 \
+        _mm256_storeu_ps(c + (i) * ldc + 8, v1);                                                             \
+    } while (0)
+
+#define SPILL_ROW(i)                                                                                         \
+    do {                                                                                                     \
+        _mm256_storeu_ps(t + (i) * SIM_NR, c##i##0);                                                         \
+        _mm256_storeu_ps(t + (i) * SIM_NR + 8, c##i##1);                                                     \
+    } while (0)
+
+__attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t k, const float *pa, const float *pb, float *c,
+                                                            int64_t ldc, int mr, int nr, const float *bias,
+                                                            const sim_gemm_epi *epi)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t kk = 0; kk < k; kk++) {
+        __m256 b0 = _mm256_loadu_ps(pb), b1 = _mm256_loadu_ps(pb + 8);
+        FMA_ROW(0);
+        FMA_ROW(1);
+        FMA_ROW(2);
+        FMA_ROW(3);
+        FMA_ROW(4);
+        FMA_ROW(5);
+        pa += SIM_MR;
+        pb += SIM_NR;
+    }
+    if (mr == SIM_MR && nr == SIM_NR) {
+        /* max(lo, v) / min(hi, v) return v when v is NaN, matching the scalar epilogue. */
+        __m256 lo = _mm256_set1_ps(epi->lo), hi = _mm256_set1_ps(epi->hi);
+        STORE_ROW(0);
+        STORE_ROW(1);
+        STORE_ROW(2);
+        STORE_ROW(3);
+        STORE_ROW(4);
+        STORE_ROW(5);
+        return;
+    }
+    float t[SIM_MR * SIM_NR];
+    SPILL_ROW(0);
+    SPILL_ROW(1);
+    SPILL_ROW(2);
+    SPILL_ROW(3);
+    SPILL_ROW(4);
+    SPILL_ROW(5);
+    store_tile(t, c, ldc, mr, nr, bias, epi);
+}
+#endif
+
+void sim_gemm_packed(int use_avx2, const float *pa, const float *pb, int64_t m, int64_t n, int64_t k,
+                     float *c, int64_t ldc, const sim_gemm_epi *epi)
+{
+    for (int64_t i = 0; i < m; i += SIM_MR) {
+        int mr = (int)(m - i < SIM_MR ? m - i : SIM_MR);
+        const float *bias = epi->bias_row ? epi->bias_row + i : NULL;
+        const float *a = pa + i * k;
+        for (int64_t j = 0; j < n; j += SIM_NR) {
+            int nr = (int)(n - j < SIM_NR ? n - j : SIM_NR);
+#ifdef SIM_HAVE_AVX2_KERNEL
+            if (use_avx2) {
+                kernel_avx2(k, a, pb + j * k, c + i * ldc + j, ldc, mr, nr, bias, epi);
+                continue;
+            }
+#endif
+            (void)use_avx2;
+            kernel_c(k, a, pb + j * k, c + i * ldc + j, ldc, mr, nr, bias, epi);
+        }
+    }
+}

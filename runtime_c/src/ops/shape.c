@@ -1,0 +1,690 @@
+/*
+ * Data movement: Reshape, Concat, Split, Slice, Transpose, Pad, Gather and Resize. Each works on
+ * element bytes so the float and int8 paths share the code; int8 tensors with different
+ * quantisation are requantised through a 256-entry table while copying (the NPU moves int8 codes
+ * unchanged when quantisation is equal).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops_common.h"
+
+typedef struct shape_priv {
+    int64_t rank;
+    int64_t odims[SIM_MAX_DIMS];
+    int64_t istr[SIM_MAX_DIMS]; /* per output dim: input stride (Slice/Transpose) */
+    int64_t base;               /* Slice: input offset of the first element */
+    int64_t axis, outer, inner; /* Concat/Split/Gather */
+    int64_t *idx;               /* Gather: normalised indices */
+    int64_t n_idx, axis_dim;
+    int64_t pads[2 * SIM_MAX_DIMS];
+    int64_t idims[SIM_MAX_DIMS];
+    int mode;                   /* Pad mode; Resize mode */
+    float value;                /* Pad constant */
+    int coord, nearest;         /* Resize */
+} shape_priv;
+
+static void shape_release(sim_op *op)
+{
+    shape_priv *p = op->priv;
+    if (!p) return;
+    free(p->idx);
+    free(p);
+    op->priv = NULL;
+}
+
+static shape_priv *new_priv(sim_op *op)
+{
+    shape_priv *p = calloc(1, sizeof *p);
+    op->priv = p;
+    return p;
+}
+
+/* ---- element access shared by both paths ---- */
+
+typedef struct mover {
+    size_t esz;               /* 4 (float) or 1 (int8) */
+    const int8_t *lut;        /* int8 requantisation table or NULL */
+} mover;
+
+static void move(const mover *m, void *dst, const void *src, int64_t n)
+{
+    if (!m->lut) {
+        memcpy(dst, src, (size_t)n * m->esz);
+        return;
+    }
+    const int8_t *s = src;
+    int8_t *d = dst;
+    for (int64_t i = 0; i < n; i++) d[i] = m->lut[s[i] + 128];
+}
+
+static void move_strided(const mover *m, void *dst, const void *src, int64_t n, int64_t stride)
+{
+    if (stride == 1) {
+        move(m, dst, src, n);
+        return;
+    }
+    if (m->esz == 4) {
+        const float *s = src;
+        float *d = dst;
+        for (int64_t i = 0; i < n; i++) d[i] = s[i * stride];
+    } else {
+        const int8_t *s = src;
+        int8_t *d = dst;
+        for (int64_t i = 0; i < n; i++) d[i] = m->lut ? m->lut[s[i * stride] + 128] : s[i * stride];
+    }
+}
+
+/* Fills the mover for input i -> output 0 of a call; returns -1 on a dtype mismatch. */
+static int make_mover(const sim_kernel_call *call, uint32_t i, int is_i8, mover *m, int8_t lut[256])
+{
+    m->esz = is_i8 ? 1 : 4;
+    m->lut = NULL;
+    if (!is_i8) return 0;
+    const sim_tensor *xt = sim_call_in_t(call, i);
+    const sim_tensor *yt = call->out[0].t ? call->out[0].t : sim_out_tensor(call->graph, call->op, 0);
+    if (!xt || !yt) return -1;
+    if (sim_same_quant(xt, yt)) return 0;
+    float f[256];
+    sim_dequant_lut(xt, f);
+    sim_quant_array(f, lut, 256, sim_t_scale(yt), sim_t_zp(yt));
+    m->lut = lut;
+    return 0;
+}
+
+static const void *in_ptr(const sim_kernel_call *call, uint32_t i, int is_i8)
+{
+    return is_i8 ? (const void *)sim_call_in_i8(call, i) : (const void *)sim_call_in_f32(call, i);
+}
+
+static void *out_ptr(const sim_kernel_call *call, uint32_t i, int is_i8)
+{
+    return is_i8 ? (void *)call->out[i].i8 : (void *)call->out[i].f32;
+}
+
+/* Applies the fused activation in the float path (data movement ops rarely carry one). */
+static int finish(const sim_kernel_call *call, int is_i8)
+{
+    const sim_op *op = call->op;
+    if (op->act == SIM_ACT_NONE) return 0;
+    for (uint32_t o = 0; o < op->n_outputs && o < 16; o++) {
+        const sim_tensor *yt = call->out[o].t ? call->out[o].t : sim_out_tensor(call->graph, op, o);
+        if (!yt) return SIM_ERR_FAIL;
+        if (!is_i8) {
+            sim_op_act(op, call->out[o].f32, (size_t)yt->n_elems);
+        } else {
+            float f[256];
+            int8_t q[256];
+            sim_dequant_lut(yt, f);
+            sim_op_act(op, f, 256);
+            sim_quant_array(f, q, 256, sim_t_scale(yt), sim_t_zp(yt));
+            for (int64_t e = 0; e < yt->n_elems; e++) call->out[o].i8[e] = q[call->out[o].i8[e] + 128];
+        }
+    }
+    return 0;
+}
+
+/* ---- Reshape ---- */
+
+static int reshape_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
+{
+    char b1[96], b2[96];
+    const sim_tensor *x = sim_in_tensor(g, op, 0), *y = sim_out_tensor(g, op, 0);
+    if (!x || !y) return sim_fail(err, err_len, op, "needs input X and one output");
+    if (x->n_elems != y->n_elems)
+        return sim_fail(err, err_len, op, "X %s and Y %s have different element counts", sim_shape_str(x, b1, sizeof b1),
+                        sim_shape_str(y, b2, sizeof b2));
+    return 0;
+}
+
+static int reshape_run(sim_kernel_call *call, int is_i8)
+{
+    const sim_tensor *xt = sim_call_in_t(call, 0);
+    const void *x = in_ptr(call, 0, is_i8);
+    void *y = out_ptr(call, 0, is_i8);
+    mover m;
+    int8_t lut[256];
+    if (!xt || !x || !y || make_mover(call, 0, is_i8, &m, lut)) return SIM_ERR_FAIL;
+    if (x != y || m.lut) move(&m, y, x, xt->n_elems);
+    return finish(call, is_i8);
+}
+
+/* ---- Concat / Split ---- */
+
+static int concat_geom(const sim_tensor *ref, int64_t axis, shape_priv *p)
+{
+    if (axis < 0) axis += ref->n_dims;
+    if (axis < 0 || axis >= (int64_t)ref->n_dims) return -1;
+    p->axis = axis;
+    p->outer = p->inner = 1;
+    for (int64_t d = 0; d < axis; d++) p->outer *= ref->dims[d];
+    for (int64_t d = axis + 1; d < (int64_t)ref->n_dims; d++) p->inner *= ref->dims[d];
+    return 0;
+}
+
+/* Checks that `parts` concatenated along axis give `whole`. */
+static int check_parts(const sim_tensor *whole, const sim_tensor *const *parts, uint32_t n, int64_t axis)
+{
+    int64_t sum = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!parts[i] || parts[i]->n_dims != whole->n_dims) return -1;
+        for (uint32_t d = 0; d < whole->n_dims; d++)
+            if ((int64_t)d != axis && parts[i]->dims[d] != whole->dims[d]) return -1;
+        sum += parts[i]->dims[axis];
+    }
+    return sum == whole->dims[axis] ? 0 : -1;
+}
+
+static int concat_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
+{
+    const sim_tensor *y = sim_out_tensor(g, op, 0), *ins[64];
+    char b1[96];
+    if (!y || op->n_inputs < 1 || op->n_inputs > 16) return sim_fail(err, err_len, op, "needs 1-16 inputs and an output");
+    for (uint32_t i = 0; i < op->n_inputs; i++) ins[i] = sim_in_tensor(g, op, i);
+    shape_priv *p = new_priv(op);
+    if (!p) return SIM_ERR_MALLOC;
+    if (concat_geom(y, sim_attr_int(op, "axis", 0), p) || check_parts(y, ins, op->n_inputs, p->axis)) {
+        shape_release(op);
+        return sim_fail(err, err_len, op, "inputs do not concatenate to Y %s along axis %lld",
+                        sim_shape_str(y, b1, sizeof b1), (long long)sim_attr_int(op, "axis", 0));
+    }
+    return 0;
+}
+
+static int concat_run(sim_kernel_call *call, int is_i8)
+{
+    const shape_priv *p = call->op->priv;
+    char *y = out_ptr(call, 0, is_i8);
+    if (!p || !y) return SIM_ERR_FAIL;
+    size_t esz = is_i8 ? 1 : 4;
+    const sim_tensor *yt = call->out[0].t ? call->out[0].t : sim_out_tensor(call->graph, call->op, 0);
+    int64_t ychunk = yt->dims[p->axis] * p->inner, pos = 0;
+    for (uint32_t i = 0; i < call->op->n_inputs; i++) {
+        const sim_tensor *xt = sim_call_in_t(call, i);
+        const char *x = in_ptr(call, i, is_i8);
+        mover m;
+        int8_t lut[256];
+        if (!xt || !x || make_mover(call, i, is_i8, &m, lut)) return SIM_ERR_FAIL;
+        int64_t chunk = xt->dims[p->axis] * p->inner;
+        for (int64_t o = 0; o < p->outer; o++)
+            move(&m, y + (size_t)(o * ychunk + pos) * esz, x + (size_t)(o * chunk) * esz, chunk);
+        pos += chunk;
+    }
+    return finish(call, is_i8);
+}
+
+static int split_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
+{
+    const sim_tensor *x = sim_in_tensor(g, op, 0), *outs[16];
+    char b1[96];
+    if (!x || op->n_outputs < 1 || op->n_outputs > 16) return sim_fail(err, err_len, op, "needs X and 1-16 outputs");
+    for (uint32_t i = 0; i < op->n_outputs; i++) outs[i] = sim_out_tensor(g, op, i);
+    shape_priv *p = new_priv(op);
+    if (!p) return SIM_ERR_MALLOC;
+    if (concat_geom(x, sim_attr_int(op, "axis", 0), p) || check_parts(x, outs, op->n_outputs, p->axis)) {
+        shape_release(op);
+        return sim_fail(err, err_len, op, "outputs do not split X %s along axis %lld", sim_shape_str(x, b1, sizeof b1),
+                        (long long)sim_attr_int(op, "axis", 0));
+    }
+    return 0;
+}
+
+static int split_run(sim_kernel_call *call, int is_i8)
+{
+    const shape_priv *p = call->op->priv;
+    const char *x = in_ptr(call, 0, is_i8);
+    const sim_tensor *xt = sim_call_in_t(call, 0);
+    if (!p || !x || !xt) return SIM_ERR_FAIL;
+    size_t esz = is_i8 ? 1 : 4;
+    int64_t xchunk = xt->dims[p->axis] * p->inner, pos = 0;
+    for (uint32_t i = 0; i < call->op->n_outputs && i < 16; i++) {
+        const sim_tensor *yt = call->out[i].t ? call->out[i].t : sim_out_tensor(call->graph, call->op, i);
+        char *y = out_ptr(call, i, is_i8);
+        if (!yt || !y) return SIM_ERR_FAIL;
+        mover m = {esz, NULL};
+        int8_t lut[256];
+        if (is_i8 && !sim_same_quant(xt, yt)) {
+            float f[256];
+            sim_dequant_lut(xt, f);
+            sim_quant_array(f, lut, 256, sim_t_scale(yt), sim_t_zp(yt));
+            m.lut = lut;
+        }
+        int64_t chunk = yt->dims[p->axis] * p->inner;
+        for (int64_t o = 0; o < p->outer; o++)
+            move(&m, y + (size_t)(o * chunk) * esz, x + (size_t)(o * xchunk + pos) * esz, chunk);
+        pos += chunk;
+    }
+    return finish(call, is_i8);
+}
+
+/* ---- strided views: Slice and Transpose ---- */
+
+static void view_copy(const shape_priv *p, const mover *m, char *y, const char *x)
+{
+    int64_t r = p->rank;
+    if (r == 0) {
+        move(m, y, x + p->base * (int64_t)m->esz, 1);
+        return;
+    }
+    int64_t inner = p->odims[r - 1], ist = p->istr[r - 1], outer = 1;
+    for (int64_t d = 0; d < r - 1; d++) outer *= p->odims[d];
+    int64_t idx[SIM_MAX_DIMS] = {0}, off = p->base;
+    for (int64_t o = 0; o < outer; o++) {
+        move_strided(m, y + (size_t)(o * inner) * m->esz, x + off * (int64_t)m->esz, inner, ist);
+        for (int64_t d = r - 2; d >= 0; d--) {
+            off += p->istr[d];
+            if (++idx[d] < p->odims[d]) break;
+            off -= p->istr[d] * p->odims[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+static int slice_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
+{
+    char b1[96], b2[96];
+    const sim_tensor *x = sim_in_tensor(g, op, 0), *y = sim_out_tensor(g, op, 0);
+    if (!x || !y || y->n_dims != x->n_dims) return sim_fail(err, err_len, op, "needs X and Y of the same rank");
+    int64_t st[SIM_MAX_DIMS], en[SIM_MAX_DIMS], ax[SIM_MAX_DIMS], sp[SIM_MAX_DIMS];
+    uint32_t ns = sim_attr_ints(op, "starts", st, SIM_MAX_DIMS), ne = sim_attr_ints(op, "ends", en, SIM_MAX_DIMS);
+    uint32_t na = sim_attr_ints(op, "axes", ax, SIM_MAX_DIMS), np = sim_attr_ints(op, "steps", sp, SIM_MAX_DIMS);
+    if (ns != ne || ns > x->n_dims || (na && na != ns) || (np && np != ns))
+        return sim_fail(err, err_len, op, "starts/ends/axes/steps must have one entry per sliced axis");
+    shape_priv *p = new_priv(op);
+    if (!p) return SIM_ERR_MALLOC;
+    int64_t start[SIM_MAX_DIMS], step[SIM_MAX_DIMS], cnt[SIM_MAX_DIMS];
+    for (uint32_t d = 0; d < x->n_dims; d++) {
+        start[d] = 0;
+        step[d] = 1;
+        cnt[d] = x->dims[d];
+    }
+    for (uint32_t i = 0; i < ns; i++) {
+        int64_t a = na ? ax[i] : (int64_t)i, s = np ? sp[i] : 1, dim;
+        if (a < 0) a += x->n_dims;
+        if (a < 0 || a >= (int64_t)x->n_dims || s == 0) {
+            shape_release(op);
+            return sim_fail(err, err_len, op, "axis %lld or step %lld invalid", (long long)a, (long long)s);
+        }
+        dim = x->dims[a];
+        int64_t b = st[i], e = en[i];
+        if (b < 0) b += dim;
+        if (e < 0) e += dim;
+        if (s > 0) {
+            b = b < 0 ? 0 : (b > dim ? dim : b);
+            e = e < 0 ? 0 : (e > dim ? dim : e);
+            cnt[a] = e > b ? (e - b + s - 1) / s : 0;
+        } else {
+            b = b < 0 ? -1 : (b > dim - 1 ? dim - 1 : b);
+            e = e < -1 ? -1 : (e > dim - 1 ? dim - 1 : e);
+            cnt[a] = b > e ? (b - e + (-s) - 1) / (-s) : 0;
+        }
+        start[a] = b;
+        step[a] = s;
+    }
+    int64_t stride = 1;
+    p->rank = x->n_dims;
+    p->base = 0;
+    for (int d = (int)x->n_dims - 1; d >= 0; d--) {
+        if (y->dims[d] != cnt[d]) {
+            shape_release(op);
+            return sim_fail(err, err_len, op, "Y %s does not match slicing X %s (dim %d gives %lld)",
+                            sim_shape_str(y, b1, sizeof b1), sim_shape_str(x, b2, sizeof b2), d, (long long)cnt[d]);
+        }
+        p->odims[d] = cnt[d];
+        p->istr[d] = stride * step[d];
+        p->base += start[d] * stride;
+        stride *= x->dims[d];
+    }
+    return 0;
+}
+
+static int transpose_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
+{
+    char b1[96], b2[96];
+    const sim_tensor *x = sim_in_tensor(g, op, 0), *y = sim_out_tensor(g, op, 0);
+    if (!x || !y || y->n_dims != x->n_dims) return sim_fail(err, err_len, op, "needs X and Y of the same rank");
+    int64_t perm[SIM_MAX_DIMS];
+    uint32_t np = sim_attr_ints(op, "perm", perm, SIM_MAX_DIMS);
+    if (np == 0) {
+        np = x->n_dims;
+        for (uint32_t d = 0; d < np; d++) perm[d] = np - 1 - d;
+    }
+    int seen[SIM_MAX_DIMS] = {0};
+    int ok = np == x->n_dims;
+    for (uint32_t d = 0; ok && d < np; d++) {
+        ok = perm[d] >= 0 && perm[d] < (int64_t)np && !seen[perm[d]] && y->dims[d] == x->dims[perm[d]];
+        if (ok) seen[perm[d]] = 1;
+    }
+    if (!ok)
+        return sim_fail(err, err_len, op, "perm is not a permutation giving Y %s from X %s", sim_shape_str(y, b1, sizeof b1),
+                        sim_shape_str(x, b2, sizeof b2));
+    shape_priv *p = new_priv(op);
+    if (!p) return SIM_ERR_MALLOC;
+    int64_t xs[SIM_MAX_DIMS], stride = 1;
+    for (int d = (int)x->n_dims - 1; d >= 0; d--) {
+        xs[d] = stride;
+        stride *= x->dims[d];
+    }
+    p->rank = np;
+    for (uint32_t d = 0; d < np; d++) {
+        p->odims[d] = y->dims[d];
+        p->istr[d] = xs[perm[d]];
+    }
+    return 0;
+}
+
+static int view_run(sim_kernel_call *call, int is_i8)
+{
+    const shape_priv *p = call->op->priv;
+    const char *x = in_ptr(call, 0, is_i8);
+    char *y = out_ptr(call, 0, is_i8);
+    mover m;
+    int8_t lut[256];
+    if (!p || !x || !y || make_mover(call, 0, is_i8, &m, lut)) return SIM_ERR_FAIL;
+    int64_t total = 1;
+    for (int64_t d = 0; d < p->rank; d++) total *= p->odims[d];
+    if (total > 0) view_copy(p, &m, y, x);
+    return finish(call, is_i8);
+}
+
+/* ---- Pad ---- */
+
+static int pad_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
+{
+    char b1[96], b2[96];
+    const sim_tensor *x = sim_in_tensor(g, op, 0), *y = sim_out_tensor(g, op, 0);
+    if (!x || !y || y->n_dims != x->n_dims) return sim_fail(err, err_len, op, "needs X and Y of the same rank");
+    shape_priv *p = new_priv(op);
+    if (!p) return SIM_ERR_MALLOC;
+    uint32_t n = sim_attr_ints(op, "pads", p->pads, 2 * SIM_MAX_DIMS);
+    p->mode = (int)sim_attr_int(op, "mode", 0);
+    p->value = sim_attr_float(op, "value", 0.0f);
+    p->rank = x->n_dims;
+    int ok = n == 2 * x->n_dims && p->mode >= 0 && p->mode <= 2;
+    for (uint32_t d = 0; ok && d < x->n_dims; d++) {
+        int64_t b = p->pads[d], e = p->pads[d + x->n_dims];
+        p->idims[d] = x->dims[d];
+        p->odims[d] = y->dims[d];
+        ok = y->dims[d] == x->dims[d] + b + e && y->dims[d] >= 0;
+        if (ok && p->mode == 1) ok = b < x->dims[d] && e < x->dims[d] && b >= 0 && e >= 0; /* reflect needs room */
+        if (ok && p->mode == 2) ok = x->dims[d] > 0;
+    }
+    if (!ok) {
+        shape_release(op);
+        return sim_fail(err, err_len, op, "pads/mode do not give Y %s from X %s (reflect needs pads < dim)",
+                        sim_shape_str(y, b1, sizeof b1), sim_shape_str(x, b2, sizeof b2));
+    }
+    return 0;
+}
+
+/* Input coordinate of output coordinate o along d, or -1 for the constant. */
+static int64_t pad_src(const shape_priv *p, int64_t d, int64_t o)
+{
+    int64_t i = o - p->pads[d], n = p->idims[d];
+    if (i >= 0 && i < n) return i;
+    if (p->mode == 0) return -1;
+    if (p->mode == 2) return i < 0 ? 0 : n - 1;
+    if (n == 1) return 0;
+    int64_t period = 2 * (n - 1);
+    i = i % period;
+    if (i < 0) i += period;
+    return i < n ? i : period - i;
+}
+
+static int pad_run(sim_kernel_call *call, int is_i8)
+{
+    const shape_priv *p = call->op->priv;
+    const char *x = in_ptr(call, 0, is_i8);
+    char *y = out_ptr(call, 0, is_i8);
+    mover m;
+    int8_t lut[256];
+    if (!p || !x || !y || make_mover(call, 0, is_i8, &m, lut)) return SIM_ERR_FAIL;
+    const sim_tensor *yt = call->out[0].t ? call->out[0].t : sim_out_tensor(call->graph, call->op, 0);
+    int8_t qv = is_i8 ? sim_quant_i8(p->value, sim_t_scale(yt), sim_t_zp(yt)) : 0;
+    int64_t r = p->rank, total = yt->n_elems;
+    int64_t istr[SIM_MAX_DIMS], s = 1;
+    for (int64_t d = r - 1; d >= 0; d--) {
+        istr[d] = s;
+        s *= p->idims[d];
+    }
+    for (int64_t e = 0; e < total; e++) {
+        int64_t rem = e, off = 0, constant = 0;
+        for (int64_t d = r - 1; d >= 0; d--) {
+            int64_t o = rem % p->odims[d];
+            rem /= p->odims[d];
+            int64_t i = pad_src(p, d, o);
+            if (i < 0) constant = 1;
+            else off += i * istr[d];
+        }
+        if (constant) {
+            if (is_i8) y[e] = (char)qv;
+            else ((float *)y)[e] = p->value;
+        } else {
+            move(&m, y + (size_t)e * m.esz, x + (size_t)off * m.esz, 1);
+        }
+    }
+    return finish(call, is_i8);
+}
+
+/* ---- Gather ---- */
+
+static int gather_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
+{
+    char b1[96], b2[96];
+    const sim_tensor *x = sim_in_tensor(g, op, 0), *ind = sim_in_tensor(g, op, 1), *y = sim_out_tensor(g, op, 0);
+    if (!x || !ind || !y) return sim_fail(err, err_len, op, "needs X, indices and one output");
+    if (ind->kind != SIM_T_CONST || !ind->data || (ind->dtype != SIM_I32 && ind->dtype != SIM_I64))
+        return sim_fail(err, err_len, op, "indices must be a constant INT32/INT64 tensor");
+    shape_priv *p = new_priv(op);
+    if (!p) return SIM_ERR_MALLOC;
+    int64_t axis = sim_attr_int(op, "axis", 0);
+    if (axis < 0) axis += x->n_dims;
+    int ok = axis >= 0 && axis < (int64_t)x->n_dims && y->n_dims == x->n_dims - 1 + ind->n_dims;
+    for (uint32_t d = 0; ok && d < y->n_dims; d++) {
+        int64_t want;
+        if ((int64_t)d < axis) want = x->dims[d];
+        else if ((int64_t)d < axis + (int64_t)ind->n_dims) want = ind->dims[d - axis];
+        else want = x->dims[d - ind->n_dims + 1];
+        ok = y->dims[d] == want;
+    }
+    if (!ok) {
+        shape_release(op);
+        return sim_fail(err, err_len, op, "Y %s does not match gathering X %s on axis %lld", sim_shape_str(y, b1, sizeof b1),
+                        sim_shape_str(x, b2, sizeof b2), (long long)axis);
+    }
+    concat_geom(x, axis, p);
+    p->axis_dim = x->dims[axis];
+    p->n_idx = ind->n_elems;
+    p->idx = malloc((size_t)(p->n_idx > 0 ? p->n_idx : 1) * sizeof(int64_t));
+    if (!p->idx) {
+        shape_release(op);
+        return SIM_ERR_MALLOC;
+    }
+    for (int64_t i = 0; i < p->n_idx; i++) {
+        int64_t v = ind->dtype == SIM_I32 ? ((const int32_t *)ind->data)[i] : ((const int64_t *)ind->data)[i];
+        if (v < 0) v += p->axis_dim;
+        if (v < 0 || v >= p->axis_dim) {
+            shape_release(op);
+            return sim_fail(err, err_len, op, "index %lld out of range [0,%lld)", (long long)v, (long long)p->axis_dim);
+        }
+        p->idx[i] = v;
+    }
+    return 0;
+}
+
+static int gather_run(sim_kernel_call *call, int is_i8)
+{
+    const shape_priv *p = call->op->priv;
+    const char *x = in_ptr(call, 0, is_i8);
+    char *y = out_ptr(call, 0, is_i8);
+    mover m;
+    int8_t lut[256];
+    if (!p || !x || !y || make_mover(call, 0, is_i8, &m, lut)) return SIM_ERR_FAIL;
+    for (int64_t o = 0; o < p->outer; o++)
+        for (int64_t i = 0; i < p->n_idx; i++)
+            move(&m, y + (size_t)((o * p->n_idx + i) * p->inner) * m.esz,
+                 x + (size_t)((o * p->axis_dim + p->idx[i]) * p->inner) * m.esz, p->inner);
+    return finish(call, is_i8);
+}
+
+/* ---- Resize ---- */
+
+static int resize_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
+{
+    char b1[96], b2[96];
+    const sim_tensor *x = sim_in_tensor(g, op, 0), *y = sim_out_tensor(g, op, 0);
+    if (!x || !y || y->n_dims != x->n_dims || x->n_dims < 1)
+        return sim_fail(err, err_len, op, "needs X and Y of the same rank");
+    shape_priv *p = new_priv(op);
+    if (!p) return SIM_ERR_MALLOC;
+    p->mode = (int)sim_attr_int(op, "mode", 0);
+    p->coord = (int)sim_attr_int(op, "coord", 0);
+    p->nearest = (int)sim_attr_int(op, "nearest", 0);
+    p->rank = x->n_dims;
+    for (uint32_t d = 0; d < x->n_dims; d++) {
+        p->idims[d] = x->dims[d];
+        p->odims[d] = y->dims[d];
+    }
+    if (p->mode < 0 || p->mode > 1 || p->coord < 0 || p->coord > 3 || p->nearest < 0 || p->nearest > 3) {
+        shape_release(op);
+        return sim_fail(err, err_len, op, "mode/coord/nearest out of range for X %s -> Y %s", sim_shape_str(x, b1, sizeof b1),
+                        sim_shape_str(y, b2, sizeof b2));
+    }
+    return 0;
+}
+
+/* Source coordinate of output index o for a dim of in -> out elements. */
+static float resize_coord(int coord, int64_t o, int64_t in, int64_t out)
+{
+    float scale = (float)out / (float)in;
+    switch (coord) {
+    case 1: return (float)o / scale;
+    case 2: return out == 1 ? 0.0f : (float)o * (float)(in - 1) / (float)(out - 1);
+    case 3: return out > 1 ? ((float)o + 0.5f) / scale - 0.5f : 0.0f;
+    default: return ((float)o + 0.5f) / scale - 0.5f;
+    }
+}
+
+static int64_t nearest_index(int rule, float c, int64_t in)
+{
+    float r;
+    switch (rule) {
+    case 1: r = floorf(c + 0.5f); break;
+    case 2: r = floorf(c); break;
+    case 3: r = ceilf(c); break;
+    default: r = ceilf(c - 0.5f); break;
+    }
+    int64_t i = (int64_t)r;
+    return i < 0 ? 0 : (i >= in ? in - 1 : i);
+}
+
+/* Resizes one dim d of a float tensor with dims `cur` (dims[d] -> out) from src into dst. */
+static void resize_dim(const shape_priv *p, int d, const int64_t *cur, const float *src, float *dst)
+{
+    int64_t outer = 1, inner = 1, in = cur[d], out = p->odims[d];
+    for (int i = 0; i < d; i++) outer *= cur[i];
+    for (int64_t i = d + 1; i < p->rank; i++) inner *= cur[i];
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t j = 0; j < out; j++) {
+            float c = resize_coord(p->coord, j, in, out);
+            float *yr = dst + (o * out + j) * inner;
+            const float *xb = src + o * in * inner;
+            if (p->mode == 0) {
+                memcpy(yr, xb + nearest_index(p->nearest, c, in) * inner, (size_t)inner * sizeof(float));
+                continue;
+            }
+            c = c < 0.0f ? 0.0f : (c > (float)(in - 1) ? (float)(in - 1) : c);
+            int64_t i0 = (int64_t)c, i1 = i0 + 1 < in ? i0 + 1 : in - 1;
+            float w1 = c - (float)i0, w0 = 1.0f - w1;
+            const float *a = xb + i0 * inner, *b = xb + i1 * inner;
+            for (int64_t e = 0; e < inner; e++) yr[e] = w0 * a[e] + w1 * b[e];
+        }
+}
+
+static int resize_compute(const shape_priv *p, const float *x, float *y, float *tmp0, float *tmp1)
+{
+    int64_t cur[SIM_MAX_DIMS];
+    for (int64_t d = 0; d < p->rank; d++) cur[d] = p->idims[d];
+    const float *src = x;
+    int last = -1;
+    for (int64_t d = 0; d < p->rank; d++)
+        if (cur[d] != p->odims[d]) last = (int)d;
+    if (last < 0) {
+        int64_t n = 1;
+        for (int64_t d = 0; d < p->rank; d++) n *= cur[d];
+        memcpy(y, x, (size_t)n * sizeof(float));
+        return 0;
+    }
+    int flip = 0;
+    for (int64_t d = 0; d < p->rank; d++) {
+        if (cur[d] == p->odims[d]) continue;
+        float *dst = (int)d == last ? y : (flip ? tmp1 : tmp0);
+        resize_dim(p, (int)d, cur, src, dst);
+        cur[d] = p->odims[d];
+        src = dst;
+        flip = !flip;
+    }
+    return 0;
+}
+
+/* Largest intermediate element count while resizing dim by dim. */
+static int64_t resize_tmp_elems(const shape_priv *p)
+{
+    int64_t cur[SIM_MAX_DIMS], best = 1;
+    for (int64_t d = 0; d < p->rank; d++) cur[d] = p->idims[d];
+    for (int64_t d = 0; d < p->rank; d++) {
+        cur[d] = p->odims[d];
+        int64_t n = 1;
+        for (int64_t e = 0; e < p->rank; e++) n *= cur[e];
+        best = n > best ? n : best;
+    }
+    return best;
+}
+
+static int resize_run(sim_kernel_call *call, int is_i8)
+{
+    const shape_priv *p = call->op->priv;
+    const sim_tensor *xt = sim_call_in_t(call, 0);
+    const sim_tensor *yt = call->out[0].t ? call->out[0].t : sim_out_tensor(call->graph, call->op, 0);
+    if (!p || !xt || !yt) return SIM_ERR_FAIL;
+    int64_t tmp = resize_tmp_elems(p);
+    size_t extra = is_i8 ? (size_t)(xt->n_elems + yt->n_elems) : 0;
+    float *buf = sim_scratch_get(call, ((size_t)(2 * tmp) + extra) * sizeof(float));
+    if (!buf) return SIM_ERR_MALLOC;
+    if (!is_i8) {
+        const float *x = sim_call_in_f32(call, 0);
+        if (!x || !call->out[0].f32) return SIM_ERR_FAIL;
+        resize_compute(p, x, call->out[0].f32, buf, buf + tmp);
+        return finish(call, 0);
+    }
+    float *xf = buf + 2 * tmp, *yf = xf + xt->n_elems;
+    if (!call->in[0].i8 || !call->out[0].i8) return SIM_ERR_FAIL;
+    sim_dequant_array(call->in[0].i8, xf, (size_t)xt->n_elems, sim_t_scale(xt), sim_t_zp(xt));
+    resize_compute(p, xf, yf, buf, buf + tmp);
+    sim_op_act(call->op, yf, (size_t)yt->n_elems);
+    sim_quant_array(yf, call->out[0].i8, (size_t)yt->n_elems, sim_t_scale(yt), sim_t_zp(yt));
+    return 0;
+}
+
+/* ---- definitions ---- */
+
+#define SHAPE_DEF(sym, id, onnx, npu, prep, run)                                                             \
+    static int run##_f32(sim_kernel_call *c) { return run(c, 0); }                                          \
+    static int run##_i8(sim_kernel_call *c) { return run(c, 1); }                                           \
+    const sim_op_def sym = {.type = id, .onnx_name = onnx, .npu_name = npu, .prepare = prep,                 \
+                            .run_f32 = run##_f32, .run_i8 = run##_i8, .release = shape_release, .macs = NULL}
+
+SHAPE_DEF(sim_def_reshape, SIM_OP_RESHAPE, "Reshape", "Reshape", reshape_prepare, reshape_run);
+SHAPE_DEF(sim_def_concat, SIM_OP_CONCAT, "Concat", "Concat", concat_prepare, concat_run);
+SHAPE_DEF(sim_def_split, SIM_OP_SPLIT, "Split", "Split", split_prepare, split_run);
+SHAPE_DEF(sim_def_transpose, SIM_OP_TRANSPOSE, "Transpose", "Transpose", transpose_prepare, view_run);
+SHAPE_DEF(sim_def_pad, SIM_OP_PAD, "Pad", "Pad", pad_prepare, pad_run);
+SHAPE_DEF(sim_def_gather, SIM_OP_GATHER, "Gather", "Gather", gather_prepare, gather_run);
+SHAPE_DEF(sim_def_resize, SIM_OP_RESIZE, "Resize", "Resize", resize_prepare, resize_run);
+
+static int slice_run_f32(sim_kernel_call *c) { return view_run(c, 0); }
+static int slice_run_i8(sim_kernel_call *c) { return view_run(c, 1); }
+const sim_op_def sim_def_slice = {.type = SIM_OP_SLICE, .onnx_name = "Slice", .npu_name = "Slice",
+                                  .prepare = slice_prepare, .run_f32 = slice_run_f32, .run_i8 = slice_run_i8,
+                                  .release = shape_release, .macs = NULL};

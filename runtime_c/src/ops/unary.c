@@ -1,0 +1,140 @@
+/*
+ * Element-wise unary ops. The float path loops per op; the int8 path builds a 256-entry table
+ * (dequantise, op, fused activation, requantise) so every int8 unary op is one lookup per element,
+ * exactly what dequantise-compute-requantise gives.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops_common.h"
+
+typedef struct unary_priv {
+    float a, b;  /* op parameters (Clip min/max, alpha/beta/gamma) */
+} unary_priv;
+
+static float softplusf(float x)
+{
+    return x > 20.0f ? x : log1pf(expf(x));
+}
+
+static void unary_loop(uint32_t type, float a, float b, const float *x, float *y, size_t n)
+{
+    switch (type) {
+    case SIM_OP_RELU: for (size_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i]; break;
+    case SIM_OP_CLIP:
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i] < a ? a : x[i];
+            y[i] = v > b ? b : v;
+        }
+        break;
+    case SIM_OP_LEAKY_RELU: for (size_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? x[i] * a : x[i]; break;
+    case SIM_OP_SIGMOID: for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_SIGMOID, 0, 0, x[i]); break;
+    case SIM_OP_HARD_SIGMOID:
+        for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_HARDSIGMOID, a, b, x[i]);
+        break;
+    case SIM_OP_HARD_SWISH: for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_HARDSWISH, 0, 0, x[i]); break;
+    case SIM_OP_SILU: for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_SILU, 0, 0, x[i]); break;
+    case SIM_OP_TANH: for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]); break;
+    case SIM_OP_EXP: for (size_t i = 0; i < n; i++) y[i] = expf(x[i]); break;
+    case SIM_OP_ELU: for (size_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? a * expm1f(x[i]) : x[i]; break;
+    case SIM_OP_SELU:
+        for (size_t i = 0; i < n; i++) y[i] = x[i] <= 0.0f ? b * a * expm1f(x[i]) : b * x[i];
+        break;
+    case SIM_OP_NEG: for (size_t i = 0; i < n; i++) y[i] = -x[i]; break;
+    case SIM_OP_ABS: for (size_t i = 0; i < n; i++) y[i] = fabsf(x[i]); break;
+    case SIM_OP_SOFTPLUS: for (size_t i = 0; i < n; i++) y[i] = softplusf(x[i]); break;
+    case SIM_OP_SQRT: for (size_t i = 0; i < n; i++) y[i] = sqrtf(x[i]); break;
+    default: if (y != x) memcpy(y, x, n * sizeof(float)); break;
+    }
+}
+
+static int unary_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
+{
+    char b1[96], b2[96];
+    const sim_tensor *x = sim_in_tensor(g, op, 0), *y = sim_out_tensor(g, op, 0);
+    if (!x || !y || op->n_outputs != 1) return sim_fail(err, err_len, op, "needs one input and one output");
+    if (!sim_same_shape(x, y))
+        return sim_fail(err, err_len, op, "output %s must have the input's shape %s", sim_shape_str(y, b1, sizeof b1),
+                        sim_shape_str(x, b2, sizeof b2));
+    unary_priv *p = calloc(1, sizeof *p);
+    if (!p) return SIM_ERR_MALLOC;
+    switch (op->type) {
+    case SIM_OP_CLIP:
+        p->a = sim_attr_float(op, "min", -__builtin_inff());
+        p->b = sim_attr_float(op, "max", __builtin_inff());
+        break;
+    case SIM_OP_LEAKY_RELU: p->a = sim_attr_float(op, "alpha", 0.01f); break;
+    case SIM_OP_HARD_SIGMOID:
+        p->a = sim_attr_float(op, "alpha", 0.2f);
+        p->b = sim_attr_float(op, "beta", 0.5f);
+        break;
+    case SIM_OP_ELU: p->a = sim_attr_float(op, "alpha", 1.0f); break;
+    case SIM_OP_SELU:
+        p->a = sim_attr_float(op, "alpha", 1.67326319217681884765625f);
+        p->b = sim_attr_float(op, "gamma", 1.05070102214813232421875f);
+        break;
+    default: break;
+    }
+    op->priv = p;
+    return 0;
+}
+
+static void unary_release(sim_op *op)
+{
+    free(op->priv);
+    op->priv = NULL;
+}
+
+static int unary_run_f32(sim_kernel_call *call)
+{
+    const sim_op *op = call->op;
+    const unary_priv *p = op->priv;
+    const float *x = sim_call_in_f32(call, 0);
+    float *y = call->out[0].f32;
+    const sim_tensor *t = sim_call_in_t(call, 0);
+    if (!p || !x || !y || !t) return SIM_ERR_FAIL;
+    unary_loop(op->type, p->a, p->b, x, y, (size_t)t->n_elems);
+    sim_op_act(op, y, (size_t)t->n_elems);
+    return 0;
+}
+
+static int unary_run_i8(sim_kernel_call *call)
+{
+    const sim_op *op = call->op;
+    const unary_priv *p = op->priv;
+    const sim_tensor *xt = sim_call_in_t(call, 0);
+    const sim_tensor *yt = call->out[0].t ? call->out[0].t : sim_out_tensor(call->graph, op, 0);
+    const int8_t *x = call->in[0].i8;
+    int8_t *y = call->out[0].i8;
+    if (!p || !xt || !yt || !x || !y) return SIM_ERR_FAIL;
+    float lut[256];
+    int8_t qlut[256];
+    sim_dequant_lut(xt, lut);
+    unary_loop(op->type, p->a, p->b, lut, lut, 256);
+    sim_op_act(op, lut, 256);
+    sim_quant_array(lut, qlut, 256, sim_t_scale(yt), sim_t_zp(yt));
+    for (int64_t i = 0; i < xt->n_elems; i++) y[i] = qlut[(int)x[i] + 128];
+    return 0;
+}
+
+#define UNARY_DEF(sym, id, onnx, npu)                                                                        \
+    const sim_op_def sym = {.type = id, .onnx_name = onnx, .npu_name = npu, .prepare = unary_prepare,         \
+                            .run_f32 = unary_run_f32, .run_i8 = unary_run_i8, .release = unary_release,       \
+                            .macs = NULL}
+
+UNARY_DEF(sim_def_relu, SIM_OP_RELU, "Relu", "Relu");
+UNARY_DEF(sim_def_clip, SIM_OP_CLIP, "Clip", "Clip");
+UNARY_DEF(sim_def_leaky_relu, SIM_OP_LEAKY_RELU, "LeakyRelu", "LeakyRelu");
+UNARY_DEF(sim_def_sigmoid, SIM_OP_SIGMOID, "Sigmoid", "Sigmoid");
+UNARY_DEF(sim_def_hard_sigmoid, SIM_OP_HARD_SIGMOID, "HardSigmoid", "HardSigmoid");
+UNARY_DEF(sim_def_hard_swish, SIM_OP_HARD_SWISH, "HardSwish", "HardSwish");
+UNARY_DEF(sim_def_silu, SIM_OP_SILU, "SiLU", "Swish");
+UNARY_DEF(sim_def_tanh, SIM_OP_TANH, "Tanh", "Tanh");
+UNARY_DEF(sim_def_exp, SIM_OP_EXP, "Exp", "Exp");
+UNARY_DEF(sim_def_elu, SIM_OP_ELU, "Elu", "Elu");
+UNARY_DEF(sim_def_selu, SIM_OP_SELU, "Selu", "Selu");
+UNARY_DEF(sim_def_neg, SIM_OP_NEG, "Neg", "Neg");
+UNARY_DEF(sim_def_abs, SIM_OP_ABS, "Abs", "Abs");
+UNARY_DEF(sim_def_softplus, SIM_OP_SOFTPLUS, "Softplus", "Softplus");
+UNARY_DEF(sim_def_sqrt, SIM_OP_SQRT, "Sqrt", "Sqrt");
