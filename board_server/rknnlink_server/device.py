@@ -54,8 +54,11 @@ def library_version(path: str) -> str:
         data = Path(path).read_bytes()
     except OSError:
         return ""
-    match = _VERSION_RE.search(data)
-    return match.group(1).decode("ascii", "replace").strip() if match else ""
+    for match in _VERSION_RE.finditer(data):
+        text = match.group(1).decode("ascii", "replace").strip()
+        if "%" not in text:  # skip printf formats; the real string is assembled at run time there
+            return text
+    return ""
 
 
 def driver_version() -> str:

@@ -1,0 +1,442 @@
+"""The modern client API: Board (a connected daemon) and Session (a model loaded on it)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import grpc
+import numpy as np
+
+from rknnlink import PROTOCOL_VERSION, __version__
+from rknnlink.client.errors import BoardError, IncompatibleVersionError, translate
+from rknnlink.runtime import TensorAttr, numpy_dtype
+from rknnlink.runtime.library import output_type_of
+from rknnlink.v1 import rknnlink_pb2 as pb
+from rknnlink.v1 import rknnlink_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+MIN_DAEMON_PROTOCOL = 1
+_FORMATS = {None: pb.FORMAT_DEFAULT, "nchw": pb.FORMAT_NCHW, "nhwc": pb.FORMAT_NHWC}
+_INPUT_TYPES = {np.dtype(np.float32): 0, np.dtype(np.float16): 1, np.dtype(np.int8): 2, np.dtype(np.uint8): 3}
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    serial: str
+    platform: str
+    npu_cores: int
+    backend: str
+    daemon_version: str
+    protocol_version: int
+    runtime_version: str
+    driver_version: str
+    library_path: str
+    hostname: str
+    os: str
+    arch: str
+
+    @classmethod
+    def from_pb(cls, m: pb.DeviceInfo) -> DeviceInfo:
+        return cls(**{name: getattr(m, name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class PerfReport:
+    """RKNN_QUERY_PERF_DETAIL text, its rows parsed, and the per-frame total in microseconds."""
+
+    text: str
+    rows: List[Dict[str, Any]]
+    total_us: int
+
+
+def _attr(m: pb.TensorAttr) -> TensorAttr:
+    return TensorAttr(index=m.index, name=m.name, dims=tuple(m.dims), fmt=m.fmt, dtype=numpy_dtype(m.dtype),
+                      rknn_type=int(m.dtype), qnt_type=m.qnt_type, zp=m.zp, scale=m.scale, n_elems=m.n_elems,
+                      size=m.size, fl=m.fl, w_stride=m.w_stride, size_with_stride=m.size_with_stride,
+                      h_stride=m.h_stride)
+
+
+def _tensor(value: Any, fmt: Optional[str], through: bool) -> pb.Tensor:
+    arr = np.asarray(value)
+    if arr.dtype == np.float64 and not through:
+        arr = arr.astype(np.float32)
+    if through:
+        dtype = output_type_of(arr.dtype)
+    elif arr.dtype in _INPUT_TYPES:
+        dtype = _INPUT_TYPES[arr.dtype]
+    else:
+        raise TypeError(f"input dtype {arr.dtype} is not supported; convert it to uint8, int8, float16 or float32")
+    key = fmt.lower() if isinstance(fmt, str) else fmt
+    if key not in _FORMATS:
+        raise ValueError(f"input format {fmt!r} is unknown; use 'nhwc' or 'nchw'")
+    return pb.Tensor(dtype=dtype, shape=arr.shape, data=arr.tobytes(), format=_FORMATS[key], pass_through=through)
+
+
+def _array(t: pb.Tensor) -> np.ndarray:
+    arr = np.frombuffer(t.data, dtype=numpy_dtype(t.dtype)).copy()
+    return arr.reshape(tuple(t.shape)) if len(t.shape) else arr
+
+
+def _run_request(session_id: str, request_id: int, inputs: Any, formats: Optional[Sequence[Optional[str]]],
+                 pass_through: Optional[Sequence[bool]], want_float: bool) -> pb.RunRequest:
+    if isinstance(inputs, np.ndarray):
+        inputs = [inputs]
+    tensors = [_tensor(x, formats[i] if formats and i < len(formats) else None,
+                       bool(pass_through[i]) if pass_through and i < len(pass_through) else False)
+               for i, x in enumerate(inputs)]
+    return pb.RunRequest(session_id=session_id, request_id=request_id, inputs=tensors, raw_outputs=not want_float)
+
+
+class Board:
+    """A connected rknnlink daemon. Use Board.connect(address)."""
+
+    def __init__(self, address: str, channel: grpc.Channel, metadata: Sequence[Tuple[str, str]] = (),
+                 timeout: float = 10.0) -> None:
+        self.address = address
+        self._channel = channel
+        self._stub = pb_grpc.RknnLinkStub(channel)
+        self._metadata = tuple(metadata)
+        self._timeout = timeout
+        self._watch: Any = None
+        self._sessions: "Dict[str, Session]" = {}  # noqa: UP037
+        self.model_bytes_sent = 0
+        self.client_id = ""
+        self.max_message_bytes = 0
+        self.info: DeviceInfo
+
+    @classmethod
+    def connect(cls, address: str, timeout: float = 10.0, credentials: Optional[grpc.ChannelCredentials] = None,
+                metadata: Sequence[Tuple[str, str]] = (), options: Sequence[Tuple[str, Any]] = ()) -> Board:
+        """Connect and handshake. ConnectionError if nothing answers at `address` within `timeout` seconds."""
+        opts = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
+                ("grpc.keepalive_time_ms", 30000), ("grpc.keepalive_timeout_ms", 10000),
+                ("grpc.enable_retries", 0), *options]
+        channel = (grpc.secure_channel(address, credentials, opts) if credentials is not None
+                   else grpc.insecure_channel(address, opts))
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            channel.close()
+            raise ConnectionError(
+                f"cannot reach an rknnlink daemon at {address} within {timeout:g} s: check that `rknnlink serve` "
+                f"runs on the board (systemctl status rknnlink-server), that HOST:PORT is right and that the "
+                f"network path or adb forward to it is up") from None
+        board = cls(address, channel, metadata, timeout)
+        try:
+            board._hello()
+        except BaseException:
+            board.close()
+            raise
+        return board
+
+    # -- plumbing -----------------------------------------------------------------------------------------------
+    def _call(self, method: str, request: Any, timeout: Optional[float] = -1.0) -> Any:
+        try:
+            return getattr(self._stub, method)(request, metadata=self._metadata,
+                                               timeout=self._timeout * 6 if timeout == -1.0 else timeout)
+        except grpc.RpcError as exc:
+            raise translate(exc, self.address) from None
+
+    def _hello(self) -> None:
+        reply = self._call("Hello", pb.HelloRequest(protocol_version=PROTOCOL_VERSION, client_version=__version__,
+                                                    min_daemon_protocol=MIN_DAEMON_PROTOCOL,
+                                                    client_name=f"rknnlink.client pid {os.getpid()}"),
+                           timeout=self._timeout)
+        if reply.min_client_protocol > PROTOCOL_VERSION:
+            raise IncompatibleVersionError(
+                f"the board's daemon (rknnlink {reply.daemon_version}) needs protocol {reply.min_client_protocol} "
+                f"but this host's rknnlink {__version__} speaks {PROTOCOL_VERSION}: update the host with "
+                f"`pip install -U rknnlink`", grpc.StatusCode.FAILED_PRECONDITION, "incompatible-version")
+        if reply.protocol_version < MIN_DAEMON_PROTOCOL:
+            raise IncompatibleVersionError(
+                f"the board's daemon (rknnlink {reply.daemon_version}) speaks protocol {reply.protocol_version} "
+                f"but this host needs {MIN_DAEMON_PROTOCOL}: update the board with "
+                f"`rknnlink deploy {reply.device.serial}`", grpc.StatusCode.FAILED_PRECONDITION,
+                "incompatible-version")
+        self.client_id = reply.client_id
+        self.info = DeviceInfo.from_pb(reply.device)
+        self.max_message_bytes = int(reply.max_message_bytes)
+        self._watch = self._stub.Watch(pb.WatchRequest(client_id=self.client_id), metadata=self._metadata)
+        try:
+            next(self._watch)
+        except grpc.RpcError as exc:
+            raise translate(exc, self.address) from None
+
+    def check_size(self, request: Any) -> None:
+        """Refuse locally a message the daemon would reject, with the fix in the message."""
+        size = request.ByteSize()
+        if self.max_message_bytes and size > self.max_message_bytes:
+            raise BoardError(f"the request is {size / 2**20:.1f} MiB but the daemon at {self.address} accepts "
+                             f"messages up to {self.max_message_bytes / 2**20:.0f} MiB; restart it with a larger "
+                             f"--max-message-mb", grpc.StatusCode.RESOURCE_EXHAUSTED, "message-too-large")
+
+    # -- models and sessions ----------------------------------------------------------------------------------------
+    def has_model(self, sha256: str) -> bool:
+        return bool(self._call("HasModel", pb.HasModelRequest(sha256=sha256)).present)
+
+    def upload_model(self, model: bytes) -> str:
+        """Send the model unless the board already has it; returns its SHA-256."""
+        sha = hashlib.sha256(model).hexdigest()
+        if self.has_model(sha):
+            return sha
+        view = memoryview(model)
+        sent = [0]
+
+        def chunks() -> Iterator[pb.ModelChunk]:
+            for offset in range(0, len(view), CHUNK):
+                piece = bytes(view[offset:offset + CHUNK])
+                sent[0] += len(piece)
+                yield pb.ModelChunk(sha256=sha if offset == 0 else "", total_size=len(view) if offset == 0 else 0,
+                                    data=piece)
+
+        try:
+            self._call("UploadModel", chunks(), timeout=None)
+        finally:
+            self.model_bytes_sent += sent[0]
+        return sha
+
+    def load_model(self, model: bytes, core_mask: int = 0, perf: bool = False, eval_mem: bool = False,
+                   async_mode: bool = False, dump_layers: bool = False) -> Session:
+        """Upload (only if the board lacks this model) and create a session; see Session."""
+        model = bytes(model)
+        if not model:
+            raise ValueError("the model is empty; pass the bytes of a .rknn file")
+        sha = self.upload_model(model)
+        reply = self._call("CreateSession", pb.CreateSessionRequest(
+            client_id=self.client_id, model_sha256=sha, core_mask=core_mask, collect_perf=perf, eval_mem=eval_mem,
+            async_mode=async_mode, dump_layers=dump_layers))
+        session = Session(self, reply)
+        self._sessions[session.id] = session
+        return session
+
+    def stats(self) -> Dict[str, Any]:
+        """Daemon counters (GetStats) as a dict; `sessions` is a list of dicts."""
+        m = self._call("GetStats", pb.StatsRequest())
+        out: Dict[str, Any] = {f.name: getattr(m, f.name) for f in m.DESCRIPTOR.fields if f.name != "sessions"}
+        out["sessions"] = [{f.name: getattr(s, f.name) for f in s.DESCRIPTOR.fields} for s in m.sessions]
+        return out
+
+    def device_info(self) -> DeviceInfo:
+        """Fresh DeviceInfo (runtime versions are filled in once the board ran a session)."""
+        self.info = DeviceInfo.from_pb(self._call("GetDeviceInfo", pb.DeviceInfoRequest()))
+        return self.info
+
+    def close(self) -> None:
+        """Close this client's sessions and the connection (the daemon frees anything left over)."""
+        for session in list(self._sessions.values()):
+            try:
+                session.close()
+            except (BoardError, ConnectionError) as exc:
+                log.debug("closing session %s: %s", session.id, exc)
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        self._channel.close()
+
+    def __enter__(self) -> Board:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Session:
+    """A model loaded on the board (one runtime context in its own worker process)."""
+
+    def __init__(self, board: Board, reply: pb.CreateSessionResponse) -> None:
+        self.board = board
+        self.id = reply.session_id
+        self.input_attrs = [_attr(a) for a in reply.inputs]
+        self.output_attrs = [_attr(a) for a in reply.outputs]
+        self.custom_string = reply.custom_string
+        self.is_simulator = reply.is_simulator
+        self._sdk = (reply.sdk_version.api_version, reply.sdk_version.drv_version)
+        self._next_id = 0
+        self.closed = False
+
+    def _request_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _req(self) -> pb.SessionRequest:
+        return pb.SessionRequest(session_id=self.id)
+
+    def run(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
+            pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> List[np.ndarray]:
+        """One inference; outputs shaped by the output attributes (float32 unless want_float=False)."""
+        request = _run_request(self.id, self._request_id(), inputs, formats, pass_through, want_float)
+        self.board.check_size(request)
+        reply = self.board._call("Run", request, timeout=None)
+        return [_array(t) for t in reply.outputs]
+
+    def pipeline(self, depth: int = 4) -> Pipeline:
+        """A bidirectional stream keeping up to `depth` requests in flight; results come back in order."""
+        return Pipeline(self, depth)
+
+    def perf(self) -> PerfReport:
+        m = self.board._call("GetPerf", self._req())
+        rows = [{f.name: getattr(r, f.name) for f in r.DESCRIPTOR.fields} for r in m.rows]
+        return PerfReport(text=m.text, rows=rows, total_us=int(m.total_us))
+
+    def perf_run_us(self) -> int:
+        return int(self.board._call("GetPerfRun", self._req()).run_us)
+
+    def memory(self) -> Dict[str, int]:
+        m = self.board._call("GetMemory", self._req())
+        return {f.name: int(getattr(m, f.name)) for f in m.DESCRIPTOR.fields}
+
+    def sdk_version(self) -> Tuple[str, str]:
+        m = self.board._call("GetSdkVersion", self._req())
+        return m.api_version, m.drv_version
+
+    def dump_tensors(self, include_raw: bool = False) -> List[Tuple[Dict[str, Any], np.ndarray, Optional[np.ndarray]]]:
+        """Per-layer outputs of the last run: (info, float32 array, raw array or None). Simulator only."""
+        tensors: Dict[int, Dict[str, Any]] = {}
+        try:
+            for chunk in self.board._stub.GetDumps(pb.DumpsRequest(session_id=self.id, include_raw=include_raw),
+                                                   metadata=self.board._metadata):
+                entry = tensors.setdefault(chunk.index, {"parts": {}})
+                if chunk.HasField("info"):
+                    i = chunk.info
+                    entry["info"] = {"name": i.name, "layer_index": i.layer_index, "output_slot": i.output_slot,
+                                     "dtype": i.dtype, "qnt_type": i.qnt_type, "scale": i.scale, "zp": i.zp,
+                                     "dims": tuple(i.dims)}
+                buf = entry["parts"].setdefault(chunk.part, bytearray(chunk.part_size))
+                buf[chunk.offset:chunk.offset + len(chunk.data)] = chunk.data
+        except grpc.RpcError as exc:
+            raise translate(exc, self.board.address) from None
+        return [self._dump_arrays(tensors[k]) for k in sorted(tensors)]
+
+    @staticmethod
+    def _dump_arrays(entry: Dict[str, Any]) -> Tuple[Dict[str, Any], np.ndarray, Optional[np.ndarray]]:
+        info = entry["info"]
+        dims = info["dims"]
+        f32 = np.frombuffer(entry["parts"][pb.DUMP_FLOAT32], dtype=np.float32)
+        raw_buf = entry["parts"].get(pb.DUMP_RAW)
+        raw = np.frombuffer(raw_buf, dtype=numpy_dtype(info["dtype"])) if raw_buf is not None else None
+        if dims and int(np.prod(dims)) == f32.size:
+            f32 = f32.reshape(dims)
+            raw = raw.reshape(dims) if raw is not None and raw.size == f32.size else raw
+        return info, f32, raw
+
+    def dumps(self) -> Dict[str, np.ndarray]:
+        """Per-layer float32 outputs of the last run by tensor name (simulated NPU only)."""
+        return {info["name"]: f32 for info, f32, _raw in self.dump_tensors()}
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.board._sessions.pop(self.id, None)
+        self.board._call("CloseSession", self._req())
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Pipeline:
+    """Several inferences in flight on one RunStream.
+
+    submit() queues a request (never blocks on results: when `depth` are in flight it first collects the
+    oldest result into a buffer); results()/get() return results in submission order. map(inputs) does both.
+    """
+
+    _END = object()
+
+    def __init__(self, session: Session, depth: int) -> None:
+        if depth < 1:
+            raise ValueError("depth must be >= 1")
+        self.session, self.depth = session, depth
+        self._requests: "queue.Queue[Any]" = queue.Queue()  # noqa: UP037
+        self._ready: Deque[List[np.ndarray]] = deque()
+        self._inflight = 0
+        self._lock = threading.Lock()
+        board = session.board
+        self._call = board._stub.RunStream(self._request_iter(), metadata=board._metadata)
+        self.closed = False
+
+    def _request_iter(self) -> Iterator[pb.RunRequest]:
+        while True:
+            item = self._requests.get()
+            if item is self._END:
+                return
+            yield item
+
+    def submit(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
+               pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> int:
+        """Queue one inference; returns its request id."""
+        if self.closed:
+            raise BoardError("the pipeline is closed; open a new one with session.pipeline()")
+        while self._inflight >= self.depth:
+            self._ready.append(self._receive())
+        request = _run_request(self.session.id, self.session._request_id(), inputs, formats, pass_through,
+                               want_float)
+        self.session.board.check_size(request)
+        self._requests.put(request)
+        self._inflight += 1
+        return request.request_id
+
+    def _receive(self) -> List[np.ndarray]:
+        try:
+            reply = next(self._call)
+        except StopIteration:
+            raise BoardError("the daemon ended the stream early", None, "stream-ended") from None
+        except grpc.RpcError as exc:
+            self._inflight = 0
+            self.closed = True
+            raise translate(exc, self.session.board.address) from None
+        self._inflight -= 1
+        return [_array(t) for t in reply.outputs]
+
+    def get(self) -> List[np.ndarray]:
+        """The oldest outstanding result (blocks until it arrives)."""
+        if self._ready:
+            return self._ready.popleft()
+        if self._inflight == 0:
+            raise BoardError("no request is outstanding; submit() first")
+        return self._receive()
+
+    def results(self) -> Iterator[List[np.ndarray]]:
+        """Every outstanding result, in submission order."""
+        while self._ready or self._inflight:
+            yield self.get()
+
+    def map(self, inputs: Iterable[Any], **kwargs: Any) -> Iterator[List[np.ndarray]]:
+        """Run every item of `inputs`, keeping `depth` in flight; yields results in order."""
+        for item in inputs:
+            self.submit(item, **kwargs)
+            while self._ready:
+                yield self._ready.popleft()
+            if self._inflight >= self.depth:
+                yield self._receive()
+        yield from self.results()
+
+    def close(self) -> None:
+        """End the stream (waiting for results still in flight, which are discarded)."""
+        if getattr(self, "_ended", False):
+            return
+        self._ended = True
+        self.closed = True
+        self._requests.put(self._END)
+        try:
+            for _ in self._call:
+                pass
+        except grpc.RpcError as exc:
+            log.debug("pipeline ended with %s", exc)
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
