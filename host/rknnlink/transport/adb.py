@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from .errors import AdbServerError, DaemonNotInstalledError, DeviceNotFoundError, TransportError
-from .probe import check_address, wait_until_serving
+from .probe import address_info, check_address, wait_until_serving
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BOARD_PORT = 50051
 DEFAULT_BOARD_PREFIX = "/opt/rknnlink"
-SERVICE_NAME = "rknnlink"
+SERVICE_NAME = "rknnlink-server"  # the unit `rknnlink install-service` writes
 # Oldest adb server protocol (1.0.39) whose host-serial forward/killforward services we rely on.
 MIN_SERVER_VERSION = 39
 _TCP_SERIAL = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d+$")
@@ -173,13 +173,20 @@ class AdbBoard:
             return "systemd"
         prefix = shlex.quote(self.prefix)
         command = (f"cd {prefix} && nohup {prefix}/bin/rknnlink serve $(cat {prefix}/serve.args 2>/dev/null) "
-                   f"> {prefix}/serve.log 2>&1 < /dev/null &")
+                   f"> {prefix}/serve.log 2>&1 < /dev/null & echo $! > {prefix}/serve.pid")
         code, out = self.shell(command, timeout=30)
         if code != 0:
             raise TransportError(f"could not start the daemon on {self.serial} with nohup: {out.strip()}")
         log.info("started the rknnlink daemon on %s with nohup (no systemd unit); log: %s/serve.log",
                  self.serial, self.prefix)
         return "nohup"
+
+    def stop_daemon(self) -> None:
+        """Stops a daemon this module started with nohup (its pid file), or the systemd unit."""
+        prefix = shlex.quote(self.prefix)
+        self.shell(f"[ -d /run/systemd/system ] && systemctl stop {SERVICE_NAME}.service 2>/dev/null; "
+                   f"if [ -f {prefix}/serve.pid ]; then kill $(cat {prefix}/serve.pid) 2>/dev/null; "
+                   f"rm -f {prefix}/serve.pid; fi; true", timeout=30)
 
     def daemon_log_tail(self, lines: int = 20) -> str:
         _, out = self.shell(f"tail -n {lines} {shlex.quote(self.prefix)}/serve.log 2>&1", timeout=10)
@@ -218,10 +225,17 @@ class AdbBoard:
 
 def ensure_daemon(board: AdbBoard, local_port: int, timeout: float) -> None:
     """Makes the daemon behind `local_port` answer, starting it over adb shell when installed but stopped."""
+    from rknnlink import PROTOCOL_VERSION, __version__
+
     address = f"127.0.0.1:{local_port}"
     if check_address(address, timeout=min(2.0, timeout)).ok:
+        info = address_info(address, timeout=min(5.0, timeout))
+        if info is not None and info.protocol_version and info.protocol_version < PROTOCOL_VERSION:
+            raise DaemonNotInstalledError(
+                f"the rknnlink daemon on {board.serial} ({info.daemon_version}) speaks protocol "
+                f"{info.protocol_version}, older than this host's {PROTOCOL_VERSION}. Run "
+                f"`rknnlink deploy {board.serial}` to update it.")
         return
-    from rknnlink import __version__
 
     version = board.daemon_version()
     if version is None:

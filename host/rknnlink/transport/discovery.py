@@ -47,15 +47,19 @@ def _adb_records(timeout: float) -> List[DeviceRecord]:
 def _probe_adb(board, record: DeviceRecord, timeout: float) -> None:
     """Fills state/platform/version of one adb board; the forward lives only for the probe."""
     from . import adb
-    from .probe import check_address
+    from .probe import address_info, check_address
 
-    record.platform = board.platform()
     local_port = board.forward(adb.board_port())
     try:
-        result = check_address(f"127.0.0.1:{local_port}", timeout=timeout)
+        address = f"127.0.0.1:{local_port}"
+        result = check_address(address, timeout=timeout)
+        info = address_info(address, timeout=timeout) if result.ok else None
     finally:
         board.remove_forward(local_port)
-    record.daemon_version = board.daemon_version()
+    if info is not None:
+        record.platform, record.daemon_version = info.platform or None, info.daemon_version or None
+    else:
+        record.platform, record.daemon_version = board.platform(), board.daemon_version()
     if result.ok:
         record.state = "device"
     else:

@@ -80,3 +80,26 @@ def wait_until_serving(address: str, timeout: float, interval: float = 0.2) -> P
         if result.ok or time.monotonic() + interval >= deadline:
             return result
         time.sleep(interval)
+
+
+def device_info(channel: grpc.Channel, timeout: float,
+                metadata: Optional[Sequence[Tuple[str, str]]] = None):
+    """The daemon's DeviceInfo (platform, versions, serial) or None when it cannot be asked."""
+    try:
+        from rknnlink.v1 import rknnlink_pb2 as pb
+        from rknnlink.v1 import rknnlink_pb2_grpc as pb_grpc
+    except ImportError as exc:  # generated stubs missing: only health is available
+        log.debug("rknnlink protocol stubs unavailable: %s", exc)
+        return None
+    try:
+        return pb_grpc.RknnLinkStub(channel).GetDeviceInfo(pb.DeviceInfoRequest(), timeout=timeout,
+                                                           metadata=metadata)
+    except grpc.RpcError as exc:
+        log.debug("GetDeviceInfo failed: %s", exc)
+        return None
+
+
+def address_info(address: str, timeout: float = 2.0):
+    """device_info() over a plain-text channel to `address`."""
+    with grpc.insecure_channel(address) as channel:
+        return device_info(channel, timeout)

@@ -1,0 +1,232 @@
+"""ADB transport against the real adb server and an emulated adbd, inside a network namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+from conftest import BOARD_PORT, HERE, PYTHON, NetNs, base_env, bundled_adb, find_sim_library, netns_available
+
+ECHO_SNIPPET = """
+import json, os, grpc
+from rknnlink.transport import resolve
+import adbutils
+endpoint = resolve({device_id!r}, timeout=15)
+payload = os.urandom(150528)
+with grpc.insecure_channel(endpoint.address) as channel:
+    echo = channel.unary_unary("/rknnlink.test.Echo/Echo")
+    same = echo(payload, timeout=10) == payload
+port = int(endpoint.address.rsplit(":", 1)[1])
+before = [f.local for f in adbutils.AdbClient().forward_list()]
+endpoint.close()
+after = [f.local for f in adbutils.AdbClient().forward_list()]
+print(json.dumps({{"address": endpoint.address, "kind": endpoint.kind, "serial": endpoint.serial,
+                   "same": same, "port": port, "before": before, "after": after}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def echo_daemon(adb_rig):
+    """A gRPC server with health + echo on the board's daemon port (stands in for the daemon)."""
+    proc = adb_rig.ns.spawn([PYTHON, str(HERE / "health_server.py"), "--port", str(BOARD_PORT)], ready="READY")
+    yield proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+
+
+def test_lists_the_emulated_board(adb_rig):
+    adb_rig.connect()
+    out = adb_rig.ns.python("import json; from rknnlink.transport import list_adb_serials; "
+                            "print(json.dumps({'serials': list_adb_serials()}))")
+    assert out["serials"] == [adb_rig.serial]
+
+
+def test_resolve_forwards_to_the_daemon_and_close_removes_the_forward(adb_rig, echo_daemon):
+    adb_rig.connect()
+    out = adb_rig.ns.python(ECHO_SNIPPET.format(device_id=None))
+    assert out["kind"] == "adb" and out["serial"] == adb_rig.serial
+    assert out["address"].startswith("127.0.0.1:")
+    assert out["same"] is True
+    assert f"tcp:{out['port']}" in out["before"]
+    assert out["after"] == []
+    assert adb_rig.forwards().strip() == ""
+
+
+def test_adb_over_tcp_serial_is_connected_on_demand(adb_rig, echo_daemon):
+    adb_rig.adb("disconnect", adb_rig.serial)
+    assert adb_rig.serial not in adb_rig.adb("devices").stdout
+    out = adb_rig.ns.python(ECHO_SNIPPET.format(device_id=adb_rig.serial))
+    assert out["same"] is True and out["serial"] == adb_rig.serial
+    assert f"{adb_rig.serial}\tdevice" in adb_rig.adb("devices").stdout
+    assert out["after"] == []
+
+
+def test_unknown_serial_gives_an_actionable_error(adb_rig):
+    adb_rig.connect()
+    out = adb_rig.ns.python("""
+import json
+from rknnlink.transport import resolve, DeviceNotFoundError
+try:
+    resolve("FAKE123", timeout=5)
+    print(json.dumps({"error": None}))
+except DeviceNotFoundError as exc:
+    print(json.dumps({"error": str(exc)}))
+""")
+    assert "FAKE123" in out["error"] and adb_rig.serial in out["error"]
+
+
+def test_missing_daemon_asks_for_deploy_and_leaves_no_forward(adb_rig, echo_daemon, tmp_path):
+    adb_rig.connect()
+    os.killpg(echo_daemon.pid, signal.SIGTERM)
+    echo_daemon.wait(10)
+    env = base_env(RKNNLINK_BOARD_PREFIX=str(tmp_path / "empty-prefix"))
+    out = adb_rig.ns.python("""
+import json
+from rknnlink.transport import resolve, DaemonNotInstalledError
+try:
+    resolve(None, timeout=5)
+    print(json.dumps({"error": None}))
+except DaemonNotInstalledError as exc:
+    print(json.dumps({"error": str(exc)}))
+""", env=env)
+    assert out["error"] is not None
+    assert f"rknnlink deploy {adb_rig.serial}" in out["error"]
+    assert adb_rig.forwards().strip() == ""
+
+
+@pytest.fixture(scope="module")
+def deployed(adb_rig, tmp_path_factory):
+    """`rknnlink deploy` of this working tree onto the emulated board (a sim-backed daemon)."""
+    library = find_sim_library()
+    if library is None:
+        pytest.skip("the simulated librknnrt is not built (run `pip install -e .`)")
+    adb_rig.connect()
+    base = tmp_path_factory.mktemp("deploy")
+    prefix = base / "opt-rknnlink"
+    serve_args = (f"--listen 127.0.0.1:{BOARD_PORT} --backend sim --platform rk3588 --library {library} "
+                  f"--cache-dir {base / 'cache'}")
+    env = base_env(RKNNLINK_BOARD_PREFIX=str(prefix))
+    result = adb_rig.ns.run([PYTHON, "-m", "rknnlink.cli", "deploy", adb_rig.serial, "--serve-args", serve_args,
+                             "--timeout", "60"], env=env, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    yield {"prefix": prefix, "env": env, "stdout": result.stdout, "stderr": result.stderr}
+
+
+def test_deploy_installs_and_starts_the_daemon(adb_rig, deployed):
+    from rknnlink import __version__
+
+    prefix = deployed["prefix"]
+    assert (prefix / "bin" / "rknnlink").stat().st_mode & 0o111
+    assert (prefix / "lib" / "rknnlink" / "transport" / "__init__.py").is_file()
+    assert (prefix / "lib" / "rknnlink_server" / "server.py").is_file()
+    assert "--backend sim" in (prefix / "serve.args").read_text()
+    assert f"rknnlink {__version__} installed on {adb_rig.serial}" in deployed["stdout"]
+    assert "started with nohup" in deployed["stdout"]
+    assert adb_rig.forwards().strip() == ""
+
+
+def test_resolve_starts_a_stopped_daemon_over_adb_shell(adb_rig, deployed):
+    pid = int((deployed["prefix"] / "serve.pid").read_text())
+    os.kill(pid, signal.SIGTERM)  # the daemon deploy started through our emulated adbd
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        except ProcessLookupError:
+            break
+    out = adb_rig.ns.python("""
+import json, logging
+logging.basicConfig(level=logging.INFO)
+import grpc
+from rknnlink import __version__
+from rknnlink.transport import resolve
+from rknnlink.transport.probe import device_info
+endpoint = resolve(None, timeout=30)
+with grpc.insecure_channel(endpoint.address) as channel:
+    info = device_info(channel, 10)
+endpoint.close()
+print(json.dumps({"platform": info.platform, "version": info.daemon_version, "expected": __version__,
+                  "backend": info.backend}))
+""", env=deployed["env"])
+    assert "with nohup" in out["_stderr"] and "started the rknnlink daemon" in out["_stderr"]
+    assert out["platform"] == "rk3588" and out["backend"] == "sim"
+    assert out["version"] == out["expected"]
+    new_pid = int((deployed["prefix"] / "serve.pid").read_text())
+    assert new_pid != pid
+    assert adb_rig.forwards().strip() == ""
+
+
+def test_devices_cli_shows_the_board_and_its_daemon(adb_rig, deployed):
+    from rknnlink import __version__
+
+    result = adb_rig.ns.run([PYTHON, "-m", "rknnlink.cli", "devices", "--json", "--timeout", "3"],
+                            env=deployed["env"], timeout=60)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    row = next(r for r in rows if r["id"] == adb_rig.serial)
+    assert row == {"id": adb_rig.serial, "transport": "adb", "state": "device", "platform": "rk3588",
+                   "daemon_version": __version__, "address": None}
+    table = adb_rig.ns.run([PYTHON, "-m", "rknnlink.cli", "devices"], env=deployed["env"], timeout=60)
+    assert table.returncode == 0
+    assert table.stdout.splitlines()[0].split() == ["ID", "TRANSPORT", "STATE", "PLATFORM", "DAEMON", "ADDRESS"]
+    assert adb_rig.serial in table.stdout and "rk3588" in table.stdout
+
+
+def test_devices_cli_with_nothing_attached_prints_an_empty_list(tmp_path):
+    reason = netns_available()
+    if reason:
+        pytest.skip(reason)
+    ns = NetNs()
+    try:
+        ns.run([bundled_adb(), "start-server"], check=True)
+        result = ns.run([PYTHON, "-m", "rknnlink.cli", "devices", "--json", "--timeout", "1"], timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == []
+        plain = ns.run([PYTHON, "-m", "rknnlink.cli", "devices", "--timeout", "1"], timeout=60)
+        assert plain.returncode == 0 and "No devices found" in plain.stdout
+        ns.run([bundled_adb(), "kill-server"])
+    finally:
+        ns.close()
+
+
+def test_an_old_adb_server_is_reported_not_restarted(monkeypatch):
+    """A stand-in adb server answering protocol 1.0.31: rknnlink explains and never sends host:kill."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    requests = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                length = conn.recv(4)
+                if not length:
+                    continue
+                request = conn.recv(int(length, 16)).decode()
+                requests.append(request)
+                if request == "host:version":
+                    conn.sendall(b"OKAY" + b"0004" + b"001f")
+                else:
+                    conn.sendall(b"FAIL0007unknown")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(port))
+    from rknnlink.transport import AdbServerError, adb
+
+    with pytest.raises(AdbServerError) as info:
+        adb.client(timeout=5)
+    server.close()
+    assert "1.0.31" in str(info.value) and "does not restart" in str(info.value)
+    assert "adb kill-server" in str(info.value)
+    assert requests == ["host:version"]
