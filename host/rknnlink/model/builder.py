@@ -213,8 +213,15 @@ def _batched(model: Any, batch: int, pg1: PreparedGraph, nodes1: list) -> tuple:
         if not dims:
             raise BuildError(f"rknn_batch_size needs inputs with a batch dimension; {vi.name!r} is a scalar")
         dims[0].dim_value = dims[0].dim_value * batch
-    pg = prepare(m)
-    nodes = _fold_gemm_scalars(lower(pg), pg)
+    for o in m.graph.output:  # declared output shapes carry the old batch: let inference redo them
+        o.type.tensor_type.ClearField("shape")
+    del m.graph.value_info[:]
+    try:
+        pg = prepare(m)
+        nodes = _fold_gemm_scalars(lower(pg), pg)
+    except (BuildError, UnsupportedOperatorError) as exc:
+        raise BuildError(f"rknn_batch_size={batch} needs batch-agnostic operators, but with batch {batch} the "
+                         f"graph is invalid ({exc}); build with rknn_batch_size=None") from exc
     if [n.op_type for n in nodes] != [n.op_type for n in nodes1]:
         raise BuildError(f"rknn_batch_size={batch}: the graph changes with the batch size; build with "
                          "rknn_batch_size=None")
@@ -231,7 +238,8 @@ def _batched(model: Any, batch: int, pg1: PreparedGraph, nodes1: list) -> tuple:
         for o1, o in zip(n1.outputs, n.outputs):
             s1, s = pg1.shapes[o1], pg.shapes[o]
             if not s1 or s[0] != s1[0] * batch or s[1:] != s1[1:]:
-                bad = bad or f"its output {o!r} has shape {list(s)} instead of the batched {list(s1)}"
+                want = [s1[0] * batch, *s1[1:]] if s1 else "a batch dimension"
+                bad = bad or f"its output {o!r} has shape {list(s)} instead of {want}"
         if bad:
             raise BuildError(f"rknn_batch_size={batch} needs batch-agnostic operators, but {n.onnx_type} "
                              f"{n.name!r} is not ({bad}); build with rknn_batch_size=None and run the frames "

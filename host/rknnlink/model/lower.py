@@ -20,7 +20,7 @@ from .prepare import PreparedGraph
 FLOAT_TYPES = (1, 10)  # onnx FLOAT, FLOAT16
 FUSE_INTO = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
 FUSABLE_ACTS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSwish", "SiLU", "HardSigmoid", "Tanh")
-_WHAT_TO_DO = ("replace it with supported operators, or cut the graph before it with "
+WHAT_TO_DO = ("replace it with supported operators, or cut the graph before it with "
                "load_onnx(outputs=[...]) and run the rest on the CPU")
 
 
@@ -76,7 +76,7 @@ class _Ctx:
             return None
         if name not in self.pg.constants:
             self.fail(f"its {what} input {name!r} must be a constant (it is computed at run time); "
-                      f"{_WHAT_TO_DO}")
+                      f"{WHAT_TO_DO}")
         return self.pg.constants[name]
 
     def is_const(self, i: int) -> bool:
@@ -450,7 +450,7 @@ def lower(pg: PreparedGraph) -> list:
         fn = LOWERINGS.get(node.op_type)
         if fn is None:
             raise UnsupportedOperatorError(node.op_type, node.name,
-                                           f"the simulated NPU has no {node.op_type} operator; {_WHAT_TO_DO}")
+                                           f"the simulated NPU has no {node.op_type} operator; {WHAT_TO_DO}")
         ctx = _Ctx(node, pg)
         _check_float_activations(ctx)
         nodes.append(fn(ctx))
@@ -464,7 +464,7 @@ def _check_float_activations(ctx: _Ctx) -> None:
         et = ctx.pg.elem_types.get(n)
         if et not in FLOAT_TYPES:
             ctx.fail(f"tensor {n!r} has ONNX data type {et}; the NPU computes float/int8 activations only "
-                     f"(integer or boolean tensors computed at run time are not supported); {_WHAT_TO_DO}")
+                     f"(integer or boolean tensors computed at run time are not supported); {WHAT_TO_DO}")
         shape = ctx.pg.shapes.get(n)
         if shape is None:
             ctx.fail(f"the shape of tensor {n!r} is unknown; pass load_onnx(input_size_list=...)")

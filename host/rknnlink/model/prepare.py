@@ -178,6 +178,7 @@ def prepare(model: Any, fold_batchnorm: bool = True) -> PreparedGraph:
         if not _fold_constants(model, shapes, opset):
             break
     _remove_identities(model)
+    _check_supported(model)
     if fold_batchnorm:
         _fold_batchnorm(model)
     _remove_unused(model)
@@ -197,6 +198,15 @@ def prepare(model: Any, fold_batchnorm: bool = True) -> PreparedGraph:
                          elem_types={k: v[1] for k, v in shapes.items()}, constants=constants,
                          inputs=[i.name for i in model.graph.input],
                          outputs=[o.name for o in model.graph.output])
+
+
+def _check_supported(model: Any) -> None:
+    """Fail on the first operator the simulator cannot run before anything else may trip over it."""
+    from .lower import LOWERINGS, WHAT_TO_DO
+    for node in model.graph.node:
+        if node.op_type not in LOWERINGS:
+            raise UnsupportedOperatorError(node.op_type, node.name,
+                                           f"the simulated NPU has no {node.op_type} operator; {WHAT_TO_DO}")
 
 
 def _check_domains(model: Any) -> None:

@@ -5,6 +5,7 @@ import zlib
 
 import numpy as np
 import pytest
+
 from rknnlink.model import format as fmt
 from rknnlink.model.format import (
     KIND_CONSTANT,
