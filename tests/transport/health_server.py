@@ -18,16 +18,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 ECHO_METHOD = "/rknnlink.test.Echo/Echo"
 
 
-def build_server(bind: str, max_message: int = 64 * 1024 * 1024) -> tuple:
+def build_server(bind: str, max_message: int = 64 * 1024 * 1024, credentials=None, interceptors=()) -> tuple:
     """Returns (server, port) with health SERVING and a raw-bytes echo unary method."""
     options = [("grpc.max_receive_message_length", max_message), ("grpc.max_send_message_length", max_message)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options,
+                         interceptors=list(interceptors))
     servicer = health.HealthServicer()
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     echo = grpc.unary_unary_rpc_method_handler(lambda request, _ctx: request)
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("rknnlink.test.Echo", {"Echo": echo})])
-    port = server.add_insecure_port(bind)
+    port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
     return server, port
 
 

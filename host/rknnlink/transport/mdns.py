@@ -2,7 +2,8 @@
 
 TXT records: serial, platform, daemon (version), proto (protocol version), tls ("1"/"0") and, for TLS
 daemons, fp (SHA-256 of the certificate) so a host can pin the certificate without copying files.
-RKNNLINK_MDNS_INTERFACES (comma-separated addresses) restricts the interfaces used on both sides.
+RKNNLINK_MDNS_INTERFACES (comma-separated addresses) restricts the interfaces used on both sides;
+RKNNLINK_MDNS=0 turns browsing off (no multicast traffic from the host at all).
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ def discover(timeout: float = 2.0, interfaces: Optional[Sequence[str]] = None,
     """Browses for `timeout` seconds (or until `serial` shows up) and returns the resolved services."""
     from zeroconf import ServiceBrowser, ServiceStateChange, Zeroconf
 
+    if os.environ.get("RKNNLINK_MDNS", "1") == "0":
+        log.debug("mDNS browsing is off (RKNNLINK_MDNS=0)")
+        return []
     zeroconf = Zeroconf(interfaces=_interfaces(interfaces))
     names: List[str] = []
     found = threading.Event()
