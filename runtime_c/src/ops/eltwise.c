@@ -161,13 +161,13 @@ static int elt_run_i8(sim_kernel_call *call)
     if (!yt || !call->out[0].i8) return SIM_ERR_FAIL;
     size_t total = (size_t)yt->n_elems;
     for (uint32_t i = 0; i < op->n_inputs && i < 16; i++)
-        if (call->in[i].i8) total += (size_t)sim_call_in_t(call, i)->n_elems;
+        if (call->in[i].i8 && sim_call_in_t(call, i)->kind != SIM_T_CONST) total += (size_t)sim_call_in_t(call, i)->n_elems;
     float *buf = sim_scratch_get(call, total * sizeof(float));
     if (!buf) return SIM_ERR_MALLOC;
     float *y = buf, *pos = buf + yt->n_elems;
     for (uint32_t i = 0; i < op->n_inputs && i < 16; i++) {
         const sim_tensor *t = sim_call_in_t(call, i);
-        if (call->in[i].i8) {
+        if (call->in[i].i8 && t->kind != SIM_T_CONST) {
             sim_dequant_array(call->in[i].i8, pos, (size_t)t->n_elems, sim_t_scale(t), sim_t_zp(t));
             in[i] = pos;
             pos += t->n_elems;

@@ -1,0 +1,1 @@
+void test_eltwise(void); void test_eltwise(void) {}

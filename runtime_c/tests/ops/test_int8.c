@@ -1,0 +1,1 @@
+void test_int8(void); void test_int8(void) {}

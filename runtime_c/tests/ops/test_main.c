@@ -1,0 +1,27 @@
+/* Kernel unit tests: every op family against reference loops. Exit status 1 on any failure. */
+#include "harness.h"
+
+void test_numeric(void);
+void test_conv(void);
+void test_gemm(void);
+void test_eltwise(void);
+void test_unary(void);
+void test_pool(void);
+void test_norm(void);
+void test_shape(void);
+void test_int8(void);
+
+int main(void)
+{
+    test_numeric();
+    test_conv();
+    test_gemm();
+    test_eltwise();
+    test_unary();
+    test_pool();
+    test_norm();
+    test_shape();
+    test_int8();
+    printf("%d checks, %d failures\n", tg_checks, tg_failures);
+    return tg_failures ? 1 : 0;
+}

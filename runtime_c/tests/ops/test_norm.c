@@ -1,0 +1,1 @@
+void test_norm(void); void test_norm(void) {}

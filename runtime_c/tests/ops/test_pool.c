@@ -1,0 +1,1 @@
+void test_pool(void); void test_pool(void) {}

@@ -1,0 +1,1 @@
+void test_shape(void); void test_shape(void) {}

@@ -1,0 +1,1 @@
+void test_unary(void); void test_unary(void) {}
