@@ -134,9 +134,11 @@ size_t sim_work_elem_size(uint32_t dtype)
 static int log_level(void)
 {
     const char *e = getenv("RKNN_LOG_LEVEL");
-    if (e == NULL || *e < '0' || *e > '9')
+    if (e == NULL || *e == 0)
         return 0;
-    return atoi(e);
+    char *end = NULL;
+    long v = strtol(e, &end, 10);
+    return (end == e) ? 0 : (int)(v < -1 ? -1 : v > 9 ? 9 : v);
 }
 
 void sim_log(int level, const char *fmt, ...)
