@@ -317,9 +317,11 @@ def test_cut_graph_with_outputs_and_inputs():
         load_onnx(model, outputs=["no_such_tensor"])
 
 
-def test_opset_out_of_range_is_rejected():
-    model = fac.single_node_model("Relu", [[1, 2]], None, opset=8)
-    with pytest.raises(BuildError, match="opset 8"):
+def test_old_opsets_are_upgraded_and_too_new_ones_rejected():
+    old = fac.single_node_model("Relu", [[1, 2]], None, opset=8)
+    assert fp32(old).sim_model.ops[0].op_type == "Relu"
+    model = fac.single_node_model("Relu", [[1, 2]], None, opset=22)
+    with pytest.raises(BuildError, match="opset 22"):
         load_onnx(model)
 
 

@@ -91,10 +91,7 @@ def load_onnx(path_or_proto: Union[str, Path, Any], inputs: Optional[Sequence[st
         model = copy.deepcopy(path_or_proto)
     else:
         raise BuildError(f"load_onnx expects a path or an onnx.ModelProto, not {type(path_or_proto).__name__}")
-    opset = default_opset(model)
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise BuildError(f"opset {opset} is not supported (supported: {MIN_OPSET}..{MAX_OPSET}); convert the "
-                         "model with onnx.version_converter.convert_version(model, 13)")
+    model = _upgrade_old_opset(model)
     _drop_initializer_inputs(model)
     if inputs or outputs:
         model = _cut(model, inputs, outputs)
@@ -103,7 +100,30 @@ def load_onnx(path_or_proto: Union[str, Path, Any], inputs: Optional[Sequence[st
     return model
 
 
+def _upgrade_old_opset(model: Any) -> Any:
+    """Models older than opset 9 are converted to opset 13 with onnx's version converter; newer than 21
+    are refused (their operators may have semantics this builder does not know)."""
+    onnx = _onnx()
+    opset = default_opset(model)
+    if opset > MAX_OPSET:
+        raise BuildError(f"opset {opset} is not supported (supported: {MIN_OPSET}..{MAX_OPSET}); convert the "
+                         "model with onnx.version_converter.convert_version(model, 21)")
+    if opset >= MIN_OPSET:
+        return model
+    try:
+        upgraded = onnx.version_converter.convert_version(model, 13)
+    except Exception as exc:
+        raise BuildError(f"opset {opset} is older than {MIN_OPSET} and onnx's version converter cannot upgrade "
+                         f"it ({exc}); re-export the model with opset >= {MIN_OPSET}") from exc
+    LOG.info("converted the model from opset %d to opset 13", opset)
+    if not upgraded.graph.name:
+        upgraded.graph.name = model.graph.name
+    return upgraded
+
+
 def _drop_initializer_inputs(model: Any) -> None:
+    """Initializers listed as graph inputs (IR < 4 style) stop being inputs: they are constants to us."""
+    model.ir_version = max(model.ir_version, 7)  # IR >= 4 lets initializers exist without an input entry
     inits = {i.name for i in model.graph.initializer}
     keep = [i for i in model.graph.input if i.name not in inits]
     if len(keep) != len(model.graph.input):

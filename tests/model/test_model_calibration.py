@@ -1,0 +1,116 @@
+"""Calibration algorithms on synthetic distributions with known answers, and weight/bias quantisation."""
+
+import numpy as np
+import pytest
+
+from rknnlink.model.calibration import (
+    TensorStats,
+    asymmetric_params,
+    choose_range,
+    kl_threshold,
+    mmse_range,
+    quantize_bias,
+    quantize_weights,
+)
+
+
+def stats_of(x: np.ndarray, chunks: int = 4) -> TensorStats:
+    st = TensorStats()
+    parts = np.array_split(x, chunks)
+    for p in parts:
+        st.update_range(p)
+    for p in parts:
+        st.update_hist(p)
+    return st
+
+
+def quant_mse(x: np.ndarray, lo: float, hi: float) -> float:
+    scale, zp = asymmetric_params(lo, hi)
+    q = np.clip(np.round(x / scale) + zp, -128, 127)
+    return float(np.mean(((q - zp) * scale - x) ** 2))
+
+
+def test_normal_is_min_max():
+    x = np.random.default_rng(0).uniform(-3, 5, 100_000)
+    lo, hi = choose_range(stats_of(x), "normal")
+    assert (lo, hi) == (x.min(), x.max())
+
+
+def test_asymmetric_params_cover_the_range_and_represent_zero():
+    scale, zp = asymmetric_params(-1.0, 3.0)
+    assert scale == pytest.approx(4.0 / 255, rel=1e-6)
+    assert -128 <= zp <= 127 and (-128 - zp) * scale == pytest.approx(-1.0, abs=scale)
+    scale, zp = asymmetric_params(0.5, 2.0)  # the range is widened to include 0
+    assert zp == -128 and scale == pytest.approx(2.0 / 255, rel=1e-6)
+    scale, zp = asymmetric_params(0.0, 0.0)
+    assert scale > 0 and np.isfinite(scale)
+
+
+def test_kl_clips_outliers_of_a_gaussian():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.standard_normal(400_000), [60.0, -55.0]])
+    lo, hi = choose_range(stats_of(x), "kl_divergence")
+    # The entropy threshold of N(0, 1) in 8 bits lies well inside the outliers and beyond 2.5 sigma.
+    assert 2.5 < hi < 20 and -20 < lo < -2.5
+    bulk = x[:-2]  # KL trades the two outliers for resolution on everything else
+    assert quant_mse(bulk, lo, hi) < quant_mse(bulk, x.min(), x.max()) / 20
+
+
+def test_kl_keeps_a_uniform_distribution_whole():
+    x = np.random.default_rng(2).uniform(0, 10, 200_000)
+    st = stats_of(x)
+    t = kl_threshold(st.abs_hist, st.absmax)
+    assert t > 0.9 * 10
+    lo, hi = choose_range(st, "kl_divergence")
+    assert lo == pytest.approx(x.min()) and hi > 9.0
+
+
+def test_mmse_beats_min_max_on_heavy_tails_and_is_fast():
+    import time
+    rng = np.random.default_rng(3)
+    x = rng.laplace(size=1_000_000)
+    st = stats_of(x)
+    start = time.perf_counter()
+    lo, hi = choose_range(st, "mmse")
+    elapsed = time.perf_counter() - start
+    assert x.min() < lo < 0 < hi < x.max()
+    assert quant_mse(x, lo, hi) < 0.8 * quant_mse(x, x.min(), x.max())
+    assert elapsed < 5.0, "vectorised search must take well under the toolkit's minute"
+
+
+def test_mmse_handles_one_sided_data():
+    x = np.abs(np.random.default_rng(4).standard_normal(100_000))
+    st = stats_of(x)
+    lo, hi = mmse_range(st.hist, st.min, st.max)
+    assert lo == 0.0 and 0 < hi <= st.max  # one-sided data keeps the whole [0, hi] range
+
+
+def test_unknown_algorithm_is_rejected():
+    with pytest.raises(ValueError, match="quantized_algorithm"):
+        choose_range(stats_of(np.arange(10.0)), "gdq")
+
+
+def test_per_channel_weights_are_symmetric_and_exact_at_the_extremes():
+    rng = np.random.default_rng(5)
+    gains = np.array([1, 10, 0.1, 0], np.float32)[:, None, None, None]
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * gains
+    q, scales = quantize_weights(w, 0)
+    assert q.dtype == np.int8 and scales.shape == (4,)
+    assert np.all(np.abs(q) <= 127)
+    for c in range(3):
+        assert np.max(np.abs(q[c])) == 127
+        np.testing.assert_allclose(q[c] * scales[c], w[c], atol=scales[c] / 2 + 1e-7)
+    assert scales[3] == 1.0 and not q[3].any()  # an all-zero channel gets a valid scale
+    q_layer, s_layer = quantize_weights(w, None)
+    assert s_layer.shape == (1,) and s_layer[0] == pytest.approx(np.abs(w).max() / 127)
+    q_t, s_t = quantize_weights(w.transpose(1, 0, 2, 3), 1)
+    np.testing.assert_array_equal(q_t, q.transpose(1, 0, 2, 3))
+
+
+def test_bias_quantisation_uses_input_times_weight_scale():
+    b = np.array([0.5, -1.25, 3.0])
+    scales = np.array([0.01, 0.001, 0.1], np.float32)
+    q = quantize_bias(b, scales)
+    assert q.dtype == np.int32
+    assert np.all(np.abs(q * scales.astype(np.float64) - b) <= scales / 2 + 1e-9)
+    assert quantize_bias(np.array([1e12]), np.array([1e-3]))[0] == 2 ** 31 - 1
