@@ -46,7 +46,7 @@ def make_demo_onnx(path: Path, seed: int = 0) -> None:
     graph = helper.make_graph(nodes, "rknnlink_demo",
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 64, 64])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
 
