@@ -463,6 +463,7 @@ class _Pipeline:
         self.sent = 0
         self.received = 0
         self.stop = threading.Event()
+        self._send_lock = threading.Lock()  # stop + sent are consistent for the drain
 
     def _feed(self) -> None:
         try:
@@ -474,8 +475,11 @@ class _Pipeline:
                                                   "bad-request"))
                     return
                 header, blobs = _run_frame(request)
-                self.session.worker.send(header, blobs)
-                self.sent += 1
+                with self._send_lock:
+                    if self.stop.is_set():
+                        return
+                    self.session.worker.send(header, blobs)
+                    self.sent += 1
                 self.inflight.put(request.request_id)
                 request = next(self.rest, None)
         except WorkerError as exc:
@@ -499,8 +503,12 @@ class _Pipeline:
                     raise self.service._lose_session(self.session, item)
                 yield self._reply(item)
         finally:
+            # The feeder may be waiting for a request the client will never send; it must not send more to
+            # the worker, and the replies to what it did send are read here so the session stays in step.
             self.stop.set()
-            feeder.join(timeout=self.session.worker.call_timeout)
+            while not self._send_lock.acquire(timeout=0.05):
+                self._drain(one=True)  # keep the worker's replies flowing while the feeder finishes a send
+            self._send_lock.release()
             self._drain()
 
     def _reply(self, request_id: int) -> pb.RunResponse:
@@ -512,16 +520,18 @@ class _Pipeline:
         self.service._count(self.session, 1)
         return _run_response(request_id, reply, outs)
 
-    def _drain(self) -> None:
+    def _drain(self, one: bool = False) -> None:
         """Read replies the client will never see, so the next call on this session gets its own."""
         while self.received < self.sent and self.session.worker.dead is None:
             self.received += 1
             try:
                 self.session.worker.recv()
             except RknnError:
-                continue
+                pass
             except WorkerError as exc:
                 self.service._lose_session(self.session, exc)
+                return
+            if one:
                 return
 
 

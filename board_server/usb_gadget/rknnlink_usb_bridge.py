@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import faulthandler
 import logging
 import os
+import signal
 import struct
 import sys
 import threading
@@ -160,6 +162,7 @@ def main(argv: Optional[list] = None) -> int:
                         help="do not write descriptors to ep0 (another process owns ep0)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack to stderr
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
     return run(args.ffs_dir, args.target, not args.no_descriptors)

@@ -72,3 +72,19 @@ def two_input_model(n: int = 16) -> bytes:
     model = SimModel(name="add", tensors=tensors, ops=[SimOp("Add", "add0", [0, 1], [2])],
                      inputs=[IoSpec(0), IoSpec(1)], outputs=[IoSpec(2)])
     return write_model(model)
+
+
+def gemm_model(k: int = 1024, n: int = 768, seed: int = 0) -> tuple:
+    """y = x @ W + b with a k x n float32 weight (3 MiB by default: a multi-chunk upload)."""
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((k, n)).astype(np.float32) / np.sqrt(k)
+    bias = rng.standard_normal(n).astype(np.float32)
+    tensors = [
+        SimTensor("x", "float32", (1, k), kind=KIND_INPUT),
+        SimTensor("w", "float32", (k, n), kind=KIND_CONSTANT, data=weight),
+        SimTensor("b", "float32", (n,), kind=KIND_CONSTANT, data=bias),
+        SimTensor("y", "float32", (1, n), kind=KIND_OUTPUT),
+    ]
+    ops = [SimOp("Gemm", "fc", [0, 1, 2], [3], attrs={"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0})]
+    model = SimModel(name="gemm", tensors=tensors, ops=ops, inputs=[IoSpec(0)], outputs=[IoSpec(3)])
+    return write_model(model), weight, bias

@@ -1,0 +1,44 @@
+"""Fixtures for daemon/client tests: a real `rknnlink serve` subprocess on 127.0.0.1 and real models."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "runtime"))
+
+import sim_models  # noqa: E402
+from simlib import sim_library_path  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sim_library(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return sim_library_path(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def daemon(sim_library: str, tmp_path_factory: pytest.TempPathFactory):
+    from rknnlink_server.local import start_local_daemon
+
+    log_path = tmp_path_factory.mktemp("daemon") / "daemon.log"
+    d = start_local_daemon(platform="rk3588", backend="sim", log_path=log_path)
+    d.log_path = log_path
+    yield d
+    d.stop()
+
+
+@pytest.fixture()
+def board(daemon):
+    from rknnlink.client import Board
+
+    b = Board.connect(daemon.address, timeout=10)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="session")
+def conv_model():
+    return sim_models.conv_relu_model()
