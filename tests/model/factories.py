@@ -205,10 +205,13 @@ def single_node_model(op: str, in_shapes: list, out_shape: Optional[list] = None
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
 
 
-def light_model(name: str, seed: int = 0) -> onnx.ModelProto:
+def light_model(name: str, seed: int = 0, bn_passes: int = 0) -> onnx.ModelProto:
     """One of onnx's light model-zoo architectures (``bvlc_alexnet``, ``squeezenet``, ``resnet50`` ...) with
     its ConstantOfShape placeholder weights replaced by seeded random initializers scaled per role (He
-    init for conv/fc weights, sane BatchNormalization statistics), so activations stay in range."""
+    init for conv/fc weights, sane BatchNormalization statistics), so activations stay in range.
+
+    ``bn_passes`` > 0 re-estimates every BatchNormalization's mean/var from its actual input on a random
+    batch that many times (deep random nets otherwise drift out of the float16 range)."""
     model = onnx.load(str(LIGHT_MODELS / f"light_{name}.onnx"))
     rng = np.random.default_rng(seed)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -231,7 +234,33 @@ def light_model(name: str, seed: int = 0) -> onnx.ModelProto:
     inputs = [i for i in model.graph.input if i.name not in init_names and i.name in used]
     graph = helper.make_graph(new_nodes, name, inputs, list(model.graph.output), kept)
     out = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=IR_VERSION)
+    for _ in range(bn_passes):
+        _reestimate_batchnorm(out, rng)
     return out
+
+
+def _reestimate_batchnorm(model: onnx.ModelProto, rng: np.random.Generator) -> None:
+    """Set each BatchNormalization's mean/var to the statistics of its input on random data (one ORT run)."""
+    import onnxruntime as ort
+    bns = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    if not bns:
+        return
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for n in bns:
+        probe.graph.output.append(onnx.ValueInfoProto(name=n.input[0]))
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    inp = model.graph.input[0]
+    x = rng.standard_normal([d.dim_value for d in inp.type.tensor_type.shape.dim]).astype(np.float32)
+    values = sess.run([n.input[0] for n in bns], {inp.name: x})
+    inits = {i.name: i for i in model.graph.initializer}
+    for n, v in zip(bns, values):
+        v = v.astype(np.float64)
+        if not np.all(np.isfinite(v)):
+            continue  # overflowed upstream: a later pass fixes it once the earlier layers are normalised
+        axes = tuple(a for a in range(v.ndim) if a != 1)
+        for name, stat in ((n.input[3], v.mean(axis=axes)), (n.input[4], v.var(axis=axes) + 1e-3)):
+            inits[name].CopyFrom(numpy_helper.from_array(stat.astype(np.float32), name))
 
 
 def _random_weight(rng: np.random.Generator, shape: tuple, consumer, slot: int) -> np.ndarray:
@@ -289,3 +318,33 @@ def digits_cnn(seed: int = 0, epochs: int = 12) -> tuple:
     model = onnx.load_from_string(buf.getvalue())
     model.graph.name = "digits_cnn"
     return model, x_train, x_test, y_test
+
+
+def smooth_images(n: int, size: int = 224, seed: int = 0, channels: int = 3) -> np.ndarray:
+    """Natural-looking test images: 14x14 uniform colour noise, bilinearly upsampled, plus N(0, 12) pixel
+    noise, rounded and clipped to 0..255. float32 [n, size, size, channels] (NHWC, raw pixels)."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, size, size, channels), np.float32)
+    for i in range(n):
+        small = rng.uniform(0, 255, (14, 14, channels)).astype(np.uint8)
+        mode = "RGB" if channels == 3 else "L"
+        img = Image.fromarray(small if channels == 3 else small[:, :, 0], mode).resize((size, size),
+                                                                                         Image.BILINEAR)
+        arr = np.asarray(img, np.float32).reshape(size, size, channels)
+        out[i] = np.clip(np.round(arr + rng.normal(0, 12, arr.shape)), 0, 255)
+    return out
+
+
+def write_npy_dataset(folder: Path, images: np.ndarray, layout: str = "nchw") -> Path:
+    """Save each image as its own .npy (NCHW with a batch of 1, or NHWC) and list them in dataset.txt
+    with paths relative to ``folder``. Returns the dataset.txt path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, img in enumerate(images):
+        arr = img[None] if layout == "nhwc" else img.transpose(2, 0, 1)[None]
+        np.save(folder / f"sample{i:03d}.npy", np.ascontiguousarray(arr))
+        lines.append(f"sample{i:03d}.npy")
+    path = folder / "dataset.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path

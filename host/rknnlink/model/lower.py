@@ -408,6 +408,25 @@ def _gather(ctx: _Ctx) -> LNode:
     return ctx.make("Gather", [ctx.node.input[0], name], {"axis": axis})
 
 
+def _prelu(ctx: _Ctx) -> LNode:
+    """PRelu; a legacy per-channel slope of shape (C,) that does not broadcast numpy-style becomes (C,1..1)."""
+    x_shape = ctx.in_shape()
+    slope = ctx.inp(1)
+    if ctx.is_const(1):
+        arr = ctx.pg.constants[slope]
+        try:
+            np.broadcast_shapes(tuple(x_shape), arr.shape)
+        except ValueError:
+            if arr.ndim == 1 and len(x_shape) >= 2 and arr.shape[0] == x_shape[1]:
+                name = slope + "__per_channel"
+                ctx.pg.constants[name] = arr.reshape((-1,) + (1,) * (len(x_shape) - 2))
+                ctx.pg.shapes[name] = tuple(ctx.pg.constants[name].shape)
+                slope = name
+            else:
+                ctx.fail(f"slope shape {list(arr.shape)} does not broadcast to the input {list(x_shape)}")
+    return ctx.make("PRelu", [ctx.node.input[0], slope])
+
+
 def _elu(ctx: _Ctx) -> LNode:
     return ctx.make("Elu", [ctx.node.input[0]], {"alpha": float(ctx.attrs.get("alpha", 1.0))})
 
@@ -422,7 +441,7 @@ LOWERINGS: dict = {
     "Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _passthrough("MatMul"),
     "Add": _passthrough("Add"), "Sub": _passthrough("Sub"), "Mul": _passthrough("Mul"),
     "Div": _passthrough("Div"), "Sum": _passthrough("Sum"), "Max": _passthrough("Max"),
-    "Min": _passthrough("Min"), "Pow": _passthrough("Pow"), "PRelu": _passthrough("PRelu"),
+    "Min": _passthrough("Min"), "Pow": _passthrough("Pow"), "PRelu": _prelu,
     "Relu": _passthrough("Relu"), "Sigmoid": _passthrough("Sigmoid"), "Tanh": _passthrough("Tanh"),
     "Exp": _passthrough("Exp"), "Neg": _passthrough("Neg"), "Abs": _passthrough("Abs"),
     "Softplus": _passthrough("Softplus"), "Sqrt": _passthrough("Sqrt"), "HardSwish": _passthrough("HardSwish"),
