@@ -60,14 +60,25 @@ def netns_available() -> Optional[str]:
     return None
 
 
+_SIM_LIBRARY: List[str] = []
+
+
 def find_sim_library() -> Optional[str]:
-    """The simulated librknnrt a daemon with --backend sim needs (None: e2e daemon tests are skipped)."""
-    candidates = [os.environ.get("RKNNLINK_SIM_LIB", ""), str(ROOT / "host/rknnlink/_native/librknnrt_sim.so"),
-                  str(ROOT / "runtime_c/build/librknnrt_sim.so")]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
+    """The simulated librknnrt a sim daemon needs: built, packaged or compiled once for this session."""
+    if _SIM_LIBRARY:
+        return _SIM_LIBRARY[0]
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "tests" / "runtime"))
+    from simlib import sim_library_path
+
+    class _Factory:
+        @staticmethod
+        def mktemp(name: str) -> Path:
+            return Path(tempfile.mkdtemp(prefix=f"rknnlink-{name}-"))
+
+    _SIM_LIBRARY.append(sim_library_path(_Factory()))
+    return _SIM_LIBRARY[0]
 
 
 class NetNs:

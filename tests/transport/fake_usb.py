@@ -41,6 +41,7 @@ class FakeBoard:
         self.strings = {1: "Rockchip", 2: product, 3: serial, 4: "rknnlink bulk"}
         self.plugged = True
         self.drop_next_write = False
+        self.drop_min_size = 0          # only a transfer at least this big is dropped
         self.dropped = 0
         self._lock = threading.RLock()
         self._out_fd: Optional[int] = None
@@ -99,7 +100,7 @@ class FakeBoard:
     def write(self, data: bytes, timeout_ms: int) -> int:
         timeout_s = (timeout_ms or 5000) / 1000.0
         out_fd, _ = self._fds(timeout_s)
-        if self.drop_next_write:
+        if self.drop_next_write and len(data) >= self.drop_min_size:
             self.drop_next_write = False
             self.dropped += 1
             return len(data)  # the transfer "completed" but never reaches the board
@@ -110,15 +111,16 @@ class FakeBoard:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise usb.core.USBTimeoutError("bulk write timed out", errno=errno.ETIMEDOUT)
-            _, writable, _ = select.select([], [out_fd], [], remaining)
-            if not writable:
-                continue
             try:
+                _, writable, _ = select.select([], [out_fd], [], remaining)
+                if not writable:
+                    continue
                 view = view[os.write(out_fd, view):]
             except BlockingIOError:
                 continue
-            except OSError as exc:
-                raise usb.core.USBError(f"bulk write failed: {exc}", errno=exc.errno) from exc
+            except (OSError, ValueError) as exc:
+                self._check()
+                raise usb.core.USBError(f"bulk write failed: {exc}", errno=errno.EIO) from exc
         return len(data)
 
     def read(self, size: int, timeout_ms: int) -> bytes:
@@ -130,13 +132,16 @@ class FakeBoard:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise usb.core.USBTimeoutError("bulk read timed out", errno=errno.ETIMEDOUT)
-            readable, _, _ = select.select([in_fd], [], [], remaining)
-            if not readable:
-                continue
             try:
+                readable, _, _ = select.select([in_fd], [], [], remaining)
+                if not readable:
+                    continue
                 data = os.read(in_fd, size)
             except BlockingIOError:
                 continue
+            except (OSError, ValueError) as exc:  # unplugged while reading: the fd was closed under us
+                self._check()
+                raise usb.core.USBError(f"bulk read failed: {exc}", errno=errno.EIO) from exc
             if data:
                 return data
             time.sleep(0.005)  # no writer (board program not attached): like an idle endpoint
@@ -236,3 +241,13 @@ class FakeBackend(usb.backend.IBackend):
 
     def reset_device(self, dev_handle):
         pass
+
+
+# The bus RKNNLINK_USB_BACKEND=fake_usb:current_backend hands to rknnlink (set by the tests).
+CURRENT: Optional[FakeBackend] = None
+
+
+def current_backend() -> FakeBackend:
+    if CURRENT is None:
+        raise RuntimeError("no emulated USB bus is set up (fake_usb.CURRENT)")
+    return CURRENT

@@ -273,6 +273,10 @@ class UsbBridge:
 
     def close(self) -> None:
         self._closed.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the listener thread
+        except OSError:
+            pass
         self._listener.close()
         if self._mux is not None:
             self._mux.close()

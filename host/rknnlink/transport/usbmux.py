@@ -24,7 +24,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Protocol
+from typing import Callable, Dict, Iterator, Optional, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -88,23 +88,22 @@ class FrameDecoder:
     def reset(self) -> None:
         self._buf.clear()
 
-    def feed(self, data: bytes) -> List[Frame]:
+    def feed(self, data: bytes) -> Iterator[Frame]:
+        """Yields each complete frame; raises ProtocolError at a bad one (call again with b"" to go on)."""
         self._buf += data
-        frames = []
         while len(self._buf) >= HEADER_SIZE:
             magic, ftype, flags, channel, seq, length, crc = HEADER.unpack_from(self._buf)
             if magic != MAGIC or length > MAX_PAYLOAD or ftype not in TYPE_NAMES:
                 self._resync()
                 raise ProtocolError(f"bad frame header (magic {magic:#06x}, type {ftype}, length {length})")
             if len(self._buf) < HEADER_SIZE + length:
-                break
+                return
             payload = bytes(self._buf[HEADER_SIZE:HEADER_SIZE + length])
             if zlib.crc32(payload, zlib.crc32(bytes(self._buf[:16]))) != crc:
-                del self._buf[:HEADER_SIZE + length]
+                self._resync()  # the header itself may be the damaged part: look for the next magic
                 raise ProtocolError(f"crc mismatch on {TYPE_NAMES[ftype]} frame seq {seq}")
             del self._buf[:HEADER_SIZE + length]
-            frames.append(Frame(ftype, channel, seq, payload, flags))
-        return frames
+            yield Frame(ftype, channel, seq, payload, flags)
 
     def _resync(self) -> None:
         """Drops bytes up to the next plausible magic so the next frame can be found."""
@@ -154,8 +153,8 @@ class _Channel:
                 self.mux.send(DATA, self.cid, data)
         except (OSError, PipeError, PipeTimeoutError) as exc:
             log.debug("channel %d reader ends: %s", self.cid, exc)
-        if not self.remote_closed and self.mux.alive:
-            self.mux.send_quietly(CLOSE, self.cid)
+        if not self.remote_closed and not self.closed and self.mux.alive:
+            self.mux.send_quietly(CLOSE, self.cid)  # not when the mux itself dropped the channel
         self.shutdown()
 
     def _take_credit(self, size: int) -> bool:
@@ -256,6 +255,13 @@ class Mux:
         self._nonce = os.urandom(8)
         with self._tx_lock:
             self._tx_seq = 0
+            # A transfer cut short by a timeout leaves the board waiting for the rest of that frame. One
+            # frame's worth of zeros completes it (its crc fails) and then fails the magic check, so the
+            # board's decoder is back at a frame boundary when HELLO arrives.
+            try:
+                self.pipe.write(bytes(HEADER_SIZE + MAX_PAYLOAD), self.config.io_timeout)
+            except PipeTimeoutError as exc:
+                raise PipeTimeoutError(f"the board is not reading its USB endpoint ({exc})") from exc
         self.send(HELLO, 0, self._nonce)
         if not self._handshake.wait(timeout):
             raise PipeTimeoutError(f"the board did not answer HELLO within {timeout:.1f} s")
@@ -283,9 +289,9 @@ class Mux:
         self._stopped.set()
         self._handshake.set()
         log.warning("USB link %s: %s", "reset" if self.role == "host" else "session ended", reason)
-        self._close_channels()
         if self.config.on_failure is not None:
-            self.config.on_failure(reason)
+            self.config.on_failure(reason)  # first, so the owner knows why before connections drop
+        self._close_channels()
 
     def _close_channels(self) -> None:
         with self._lock:
@@ -359,16 +365,29 @@ class Mux:
                 continue
             self._last_rx = time.monotonic()
             self.stats.bytes_in += len(data)
+            if not self._consume(data):
+                return
+
+    def _consume(self, data: bytes) -> bool:
+        """Handles every frame in `data`, carrying on after damaged ones; False once the session is over."""
+        while True:
             try:
                 for frame in self._decoder.feed(data):
                     self._handle(frame)
+                return True
             except ProtocolError as exc:
                 self.stats.protocol_errors += 1
                 self._protocol_error(str(exc))
             except (PipeError, PipeTimeoutError):
-                return
+                return False
+            if not self.alive:
+                return False
+            data = b""
 
     def _protocol_error(self, reason: str) -> None:
+        if not self._synced:
+            log.debug("USB link: skipping damaged data outside a session: %s", reason)
+            return  # leftovers of an earlier session; the decoder resynchronises by itself
         if self.role == "host":
             self.fail(f"corrupt data from the board: {reason}")
             return
@@ -376,9 +395,8 @@ class Mux:
         log.warning("USB link: %s; resetting the session", reason)
         self._synced = False
         self.stats.resets += 1
-        self._close_channels()
-        self._decoder.reset()
         self.send_quietly(RESET, 0, reason.encode()[:200])
+        self._close_channels()
 
     def _handle(self, frame: Frame) -> None:
         self.stats.frames_in += 1

@@ -1,0 +1,272 @@
+"""USB bulk bridge: the host bridge over an emulated pyusb bus, the real board program on FIFO endpoints.
+
+Board side: board_server/usb_gadget/rknnlink_usb_bridge.py --ffs-dir DIR (DIR/ep1, DIR/ep2 are FIFOs in
+place of FunctionFS endpoint files) relaying to a gRPC server or the real daemon on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import fake_usb
+import grpc
+import numpy as np
+import pytest
+from conftest import HERE, PYTHON, ROOT, base_env, find_sim_library
+from fake_usb import FakeBackend, FakeBoard
+
+from rknnlink.transport.usbmux import MuxConfig
+
+SERIAL = "USBBOARD42"
+BRIDGE_PROGRAM = ROOT / "board_server" / "usb_gadget" / "rknnlink_usb_bridge.py"
+OPTIONS = [("grpc.max_receive_message_length", 1 << 26), ("grpc.max_send_message_length", 1 << 26)]
+
+
+class UsbRig:
+    """Echo server + board bridge program + emulated bus, all on this machine's loopback."""
+
+    def __init__(self, workdir: Path, target_port: int) -> None:
+        self.workdir = workdir
+        self.ffs = workdir / "ffs"
+        FakeBoard.make_fifos(self.ffs)
+        self.log = open(workdir / "board_bridge.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.board_proc = subprocess.Popen(
+            [PYTHON, str(BRIDGE_PROGRAM), "--ffs-dir", str(self.ffs), "--target", f"127.0.0.1:{target_port}", "-v"],
+            env=base_env(), stdout=self.log, stderr=self.log)
+        self.board = FakeBoard(self.ffs, SERIAL)
+        self.backend = FakeBackend([self.board])
+
+    def bridge(self, **config):
+        from rknnlink.transport.usb import UsbBridge
+
+        mux_config = MuxConfig(**{"io_timeout": 1.0, "link_timeout": 1.5, "ping_interval": 0.3, **config})
+        return UsbBridge(SERIAL, backend=self.backend, config=mux_config, handshake_timeout=2.0).start(timeout=15)
+
+    def stop(self) -> None:
+        if self.board_proc.poll() is None:
+            self.board_proc.send_signal(signal.SIGCONT)
+            self.board_proc.terminate()
+            self.board_proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def echo_server():
+    proc = subprocess.Popen([PYTHON, str(HERE / "health_server.py"), "--port", "0"], env=base_env(),
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("READY"), line
+    yield int(line.split()[1])
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture()
+def rig(echo_server, tmp_path):
+    rig = UsbRig(tmp_path, echo_server)
+    yield rig
+    rig.stop()
+
+
+def _echo(address: str):
+    channel = grpc.insecure_channel(address, options=OPTIONS)
+    return channel, channel.unary_unary("/rknnlink.test.Echo/Echo")
+
+
+def test_board_program_writes_functionfs_descriptors(rig):
+    deadline = time.monotonic() + 10
+    blob = b""
+    while time.monotonic() < deadline and len(blob) < 12:
+        blob = (rig.ffs / "ep0").read_bytes()
+        time.sleep(0.05)
+    magic, length, flags = struct.unpack_from("<III", blob)
+    assert (magic, flags) == (3, 7)  # FUNCTIONFS_DESCRIPTORS_MAGIC_V2; full, high and super speed
+    assert struct.unpack_from("<III", blob, 12) == (3, 3, 5)
+    descriptors = blob[24:length]
+    interface = descriptors[:9]
+    assert interface[1] == 4 and tuple(interface[5:8]) == (0xFF, 0x52, 0x4C) and interface[4] == 2
+    speeds = []
+    offset = 0
+    while offset < len(descriptors):
+        size, kind = descriptors[offset], descriptors[offset + 1]
+        if kind == 5:
+            address, attributes, packet = struct.unpack_from("<BBH", descriptors, offset + 2)
+            speeds.append((address, attributes, packet))
+        offset += size
+    assert offset == len(descriptors)
+    assert speeds == [(0x01, 2, 64), (0x82, 2, 64), (0x01, 2, 512), (0x82, 2, 512), (0x01, 2, 1024), (0x82, 2, 1024)]
+    strings = blob[length:]
+    magic, total, count, langs, lang = struct.unpack_from("<IIIIH", strings)
+    assert (magic, total, count, langs, lang) == (2, len(strings), 1, 1, 0x0409)
+    assert strings[18:] == b"rknnlink bulk\0"
+
+
+def test_listing_finds_the_board_through_a_configured_backend(rig, monkeypatch):
+    from rknnlink.transport import list_usb_serials
+    from rknnlink.transport.usb import describe_devices
+
+    monkeypatch.setattr(fake_usb, "CURRENT", rig.backend)
+    monkeypatch.setenv("RKNNLINK_USB_BACKEND", "fake_usb:current_backend")
+    assert list_usb_serials() == [SERIAL]
+    records = describe_devices(timeout=5)
+    assert [(r.id, r.transport, r.state, r.platform, r.daemon_version) for r in records] == \
+        [(f"usb:{SERIAL}", "usb", "device", "rk3588", "0.1.0")]
+    rig.board.unplug()
+    assert list_usb_serials() == []
+
+
+def test_bridge_carries_many_concurrent_and_large_messages(rig):
+    bridge = rig.bridge()
+    channel, echo = _echo(bridge.address)
+    try:
+        payloads = [os.urandom(150528) for _ in range(8)]
+        results = [None] * len(payloads)
+
+        def call(index: int) -> None:
+            for _ in range(5):
+                results[index] = echo(payloads[index], timeout=20) == payloads[index]
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(payloads))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert results == [True] * len(payloads)
+        big = os.urandom(12 * 1024 * 1024)  # 12 windows: flow control has to hand out credit
+        assert echo(big, timeout=60) == big
+        assert bridge.mux.stats.protocol_errors == 0 and bridge.sessions == 1
+        other_channel, other_echo = _echo(bridge.address)  # a second connection on the same bridge
+        assert other_echo(b"second", timeout=10) == b"second"
+        other_channel.close()
+    finally:
+        channel.close()
+        bridge.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", bridge.port), timeout=2)
+
+
+def test_a_dropped_transfer_resets_the_session_and_the_next_call_succeeds(rig):
+    bridge = rig.bridge()
+    channel, echo = _echo(bridge.address)
+    try:
+        payload = os.urandom(150528)
+        assert echo(payload, timeout=10) == payload
+        rig.board.drop_min_size = 4096
+        rig.board.drop_next_write = True
+        with pytest.raises(grpc.RpcError) as info:
+            echo(payload, timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert rig.board.dropped == 1
+        assert any("sequence gap" in reason for reason in bridge.failures), bridge.failures
+        assert bridge.wait_link(10)
+        assert echo(payload, timeout=10, wait_for_ready=True) == payload
+        assert bridge.sessions == 2
+    finally:
+        channel.close()
+        bridge.close()
+
+
+def test_a_stalled_board_times_out_and_the_link_recovers(rig):
+    bridge = rig.bridge()
+    channel, echo = _echo(bridge.address)
+    try:
+        payload = os.urandom(150528)
+        assert echo(payload, timeout=10) == payload
+        rig.board_proc.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            echo(payload, timeout=20)
+        elapsed = time.monotonic() - started
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert elapsed < 8, f"the stall was noticed only after {elapsed:.1f} s"
+        assert any("timed out" in r or "no answer" in r for r in bridge.failures), bridge.failures
+        rig.board_proc.send_signal(signal.SIGCONT)
+        assert bridge.wait_link(15)
+        assert echo(payload, timeout=10, wait_for_ready=True) == payload
+    finally:
+        rig.board_proc.send_signal(signal.SIGCONT)
+        channel.close()
+        bridge.close()
+
+
+def test_unplug_and_replug_reconnects_on_the_same_port(rig):
+    bridge = rig.bridge()
+    channel, echo = _echo(bridge.address)
+    try:
+        assert echo(b"before", timeout=10) == b"before"
+        port = bridge.port
+        rig.board.unplug()
+        deadline = time.monotonic() + 5
+        while not bridge.failures and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bridge.failures, "unplugging went unnoticed"
+        with pytest.raises(grpc.RpcError):
+            echo(b"while unplugged", timeout=1)
+        rig.board.replug()
+        assert bridge.wait_link(15)
+        assert bridge.port == port
+        assert echo(b"after", timeout=10, wait_for_ready=True) == b"after"
+        assert bridge.sessions >= 2
+    finally:
+        channel.close()
+        bridge.close()
+
+
+def test_resolve_usb_runs_inference_on_the_real_daemon_bit_identical(tmp_path, monkeypatch):
+    """usb:SERIAL end to end: rknnlink serve (sim) <- board program <- FIFOs <- pyusb <- bridge <- client."""
+    library = find_sim_library()
+    sys.path.insert(0, str(ROOT / "tests" / "runtime"))
+    import sim_models
+
+    from rknnlink.client import Board
+    from rknnlink.runtime.library import RuntimeLibrary
+    from rknnlink.transport import resolve
+
+    port_file = tmp_path / "daemon.port"
+    daemon = subprocess.Popen([PYTHON, "-m", "rknnlink.cli", "serve", "--listen", "127.0.0.1:0", "--port-file",
+                               str(port_file), "--backend", "sim", "--platform", "rk3588", "--library", library,
+                               "--cache-dir", str(tmp_path / "cache")], env=base_env(),
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "daemon.log", "wb"))  # noqa: SIM115
+    rig = None
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() and time.monotonic() < deadline:
+            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()
+            time.sleep(0.1)
+        daemon_port = int(port_file.read_text().strip().rsplit(":", 1)[1])
+        rig = UsbRig(tmp_path, daemon_port)
+        monkeypatch.setattr(fake_usb, "CURRENT", rig.backend)
+        monkeypatch.setenv("RKNNLINK_USB_BACKEND", "fake_usb:current_backend")
+        model, _weight, _bias = sim_models.conv_relu_model()
+        x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+        endpoint = resolve(f"usb:{SERIAL}", timeout=15)
+        assert endpoint.kind == "usb" and endpoint.serial == SERIAL
+        board = Board.connect(endpoint.address, timeout=10)
+        try:
+            assert board.info.platform == "rk3588"
+            session = board.load_model(model)
+            remote = session.run([x])
+        finally:
+            board.close()
+        endpoint.close()
+        local = RuntimeLibrary.load(library, backend="sim").init(model).infer([x])
+        assert len(remote) == len(local)
+        for got, want in zip(remote, local):
+            assert got.dtype == want.dtype and got.shape == want.shape
+            assert got.tobytes() == want.tobytes()
+        host, port = endpoint.address.rsplit(":", 1)
+        with pytest.raises(OSError):  # close() stopped the bridge
+            socket.create_connection((host, int(port)), timeout=2)
+    finally:
+        if rig is not None:
+            rig.stop()
+        daemon.terminate()
+        daemon.wait(15)
