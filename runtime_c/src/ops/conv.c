@@ -238,16 +238,12 @@ oom:
     return sim_fail(err, err_len, op, "out of memory packing weights");
 }
 
-/* Direct depthwise convolution of one channel plane through a zero-padded copy of the input. */
-static void dw_plane(const sim_conv_geom *g, const float *x, const float *w, float bias, float *y, float *pad)
+/* Direct depthwise convolution of one channel from its zero-padded plane. */
+static inline void dw_plane_body(const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y)
 {
-    int64_t ih = g->in[1], iw = g->in[2], oh = g->out[1], ow = g->out[2];
-    int64_t ph = ih + g->pb[1] + g->pe[1], pw = iw + g->pb[2] + g->pe[2];
+    int64_t oh = g->out[1], ow = g->out[2];
+    int64_t pw = g->in[2] + g->pb[2] + g->pe[2];
     int64_t kh = g->k[1], kw = g->k[2], sh = g->s[1], sw = g->s[2], dh = g->dl[1], dw = g->dl[2];
-    /* the padded plane must cover every tap of the last output too (covered by the output formula) */
-    memset(pad, 0, (size_t)(ph * pw) * sizeof(float));
-    for (int64_t r = 0; r < ih; r++)
-        memcpy(pad + (r + g->pb[1]) * pw + g->pb[2], x + r * iw, (size_t)iw * sizeof(float));
     for (int64_t r = 0; r < oh; r++) {
         float *o = y + r * ow;
         for (int64_t c = 0; c < ow; c++) o[c] = bias;
@@ -268,31 +264,54 @@ static void dw_plane(const sim_conv_geom *g, const float *x, const float *w, flo
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) static void dw_plane_avx2(const sim_conv_geom *g, const float *x, const float *w,
-                                                              float bias, float *y, float *pad)
+static void dw_plane_c(const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y)
 {
-    dw_plane(g, x, w, bias, y, pad);
+    dw_plane_body(g, pad, w, bias, y);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) static void dw_plane_avx2(const sim_conv_geom *g, const float *pad, const float *w,
+                                                              float bias, float *y)
+{
+    dw_plane_body(g, pad, w, bias, y);
 }
 #endif
+
+void sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (avx2) {
+        dw_plane_avx2(g, pad, w, bias, y);
+        return;
+    }
+#endif
+    (void)avx2;
+    dw_plane_c(g, pad, w, bias, y);
+}
+
+size_t sim_dw_pad_elems(const sim_conv_geom *g)
+{
+    return (size_t)((g->in[1] + g->pb[1] + g->pe[1]) * (g->in[2] + g->pb[2] + g->pe[2]));
+}
+
+/* Copies one input plane into the interior of the zero-padded plane. */
+static void pad_plane_f32(const sim_conv_geom *g, const float *x, float *pad)
+{
+    int64_t ih = g->in[1], iw = g->in[2], pw = iw + g->pb[2] + g->pe[2];
+    memset(pad, 0, sim_dw_pad_elems(g) * sizeof(float));
+    for (int64_t r = 0; r < ih; r++)
+        memcpy(pad + (r + g->pb[1]) * pw + g->pb[2], x + r * iw, (size_t)iw * sizeof(float));
+}
 
 static int run_depthwise(const conv_priv *p, const float *x, float *y, sim_kernel_call *call)
 {
     const sim_conv_geom *g = &p->g;
-    size_t padsz = (size_t)((g->in[1] + g->pb[1] + g->pe[1]) * (g->in[2] + g->pb[2] + g->pe[2]));
-    float *pad = sim_scratch_get(call, padsz * sizeof(float));
+    float *pad = sim_scratch_get(call, sim_dw_pad_elems(g) * sizeof(float));
     if (!pad) return SIM_ERR_MALLOC;
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t c = 0; c < g->cout; c++) {
-            const float *xc = x + (n * g->cin + c) * g->in_sz;
-            float *yc = y + (n * g->cout + c) * g->out_sz;
-#if defined(__x86_64__) && defined(__GNUC__)
-            if (p->avx2) {
-                dw_plane_avx2(g, xc, p->wdw + c * g->k_sz, p->bias[c], yc, pad);
-                continue;
-            }
-#endif
-            dw_plane(g, xc, p->wdw + c * g->k_sz, p->bias[c], yc, pad);
+            pad_plane_f32(g, x + (n * g->cin + c) * g->in_sz, pad);
+            sim_dw_plane(p->avx2, g, pad, p->wdw + c * g->k_sz, p->bias[c], y + (n * g->cout + c) * g->out_sz);
         }
     if (p->epi.clamp) sim_act_array(SIM_ACT_CLIP, p->epi.lo, p->epi.hi, y, (size_t)(g->n * g->cout * g->out_sz));
     return 0;

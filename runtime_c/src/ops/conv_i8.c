@@ -1,29 +1,301 @@
 /*
- * Int8 convolution (work in progress: prepare accepts, run reports failure until implemented).
+ * Int8 Conv and ConvTranspose. Accumulation is exact int32 of (x - zx) * (w - zw): GEMM modes use
+ * the int16 multiply-add kernel; depthwise convolutions run the float direct kernel on integer
+ * values, which is exact while taps * 255 * 255 < 2^24 (checked at prepare). The int32 bias is
+ * round(b / (sx * sw)), and results are requantised with round-half-away-from-zero.
  */
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "conv_i8.h"
+#include "gemm_i8.h"
+
+enum { I8_GEMM = 0, I8_POINTWISE = 1, I8_DEPTHWISE = 2 };
 
 struct sim_conv_i8 {
-    int unused;
+    int mode, avx2;
+    int32_t zx;
+    int64_t rows, kdim;   /* per-group GEMM rows and depth */
+    int16_t *wpack;       /* per-group packed A */
+    float *wdw;           /* depthwise (w - zw) as floats */
+    int32_t *bias;
+    float *mult, *rscale;
+    sim_i8_epi epi;
 };
-
-int sim_conv_i8_prepare(const sim_graph *g, const sim_op *op, const sim_conv_geom *cg, int transpose,
-                        sim_conv_i8 **out, char *err, size_t err_len)
-{
-    (void)g; (void)op; (void)cg; (void)transpose; (void)err; (void)err_len;
-    *out = NULL;
-    return 0;
-}
-
-int sim_conv_i8_run(const sim_conv_i8 *s, const sim_conv_geom *cg, int transpose, sim_kernel_call *call)
-{
-    (void)s; (void)cg; (void)transpose; (void)call;
-    return SIM_ERR_FAIL;
-}
 
 void sim_conv_i8_free(sim_conv_i8 *s)
 {
+    if (!s) return;
+    free(s->wpack);
+    free(s->wdw);
+    free(s->bias);
+    free(s->mult);
+    free(s->rscale);
     free(s);
+}
+
+/* Output channel of weight element e. */
+static int64_t weight_channel(const sim_conv_geom *g, int transpose, int64_t e)
+{
+    if (!transpose) return e / (g->cg * g->k_sz);
+    int64_t ci = e / (g->mg * g->k_sz), m = (e / g->k_sz) % g->mg;
+    return (ci / g->cg) * g->mg + m;
+}
+
+/* Integer weights (q - zw) and per-output-channel weight scales. */
+static int quantise_weights(const sim_tensor *w, const sim_conv_geom *g, int transpose, int16_t *wq, float *sw,
+                            const sim_op *op, char *err, size_t err_len)
+{
+    int64_t n = w->n_elems;
+    if (w->dtype == SIM_I8 && w->data) {
+        const int8_t *q = w->data;
+        int axis = transpose ? 1 : 0;
+        if (w->qnt == SIM_Q_CHANNEL &&
+            (w->q_axis != axis || !w->q_scales || w->q_count != (uint32_t)w->dims[axis]))
+            return sim_fail(err, err_len, op, "per-channel weight quantisation must be on axis %d", axis);
+        for (int64_t e = 0; e < n; e++) {
+            int64_t oc = weight_channel(g, transpose, e);
+            int64_t qi = transpose ? oc % g->mg : oc;
+            float s = w->qnt == SIM_Q_CHANNEL ? w->q_scales[qi] : w->scale;
+            int32_t z = w->qnt == SIM_Q_CHANNEL ? (w->q_zps ? w->q_zps[qi] : 0) : (w->qnt == SIM_Q_AFFINE ? w->zp : 0);
+            sw[oc] = s > 0.0f ? s : 1.0f;
+            wq[e] = (int16_t)(q[e] - z);
+        }
+        return 0;
+    }
+    /* float weights in an int8 layer: symmetric per-channel quantisation */
+    for (int64_t c = 0; c < g->cout; c++) sw[c] = 0.0f;
+    for (int64_t e = 0; e < n; e++) {
+        int64_t oc = weight_channel(g, transpose, e);
+        float a = fabsf(w->fdata[e]);
+        sw[oc] = a > sw[oc] ? a : sw[oc];
+    }
+    for (int64_t c = 0; c < g->cout; c++) sw[c] = sw[c] > 0.0f ? sw[c] / 127.0f : 1.0f;
+    for (int64_t e = 0; e < n; e++) wq[e] = sim_quant_i8(w->fdata[e], sw[weight_channel(g, transpose, e)], 0);
+    return 0;
+}
+
+int sim_conv_i8_prepare(const sim_graph *gr, const sim_op *op, const sim_conv_geom *g, int transpose,
+                        sim_conv_i8 **out, char *err, size_t err_len)
+{
+    const sim_tensor *x = sim_in_tensor(gr, op, 0), *w = sim_in_tensor(gr, op, 1), *b = sim_in_tensor(gr, op, 2);
+    const sim_tensor *y = sim_out_tensor(gr, op, 0);
+    *out = NULL;
+    sim_conv_i8 *s = calloc(1, sizeof *s);
+    int16_t *wq = malloc((size_t)w->n_elems * sizeof(int16_t));
+    float *sw = calloc((size_t)g->cout, sizeof(float));
+    if (s) {
+        s->bias = calloc((size_t)g->cout, sizeof(int32_t));
+        s->mult = malloc((size_t)g->cout * sizeof(float));
+        s->rscale = malloc((size_t)g->cout * sizeof(float));
+    }
+    int rc = 0;
+    if (!s || !wq || !sw || !s->bias || !s->mult || !s->rscale) {
+        rc = sim_fail(err, err_len, op, "out of memory preparing int8 weights");
+        goto done;
+    }
+    rc = quantise_weights(w, g, transpose, wq, sw, op, err, err_len);
+    if (rc) goto done;
+    float sx = sim_t_scale(x), so = y && y->dtype == SIM_I8 ? sim_t_scale(y) : 1.0f;
+    int32_t zo = y && y->dtype == SIM_I8 ? sim_t_zp(y) : 0;
+    s->zx = sim_t_zp(x);
+    s->avx2 = sim_cpu_has_avx2_fma();
+    for (int64_t c = 0; c < g->cout; c++) {
+        float rs = sx * sw[c];
+        s->rscale[c] = rs;
+        s->mult[c] = rs / so;
+        if (b) {
+            double q = round((double)b->fdata[c] / (double)rs);
+            q = q > 2147483647.0 ? 2147483647.0 : (q < -2147483648.0 ? -2147483648.0 : q);
+            s->bias[c] = (int32_t)q;
+        }
+    }
+    sim_i8_epi_act(&s->epi, op, so, zo);
+    s->epi.bias = s->bias;
+    s->epi.mult = s->mult;
+    s->epi.rscale = s->rscale;
+    int pointwise = g->k_sz == 1;
+    for (int d = 0; d < 3; d++) pointwise = pointwise && g->s[d] == 1 && g->pb[d] == 0 && g->pe[d] == 0;
+    if (!transpose && g->cg == 1 && g->mg == 1 && g->nsp <= 2 && g->k_sz > 1 && g->k_sz <= 258) {
+        s->mode = I8_DEPTHWISE;
+        s->wdw = malloc((size_t)w->n_elems * sizeof(float));
+        if (!s->wdw) {
+            rc = sim_fail(err, err_len, op, "out of memory preparing int8 weights");
+            goto done;
+        }
+        for (int64_t e = 0; e < w->n_elems; e++) s->wdw[e] = (float)wq[e];
+        goto done;
+    }
+    s->mode = transpose ? I8_POINTWISE : (pointwise ? I8_POINTWISE : I8_GEMM);
+    s->rows = transpose ? g->mg * g->k_sz : g->mg;
+    s->kdim = transpose ? g->cg : g->cg * g->k_sz;
+    size_t per = sim_pack_a16_size(s->rows, s->kdim);
+    s->wpack = malloc(per * (size_t)g->group * sizeof(int16_t));
+    if (!s->wpack) {
+        rc = sim_fail(err, err_len, op, "out of memory packing int8 weights");
+        goto done;
+    }
+    for (int64_t gi = 0; gi < g->group; gi++) {
+        if (transpose)
+            sim_pack_a16(wq + gi * g->cg * s->rows, 1, s->rows, s->rows, s->kdim, s->wpack + (size_t)gi * per);
+        else
+            sim_pack_a16(wq + gi * g->mg * s->kdim, s->kdim, 1, s->rows, s->kdim, s->wpack + (size_t)gi * per);
+    }
+done:
+    free(wq);
+    free(sw);
+    if (rc) {
+        sim_conv_i8_free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+/* im2col row k of one group as (x - zx) int16 for columns [j0, j0 + n); padding is 0 (= zx). */
+static void im2col_row_i8(const sim_conv_geom *g, const int8_t *xg, int32_t zx, int64_t k, int64_t j0, int64_t n,
+                          int16_t *row)
+{
+    int64_t kw = k % g->k[2], t = k / g->k[2];
+    int64_t kh = t % g->k[1];
+    t /= g->k[1];
+    int64_t kd = t % g->k[0], c = t / g->k[0];
+    const int8_t *xc = xg + c * g->in_sz;
+    int64_t plane = g->out[1] * g->out[2];
+    int64_t od = j0 / plane, rem = j0 % plane, oh = rem / g->out[2], ow = rem % g->out[2];
+    for (int64_t j = 0; j < n;) {
+        int64_t seg = g->out[2] - ow;
+        if (seg > n - j) seg = n - j;
+        int64_t id = od * g->s[0] - g->pb[0] + kd * g->dl[0];
+        int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->dl[1];
+        int16_t *r = row + j;
+        if (id < 0 || id >= g->in[0] || ih < 0 || ih >= g->in[1]) {
+            memset(r, 0, (size_t)seg * sizeof(int16_t));
+        } else {
+            const int8_t *src = xc + (id * g->in[1] + ih) * g->in[2];
+            int64_t iw0 = ow * g->s[2] - g->pb[2] + kw * g->dl[2];
+            for (int64_t e = 0; e < seg; e++) {
+                int64_t iw = iw0 + e * g->s[2];
+                r[e] = (iw >= 0 && iw < g->in[2]) ? (int16_t)(src[iw] - zx) : 0;
+            }
+        }
+        j += seg;
+        ow = 0;
+        if (++oh == g->out[1]) {
+            oh = 0;
+            od++;
+        }
+    }
+}
+
+static int run_depthwise(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y,
+                         sim_kernel_call *call)
+{
+    size_t padn = sim_dw_pad_elems(g);
+    float *pad = sim_scratch_get(call, (padn + (size_t)g->out_sz) * sizeof(float));
+    if (!pad) return SIM_ERR_MALLOC;
+    float *acc = pad + padn;
+    int64_t iw = g->in[2], pw = iw + g->pb[2] + g->pe[2];
+    for (int64_t n = 0; n < g->n; n++)
+        for (int64_t c = 0; c < g->cout; c++) {
+            const int8_t *xc = x + (n * g->cin + c) * g->in_sz;
+            memset(pad, 0, padn * sizeof(float));
+            for (int64_t r = 0; r < g->in[1]; r++) {
+                float *dst = pad + (r + g->pb[1]) * pw + g->pb[2];
+                const int8_t *src = xc + r * iw;
+                for (int64_t e = 0; e < iw; e++) dst[e] = (float)(src[e] - s->zx);
+            }
+            sim_dw_plane(s->avx2, g, pad, s->wdw + c * g->k_sz, 0.0f, acc);
+            int8_t *yc = y + (n * g->cout + c) * g->out_sz;
+            for (int64_t e = 0; e < g->out_sz; e++)
+                yc[e] = sim_i8_requant(&s->epi, (int32_t)acc[e] + s->bias[c], c);
+        }
+    return 0;
+}
+
+static int run_gemm(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y, sim_kernel_call *call)
+{
+    int64_t nb = sim_gemm_block_cols(s->kdim / 2 + 1);
+    if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);
+    size_t pb_sz = sim_pack_b16_size(s->kdim, nb), per = sim_pack_a16_size(s->rows, s->kdim);
+    int16_t *pb = sim_scratch_get(call, (pb_sz + (size_t)nb) * sizeof(int16_t));
+    if (!pb) return SIM_ERR_MALLOC;
+    int16_t *row = pb + pb_sz;
+    for (int64_t n = 0; n < g->n; n++)
+        for (int64_t gi = 0; gi < g->group; gi++) {
+            const int8_t *xg = x + (n * g->cin + gi * g->cg) * g->in_sz;
+            int8_t *yg = y + (n * g->cout + gi * g->mg) * g->out_sz;
+            for (int64_t j0 = 0; j0 < g->out_sz; j0 += nb) {
+                int64_t w = g->out_sz - j0 < nb ? g->out_sz - j0 : nb;
+                if (s->mode == I8_POINTWISE) {
+                    sim_pack_b16_i8(xg + j0, g->in_sz, 1, s->kdim, w, s->zx, pb);
+                } else {
+                    for (int64_t k = 0; k < s->kdim; k++) {
+                        im2col_row_i8(g, xg, s->zx, k, j0, w, row);
+                        sim_pack_b16_row(row, k, s->kdim, w, pb);
+                    }
+                    sim_pack_b16_pad(s->kdim, w, pb);
+                }
+                sim_gemm_i8_packed(s->avx2, s->wpack + (size_t)gi * per, pb, s->rows, w, s->kdim, yg + j0, NULL,
+                                   g->out_sz, 1, gi * g->mg, 0, &s->epi);
+            }
+        }
+    return 0;
+}
+
+/* ConvTranspose: int32 columns W^T (x - zx), scattered into an int32 image, then requantised. */
+static int run_transpose(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y,
+                         sim_kernel_call *call)
+{
+    int64_t nb = sim_round_up(g->in_sz, SIM_NR);
+    int64_t cap = sim_round_up((1 << 20) / (s->rows > 0 ? s->rows : 1), SIM_NR);
+    nb = nb > cap ? cap : nb;
+    size_t pb_sz = sim_pack_b16_size(s->kdim, nb), per = sim_pack_a16_size(s->rows, s->kdim);
+    size_t img = (size_t)(g->cout * g->out_sz), col = (size_t)(s->rows * nb);
+    int32_t *acc = sim_scratch_get(call, (img + col) * sizeof(int32_t) + pb_sz * sizeof(int16_t));
+    if (!acc) return SIM_ERR_MALLOC;
+    int32_t *cbuf = acc + img;
+    int16_t *pb = (int16_t *)(cbuf + col);
+    for (int64_t n = 0; n < g->n; n++) {
+        memset(acc, 0, img * sizeof(int32_t));
+        for (int64_t gi = 0; gi < g->group; gi++) {
+            const int8_t *xg = x + (n * g->cin + gi * g->cg) * g->in_sz;
+            for (int64_t j0 = 0; j0 < g->in_sz; j0 += nb) {
+                int64_t w = g->in_sz - j0 < nb ? g->in_sz - j0 : nb;
+                sim_pack_b16_i8(xg + j0, g->in_sz, 1, s->kdim, w, s->zx, pb);
+                sim_gemm_i8_packed(s->avx2, s->wpack + (size_t)gi * per, pb, s->rows, w, s->kdim, NULL, cbuf, nb, 1, 0,
+                                   0, &(sim_i8_epi){0});
+                for (int64_t r = 0; r < s->rows; r++) {
+                    int64_t kk = r % g->k_sz, oc = gi * g->mg + r / g->k_sz;
+                    int64_t kw = kk % g->k[2], kh = (kk / g->k[2]) % g->k[1], kd = kk / (g->k[2] * g->k[1]);
+                    for (int64_t j = 0; j < w; j++) {
+                        int64_t p = j0 + j, iw = p % g->in[2], ih = (p / g->in[2]) % g->in[1];
+                        int64_t id = p / (g->in[2] * g->in[1]);
+                        int64_t od = id * g->s[0] - g->pb[0] + kd * g->dl[0];
+                        int64_t oh = ih * g->s[1] - g->pb[1] + kh * g->dl[1];
+                        int64_t ow = iw * g->s[2] - g->pb[2] + kw * g->dl[2];
+                        if (od < 0 || oh < 0 || ow < 0 || od >= g->out[0] || oh >= g->out[1] || ow >= g->out[2])
+                            continue;
+                        acc[oc * g->out_sz + (od * g->out[1] + oh) * g->out[2] + ow] += cbuf[r * nb + j];
+                    }
+                }
+            }
+        }
+        int8_t *yn = y + n * g->cout * g->out_sz;
+        for (int64_t oc = 0; oc < g->cout; oc++)
+            for (int64_t e = 0; e < g->out_sz; e++)
+                yn[oc * g->out_sz + e] = sim_i8_requant(&s->epi, acc[oc * g->out_sz + e] + s->bias[oc], oc);
+    }
+    return 0;
+}
+
+int sim_conv_i8_run(const sim_conv_i8 *s, const sim_conv_geom *g, int transpose, sim_kernel_call *call)
+{
+    const int8_t *x = call->in[0].i8;
+    int8_t *y = call->out[0].i8;
+    if (!s || !x || !y) return SIM_ERR_FAIL;
+    if (transpose) return run_transpose(s, g, x, y, call);
+    if (s->mode == I8_DEPTHWISE) return run_depthwise(s, g, x, y, call);
+    return run_gemm(s, g, x, y, call);
 }

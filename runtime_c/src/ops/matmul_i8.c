@@ -1,32 +1,216 @@
 /*
- * Int8 Gemm/MatMul (work in progress: prepare accepts, run reports failure until implemented).
+ * Int8 Gemm and MatMul: Y = op(A) op(B) with int32 accumulation of (a - za) * (b - zb). A constant
+ * B (weights) is packed at prepare with per-output-column scales (per-channel INT8 weights, or
+ * symmetric per-column quantisation of float weights); an activation B uses its own scale. Gemm's
+ * per-column constant C becomes the int32 bias; any other C is added in float after the GEMM.
  */
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "gemm_i8.h"
 #include "matmul_i8.h"
 
 struct sim_mm_i8 {
-    int unused;
+    int64_t m, n, k, a_rs, a_cs, b_rs, b_cs;
+    int avx2;
+    int32_t za, zb;       /* activation zero points (zb only for an activation B) */
+    float sa, sb, alpha, so;
+    int16_t *bpack;       /* constant B, per B matrix */
+    int64_t n_bmats;
+    float *col_scale;     /* per column: sb (constant weights) */
+    int32_t *bias;
+    float *mult, *rscale; /* per column */
+    int c_general;        /* C added in float after the GEMM */
+    sim_i8_epi epi;
 };
+
+void sim_mm_i8_free(sim_mm_i8 *s)
+{
+    if (!s) return;
+    free(s->bpack);
+    free(s->col_scale);
+    free(s->bias);
+    free(s->mult);
+    free(s->rscale);
+    free(s);
+}
+
+/* Column (output channel) of element e of a constant B matrix (element (k, j) at k*b_rs + j*b_cs). */
+static int64_t b_column(const sim_mm_i8 *s, int64_t e)
+{
+    int64_t within = e % (s->k * s->n);
+    return s->b_cs == 1 ? within % s->n : within / s->k;
+}
+
+static int const_b(sim_mm_i8 *s, const sim_tensor *b, const sim_op *op, char *err, size_t err_len)
+{
+    int64_t total = b->n_elems;
+    int16_t *q = malloc((size_t)total * sizeof(int16_t));
+    if (!q) return SIM_ERR_MALLOC;
+    for (int64_t j = 0; j < s->n; j++) s->col_scale[j] = 0.0f;
+    if (b->dtype == SIM_I8 && b->data) {
+        const int8_t *raw = b->data;
+        int col_axis = s->b_cs == 1 ? (int)b->n_dims - 1 : (int)b->n_dims - 2;
+        if (b->qnt == SIM_Q_CHANNEL && (b->q_axis != col_axis || !b->q_scales || b->q_count != (uint32_t)s->n)) {
+            free(q);
+            return sim_fail(err, err_len, op, "per-channel B quantisation must be on the output-column axis %d", col_axis);
+        }
+        for (int64_t e = 0; e < total; e++) {
+            int64_t j = b_column(s, e);
+            float sc = b->qnt == SIM_Q_CHANNEL ? b->q_scales[j] : b->scale;
+            int32_t z = b->qnt == SIM_Q_CHANNEL ? (b->q_zps ? b->q_zps[j] : 0) : (b->qnt == SIM_Q_AFFINE ? b->zp : 0);
+            s->col_scale[j] = sc > 0.0f ? sc : 1.0f;
+            q[e] = (int16_t)(raw[e] - z);
+        }
+    } else {
+        for (int64_t e = 0; e < total; e++) {
+            int64_t j = b_column(s, e);
+            float a = fabsf(b->fdata[e]);
+            s->col_scale[j] = a > s->col_scale[j] ? a : s->col_scale[j];
+        }
+        for (int64_t j = 0; j < s->n; j++) s->col_scale[j] = s->col_scale[j] > 0.0f ? s->col_scale[j] / 127.0f : 1.0f;
+        for (int64_t e = 0; e < total; e++) q[e] = sim_quant_i8(b->fdata[e], s->col_scale[b_column(s, e)], 0);
+    }
+    int64_t mat = s->k * s->n, per = (int64_t)sim_pack_b16_size(s->k, s->n);
+    s->n_bmats = total / mat;
+    s->bpack = malloc((size_t)(per * s->n_bmats) * sizeof(int16_t));
+    if (!s->bpack) {
+        free(q);
+        return SIM_ERR_MALLOC;
+    }
+    for (int64_t i = 0; i < s->n_bmats; i++) sim_pack_b16(q + i * mat, s->b_rs, s->b_cs, s->k, s->n, s->bpack + i * per);
+    free(q);
+    return 0;
+}
 
 int sim_mm_i8_prepare(const sim_graph *g, const sim_op *op, int64_t m, int64_t n, int64_t k, int64_t a_rs,
                       int64_t a_cs, int64_t b_rs, int64_t b_cs, float alpha, sim_mm_i8 **out, char *err,
                       size_t err_len)
 {
-    (void)g; (void)op; (void)m; (void)n; (void)k; (void)a_rs; (void)a_cs; (void)b_rs; (void)b_cs; (void)alpha;
-    (void)err; (void)err_len;
+    const sim_tensor *a = sim_in_tensor(g, op, 0), *b = sim_in_tensor(g, op, 1), *c = sim_in_tensor(g, op, 2);
+    const sim_tensor *y = sim_out_tensor(g, op, 0);
     *out = NULL;
+    sim_mm_i8 *s = calloc(1, sizeof *s);
+    if (!s) return SIM_ERR_MALLOC;
+    s->m = m;
+    s->n = n;
+    s->k = k;
+    s->a_rs = a_rs;
+    s->a_cs = a_cs;
+    s->b_rs = b_rs;
+    s->b_cs = b_cs;
+    s->alpha = alpha;
+    s->avx2 = sim_cpu_has_avx2_fma();
+    s->sa = sim_t_scale(a);
+    s->za = sim_t_zp(a);
+    s->so = y->dtype == SIM_I8 ? sim_t_scale(y) : 1.0f;
+    s->col_scale = malloc((size_t)n * sizeof(float));
+    s->bias = calloc((size_t)n, sizeof(int32_t));
+    s->mult = malloc((size_t)n * sizeof(float));
+    s->rscale = malloc((size_t)n * sizeof(float));
+    int rc = 0;
+    if (!s->col_scale || !s->bias || !s->mult || !s->rscale) rc = SIM_ERR_MALLOC;
+    if (!rc && b->kind == SIM_T_CONST) {
+        rc = const_b(s, b, op, err, err_len);
+    } else if (!rc) {
+        s->sb = sim_t_scale(b);
+        s->zb = sim_t_zp(b);
+        for (int64_t j = 0; j < n; j++) s->col_scale[j] = s->sb;
+    }
+    if (rc) {
+        sim_mm_i8_free(s);
+        return rc == SIM_ERR_MALLOC ? sim_fail(err, err_len, op, "out of memory preparing int8 weights") : rc;
+    }
+    float beta = sim_attr_float(op, "beta", 1.0f);
+    int per_col = c && c->kind == SIM_T_CONST && c->fdata && c->n_elems == n && (c->n_dims == 1 || c->dims[0] == 1);
+    s->c_general = c && !per_col;
+    for (int64_t j = 0; j < n; j++) {
+        float rs = alpha * s->sa * s->col_scale[j];
+        s->rscale[j] = rs;
+        s->mult[j] = rs / s->so;
+        if (per_col) {
+            double q = round((double)(beta * c->fdata[j]) / (double)rs);
+            q = q > 2147483647.0 ? 2147483647.0 : (q < -2147483648.0 ? -2147483648.0 : q);
+            s->bias[j] = (int32_t)q;
+        }
+    }
+    sim_i8_epi_act(&s->epi, op, s->so, y->dtype == SIM_I8 ? sim_t_zp(y) : 0);
+    s->epi.per_col = 1;
+    s->epi.bias = s->bias;
+    s->epi.mult = s->mult;
+    s->epi.rscale = s->rscale;
+    *out = s;
     return 0;
+}
+
+/* y = requant(acc * rscale + beta * C) with general broadcasting of C. */
+static void finish_general_c(const sim_mm_i8 *s, const sim_op *op, const sim_bcast *cbc, const int32_t *acc,
+                             const float *c, int8_t *y, int64_t total)
+{
+    float beta = sim_attr_float(op, "beta", 1.0f);
+    for (int64_t i = 0; i < total; i++) {
+        int64_t r = i, off = 0;
+        for (int d = cbc->nd - 1; d >= 0; d--) {
+            off += (r % cbc->dims[d]) * cbc->sb[d];
+            r /= cbc->dims[d];
+        }
+        float v = (float)acc[i] * s->rscale[i % s->n] + beta * c[off];
+        v = sim_apply_act(op->act, op->act_p0, op->act_p1, v);
+        y[i] = sim_quant_i8(v, s->so, s->epi.zo);
+    }
 }
 
 int sim_mm_i8_run(const sim_mm_i8 *s, int64_t batch, const sim_bcast *bb, const sim_bcast *cbc,
                   sim_kernel_call *call)
 {
-    (void)s; (void)batch; (void)bb; (void)cbc; (void)call;
-    return SIM_ERR_FAIL;
-}
-
-void sim_mm_i8_free(sim_mm_i8 *s)
-{
-    free(s);
+    const int8_t *a = call->in[0].i8, *b = call->in[1].i8;
+    int8_t *y = call->out[0].i8;
+    if (!s || !a || !y || (!s->bpack && !b)) return SIM_ERR_FAIL;
+    size_t pa_sz = sim_pack_a16_size(s->m, s->k), pb_sz = s->bpack ? 0 : sim_pack_b16_size(s->k, s->n);
+    size_t acc_sz = s->c_general ? (size_t)(batch * s->m * s->n) : 0;
+    size_t arow_sz = (size_t)(s->m * s->k);
+    int32_t *acc = sim_scratch_get(call, acc_sz * sizeof(int32_t) + (pa_sz + pb_sz + arow_sz) * sizeof(int16_t));
+    if (!acc) return SIM_ERR_MALLOC;
+    int16_t *pa = (int16_t *)(acc + acc_sz), *pb = pa + pa_sz, *arow = pb + pb_sz;
+    int64_t amat = s->m * s->k, bmat = s->k * s->n, ymat = s->m * s->n;
+    for (int64_t bi = 0; bi < batch; bi++) {
+        int64_t oa = 0, ob = 0, r = bi;
+        for (int d = bb->nd - 1; d >= 0; d--) {
+            int64_t i = r % bb->dims[d];
+            r /= bb->dims[d];
+            oa += i * bb->sa[d];
+            ob += i * bb->sb[d];
+        }
+        const int8_t *am = a + oa * amat;
+        for (int64_t i = 0; i < s->m; i++)
+            for (int64_t e = 0; e < s->k; e++) arow[i * s->k + e] = (int16_t)(am[i * s->a_rs + e * s->a_cs] - s->za);
+        sim_pack_a16(arow, s->k, 1, s->m, s->k, pa);
+        const int16_t *pbm;
+        if (s->bpack) {
+            pbm = s->bpack + ob * (int64_t)sim_pack_b16_size(s->k, s->n);
+        } else {
+            sim_pack_b16_i8(b + ob * bmat, s->b_rs, s->b_cs, s->k, s->n, s->zb, pb);
+            pbm = pb;
+        }
+        if (s->c_general)
+            sim_gemm_i8_packed(s->avx2, pa, pbm, s->m, s->n, s->k, NULL, acc + bi * ymat, s->n, 1, 0, 0,
+                               &(sim_i8_epi){0});
+        else
+            sim_gemm_i8_packed(s->avx2, pa, pbm, s->m, s->n, s->k, y + bi * ymat, NULL, s->n, 1, 0, 0, &s->epi);
+    }
+    if (s->c_general) {
+        const sim_tensor *ct = sim_call_in_t(call, 2);
+        const float *c = sim_call_in_f32(call, 2);
+        float *cf = NULL;
+        if (!c && ct && call->in[2].i8) { /* int8 activation C: dequantise */
+            cf = sim_scratch_get(call, (size_t)ct->n_elems * sizeof(float));
+            if (!cf) return SIM_ERR_MALLOC;
+            sim_dequant_array(call->in[2].i8, cf, (size_t)ct->n_elems, sim_t_scale(ct), sim_t_zp(ct));
+            c = cf;
+        }
+        if (!c || !cbc) return SIM_ERR_FAIL;
+        finish_general_c(s, call->op, cbc, acc, c, y, batch * ymat);
+    }
+    return 0;
 }

@@ -1,0 +1,278 @@
+/*
+ * Int8 GEMM kernels (see gemm_i8.h). The AVX2 kernel keeps a 6 x 16 int32 tile in 12 registers and
+ * requantises full tiles with vector code; a portable C kernel covers other CPUs and edge tiles.
+ */
+#include <string.h>
+
+#include "gemm_i8.h"
+#include "ops_common.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SIM_HAVE_AVX2_I8 1
+#endif
+
+static int64_t kpairs(int64_t k) { return (k + 1) / 2; }
+
+size_t sim_pack_a16_size(int64_t m, int64_t k)
+{
+    return (size_t)(sim_round_up(m, SIM_MR) * kpairs(k) * 2);
+}
+
+size_t sim_pack_b16_size(int64_t k, int64_t n)
+{
+    return (size_t)(sim_round_up(n, SIM_NR) * kpairs(k) * 2);
+}
+
+/* Panel layout A: [kp][row 0..5][2]; B: [kp][col 0..15][2]. */
+void sim_pack_a16(const int16_t *src, int64_t rs, int64_t cs, int64_t m, int64_t k, int16_t *dst)
+{
+    int64_t kp = kpairs(k);
+    for (int64_t p = 0; p < m; p += SIM_MR) {
+        int16_t *panel = dst + p * kp * 2;
+        for (int64_t q = 0; q < kp; q++)
+            for (int64_t r = 0; r < SIM_MR; r++)
+                for (int64_t e = 0; e < 2; e++) {
+                    int64_t kk = 2 * q + e;
+                    panel[(q * SIM_MR + r) * 2 + e] = (p + r < m && kk < k) ? src[(p + r) * rs + kk * cs] : 0;
+                }
+    }
+}
+
+void sim_pack_b16_i8(const int8_t *src, int64_t rs, int64_t cs, int64_t k, int64_t n, int32_t zp, int16_t *dst)
+{
+    int64_t kp = kpairs(k);
+    for (int64_t q0 = 0; q0 < n; q0 += SIM_NR) {
+        int16_t *panel = dst + q0 * kp * 2;
+        int64_t w = n - q0 < SIM_NR ? n - q0 : SIM_NR;
+        for (int64_t q = 0; q < kp; q++) {
+            int16_t *d = panel + q * SIM_NR * 2;
+            for (int64_t e = 0; e < 2; e++) {
+                int64_t kk = 2 * q + e;
+                if (kk >= k) {
+                    for (int64_t j = 0; j < SIM_NR; j++) d[j * 2 + e] = 0;
+                    continue;
+                }
+                const int8_t *s = src + kk * rs + q0 * cs;
+                if (cs == 1)
+                    for (int64_t j = 0; j < w; j++) d[j * 2 + e] = (int16_t)(s[j] - zp);
+                else
+                    for (int64_t j = 0; j < w; j++) d[j * 2 + e] = (int16_t)(s[j * cs] - zp);
+                for (int64_t j = w; j < SIM_NR; j++) d[j * 2 + e] = 0;
+            }
+        }
+    }
+}
+
+void sim_pack_b16(const int16_t *src, int64_t rs, int64_t cs, int64_t k, int64_t n, int16_t *dst)
+{
+    int64_t kp = kpairs(k);
+    for (int64_t q0 = 0; q0 < n; q0 += SIM_NR) {
+        int16_t *panel = dst + q0 * kp * 2;
+        for (int64_t q = 0; q < kp; q++)
+            for (int64_t j = 0; j < SIM_NR; j++)
+                for (int64_t e = 0; e < 2; e++) {
+                    int64_t kk = 2 * q + e;
+                    panel[(q * SIM_NR + j) * 2 + e] = (kk < k && q0 + j < n) ? src[kk * rs + (q0 + j) * cs] : 0;
+                }
+    }
+}
+
+void sim_pack_b16_row(const int16_t *row, int64_t k, int64_t kdim, int64_t n, int16_t *dst)
+{
+    int64_t kp = kpairs(kdim), q = k / 2, e = k % 2;
+    for (int64_t q0 = 0; q0 < n; q0 += SIM_NR) {
+        int16_t *d = dst + q0 * kp * 2 + q * SIM_NR * 2 + e;
+        int64_t w = n - q0 < SIM_NR ? n - q0 : SIM_NR;
+        for (int64_t j = 0; j < w; j++) d[j * 2] = row[q0 + j];
+    }
+}
+
+void sim_pack_b16_pad(int64_t kdim, int64_t n, int16_t *dst)
+{
+    int64_t kp = kpairs(kdim);
+    int64_t last = n / SIM_NR * SIM_NR, w = n - last;
+    if (w > 0) {
+        int16_t *panel = dst + last * kp * 2;
+        for (int64_t q = 0; q < kp; q++) memset(panel + (q * SIM_NR + w) * 2, 0, (size_t)(SIM_NR - w) * 4);
+    }
+    if (kdim % 2) {
+        for (int64_t q0 = 0; q0 < n; q0 += SIM_NR) {
+            int16_t *d = dst + q0 * kp * 2 + (kp - 1) * SIM_NR * 2 + 1;
+            for (int64_t j = 0; j < SIM_NR; j++) d[j * 2] = 0;
+        }
+    }
+}
+
+void sim_i8_epi_act(sim_i8_epi *epi, const sim_op *op, float so, int32_t zo)
+{
+    epi->so = so;
+    epi->zo = zo;
+    epi->act = op->act;
+    epi->p0 = op->act_p0;
+    epi->p1 = op->act_p1;
+    epi->clamp = 0;
+    epi->lo = -__builtin_inff();
+    epi->hi = __builtin_inff();
+    if (op->act == SIM_ACT_RELU) {
+        epi->clamp = 1;
+        epi->lo = 0.0f;
+    } else if (op->act == SIM_ACT_CLIP) {
+        epi->clamp = 1;
+        epi->lo = op->act_p0 / so;
+        epi->hi = op->act_p1 / so;
+    }
+}
+
+int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch)
+{
+    float v;
+    if (epi->act != SIM_ACT_NONE && !epi->clamp) {
+        float real = (float)acc * epi->rscale[ch];
+        v = sim_apply_act(epi->act, epi->p0, epi->p1, real) / epi->so;
+    } else {
+        v = (float)acc * epi->mult[ch];
+        if (epi->clamp) {
+            v = v < epi->lo ? epi->lo : v;
+            v = v > epi->hi ? epi->hi : v;
+        }
+    }
+    return sim_sat_i8(sim_round_away(v) + (float)epi->zo);
+}
+
+/* Stores a computed int32 tile (row stride NR) through the scalar epilogue. */
+static void store_tile(const int32_t *t, int mr, int nr, int8_t *c8, int32_t *c32, int64_t rs, int64_t cs,
+                       int64_t row0, int64_t col0, const sim_i8_epi *epi)
+{
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nr; j++) {
+            int64_t ch = epi->per_col ? col0 + j : row0 + r;
+            int32_t acc = t[r * SIM_NR + j] + (epi->bias ? epi->bias[ch] : 0);
+            if (c32)
+                c32[r * rs + j * cs] = acc;
+            else
+                c8[r * rs + j * cs] = sim_i8_requant(epi, acc, ch);
+        }
+}
+
+static void kernel_c(int64_t kp, const int16_t *pa, const int16_t *pb, int32_t *t)
+{
+    memset(t, 0, SIM_MR * SIM_NR * sizeof(int32_t));
+    for (int64_t q = 0; q < kp; q++) {
+        const int16_t *a = pa + q * SIM_MR * 2, *b = pb + q * SIM_NR * 2;
+        for (int r = 0; r < SIM_MR; r++) {
+            int32_t a0 = a[r * 2], a1 = a[r * 2 + 1];
+            for (int j = 0; j < SIM_NR; j++) t[r * SIM_NR + j] += a0 * b[j * 2] + a1 * b[j * 2 + 1];
+        }
+    }
+}
+
+#ifdef SIM_HAVE_AVX2_I8
+#define MADD_ROW(i)                                                                                          \
+    do {                                                                                                     \
+        int32_t pair;                                                                                        \
+        memcpy(&pair, pa + (i) * 2, sizeof pair);                                                            \
+        __m256i av = _mm256_set1_epi32(pair);                                                                \
+        c##i##0 = _mm256_add_epi32(c##i##0, _mm256_madd_epi16(av, b0));                                      \
+        c##i##1 = _mm256_add_epi32(c##i##1, _mm256_madd_epi16(av, b1));                                      \
+    } while (0)
+
+/* Requantises 16 accumulators of one row (one channel) and stores 16 int8. */
+__attribute__((target("avx2,fma"))) static inline void requant_row_avx2(__m256i a0, __m256i a1, int32_t bias, float mult,
+                                                                         const sim_i8_epi *epi, int8_t *dst)
+{
+    __m256i bv = _mm256_set1_epi32(bias);
+    __m256 m = _mm256_set1_ps(mult), lo = _mm256_set1_ps(epi->lo), hi = _mm256_set1_ps(epi->hi);
+    __m256 half = _mm256_set1_ps(0.5f), nhalf = _mm256_set1_ps(-0.5f), one = _mm256_set1_ps(1.0f);
+    __m256 zo = _mm256_set1_ps((float)epi->zo), qmin = _mm256_set1_ps(-128.0f), qmax = _mm256_set1_ps(127.0f);
+    __m256 v[2] = {_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a0, bv)), m),
+                   _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a1, bv)), m)};
+    __m256i q[2];
+    for (int h = 0; h < 2; h++) {
+        __m256 x = v[h];
+        if (epi->clamp) x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
+        __m256 t = _mm256_round_ps(x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        __m256 f = _mm256_sub_ps(x, t);
+        t = _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, half, _CMP_GE_OQ), one));
+        t = _mm256_sub_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, nhalf, _CMP_LE_OQ), one));
+        t = _mm256_min_ps(qmax, _mm256_max_ps(qmin, _mm256_add_ps(t, zo)));
+        q[h] = _mm256_cvttps_epi32(t);
+    }
+    __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0xD8);
+    __m128i p8 = _mm_packs_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
+    _mm_storeu_si128((__m128i *)(void *)dst, p8);
+}
+
+#define REQ_ROW(i) requant_row_avx2(c##i##0, c##i##1, epi->bias ? epi->bias[row0 + (i)] : 0, epi->mult[row0 + (i)], epi, \
+                                    c8 + (i) * rs)
+#define SPILL_ROW(i)                                                                                         \
+    do {                                                                                                     \
+        _mm256_storeu_si256((__m256i *)(void *)(t + (i) * SIM_NR), c##i##0);                                 \
+        _mm256_storeu_si256((__m256i *)(void *)(t + (i) * SIM_NR + 8), c##i##1);                             \
+    } while (0)
+
+__attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t kp, const int16_t *pa, const int16_t *pb, int mr,
+                                                            int nr, int8_t *c8, int32_t *c32, int64_t rs, int64_t cs,
+                                                            int64_t row0, int64_t col0, const sim_i8_epi *epi)
+{
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256i c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t q = 0; q < kp; q++) {
+        __m256i b0 = _mm256_loadu_si256((const __m256i *)(const void *)pb);
+        __m256i b1 = _mm256_loadu_si256((const __m256i *)(const void *)(pb + 16));
+        MADD_ROW(0);
+        MADD_ROW(1);
+        MADD_ROW(2);
+        MADD_ROW(3);
+        MADD_ROW(4);
+        MADD_ROW(5);
+        pa += SIM_MR * 2;
+        pb += SIM_NR * 2;
+    }
+    int vec_ok = c8 && mr == SIM_MR && nr == SIM_NR && cs == 1 && !epi->per_col &&
+                 (epi->act == SIM_ACT_NONE || epi->clamp);
+    if (vec_ok) {
+        REQ_ROW(0);
+        REQ_ROW(1);
+        REQ_ROW(2);
+        REQ_ROW(3);
+        REQ_ROW(4);
+        REQ_ROW(5);
+        return;
+    }
+    int32_t t[SIM_MR * SIM_NR];
+    SPILL_ROW(0);
+    SPILL_ROW(1);
+    SPILL_ROW(2);
+    SPILL_ROW(3);
+    SPILL_ROW(4);
+    SPILL_ROW(5);
+    store_tile(t, mr, nr, c8, c32, rs, cs, row0, col0, epi);
+}
+#endif
+
+void sim_gemm_i8_packed(int use_avx2, const int16_t *pa, const int16_t *pb, int64_t m, int64_t n, int64_t k,
+                        int8_t *c8, int32_t *c32, int64_t rs, int64_t cs, int64_t row0, int64_t col0,
+                        const sim_i8_epi *epi)
+{
+    int64_t kp = kpairs(k);
+    for (int64_t i = 0; i < m; i += SIM_MR) {
+        int mr = (int)(m - i < SIM_MR ? m - i : SIM_MR);
+        const int16_t *a = pa + i * kp * 2;
+        for (int64_t j = 0; j < n; j += SIM_NR) {
+            int nr = (int)(n - j < SIM_NR ? n - j : SIM_NR);
+            int8_t *d8 = c8 ? c8 + i * rs + j * cs : NULL;
+            int32_t *d32 = c32 ? c32 + i * rs + j * cs : NULL;
+#ifdef SIM_HAVE_AVX2_I8
+            if (use_avx2) {
+                kernel_avx2(kp, a, pb + j * kp * 2, mr, nr, d8, d32, rs, cs, row0 + i, col0 + j, epi);
+                continue;
+            }
+#endif
+            (void)use_avx2;
+            int32_t t[SIM_MR * SIM_NR];
+            kernel_c(kp, a, pb + j * kp * 2, t);
+            store_tile(t, mr, nr, d8, d32, rs, cs, row0 + i, col0 + j, epi);
+        }
+    }
+}

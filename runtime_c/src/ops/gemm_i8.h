@@ -1,0 +1,51 @@
+/*
+ * Int8 GEMM with exact int32 accumulation: operands are widened to int16 with their zero points
+ * already subtracted and packed in k-pairs, so one multiply-add instruction (pmaddwd) does two
+ * MACs per lane. The epilogue adds the int32 bias and requantises to int8 (round half away from
+ * zero, saturation), applying the fused activation; or stores raw int32 for callers that scatter.
+ */
+#ifndef RKNNLINK_OPS_GEMM_I8_H
+#define RKNNLINK_OPS_GEMM_I8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gemm_kernel.h"
+#include "ops_common.h"
+
+typedef struct sim_i8_epi {
+    const int32_t *bias;  /* per channel or NULL */
+    const float *mult;    /* per channel: real scale / output scale */
+    const float *rscale;  /* per channel: real scale (accumulator unit), for non-clamp activations */
+    int per_col;          /* channel = column (Gemm/MatMul) instead of row (Conv) */
+    int32_t zo;
+    float so;
+    uint32_t act;
+    float p0, p1;
+    int clamp;            /* Relu/Clip folded into [lo, hi] in output-scale units */
+    float lo, hi;
+} sim_i8_epi;
+
+size_t sim_pack_a16_size(int64_t m, int64_t k);
+size_t sim_pack_b16_size(int64_t k, int64_t n);
+/* A element (i, k) = src[i * rs + k * cs] (int16, zero points already removed). */
+void sim_pack_a16(const int16_t *src, int64_t rs, int64_t cs, int64_t m, int64_t k, int16_t *dst);
+/* B element (k, j) = src[k * rs + j * cs] - zp. */
+void sim_pack_b16_i8(const int8_t *src, int64_t rs, int64_t cs, int64_t k, int64_t n, int32_t zp, int16_t *dst);
+void sim_pack_b16(const int16_t *src, int64_t rs, int64_t cs, int64_t k, int64_t n, int16_t *dst);
+/* Row k (n values) into a packed B block of kdim rows; sim_pack_b16_pad zeroes the padding. */
+void sim_pack_b16_row(const int16_t *row, int64_t k, int64_t kdim, int64_t n, int16_t *dst);
+void sim_pack_b16_pad(int64_t kdim, int64_t n, int16_t *dst);
+
+/* Fills epi's activation fields from the op and output scale/zero point. */
+void sim_i8_epi_act(sim_i8_epi *epi, const sim_op *op, float so, int32_t zo);
+/* Requantises one accumulator of channel ch. */
+int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch);
+
+/* C = A * B for rows [0, m) and columns [0, n). Channel indices are row0 + i or col0 + j.
+ * With c8: requantised int8 at c8[i * rs + j * cs]; else raw int32 at c32[i * rs + j * cs]. */
+void sim_gemm_i8_packed(int use_avx2, const int16_t *pa, const int16_t *pb, int64_t m, int64_t n, int64_t k,
+                        int8_t *c8, int32_t *c32, int64_t rs, int64_t cs, int64_t row0, int64_t col0,
+                        const sim_i8_epi *epi);
+
+#endif
