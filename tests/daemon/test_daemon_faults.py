@@ -1,0 +1,206 @@
+"""Faults: runtime worker crashes and hangs, clients that vanish, and the daemon's limits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import sim_models
+
+from rknnlink.client import Board, BoardError, SessionLostError
+
+
+def _wait(predicate, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _worker_pid(board: Board, session_id: str) -> int:
+    return next(s["worker_pid"] for s in board.stats()["sessions"] if s["session_id"] == session_id)
+
+
+def _slow_input() -> np.ndarray:
+    return np.ones((1, 16, 128, 128), np.float32)
+
+
+@pytest.fixture(scope="module")
+def slow_model():
+    return sim_models.conv_relu_model(16, 16, 128)[0]  # ~3 ms per inference
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV])
+def test_worker_crash_during_inference_is_reported_and_contained(board, daemon, slow_model, conv_model, sig):
+    bystander = board.load_model(conv_model[0])  # another session: must survive
+    session = board.load_model(slow_model)
+    pid = _worker_pid(board, session.id)
+    crashed_before = board.stats()["workers_crashed"]
+    errors = []
+
+    def stream() -> None:
+        try:
+            with session.pipeline(depth=4) as pipe:
+                for _ in pipe.map([_slow_input()] for _ in range(5000)):
+                    pass
+        except Exception as exc:  # noqa: BLE001 - inspected below
+            errors.append(exc)
+
+    t = threading.Thread(target=stream)
+    t.start()
+    time.sleep(0.5)
+    os.kill(pid, sig)
+    t.join(60)
+    assert len(errors) == 1 and isinstance(errors[0], SessionLostError), errors
+    message = str(errors[0])
+    assert f"crashed (signal {int(sig)})" in message and session.id in message
+    assert "the session is lost, create it again" in message
+    assert errors[0].status == grpc.StatusCode.UNAVAILABLE
+    stats = board.stats()
+    assert stats["workers_crashed"] == crashed_before + 1
+    assert session.id not in {s["session_id"] for s in stats["sessions"]}
+    with pytest.raises(SessionLostError, match="does not exist"):
+        session.run([_slow_input()])
+    x = np.ones((1, 3, 8, 8), np.float32)
+    assert bystander.run([x], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+    with board.load_model(slow_model) as again:  # a new session works at once
+        assert again.run([_slow_input()])[0].shape == (1, 16, 128, 128)
+    bystander.close()
+
+
+def test_worker_killed_between_calls(board, conv_model):
+    session = board.load_model(conv_model[0])
+    os.kill(_worker_pid(board, session.id), signal.SIGKILL)
+    time.sleep(0.2)
+    with pytest.raises(SessionLostError, match=r"crashed \(signal 9\)"):
+        session.run([np.ones((1, 3, 8, 8), np.float32)], formats=["nchw"])
+
+
+_UPLOADER = r"""
+import sys, time, hashlib
+import grpc
+from rknnlink.v1 import rknnlink_pb2 as pb, rknnlink_pb2_grpc as pb_grpc
+address, size = sys.argv[1], int(sys.argv[2])
+def chunks():
+    yield pb.ModelChunk(sha256=hashlib.sha256(b"never finished").hexdigest(), total_size=size, data=b"x" * (1 << 20))
+    print("uploading", flush=True)
+    time.sleep(3600)
+stub = pb_grpc.RknnLinkStub(grpc.insecure_channel(address))
+stub.UploadModel(chunks())
+"""
+
+_HOLDER = r"""
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import sim_models
+from rknnlink.client import Board
+board = Board.connect(sys.argv[1])
+session = board.load_model(sim_models.conv_relu_model(seed=5)[0])
+print(session.id, flush=True)
+time.sleep(3600)
+"""
+
+
+def _spawn(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ))
+
+
+def test_client_killed_during_upload(daemon, board):
+    before = board.stats()
+    proc = _spawn(_UPLOADER, daemon.address, str(8 << 20))
+    try:
+        assert proc.stdout.readline().strip() == "uploading"
+        cache = Path(daemon.workdir.name) / "cache"
+        assert _wait(lambda: any(cache.glob(".upload-*")), 10)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _wait(lambda: board.stats()["uploads_aborted"] == before["uploads_aborted"] + 1)
+    assert not list(cache.glob(".upload-*"))
+    assert board.stats()["models_cached"] == before["models_cached"]
+    model = sim_models.conv_relu_model(seed=21)[0]
+    with board.load_model(model) as session:  # still serving
+        assert session.run([np.ones((1, 3, 8, 8), np.float32)], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+
+
+def test_sessions_of_a_vanished_client_are_freed(daemon, board):
+    proc = _spawn(_HOLDER, daemon.address, str(Path(sim_models.__file__).parent))
+    try:
+        session_id = proc.stdout.readline().strip()
+        stats = board.stats()
+        entry = next(s for s in stats["sessions"] if s["session_id"] == session_id)
+        clients_with_holder = stats["clients"]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _wait(lambda: session_id not in {s["session_id"] for s in board.stats()["sessions"]})
+    assert _wait(lambda: not _alive(entry["worker_pid"]))
+    assert board.stats()["clients"] == clients_with_holder - 1
+
+
+@pytest.fixture(scope="module")
+def strict_daemon(sim_library):
+    from rknnlink_server.local import start_local_daemon
+
+    d = start_local_daemon(extra_args=["--call-timeout", "2", "--max-sessions", "2", "--max-cache-mb", "1"])
+    yield d
+    d.stop()
+
+
+def test_hung_worker_hits_the_call_timeout(strict_daemon, conv_model):
+    with Board.connect(strict_daemon.address) as board:
+        session = board.load_model(conv_model[0])
+        pid = _worker_pid(board, session.id)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            with pytest.raises(SessionLostError, match="did not answer within 2 s") as info:
+                session.run([np.ones((1, 3, 8, 8), np.float32)], formats=["nchw"])
+            assert time.monotonic() - start < 10
+            assert info.value.status == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert _wait(lambda: not _alive(pid))
+        finally:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        with board.load_model(conv_model[0]) as fresh:
+            assert fresh.run([np.ones((1, 3, 8, 8), np.float32)], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+
+
+def test_session_limit(strict_daemon, conv_model):
+    with Board.connect(strict_daemon.address) as board:
+        kept = [board.load_model(conv_model[0]) for _ in range(2)]
+        with pytest.raises(BoardError, match="--max-sessions 2") as info:
+            board.load_model(conv_model[0])
+        assert info.value.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+        kept[0].close()
+        board.load_model(conv_model[0]).close()
+
+
+def test_model_larger_than_the_cache(strict_daemon):
+    with Board.connect(strict_daemon.address) as board:
+        with pytest.raises(BoardError, match="--max-cache-mb"):
+            board.load_model(sim_models.gemm_model()[0])  # 3 MiB > 1 MiB
+        cache = Path(strict_daemon.workdir.name) / "cache"
+        assert not list(cache.glob(".upload-*"))
