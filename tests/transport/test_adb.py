@@ -230,3 +230,68 @@ def test_an_old_adb_server_is_reported_not_restarted(monkeypatch):
     assert "1.0.31" in str(info.value) and "does not restart" in str(info.value)
     assert "adb kill-server" in str(info.value)
     assert requests == ["host:version"]
+
+
+E2E_SNIPPET = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {runtime_tests!r})
+import sim_models
+from rknnlink.client import Board
+from rknnlink.runtime.library import RuntimeLibrary
+from rknnlink.transport import resolve
+import adbutils
+model, _w, _b = sim_models.conv_relu_model()
+x = np.random.default_rng(7).standard_normal((1, 3, 8, 8)).astype(np.float32)
+endpoint = resolve(None, timeout=30)
+board = Board.connect(endpoint.address, timeout=10, **endpoint.connect_kwargs())
+try:
+    remote = board.load_model(model).run([x])
+finally:
+    board.close()
+endpoint.close()
+local = RuntimeLibrary.load({library!r}, backend="sim").init(model).infer([x])
+print(json.dumps({{"identical": len(remote) == len(local) and all(
+    r.dtype == l.dtype and r.shape == l.shape and r.tobytes() == l.tobytes() for r, l in zip(remote, local)),
+    "nonzero": bool(any(np.count_nonzero(r) for r in remote)),
+    "forwards": [f.local for f in adbutils.AdbClient().forward_list()]}}))
+"""
+
+
+def test_inference_through_the_adb_forward_is_bit_identical_to_in_process(adb_rig, deployed):
+    from conftest import ROOT
+
+    out = adb_rig.ns.python(E2E_SNIPPET.format(runtime_tests=str(ROOT / "tests" / "runtime"),
+                                               library=find_sim_library()), env=deployed["env"])
+    assert out["identical"] is True and out["nonzero"] is True
+    assert out["forwards"] == []
+
+
+def test_toolkit_api_runs_on_the_adb_board(adb_rig, deployed, tmp_path):
+    """RKNN().init_runtime(target='rk3588', device_id=SERIAL) goes through resolve() and the forward."""
+    from conftest import ROOT
+
+    model_path = tmp_path / "conv.rknn"
+    out = adb_rig.ns.python(f"""
+import json, sys
+import numpy as np
+sys.path.insert(0, {str(ROOT / "tests" / "runtime")!r})
+import sim_models
+from rknnlink.api import RKNN
+from rknnlink.runtime.library import RuntimeLibrary
+import adbutils
+model, _w, _b = sim_models.conv_relu_model()
+open({str(model_path)!r}, "wb").write(model)
+x = np.random.default_rng(9).standard_normal((1, 3, 8, 8)).astype(np.float32)
+rknn = RKNN()
+assert rknn.load_rknn({str(model_path)!r}) == 0
+assert rknn.init_runtime(target="rk3588", device_id={adb_rig.serial!r}) == 0
+remote = rknn.inference(inputs=[x], data_format="nchw")
+during = [f.local for f in adbutils.AdbClient().forward_list()]
+rknn.release()
+local = RuntimeLibrary.load({find_sim_library()!r}, backend="sim").init(model).infer([x], formats=["nchw"])
+print(json.dumps({{"identical": all(np.array_equal(r, l) for r, l in zip(remote, local)),
+                   "during": during, "after": [f.local for f in adbutils.AdbClient().forward_list()]}}))
+""", env=deployed["env"])
+    assert out["identical"] is True
+    assert len(out["during"]) == 1 and out["after"] == []

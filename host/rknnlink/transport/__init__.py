@@ -55,6 +55,20 @@ class Endpoint:
         return open_channel(self.address, root_cert=self.tls_root_cert, server_name=self.tls_server_name,
                             token=self.token, options=options)
 
+    def connect_kwargs(self) -> dict:
+        """Keyword arguments for rknnlink.client.Board.connect(endpoint.address, **kwargs): TLS credentials,
+        the token as call metadata and the certificate's name, or nothing for a plain-text endpoint."""
+        import grpc
+
+        kwargs: dict = {}
+        if self.token:
+            kwargs["metadata"] = (("authorization", f"Bearer {self.token}"),)
+        if self.tls_root_cert is not None:
+            kwargs["credentials"] = grpc.ssl_channel_credentials(root_certificates=self.tls_root_cert)
+            if self.tls_server_name:
+                kwargs["options"] = (("grpc.ssl_target_name_override", self.tls_server_name),)
+        return kwargs
+
     def close(self) -> None:
         """Removes the adb forward / stops the USB bridge; safe to call more than once."""
         with self._lock:
