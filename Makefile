@@ -38,10 +38,10 @@ proto: venv
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=host --grpc_python_out=host --pyi_out=host proto/rknnlink/v1/rknnlink.proto
 
 lint: venv
-	$(VENV)/bin/ruff check host board_server tests bench
+	$(VENV)/bin/ruff check .
 
 test: deps
-	$(VENV)/bin/ruff check host board_server tests bench
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -rs tests
 
 test-fast: venv
