@@ -1,0 +1,90 @@
+"""`rknnlink serve` as a real process, and the systemd unit from `rknnlink install-service`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rknnlink.client import Board
+
+
+def _rknnlink(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rknnlink.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ), **kwargs)
+
+
+def test_serve_prints_the_bound_address_and_stops_on_sigterm(sim_library, tmp_path):
+    port_file = tmp_path / "port"
+    proc = _rknnlink("serve", "--listen", "127.0.0.1:0", "--backend", "sim", "--platform", "rk3566",
+                     "--cache-dir", str(tmp_path / "cache"), "--port-file", str(port_file))
+    try:
+        line = proc.stdout.readline()
+        match = re.fullmatch(r"rknnlink daemon listening on (127\.0\.0\.1:\d+)\n", line)
+        assert match, line
+        assert port_file.read_text().strip() == match.group(1)
+        with Board.connect(match.group(1)) as board:
+            assert board.info.platform == "rk3566" and board.info.npu_cores == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "rknnlink daemon on 127.0.0.1" in proc.stderr.read()
+
+
+def test_serve_refuses_a_bad_listen_address(sim_library, tmp_path):
+    proc = _rknnlink("serve", "--listen", "nonsense", "--backend", "sim", "--cache-dir", str(tmp_path))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "must be HOST:PORT" in err
+
+
+def test_serve_vendor_backend_without_a_library_says_what_to_install(tmp_path, monkeypatch):
+    env = dict(os.environ, LIBRKNNRT_PATH=str(tmp_path / "missing.so"))
+    proc = subprocess.run([sys.executable, "-m", "rknnlink.cli", "serve", "--backend", "vendor", "--listen",
+                           "127.0.0.1:0", "--cache-dir", str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=30)
+    assert proc.returncode == 1 and "LIBRKNNRT_PATH" in proc.stderr
+
+
+def test_installed_unit_passes_systemd_analyze_verify(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    stub = tmp_path / "usr" / "bin" / "rknnlink"  # verify needs ExecStart to exist
+    stub.parent.mkdir(parents=True)
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    proc = subprocess.run([sys.executable, "-m", "rknnlink.cli", "install-service", "--root", str(tmp_path),
+                           "--exec", str(stub), "--listen", "0.0.0.0:50051"], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    unit = tmp_path / "etc" / "systemd" / "system" / "rknnlink-server.service"
+    text = unit.read_text()
+    assert f"ExecStart={stub} serve --listen 0.0.0.0:50051" in text
+    for key in ("Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
+                "CacheDirectory=rknnlink", "DeviceAllow=/dev/rknpu rw", "DeviceAllow=char-drm rw"):
+        assert key in text
+    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result.stdout + result.stderr
+
+
+def test_install_service_rejects_paths_with_spaces(tmp_path):
+    from rknnlink_server.install import install
+
+    with pytest.raises(ValueError, match="spaces"):
+        install(tmp_path, "127.0.0.1:50051", executable="/opt/my tools/rknnlink")
+    assert not (tmp_path / "etc" / "systemd" / "system" / "rknnlink-server.service").exists()
+
+
+def test_unit_template_is_packaged():
+    from rknnlink_server.install import TEMPLATE
+
+    assert Path(TEMPLATE).is_file() and "@EXEC@" in Path(TEMPLATE).read_text()
