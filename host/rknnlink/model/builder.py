@@ -167,9 +167,10 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
             stats[n].update_range(np.asarray(v))
     LOG.info("calibrated %d tensors over %d samples", len(names), count)
     if config.quantized_algorithm != "normal":
+        kinds = ("abs",) if config.quantized_algorithm == "kl_divergence" else ("signed",)
         for values in run_all():
             for n, v in zip(names, values):
-                stats[n].update_hist(np.asarray(v))
+                stats[n].update_hist(np.asarray(v), kinds)
     return stats
 
 

@@ -425,16 +425,19 @@ def _fold_batchnorm(model: Any) -> None:
     inits = {i.name: i for i in model.graph.initializer}
     graph_outputs = {o.name for o in model.graph.output}
     producer = {o: n for n in model.graph.node for o in n.output}
+    uses = _consumers(model)
+    names = _all_value_names(model)
+    removed = set()
     for bn in list(model.graph.node):
-        if bn.op_type != "BatchNormalization" or len(bn.output) != 1 and any(bn.output[1:]):
+        if bn.op_type != "BatchNormalization" or any(bn.output[1:]):
             continue
         conv = producer.get(bn.input[0])
         if conv is None or conv.op_type != "Conv" or bn.input[0] in graph_outputs:
             continue
-        if len(_consumers(model).get(bn.input[0], [])) != 1:
+        if len(uses.get(bn.input[0], [])) != 1:
             continue
-        names = list(bn.input[1:5]) + list(conv.input[1:])
-        if not all(n in inits for n in names if n):
+        params = list(bn.input[1:5]) + list(conv.input[1:])
+        if not all(n in inits for n in params if n):
             continue
         eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
         gamma, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in bn.input[1:5])
@@ -444,22 +447,27 @@ def _fold_batchnorm(model: Any) -> None:
         s = gamma / np.sqrt(var + eps)
         w_new = (w * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
         b_new = ((b - mean) * s + beta).astype(np.float32)
-        w_name, b_name = _fresh(model, conv.input[1] + "_bnfold"), _fresh(model, conv.name + "_bias_bnfold")
+        w_name = _fresh_name(names, conv.input[1] + "_bnfold")
+        b_name = _fresh_name(names, conv.name + "_bias_bnfold")
         model.graph.initializer.append(numpy_helper.from_array(w_new, w_name))
         model.graph.initializer.append(numpy_helper.from_array(b_new, b_name))
         while len(conv.input) < 3:
             conv.input.append("")
         conv.input[1], conv.input[2] = w_name, b_name
         conv.output[0] = bn.output[0]
-        model.graph.node.remove(bn)
-        producer = {o: n for n in model.graph.node for o in n.output}
+        producer[bn.output[0]] = conv
+        removed.add(id(bn))
+    if removed:
+        keep = [n for n in model.graph.node if id(n) not in removed]
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
 
 
-def _fresh(model: Any, base: str) -> str:
-    names = _all_value_names(model)
+def _fresh_name(names: set, base: str) -> str:
     name, k = base, 1
     while name in names:
         name, k = f"{base}_{k}", k + 1
+    names.add(name)
     return name
 
 
