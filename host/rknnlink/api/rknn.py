@@ -274,7 +274,7 @@ class RKNN:
         return 0
 
     def _connect_board(self, target: str, device_id, perf_debug, eval_mem, async_mode, core_mask) -> ModelRuntime:
-        stop = None
+        connect_kwargs: dict = {}
         if device_id == "sim":
             from rknnlink_server.local import start_local_daemon
 
@@ -284,10 +284,11 @@ class RKNN:
             from rknnlink.transport import resolve
 
             endpoint = resolve(device_id)
-            address, stop = endpoint.address, endpoint.close
+            address, stop, connect_kwargs = endpoint.address, endpoint.close, endpoint.connect_kwargs()
         try:
             runtime = BoardRuntime(address, self._model_bytes, perf_debug=perf_debug, eval_mem=eval_mem,
-                                   async_mode=async_mode, core_mask=core_mask, on_close=stop)
+                                   async_mode=async_mode, core_mask=core_mask, on_close=stop,
+                                   connect_kwargs=connect_kwargs)
         except BaseException:
             stop()
             raise

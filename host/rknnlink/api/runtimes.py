@@ -105,12 +105,13 @@ class BoardRuntime(ModelRuntime):
     is_simulator = False
 
     def __init__(self, address: str, model: bytes, perf_debug: bool, eval_mem: bool, async_mode: bool,
-                 core_mask: int, on_close: Optional[Callable[[], None]] = None) -> None:
+                 core_mask: int, on_close: Optional[Callable[[], None]] = None,
+                 connect_kwargs: Optional[dict] = None) -> None:
         from rknnlink.client import Board
 
         self.location = address
         self._on_close = on_close
-        self._board = Board.connect(address)
+        self._board = Board.connect(address, **(connect_kwargs or {}))
         try:
             info = self._board.info
             self.platform = info.platform
