@@ -376,7 +376,6 @@ class Mux:
                     self._handle(frame)
                 return True
             except ProtocolError as exc:
-                self.stats.protocol_errors += 1
                 self._protocol_error(str(exc))
             except (PipeError, PipeTimeoutError):
                 return False
@@ -388,6 +387,7 @@ class Mux:
         if not self._synced:
             log.debug("USB link: skipping damaged data outside a session: %s", reason)
             return  # leftovers of an earlier session; the decoder resynchronises by itself
+        self.stats.protocol_errors += 1
         if self.role == "host":
             self.fail(f"corrupt data from the board: {reason}")
             return
