@@ -94,24 +94,93 @@ def golden_outputs(prepared_onnx, feeds: Dict[str, np.ndarray]) -> Dict[str, np.
     return golden
 
 
-def _write_report(path: Path, rows: List[Tuple[str, str, Optional[float], Optional[float]]], side: str) -> None:
+def _single_op_model(model, op):
+    """A model holding only `op`: its activation inputs become graph inputs of the same type and scale."""
+    from rknnlink.model import format as fmt
+
+    tensors, inputs, remap = [], [], {}
+
+    def add(index: int, kind: int) -> int:
+        if index not in remap:
+            source = model.tensors[index]
+            copy = fmt.SimTensor(name=source.name, dtype=source.dtype, shape=source.shape,
+                                 kind=fmt.KIND_CONSTANT if source.kind == fmt.KIND_CONSTANT else kind,
+                                 scale=source.scale, zero_point=source.zero_point, qnt_type=source.qnt_type,
+                                 quant_axis=source.quant_axis, quant_scales=source.quant_scales,
+                                 quant_zero_points=source.quant_zero_points, data=source.data)
+            remap[index] = len(tensors)
+            tensors.append(copy)
+            if copy.kind == fmt.KIND_INPUT:
+                layout = fmt.LAYOUT_NHWC if len(copy.shape) == 4 else fmt.LAYOUT_NCHW
+                inputs.append(fmt.IoSpec(tensor=remap[index], layout=layout))
+        return remap[index]
+
+    op_inputs = [None if i is None else add(i, fmt.KIND_INPUT) for i in op.inputs]
+    op_outputs = [add(i, fmt.KIND_OUTPUT) for i in op.outputs]
+    outputs = [fmt.IoSpec(tensor=i) for i in op_outputs]
+    single = fmt.SimOp(op_type=op.op_type, name=op.name, inputs=op_inputs, outputs=op_outputs, attrs=op.attrs,
+                       act=op.act, act_params=op.act_params)
+    return fmt.SimModel(target_platform=model.target_platform, name=f"single:{op.name}",
+                        build_mode=model.build_mode, tensors=tensors, ops=[single], inputs=inputs,
+                        outputs=outputs)
+
+
+def single_layer_outputs(model, golden: Dict[str, np.ndarray], tensor_map: Dict[str, str]) -> Dict[str, np.ndarray]:
+    """Each layer run alone on the simulated NPU with golden inputs: its own error, not the accumulated one."""
+    from rknnlink.model.format import write_model
+    from rknnlink.runtime import RuntimeLibrary
+
+    lib = RuntimeLibrary.load(backend="sim")
+    results: Dict[str, np.ndarray] = {}
+    for op in model.ops:
+        single = _single_op_model(model, op)
+        feeds = []
+        for spec in single.inputs:
+            name = single.tensors[spec.tensor].name
+            value = golden.get(tensor_map.get(name, name))
+            if value is None:
+                break
+            feeds.append(np.ascontiguousarray(np.asarray(value, np.float32).reshape(single.tensors[spec.tensor].shape)))
+        else:
+            try:
+                with lib.init(write_model(single)) as ctx:
+                    outs = ctx.infer(feeds, formats=["nchw"] * len(feeds), pass_through=[False] * len(feeds))
+            except Exception as exc:  # a layer that cannot stand alone keeps only its accumulated error
+                log.debug("single-layer run of %s skipped: %s", op.name, exc)
+                continue
+            for spec, value in zip(single.outputs, outs):
+                results[single.tensors[spec.tensor].name] = value
+    return results
+
+
+Row = Tuple[str, str, Optional[Tuple[float, float]], Optional[Tuple[float, float]]]
+
+
+def _cell(pair: Optional[Tuple[float, float]]) -> str:
+    return "" if pair is None else f"{pair[0]:.5f} | {pair[1]:<10.5f}"
+
+
+def _write_report(path: Path, rows: List[Row], side: str) -> None:
+    """error_analysis.txt in the toolkit's layout: `[OpType] name`, then entire and single `cos | euc`."""
     head = f"{side}_error"
     lines = [
         f"# {head}: calculate the output error of each layer of the {side} (compared to the 'golden' value).",
         f"#              entire: output error of each layer between 'golden' and '{side}', these errors will "
         "accumulate layer by layer.",
+        f"#              single: single-layer output error between 'golden' and '{side}', can better reflect the "
+        f"single-layer accuracy of the {side}.",
         "",
-        f"{'layer_name':<69}{head:<35}",
-        f"{'':<69}{'entire':<20}",
-        f"{'':<66}{'cos':>6}{'euc':>9}",
+        f"{'layer_name':<73}{head:<35}",
+        f"{'':<73}{'entire':<20}{'single':<19}",
+        f"{'':<70}{'cos':>6}{'euc':>9}{'cos':>11}{'euc':>9}",
         "-" * 108,
     ]
-    for op_type, name, cos, euc in rows:
+    for op_type, name, entire, single in rows:
         label = f"[{op_type}] {name}"
-        if cos is None:
+        if entire is None and single is None:
             lines.append(label)
         else:
-            lines.append(f"{label:<68}{cos:.5f} | {euc:<10.5f}")
+            lines.append(f"{label:<68}{_cell(entire):<20}{_cell(single)}".rstrip())
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -156,6 +225,7 @@ def run_accuracy_analysis(rknn, inputs: Sequence, output_dir: Path, target=None,
     finally:
         runtime.close()
 
+    singles = single_layer_outputs(model, golden, build.tensor_map) if target is None else {}
     golden_dir, side_dir = output_dir / "golden" / "npy", output_dir / side / "npy"
     golden_dir.mkdir(parents=True, exist_ok=True)
     side_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +249,11 @@ def run_accuracy_analysis(rknn, inputs: Sequence, output_dir: Path, target=None,
             if save_txt:
                 np.savetxt(output_dir / "golden" / f"{file_name}.txt", reference.ravel(), fmt="%.6f")
                 np.savetxt(output_dir / side / f"{file_name}.txt", value.ravel(), fmt="%.6f")
-            rows.append((op_type, tensor.name, cosine(reference, value), euclidean(reference, value)))
+            entire = (cosine(reference, value), euclidean(reference, value))
+            alone = singles.get(tensor.name, value if op_type == "Input" else None)
+            single = None if alone is None else (cosine(reference, alone.reshape(value.shape)),
+                                                 euclidean(reference, alone.reshape(value.shape)))
+            rows.append((op_type, tensor.name, entire, single))
         else:
             rows.append((op_type, tensor.name, None, None))
     _write_report(output_dir / "error_analysis.txt", rows, side)
