@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from conftest import HERE, PYTHON, base_env, find_sim_library
@@ -10,8 +11,13 @@ from conftest import HERE, PYTHON, base_env, find_sim_library
 SERIAL = "NETBOARD01"
 
 
+NET_HOST = "10.77.0.1"
+
+
 @pytest.fixture(scope="module")
 def secure_board(netns, tmp_path_factory):
+    # A non-loopback address on the namespace's lo: "beyond loopback" for the daemon, still on this machine.
+    subprocess.run(["ip", "-n", netns.name, "addr", "add", f"{NET_HOST}/32", "dev", "lo"], check=True)
     state = tmp_path_factory.mktemp("secure")
     proc = netns.spawn([PYTHON, str(HERE / "secure_server.py"), "--state-dir", str(state), "--serial", SERIAL],
                        ready="READY", log=state / "server.log")
@@ -41,7 +47,7 @@ def test_discover_finds_the_advertised_daemon(netns, secure_board):
     service = services[0]
     assert service["serial"] == SERIAL and service["platform"] == "rk3588"
     assert service["daemon_version"] == __version__ and service["protocol_version"] == PROTOCOL_VERSION
-    assert service["host"] == "127.0.0.1" and service["port"] > 0
+    assert service["host"] == NET_HOST and service["port"] > 0
     assert service["tls"] is True and service["fingerprint"] == secure_board["fingerprint"]
 
 
@@ -68,7 +74,7 @@ def test_resolve_by_serial_connects_with_tls_and_token(netns, secure_board):
 
 def test_tcp_address_is_pinned_by_the_advertised_fingerprint(netns, secure_board):
     port = _discover(netns, secure_board["env"])["services"][0]["port"]
-    out = netns.python(CALL_SNIPPET.format(device_id=f"tcp:127.0.0.1:{port}"), env=secure_board["env"])
+    out = netns.python(CALL_SNIPPET.format(device_id=f"tcp:{NET_HOST}:{port}"), env=secure_board["env"])
     assert out["secure"] is True and out["same"] is True
 
 
@@ -76,7 +82,7 @@ def test_tcp_address_with_a_copied_certificate(netns, secure_board):
     port = _discover(netns, secure_board["env"])["services"][0]["port"]
     env = dict(secure_board["env"], RKNNLINK_TLS_CA=str(secure_board["state"] / "cert.pem"),
                RKNNLINK_MDNS="0")  # no advertisement: only the copied file can vouch
-    out = netns.python(CALL_SNIPPET.format(device_id=f"tcp:127.0.0.1:{port}"), env=env)
+    out = netns.python(CALL_SNIPPET.format(device_id=f"tcp:{NET_HOST}:{port}"), env=env)
     assert out["same"] is True
 
 
@@ -95,7 +101,7 @@ def test_plain_text_clients_are_refused(netns, secure_board):
     out = netns.python(f"""
 import json, grpc
 from rknnlink.transport import security
-channel = security.open_channel("127.0.0.1:{port}", token={secure_board['token']!r})
+channel = security.open_channel("{NET_HOST}:{port}", token={secure_board['token']!r})
 try:
     channel.unary_unary("/rknnlink.test.Echo/Echo")(b"x", timeout=5)
     print(json.dumps({{"code": "OK"}}))
@@ -112,7 +118,7 @@ def test_unverifiable_certificate_is_refused_with_the_fix(netns, secure_board, t
 import json
 from rknnlink.transport import resolve, TransportError
 try:
-    resolve("tcp:127.0.0.1:{port}", timeout=3)
+    resolve("tcp:{NET_HOST}:{port}", timeout=3)
     print(json.dumps({{"error": None}}))
 except TransportError as exc:
     print(json.dumps({{"error": str(exc)}}))
@@ -132,7 +138,22 @@ def test_devices_lists_network_daemons(netns, secure_board):
     assert rows[0]["id"] == f"tcp:{rows[0]['address']}" and rows[0]["state"] == "device"
 
 
-def test_real_daemon_behind_tls_and_token(netns, tmp_path):
+def test_insecure_network_listener_warns_and_serves_plain_text(netns, secure_board, tmp_path):
+    state = tmp_path / "insecure"
+    log = tmp_path / "insecure.log"
+    proc = netns.spawn([PYTHON, str(HERE / "secure_server.py"), "--state-dir", str(state), "--serial", "OPEN01",
+                        "--insecure"], ready="READY", log=log)
+    assert "WITHOUT TLS" in log.read_text()
+    assert not (state / "token").exists()
+    services = _discover(netns, secure_board["env"], serial="OPEN01")["services"]
+    service = next(s for s in services if s["serial"] == "OPEN01")
+    assert service["tls"] is False and service["fingerprint"] is None
+    out = netns.python(CALL_SNIPPET.format(device_id="mdns:OPEN01"), env=secure_board["env"])
+    assert out["secure"] is False and out["same"] is True
+    proc.terminate()
+
+
+def test_real_daemon_behind_tls_and_token(netns, secure_board, tmp_path):
     """The daemon's own server class with these pieces wired in answers GetDeviceInfo only with the token."""
     library = find_sim_library()
     if library is None:

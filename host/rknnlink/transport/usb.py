@@ -299,7 +299,7 @@ def resolve_usb(serial: str, *, timeout: float = 10.0) -> Endpoint:
 
 def describe_devices(timeout: float, backend=None) -> List[DeviceRecord]:
     """Rows for `rknnlink devices`: platform from the product string, daemon state through a short bridge."""
-    from .probe import check_address
+    from .probe import address_info, check_address
 
     records = []
     for device, serial in _find(backend):
@@ -322,6 +322,10 @@ def describe_devices(timeout: float, backend=None) -> List[DeviceRecord]:
         try:
             if check_address(bridge.address, timeout=timeout).ok:
                 record.state = "device"
+                info = address_info(bridge.address, timeout=timeout)
+                if info is not None:
+                    record.platform = info.platform or record.platform
+                    record.daemon_version = info.daemon_version or record.daemon_version
         finally:
             bridge.close()
         records.append(record)
