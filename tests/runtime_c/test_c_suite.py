@@ -1,0 +1,33 @@
+"""Runs the C tests of runtime_c: plain, under ASan/UBSan, and the 10,000-cycle leak check."""
+
+import os
+import subprocess
+
+import pytest
+
+QUIET = {**os.environ, "RKNN_LOG_LEVEL": "-1"}
+
+
+def test_c_core_tests(c_build):
+    proc = subprocess.run([str(c_build / "test_core")], capture_output=True, text=True, env=QUIET, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+    assert ", 0 failures" in proc.stdout
+
+
+@pytest.mark.slow
+def test_c_core_tests_under_asan_and_ubsan(run_make):
+    proc = run_make("asan", timeout=900)
+    assert proc.returncode == 0, f"ASan/UBSan run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert ", 0 failures" in proc.stdout
+
+
+@pytest.mark.slow
+def test_10000_cycles_keep_fds_and_rss_flat(c_build):
+    """init/dup/inputs_set/run/outputs_get/perf/release/destroy + create_mem2(no context) 10,000 times."""
+    proc = subprocess.run([str(c_build / "leak_cycle"), "10000"], capture_output=True, text=True, env=QUIET,
+                          timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr
+    fds_before, fds_after, rss_before, rss_after = (int(v) for v in proc.stdout.split())
+    assert fds_after == fds_before, f"open fds {fds_before} -> {fds_after}"
+    assert rss_after - rss_before < 4096, f"VmRSS grew from {rss_before} kB to {rss_after} kB"
+    assert proc.returncode == 0

@@ -1,0 +1,56 @@
+"""libFuzzer on rknn_init + query + inputs_set/run (runtime_c/tests/fuzz_init.c) for 60 s, seeded with valid
+models from the C writer and from rknnlink.model.format; plus the saved regression inputs."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import rc_models
+
+RUNTIME_C = Path(__file__).resolve().parents[2] / "runtime_c"
+REGRESSIONS = RUNTIME_C / "tests" / "fuzz_regressions"
+QUIET = {**os.environ, "RKNN_LOG_LEVEL": "-1"}
+
+
+@pytest.fixture(scope="module")
+def fuzzer(clang14, run_make) -> Path:
+    proc = run_make("fuzz-build", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return RUNTIME_C / "build" / "fuzz_init"
+
+
+def _seeds(tmp_path: Path) -> Path:
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    subprocess.run([str(RUNTIME_C / "build" / "gen_corpus"), str(seeds)], check=True)
+    for dtype in ("float32", "float16"):
+        for target in ("rk3588", "rv1106"):
+            (seeds / f"conv_net_{dtype}_{target}.rknn").write_bytes(rc_models.conv_net(dtype, target=target)[0])
+    return seeds
+
+
+@pytest.mark.slow
+def test_fuzz_init_60s(fuzzer, tmp_path):
+    seeds = _seeds(tmp_path)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    proc = subprocess.run(
+        [str(fuzzer), "-max_total_time=60", "-rss_limit_mb=2048", "-malloc_limit_mb=512", "-max_len=16384",
+         "-timeout=10", "-print_final_stats=1", f"-artifact_prefix={artifacts}/", str(corpus), str(seeds)],
+        capture_output=True, text=True, env=QUIET, timeout=240)
+    found = sorted(p.name for p in artifacts.iterdir())
+    assert proc.returncode == 0 and not found, f"fuzzer found {found}:\n{proc.stderr[-6000:]}"
+    runs = re.search(r"number_of_executed_units:\s*(\d+)", proc.stderr)
+    assert runs and int(runs.group(1)) > 10000, proc.stderr[-2000:]
+
+
+def test_fuzz_regression_inputs(fuzzer):
+    inputs = sorted(REGRESSIONS.glob("*.bin"))
+    assert inputs, "no regression inputs"
+    proc = subprocess.run([str(fuzzer), *map(str, inputs)], capture_output=True, text=True, env=QUIET,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-6000:]

@@ -1,0 +1,156 @@
+"""librknnrt_sim.so through its C ABI (ctypes): hostile model bytes, vendor models, end-to-end numerics,
+context duplication and context-free memory, independently of the Python binding."""
+
+import ctypes
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rc_models
+
+ERR_PARAM_INVALID, ERR_MODEL_INVALID = -5, -6
+FLAG_COLLECT_PERF, MEM_FLAG_ALLOC_NO_CONTEXT = 0x8, 0x20000
+QUERY_IN_OUT_NUM, QUERY_PERF_DETAIL, QUERY_PERF_RUN, QUERY_MEM_SIZE = 0, 3, 4, 6
+
+
+class Input(ctypes.Structure):
+    _fields_ = [("index", ctypes.c_uint32), ("buf", ctypes.c_void_p), ("size", ctypes.c_uint32),
+                ("pass_through", ctypes.c_uint8), ("type", ctypes.c_int), ("fmt", ctypes.c_int)]
+
+
+class Output(ctypes.Structure):
+    _fields_ = [("want_float", ctypes.c_uint8), ("is_prealloc", ctypes.c_uint8), ("index", ctypes.c_uint32),
+                ("buf", ctypes.c_void_p), ("size", ctypes.c_uint32)]
+
+
+class PerfDetail(ctypes.Structure):
+    _fields_ = [("perf_data", ctypes.c_char_p), ("data_len", ctypes.c_uint64)]
+
+
+def init(lib, data: bytes, flags: int = 0) -> tuple:
+    ctx = ctypes.c_uint64(0)
+    buf = ctypes.create_string_buffer(data, len(data))
+    rc = lib.rknn_init(ctypes.byref(ctx), buf, len(data), flags, None)
+    return rc, ctx.value
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_every_truncation_is_model_invalid(sim_lib):
+    data, _ = rc_models.conv_net()
+    assert init(sim_lib, data)[0] == 0
+    for n in range(1, len(data)):
+        rc, ctx = init(sim_lib, data[:n])
+        assert rc == ERR_MODEL_INVALID, f"prefix of {n} bytes gave {rc}"
+    rc, _ = init(sim_lib, data + b"\0" * 8)
+    assert rc == ERR_MODEL_INVALID
+    assert b"file_size" in sim_lib.rknnlink_sim_init_error()
+
+
+def test_crc_catches_every_single_byte_change(sim_lib):
+    data, _ = rc_models.conv_net(seed=3)
+    rng = np.random.default_rng(7)
+    for pos in rng.integers(64, len(data), 400):
+        mutated = bytearray(data)
+        mutated[pos] ^= 1 << int(rng.integers(0, 8))
+        rc, _ = init(sim_lib, bytes(mutated))
+        assert rc == ERR_MODEL_INVALID, f"flip at {pos} accepted"
+        assert sim_lib.rknnlink_sim_init_error() != b""
+
+
+def test_mutations_without_crc_never_crash(sim_lib):
+    data = bytearray(rc_models.conv_net(seed=4)[0])
+    data[40:44] = b"\0\0\0\0"  # crc 0 = not checked: the structural checks alone must hold
+    rng = np.random.default_rng(11)
+    outcomes = {0: 0, ERR_MODEL_INVALID: 0}
+    for _ in range(3000):
+        mutated = bytearray(data)
+        for pos in rng.integers(0, len(data), 2):
+            mutated[pos] = int(rng.integers(0, 256))
+        rc, ctx = init(sim_lib, bytes(mutated))
+        assert rc in outcomes, f"rc {rc}"
+        outcomes[rc] += 1
+        if rc == 0:
+            assert sim_lib.rknn_destroy(ctx) == 0
+    assert outcomes[ERR_MODEL_INVALID] > 0 and outcomes[0] > 0
+
+
+def _vendor_file(tmp_path: Path, magic: bytes) -> Path:
+    payload = b"\x38\0\0\0RKNN" + b"\0" * 100
+    head = magic + b"\0" * (8 - len(magic)) if magic == b"RKNN" else magic
+    data = head[:4] + b"\0" * 4 + struct.pack("<QQ", 6, len(payload)) + b"\0" * 40 if magic == b"RKNN" else head
+    path = tmp_path / "vendor.rknn"
+    path.write_bytes(data + payload + struct.pack("<Q", 2) + b"{}")
+    return path
+
+
+@pytest.mark.parametrize("magic", [b"RKNN", b"CYPTRKNN"])
+def test_vendor_model_is_refused_with_a_board_hint(sim_lib, tmp_path, capfd, monkeypatch, magic):
+    path = _vendor_file(tmp_path, magic)
+    monkeypatch.delenv("RKNN_LOG_LEVEL", raising=False)
+    ctx = ctypes.c_uint64(0)
+    rc = sim_lib.rknn_init(ctypes.byref(ctx), str(path).encode(), 0, 0, None)  # size 0: a path
+    assert rc == ERR_MODEL_INVALID
+    msg = sim_lib.rknnlink_sim_init_error().decode()
+    assert "Rockchip" in msg and "init_runtime(target=...)" in msg and "board" in msg
+    err = capfd.readouterr().err
+    assert err.startswith("E RKNN: [") and "init_runtime(target=...)" in err
+    monkeypatch.setenv("RKNN_LOG_LEVEL", "-1")
+    assert sim_lib.rknn_init(ctypes.byref(ctx), str(path).encode(), 0, 0, None) == ERR_MODEL_INVALID
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float16", 3e-3)])
+def test_conv_net_end_to_end_matches_numpy(sim_lib, dtype, tol):
+    data, params = rc_models.conv_net(dtype)
+    rc, ctx = init(sim_lib, data, FLAG_COLLECT_PERF)
+    assert rc == 0, sim_lib.rknnlink_sim_init_error()
+    try:
+        x = np.random.default_rng(1).uniform(0, 8, (1, 8, 8, 3)).astype(np.float32)
+        inp = Input(0, x.ctypes.data, x.nbytes, 0, 0, 1)  # FLOAT32, NHWC
+        assert sim_lib.rknn_inputs_set(ctypes.c_uint64(ctx), 1, ctypes.byref(inp)) == 0
+        assert sim_lib.rknn_run(ctypes.c_uint64(ctx), None) == 0
+        out = np.zeros(3, np.float32)
+        o = Output(1, 1, 0, out.ctypes.data, out.nbytes)
+        assert sim_lib.rknn_outputs_get(ctypes.c_uint64(ctx), 1, ctypes.byref(o), None) == 0
+        np.testing.assert_allclose(out, rc_models.reference(x, params)[0], rtol=tol, atol=tol)
+        perf = PerfDetail()
+        assert sim_lib.rknn_query(ctx, QUERY_PERF_DETAIL, ctypes.byref(perf), ctypes.sizeof(perf)) == 0
+        text = perf.perf_data.decode()
+        for name in ("Conv:conv0", "MaxPool:pool0", "Gemm:fc0", "Softmax:softmax0", "ConvRelu"):
+            assert name in text
+        run = ctypes.c_int64(0)
+        assert sim_lib.rknn_query(ctx, QUERY_PERF_RUN, ctypes.byref(run), 8) == 0
+        assert f"Total Operator Elapsed Per Frame Time(us): {run.value}\n" in text
+    finally:
+        assert sim_lib.rknn_destroy(ctx) == 0
+
+
+def test_dup_context_outlives_its_source(sim_lib):
+    data, _ = rc_models.conv_net()
+    rc, ctx = init(sim_lib, data)
+    assert rc == 0
+    src, dup = ctypes.c_uint64(ctx), ctypes.c_uint64(0)
+    assert sim_lib.rknn_dup_context(ctypes.byref(src), ctypes.byref(dup)) == 0
+    assert dup.value not in (0, ctx)
+    assert sim_lib.rknn_destroy(ctx) == 0
+    num = (ctypes.c_uint32 * 2)()
+    assert sim_lib.rknn_query(dup.value, QUERY_IN_OUT_NUM, num, 8) == 0
+    assert list(num) == [1, 1]
+    assert sim_lib.rknn_destroy(dup.value) == 0
+
+
+def test_create_mem2_without_context_keeps_fds_flat(sim_lib):
+    for _ in range(50):
+        sim_lib.rknn_destroy_mem(0, sim_lib.rknn_create_mem2(0, 1 << 20, MEM_FLAG_ALLOC_NO_CONTEXT))
+    before = fd_count()
+    for i in range(5000):
+        mem = sim_lib.rknn_create_mem2(0, 4096 + i, MEM_FLAG_ALLOC_NO_CONTEXT)
+        assert mem
+        assert sim_lib.rknn_destroy_mem(0, mem) == 0
+    assert fd_count() == before
+    assert not sim_lib.rknn_create_mem2(0, 4096, 0)  # a context is required without the flag
