@@ -210,9 +210,7 @@ static int run_op(sim_ctx *c, uint32_t k)
         } else if (ts->dtype == SIM_I8) {
             float *f = (float *)(conv + conv_off);
             conv_off += ((uint64_t)ts->n_elems * 4u + 63u) & ~(uint64_t)63u;
-            const int8_t *q = sim_tensor_storage(c, t);
-            for (int64_t e = 0; e < ts->n_elems; e++)
-                f[e] = ts->scale * (float)(q[e] - ts->zp);
+            sim_dequant_array(sim_tensor_storage(c, t), f, (size_t)ts->n_elems, ts->scale, ts->zp);
             call.in[i].f32 = f;
         } else {
             call.in[i].f32 = sim_tensor_storage(c, t);
@@ -241,14 +239,10 @@ static int run_op(sim_ctx *c, uint32_t k)
         for (uint32_t i = 0; i < op->n_outputs; i++) {
             const sim_tensor *ts = call.out[i].t;
             float *f = call.out[i].f32;
-            if (ts->dtype == SIM_F16) {
-                for (int64_t e = 0; e < ts->n_elems; e++)
-                    f[e] = sim_round_f16(f[e]);
-            } else if (ts->dtype == SIM_I8) {
-                int8_t *q = sim_tensor_storage(c, op->outputs[i]);
-                for (int64_t e = 0; e < ts->n_elems; e++)
-                    q[e] = sim_quant_i8(f[e], ts->scale, ts->zp);
-            }
+            if (ts->dtype == SIM_F16)
+                sim_round_f16_array(f, (size_t)ts->n_elems);
+            else if (ts->dtype == SIM_I8)
+                sim_quant_array(f, sim_tensor_storage(c, op->outputs[i]), (size_t)ts->n_elems, ts->scale, ts->zp);
         }
     }
     return RKNN_SUCC;

@@ -113,17 +113,17 @@ int sim_input_convert(sim_ctx *c, uint32_t idx, const void *buf, uint64_t size, 
     for (uint64_t o = 0; o < outer; o++)
         for (uint64_t cc = 0; cc < ch; cc++) {
             uint64_t sc = io->reverse_channels ? ch - 1 - cc : cc;
-            float mean = 0.0f, inv = 1.0f;
+            float mean = 0.0f, sd = 1.0f;
             if (io->n_norm) {
                 uint32_t k = io->n_norm == 1 ? 0 : (uint32_t)cc;
                 mean = io->mean[k];
-                inv = 1.0f / io->std[k];
+                sd = io->std[k];
             }
             for (uint64_t s = 0; s < inner; s++) {
                 uint64_t si = nhwc ? (o * inner + s) * ch + sc : (o * ch + sc) * inner + s;
                 float x = read_user(buf, type, si);
                 if (io->n_norm)
-                    x = (x - mean) * inv;
+                    x = (x - mean) / sd;
                 store(t, dst, (o * ch + cc) * inner + s, x);
             }
         }

@@ -149,5 +149,10 @@ uint16_t sim_f32_to_f16(float x);
 float sim_f16_to_f32(uint16_t h);
 int8_t sim_quant_i8(float x, float scale, int32_t zp); /* round half away from zero, saturate */
 float sim_apply_act(uint32_t act, float p0, float p1, float x);
+/* Array forms used by the executor at operator boundaries (added by the core; implemented in
+ * src/ops/): equal to the scalar helpers per element, vectorised. */
+void sim_round_f16_array(float *x, size_t n);
+void sim_quant_array(const float *x, int8_t *q, size_t n, float scale, int32_t zp);
+void sim_dequant_array(const int8_t *q, float *x, size_t n, float scale, int32_t zp);
 
 #endif
