@@ -238,8 +238,8 @@ oom:
     return sim_fail(err, err_len, op, "out of memory packing weights");
 }
 
-/* Direct depthwise convolution of one channel from its zero-padded plane. */
-static inline void dw_plane_body(const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y)
+/* Direct depthwise convolution of one channel from its zero-padded plane (any kernel). */
+static inline void dw_plane_generic(const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y)
 {
     int64_t oh = g->out[1], ow = g->out[2];
     int64_t pw = g->in[2] + g->pb[2] + g->pe[2];
@@ -254,8 +254,6 @@ static inline void dw_plane_body(const sim_conv_geom *g, const float *pad, const
                 const float *s = src + b * dw;
                 if (sw == 1) {
                     for (int64_t c = 0; c < ow; c++) o[c] += wv * s[c];
-                } else if (sw == 2) {
-                    for (int64_t c = 0; c < ow; c++) o[c] += wv * s[2 * c];
                 } else {
                     for (int64_t c = 0; c < ow; c++) o[c] += wv * s[c * sw];
                 }
@@ -264,41 +262,100 @@ static inline void dw_plane_body(const sim_conv_geom *g, const float *pad, const
     }
 }
 
-static void dw_plane_c(const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y)
+/* 3x3, stride 1: every output in one pass over three padded rows. */
+static inline void dw3x3_s1(const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y)
 {
-    dw_plane_body(g, pad, w, bias, y);
+    int64_t oh = g->out[1], ow = g->out[2], pw = g->in[2] + g->pb[2] + g->pe[2];
+    float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
+    for (int64_t r = 0; r < oh; r++) {
+        const float *a = pad + r * pw, *b = a + pw, *c = b + pw;
+        float *o = y + r * ow;
+        for (int64_t x = 0; x < ow; x++)
+            o[x] = bias + (w0 * a[x] + w1 * a[x + 1] + w2 * a[x + 2]) + (w3 * b[x] + w4 * b[x + 1] + w5 * b[x + 2]) +
+                   (w6 * c[x] + w7 * c[x + 1] + w8 * c[x + 2]);
+    }
+}
+
+/* 3x3, stride 2, on even/odd column planes (deinterleaved), so the loads stay contiguous. */
+static inline void dw3x3_s2(const sim_conv_geom *g, const float *ev, const float *od, int64_t hw, const float *w,
+                            float bias, float *y)
+{
+    int64_t oh = g->out[1], ow = g->out[2];
+    float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
+    for (int64_t r = 0; r < oh; r++) {
+        const float *ea = ev + 2 * r * hw, *eb = ea + hw, *ec = eb + hw;
+        const float *oa = od + 2 * r * hw, *ob = oa + hw, *oc = ob + hw;
+        float *o = y + r * ow;
+        for (int64_t x = 0; x < ow; x++)
+            o[x] = bias + (w0 * ea[x] + w1 * oa[x] + w2 * ea[x + 1]) + (w3 * eb[x] + w4 * ob[x] + w5 * eb[x + 1]) +
+                   (w6 * ec[x] + w7 * oc[x] + w8 * ec[x + 1]);
+    }
+}
+
+static inline void dw_plane_body(const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y,
+                                 float *tmp)
+{
+    int k33 = g->k[1] == 3 && g->k[2] == 3 && g->dl[1] == 1 && g->dl[2] == 1;
+    if (k33 && g->s[1] == 1 && g->s[2] == 1) {
+        dw3x3_s1(g, pad, w, bias, y);
+    } else if (k33 && g->s[1] == 2 && g->s[2] == 2) {
+        int64_t ph = g->in[1] + g->pb[1] + g->pe[1], pw = g->in[2] + g->pb[2] + g->pe[2], hw = (pw + 1) / 2;
+        float *ev = tmp, *od = tmp + ph * hw;
+        for (int64_t r = 0; r < ph; r++) {
+            const float *src = pad + r * pw;
+            float *e = ev + r * hw, *o = od + r * hw;
+            for (int64_t c = 0; c < pw / 2; c++) {
+                e[c] = src[2 * c];
+                o[c] = src[2 * c + 1];
+            }
+            if (pw % 2) {
+                e[hw - 1] = src[pw - 1];
+                o[hw - 1] = 0.0f;
+            }
+        }
+        dw3x3_s2(g, ev, od, hw, w, bias, y);
+    } else {
+        dw_plane_generic(g, pad, w, bias, y);
+    }
+}
+
+static void dw_plane_c(const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y, float *tmp)
+{
+    dw_plane_body(g, pad, w, bias, y, tmp);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx2,fma"))) static void dw_plane_avx2(const sim_conv_geom *g, const float *pad, const float *w,
-                                                              float bias, float *y)
+                                                              float bias, float *y, float *tmp)
 {
-    dw_plane_body(g, pad, w, bias, y);
+    dw_plane_body(g, pad, w, bias, y, tmp);
 }
 #endif
 
 void sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y)
 {
+    float *tmp = (float *)pad + sim_dw_pad_elems(g) / 2;
 #if defined(__x86_64__) && defined(__GNUC__)
     if (avx2) {
-        dw_plane_avx2(g, pad, w, bias, y);
+        dw_plane_avx2(g, pad, w, bias, y, tmp);
         return;
     }
 #endif
     (void)avx2;
-    dw_plane_c(g, pad, w, bias, y);
+    dw_plane_c(g, pad, w, bias, y, tmp);
 }
 
 size_t sim_dw_pad_elems(const sim_conv_geom *g)
 {
-    return (size_t)((g->in[1] + g->pb[1] + g->pe[1]) * (g->in[2] + g->pb[2] + g->pe[2]));
+    /* the padded plane, then as much again for the even/odd planes of stride 2 (rounded up to even) */
+    int64_t ph = g->in[1] + g->pb[1] + g->pe[1], pw = g->in[2] + g->pb[2] + g->pe[2];
+    return (size_t)(2 * ph * (pw + 1));
 }
 
-/* Copies one input plane into the interior of the zero-padded plane. */
+/* Copies one input plane into the interior of the padded plane (its zero border is written once). */
 static void pad_plane_f32(const sim_conv_geom *g, const float *x, float *pad)
 {
     int64_t ih = g->in[1], iw = g->in[2], pw = iw + g->pb[2] + g->pe[2];
-    memset(pad, 0, sim_dw_pad_elems(g) * sizeof(float));
     for (int64_t r = 0; r < ih; r++)
         memcpy(pad + (r + g->pb[1]) * pw + g->pb[2], x + r * iw, (size_t)iw * sizeof(float));
 }
@@ -308,6 +365,7 @@ static int run_depthwise(const conv_priv *p, const float *x, float *y, sim_kerne
     const sim_conv_geom *g = &p->g;
     float *pad = sim_scratch_get(call, sim_dw_pad_elems(g) * sizeof(float));
     if (!pad) return SIM_ERR_MALLOC;
+    memset(pad, 0, (size_t)((g->in[1] + g->pb[1] + g->pe[1]) * (g->in[2] + g->pb[2] + g->pe[2])) * sizeof(float));
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t c = 0; c < g->cout; c++) {
             pad_plane_f32(g, x + (n * g->cin + c) * g->in_sz, pad);

@@ -22,7 +22,8 @@ int sim_conv_geom_init(const sim_graph *g, const sim_op *op, int transpose, sim_
 /* Fills row k (= (c, kd, kh, kw)) of the im2col matrix of one group for columns [j0, j0 + n). */
 void sim_im2col_row(const sim_conv_geom *cg, const float *xg, int64_t k, int64_t j0, int64_t n, float *row);
 
-/* Depthwise 2-D convolution of one channel from its zero-padded plane (sim_dw_pad_elems floats):
+/* Depthwise 2-D convolution of one channel from its zero-padded plane at the start of a buffer of
+ * sim_dw_pad_elems floats (the second half is work space):
  * y = bias + sum of taps. Used by the float path and, on exact integer values, by the int8 path. */
 void sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y);
 size_t sim_dw_pad_elems(const sim_conv_geom *g);

@@ -196,20 +196,20 @@ static int run_depthwise(const sim_conv_i8 *s, const sim_conv_geom *g, const int
     float *pad = sim_scratch_get(call, (padn + (size_t)g->out_sz) * sizeof(float));
     if (!pad) return SIM_ERR_MALLOC;
     float *acc = pad + padn;
-    int64_t iw = g->in[2], pw = iw + g->pb[2] + g->pe[2];
+    int64_t iw = g->in[2], pw = iw + g->pb[2] + g->pe[2], ph = g->in[1] + g->pb[1] + g->pe[1];
+    float fz = (float)s->zx;
+    memset(pad, 0, (size_t)(ph * pw) * sizeof(float));
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t c = 0; c < g->cout; c++) {
             const int8_t *xc = x + (n * g->cin + c) * g->in_sz;
-            memset(pad, 0, padn * sizeof(float));
+            /* the borders stay zero (= zx after the shift); only the interior is rewritten */
             for (int64_t r = 0; r < g->in[1]; r++) {
                 float *dst = pad + (r + g->pb[1]) * pw + g->pb[2];
                 const int8_t *src = xc + r * iw;
-                for (int64_t e = 0; e < iw; e++) dst[e] = (float)(src[e] - s->zx);
+                for (int64_t e = 0; e < iw; e++) dst[e] = (float)src[e] - fz;
             }
             sim_dw_plane(s->avx2, g, pad, s->wdw + c * g->k_sz, 0.0f, acc);
-            int8_t *yc = y + (n * g->cout + c) * g->out_sz;
-            for (int64_t e = 0; e < g->out_sz; e++)
-                yc[e] = sim_i8_requant(&s->epi, (int32_t)acc[e] + s->bias[c], c);
+            sim_i8_requant_plane(s->avx2, &s->epi, acc, g->out_sz, c, y + (n * g->cout + c) * g->out_sz);
         }
     return 0;
 }

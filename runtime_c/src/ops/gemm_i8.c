@@ -39,8 +39,48 @@ void sim_pack_a16(const int16_t *src, int64_t rs, int64_t cs, int64_t m, int64_t
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/* Two rows of 16 int8 -> 16 interleaved int16 pairs (k, k+1) minus zp. */
+__attribute__((target("avx2,fma"))) static void pack_pair16_avx2(const int8_t *r0, const int8_t *r1, int32_t zp,
+                                                                 int16_t *d)
+{
+    __m256i z = _mm256_set1_epi16((int16_t)zp);
+    __m256i a = _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)r0)), z);
+    __m256i b = r1 ? _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)r1)), z)
+                   : _mm256_setzero_si256();
+    __m256i lo = _mm256_unpacklo_epi16(a, b), hi = _mm256_unpackhi_epi16(a, b);
+    /* unpack works per 128-bit lane: lo = cols 0-3 | 8-11, hi = 4-7 | 12-15 */
+    _mm256_storeu_si256((__m256i *)(void *)d, _mm256_permute2x128_si256(lo, hi, 0x20));
+    _mm256_storeu_si256((__m256i *)(void *)(d + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+
+__attribute__((target("avx2,fma"))) static void pack_b16_i8_unit_avx2(const int8_t *src, int64_t rs, int64_t k,
+                                                                      int64_t n, int32_t zp, int16_t *dst)
+{
+    int64_t kp = kpairs(k), full = n / SIM_NR * SIM_NR;
+    for (int64_t q0 = 0; q0 < full; q0 += SIM_NR) {
+        int16_t *panel = dst + q0 * kp * 2;
+        for (int64_t q = 0; q < kp; q++) {
+            const int8_t *r0 = src + 2 * q * rs + q0;
+            pack_pair16_avx2(r0, 2 * q + 1 < k ? r0 + rs : NULL, zp, panel + q * SIM_NR * 2);
+        }
+    }
+}
+#endif
+
 void sim_pack_b16_i8(const int8_t *src, int64_t rs, int64_t cs, int64_t k, int64_t n, int32_t zp, int16_t *dst)
 {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (cs == 1 && n >= SIM_NR && __builtin_cpu_supports("avx2")) {
+        int64_t full = n / SIM_NR * SIM_NR;
+        pack_b16_i8_unit_avx2(src, rs, k, full, zp, dst);
+        if (full == n) return;
+        src += full;
+        dst += full * kpairs(k) * 2;
+        n -= full;
+    }
+#endif
+
     int64_t kp = kpairs(k);
     for (int64_t q0 = 0; q0 < n; q0 += SIM_NR) {
         int16_t *panel = dst + q0 * kp * 2;
@@ -138,6 +178,72 @@ int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch)
         }
     }
     return sim_sat_i8(sim_round_away(v) + (float)epi->zo);
+}
+
+/* Requantisation of float-held exact accumulators, branch-free so it vectorises. */
+static inline void requant_plane_body(const float *acc, int64_t n, int32_t bias, float mult, float lo, float hi,
+                                      float zo, int8_t *y)
+{
+    for (int64_t e = 0; e < n; e++) {
+        float v = (float)((int32_t)acc[e] + bias) * mult;
+        v = v < lo ? lo : v;
+        v = v > hi ? hi : v;
+        float t = (float)(int32_t)v, f = v - t;
+        t = t + (float)(f >= 0.5f) - (float)(f <= -0.5f) + zo;
+        t = t < -128.0f ? -128.0f : t;
+        t = t > 127.0f ? 127.0f : t;
+        y[e] = (int8_t)(int32_t)t;
+    }
+}
+
+static void requant_plane_c(const float *acc, int64_t n, int32_t bias, float mult, float lo, float hi, float zo,
+                            int8_t *y)
+{
+    requant_plane_body(acc, n, bias, mult, lo, hi, zo, y);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) static void requant_plane_avx2(const float *acc, int64_t n, int32_t bias,
+                                                                   float mult, float lo, float hi, float zo, int8_t *y)
+{
+    __m256i bv = _mm256_set1_epi32(bias);
+    __m256 m = _mm256_set1_ps(mult), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    __m256 half = _mm256_set1_ps(0.5f), nhalf = _mm256_set1_ps(-0.5f), one = _mm256_set1_ps(1.0f);
+    __m256 vz = _mm256_set1_ps(zo), qmin = _mm256_set1_ps(-128.0f), qmax = _mm256_set1_ps(127.0f);
+    int64_t e = 0;
+    for (; e + 8 <= n; e += 8) {
+        __m256i a = _mm256_add_epi32(_mm256_cvttps_epi32(_mm256_loadu_ps(acc + e)), bv);
+        __m256 v = _mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_mul_ps(_mm256_cvtepi32_ps(a), m)));
+        __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        __m256 f = _mm256_sub_ps(v, t);
+        t = _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, half, _CMP_GE_OQ), one));
+        t = _mm256_sub_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, nhalf, _CMP_LE_OQ), one));
+        t = _mm256_min_ps(qmax, _mm256_max_ps(qmin, _mm256_add_ps(t, vz)));
+        __m256i q = _mm256_cvttps_epi32(t);
+        __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        _mm_storel_epi64((__m128i *)(void *)(y + e), _mm_packs_epi16(p16, p16));
+    }
+    requant_plane_body(acc + e, n - e, bias, mult, lo, hi, zo, y + e);
+}
+#endif
+
+void sim_i8_requant_plane(int use_avx2, const sim_i8_epi *epi, const float *acc, int64_t n, int64_t ch, int8_t *y)
+{
+    int32_t bias = epi->bias ? epi->bias[ch] : 0;
+    if (epi->act != SIM_ACT_NONE && !epi->clamp) {
+        for (int64_t e = 0; e < n; e++) y[e] = sim_i8_requant(epi, (int32_t)acc[e] + bias, ch);
+        return;
+    }
+    /* bound to +-1e9 so the int32 conversions stay defined; saturation follows anyway */
+    float lo = epi->lo > -1e9f ? epi->lo : -1e9f, hi = epi->hi < 1e9f ? epi->hi : 1e9f;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (use_avx2) {
+        requant_plane_avx2(acc, n, bias, epi->mult[ch], lo, hi, (float)epi->zo, y);
+        return;
+    }
+#endif
+    (void)use_avx2;
+    requant_plane_c(acc, n, bias, epi->mult[ch], lo, hi, (float)epi->zo, y);
 }
 
 /* Stores a computed int32 tile (row stride NR) through the scalar epilogue. */

@@ -42,6 +42,9 @@ void sim_i8_epi_act(sim_i8_epi *epi, const sim_op *op, float so, int32_t zo);
 /* Requantises one accumulator of channel ch. */
 int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch);
 
+/* Requantises n accumulators of channel ch held as exact integer-valued floats (depthwise path). */
+void sim_i8_requant_plane(int use_avx2, const sim_i8_epi *epi, const float *acc, int64_t n, int64_t ch, int8_t *y);
+
 /* C = A * B for rows [0, m) and columns [0, n). Channel indices are row0 + i or col0 + j.
  * With c8: requantised int8 at c8[i * rs + j * cs]; else raw int32 at c32[i * rs + j * cs]. */
 void sim_gemm_i8_packed(int use_avx2, const int16_t *pa, const int16_t *pb, int64_t m, int64_t n, int64_t k,

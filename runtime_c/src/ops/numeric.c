@@ -55,28 +55,50 @@ float sim_f16_to_f32(uint16_t h)
     return bits_f32(sign | ((exp + 112u) << 23) | (mant << 13));
 }
 
+/* Branch-free binary16 rounding on the float bit pattern (vectorisable; equal to the conversion pair
+ * below for every input, NaN payloads aside). */
+static inline float round_f16_bits(float x)
+{
+    uint32_t u = f32_bits(x);
+    uint32_t s = u & 0x80000000u, a = u ^ s;
+    uint32_t nrm = (a + 0xfffu + ((a >> 13) & 1u)) & ~0x1fffu;
+    /* Subnormal halves are multiples of 2^-24, the ulp of 0.5f: adding 0.5 rounds to them. */
+    uint32_t sub = f32_bits((bits_f32(a) + 0.5f) - 0.5f);
+    /* select with masks (no branches, so loops over arrays vectorise) */
+    uint32_t m_sub = 0u - (uint32_t)(a < 0x38800000u);
+    uint32_t m_nan = 0u - (uint32_t)(a >= 0x7f800000u);
+    uint32_t m_ovf = 0u - (uint32_t)(a >= 0x477ff000u);
+    uint32_t big = (a & m_nan) | (0x7f800000u & ~m_nan);
+    uint32_t r = (sub & m_sub) | (~m_sub & ((big & m_ovf) | (nrm & ~m_ovf)));
+    return bits_f32(r | s);
+}
+
 float sim_round_f16(float x)
 {
-    return sim_f16_to_f32(sim_f32_to_f16(x));
+    return round_f16_bits(x);
 }
+
+static void round_f16_loop(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = round_f16_bits(x[i]);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) static void round_f16_loop_avx2(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = round_f16_bits(x[i]);
+}
+#endif
 
 void sim_round_f16_array(float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u = f32_bits(x[i]);
-        uint32_t a = u & 0x7fffffffu, s = u & 0x80000000u;
-        if (a >= 0x7f800000u) {
-            x[i] = sim_round_f16(x[i]); /* NaN/inf: rare, take the exact path */
-        } else if (a >= 0x477ff000u) {
-            x[i] = bits_f32(s | 0x7f800000u);
-        } else if (a < 0x38800000u) {
-            /* Subnormal halves are multiples of 2^-24, the ulp of 0.5f: adding 0.5 rounds to them. */
-            float t = (bits_f32(a) + 0.5f) - 0.5f;
-            x[i] = bits_f32(f32_bits(t) | s);
-        } else {
-            x[i] = bits_f32(s | ((a + 0xfffu + ((a >> 13) & 1u)) & ~0x1fffu));
-        }
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx2")) {
+        round_f16_loop_avx2(x, n);
+        return;
     }
+#endif
+    round_f16_loop(x, n);
 }
 
 int8_t sim_quant_i8(float x, float scale, int32_t zp)
