@@ -259,7 +259,10 @@ def _reestimate_batchnorm(model: onnx.ModelProto, rng: np.random.Generator) -> N
         if not np.all(np.isfinite(v)):
             continue  # overflowed upstream: a later pass fixes it once the earlier layers are normalised
         axes = tuple(a for a in range(v.ndim) if a != 1)
-        for name, stat in ((n.input[3], v.mean(axis=axes)), (n.input[4], v.var(axis=axes) + 1e-3)):
+        var = v.var(axis=axes)
+        # Nearly constant channels (dead ReLUs of a random net) would get huge gains and int8-hostile outliers.
+        var = np.maximum(var, 0.1 * float(np.mean(var))) + 1e-3
+        for name, stat in ((n.input[3], v.mean(axis=axes)), (n.input[4], var)):
             inits[name].CopyFrom(numpy_helper.from_array(stat.astype(np.float32), name))
 
 

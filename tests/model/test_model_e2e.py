@@ -206,7 +206,7 @@ def test_two_input_model(tmp_path, quantize):
 
 # ------------------------------------------------------------------------------ light model zoo
 
-LIGHT = {"squeezenet": 0, "shufflenet": 3, "inception_v1": 0, "inception_v2": 0, "densenet121": 0,
+LIGHT = {"squeezenet": 0, "shufflenet": 1, "inception_v1": 0, "inception_v2": 0, "densenet121": 0,
          "resnet50": 0}
 TOO_BIG = ["bvlc_alexnet", "vgg19", "zfnet512"]
 
@@ -218,8 +218,9 @@ def test_light_model_zoo(name, tmp_path):
                     "would take most of the 5-minute budget of tests/model")
     full = fac.light_model(name, bn_passes=LIGHT[name])
     # Compare the logits: the random-weight nets' softmax is nearly one-hot, which says little.
-    softmax = next(n for n in full.graph.node if n.op_type == "Softmax")
-    model = load_onnx(full, outputs=[softmax.input[0]])
+    softmax = next((n for n in full.graph.node if n.op_type == "Softmax"), None)
+    out_name = softmax.input[0] if softmax is not None else full.graph.output[0].name
+    model = load_onnx(full, outputs=[out_name])
     inp = model.graph.input[0]
     shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
     rng = np.random.default_rng(11)
@@ -227,7 +228,7 @@ def test_light_model_zoo(name, tmp_path):
     for i, x in enumerate(xs[:4]):
         np.save(tmp_path / f"x{i}.npy", x)
     (tmp_path / "dataset.txt").write_text("\n".join(f"x{i}.npy" for i in range(4)))
-    ref = run_onnx(model, {inp.name: xs[4]}, [softmax.input[0]])[0]
+    ref = run_onnx(model, {inp.name: xs[4]}, [out_name])[0]
     fp16 = build(model, BuildConfig(progress=False), False, None)
     (out16,) = run_sim(fp16.data, [xs[4]], ["nchw"])
     int8 = build(model, BuildConfig(progress=False), True, tmp_path / "dataset.txt")
