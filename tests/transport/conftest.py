@@ -22,6 +22,10 @@ from typing import Dict, List, Optional
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+try:
+    import rknnlink  # noqa: F401 - installed (pip install -e .)?
+except ImportError:  # a plain checkout: import the working tree
+    sys.path[:0] = [str(ROOT / "host"), str(ROOT / "board_server")]
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 ADBD_PORT = 6001          # above 5585, so the adb server does not take it for an emulator console
