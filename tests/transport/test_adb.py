@@ -295,3 +295,39 @@ print(json.dumps({{"identical": all(np.array_equal(r, l) for r, l in zip(remote,
 """, env=deployed["env"])
     assert out["identical"] is True
     assert len(out["during"]) == 1 and out["after"] == []
+
+
+def test_deploy_a_wheel_without_starting(adb_rig, tmp_path):
+    """`deploy --wheel` installs a wheel of the committed tree with pip on the board, leaving it stopped."""
+    import subprocess
+
+    from conftest import ROOT
+
+    source = tmp_path / "src"
+    source.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    built = subprocess.run([PYTHON, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                            str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("rknnlink-*.whl"))
+    adb_rig.connect()
+    prefix = tmp_path / "wheel-prefix"
+    env = base_env(RKNNLINK_BOARD_PREFIX=str(prefix))
+    result = adb_rig.ns.run([PYTHON, "-m", "rknnlink.cli", "deploy", adb_rig.serial, "--wheel", str(wheel),
+                             "--no-start"], env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(not started)" in result.stdout
+    assert (prefix / "lib" / "rknnlink" / "_native" / "librknnrt_sim.so").is_file()
+    assert (prefix / "lib" / "rknnlink_server" / "systemd" / "rknnlink-server.service").is_file()
+    version = adb_rig.adb("-s", adb_rig.serial, "shell", f"{prefix}/bin/rknnlink --version")
+    assert version.stdout.strip().startswith("rknnlink ")
+    assert not (prefix / "serve.pid").exists()
+
+
+def test_deploy_with_a_missing_wheel_explains(adb_rig, tmp_path):
+    adb_rig.connect()
+    result = adb_rig.ns.run([PYTHON, "-m", "rknnlink.cli", "deploy", adb_rig.serial, "--wheel",
+                             str(tmp_path / "nope.whl")], env=base_env(RKNNLINK_BOARD_PREFIX=str(tmp_path / "p")))
+    assert result.returncode == 1
+    assert "nope.whl does not exist" in result.stderr and "pip wheel" in result.stderr
