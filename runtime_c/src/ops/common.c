@@ -9,6 +9,10 @@
 
 #include "ops_common.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 int sim_fail(char *err, size_t err_len, const sim_op *op, const char *fmt, ...)
 {
     if (err && err_len > 0) {
@@ -133,10 +137,39 @@ void sim_op_act(const sim_op *op, float *x, size_t n)
     if (op->act != SIM_ACT_NONE) sim_act_array(op->act, op->act_p0, op->act_p1, x, n);
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/* 8 floats at a time: divide, round half away from zero, add zp, saturate; NaN maps to zp. */
+__attribute__((target("avx2"))) static size_t quant_avx2(const float *x, int8_t *q, size_t n, float scale,
+                                                         int32_t zp)
+{
+    __m256 vs = _mm256_set1_ps(scale), lim = _mm256_set1_ps(1e9f), nlim = _mm256_set1_ps(-1e9f);
+    __m256 half = _mm256_set1_ps(0.5f), nhalf = _mm256_set1_ps(-0.5f), one = _mm256_set1_ps(1.0f);
+    __m256 vz = _mm256_set1_ps((float)zp), qmin = _mm256_set1_ps(-128.0f), qmax = _mm256_set1_ps(127.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), vs);
+        v = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q)); /* NaN -> 0 */
+        v = _mm256_min_ps(lim, _mm256_max_ps(nlim, v));
+        __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        __m256 f = _mm256_sub_ps(v, t);
+        t = _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, half, _CMP_GE_OQ), one));
+        t = _mm256_sub_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, nhalf, _CMP_LE_OQ), one));
+        t = _mm256_min_ps(qmax, _mm256_max_ps(qmin, _mm256_add_ps(t, vz)));
+        __m256i w = _mm256_cvttps_epi32(t);
+        __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+        _mm_storel_epi64((__m128i *)(void *)(q + i), _mm_packs_epi16(p16, p16));
+    }
+    return i;
+}
+#endif
+
 void sim_quant_array(const float *x, int8_t *q, size_t n, float scale, int32_t zp)
 {
-    float fzp = (float)zp;
-    for (size_t i = 0; i < n; i++) q[i] = sim_sat_i8(sim_round_away(x[i] / scale) + fzp);
+    size_t i = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx2")) i = quant_avx2(x, q, n, scale, zp);
+#endif
+    for (; i < n; i++) q[i] = sim_quant_i8(x[i], scale, zp);
 }
 
 void sim_dequant_array(const int8_t *q, float *x, size_t n, float scale, int32_t zp)

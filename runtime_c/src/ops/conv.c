@@ -121,6 +121,16 @@ int sim_conv_geom_init(const sim_graph *gr, const sim_op *op, int transpose, sim
     return 0;
 }
 
+void sim_valid_span(int64_t i0, int64_t step, int64_t size, int64_t n, int64_t *lo, int64_t *hi)
+{
+    int64_t a = i0 >= 0 ? 0 : (-i0 + step - 1) / step;
+    int64_t b = size - i0 <= 0 ? 0 : (size - i0 + step - 1) / step;
+    a = a > n ? n : a;
+    b = b > n ? n : b;
+    *lo = a;
+    *hi = b > a ? b : a;
+}
+
 void sim_im2col_row(const sim_conv_geom *cg, const float *xg, int64_t k, int64_t j0, int64_t n, float *row)
 {
     int64_t kw = k % cg->k[2], t = k / cg->k[2];
@@ -141,15 +151,16 @@ void sim_im2col_row(const sim_conv_geom *cg, const float *xg, int64_t k, int64_t
             memset(r, 0, (size_t)seg * sizeof(float));
         } else {
             const float *src = xc + (id * cg->in[1] + ih) * cg->in[2];
-            int64_t iw0 = ow * cg->s[2] - cg->pb[2] + kw * cg->dl[2], sw = cg->s[2], w = cg->in[2];
-            if (sw == 1 && iw0 >= 0 && iw0 + seg <= w) {
-                memcpy(r, src + iw0, (size_t)seg * sizeof(float));
+            int64_t iw0 = ow * cg->s[2] - cg->pb[2] + kw * cg->dl[2], sw = cg->s[2], lo, hi;
+            sim_valid_span(iw0, sw, cg->in[2], seg, &lo, &hi);
+            memset(r, 0, (size_t)lo * sizeof(float));
+            if (sw == 1) {
+                memcpy(r + lo, src + iw0 + lo, (size_t)(hi - lo) * sizeof(float));
             } else {
-                for (int64_t x = 0; x < seg; x++) {
-                    int64_t iw = iw0 + x * sw;
-                    r[x] = (iw >= 0 && iw < w) ? src[iw] : 0.0f;
-                }
+                const float *s0 = src + iw0;
+                for (int64_t x = lo; x < hi; x++) r[x] = s0[x * sw];
             }
+            memset(r + hi, 0, (size_t)(seg - hi) * sizeof(float));
         }
         j += seg;
         ow = 0;
@@ -390,6 +401,7 @@ static int conv_run_f32(sim_kernel_call *call)
     } else {
         int64_t kdim = g->cg * g->k_sz, nb = sim_gemm_block_cols(kdim);
         if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);
+        if (p->mode == CONV_POINTWISE) nb = SIM_NR; /* only the tail tile is packed */
         size_t pb_sz = sim_pack_b_size(kdim, nb), per_group = sim_pack_a_size(g->mg, kdim);
         float *pb = sim_scratch_get(call, (pb_sz + (size_t)nb) * sizeof(float));
         if (!pb) return SIM_ERR_MALLOC;
@@ -400,11 +412,14 @@ static int conv_run_f32(sim_kernel_call *call)
                 float *yg = y + (n * g->cout + gi * g->mg) * g->out_sz;
                 sim_gemm_epi epi = p->epi;
                 epi.bias_row = p->bias + gi * g->mg;
+                if (p->mode == CONV_POINTWISE) {
+                    sim_gemm_direct_b(p->avx2, p->wpack + (size_t)gi * per_group, xg, g->in_sz, g->mg, g->out_sz, kdim,
+                                      yg, g->out_sz, &epi, pb);
+                    continue;
+                }
                 for (int64_t j0 = 0; j0 < g->out_sz; j0 += nb) {
                     int64_t w = g->out_sz - j0 < nb ? g->out_sz - j0 : nb;
-                    if (p->mode == CONV_POINTWISE) {
-                        sim_pack_b(xg + j0, g->in_sz, 1, kdim, w, pb);
-                    } else {
+                    {
                         for (int64_t k = 0; k < kdim; k++) {
                             sim_im2col_row(g, xg, k, j0, w, row);
                             sim_pack_b_row(row, k, kdim, w, pb);

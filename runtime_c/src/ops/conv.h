@@ -19,6 +19,9 @@ typedef struct sim_conv_geom {
 int sim_conv_geom_init(const sim_graph *g, const sim_op *op, int transpose, sim_conv_geom *cg, char *err,
                        size_t err_len);
 
+/* Indices e in [lo, hi) of 0..n-1 for which i0 + e * step lies in [0, size). */
+void sim_valid_span(int64_t i0, int64_t step, int64_t size, int64_t n, int64_t *lo, int64_t *hi);
+
 /* Fills row k (= (c, kd, kh, kw)) of the im2col matrix of one group for columns [j0, j0 + n). */
 void sim_im2col_row(const sim_conv_geom *cg, const float *xg, int64_t k, int64_t j0, int64_t n, float *row);
 

@@ -174,11 +174,12 @@ static void im2col_row_i8(const sim_conv_geom *g, const int8_t *xg, int32_t zx, 
             memset(r, 0, (size_t)seg * sizeof(int16_t));
         } else {
             const int8_t *src = xc + (id * g->in[1] + ih) * g->in[2];
-            int64_t iw0 = ow * g->s[2] - g->pb[2] + kw * g->dl[2];
-            for (int64_t e = 0; e < seg; e++) {
-                int64_t iw = iw0 + e * g->s[2];
-                r[e] = (iw >= 0 && iw < g->in[2]) ? (int16_t)(src[iw] - zx) : 0;
-            }
+            int64_t iw0 = ow * g->s[2] - g->pb[2] + kw * g->dl[2], sw = g->s[2], lo, hi;
+            sim_valid_span(iw0, sw, g->in[2], seg, &lo, &hi);
+            const int8_t *s0 = src + iw0;
+            for (int64_t e = 0; e < lo; e++) r[e] = 0;
+            for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e * sw] - zx);
+            for (int64_t e = hi; e < seg; e++) r[e] = 0;
         }
         j += seg;
         ow = 0;

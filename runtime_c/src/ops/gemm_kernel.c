@@ -91,13 +91,13 @@ static void store_tile(const float *t, float *c, int64_t ldc, int mr, int nr, co
     }
 }
 
-static void kernel_c(int64_t k, const float *pa, const float *pb, float *c, int64_t ldc, int mr, int nr,
+static void kernel_c(int64_t k, const float *pa, const float *pb, int64_t ldb, float *c, int64_t ldc, int mr, int nr,
                      const float *bias, const sim_gemm_epi *epi)
 {
     float acc[SIM_MR * SIM_NR];
     memset(acc, 0, sizeof acc);
     for (int64_t kk = 0; kk < k; kk++) {
-        const float *a = pa + kk * SIM_MR, *b = pb + kk * SIM_NR;
+        const float *a = pa + kk * SIM_MR, *b = pb + kk * ldb;
         for (int r = 0; r < SIM_MR; r++) {
             float av = a[r];
             for (int j = 0; j < SIM_NR; j++) acc[r * SIM_NR + j] += av * b[j];
@@ -132,8 +132,8 @@ static void kernel_c(int64_t k, const float *pa, const float *pb, float *c, int6
         _mm256_storeu_ps(t + (i) * SIM_NR + 8, c##i##1);                                                     \
     } while (0)
 
-__attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t k, const float *pa, const float *pb, float *c,
-                                                            int64_t ldc, int mr, int nr, const float *bias,
+__attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t k, const float *pa, const float *pb, int64_t ldb,
+                                                            float *c, int64_t ldc, int mr, int nr, const float *bias,
                                                             const sim_gemm_epi *epi)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
@@ -147,7 +147,7 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t k, const flo
         FMA_ROW(4);
         FMA_ROW(5);
         pa += SIM_MR;
-        pb += SIM_NR;
+        pb += ldb;
     }
     if (mr == SIM_MR && nr == SIM_NR) {
         /* max(lo, v) / min(hi, v) return v when v is NaN, matching the scalar epilogue. */
@@ -182,12 +182,35 @@ void sim_gemm_packed(int use_avx2, const float *pa, const float *pb, int64_t m, 
             int nr = (int)(n - j < SIM_NR ? n - j : SIM_NR);
 #ifdef SIM_HAVE_AVX2_KERNEL
             if (use_avx2) {
-                kernel_avx2(k, a, pb + j * k, c + i * ldc + j, ldc, mr, nr, bias, epi);
+                kernel_avx2(k, a, pb + j * k, SIM_NR, c + i * ldc + j, ldc, mr, nr, bias, epi);
                 continue;
             }
 #endif
             (void)use_avx2;
-            kernel_c(k, a, pb + j * k, c + i * ldc + j, ldc, mr, nr, bias, epi);
+            kernel_c(k, a, pb + j * k, SIM_NR, c + i * ldc + j, ldc, mr, nr, bias, epi);
         }
+    }
+}
+
+void sim_gemm_direct_b(int use_avx2, const float *pa, const float *b, int64_t ldb, int64_t m, int64_t n, int64_t k,
+                       float *c, int64_t ldc, const sim_gemm_epi *epi, float *tail)
+{
+    int64_t full = n / SIM_NR * SIM_NR;
+    /* column tile outer: the K x 16 slice of B stays in L1 while every A panel passes over it */
+    for (int64_t j = 0; j < full; j += SIM_NR)
+        for (int64_t i = 0; i < m; i += SIM_MR) {
+            int mr = (int)(m - i < SIM_MR ? m - i : SIM_MR);
+            const float *bias = epi->bias_row ? epi->bias_row + i : NULL;
+#ifdef SIM_HAVE_AVX2_KERNEL
+            if (use_avx2) {
+                kernel_avx2(k, pa + i * k, b + j, ldb, c + i * ldc + j, ldc, mr, SIM_NR, bias, epi);
+                continue;
+            }
+#endif
+            kernel_c(k, pa + i * k, b + j, ldb, c + i * ldc + j, ldc, mr, SIM_NR, bias, epi);
+        }
+    if (full < n) {
+        sim_pack_b(b + full, ldb, 1, k, n - full, tail);
+        sim_gemm_packed(use_avx2, pa, tail, m, n - full, k, c + full, ldc, epi);
     }
 }

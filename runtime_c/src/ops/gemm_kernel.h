@@ -37,6 +37,11 @@ void sim_pack_b_pad(int64_t kdim, int64_t n, float *dst);
 void sim_gemm_packed(int use_avx2, const float *pa, const float *pb, int64_t m, int64_t n, int64_t k,
                      float *c, int64_t ldc, const sim_gemm_epi *epi);
 
+/* As sim_gemm_packed, but B is read in place (row stride ldb, unit column stride); the last partial
+ * column tile is packed into `tail` (sim_pack_b_size(k, SIM_NR) floats). */
+void sim_gemm_direct_b(int use_avx2, const float *pa, const float *b, int64_t ldb, int64_t m, int64_t n, int64_t k,
+                       float *c, int64_t ldc, const sim_gemm_epi *epi, float *tail);
+
 /* Columns per B block so that a K x block panel stays in L2. */
 int64_t sim_gemm_block_cols(int64_t k);
 

@@ -103,6 +103,7 @@ void sim_round_f16_array(float *x, size_t n)
 
 int8_t sim_quant_i8(float x, float scale, int32_t zp)
 {
+    if (x != x) x = 0.0f; /* NaN quantises to the zero point (real 0) */
     return sim_sat_i8(sim_round_away(x / scale) + (float)zp);
 }
 

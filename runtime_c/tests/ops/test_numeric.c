@@ -89,6 +89,18 @@ void test_numeric(void)
     sim_quant_array(xs, qs, 7, 1.0f, 0);
     int8_t want[7] = {1, -1, 2, -1, 127, -128, 0};
     tg_check_true("quant array", memcmp(qs, want, 7) == 0);
+    /* the vector path (>= 8 elements) equals the scalar definition, ties and NaN included */
+    float big[203];
+    int8_t qb[203];
+    for (int i = 0; i < 203; i++) big[i] = (float)(i - 101) * 0.25f + (i % 7 == 0 ? 1e-3f : 0.0f);
+    big[5] = NAN;
+    big[6] = INFINITY;
+    big[7] = -1e30f;
+    sim_quant_array(big, qb, 203, 0.5f, 3);
+    int qbad = 0;
+    for (int i = 0; i < 203; i++) qbad += qb[i] != sim_quant_i8(big[i], 0.5f, 3);
+    tg_check_true("quant array vector path equals sim_quant_i8", qbad == 0);
+    tg_check_true("q NaN -> zp", sim_quant_i8(NAN, 1.0f, 7) == 7);
 
     /* activations */
     tg_check_true("act relu", sim_apply_act(SIM_ACT_RELU, 0, 0, -2.0f) == 0.0f && sim_apply_act(SIM_ACT_RELU, 0, 0, 3.0f) == 3.0f);
