@@ -134,7 +134,17 @@ static void rank_add(rank_row *rows, uint32_t *n, const char *type, int cpu, int
     r->npu = cpu ? 0 : us;
 }
 
-#define ROW_FMT "%-5s%-19s%-9s%-7s%-41s%-23s%-25s%-13s%-21s%-21s%-13s%s\n"
+/* Column widths of the vendor's layer table; a cell keeps at least one blank before the next column. */
+static const int k_widths[11] = {5, 19, 9, 7, 41, 23, 25, 13, 21, 21, 13};
+
+static void table_row(sbuf *s, const char *cells[12])
+{
+    for (int i = 0; i < 11; i++)
+        sb_printf(s, "%-*.*s", k_widths[i], k_widths[i] - 1, cells[i]);
+    sb_printf(s, "%s\n", cells[11]);
+}
+
+#define ROW(s, ...) do { const char *cells_[12] = {__VA_ARGS__}; table_row((s), cells_); } while (0)
 
 static void workload(const sim_platform *pf, int active, char *out, size_t n)
 {
@@ -159,7 +169,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
     const char *title = "Network Layer Information Table";
     sb_printf(&s, "%*s%s%*s\n", 74, "", title, (int)(width - 74 - strlen(title)), "");
     sb_rule(&s, width);
-    sb_printf(&s, ROW_FMT, "ID", "OpType", "DataType", "Target", "InputShape", "OutputShape",
+    ROW(&s, "ID", "OpType", "DataType", "Target", "InputShape", "OutputShape",
               "Cycles(DDR/NPU/Total)", "Time(us)", "MacUsage(%)", "WorkLoad(0/1/2)", "RW(KB)", "FullName");
     sb_rule(&s, width);
     uint32_t id = 1;
@@ -178,7 +188,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
         workload(pf, 0, wl, sizeof(wl));
         snprintf(rw, sizeof(rw), "%.0f", (double)bytes / 1024.0);
         snprintf(full, sizeof(full), "InputOperator:%s", t->name);
-        sb_printf(&s, ROW_FMT, idb, "InputOperator", dtype_name(t->dtype), "CPU", "\\", shp_out, cyc, tm, "\\",
+        ROW(&s, idb, "InputOperator", dtype_name(t->dtype), "CPU", "\\", shp_out, cyc, tm, "\\",
                   wl, rw, full);
         total_us += us;
         total_kb += (double)bytes / 1024.0;
@@ -203,7 +213,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
         workload(pf, 1, wl, sizeof(wl));
         snprintf(rw, sizeof(rw), "%.0f", (double)L->bytes_rw / 1024.0);
         snprintf(full, sizeof(full), "%s:%s", m->defs[k]->onnx_name ? m->defs[k]->onnx_name : "Op", op->name);
-        sb_printf(&s, ROW_FMT, idb, L->npu_type, dtype_name(g->tensors[op->outputs[0]].dtype), "NPU", shp_in,
+        ROW(&s, idb, L->npu_type, dtype_name(g->tensors[op->outputs[0]].dtype), "NPU", shp_in,
                   shp_out, cyc, tm, mac, wl, rw, full);
         total_us += us;
         total_kb += (double)L->bytes_rw / 1024.0;
@@ -220,7 +230,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
         workload(pf, 0, wl, sizeof(wl));
         snprintf(rw, sizeof(rw), "%.0f", (double)bytes / 1024.0);
         snprintf(full, sizeof(full), "OutputOperator:%s", t->name);
-        sb_printf(&s, ROW_FMT, idb, "OutputOperator", dtype_name(t->dtype), "CPU", shp_in, "\\", "0/0/0", tm, "\\",
+        ROW(&s, idb, "OutputOperator", dtype_name(t->dtype), "CPU", shp_in, "\\", "0/0/0", tm, "\\",
                   wl, rw, full);
         total_us += us;
         total_kb += (double)bytes / 1024.0;
@@ -248,7 +258,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
         snprintf(npu, sizeof(npu), "%lld", (long long)rank[i].npu);
         snprintf(totb, sizeof(totb), "%lld", (long long)tot);
         snprintf(ratio, sizeof(ratio), "%.2f%%", total_us ? 100.0 * (double)tot / (double)total_us : 0.0);
-        sb_printf(&s, "%-24s%-12s%-13s%-13s%-13s%-16s%s\n", rank[i].type, calls, cpu, gpu, npu, totb, ratio);
+        sb_printf(&s, "%-24.23s%-12s%-13s%-13s%-13s%-16s%s\n", rank[i].type, calls, cpu, gpu, npu, totb, ratio);
         cpu_sum += rank[i].cpu;
         npu_sum += rank[i].npu;
     }

@@ -3,6 +3,7 @@ context duplication and context-free memory, independently of the Python binding
 
 import ctypes
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -123,11 +124,46 @@ def test_conv_net_end_to_end_matches_numpy(sim_lib, dtype, tol):
         text = perf.perf_data.decode()
         for name in ("Conv:conv0", "MaxPool:pool0", "Gemm:fc0", "Softmax:softmax0", "ConvRelu"):
             assert name in text
+        _check_perf_layout(text, n_rows=8)
         run = ctypes.c_int64(0)
         assert sim_lib.rknn_query(ctx, QUERY_PERF_RUN, ctypes.byref(run), 8) == 0
         assert f"Total Operator Elapsed Per Frame Time(us): {run.value}\n" in text
     finally:
         assert sim_lib.rknn_destroy(ctx) == 0
+
+
+COLUMNS = ["ID", "OpType", "DataType", "Target", "InputShape", "OutputShape", "Cycles(DDR/NPU/Total)", "Time(us)",
+           "MacUsage(%)", "WorkLoad(0/1/2)", "RW(KB)", "FullName"]
+
+
+def _check_perf_layout(text: str, n_rows: int) -> None:
+    """Parses PERF_DETAIL the way column-offset parsers do (5 header lines, fixed starts, 7-field ranking)."""
+    lines = text.splitlines()
+    assert set(lines[0]) == {"-"} and lines[1].strip() == "Network Layer Information Table"
+    header = lines[3]
+    starts = [header.index(c) for c in COLUMNS]
+    assert starts == sorted(starts) and starts[:3] == [0, 5, 24]
+    rows = []
+    for line in lines[5:]:
+        if line.startswith("-"):
+            break
+        words = [(m.start(), m.group()) for m in re.finditer(r"\S+", line)]
+        assert len(words) == len(COLUMNS), f"row does not split into {len(COLUMNS)} cells: {line!r}"
+        for (pos, _), col in zip(words, starts):
+            assert pos == col, f"cell at {pos}, column at {col}: {line!r}"
+        rows.append(words)
+    assert len(rows) == n_rows and [int(r[0][1]) for r in rows] == list(range(1, n_rows + 1))
+    assert rows[0][1][1] == "InputOperator" and rows[-1][1][1] == "OutputOperator"
+    total = int(re.search(r"^Total Operator Elapsed Per Frame Time\(us\): (\d+)$", text, re.M).group(1))
+    assert total == sum(int(r[7][1]) for r in rows)
+    float(re.search(r"^Total Memory Read/Write Per Frame Size\(KB\): (\S+)$", text, re.M).group(1))
+    rank = text[text.index("Operator Time Consuming Ranking Table"):].splitlines()
+    body = [ln.split() for ln in rank[4:] if ln and not ln.startswith("-")]
+    assert rank[2].split() == ["OpType", "CallNumber", "CPUTime(us)", "GPUTime(us)", "NPUTime(us)",
+                               "TotalTime(us)", "TimeRatio(%)"]
+    assert all(len(r) == 7 and r[6].endswith("%") for r in body[:-1])
+    assert body[-1][0] == "Total" and int(body[-1][4]) == total
+    assert sum(int(r[1]) for r in body[:-1]) == n_rows
 
 
 def test_dup_context_outlives_its_source(sim_lib):
