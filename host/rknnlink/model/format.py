@@ -341,18 +341,24 @@ def write_model(model: SimModel) -> bytes:
 
 def _assemble(sections: list) -> bytes:
     table_off = HEADER_SIZE
-    body = bytearray(b"\0" * (table_off + _SECTION.size * len(sections)))
+    offset = table_off + _SECTION.size * len(sections)
+    parts: list = []
     table = bytearray()
     for kind, payload, align in sections:
-        _pad_to(body, align)
-        table += _SECTION.pack(kind, 0, len(body), len(payload))
-        body += payload
-    _pad_to(body, 8)
-    body[table_off:table_off + len(table)] = table
-    crc = zlib.crc32(bytes(body[HEADER_SIZE:])) & 0xFFFFFFFF
-    body[:HEADER_SIZE] = _HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, HEADER_SIZE, len(body),
-                                      len(sections), 0, table_off, crc, b"")
-    return bytes(body)
+        pad = -offset % align
+        parts.append(b"\0" * pad)
+        offset += pad
+        table += _SECTION.pack(kind, 0, offset, len(payload))
+        parts.append(payload)
+        offset += len(payload)
+    parts.append(b"\0" * (-offset % 8))
+    offset += -offset % 8
+    crc = zlib.crc32(table)
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    header = _HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, HEADER_SIZE, offset, len(sections), 0,
+                          table_off, crc & 0xFFFFFFFF, b"")
+    return b"".join([header, bytes(table)] + parts)
 
 
 def _pack_tensor(t: SimTensor, strings: _Strings, weights: bytearray) -> bytes:

@@ -208,7 +208,7 @@ def prepare(model: Any, fold_batchnorm: bool = True) -> PreparedGraph:
     # onnxruntime may lag the onnx package's IR version; IR 10 covers every opset we accept (<= 21).
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(_without_big_constants(model))
     except Exception as exc:  # our passes must never break the graph; report it as a build error
         raise BuildError(f"graph preparation produced an invalid ONNX graph: {exc}") from exc
     from onnx import numpy_helper
@@ -289,7 +289,7 @@ def _infer(model: Any) -> dict:
     """name -> (shape tuple or None, elem_type) from ONNX shape inference (plus inputs/initializers)."""
     onnx = _onnx()
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(_without_big_constants(model), data_prop=True)
     except Exception as exc:
         LOG.info("ONNX shape inference failed (%s); shapes will come from onnxruntime", exc)
         inferred = model
@@ -302,6 +302,33 @@ def _infer(model: Any) -> dict:
     for init in g.initializer:
         out[init.name] = (tuple(init.dims), init.data_type)
     return out
+
+
+def _without_big_constants(model: Any, limit: int = 4096) -> Any:
+    """A copy whose large initializers are graph inputs of the same type and shape.
+
+    Shape inference and the checker serialise the whole model; weights only matter to them through their
+    shapes, while small constants (shape tensors) must stay values for data propagation.
+    """
+    from onnx import helper
+    light = type(model)()
+    light.ir_version, light.producer_name = model.ir_version, model.producer_name
+    light.opset_import.extend(model.opset_import)
+    g = light.graph
+    g.name = model.graph.name
+    g.node.extend(model.graph.node)
+    g.input.extend(model.graph.input)
+    g.output.extend(model.graph.output)
+    g.value_info.extend(model.graph.value_info)
+    for init in model.graph.initializer:
+        n = 1
+        for d in init.dims:
+            n *= d
+        if n > limit:
+            g.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+        else:
+            g.initializer.append(init)
+    return light
 
 
 def _node_model(node: Any, model: Any, shapes: dict) -> Any:
