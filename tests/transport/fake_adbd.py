@@ -50,6 +50,7 @@ class Stream:
         self.acked = threading.Event()
         self.acked.set()
         self.closed = threading.Event()
+        self.write_lock = threading.Lock()   # stdout and stderr pumps of one shell share the stream
         self._pending = b""
 
     def write(self, data: bytes) -> bool:
@@ -246,23 +247,15 @@ def _shell_service(service: str) -> Optional[ServiceFn]:
 
 
 def _pump(pipe, stream: Stream, packet_id: Optional[int]) -> None:
-    lock = _pump_lock(stream)
     while True:
         data = os.read(pipe.fileno(), 65536)
         if not data:
             return
-        with lock:
+        with stream.write_lock:
             if packet_id is None:
                 stream.write(data)
             else:
                 stream.write(struct.pack("<BI", packet_id, len(data)) + data)
-
-
-_LOCKS: Dict[int, threading.Lock] = {}
-
-
-def _pump_lock(stream: Stream) -> threading.Lock:
-    return _LOCKS.setdefault(id(stream), threading.Lock())
 
 
 # ---------------------------------------------------------------- sync

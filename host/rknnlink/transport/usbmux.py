@@ -172,6 +172,10 @@ class _Channel:
             self.cond.notify_all()
 
     def _write_socket(self) -> None:
+        # Credit goes back in batches of a quarter window: fewer frames, and the sender always keeps at
+        # least three quarters of its window, so it never waits on credit held back here.
+        threshold = max(1, self.mux.window // 4)
+        owed = 0
         while True:
             data = self.outq.get()
             if data is None:
@@ -180,8 +184,10 @@ class _Channel:
                 self.sock.sendall(data)
             except OSError:
                 break
-            if self.mux.alive and not self.closed:
-                self.mux.send_quietly(CREDIT, self.cid, struct.pack("<I", len(data)))
+            owed += len(data)
+            if owed >= threshold and self.mux.alive and not self.closed:
+                self.mux.send_quietly(CREDIT, self.cid, struct.pack("<I", owed))
+                owed = 0
         self.shutdown()
 
     def peer_closed(self) -> None:
@@ -223,6 +229,8 @@ class Mux:
         self.pipe = pipe
         self.role = role
         self.config = config or MuxConfig()
+        if self.config.window < 2 * MAX_PAYLOAD:
+            raise ValueError(f"the flow-control window must be at least {2 * MAX_PAYLOAD} bytes")
         self.window = self.config.window
         self.stats = MuxStats()
         self.alive = True
