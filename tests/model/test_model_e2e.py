@@ -268,3 +268,18 @@ def test_trained_digits_cnn_int8_accuracy_within_one_point(digits, tmp_path):
     assert acc_fp32 > 0.9
     assert abs(results["fp16"] - acc_fp32) <= 0.005
     assert acc_fp32 - results["int8"] <= 0.01
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_rknn_batch_size_runs_frames_together(yolo_setup, quantize):
+    model, dataset, test, refs = yolo_setup
+    result = build(model, _image_config(), quantize, dataset if quantize else None, rknn_batch_size=2)
+    assert result.sim_model.batch_size == 2
+    outs = run_sim(result.data, [np.stack(test)])
+    single = build(model, _image_config(), quantize, dataset if quantize else None)
+    for k, img in enumerate(test):
+        one = run_sim(single.data, [img[None]])
+        for batched, alone, ref in zip(outs, one, refs[k]):
+            assert batched.shape[0] == 2
+            np.testing.assert_array_equal(batched[k:k + 1], alone)  # same quantisation, same arithmetic
+            assert cosine(batched[k:k + 1], ref) >= (INT8_COS if quantize else FP16_COS)

@@ -293,6 +293,10 @@ def _slice(ctx: _Ctx) -> LNode:
             s, e = min(max(s, 0), dim), min(max(e, 0), dim)
         else:
             s, e = min(max(s, 0), dim - 1), min(max(e, -1), dim - 1)
+            if e == -1:
+                # "Through index 0". Written as -(dim + 1): a reader that re-applies ONNX's negative-index
+                # rule (adding dim) and one that takes the clamped value both end up at -1.
+                e = -dim - 1
         n_starts.append(int(s))
         n_ends.append(int(e))
         n_axes.append(a)
