@@ -283,3 +283,51 @@ def test_rknn_batch_size_runs_frames_together(yolo_setup, quantize):
             assert batched.shape[0] == 2
             np.testing.assert_array_equal(batched[k:k + 1], alone)  # same quantisation, same arithmetic
             assert cosine(batched[k:k + 1], ref) >= (INT8_COS if quantize else FP16_COS)
+
+
+def test_rgb2bgr_reverses_channels_before_normalisation(yolo_setup):
+    model, _, test, _ = yolo_setup
+    result = build(model, _image_config(quant_img_rgb2bgr=True), False, None)
+    assert result.sim_model.inputs[0].reverse_channels
+    img = test[0]
+    ref = run_onnx(model, {"images": normalised_nchw(img[:, :, ::-1])}, ["p_small", "p_large"])
+    for out, r in zip(run_sim(result.data, [img[None]]), ref):
+        assert cosine(out, r) >= FP16_COS
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_every_layer_matches_its_golden_tensor_through_tensor_map(yolo_setup, quantize):
+    model, dataset, test, _ = yolo_setup
+    result = build(model, _image_config(), quantize, dataset if quantize else None)
+    img = test[0]
+    with LIB.init(result.data) as ctx:
+        ctx.set_dump(True)
+        ctx.infer([img[None]])
+        dumps = ctx.dumps()
+    layer_outputs = [result.sim_model.tensors[o].name for op in result.sim_model.ops for o in op.outputs]
+    dumped = {info.name: values for info, values, _raw in dumps}
+    assert set(layer_outputs) <= set(dumped)
+    onnx_names = [result.tensor_map[n] for n in layer_outputs]
+    golden = run_onnx(result.prepared_onnx, {"images": normalised_nchw(img)}, onnx_names)
+    for name, gold in zip(layer_outputs, golden):
+        got = dumped[name].reshape(gold.shape)
+        assert cosine(got, gold) >= (0.99 if quantize else FP16_COS), name
+
+
+def test_hybrid_boundaries_inside_the_graph(yolo_setup, tmp_path):
+    """A float16 Concat between int8 layers: int8 -> float16 -> int8 conversions at operator inputs."""
+    model, dataset, test, refs = yolo_setup
+    paths = hybrid_quantization_step1(model, _image_config(), dataset, tmp_path, name="yolo")
+    plain = hybrid_quantization_step2(*paths)
+    concat = next(op.name for op in plain.sim_model.ops if op.op_type == "Concat")
+    text = open(paths[2]).read().replace("custom_quantize_layers: {}",
+                                         f"custom_quantize_layers:\n  {concat}: float16\n")
+    open(paths[2], "w").write(text)
+    hybrid = hybrid_quantization_step2(*paths)
+    m = hybrid.sim_model
+    op = next(o for o in m.ops if o.name == concat)
+    assert m.tensors[op.outputs[0]].dtype == fmt.FLOAT16
+    assert {m.tensors[i].dtype for i in op.inputs} == {fmt.INT8}
+    for img, ref in zip(test, refs):
+        for o, r in zip(run_sim(hybrid.data, [img[None]]), ref):
+            assert cosine(o, r) >= INT8_COS

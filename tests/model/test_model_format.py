@@ -228,3 +228,17 @@ def test_reshape_aliases_read_as_reshape():
     buf = bytearray(write_model(small_model()))
     struct.pack_into("<I", buf, _section_offset(bytes(buf), fmt.SEC_OPS) + 64, 31)
     assert read_model(_refresh_crc(buf)).ops[1].op_type == "Reshape"
+
+
+def test_format_and_builder_import_without_onnx():
+    """The board daemon has no onnx: importing the format (and even the builder module) must not need it."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['onnx'] = None; sys.modules['onnxruntime'] = None\n"
+            "import rknnlink.model.format as f, rknnlink.model.builder as b, rknnlink.model as m\n"
+            "assert m.read_model is f.read_model and m.BuildConfig is b.BuildConfig\n"
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": ":".join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
