@@ -84,6 +84,7 @@ void tg_quant(tgraph *tg, int ti, float scale, int32_t zp)
     t->scale = scale;
     t->zp = zp;
     size_t n = (size_t)(t->n_elems > 0 ? t->n_elems : 1);
+    free(tg->q[ti]);
     tg->q[ti] = calloc(n, 1);
     for (size_t e = 0; e < (size_t)t->n_elems; e++) {
         tg->q[ti][e] = sim_quant_i8(tg->f[ti][e], scale, zp);
@@ -135,6 +136,8 @@ int tg_prepare_only(tgraph *tg, char *err, size_t err_len)
 {
     const sim_op_def *def = sim_op_find(tg->op.type);
     if (!def) return -100;
+    if (tg->op.priv && def->release) def->release(&tg->op); /* re-preparing: drop the old state */
+    tg->op.priv = NULL;
     err[0] = '\0';
     return def->prepare(&tg->g, &tg->op, err, err_len);
 }

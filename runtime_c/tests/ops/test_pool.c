@@ -1,1 +1,153 @@
-void test_pool(void); void test_pool(void) {}
+/* Pooling (max/avg, pads, strides, dilations, ceil_mode, count_include_pad, 1-3 dims, global) and
+ * normalisations/reductions against reference loops. */
+#include "harness.h"
+
+typedef struct pcase {
+    uint32_t type;
+    int nsp;
+    int64_t in[3], k[3], s[3], pb[3], pe[3], dl[3];
+    int ceil_mode, include_pad;
+} pcase;
+
+static int64_t pool_out(const pcase *p, int d)
+{
+    int64_t span = p->in[d] + p->pb[d] + p->pe[d] - (p->dl[d] * (p->k[d] - 1) + 1);
+    if (!p->ceil_mode) return span / p->s[d] + 1;
+    int64_t o = (span + p->s[d] - 1) / p->s[d] + 1;
+    if ((o - 1) * p->s[d] >= p->in[d] + p->pb[d]) o--;
+    return o;
+}
+
+static void pool_case(const pcase *p, const char *label)
+{
+    tgraph tg;
+    tg_init(&tg, p->type);
+    int64_t xd[5] = {2, 3}, yd[5] = {2, 3}, out[3];
+    int64_t ks[3], st[3], dl[3], pads[6];
+    for (int d = 0; d < p->nsp; d++) {
+        out[d] = pool_out(p, d);
+        xd[2 + d] = p->in[d];
+        yd[2 + d] = out[d];
+        ks[d] = p->k[d];
+        st[d] = p->s[d];
+        dl[d] = p->dl[d];
+        pads[d] = p->pb[d];
+        pads[d + p->nsp] = p->pe[d];
+    }
+    int x = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 2 + p->nsp, xd, 1.0f);
+    int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 2 + p->nsp, yd, 0);
+    tg_input(&tg, x);
+    tg_output(&tg, y);
+    tg_attr_is(&tg, "kernel_shape", p->nsp, ks);
+    tg_attr_is(&tg, "strides", p->nsp, st);
+    tg_attr_is(&tg, "pads", 2 * p->nsp, pads);
+    if (p->type == SIM_OP_MAXPOOL) tg_attr_is(&tg, "dilations", p->nsp, dl);
+    tg_attr_i(&tg, "ceil_mode", p->ceil_mode);
+    tg_attr_i(&tg, "count_include_pad", p->include_pad);
+    char err[256], what[300];
+    int rc = tg_run(&tg, 0, err, sizeof err);
+    snprintf(what, sizeof what, "pool %s rc=%d %s", label, rc, err);
+    tg_check_true(what, rc == 0);
+    if (rc) {
+        tg_free(&tg);
+        return;
+    }
+    int64_t n = tg.t[y].n_elems, in_sz = tg.t[x].n_elems / 6, out_sz = n / 6;
+    int64_t I[3] = {1, 1, 1}, O[3] = {1, 1, 1}, K[3] = {1, 1, 1}, S[3] = {1, 1, 1}, PB[3] = {0}, PE[3] = {0}, DL[3] = {1, 1, 1};
+    for (int d = 0; d < p->nsp; d++) {
+        int e = 3 - p->nsp + d;
+        I[e] = p->in[d]; O[e] = out[d]; K[e] = p->k[d]; S[e] = p->s[d]; PB[e] = p->pb[d]; PE[e] = p->pe[d];
+        DL[e] = p->type == SIM_OP_MAXPOOL ? p->dl[d] : 1;
+    }
+    float *ref = malloc((size_t)n * sizeof(float));
+    for (int64_t c = 0; c < 6; c++)
+        for (int64_t o = 0; o < out_sz; o++) {
+            int64_t oo[3] = {o / (O[1] * O[2]), (o / O[2]) % O[1], o % O[2]};
+            double acc = p->type == SIM_OP_MAXPOOL ? -INFINITY : 0;
+            int64_t cnt = 0, cntpad = 0;
+            for (int64_t a = 0; a < K[0]; a++)
+                for (int64_t b = 0; b < K[1]; b++)
+                    for (int64_t e = 0; e < K[2]; e++) {
+                        int64_t i0 = oo[0] * S[0] - PB[0] + a * DL[0], i1 = oo[1] * S[1] - PB[1] + b * DL[1];
+                        int64_t i2 = oo[2] * S[2] - PB[2] + e * DL[2];
+                        int inpad = i0 >= -PB[0] && i0 < I[0] + PE[0] && i1 >= -PB[1] && i1 < I[1] + PE[1] &&
+                                    i2 >= -PB[2] && i2 < I[2] + PE[2];
+                        cntpad += inpad;
+                        if (i0 < 0 || i1 < 0 || i2 < 0 || i0 >= I[0] || i1 >= I[1] || i2 >= I[2]) continue;
+                        float v = tg.f[x][c * in_sz + (i0 * I[1] + i1) * I[2] + i2];
+                        if (p->type == SIM_OP_MAXPOOL) acc = v > acc ? v : acc;
+                        else acc += v;
+                        cnt++;
+                    }
+            if (p->type == SIM_OP_AVGPOOL) acc /= (double)(p->include_pad ? cntpad : cnt);
+            ref[c * out_sz + o] = (float)acc;
+        }
+    tg_check_close(what, tg.f[y], ref, n, 1e-6f, 1e-5f);
+    /* int8: max pooling of codes equals max of dequantised values */
+    if (p->type == SIM_OP_MAXPOOL) {
+        tg_quant(&tg, x, 1.0f / 127.0f, 0);
+        tg_quant(&tg, y, 1.0f / 127.0f, 0);
+        rc = tg_run(&tg, 1, err, sizeof err);
+        int bad = rc != 0;
+        for (int64_t c = 0; c < 6 && !bad; c++)
+            for (int64_t o = 0; o < out_sz && !bad; o++) {
+                float want = sim_round_f16(0) + ref[c * out_sz + o];
+                bad = fabsf(tg.f[y][c * out_sz + o] - want) > 1.01f / 127.0f;
+            }
+        snprintf(what, sizeof what, "pool %s int8 rc=%d", label, rc);
+        tg_check_true(what, !bad);
+    }
+    free(ref);
+    tg_free(&tg);
+}
+
+static void global_case(uint32_t type)
+{
+    tgraph tg;
+    tg_init(&tg, type);
+    int64_t xd[4] = {2, 5, 6, 7}, yd[4] = {2, 5, 1, 1};
+    int x = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 4, xd, 1);
+    int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, yd, 0);
+    tg_input(&tg, x);
+    tg_output(&tg, y);
+    char err[256];
+    int rc = tg_run(&tg, 0, err, sizeof err);
+    tg_check_true("global pool runs", rc == 0);
+    float ref[10];
+    for (int c = 0; c < 10; c++) {
+        double s = 0, m = -INFINITY;
+        for (int i = 0; i < 42; i++) {
+            s += tg.f[x][c * 42 + i];
+            m = tg.f[x][c * 42 + i] > m ? tg.f[x][c * 42 + i] : m;
+        }
+        ref[c] = (float)(type == SIM_OP_GLOBAL_MAXPOOL ? m : s / 42);
+    }
+    tg_check_close("global pool", tg.f[y], ref, 10, 1e-6f, 1e-5f);
+    tg_free(&tg);
+}
+
+void test_pool(void)
+{
+    pcase p = {SIM_OP_MAXPOOL, 2, {9, 10}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, 0, 0};
+    pool_case(&p, "max 3x3 s2 p1");
+    p.ceil_mode = 1;
+    p.in[0] = 8;
+    p.pb[0] = p.pe[0] = 0;
+    pool_case(&p, "max ceil_mode");
+    p.dl[0] = 2;
+    p.ceil_mode = 0;
+    pool_case(&p, "max dilation");
+    p = (pcase){SIM_OP_AVGPOOL, 2, {7, 9}, {3, 2}, {2, 1}, {1, 0}, {1, 1}, {1, 1}, 0, 0};
+    pool_case(&p, "avg exclude pad");
+    p.include_pad = 1;
+    pool_case(&p, "avg include pad");
+    p.ceil_mode = 1;
+    p.s[1] = 2;
+    pool_case(&p, "avg ceil include pad");
+    p = (pcase){SIM_OP_MAXPOOL, 1, {11}, {3}, {2}, {0}, {1}, {1}, 0, 0};
+    pool_case(&p, "max 1-D");
+    p = (pcase){SIM_OP_AVGPOOL, 3, {4, 5, 6}, {2, 2, 2}, {2, 2, 2}, {0, 1, 0}, {0, 0, 1}, {1, 1, 1}, 0, 0};
+    pool_case(&p, "avg 3-D");
+    global_case(SIM_OP_GLOBAL_AVGPOOL);
+    global_case(SIM_OP_GLOBAL_MAXPOOL);
+}

@@ -1,1 +1,0 @@
-void test_unary(void); void test_unary(void) {}
