@@ -10,8 +10,8 @@
 #include "rknn_api.h"
 #include "rknnlink_sim.h"
 
-#define MAX_BYTES (64u << 20)
-#define MAX_MACS 20000000ull
+#define MAX_BYTES (4u << 20)
+#define MAX_MACS 5000000ull
 
 static void exercise(rknn_context ctx)
 {
