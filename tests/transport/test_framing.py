@@ -7,6 +7,7 @@ import queue
 import socket
 import struct
 import threading
+import time
 import zlib
 
 import grpc
@@ -218,3 +219,64 @@ def test_token_interceptor_and_certificate_helpers(tmp_path):
         server.stop(0)
     with pytest.raises(ValueError):
         security.token_interceptor("")
+
+
+class TapPipe(QueuePipe):
+    """Counts DATA payload bytes written and CREDIT granted through this side of the pipe."""
+
+    def __init__(self, rx, tx) -> None:
+        super().__init__(rx, tx)
+        self.data_bytes = 0
+        self.credit_bytes = 0
+
+    def write(self, data: bytes, timeout):
+        if len(data) >= HEADER_SIZE and data[:2] == b"RL":
+            ftype, length = data[2], struct.unpack_from("<I", data, 12)[0]
+            if ftype == DATA:
+                self.data_bytes += length
+            elif ftype == 6 and length == 4:  # CREDIT
+                self.credit_bytes += struct.unpack_from("<I", data, HEADER_SIZE)[0]
+        super().write(data, timeout)
+
+
+def test_a_slow_reader_holds_the_sender_to_its_window():
+    from rknnlink.transport.usbmux import tcp_connector
+
+    window = 256 * 1024
+    release = threading.Event()
+    received = bytearray()
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def slow_consumer():
+        conn, _ = server.accept()
+        release.wait(30)
+        with conn:
+            while data := conn.recv(1 << 20):
+                received.extend(data)
+
+    threading.Thread(target=slow_consumer, daemon=True).start()
+    host_to_board, board_to_host = queue.Queue(), queue.Queue()
+    host_pipe, board_pipe = TapPipe(board_to_host, host_to_board), TapPipe(host_to_board, board_to_host)
+    board = Mux(board_pipe, "board", MuxConfig(window=window, connect=tcp_connector(*server.getsockname())))
+    host = Mux(host_pipe, "host", MuxConfig(window=window, ping_interval=10))
+    board.start()
+    host.start()
+    host.handshake(5)
+    client, inner = socket.socketpair()
+    host.open_channel(inner)
+    payload = os.urandom(48 * 1024 * 1024)  # well beyond what loopback socket buffers absorb
+    threading.Thread(target=client.sendall, args=(payload,), daemon=True).start()
+    time.sleep(1.5)
+    stalled_sent = host_pipe.data_bytes
+    assert stalled_sent - board_pipe.credit_bytes <= window
+    assert stalled_sent < len(payload) // 2, "the sender did not stop at its window"
+    release.set()
+    deadline = time.monotonic() + 60
+    while len(received) < len(payload) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert bytes(received) == payload
+    assert host_pipe.data_bytes - board_pipe.credit_bytes <= window
+    client.close()
+    host.close()
+    board.close()
+    server.close()
