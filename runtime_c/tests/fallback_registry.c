@@ -9,9 +9,10 @@
 
 static int prep_ok(const sim_graph *g, sim_op *op, char *err, size_t n)
 {
-    (void)g;
-    if (op->n_inputs < 1 || op->n_outputs != 1) {
-        strncpy(err, "needs inputs and one output", n - 1);
+    if (op->n_inputs != 1 || op->n_outputs != 1 || op->inputs[0] == SIM_NONE ||
+        g->tensors[op->inputs[0]].n_elems != g->tensors[op->outputs[0]].n_elems ||
+        g->tensors[op->inputs[0]].kind == SIM_T_CONST) {
+        strncpy(err, "needs one activation input and one output of the same size", n - 1);
         return -6;
     }
     return 0;

@@ -14,6 +14,13 @@ def test_c_core_tests(c_build):
     assert ", 0 failures" in proc.stdout
 
 
+def test_core_under_asan_and_ubsan_with_stand_in_kernels(run_make):
+    """The core alone (parser, executor, API) with the test stand-in kernels: core bugs are not masked."""
+    proc = run_make("asan-core", timeout=900)
+    assert proc.returncode == 0, f"ASan/UBSan run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert ", 0 failures" in proc.stdout
+
+
 @pytest.mark.slow
 def test_c_core_tests_under_asan_and_ubsan(run_make):
     proc = run_make("asan", timeout=900)
