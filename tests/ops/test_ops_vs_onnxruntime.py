@@ -1,0 +1,260 @@
+"""Every simulator operator against onnxruntime: one small ONNX model per operator and attribute
+variant (onnx.helper), converted by rknnlink.model to fp32, fp16 and int8, run on the simulated NPU and
+compared with onnxruntime fp32 on the same input.
+
+Tolerances: fp32 1e-4 relative to the output's magnitude; fp16 3e-3 (inputs, weights and every output
+are rounded to binary16); int8 cosine >= 0.99 (single op, calibrated on the test input's distribution).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from rknnlink.model.builder import BuildConfig, build
+
+FP32_TOL, FP16_TOL, INT8_COS = 1e-4, 3e-3, 0.99
+
+
+@dataclass
+class Case:
+    """One single-node model: float graph inputs (shapes), constant inputs by slot, attributes."""
+
+    name: str
+    op: str
+    inputs: list
+    consts: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+    opset: int = 13
+    gen: Optional[Callable[[np.random.Generator, tuple], np.ndarray]] = None
+    post: Optional[str] = None  # a fused activation node after the op (Relu, Clip, LeakyRelu, Sigmoid)
+    int8: bool = True
+    n_out: int = 1
+
+
+def _rng_w(shape: tuple, seed: int = 0, scale: float = 0.5) -> np.ndarray:
+    return (np.random.default_rng(seed).normal(0.0, scale, shape)).astype(np.float32)
+
+
+def positive(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    return np.abs(rng.normal(0.0, 1.0, shape)).astype(np.float32) + 0.1
+
+
+def away_from_zero(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    x = rng.normal(0.0, 1.0, shape).astype(np.float32)
+    return np.where(x < 0, x - 0.5, x + 0.5).astype(np.float32)
+
+
+def i64(*v: int) -> np.ndarray:
+    return np.array(v, np.int64)
+
+
+F = np.float32
+CASES = [
+    # convolutions
+    Case("conv3x3_pad1", "Conv", [[1, 4, 9, 9]], {1: _rng_w((6, 4, 3, 3)), 2: _rng_w((6,), 1)},
+         dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
+    Case("conv_s2_asym_pads", "Conv", [[1, 3, 11, 10]], {1: _rng_w((8, 3, 3, 3))},
+         dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 1, 0])),
+    Case("conv_dilation2", "Conv", [[1, 3, 12, 12]], {1: _rng_w((5, 3, 3, 3)), 2: _rng_w((5,), 2)},
+         dict(kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2])),
+    Case("conv_group2_relu", "Conv", [[1, 6, 8, 8]], {1: _rng_w((4, 3, 3, 3)), 2: _rng_w((4,), 3)},
+         dict(kernel_shape=[3, 3], group=2, pads=[1, 1, 1, 1]), post="Relu"),
+    Case("conv_depthwise_s2_relu6", "Conv", [[1, 16, 14, 14]], {1: _rng_w((16, 1, 3, 3)), 2: _rng_w((16,), 4)},
+         dict(kernel_shape=[3, 3], group=16, strides=[2, 2], pads=[1, 1, 1, 1]), post="Clip"),
+    Case("conv_pointwise_leaky", "Conv", [[1, 24, 7, 7]], {1: _rng_w((40, 24, 1, 1), 5, 0.2)},
+         dict(kernel_shape=[1, 1]), post="LeakyRelu"),
+    Case("conv_sigmoid", "Conv", [[1, 3, 6, 6]], {1: _rng_w((4, 3, 3, 3))}, dict(kernel_shape=[3, 3]), post="Sigmoid"),
+    Case("conv1d", "Conv", [[1, 4, 20]], {1: _rng_w((6, 4, 5)), 2: _rng_w((6,), 6)},
+         dict(kernel_shape=[5], strides=[2], pads=[2, 1])),
+    Case("conv3d", "Conv", [[1, 2, 5, 6, 6]], {1: _rng_w((3, 2, 3, 3, 3))},
+         dict(kernel_shape=[3, 3, 3], pads=[1, 0, 1, 1, 0, 1])),
+    Case("convtranspose_s2", "ConvTranspose", [[1, 4, 5, 5]], {1: _rng_w((4, 3, 3, 3)), 2: _rng_w((3,), 7)},
+         dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])),
+    Case("convtranspose_group2", "ConvTranspose", [[1, 4, 4, 4]], {1: _rng_w((4, 2, 2, 2))},
+         dict(kernel_shape=[2, 2], strides=[2, 2], group=2)),
+    # matrix products
+    Case("gemm_transb_bias", "Gemm", [[2, 32]], {1: _rng_w((20, 32), 8, 0.2), 2: _rng_w((20,), 9)}, dict(transB=1)),
+    Case("gemm_transa_alpha_beta", "Gemm", [[16, 3]], {1: _rng_w((16, 10), 10, 0.2), 2: _rng_w((10,), 11)},
+         dict(transA=1, alpha=0.5, beta=2.0)),
+    Case("matmul_const", "MatMul", [[3, 5, 12]], {1: _rng_w((12, 7), 12)}),
+    Case("matmul_two_inputs_bcast", "MatMul", [[2, 1, 4, 6], [3, 6, 5]]),
+    # element-wise with broadcasting
+    Case("add_channel_const", "Add", [[1, 3, 4, 5]], {1: _rng_w((3, 1, 1), 13)}),
+    Case("add_two_inputs", "Add", [[2, 3, 4], [3, 1]]),
+    Case("sub_scalar", "Sub", [[1, 3, 4, 5]], {1: np.array(0.3, F)}),
+    Case("mul_bcast", "Mul", [[2, 1, 4], [3, 1]]),
+    Case("div_const", "Div", [[1, 3, 4, 5]], {1: np.array([2.0, -0.5, 4.0], F).reshape(3, 1, 1)}),
+    Case("sum3", "Sum", [[2, 3, 4], [4], [3, 1]]),
+    Case("max2", "Max", [[2, 3, 4], [3, 4]]),
+    Case("min2", "Min", [[2, 3, 4], [2, 1, 4]]),
+    Case("pow_square", "Pow", [[2, 3, 4]], {1: np.array(2.0, F)}, gen=positive),
+    Case("prelu_channel", "PRelu", [[1, 3, 4, 4]], {1: np.array([0.1, 0.2, 0.3], F).reshape(3, 1, 1)}),
+    # unary
+    Case("relu", "Relu", [[1, 3, 5, 5]]),
+    Case("clip", "Clip", [[1, 3, 5, 5]], {1: np.array(-0.5, F), 2: np.array(0.8, F)}),
+    Case("leakyrelu", "LeakyRelu", [[1, 3, 5, 5]], attrs=dict(alpha=0.2)),
+    Case("sigmoid", "Sigmoid", [[1, 3, 5, 5]]),
+    Case("hardsigmoid", "HardSigmoid", [[1, 3, 5, 5]], attrs=dict(alpha=0.25, beta=0.4)),
+    Case("hardswish", "HardSwish", [[1, 3, 5, 5]], opset=14),
+    Case("tanh", "Tanh", [[1, 3, 5, 5]]),
+    Case("exp", "Exp", [[1, 3, 5, 5]]),
+    Case("elu", "Elu", [[1, 3, 5, 5]], attrs=dict(alpha=0.7)),
+    Case("selu", "Selu", [[1, 3, 5, 5]]),
+    Case("neg", "Neg", [[1, 3, 5, 5]]),
+    Case("abs", "Abs", [[1, 3, 5, 5]]),
+    Case("softplus", "Softplus", [[1, 3, 5, 5]]),
+    Case("sqrt", "Sqrt", [[1, 3, 5, 5]], gen=positive),
+    # normalisation and reductions
+    Case("softmax_last", "Softmax", [[2, 3, 10]]),
+    Case("softmax_axis1", "Softmax", [[2, 5, 4]], attrs=dict(axis=1)),
+    Case("logsoftmax", "LogSoftmax", [[2, 10]], attrs=dict(axis=-1)),
+    Case("batchnorm", "BatchNormalization", [[1, 3, 4, 4]],
+         {1: np.array([1.0, 0.5, 2.0], F), 2: np.array([0.1, -0.2, 0.3], F), 3: np.array([0.0, 0.5, -0.5], F),
+          4: np.array([1.0, 2.0, 0.5], F)}),
+    Case("lrn", "LRN", [[1, 6, 4, 4]], attrs=dict(size=3, alpha=1e-2, beta=0.75, bias=1.0)),
+    Case("reducemean", "ReduceMean", [[2, 3, 4, 5]], attrs=dict(axes=[2, 3], keepdims=1)),
+    Case("reducemax", "ReduceMax", [[2, 3, 4, 5]], attrs=dict(axes=[1], keepdims=0)),
+    Case("reducesum", "ReduceSum", [[2, 3, 4, 5]], {1: i64(-1)}, attrs=dict(keepdims=1)),
+    # pooling
+    Case("maxpool_3x3_s2_p1", "MaxPool", [[1, 3, 9, 9]], attrs=dict(kernel_shape=[3, 3], strides=[2, 2],
+                                                                   pads=[1, 1, 1, 1])),
+    Case("maxpool_ceil", "MaxPool", [[1, 2, 8, 8]], attrs=dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+    Case("avgpool_exclude_pad", "AveragePool", [[1, 3, 7, 7]],
+         attrs=dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    Case("avgpool_include_pad", "AveragePool", [[1, 3, 7, 7]],
+         attrs=dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)),
+    Case("globalavgpool", "GlobalAveragePool", [[1, 8, 5, 6]]),
+    Case("globalmaxpool", "GlobalMaxPool", [[1, 8, 5, 6]]),
+    # data movement
+    Case("concat_axis1", "Concat", [[1, 2, 4, 4], [1, 3, 4, 4]], attrs=dict(axis=1)),
+    Case("split_axis1", "Split", [[1, 6, 4]], {1: i64(2, 4)}, attrs=dict(axis=1), n_out=2),
+    Case("slice_steps", "Slice", [[2, 6, 8]], {1: i64(1, -1), 2: i64(5, 0), 3: i64(1, 2), 4: i64(2, -3)}),
+    Case("reshape", "Reshape", [[2, 3, 4]], {1: i64(4, -1)}),
+    Case("flatten", "Flatten", [[2, 3, 4, 5]], attrs=dict(axis=2)),
+    Case("transpose", "Transpose", [[2, 3, 4, 5]], attrs=dict(perm=[0, 2, 3, 1])),
+    Case("pad_constant", "Pad", [[1, 2, 4, 4]], {1: i64(0, 0, 1, 2, 0, 0, 2, 1), 2: np.array(0.5, F)},
+         attrs=dict(mode="constant")),
+    Case("pad_reflect", "Pad", [[1, 2, 4, 4]], {1: i64(0, 0, 1, 2, 0, 0, 2, 1)}, attrs=dict(mode="reflect")),
+    Case("pad_edge", "Pad", [[1, 2, 4, 4]], {1: i64(0, 0, 1, 2, 0, 0, 2, 1)}, attrs=dict(mode="edge")),
+    Case("resize_nearest_x2", "Resize", [[1, 2, 3, 4]], {1: "", 2: np.array([1, 1, 2, 2], F)},
+         attrs=dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")),
+    Case("resize_linear", "Resize", [[1, 2, 3, 4]], {1: "", 2: "", 3: i64(1, 2, 7, 9)},
+         attrs=dict(mode="linear", coordinate_transformation_mode="half_pixel")),
+    Case("gather_axis1", "Gather", [[2, 5, 3]], {1: i64(4, 0, -1, 2)}, attrs=dict(axis=1)),
+    Case("squeeze", "Squeeze", [[1, 3, 1, 4]], {1: i64(0, 2)}),
+    Case("unsqueeze", "Unsqueeze", [[3, 4]], {1: i64(0, 3)}),
+]
+
+
+def make_model(case: Case) -> onnx.ModelProto:
+    names, inits, graph_inputs, k = [], [], [], 0
+    n_slots = len(case.inputs) + len(case.consts)
+    for slot in range(n_slots):
+        if slot in case.consts:
+            value = case.consts[slot]
+            if isinstance(value, str):
+                names.append(value)
+                continue
+            names.append(f"c{slot}")
+            inits.append(numpy_helper.from_array(np.asarray(value), f"c{slot}"))
+        else:
+            names.append(f"x{k}")
+            graph_inputs.append(helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, case.inputs[k]))
+            k += 1
+    outs = [f"y{i}" for i in range(case.n_out)]
+    node_out = ["t"] if case.post else outs
+    nodes = [helper.make_node(case.op, names, node_out, name=f"{case.op.lower()}_node", **case.attrs)]
+    if case.post == "Clip":
+        inits += [numpy_helper.from_array(np.array(0.0, F), "lo"), numpy_helper.from_array(np.array(6.0, F), "hi")]
+        nodes.append(helper.make_node("Clip", ["t", "lo", "hi"], outs, name="act"))
+    elif case.post == "LeakyRelu":
+        nodes.append(helper.make_node("LeakyRelu", ["t"], outs, name="act", alpha=0.1))
+    elif case.post:
+        nodes.append(helper.make_node(case.post, ["t"], outs, name="act"))
+    graph = helper.make_graph(nodes, case.name, graph_inputs,
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", case.opset)], ir_version=8)
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+
+def make_inputs(case: Case, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    gen = case.gen or (lambda r, s: r.normal(0.0, 1.0, s).astype(np.float32))
+    return [gen(rng, tuple(shape)) for shape in case.inputs]
+
+
+def run_ort(model: onnx.ModelProto, xs: list) -> list:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {f"x{i}": x for i, x in enumerate(xs)})
+
+
+def write_dataset(folder: Path, case: Case, n: int = 6) -> Path:
+    lines = []
+    for s in range(n):
+        xs = make_inputs(case, 100 + s)
+        files = []
+        for i, x in enumerate(xs):
+            path = folder / f"s{s}_x{i}.npy"
+            np.save(path, x)
+            files.append(path.name)
+        lines.append(" ".join(files))
+    (folder / "dataset.txt").write_text("\n".join(lines) + "\n")
+    return folder / "dataset.txt"
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+
+
+def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.max(np.abs(got.astype(np.float64) - ref)) / max(1.0, float(np.max(np.abs(ref)))))
+
+
+@pytest.mark.parametrize("mode", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_op_matches_onnxruntime(case: Case, mode: str, sim_lib, tmp_path: Path):
+    if mode == "int8" and not case.int8:
+        pytest.skip(f"{case.name} has no int8 form")
+    model = make_model(case)
+    xs = make_inputs(case, 1)
+    refs = run_ort(model, xs)
+    cfg = BuildConfig(progress=False, float_dtype="float32" if mode == "fp32" else "float16")
+    dataset = write_dataset(tmp_path, case) if mode == "int8" else None
+    built = build(model, cfg, mode == "int8", dataset)
+    formats = ["nchw" if len(x.shape) == 4 else None for x in xs]
+    with sim_lib.init(built.data) as ctx:
+        outs = ctx.infer(xs, formats=formats)
+    assert len(outs) == len(refs)
+    for got, ref in zip(outs, refs):
+        got = np.asarray(got).reshape(ref.shape)
+        if mode == "fp32":
+            assert rel_error(got, ref) <= FP32_TOL, f"{case.name} fp32 error {rel_error(got, ref):.2e}"
+        elif mode == "fp16":
+            assert rel_error(got, ref) <= FP16_TOL, f"{case.name} fp16 error {rel_error(got, ref):.2e}"
+        else:
+            assert cosine(got, ref) >= INT8_COS, f"{case.name} int8 cosine {cosine(got, ref):.5f}"
+
+
+def test_fused_activation_is_one_layer(sim_lib):
+    """Conv followed by Clip(0, 6) runs as one ConvClip layer whose output matches onnxruntime."""
+    case = CASES[4]
+    model = make_model(case)
+    xs = make_inputs(case, 3)
+    ref = run_ort(model, xs)[0]
+    built = build(model, BuildConfig(progress=False, float_dtype="float32"), False, None)
+    with sim_lib.init(built.data) as ctx:
+        got = ctx.infer(xs, formats=["nchw"])[0]
+        types = [layer.op_type for layer in ctx.layer_infos()]
+    assert types == ["ConvClip"], types
+    assert rel_error(np.asarray(got).reshape(ref.shape), ref) <= FP32_TOL
