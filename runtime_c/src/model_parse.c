@@ -67,6 +67,32 @@ static int in_range(uint64_t off, uint64_t len, uint64_t limit)
 
 static const uint8_t *sect_ptr(parser *P, int kind) { return P->b + P->s[kind].off; }
 
+/* Well-formed UTF-8 (no overlong forms, surrogates or code points above U+10FFFF). */
+static int utf8_ok(const uint8_t *s, uint32_t n)
+{
+    uint32_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        uint32_t len, cp;
+        if (c < 0x80) { i++; continue; }
+        if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1Fu; }
+        else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0Fu; }
+        else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07u; }
+        else return 0;
+        if (n - i < len)
+            return 0;
+        for (uint32_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0u) != 0x80u)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3Fu);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
 /* Copy a strref from STRINGS into the pool as a NUL-terminated string. */
 static int get_str(parser *P, const uint8_t *ref, uint32_t max_len, const char **out, const char *what)
 {
@@ -80,6 +106,8 @@ static int get_str(parser *P, const uint8_t *ref, uint32_t max_len, const char *
     const uint8_t *s = sect_ptr(P, K_STRINGS) + off;
     if (len > 0 && memchr(s, 0, len) != NULL)
         return fail(P, "%s: string contains a NUL byte", what);
+    if (!utf8_ok(s, len))
+        return fail(P, "%s: string is not valid UTF-8", what);
     char *c = sim_pool_alloc(&P->m->pool, (size_t)len + 1);
     if (c == NULL)
         return fail(P, "out of memory copying %s", what);
@@ -599,6 +627,14 @@ static int parse_io(parser *P)
         }
     }
     free(seen);
+    /* the API finds inputs and outputs by name (rknn_set_io_mem): names must tell them apart */
+    for (uint32_t i = 0; rc == 0 && i < n_in + n_out; i++)
+        for (uint32_t j = 0; rc == 0 && j < i; j++) {
+            const sim_io *a = i < n_in ? &m->ins[i] : &m->outs[i - n_in];
+            const sim_io *b = j < n_in ? &m->ins[j] : &m->outs[j - n_in];
+            if (strcmp(m->g.tensors[a->tensor].name, m->g.tensors[b->tensor].name) == 0)
+                rc = fail(P, "graph inputs/outputs share the name '%s'", m->g.tensors[a->tensor].name);
+        }
     return rc;
 }
 

@@ -458,6 +458,23 @@ static void test_invalid_models(void)
     CHECK_RC(rknn_init(&ctx, buf, (uint32_t)n, 0, NULL), RKNN_ERR_MODEL_INVALID);
     CHECK(strstr(rknnlink_sim_init_error(), "topological") != NULL, "order message: %s", rknnlink_sim_init_error());
     free(buf);
+
+    /* invalid UTF-8 in a name; an input and an output with the same name */
+    static const char *const names[2][2] = {{"bad\xff", "o"}, {"same", "same"}};
+    static const char *const reasons[2] = {"UTF-8", "share the name"};
+    for (int k = 0; k < 2; k++) {
+        w = mw_new("rk3588", 0);
+        i0 = mw_tensor(w, names[k][0], 0, 1, d, 2, 0, 0, 0);
+        o0 = mw_tensor(w, names[k][1], 0, 1, d, 3, 0, 0, 0);
+        mw_op(w, 10, "r", 1, &i0, 1, &o0, 0, 0, 0);
+        mw_io(w, i0, 0, 0, 0, NULL, NULL, 0);
+        mw_io(w, o0, 1, 0, 0, NULL, NULL, 0);
+        buf = mw_finish(w, &n, 0);
+        mw_free(w);
+        CHECK_RC(rknn_init(&ctx, buf, (uint32_t)n, 0, NULL), RKNN_ERR_MODEL_INVALID);
+        CHECK(strstr(rknnlink_sim_init_error(), reasons[k]) != NULL, "message: %s", rknnlink_sim_init_error());
+        free(buf);
+    }
 }
 
 static void test_path_info_only_perf_dump(void)
