@@ -386,8 +386,12 @@ static int run_locked(sim_ctx *c, rknn_run_extend *extend)
     for (uint32_t i = 0; i < m->n_in; i++) {
         if (c->in_mem[i].mem != NULL) {
             const sim_iomem *b = &c->in_mem[i];
-            int rc = sim_input_convert(c, i, (const unsigned char *)b->mem->virt_addr + b->mem->offset,
-                                       (uint64_t)b->mem->size - (uint64_t)b->mem->offset,
+            uint64_t avail = (uint64_t)b->mem->size - (uint64_t)b->mem->offset;
+            if (b->attr.pass_through) { /* exactly the native tensor; the memory may be larger */
+                const sim_tensor *t = &m->g.tensors[m->ins[i].tensor];
+                avail = (uint64_t)t->n_elems * sim_dtype_size(t->dtype);
+            }
+            int rc = sim_input_convert(c, i, (const unsigned char *)b->mem->virt_addr + b->mem->offset, avail,
                                        (uint32_t)b->attr.type, (uint32_t)b->attr.fmt, b->attr.pass_through != 0);
             if (rc != RKNN_SUCC)
                 return rc;

@@ -590,6 +590,26 @@ static void test_mem(void)
     CHECK_RC(rknn_mem_sync(ctx, om, (rknn_mem_sync_mode)9), RKNN_ERR_PARAM_INVALID);
     for (int i = 0; i < 12; i++)
         CHECK(fabsf(((float *)om->virt_addr)[i] - want[i]) < 1e-6f, "zero-copy out[%d]", i);
+    /* pass_through binding on memory larger than the native tensor */
+    rknn_tensor_attr pa;
+    memset(&pa, 0, sizeof(pa));
+    CHECK_RC(rknn_query(ctx, RKNN_QUERY_NATIVE_INPUT_ATTR, &pa, sizeof(pa)), 0);
+    pa.pass_through = 1;
+    rknn_tensor_mem *big = rknn_create_mem(ctx, pa.size + 256);
+    float nat[12];
+    for (int i = 0; i < 12; i++)
+        nat[i] = (float)i - 6.0f;
+    memcpy(big->virt_addr, nat, sizeof(nat));
+    CHECK_RC(rknn_set_io_mem(ctx, big, &pa), 0);
+    CHECK_RC(rknn_run(ctx, NULL), 0);
+    for (int c = 0; c < 3; c++)
+        for (int s = 0; s < 4; s++) {
+            float w = nat[s * 3 + c] + test_a_bias(c * 4 + s);
+            w = w > 0 ? w : 0;
+            CHECK(fabsf(((float *)om->virt_addr)[c * 4 + s] - w) < 1e-6f, "pass_through zero-copy out[%d]", c * 4 + s);
+        }
+    CHECK_RC(rknn_set_io_mem(ctx, im, &ia), 0);
+    CHECK_RC(rknn_destroy_mem(ctx, big), 0);
     rknn_tensor_attr bad = ia;
     strcpy(bad.name, "nope");
     CHECK_RC(rknn_set_io_mem(ctx, im, &bad), RKNN_ERR_PARAM_INVALID);
