@@ -1,0 +1,156 @@
+"""Cost of the board link on loopback, against a raw TCP round trip of the same bytes measured in the same run.
+
+Model: GlobalAveragePool over a 224x224x3 uint8 image (big input, tiny output, little compute), so the numbers
+are dominated by the link. Reports:
+  * per-inference overhead of the daemon path (through `rknnlink serve` minus in-process RuntimeContext.infer),
+    unary and pipelined, as a ratio over the raw TCP round trip (must be <= 8; aim: <= 0.3 ms overhead);
+  * pipelined throughput over in-process throughput (aim >= 95%).
+Exit status 1 when a "must" fails.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "runtime"))
+
+import sim_models  # noqa: E402
+
+from rknnlink.client import Board  # noqa: E402
+from rknnlink.runtime import RuntimeLibrary  # noqa: E402
+from rknnlink_server.local import start_local_daemon  # noqa: E402
+
+N_LATENCY = 400
+N_STREAM = 1500
+MUST_RATIO = 8.0
+
+_ECHO_SERVER = r"""
+import socket, struct, sys
+reply_size = int(sys.argv[1])
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+print(srv.getsockname()[1], flush=True)
+conn, _ = srv.accept(); conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+buf = bytearray(1 << 20); reply = b"\0" * reply_size
+def exact(n):
+    view = memoryview(buf)[:n]; got = 0
+    while got < n:
+        k = conn.recv_into(view[got:], n - got)
+        if not k: raise SystemExit(0)
+        got += k
+while True:
+    exact(4); (n,) = struct.unpack("<I", bytes(buf[:4])); exact(n)
+    conn.sendall(struct.pack("<I", reply_size) + reply)
+"""
+
+
+def _median_us(samples) -> float:
+    return statistics.median(samples) * 1e6
+
+
+def raw_tcp_round_trip(payload: bytes, reply_size: int) -> float:
+    """Median round trip (us) of a length-prefixed request/reply over loopback TCP to another process."""
+    proc = subprocess.Popen([sys.executable, "-c", _ECHO_SERVER, str(reply_size)], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            frame = struct.pack("<I", len(payload)) + payload
+            reply = bytearray(reply_size + 4)
+            samples = []
+            for i in range(N_LATENCY + 50):
+                start = time.perf_counter()
+                sock.sendall(frame)
+                view, got = memoryview(reply), 0
+                while got < len(reply):
+                    got += sock.recv_into(view[got:], len(reply) - got)
+                if i >= 50:
+                    samples.append(time.perf_counter() - start)
+        return _median_us(samples)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def in_process(model: bytes, image: np.ndarray) -> tuple:
+    with RuntimeLibrary.load(backend="sim").init(model) as ctx:
+        for _ in range(50):
+            ctx.infer([image])
+        samples = []
+        for _ in range(N_LATENCY):
+            start = time.perf_counter()
+            ctx.infer([image])
+            samples.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(N_STREAM):
+            ctx.infer([image])
+        per_item = (time.perf_counter() - start) / N_STREAM
+        return _median_us(samples), per_item * 1e6, ctx.infer([image])[0]
+
+
+def through_daemon(address: str, model: bytes, image: np.ndarray, expected: np.ndarray) -> tuple:
+    with Board.connect(address) as board, board.load_model(model) as session:
+        np.testing.assert_array_equal(session.run([image])[0], expected)
+        for _ in range(50):
+            session.run([image])
+        samples = []
+        for _ in range(N_LATENCY):
+            start = time.perf_counter()
+            session.run([image])
+            samples.append(time.perf_counter() - start)
+        with session.pipeline(depth=4) as pipe:
+            for _ in pipe.map([image] for _ in range(100)):
+                pass
+            start = time.perf_counter()
+            count = sum(1 for _ in pipe.map([image] for _ in range(N_STREAM)))
+            per_item = (time.perf_counter() - start) / count
+        return _median_us(samples), per_item * 1e6
+
+
+def main() -> int:
+    model = sim_models.pool_model(224, 3)
+    image = np.random.default_rng(0).integers(0, 256, size=(1, 224, 224, 3), dtype=np.uint8)
+    inproc_us, inproc_item_us, expected = in_process(model, image)
+    reply_size = expected.nbytes
+    daemon = start_local_daemon(platform="rk3588", backend="sim")
+    try:
+        unary_us, stream_item_us = through_daemon(daemon.address, model, image, expected)
+    finally:
+        daemon.stop()
+    tcp_us = raw_tcp_round_trip(image.tobytes(), reply_size)
+    unary_overhead = unary_us - inproc_us
+    stream_overhead = stream_item_us - inproc_item_us
+    throughput = inproc_item_us / stream_item_us
+    rows = [
+        ("raw TCP round trip (150,528 B out)", tcp_us, ""),
+        ("in-process infer (median)", inproc_us, ""),
+        ("daemon unary run (median)", unary_us, ""),
+        ("unary link overhead", unary_overhead, f"{unary_overhead / tcp_us:.2f} x TCP (must <= {MUST_RATIO:g})"),
+        ("in-process per item (loop)", inproc_item_us, ""),
+        ("daemon pipelined per item (depth 4)", stream_item_us, ""),
+        ("pipelined link overhead", stream_overhead, f"{stream_overhead / tcp_us:.2f} x TCP (must <= {MUST_RATIO:g})"),
+        ("pipelined / in-process throughput", throughput * 100, "% (aim >= 95%)"),
+    ]
+    print(f"bench_link: {os.cpu_count()} CPUs, {N_LATENCY} latency samples, {N_STREAM} streamed inferences")
+    for name, value, note in rows:
+        unit = "" if note.startswith("%") else " us"
+        print(f"  {name:<40} {value:10.1f}{unit} {note}")
+    ok = unary_overhead / tcp_us <= MUST_RATIO and stream_overhead / tcp_us <= MUST_RATIO
+    print(f"  aim: overhead <= 300 us -> unary {'met' if unary_overhead <= 300 else 'missed'}, "
+          f"pipelined {'met' if stream_overhead <= 300 else 'missed'}; throughput "
+          f"{'met' if throughput >= 0.95 else 'missed'}")
+    print("bench_link:", "PASS" if ok else "FAIL (overhead ratio above 8)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
