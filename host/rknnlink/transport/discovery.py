@@ -75,6 +75,26 @@ def _usb_records(timeout: float) -> List[DeviceRecord]:
 def _network_records(timeout: float) -> List[DeviceRecord]:
     from . import mdns
 
-    return [DeviceRecord(id=f"tcp:{svc.address}", transport="tcp", state="device", platform=svc.platform,
-                         daemon_version=svc.daemon_version, address=svc.address)
-            for svc in mdns.discover(timeout=timeout)]
+    records = []
+    for service in mdns.discover(timeout=timeout):
+        record = DeviceRecord(id=f"tcp:{service.address}", transport="tcp", state="device",
+                              platform=service.platform, daemon_version=service.daemon_version,
+                              address=service.address)
+        record.state = _network_state(service, timeout)
+        records.append(record)
+    return records
+
+
+def _network_state(service, timeout: float) -> str:
+    """'device' when the advertised daemon answers its health check (over pinned TLS when it uses TLS)."""
+    from .network import resolve_tcp
+    from .probe import check_channel
+
+    try:
+        endpoint = resolve_tcp(service.address, timeout=timeout, expected_fingerprint=service.fingerprint,
+                               warn_without_token=False)
+    except TransportError as exc:
+        log.info("tcp:%s: %s", service.address, exc)
+        return "unreachable"
+    with endpoint.open_channel() as channel:
+        return "device" if check_channel(channel, timeout).ok else "unreachable"

@@ -29,7 +29,7 @@ def split_host_port(text: str) -> Tuple[str, int]:
 
 
 def resolve_tcp(host_port: str, *, timeout: float = 10.0, token: Optional[str] = None,
-                expected_fingerprint: Optional[str] = None) -> Endpoint:
+                expected_fingerprint: Optional[str] = None, warn_without_token: bool = True) -> Endpoint:
     """An endpoint for a daemon at HOST:PORT: plain when it answers plain text, else pinned TLS."""
     host, port = split_host_port(host_port)
     token = token or os.environ.get("RKNNLINK_TOKEN") or None
@@ -47,7 +47,7 @@ def resolve_tcp(host_port: str, *, timeout: float = 10.0, token: Optional[str] =
     from .security import certificate_names
 
     names = certificate_names(root)
-    if not token:
+    if not token and warn_without_token:
         log.warning("daemon at %s uses TLS but RKNNLINK_TOKEN is not set; calls will be refused", address)
     return Endpoint(address=address, kind="tcp", tls_root_cert=root, tls_server_name=names[0] if names else None,
                     token=token)
