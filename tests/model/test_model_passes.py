@@ -354,3 +354,29 @@ def test_fp16_data_types():
     assert fmt.read_model(r.data) == m
     assert all(m.tensors[o.tensor].dtype == fmt.FLOAT16 for o in m.outputs)
     assert r.tensor_map == {t.name: t.name for t in m.tensors}
+
+
+def test_optimization_level_zero_keeps_the_graph():
+    model = fac.conv_bn_act_model("Relu")
+    r = build(load_onnx(model), BuildConfig(optimization_level=0, float_dtype="float32"), False, None)
+    assert ops_of(r) == [("Conv", None), ("BatchNormalization", None), ("Relu", None)]
+
+
+def test_resize_with_a_fractional_scale_is_refused():
+    model = fac.single_node_model("Resize", [[1, 2, 3, 3]], None, consts={1: "", 2: np.array(
+        [1, 1, 1.5, 1.5], np.float32)}, mode="linear")
+    with pytest.raises(UnsupportedOperatorError, match="sizes"):
+        fp32(model)
+
+
+def test_unused_maxpool_indices_are_dropped_but_used_ones_refused():
+    node = helper.make_node("MaxPool", ["x"], ["y", "idx"], name="pool", kernel_shape=[2, 2])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    graph = helper.make_graph([node], "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)], ir_version=fac.IR_VERSION)
+    assert ops_of(fp32(model)) == [("MaxPool", None)]
+    graph.output.append(helper.make_tensor_value_info("idx", TensorProto.INT64, None))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)], ir_version=fac.IR_VERSION)
+    with pytest.raises(UnsupportedOperatorError) as info:
+        fp32(model)
+    assert info.value.op_type == "MaxPool"

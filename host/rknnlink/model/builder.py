@@ -60,7 +60,7 @@ class BuildConfig:
     float_dtype: str = "float16"
     target_platform: str = "rk3588"
     custom_string: Optional[str] = None
-    optimization_level: int = 3
+    optimization_level: int = 3  # 0 keeps the graph as is: no BatchNormalization folding, no fusion
     progress: bool = True
 
     def validate(self) -> None:
@@ -114,8 +114,9 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     layers (ONNX node names or their output tensor names) kept in float16 in an int8 build.
     """
     config.validate()
-    pg = prepare(model)
-    nodes = _fold_gemm_scalars(lower(pg), pg)
+    optimise = config.optimization_level > 0
+    pg = prepare(model, fold_batchnorm=optimise)
+    nodes = _fold_gemm_scalars(lower(pg, fuse=optimise), pg)
     stats: dict = {}
     if do_quantization:
         if ranges is None:
@@ -126,7 +127,7 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
         else:
             stats = _stats_from_ranges(pg, nodes, ranges)
     if rknn_batch_size is not None and int(rknn_batch_size) > 1:
-        pg, nodes = _batched(model, int(rknn_batch_size), pg, nodes)
+        pg, nodes = _batched(model, int(rknn_batch_size), pg, nodes, optimise)
     mode = "int8" if do_quantization else ("fp16" if config.float_dtype == "float16" else "fp32")
     asm = _Assembler(pg, nodes, config, mode, stats, set(float_layers), int(rknn_batch_size or 1))
     sim = asm.run()
@@ -155,9 +156,11 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
     std = config.per_input(config.std_values, len(pg.inputs), "std_values")
     stats = {n: TensorStats() for n in names}
 
+    feed_types = {i.name: (np.float16 if i.type == "tensor(float16)" else np.float32) for i in sess.get_inputs()}
+
     def run_all() -> Iterable[list]:
         for sample in read_dataset(dataset, shapes, mean, std, config.quant_img_rgb2bgr, config.progress):
-            feeds = {n: x for n, x in zip(pg.inputs, sample.normalised)}
+            feeds = {n: x.astype(feed_types.get(n, np.float32)) for n, x in zip(pg.inputs, sample.normalised)}
             yield sess.run(names, feeds)
 
     count = 0
@@ -205,7 +208,7 @@ def _fold_gemm_scalars(nodes: list, pg: PreparedGraph) -> list:
 _AXIS_OPS = ("Concat", "Split", "Softmax", "LogSoftmax", "Gather")
 
 
-def _batched(model: Any, batch: int, pg1: PreparedGraph, nodes1: list) -> tuple:
+def _batched(model: Any, batch: int, pg1: PreparedGraph, nodes1: list, optimise: bool) -> tuple:
     """Re-prepare with the batch dimension multiplied and check every op is batch-agnostic."""
     from .prepare import real_inputs
     m = copy.deepcopy(model)
@@ -218,8 +221,8 @@ def _batched(model: Any, batch: int, pg1: PreparedGraph, nodes1: list) -> tuple:
         o.type.tensor_type.ClearField("shape")
     del m.graph.value_info[:]
     try:
-        pg = prepare(m)
-        nodes = _fold_gemm_scalars(lower(pg), pg)
+        pg = prepare(m, fold_batchnorm=optimise)
+        nodes = _fold_gemm_scalars(lower(pg, fuse=optimise), pg)
     except (BuildError, UnsupportedOperatorError) as exc:
         raise BuildError(f"rknn_batch_size={batch} needs batch-agnostic operators, but with batch {batch} the "
                          f"graph is invalid ({exc}); build with rknn_batch_size=None") from exc

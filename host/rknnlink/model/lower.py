@@ -373,6 +373,15 @@ def _resize(ctx: _Ctx) -> LNode:
         ctx.fail("Resize changes the rank")
     if any(i != o for i, o in zip(in_shape[:2], out_shape[:2])) and len(in_shape) >= 3:
         ctx.fail("resizing the batch or channel dimension is not supported")
+    scales_slot = 1 if (ctx.node.op_type == "Upsample" or ctx.opset < 11) else 2
+    scales = ctx.const(scales_slot, "scales") if ctx.inp(scales_slot) else None
+    if scales is not None and scales.size and coord != _COORD["align_corners"]:
+        # The runtime derives the scale from the stored sizes; ONNX uses the given one. They agree only
+        # when every output size is exactly input size x scale.
+        for i, o, sc in zip(in_shape, out_shape, np.asarray(scales, np.float64).ravel()):
+            if abs(i * sc - o) > 1e-6 * max(1.0, o):
+                ctx.fail(f"scale {float(sc)} of a dimension of {i} gives a fractional size ({i * sc:g}); pass "
+                         "integer 'sizes' instead of 'scales', or scales with an integral result")
     return ctx.make("Resize", [ctx.node.input[0]], {"mode": mode_id, "coord": coord, "nearest": nearest})
 
 
@@ -466,8 +475,8 @@ def supported_onnx_ops() -> list:
     return sorted(LOWERINGS)
 
 
-def lower(pg: PreparedGraph) -> list:
-    """Lower every node, then apply the SiLU and activation fusions. Returns LNodes in execution order."""
+def lower(pg: PreparedGraph, fuse: bool = True) -> list:
+    """Lower every node, then (``fuse``) apply the SiLU and activation fusions. Returns LNodes in order."""
     nodes = []
     for node in pg.model.graph.node:
         fn = LOWERINGS.get(node.op_type)
@@ -477,6 +486,8 @@ def lower(pg: PreparedGraph) -> list:
         ctx = _Ctx(node, pg)
         _check_float_activations(ctx)
         nodes.append(fn(ctx))
+    if not fuse:
+        return nodes
     nodes = fuse_silu(nodes, pg)
     return fuse_activations(nodes, pg)
 

@@ -197,6 +197,7 @@ def prepare(model: Any, fold_batchnorm: bool = True) -> PreparedGraph:
         shapes = _infer(model)
         if not _fold_constants(model, shapes, opset):
             break
+    _drop_unused_optional_outputs(model)
     _remove_identities(model)
     _check_supported(model)
     if fold_batchnorm:
@@ -414,6 +415,22 @@ def _rename_everywhere(model: Any, old: str, new: str) -> None:
         for i, n in enumerate(node.output):
             if n == old:
                 node.output[i] = new
+
+
+_OPTIONAL_OUTPUTS = ("MaxPool", "Dropout", "BatchNormalization")
+
+
+def _drop_unused_optional_outputs(model: Any) -> None:
+    """MaxPool indices, Dropout masks and training-mode BatchNormalization statistics nobody reads are
+    removed, so only outputs that matter can make an operator unsupported."""
+    uses = _consumers(model)
+    graph_outputs = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        if node.op_type not in _OPTIONAL_OUTPUTS:
+            continue
+        while len(node.output) > 1 and (not node.output[-1] or (
+                node.output[-1] not in uses and node.output[-1] not in graph_outputs)):
+            del node.output[-1]
 
 
 def _remove_identities(model: Any) -> None:
