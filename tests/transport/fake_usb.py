@@ -248,6 +248,13 @@ CURRENT: Optional[FakeBackend] = None
 
 
 def current_backend() -> FakeBackend:
+    """The bus set by a test in this process, else one described by FAKE_USB_BOARDS=DIR=SERIAL[;...]
+    (how a child process, e.g. the `rknnlink devices` CLI, sees the same emulated boards)."""
+    global CURRENT
     if CURRENT is None:
-        raise RuntimeError("no emulated USB bus is set up (fake_usb.CURRENT)")
+        spec = os.environ.get("FAKE_USB_BOARDS", "")
+        if not spec:
+            raise RuntimeError("no emulated USB bus is set up (fake_usb.CURRENT or FAKE_USB_BOARDS)")
+        boards = [FakeBoard(Path(item.split("=", 1)[0]), item.split("=", 1)[1]) for item in spec.split(";") if item]
+        CURRENT = FakeBackend(boards)
     return CURRENT

@@ -123,6 +123,27 @@ def test_listing_finds_the_board_through_a_configured_backend(rig, monkeypatch):
     assert list_usb_serials() == []
 
 
+def test_devices_cli_lists_the_usb_board(rig):
+    """The CLI in a fresh namespace (its adb server starts and dies there) sees the emulated USB board."""
+    import json
+
+    from conftest import NetNs, netns_available
+
+    reason = netns_available()
+    if reason:
+        pytest.skip(reason)
+    env = base_env(RKNNLINK_USB_BACKEND="fake_usb:current_backend", FAKE_USB_BOARDS=f"{rig.ffs}={SERIAL}")
+    ns = NetNs()
+    try:
+        result = ns.run([PYTHON, "-m", "rknnlink.cli", "devices", "--json", "--timeout", "5"], env=env, timeout=120)
+    finally:
+        ns.close()
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert rows == [{"id": f"usb:{SERIAL}", "transport": "usb", "state": "device", "platform": "rk3588",
+                     "daemon_version": "0.1.0", "address": None}]
+
+
 def test_bridge_carries_many_concurrent_and_large_messages(rig):
     bridge = rig.bridge()
     channel, echo = _echo(bridge.address)
