@@ -144,6 +144,17 @@ def test_devices_cli_lists_the_usb_board(rig):
                      "daemon_version": "0.1.0", "address": None}]
 
 
+def test_an_unknown_usb_serial_fails_fast_and_lists_the_attached_boards(rig):
+    from rknnlink.transport import DeviceNotFoundError
+    from rknnlink.transport.usb import UsbBridge
+
+    started = time.monotonic()
+    with pytest.raises(DeviceNotFoundError) as info:
+        UsbBridge("NOSUCHBOARD", backend=rig.backend).start(timeout=10)
+    assert time.monotonic() - started < 5
+    assert "NOSUCHBOARD" in str(info.value) and f"Attached rknnlink USB boards: {SERIAL}" in str(info.value)
+
+
 def test_bridge_carries_many_concurrent_and_large_messages(rig):
     bridge = rig.bridge()
     channel, echo = _echo(bridge.address)

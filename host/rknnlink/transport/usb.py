@@ -183,6 +183,10 @@ class UsbBridge:
             try:
                 self._connect()
                 break
+            except DeviceNotFoundError as exc:
+                self._listener.close()
+                attached = ", ".join(find_serials(self._backend)) or "none"
+                raise DeviceNotFoundError(f"{exc} Attached rknnlink USB boards: {attached}.") from None
             except TransportError:
                 if time.monotonic() >= deadline:
                     self._listener.close()
