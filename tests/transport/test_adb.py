@@ -81,6 +81,21 @@ except DeviceNotFoundError as exc:
     assert "FAKE123" in out["error"] and adb_rig.serial in out["error"]
 
 
+def test_an_unreachable_adb_tcp_serial_fails_with_the_reason(adb_rig):
+    out = adb_rig.ns.python("""
+import json, time
+from rknnlink.transport import resolve, DeviceNotFoundError
+started = time.monotonic()
+try:
+    resolve("127.0.0.1:6999", timeout=10)
+    print(json.dumps({"error": None}))
+except DeviceNotFoundError as exc:
+    print(json.dumps({"error": str(exc), "seconds": time.monotonic() - started}))
+""")
+    assert "adb connect 127.0.0.1:6999" in out["error"] and "failed" in out["error"]
+    assert out["seconds"] < 8
+
+
 def test_missing_daemon_asks_for_deploy_and_leaves_no_forward(adb_rig, echo_daemon, tmp_path):
     adb_rig.connect()
     os.killpg(echo_daemon.pid, signal.SIGTERM)

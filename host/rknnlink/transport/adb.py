@@ -115,6 +115,10 @@ def _connect_tcp(adb, serial: str, timeout: float) -> str:
     except adbutils.AdbError as exc:
         raise DeviceNotFoundError(f"`adb connect {serial}` failed: {exc}") from exc
     log.info("adb connect %s: %s", serial, message.strip())
+    if any(word in message.lower() for word in ("failed", "unable", "cannot", "refused")):
+        raise DeviceNotFoundError(
+            f"`adb connect {serial}` failed: {message.strip()}. Check the address and that adbd listens on "
+            "that port (`setprop service.adb.tcp.port 5555` or `adb tcpip 5555` over USB first).")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for device in list_devices(adb):

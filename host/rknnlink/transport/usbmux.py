@@ -23,7 +23,7 @@ import struct
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, Optional, Protocol
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,6 @@ class MuxConfig:
     ping_interval: float = 0.5      # host: keepalive when idle
     connect: Optional[Callable[[], socket.socket]] = None   # board: opens the daemon connection
     on_failure: Optional[Callable[[str], None]] = None
-    extra: Dict[str, str] = field(default_factory=dict)
 
 
 class Mux:
