@@ -129,9 +129,23 @@ def _spatial(ctx: _Ctx, kernel: list) -> tuple:
     return strides, dilations
 
 
+def _check_weight(ctx: _Ctx, w: np.ndarray, kernel: list, channels_axis: int) -> int:
+    """Weight rank, kernel and channel count must agree with the input (else the runtime would refuse)."""
+    group = int(ctx.attrs.get("group", 1))
+    x_shape = ctx.in_shape()
+    if w.ndim != len(x_shape) or list(w.shape[2:]) != kernel:
+        ctx.fail(f"weight shape {list(w.shape)} does not match kernel_shape {kernel} for input {list(x_shape)}")
+    in_channels = w.shape[1] * group if channels_axis == 1 else w.shape[0]
+    if group < 1 or x_shape[1] != in_channels:
+        ctx.fail(f"input has {x_shape[1]} channels but the weight {list(w.shape)} with group {group} "
+                 f"expects {in_channels}")
+    return group
+
+
 def _conv(ctx: _Ctx) -> LNode:
     w = ctx.const(1, "weight")
     kernel = [int(k) for k in ctx.attrs.get("kernel_shape", w.shape[2:])]
+    _check_weight(ctx, w, kernel, 1)
     strides, dilations = _spatial(ctx, kernel)
     pads = _pads_for(ctx, ctx.in_shape(), kernel, strides, dilations)
     if ctx.inp(2) is not None:
@@ -144,6 +158,7 @@ def _conv(ctx: _Ctx) -> LNode:
 def _conv_transpose(ctx: _Ctx) -> LNode:
     w = ctx.const(1, "weight")
     kernel = [int(k) for k in ctx.attrs.get("kernel_shape", w.shape[2:])]
+    _check_weight(ctx, w, kernel, 0)
     strides, dilations = _spatial(ctx, kernel)
     n = len(kernel)
     out_pad = [int(p) for p in ctx.attrs.get("output_padding", [0] * n)]

@@ -23,7 +23,7 @@ LOG = logging.getLogger(__name__)
 MIN_OPSET, MAX_OPSET = 9, 21
 MAX_IR_VERSION = 10
 # Folding a node whose output would be bigger than this keeps it as an operator (protects memory).
-_MAX_FOLD_ELEMS = 64 * 1024 * 1024
+_MAX_FOLD_ELEMS = 256 * 1024 * 1024
 
 
 @dataclass
