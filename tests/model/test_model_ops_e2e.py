@@ -119,3 +119,30 @@ def test_single_operator_matches_onnxruntime(case):
         (out,) = ctx.infer([feeds[f"x{k}"] for k in range(len(shapes))], formats=["nchw"] * len(shapes))
     assert out.shape == ref.shape
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_single_operator_int8(case, tmp_path):
+    """int8 build of each case: calibrated on 12 random samples, checked on one of them (so no input lies
+    outside the calibrated ranges) at cosine >= 0.99 against onnxruntime fp32."""
+    op, shapes, opset, consts, attrs = CASES[case]
+    model = load_onnx(fac.single_node_model(op, shapes, None, opset=opset, consts=consts, **attrs))
+    rng = np.random.default_rng(2)
+    samples, lines = [], []
+    for i in range(12):
+        feeds = {f"x{k}": rng.standard_normal(s).astype(np.float32) for k, s in enumerate(shapes)}
+        if case in POSITIVE_INPUT:
+            feeds = {k: np.abs(v) + 0.1 for k, v in feeds.items()}
+        for k, v in feeds.items():
+            np.save(tmp_path / f"{k}_{i}.npy", v)
+        lines.append(" ".join(f"{k}_{i}.npy" for k in feeds))
+        samples.append(feeds)
+    (tmp_path / "dataset.txt").write_text("\n".join(lines))
+    feeds = samples[5]
+    ref = run_onnx(model, feeds, ["y"])[0]
+    result = build(model, BuildConfig(progress=False), True, tmp_path / "dataset.txt")
+    with LIB.init(result.data) as ctx:
+        (out,) = ctx.infer([feeds[f"x{k}"] for k in range(len(shapes))], formats=["nchw"] * len(shapes))
+    a, b = out.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
+    cos = a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30)
+    assert cos >= 0.99, f"{case}: int8 cosine {cos:.4f}"

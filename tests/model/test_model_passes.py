@@ -380,3 +380,9 @@ def test_unused_maxpool_indices_are_dropped_but_used_ones_refused():
     with pytest.raises(UnsupportedOperatorError) as info:
         fp32(model)
     assert info.value.op_type == "MaxPool"
+
+
+def test_conv_weight_shape_mismatch_fails_at_build():
+    model = fac.single_node_model("Conv", [[1, 3, 8, 8]], None, consts={1: np.ones((4, 2, 3, 3), np.float32)})
+    with pytest.raises((UnsupportedOperatorError, BuildError)):
+        fp32(model)  # 3 input channels, weight expects 2 (ONNX inference may already refuse it)
