@@ -10,6 +10,7 @@
 
 #include "conv_i8.h"
 #include "gemm_i8.h"
+#include "gemm_kernel.h"
 
 enum { I8_GEMM = 0, I8_POINTWISE = 1, I8_DEPTHWISE = 2 };
 
@@ -18,6 +19,8 @@ struct sim_conv_i8 {
     int32_t zx;
     int64_t rows, kdim;   /* per-group GEMM rows and depth */
     int16_t *wpack;       /* per-group packed A */
+    float *fpack;         /* per-group packed A as floats (exact-float mode) */
+    float *fbias;         /* int32 bias as floats when acc + bias stays exact, else NULL */
     float *wdw;           /* depthwise (w - zw) as floats */
     int32_t *bias;
     float *mult, *rscale;
@@ -28,6 +31,8 @@ void sim_conv_i8_free(sim_conv_i8 *s)
 {
     if (!s) return;
     free(s->wpack);
+    free(s->fpack);
+    free(s->fbias);
     free(s->wdw);
     free(s->bias);
     free(s->mult);
@@ -130,6 +135,33 @@ int sim_conv_i8_prepare(const sim_graph *gr, const sim_op *op, const sim_conv_ge
     s->mode = transpose ? I8_POINTWISE : (pointwise ? I8_POINTWISE : I8_GEMM);
     s->rows = transpose ? g->mg * g->k_sz : g->mg;
     s->kdim = transpose ? g->cg : g->cg * g->k_sz;
+    /* Exact-float mode: when every partial sum stays below 2^24 in magnitude, the float GEMM on the
+     * integer values is exact and faster than the int16 kernel for shallow layers. */
+    int32_t wmax = 0;
+    for (int64_t e = 0; e < w->n_elems; e++) wmax = abs(wq[e]) > wmax ? abs(wq[e]) : wmax;
+    int32_t xmax = s->zx + 128 > 127 - s->zx ? s->zx + 128 : 127 - s->zx;
+    if (!transpose && (double)wmax * xmax * (double)s->kdim < 16777216.0 && s->kdim <= 512) {
+        size_t per = sim_pack_a_size(s->rows, s->kdim);
+        float *wf = malloc((size_t)w->n_elems * sizeof(float));
+        s->fpack = malloc(per * (size_t)g->group * sizeof(float));
+        if (!wf || !s->fpack) {
+            free(wf);
+            rc = sim_fail(err, err_len, op, "out of memory packing int8 weights");
+            goto done;
+        }
+        for (int64_t e = 0; e < w->n_elems; e++) wf[e] = (float)wq[e];
+        double bound = (double)wmax * xmax * (double)s->kdim, bmax = 0.0;
+        for (int64_t c = 0; c < g->cout; c++) bmax = fabs((double)s->bias[c]) > bmax ? fabs((double)s->bias[c]) : bmax;
+        if (bound + bmax < 16777216.0) {
+            s->fbias = malloc((size_t)g->cout * sizeof(float));
+            if (s->fbias)
+                for (int64_t c = 0; c < g->cout; c++) s->fbias[c] = (float)s->bias[c];
+        }
+        for (int64_t gi = 0; gi < g->group; gi++)
+            sim_pack_a(wf + gi * g->mg * s->kdim, s->kdim, 1, s->rows, s->kdim, s->fpack + (size_t)gi * per);
+        free(wf);
+        goto done;
+    }
     size_t per = sim_pack_a16_size(s->rows, s->kdim);
     s->wpack = malloc(per * (size_t)g->group * sizeof(int16_t));
     if (!s->wpack) {
@@ -291,6 +323,44 @@ static int run_transpose(const sim_conv_i8 *s, const sim_conv_geom *g, const int
     return 0;
 }
 
+/* Exact-float mode: (x - zx) as floats, the float GEMM, requantised in its epilogue. */
+static int run_float_exact(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y,
+                           sim_kernel_call *call)
+{
+    size_t nx = (size_t)(g->n * g->cin * g->in_sz);
+    int64_t nb = s->mode == I8_POINTWISE ? SIM_NR : sim_gemm_block_cols(s->kdim);
+    if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);
+    size_t pb_sz = sim_pack_b_size(s->kdim, nb), per = sim_pack_a_size(s->rows, s->kdim);
+    float *xf = sim_scratch_get(call, (nx + pb_sz + (size_t)nb) * sizeof(float));
+    if (!xf) return SIM_ERR_MALLOC;
+    float *pb = xf + nx, *row = pb + pb_sz;
+    float fz = (float)s->zx;
+    for (size_t e = 0; e < nx; e++) xf[e] = (float)x[e] - fz;
+    for (int64_t n = 0; n < g->n; n++)
+        for (int64_t gi = 0; gi < g->group; gi++) {
+            const float *xg = xf + (n * g->cin + gi * g->cg) * g->in_sz;
+            int8_t *yg = y + (n * g->cout + gi * g->mg) * g->out_sz;
+            sim_gemm_epi epi = {.q = &s->epi, .c8 = yg, .ldc8 = g->out_sz, .ch0 = gi * g->mg,
+                                .bias_row = s->fbias ? s->fbias + gi * g->mg : NULL};
+            const float *wp = s->fpack + (size_t)gi * per;
+            if (s->mode == I8_POINTWISE) {
+                sim_gemm_direct_b(s->avx2, wp, xg, g->in_sz, g->mg, g->out_sz, s->kdim, NULL, 0, &epi, pb);
+                continue;
+            }
+            for (int64_t j0 = 0; j0 < g->out_sz; j0 += nb) {
+                int64_t w = g->out_sz - j0 < nb ? g->out_sz - j0 : nb;
+                for (int64_t k = 0; k < s->kdim; k++) {
+                    sim_im2col_row(g, xg, k, j0, w, row);
+                    sim_pack_b_row(row, k, s->kdim, w, pb);
+                }
+                sim_pack_b_pad(s->kdim, w, pb);
+                epi.c8 = yg + j0;
+                sim_gemm_packed(s->avx2, wp, pb, s->rows, w, s->kdim, NULL, 0, &epi);
+            }
+        }
+    return 0;
+}
+
 int sim_conv_i8_run(const sim_conv_i8 *s, const sim_conv_geom *g, int transpose, sim_kernel_call *call)
 {
     const int8_t *x = call->in[0].i8;
@@ -298,5 +368,6 @@ int sim_conv_i8_run(const sim_conv_i8 *s, const sim_conv_geom *g, int transpose,
     if (!s || !x || !y) return SIM_ERR_FAIL;
     if (transpose) return run_transpose(s, g, x, y, call);
     if (s->mode == I8_DEPTHWISE) return run_depthwise(s, g, x, y, call);
+    if (s->fpack) return run_float_exact(s, g, x, y, call);
     return run_gemm(s, g, x, y, call);
 }

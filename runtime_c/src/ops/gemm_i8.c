@@ -6,6 +6,7 @@
 
 #include "gemm_i8.h"
 #include "ops_common.h"
+#include "requant_avx2.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -164,6 +165,19 @@ void sim_i8_epi_act(sim_i8_epi *epi, const sim_op *op, float so, int32_t zo)
     }
 }
 
+void sim_i8_epi_bounds(const sim_i8_epi *epi, float *qlo, float *qhi)
+{
+    float lo = -128.0f, hi = 127.0f;
+    if (epi->clamp) {
+        float l = epi->lo > -1e9f ? sim_round_away(epi->lo) + (float)epi->zo : -1e9f;
+        float h = epi->hi < 1e9f ? sim_round_away(epi->hi) + (float)epi->zo : 1e9f;
+        lo = l > lo ? l : lo;
+        hi = h < hi ? h : hi;
+    }
+    *qlo = lo;
+    *qhi = hi < lo ? lo : hi;
+}
+
 int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch)
 {
     float v;
@@ -204,25 +218,13 @@ static void requant_plane_c(const float *acc, int64_t n, int32_t bias, float mul
 
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx2,fma"))) static void requant_plane_avx2(const float *acc, int64_t n, int32_t bias,
-                                                                   float mult, float lo, float hi, float zo, int8_t *y)
+                                                                   float mult, float qlo, float qhi, float zo,
+                                                                   float lo, float hi, int8_t *y)
 {
     __m256i bv = _mm256_set1_epi32(bias);
-    __m256 m = _mm256_set1_ps(mult), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
-    __m256 half = _mm256_set1_ps(0.5f), nhalf = _mm256_set1_ps(-0.5f), one = _mm256_set1_ps(1.0f);
-    __m256 vz = _mm256_set1_ps(zo), qmin = _mm256_set1_ps(-128.0f), qmax = _mm256_set1_ps(127.0f);
+    __m256 m = _mm256_set1_ps(mult), vlo = _mm256_set1_ps(qlo), vhi = _mm256_set1_ps(qhi), vz = _mm256_set1_ps(zo);
     int64_t e = 0;
-    for (; e + 8 <= n; e += 8) {
-        __m256i a = _mm256_add_epi32(_mm256_cvttps_epi32(_mm256_loadu_ps(acc + e)), bv);
-        __m256 v = _mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_mul_ps(_mm256_cvtepi32_ps(a), m)));
-        __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-        __m256 f = _mm256_sub_ps(v, t);
-        t = _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, half, _CMP_GE_OQ), one));
-        t = _mm256_sub_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, nhalf, _CMP_LE_OQ), one));
-        t = _mm256_min_ps(qmax, _mm256_max_ps(qmin, _mm256_add_ps(t, vz)));
-        __m256i q = _mm256_cvttps_epi32(t);
-        __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-        _mm_storel_epi64((__m128i *)(void *)(y + e), _mm_packs_epi16(p16, p16));
-    }
+    for (; e + 8 <= n; e += 8) sim_requant8_avx2(_mm256_loadu_ps(acc + e), bv, m, vlo, vhi, vz, y + e);
     requant_plane_body(acc + e, n - e, bias, mult, lo, hi, zo, y + e);
 }
 #endif
@@ -238,7 +240,9 @@ void sim_i8_requant_plane(int use_avx2, const sim_i8_epi *epi, const float *acc,
     float lo = epi->lo > -1e9f ? epi->lo : -1e9f, hi = epi->hi < 1e9f ? epi->hi : 1e9f;
 #if defined(__x86_64__) && defined(__GNUC__)
     if (use_avx2) {
-        requant_plane_avx2(acc, n, bias, epi->mult[ch], lo, hi, (float)epi->zo, y);
+        float qlo, qhi;
+        sim_i8_epi_bounds(epi, &qlo, &qhi);
+        requant_plane_avx2(acc, n, bias, epi->mult[ch], qlo, qhi, (float)epi->zo, lo, hi, y);
         return;
     }
 #endif
@@ -283,34 +287,20 @@ static void kernel_c(int64_t kp, const int16_t *pa, const int16_t *pb, int32_t *
         c##i##1 = _mm256_add_epi32(c##i##1, _mm256_madd_epi16(av, b1));                                      \
     } while (0)
 
-/* Requantises 16 accumulators of one row (one channel) and stores 16 int8. */
-__attribute__((target("avx2,fma"))) static inline void requant_row_avx2(__m256i a0, __m256i a1, int32_t bias, float mult,
-                                                                         const sim_i8_epi *epi, int8_t *dst)
+/* Requantises 16 int32 accumulators of one row (one channel) and stores 16 int8. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void requant_row_avx2(__m256i a0, __m256i a1,
+                                                                                        int32_t bias, float mult,
+                                                                                        __m256 qlo, __m256 qhi,
+                                                                                        __m256 zo, int8_t *dst)
 {
     __m256i bv = _mm256_set1_epi32(bias);
-    __m256 m = _mm256_set1_ps(mult), lo = _mm256_set1_ps(epi->lo), hi = _mm256_set1_ps(epi->hi);
-    __m256 half = _mm256_set1_ps(0.5f), nhalf = _mm256_set1_ps(-0.5f), one = _mm256_set1_ps(1.0f);
-    __m256 zo = _mm256_set1_ps((float)epi->zo), qmin = _mm256_set1_ps(-128.0f), qmax = _mm256_set1_ps(127.0f);
-    __m256 v[2] = {_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a0, bv)), m),
-                   _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a1, bv)), m)};
-    __m256i q[2];
-    for (int h = 0; h < 2; h++) {
-        __m256 x = v[h];
-        if (epi->clamp) x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
-        __m256 t = _mm256_round_ps(x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-        __m256 f = _mm256_sub_ps(x, t);
-        t = _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, half, _CMP_GE_OQ), one));
-        t = _mm256_sub_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, nhalf, _CMP_LE_OQ), one));
-        t = _mm256_min_ps(qmax, _mm256_max_ps(qmin, _mm256_add_ps(t, zo)));
-        q[h] = _mm256_cvttps_epi32(t);
-    }
-    __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0xD8);
-    __m128i p8 = _mm_packs_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
-    _mm_storeu_si128((__m128i *)(void *)dst, p8);
+    __m256 m = _mm256_set1_ps(mult);
+    sim_requant8f_avx2(_mm256_cvtepi32_ps(_mm256_add_epi32(a0, bv)), m, qlo, qhi, zo, dst);
+    sim_requant8f_avx2(_mm256_cvtepi32_ps(_mm256_add_epi32(a1, bv)), m, qlo, qhi, zo, dst + 8);
 }
 
-#define REQ_ROW(i) requant_row_avx2(c##i##0, c##i##1, epi->bias ? epi->bias[row0 + (i)] : 0, epi->mult[row0 + (i)], epi, \
-                                    c8 + (i) * rs)
+#define REQ_ROW(i) requant_row_avx2(c##i##0, c##i##1, epi->bias ? epi->bias[row0 + (i)] : 0, epi->mult[row0 + (i)], qlo, \
+                                    qhi, zo, c8 + (i) * rs)
 #define SPILL_ROW(i)                                                                                         \
     do {                                                                                                     \
         _mm256_storeu_si256((__m256i *)(void *)(t + (i) * SIM_NR), c##i##0);                                 \
@@ -335,15 +325,17 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t kp, const in
         pa += SIM_MR * 2;
         pb += SIM_NR * 2;
     }
-    int vec_ok = c8 && mr == SIM_MR && nr == SIM_NR && cs == 1 && !epi->per_col &&
-                 (epi->act == SIM_ACT_NONE || epi->clamp);
+    int vec_ok = c8 && nr == SIM_NR && cs == 1 && !epi->per_col && (epi->act == SIM_ACT_NONE || epi->clamp);
     if (vec_ok) {
+        float fl, fh;
+        sim_i8_epi_bounds(epi, &fl, &fh);
+        __m256 qlo = _mm256_set1_ps(fl), qhi = _mm256_set1_ps(fh), zo = _mm256_set1_ps((float)epi->zo);
         REQ_ROW(0);
-        REQ_ROW(1);
-        REQ_ROW(2);
-        REQ_ROW(3);
-        REQ_ROW(4);
-        REQ_ROW(5);
+        if (mr > 1) REQ_ROW(1);
+        if (mr > 2) REQ_ROW(2);
+        if (mr > 3) REQ_ROW(3);
+        if (mr > 4) REQ_ROW(4);
+        if (mr > 5) REQ_ROW(5);
         return;
     }
     int32_t t[SIM_MR * SIM_NR];

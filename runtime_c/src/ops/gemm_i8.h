@@ -39,6 +39,8 @@ void sim_pack_b16_pad(int64_t kdim, int64_t n, int16_t *dst);
 
 /* Fills epi's activation fields from the op and output scale/zero point. */
 void sim_i8_epi_act(sim_i8_epi *epi, const sim_op *op, float so, int32_t zo);
+/* Output-code bounds [qlo, qhi]: the int8 range narrowed by a fused Relu/Clip (rounded). */
+void sim_i8_epi_bounds(const sim_i8_epi *epi, float *qlo, float *qhi);
 /* Requantises one accumulator of channel ch. */
 int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch);
 

@@ -5,7 +5,9 @@
  */
 #include <string.h>
 
+#include "gemm_i8.h"
 #include "gemm_kernel.h"
+#include "requant_avx2.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -76,8 +78,18 @@ int64_t sim_gemm_block_cols(int64_t k)
 
 /* Writes a computed tile (row stride NR) with bias and clamp; handles partial tiles. */
 static void store_tile(const float *t, float *c, int64_t ldc, int mr, int nr, const float *bias,
-                       const sim_gemm_epi *epi)
+                       const sim_gemm_epi *epi, int64_t i, int64_t j)
 {
+    if (epi->q) {
+        const sim_i8_epi *q = epi->q;
+        for (int r = 0; r < mr; r++) {
+            int64_t ch = epi->ch0 + i + r;
+            int32_t b = epi->bias_row ? (int32_t)epi->bias_row[i + r] : (q->bias ? q->bias[ch] : 0);
+            for (int e = 0; e < nr; e++)
+                epi->c8[(i + r) * epi->ldc8 + j + e] = sim_i8_requant(q, (int32_t)t[r * SIM_NR + e] + b, ch);
+        }
+        return;
+    }
     for (int r = 0; r < mr; r++) {
         float bv = bias ? bias[r] : 0.0f;
         for (int j = 0; j < nr; j++) {
@@ -92,7 +104,7 @@ static void store_tile(const float *t, float *c, int64_t ldc, int mr, int nr, co
 }
 
 static void kernel_c(int64_t k, const float *pa, const float *pb, int64_t ldb, float *c, int64_t ldc, int mr, int nr,
-                     const float *bias, const sim_gemm_epi *epi)
+                     const float *bias, const sim_gemm_epi *epi, int64_t i, int64_t j)
 {
     float acc[SIM_MR * SIM_NR];
     memset(acc, 0, sizeof acc);
@@ -103,7 +115,7 @@ static void kernel_c(int64_t k, const float *pa, const float *pb, int64_t ldb, f
             for (int j = 0; j < SIM_NR; j++) acc[r * SIM_NR + j] += av * b[j];
         }
     }
-    store_tile(acc, c, ldc, mr, nr, bias, epi);
+    store_tile(acc, c, ldc, mr, nr, bias, epi, i, j);
 }
 
 #ifdef SIM_HAVE_AVX2_KERNEL
@@ -132,9 +144,25 @@ static void kernel_c(int64_t k, const float *pa, const float *pb, int64_t ldb, f
         _mm256_storeu_ps(t + (i) * SIM_NR + 8, c##i##1);                                                     \
     } while (0)
 
+#define REQ_ROW(r)                                                                                           \
+    do {                                                                                                     \
+        int64_t ch = epi->ch0 + i + (r);                                                                     \
+        __m256 mv = _mm256_set1_ps(q->mult[ch]);                                                             \
+        int8_t *d = epi->c8 + (i + (r)) * epi->ldc8 + j;                                                     \
+        if (epi->bias_row) {                                                                                 \
+            __m256 bf = _mm256_set1_ps(epi->bias_row[i + (r)]);                                              \
+            sim_requant8f_avx2(_mm256_add_ps(c##r##0, bf), mv, lo, hi, zo, d);                               \
+            sim_requant8f_avx2(_mm256_add_ps(c##r##1, bf), mv, lo, hi, zo, d + 8);                           \
+        } else {                                                                                             \
+            __m256i bv = _mm256_set1_epi32(q->bias ? q->bias[ch] : 0);                                       \
+            sim_requant8_avx2(c##r##0, bv, mv, lo, hi, zo, d);                                               \
+            sim_requant8_avx2(c##r##1, bv, mv, lo, hi, zo, d + 8);                                           \
+        }                                                                                                    \
+    } while (0)
+
 __attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t k, const float *pa, const float *pb, int64_t ldb,
                                                             float *c, int64_t ldc, int mr, int nr, const float *bias,
-                                                            const sim_gemm_epi *epi)
+                                                            const sim_gemm_epi *epi, int64_t i, int64_t j)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
@@ -149,15 +177,28 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t k, const flo
         pa += SIM_MR;
         pb += ldb;
     }
-    if (mr == SIM_MR && nr == SIM_NR) {
+    const sim_i8_epi *q = epi->q;
+    if (q && nr == SIM_NR && (q->act == SIM_ACT_NONE || q->clamp)) {
+        float fl, fh;
+        sim_i8_epi_bounds(q, &fl, &fh);
+        __m256 lo = _mm256_set1_ps(fl), hi = _mm256_set1_ps(fh), zo = _mm256_set1_ps((float)q->zo);
+        REQ_ROW(0);
+        if (mr > 1) REQ_ROW(1);
+        if (mr > 2) REQ_ROW(2);
+        if (mr > 3) REQ_ROW(3);
+        if (mr > 4) REQ_ROW(4);
+        if (mr > 5) REQ_ROW(5);
+        return;
+    }
+    if (!q && nr == SIM_NR) {
         /* max(lo, v) / min(hi, v) return v when v is NaN, matching the scalar epilogue. */
         __m256 lo = _mm256_set1_ps(epi->lo), hi = _mm256_set1_ps(epi->hi);
         STORE_ROW(0);
-        STORE_ROW(1);
-        STORE_ROW(2);
-        STORE_ROW(3);
-        STORE_ROW(4);
-        STORE_ROW(5);
+        if (mr > 1) STORE_ROW(1);
+        if (mr > 2) STORE_ROW(2);
+        if (mr > 3) STORE_ROW(3);
+        if (mr > 4) STORE_ROW(4);
+        if (mr > 5) STORE_ROW(5);
         return;
     }
     float t[SIM_MR * SIM_NR];
@@ -167,7 +208,7 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t k, const flo
     SPILL_ROW(3);
     SPILL_ROW(4);
     SPILL_ROW(5);
-    store_tile(t, c, ldc, mr, nr, bias, epi);
+    store_tile(t, c, ldc, mr, nr, bias, epi, i, j);
 }
 #endif
 
@@ -182,12 +223,12 @@ void sim_gemm_packed(int use_avx2, const float *pa, const float *pb, int64_t m, 
             int nr = (int)(n - j < SIM_NR ? n - j : SIM_NR);
 #ifdef SIM_HAVE_AVX2_KERNEL
             if (use_avx2) {
-                kernel_avx2(k, a, pb + j * k, SIM_NR, c + i * ldc + j, ldc, mr, nr, bias, epi);
+                kernel_avx2(k, a, pb + j * k, SIM_NR, c ? c + i * ldc + j : NULL, ldc, mr, nr, bias, epi, i, j);
                 continue;
             }
 #endif
             (void)use_avx2;
-            kernel_c(k, a, pb + j * k, SIM_NR, c + i * ldc + j, ldc, mr, nr, bias, epi);
+            kernel_c(k, a, pb + j * k, SIM_NR, c ? c + i * ldc + j : NULL, ldc, mr, nr, bias, epi, i, j);
         }
     }
 }
@@ -203,14 +244,16 @@ void sim_gemm_direct_b(int use_avx2, const float *pa, const float *b, int64_t ld
             const float *bias = epi->bias_row ? epi->bias_row + i : NULL;
 #ifdef SIM_HAVE_AVX2_KERNEL
             if (use_avx2) {
-                kernel_avx2(k, pa + i * k, b + j, ldb, c + i * ldc + j, ldc, mr, SIM_NR, bias, epi);
+                kernel_avx2(k, pa + i * k, b + j, ldb, c ? c + i * ldc + j : NULL, ldc, mr, SIM_NR, bias, epi, i, j);
                 continue;
             }
 #endif
-            kernel_c(k, pa + i * k, b + j, ldb, c + i * ldc + j, ldc, mr, SIM_NR, bias, epi);
+            kernel_c(k, pa + i * k, b + j, ldb, c ? c + i * ldc + j : NULL, ldc, mr, SIM_NR, bias, epi, i, j);
         }
     if (full < n) {
         sim_pack_b(b + full, ldb, 1, k, n - full, tail);
-        sim_gemm_packed(use_avx2, pa, tail, m, n - full, k, c + full, ldc, epi);
+        sim_gemm_epi te = *epi;
+        if (te.c8) te.c8 += full;
+        sim_gemm_packed(use_avx2, pa, tail, m, n - full, k, c ? c + full : NULL, ldc, &te);
     }
 }

@@ -13,11 +13,19 @@
 #define SIM_MR 6
 #define SIM_NR 16
 
-/* Epilogue of C = A*B: optional per-row bias, then clamp to [lo, hi] when `clamp` is set. */
+struct sim_i8_epi;
+
+/* Epilogue of C = A*B: optional per-row bias, then clamp to [lo, hi] when `clamp` is set.
+ * With `q` set the accumulators are exact integers (int8 operands with zero points removed, small
+ * enough depth) and are requantised to int8 at c8 (row stride ldc8) instead of stored as floats;
+ * row i is channel ch0 + i. */
 typedef struct sim_gemm_epi {
     const float *bias_row; /* M entries or NULL */
     int clamp;
     float lo, hi;
+    const struct sim_i8_epi *q;
+    int8_t *c8;
+    int64_t ldc8, ch0;
 } sim_gemm_epi;
 
 static inline int64_t sim_round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }

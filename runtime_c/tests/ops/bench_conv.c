@@ -100,8 +100,9 @@ static double bench_layer(const layer *l, int use_i8, int reps)
     return best;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    int only = argc > 1 ? atoi(argv[1]) : -1, reps = argc > 2 ? atoi(argv[2]) : 15;
     /* the distinct layer shapes of MobileNetV2 224 (count multiplies repeated blocks) */
     struct { layer l; int count; } layers[] = {
         {{3, 224, 32, 3, 2, 1}, 1},     {{32, 112, 32, 3, 1, 32}, 1},   {{32, 112, 16, 1, 1, 1}, 1},
@@ -118,10 +119,11 @@ int main(void)
     double tot[2] = {0, 0};
     printf("%-28s %10s %10s %8s\n", "layer (cin,h,cout,k,s,g)", "f32 us", "i8 us", "MMAC");
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
+        if (only >= 0 && (int)i != only) continue;
         const layer *l = &layers[i].l;
         int64_t oh = (l->h + 2 * (l->k / 2) - l->k) / l->s + 1;
         double macs = (double)(l->cout * oh * oh * (l->c / l->group) * l->k * l->k) / 1e6;
-        double tf = bench_layer(l, 0, 5), ti = bench_layer(l, 1, 5);
+        double tf = bench_layer(l, 0, reps), ti = bench_layer(l, 1, reps);
         tot[0] += tf * layers[i].count;
         tot[1] += ti * layers[i].count;
         char name[64];
