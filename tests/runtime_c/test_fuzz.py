@@ -31,21 +31,33 @@ def _seeds(tmp_path: Path) -> Path:
     return seeds
 
 
-@pytest.mark.slow
-def test_fuzz_init_60s(fuzzer, tmp_path):
-    seeds = _seeds(tmp_path)
-    corpus = tmp_path / "corpus"
+def _fuzz(binary: Path, seeds: Path, tmp_path: Path, seconds: int) -> None:
+    corpus = tmp_path / f"corpus_{binary.name}"
     corpus.mkdir()
-    artifacts = tmp_path / "artifacts"
+    artifacts = tmp_path / f"artifacts_{binary.name}"
     artifacts.mkdir()
     proc = subprocess.run(
-        [str(fuzzer), "-max_total_time=60", "-rss_limit_mb=2048", "-malloc_limit_mb=512", "-max_len=16384",
+        [str(binary), f"-max_total_time={seconds}", "-rss_limit_mb=2048", "-malloc_limit_mb=512", "-max_len=16384",
          "-timeout=10", "-print_final_stats=1", f"-artifact_prefix={artifacts}/", str(corpus), str(seeds)],
-        capture_output=True, text=True, env=QUIET, timeout=240)
+        capture_output=True, text=True, env=QUIET, timeout=seconds + 180)
     found = sorted(p.name for p in artifacts.iterdir())
     assert proc.returncode == 0 and not found, f"fuzzer found {found}:\n{proc.stderr[-6000:]}"
     runs = re.search(r"number_of_executed_units:\s*(\d+)", proc.stderr)
     assert runs and int(runs.group(1)) > 10000, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_fuzz_init_60s(fuzzer, tmp_path):
+    """The whole library (parser, kernels' prepare/run, executor, API) on mutated valid models."""
+    _fuzz(fuzzer, _seeds(tmp_path), tmp_path, 60)
+
+
+@pytest.mark.slow
+def test_fuzz_core_30s(fuzzer, run_make, tmp_path):
+    """The core with the stand-in kernels, so parser/executor/API findings are not masked by kernel ones."""
+    proc = run_make("build/fuzz_core", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _fuzz(RUNTIME_C / "build" / "fuzz_core", _seeds(tmp_path), tmp_path, 30)
 
 
 def test_fuzz_regression_inputs(fuzzer):
