@@ -84,7 +84,7 @@ def kl_threshold(abs_hist: np.ndarray, absmax: float, levels: int = KL_LEVELS) -
     for i in range(levels, n_bins + 1):
         p = hist[:i].copy()
         p[-1] += hist[i:].sum()
-        nonzero = hist[:i] != 0
+        nonzero = p != 0  # after folding the outliers in, as TensorRT/MXNet do
         # Merge the i reference bins into `levels` quantised bins, then spread each back evenly over its
         # non-empty source bins.
         edges = (np.arange(levels + 1) * i) // levels
