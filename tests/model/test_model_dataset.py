@@ -103,3 +103,10 @@ def test_missing_and_empty_files(tmp_path):
 def test_normalise_broadcasts_single_values():
     x = np.full((1, 3, 2, 2), 10.0, np.float32)
     np.testing.assert_array_equal(normalise(x, [4.0], [2.0], False), np.full_like(x, 3.0))
+
+
+def test_without_shapes_files_are_taken_as_they_are(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones((3, 4, 5), np.float32))
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "b.png")
+    s = next(read_dataset(write(tmp_path, ["a.npy b.png"]), progress=False))
+    assert [r.shape for r in s.raw] == [(1, 3, 4, 5), (1, 3, 4, 5)]

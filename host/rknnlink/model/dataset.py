@@ -63,10 +63,15 @@ def parse_dataset_file(dataset_txt: str | Path) -> list:
     return entries
 
 
-def load_array(path: Path, shape: Sequence[int]) -> np.ndarray:
-    """Load one image or .npy as a float32 array of exactly ``shape`` (NCHW for 4-D inputs)."""
-    shape = tuple(int(s) for s in shape)
+def load_array(path: Path, shape: Optional[Sequence[int]]) -> np.ndarray:
+    """Load one image or .npy as a float32 array of exactly ``shape`` (NCHW for 4-D inputs).
+
+    Without a shape, images come back as (1, C, H, W) and arrays as stored (a 3-D array gets a batch of 1).
+    """
     suffix = path.suffix.lower()
+    if shape is None:
+        return _load_unshaped(path, suffix)
+    shape = tuple(int(s) for s in shape)
     if suffix in IMAGE_SUFFIXES:
         return _load_image(path, shape)
     if suffix == ".npy":
@@ -75,6 +80,18 @@ def load_array(path: Path, shape: Sequence[int]) -> np.ndarray:
         except Exception as exc:
             raise BuildError(f"cannot read {str(path)!r} as a .npy array: {exc}") from exc
         return _layout_npy(np.asarray(arr, dtype=np.float32), shape, path)
+    raise BuildError(f"{str(path)!r}: unsupported sample type {suffix!r}; use .jpg, .png, .bmp or .npy")
+
+
+def _load_unshaped(path: Path, suffix: str) -> np.ndarray:
+    if suffix in IMAGE_SUFFIXES:
+        from PIL import Image
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("RGB"), dtype=np.float32)
+        return np.ascontiguousarray(arr.transpose(2, 0, 1)[None])
+    if suffix == ".npy":
+        arr = np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+        return arr[None] if arr.ndim == 3 else arr
     raise BuildError(f"{str(path)!r}: unsupported sample type {suffix!r}; use .jpg, .png, .bmp or .npy")
 
 
@@ -136,16 +153,18 @@ def normalise(raw: np.ndarray, mean: Optional[Sequence[float]], std: Optional[Se
     return x.astype(np.float32)
 
 
-def read_dataset(dataset_txt: str | Path, input_shapes: Sequence[Sequence[int]],
+def read_dataset(dataset_txt: str | Path, input_shapes: Optional[Sequence[Sequence[int]]] = None,
                  mean_values: Optional[Sequence] = None, std_values: Optional[Sequence] = None,
                  reverse_channels: bool = False, progress: bool = True) -> Iterator[Sample]:
     """Yield one Sample per dataset line (a tqdm progress bar on stderr when ``progress``).
 
-    ``input_shapes`` are the model's input shapes in order; ``mean_values``/``std_values`` hold one list
-    per input (or None); ``reverse_channels`` is config's quant_img_RGB2BGR.
+    ``input_shapes`` are the model's input shapes in order (None: take the files as they are, images as
+    NCHW, one input per path of the first line); ``mean_values``/``std_values`` hold one list per input (or
+    None); ``reverse_channels`` is config's quant_img_RGB2BGR.
     """
     entries = parse_dataset_file(dataset_txt)
-    n_in = len(input_shapes)
+    n_in = len(input_shapes) if input_shapes is not None else len(entries[0][1])
+    shapes = list(input_shapes) if input_shapes is not None else [None] * n_in
     for lineno, paths in entries:
         if len(paths) != n_in:
             raise BuildError(f"{Path(dataset_txt).name} line {lineno}: {len(paths)} paths but the model has "
@@ -155,7 +174,7 @@ def read_dataset(dataset_txt: str | Path, input_shapes: Sequence[Sequence[int]],
         from tqdm import tqdm
         iterator = tqdm(entries, desc="calibration", unit="sample", leave=False)
     for _lineno, paths in iterator:
-        raws = [load_array(p, s) for p, s in zip(paths, input_shapes)]
+        raws = [load_array(p, s) for p, s in zip(paths, shapes)]
         norm = []
         for k, raw in enumerate(raws):
             mean = mean_values[k] if mean_values is not None and k < len(mean_values) else None
