@@ -14,7 +14,8 @@
 #   --udc-dir DIR       where UDCs are listed (default /sys/class/udc)
 #   --ffs-dir DIR       FunctionFS mount point (default /dev/ffs-rknnlink)
 #   --target HOST:PORT  daemon address on the board (default 127.0.0.1:50051)
-#   --bridge-cmd CMD    board bridge command (default: python3 rknnlink_usb_bridge.py next to this script)
+#   --bridge-cmd CMD    board bridge command (default: `rknnlink usb-bridge` from PATH or /opt/rknnlink/bin
+#                       as `rknnlink deploy` installs it, else rknnlink_usb_bridge.py next to this script)
 #   --no-mount          do not mount configfs/FunctionFS (scratch trees)
 #   --serial S          USB serial number (default: device-tree serial, else machine-id)
 set -eu
@@ -27,7 +28,13 @@ UDC_DIR=/sys/class/udc
 FFS_DIR=/dev/ffs-rknnlink
 TARGET=127.0.0.1:50051
 HERE=$(cd "$(dirname "$0")" && pwd)
-BRIDGE_CMD="python3 $HERE/rknnlink_usb_bridge.py"
+if command -v rknnlink >/dev/null 2>&1; then
+    BRIDGE_CMD="rknnlink usb-bridge"
+elif [ -x "${RKNNLINK_PREFIX:-/opt/rknnlink}/bin/rknnlink" ]; then
+    BRIDGE_CMD="${RKNNLINK_PREFIX:-/opt/rknnlink}/bin/rknnlink usb-bridge"
+else
+    BRIDGE_CMD="python3 $HERE/rknnlink_usb_bridge.py"
+fi
 MOUNT=1
 SERIAL=""
 while [ $# -gt 0 ]; do

@@ -134,6 +134,8 @@ def deployed(adb_rig, tmp_path_factory):
 
 
 def test_deploy_installs_and_starts_the_daemon(adb_rig, deployed):
+    from conftest import ROOT
+
     from rknnlink import __version__
 
     prefix = deployed["prefix"]
@@ -141,6 +143,9 @@ def test_deploy_installs_and_starts_the_daemon(adb_rig, deployed):
     assert (prefix / "lib" / "rknnlink" / "transport" / "__init__.py").is_file()
     assert (prefix / "lib" / "rknnlink_server" / "server.py").is_file()
     assert "--backend sim" in (prefix / "serve.args").read_text()
+    gadget = prefix / "bin" / "rknnlink-usb-gadget"
+    assert gadget.read_bytes() == (ROOT / "board_server/usb_gadget/setup_gadget.sh").read_bytes()
+    assert gadget.stat().st_mode & 0o111
     assert f"rknnlink {__version__} installed on {adb_rig.serial}" in deployed["stdout"]
     assert "started with nohup" in deployed["stdout"]
     assert adb_rig.forwards().strip() == ""

@@ -1,7 +1,8 @@
 """USB bulk bridge: the host bridge over an emulated pyusb bus, the real board program on FIFO endpoints.
 
-Board side: board_server/usb_gadget/rknnlink_usb_bridge.py --ffs-dir DIR (DIR/ep1, DIR/ep2 are FIFOs in
-place of FunctionFS endpoint files) relaying to a gRPC server or the real daemon on 127.0.0.1.
+Board side: board_server/usb_gadget/rknnlink_usb_bridge.py (or `rknnlink usb-bridge`) --ffs-dir DIR
+(DIR/ep1, DIR/ep2 are FIFOs in place of FunctionFS endpoint files) relaying to a gRPC server or the real
+daemon on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ OPTIONS = [("grpc.max_receive_message_length", 1 << 26), ("grpc.max_send_message
 class UsbRig:
     """Echo server + board bridge program + emulated bus, all on this machine's loopback."""
 
-    def __init__(self, workdir: Path, target_port: int) -> None:
+    def __init__(self, workdir: Path, target_port: int, via_cli: bool = False) -> None:
         self.workdir = workdir
         self.ffs = workdir / "ffs"
         FakeBoard.make_fifos(self.ffs)
         self.log = open(workdir / "board_bridge.log", "ab")  # noqa: SIM115 - closed in stop()
+        program = [PYTHON, "-m", "rknnlink.cli", "-v", "usb-bridge"] if via_cli else [PYTHON, str(BRIDGE_PROGRAM), "-v"]
         self.board_proc = subprocess.Popen(
-            [PYTHON, str(BRIDGE_PROGRAM), "--ffs-dir", str(self.ffs), "--target", f"127.0.0.1:{target_port}", "-v"],
+            program + ["--ffs-dir", str(self.ffs), "--target", f"127.0.0.1:{target_port}"],
             env=base_env(), stdout=self.log, stderr=self.log)
         self.board = FakeBoard(self.ffs, SERIAL)
         self.backend = FakeBackend([self.board])
@@ -274,7 +276,7 @@ def test_resolve_usb_runs_inference_on_the_real_daemon_bit_identical(tmp_path, m
             assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()
             time.sleep(0.1)
         daemon_port = int(port_file.read_text().strip().rsplit(":", 1)[1])
-        rig = UsbRig(tmp_path, daemon_port)
+        rig = UsbRig(tmp_path, daemon_port, via_cli=True)  # the board runs `rknnlink usb-bridge`
         monkeypatch.setattr(fake_usb, "CURRENT", rig.backend)
         monkeypatch.setenv("RKNNLINK_USB_BACKEND", "fake_usb:current_backend")
         model, _weight, _bias = sim_models.conv_relu_model()

@@ -4,6 +4,7 @@ What lands on the board, under PREFIX (default /opt/rknnlink):
     lib/        the rknnlink and rknnlink_server packages (sources of this installation, or a wheel)
     deps/       grpcio/protobuf/numpy when the board's python3 lacks them and pip can fetch them
     bin/rknnlink  a launcher: python3 -m rknnlink.cli with lib/ (and deps/) on PYTHONPATH
+    bin/rknnlink-usb-gadget  board_server/usb_gadget/setup_gadget.sh, when deploying from a source tree
     serve.args  the arguments of `rknnlink serve` (read by the nohup start; the systemd unit has its own)
 The simulator library (_native/*.so) is pushed only when the board's CPU matches this host's, since a
 board uses the vendor librknnrt.so. With systemd the unit comes from `rknnlink install-service`;
@@ -142,6 +143,17 @@ def _install_files(board: adb.AdbBoard, prefix: str, wheel: Optional[str]) -> No
                "unpacking the sources")
     _push(board, _launcher(prefix).encode(), f"{prefix}/bin/rknnlink")
     _check(board, f"chmod 755 {q}/bin/rknnlink", "chmod")
+    gadget_script = _gadget_script()
+    if gadget_script is not None:  # present in a source tree; a wheel does not carry it
+        _push(board, gadget_script.read_bytes(), f"{prefix}/bin/rknnlink-usb-gadget")
+        _check(board, f"chmod 755 {q}/bin/rknnlink-usb-gadget", "chmod")
+
+
+def _gadget_script() -> Optional[Path]:
+    import rknnlink
+
+    candidate = Path(rknnlink.__file__).resolve().parents[2] / "board_server" / "usb_gadget" / "setup_gadget.sh"
+    return candidate if candidate.is_file() else None
 
 
 def _install_unit(board: adb.AdbBoard, prefix: str, listen: str) -> bool:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Board side of the rknnlink USB transport: FunctionFS bulk endpoints <-> the daemon on 127.0.0.1:50051.
 
 setup_gadget.sh creates the gadget and mounts FunctionFS at /dev/ffs-rknnlink, then starts this program,
@@ -8,7 +7,8 @@ Each connection the host multiplexes over the pipe becomes one TCP connection to
 (rknnlink.transport.usbmux, role 'board'). When the host goes away (unplug, host bridge exits) the
 endpoint files fail or reach EOF; the program then waits for the host and starts over.
 
-Usage: rknnlink_usb_bridge.py [--ffs-dir /dev/ffs-rknnlink] [--target 127.0.0.1:50051] [--no-descriptors]
+Run as `rknnlink usb-bridge [--ffs-dir /dev/ffs-rknnlink] [--target 127.0.0.1:50051]` (what
+setup_gadget.sh does), or board_server/usb_gadget/rknnlink_usb_bridge.py from a source tree.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from rknnlink.transport.usb import IFACE_CLASS, IFACE_PROTOCOL, IFACE_SUBCLASS
-from rknnlink.transport.usbmux import Mux, MuxConfig, PipeError, tcp_connector
+from .usb import IFACE_CLASS, IFACE_PROTOCOL, IFACE_SUBCLASS
+from .usbmux import Mux, MuxConfig, PipeError, tcp_connector
 
 log = logging.getLogger("rknnlink.usb_bridge")
 
@@ -154,18 +154,26 @@ def run(ffs_dir: Path, target: str, write_descriptors: bool, once: bool = False)
         time.sleep(0.05)
 
 
-def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(description="rknnlink USB bulk bridge (board side)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ffs-dir", default="/dev/ffs-rknnlink", type=Path, help="FunctionFS mount point")
     parser.add_argument("--target", default="127.0.0.1:50051", help="daemon address on the board")
     parser.add_argument("--no-descriptors", action="store_true",
                         help="do not write descriptors to ep0 (another process owns ep0)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack to stderr
+    return run(args.ffs_dir, args.target, not args.no_descriptors)
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description="rknnlink USB bulk bridge (board side)")
+    add_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack to stderr
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
-    return run(args.ffs_dir, args.target, not args.no_descriptors)
+    return run_from_args(args)
 
 
 if __name__ == "__main__":
