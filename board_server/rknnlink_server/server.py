@@ -16,9 +16,8 @@ import grpc
 
 from rknnlink.runtime import VENDOR_LIB_PATHS, RuntimeLibrary
 from rknnlink.v1 import rknnlink_pb2 as pb
-from rknnlink.v1 import rknnlink_pb2_grpc as pb_grpc
 from rknnlink_server import device
-from rknnlink_server.service import Limits, RknnLinkService, RuntimeSetup
+from rknnlink_server.service import Limits, RknnLinkService, RuntimeSetup, add_service
 
 log = logging.getLogger("rknnlink_server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RknnLink"].full_name
@@ -118,7 +117,7 @@ class Daemon:
         threads = max(32, 4 * config.max_sessions + 16)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
                                   options=options, interceptors=list(interceptors))
-        pb_grpc.add_RknnLinkServicer_to_server(self.service, self.server)
+        add_service(self.service, self.server)
         _add_optional_services(self.server)
         host, _, port = config.listen.rpartition(":")
         if not host or not port.isdigit():

@@ -17,6 +17,7 @@ import grpc
 
 from rknnlink.runtime import RknnError
 from rknnlink.runtime.perf import parse_perf_detail
+from rknnlink.v1 import fastwire
 from rknnlink.v1 import rknnlink_pb2 as pb
 from rknnlink.v1 import rknnlink_pb2_grpc as pb_grpc
 from rknnlink_server import MIN_CLIENT_PROTOCOL, PROTOCOL_VERSION, __version__
@@ -371,7 +372,7 @@ class RknnLinkService(pb_grpc.RknnLinkServicer):
 
     # -- inference ----------------------------------------------------------------------------------------------------
     @rpc
-    def Run(self, request: pb.RunRequest, context: grpc.ServicerContext) -> pb.RunResponse:  # noqa: N802
+    def Run(self, request: fastwire.RunRequestView, context: grpc.ServicerContext) -> bytes:  # noqa: N802
         session = self._session(request.session_id)
         header, blobs = _run_frame(request)
         reply, outs = self._call(session, header, blobs)
@@ -384,8 +385,8 @@ class RknnLinkService(pb_grpc.RknnLinkServicer):
             self.counters.inferences += n
 
     @stream_rpc
-    def RunStream(self, request_iterator: Iterator[pb.RunRequest],  # noqa: N802
-                  context: grpc.ServicerContext) -> Iterator[pb.RunResponse]:
+    def RunStream(self, request_iterator: Iterator[fastwire.RunRequestView],  # noqa: N802
+                  context: grpc.ServicerContext) -> Iterator[bytes]:
         first = next(request_iterator, None)
         if first is None:
             return
@@ -456,8 +457,8 @@ class _Pipeline:
 
     _END = object()
 
-    def __init__(self, service: RknnLinkService, session: Session, first: pb.RunRequest,
-                 rest: Iterator[pb.RunRequest]) -> None:
+    def __init__(self, service: RknnLinkService, session: Session, first: fastwire.RunRequestView,
+                 rest: Iterator[fastwire.RunRequestView]) -> None:
         self.service, self.session, self.first, self.rest = service, session, first, rest
         self.inflight: queue.Queue[Any] = queue.Queue()
         self.sent = 0
@@ -467,7 +468,7 @@ class _Pipeline:
 
     def _feed(self) -> None:
         try:
-            request: Optional[pb.RunRequest] = self.first
+            request: Optional[fastwire.RunRequestView] = self.first
             while request is not None and not self.stop.is_set():
                 if request.session_id and request.session_id != self.session.id:
                     self.inflight.put(DaemonError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -489,7 +490,7 @@ class _Pipeline:
         finally:
             self.inflight.put(self._END)
 
-    def run(self) -> Iterator[pb.RunResponse]:
+    def run(self) -> Iterator[bytes]:
         feeder = threading.Thread(target=self._feed, name=f"feed-{self.session.id}", daemon=True)
         feeder.start()
         try:
@@ -511,7 +512,7 @@ class _Pipeline:
             self._send_lock.release()
             self._drain()
 
-    def _reply(self, request_id: int) -> pb.RunResponse:
+    def _reply(self, request_id: int) -> bytes:
         try:
             self.received += 1
             reply, outs = self.session.worker.recv()
@@ -536,16 +537,47 @@ class _Pipeline:
 
 
 # -- message conversion -----------------------------------------------------------------------------------------------
-def _run_frame(request: pb.RunRequest) -> tuple:
+def _run_frame(request: fastwire.RunRequestView) -> tuple:
     metas = [{"dtype": t.dtype, "shape": list(t.shape), "fmt": t.format, "pt": t.pass_through}
              for t in request.inputs]
     return {"op": "run", "inputs": metas, "raw": request.raw_outputs}, [t.data for t in request.inputs]
 
 
-def _run_response(request_id: int, reply: Dict[str, Any], outs: List[bytearray]) -> pb.RunResponse:
-    outputs = [pb.Tensor(dtype=meta["dtype"], shape=meta["shape"], data=bytes(blob))
-               for meta, blob in zip(reply["outputs"], outs)]
-    return pb.RunResponse(request_id=request_id, outputs=outputs, run_us=int(reply.get("run_us", 0)))
+def _run_response(request_id: int, reply: Dict[str, Any], outs: List[bytearray]) -> bytes:
+    """A serialised RunResponse (fastwire: the output bytes are copied once, into the message)."""
+    tensors = [fastwire.encode_tensor(meta["dtype"], meta["shape"], blob) for meta, blob in zip(reply["outputs"], outs)]
+    return fastwire.encode_run_response(request_id, tensors, int(reply.get("run_us", 0)))
+
+
+def add_service(service: RknnLinkService, server: grpc.Server) -> None:
+    """Register the service like the generated add_RknnLinkServicer_to_server, except that Run and RunStream
+    decode requests and encode responses with fastwire (tensor bytes as memoryviews, no upb copies)."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["RknnLink"].methods:
+        request_cls = _message_class(method.input_type.name)
+        response_cls = _message_class(method.output_type.name)
+        deserialize, serialize = request_cls.FromString, response_cls.SerializeToString
+        if method.name in ("Run", "RunStream"):
+            deserialize, serialize = fastwire.decode_run_request, _identity
+        factory = {(False, False): grpc.unary_unary_rpc_method_handler,
+                   (False, True): grpc.unary_stream_rpc_method_handler,
+                   (True, False): grpc.stream_unary_rpc_method_handler,
+                   (True, True): grpc.stream_stream_rpc_method_handler}[
+            (method.client_streaming, method.server_streaming)]
+        handlers[method.name] = factory(getattr(service, method.name), request_deserializer=deserialize,
+                                        response_serializer=serialize)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_FULL_NAME, handlers),))
+
+
+SERVICE_FULL_NAME = pb.DESCRIPTOR.services_by_name["RknnLink"].full_name
+
+
+def _message_class(name: str) -> Any:
+    return getattr(pb, name)
+
+
+def _identity(data: bytes) -> bytes:
+    return data
 
 
 def _attr_pb(a: Dict[str, Any]) -> pb.TensorAttr:

@@ -18,6 +18,7 @@ from rknnlink import PROTOCOL_VERSION, __version__
 from rknnlink.client.errors import BoardError, IncompatibleVersionError, translate
 from rknnlink.runtime import TensorAttr, numpy_dtype
 from rknnlink.runtime.library import output_type_of
+from rknnlink.v1 import fastwire
 from rknnlink.v1 import rknnlink_pb2 as pb
 from rknnlink.v1 import rknnlink_pb2_grpc as pb_grpc
 
@@ -64,7 +65,8 @@ def _attr(m: pb.TensorAttr) -> TensorAttr:
                       h_stride=m.h_stride)
 
 
-def _tensor(value: Any, fmt: Optional[str], through: bool) -> pb.Tensor:
+def _tensor(value: Any, fmt: Optional[str], through: bool) -> list:
+    """fastwire parts of one input Tensor; the array's bytes are referenced, not copied."""
     arr = np.asarray(value)
     if arr.dtype == np.float64 and not through:
         arr = arr.astype(np.float32)
@@ -77,22 +79,24 @@ def _tensor(value: Any, fmt: Optional[str], through: bool) -> pb.Tensor:
     key = fmt.lower() if isinstance(fmt, str) else fmt
     if key not in _FORMATS:
         raise ValueError(f"input format {fmt!r} is unknown; use 'nhwc' or 'nchw'")
-    return pb.Tensor(dtype=dtype, shape=arr.shape, data=arr.tobytes(), format=_FORMATS[key], pass_through=through)
+    arr = np.ascontiguousarray(arr)
+    return fastwire.encode_tensor(dtype, arr.shape, arr.reshape(-1).view(np.uint8), _FORMATS[key], through)
 
 
-def _array(t: pb.Tensor) -> np.ndarray:
+def _array(t: Any) -> np.ndarray:
     arr = np.frombuffer(t.data, dtype=numpy_dtype(t.dtype)).copy()
     return arr.reshape(tuple(t.shape)) if len(t.shape) else arr
 
 
 def _run_request(session_id: str, request_id: int, inputs: Any, formats: Optional[Sequence[Optional[str]]],
-                 pass_through: Optional[Sequence[bool]], want_float: bool) -> pb.RunRequest:
+                 pass_through: Optional[Sequence[bool]], want_float: bool) -> bytes:
+    """A serialised RunRequest (fastwire: one copy of the input bytes)."""
     if isinstance(inputs, np.ndarray):
         inputs = [inputs]
     tensors = [_tensor(x, formats[i] if formats and i < len(formats) else None,
                        bool(pass_through[i]) if pass_through and i < len(pass_through) else False)
                for i, x in enumerate(inputs)]
-    return pb.RunRequest(session_id=session_id, request_id=request_id, inputs=tensors, raw_outputs=not want_float)
+    return fastwire.encode_run_request(session_id, request_id, tensors, not want_float)
 
 
 class Board:
@@ -103,6 +107,11 @@ class Board:
         self.address = address
         self._channel = channel
         self._stub = pb_grpc.RknnLinkStub(channel)
+        # Run/RunStream with pre-serialised requests and fastwire-decoded replies (see rknnlink.v1.fastwire).
+        self._run = channel.unary_unary("/rknnlink.v1.RknnLink/Run", request_serializer=None,
+                                        response_deserializer=fastwire.decode_run_response)
+        self._run_stream = channel.stream_stream("/rknnlink.v1.RknnLink/RunStream", request_serializer=None,
+                                                 response_deserializer=fastwire.decode_run_response)
         self._metadata = tuple(metadata)
         self._timeout = timeout
         self._watch: Any = None
@@ -138,10 +147,11 @@ class Board:
         return board
 
     # -- plumbing -----------------------------------------------------------------------------------------------
-    def _call(self, method: str, request: Any, timeout: Optional[float] = -1.0) -> Any:
+    def _call(self, method: Any, request: Any, timeout: Optional[float] = -1.0) -> Any:
+        """Call a stub method (by name) or a callable; translate gRPC errors into rknnlink exceptions."""
+        func = getattr(self._stub, method) if isinstance(method, str) else method
         try:
-            return getattr(self._stub, method)(request, metadata=self._metadata,
-                                               timeout=self._timeout * 6 if timeout == -1.0 else timeout)
+            return func(request, metadata=self._metadata, timeout=self._timeout * 6 if timeout == -1.0 else timeout)
         except grpc.RpcError as exc:
             raise translate(exc, self.address) from None
 
@@ -170,9 +180,9 @@ class Board:
         except grpc.RpcError as exc:
             raise translate(exc, self.address) from None
 
-    def check_size(self, request: Any) -> None:
+    def check_size(self, request: bytes) -> None:
         """Refuse locally a message the daemon would reject, with the fix in the message."""
-        size = request.ByteSize()
+        size = len(request)
         if self.max_message_bytes and size > self.max_message_bytes:
             raise BoardError(f"the request is {size / 2**20:.1f} MiB but the daemon at {self.address} accepts "
                              f"messages up to {self.max_message_bytes / 2**20:.0f} MiB; restart it with a larger "
@@ -274,7 +284,7 @@ class Session:
         """One inference; outputs shaped by the output attributes (float32 unless want_float=False)."""
         request = _run_request(self.id, self._request_id(), inputs, formats, pass_through, want_float)
         self.board.check_size(request)
-        reply = self.board._call("Run", request, timeout=None)
+        reply = self.board._call(self.board._run, request, timeout=None)
         return [_array(t) for t in reply.outputs]
 
     def pipeline(self, depth: int = 4) -> Pipeline:
@@ -363,10 +373,10 @@ class Pipeline:
         self._inflight = 0
         self._lock = threading.Lock()
         board = session.board
-        self._call = board._stub.RunStream(self._request_iter(), metadata=board._metadata)
+        self._call = board._run_stream(self._request_iter(), metadata=board._metadata)
         self.closed = False
 
-    def _request_iter(self) -> Iterator[pb.RunRequest]:
+    def _request_iter(self) -> Iterator[bytes]:
         while True:
             item = self._requests.get()
             if item is self._END:
@@ -380,12 +390,12 @@ class Pipeline:
             raise BoardError("the pipeline is closed; open a new one with session.pipeline()")
         while self._inflight >= self.depth:
             self._ready.append(self._receive())
-        request = _run_request(self.session.id, self.session._request_id(), inputs, formats, pass_through,
-                               want_float)
+        request_id = self.session._request_id()
+        request = _run_request(self.session.id, request_id, inputs, formats, pass_through, want_float)
         self.session.board.check_size(request)
         self._requests.put(request)
         self._inflight += 1
-        return request.request_id
+        return request_id
 
     def _receive(self) -> List[np.ndarray]:
         try:
