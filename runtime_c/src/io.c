@@ -4,6 +4,7 @@
  * vendor does: inputs NHWC, outputs NCHW.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sim_core.h"
@@ -29,6 +30,40 @@ static float read_user(const void *buf, uint32_t type, size_t i)
     }
 }
 
+/* n values of a user buffer starting at element base with stride step, as float. */
+static void gather_plane(const void *buf, uint32_t type, uint64_t base, uint64_t step, uint64_t n, float *out)
+{
+    switch (type) {
+    case RKNN_TENSOR_FLOAT32: {
+        const unsigned char *p = (const unsigned char *)buf + 4 * base;
+        for (uint64_t i = 0; i < n; i++)
+            memcpy(&out[i], p + 4 * i * step, 4);
+        break;
+    }
+    case RKNN_TENSOR_FLOAT16: {
+        const unsigned char *p = (const unsigned char *)buf + 2 * base;
+        for (uint64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i * step, 2);
+            out[i] = sim_f16_to_f32(h);
+        }
+        break;
+    }
+    case RKNN_TENSOR_INT8: {
+        const int8_t *p = (const int8_t *)buf + base;
+        for (uint64_t i = 0; i < n; i++)
+            out[i] = (float)p[i * step];
+        break;
+    }
+    default: {
+        const uint8_t *p = (const uint8_t *)buf + base;
+        for (uint64_t i = 0; i < n; i++)
+            out[i] = (float)p[i * step];
+        break;
+    }
+    }
+}
+
 /* Split the NCHW shape into outer (N), channels (C) and inner (spatial) extents. */
 static void shape3(const sim_tensor *t, uint64_t *outer, uint64_t *ch, uint64_t *inner)
 {
@@ -44,16 +79,6 @@ static void shape3(const sim_tensor *t, uint64_t *outer, uint64_t *ch, uint64_t 
     for (uint32_t d = 2; d < t->n_dims; d++)
         in *= (uint64_t)t->dims[d];
     *inner = in;
-}
-
-static void store(const sim_tensor *t, void *dst, size_t i, float x)
-{
-    if (t->dtype == SIM_I8)
-        ((int8_t *)dst)[i] = sim_quant_i8(x, t->scale, t->zp);
-    else if (t->dtype == SIM_F16)
-        ((float *)dst)[i] = sim_round_f16(x);
-    else
-        ((float *)dst)[i] = x;
 }
 
 int sim_input_convert(sim_ctx *c, uint32_t idx, const void *buf, uint64_t size, uint32_t type, uint32_t fmt,
@@ -110,23 +135,34 @@ int sim_input_convert(sim_ctx *c, uint32_t idx, const void *buf, uint64_t size, 
         return RKNN_ERR_INPUT_INVALID;
     }
     nhwc = t->n_dims == 4 && fmt == RKNN_TENSOR_NHWC;
+    /* One channel plane at a time: gather (strided for NHWC), normalise, then round/quantise with the
+     * vectorised array helpers. INT8 models need a float plane to quantise from. */
+    float *tmp = NULL;
+    if (t->dtype == SIM_I8) {
+        tmp = malloc((size_t)inner * sizeof(float) + 1);
+        if (tmp == NULL)
+            return RKNN_ERR_MALLOC_FAIL;
+    }
     for (uint64_t o = 0; o < outer; o++)
         for (uint64_t cc = 0; cc < ch; cc++) {
             uint64_t sc = io->reverse_channels ? ch - 1 - cc : cc;
-            float mean = 0.0f, sd = 1.0f;
+            uint64_t base = nhwc ? o * inner * ch + sc : (o * ch + sc) * inner;
+            uint64_t step = nhwc ? ch : 1;
+            uint64_t doff = (o * ch + cc) * inner;
+            float *plane = t->dtype == SIM_I8 ? tmp : (float *)dst + doff;
+            gather_plane(buf, type, base, step, inner, plane);
             if (io->n_norm) {
                 uint32_t k = io->n_norm == 1 ? 0 : (uint32_t)cc;
-                mean = io->mean[k];
-                sd = io->std[k];
+                float mean = io->mean[k], sd = io->std[k];
+                for (uint64_t s2 = 0; s2 < inner; s2++)
+                    plane[s2] = (plane[s2] - mean) / sd;
             }
-            for (uint64_t s = 0; s < inner; s++) {
-                uint64_t si = nhwc ? (o * inner + s) * ch + sc : (o * ch + sc) * inner + s;
-                float x = read_user(buf, type, si);
-                if (io->n_norm)
-                    x = (x - mean) / sd;
-                store(t, dst, (o * ch + cc) * inner + s, x);
-            }
+            if (t->dtype == SIM_I8)
+                sim_quant_array(plane, (int8_t *)dst + doff, (size_t)inner, t->scale, t->zp);
+            else if (t->dtype == SIM_F16)
+                sim_round_f16_array(plane, (size_t)inner);
         }
+    free(tmp);
     return RKNN_SUCC;
 }
 
