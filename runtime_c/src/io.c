@@ -190,6 +190,18 @@ int sim_output_convert(sim_ctx *c, uint32_t idx, void *buf, uint64_t size, uint3
     uint64_t outer, ch, inner;
     shape3(t, &outer, &ch, &inner);
     int nhwc = t->n_dims == 4 && fmt == RKNN_TENSOR_NHWC;
+    size_t n = (size_t)t->n_elems;
+    if (!nhwc && type == RKNN_TENSOR_FLOAT32) { /* the common case, without per-element dispatch */
+        if (t->dtype == SIM_I8)
+            sim_dequant_array(src, buf, n, t->scale, t->zp);
+        else
+            memcpy(buf, src, n * sizeof(float));
+        return RKNN_SUCC;
+    }
+    if (!nhwc && t->dtype == SIM_I8) {
+        memcpy(buf, src, n);
+        return RKNN_SUCC;
+    }
     for (uint64_t o = 0; o < outer; o++)
         for (uint64_t cc = 0; cc < ch; cc++)
             for (uint64_t s = 0; s < inner; s++) {
