@@ -709,6 +709,81 @@ static void test_threads_and_dup(void)
     CHECK_RC(rknn_run(0, NULL), RKNN_ERR_CTX_INVALID);
 }
 
+/* A chain of Relus: intermediates alive one step apart share memory (ping-pong), so the arena holds two. */
+static void test_memory_plan(void)
+{
+    for (int dt = 0; dt < 2; dt++) {
+        mw *w = mw_new("rk3588", dt ? 1 : 0);
+        uint32_t d[2] = {1, 100};
+        uint32_t dtype = dt ? 1 : 0, esz = dt ? 2 : 4;
+        uint32_t prev = mw_tensor(w, "x", dtype, 2, d, 2, 0, 0, 0), first = prev;
+        for (int k = 0; k < 6; k++) {
+            char name[16];
+            snprintf(name, sizeof(name), "t%d", k);
+            uint32_t next = mw_tensor(w, name, dtype, 2, d, k == 5 ? 3 : 0, 0, 0, 0);
+            mw_op(w, 10, name, 1, &prev, 1, &next, 0, 0, 0);
+            prev = next;
+        }
+        mw_io(w, first, 0, 0, 0, NULL, NULL, 0);
+        mw_io(w, prev, 1, 0, 0, NULL, NULL, 0);
+        size_t n;
+        uint8_t *buf = mw_finish(w, &n, 1);
+        mw_free(w);
+        rknn_context ctx;
+        CHECK_RC(rknn_init(&ctx, buf, (uint32_t)n, 0, NULL), 0);
+        rknn_mem_size ms;
+        CHECK_RC(rknn_query(ctx, RKNN_QUERY_MEM_SIZE, &ms, sizeof(ms)), 0);
+        uint32_t one = (100 * esz + 63) / 64 * 64;
+        CHECK(ms.total_internal_size == 2 * one, "chain of 5 intermediates: internal %u, want %u",
+              ms.total_internal_size, 2 * one);
+        CHECK(ms.total_weight_size == 0 && ms.total_dma_allocated_size == 2 * one + 2 * 100 * esz, "dma %llu",
+              (unsigned long long)ms.total_dma_allocated_size);
+        float x[100], y[100];
+        for (int i = 0; i < 100; i++)
+            x[i] = (float)(i - 50) * 0.37f;
+        rknn_input in;
+        memset(&in, 0, sizeof(in));
+        in.buf = x;
+        in.size = sizeof(x);
+        in.type = RKNN_TENSOR_FLOAT32;
+        CHECK_RC(rknn_inputs_set(ctx, 1, &in), 0);
+        CHECK_RC(rknnlink_sim_set_dump(ctx, 1), 0);
+        CHECK_RC(rknn_run(ctx, NULL), 0);
+        rknn_output o;
+        memset(&o, 0, sizeof(o));
+        o.want_float = 1;
+        o.is_prealloc = 1;
+        o.buf = y;
+        o.size = sizeof(y);
+        CHECK_RC(rknn_outputs_get(ctx, 1, &o, NULL), 0);
+        for (int i = 0; i < 100; i++) {
+            float want = x[i] > 0 ? x[i] : 0;
+            if (dt)
+                want = h2f(f2h(want));
+            CHECK(y[i] == want, "chain out[%d] = %g want %g", i, y[i], want);
+        }
+        /* every intermediate was dumped correctly although they shared memory */
+        uint32_t nd = 0;
+        CHECK_RC(rknnlink_sim_dump_count(ctx, &nd), 0);
+        CHECK(nd == 7, "dumps %u", nd);
+        for (uint32_t k = 1; k < nd; k++) {
+            float f[100];
+            uint16_t raw[200];
+            CHECK_RC(rknnlink_sim_dump_read(ctx, k, f, 100, raw, sizeof(raw)), 0);
+            for (int i = 0; i < 100; i++) {
+                float want = x[i] > 0 ? x[i] : 0;
+                if (dt) {
+                    want = h2f(f2h(want));
+                    CHECK(raw[i] == f2h(want), "fp16 raw dump %u[%d]", k, i);
+                }
+                CHECK(f[i] == want, "dump %u[%d] = %g want %g", k, i, f[i], want);
+            }
+        }
+        CHECK_RC(rknn_destroy(ctx), 0);
+        free(buf);
+    }
+}
+
 int main(void)
 {
     test_model_a_basic();
@@ -718,6 +793,7 @@ int main(void)
     test_path_info_only_perf_dump();
     test_mem();
     test_threads_and_dup();
+    test_memory_plan();
     printf("%d checks, %d failures\n", g_checks, g_fail);
     return g_fail ? 1 : 0;
 }
