@@ -8,7 +8,13 @@
 
 #include "conv.h"
 #include "conv_i8.h"
+#include "gemm_i8.h"
 #include "gemm_kernel.h"
+#include "requant_avx2.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 enum { CONV_GEMM = 0, CONV_POINTWISE = 1, CONV_DEPTHWISE = 2 };
 
@@ -336,24 +342,123 @@ static void dw_plane_c(const sim_conv_geom *g, const float *pad, const float *w,
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) static void dw_plane_avx2(const sim_conv_geom *g, const float *pad, const float *w,
-                                                              float bias, float *y, float *tmp)
+#define DW_TAP(acc, wv, p) acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p), acc)
+
+/* One output row of 3x3 taps over rows a/b/c; stride 1 reads a+x, a+x+1, a+x+2; stride 2 reads
+ * even/odd planes (e+x, o+x, e+x+1). Scalar tail, optional clamp. */
+__attribute__((target("avx2,fma"))) static void dw3x3_row_avx2(const float *a0, const float *a1, const float *a2,
+                                                               const float *b0, const float *b1, const float *b2,
+                                                               const float *c0, const float *c1, const float *c2,
+                                                               const float *w, float bias, float *o, int64_t ow,
+                                                               const float *lohi, const sim_i8_epi *q, int64_t ch,
+                                                               int8_t *o8)
 {
+    __m256 qm = _mm256_set1_ps(q ? q->mult[ch] : 0.0f), qlo = _mm256_set1_ps(q ? q->qlo : 0.0f);
+    __m256 qhi = _mm256_set1_ps(q ? q->qhi : 0.0f), qzo = _mm256_set1_ps(q ? (float)q->zo : 0.0f);
+    __m256 w0 = _mm256_set1_ps(w[0]), w1 = _mm256_set1_ps(w[1]), w2 = _mm256_set1_ps(w[2]);
+    __m256 w3 = _mm256_set1_ps(w[3]), w4 = _mm256_set1_ps(w[4]), w5 = _mm256_set1_ps(w[5]);
+    __m256 w6 = _mm256_set1_ps(w[6]), w7 = _mm256_set1_ps(w[7]), w8 = _mm256_set1_ps(w[8]);
+    __m256 bv = _mm256_set1_ps(bias);
+    __m256 lo = _mm256_set1_ps(lohi ? lohi[0] : 0.0f), hi = _mm256_set1_ps(lohi ? lohi[1] : 0.0f);
+    int64_t x = 0;
+    for (; x + 8 <= ow; x += 8) {
+        __m256 s0 = bv, s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps();
+        DW_TAP(s0, w0, a0 + x);
+        DW_TAP(s1, w1, a1 + x);
+        DW_TAP(s2, w2, a2 + x);
+        DW_TAP(s0, w3, b0 + x);
+        DW_TAP(s1, w4, b1 + x);
+        DW_TAP(s2, w5, b2 + x);
+        DW_TAP(s0, w6, c0 + x);
+        DW_TAP(s1, w7, c1 + x);
+        DW_TAP(s2, w8, c2 + x);
+        __m256 v = _mm256_add_ps(_mm256_add_ps(s0, s1), s2);
+        if (q) {
+            sim_requant8f_avx2(v, qm, qlo, qhi, qzo, o8 + x);
+            continue;
+        }
+        if (lohi) v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
+        _mm256_storeu_ps(o + x, v);
+    }
+    for (; x < ow; x++) {
+        float v = bias + (w[0] * a0[x] + w[1] * a1[x] + w[2] * a2[x]) + (w[3] * b0[x] + w[4] * b1[x] + w[5] * b2[x]) +
+                  (w[6] * c0[x] + w[7] * c1[x] + w[8] * c2[x]);
+        if (q) {
+            o8[x] = sim_i8_requant(q, (int32_t)v, ch);
+            continue;
+        }
+        if (lohi) {
+            v = v < lohi[0] ? lohi[0] : v;
+            v = v > lohi[1] ? lohi[1] : v;
+        }
+        o[x] = v;
+    }
+}
+
+/* Splits a padded row into its even and odd columns. */
+__attribute__((target("avx2,fma"))) static void deinterleave_avx2(const float *src, int64_t pw, float *e, float *o,
+                                                                  int64_t hw)
+{
+    int64_t c = 0;
+    for (; 2 * c + 16 <= pw; c += 8) {
+        __m256 p = _mm256_loadu_ps(src + 2 * c), q = _mm256_loadu_ps(src + 2 * c + 8);
+        __m256 ev = _mm256_shuffle_ps(p, q, _MM_SHUFFLE(2, 0, 2, 0)), od = _mm256_shuffle_ps(p, q, _MM_SHUFFLE(3, 1, 3, 1));
+        _mm256_storeu_ps(e + c, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8)));
+        _mm256_storeu_ps(o + c, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), 0xD8)));
+    }
+    for (; c < hw; c++) {
+        e[c] = 2 * c < pw ? src[2 * c] : 0.0f;
+        o[c] = 2 * c + 1 < pw ? src[2 * c + 1] : 0.0f;
+    }
+}
+
+__attribute__((target("avx2,fma"))) static int dw_plane_avx2(const sim_conv_geom *g, const float *pad, const float *w,
+                                                             float bias, float *y, float *tmp, const float *lohi,
+                                                             const sim_i8_epi *q, int64_t ch, int8_t *y8)
+{
+    /* narrow planes (7x7, 14x14) do better with the auto-vectorised loops of dw_plane_body */
+    int k33 = g->k[1] == 3 && g->k[2] == 3 && g->dl[1] == 1 && g->dl[2] == 1 && g->out[2] >= 32;
+    int64_t oh = g->out[1], ow = g->out[2], ph = g->in[1] + g->pb[1] + g->pe[1], pw = g->in[2] + g->pb[2] + g->pe[2];
+    if (k33 && g->s[1] == 1 && g->s[2] == 1) {
+        for (int64_t r = 0; r < oh; r++) {
+            const float *a = pad + r * pw, *b = a + pw, *c = b + pw;
+            dw3x3_row_avx2(a, a + 1, a + 2, b, b + 1, b + 2, c, c + 1, c + 2, w, bias, y + r * ow, ow, lohi, q, ch,
+                           q ? y8 + r * ow : NULL);
+        }
+        return q != NULL;
+    }
+    if (k33 && g->s[1] == 2 && g->s[2] == 2) {
+        int64_t hw = (pw + 1) / 2;
+        float *ev = tmp, *od = tmp + ph * hw;
+        for (int64_t r = 0; r < ph; r++) deinterleave_avx2(pad + r * pw, pw, ev + r * hw, od + r * hw, hw);
+        for (int64_t r = 0; r < oh; r++) {
+            const float *ea = ev + 2 * r * hw, *eb = ea + hw, *ec = eb + hw;
+            const float *oa = od + 2 * r * hw, *ob = oa + hw, *oc = ob + hw;
+            dw3x3_row_avx2(ea, oa, ea + 1, eb, ob, eb + 1, ec, oc, ec + 1, w, bias, y + r * ow, ow, lohi, q, ch,
+                           q ? y8 + r * ow : NULL);
+        }
+        return q != NULL;
+    }
     dw_plane_body(g, pad, w, bias, y, tmp);
+    if (lohi) sim_act_array(SIM_ACT_CLIP, lohi[0], lohi[1], y, (size_t)(oh * ow));
+    return 0;
 }
 #endif
 
-void sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y)
+int sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y,
+                 const float *lohi, const sim_i8_epi *q, int64_t ch, int8_t *y8)
 {
     float *tmp = (float *)pad + sim_dw_pad_elems(g) / 2;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (avx2) {
-        dw_plane_avx2(g, pad, w, bias, y, tmp);
-        return;
-    }
+    if (avx2) return dw_plane_avx2(g, pad, w, bias, y, tmp, lohi, q, ch, y8);
 #endif
     (void)avx2;
+    (void)q;
+    (void)ch;
+    (void)y8;
     dw_plane_c(g, pad, w, bias, y, tmp);
+    if (lohi) sim_act_array(SIM_ACT_CLIP, lohi[0], lohi[1], y, (size_t)(g->out[1] * g->out[2]));
+    return 0;
 }
 
 size_t sim_dw_pad_elems(const sim_conv_geom *g)
@@ -377,12 +482,13 @@ static int run_depthwise(const conv_priv *p, const float *x, float *y, sim_kerne
     float *pad = sim_scratch_get(call, sim_dw_pad_elems(g) * sizeof(float));
     if (!pad) return SIM_ERR_MALLOC;
     memset(pad, 0, (size_t)((g->in[1] + g->pb[1] + g->pe[1]) * (g->in[2] + g->pb[2] + g->pe[2])) * sizeof(float));
+    float lohi[2] = {p->epi.lo, p->epi.hi};
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t c = 0; c < g->cout; c++) {
             pad_plane_f32(g, x + (n * g->cin + c) * g->in_sz, pad);
-            sim_dw_plane(p->avx2, g, pad, p->wdw + c * g->k_sz, p->bias[c], y + (n * g->cout + c) * g->out_sz);
+            sim_dw_plane(p->avx2, g, pad, p->wdw + c * g->k_sz, p->bias[c], y + (n * g->cout + c) * g->out_sz,
+                         p->epi.clamp ? lohi : NULL, NULL, 0, NULL);
         }
-    if (p->epi.clamp) sim_act_array(SIM_ACT_CLIP, p->epi.lo, p->epi.hi, y, (size_t)(g->n * g->cout * g->out_sz));
     return 0;
 }
 

@@ -28,7 +28,12 @@ void sim_im2col_row(const sim_conv_geom *cg, const float *xg, int64_t k, int64_t
 /* Depthwise 2-D convolution of one channel from its zero-padded plane at the start of a buffer of
  * sim_dw_pad_elems floats (the second half is work space):
  * y = bias + sum of taps. Used by the float path and, on exact integer values, by the int8 path. */
-void sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y);
+struct sim_i8_epi;
+/* With q (int8 path, acc exact and bias folded into `bias`), the fast kernels requantise straight into
+ * y8 (channel ch) and return 1; otherwise the float result is in y and 0 is returned. */
+int sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y,
+                 const float *lohi /* clamp bounds {lo, hi} or NULL */, const struct sim_i8_epi *q, int64_t ch,
+                 int8_t *y8);
 size_t sim_dw_pad_elems(const sim_conv_geom *g);
 
 #endif

@@ -12,7 +12,42 @@
 #include "gemm_i8.h"
 #include "gemm_kernel.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 enum { I8_GEMM = 0, I8_POINTWISE = 1, I8_DEPTHWISE = 2 };
+
+/* dst[i] = src[i] - zx as floats (exact). */
+static void widen_c(const int8_t *src, float *dst, int64_t n, float zx)
+{
+    for (int64_t i = 0; i < n; i++) dst[i] = (float)src[i] - zx;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) static void widen_avx2(const int8_t *src, float *dst, int64_t n, float zx)
+{
+    __m256 z = _mm256_set1_ps(zx);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(src + i));
+        _mm256_storeu_ps(dst + i, _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), z));
+    }
+    widen_c(src + i, dst + i, n - i, zx);
+}
+#endif
+
+static void widen(int avx2, const int8_t *src, float *dst, int64_t n, float zx)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (avx2) {
+        widen_avx2(src, dst, n, zx);
+        return;
+    }
+#endif
+    (void)avx2;
+    widen_c(src, dst, n, zx);
+}
 
 struct sim_conv_i8 {
     int mode, avx2;
@@ -236,13 +271,20 @@ static int run_depthwise(const sim_conv_i8 *s, const sim_conv_geom *g, const int
         for (int64_t c = 0; c < g->cout; c++) {
             const int8_t *xc = x + (n * g->cin + c) * g->in_sz;
             /* the borders stay zero (= zx after the shift); only the interior is rewritten */
-            for (int64_t r = 0; r < g->in[1]; r++) {
-                float *dst = pad + (r + g->pb[1]) * pw + g->pb[2];
-                const int8_t *src = xc + r * iw;
-                for (int64_t e = 0; e < iw; e++) dst[e] = (float)src[e] - fz;
+            for (int64_t r = 0; r < g->in[1]; r++) widen(s->avx2, xc + r * iw, pad + (r + g->pb[1]) * pw + g->pb[2], iw, fz);
+            int8_t *yc = y + (n * g->cout + c) * g->out_sz;
+            /* the bias joins the exact float sum when it cannot spoil exactness */
+            int fold = s->bias[c] > -8000000 && s->bias[c] < 8000000;
+            if (sim_dw_plane(s->avx2, g, pad, s->wdw + c * g->k_sz, fold ? (float)s->bias[c] : 0.0f, acc, NULL,
+                             fold ? &s->epi : NULL, c, yc))
+                continue;
+            if (fold) {
+                sim_i8_epi e = s->epi;
+                e.bias = NULL;
+                sim_i8_requant_plane(s->avx2, &e, acc, g->out_sz, c, yc);
+            } else {
+                sim_i8_requant_plane(s->avx2, &s->epi, acc, g->out_sz, c, yc);
             }
-            sim_dw_plane(s->avx2, g, pad, s->wdw + c * g->k_sz, 0.0f, acc);
-            sim_i8_requant_plane(s->avx2, &s->epi, acc, g->out_sz, c, y + (n * g->cout + c) * g->out_sz);
         }
     return 0;
 }
@@ -335,7 +377,7 @@ static int run_float_exact(const sim_conv_i8 *s, const sim_conv_geom *g, const i
     if (!xf) return SIM_ERR_MALLOC;
     float *pb = xf + nx, *row = pb + pb_sz;
     float fz = (float)s->zx;
-    for (size_t e = 0; e < nx; e++) xf[e] = (float)x[e] - fz;
+    widen(s->avx2, x, xf, (int64_t)nx, fz);
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t gi = 0; gi < g->group; gi++) {
             const float *xg = xf + (n * g->cin + gi * g->cg) * g->in_sz;

@@ -163,6 +163,7 @@ void sim_i8_epi_act(sim_i8_epi *epi, const sim_op *op, float so, int32_t zo)
         epi->lo = op->act_p0 / so;
         epi->hi = op->act_p1 / so;
     }
+    sim_i8_epi_bounds(epi, &epi->qlo, &epi->qhi);
 }
 
 void sim_i8_epi_bounds(const sim_i8_epi *epi, float *qlo, float *qhi)
@@ -240,9 +241,7 @@ void sim_i8_requant_plane(int use_avx2, const sim_i8_epi *epi, const float *acc,
     float lo = epi->lo > -1e9f ? epi->lo : -1e9f, hi = epi->hi < 1e9f ? epi->hi : 1e9f;
 #if defined(__x86_64__) && defined(__GNUC__)
     if (use_avx2) {
-        float qlo, qhi;
-        sim_i8_epi_bounds(epi, &qlo, &qhi);
-        requant_plane_avx2(acc, n, bias, epi->mult[ch], qlo, qhi, (float)epi->zo, lo, hi, y);
+        requant_plane_avx2(acc, n, bias, epi->mult[ch], epi->qlo, epi->qhi, (float)epi->zo, lo, hi, y);
         return;
     }
 #endif
@@ -327,9 +326,7 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t kp, const in
     }
     int vec_ok = c8 && nr == SIM_NR && cs == 1 && !epi->per_col && (epi->act == SIM_ACT_NONE || epi->clamp);
     if (vec_ok) {
-        float fl, fh;
-        sim_i8_epi_bounds(epi, &fl, &fh);
-        __m256 qlo = _mm256_set1_ps(fl), qhi = _mm256_set1_ps(fh), zo = _mm256_set1_ps((float)epi->zo);
+        __m256 qlo = _mm256_set1_ps(epi->qlo), qhi = _mm256_set1_ps(epi->qhi), zo = _mm256_set1_ps((float)epi->zo);
         REQ_ROW(0);
         if (mr > 1) REQ_ROW(1);
         if (mr > 2) REQ_ROW(2);

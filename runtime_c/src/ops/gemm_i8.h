@@ -24,6 +24,7 @@ typedef struct sim_i8_epi {
     float p0, p1;
     int clamp;            /* Relu/Clip folded into [lo, hi] in output-scale units */
     float lo, hi;
+    float qlo, qhi;       /* output-code bounds (sim_i8_epi_bounds), set by sim_i8_epi_act */
 } sim_i8_epi;
 
 size_t sim_pack_a16_size(int64_t m, int64_t k);

@@ -179,9 +179,7 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t k, const flo
     }
     const sim_i8_epi *q = epi->q;
     if (q && nr == SIM_NR && (q->act == SIM_ACT_NONE || q->clamp)) {
-        float fl, fh;
-        sim_i8_epi_bounds(q, &fl, &fh);
-        __m256 lo = _mm256_set1_ps(fl), hi = _mm256_set1_ps(fh), zo = _mm256_set1_ps((float)q->zo);
+        __m256 lo = _mm256_set1_ps(q->qlo), hi = _mm256_set1_ps(q->qhi), zo = _mm256_set1_ps((float)q->zo);
         REQ_ROW(0);
         if (mr > 1) REQ_ROW(1);
         if (mr > 2) REQ_ROW(2);
