@@ -151,9 +151,10 @@ def test_deploy_installs_and_starts_the_daemon(adb_rig, deployed):
     assert adb_rig.forwards().strip() == ""
 
 
-def test_resolve_starts_a_stopped_daemon_over_adb_shell(adb_rig, deployed):
-    pid = int((deployed["prefix"] / "serve.pid").read_text())
-    os.kill(pid, signal.SIGTERM)  # the daemon deploy started through our emulated adbd
+def _stop_deployed_daemon(prefix) -> int:
+    """SIGTERM to the daemon `deploy`/resolve started through our emulated adbd; waits for it to exit."""
+    pid = int((prefix / "serve.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
@@ -161,6 +162,11 @@ def test_resolve_starts_a_stopped_daemon_over_adb_shell(adb_rig, deployed):
             time.sleep(0.1)
         except ProcessLookupError:
             break
+    return pid
+
+
+def test_resolve_starts_a_stopped_daemon_over_adb_shell(adb_rig, deployed):
+    pid = _stop_deployed_daemon(deployed["prefix"])
     out = adb_rig.ns.python("""
 import json, logging
 logging.basicConfig(level=logging.INFO)
@@ -197,6 +203,18 @@ def test_devices_cli_shows_the_board_and_its_daemon(adb_rig, deployed):
     assert table.returncode == 0
     assert table.stdout.splitlines()[0].split() == ["ID", "TRANSPORT", "STATE", "PLATFORM", "DAEMON", "ADDRESS"]
     assert adb_rig.serial in table.stdout and "rk3588" in table.stdout
+
+
+def test_devices_cli_shows_a_stopped_daemon(adb_rig, deployed):
+    from rknnlink import __version__
+
+    _stop_deployed_daemon(deployed["prefix"])
+    result = adb_rig.ns.run([PYTHON, "-m", "rknnlink.cli", "devices", "--json", "--timeout", "3"],
+                            env=deployed["env"], timeout=60)
+    assert result.returncode == 0, result.stderr
+    row = next(r for r in json.loads(result.stdout) if r["id"] == adb_rig.serial)
+    assert row["state"] == "stopped" and row["daemon_version"] == __version__
+    assert adb_rig.forwards().strip() == ""  # the probe's forward is gone too
 
 
 def test_devices_cli_with_nothing_attached_prints_an_empty_list(tmp_path):
