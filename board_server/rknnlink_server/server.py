@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 import grpc
 
 from rknnlink.runtime import VENDOR_LIB_PATHS, RuntimeLibrary
-from rknnlink.v1 import rknnlink_pb2 as pb
+from rknnlink.v1.messages import pb
 from rknnlink_server import device
 from rknnlink_server.service import Limits, RknnLinkService, RuntimeSetup, add_service
 

@@ -18,8 +18,7 @@ import grpc
 from rknnlink.runtime import RknnError
 from rknnlink.runtime.perf import parse_perf_detail
 from rknnlink.v1 import fastwire
-from rknnlink.v1 import rknnlink_pb2 as pb
-from rknnlink.v1 import rknnlink_pb2_grpc as pb_grpc
+from rknnlink.v1.messages import pb
 from rknnlink_server import MIN_CLIENT_PROTOCOL, PROTOCOL_VERSION, __version__
 from rknnlink_server.cache import CacheError, ModelCache, check_sha
 from rknnlink_server.errors import DaemonError
@@ -106,7 +105,7 @@ def stream_rpc(method: Callable) -> Callable:
     return wrapper
 
 
-class RknnLinkService(pb_grpc.RknnLinkServicer):
+class RknnLinkService:
     def __init__(self, setup: RuntimeSetup, cache_dir: Path, max_cache_bytes: int, limits: Limits) -> None:
         self.setup = setup
         self.limits = limits

@@ -19,8 +19,7 @@ from rknnlink.client.errors import BoardError, IncompatibleVersionError, transla
 from rknnlink.runtime import TensorAttr, numpy_dtype
 from rknnlink.runtime.library import output_type_of
 from rknnlink.v1 import fastwire
-from rknnlink.v1 import rknnlink_pb2 as pb
-from rknnlink.v1 import rknnlink_pb2_grpc as pb_grpc
+from rknnlink.v1.messages import make_stub, pb
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -106,7 +105,7 @@ class Board:
                  timeout: float = 10.0) -> None:
         self.address = address
         self._channel = channel
-        self._stub = pb_grpc.RknnLinkStub(channel)
+        self._stub = make_stub(channel)
         # Run/RunStream with pre-serialised requests and fastwire-decoded replies (see rknnlink.v1.fastwire).
         self._run = channel.unary_unary("/rknnlink.v1.RknnLink/Run", request_serializer=None,
                                         response_deserializer=fastwire.decode_run_response)
