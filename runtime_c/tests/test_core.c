@@ -784,16 +784,21 @@ static void test_memory_plan(void)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    test_model_a_basic();
-    test_model_b_int8();
-    test_model_c_fp16();
-    test_invalid_models();
-    test_path_info_only_perf_dump();
-    test_mem();
+    /* "threads": only the concurrency tests (the ThreadSanitizer run) */
+    int only_threads = argc > 1 && strcmp(argv[1], "threads") == 0;
+    if (!only_threads) {
+        test_model_a_basic();
+        test_model_b_int8();
+        test_model_c_fp16();
+        test_invalid_models();
+        test_path_info_only_perf_dump();
+        test_mem();
+    }
     test_threads_and_dup();
-    test_memory_plan();
+    if (!only_threads)
+        test_memory_plan();
     printf("%d checks, %d failures\n", g_checks, g_fail);
     return g_fail ? 1 : 0;
 }

@@ -28,6 +28,13 @@ def test_c_core_tests_under_asan_and_ubsan(run_make):
     assert ", 0 failures" in proc.stdout
 
 
+def test_threads_under_thread_sanitizer(run_make):
+    """Two contexts sharing one model in parallel, and one context from two threads, under TSan."""
+    proc = run_make("tsan", timeout=900)
+    assert proc.returncode == 0, f"TSan run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert ", 0 failures" in proc.stdout
+
+
 @pytest.mark.slow
 def test_10000_cycles_keep_fds_and_rss_flat(c_build):
     """init/dup/inputs_set/run/outputs_get/perf/release/destroy + create_mem2(no context) 10,000 times."""
