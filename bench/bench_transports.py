@@ -2,10 +2,11 @@
 """Transport overhead: the same request/reply through raw TCP, an adb forward and the USB bulk bridge.
 
 Each round trip sends 150,528 bytes (a 224x224x3 uint8 image) and receives 4,000 bytes (1000 float32
-scores), length-prefixed, on one persistent connection. Everything runs in one network namespace created
-for the run (root and iproute2 needed): the real adb server with the emulated adbd from tests/transport,
-and the USB bridge over the emulated pyusb bus with the real board-side bridge program on FIFOs. The
-report is the median/p99 per path and its ratio to raw TCP measured in the same run.
+scores): length-prefixed on one persistent TCP connection, and as one gRPC unary call on one channel.
+Everything runs in one network namespace created for the run (root and iproute2 needed): the real adb
+server with the emulated adbd from tests/transport, and the USB bridge over the emulated pyusb bus with
+the real board-side bridge program on FIFOs. The report is the median/p99 per path and its ratio to the
+direct path (raw TCP, or gRPC straight to the server) measured in the same run.
 
 Usage: python bench/bench_transports.py [--rounds 300]
 """
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests" / "transport"
 REQUEST, REPLY = 150528, 4000
 BOARD_PORT, ADBD_PORT, ADB_SERVER_PORT = 50051, 6101, 7137
+GRPC_PORT = 50052
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
@@ -87,6 +89,23 @@ def measure(address: str, rounds: int) -> list:
     return times
 
 
+def measure_grpc(address: str, rounds: int) -> list:
+    import grpc
+
+    options = [("grpc.max_receive_message_length", 1 << 24), ("grpc.max_send_message_length", 1 << 24)]
+    request = os.urandom(REQUEST)
+    times = []
+    with grpc.insecure_channel(address, options=options) as channel:
+        head = channel.unary_unary("/rknnlink.test.Echo/Head")
+        for i in range(rounds + 10):
+            start = time.perf_counter()
+            reply = head(request, timeout=30)
+            if i >= 10:
+                times.append((time.perf_counter() - start) * 1e3)
+            assert len(reply) == REPLY
+    return times
+
+
 def _adb_path() -> str:
     import adbutils
 
@@ -109,30 +128,33 @@ def adb_forward_address(workdir: Path) -> tuple:
     serial = adb_transport.pick_serial(client, f"127.0.0.1:{ADBD_PORT}", 10)
     board = adb_transport.AdbBoard(client, serial)
     local = board.forward(BOARD_PORT)
+    local_grpc = board.forward(GRPC_PORT)
 
     def cleanup() -> None:
         board.remove_forward(local)
+        board.remove_forward(local_grpc)
         subprocess.run([adb, "kill-server"], env=env, capture_output=True)
         adbd.terminate()
         adbd.wait(10)
 
-    return f"127.0.0.1:{local}", cleanup
+    return f"127.0.0.1:{local}", f"127.0.0.1:{local_grpc}", cleanup
 
 
-def usb_bridge_address(workdir: Path) -> tuple:
+def usb_bridge_address(workdir: Path, target_port: int) -> tuple:
     sys.path.insert(0, str(TESTS))
     from fake_usb import FakeBackend, FakeBoard
 
     from rknnlink.transport.usb import UsbBridge
 
-    ffs = workdir / "ffs"
+    ffs = workdir / f"ffs-{target_port}"
     FakeBoard.make_fifos(ffs)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "host"), str(ROOT / "board_server"),
                                                         os.environ.get("PYTHONPATH", "")]))
     board_proc = subprocess.Popen([sys.executable, str(ROOT / "board_server/usb_gadget/rknnlink_usb_bridge.py"),
-                                   "--ffs-dir", str(ffs), "--target", f"127.0.0.1:{BOARD_PORT}"], env=env,
+                                   "--ffs-dir", str(ffs), "--target", f"127.0.0.1:{target_port}"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    bridge = UsbBridge("BENCH", backend=FakeBackend([FakeBoard(ffs, "BENCH")])).start(timeout=15)
+    serial = f"BENCH{target_port}"
+    bridge = UsbBridge(serial, backend=FakeBackend([FakeBoard(ffs, serial)])).start(timeout=15)
 
     def cleanup() -> None:
         bridge.close()
@@ -144,33 +166,47 @@ def usb_bridge_address(workdir: Path) -> tuple:
 
 def inner(rounds: int) -> dict:
     sys.path.insert(0, str(ROOT / "host"))
+    sys.path.insert(0, str(TESTS))
+    from health_server import build_server
+
     workdir = Path(tempfile.mkdtemp(prefix="rknnlink-bench-"))
     server = serve_board(BOARD_PORT)
+    grpc_server, _ = build_server(f"127.0.0.1:{GRPC_PORT}")
+    grpc_server.start()
     results = {"raw_tcp": measure(f"127.0.0.1:{BOARD_PORT}", rounds)}
-    address, cleanup = adb_forward_address(workdir)
+    address, grpc_address, cleanup = adb_forward_address(workdir)
     try:
         results["adb_forward"] = measure(address, rounds)
+        results["usb_bridge"] = _through_usb(workdir, BOARD_PORT, measure, rounds)
+        results["grpc_direct"] = measure_grpc(f"127.0.0.1:{GRPC_PORT}", rounds)
+        results["grpc_adb"] = measure_grpc(grpc_address, rounds)
+        results["grpc_usb"] = _through_usb(workdir, GRPC_PORT, measure_grpc, rounds)
     finally:
         cleanup()
-    address, cleanup = usb_bridge_address(workdir)
-    try:
-        results["usb_bridge"] = measure(address, rounds)
-    finally:
-        cleanup()
+    grpc_server.stop(0)
     server.close()
     return results
+
+
+def _through_usb(workdir: Path, target_port: int, measure_fn, rounds: int) -> list:
+    address, cleanup = usb_bridge_address(workdir, target_port)
+    try:
+        return measure_fn(address, rounds)
+    finally:
+        cleanup()
 
 
 def report(results: dict) -> None:
     def p99(values: list) -> float:
         return sorted(values)[min(len(values) - 1, int(len(values) * 0.99))]
 
-    base = statistics.median(results["raw_tcp"])
     print(f"round trip {REQUEST} B out / {REPLY} B back, {len(results['raw_tcp'])} rounds each")
-    print(f"{'path':<12} {'median ms':>10} {'p99 ms':>8} {'x raw TCP':>10}")
+    print(f"{'path':<12} {'median ms':>10} {'p99 ms':>8} {'x direct':>9}")
     for name, values in results.items():
+        base = statistics.median(results["grpc_direct" if name.startswith("grpc") else "raw_tcp"])
         median = statistics.median(values)
-        print(f"{name:<12} {median:>10.3f} {p99(values):>8.3f} {median / base:>10.2f}")
+        print(f"{name:<12} {median:>10.3f} {p99(values):>8.3f} {median / base:>9.2f}")
+    print("(x direct: against raw_tcp for the raw paths, against grpc_direct for the gRPC paths)")
 
 
 def main() -> int:

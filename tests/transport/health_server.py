@@ -16,10 +16,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 ECHO_METHOD = "/rknnlink.test.Echo/Echo"
+HEAD_METHOD = "/rknnlink.test.Echo/Head"   # replies with the first HEAD_BYTES of the request (a score vector)
+HEAD_BYTES = 4000
 
 
 def build_server(bind: str, max_message: int = 64 * 1024 * 1024, credentials=None, interceptors=()) -> tuple:
-    """Returns (server, port) with health SERVING and a raw-bytes echo unary method."""
+    """Returns (server, port) with health SERVING, a raw-bytes echo and a 'head' unary method."""
     options = [("grpc.max_receive_message_length", max_message), ("grpc.max_send_message_length", max_message)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options,
                          interceptors=list(interceptors))
@@ -27,7 +29,9 @@ def build_server(bind: str, max_message: int = 64 * 1024 * 1024, credentials=Non
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     echo = grpc.unary_unary_rpc_method_handler(lambda request, _ctx: request)
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("rknnlink.test.Echo", {"Echo": echo})])
+    head = grpc.unary_unary_rpc_method_handler(lambda request, _ctx: request[:HEAD_BYTES])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("rknnlink.test.Echo",
+                                                                          {"Echo": echo, "Head": head})])
     port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
     return server, port
 
