@@ -145,6 +145,9 @@ def list_adb_serials() -> List[str]:
     except TransportError as exc:
         log.debug("adb unavailable: %s", exc)
         return []
+    except ImportError as exc:
+        log.warning("adb support needs adbutils (pip install 'rknnlink[host]'): %s", exc)
+        return []
 
 
 def list_usb_serials() -> List[str]:
@@ -155,6 +158,9 @@ def list_usb_serials() -> List[str]:
         return find_serials()
     except TransportError as exc:
         log.debug("USB unavailable: %s", exc)
+        return []
+    except ImportError as exc:
+        log.warning("USB support needs pyusb (pip install 'rknnlink[host]'): %s", exc)
         return []
 
 
