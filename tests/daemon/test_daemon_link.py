@@ -73,8 +73,9 @@ def test_run_unary_and_stream_equal_in_process(board, conv_model, sim_library):
     with board.load_model(model) as session:
         assert session.input_attrs[0].name == "x" and session.output_attrs[0].dims == (1, 4, 8, 8)
         for x, want in zip(inputs, expected):
-            got = session.run([x], formats=["nchw"])
-            np.testing.assert_array_equal(got[0], want)
+            np.testing.assert_array_equal(session.run([x], formats=["nchw"])[0], want)
+            np.testing.assert_array_equal(session.run_unary([x], formats=["nchw"])[0], want)
+            np.testing.assert_array_equal(session.run([x], formats=["nchw"])[0], want)  # stream reopened
         with session.pipeline(depth=3) as pipe:
             streamed = list(pipe.map([[x] for x in inputs], formats=["nchw"]))
         for got, want in zip(streamed, expected):
@@ -211,6 +212,20 @@ def test_bad_inputs_give_clear_errors_and_the_session_keeps_working(board, conv_
             with pytest.raises(RemoteRknnError, match="expects 192 elements"):
                 pipe.get()
         assert session.run([_x()], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+        with pytest.raises(RemoteRknnError, match="expects 192 elements"):
+            session.run_unary([_x()[:, :1]], formats=["nchw"])
+        assert session.run_unary([_x()], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+
+
+def test_calls_interleaved_with_run_on_one_session(board, conv_model):
+    with board.load_model(conv_model[0], perf=True) as session:
+        for _ in range(3):
+            session.run([_x()], formats=["nchw"])
+            assert "Conv:conv0" in session.perf().text
+            session.run([_x()], formats=["nchw"])
+            assert session.memory()["total_weight_size"] > 0
+            with session.pipeline(2) as pipe:
+                assert len(list(pipe.map([[_x()]] * 3, formats=["nchw"]))) == 3
 
 
 def test_closed_session_and_unknown_session(board, conv_model):

@@ -269,6 +269,8 @@ class Session:
         self.is_simulator = reply.is_simulator
         self._sdk = (reply.sdk_version.api_version, reply.sdk_version.drv_version)
         self._next_id = 0
+        self._lock = threading.Lock()
+        self._stream: Optional[Pipeline] = None  # run()'s persistent RunStream (cheaper than a call per run)
         self.closed = False
 
     def _request_id(self) -> int:
@@ -276,18 +278,44 @@ class Session:
         return self._next_id
 
     def _req(self) -> pb.SessionRequest:
+        with self._lock:
+            self._end_stream()
         return pb.SessionRequest(session_id=self.id)
 
     def run(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
             pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> List[np.ndarray]:
-        """One inference; outputs shaped by the output attributes (float32 unless want_float=False)."""
-        request = _run_request(self.id, self._request_id(), inputs, formats, pass_through, want_float)
-        self.board.check_size(request)
-        reply = self.board._call(self.board._run, request, timeout=None)
+        """One inference; outputs shaped by the output attributes (float32 unless want_float=False).
+
+        Uses a RunStream kept open between calls (one request in flight), which costs less per inference
+        than a unary call; any other call on the session closes it first.
+        """
+        with self._lock:
+            request = _run_request(self.id, self._request_id(), inputs, formats, pass_through, want_float)
+            self.board.check_size(request)
+            if self._stream is None or self._stream.closed:
+                self._stream = Pipeline(self, 1)
+            return self._stream.run_one(request)
+
+    def run_unary(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
+                  pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> List[np.ndarray]:
+        """run() through the unary Run RPC (no stream kept open)."""
+        with self._lock:
+            self._end_stream()
+            request = _run_request(self.id, self._request_id(), inputs, formats, pass_through, want_float)
+            self.board.check_size(request)
+            reply = self.board._call(self.board._run, request, timeout=None)
         return [_array(t) for t in reply.outputs]
+
+    def _end_stream(self) -> None:
+        """Close run()'s stream: the daemon serialises a session's calls and a stream holds it."""
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.close()
 
     def pipeline(self, depth: int = 4) -> Pipeline:
         """A bidirectional stream keeping up to `depth` requests in flight; results come back in order."""
+        with self._lock:
+            self._end_stream()
         return Pipeline(self, depth)
 
     def perf(self) -> PerfReport:
@@ -309,6 +337,7 @@ class Session:
     def dump_tensors(self, include_raw: bool = False) -> List[Tuple[Dict[str, Any], np.ndarray, Optional[np.ndarray]]]:
         """Per-layer outputs of the last run: (info, float32 array, raw array or None). Simulator only."""
         tensors: Dict[int, Dict[str, Any]] = {}
+        self._req()  # closes run()'s stream
         try:
             for chunk in self.board._stub.GetDumps(pb.DumpsRequest(session_id=self.id, include_raw=include_raw),
                                                    metadata=self.board._metadata):
@@ -345,7 +374,8 @@ class Session:
             return
         self.closed = True
         self.board._sessions.pop(self.id, None)
-        self.board._call("CloseSession", self._req())
+        request = self._req()
+        self.board._call("CloseSession", request)
 
     def __enter__(self) -> Session:
         return self
@@ -395,6 +425,14 @@ class Pipeline:
         self._requests.put(request)
         self._inflight += 1
         return request_id
+
+    def run_one(self, request: bytes) -> List[np.ndarray]:
+        """Send one serialised request and wait for its result (Session.run's path)."""
+        if self.closed:
+            raise BoardError("the pipeline is closed; open a new one with session.pipeline()")
+        self._requests.put(request)
+        self._inflight += 1
+        return self._receive()
 
     def _receive(self) -> List[np.ndarray]:
         try:
