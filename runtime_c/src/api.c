@@ -541,21 +541,24 @@ RKNN_EXPORT int rknn_set_core_mask(rknn_context context, rknn_core_mask core_mas
     int rc = RKNN_SUCC;
     const char *tg = c->m->target;
     uint32_t mask = (uint32_t)core_mask;
+    int ok;
     if (strcmp(tg, "rk3588") == 0) {
-        if (!(mask == 0 || mask == 1 || mask == 2 || mask == 4 || mask == 3 || mask == 7 || mask == 0xFFFF))
-            rc = RKNN_ERR_PARAM_INVALID;
+        ok = mask == 0 || mask == 1 || mask == 2 || mask == 4 || mask == 3 || mask == 7 || mask == 0xFFFF;
     } else if (strcmp(tg, "rk3576") == 0) {
-        if (!(mask == 0 || mask == 1 || mask == 2 || mask == 3 || mask == 0xFFFF))
-            rc = RKNN_ERR_PARAM_INVALID;
+        ok = mask == 0 || mask == 1 || mask == 2 || mask == 3 || mask == 0xFFFF;
     } else {
+        /* single-core SoCs: the vendor runtime answers with RKNN_ERR_TARGET_PLATFORM_UNMATCH */
         sim_ctx_error(c, "rknn_set_core_mask: not supported on %s (only rk3588 and rk3576 have several NPU cores)",
                       tg[0] ? tg : "this platform");
-        rc = RKNN_ERR_FAIL;
+        unlock_ctx(c);
+        return RKNN_ERR_TARGET_PLATFORM_UNMATCH;
     }
-    if (rc == RKNN_ERR_PARAM_INVALID)
-        sim_ctx_error(c, "rknn_set_core_mask: invalid core mask 0x%x for %s", mask, tg);
-    if (rc == RKNN_SUCC)
+    if (!ok) {
+        sim_ctx_error(c, "rknn_set_core_mask: Not support core mask: %x on %s", mask, tg);
+        rc = RKNN_ERR_FAIL;
+    } else {
         c->core_mask = mask;
+    }
     unlock_ctx(c);
     return rc;
 }
@@ -572,7 +575,7 @@ RKNN_EXPORT int rknn_set_batch_core_num(rknn_context context, int core_num)
         max = 2;
     if (max == 0) {
         sim_ctx_error(c, "rknn_set_batch_core_num: not supported on %s", c->m->target);
-        rc = RKNN_ERR_FAIL;
+        rc = RKNN_ERR_TARGET_PLATFORM_UNMATCH;
     } else if (core_num < 1 || core_num > max) {
         sim_ctx_error(c, "rknn_set_batch_core_num: %d cores requested, %s has %d", core_num, c->m->target, max);
         rc = RKNN_ERR_PARAM_INVALID;

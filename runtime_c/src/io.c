@@ -100,9 +100,10 @@ int sim_input_convert(sim_ctx *c, uint32_t idx, const void *buf, uint64_t size, 
         }
         uint64_t need = n * sim_dtype_size(t->dtype);
         if (size != need) {
-            sim_ctx_error(c, "input %u '%s': pass_through buffer is %llu bytes, the native tensor needs %llu",
-                          idx, t->name, (unsigned long long)size, (unsigned long long)need);
-            return RKNN_ERR_INPUT_INVALID;
+            sim_ctx_error(c, "rknn_inputs_set, param input size(%llu) != model input size(%llu) (input %u '%s', "
+                          "pass_through needs exactly the native tensor)", (unsigned long long)size,
+                          (unsigned long long)need, idx, t->name);
+            return RKNN_ERR_PARAM_INVALID;
         }
         nhwc = t->n_dims == 4 && io->layout == 1;
         for (uint64_t o = 0; o < outer; o++)
@@ -130,9 +131,9 @@ int sim_input_convert(sim_ctx *c, uint32_t idx, const void *buf, uint64_t size, 
     }
     uint64_t need = n * es;
     if (size < need) {
-        sim_ctx_error(c, "input %u '%s': buffer of %llu bytes, the tensor needs %llu", idx, t->name,
-                      (unsigned long long)size, (unsigned long long)need);
-        return RKNN_ERR_INPUT_INVALID;
+        sim_ctx_error(c, "rknn_inputs_set, param input size(%llu) < model input size(%llu) (input %u '%s', type %u)",
+                      (unsigned long long)size, (unsigned long long)need, idx, t->name, type);
+        return RKNN_ERR_PARAM_INVALID;
     }
     nhwc = t->n_dims == 4 && fmt == RKNN_TENSOR_NHWC;
     /* One channel plane at a time: gather (strided for NHWC), normalise, then round/quantise with the
