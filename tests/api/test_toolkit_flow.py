@@ -149,3 +149,15 @@ def test_accuracy_analysis_writes_per_layer_report(workdir, image, tmp_path):
     assert any(float(euc) > 0 for row in rows for _cos, euc in row)  # fp16 rounding is visible
     assert list((out / "golden" / "npy").glob("*.npy")) and list((out / "simulator" / "npy").glob("*.npy"))
     rknn.release()
+
+
+def test_accuracy_analysis_on_a_board_uses_its_dumps(workdir, image, tmp_path):
+    rknn = _built(workdir, quantize=True)
+    out = tmp_path / "snapshot_board"
+    assert rknn.accuracy_analysis(inputs=[image], output_dir=str(out), target="rk3588", device_id="sim") == 0
+    report = (out / "error_analysis.txt").read_text()
+    assert report.startswith("# runtime_error")
+    cosines = [float(c) for c in re.findall(r"(\d+\.\d+) \|", report)]
+    assert cosines and cosines[-1] >= 0.97
+    assert list((out / "runtime" / "npy").glob("*.npy"))
+    rknn.release()
