@@ -25,6 +25,7 @@ typedef struct conv_priv {
     sim_gemm_epi epi;     /* clamp used for fused Relu/Clip */
     int post_act;         /* other fused activations run after the GEMM */
     float *wpack;         /* group-major packed A panels (GEMM modes) */
+    float *wpack_t;       /* pointwise with few output positions: W^T as packed B panels, or NULL */
     float *wdw;           /* depthwise weights [C][kh*kw] */
     float *bias;          /* cout entries */
     sim_conv_i8 *i8;      /* int8 path state, NULL when the input is not INT8 */
@@ -182,6 +183,7 @@ static void conv_release(sim_op *op)
     conv_priv *p = op->priv;
     if (!p) return;
     free(p->wpack);
+    free(p->wpack_t);
     free(p->wdw);
     free(p->bias);
     sim_conv_i8_free(p->i8);
@@ -241,6 +243,16 @@ static int conv_prepare(const sim_graph *gr, sim_op *op, char *err, size_t err_l
         if (!p->wpack) goto oom;
         for (int64_t gi = 0; gi < g->group; gi++)
             sim_pack_a(w->fdata + gi * g->mg * kdim, kdim, 1, g->mg, kdim, p->wpack + (size_t)gi * per_group);
+        /* Few output positions (7x7 = 49 fills 16-wide column tiles badly): compute Y^T = X^T W^T, with
+         * the positions as 6-row panels and the channels as full 16-wide tiles. */
+        int64_t waste_n = sim_round_up(g->out_sz, SIM_NR) - g->out_sz, waste_m = sim_round_up(g->out_sz, SIM_MR) - g->out_sz;
+        if (pointwise && g->out_sz < 128 && waste_m * SIM_NR < waste_n * SIM_MR && g->mg % SIM_NR == 0) {
+            size_t per_t = sim_pack_b_size(kdim, g->mg);
+            p->wpack_t = malloc(per_t * (size_t)g->group * sizeof(float));
+            if (!p->wpack_t) goto oom;
+            for (int64_t gi = 0; gi < g->group; gi++)
+                sim_pack_b(w->fdata + gi * g->mg * kdim, 1, kdim, kdim, g->mg, p->wpack_t + (size_t)gi * per_t);
+        }
     }
     if (x->dtype == SIM_I8) {
         rc = sim_conv_i8_prepare(gr, op, g, 0, &p->i8, err, err_len);
@@ -492,6 +504,33 @@ static int run_depthwise(const conv_priv *p, const float *x, float *y, sim_kerne
     return 0;
 }
 
+/* Pointwise convolution as Y^T = X^T W^T into scratch, then transposed into Y with bias and clamp. */
+static int run_pointwise_t(const conv_priv *p, const float *x, float *y, sim_kernel_call *call)
+{
+    const sim_conv_geom *g = &p->g;
+    int64_t kdim = g->cg, sp = g->out_sz;
+    size_t pa_sz = sim_pack_a_size(sp, kdim), per_t = sim_pack_b_size(kdim, g->mg);
+    float *pa = sim_scratch_get(call, (pa_sz + (size_t)(sp * g->mg)) * sizeof(float));
+    if (!pa) return SIM_ERR_MALLOC;
+    float *ct = pa + pa_sz;
+    sim_gemm_epi none;
+    memset(&none, 0, sizeof none);
+    for (int64_t n = 0; n < g->n; n++)
+        for (int64_t gi = 0; gi < g->group; gi++) {
+            const float *xg = x + (n * g->cin + gi * g->cg) * g->in_sz;
+            float *yg = y + (n * g->cout + gi * g->mg) * sp;
+            sim_pack_a(xg, 1, g->in_sz, sp, kdim, pa);
+            sim_gemm_packed(p->avx2, pa, p->wpack_t + (size_t)gi * per_t, sp, g->mg, kdim, ct, g->mg, &none);
+            for (int64_t oc = 0; oc < g->mg; oc++) {
+                float b = p->bias[gi * g->mg + oc];
+                float *yo = yg + oc * sp;
+                for (int64_t i = 0; i < sp; i++) yo[i] = ct[i * g->mg + oc] + b;
+                if (p->epi.clamp) sim_act_array(SIM_ACT_CLIP, p->epi.lo, p->epi.hi, yo, (size_t)sp);
+            }
+        }
+    return 0;
+}
+
 static int conv_run_f32(sim_kernel_call *call)
 {
     const sim_op *op = call->op;
@@ -504,6 +543,8 @@ static int conv_run_f32(sim_kernel_call *call)
     int rc = 0;
     if (p->mode == CONV_DEPTHWISE) {
         rc = run_depthwise(p, x, y, call);
+    } else if (p->wpack_t) {
+        rc = run_pointwise_t(p, x, y, call);
     } else {
         int64_t kdim = g->cg * g->k_sz, nb = sim_gemm_block_cols(kdim);
         if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);

@@ -210,9 +210,53 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t k, const flo
 }
 #endif
 
+#ifdef SIM_HAVE_AVX2_KERNEL
+/* One row of A against every B panel (matrix-vector, e.g. a classifier with batch 1): four
+ * independent accumulator pairs keep the FMA pipes busy while B streams from memory. */
+__attribute__((target("avx2,fma"))) static void gemv_avx2(const float *pa, const float *pb, int64_t n, int64_t k,
+                                                          float *c, const sim_gemm_epi *epi)
+{
+    float bias = epi->bias_row ? epi->bias_row[0] : 0.0f;
+    for (int64_t j = 0; j < n; j += SIM_NR) {
+        const float *b = pb + j * k;
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, t0 = s0, t1 = s0, u0 = s0, u1 = s0, v0 = s0, v1 = s0;
+        int64_t kk = 0;
+        for (; kk + 4 <= k; kk += 4) {
+            __m256 a0 = _mm256_broadcast_ss(pa + kk * SIM_MR), a1 = _mm256_broadcast_ss(pa + (kk + 1) * SIM_MR);
+            __m256 a2 = _mm256_broadcast_ss(pa + (kk + 2) * SIM_MR), a3 = _mm256_broadcast_ss(pa + (kk + 3) * SIM_MR);
+            const float *bb = b + kk * SIM_NR;
+            s0 = _mm256_fmadd_ps(a0, _mm256_loadu_ps(bb), s0);
+            s1 = _mm256_fmadd_ps(a0, _mm256_loadu_ps(bb + 8), s1);
+            t0 = _mm256_fmadd_ps(a1, _mm256_loadu_ps(bb + 16), t0);
+            t1 = _mm256_fmadd_ps(a1, _mm256_loadu_ps(bb + 24), t1);
+            u0 = _mm256_fmadd_ps(a2, _mm256_loadu_ps(bb + 32), u0);
+            u1 = _mm256_fmadd_ps(a2, _mm256_loadu_ps(bb + 40), u1);
+            v0 = _mm256_fmadd_ps(a3, _mm256_loadu_ps(bb + 48), v0);
+            v1 = _mm256_fmadd_ps(a3, _mm256_loadu_ps(bb + 56), v1);
+        }
+        for (; kk < k; kk++) {
+            __m256 a0 = _mm256_broadcast_ss(pa + kk * SIM_MR);
+            s0 = _mm256_fmadd_ps(a0, _mm256_loadu_ps(b + kk * SIM_NR), s0);
+            s1 = _mm256_fmadd_ps(a0, _mm256_loadu_ps(b + kk * SIM_NR + 8), s1);
+        }
+        float t[SIM_MR * SIM_NR];
+        _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(s0, t0), _mm256_add_ps(u0, v0)));
+        _mm256_storeu_ps(t + 8, _mm256_add_ps(_mm256_add_ps(s1, t1), _mm256_add_ps(u1, v1)));
+        int nr = (int)(n - j < SIM_NR ? n - j : SIM_NR);
+        store_tile(t, c + j, 0, 1, nr, epi->bias_row ? &bias : NULL, epi, 0, j);
+    }
+}
+#endif
+
 void sim_gemm_packed(int use_avx2, const float *pa, const float *pb, int64_t m, int64_t n, int64_t k,
                      float *c, int64_t ldc, const sim_gemm_epi *epi)
 {
+#ifdef SIM_HAVE_AVX2_KERNEL
+    if (use_avx2 && m == 1 && c && !epi->q) {
+        gemv_avx2(pa, pb, n, k, c, epi);
+        return;
+    }
+#endif
     for (int64_t i = 0; i < m; i += SIM_MR) {
         int mr = (int)(m - i < SIM_MR ? m - i : SIM_MR);
         const float *bias = epi->bias_row ? epi->bias_row + i : NULL;

@@ -245,6 +245,17 @@ void test_conv(void)
     cc.s[2] = 2;
     cc.n = 2;
     run_conv_case(&cc, 0, "3-D batch 2");
+    /* few output positions: the transposed pointwise path (7x7, 32 output channels) */
+    cc = base2d(40, 7, 7, 32, 1);
+    cc.act = SIM_ACT_CLIP;
+    cc.p0 = -0.2f;
+    cc.p1 = 0.4f;
+    run_conv_case(&cc, 0, "pointwise 7x7 transposed");
+    cc = base2d(24, 5, 3, 48, 1);
+    cc.group = 3;
+    cc.n = 2;
+    cc.act = SIM_ACT_SIGMOID;
+    run_conv_case(&cc, 0, "pointwise 5x3 grouped batch transposed");
     /* large K and N for blocking */
     cc = base2d(300, 20, 20, 20, 1);
     run_conv_case(&cc, 0, "pointwise K=300");
