@@ -49,7 +49,10 @@ class AdbDevice:
 
 def client(timeout: float = 10.0):
     """An adbutils client for the user's adb server, checked for a usable protocol version."""
-    import adbutils
+    try:
+        import adbutils
+    except ImportError as exc:
+        raise TransportError("adb support needs adbutils: pip install 'rknnlink[host]'") from exc
 
     adb = adbutils.AdbClient(socket_timeout=timeout)
     try:

@@ -63,7 +63,10 @@ def _rknnlink_interface(device):
 
 def _find(backend=None, serial: Optional[str] = None) -> List[Tuple[object, str]]:
     """(device, serial) pairs of attached boards with the rknnlink interface."""
-    import usb.core
+    try:
+        import usb.core
+    except ImportError as exc:
+        raise TransportError("USB support needs pyusb: pip install 'rknnlink[host]'") from exc
 
     try:
         devices = list(usb.core.find(find_all=True, idVendor=ROCKCHIP_VID, backend=_backend(backend)))
