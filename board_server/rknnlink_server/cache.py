@@ -94,7 +94,10 @@ class ModelCache:
             size = path.stat().st_size
         except FileNotFoundError:
             return None
-        os.utime(path)  # recently used: evicted last
+        try:
+            os.utime(path)  # recently used: evicted last
+        except OSError as exc:
+            log.debug("cannot touch %s: %s", path, exc)
         return size
 
     def begin(self, sha: str, total_size: int) -> Upload:

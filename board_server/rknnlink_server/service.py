@@ -334,9 +334,15 @@ class RknnLinkService:
         self._remember_versions(reply)
         session.is_simulator = bool(reply.get("is_simulator"))
         with self._lock:
-            self._sessions[session.id] = session
-            if client is not None:
-                client.sessions.add(session.id)
+            gone = client is not None and self._clients.get(client.id) is not client
+            if not gone:
+                self._sessions[session.id] = session
+                if client is not None:
+                    client.sessions.add(session.id)
+        if gone:  # the client disconnected while its model was loading
+            worker.close()
+            raise DaemonError(grpc.StatusCode.CANCELLED, "the client disconnected while the model was loading",
+                              "client-gone")
         log.info("session %s: model %s in worker %d", session.id, sha[:12], worker.pid)
         return pb.CreateSessionResponse(
             session_id=session.id, inputs=[_attr_pb(a) for a in reply["inputs"]],
