@@ -17,12 +17,12 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void sim_requan
                                                                                           __m256 qlo, __m256 qhi,
                                                                                           __m256 zo, int8_t *dst)
 {
-    const __m256 half = _mm256_set1_ps(0.5f), nhalf = _mm256_set1_ps(-0.5f), one = _mm256_set1_ps(1.0f);
+    /* trunc(v + copysign(0.5, v)): half away from zero. It can differ from the exact rule only for v
+     * within one float ulp below a .5 boundary, below the rounding error v = acc * mult already has. */
+    const __m256 half = _mm256_set1_ps(0.5f), sign = _mm256_set1_ps(-0.0f);
     __m256 v = _mm256_mul_ps(acc, mult);
-    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    __m256 f = _mm256_sub_ps(v, t);
-    t = _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, half, _CMP_GE_OQ), one));
-    t = _mm256_sub_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, nhalf, _CMP_LE_OQ), one));
+    __m256 h = _mm256_or_ps(half, _mm256_and_ps(v, sign));
+    __m256 t = _mm256_round_ps(_mm256_add_ps(v, h), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
     t = _mm256_min_ps(qhi, _mm256_max_ps(qlo, _mm256_add_ps(t, zo)));
     __m256i q = _mm256_cvttps_epi32(t);
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
