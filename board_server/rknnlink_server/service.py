@@ -115,6 +115,13 @@ class RknnLinkService:
         self._clients: Dict[str, Client] = {}
         self._stopping = threading.Event()
         self.cache = ModelCache(cache_dir, max_cache_bytes, in_use=self._models_in_use)
+        self._spare: Optional[WorkerHandle] = None  # a started worker, so CreateSession skips Python start-up
+        self._spare_lock = threading.Lock()
+        self._spare_wanted = threading.Event()
+        # One long-lived thread starts spares: Linux sends PR_SET_PDEATHSIG when the *thread* that started a
+        # worker exits, so workers must not be started from short-lived threads.
+        threading.Thread(target=self._spare_loop, name="spare-worker", daemon=True).start()
+        self._refill_spare()
 
     # -- helpers ------------------------------------------------------------------------------------------------
     @staticmethod
@@ -187,8 +194,44 @@ class RknnLinkService:
             threading.Thread(target=session.worker.close, name=f"close-{session_id}", daemon=True).start()
         return session
 
+    def _new_worker(self) -> WorkerHandle:
+        return WorkerHandle(self.setup.library, self.setup.backend, self.limits.call_timeout)
+
+    def _refill_spare(self) -> None:
+        self._spare_wanted.set()
+
+    def _spare_loop(self) -> None:
+        while not self._stopping.is_set():
+            if not self._spare_wanted.wait(0.5):
+                continue
+            self._spare_wanted.clear()
+            try:
+                worker: Optional[WorkerHandle] = self._new_worker()
+            except OSError as exc:
+                log.warning("cannot start a spare runtime worker: %s", exc)
+                continue
+            with self._spare_lock:
+                if self._spare is None and not self._stopping.is_set():
+                    self._spare, worker = worker, None
+            if worker is not None:
+                worker.kill()
+
+    def _take_worker(self) -> WorkerHandle:
+        with self._spare_lock:
+            worker, self._spare = self._spare, None
+        self._refill_spare()
+        if worker is not None and worker.process.poll() is None:
+            return worker
+        if worker is not None:
+            worker.kill()
+        return self._new_worker()
+
     def shutdown(self) -> None:
         self._stopping.set()
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.kill()
         with self._lock:
             sessions = list(self._sessions.values())
             self._sessions.clear()
@@ -312,7 +355,7 @@ class RknnLinkService:
                                   f"the daemon already runs {len(self._sessions)} sessions (--max-sessions "
                                   f"{self.limits.max_sessions}); close sessions you no longer need or restart "
                                   f"the daemon with a higher --max-sessions", "session-limit")
-        worker = WorkerHandle(self.setup.library, self.setup.backend, self.limits.call_timeout)
+        worker = self._take_worker()
         session = Session(id=uuid.uuid4().hex[:16], client_id=request.client_id, sha=sha, worker=worker,
                           is_simulator=self.setup.backend == "sim")
         flags = (_FLAG_PERF if request.collect_perf else 0) | (_FLAG_ASYNC if request.async_mode else 0)
