@@ -204,3 +204,18 @@ def test_model_larger_than_the_cache(strict_daemon):
             board.load_model(sim_models.gemm_model()[0])  # 3 MiB > 1 MiB
         cache = Path(strict_daemon.workdir.name) / "cache"
         assert not list(cache.glob(".upload-*"))
+
+
+def test_workers_die_with_a_killed_daemon(sim_library, conv_model):
+    from rknnlink_server.local import start_local_daemon
+
+    d = start_local_daemon()
+    try:
+        with Board.connect(d.address) as board:
+            session = board.load_model(conv_model[0])
+            pid = _worker_pid(board, session.id)
+            daemon_pid = board.stats()["daemon_pid"]
+            os.kill(daemon_pid, signal.SIGKILL)
+            assert _wait(lambda: not _alive(pid), 10)
+    finally:
+        d.stop()
