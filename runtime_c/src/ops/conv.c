@@ -128,6 +128,26 @@ int sim_conv_geom_init(const sim_graph *gr, const sim_op *op, int transpose, sim
     return 0;
 }
 
+/* dst[i] = src[2 * i] for i < n (stride-2 im2col rows). */
+static void gather_s2_c(const float *src, float *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) dst[i] = src[2 * i];
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) static void gather_s2_avx2(const float *src, float *dst, int64_t n)
+{
+    int64_t i = 0;
+    for (; 2 * i + 16 <= 2 * n - 1; i += 8) {
+        /* the loads end at src[2 * i + 15] <= src[2 * n - 2], the last element the row needs */
+        __m256 p = _mm256_loadu_ps(src + 2 * i), q = _mm256_loadu_ps(src + 2 * i + 8);
+        __m256 ev = _mm256_shuffle_ps(p, q, _MM_SHUFFLE(2, 0, 2, 0));
+        _mm256_storeu_ps(dst + i, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8)));
+    }
+    gather_s2_c(src + 2 * i, dst + i, n - i);
+}
+#endif
+
 void sim_valid_span(int64_t i0, int64_t step, int64_t size, int64_t n, int64_t *lo, int64_t *hi)
 {
     int64_t a = i0 >= 0 ? 0 : (-i0 + step - 1) / step;
@@ -163,6 +183,13 @@ void sim_im2col_row(const sim_conv_geom *cg, const float *xg, int64_t k, int64_t
             memset(r, 0, (size_t)lo * sizeof(float));
             if (sw == 1) {
                 memcpy(r + lo, src + iw0 + lo, (size_t)(hi - lo) * sizeof(float));
+            } else if (sw == 2) {
+#if defined(__x86_64__) && defined(__GNUC__)
+                if (__builtin_cpu_supports("avx2"))
+                    gather_s2_avx2(src + iw0 + 2 * lo, r + lo, hi - lo);
+                else
+#endif
+                    gather_s2_c(src + iw0 + 2 * lo, r + lo, hi - lo);
             } else {
                 const float *s0 = src + iw0;
                 for (int64_t x = lo; x < hi; x++) r[x] = s0[x * sw];
