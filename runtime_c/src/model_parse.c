@@ -50,6 +50,7 @@ static int fail(parser *P, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(P->err, P->err_len, fmt, ap);
     va_end(ap);
+    sim_one_line(P->err);
     return -1;
 }
 

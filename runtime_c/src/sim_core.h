@@ -178,6 +178,7 @@ void sim_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 void sim_set_init_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void sim_ctx_error(sim_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 uint32_t sim_crc32(const unsigned char *p, size_t n);
+void sim_one_line(char *s);
 
 #define SIM_LOG_ERROR 0
 #define SIM_LOG_WARN 1

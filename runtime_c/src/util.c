@@ -160,6 +160,14 @@ void sim_log(int level, const char *fmt, ...)
             tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L, msg);
 }
 
+/* Error texts are one line: control characters (e.g. a newline inside a hostile tensor name) become '?'. */
+void sim_one_line(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7F)
+            *s = '?';
+}
+
 static _Thread_local char g_init_error[SIM_ERR_LEN];
 
 void sim_set_init_error(const char *fmt, ...)
@@ -168,6 +176,7 @@ void sim_set_init_error(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(g_init_error, sizeof(g_init_error), fmt, ap);
     va_end(ap);
+    sim_one_line(g_init_error);
 }
 
 RKNN_EXPORT const char *rknnlink_sim_init_error(void)
@@ -181,6 +190,7 @@ void sim_ctx_error(sim_ctx *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(c->last_error, sizeof(c->last_error), fmt, ap);
     va_end(ap);
+    sim_one_line(c->last_error);
     sim_log(SIM_LOG_ERROR, "%s", c->last_error);
 }
 

@@ -462,9 +462,9 @@ static void test_invalid_models(void)
     free(buf);
 
     /* invalid UTF-8 in a name; an input and an output with the same name */
-    static const char *const names[2][2] = {{"bad\xff", "o"}, {"same", "same"}};
-    static const char *const reasons[2] = {"UTF-8", "share the name"};
-    for (int k = 0; k < 2; k++) {
+    static const char *const names[3][2] = {{"bad\xff", "o"}, {"same", "same"}, {"two\nlines", "two\nlines"}};
+    static const char *const reasons[3] = {"UTF-8", "share the name", "two?lines"};
+    for (int k = 0; k < 3; k++) {
         w = mw_new("rk3588", 0);
         i0 = mw_tensor(w, names[k][0], 0, 1, d, 2, 0, 0, 0);
         o0 = mw_tensor(w, names[k][1], 0, 1, d, 3, 0, 0, 0);
