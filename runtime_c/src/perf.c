@@ -188,6 +188,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
         workload(pf, 0, wl, sizeof(wl));
         snprintf(rw, sizeof(rw), "%.0f", (double)bytes / 1024.0);
         snprintf(full, sizeof(full), "InputOperator:%s", t->name);
+        sim_one_line(full);
         ROW(&s, idb, "InputOperator", dtype_name(t->dtype), "CPU", "\\", shp_out, cyc, tm, "\\",
                   wl, rw, full);
         total_us += us;
@@ -213,6 +214,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
         workload(pf, 1, wl, sizeof(wl));
         snprintf(rw, sizeof(rw), "%.0f", (double)L->bytes_rw / 1024.0);
         snprintf(full, sizeof(full), "%s:%s", m->defs[k]->onnx_name ? m->defs[k]->onnx_name : "Op", op->name);
+        sim_one_line(full);
         ROW(&s, idb, L->npu_type, dtype_name(g->tensors[op->outputs[0]].dtype), "NPU", shp_in,
                   shp_out, cyc, tm, mac, wl, rw, full);
         total_us += us;
@@ -230,6 +232,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
         workload(pf, 0, wl, sizeof(wl));
         snprintf(rw, sizeof(rw), "%.0f", (double)bytes / 1024.0);
         snprintf(full, sizeof(full), "OutputOperator:%s", t->name);
+        sim_one_line(full);
         ROW(&s, idb, "OutputOperator", dtype_name(t->dtype), "CPU", shp_in, "\\", "0/0/0", tm, "\\",
                   wl, rw, full);
         total_us += us;
