@@ -26,6 +26,8 @@ from rknnlink_server.worker import WorkerCrashedError, WorkerError, WorkerHandle
 
 log = logging.getLogger("rknnlink_server")
 CHUNK = 1 << 20
+# Invocation metadata of a RunStream whose client keeps one request in flight (Session.run).
+STREAM_MODE_KEY = "rknnlink-stream-mode"
 _FLAG_ASYNC, _FLAG_PERF = 0x4, 0x8
 
 
@@ -439,8 +441,29 @@ class RknnLinkService:
         if first is None:
             return
         session = self._session(first.session_id)
+        serial = (STREAM_MODE_KEY, "serial") in tuple(context.invocation_metadata() or ())
         with session.worker.lock:
-            yield from _Pipeline(self, session, first, request_iterator).run()
+            if serial:
+                yield from self._serial_stream(session, first, request_iterator)
+            else:
+                yield from _Pipeline(self, session, first, request_iterator).run()
+
+    def _serial_stream(self, session: Session, first: fastwire.RunRequestView,
+                       rest: Iterator[fastwire.RunRequestView]) -> Iterator[bytes]:
+        """One request at a time in this thread (the client's run()): no feeder thread on the critical path."""
+        request: Optional[fastwire.RunRequestView] = first
+        while request is not None:
+            if request.session_id and request.session_id != session.id:
+                raise DaemonError(grpc.StatusCode.INVALID_ARGUMENT,
+                                  "all requests of one RunStream must use the same session", "bad-request")
+            header, blobs = _run_frame(request)
+            try:
+                reply, outs = session.worker.call(header, blobs)
+            except WorkerError as exc:
+                raise self._lose_session(session, exc) from exc
+            self._count(session, 1)
+            yield _run_response(request.request_id, reply, outs)
+            request = next(rest, None)
 
     # -- queries ------------------------------------------------------------------------------------------------------
     @rpc

@@ -293,7 +293,7 @@ class Session:
             request = _run_request(self.id, self._request_id(), inputs, formats, pass_through, want_float)
             self.board.check_size(request)
             if self._stream is None or self._stream.closed:
-                self._stream = Pipeline(self, 1)
+                self._stream = Pipeline(self, 1, serial=True)
             return self._stream.run_one(request)
 
     def run_unary(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
@@ -393,7 +393,7 @@ class Pipeline:
 
     _END = object()
 
-    def __init__(self, session: Session, depth: int) -> None:
+    def __init__(self, session: Session, depth: int, serial: bool = False) -> None:
         if depth < 1:
             raise ValueError("depth must be >= 1")
         self.session, self.depth = session, depth
@@ -402,7 +402,8 @@ class Pipeline:
         self._inflight = 0
         self._lock = threading.Lock()
         board = session.board
-        self._call = board._run_stream(self._request_iter(), metadata=board._metadata)
+        metadata = board._metadata + ((("rknnlink-stream-mode", "serial"),) if serial else ())
+        self._call = board._run_stream(self._request_iter(), metadata=metadata)
         self.closed = False
 
     def _request_iter(self) -> Iterator[bytes]:
