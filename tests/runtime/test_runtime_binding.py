@@ -56,6 +56,18 @@ def test_input_dtypes_are_converted_by_the_runtime(conv):
         np.testing.assert_allclose(out[0], ref, atol=2e-3)
 
 
+def test_pass_through_takes_the_native_layout(conv):
+    ctx, _, _ = conv
+    x = _x(7)
+    native = ctx.native_input_attrs[0]
+    assert native.dims == (1, 3, 8, 8) and native.fmt == "NCHW"
+    np.testing.assert_array_equal(ctx.infer([x], pass_through=[True])[0], ctx.infer([x], formats=["nchw"])[0])
+    with pytest.raises(RknnError, match="native layout"):
+        ctx.infer([x[:, :2]], pass_through=[True])
+    raw = ctx.infer([x], formats=["nchw"], want_float=False)[0]
+    assert raw.dtype == np.float32 and raw.shape == (1, 4, 8, 8)
+
+
 def test_two_inputs_keep_their_order(lib):
     with lib.init(sim_models.two_input_model()) as ctx:
         a = np.arange(16, dtype=np.float32).reshape(1, 16)

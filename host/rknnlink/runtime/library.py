@@ -418,9 +418,8 @@ class RuntimeContext:
             if arr.nbytes != attr.size:
                 raise RknnError(abi.RKNN_ERR_INPUT_INVALID, None,
                                 f"input {i} ({attr.name}) is pass-through, so it must hold exactly "
-                                f"{attr.size} bytes in the model's {attr.type_name} {attr.fmt} layout "
-                                f"{list(attr.dims)}; "
-                                f"got {arr.nbytes} bytes")
+                                f"{attr.size} bytes of {attr.type_name} in the runtime's native layout "
+                                f"(see native_input_attrs); got {arr.nbytes} bytes")
             return arr
         rknn_type_of(arr.dtype)
         if arr.size != attr.n_elems:
