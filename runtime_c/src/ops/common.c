@@ -172,9 +172,27 @@ void sim_quant_array(const float *x, int8_t *q, size_t n, float scale, int32_t z
     for (; i < n; i++) q[i] = sim_quant_i8(x[i], scale, zp);
 }
 
-void sim_dequant_array(const int8_t *q, float *x, size_t n, float scale, int32_t zp)
+static inline void dequant_body(const int8_t *q, float *x, size_t n, float scale, int32_t zp)
 {
     for (size_t i = 0; i < n; i++) x[i] = scale * (float)((int32_t)q[i] - zp);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) static void dequant_avx2(const int8_t *q, float *x, size_t n, float scale, int32_t zp)
+{
+    dequant_body(q, x, n, scale, zp);
+}
+#endif
+
+void sim_dequant_array(const int8_t *q, float *x, size_t n, float scale, int32_t zp)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx2")) {
+        dequant_avx2(q, x, n, scale, zp);
+        return;
+    }
+#endif
+    dequant_body(q, x, n, scale, zp);
 }
 
 float sim_t_scale(const sim_tensor *t)

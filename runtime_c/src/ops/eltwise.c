@@ -152,6 +152,32 @@ static int elt_run_f32(sim_kernel_call *call)
     return elt_compute(call, in, call->out[0].f32);
 }
 
+/* Same-shape int8 A op B (residual Adds): chunks that stay in L1, no scratch passes. */
+static int elt_i8_same_shape(const sim_kernel_call *call, const sim_tensor *yt)
+{
+    enum { CHUNK = 512 };
+    const sim_op *op = call->op;
+    const sim_tensor *at = sim_call_in_t(call, 0), *bt = sim_call_in_t(call, 1);
+    const int8_t *a = call->in[0].i8, *b = call->in[1].i8;
+    int8_t *y = call->out[0].i8;
+    float fa[CHUNK], fb[CHUNK];
+    float sa = sim_t_scale(at), sb = sim_t_scale(bt), so = sim_t_scale(yt);
+    int32_t za = sim_t_zp(at), zb = sim_t_zp(bt), zo = sim_t_zp(yt);
+    int kind = kind_of(op->type);
+    sim_bcast bc = {.nd = 1};
+    for (int64_t i = 0; i < yt->n_elems; i += CHUNK) {
+        int64_t n = yt->n_elems - i < CHUNK ? yt->n_elems - i : CHUNK;
+        sim_dequant_array(a + i, fa, (size_t)n, sa, za);
+        sim_dequant_array(b + i, fb, (size_t)n, sb, zb);
+        bc.dims[0] = n;
+        bc.sa[0] = bc.sb[0] = 1;
+        bin_apply(kind, &bc, fa, fb, fa);
+        sim_op_act(op, fa, (size_t)n);
+        sim_quant_array(fa, y + i, (size_t)n, so, zo);
+    }
+    return 0;
+}
+
 /* Int8: dequantise the int8 inputs, compute in fp32, requantise (the NPU's float unit semantics). */
 static int elt_run_i8(sim_kernel_call *call)
 {
@@ -159,6 +185,10 @@ static int elt_run_i8(sim_kernel_call *call)
     const float *in[16];
     const sim_tensor *yt = call->out[0].t ? call->out[0].t : sim_out_tensor(call->graph, op, 0);
     if (!yt || !call->out[0].i8) return SIM_ERR_FAIL;
+    if (op->n_inputs == 2 && call->in[0].i8 && call->in[1].i8 && sim_call_in_t(call, 0)->kind != SIM_T_CONST &&
+        sim_call_in_t(call, 1)->kind != SIM_T_CONST && sim_same_shape(sim_call_in_t(call, 0), yt) &&
+        sim_same_shape(sim_call_in_t(call, 1), yt))
+        return elt_i8_same_shape(call, yt);
     size_t total = (size_t)yt->n_elems;
     for (uint32_t i = 0; i < op->n_inputs && i < 16; i++)
         if (call->in[i].i8 && sim_call_in_t(call, i)->kind != SIM_T_CONST) total += (size_t)sim_call_in_t(call, i)->n_elems;
