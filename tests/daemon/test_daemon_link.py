@@ -266,3 +266,19 @@ def test_vendor_only_calls_are_reported(board, conv_model):
     with board.load_model(conv_model[0]) as session:
         with pytest.raises(RemoteRknnError, match="no run happened yet"):
             session.dumps()
+
+
+def test_int8_raw_outputs_and_attrs_cross_the_link(board, sim_library):
+    model = sim_models.int8_relu_model(scale=0.1, zero_point=3)
+    x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
+    with RuntimeLibrary.load(backend="sim").init(model) as ctx:
+        want_raw, want_float = ctx.infer([x], want_float=False)[0], ctx.infer([x])[0]
+    with board.load_model(model) as session:
+        attr = session.output_attrs[0]
+        assert (attr.dtype, attr.qnt_type, attr.zp) == (np.dtype(np.int8), 2, 3)
+        raw = session.run([x], want_float=False)[0]
+        assert raw.dtype == np.int8 and raw.shape == (1, 16)
+        np.testing.assert_array_equal(raw, want_raw)
+        np.testing.assert_array_equal(session.run([x])[0], want_float)
+        q = (np.round(x / 0.1) + 3).astype(np.int8)
+        np.testing.assert_array_equal(session.run([q], pass_through=[True], want_float=False)[0], want_raw)

@@ -88,3 +88,16 @@ def gemm_model(k: int = 1024, n: int = 768, seed: int = 0) -> tuple:
     ops = [SimOp("Gemm", "fc", [0, 1, 2], [3], attrs={"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0})]
     model = SimModel(name="gemm", tensors=tensors, ops=ops, inputs=[IoSpec(0)], outputs=[IoSpec(3)])
     return write_model(model), weight, bias
+
+
+def int8_relu_model(n: int = 16, scale: float = 0.1, zero_point: int = 3) -> bytes:
+    """Relu on an INT8 (affine) tensor: checks quantisation attributes and raw int8 outputs."""
+    from rknnlink.model.format import QNT_AFFINE
+
+    tensors = [
+        SimTensor("q_in", "int8", (1, n), kind=KIND_INPUT, qnt_type=QNT_AFFINE, scale=scale, zero_point=zero_point),
+        SimTensor("q_out", "int8", (1, n), kind=KIND_OUTPUT, qnt_type=QNT_AFFINE, scale=scale, zero_point=zero_point),
+    ]
+    model = SimModel(name="relu_i8", build_mode="int8", tensors=tensors, ops=[SimOp("Relu", "relu", [0], [1])],
+                     inputs=[IoSpec(0)], outputs=[IoSpec(1)])
+    return write_model(model)

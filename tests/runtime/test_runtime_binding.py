@@ -209,3 +209,17 @@ def test_vendor_style_library_without_extensions(lib):
     with vendorish.init(sim_models.conv_relu_model()[0]) as ctx:
         with pytest.raises(RknnError, match="needs the rknnlink simulated NPU"):
             ctx.dumps()
+
+
+def test_int8_model_quantisation_and_raw_outputs(lib):
+    with lib.init(sim_models.int8_relu_model(scale=0.1, zero_point=3)) as ctx:
+        a = ctx.input_attrs[0]
+        assert (a.dtype, a.qnt_type, a.zp) == (np.dtype(np.int8), 2, 3) and abs(a.scale - 0.1) < 1e-7
+        x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
+        q = (np.round(x / 0.1) + 3).astype(np.int8)
+        expected_q = np.maximum(q, 3)  # Relu in the quantised domain clamps at the zero point
+        raw = ctx.infer([x], want_float=False)[0]
+        assert raw.dtype == np.int8
+        np.testing.assert_array_equal(raw, expected_q)
+        np.testing.assert_allclose(ctx.infer([x])[0], (expected_q.astype(np.float32) - 3) * 0.1, atol=1e-6)
+        np.testing.assert_array_equal(ctx.infer([q], pass_through=[True], want_float=False)[0], expected_q)
