@@ -53,6 +53,51 @@ while True:
 """
 
 
+_GRPC_ECHO_SERVER = r"""
+import sys
+from concurrent import futures
+import grpc
+from rknnlink.v1 import fastwire
+reply = fastwire.encode_run_response(1, [fastwire.encode_tensor(0, [1, 3], b"\0" * int(sys.argv[1]))], 1)
+def run(request, context):
+    return reply
+handlers = {"Run": grpc.unary_unary_rpc_method_handler(run, request_deserializer=fastwire.decode_run_request,
+                                                       response_serializer=lambda b: b)}
+server = grpc.server(futures.ThreadPoolExecutor(4))
+server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("rknnlink.v1.RknnLink", handlers),))
+print(server.add_insecure_port("127.0.0.1:0"), flush=True)
+server.start()
+server.wait_for_termination()
+"""
+
+
+def bare_grpc_round_trip(payload: bytes, reply_size: int) -> float:
+    """Median unary round trip (us) to a do-nothing Python gRPC server: the floor any gRPC daemon pays."""
+    from rknnlink.v1 import fastwire
+    from rknnlink_server.worker import _child_env
+
+    proc = subprocess.Popen([sys.executable, "-c", _GRPC_ECHO_SERVER, str(reply_size)], stdout=subprocess.PIPE,
+                            text=True, env=_child_env())
+    try:
+        port = int(proc.stdout.readline())
+        import grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/rknnlink.v1.RknnLink/Run", request_serializer=None,
+                                       response_deserializer=fastwire.decode_run_response)
+            request = fastwire.encode_run_request("s", 1, [fastwire.encode_tensor(3, [len(payload)], payload)], False)
+            samples = []
+            for i in range(N_LATENCY + 50):
+                start = time.perf_counter()
+                call(request)
+                if i >= 50:
+                    samples.append(time.perf_counter() - start)
+        return _median_us(samples)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def _median_us(samples) -> float:
     return statistics.median(samples) * 1e6
 
@@ -131,12 +176,14 @@ def main() -> int:
     finally:
         daemon.stop()
     tcp_us = raw_tcp_round_trip(image.tobytes(), reply_size)
+    grpc_us = bare_grpc_round_trip(image.tobytes(), reply_size)
     run_overhead = run_us - inproc_us
     unary_overhead = unary_us - inproc_us
     stream_overhead = stream_item_us - inproc_item_us
     throughput = inproc_item_us / stream_item_us
     rows = [
         ("raw TCP round trip (150,528 B out)", tcp_us, ""),
+        ("bare Python gRPC unary echo (context)", grpc_us, f"{grpc_us / tcp_us:.2f} x TCP, no daemon work"),
         ("in-process infer (median)", inproc_us, ""),
         ("daemon session.run (median)", run_us, "one request at a time on a kept RunStream"),
         ("run() link overhead", run_overhead, f"{run_overhead / tcp_us:.2f} x TCP (must <= {MUST_RATIO:g})"),
