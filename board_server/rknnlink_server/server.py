@@ -114,8 +114,7 @@ class Daemon:
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),
             ("grpc.so_reuseport", 0),
         ]
-        threads = max(32, 4 * config.max_sessions + 16)
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=limits.rpc_threads, thread_name_prefix="rpc"),
                                   options=options, interceptors=list(interceptors))
         add_service(self.service, self.server)
         _add_optional_services(self.server)

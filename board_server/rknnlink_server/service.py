@@ -49,6 +49,15 @@ class Limits:
     max_message_bytes: int = 64 << 20
     call_timeout: float = 60.0
 
+    @property
+    def max_clients(self) -> int:
+        """Each connected client holds one RPC thread (its Watch stream); keep threads for the calls."""
+        return 2 * self.max_sessions + 16
+
+    @property
+    def rpc_threads(self) -> int:
+        return self.max_clients + 4 * self.max_sessions + 16
+
 
 @dataclass
 class Session:
@@ -257,6 +266,11 @@ class RknnLinkService:
                               f"`rknnlink deploy {self.setup.serial}`", "incompatible-version")
         client = Client(id=uuid.uuid4().hex, name=request.client_name, peer=context.peer())
         with self._lock:
+            if len(self._clients) >= self.limits.max_clients:
+                raise DaemonError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"the daemon already serves {len(self._clients)} connected clients (limit "
+                                  f"{self.limits.max_clients}, from --max-sessions); close idle connections "
+                                  f"(Board.close()) or raise --max-sessions", "client-limit")
             self._clients[client.id] = client
         log.info("client %s (%s, rknnlink %s) connected from %s", client.id[:8], client.name,
                  request.client_version, client.peer)

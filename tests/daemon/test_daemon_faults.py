@@ -219,3 +219,29 @@ def test_workers_die_with_a_killed_daemon(sim_library, conv_model):
             assert _wait(lambda: not _alive(pid), 10)
     finally:
         d.stop()
+
+
+def test_client_limit(strict_daemon):
+    with Board.connect(strict_daemon.address) as probe:
+        assert _wait(lambda: probe.stats()["clients"] == 1)
+    boards = []
+    try:
+        for _ in range(2 * 2 + 16 - 1):  # --max-sessions 2 allows 20 clients; the probe above is gone
+            boards.append(Board.connect(strict_daemon.address))
+        last = Board.connect(strict_daemon.address)
+        boards.append(last)
+        with pytest.raises(BoardError, match="connected clients") as info:
+            Board.connect(strict_daemon.address)
+        assert info.value.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        for b in boards:
+            b.close()
+    assert _wait(lambda: _can_connect(strict_daemon.address))
+
+
+def _can_connect(address: str) -> bool:
+    try:
+        Board.connect(address).close()
+    except BoardError:
+        return False
+    return True
