@@ -167,7 +167,7 @@ void sim_quant_array(const float *x, int8_t *q, size_t n, float scale, int32_t z
 {
     size_t i = 0;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (__builtin_cpu_supports("avx2")) i = quant_avx2(x, q, n, scale, zp);
+    if (SIM_CPU_AVX2()) i = quant_avx2(x, q, n, scale, zp);
 #endif
     for (; i < n; i++) q[i] = sim_quant_i8(x[i], scale, zp);
 }
@@ -187,7 +187,7 @@ __attribute__((target("avx2"))) static void dequant_avx2(const int8_t *q, float 
 void sim_dequant_array(const int8_t *q, float *x, size_t n, float scale, int32_t zp)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (__builtin_cpu_supports("avx2")) {
+    if (SIM_CPU_AVX2()) {
         dequant_avx2(q, x, n, scale, zp);
         return;
     }
@@ -298,7 +298,7 @@ void *sim_scratch_get(sim_kernel_call *call, size_t bytes)
 int sim_cpu_has_avx2_fma(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return SIM_CPU_AVX2() && __builtin_cpu_supports("fma");
 #else
     return 0;
 #endif

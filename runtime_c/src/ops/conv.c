@@ -185,7 +185,7 @@ void sim_im2col_row(const sim_conv_geom *cg, const float *xg, int64_t k, int64_t
                 memcpy(r + lo, src + iw0 + lo, (size_t)(hi - lo) * sizeof(float));
             } else if (sw == 2) {
 #if defined(__x86_64__) && defined(__GNUC__)
-                if (__builtin_cpu_supports("avx2"))
+                if (SIM_CPU_AVX2())
                     gather_s2_avx2(src + iw0 + 2 * lo, r + lo, hi - lo);
                 else
 #endif

@@ -72,7 +72,7 @@ __attribute__((target("avx2,fma"))) static void pack_b16_i8_unit_avx2(const int8
 void sim_pack_b16_i8(const int8_t *src, int64_t rs, int64_t cs, int64_t k, int64_t n, int32_t zp, int16_t *dst)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (cs == 1 && n >= SIM_NR && __builtin_cpu_supports("avx2")) {
+    if (cs == 1 && n >= SIM_NR && SIM_CPU_AVX2()) {
         int64_t full = n / SIM_NR * SIM_NR;
         pack_b16_i8_unit_avx2(src, rs, k, full, zp, dst);
         if (full == n) return;

@@ -93,7 +93,7 @@ __attribute__((target("avx2"))) static void round_f16_loop_avx2(float *x, size_t
 void sim_round_f16_array(float *x, size_t n)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (__builtin_cpu_supports("avx2")) {
+    if (SIM_CPU_AVX2()) {
         round_f16_loop_avx2(x, n);
         return;
     }

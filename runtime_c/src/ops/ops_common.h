@@ -88,6 +88,14 @@ int sim_bcast_check(const sim_tensor *out, const sim_tensor *const *ins, uint32_
 /* Scratch helper: returns NULL when no scratch is available or on OOM. */
 void *sim_scratch_get(sim_kernel_call *call, size_t bytes);
 
+/* Runtime AVX2 check for the vector paths; -DSIM_FORCE_GENERIC builds (tests) take the portable C
+ * paths everywhere. */
+#if defined(SIM_FORCE_GENERIC) || !defined(__x86_64__) || !defined(__GNUC__)
+#define SIM_CPU_AVX2() 0
+#else
+#define SIM_CPU_AVX2() __builtin_cpu_supports("avx2")
+#endif
+
 /* True when the running CPU has AVX2+FMA (x86_64 only; always 0 elsewhere). */
 int sim_cpu_has_avx2_fma(void);
 
