@@ -282,3 +282,11 @@ def test_int8_raw_outputs_and_attrs_cross_the_link(board, sim_library):
         np.testing.assert_array_equal(session.run([x])[0], want_float)
         q = (np.round(x / 0.1) + 3).astype(np.int8)
         np.testing.assert_array_equal(session.run([q], pass_through=[True], want_float=False)[0], want_raw)
+
+
+def test_core_mask_is_applied_at_load(board, conv_model):
+    with board.load_model(conv_model[0], core_mask=3) as session:
+        assert session.run([_x()], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+    with pytest.raises(RemoteRknnError, match="invalid core mask") as info:
+        board.load_model(conv_model[0], core_mask=8)
+    assert info.value.code == -5

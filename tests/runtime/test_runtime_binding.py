@@ -223,3 +223,12 @@ def test_int8_model_quantisation_and_raw_outputs(lib):
         np.testing.assert_array_equal(raw, expected_q)
         np.testing.assert_allclose(ctx.infer([x])[0], (expected_q.astype(np.float32) - 3) * 0.1, atol=1e-6)
         np.testing.assert_array_equal(ctx.infer([q], pass_through=[True], want_float=False)[0], expected_q)
+
+
+def test_core_mask(conv):
+    ctx, _, _ = conv
+    for mask in (0, 1, 3, 7, 0xFFFF):
+        ctx.set_core_mask(mask)
+    with pytest.raises(RknnError) as info:
+        ctx.set_core_mask(8)
+    assert info.value.code == -5 and "invalid core mask 0x8 for rk3588" in str(info.value)
