@@ -245,3 +245,33 @@ def _can_connect(address: str) -> bool:
     except BoardError:
         return False
     return True
+
+
+_STREAMER = r"""
+import sys, numpy as np
+sys.path.insert(0, sys.argv[2])
+import sim_models
+from rknnlink.client import Board
+board = Board.connect(sys.argv[1])
+session = board.load_model(sim_models.conv_relu_model(16, 16, 128, seed=9)[0])
+print(session.id, flush=True)
+with session.pipeline(depth=8) as pipe:
+    for _ in pipe.map([np.ones((1, 16, 128, 128), np.float32)] for _ in range(100000)):
+        pass
+"""
+
+
+def test_client_killed_mid_stream(daemon, board, conv_model):
+    proc = _spawn(_STREAMER, daemon.address, str(Path(sim_models.__file__).parent))
+    try:
+        session_id = proc.stdout.readline().strip()
+        assert _wait(lambda: next((s["inferences"] for s in board.stats()["sessions"]
+                                   if s["session_id"] == session_id), 0) > 20)
+        pid = _worker_pid(board, session_id)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _wait(lambda: session_id not in {s["session_id"] for s in board.stats()["sessions"]})
+    assert _wait(lambda: not _alive(pid))
+    with board.load_model(conv_model[0]) as session:
+        assert session.run([np.ones((1, 3, 8, 8), np.float32)], formats=["nchw"])[0].shape == (1, 4, 8, 8)
