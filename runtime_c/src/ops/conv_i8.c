@@ -56,6 +56,7 @@ struct sim_conv_i8 {
     int16_t *wpack;       /* per-group packed A */
     float *fpack;         /* per-group packed A as floats (exact-float mode) */
     float *fbias;         /* int32 bias as floats when acc + bias stays exact, else NULL */
+    float *fpack_t;       /* pointwise with few output positions: W^T as packed B panels (exact-float) */
     float *wdw;           /* depthwise (w - zw) as floats */
     int32_t *bias;
     float *mult, *rscale;
@@ -68,6 +69,7 @@ void sim_conv_i8_free(sim_conv_i8 *s)
     free(s->wpack);
     free(s->fpack);
     free(s->fbias);
+    free(s->fpack_t);
     free(s->wdw);
     free(s->bias);
     free(s->mult);
@@ -194,6 +196,15 @@ int sim_conv_i8_prepare(const sim_graph *gr, const sim_op *op, const sim_conv_ge
         }
         for (int64_t gi = 0; gi < g->group; gi++)
             sim_pack_a(wf + gi * g->mg * s->kdim, s->kdim, 1, s->rows, s->kdim, s->fpack + (size_t)gi * per);
+        int64_t waste_n = sim_round_up(g->out_sz, SIM_NR) - g->out_sz;
+        int64_t waste_m = sim_round_up(g->out_sz, SIM_MR) - g->out_sz;
+        if (pointwise && g->out_sz < 128 && waste_m * SIM_NR < waste_n * SIM_MR && g->mg % SIM_NR == 0) {
+            size_t per_t = sim_pack_b_size(s->kdim, g->mg);
+            s->fpack_t = malloc(per_t * (size_t)g->group * sizeof(float));
+            if (s->fpack_t)
+                for (int64_t gi = 0; gi < g->group; gi++)
+                    sim_pack_b(wf + gi * g->mg * s->kdim, 1, s->kdim, s->kdim, g->mg, s->fpack_t + (size_t)gi * per_t);
+        }
         free(wf);
         goto done;
     }
@@ -365,6 +376,34 @@ static int run_transpose(const sim_conv_i8 *s, const sim_conv_geom *g, const int
     return 0;
 }
 
+/* Exact-float pointwise with few positions: Y^T = X^T W^T in floats, then each channel is gathered
+ * and requantised. */
+static int run_float_exact_t(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y,
+                             sim_kernel_call *call)
+{
+    int64_t sp = g->out_sz, kdim = s->kdim;
+    size_t nx = (size_t)(g->n * g->cin * g->in_sz), pa_sz = sim_pack_a_size(sp, kdim);
+    size_t per_t = sim_pack_b_size(kdim, g->mg);
+    float *xf = sim_scratch_get(call, (nx + pa_sz + (size_t)(sp * g->mg) + (size_t)sp) * sizeof(float));
+    if (!xf) return SIM_ERR_MALLOC;
+    float *pa = xf + nx, *ct = pa + pa_sz, *col = ct + sp * g->mg;
+    widen(s->avx2, x, xf, (int64_t)nx, (float)s->zx);
+    sim_gemm_epi none;
+    memset(&none, 0, sizeof none);
+    for (int64_t n = 0; n < g->n; n++)
+        for (int64_t gi = 0; gi < g->group; gi++) {
+            const float *xg = xf + (n * g->cin + gi * g->cg) * g->in_sz;
+            int8_t *yg = y + (n * g->cout + gi * g->mg) * sp;
+            sim_pack_a(xg, 1, g->in_sz, sp, kdim, pa);
+            sim_gemm_packed(s->avx2, pa, s->fpack_t + (size_t)gi * per_t, sp, g->mg, kdim, ct, g->mg, &none);
+            for (int64_t oc = 0; oc < g->mg; oc++) {
+                for (int64_t i = 0; i < sp; i++) col[i] = ct[i * g->mg + oc];
+                sim_i8_requant_plane(s->avx2, &s->epi, col, sp, gi * g->mg + oc, yg + oc * sp);
+            }
+        }
+    return 0;
+}
+
 /* Exact-float mode: (x - zx) as floats, the float GEMM, requantised in its epilogue. */
 static int run_float_exact(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y,
                            sim_kernel_call *call)
@@ -410,6 +449,7 @@ int sim_conv_i8_run(const sim_conv_i8 *s, const sim_conv_geom *g, int transpose,
     if (!s || !x || !y) return SIM_ERR_FAIL;
     if (transpose) return run_transpose(s, g, x, y, call);
     if (s->mode == I8_DEPTHWISE) return run_depthwise(s, g, x, y, call);
+    if (s->fpack_t) return run_float_exact_t(s, g, x, y, call);
     if (s->fpack) return run_float_exact(s, g, x, y, call);
     return run_gemm(s, g, x, y, call);
 }

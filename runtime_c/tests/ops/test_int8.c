@@ -270,6 +270,13 @@ void test_int8(void)
     q.h = q.w = 16;
     q.cout = 48;
     run_qconv(&q, "pointwise clip full tiles");
+    q.h = q.w = 7;
+    q.cout = 32;
+    q.zo = 5;
+    run_qconv(&q, "pointwise 7x7 transposed");
+    q.h = q.w = 16;
+    q.cout = 48;
+    q.zo = -4;
     q.c = 600; /* deep: the int16 multiply-add kernel instead of the exact-float one */
     q.h = 5;
     q.w = 7;
