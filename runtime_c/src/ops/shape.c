@@ -205,7 +205,16 @@ static int concat_run(sim_kernel_call *call, int is_i8)
         const char *x = in_ptr(call, i, is_i8);
         mover m;
         int8_t lut[256];
-        if (!xt || !x || make_mover(call, i, is_i8, &m, lut)) return SIM_ERR_FAIL;
+        if (!xt || make_mover(call, i, is_i8, &m, lut)) return SIM_ERR_FAIL;
+        if (!x && is_i8 && xt->fdata) {
+            /* a float constant joining int8 activations: quantise it to the output's parameters */
+            int8_t *q = sim_scratch_get(call, (size_t)xt->n_elems);
+            if (!q) return SIM_ERR_MALLOC;
+            sim_quant_array(xt->fdata, q, (size_t)xt->n_elems, sim_t_scale(yt), sim_t_zp(yt));
+            x = (const char *)q;
+            m.lut = NULL;
+        }
+        if (!x) return SIM_ERR_FAIL;
         int64_t chunk = xt->dims[p->axis] * p->inner;
         for (int64_t o = 0; o < p->outer; o++)
             move(&m, y + (size_t)(o * ychunk + pos) * esz, x + (size_t)(o * chunk) * esz, chunk);

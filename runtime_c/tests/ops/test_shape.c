@@ -201,6 +201,30 @@ void test_shape(void)
     check_movement(&tg, 3, ins, y, src_concat, &m, 0, "Concat");
     tg_free(&tg);
 
+    /* Concat of an int8 activation and a float constant: the constant is quantised to the output */
+    tg_init(&tg, SIM_OP_CONCAT);
+    int64_t ca[2] = {2, 3}, cb[2] = {2, 2}, cy[2] = {2, 5};
+    int xa = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 2, ca, 1), xb = tg_tensor(&tg, SIM_F32, SIM_T_CONST, 2, cb, 1);
+    y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 2, cy, 0);
+    tg_input(&tg, xa);
+    tg_input(&tg, xb);
+    tg_output(&tg, y);
+    tg_attr_i(&tg, "axis", 1);
+    tg_quant(&tg, xa, 1.0f / 100.0f, 0);
+    tg_quant(&tg, y, 1.0f / 100.0f, 0);
+    {
+        char e2[256];
+        int rc2 = tg_run(&tg, 1, e2, sizeof e2);
+        int bad2 = rc2 != 0;
+        for (int r = 0; r < 2 && !bad2; r++)
+            for (int c = 0; c < 5 && !bad2; c++) {
+                float want = c < 3 ? tg.f[xa][r * 3 + c] : 0.01f * (float)sim_quant_i8(tg.f[xb][r * 2 + c - 3], 0.01f, 0);
+                bad2 = fabsf(tg.f[y][r * 5 + c] - want) > 1e-6f;
+            }
+        tg_check_true("Concat int8 with a float constant", !bad2);
+    }
+    tg_free(&tg);
+
     /* Split: the reverse of the above */
     tg_init(&tg, SIM_OP_SPLIT);
     int x = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 3, y3, 1);
