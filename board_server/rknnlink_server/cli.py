@@ -28,6 +28,11 @@ def register(subparsers: "argparse._SubParsersAction") -> None:  # noqa: UP037 -
                        help="largest gRPC message (one inference request/reply; default 64)")
     serve.add_argument("--call-timeout", type=float, default=60.0,
                        help="seconds a runtime call may take before its worker is killed (default 60)")
+    serve.add_argument("--state-dir", type=Path,
+                       help="TLS identity and token for network listeners (default /var/lib/rknnlink as root, "
+                            "~/.local/state/rknnlink otherwise)")
+    serve.add_argument("--insecure", action="store_true",
+                       help="listen beyond loopback WITHOUT TLS and token (not recommended)")
     serve.set_defaults(func=_serve)
 
     install = subparsers.add_parser("install-service", help="install the daemon's systemd unit",
@@ -47,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = DaemonConfig(listen=args.listen, backend=args.backend, platform=args.platform, library=args.library,
                           cache_dir=args.cache_dir, max_sessions=args.max_sessions, max_cache_mb=args.max_cache_mb,
                           max_message_mb=args.max_message_mb, call_timeout=args.call_timeout,
-                          port_file=args.port_file)
+                          port_file=args.port_file, state_dir=args.state_dir, insecure=args.insecure)
     try:
         return run(config)
     except (OSError, ValueError) as exc:

@@ -16,7 +16,7 @@ import grpc
 
 from rknnlink.runtime import VENDOR_LIB_PATHS, RuntimeLibrary
 from rknnlink.v1.messages import pb
-from rknnlink_server import device
+from rknnlink_server import PROTOCOL_VERSION, __version__, device
 from rknnlink_server.service import Limits, RknnLinkService, RuntimeSetup, add_service
 
 log = logging.getLogger("rknnlink_server")
@@ -42,6 +42,36 @@ class DaemonConfig:
     max_message_mb: int = 64
     call_timeout: float = 60.0
     port_file: Optional[Path] = None
+    state_dir: Optional[Path] = None     # TLS identity and token (network listeners only)
+    insecure: bool = False               # network listener without TLS/token (logged loudly)
+
+
+def default_state_dir() -> Path:
+    """/var/lib/rknnlink for root (systemd StateDirectory), else the user's state directory."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/rknnlink")
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "rknnlink"
+
+
+def listen_setup(config: DaemonConfig, setup: RuntimeSetup) -> Any:
+    """TLS, token and mDNS for a listener beyond loopback (rknnlink.transport.serving); None when unavailable.
+
+    Loopback listeners (the default, reached through adb forward or the USB bridge) get an inactive setup.
+    """
+    try:
+        from rknnlink.transport import serving
+    except ImportError as exc:
+        host = config.listen.rpartition(":")[0].strip("[]")
+        if not (host.startswith("127.") or host in ("localhost", "::1")):
+            log.warning("rknnlink.transport is unavailable (%s): %s is served without TLS or a token", exc,
+                        config.listen)
+        return None
+    try:
+        return serving.prepare_listen(config.listen, serial=setup.serial, platform=setup.platform,
+                                      state_dir=config.state_dir or default_state_dir(), insecure=config.insecure)
+    except ImportError as exc:
+        raise OSError(f"listening on {config.listen} needs TLS, which needs {exc.name or 'cryptography'} "
+                      f"(pip install 'rknnlink[host]'); or listen on 127.0.0.1, or pass --insecure") from exc
 
 
 def resolve_runtime(config: DaemonConfig) -> RuntimeSetup:
@@ -98,9 +128,9 @@ class Daemon:
     """A running daemon: `address` is the bound HOST:PORT; stop() shuts it down."""
 
     def __init__(self, config: DaemonConfig, server_credentials: Optional[grpc.ServerCredentials] = None,
-                 interceptors: Sequence[Any] = ()) -> None:
+                 interceptors: Sequence[Any] = (), setup: Optional[RuntimeSetup] = None) -> None:
         self.config = config
-        self.setup = resolve_runtime(config)
+        self.setup = setup or resolve_runtime(config)
         limits = Limits(max_sessions=config.max_sessions, max_message_bytes=config.max_message_mb << 20,
                         call_timeout=config.call_timeout)
         cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
@@ -153,7 +183,14 @@ class Daemon:
 
 def run(config: DaemonConfig) -> int:
     """`rknnlink serve`: run until SIGTERM/SIGINT. Prints the bound address on stdout (for tools)."""
-    daemon = Daemon(config).start()
+    setup = resolve_runtime(config)
+    network = listen_setup(config, setup)
+    credentials = getattr(network, "credentials", None)
+    interceptors = getattr(network, "interceptors", None) or ()
+    daemon = Daemon(config, server_credentials=credentials, interceptors=interceptors, setup=setup).start()
+    if network is not None:
+        network.advertise(int(daemon.address.rpartition(":")[2]), daemon_version=__version__,
+                          protocol_version=PROTOCOL_VERSION)
     sys.stdout.write(f"rknnlink daemon listening on {daemon.address}\n")
     sys.stdout.flush()
 
@@ -163,7 +200,11 @@ def run(config: DaemonConfig) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    while not daemon._stopped.wait(0.5):
-        pass
-    daemon.server.wait_for_termination(timeout=5)
+    try:
+        while not daemon._stopped.wait(0.5):
+            pass
+        daemon.server.wait_for_termination(timeout=5)
+    finally:
+        if network is not None:
+            network.close()
     return 0

@@ -88,3 +88,18 @@ def test_unit_template_is_packaged():
     from rknnlink_server.install import TEMPLATE
 
     assert Path(TEMPLATE).is_file() and "@EXEC@" in Path(TEMPLATE).read_text()
+
+
+def test_network_listener_gets_tls_and_a_token(tmp_path):
+    pytest.importorskip("cryptography")
+    from rknnlink_server.server import DaemonConfig, listen_setup
+    from rknnlink_server.service import RuntimeSetup
+
+    runtime = RuntimeSetup(library="/nonexistent.so", backend="sim", platform="rk3588", serial="sim-test")
+    loopback = listen_setup(DaemonConfig(listen="127.0.0.1:0", state_dir=tmp_path / "a"), runtime)
+    assert loopback is None or (loopback.credentials is None and not loopback.network)
+    network = listen_setup(DaemonConfig(listen="192.0.2.10:50051", state_dir=tmp_path / "b"), runtime)
+    assert network.network and network.credentials is not None and network.interceptors
+    assert network.token_path.is_file() and oct(network.token_path.stat().st_mode & 0o777) == "0o600"
+    insecure = listen_setup(DaemonConfig(listen="192.0.2.10:50051", state_dir=tmp_path / "c", insecure=True), runtime)
+    assert insecure.credentials is None
