@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import queue
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +117,9 @@ def stream_rpc(method: Callable) -> Callable:
 
 
 class RknnLinkService:
+    """The RknnLink servicer. Sessions live in worker processes; this object only routes, counts and limits,
+    so nothing the NPU runtime does can corrupt it."""
+
     def __init__(self, setup: RuntimeSetup, cache_dir: Path, max_cache_bytes: int, limits: Limits) -> None:
         self.setup = setup
         self.limits = limits
@@ -520,8 +523,6 @@ class RknnLinkService:
 
     @rpc
     def GetStats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.Stats:  # noqa: N802
-        import os
-
         with self._lock:
             c = self.counters
             sessions = [pb.SessionStat(session_id=s.id, client_id=s.client_id, model_sha256=s.sha,
@@ -689,12 +690,3 @@ def _chunks(index: int, info: pb.DumpInfo, part: int, blob: bytearray) -> Iterat
         if offset >= size:
             return
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll `predicate` until true or timeout (used by shutdown paths)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
