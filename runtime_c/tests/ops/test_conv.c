@@ -211,6 +211,25 @@ void test_conv(void)
     cc.k[1] = 5;
     cc.act = SIM_ACT_HARDSWISH;
     run_conv_case(&cc, 0, "depthwise 5x3 dil asym");
+    /* wide planes take the AVX2 row kernels (output width >= 32), odd widths leave scalar tails */
+    cc = base2d(3, 37, 75, 3, 3);
+    cc.group = 3;
+    cc.pb[1] = cc.pb[2] = cc.pe[1] = cc.pe[2] = 1;
+    cc.act = SIM_ACT_CLIP;
+    cc.p0 = -0.5f;
+    cc.p1 = 0.5f;
+    run_conv_case(&cc, 0, "depthwise wide s1 clip");
+    cc.s[1] = cc.s[2] = 2;
+    cc.pe[2] = 0;
+    run_conv_case(&cc, 0, "depthwise wide s2 asym");
+    cc.in[2] = 80;
+    cc.pb[2] = 0;
+    cc.act = SIM_ACT_NONE;
+    run_conv_case(&cc, 0, "depthwise wide s2 even width no pad");
+    cc = base2d(3, 40, 66, 5, 3); /* stride-2 im2col gather on a wide row */
+    cc.s[1] = cc.s[2] = 2;
+    cc.pb[1] = cc.pb[2] = 1;
+    run_conv_case(&cc, 0, "3x3 s2 wide im2col");
     cc = base2d(8, 7, 9, 12, 3); /* grouped non-depthwise */
     cc.group = 4;
     cc.bias = 0;

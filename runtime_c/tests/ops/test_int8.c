@@ -309,6 +309,15 @@ void test_int8(void)
     q.s = 2;
     q.so = 0.001f; /* saturates */
     run_qconv(&q, "depthwise s2 saturating");
+    q = (qconv){.c = 4, .h = 35, .w = 71, .cout = 4, .group = 4, .k = 3, .s = 1, .pad = 1, .so = 0.01f, .zx = 4, .zo = 2,
+                .act = SIM_ACT_CLIP, .p0 = 0.0f, .p1 = 6.0f};
+    run_qconv(&q, "depthwise wide s1 (fused requantisation)");
+    q.s = 2;
+    q.w = 80;
+    q.act = SIM_ACT_NONE;
+    run_qconv(&q, "depthwise wide s2 (fused requantisation)");
+    q = (qconv){.c = 3, .h = 40, .w = 66, .cout = 8, .group = 1, .k = 3, .s = 2, .pad = 1, .so = 0.02f, .zx = -3};
+    run_qconv(&q, "3x3 s2 wide exact-float im2col");
     q = (qconv){.c = 8, .h = 6, .w = 7, .cout = 12, .group = 4, .k = 3, .s = 1, .pad = 0, .so = 0.02f, .act = SIM_ACT_HARDSWISH};
     run_qconv(&q, "grouped hardswish");
     q = (qconv){.c = 6, .h = 4, .w = 5, .cout = 4, .group = 2, .k = 3, .s = 2, .pad = 1, .so = 0.02f, .zx = 1, .zo = 1,
