@@ -207,9 +207,10 @@ static int bn_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
     for (uint32_t d = 2; d < x->n_dims; d++) p->plane *= x->dims[d];
     for (uint32_t i = 0; i < 4; i++)
         if (!t[i] || t[i]->kind != SIM_T_CONST || !t[i]->fdata || t[i]->n_elems != p->channels) {
+            long long channels = (long long)p->channels; /* read before release frees p */
             norm_release(op);
             return sim_fail(err, err_len, op, "scale, B, mean and var must be constants of %lld values",
-                            (long long)p->channels);
+                            channels);
         }
     float eps = sim_attr_float(op, "epsilon", 1e-5f);
     p->a = malloc((size_t)p->channels * sizeof(float));

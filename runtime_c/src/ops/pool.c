@@ -76,10 +76,10 @@ static int pool_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_le
         int ok = p->out[d] == fl || (ceil_mode && (p->out[d] == ce || p->out[d] == (span + p->s[d] - 1) / p->s[d] + 1));
         if (p->global) ok = p->out[d] == 1;
         if (!ok || fl < 1) {
-            int64_t want = ceil_mode ? ce : fl;
+            long long want = p->global ? 1 : (long long)(ceil_mode ? ce : fl); /* before release frees p */
             pool_release(op);
             return sim_fail(err, err_len, op, "Y %s: spatial dim %d should be %lld for X %s", sim_shape_str(y, b1, sizeof b1),
-                            s, (long long)(p->global ? 1 : want), sim_shape_str(x, b2, sizeof b2));
+                            s, want, sim_shape_str(x, b2, sizeof b2));
         }
         p->in_sz *= p->in[d];
         p->out_sz *= p->out[d];

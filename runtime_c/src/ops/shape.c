@@ -514,8 +514,9 @@ static int gather_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_
         int64_t v = ind->dtype == SIM_I32 ? ((const int32_t *)ind->data)[i] : ((const int64_t *)ind->data)[i];
         if (v < 0) v += p->axis_dim;
         if (v < 0 || v >= p->axis_dim) {
+            long long axis_dim = (long long)p->axis_dim; /* read before release frees p */
             shape_release(op);
-            return sim_fail(err, err_len, op, "index %lld out of range [0,%lld)", (long long)v, (long long)p->axis_dim);
+            return sim_fail(err, err_len, op, "index %lld out of range [0,%lld)", (long long)v, axis_dim);
         }
         p->idx[i] = v;
     }
