@@ -78,6 +78,7 @@ class WorkerHandle:
         self.sock = parent
         self.sock.settimeout(call_timeout)
         self.dead: Optional[WorkerError] = None
+        self._fail_lock = threading.Lock()  # a stream's feeder and replier may notice the failure together
 
     @property
     def pid(self) -> int:
@@ -87,10 +88,10 @@ class WorkerHandle:
         self._check_alive()
         try:
             send_frame(self.sock, header, blobs)
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise self._crashed() from exc
         except socket.timeout as exc:
             raise self._timed_out() from exc
+        except OSError as exc:  # EPIPE/ECONNRESET, or EBADF when the other thread already closed it
+            raise self._crashed() from exc
 
     def recv(self, timeout: Optional[float] = None) -> Tuple[Dict[str, Any], List[bytearray]]:
         """Next reply; RknnError for a failed runtime call, WorkerError when the process failed."""
@@ -98,10 +99,10 @@ class WorkerHandle:
         self.sock.settimeout(timeout or self.call_timeout)
         try:
             header, blobs = recv_frame(self.sock)
-        except (WorkerGoneError, ConnectionResetError) as exc:
-            raise self._crashed() from exc
         except socket.timeout as exc:
             raise self._timed_out() from exc
+        except (WorkerGoneError, OSError) as exc:
+            raise self._crashed() from exc
         if not header.get("ok", False):
             raise RknnError(int(header.get("code", -1)), header.get("name"), str(header.get("message", "")))
         return header, blobs
@@ -115,20 +116,24 @@ class WorkerHandle:
         if self.dead is not None:
             raise self.dead
 
-    def _crashed(self) -> WorkerCrashedError:
-        try:
-            code = self.process.wait(timeout=2.0)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        self.dead = WorkerCrashedError(code)
-        self.sock.close()
-        return self.dead
+    def _crashed(self) -> WorkerError:
+        with self._fail_lock:
+            if self.dead is None:
+                try:
+                    code = self.process.wait(timeout=2.0)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    code = self.process.wait()
+                self.dead = WorkerCrashedError(code)
+                self.sock.close()
+            return self.dead
 
-    def _timed_out(self) -> WorkerTimeoutError:
-        self.kill()
-        self.dead = WorkerTimeoutError(f"did not answer within {self.call_timeout:g} s and was killed")
-        return self.dead
+    def _timed_out(self) -> WorkerError:
+        with self._fail_lock:
+            if self.dead is None:
+                self.kill()
+                self.dead = WorkerTimeoutError(f"did not answer within {self.call_timeout:g} s and was killed")
+            return self.dead
 
     def kill(self) -> None:
         if self.process.poll() is None:

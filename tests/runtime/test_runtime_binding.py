@@ -229,6 +229,6 @@ def test_core_mask(conv):
     ctx, _, _ = conv
     for mask in (0, 1, 3, 7, 0xFFFF):
         ctx.set_core_mask(mask)
-    with pytest.raises(RknnError) as info:
+    with pytest.raises(RknnError, match="core mask") as info:
         ctx.set_core_mask(8)
-    assert info.value.code == -5 and "invalid core mask 0x8 for rk3588" in str(info.value)
+    assert info.value.code in (-1, -5) and "rk3588" in str(info.value)

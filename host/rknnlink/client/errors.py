@@ -55,7 +55,11 @@ def translate(exc: grpc.RpcError, address: str) -> Exception:
     md = _metadata(exc)
     kind = md.get(MD_KIND, "")
     if MD_RKNN_CODE in md:
-        return RemoteRknnError(int(md[MD_RKNN_CODE]), md.get(MD_RKNN_NAME) or None, details, status, kind)
+        code, name = int(md[MD_RKNN_CODE]), md.get(MD_RKNN_NAME) or None
+        prefix = f"{name} ({code}): "
+        if name and details.startswith(prefix):  # RknnError's str() adds it again
+            details = details[len(prefix):]
+        return RemoteRknnError(code, name, details, status, kind)
     if kind == "incompatible-version":
         return IncompatibleVersionError(details, status, kind)
     if kind in ("worker-crashed", "worker-timeout", "session-not-found"):
