@@ -86,14 +86,13 @@ def device_info(channel: grpc.Channel, timeout: float,
                 metadata: Optional[Sequence[Tuple[str, str]]] = None):
     """The daemon's DeviceInfo (platform, versions, serial) or None when it cannot be asked."""
     try:
-        from rknnlink.v1 import rknnlink_pb2 as pb
-        from rknnlink.v1 import rknnlink_pb2_grpc as pb_grpc
-    except ImportError as exc:  # generated stubs missing: only health is available
+        # messages.py works with the grpcio/protobuf of older boards, unlike the generated modules
+        from rknnlink.v1.messages import make_stub, pb
+    except ImportError as exc:  # protocol classes unavailable: only health is available
         log.debug("rknnlink protocol stubs unavailable: %s", exc)
         return None
     try:
-        return pb_grpc.RknnLinkStub(channel).GetDeviceInfo(pb.DeviceInfoRequest(), timeout=timeout,
-                                                           metadata=metadata)
+        return make_stub(channel).GetDeviceInfo(pb.DeviceInfoRequest(), timeout=timeout, metadata=metadata)
     except grpc.RpcError as exc:
         log.debug("GetDeviceInfo failed: %s", exc)
         return None
