@@ -18,7 +18,7 @@ extern "C" {
 
 #define RKNNLINK_SIM_EXT_VERSION 1
 
-/* One executed layer (an operator with its fused activation). 512 bytes. */
+/* One executed layer (an operator with its fused activation). 504 bytes on every target. */
 typedef struct rknnlink_layer_info {
     uint32_t index;            /* execution order, 0-based */
     uint32_t n_outputs;
@@ -35,7 +35,7 @@ typedef struct rknnlink_layer_info {
     uint8_t reserved[40];
 } rknnlink_layer_info;
 
-/* One dumped tensor: a layer output (or a graph input) kept after the last run. 320 bytes. */
+/* One dumped tensor: a layer output (or a graph input) kept after the last run. 324 bytes. */
 typedef struct rknnlink_dump_info {
     uint32_t layer_index;      /* producing layer, 0xFFFFFFFF for graph inputs */
     uint32_t output_slot;
