@@ -229,6 +229,8 @@ def test_core_mask(conv):
     ctx, _, _ = conv
     for mask in (0, 1, 3, 7, 0xFFFF):
         ctx.set_core_mask(mask)
-    with pytest.raises(RknnError, match="core mask") as info:
+    with pytest.raises(RknnError, match="Not support core mask") as info:
         ctx.set_core_mask(8)
-    assert info.value.code in (-1, -5) and "rk3588" in str(info.value)
+    # The vendor's code for an absent core is unknown; the simulator documents RKNN_ERR_FAIL (-1) with the
+    # vendor's wording (docs/simulator-api.md), so that is what it must keep returning.
+    assert info.value.code == -1 and info.value.name == "RKNN_ERR_FAIL" and "rk3588" in str(info.value)
