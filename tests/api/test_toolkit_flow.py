@@ -161,3 +161,21 @@ def test_accuracy_analysis_on_a_board_uses_its_dumps(workdir, image, tmp_path):
     assert cosines and cosines[-1] >= 0.97
     assert list((out / "runtime" / "npy").glob("*.npy"))
     rknn.release()
+
+
+def test_core_mask_in_process_on_a_three_core_platform(workdir, image):
+    rknn = _built(workdir, quantize=False)
+    assert rknn.init_runtime() == 0
+    expected = rknn.inference(inputs=[image], data_format="nhwc")[0]
+    assert rknn.init_runtime(core_mask=RKNN.NPU_CORE_0_1_2) == 0
+    np.testing.assert_array_equal(rknn.inference(inputs=[image], data_format="nhwc")[0], expected)
+    rknn.release()
+
+
+def test_list_devices_prints_the_toolkit_layout(monkeypatch, capsys):
+    import rknnlink.transport as transport
+
+    monkeypatch.setattr(transport, "list_adb_serials", lambda: ["VD46C3KM6N"])
+    monkeypatch.setattr(transport, "list_usb_serials", lambda: [])
+    assert RKNN().list_devices() == (["VD46C3KM6N"], [])
+    assert capsys.readouterr().out.splitlines() == ["*" * 25, "all device(s) with adb mode:", "VD46C3KM6N", "*" * 25]
