@@ -45,6 +45,7 @@ int sim_ctx_alloc_runtime(sim_ctx *c)
     sim_model *m = c->m;
     uint32_t nt = m->g.n_tensors;
     sim_scratch_init(&c->scratch);
+    c->n_threads = sim_threads_wanted();
     c->work = aligned_zalloc(m->work_size);
     c->conv = aligned_zalloc(m->conv_scratch);
     c->io_bufs = calloc(nt, sizeof(void *));
@@ -95,6 +96,8 @@ void sim_ctx_free_runtime(sim_ctx *c)
     c->in_set = NULL;
     c->in_mem = c->out_mem = NULL;
     sim_scratch_free(&c->scratch);
+    sim_workers_destroy(c->workers);
+    c->workers = NULL;
     free_dumps(c);
     free(c->perf_text);
     c->perf_text = NULL;
@@ -166,6 +169,45 @@ static void dump_tensor(sim_ctx *c, sim_dump *d)
     }
 }
 
+/* ---- boundary conversions, split over the pool (element-wise, so any cut gives the same bytes) ---- */
+enum { CV_ROUND_F16, CV_QUANT, CV_DEQUANT };
+#define CV_BLOCK 8192
+
+typedef struct cv_job {
+    int kind;
+    float *f;
+    int8_t *q;
+    size_t n;
+    float scale;
+    int32_t zp;
+} cv_job;
+
+static void cv_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const cv_job *j = arg;
+    (void)tid;
+    size_t a = (size_t)lo * CV_BLOCK, b = (size_t)hi * CV_BLOCK;
+    if (b > j->n)
+        b = j->n;
+    if (j->kind == CV_ROUND_F16)
+        sim_round_f16_array(j->f + a, b - a);
+    else if (j->kind == CV_QUANT)
+        sim_quant_array(j->f + a, j->q + a, b - a, j->scale, j->zp);
+    else
+        sim_dequant_array(j->q + a, j->f + a, b - a, j->scale, j->zp);
+}
+
+static void convert(sim_ctx *c, int kind, float *f, int8_t *q, size_t n, float scale, int32_t zp)
+{
+    cv_job j = {kind, f, q, n, scale, zp};
+    int64_t blocks = (int64_t)((n + CV_BLOCK - 1) / CV_BLOCK);
+    sim_par *par = sim_workers_par(c->workers);
+    if (par != NULL && blocks >= 4)
+        par->run(par, cv_range, &j, blocks);
+    else
+        cv_range(&j, 0, blocks, 0);
+}
+
 /* ---- one operator ---- */
 static int is_activation(const sim_tensor *t)
 {
@@ -182,6 +224,7 @@ static int run_op(sim_ctx *c, uint32_t k)
     call.graph = &m->g;
     call.op = op;
     call.scratch = &c->scratch.api;
+    call.par = sim_workers_par(c->workers);
     sim_scratch_reset(&c->scratch);
 
     int all_i8 = def->run_i8 != NULL;
@@ -210,7 +253,7 @@ static int run_op(sim_ctx *c, uint32_t k)
         } else if (ts->dtype == SIM_I8) {
             float *f = (float *)(conv + conv_off);
             conv_off += ((uint64_t)ts->n_elems * 4u + 63u) & ~(uint64_t)63u;
-            sim_dequant_array(sim_tensor_storage(c, t), f, (size_t)ts->n_elems, ts->scale, ts->zp);
+            convert(c, CV_DEQUANT, f, sim_tensor_storage(c, t), (size_t)ts->n_elems, ts->scale, ts->zp);
             call.in[i].f32 = f;
         } else {
             call.in[i].f32 = sim_tensor_storage(c, t);
@@ -240,9 +283,10 @@ static int run_op(sim_ctx *c, uint32_t k)
             const sim_tensor *ts = call.out[i].t;
             float *f = call.out[i].f32;
             if (ts->dtype == SIM_F16)
-                sim_round_f16_array(f, (size_t)ts->n_elems);
+                convert(c, CV_ROUND_F16, f, NULL, (size_t)ts->n_elems, 0.0f, 0);
             else if (ts->dtype == SIM_I8)
-                sim_quant_array(f, sim_tensor_storage(c, op->outputs[i]), (size_t)ts->n_elems, ts->scale, ts->zp);
+                convert(c, CV_QUANT, f, sim_tensor_storage(c, op->outputs[i]), (size_t)ts->n_elems, ts->scale,
+                        ts->zp);
         }
     }
     return RKNN_SUCC;
@@ -255,6 +299,13 @@ int sim_execute(sim_ctx *c)
         free_dumps(c);
         sim_ctx_error(c, "out of memory for layer dumps");
         return RKNN_ERR_MALLOC_FAIL;
+    }
+    if (c->workers == NULL && c->n_threads > 1) {
+        c->workers = sim_workers_create(c->n_threads);
+        if (c->workers == NULL) {
+            sim_log(SIM_LOG_WARN, "cannot start simulator threads; running on one thread");
+            c->n_threads = 1;
+        }
     }
     uint32_t d = 0;
     if (c->dump_enabled)

@@ -113,6 +113,17 @@ void sim_scratch_init(sim_scratch_impl *s);
 void sim_scratch_reset(sim_scratch_impl *s);
 void sim_scratch_free(sim_scratch_impl *s);
 
+/* ---- per-context worker pool (pool.c) ---- */
+#define SIM_DEFAULT_THREADS 4      /* capped by the online CPUs; RKNNLINK_SIM_THREADS overrides */
+#define SIM_MAX_THREADS 64
+typedef struct sim_workers sim_workers;
+/* Threads a new context uses: min(online CPUs, $RKNNLINK_SIM_THREADS or SIM_DEFAULT_THREADS). */
+int sim_threads_wanted(void);
+/* n_threads counts the caller; NULL on OOM. Fewer threads than asked if the system refuses some. */
+sim_workers *sim_workers_create(int n_threads);
+void sim_workers_destroy(sim_workers *p);
+sim_par *sim_workers_par(sim_workers *p);
+
 /* ---- the per-context state ---- */
 #define SIM_CTX_MAGIC 0x52534D43u /* "RSMC" */
 
@@ -144,6 +155,8 @@ typedef struct sim_ctx {
     void **io_bufs;               /* per tensor for graph inputs/outputs (working representation) */
     float *conv;                  /* conversion scratch */
     sim_scratch_impl scratch;
+    int n_threads;                /* threads the kernels may use (read at context creation) */
+    sim_workers *workers;         /* created by the first run when n_threads > 1 */
     uint8_t *in_set;              /* per input: set by rknn_inputs_set */
     sim_iomem *in_mem, *out_mem;  /* per input/output: zero-copy bindings (mem == NULL: none) */
     uint64_t frame_id;

@@ -109,12 +109,23 @@ typedef struct sim_scratch {
     void *(*get)(struct sim_scratch *self, size_t bytes); /* 64-aligned, NULL on OOM */
 } sim_scratch;
 
+/* Parallel loop the executor lends a kernel: run(self, fn, arg, n) calls fn(arg, lo, hi, tid) on
+ * contiguous ranges covering [0, n) exactly once, one range per thread (tid 0 = the caller, up to
+ * n_threads - 1), and returns when all are done. The cut depends only on n and n_threads. fn must
+ * write disjoint outputs per range and take no scratch (get it before, n_threads slices). */
+typedef void (*sim_par_fn)(void *arg, int64_t lo, int64_t hi, int tid);
+typedef struct sim_par {
+    void (*run)(struct sim_par *self, sim_par_fn fn, void *arg, int64_t n_items);
+    int n_threads;
+} sim_par;
+
 typedef struct sim_kernel_call {
     const sim_graph *graph;
     const sim_op *op;
     sim_buf in[16];          /* in[i].t == NULL for an absent optional input */
     sim_buf out[16];
     sim_scratch *scratch;
+    sim_par *par;            /* NULL: run serially */
 } sim_kernel_call;
 
 typedef struct sim_op_def {

@@ -303,3 +303,18 @@ int sim_cpu_has_avx2_fma(void)
     return 0;
 #endif
 }
+
+int sim_call_threads(const sim_kernel_call *call)
+{
+    return call->par != NULL && call->par->n_threads > 1 ? call->par->n_threads : 1;
+}
+
+void sim_parallel(const sim_kernel_call *call, sim_par_fn fn, void *arg, int64_t n)
+{
+    if (n <= 0)
+        return;
+    if (call->par != NULL && call->par->n_threads > 1 && n > 1)
+        call->par->run(call->par, fn, arg, n);
+    else
+        fn(arg, 0, n, 0);
+}

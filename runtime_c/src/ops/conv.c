@@ -515,20 +515,68 @@ static void pad_plane_f32(const sim_conv_geom *g, const float *x, float *pad)
         memcpy(pad + (r + g->pb[1]) * pw + g->pb[2], x + r * iw, (size_t)iw * sizeof(float));
 }
 
+/* Parallel jobs: each range of channels / column tiles / column blocks writes only its own outputs,
+ * with per-thread scratch slices, so results do not depend on the thread count. */
+typedef struct dw_job {
+    const conv_priv *p;
+    const float *x;
+    float *y;
+    float *pad;           /* n_threads slices of pad_stride floats */
+    size_t pad_stride;
+} dw_job;
+
+static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const dw_job *j = arg;
+    const conv_priv *p = j->p;
+    const sim_conv_geom *g = &p->g;
+    float *pad = j->pad + (size_t)tid * j->pad_stride;
+    memset(pad, 0, (size_t)((g->in[1] + g->pb[1] + g->pe[1]) * (g->in[2] + g->pb[2] + g->pe[2])) * sizeof(float));
+    float lohi[2] = {p->epi.lo, p->epi.hi};
+    for (int64_t e = lo; e < hi; e++) {
+        int64_t n = e / g->cout, c = e % g->cout;
+        pad_plane_f32(g, j->x + (n * g->cin + c) * g->in_sz, pad);
+        sim_dw_plane(p->avx2, g, pad, p->wdw + c * g->k_sz, p->bias[c], j->y + (n * g->cout + c) * g->out_sz,
+                     p->epi.clamp ? lohi : NULL, NULL, 0, NULL);
+    }
+}
+
 static int run_depthwise(const conv_priv *p, const float *x, float *y, sim_kernel_call *call)
 {
     const sim_conv_geom *g = &p->g;
-    float *pad = sim_scratch_get(call, sim_dw_pad_elems(g) * sizeof(float));
+    int nt = sim_call_threads(call);
+    size_t stride = (sim_dw_pad_elems(g) + 15u) & ~(size_t)15u;
+    float *pad = sim_scratch_get(call, stride * (size_t)nt * sizeof(float));
     if (!pad) return SIM_ERR_MALLOC;
-    memset(pad, 0, (size_t)((g->in[1] + g->pb[1] + g->pe[1]) * (g->in[2] + g->pb[2] + g->pe[2])) * sizeof(float));
-    float lohi[2] = {p->epi.lo, p->epi.hi};
-    for (int64_t n = 0; n < g->n; n++)
-        for (int64_t c = 0; c < g->cout; c++) {
-            pad_plane_f32(g, x + (n * g->cin + c) * g->in_sz, pad);
-            sim_dw_plane(p->avx2, g, pad, p->wdw + c * g->k_sz, p->bias[c], y + (n * g->cout + c) * g->out_sz,
-                         p->epi.clamp ? lohi : NULL, NULL, 0, NULL);
-        }
+    dw_job j = {p, x, y, pad, stride};
+    sim_parallel(call, dw_range, &j, g->n * g->cout);
     return 0;
+}
+
+typedef struct pwt_job {
+    const conv_priv *p;
+    const float *pa, *pb;
+    float *ct, *yg;
+    const float *bias;
+    int64_t sp, kdim, mg;
+} pwt_job;
+
+/* Column tiles [lo, hi) of Y^T (= output channels), then their transposition into Y. */
+static void pwt_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const pwt_job *j = arg;
+    const conv_priv *p = j->p;
+    int64_t c0 = lo * SIM_NR, c1 = hi * SIM_NR < j->mg ? hi * SIM_NR : j->mg;
+    sim_gemm_epi none;
+    memset(&none, 0, sizeof none);
+    (void)tid;
+    sim_gemm_packed(p->avx2, j->pa, j->pb + c0 * j->kdim, j->sp, c1 - c0, j->kdim, j->ct + c0, j->mg, &none);
+    for (int64_t oc = c0; oc < c1; oc++) {
+        float b = j->bias[oc];
+        float *yo = j->yg + oc * j->sp;
+        for (int64_t i = 0; i < j->sp; i++) yo[i] = j->ct[i * j->mg + oc] + b;
+        if (p->epi.clamp) sim_act_array(SIM_ACT_CLIP, p->epi.lo, p->epi.hi, yo, (size_t)j->sp);
+    }
 }
 
 /* Pointwise convolution as Y^T = X^T W^T into scratch, then transposed into Y with bias and clamp. */
@@ -540,22 +588,52 @@ static int run_pointwise_t(const conv_priv *p, const float *x, float *y, sim_ker
     float *pa = sim_scratch_get(call, (pa_sz + (size_t)(sp * g->mg)) * sizeof(float));
     if (!pa) return SIM_ERR_MALLOC;
     float *ct = pa + pa_sz;
-    sim_gemm_epi none;
-    memset(&none, 0, sizeof none);
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t gi = 0; gi < g->group; gi++) {
             const float *xg = x + (n * g->cin + gi * g->cg) * g->in_sz;
-            float *yg = y + (n * g->cout + gi * g->mg) * sp;
             sim_pack_a(xg, 1, g->in_sz, sp, kdim, pa);
-            sim_gemm_packed(p->avx2, pa, p->wpack_t + (size_t)gi * per_t, sp, g->mg, kdim, ct, g->mg, &none);
-            for (int64_t oc = 0; oc < g->mg; oc++) {
-                float b = p->bias[gi * g->mg + oc];
-                float *yo = yg + oc * sp;
-                for (int64_t i = 0; i < sp; i++) yo[i] = ct[i * g->mg + oc] + b;
-                if (p->epi.clamp) sim_act_array(SIM_ACT_CLIP, p->epi.lo, p->epi.hi, yo, (size_t)sp);
-            }
+            pwt_job j = {p, pa, p->wpack_t + (size_t)gi * per_t, ct, y + (n * g->cout + gi * g->mg) * sp,
+                         p->bias + gi * g->mg, sp, kdim, g->mg};
+            sim_parallel(call, pwt_range, &j, (g->mg + SIM_NR - 1) / SIM_NR);
         }
     return 0;
+}
+
+typedef struct gemm_job {
+    const conv_priv *p;
+    const float *xg, *wp;
+    float *yg;
+    sim_gemm_epi epi;
+    float *pb;            /* n_threads slices of pb_stride floats */
+    size_t pb_stride, pb_sz;
+    int64_t nb, kdim;
+} gemm_job;
+
+/* Pointwise: column tiles [lo, hi) of the output positions, B read in place. */
+static void pw_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const gemm_job *j = arg;
+    const sim_conv_geom *g = &j->p->g;
+    int64_t c0 = lo * SIM_NR, c1 = hi * SIM_NR < g->out_sz ? hi * SIM_NR : g->out_sz;
+    sim_gemm_direct_b(j->p->avx2, j->wp, j->xg + c0, g->in_sz, g->mg, c1 - c0, j->kdim, j->yg + c0, g->out_sz,
+                      &j->epi, j->pb + (size_t)tid * j->pb_stride);
+}
+
+/* General convolution: column blocks [lo, hi) of nb positions, im2col rows packed per block. */
+static void im2col_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const gemm_job *j = arg;
+    const sim_conv_geom *g = &j->p->g;
+    float *pb = j->pb + (size_t)tid * j->pb_stride, *row = pb + j->pb_sz;
+    for (int64_t b = lo; b < hi; b++) {
+        int64_t j0 = b * j->nb, w = g->out_sz - j0 < j->nb ? g->out_sz - j0 : j->nb;
+        for (int64_t k = 0; k < j->kdim; k++) {
+            sim_im2col_row(g, j->xg, k, j0, w, row);
+            sim_pack_b_row(row, k, j->kdim, w, pb);
+        }
+        sim_pack_b_pad(j->kdim, w, pb);
+        sim_gemm_packed(j->p->avx2, j->wp, pb, g->mg, w, j->kdim, j->yg + j0, g->out_sz, &j->epi);
+    }
 }
 
 static int conv_run_f32(sim_kernel_call *call)
@@ -577,32 +655,18 @@ static int conv_run_f32(sim_kernel_call *call)
         if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);
         if (p->mode == CONV_POINTWISE) nb = SIM_NR; /* only the tail tile is packed */
         size_t pb_sz = sim_pack_b_size(kdim, nb), per_group = sim_pack_a_size(g->mg, kdim);
-        float *pb = sim_scratch_get(call, (pb_sz + (size_t)nb) * sizeof(float));
+        size_t stride = (pb_sz + (size_t)nb + 15u) & ~(size_t)15u;
+        float *pb = sim_scratch_get(call, stride * (size_t)sim_call_threads(call) * sizeof(float));
         if (!pb) return SIM_ERR_MALLOC;
-        float *row = pb + pb_sz;
         for (int64_t n = 0; n < g->n; n++)
             for (int64_t gi = 0; gi < g->group; gi++) {
-                const float *xg = x + (n * g->cin + gi * g->cg) * g->in_sz;
-                float *yg = y + (n * g->cout + gi * g->mg) * g->out_sz;
-                sim_gemm_epi epi = p->epi;
-                epi.bias_row = p->bias + gi * g->mg;
-                if (p->mode == CONV_POINTWISE) {
-                    sim_gemm_direct_b(p->avx2, p->wpack + (size_t)gi * per_group, xg, g->in_sz, g->mg, g->out_sz, kdim,
-                                      yg, g->out_sz, &epi, pb);
-                    continue;
-                }
-                for (int64_t j0 = 0; j0 < g->out_sz; j0 += nb) {
-                    int64_t w = g->out_sz - j0 < nb ? g->out_sz - j0 : nb;
-                    {
-                        for (int64_t k = 0; k < kdim; k++) {
-                            sim_im2col_row(g, xg, k, j0, w, row);
-                            sim_pack_b_row(row, k, kdim, w, pb);
-                        }
-                        sim_pack_b_pad(kdim, w, pb);
-                    }
-                    sim_gemm_packed(p->avx2, p->wpack + (size_t)gi * per_group, pb, g->mg, w, kdim, yg + j0,
-                                    g->out_sz, &epi);
-                }
+                gemm_job j = {p, x + (n * g->cin + gi * g->cg) * g->in_sz, p->wpack + (size_t)gi * per_group,
+                              y + (n * g->cout + gi * g->mg) * g->out_sz, p->epi, pb, stride, pb_sz, nb, kdim};
+                j.epi.bias_row = p->bias + gi * g->mg;
+                if (p->mode == CONV_POINTWISE)
+                    sim_parallel(call, pw_range, &j, (g->out_sz + SIM_NR - 1) / SIM_NR);
+                else
+                    sim_parallel(call, im2col_range, &j, (g->out_sz + nb - 1) / nb);
             }
     }
     if (rc == 0 && p->post_act) sim_op_act(op, y, (size_t)(g->n * g->cout * g->out_sz));

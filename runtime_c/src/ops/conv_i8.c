@@ -268,64 +268,97 @@ static void im2col_row_i8(const sim_conv_geom *g, const int8_t *xg, int32_t zx, 
     }
 }
 
-static int run_depthwise(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y,
-                         sim_kernel_call *call)
+/* Parallel jobs (see sim_par): ranges of channels, column tiles or column blocks, each writing only
+ * its own outputs with its own scratch slice, so the result does not depend on the thread count. */
+typedef struct i8_job {
+    const sim_conv_i8 *s;
+    const sim_conv_geom *g;
+    const int8_t *x;
+    int8_t *y;
+    const float *xf;      /* widened input (exact-float modes) */
+    void *scr;            /* n_threads slices of stride bytes */
+    size_t stride;
+    int64_t nb, gi, n;
+} i8_job;
+
+static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
 {
+    const i8_job *j = arg;
+    const sim_conv_i8 *s = j->s;
+    const sim_conv_geom *g = j->g;
     size_t padn = sim_dw_pad_elems(g);
-    float *pad = sim_scratch_get(call, (padn + (size_t)g->out_sz) * sizeof(float));
-    if (!pad) return SIM_ERR_MALLOC;
-    float *acc = pad + padn;
+    float *pad = (float *)(void *)((char *)j->scr + (size_t)tid * j->stride), *acc = pad + padn;
     int64_t iw = g->in[2], pw = iw + g->pb[2] + g->pe[2], ph = g->in[1] + g->pb[1] + g->pe[1];
     float fz = (float)s->zx;
     memset(pad, 0, (size_t)(ph * pw) * sizeof(float));
-    for (int64_t n = 0; n < g->n; n++)
-        for (int64_t c = 0; c < g->cout; c++) {
-            const int8_t *xc = x + (n * g->cin + c) * g->in_sz;
-            /* the borders stay zero (= zx after the shift); only the interior is rewritten */
-            for (int64_t r = 0; r < g->in[1]; r++) widen(s->avx2, xc + r * iw, pad + (r + g->pb[1]) * pw + g->pb[2], iw, fz);
-            int8_t *yc = y + (n * g->cout + c) * g->out_sz;
-            /* the bias joins the exact float sum when it cannot spoil exactness */
-            int fold = s->bias[c] > -8000000 && s->bias[c] < 8000000;
-            if (sim_dw_plane(s->avx2, g, pad, s->wdw + c * g->k_sz, fold ? (float)s->bias[c] : 0.0f, acc, NULL,
-                             fold ? &s->epi : NULL, c, yc))
-                continue;
-            if (fold) {
-                sim_i8_epi e = s->epi;
-                e.bias = NULL;
-                sim_i8_requant_plane(s->avx2, &e, acc, g->out_sz, c, yc);
-            } else {
-                sim_i8_requant_plane(s->avx2, &s->epi, acc, g->out_sz, c, yc);
-            }
+    for (int64_t e = lo; e < hi; e++) {
+        int64_t n = e / g->cout, c = e % g->cout;
+        const int8_t *xc = j->x + (n * g->cin + c) * g->in_sz;
+        /* the borders stay zero (= zx after the shift); only the interior is rewritten */
+        for (int64_t r = 0; r < g->in[1]; r++) widen(s->avx2, xc + r * iw, pad + (r + g->pb[1]) * pw + g->pb[2], iw, fz);
+        int8_t *yc = j->y + (n * g->cout + c) * g->out_sz;
+        /* the bias joins the exact float sum when it cannot spoil exactness */
+        int fold = s->bias[c] > -8000000 && s->bias[c] < 8000000;
+        if (sim_dw_plane(s->avx2, g, pad, s->wdw + c * g->k_sz, fold ? (float)s->bias[c] : 0.0f, acc, NULL,
+                         fold ? &s->epi : NULL, c, yc))
+            continue;
+        if (fold) {
+            sim_i8_epi ep = s->epi;
+            ep.bias = NULL;
+            sim_i8_requant_plane(s->avx2, &ep, acc, g->out_sz, c, yc);
+        } else {
+            sim_i8_requant_plane(s->avx2, &s->epi, acc, g->out_sz, c, yc);
         }
+    }
+}
+
+static int run_depthwise(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y,
+                         sim_kernel_call *call)
+{
+    size_t stride = ((sim_dw_pad_elems(g) + (size_t)g->out_sz) * sizeof(float) + 63u) & ~(size_t)63u;
+    void *scr = sim_scratch_get(call, stride * (size_t)sim_call_threads(call));
+    if (!scr) return SIM_ERR_MALLOC;
+    i8_job j = {s, g, x, y, NULL, scr, stride, 0, 0, 0};
+    sim_parallel(call, dw_range, &j, g->n * g->cout);
     return 0;
+}
+
+static void gemm_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const i8_job *j = arg;
+    const sim_conv_i8 *s = j->s;
+    const sim_conv_geom *g = j->g;
+    size_t pb_sz = sim_pack_b16_size(s->kdim, j->nb), per = sim_pack_a16_size(s->rows, s->kdim);
+    int16_t *pb = (int16_t *)(void *)((char *)j->scr + (size_t)tid * j->stride), *row = pb + pb_sz;
+    const int8_t *xg = j->x + (j->n * g->cin + j->gi * g->cg) * g->in_sz;
+    int8_t *yg = j->y + (j->n * g->cout + j->gi * g->mg) * g->out_sz;
+    for (int64_t b = lo; b < hi; b++) {
+        int64_t j0 = b * j->nb, w = g->out_sz - j0 < j->nb ? g->out_sz - j0 : j->nb;
+        if (s->mode == I8_POINTWISE) {
+            sim_pack_b16_i8(xg + j0, g->in_sz, 1, s->kdim, w, s->zx, pb);
+        } else {
+            for (int64_t k = 0; k < s->kdim; k++) {
+                im2col_row_i8(g, xg, s->zx, k, j0, w, row);
+                sim_pack_b16_row(row, k, s->kdim, w, pb);
+            }
+            sim_pack_b16_pad(s->kdim, w, pb);
+        }
+        sim_gemm_i8_packed(s->avx2, s->wpack + (size_t)j->gi * per, pb, s->rows, w, s->kdim, yg + j0, NULL,
+                           g->out_sz, 1, j->gi * g->mg, 0, &s->epi);
+    }
 }
 
 static int run_gemm(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y, sim_kernel_call *call)
 {
     int64_t nb = sim_gemm_block_cols(s->kdim / 2 + 1);
     if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);
-    size_t pb_sz = sim_pack_b16_size(s->kdim, nb), per = sim_pack_a16_size(s->rows, s->kdim);
-    int16_t *pb = sim_scratch_get(call, (pb_sz + (size_t)nb) * sizeof(int16_t));
-    if (!pb) return SIM_ERR_MALLOC;
-    int16_t *row = pb + pb_sz;
+    size_t stride = ((sim_pack_b16_size(s->kdim, nb) + (size_t)nb) * sizeof(int16_t) + 63u) & ~(size_t)63u;
+    void *scr = sim_scratch_get(call, stride * (size_t)sim_call_threads(call));
+    if (!scr) return SIM_ERR_MALLOC;
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t gi = 0; gi < g->group; gi++) {
-            const int8_t *xg = x + (n * g->cin + gi * g->cg) * g->in_sz;
-            int8_t *yg = y + (n * g->cout + gi * g->mg) * g->out_sz;
-            for (int64_t j0 = 0; j0 < g->out_sz; j0 += nb) {
-                int64_t w = g->out_sz - j0 < nb ? g->out_sz - j0 : nb;
-                if (s->mode == I8_POINTWISE) {
-                    sim_pack_b16_i8(xg + j0, g->in_sz, 1, s->kdim, w, s->zx, pb);
-                } else {
-                    for (int64_t k = 0; k < s->kdim; k++) {
-                        im2col_row_i8(g, xg, s->zx, k, j0, w, row);
-                        sim_pack_b16_row(row, k, s->kdim, w, pb);
-                    }
-                    sim_pack_b16_pad(s->kdim, w, pb);
-                }
-                sim_gemm_i8_packed(s->avx2, s->wpack + (size_t)gi * per, pb, s->rows, w, s->kdim, yg + j0, NULL,
-                                   g->out_sz, 1, gi * g->mg, 0, &s->epi);
-            }
+            i8_job j = {s, g, x, y, NULL, scr, stride, nb, gi, n};
+            sim_parallel(call, gemm_range, &j, (g->out_sz + nb - 1) / nb);
         }
     return 0;
 }
@@ -376,6 +409,44 @@ static int run_transpose(const sim_conv_i8 *s, const sim_conv_geom *g, const int
     return 0;
 }
 
+static void widen_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const i8_job *j = arg;
+    int64_t total = j->nb, e0 = lo * 16384, e1 = hi * 16384 < total ? hi * 16384 : total;
+    (void)tid;
+    widen(j->s->avx2, j->x + e0, (float *)(void *)j->scr + e0, e1 - e0, (float)j->s->zx);
+}
+
+/* xf = x - zx as floats for all n elements, split over the pool. */
+static void widen_all(sim_kernel_call *call, const sim_conv_i8 *s, const int8_t *x, float *xf, int64_t n)
+{
+    i8_job j = {s, NULL, x, NULL, NULL, xf, 0, n, 0, 0};
+    sim_parallel(call, widen_range, &j, (n + 16383) / 16384);
+}
+
+typedef struct fet_job {
+    const sim_conv_i8 *s;
+    const float *pa, *pb;
+    float *ct, *col;      /* col: n_threads slices of sp floats */
+    int8_t *yg;
+    int64_t sp, mg, ch0;
+} fet_job;
+
+static void fet_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const fet_job *j = arg;
+    const sim_conv_i8 *s = j->s;
+    int64_t c0 = lo * SIM_NR, c1 = hi * SIM_NR < j->mg ? hi * SIM_NR : j->mg;
+    float *col = j->col + (size_t)tid * (size_t)sim_round_up(j->sp, 16);
+    sim_gemm_epi none;
+    memset(&none, 0, sizeof none);
+    sim_gemm_packed(s->avx2, j->pa, j->pb + c0 * s->kdim, j->sp, c1 - c0, s->kdim, j->ct + c0, j->mg, &none);
+    for (int64_t oc = c0; oc < c1; oc++) {
+        for (int64_t i = 0; i < j->sp; i++) col[i] = j->ct[i * j->mg + oc];
+        sim_i8_requant_plane(s->avx2, &s->epi, col, j->sp, j->ch0 + oc, j->yg + oc * j->sp);
+    }
+}
+
 /* Exact-float pointwise with few positions: Y^T = X^T W^T in floats, then each channel is gathered
  * and requantised. */
 static int run_float_exact_t(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y,
@@ -383,25 +454,62 @@ static int run_float_exact_t(const sim_conv_i8 *s, const sim_conv_geom *g, const
 {
     int64_t sp = g->out_sz, kdim = s->kdim;
     size_t nx = (size_t)(g->n * g->cin * g->in_sz), pa_sz = sim_pack_a_size(sp, kdim);
-    size_t per_t = sim_pack_b_size(kdim, g->mg);
-    float *xf = sim_scratch_get(call, (nx + pa_sz + (size_t)(sp * g->mg) + (size_t)sp) * sizeof(float));
+    size_t per_t = sim_pack_b_size(kdim, g->mg), colsz = (size_t)sim_round_up(sp, 16);
+    int nt = sim_call_threads(call);
+    float *xf = sim_scratch_get(call, (nx + pa_sz + (size_t)(sp * g->mg) + colsz * (size_t)nt) * sizeof(float));
     if (!xf) return SIM_ERR_MALLOC;
     float *pa = xf + nx, *ct = pa + pa_sz, *col = ct + sp * g->mg;
-    widen(s->avx2, x, xf, (int64_t)nx, (float)s->zx);
-    sim_gemm_epi none;
-    memset(&none, 0, sizeof none);
+    widen_all(call, s, x, xf, (int64_t)nx);
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t gi = 0; gi < g->group; gi++) {
             const float *xg = xf + (n * g->cin + gi * g->cg) * g->in_sz;
-            int8_t *yg = y + (n * g->cout + gi * g->mg) * sp;
             sim_pack_a(xg, 1, g->in_sz, sp, kdim, pa);
-            sim_gemm_packed(s->avx2, pa, s->fpack_t + (size_t)gi * per_t, sp, g->mg, kdim, ct, g->mg, &none);
-            for (int64_t oc = 0; oc < g->mg; oc++) {
-                for (int64_t i = 0; i < sp; i++) col[i] = ct[i * g->mg + oc];
-                sim_i8_requant_plane(s->avx2, &s->epi, col, sp, gi * g->mg + oc, yg + oc * sp);
-            }
+            fet_job j = {s, pa, s->fpack_t + (size_t)gi * per_t, ct, col, y + (n * g->cout + gi * g->mg) * sp, sp,
+                         g->mg, gi * g->mg};
+            sim_parallel(call, fet_range, &j, (g->mg + SIM_NR - 1) / SIM_NR);
         }
     return 0;
+}
+
+typedef struct fe_job {
+    const sim_conv_i8 *s;
+    const sim_conv_geom *g;
+    const float *xg, *wp;
+    int8_t *yg;
+    sim_gemm_epi epi;
+    float *pb;            /* n_threads slices of stride floats */
+    size_t stride, pb_sz;
+    int64_t nb;
+} fe_job;
+
+static void fe_pw_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const fe_job *j = arg;
+    const sim_conv_geom *g = j->g;
+    int64_t c0 = lo * SIM_NR, c1 = hi * SIM_NR < g->out_sz ? hi * SIM_NR : g->out_sz;
+    sim_gemm_epi epi = j->epi;
+    epi.c8 = j->yg + c0;
+    sim_gemm_direct_b(j->s->avx2, j->wp, j->xg + c0, g->in_sz, g->mg, c1 - c0, j->s->kdim, NULL, 0, &epi,
+                      j->pb + (size_t)tid * j->stride);
+}
+
+static void fe_gemm_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const fe_job *j = arg;
+    const sim_conv_geom *g = j->g;
+    const sim_conv_i8 *s = j->s;
+    float *pb = j->pb + (size_t)tid * j->stride, *row = pb + j->pb_sz;
+    sim_gemm_epi epi = j->epi;
+    for (int64_t b = lo; b < hi; b++) {
+        int64_t j0 = b * j->nb, w = g->out_sz - j0 < j->nb ? g->out_sz - j0 : j->nb;
+        for (int64_t k = 0; k < s->kdim; k++) {
+            sim_im2col_row(g, j->xg, k, j0, w, row);
+            sim_pack_b_row(row, k, s->kdim, w, pb);
+        }
+        sim_pack_b_pad(s->kdim, w, pb);
+        epi.c8 = j->yg + j0;
+        sim_gemm_packed(s->avx2, j->wp, pb, s->rows, w, s->kdim, NULL, 0, &epi);
+    }
 }
 
 /* Exact-float mode: (x - zx) as floats, the float GEMM, requantised in its epilogue. */
@@ -412,32 +520,21 @@ static int run_float_exact(const sim_conv_i8 *s, const sim_conv_geom *g, const i
     int64_t nb = s->mode == I8_POINTWISE ? SIM_NR : sim_gemm_block_cols(s->kdim);
     if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);
     size_t pb_sz = sim_pack_b_size(s->kdim, nb), per = sim_pack_a_size(s->rows, s->kdim);
-    float *xf = sim_scratch_get(call, (nx + pb_sz + (size_t)nb) * sizeof(float));
+    size_t stride = (pb_sz + (size_t)nb + 15u) & ~(size_t)15u, nxr = (nx + 15u) & ~(size_t)15u;
+    float *xf = sim_scratch_get(call, (nxr + stride * (size_t)sim_call_threads(call)) * sizeof(float));
     if (!xf) return SIM_ERR_MALLOC;
-    float *pb = xf + nx, *row = pb + pb_sz;
-    float fz = (float)s->zx;
-    widen(s->avx2, x, xf, (int64_t)nx, fz);
+    float *pb = xf + nxr;
+    widen_all(call, s, x, xf, (int64_t)nx);
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t gi = 0; gi < g->group; gi++) {
-            const float *xg = xf + (n * g->cin + gi * g->cg) * g->in_sz;
-            int8_t *yg = y + (n * g->cout + gi * g->mg) * g->out_sz;
-            sim_gemm_epi epi = {.q = &s->epi, .c8 = yg, .ldc8 = g->out_sz, .ch0 = gi * g->mg,
-                                .bias_row = s->fbias ? s->fbias + gi * g->mg : NULL};
-            const float *wp = s->fpack + (size_t)gi * per;
-            if (s->mode == I8_POINTWISE) {
-                sim_gemm_direct_b(s->avx2, wp, xg, g->in_sz, g->mg, g->out_sz, s->kdim, NULL, 0, &epi, pb);
-                continue;
-            }
-            for (int64_t j0 = 0; j0 < g->out_sz; j0 += nb) {
-                int64_t w = g->out_sz - j0 < nb ? g->out_sz - j0 : nb;
-                for (int64_t k = 0; k < s->kdim; k++) {
-                    sim_im2col_row(g, xg, k, j0, w, row);
-                    sim_pack_b_row(row, k, s->kdim, w, pb);
-                }
-                sim_pack_b_pad(s->kdim, w, pb);
-                epi.c8 = yg + j0;
-                sim_gemm_packed(s->avx2, wp, pb, s->rows, w, s->kdim, NULL, 0, &epi);
-            }
+            fe_job j = {s, g, xf + (n * g->cin + gi * g->cg) * g->in_sz, s->fpack + (size_t)gi * per,
+                        y + (n * g->cout + gi * g->mg) * g->out_sz, {0}, pb, stride, pb_sz, nb};
+            j.epi = (sim_gemm_epi){.q = &s->epi, .ldc8 = g->out_sz, .ch0 = gi * g->mg,
+                                   .bias_row = s->fbias ? s->fbias + gi * g->mg : NULL};
+            if (s->mode == I8_POINTWISE)
+                sim_parallel(call, fe_pw_range, &j, (g->out_sz + SIM_NR - 1) / SIM_NR);
+            else
+                sim_parallel(call, fe_gemm_range, &j, (g->out_sz + nb - 1) / nb);
         }
     return 0;
 }

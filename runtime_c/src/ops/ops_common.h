@@ -88,6 +88,11 @@ int sim_bcast_check(const sim_tensor *out, const sim_tensor *const *ins, uint32_
 /* Scratch helper: returns NULL when no scratch is available or on OOM. */
 void *sim_scratch_get(sim_kernel_call *call, size_t bytes);
 
+/* Threads a kernel may split its work over (1 without a pool). */
+int sim_call_threads(const sim_kernel_call *call);
+/* Runs fn over [0, n) through the call's pool, or inline when there is none (see sim_par). */
+void sim_parallel(const sim_kernel_call *call, sim_par_fn fn, void *arg, int64_t n);
+
 /* Runtime AVX2 check for the vector paths; -DSIM_FORCE_GENERIC builds (tests) take the portable C
  * paths everywhere. */
 #if defined(SIM_FORCE_GENERIC) || !defined(__x86_64__) || !defined(__GNUC__)

@@ -1,0 +1,244 @@
+/*
+ * Per-context worker pool for the kernels' parallel loops (sim_par in sim_graph.h).
+ *
+ * Why: the simulator must keep up with onnxruntime on a small multi-core host, and the large
+ * convolutions split cleanly by output channel. The pool belongs to one context (no global state),
+ * is created on the first run that can use it and joined when the context is destroyed.
+ *
+ * Work of n items is cut into one contiguous range per thread by a fixed formula, so which thread
+ * computes an element never changes its arithmetic: results are identical for every thread count.
+ * Workers spin briefly for the next job (operators follow each other within microseconds) and then
+ * sleep on a condition variable, so an idle context costs no CPU.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sim_core.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SIM_PAUSE() _mm_pause()
+#else
+#define SIM_PAUSE() ((void)0)
+#endif
+
+#define SIM_SPIN_NS 200000 /* how long a thread spins before sleeping (0.2 ms) */
+
+struct sim_workers {
+    sim_par api;                /* must stay first */
+    int n_threads;              /* including the calling thread */
+    int n_started;              /* worker threads actually created */
+    pthread_t *threads;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work, cv_done;
+    atomic_ulong gen;           /* job generation; bumped for every job and for stop */
+    atomic_int pending;         /* workers still running the current job */
+    atomic_int stop;
+    /* current job: written before gen is bumped (release), read after it is seen (acquire) */
+    sim_par_fn fn;
+    void *arg;
+    int64_t n_items;
+};
+
+typedef struct worker_arg {
+    sim_workers *p;
+    int tid;
+} worker_arg;
+
+static double mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static void run_range(sim_workers *p, int tid)
+{
+    int64_t n = p->n_items, t = p->n_threads;
+    int64_t lo = n * tid / t, hi = n * (tid + 1) / t;
+    if (lo < hi)
+        p->fn(p->arg, lo, hi, tid);
+}
+
+/* Waits until gen differs from seen: spin first, then sleep. Returns the new generation. */
+static unsigned long wait_gen(sim_workers *p, unsigned long seen)
+{
+    double t0 = 0.0;
+    for (unsigned i = 0;; i++) {
+        unsigned long g = atomic_load_explicit(&p->gen, memory_order_acquire);
+        if (g != seen)
+            return g;
+        SIM_PAUSE();
+        if ((i & 63u) == 63u) {
+            double t = mono_ns();
+            if (t0 == 0.0)
+                t0 = t;
+            else if (t - t0 > SIM_SPIN_NS)
+                break;
+        }
+    }
+    pthread_mutex_lock(&p->mu);
+    unsigned long g;
+    while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen)
+        pthread_cond_wait(&p->cv_work, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    return g;
+}
+
+static void *worker_main(void *arg)
+{
+    worker_arg wa = *(worker_arg *)arg;
+    free(arg);
+    sim_workers *p = wa.p;
+    unsigned long seen = 0;
+    for (;;) {
+        seen = wait_gen(p, seen);
+        if (atomic_load_explicit(&p->stop, memory_order_acquire))
+            return NULL;
+        run_range(p, wa.tid);
+        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->cv_done);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+}
+
+static void pool_run(sim_par *self, sim_par_fn fn, void *arg, int64_t n_items)
+{
+    sim_workers *p = (sim_workers *)self;
+    if (n_items <= 0)
+        return;
+    if (p->n_started == 0 || n_items == 1) {
+        fn(arg, 0, n_items, 0);
+        return;
+    }
+    p->fn = fn;
+    p->arg = arg;
+    p->n_items = n_items;
+    atomic_store_explicit(&p->pending, p->n_started, memory_order_relaxed);
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add_explicit(&p->gen, 1, memory_order_acq_rel);
+    pthread_cond_broadcast(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+    run_range(p, 0);
+    double t0 = 0.0;
+    for (unsigned i = 0; atomic_load_explicit(&p->pending, memory_order_acquire) != 0; i++) {
+        SIM_PAUSE();
+        if ((i & 63u) == 63u) {
+            double t = mono_ns();
+            if (t0 == 0.0) {
+                t0 = t;
+            } else if (t - t0 > SIM_SPIN_NS) {
+                pthread_mutex_lock(&p->mu);
+                while (atomic_load_explicit(&p->pending, memory_order_acquire) != 0)
+                    pthread_cond_wait(&p->cv_done, &p->mu);
+                pthread_mutex_unlock(&p->mu);
+                break;
+            }
+        }
+    }
+}
+
+int sim_threads_wanted(void)
+{
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (online < 1)
+        online = 1;
+    long want = SIM_DEFAULT_THREADS;
+    const char *env = getenv("RKNNLINK_SIM_THREADS");
+    if (env != NULL && *env != '\0') {
+        char *end = NULL;
+        errno = 0;
+        long v = strtol(env, &end, 10);
+        if (errno == 0 && end != env && *end == '\0' && v >= 1)
+            want = v;
+        else
+            sim_log(SIM_LOG_WARN, "RKNNLINK_SIM_THREADS='%s' is not a positive integer; using %ld", env, want);
+    }
+    if (want > SIM_MAX_THREADS)
+        want = SIM_MAX_THREADS;
+    return (int)(want < online ? want : online);
+}
+
+sim_workers *sim_workers_create(int n_threads)
+{
+    if (n_threads < 1)
+        n_threads = 1;
+    sim_workers *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return NULL;
+    p->api.run = pool_run;
+    p->api.n_threads = 1;
+    p->n_threads = n_threads;
+    if (pthread_mutex_init(&p->mu, NULL) != 0) {
+        free(p);
+        return NULL;
+    }
+    if (pthread_cond_init(&p->cv_work, NULL) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return NULL;
+    }
+    if (pthread_cond_init(&p->cv_done, NULL) != 0) {
+        pthread_cond_destroy(&p->cv_work);
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return NULL;
+    }
+    atomic_init(&p->gen, 0);
+    atomic_init(&p->pending, 0);
+    atomic_init(&p->stop, 0);
+    if (n_threads > 1) {
+        p->threads = calloc((size_t)n_threads - 1, sizeof(pthread_t));
+        if (p->threads == NULL) {
+            p->n_threads = 1;
+            return p;
+        }
+    }
+    for (int t = 1; t < n_threads; t++) {
+        worker_arg *wa = malloc(sizeof *wa);
+        if (wa == NULL)
+            break;
+        wa->p = p;
+        wa->tid = t;
+        if (pthread_create(&p->threads[t - 1], NULL, worker_main, wa) != 0) {
+            free(wa);
+            break;
+        }
+        p->n_started++;
+    }
+    /* with fewer workers than asked for, the ranges are cut for the threads that exist */
+    p->n_threads = p->n_started + 1;
+    p->api.n_threads = p->n_threads;
+    if (p->n_started + 1 < n_threads)
+        sim_log(SIM_LOG_WARN, "started %d of %d simulator threads", p->n_started + 1, n_threads);
+    return p;
+}
+
+void sim_workers_destroy(sim_workers *p)
+{
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->mu);
+    atomic_store_explicit(&p->stop, 1, memory_order_release);
+    atomic_fetch_add_explicit(&p->gen, 1, memory_order_acq_rel);
+    pthread_cond_broadcast(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+    for (int t = 0; t < p->n_started; t++)
+        pthread_join(p->threads[t], NULL);
+    free(p->threads);
+    pthread_cond_destroy(&p->cv_work);
+    pthread_cond_destroy(&p->cv_done);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+sim_par *sim_workers_par(sim_workers *p)
+{
+    return p ? &p->api : NULL;
+}
