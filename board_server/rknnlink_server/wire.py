@@ -62,6 +62,7 @@ def recv_frame(sock: socket.socket) -> Tuple[Dict[str, Any], List[bytearray]]:
     header_len, n_blobs = _PREFIX.unpack(first)
     if header_len > MAX_HEADER or n_blobs > MAX_BLOBS:
         raise ValueError(f"corrupt frame: header {header_len} bytes, {n_blobs} blobs")
-    sizes = struct.unpack(f"<{n_blobs}Q", bytes(_recv_exact(sock, 8 * n_blobs))) if n_blobs else ()
-    header = json.loads(bytes(_recv_exact(sock, header_len)))
+    head = _recv_exact(sock, 8 * n_blobs + header_len)  # blob sizes and header in one read
+    sizes = struct.unpack_from(f"<{n_blobs}Q", head) if n_blobs else ()
+    header = json.loads(head[8 * n_blobs:].decode())
     return header, [_recv_exact(sock, size) for size in sizes]

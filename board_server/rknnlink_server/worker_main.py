@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import math
 import signal
 import socket
 import sys
@@ -107,7 +108,7 @@ class Worker:
     def _array(i: int, meta: Dict[str, Any], blob: bytearray) -> np.ndarray:
         dtype = numpy_dtype(int(meta.get("dtype", 0)))
         shape = [int(d) for d in meta.get("shape", [])]
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else len(blob)
+        expected = math.prod(shape) * dtype.itemsize if shape else len(blob)
         if expected != len(blob) or len(blob) % dtype.itemsize:
             raise RknnError(RKNN_ERR_INPUT_INVALID, None,
                             f"input {i}: {len(blob)} data bytes do not match shape {shape} of {dtype} "
