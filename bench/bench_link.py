@@ -12,6 +12,7 @@ with the must/aim verdict. Exit status 1 when a "must" fails.
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import statistics
 import struct
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Any, Callable, Dict
 
 import numpy as np
 
@@ -63,8 +64,13 @@ from rknnlink.v1 import fastwire
 reply = fastwire.encode_run_response(1, [fastwire.encode_tensor(0, [1, 3], b"\0" * int(sys.argv[1]))], 1)
 def run(request, context):
     return reply
+def run_stream(requests, context):
+    for _ in requests:
+        yield reply
 handlers = {"Run": grpc.unary_unary_rpc_method_handler(run, request_deserializer=fastwire.decode_run_request,
-                                                       response_serializer=lambda b: b)}
+                                                       response_serializer=lambda b: b),
+            "RunStream": grpc.stream_stream_rpc_method_handler(
+                run_stream, request_deserializer=fastwire.decode_run_request, response_serializer=lambda b: b)}
 server = grpc.server(futures.ThreadPoolExecutor(4))
 server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("rknnlink.v1.RknnLink", handlers),))
 print(server.add_insecure_port("127.0.0.1:0"), flush=True)
@@ -73,8 +79,9 @@ server.wait_for_termination()
 """
 
 
-def bare_grpc_round_trip(payload: bytes, reply_size: int) -> float:
-    """Median unary round trip (us) to a do-nothing Python gRPC server: the floor any gRPC daemon pays."""
+def bare_grpc_round_trip(payload: bytes, reply_size: int) -> tuple:
+    """Median round trips (us) to a do-nothing Python gRPC server, unary and one message at a time on a bidi
+    stream (how session.run() talks): the floor any Python gRPC daemon pays before doing any work."""
     from rknnlink.v1 import fastwire
     from rknnlink_server.worker import _child_env
 
@@ -88,16 +95,32 @@ def bare_grpc_round_trip(payload: bytes, reply_size: int) -> float:
             call = channel.unary_unary("/rknnlink.v1.RknnLink/Run", request_serializer=None,
                                        response_deserializer=fastwire.decode_run_response)
             request = fastwire.encode_run_request("s", 1, [fastwire.encode_tensor(3, [len(payload)], payload)], False)
-            samples = []
-            for i in range(N_LATENCY + 50):
-                start = time.perf_counter()
-                call(request)
-                if i >= 50:
-                    samples.append(time.perf_counter() - start)
-        return _median_us(samples)
+            unary = _timed(lambda: call(request))
+            requests: "queue.Queue[Any]" = queue.Queue()  # noqa: UP037
+            replies = channel.stream_stream("/rknnlink.v1.RknnLink/RunStream", request_serializer=None,
+                                            response_deserializer=fastwire.decode_run_response)(
+                iter(requests.get, None))
+
+            def one() -> None:
+                requests.put(request)
+                next(replies)
+
+            stream = _timed(one)
+            requests.put(None)
+        return unary, stream
     finally:
         proc.kill()
         proc.wait()
+
+
+def _timed(step: Callable[[], Any]) -> float:
+    samples = []
+    for i in range(N_LATENCY + 50):
+        start = time.perf_counter()
+        step()
+        if i >= 50:
+            samples.append(time.perf_counter() - start)
+    return _median_us(samples)
 
 
 def _median_us(samples) -> float:
@@ -180,7 +203,8 @@ def one_round(model: bytes, image: np.ndarray) -> Dict[str, float]:
     finally:
         daemon.stop()
     tcp_us = raw_tcp_round_trip(image.tobytes(), reply_size)
-    return {"tcp": tcp_us, "grpc": bare_grpc_round_trip(image.tobytes(), reply_size), "inproc": inproc_us,
+    grpc_unary_us, grpc_stream_us = bare_grpc_round_trip(image.tobytes(), reply_size)
+    return {"tcp": tcp_us, "grpc": grpc_unary_us, "grpc_stream": grpc_stream_us, "inproc": inproc_us,
             "run": run_us, "unary": unary_us, "inproc_item": inproc_item_us, "stream_item": stream_item_us,
             "run_overhead": run_us - inproc_us, "unary_overhead": unary_us - inproc_us,
             "stream_overhead": stream_item_us - inproc_item_us,
@@ -197,6 +221,8 @@ def main() -> int:
     rows = [
         ("raw TCP round trip (150,528 B out)", m["tcp"], ""),
         ("bare Python gRPC unary echo (context)", m["grpc"], f"{m['grpc'] / m['tcp']:.2f} x TCP, no daemon work"),
+        ("bare Python gRPC stream echo (context)", m["grpc_stream"],
+         f"{m['grpc_stream'] / m['tcp']:.2f} x TCP, one message at a time, no daemon work"),
         ("in-process infer (median)", m["inproc"], ""),
         ("daemon session.run (median)", m["run"], "one request at a time on a kept RunStream"),
         ("run() link overhead", m["run_overhead"], f"{m['run_ratio']:.2f} x TCP (must <= {MUST_RATIO:g})"),
