@@ -3,15 +3,19 @@
 Builds the model with onnx.helper (seeded random weights, no BatchNormalization, Clip(0, 6) activations,
 residual Adds, GlobalAveragePool, Gemm 1280 -> 1000), converts it with rknnlink.model to fp16 and int8,
 then times onnxruntime fp32 (intra_op_num_threads=1) and the simulator on the same input in this process.
-Prints median latencies and the simulator/onnxruntime ratios (acceptance: <= 1.5 for fp16 and int8).
+The simulator runs with its worker threads (RKNNLINK_SIM_THREADS, default min(online CPUs, 4)) and, for
+comparison, with one thread. Three rounds of interleaved runs; each round gives a median latency per runner
+and a ratio per mode, and the printed ratio is the median of the three (acceptance: <= 1.5 for fp16 and
+int8, target 1.0).
 
-Usage: python bench/bench_sim_vs_ort.py [--runs N] [--width W] [--check]
+Usage: python bench/bench_sim_vs_ort.py [--runs N] [--rounds R] [--width W] [--check]
 Set RKNNLINK_SIM_LIB to time a freshly built runtime_c/build/librknnrt_sim.so.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -27,6 +31,7 @@ from rknnlink.model.builder import BuildConfig, build
 from rknnlink.runtime import RuntimeLibrary
 
 LIMIT = 1.5
+DEFAULT_SIM_THREADS = 4  # runtime_c/src/sim_core.h SIM_DEFAULT_THREADS
 
 
 class _Net:
@@ -114,11 +119,32 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
 
 
+def sim_threads() -> int:
+    """Threads a new simulator context uses (the rule of runtime_c/src/workers.c: sim_threads_wanted)."""
+    env = os.environ.get("RKNNLINK_SIM_THREADS", "")
+    want = int(env) if env.isdigit() and int(env) >= 1 else DEFAULT_SIM_THREADS
+    return max(1, min(want, os.cpu_count() or 1))
+
+
+def init_with_threads(lib: RuntimeLibrary, data: bytes, threads: int):
+    """A context with `threads` workers: the simulator reads RKNNLINK_SIM_THREADS at context creation."""
+    old = os.environ.get("RKNNLINK_SIM_THREADS")
+    os.environ["RKNNLINK_SIM_THREADS"] = str(threads)
+    try:
+        return lib.init(data)
+    finally:
+        if old is None:
+            del os.environ["RKNNLINK_SIM_THREADS"]
+        else:
+            os.environ["RKNNLINK_SIM_THREADS"] = old
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--runs", type=int, default=30, help="timed runs per runner and round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds; the ratio printed is their median")
     ap.add_argument("--width", type=float, default=1.0)
-    ap.add_argument("--check", action="store_true", help="exit 1 when a ratio exceeds the 1.5x limit")
+    ap.add_argument("--check", action="store_true", help="exit 1 when a median ratio exceeds the 1.5x limit")
     args = ap.parse_args()
 
     model = mobilenetv2_like(args.width)
@@ -140,27 +166,45 @@ def main() -> int:
         (Path(tmp) / "dataset.txt").write_text("\n".join(lines) + "\n")
         built = {mode: build(model, BuildConfig(progress=False), quant, Path(tmp) / "dataset.txt" if quant else None)
                  for mode, quant in (("fp16", False), ("int8", True))}
-    ctxs = {mode: lib.init(b.data) for mode, b in built.items()}
+    threads = sim_threads()
+    variants = [(mode, threads) for mode in built]
+    if threads > 1:
+        variants += [(mode, 1) for mode in built]
+    ctxs = {v: init_with_threads(lib, built[v[0]].data, v[1]) for v in variants}
     try:
         runners = {"ort": lambda: sess.run(None, {"input": x})}
-        for mode, ctx in ctxs.items():
-            runners[mode] = lambda c=ctx: c.infer([x], formats=["nchw"])
-        # Interleave the runners so that load from other processes hits all of them alike.
-        times = interleaved_ms(runners, args.runs)
-        cos = {mode: cosine(ctx.infer([x], formats=["nchw"])[0], ref) for mode, ctx in ctxs.items()}
+        for v, ctx in ctxs.items():
+            runners[v] = lambda c=ctx: c.infer([x], formats=["nchw"])
+        # Interleave the runners so that load from other processes hits all of them alike; several rounds
+        # so that one disturbed round does not decide the ratio.
+        rounds = [interleaved_ms(runners, args.runs) for _ in range(max(1, args.rounds))]
+        cos = {v: cosine(ctx.infer([x], formats=["nchw"])[0], ref) for v, ctx in ctxs.items()}
     finally:
         for ctx in ctxs.values():
             ctx.close()
-    t_ort = times["ort"]
-    results = {mode: (times[mode], cos[mode]) for mode in ctxs}
+    return report(args, threads, rounds, cos)
 
-    print(f"model: MobileNetV2-like 224x224 width {args.width}, runs {args.runs}, one thread")
-    print(f"onnxruntime fp32      {t_ort:8.2f} ms")
+
+def report(args: argparse.Namespace, threads: int, rounds: list, cos: dict) -> int:
+    """Prints per-round and median latencies and ratios; returns the exit status for --check."""
+    print(f"model: MobileNetV2-like 224x224 width {args.width}, {len(rounds)} rounds of {args.runs} runs; "
+          "onnxruntime fp32 on one thread")
+    print(f"simulator threads: {threads} (RKNNLINK_SIM_THREADS, default min(online CPUs, {DEFAULT_SIM_THREADS}))"
+          + ("; single-thread rows for comparison" if threads > 1 else ""))
+    t_ort = statistics.median(r["ort"] for r in rounds)
+    print(f"onnxruntime fp32               {t_ort:8.2f} ms  (rounds: "
+          + " ".join(f"{r['ort']:.2f}" for r in rounds) + ")")
     ok = True
-    for mode, (t, cos) in results.items():
-        ratio = t / t_ort
-        ok = ok and ratio <= LIMIT
-        print(f"simulator {mode:<11} {t:8.2f} ms  ratio {ratio:5.2f}  (limit {LIMIT})  cosine vs ort {cos:.5f}")
+    for v in cos:
+        mode, n = v
+        ratios = [r[v] / r["ort"] for r in rounds]
+        ratio = statistics.median(ratios)
+        t = statistics.median(r[v] for r in rounds)
+        if n == threads:
+            ok = ok and ratio <= LIMIT
+        label = f"simulator {mode} {n} thread{'s' if n > 1 else ''}"
+        print(f"{label:<30} {t:8.2f} ms  ratio {ratio:5.2f}  (rounds: " + " ".join(f"{q:.2f}" for q in ratios)
+              + f"; limit {LIMIT})  cosine vs ort {cos[v]:.5f}")
     return 0 if ok or not args.check else 1
 
 

@@ -270,6 +270,8 @@ static int run_op(sim_ctx *c, uint32_t k)
             conv_off += ((uint64_t)ts->n_elems * 4u + 63u) & ~(uint64_t)63u;
         } else {
             call.out[i].f32 = sim_tensor_storage(c, t);
+            if (ts->dtype == SIM_F16 && i < 32)
+                call.f16_out |= 1u << i;
         }
     }
     int rc = all_i8 ? def->run_i8(&call) : def->run_f32(&call);
@@ -282,7 +284,7 @@ static int run_op(sim_ctx *c, uint32_t k)
         for (uint32_t i = 0; i < op->n_outputs; i++) {
             const sim_tensor *ts = call.out[i].t;
             float *f = call.out[i].f32;
-            if (ts->dtype == SIM_F16)
+            if (ts->dtype == SIM_F16 && !(i < 32 && (call.f16_done & (1u << i))))
                 convert(c, CV_ROUND_F16, f, NULL, (size_t)ts->n_elems, 0.0f, 0);
             else if (ts->dtype == SIM_I8)
                 convert(c, CV_QUANT, f, sim_tensor_storage(c, op->outputs[i]), (size_t)ts->n_elems, ts->scale,

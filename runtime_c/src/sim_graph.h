@@ -5,7 +5,8 @@
  * Representation of activations at run time:
  *   - FLOAT32 and FLOAT16 tensors are held in float32 buffers. FLOAT16 values are
  *     always exactly representable in binary16 (the executor rounds every FLOAT16
- *     operator output), so results equal an fp16 datapath that accumulates in fp32.
+ *     operator output unless the kernel did, see f16_done), so results equal an fp16
+ *     datapath that accumulates in fp32.
  *   - INT8 tensors are held as int8_t with per-tensor scale/zero point.
  *   - INT32/INT64 constants (e.g. Gather indices) keep their own type.
  * Constants: `data` points to the constant bytes (aligned copy owned by the
@@ -110,9 +111,10 @@ typedef struct sim_scratch {
 } sim_scratch;
 
 /* Parallel loop the executor lends a kernel: run(self, fn, arg, n) calls fn(arg, lo, hi, tid) on
- * contiguous ranges covering [0, n) exactly once, one range per thread (tid 0 = the caller, up to
- * n_threads - 1), and returns when all are done. The cut depends only on n and n_threads. fn must
- * write disjoint outputs per range and take no scratch (get it before, n_threads slices). */
+ * contiguous ranges that cover [0, n) exactly once, in any order and on any thread, and returns when
+ * all are done. tid (0 = the caller, below n_threads) names the running thread so that fn can use a
+ * per-thread scratch slice (taken before run: fn must not call the scratch allocator). fn must write
+ * disjoint outputs per range and compute the same bytes however [0, n) is cut. */
 typedef void (*sim_par_fn)(void *arg, int64_t lo, int64_t hi, int tid);
 typedef struct sim_par {
     void (*run)(struct sim_par *self, sim_par_fn fn, void *arg, int64_t n_items);
@@ -126,6 +128,9 @@ typedef struct sim_kernel_call {
     sim_buf out[16];
     sim_scratch *scratch;
     sim_par *par;            /* NULL: run serially */
+    /* Float path: bit i of f16_out set = output i is FLOAT16. A kernel that rounds that output to
+     * binary16 itself (after its activation) sets bit i of f16_done, and the executor skips its pass. */
+    uint32_t f16_out, f16_done;
 } sim_kernel_call;
 
 typedef struct sim_op_def {

@@ -5,8 +5,9 @@
  * convolutions split cleanly by output channel. The pool belongs to one context (no global state),
  * is created on the first run that can use it and joined when the context is destroyed.
  *
- * Work of n items is cut into one contiguous range per thread by a fixed formula, so which thread
- * computes an element never changes its arithmetic: results are identical for every thread count.
+ * Work of n items is cut into a few chunks per thread that the threads claim as they come (a busy
+ * host may not schedule a worker in time; then the caller does the chunk). A chunk computes the same
+ * bytes whichever thread runs it, so results are identical for every thread count.
  * Workers spin briefly for the next job (operators follow each other within microseconds) and then
  * sleep on a condition variable, so an idle context costs no CPU.
  */
@@ -28,6 +29,9 @@
 
 #define SIM_SPIN_NS 200000 /* how long a thread spins before sleeping (0.2 ms) */
 
+#define SIM_CLOSED 0x40000000 /* ticket bit: the job takes no more helpers */
+#define SIM_CHUNKS_PER_THREAD 4
+
 struct sim_workers {
     sim_par api;                /* must stay first */
     int n_threads;              /* including the calling thread */
@@ -35,13 +39,18 @@ struct sim_workers {
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_done;
-    atomic_ulong gen;           /* job generation; bumped for every job and for stop */
-    atomic_int pending;         /* workers still running the current job */
+    atomic_ulong gen;           /* bumped for every job and for stop */
     atomic_int stop;
-    /* current job: written before gen is bumped (release), read after it is seen (acquire) */
+    /* A worker joins the current job by incrementing ticket; once the caller has run out of chunks it
+     * sets SIM_CLOSED and waits only for the workers that joined (done), so a worker the OS has not
+     * scheduled yet never delays a run: the caller then simply does all chunks itself. */
+    atomic_int ticket;
+    atomic_int done;
+    atomic_llong next_chunk;
+    /* current job: written before ticket is reset (release), read only by workers that joined */
     sim_par_fn fn;
     void *arg;
-    int64_t n_items;
+    int64_t n_items, chunk, n_chunks;
 };
 
 typedef struct worker_arg {
@@ -56,12 +65,17 @@ static double mono_ns(void)
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
-static void run_range(sim_workers *p, int tid)
+/* Claims and runs chunks of the current job until none is left. Which thread runs a chunk does not
+ * change what the chunk computes (tid only selects the thread's scratch slice). */
+static void run_chunks(sim_workers *p, int tid)
 {
-    int64_t n = p->n_items, t = p->n_threads;
-    int64_t lo = n * tid / t, hi = n * (tid + 1) / t;
-    if (lo < hi)
+    for (;;) {
+        int64_t c = atomic_fetch_add_explicit(&p->next_chunk, 1, memory_order_relaxed);
+        if (c >= p->n_chunks)
+            return;
+        int64_t lo = c * p->chunk, hi = lo + p->chunk < p->n_items ? lo + p->chunk : p->n_items;
         p->fn(p->arg, lo, hi, tid);
+    }
 }
 
 /* Waits until gen differs from seen: spin first, then sleep. Returns the new generation. */
@@ -99,12 +113,14 @@ static void *worker_main(void *arg)
         seen = wait_gen(p, seen);
         if (atomic_load_explicit(&p->stop, memory_order_acquire))
             return NULL;
-        run_range(p, wa.tid);
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->cv_done);
-            pthread_mutex_unlock(&p->mu);
-        }
+        int t = atomic_fetch_add_explicit(&p->ticket, 1, memory_order_acq_rel);
+        if (t & SIM_CLOSED)
+            continue; /* too late for this job: the caller finished it */
+        run_chunks(p, wa.tid);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel);
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_signal(&p->cv_done);
+        pthread_mutex_unlock(&p->mu);
     }
 }
 
@@ -117,17 +133,23 @@ static void pool_run(sim_par *self, sim_par_fn fn, void *arg, int64_t n_items)
         fn(arg, 0, n_items, 0);
         return;
     }
+    int64_t want = (int64_t)p->n_threads * SIM_CHUNKS_PER_THREAD;
     p->fn = fn;
     p->arg = arg;
     p->n_items = n_items;
-    atomic_store_explicit(&p->pending, p->n_started, memory_order_relaxed);
+    p->chunk = (n_items + want - 1) / want;
+    p->n_chunks = (n_items + p->chunk - 1) / p->chunk;
+    atomic_store_explicit(&p->next_chunk, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->ticket, 0, memory_order_release);
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add_explicit(&p->gen, 1, memory_order_acq_rel);
     pthread_cond_broadcast(&p->cv_work);
     pthread_mutex_unlock(&p->mu);
-    run_range(p, 0);
+    run_chunks(p, 0);
+    int joined = atomic_fetch_or_explicit(&p->ticket, SIM_CLOSED, memory_order_acq_rel) & ~SIM_CLOSED;
     double t0 = 0.0;
-    for (unsigned i = 0; atomic_load_explicit(&p->pending, memory_order_acquire) != 0; i++) {
+    for (unsigned i = 0; atomic_load_explicit(&p->done, memory_order_acquire) != joined; i++) {
         SIM_PAUSE();
         if ((i & 63u) == 63u) {
             double t = mono_ns();
@@ -135,7 +157,7 @@ static void pool_run(sim_par *self, sim_par_fn fn, void *arg, int64_t n_items)
                 t0 = t;
             } else if (t - t0 > SIM_SPIN_NS) {
                 pthread_mutex_lock(&p->mu);
-                while (atomic_load_explicit(&p->pending, memory_order_acquire) != 0)
+                while (atomic_load_explicit(&p->done, memory_order_acquire) != joined)
                     pthread_cond_wait(&p->cv_done, &p->mu);
                 pthread_mutex_unlock(&p->mu);
                 break;
@@ -191,8 +213,10 @@ sim_workers *sim_workers_create(int n_threads)
         return NULL;
     }
     atomic_init(&p->gen, 0);
-    atomic_init(&p->pending, 0);
     atomic_init(&p->stop, 0);
+    atomic_init(&p->ticket, SIM_CLOSED);
+    atomic_init(&p->done, 0);
+    atomic_init(&p->next_chunk, 0);
     if (n_threads > 1) {
         p->threads = calloc((size_t)n_threads - 1, sizeof(pthread_t));
         if (p->threads == NULL) {

@@ -786,6 +786,170 @@ static void test_memory_plan(void)
     }
 }
 
+/* ---- worker pool: same bytes for 1 and 2 threads, parallel contexts each with their own pool ---- */
+#ifndef SIM_STAND_IN_KERNELS
+static float lcg_unit(uint32_t *st)
+{
+    *st = *st * 1664525u + 1013904223u;
+    return (float)(*st >> 8) / 16777216.0f - 0.5f;
+}
+
+static uint32_t pool_const(mw *w, const char *name, uint32_t mode, uint32_t nd, const uint32_t *d, uint32_t n,
+                           float amp, uint32_t *st)
+{
+    if (mode == 2) { /* int8 weights, scale amp / 64 */
+        int8_t *q = malloc(n);
+        for (uint32_t i = 0; i < n; i++)
+            q[i] = (int8_t)(int)(lcg_unit(st) * 200.0f);
+        uint32_t t = mw_const(w, name, 2, nd, d, q, n, 2, amp / 64.0f, 0);
+        free(q);
+        return t;
+    }
+    if (mode == 1) {
+        uint16_t *h = malloc(n * 2u);
+        for (uint32_t i = 0; i < n; i++)
+            h[i] = f2h(lcg_unit(st) * amp);
+        uint32_t t = mw_const(w, name, 1, nd, d, h, n * 2u, 0, 0, 0);
+        free(h);
+        return t;
+    }
+    float *f = malloc(n * 4u);
+    for (uint32_t i = 0; i < n; i++)
+        f[i] = lcg_unit(st) * amp;
+    uint32_t t = mw_const(w, name, 0, nd, d, f, n * 4u, 0, 0, 0);
+    free(f);
+    return t;
+}
+
+/* x[1,16,24,24] -> Conv3x3 16->32 Relu -> depthwise 3x3 s2 Clip -> Conv1x1 32->48 -> y; mode 0 fp32, 1 fp16,
+ * 2 int8. Big enough that every conv kernel splits its work. */
+static uint8_t *pool_model(uint32_t mode, size_t *size)
+{
+    uint32_t st = 7u + mode;
+    uint32_t dt = mode == 0 ? 0 : (mode == 1 ? 1 : 2), qn = mode == 2 ? 2 : 0;
+    mw *w = mw_new("rk3588", mode);
+    uint32_t dx[4] = {1, 16, 24, 24}, d1[4] = {1, 32, 24, 24}, d2[4] = {1, 32, 12, 12}, dy[4] = {1, 48, 12, 12};
+    uint32_t x = mw_tensor(w, "x", dt, 4, dx, 2, qn, 0.02f, 3);
+    uint32_t t1 = mw_tensor(w, "t1", dt, 4, d1, 0, qn, 0.03f, -5);
+    uint32_t t2 = mw_tensor(w, "t2", dt, 4, d2, 0, qn, 0.025f, -2);
+    uint32_t y = mw_tensor(w, "y", dt, 4, dy, 3, qn, 0.04f, 1);
+    uint32_t w1d[4] = {32, 16, 3, 3}, w2d[4] = {32, 1, 3, 3}, w3d[4] = {48, 32, 1, 1}, bd[1] = {32}, b3d[1] = {48};
+    uint32_t w1 = pool_const(w, "w1", mode, 4, w1d, 32 * 16 * 9, 0.5f, &st);
+    uint32_t w2 = pool_const(w, "w2", mode, 4, w2d, 32 * 9, 0.8f, &st);
+    uint32_t w3 = pool_const(w, "w3", mode, 4, w3d, 48 * 32, 0.5f, &st);
+    int64_t k3[2] = {3, 3}, p1[4] = {1, 1, 1, 1}, s2[2] = {2, 2};
+    mw_attr_ints(w, "kernel_shape", k3, 2);
+    mw_attr_ints(w, "pads", p1, 4);
+    if (mode != 2) {
+        uint32_t b1 = pool_const(w, "b1", mode, 1, bd, 32, 0.2f, &st);
+        uint32_t ins[3] = {x, w1, b1};
+        mw_op(w, 1, "conv1", 3, ins, 1, &t1, 1, 0, 0);
+    } else {
+        uint32_t ins[2] = {x, w1};
+        mw_op(w, 1, "conv1", 2, ins, 1, &t1, 1, 0, 0);
+    }
+    mw_attr_ints(w, "kernel_shape", k3, 2);
+    mw_attr_ints(w, "pads", p1, 4);
+    mw_attr_ints(w, "strides", s2, 2);
+    mw_attr_int(w, "group", 32);
+    uint32_t ins2[2] = {t1, w2};
+    mw_op(w, 1, "dw", 2, ins2, 1, &t2, 2, 0.0f, 6.0f);
+    if (mode != 2) {
+        uint32_t b3 = pool_const(w, "b3", mode, 1, b3d, 48, 0.2f, &st);
+        uint32_t ins3[3] = {t2, w3, b3};
+        mw_op(w, 1, "pw", 3, ins3, 1, &y, 0, 0, 0);
+    } else {
+        uint32_t ins3[2] = {t2, w3};
+        mw_op(w, 1, "pw", 2, ins3, 1, &y, 0, 0, 0);
+    }
+    mw_io(w, x, 0, 0, 0, NULL, NULL, 0);
+    mw_io(w, y, 1, 0, 0, NULL, NULL, 0);
+    uint8_t *p = mw_finish(w, size, 1);
+    mw_free(w);
+    return p;
+}
+
+#define POOL_NX (16 * 24 * 24)
+#define POOL_NY (48 * 12 * 12)
+
+static int pool_run_once(rknn_context ctx, const float *x, float *y)
+{
+    rknn_input in;
+    memset(&in, 0, sizeof(in));
+    in.buf = (void *)x;
+    in.size = POOL_NX * sizeof(float);
+    in.type = RKNN_TENSOR_FLOAT32;
+    in.fmt = RKNN_TENSOR_NCHW;
+    rknn_output o;
+    memset(&o, 0, sizeof(o));
+    o.want_float = 1;
+    o.is_prealloc = 1;
+    o.buf = y;
+    o.size = POOL_NY * sizeof(float);
+    if (rknn_inputs_set(ctx, 1, &in) != 0 || rknn_run(ctx, NULL) != 0 || rknn_outputs_get(ctx, 1, &o, NULL) != 0)
+        return -1;
+    return 0;
+}
+
+typedef struct pool_arg {
+    rknn_context ctx;
+    const float *x, *want;
+    int errors;
+} pool_arg;
+
+static void *pool_thr(void *p)
+{
+    pool_arg *a = p;
+    float *y = malloc(POOL_NY * sizeof(float));
+    for (int it = 0; it < 20; it++)
+        if (pool_run_once(a->ctx, a->x, y) != 0 || memcmp(y, a->want, POOL_NY * sizeof(float)) != 0)
+            a->errors++;
+    free(y);
+    return NULL;
+}
+
+static void test_pool_bit_identical(void)
+{
+    float *x = malloc(POOL_NX * sizeof(float)), *y1 = malloc(POOL_NY * sizeof(float));
+    float *y2 = malloc(POOL_NY * sizeof(float));
+    uint32_t st = 99u;
+    for (int i = 0; i < POOL_NX; i++)
+        x[i] = lcg_unit(&st) * 4.0f;
+    for (uint32_t mode = 0; mode < 3; mode++) {
+        size_t n;
+        uint8_t *buf = pool_model(mode, &n);
+        rknn_context c1, c2, c3;
+        setenv("RKNNLINK_SIM_THREADS", "1", 1);
+        CHECK_RC(rknn_init(&c1, buf, (uint32_t)n, 0, NULL), 0);
+        setenv("RKNNLINK_SIM_THREADS", "2", 1);
+        CHECK_RC(rknn_init(&c2, buf, (uint32_t)n, 0, NULL), 0);
+        CHECK_RC(rknn_dup_context(&c2, &c3), 0);
+        unsetenv("RKNNLINK_SIM_THREADS");
+        free(buf);
+        CHECK(pool_run_once(c1, x, y1) == 0 && pool_run_once(c2, x, y2) == 0, "pool model %u runs", mode);
+        CHECK(memcmp(y1, y2, POOL_NY * sizeof(float)) == 0, "pool model %u: 1 and 2 threads differ", mode);
+        int nonzero = 0;
+        for (int i = 0; i < POOL_NY; i++)
+            nonzero += y1[i] != 0.0f;
+        CHECK(nonzero > POOL_NY / 4, "pool model %u: output mostly zero (%d)", mode, nonzero);
+        /* two multi-threaded contexts (one a dup) running at once, each with its own workers */
+        pool_arg a2 = {c2, x, y1, 0}, a3 = {c3, x, y1, 0};
+        pthread_t t2, t3;
+        pthread_create(&t2, NULL, pool_thr, &a2);
+        pthread_create(&t3, NULL, pool_thr, &a3);
+        pthread_join(t2, NULL);
+        pthread_join(t3, NULL);
+        CHECK(a2.errors == 0 && a3.errors == 0, "pool model %u parallel: %d / %d errors", mode, a2.errors, a3.errors);
+        CHECK_RC(rknn_destroy(c2), 0);
+        CHECK_RC(rknn_destroy(c3), 0);
+        CHECK_RC(rknn_destroy(c1), 0);
+    }
+    free(x);
+    free(y1);
+    free(y2);
+}
+#endif
+
 int main(int argc, char **argv)
 {
     /* "threads": only the concurrency tests (the ThreadSanitizer run) */
@@ -799,6 +963,9 @@ int main(int argc, char **argv)
         test_mem();
     }
     test_threads_and_dup();
+#ifndef SIM_STAND_IN_KERNELS /* the stand-in registry of asan-core has no Conv */
+    test_pool_bit_identical();
+#endif
     if (!only_threads)
         test_memory_plan();
     printf("%d checks, %d failures\n", g_checks, g_fail);

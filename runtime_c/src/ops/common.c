@@ -295,10 +295,17 @@ void *sim_scratch_get(sim_kernel_call *call, size_t bytes)
     return call->scratch->get(call->scratch, bytes ? bytes : 64);
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+
 int sim_cpu_has_avx2_fma(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    return SIM_CPU_AVX2() && __builtin_cpu_supports("fma");
+    /* F16C (binary16 conversions, every AVX2 CPU has it) rounds FLOAT16 outputs in the GEMM epilogue */
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0; /* clang has no "f16c" builtin name */
+    return SIM_CPU_AVX2() && __builtin_cpu_supports("fma") && f16c;
 #else
     return 0;
 #endif

@@ -521,6 +521,7 @@ typedef struct dw_job {
     const conv_priv *p;
     const float *x;
     float *y;
+    int f16;              /* round each plane to binary16 while it is in cache */
     float *pad;           /* n_threads slices of pad_stride floats */
     size_t pad_stride;
 } dw_job;
@@ -536,19 +537,20 @@ static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
     for (int64_t e = lo; e < hi; e++) {
         int64_t n = e / g->cout, c = e % g->cout;
         pad_plane_f32(g, j->x + (n * g->cin + c) * g->in_sz, pad);
-        sim_dw_plane(p->avx2, g, pad, p->wdw + c * g->k_sz, p->bias[c], j->y + (n * g->cout + c) * g->out_sz,
-                     p->epi.clamp ? lohi : NULL, NULL, 0, NULL);
+        float *yc = j->y + (n * g->cout + c) * g->out_sz;
+        sim_dw_plane(p->avx2, g, pad, p->wdw + c * g->k_sz, p->bias[c], yc, p->epi.clamp ? lohi : NULL, NULL, 0, NULL);
+        if (j->f16) sim_round_f16_array(yc, (size_t)g->out_sz);
     }
 }
 
-static int run_depthwise(const conv_priv *p, const float *x, float *y, sim_kernel_call *call)
+static int run_depthwise(const conv_priv *p, const float *x, float *y, int f16, sim_kernel_call *call)
 {
     const sim_conv_geom *g = &p->g;
     int nt = sim_call_threads(call);
     size_t stride = (sim_dw_pad_elems(g) + 15u) & ~(size_t)15u;
     float *pad = sim_scratch_get(call, stride * (size_t)nt * sizeof(float));
     if (!pad) return SIM_ERR_MALLOC;
-    dw_job j = {p, x, y, pad, stride};
+    dw_job j = {p, x, y, f16, pad, stride};
     sim_parallel(call, dw_range, &j, g->n * g->cout);
     return 0;
 }
@@ -559,6 +561,7 @@ typedef struct pwt_job {
     float *ct, *yg;
     const float *bias;
     int64_t sp, kdim, mg;
+    int f16;
 } pwt_job;
 
 /* Column tiles [lo, hi) of Y^T (= output channels), then their transposition into Y. */
@@ -576,11 +579,12 @@ static void pwt_range(void *arg, int64_t lo, int64_t hi, int tid)
         float *yo = j->yg + oc * j->sp;
         for (int64_t i = 0; i < j->sp; i++) yo[i] = j->ct[i * j->mg + oc] + b;
         if (p->epi.clamp) sim_act_array(SIM_ACT_CLIP, p->epi.lo, p->epi.hi, yo, (size_t)j->sp);
+        if (j->f16) sim_round_f16_array(yo, (size_t)j->sp);
     }
 }
 
 /* Pointwise convolution as Y^T = X^T W^T into scratch, then transposed into Y with bias and clamp. */
-static int run_pointwise_t(const conv_priv *p, const float *x, float *y, sim_kernel_call *call)
+static int run_pointwise_t(const conv_priv *p, const float *x, float *y, int f16, sim_kernel_call *call)
 {
     const sim_conv_geom *g = &p->g;
     int64_t kdim = g->cg, sp = g->out_sz;
@@ -593,7 +597,7 @@ static int run_pointwise_t(const conv_priv *p, const float *x, float *y, sim_ker
             const float *xg = x + (n * g->cin + gi * g->cg) * g->in_sz;
             sim_pack_a(xg, 1, g->in_sz, sp, kdim, pa);
             pwt_job j = {p, pa, p->wpack_t + (size_t)gi * per_t, ct, y + (n * g->cout + gi * g->mg) * sp,
-                         p->bias + gi * g->mg, sp, kdim, g->mg};
+                         p->bias + gi * g->mg, sp, kdim, g->mg, f16};
             sim_parallel(call, pwt_range, &j, (g->mg + SIM_NR - 1) / SIM_NR);
         }
     return 0;
@@ -646,10 +650,13 @@ static int conv_run_f32(sim_kernel_call *call)
     float *y = call->out[0].f32;
     if (!x || !y) return SIM_ERR_FAIL;
     int rc = 0;
+    /* FLOAT16 output: round while writing back (after bias and clamp), unless another activation follows */
+    int f16 = (call->f16_out & 1u) && !p->post_act;
+    if (f16) call->f16_done |= 1u;
     if (p->mode == CONV_DEPTHWISE) {
-        rc = run_depthwise(p, x, y, call);
+        rc = run_depthwise(p, x, y, f16, call);
     } else if (p->wpack_t) {
-        rc = run_pointwise_t(p, x, y, call);
+        rc = run_pointwise_t(p, x, y, f16, call);
     } else {
         int64_t kdim = g->cg * g->k_sz, nb = sim_gemm_block_cols(kdim);
         if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);
@@ -663,6 +670,7 @@ static int conv_run_f32(sim_kernel_call *call)
                 gemm_job j = {p, x + (n * g->cin + gi * g->cg) * g->in_sz, p->wpack + (size_t)gi * per_group,
                               y + (n * g->cout + gi * g->mg) * g->out_sz, p->epi, pb, stride, pb_sz, nb, kdim};
                 j.epi.bias_row = p->bias + gi * g->mg;
+                j.epi.f16 = f16;
                 if (p->mode == CONV_POINTWISE)
                     sim_parallel(call, pw_range, &j, (g->out_sz + SIM_NR - 1) / SIM_NR);
                 else

@@ -98,7 +98,7 @@ static void store_tile(const float *t, float *c, int64_t ldc, int mr, int nr, co
                 v = v < epi->lo ? epi->lo : v;
                 v = v > epi->hi ? epi->hi : v;
             }
-            c[r * ldc + j] = v;
+            c[r * ldc + j] = epi->f16 ? sim_round_f16(v) : v;
         }
     }
 }
@@ -134,6 +134,10 @@ static void kernel_c(int64_t k, const float *pa, const float *pb, int64_t ldb, f
             v0 = _mm256_min_ps(hi, _mm256_max_ps(lo, v0));                                                   \
             v1 = _mm256_min_ps(hi, _mm256_max_ps(lo, v1));                                                   \
         }                                                                                                    \
+        if (epi->f16) {                                                                                      \
+            v0 = _mm256_cvtph_ps(_mm256_cvtps_ph(v0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));          \
+            v1 = _mm256_cvtph_ps(_mm256_cvtps_ph(v1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));          \
+        }                                                                                                    \
         _mm256_storeu_ps(c + (i) * ldc, v0);                                                                 \
         _mm256_storeu_ps(c + (i) * ldc + 8, v1);                                                             \
     } while (0)
@@ -160,7 +164,7 @@ static void kernel_c(int64_t k, const float *pa, const float *pb, int64_t ldb, f
         }                                                                                                    \
     } while (0)
 
-__attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t k, const float *pa, const float *pb, int64_t ldb,
+__attribute__((target("avx2,fma,f16c"))) static void kernel_avx2(int64_t k, const float *pa, const float *pb, int64_t ldb,
                                                             float *c, int64_t ldc, int mr, int nr, const float *bias,
                                                             const sim_gemm_epi *epi, int64_t i, int64_t j)
 {

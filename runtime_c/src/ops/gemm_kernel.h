@@ -26,6 +26,7 @@ typedef struct sim_gemm_epi {
     const struct sim_i8_epi *q;
     int8_t *c8;
     int64_t ldc8, ch0;
+    int f16;               /* float outputs: round to binary16 after bias and clamp (FLOAT16 tensors) */
 } sim_gemm_epi;
 
 static inline int64_t sim_round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
