@@ -294,9 +294,10 @@ static int run_op(sim_ctx *c, uint32_t k)
     return RKNN_SUCC;
 }
 
+static int execute_ops(sim_ctx *c);
+
 int sim_execute(sim_ctx *c)
 {
-    const sim_model *m = c->m;
     if (c->dump_enabled && c->dumps == NULL && dump_alloc(c) != 0) {
         free_dumps(c);
         sim_ctx_error(c, "out of memory for layer dumps");
@@ -309,6 +310,15 @@ int sim_execute(sim_ctx *c)
             c->n_threads = 1;
         }
     }
+    sim_workers_run_begin(c->workers);
+    int rc = execute_ops(c);
+    sim_workers_run_end(c->workers);
+    return rc;
+}
+
+static int execute_ops(sim_ctx *c)
+{
+    const sim_model *m = c->m;
     uint32_t d = 0;
     if (c->dump_enabled)
         for (; d < m->n_in; d++)

@@ -123,6 +123,9 @@ int sim_threads_wanted(void);
 sim_workers *sim_workers_create(int n_threads);
 void sim_workers_destroy(sim_workers *p);
 sim_par *sim_workers_par(sim_workers *p);
+/* Bracket one inference: a run that found the host busy makes the next few runs serial (same results). */
+void sim_workers_run_begin(sim_workers *p);
+void sim_workers_run_end(sim_workers *p);
 
 /* ---- the per-context state ---- */
 #define SIM_CTX_MAGIC 0x52534D43u /* "RSMC" */

@@ -27,10 +27,16 @@
 #define SIM_PAUSE() ((void)0)
 #endif
 
+#ifndef SIM_SPIN_NS
 #define SIM_SPIN_NS 200000 /* how long a thread spins before sleeping (0.2 ms) */
+#endif
 
 #define SIM_CLOSED 0x40000000 /* ticket bit: the job takes no more helpers */
 #define SIM_CHUNKS_PER_THREAD 4
+#define SIM_WAIT_SLACK_NS 100000.0 /* a wait for workers longer than this (and than half the own work) */
+#define SIM_STRIKES 3              /* ... this many times more often than not */
+#define SIM_SERIAL_JOBS 400        /* ... runs the next jobs serially (about 4 MobileNet inferences) */
+#define SIM_RUN_MIN_NS 500000.0    /* runs shorter than this say little about contention */
 
 struct sim_workers {
     sim_par api;                /* must stay first */
@@ -51,6 +57,12 @@ struct sim_workers {
     sim_par_fn fn;
     void *arg;
     int64_t n_items, chunk, n_chunks;
+    /* caller-only state: back-off to serial runs while workers keep the caller waiting */
+    int strikes;
+    int serial_left;
+    int run_serial;             /* this run goes serially (contention seen in an earlier run) */
+    int serial_runs, backoff;   /* serial runs still to go; length of the last back-off */
+    double run_wall0, run_cpu0;
 };
 
 typedef struct worker_arg {
@@ -124,15 +136,33 @@ static void *worker_main(void *arg)
     }
 }
 
+/* A busy host can preempt a worker in the middle of its chunk, and the caller then waits for the
+ * scheduler (milliseconds). When that keeps happening, run serially for a while and then try again:
+ * results are the same either way, only the time changes. */
+static void note_wait(sim_workers *p, double own_ns, double wait_ns)
+{
+    if (wait_ns > SIM_WAIT_SLACK_NS && wait_ns > own_ns * 0.5) {
+        if (++p->strikes >= SIM_STRIKES) {
+            p->strikes = 0;
+            p->serial_left = SIM_SERIAL_JOBS;
+        }
+    } else if (p->strikes > 0) {
+        p->strikes--;
+    }
+}
+
 static void pool_run(sim_par *self, sim_par_fn fn, void *arg, int64_t n_items)
 {
     sim_workers *p = (sim_workers *)self;
     if (n_items <= 0)
         return;
-    if (p->n_started == 0 || n_items == 1) {
+    if (p->n_started == 0 || n_items == 1 || p->serial_left > 0 || p->run_serial) {
+        if (p->serial_left > 0)
+            p->serial_left--;
         fn(arg, 0, n_items, 0);
         return;
     }
+    double t_start = mono_ns();
     int64_t want = (int64_t)p->n_threads * SIM_CHUNKS_PER_THREAD;
     p->fn = fn;
     p->arg = arg;
@@ -148,6 +178,7 @@ static void pool_run(sim_par *self, sim_par_fn fn, void *arg, int64_t n_items)
     pthread_mutex_unlock(&p->mu);
     run_chunks(p, 0);
     int joined = atomic_fetch_or_explicit(&p->ticket, SIM_CLOSED, memory_order_acq_rel) & ~SIM_CLOSED;
+    double t_own = mono_ns();
     double t0 = 0.0;
     for (unsigned i = 0; atomic_load_explicit(&p->done, memory_order_acquire) != joined; i++) {
         SIM_PAUSE();
@@ -163,6 +194,42 @@ static void pool_run(sim_par *self, sim_par_fn fn, void *arg, int64_t n_items)
                 break;
             }
         }
+    }
+    note_wait(p, t_own - t_start, mono_ns() - t_own);
+}
+
+static double thread_cpu_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0.0;
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+void sim_workers_run_begin(sim_workers *p)
+{
+    if (p == NULL)
+        return;
+    p->run_serial = p->serial_runs > 0;
+    if (p->run_serial)
+        p->serial_runs--;
+    p->run_wall0 = mono_ns();
+    p->run_cpu0 = thread_cpu_ns();
+}
+
+/* A run whose calling thread was off the CPU for a quarter of the time met a busy host: more threads
+ * than free cores make every thread wait for the scheduler, so the next runs go serially (8, 16, ...
+ * up to 64 while it persists) before threads are tried again. */
+void sim_workers_run_end(sim_workers *p)
+{
+    if (p == NULL || p->run_serial)
+        return;
+    double wall = mono_ns() - p->run_wall0, cpu = thread_cpu_ns() - p->run_cpu0;
+    if (wall > SIM_RUN_MIN_NS && cpu < 0.75 * wall) {
+        p->backoff = p->backoff == 0 ? 8 : (p->backoff < 64 ? p->backoff * 2 : 64);
+        p->serial_runs = p->backoff;
+    } else {
+        p->backoff = 0;
     }
 }
 
