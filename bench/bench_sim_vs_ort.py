@@ -4,9 +4,10 @@ Builds the model with onnx.helper (seeded random weights, no BatchNormalization,
 residual Adds, GlobalAveragePool, Gemm 1280 -> 1000), converts it with rknnlink.model to fp16 and int8,
 then times onnxruntime fp32 (intra_op_num_threads=1) and the simulator on the same input in this process.
 The simulator runs with its worker threads (RKNNLINK_SIM_THREADS, default min(online CPUs, 4)) and, for
-comparison, with one thread. Three rounds of interleaved runs; each round gives a median latency per runner
-and a ratio per mode, and the printed ratio is the median of the three (acceptance: <= 1.5 for fp16 and
-int8, target 1.0).
+comparison, with one thread (a busy host makes the threaded contexts back off to serial runs for a while,
+so their rows then approach the single-thread ones). Three rounds of interleaved runs; each round gives a
+median latency per runner and a ratio per mode, and the printed ratio is the median of the three
+(acceptance: <= 1.5 for fp16 and int8, target 1.0).
 
 Usage: python bench/bench_sim_vs_ort.py [--runs N] [--rounds R] [--width W] [--check]
 Set RKNNLINK_SIM_LIB to time a freshly built runtime_c/build/librknnrt_sim.so.
