@@ -33,6 +33,11 @@ def register(subparsers: "argparse._SubParsersAction") -> None:  # noqa: UP037 -
                             "~/.local/state/rknnlink otherwise)")
     serve.add_argument("--insecure", action="store_true",
                        help="listen beyond loopback WITHOUT TLS and token (not recommended)")
+    serve.add_argument("--data-port", type=int,
+                       help="TCP port of the direct inference data channel (loopback listeners only; default: the "
+                            "gRPC port + 1, or a free port when the gRPC port is 0)")
+    serve.add_argument("--no-data-port", action="store_true",
+                       help="no direct data channel: inference goes through gRPC")
     serve.set_defaults(func=_serve)
 
     install = subparsers.add_parser("install-service", help="install the daemon's systemd unit",
@@ -52,7 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
     config = DaemonConfig(listen=args.listen, backend=args.backend, platform=args.platform, library=args.library,
                           cache_dir=args.cache_dir, max_sessions=args.max_sessions, max_cache_mb=args.max_cache_mb,
                           max_message_mb=args.max_message_mb, call_timeout=args.call_timeout,
-                          port_file=args.port_file, state_dir=args.state_dir, insecure=args.insecure)
+                          port_file=args.port_file, state_dir=args.state_dir, insecure=args.insecure,
+                          data_port=args.data_port, no_data_port=args.no_data_port)
     try:
         return run(config)
     except (OSError, ValueError) as exc:

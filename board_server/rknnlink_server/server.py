@@ -17,6 +17,7 @@ import grpc
 from rknnlink.runtime import VENDOR_LIB_PATHS, RuntimeLibrary
 from rknnlink.v1.messages import pb
 from rknnlink_server import PROTOCOL_VERSION, __version__, device
+from rknnlink_server.datachannel import DataListener
 from rknnlink_server.service import Limits, RknnLinkService, RuntimeSetup, add_service
 
 log = logging.getLogger("rknnlink_server")
@@ -44,6 +45,8 @@ class DaemonConfig:
     port_file: Optional[Path] = None
     state_dir: Optional[Path] = None     # TLS identity and token (network listeners only)
     insecure: bool = False               # network listener without TLS/token (logged loudly)
+    data_port: Optional[int] = None      # direct data channel port; None: gRPC port + 1 (or free when 0)
+    no_data_port: bool = False           # serve inference through gRPC only
 
 
 def default_state_dir() -> Path:
@@ -158,10 +161,31 @@ class Daemon:
         if bound == 0:
             raise OSError(f"cannot listen on {config.listen}: the port is in use or the address is not local")
         self.address = f"{host}:{bound}"
+        self.data_listener = self._open_data_port(host, int(port), bound, server_credentials is not None)
         self._stopped = threading.Event()
+
+    def _open_data_port(self, host: str, port: int, bound: int, secure: bool) -> Optional[DataListener]:
+        """The direct data channel, only on loopback plain-text listeners (adb, USB bridge, local)."""
+        bare = host.strip("[]")
+        loopback = bare.startswith("127.") or bare in ("localhost", "::1")
+        if self.config.no_data_port or secure or not loopback:
+            return None
+        wanted = self.config.data_port if self.config.data_port is not None else (bound + 1 if port else 0)
+        try:
+            listener = DataListener(bare, wanted, self.service.find_session, self.service.limits.max_message_bytes,
+                                    self.service.lose_session)
+        except OSError as exc:
+            log.warning("no data channel: cannot listen on %s:%d (%s); inference goes through gRPC", bare,
+                        wanted, exc)
+            return None
+        self.service.data_port = listener.port
+        return listener
 
     def start(self) -> Daemon:
         self.server.start()
+        if self.data_listener is not None:
+            self.data_listener.start()
+            log.info("data channel on port %d", self.data_listener.port)
         log.info("rknnlink daemon on %s: %s backend (%s), platform %s, serial %s", self.address,
                  self.setup.backend, self.setup.library, self.setup.platform, self.setup.serial)
         if self.config.port_file:
@@ -174,6 +198,8 @@ class Daemon:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self.data_listener is not None:
+            self.data_listener.close()
         self.service.shutdown()
         self.server.stop(grace).wait(grace + 1)
 

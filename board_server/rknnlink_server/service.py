@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import queue
+import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ class Session:
     worker: WorkerHandle
     is_simulator: bool
     inferences: int = 0
+    secret: bytes = b""     # the data channel's per-session secret (rknnlink_server.datachannel)
+    data_counted: int = 0   # the worker's data-channel inferences already added to `inferences`
 
 
 @dataclass
@@ -132,6 +135,7 @@ class RknnLinkService:
         self._spare: Optional[WorkerHandle] = None  # a started worker, so CreateSession skips Python start-up
         self._spare_lock = threading.Lock()
         self._spare_wanted = threading.Event()
+        self.data_port = 0  # set by the Daemon when it opens the data channel's listener
         # One long-lived thread starts spares: Linux sends PR_SET_PDEATHSIG when the *thread* that started a
         # worker exits, so workers must not be started from short-lived threads.
         threading.Thread(target=self._spare_loop, name="spare-worker", daemon=True).start()
@@ -153,6 +157,10 @@ class RknnLinkService:
     def _models_in_use(self) -> List[str]:
         with self._lock:
             return [s.sha for s in self._sessions.values()]
+
+    def find_session(self, session_id: str) -> Optional[Session]:
+        with self._lock:
+            return self._sessions.get(session_id)
 
     def _session(self, session_id: str) -> Session:
         with self._lock:
@@ -191,6 +199,13 @@ class RknnLinkService:
                            f"the NPU runtime worker {what} while running session {session.id}; the session is "
                            f"lost, create it again (load the model again); other sessions are not affected",
                            "worker-crashed")
+
+    def lose_session(self, session: Session, exc: WorkerError) -> str:
+        """The data channel noticed a failed worker: forget the session like a failed call does.
+
+        Returns "kind\0STATUS\0message" (the hello reply's text for a lost session)."""
+        err = self._lose_session(session, exc)
+        return f"{err.kind}\0{err.status.name}\0{err.message}"
 
     def _call(self, session: Session, header: Dict[str, Any], blobs: Any = ()) -> Any:
         with session.worker.lock:
@@ -280,7 +295,7 @@ class RknnLinkService:
         return pb.HelloResponse(protocol_version=PROTOCOL_VERSION, daemon_version=__version__,
                                 min_client_protocol=MIN_CLIENT_PROTOCOL, client_id=client.id,
                                 device=self._device_info(), max_message_bytes=self.limits.max_message_bytes,
-                                upload_chunk_bytes=CHUNK)
+                                upload_chunk_bytes=CHUNK, data_port=self.data_port)
 
     @rpc
     def GetDeviceInfo(self, request: pb.DeviceInfoRequest, context: grpc.ServicerContext) -> pb.DeviceInfo:  # noqa: N802
@@ -376,7 +391,7 @@ class RknnLinkService:
                                   f"the daemon with a higher --max-sessions", "session-limit")
         worker = self._take_worker()
         session = Session(id=uuid.uuid4().hex[:16], client_id=request.client_id, sha=sha, worker=worker,
-                          is_simulator=self.setup.backend == "sim")
+                          is_simulator=self.setup.backend == "sim", secret=secrets.token_bytes(32))
         flags = (_FLAG_PERF if request.collect_perf else 0) | (_FLAG_ASYNC if request.async_mode else 0)
         header = {"op": "init", "model_path": str(self.cache.path(sha)), "flags": flags,
                   "core_mask": request.core_mask, "dump": request.dump_layers}
@@ -410,7 +425,7 @@ class RknnLinkService:
             session_id=session.id, inputs=[_attr_pb(a) for a in reply["inputs"]],
             outputs=[_attr_pb(a) for a in reply["outputs"]], custom_string=reply.get("custom_string", ""),
             sdk_version=pb.SdkVersion(api_version=reply["sdk"][0], drv_version=reply["sdk"][1]),
-            is_simulator=session.is_simulator)
+            is_simulator=session.is_simulator, data_secret=session.secret if self.data_port else b"")
 
     def _model_hint(self, sha: str) -> str:
         try:
@@ -521,8 +536,31 @@ class RknnLinkService:
             for part in range(per_tensor):
                 yield from _chunks(index, dump, part, blobs[index * per_tensor + part])
 
+    def _collect_data_counts(self) -> None:
+        """Fold each worker's data-channel inference count into the session and daemon counters."""
+        if not self.data_port:
+            return
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            if not session.worker.lock.acquire(timeout=1.0):
+                continue  # busy with a gRPC stream: its count is current anyway
+            try:
+                reply, _ = session.worker.call({"op": "data_count"}, timeout=5.0)
+            except (WorkerError, RknnError):
+                continue
+            finally:
+                session.worker.lock.release()
+            total = int(reply.get("inferences", 0))
+            with self._lock:
+                new = total - session.data_counted
+                session.data_counted = total
+            if new > 0:
+                self._count(session, new)
+
     @rpc
     def GetStats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.Stats:  # noqa: N802
+        self._collect_data_counts()
         with self._lock:
             c = self.counters
             sessions = [pb.SessionStat(session_id=s.id, client_id=s.client_id, model_sha256=s.sha,

@@ -14,6 +14,7 @@ import math
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -22,6 +23,7 @@ import numpy as np
 from rknnlink.runtime import RknnError, RuntimeContext, RuntimeLibrary, numpy_dtype
 from rknnlink.runtime.abi import RKNN_ERR_INPUT_INVALID, RKNN_ERR_PARAM_INVALID
 from rknnlink.runtime.library import output_type_of
+from rknnlink.v1 import datawire
 from rknnlink_server.wire import WorkerGoneError, recv_frame, send_frame
 
 log = logging.getLogger("rknnlink_server.worker")
@@ -51,6 +53,8 @@ class Worker:
         self.lib = RuntimeLibrary.load(path=library, backend=backend)
         self.ctx: Optional[RuntimeContext] = None
         self.dump_enabled = False
+        self.lock = threading.Lock()  # the control path and every data connection share one context
+        self.data_inferences = 0      # runs through data connections (the daemon does not see them)
         self._last_run: Optional[Tuple[List[np.ndarray], List[Optional[str]], List[bool]]] = None
 
     def handle(self, header: Dict[str, Any], blobs: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
@@ -157,6 +161,71 @@ class Worker:
         return {"closed": True}, ()
 
 
+def serve_data(worker: Worker, conn: socket.socket, max_bytes: int) -> None:
+    """One data connection handed over by the daemon: binary run requests in, replies out, in order.
+
+    A corrupt frame gets an error reply and ends this connection only; the session keeps serving."""
+    try:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.settimeout(None)
+        datawire.send_parts(conn, [datawire.encode_hello_reply(0, "attached")])
+        while True:
+            try:
+                request = datawire.read_request(conn, max_bytes)
+            except datawire.FrameError as exc:
+                datawire.send_parts(conn, datawire.encode_error(0, RKNN_ERR_PARAM_INVALID, "RKNN_ERR_PARAM_INVALID",
+                                                                f"corrupt data-channel frame: {exc}"))
+                _linger(conn)
+                return
+            if request is None:
+                return
+            datawire.send_parts(conn, _data_run(worker, *request))
+    except (OSError, datawire.PeerClosedError) as exc:
+        log.debug("data connection ended: %s", exc)
+    finally:
+        conn.close()
+
+
+def _linger(conn: socket.socket) -> None:
+    """Close gracefully: unread bytes at close() would reset the connection and discard the error reply."""
+    conn.shutdown(socket.SHUT_WR)
+    conn.settimeout(2.0)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and conn.recv(1 << 16):
+        pass
+
+
+def _data_run(worker: Worker, request_id: int, raw: bool, metas: List[Dict[str, Any]],
+              blobs: List[bytearray]) -> List[Any]:
+    try:
+        with worker.lock:
+            if worker.ctx is None:
+                raise RknnError(-7, None, "no model is loaded in this worker")
+            reply, outs = worker.op_run({"inputs": metas, "raw": raw}, blobs)
+            worker.data_inferences += 1
+    except Exception as exc:  # noqa: BLE001 - every failure goes back to the client as a reply
+        err = _error_reply(exc)
+        return datawire.encode_error(request_id, int(err["code"]), err.get("name"), str(err["message"]))
+    outputs = [(m["dtype"], m["shape"], np.ascontiguousarray(o)) for m, o in zip(reply["outputs"], outs)]
+    return datawire.encode_reply(request_id, reply["run_us"], outputs)
+
+
+def _attach(worker: Optional[Worker], sock: socket.socket, header: Dict[str, Any]) -> Dict[str, Any]:
+    """Receive a data connection's descriptor (SCM_RIGHTS, right after the attach frame) and serve it."""
+    _msg, fds, _flags, _addr = socket.recv_fds(sock, 1, 1)
+    if not fds:
+        raise RknnError(RKNN_ERR_PARAM_INVALID, None, "attach without a file descriptor")
+    conn = socket.socket(fileno=fds[0])
+    for extra in fds[1:]:
+        socket.socket(fileno=extra).close()
+    if worker is None or worker.ctx is None:
+        conn.close()
+        raise RknnError(-7, None, "no model is loaded in this worker")
+    threading.Thread(target=serve_data, args=(worker, conn, int(header.get("max_bytes", 64 << 20))),
+                     name="data", daemon=True).start()
+    return {"attached": True}
+
+
 def _error_reply(exc: BaseException) -> Dict[str, Any]:
     if isinstance(exc, RknnError):
         return {"ok": False, "code": exc.code, "name": exc.name, "message": exc.message}
@@ -178,9 +247,15 @@ def serve(sock: socket.socket, library: str, backend: str) -> int:
         except WorkerGoneError:
             return 0
         try:
-            if worker is None:
+            if header.get("op") == "attach":
+                reply, out = _attach(worker, sock, header), ()
+            elif header.get("op") == "data_count":  # without the context lock: never waits for a run
+                reply, out = {"inferences": worker.data_inferences if worker else 0}, ()
+            elif worker is None:
                 raise RknnError(-3, None, f"cannot load the NPU runtime {library}: {load_error}")
-            reply, out = worker.handle(header, blobs)
+            else:
+                with worker.lock:
+                    reply, out = worker.handle(header, blobs)
             reply["ok"] = True
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the daemon as a reply
             reply, out = _error_reply(exc), ()

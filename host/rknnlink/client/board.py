@@ -15,10 +15,11 @@ import grpc
 import numpy as np
 
 from rknnlink import PROTOCOL_VERSION, __version__
-from rknnlink.client.errors import BoardError, IncompatibleVersionError, translate
+from rknnlink.client.data import DataConnection, DataPipeline, DataRefusedError
+from rknnlink.client.errors import BoardError, IncompatibleVersionError, SessionLostError, translate
 from rknnlink.runtime import TensorAttr, numpy_dtype
 from rknnlink.runtime.library import output_type_of
-from rknnlink.v1 import fastwire
+from rknnlink.v1 import datawire, fastwire
 from rknnlink.v1.messages import make_stub, pb
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,11 @@ def _attr(m: pb.TensorAttr) -> TensorAttr:
 
 def _tensor(value: Any, fmt: Optional[str], through: bool) -> list:
     """fastwire parts of one input Tensor; the array's bytes are referenced, not copied."""
+    return fastwire.encode_tensor(*_input_parts(value, fmt, through))
+
+
+def _input_parts(value: Any, fmt: Optional[str], through: bool) -> tuple:
+    """(dtype, shape, bytes view, format code, pass_through) of one input, checked and made contiguous."""
     arr = np.asarray(value)
     if arr.dtype == np.float64 and not through:
         arr = arr.astype(np.float32)
@@ -79,7 +85,21 @@ def _tensor(value: Any, fmt: Optional[str], through: bool) -> list:
     if key not in _FORMATS:
         raise ValueError(f"input format {fmt!r} is unknown; use 'nhwc' or 'nchw'")
     arr = np.ascontiguousarray(arr)
-    return fastwire.encode_tensor(dtype, arr.shape, arr.reshape(-1).view(np.uint8), _FORMATS[key], through)
+    return dtype, arr.shape, arr.reshape(-1).view(np.uint8), _FORMATS[key], through
+
+
+def _data_inputs(inputs: Any, formats: Optional[Sequence[Optional[str]]], pass_through: Optional[Sequence[bool]],
+                 want_float: bool) -> Tuple[list, bool]:
+    """Inputs as data-channel tuples (dtype, fmt, pass_through, shape, bytes) and the raw-outputs flag."""
+    if isinstance(inputs, np.ndarray):
+        inputs = [inputs]
+    out = []
+    for i, x in enumerate(inputs):
+        dtype, shape, data, fmt, through = _input_parts(
+            x, formats[i] if formats and i < len(formats) else None,
+            bool(pass_through[i]) if pass_through and i < len(pass_through) else False)
+        out.append((dtype, int(fmt), through, tuple(int(d) for d in shape), data))
+    return out, not want_float
 
 
 def _array(t: Any) -> np.ndarray:
@@ -102,8 +122,11 @@ class Board:
     """A connected rknnlink daemon. Use Board.connect(address)."""
 
     def __init__(self, address: str, channel: grpc.Channel, metadata: Sequence[Tuple[str, str]] = (),
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, data_address: Optional[str] = None, use_data_channel: bool = True) -> None:
         self.address = address
+        self.data_address = data_address
+        self.use_data_channel = use_data_channel
+        self.data_port = 0
         self._channel = channel
         self._stub = make_stub(channel)
         # Run/RunStream with pre-serialised requests and fastwire-decoded replies (see rknnlink.v1.fastwire).
@@ -122,8 +145,15 @@ class Board:
 
     @classmethod
     def connect(cls, address: str, timeout: float = 10.0, credentials: Optional[grpc.ChannelCredentials] = None,
-                metadata: Sequence[Tuple[str, str]] = (), options: Sequence[Tuple[str, Any]] = ()) -> Board:
-        """Connect and handshake. ConnectionError if nothing answers at `address` within `timeout` seconds."""
+                metadata: Sequence[Tuple[str, str]] = (), options: Sequence[Tuple[str, Any]] = (),
+                data_address: Optional[str] = None, use_data_channel: Optional[bool] = None) -> Board:
+        """Connect and handshake. ConnectionError if nothing answers at `address` within `timeout` seconds.
+
+        Inference uses the daemon's direct data channel when it offers one (loopback daemons) at
+        `data_address` (HOST:PORT, e.g. a second adb forward) or at the gRPC host with the advertised port;
+        use_data_channel=False (or RKNNLINK_DATA_CHANNEL=0) keeps everything on gRPC."""
+        if use_data_channel is None:
+            use_data_channel = os.environ.get("RKNNLINK_DATA_CHANNEL", "1") != "0"
         opts = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
                 ("grpc.keepalive_time_ms", 30000), ("grpc.keepalive_timeout_ms", 10000),
                 ("grpc.enable_retries", 0), *options]
@@ -137,7 +167,8 @@ class Board:
                 f"cannot reach an rknnlink daemon at {address} within {timeout:g} s: check that `rknnlink serve` "
                 f"runs on the board (systemctl status rknnlink-server), that HOST:PORT is right and that the "
                 f"network path or adb forward to it is up") from None
-        board = cls(address, channel, metadata, timeout)
+        board = cls(address, channel, metadata, timeout, data_address,
+                    use_data_channel and credentials is None)
         try:
             board._hello()
         except BaseException:
@@ -173,15 +204,27 @@ class Board:
         self.client_id = reply.client_id
         self.info = DeviceInfo.from_pb(reply.device)
         self.max_message_bytes = int(reply.max_message_bytes)
+        self.data_port = int(getattr(reply, "data_port", 0) or 0)
         self._watch = self._stub.Watch(pb.WatchRequest(client_id=self.client_id), metadata=self._metadata)
         try:
             next(self._watch)
         except grpc.RpcError as exc:
             raise translate(exc, self.address) from None
 
-    def check_size(self, request: bytes) -> None:
+    def data_target(self) -> Optional[Tuple[str, int]]:
+        """(host, port) of the daemon's data channel, or None when it offers none or it is switched off."""
+        if not self.use_data_channel or not self.data_port:
+            return None
+        address = self.data_address or f"{self.address.rpartition(':')[0]}:{self.data_port}"
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        if host.startswith("ipv4:"):
+            host = host[5:]
+        return (host, int(port)) if host and port.isdigit() else None
+
+    def check_size(self, request: Any) -> None:
         """Refuse locally a message the daemon would reject, with the fix in the message."""
-        size = len(request)
+        size = request if isinstance(request, int) else len(request)
         if self.max_message_bytes and size > self.max_message_bytes:
             raise BoardError(f"the request is {size / 2**20:.1f} MiB but the daemon at {self.address} accepts "
                              f"messages up to {self.max_message_bytes / 2**20:.0f} MiB; restart it with a larger "
@@ -271,6 +314,9 @@ class Session:
         self._next_id = 0
         self._lock = threading.Lock()
         self._stream: Optional[Pipeline] = None  # run()'s persistent RunStream (cheaper than a call per run)
+        self._secret = bytes(getattr(reply, "data_secret", b"") or b"")
+        self._data: Optional[DataConnection] = None  # run()'s direct data connection to the worker
+        self._data_ok = bool(self._secret) and board.data_target() is not None
         self.closed = False
 
     def _request_id(self) -> int:
@@ -290,11 +336,67 @@ class Session:
         than a unary call; any other call on the session closes it first.
         """
         with self._lock:
+            conn = self._data_connection()
+            if conn is not None:
+                return self._data_run(conn, inputs, formats, pass_through, want_float)
             request = _run_request(self.id, self._request_id(), inputs, formats, pass_through, want_float)
             self.board.check_size(request)
             if self._stream is None or self._stream.closed:
                 self._stream = Pipeline(self, 1, serial=True)
             return self._stream.run_one(request)
+
+    @property
+    def uses_data_channel(self) -> bool:
+        """True while run() and pipeline() go through the direct data channel (not gRPC)."""
+        return self._data_ok
+
+    def _open_data(self) -> Optional[DataConnection]:
+        """A new data connection, or None (and gRPC from now on) when the daemon's data port cannot be used."""
+        target = self.board.data_target() if self._data_ok else None
+        if target is None:
+            return None
+        try:
+            return DataConnection(target, self.id, self._secret)
+        except (OSError, DataRefusedError, datawire.FrameError) as exc:
+            log.warning("data channel at %s:%d unavailable (%s); using gRPC for session %s", *target, exc, self.id)
+            self._data_ok = False
+            return None
+
+    def _data_connection(self) -> Optional[DataConnection]:
+        if self._data is None or self._data.closed:
+            self._data = self._open_data()
+        return self._data
+
+    def _data_run(self, conn: DataConnection, inputs: Any, formats: Optional[Sequence[Optional[str]]],
+                  pass_through: Optional[Sequence[bool]], want_float: bool) -> List[np.ndarray]:
+        tensors, raw = self._data_request(inputs, formats, pass_through, want_float)
+        try:
+            conn.send(self._request_id(), tensors, raw)
+            return conn.receive(self._probe)
+        except (OSError, datawire.FrameError) as exc:
+            conn.close()
+            self._data = None
+            raise self._data_lost(exc) from None
+
+    def _data_request(self, inputs: Any, formats: Optional[Sequence[Optional[str]]],
+                      pass_through: Optional[Sequence[bool]], want_float: bool) -> Tuple[list, bool]:
+        tensors, raw = _data_inputs(inputs, formats, pass_through, want_float)
+        self.board.check_size(sum(t[4].nbytes for t in tensors) + 64)
+        return tensors, raw
+
+    def _probe(self) -> None:
+        """A data reply is overdue: a gRPC call on the session returns once the worker is free again, or
+        raises SessionLostError after the daemon's per-call timeout killed a hung worker."""
+        self.board._call("GetPerfRun", pb.SessionRequest(session_id=self.id), timeout=None)
+
+    def _data_lost(self, exc: BaseException) -> Exception:
+        """The data connection broke: ask the daemon why (a crashed worker gives the gRPC path's SessionLostError)."""
+        try:
+            self.board._call("GetPerfRun", pb.SessionRequest(session_id=self.id))
+        except (SessionLostError, BoardError, ConnectionError) as lost:
+            return lost
+        return BoardError(f"the data connection of session {self.id} to {self.board.address} broke ({exc}); the "
+                          f"session is still open: retry the call", None, "data-lost")
 
     def run_unary(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
                   pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> List[np.ndarray]:
@@ -316,6 +418,10 @@ class Session:
         """A bidirectional stream keeping up to `depth` requests in flight; results come back in order."""
         with self._lock:
             self._end_stream()
+        conn = self._open_data()
+        if conn is not None:
+            return DataPipeline(conn, depth, self._data_request, self._request_id, self._data_lost,  # type: ignore
+                                self._probe)
         return Pipeline(self, depth)
 
     def perf(self) -> PerfReport:
@@ -374,6 +480,9 @@ class Session:
             return
         self.closed = True
         self.board._sessions.pop(self.id, None)
+        if self._data is not None:
+            self._data.close()
+            self._data = None
         request = self._req()
         self.board._call("CloseSession", request)
 

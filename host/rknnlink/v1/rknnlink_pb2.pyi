@@ -63,7 +63,7 @@ class HelloRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., client_version: _Optional[str] = ..., min_daemon_protocol: _Optional[int] = ..., client_name: _Optional[str] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
-    __slots__ = ("protocol_version", "daemon_version", "min_client_protocol", "client_id", "device", "max_message_bytes", "upload_chunk_bytes")
+    __slots__ = ("protocol_version", "daemon_version", "min_client_protocol", "client_id", "device", "max_message_bytes", "upload_chunk_bytes", "data_port")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DAEMON_VERSION_FIELD_NUMBER: _ClassVar[int]
     MIN_CLIENT_PROTOCOL_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class HelloResponse(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     UPLOAD_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DATA_PORT_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     daemon_version: str
     min_client_protocol: int
@@ -78,7 +79,8 @@ class HelloResponse(_message.Message):
     device: DeviceInfo
     max_message_bytes: int
     upload_chunk_bytes: int
-    def __init__(self, protocol_version: _Optional[int] = ..., daemon_version: _Optional[str] = ..., min_client_protocol: _Optional[int] = ..., client_id: _Optional[str] = ..., device: _Optional[_Union[DeviceInfo, _Mapping]] = ..., max_message_bytes: _Optional[int] = ..., upload_chunk_bytes: _Optional[int] = ...) -> None: ...
+    data_port: int
+    def __init__(self, protocol_version: _Optional[int] = ..., daemon_version: _Optional[str] = ..., min_client_protocol: _Optional[int] = ..., client_id: _Optional[str] = ..., device: _Optional[_Union[DeviceInfo, _Mapping]] = ..., max_message_bytes: _Optional[int] = ..., upload_chunk_bytes: _Optional[int] = ..., data_port: _Optional[int] = ...) -> None: ...
 
 class DeviceInfoRequest(_message.Message):
     __slots__ = ()
@@ -225,20 +227,22 @@ class CreateSessionRequest(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., core_mask: _Optional[int] = ..., collect_perf: _Optional[bool] = ..., eval_mem: _Optional[bool] = ..., async_mode: _Optional[bool] = ..., dump_layers: _Optional[bool] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
-    __slots__ = ("session_id", "inputs", "outputs", "custom_string", "sdk_version", "is_simulator")
+    __slots__ = ("session_id", "inputs", "outputs", "custom_string", "sdk_version", "is_simulator", "data_secret")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_STRING_FIELD_NUMBER: _ClassVar[int]
     SDK_VERSION_FIELD_NUMBER: _ClassVar[int]
     IS_SIMULATOR_FIELD_NUMBER: _ClassVar[int]
+    DATA_SECRET_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     inputs: _containers.RepeatedCompositeFieldContainer[TensorAttr]
     outputs: _containers.RepeatedCompositeFieldContainer[TensorAttr]
     custom_string: str
     sdk_version: SdkVersion
     is_simulator: bool
-    def __init__(self, session_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorAttr, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorAttr, _Mapping]]] = ..., custom_string: _Optional[str] = ..., sdk_version: _Optional[_Union[SdkVersion, _Mapping]] = ..., is_simulator: _Optional[bool] = ...) -> None: ...
+    data_secret: bytes
+    def __init__(self, session_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorAttr, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorAttr, _Mapping]]] = ..., custom_string: _Optional[str] = ..., sdk_version: _Optional[_Union[SdkVersion, _Mapping]] = ..., is_simulator: _Optional[bool] = ..., data_secret: _Optional[bytes] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
     __slots__ = ("session_id",)

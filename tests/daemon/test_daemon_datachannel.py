@@ -1,0 +1,201 @@
+"""The direct data channel (client <-> session worker over the daemon's data port, rknnlink.v1.datawire)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sim_models
+
+from rknnlink.client import Board, SessionLostError
+from rknnlink.client.errors import RemoteRknnError
+from rknnlink.runtime import RuntimeLibrary
+from rknnlink.v1 import datawire
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _data_address(board: Board) -> tuple:
+    target = board.data_target()
+    assert target is not None, "the loopback daemon must advertise a data port"
+    return target
+
+
+def _worker_pid(board: Board, session_id: str) -> int:
+    return next(s["worker_pid"] for s in board.stats()["sessions"] if s["session_id"] == session_id)
+
+
+def _refusal(address: tuple, payload: bytes) -> tuple:
+    with socket.create_connection(address, timeout=10) as s:
+        s.sendall(payload)
+        return datawire.read_hello_reply(s)
+
+
+def test_daemon_advertises_a_data_port_and_a_session_secret(daemon, board, conv_model):
+    assert board.data_port > 0 and board.data_port != int(daemon.address.rpartition(":")[2])
+    with board.load_model(conv_model[0]) as session:
+        assert len(session._secret) >= 16
+        assert session.uses_data_channel
+
+
+def test_outputs_are_bit_identical_to_in_process_unary_and_pipelined(board, sim_library):
+    model, *_ = sim_models.conv_relu_model(3, 8, 32, seed=3)
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(6)]
+    with RuntimeLibrary.load(path=sim_library, backend="sim").init(model) as ctx:
+        want = [ctx.infer([x], ["nchw"])[0] for x in xs]
+    with board.load_model(model) as session:
+        got = [session.run([x], formats=["nchw"])[0] for x in xs]
+        assert session._data is not None and not session._data.closed  # run() went through the data channel
+        with session.pipeline(depth=4) as pipe:
+            assert type(pipe).__name__ == "DataPipeline"
+            piped = [out[0] for out in pipe.map(([x] for x in xs), formats=["nchw"])]
+        for w, g, p in zip(want, got, piped):
+            assert g.dtype == w.dtype and g.shape == w.shape and g.tobytes() == w.tobytes()
+            assert p.tobytes() == w.tobytes()
+
+
+def test_runtime_errors_come_back_and_the_connection_stays_usable(board, conv_model):
+    with board.load_model(conv_model[0]) as session:
+        with pytest.raises(RemoteRknnError, match="do not match shape|input"):
+            session.run([np.ones((1, 3, 8, 8), np.float32)[..., :5]], formats=["nchw"])
+        assert session.run([np.ones((1, 3, 8, 8), np.float32)], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+        assert session.uses_data_channel
+
+
+def test_wrong_secret_garbage_hello_and_garbage_frames_are_refused(board, conv_model):
+    with board.load_model(conv_model[0]) as session:
+        address = _data_address(board)
+        x = np.ones((1, 3, 8, 8), np.float32)
+        want = session.run([x], formats=["nchw"])[0]
+        status, message = _refusal(address, datawire.encode_hello(session.id, b"x" * 32))
+        assert status == datawire.REFUSED and "wrong secret" in message
+        status, message = _refusal(address, datawire.encode_hello("no-such-session", session._secret))
+        assert status == datawire.REFUSED and "unknown session" in message
+        status, message = _refusal(address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == datawire.REFUSED and "bad magic" in message
+        # A valid hello, then garbage frames: an error reply, and only that connection closes.
+        for garbage in (b"\x00" * 64, struct.pack("<4sQII", b"RKLQ", 1, 0, 10_000),
+                        struct.pack("<4sQII", b"RKLQ", 1, 0, 1) + struct.pack("<iBBHQ", 0, 0, 0, 99, 4)):
+            with socket.create_connection(address, timeout=10) as s:
+                s.sendall(datawire.encode_hello(session.id, session._secret))
+                assert datawire.read_hello_reply(s)[0] == 0
+                s.sendall(garbage)
+                _rid, status, _us, (name, text) = datawire.read_reply(s)
+                assert status == -5 and "corrupt data-channel frame" in text  # RKNN_ERR_PARAM_INVALID
+                assert s.recv(1) == b""  # the worker closed this connection
+        # A client that disconnects mid-frame does not disturb the worker either.
+        with socket.create_connection(address, timeout=10) as s:
+            s.sendall(datawire.encode_hello(session.id, session._secret))
+            datawire.read_hello_reply(s)
+            s.sendall(struct.pack("<4sQII", b"RKLQ", 1, 0, 1))
+        assert session.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
+        with board.load_model(conv_model[0]) as other:  # the daemon keeps serving new sessions
+            assert other.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_worker_killed_during_a_data_channel_run(board, pipelined):
+    model = sim_models.conv_relu_model(16, 16, 128)[0]  # ~3 ms per inference
+    x = np.ones((1, 16, 128, 128), np.float32)
+    session = board.load_model(model)
+    pid = _worker_pid(board, session.id)
+    errors = []
+
+    def work() -> None:
+        try:
+            if pipelined:
+                with session.pipeline(depth=4) as pipe:
+                    for _ in pipe.map([x] for _ in range(5000)):
+                        pass
+            else:
+                for _ in range(5000):
+                    session.run([x])
+        except Exception as exc:  # noqa: BLE001 - inspected below
+            errors.append(exc)
+
+    t = threading.Thread(target=work)
+    t.start()
+    time.sleep(0.5)
+    assert session.uses_data_channel
+    os.kill(pid, signal.SIGKILL)
+    t.join(60)
+    assert len(errors) == 1 and isinstance(errors[0], SessionLostError), errors
+    assert "the NPU runtime worker crashed (signal 9)" in str(errors[0]) and session.id in str(errors[0])
+    with pytest.raises(SessionLostError, match="does not exist"):
+        session.run([x])
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _rss(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+def test_ten_thousand_data_channel_inferences_leak_nothing(board):
+    with board.load_model(sim_models.two_input_model(64)) as session:
+        stats = board.stats()
+        pids = [os.getpid(), stats["daemon_pid"], _worker_pid(board, session.id)]
+        a = np.arange(64, dtype=np.float32).reshape(1, 64)
+        b = np.ones((1, 64), np.float32)
+
+        def run(n: int) -> float:
+            total = 0.0
+            for _ in range(n // 2):  # half through run(), half through pipelines (each its own connection)
+                total += float(session.run([a, b])[0][0, 1])
+            for _ in range(n // 2 // 500):
+                with session.pipeline(depth=8) as pipe:
+                    total += sum(float(out[0][0, 1]) for out in pipe.map([a, b] for _ in range(500)))
+            return total
+
+        assert run(2000) == 2000 * 2.0
+        before = {pid: (_fds(pid), _rss(pid)) for pid in pids}
+        assert run(10_000) == 10_000 * 2.0
+        time.sleep(0.3)  # closed pipelines' connections end in the worker
+        for pid in pids:
+            fds_after, rss_after = _fds(pid), _rss(pid)
+            assert fds_after <= before[pid][0] + 2, f"pid {pid}: fds {before[pid][0]} -> {fds_after}"
+            assert rss_after - before[pid][1] < 6 << 20, f"pid {pid}: RSS {before[pid][1]} -> {rss_after}"
+        assert next(s["inferences"] for s in board.stats()["sessions"] if s["session_id"] == session.id) == 12_000
+
+
+def test_session_close_closes_the_worker_side(board, conv_model):
+    session = board.load_model(conv_model[0])
+    x = np.ones((1, 3, 8, 8), np.float32)
+    session.run([x], formats=["nchw"])
+    conn = session._data
+    session.close()
+    assert conn.closed and session._data is None
+
+
+def test_fallback_to_grpc_without_a_data_port(sim_library, conv_model):
+    from rknnlink_server.local import start_local_daemon
+
+    x = np.ones((1, 3, 8, 8), np.float32)
+    with start_local_daemon(platform="rk3588", backend="sim", extra_args=["--no-data-port"]) as daemon:
+        with Board.connect(daemon.address, timeout=10) as board:
+            assert board.data_port == 0 and board.data_target() is None
+            with board.load_model(conv_model[0]) as session:
+                assert not session.uses_data_channel and session._secret == b""
+                out = session.run([x], formats=["nchw"])[0]
+                with session.pipeline(depth=2) as pipe:
+                    assert type(pipe).__name__ == "Pipeline"
+                    assert [o[0].tobytes() for o in pipe.map([x] for _ in range(3))] == [out.tobytes()] * 3
+
+
+def test_client_can_turn_the_data_channel_off(daemon, conv_model):
+    x = np.ones((1, 3, 8, 8), np.float32)
+    with Board.connect(daemon.address, timeout=10, use_data_channel=False) as board:
+        assert board.data_port > 0 and board.data_target() is None
+        with board.load_model(conv_model[0]) as session:
+            assert not session.uses_data_channel
+            assert session.run([x], formats=["nchw"])[0].shape == (1, 4, 8, 8)
