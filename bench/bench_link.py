@@ -5,6 +5,9 @@ are dominated by the link. Reports:
   * per-inference overhead of the daemon path (through `rknnlink serve` minus in-process RuntimeContext.infer),
     unary and pipelined, as a ratio over the raw TCP round trip (must be <= 8; aim: <= 0.3 ms overhead);
   * pipelined throughput over in-process throughput (aim >= 95%).
+The link's numbers are those of the direct data channel (client <-> session worker, rknnlink.v1.datawire),
+which session.run()/pipeline() use on loopback daemons; the gRPC path (RunStream/Run through the daemon) is
+measured too and printed as extra rows.
 Three rounds (each measures its own raw TCP reference, so a round sees one machine load); medians are printed
 with the must/aim verdict. Exit status 1 when a "must" fails.
 """
@@ -167,9 +170,10 @@ def in_process(model: bytes, image: np.ndarray) -> tuple:
         return _median_us(samples), per_item * 1e6, ctx.infer([image])[0]
 
 
-def through_daemon(address: str, model: bytes, image: np.ndarray, expected: np.ndarray) -> tuple:
-    with Board.connect(address) as board, board.load_model(model) as session:
+def through_daemon(address: str, model: bytes, image: np.ndarray, expected: np.ndarray, data: bool) -> tuple:
+    with Board.connect(address, use_data_channel=data) as board, board.load_model(model) as session:
         np.testing.assert_array_equal(session.run([image])[0], expected)
+        assert session.uses_data_channel == data, "the data channel is not in use as intended"
         for _ in range(50):
             session.run([image])
         samples, unary_samples = [], []
@@ -199,7 +203,8 @@ def one_round(model: bytes, image: np.ndarray) -> Dict[str, float]:
     reply_size = expected.nbytes
     daemon = start_local_daemon(platform="rk3588", backend="sim")
     try:
-        run_us, unary_us, stream_item_us = through_daemon(daemon.address, model, image, expected)
+        run_us, unary_us, stream_item_us = through_daemon(daemon.address, model, image, expected, True)
+        grpc_run_us, _, grpc_item_us = through_daemon(daemon.address, model, image, expected, False)
     finally:
         daemon.stop()
     tcp_us = raw_tcp_round_trip(image.tobytes(), reply_size)
@@ -210,7 +215,12 @@ def one_round(model: bytes, image: np.ndarray) -> Dict[str, float]:
             "stream_overhead": stream_item_us - inproc_item_us,
             "run_ratio": (run_us - inproc_us) / tcp_us, "unary_ratio": (unary_us - inproc_us) / tcp_us,
             "stream_ratio": (stream_item_us - inproc_item_us) / tcp_us,
-            "throughput": inproc_item_us / stream_item_us}
+            "throughput": inproc_item_us / stream_item_us,
+            "grpc_run": grpc_run_us, "grpc_item": grpc_item_us, "grpc_run_overhead": grpc_run_us - inproc_us,
+            "grpc_stream_overhead": grpc_item_us - inproc_item_us,
+            "grpc_run_ratio": (grpc_run_us - inproc_us) / tcp_us,
+            "grpc_stream_ratio": (grpc_item_us - inproc_item_us) / tcp_us,
+            "grpc_throughput": inproc_item_us / grpc_item_us}
 
 
 def main() -> int:
@@ -224,14 +234,19 @@ def main() -> int:
         ("bare Python gRPC stream echo (context)", m["grpc_stream"],
          f"{m['grpc_stream'] / m['tcp']:.2f} x TCP, one message at a time, no daemon work"),
         ("in-process infer (median)", m["inproc"], ""),
-        ("daemon session.run (median)", m["run"], "one request at a time on a kept RunStream"),
+        ("session.run, data channel (median)", m["run"], "one request at a time, direct to the worker"),
         ("run() link overhead", m["run_overhead"], f"{m['run_ratio']:.2f} x TCP (must <= {MUST_RATIO:g})"),
         ("daemon session.run_unary (median)", m["unary"], "unary Run RPC"),
         ("run_unary() link overhead", m["unary_overhead"], f"{m['unary_ratio']:.2f} x TCP"),
         ("in-process per item (loop)", m["inproc_item"], ""),
-        ("daemon pipelined per item (depth 4)", m["stream_item"], ""),
+        ("data channel pipelined per item (depth 4)", m["stream_item"], ""),
         ("pipelined link overhead", m["stream_overhead"], f"{m['stream_ratio']:.2f} x TCP (must <= {MUST_RATIO:g})"),
         ("pipelined / in-process throughput", m["throughput"] * 100, "% (aim >= 95%)"),
+        ("gRPC path: session.run (median)", m["grpc_run"], "kept RunStream through the daemon (extra)"),
+        ("gRPC path: run() overhead", m["grpc_run_overhead"], f"{m['grpc_run_ratio']:.2f} x TCP"),
+        ("gRPC path: pipelined per item", m["grpc_item"], ""),
+        ("gRPC path: pipelined overhead", m["grpc_stream_overhead"], f"{m['grpc_stream_ratio']:.2f} x TCP"),
+        ("gRPC path: pipelined / in-process", m["grpc_throughput"] * 100, "%"),
     ]
     print(f"bench_link: {os.cpu_count()} CPUs, {ROUNDS} rounds of {N_LATENCY} latency samples and {N_STREAM} "
           f"streamed inferences; medians over rounds (ratios: median of the per-round ratios against the raw TCP "

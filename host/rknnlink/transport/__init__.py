@@ -12,6 +12,7 @@ client dials, so the client never needs to know how the bytes travel. Device id 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -41,6 +42,7 @@ class Endpoint:
     tls_root_cert: Optional[bytes] = None   # PEM to trust for a TLS daemon (network transport)
     tls_server_name: Optional[str] = None   # name in that certificate
     token: Optional[str] = None             # bearer token the daemon requires
+    data_address: Optional[str] = None      # HOST:PORT reaching the daemon's data channel (adb: a 2nd forward)
     _closer: Optional[Callable[[], None]] = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -61,6 +63,8 @@ class Endpoint:
         import grpc
 
         kwargs: dict = {}
+        if self.data_address:
+            kwargs["data_address"] = self.data_address
         if self.token:
             kwargs["metadata"] = (("authorization", f"Bearer {self.token}"),)
         if self.tls_root_cert is not None:
@@ -131,8 +135,20 @@ def _resolve_adb(serial: Optional[str], timeout: float) -> Endpoint:
         board.remove_forward(local_port)
         raise
     log.info("adb %s: daemon reachable at 127.0.0.1:%d", serial, local_port)
+    data_port: Optional[int] = None
+    if os.environ.get("RKNNLINK_ADB_DATA_CHANNEL", "0") == "1":
+        try:  # the data channel's default port on the board (gRPC port + 1); the client falls back without it
+            data_port = board.forward(adb.board_port() + 1)
+        except TransportError as exc:
+            log.info("adb %s: no forward for the data channel (%s); inference uses gRPC", serial, exc)
+
+    def close() -> None:
+        board.remove_forward(local_port)
+        if data_port is not None:
+            board.remove_forward(data_port)
+
     return Endpoint(address=f"127.0.0.1:{local_port}", kind="adb", serial=serial,
-                    _closer=lambda: board.remove_forward(local_port))
+                    data_address=f"127.0.0.1:{data_port}" if data_port is not None else None, _closer=close)
 
 
 def list_adb_serials() -> List[str]:
