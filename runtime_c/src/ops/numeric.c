@@ -8,6 +8,10 @@
 
 #include "ops_common.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 static uint32_t f32_bits(float x)
 {
     uint32_t u;
@@ -90,8 +94,29 @@ __attribute__((target("avx2"))) static void round_f16_loop_avx2(float *x, size_t
 }
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(SIM_FORCE_GENERIC)
+/* The F16C conversion pair: equal to round_f16_bits for all 2^32 inputs (NaNs stay NaN), checked
+ * exhaustively; about twice as fast. (clang has no "f16c" name for __builtin_cpu_supports.) */
+#define SIM_HAVE_F16C_ROUND 1
+__attribute__((target("avx2,f16c"))) static void round_f16_loop_f16c(float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+    }
+    for (; i < n; i++) x[i] = round_f16_bits(x[i]);
+}
+#endif
+
 void sim_round_f16_array(float *x, size_t n)
 {
+#ifdef SIM_HAVE_F16C_ROUND
+    if (SIM_CPU_AVX2() && __builtin_cpu_supports("f16c")) {
+        round_f16_loop_f16c(x, n);
+        return;
+    }
+#endif
 #if defined(__x86_64__) && defined(__GNUC__)
     if (SIM_CPU_AVX2()) {
         round_f16_loop_avx2(x, n);
