@@ -543,8 +543,8 @@ class RknnLinkService:
         with self._lock:
             sessions = list(self._sessions.values())
         for session in sessions:
-            if not session.worker.lock.acquire(timeout=1.0):
-                continue  # busy with a gRPC stream: its count is current anyway
+            if not session.worker.lock.acquire(timeout=0.2):
+                continue  # held by a gRPC stream (counted as it goes); data runs are folded in next time
             try:
                 reply, _ = session.worker.call({"op": "data_count"}, timeout=5.0)
             except (WorkerError, RknnError):
