@@ -332,7 +332,7 @@ print(json.dumps({{"identical": all(np.array_equal(r, l) for r, l in zip(remote,
                    "during": during, "after": [f.local for f in adbutils.AdbClient().forward_list()]}}))
 """, env=deployed["env"])
     assert out["identical"] is True
-    assert len(out["during"]) == 1 and out["after"] == []
+    assert len(out["during"]) == 2 and out["after"] == []  # gRPC and the direct data channel
 
 
 def test_deploy_a_wheel_without_starting(adb_rig, tmp_path):

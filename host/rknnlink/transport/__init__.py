@@ -136,7 +136,7 @@ def _resolve_adb(serial: Optional[str], timeout: float) -> Endpoint:
         raise
     log.info("adb %s: daemon reachable at 127.0.0.1:%d", serial, local_port)
     data_port: Optional[int] = None
-    if os.environ.get("RKNNLINK_ADB_DATA_CHANNEL", "0") == "1":
+    if os.environ.get("RKNNLINK_ADB_DATA_CHANNEL", "1") != "0":
         try:  # the data channel's default port on the board (gRPC port + 1); the client falls back without it
             data_port = board.forward(adb.board_port() + 1)
         except TransportError as exc:
