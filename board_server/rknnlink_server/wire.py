@@ -11,6 +11,8 @@ import socket
 import struct
 from typing import Any, Dict, List, Sequence, Tuple
 
+from rknnlink.v1.datawire import send_parts
+
 _PREFIX = struct.Struct("<II")
 MAX_HEADER = 16 << 20
 MAX_BLOBS = 4096
@@ -25,19 +27,8 @@ def send_frame(sock: socket.socket, header: Dict[str, Any], blobs: Sequence[Any]
     views = [memoryview(b).cast("B") for b in blobs]
     body = json.dumps(header, separators=(",", ":")).encode()
     prefix = _PREFIX.pack(len(body), len(views)) + struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views))
-    _send_all(sock, [prefix + body, *(v for v in views if v.nbytes)])
+    send_parts(sock, [prefix + body, *views])
 
-
-def _send_all(sock: socket.socket, parts: List[Any]) -> None:
-    """One sendmsg (one wake-up of the peer) for the whole frame; loop only on partial sends."""
-    parts = [memoryview(p).cast("B") for p in parts]
-    while parts:
-        sent = sock.sendmsg(parts)
-        while parts and sent >= parts[0].nbytes:
-            sent -= parts[0].nbytes
-            parts.pop(0)
-        if parts and sent:
-            parts[0] = parts[0][sent:]
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytearray:

@@ -9,13 +9,13 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
 
 from rknnlink import PROTOCOL_VERSION, __version__
-from rknnlink.client.data import DataConnection, DataPipeline, DataRefusedError
+from rknnlink.client.data import DataConnection, DataPipeline, DataRefusedError, OrderedResults
 from rknnlink.client.errors import BoardError, IncompatibleVersionError, SessionLostError, translate
 from rknnlink.runtime import TensorAttr, numpy_dtype
 from rknnlink.runtime.library import output_type_of
@@ -493,7 +493,7 @@ class Session:
         self.close()
 
 
-class Pipeline:
+class Pipeline(OrderedResults):
     """Several inferences in flight on one RunStream.
 
     submit() queues a request (never blocks on results: when `depth` are in flight it first collects the
@@ -555,29 +555,6 @@ class Pipeline:
             raise translate(exc, self.session.board.address) from None
         self._inflight -= 1
         return [_array(t) for t in reply.outputs]
-
-    def get(self) -> List[np.ndarray]:
-        """The oldest outstanding result (blocks until it arrives)."""
-        if self._ready:
-            return self._ready.popleft()
-        if self._inflight == 0:
-            raise BoardError("no request is outstanding; submit() first")
-        return self._receive()
-
-    def results(self) -> Iterator[List[np.ndarray]]:
-        """Every outstanding result, in submission order."""
-        while self._ready or self._inflight:
-            yield self.get()
-
-    def map(self, inputs: Iterable[Any], **kwargs: Any) -> Iterator[List[np.ndarray]]:
-        """Run every item of `inputs`, keeping `depth` in flight; yields results in order."""
-        for item in inputs:
-            self.submit(item, **kwargs)
-            while self._ready:
-                yield self._ready.popleft()
-            if self._inflight >= self.depth:
-                yield self._receive()
-        yield from self.results()
 
     def close(self) -> None:
         """End the stream (waiting for results still in flight, which are discarded)."""

@@ -77,7 +77,45 @@ class DataConnection:
             self.sock.close()
 
 
-class DataPipeline:
+class OrderedResults:
+    """Result collection shared by the pipelines: subclasses provide submit(), _receive(), `depth`,
+    `_ready` (results collected early) and `_inflight` (requests whose results are still on the wire)."""
+
+    depth: int
+    _ready: Deque[List[np.ndarray]]
+    _inflight: int
+
+    def submit(self, inputs: Any, **kwargs: Any) -> int:
+        raise NotImplementedError
+
+    def _receive(self) -> List[np.ndarray]:
+        raise NotImplementedError
+
+    def get(self) -> List[np.ndarray]:
+        """The oldest outstanding result (blocks until it arrives)."""
+        if self._ready:
+            return self._ready.popleft()
+        if self._inflight == 0:
+            raise BoardError("no request is outstanding; submit() first")
+        return self._receive()
+
+    def results(self) -> Iterator[List[np.ndarray]]:
+        """Every outstanding result, in submission order."""
+        while self._ready or self._inflight:
+            yield self.get()
+
+    def map(self, inputs: Iterable[Any], **kwargs: Any) -> Iterator[List[np.ndarray]]:
+        """Run every item of `inputs`, keeping `depth` in flight; yields results in order."""
+        for item in inputs:
+            self.submit(item, **kwargs)
+            while self._ready:
+                yield self._ready.popleft()
+            if self._inflight >= self.depth:
+                yield self._receive()
+        yield from self.results()
+
+
+class DataPipeline(OrderedResults):
     """Session.pipeline() over the data channel: same interface as rknnlink.client.board.Pipeline."""
 
     def __init__(self, conn: DataConnection, depth: int, encode: Callable[..., Tuple[list, bool]],
@@ -122,26 +160,6 @@ class DataPipeline:
             self._fail(exc)
         self._inflight -= 1
         return outs
-
-    def get(self) -> List[np.ndarray]:
-        if self._ready:
-            return self._ready.popleft()
-        if self._inflight == 0:
-            raise BoardError("no request is outstanding; submit() first")
-        return self._receive()
-
-    def results(self) -> Iterator[List[np.ndarray]]:
-        while self._ready or self._inflight:
-            yield self.get()
-
-    def map(self, inputs: Iterable[Any], **kwargs: Any) -> Iterator[List[np.ndarray]]:
-        for item in inputs:
-            self.submit(item, **kwargs)
-            while self._ready:
-                yield self._ready.popleft()
-            if self._inflight >= self.depth:
-                yield self._receive()
-        yield from self.results()
 
     def close(self) -> None:
         """Close the connection; results still in flight are discarded (the worker notices the close)."""
