@@ -131,6 +131,18 @@ static void ctx_free(sim_ctx *c)
     free(c);
 }
 
+/* Upper bound on a context's activation and I/O memory, so a hostile model cannot make rknn_init allocate
+ * gigabytes: RKNNLINK_SIM_MAX_MB (MiB), default 4096. Read per call; no global state. */
+static uint64_t memory_limit_bytes(void)
+{
+    const char *env = getenv("RKNNLINK_SIM_MAX_MB");
+    char *end = NULL;
+    unsigned long long mb = env ? strtoull(env, &end, 10) : 0;
+    if (env == NULL || end == env || *end != '\0' || mb == 0 || mb > (1ULL << 30))
+        mb = 4096;
+    return (uint64_t)mb << 20;
+}
+
 RKNN_EXPORT int rknn_init(rknn_context *context, void *model, uint32_t size, uint32_t flag,
                           rknn_init_extend *extend)
 {
@@ -168,6 +180,16 @@ RKNN_EXPORT int rknn_init(rknn_context *context, void *model, uint32_t size, uin
         sim_set_init_error("%s", err);
         sim_log(SIM_LOG_ERROR, "rknn_init: invalid model: %s", err);
         return RKNN_ERR_MODEL_INVALID;
+    }
+    uint64_t limit = memory_limit_bytes();
+    if (m->work_size + m->io_size > limit) {
+        sim_set_init_error("rknn_init: the model needs %llu MiB of activation and I/O memory, above the simulator's "
+                           "limit of %llu MiB (set RKNNLINK_SIM_MAX_MB to raise it)",
+                           (unsigned long long)((m->work_size + m->io_size) >> 20),
+                           (unsigned long long)(limit >> 20));
+        sim_log(SIM_LOG_ERROR, "%s", rknnlink_sim_init_error());
+        sim_model_unref(m);
+        return RKNN_ERR_MALLOC_FAIL;
     }
     sim_ctx *c = ctx_new(m, flag);
     if (c == NULL) {

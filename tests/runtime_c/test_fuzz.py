@@ -11,7 +11,8 @@ import rc_models
 
 RUNTIME_C = Path(__file__).resolve().parents[2] / "runtime_c"
 REGRESSIONS = RUNTIME_C / "tests" / "fuzz_regressions"
-QUIET = {**os.environ, "RKNN_LOG_LEVEL": "-1"}
+# A hostile model may declare huge tensors: keep contexts well under the fuzzer's RSS limit.
+QUIET = {**os.environ, "RKNN_LOG_LEVEL": "-1", "RKNNLINK_SIM_MAX_MB": "64", "RKNNLINK_SIM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
