@@ -3,6 +3,7 @@ models from the C writer and from rknnlink.model.format; plus the saved regressi
 
 import os
 import re
+import resource
 import subprocess
 from pathlib import Path
 
@@ -37,8 +38,12 @@ def _fuzz(binary: Path, seeds: Path, tmp_path: Path, seconds: int) -> None:
     corpus.mkdir()
     artifacts = tmp_path / f"artifacts_{binary.name}"
     artifacts.mkdir()
+    # Linux carries the parent's peak RSS into a forked child (ru_maxrss), and libFuzzer checks ru_maxrss: from a
+    # pytest process that loaded torch and onnxruntime it would start "over" a fixed limit. Allow 2 GiB above it.
+    rss_limit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024 + 2048
     proc = subprocess.run(
-        [str(binary), f"-max_total_time={seconds}", "-rss_limit_mb=2048", "-malloc_limit_mb=512", "-max_len=16384",
+        [str(binary), f"-max_total_time={seconds}", f"-rss_limit_mb={rss_limit}", "-malloc_limit_mb=512",
+         "-max_len=16384",
          "-timeout=10", "-print_final_stats=1", f"-artifact_prefix={artifacts}/", str(corpus), str(seeds)],
         capture_output=True, text=True, env=QUIET, timeout=seconds + 180)
     found = sorted(p.name for p in artifacts.iterdir())
