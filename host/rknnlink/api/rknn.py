@@ -138,6 +138,7 @@ class RKNN:
         self._onnx = load_onnx(model, inputs=inputs, outputs=outputs, input_size_list=input_size_list)
         self._build = None
         self._model_bytes = None
+        self._vendor = None
         return 0
 
     def load_pytorch(self, model, input_size_list) -> int:
@@ -219,6 +220,7 @@ class RKNN:
         self._build = hybrid_quantization_step2(model_input, data_input, model_quantization_cfg,
                                                 self._build_config())
         self._model_bytes = self._build.data
+        self._vendor = None  # the toolkit's hybrid flow is its own: no vendor model from these files
         return 0
 
     def export_rknn(self, export_path, **kwargs) -> int:
