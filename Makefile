@@ -24,7 +24,7 @@ $(VENV)/.apt-installed:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(shell find runtime_c -name '*.[ch]' 2>/dev/null)
+$(STAMP): pyproject.toml setup.py $(shell find runtime_c -name '*.[ch]' -not -path '*/vendor_double/*' 2>/dev/null)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
 	$(PIP) install -q $(TORCH) || echo "torch unavailable: load_pytorch tests will be skipped"
