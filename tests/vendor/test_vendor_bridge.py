@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rknnlink.vendor import ToolkitBrokenError, ToolkitJob, ToolkitNotFoundError, VendorToolkit, environment
+from rknnlink.vendor import (
+    ToolkitBrokenError,
+    ToolkitJob,
+    ToolkitNotFoundError,
+    ToolkitSetupError,
+    VendorToolkit,
+    environment,
+)
 from rknnlink.vendor.facade import VendorPlan, board_model, sim_companion
 
 
@@ -97,3 +104,14 @@ def test_targeting_a_vendor_board_without_the_toolkit_says_how_to_set_it_up(vend
             rknn.init_runtime(target="rk3588", device_id=f"tcp:{daemon.address}")
     assert rknn.init_runtime() == 0  # the simulator model is still there
     assert rknn.inference([np.zeros((1, 64, 64, 3), np.uint8)], data_format="nhwc")[0].shape[0] == 1
+
+
+def test_a_failed_setup_step_reports_pip_output(tmp_path):
+    env_dir = tmp_path / "env"
+    (env_dir / "bin").mkdir(parents=True)
+    (env_dir / "bin" / "python").symlink_to(sys.executable)  # an existing venv: setup skips creating it
+    missing = tmp_path / "torch-2.13.0+cpu-cp311-none-any.whl"
+    with pytest.raises(ToolkitSetupError, match="failed with status") as info:
+        environment.setup(env_dir, torch=str(missing))
+    assert str(missing) in str(info.value) and "setup.log" in str(info.value)
+    assert not (env_dir / environment.MARKER).exists()
