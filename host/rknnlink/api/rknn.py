@@ -247,7 +247,8 @@ class RKNN:
     def init_runtime(self, target=None, device_id=None, perf_debug=False, eval_mem=False, async_mode=False,
                      core_mask=0, fallback_prior_device="cpu") -> int:
         """target=None: the simulated NPU in this process. Otherwise a board: device_id is an adb serial,
-        'tcp:HOST:PORT', 'usb:SERIAL', or 'sim' (a simulated board daemon started for this process)."""
+        'tcp:HOST:PORT', 'usb:SERIAL', 'sim' (a simulated board daemon started for this process), or 'farm' /
+        'farm:PLACE' (a board reserved from the labgrid farm, docs/farm.md)."""
         from rknnlink.model.format import is_vendor_rknn
 
         if self._model_bytes is None:
@@ -283,7 +284,7 @@ class RKNN:
         else:
             from rknnlink.transport import resolve
 
-            endpoint = resolve(device_id)
+            endpoint = resolve(device_id, platform=target)
             address, stop, connect_kwargs = endpoint.address, endpoint.close, endpoint.connect_kwargs()
         try:
             runtime = BoardRuntime(address, self._model_bytes, perf_debug=perf_debug, eval_mem=eval_mem,
