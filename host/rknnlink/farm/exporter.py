@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -81,29 +82,41 @@ def _hostport(address: str):
 
 
 def probe_board(device_id: str, advertise: str, timeout: float = 10.0) -> ExportedBoard:
-    """Reach one board (setting up its forward), read its DeviceInfo and open the relays."""
-    from rknnlink.client import Board
+    """Reach one board (setting up its forward), read its DeviceInfo and open the relays. The probe asks
+    GetDeviceInfo without a Hello, so the daemon never counts the exporter as a client of the board."""
     from rknnlink.transport import resolve
+    from rknnlink.transport.probe import address_info
 
     endpoint = resolve(device_id, timeout=timeout)
     try:
         if endpoint.secure:
             raise ValueError(f"{device_id} is a TLS network daemon: export boards the host reaches over adb, USB "
                              f"or loopback (run `rknnlink farm export` on the host the board is attached to)")
-        with Board.connect(endpoint.address, timeout=timeout, **endpoint.connect_kwargs()) as board:
-            info = board.info
-        transport = "tcp" if endpoint.kind == "tcp" else endpoint.kind
+        info = address_info(endpoint.address, timeout=timeout)
+        if info is None or not info.platform:
+            raise ValueError(f"the daemon of {device_id} at {endpoint.address} did not report its DeviceInfo")
+        transport = endpoint.kind
         exported = ExportedBoard(device_id=device_id, transport=transport, serial=endpoint.serial or info.serial,
                                  tags=board_tags(info, transport), endpoint=endpoint)
         exported.relays.append(TcpRelay(advertise, _hostport(endpoint.address)))
-        data = endpoint.data_address or (f"{endpoint.address.rpartition(':')[0]}:{board.data_port}"
-                                         if board.data_port else None)
+        data = endpoint.data_address or _default_data_address(endpoint.address)
         if data:
             exported.relays.append(TcpRelay(advertise, _hostport(data)))
         return exported
     except BaseException:
         endpoint.close()
         raise
+
+
+def _default_data_address(address: str) -> Optional[str]:
+    """The daemon's data channel by its default place (gRPC port + 1) when something listens there; a client
+    whose data connection is refused falls back to gRPC, so a wrong guess costs nothing but speed."""
+    host, port = _hostport(address)
+    try:
+        socket.create_connection((host, port + 1), timeout=1.0).close()
+    except OSError:
+        return None
+    return f"{host}:{port + 1}"
 
 
 def discovered_ids() -> List[str]:

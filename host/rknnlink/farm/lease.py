@@ -4,9 +4,9 @@ holder died, so rknnlink adds a lease on top.
 * The holder writes the place tag `lease_until` (epoch seconds) before it acquires the place, and a
   :class:`LeaseKeeper` thread pushes it forward every `duration / 3` seconds while it holds the place.
 * A reaper (:func:`reap`, run by every `rknnlink farm export` supervisor for its own places, or by
-  `rknnlink farm reap` next to the coordinator) releases a place whose lease is more than `GRACE` seconds
-  old, from that holder only (labgrid's ReleasePlace fromuser: a place someone else acquired meanwhile is
-  left alone), cancels the reservation that led to it and clears the tag.
+  `rknnlink farm reap` next to the coordinator) takes a place whose lease is more than `GRACE` seconds
+  old away from that holder only (labgrid's ReleasePlace fromuser: a place someone else acquired meanwhile
+  is left alone): it cancels the reservation that led to it, clears the tag and releases the place.
 * Places acquired without a lease tag (a person with `labgrid-client lock`) are never reaped.
 
 A client killed while holding a board therefore gives it back `duration + GRACE` seconds after its last
@@ -60,11 +60,11 @@ class LeaseKeeper(threading.Thread):
         super().__init__(name=f"farm-lease-{place}", daemon=True)
         self.coordinator, self.place, self.duration = coordinator, place, duration
         self.on_lost = on_lost
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.refreshes = 0
 
     def run(self) -> None:
-        while not self._stop.wait(self.duration / 3):
+        while not self._halt.wait(self.duration / 3):
             current = self.coordinator.places.get(self.place)
             if current is None or current.acquired != self.coordinator.name:
                 holder = (current.acquired if current is not None else "") or "nobody"
@@ -81,7 +81,7 @@ class LeaseKeeper(threading.Thread):
                 log.warning("could not refresh the lease on %s: %s", self.place, exc)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(5)
 
@@ -98,12 +98,16 @@ def reap(coordinator: Coordinator, owned: Optional[Callable[[Any], bool]] = None
         holder = place.acquired or None
         try:
             if holder:
+                # Cancel, clear, then release: the next client in the queue gets the place in the same
+                # scheduling pass, and a new holder's lease tag is never the one cleared.
+                if place.reservation:  # the dead holder's reservation
+                    _cancel_quietly(coordinator, place.reservation)
+                coordinator.set_tags(place.name, {LEASE_TAG: ""})
                 coordinator.release(place.name, fromuser=holder)
                 log.warning("released %s held by %s: its lease ended %.1f s ago (the client stopped refreshing "
                             "it: killed, crashed or cut off)", place.name, holder, now - until)
-                if place.reservation:  # the dead holder's reservation
-                    _cancel_quietly(coordinator, place.reservation)
-            coordinator.set_tags(place.name, {LEASE_TAG: ""})
+            else:
+                coordinator.set_tags(place.name, {LEASE_TAG: ""})
         except CoordinatorCallError as exc:
             log.warning("reaping %s: %s", place.name, exc)
             continue

@@ -87,8 +87,10 @@ class FarmRequest:
         wanted = dict(self.tags)
         if self.platform:
             wanted = {"platform": self.platform, **wanted}
-        what = " ".join(f"{k}={v}" for k, v in wanted.items()) or "any board"
-        return f"board {self.place} ({what})" if self.place else f"a board with {what}"
+        what = " ".join(f"{k}={v}" for k, v in wanted.items())
+        if self.place:
+            return f"board {self.place} ({what})" if what else f"board {self.place}"
+        return f"a board with {what}" if what else "any board"
 
 
 def _tags(place: Any) -> Dict[str, str]:
@@ -149,10 +151,13 @@ class FarmLease:
         self.keeper.stop()
         coord = self.coordinator
         try:
-            coord.release(self.place, fromuser=self.holder)
-            # The reservation still holds the place for us until cancelled: clear our lease tag before that.
-            coord.set_tags(self.place, {LEASE_TAG: ""})
+            # Cancel first: labgrid's scheduler only offers a place whose reservation was dropped in an
+            # earlier pass, so releasing last lets the next client in the queue have it at once.
             coord.cancel_reservation(self.token)
+            coord.release(self.place, fromuser=self.holder)
+            current = coord.places.get(self.place)
+            if current is None or not current.acquired:  # a new holder's own lease tag stays
+                coord.set_tags(self.place, {LEASE_TAG: ""})
         except CoordinatorCallError as exc:
             log.warning("releasing %s: %s (the lease expires by itself)", self.place, exc)
         finally:
