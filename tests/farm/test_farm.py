@@ -3,6 +3,7 @@ platforms (one behind the emulated adbd), all in a network namespace this module
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -173,6 +174,44 @@ def test_six_concurrent_clients_on_two_platforms_never_share_a_board(farm, model
     assert not held, f"still held after all jobs ended: {held}"
     waits = sorted(round(r["waited"], 2) for r in results.values())
     print(f"\nsix jobs on three boards in {elapsed:.1f} s; per-job waits {waits}")
+
+
+def test_places_learn_the_runtime_version_once_a_session_ran(farm):
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        tags = {p["name"]: p["tags"] for p in farm.farm_list()["places"]}
+        if all(t.get("librknnrt_version") for t in tags.values()):
+            break
+        time.sleep(0.3)
+    assert all(t.get("librknnrt_version") for t in tags.values()), tags
+
+
+def test_farm_run_holds_a_board_for_a_command(farm):
+    child = ("import json, os; from rknnlink.client import Board; from rknnlink.transport import resolve; "
+             "e = resolve(os.environ['RKNNLINK_DEVICE']); b = Board.connect(e.address); "
+             "print(json.dumps({'device': os.environ['RKNNLINK_DEVICE'], 'place': os.environ['RKNNLINK_FARM_PLACE'], "
+             "'platform': b.info.platform, 'clients': b.stats()['clients']})); b.close()")
+    result = farm.ns.run([infra.PYTHON, "-m", "rknnlink.cli", "farm", "run", "--platform", "rk3568", "--",
+                          infra.PYTHON, "-c", child], env=_farm_env(), timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.splitlines()[-1])
+    assert out["place"] == "hosta-tcp_127_0_0_1_51011" and out["device"].startswith("tcp:127.0.0.2:")
+    assert out["platform"] == "rk3568" and out["clients"] == 1
+    state = farm.farm_list()
+    assert {p["name"]: p["holder"] for p in state["places"]}[out["place"]] is None  # released afterwards
+    failed = farm.ns.run([infra.PYTHON, "-m", "rknnlink.cli", "farm", "run", "--platform", "rk3568", "--",
+                          infra.PYTHON, "-c", "raise SystemExit(3)"], env=_farm_env(), timeout=60)
+    assert failed.returncode == 3
+    assert all(p["holder"] is None for p in farm.farm_list()["places"])
+
+
+def test_export_dry_run_prints_the_labgrid_config(farm):
+    result = farm.ns.run([infra.PYTHON, "-m", "rknnlink.cli", "farm", "export", "--dry-run", "--no-discover",
+                          "--name", "dry", "--advertise", "127.0.0.4", "--device", "tcp:127.0.0.1:51011"],
+                         env=_farm_env(), timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "cls: RKNNLinkDaemon" in result.stdout and "address: 127.0.0.4" in result.stdout
+    assert "# place dry-tcp_127_0_0_1_51011: platform=rk3568" in result.stdout
 
 
 def test_a_killed_holder_gives_the_board_back_after_its_lease(farm):

@@ -155,6 +155,7 @@ class ExportSupervisor:
         self.exporter: Optional[subprocess.Popen] = None
         self.coord: Optional[Coordinator] = None
         self._stop = threading.Event()
+        self.tags_dirty = False
         self.log_path = self.config_path.with_suffix(".log")
 
     # -- scanning -----------------------------------------------------------------------------------------------
@@ -171,6 +172,8 @@ class ExportSupervisor:
                 self._withdraw(board)
                 del self.boards[device_id]
                 changed = True
+            elif "librknnrt_version" not in board.tags:
+                self._learn_runtime_version(board)
         for device_id in wanted:
             if device_id in self.boards:
                 continue
@@ -186,6 +189,15 @@ class ExportSupervisor:
                         " ".join(f"{k}={v}" for k, v in board.tags.items()))
             changed = True
         return changed
+
+    def _learn_runtime_version(self, board: ExportedBoard) -> None:
+        """A daemon knows its librknnrt version once a session ran on it: then tag the place with it."""
+        from rknnlink.transport.probe import address_info
+
+        info = address_info(board.endpoint.address, timeout=2.0)
+        if info is not None and info.runtime_version:
+            board.tags = board_tags(info, board.transport)
+            self.tags_dirty = True
 
     def _withdraw(self, board: ExportedBoard) -> None:
         """Take the board out of the pool first (no new allocation), then stop relaying it."""
@@ -277,7 +289,8 @@ class ExportSupervisor:
             log.warning("the labgrid exporter exited (%s); restarting it", self.exporter.returncode)
         if changed or dead or (self.boards and self.exporter is None):
             self.restart_exporter()
-        if changed or dead:
+        if changed or dead or self.tags_dirty:
+            self.tags_dirty = False
             self.sync_places()
         released = reap(self._coord(), owned=self.owns)
         if released:
