@@ -130,9 +130,9 @@ def _rate(records: list) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=3, help="jobs per worker (default 3)")
-    parser.add_argument("--workers", type=int, default=4, help="concurrent client processes (default 4)")
-    parser.add_argument("--hold", type=float, default=1.0, help="seconds a job keeps its board (default 1)")
+    parser.add_argument("--jobs", type=int, default=2, help="jobs per worker (default 2)")
+    parser.add_argument("--workers", type=int, default=6, help="concurrent client processes (default 6)")
+    parser.add_argument("--hold", type=float, default=1.5, help="seconds a job keeps its board (default 1.5)")
     args = parser.parse_args()
     reason = infra.netns_available()
     if reason:
@@ -153,14 +153,14 @@ def main() -> int:
     np.save(work / "image.npy", np.zeros((1, 64, 64, 3), np.uint8))
     farm = BenchFarm(work)
     try:
-        direct = farm.run_jobs(f"127.0.0.1:{PORTS[0]}", 1, args.jobs, args.hold, work / "demo.rknn",
+        direct = farm.run_jobs(f"127.0.0.1:{PORTS[0]}", 1, 2 * args.jobs, args.hold, work / "demo.rknn",
                                work / "image.npy")
         direct_job = statistics.median(r["end"] - r["start"] for r in direct)
         rates = {}
         for boards in (1, 2, 3):
             farm.export(boards)
             if boards == 1:  # uncontended: one worker, so reserve/release time is pure overhead
-                alone = farm.run_jobs("farm", 1, args.jobs, args.hold, work / "demo.rknn", work / "image.npy")
+                alone = farm.run_jobs("farm", 1, 2 * args.jobs, args.hold, work / "demo.rknn", work / "image.npy")
             records = farm.run_jobs("farm", args.workers, args.jobs, args.hold, work / "demo.rknn",
                                     work / "image.npy")
             rates[boards] = _rate(records)

@@ -71,7 +71,7 @@ except Exception as exc:
 print(json.dumps({"held": lease.place, "at": time.time(), "waited": lease.waited}), flush=True)
 sys.stdin.read()
 lease.release()
-print(json.dumps({"released": lease.place, "at": time.time()}), flush=True)
+print(json.dumps({"released": lease.place, "at": time.time(), "lost": lease.lost}), flush=True)
 """
 
 
@@ -230,6 +230,22 @@ def test_a_killed_holder_gives_the_board_back_after_its_lease(farm):
     print(f"\nkilled holder's board returned after {returned:.1f} s (lease {LEASE_S:g} s)")
     assert "lease ended" in farm.logs["export-hosta"].read_text()
     _release(waiter)
+
+
+def test_a_suspended_holder_is_told_it_lost_the_board(farm):
+    place = "hosta-tcp_127_0_0_1_51011"
+    sleeper = _holder(farm, "sleeper", "farm", "rk3568")
+    assert farm.wait_output("sleeper", "held", 60)["held"] == place
+    os.killpg(sleeper.pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 20
+    while {p["name"]: p["holder"] for p in farm.farm_list()["places"]}[place] is not None:
+        assert time.monotonic() < deadline, "the suspended holder's lease never expired"
+        time.sleep(0.3)
+    os.killpg(sleeper.pid, signal.SIGCONT)
+    time.sleep(LEASE_S / 3 + 1.0)  # one keeper period: it finds the place gone
+    _release(sleeper)
+    lost = farm.wait_output("sleeper", "released", 10)["lost"]
+    assert lost and f"took board {place} back" in lost
 
 
 def test_higher_priority_reservation_is_served_first(farm):

@@ -40,3 +40,4 @@ def board(platform: Optional[str] = None, place: Optional[str] = None, tags: Opt
         endpoint = held.endpoint()
         with Board.connect(endpoint.address, **endpoint.connect_kwargs()) as connected:
             yield connected
+        held.check()

@@ -191,9 +191,13 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(exc)
     env = dict(os.environ, RKNNLINK_DEVICE=f"tcp:{held.address}", RKNNLINK_FARM_PLACE=held.place)
     try:
-        return subprocess.call(cmd, env=env)
+        code = subprocess.call(cmd, env=env)
     finally:
         held.release()
+    if held.lost:
+        print(f"rknnlink farm run: {held.lost}; the command's results may not be exclusive", file=sys.stderr)
+        return code or 1
+    return code
 
 
 def _reap(args: argparse.Namespace) -> int:

@@ -22,11 +22,11 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 from urllib.parse import parse_qsl
 
 from .coordinator import Coordinator, CoordinatorCallError, Resource, reservation_state
-from .errors import BoardGoneError, FarmError, FarmTimeoutError
+from .errors import BoardGoneError, FarmError, FarmTimeoutError, LeaseLostError
 from .lease import LEASE_TAG, LeaseKeeper, lease_duration, write_lease
 from .tags import DAEMON_CLASS, POOL_TAG, POOL_VALUE, STATE_TAG, UNPLUGGED
 
@@ -133,7 +133,12 @@ class FarmLease:
         _LIVE.add(self)
 
     def _on_lost(self, reason: str) -> None:
-        self.lost = reason
+        self.lost = reason  # checked by farm.board() and `farm run`: results may have shared the board
+
+    def check(self) -> None:
+        """Raise LeaseLostError when the farm took the board back while this client believed it held it."""
+        if self.lost:
+            raise LeaseLostError(self.lost)
 
     def endpoint(self):
         """A transport Endpoint for rknnlink.client / the facade; closing it releases the board."""
@@ -332,10 +337,4 @@ def resolve_farm(device_id: str, platform: Optional[str] = None, timeout: Option
     return reserve(request).endpoint()
 
 
-def places_for(coord: Coordinator, request: FarmRequest) -> List[str]:
-    """Names of the places `request` can be served by (for tools and tests)."""
-    wanted = request.filter()
-    return sorted(p.name for p in coord.places.values() if _matches(p, wanted))
-
-
-__all__ = ["FarmLease", "FarmRequest", "places_for", "queue_summary", "reserve", "resolve_farm"]
+__all__ = ["FarmLease", "FarmRequest", "queue_summary", "reserve", "resolve_farm"]
