@@ -30,12 +30,7 @@ def board(platform: Optional[str] = None, place: Optional[str] = None, tags: Opt
     """Hold a farm board for the block and yield a connected rknnlink.client.Board (released on exit)."""
     from rknnlink.client import Board
 
-    request = FarmRequest.parse(f"farm:{place}" if place else "farm", platform)
-    request.tags.update(tags or {})
-    for key, value in (("priority", priority), ("timeout", timeout), ("lease", lease)):
-        if value is not None:
-            setattr(request, key, float(value))
-    request.coordinator = coordinator or request.coordinator
+    request = FarmRequest.make(platform, place, tags, priority, timeout, lease, coordinator)
     with reserve(request) as held:
         endpoint = held.endpoint()
         with Board.connect(endpoint.address, **endpoint.connect_kwargs()) as connected:

@@ -176,16 +176,14 @@ def _run(args: argparse.Namespace) -> int:
         print("rknnlink farm run: give a command after --", file=sys.stderr)
         return 2
     try:
-        request = FarmRequest.parse(f"farm:{args.place}" if args.place else "farm", args.platform)
+        tags = {}
         for item in args.tag:
             key, sep, value = item.partition("=")
             if not sep:
                 raise ValueError(f"--tag {item!r} must be KEY=VALUE")
-            request.tags[key] = value
-        for key in ("priority", "timeout", "lease"):
-            if getattr(args, key) is not None:
-                setattr(request, key, getattr(args, key))
-        request.coordinator = args.coordinator or request.coordinator
+            tags[key] = value
+        request = FarmRequest.make(args.platform, args.place, tags, args.priority, args.timeout, args.lease,
+                                   args.coordinator)
         held = reserve(request)
     except (FarmError, ValueError) as exc:
         return _fail(exc)

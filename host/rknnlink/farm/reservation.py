@@ -74,6 +74,20 @@ class FarmRequest:
             raise ValueError("farm timeout must be >= 0 and lease > 0 seconds")
         return request
 
+    @classmethod
+    def make(cls, platform: Optional[str] = None, place: Optional[str] = None,
+             tags: Optional[Dict[str, str]] = None, priority: Optional[float] = None,
+             timeout: Optional[float] = None, lease: Optional[float] = None,
+             coordinator: Optional[str] = None) -> FarmRequest:
+        """A request from keyword arguments; those left None take the environment's defaults."""
+        request = cls.parse(f"farm:{place}" if place else "farm", platform)
+        request.tags.update(tags or {})
+        for key, value in (("priority", priority), ("timeout", timeout), ("lease", lease)):
+            if value is not None:
+                setattr(request, key, float(value))
+        request.coordinator = coordinator or request.coordinator
+        return request
+
     def filter(self) -> Dict[str, str]:
         """The reservation filter: only places of the rknnlink pool, plus platform, place name and tags."""
         tags = {POOL_TAG: POOL_VALUE, **self.tags}
