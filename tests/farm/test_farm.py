@@ -135,6 +135,8 @@ def test_farm_list_shows_places_tags_and_resources(farm):
     assert adb["tags"]["transport"] == "adb"
     table = farm.ns.run([infra.PYTHON, "-m", "rknnlink.cli", "farm", "list"], env=_farm_env()).stdout
     assert "hostb-127_0_0_1_6001" in table and "PLATFORM" in table
+    reaper = farm.ns.run([infra.PYTHON, "-m", "rknnlink.cli", "farm", "reap", "--once"], env=_farm_env())
+    assert reaper.returncode == 0 and reaper.stdout == ""  # nothing held, nothing to reap
 
 
 def test_six_concurrent_clients_on_two_platforms_never_share_a_board(farm, models):
@@ -289,6 +291,9 @@ def test_an_unplugged_board_is_skipped_with_a_clear_message(farm):
     _release(for_platform)
     _release(hold_adb)
     for_that_board.wait(10)
+    farm.adb.connect()  # plugged back in: the board rejoins the pool
+    state = {p["name"]: p for p in farm.wait_places({adb_place}, timeout=30)["places"]}
+    assert state[adb_place]["tags"]["state"] == "ready"
 
 
 def test_bad_farm_requests_say_what_is_wrong(farm):

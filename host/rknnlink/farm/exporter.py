@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from .coordinator import Coordinator, CoordinatorCallError, coordinator_address
+from .errors import FarmError
 from .lease import reap
 from .relay import TcpRelay
 from .tags import (
@@ -304,7 +305,7 @@ class ExportSupervisor:
             while not self._stop.is_set():
                 try:
                     self.step()
-                except CoordinatorCallError as exc:
+                except FarmError as exc:  # coordinator restarting or unreachable: keep trying
                     log.warning("coordinator: %s", exc)
                 if first and ready_file is not None:
                     ready_file.write_text(" ".join(sorted(self.known_places.values())) + "\n")
