@@ -162,7 +162,7 @@ class FarmLease:
                         _closer=self.release)
 
     def release(self) -> None:
-        """Give the board back (idempotent): release the place, clear the lease, end the reservation."""
+        """Give the board back (idempotent): end the reservation, release the place, clear the lease tag."""
         with self._lock:
             if self.released:
                 return
@@ -174,10 +174,11 @@ class FarmLease:
             # earlier pass, so releasing last lets the next client in the queue have it at once.
             coord.cancel_reservation(self.token)
             coord.release(self.place, fromuser=self.holder)
+            coord.sync()  # our copy of the place now shows whether someone acquired it since
             current = coord.places.get(self.place)
             if current is None or not current.acquired:  # a new holder's own lease tag stays
                 coord.set_tags(self.place, {LEASE_TAG: ""})
-        except CoordinatorCallError as exc:
+        except FarmError as exc:
             log.warning("releasing %s: %s (the lease expires by itself)", self.place, exc)
         finally:
             coord.close()
