@@ -23,12 +23,16 @@ pytest.importorskip("labgrid")
 JOB = r"""
 import json, os, sys, time
 import numpy as np
-mode, model, platform, image_path = sys.argv[1:5]
+mode, model, platform, image_path, go = sys.argv[1:6]
 image = np.load(image_path)
 model_bytes = open(model, "rb").read()
+from rknnlink.api import RKNN
+from rknnlink.farm import board as farm_board
+print(json.dumps({"ready": True}), flush=True)
+while not os.path.exists(go):  # all six start together, so they contend for the boards
+    time.sleep(0.01)
 t0 = time.time()
 if mode == "facade":
-    from rknnlink.api import RKNN
     rknn = RKNN()
     assert rknn.load_rknn(model) == 0
     assert rknn.init_runtime(target=platform, device_id=os.environ.get("FARM_DEVICE", "farm"), perf_debug=True) == 0
@@ -36,17 +40,18 @@ if mode == "facade":
     board = rknn._runtime._board
     outs = [rknn.inference(inputs=[image])[0] for _ in range(4)]
     perf = rknn.eval_perf(is_print=False)
+    time.sleep(0.3)
     clients = board.stats()["clients"]
     address, served = board.address, board.info.platform
     end = time.time()
     rknn.release()
 else:
-    from rknnlink.farm import board as farm_board
     with farm_board(platform=platform) as board:
         start = time.time()
         session = board.load_model(model_bytes, perf=True)
         outs = [session.run([image], formats=["nhwc"])[0] for _ in range(4)]
         perf = {"total_us": session.perf().total_us}
+        time.sleep(0.3)
         clients = board.stats()["clients"]
         address, served = board.address, board.info.platform
         end = time.time()
@@ -141,12 +146,16 @@ def test_farm_list_shows_places_tags_and_resources(farm):
 
 def test_six_concurrent_clients_on_two_platforms_never_share_a_board(farm, models):
     jobs = {}
+    go = farm.workdir / "go-six"
     for i in range(6):
         platform = ("rk3588", "rk3568")[i % 2]
         mode = ("facade", "client")[(i // 2) % 2]
         env = infra.base_env(**{**_farm_env(), "JOB_OUT": str(farm.workdir / f"job{i}.npy")})
         jobs[f"job{i}"] = (platform, farm.client(f"job{i}", JOB, [mode, models[platform]["model"], platform,
-                                                                  models["image"]], env=env))
+                                                                  models["image"], str(go)], env=env))
+    for name in jobs:
+        farm.wait_output(name, "ready", 60)
+    go.touch()
     t0 = time.monotonic()
     for name, (_platform, proc) in jobs.items():
         assert proc.wait(120) == 0, farm.stderr(name)[-3000:]
