@@ -523,10 +523,6 @@ class RknnLinkService:
     @stream_rpc
     def GetDumps(self, request: pb.DumpsRequest, context: grpc.ServicerContext) -> Iterator[pb.DumpChunk]:  # noqa: N802
         session = self._session(request.session_id)
-        if not session.is_simulator:
-            raise DaemonError(grpc.StatusCode.FAILED_PRECONDITION,
-                              "per-layer dumps need the simulated NPU; this board runs the vendor runtime "
-                              "(use RKNN_LOG_LEVEL=5 and RKNN_DUMP_DIR on the board instead)", "not-simulator")
         reply, blobs = self._call(session, {"op": "dumps", "raw": request.include_raw})
         per_tensor = 2 if reply.get("raw") else 1
         for index, info in enumerate(reply["dumps"]):

@@ -13,6 +13,7 @@ _COMMAND_MODULES = (
     "rknnlink_server.cli",      # serve, install-service
     "rknnlink.transport.cli",   # devices, deploy
     "rknnlink.farm.cli",        # farm export, farm list, farm run, farm reap
+    "rknnlink.vendor.cli",      # toolkit2 setup|check
 )
 
 

@@ -153,35 +153,66 @@ def single_layer_outputs(model, golden: Dict[str, np.ndarray], tensor_map: Dict[
     return results
 
 
-Row = Tuple[str, str, Optional[Tuple[float, float]], Optional[Tuple[float, float]]]
+Pair = Optional[Tuple[float, float]]
+Row = Tuple[str, str, List[Pair]]   # op type, tensor name, (cos, euc) per column: entire, single per side
+# Per side: the second column's name and what it compares (the toolkit's wording for the header).
+_SECOND_COLUMN = {
+    "simulator": ("single", "single-layer output error between 'golden' and 'simulator', can better reflect the "
+                            "single-layer accuracy of the simulator."),
+    "runtime": ("single_sim", "single-layer output error between 'simulator' and 'runtime', can better reflect "
+                              "the single-layer accuracy of the runtime."),
+}
 
 
-def _cell(pair: Optional[Tuple[float, float]]) -> str:
+def _cell(pair: Pair) -> str:
     return "" if pair is None else f"{pair[0]:.5f} | {pair[1]:<10.5f}"
 
 
-def _write_report(path: Path, rows: List[Row], side: str) -> None:
-    """error_analysis.txt in the toolkit's layout: `[OpType] name`, then entire and single `cos | euc`."""
-    head = f"{side}_error"
-    lines = [
-        f"# {head}: calculate the output error of each layer of the {side} (compared to the 'golden' value).",
-        f"#              entire: output error of each layer between 'golden' and '{side}', these errors will "
-        "accumulate layer by layer.",
-        f"#              single: single-layer output error between 'golden' and '{side}', can better reflect the "
-        f"single-layer accuracy of the {side}.",
-        "",
-        f"{'layer_name':<73}{head:<35}",
-        f"{'':<73}{'entire':<20}{'single':<19}",
-        f"{'':<70}{'cos':>6}{'euc':>9}{'cos':>11}{'euc':>9}",
-        "-" * 108,
-    ]
-    for op_type, name, entire, single in rows:
+def _write_report(path: Path, rows: List[Row], sides: Sequence[str]) -> None:
+    """error_analysis.txt in the toolkit's layout: `[OpType] name`, then entire and single `cos | euc` per side
+    (with a board: runtime_error with entire and single_sim, beside simulator_error)."""
+    lines = []
+    for side in reversed(sides):
+        second, meaning = _SECOND_COLUMN[side]
+        lines += [f"# {side}_error: calculate the output error of each layer of the {side} (compared to the "
+                  "'golden' value).",
+                  f"#              entire: output error of each layer between 'golden' and '{side}', these errors "
+                  "will accumulate layer by layer.",
+                  f"#              {second}: {meaning}"]
+    lines += ["", f"{'layer_name':<73}" + "".join(f"{side + '_error':<39}" for side in sides).rstrip(),
+              f"{'':<73}" + "".join(f"{'entire':<20}{_SECOND_COLUMN[side][0]:<19}" for side in sides).rstrip(),
+              f"{'':<70}" + f"{'cos':>6}{'euc':>9}{'cos':>11}{'euc':>9}" + f"{'cos':>11}{'euc':>9}{'cos':>11}{'euc':>9}"
+              * (len(sides) - 1), "-" * (70 + 39 * len(sides) - 1)]
+    for op_type, name, pairs in rows:
         label = f"[{op_type}] {name}"
-        if entire is None and single is None:
+        if all(p is None for p in pairs):
             lines.append(label)
         else:
-            lines.append(f"{label:<68}{_cell(entire):<20}{_cell(single)}".rstrip())
+            lines.append((f"{label:<68}" + "".join(f"{_cell(p):<20}" for p in pairs)).rstrip())
     path.write_text("\n".join(lines) + "\n")
+
+
+def _layer_dumps(runtime, raw: Sequence[np.ndarray], formats: Sequence[str]) -> Dict[str, np.ndarray]:
+    """Run once with every layer dumped; the runtime is closed afterwards."""
+    try:
+        runtime.run([np.ascontiguousarray(a) for a in raw], formats, [False] * len(raw))
+        return runtime.dumps()
+    finally:
+        runtime.close()
+
+
+def _by_model_names(dumps: Dict[str, np.ndarray], model) -> Dict[str, np.ndarray]:
+    """A board's dumps under the simulator model's tensor names (the vendor runtime names dump files with
+    file-safe forms of the ONNX names)."""
+    safe = {re.sub(r"[^A-Za-z0-9.-]", "_", t.name): t.name for t in model.tensors}
+    return {safe.get(re.sub(r"[^A-Za-z0-9.-]", "_", name), name): value for name, value in dumps.items()}
+
+
+def _pair(reference: np.ndarray, value: Optional[np.ndarray]) -> Pair:
+    if value is None or value.size != reference.size:
+        return None
+    value = value.reshape(reference.shape)
+    return cosine(reference, value), euclidean(reference, value)
 
 
 def run_accuracy_analysis(rknn, inputs: Sequence, output_dir: Path, target=None, device_id=None,
@@ -205,11 +236,9 @@ def run_accuracy_analysis(rknn, inputs: Sequence, output_dir: Path, target=None,
         feeds[build.tensor_map.get(tensor.name, tensor.name)] = _normalise(array, fmt, spec)
     golden = golden_outputs(build.prepared_onnx, feeds)
 
-    side = "simulator" if target is None else "runtime"
-    if target is None:
-        runtime = LocalRuntime(build.data, model.target_platform, perf_debug=False, async_mode=False,
-                               core_mask=0, dump_layers=True)
-    else:
+    sides = {"simulator": _layer_dumps(LocalRuntime(build.data, model.target_platform, perf_debug=False,
+                                                    async_mode=False, core_mask=0, dump_layers=True), raw, formats)}
+    if target is not None:
         saved = rknn._runtime
         rknn._runtime = None
         try:
@@ -219,44 +248,45 @@ def run_accuracy_analysis(rknn, inputs: Sequence, output_dir: Path, target=None,
             rknn._runtime = saved
         if not isinstance(runtime, BoardRuntime):
             raise ValueError("accuracy_analysis(target=...) could not connect to the board")
-    try:
-        runtime.run([np.ascontiguousarray(a) for a in raw], formats, [False] * len(raw))
-        dumps = runtime.dumps()
-    finally:
-        runtime.close()
-
-    singles = single_layer_outputs(model, golden, build.tensor_map) if target is None else {}
-    golden_dir, side_dir = output_dir / "golden" / "npy", output_dir / side / "npy"
+        sides["runtime"] = _by_model_names(_layer_dumps(runtime, raw, formats), model)
+    singles = single_layer_outputs(model, golden, build.tensor_map)
+    golden_dir = output_dir / "golden" / "npy"
     golden_dir.mkdir(parents=True, exist_ok=True)
-    side_dir.mkdir(parents=True, exist_ok=True)
+    for side in sides:
+        (output_dir / side / "npy").mkdir(parents=True, exist_ok=True)
     op_of = {}
     for op in model.ops:
         for index in op.outputs:
             op_of[model.tensors[index].name] = op.op_type
     rows, mapping = [], []
+    simulated = sides["simulator"]
     for tensor in model.tensors:
-        if tensor.name not in dumps:
+        if tensor.name not in simulated:
             continue
         golden_name = build.tensor_map.get(tensor.name, tensor.name)
-        value = dumps[tensor.name]
         file_name = file_name_for(tensor.name)
-        np.save(side_dir / f"{file_name}.npy", value)
         mapping.append((tensor.name, file_name))
         op_type = op_of.get(tensor.name, "Input")
-        if golden_name in golden:
-            reference = np.asarray(golden[golden_name], np.float32).reshape(value.shape)
-            np.save(golden_dir / f"{file_name}.npy", reference)
-            if save_txt:
-                np.savetxt(output_dir / "golden" / f"{file_name}.txt", reference.ravel(), fmt="%.6f")
-                np.savetxt(output_dir / side / f"{file_name}.txt", value.ravel(), fmt="%.6f")
-            entire = (cosine(reference, value), euclidean(reference, value))
-            alone = singles.get(tensor.name, value if op_type == "Input" else None)
-            single = None if alone is None else (cosine(reference, alone.reshape(value.shape)),
-                                                 euclidean(reference, alone.reshape(value.shape)))
-            rows.append((op_type, tensor.name, entire, single))
-        else:
-            rows.append((op_type, tensor.name, None, None))
-    _write_report(output_dir / "error_analysis.txt", rows, side)
+        for side, dumps in sides.items():
+            if tensor.name in dumps:
+                np.save(output_dir / side / "npy" / f"{file_name}.npy", dumps[tensor.name])
+                if save_txt:
+                    np.savetxt(output_dir / side / f"{file_name}.txt", dumps[tensor.name].ravel(), fmt="%.6f")
+        if golden_name not in golden:
+            rows.append((op_type, tensor.name, [None] * (2 * len(sides))))
+            continue
+        value = simulated[tensor.name]
+        reference = np.asarray(golden[golden_name], np.float32).reshape(value.shape)
+        np.save(golden_dir / f"{file_name}.npy", reference)
+        if save_txt:
+            np.savetxt(output_dir / "golden" / f"{file_name}.txt", reference.ravel(), fmt="%.6f")
+        alone = singles.get(tensor.name, value if op_type == "Input" else None)
+        pairs = [_pair(reference, value), _pair(reference, alone)]
+        if "runtime" in sides:
+            board = sides["runtime"].get(tensor.name)
+            pairs += [_pair(reference, board), _pair(value, board)]
+        rows.append((op_type, tensor.name, pairs))
+    _write_report(output_dir / "error_analysis.txt", rows, list(sides))
     (output_dir / "map_name_to_file.txt").write_text(
         "\n".join(f"{name} {file}" for name, file in mapping) + "\n")
     log.info("The error analysis results save to: %s", output_dir / "error_analysis.txt")
