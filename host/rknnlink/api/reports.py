@@ -89,12 +89,18 @@ def format_sdk_version(api_version: str, server_version: Optional[str], runtime_
     return "\n".join(lines) + "\n"
 
 
-def format_device_list(adb_devices: Sequence[str], ntb_devices: Sequence[str]) -> str:
-    """list_devices' printout: asterisk rules around the adb (and, when present, ntb/USB) sections."""
+def format_device_list(adb_devices: Sequence[str], ntb_devices: Sequence[str],
+                       daemons: Sequence[str] = ()) -> str:
+    """list_devices' printout: asterisk rules around the adb (and, when present, ntb/USB) sections, and our
+    addition, rknnlink daemons reachable over TCP (e.g. one on loopback), in a section of its own."""
     rule = "*" * 25
     lines = [rule]
+    if daemons:
+        lines.append("all device(s) with rknnlink daemon (tcp):")
+        lines.extend(daemons)
     if not adb_devices and not ntb_devices:
-        lines.append("None devices connected.")
+        if not daemons:
+            lines.append("None devices connected.")
     else:
         if adb_devices:
             lines.append("all device(s) with adb mode:")

@@ -74,6 +74,7 @@ class RKNN:
         self._model_path: Optional[Path] = None
         self._runtime: Optional[ModelRuntime] = None
         self._runtime_args: Dict[str, Any] = {}
+        self._source_name: Optional[str] = None  # the model file's stem: hybrid quantization names files after it
 
     # ------------------------------------------------------------------ configuration and model loading
     def config(self, mean_values=None, std_values=None, quantized_dtype="w8a8", quantized_algorithm="normal",
@@ -131,6 +132,8 @@ class RKNN:
         if input_initial_val is not None:
             log.info("load_onnx: input_initial_val is ignored (inputs are never folded as constants)")
         self._onnx = load_onnx(model, inputs=inputs, outputs=outputs, input_size_list=input_size_list)
+        if isinstance(model, (str, os.PathLike)):
+            self._source_name = Path(model).stem
         self._build = None
         self._model_bytes = None
         return 0
@@ -155,7 +158,9 @@ class RKNN:
                           input_names=[f"input{i}" if i else "input" for i in range(len(dummies))])
         import onnx
 
-        return self.load_onnx(onnx.load_from_string(buffer.getvalue()))
+        ret = self.load_onnx(onnx.load_from_string(buffer.getvalue()))
+        self._source_name = Path(model).stem
+        return ret
 
     def _unsupported_loader(self, name: str) -> int:
         raise ValueError(f"{name} is not supported by rknnlink: convert the model to ONNX (tf2onnx, tflite2onnx, "
@@ -198,14 +203,21 @@ class RKNN:
         if proposal or custom_hybrid:
             log.warning("hybrid_quantization_step1: proposal/custom_hybrid are not supported; edit "
                         "custom_quantize_layers in the .quantization.cfg file instead.")
-        hybrid_quantization_step1(self._onnx, self._build_config(), dataset, rknn_batch_size=rknn_batch_size)
+        name = self._source_name or self._onnx.graph.name or "model"
+        paths = hybrid_quantization_step1(self._onnx, self._build_config(), dataset, out_dir=Path.cwd(),
+                                          name=name, rknn_batch_size=rknn_batch_size)
+        log.info("hybrid_quantization_step1: wrote %s", ", ".join(paths))
         return 0
 
     def hybrid_quantization_step2(self, model_input, data_input, model_quantization_cfg) -> int:
+        """Build from step1's files with step1's settings (target platform, mean/std ... are stored in the
+        .data file), as the toolkit does: a fresh RKNN object needs no config() call."""
         from rknnlink.model.builder import hybrid_quantization_step2
 
-        self._build = hybrid_quantization_step2(model_input, data_input, model_quantization_cfg,
-                                                self._build_config())
+        if self._config:
+            log.info("hybrid_quantization_step2: using the settings stored by step1 in %s; config() of this "
+                     "object does not apply", data_input)
+        self._build = hybrid_quantization_step2(model_input, data_input, model_quantization_cfg, None)
         self._model_bytes = self._build.data
         return 0
 
@@ -273,30 +285,38 @@ class RKNN:
         log.info("init_runtime: model loaded on %s", self._runtime.location)
         return 0
 
-    def _connect_board(self, target: str, device_id, perf_debug, eval_mem, async_mode, core_mask) -> ModelRuntime:
-        connect_kwargs: dict = {}
-        if device_id == "sim":
-            from rknnlink_server.local import start_local_daemon
+    def _connect_board(self, target: str, device_id, perf_debug, eval_mem, async_mode, core_mask,
+                       dump_layers: bool = False) -> ModelRuntime:
+        """A session on the board `device_id` names (or the default device, see devices.default_device).
 
-            daemon = start_local_daemon(platform=target, backend="sim")
-            address, stop = daemon.address, daemon.stop
-        else:
-            from rknnlink.transport import resolve
+        Transport and connection failures raise ValueError, as the toolkit's init_runtime does, with the
+        reason and the fix in the message."""
+        from rknnlink.api import devices
 
-            endpoint = resolve(device_id)
-            address, stop, connect_kwargs = endpoint.address, endpoint.close, endpoint.connect_kwargs()
-        try:
-            runtime = BoardRuntime(address, self._model_bytes, perf_debug=perf_debug, eval_mem=eval_mem,
-                                   async_mode=async_mode, core_mask=core_mask, on_close=stop,
-                                   connect_kwargs=connect_kwargs)
-        except BaseException:
-            stop()
-            raise
+        device_id = devices.default_device(device_id)
+        with devices.explained_failures(device_id):
+            address, stop, connect_kwargs = devices.open_endpoint(device_id, target)
+            try:
+                runtime = BoardRuntime(address, self._model_bytes, perf_debug=perf_debug, eval_mem=eval_mem,
+                                       async_mode=async_mode, core_mask=core_mask, on_close=stop,
+                                       connect_kwargs=connect_kwargs, dump_layers=dump_layers)
+            except BaseException:
+                stop()
+                raise
         if runtime.platform != target:
             runtime.close()
-            raise ValueError(f"target is {target} but the connected board ({device_id or 'default device'}) is "
+            raise ValueError(f"target is {target} but the connected board ({device_id}) is "
                              f"{runtime.platform}: pass target='{runtime.platform}' or connect the {target} board.")
         return runtime
+
+    def _open_board_runtime(self, target, device_id, dump_layers: bool = False) -> ModelRuntime:
+        """A board session for accuracy_analysis(target=...), independent of init_runtime's."""
+        target = platforms.normalize_platform(target, "target")
+        model_platform = self._model_platform()
+        if model_platform is not None and model_platform != target:
+            raise ValueError(f"The model was built for {model_platform} but target is {target}: rebuild "
+                             f"with config(target_platform='{target}') or pass target='{model_platform}'.")
+        return self._connect_board(target, device_id, False, False, False, 0, dump_layers=dump_layers)
 
     def _require_runtime(self, what: str) -> ModelRuntime:
         if self._runtime is None:
@@ -380,7 +400,10 @@ class RKNN:
         return text
 
     def list_devices(self) -> Tuple[List[str], List[str]]:
-        """(adb serials, USB bulk serials), printed in the toolkit's layout."""
+        """(adb serials, USB bulk serials), printed in the toolkit's layout; an rknnlink daemon already
+        listening on loopback is printed in a section of its own (it is what init_runtime would use)."""
+        from rknnlink.api.devices import loopback_daemons
+
         try:
             from rknnlink.transport import list_adb_serials, list_usb_serials
         except ImportError as exc:
@@ -388,18 +411,19 @@ class RKNN:
             adb, usb = [], []
         else:
             adb, usb = list_adb_serials(), list_usb_serials()
-        print(reports.format_device_list(adb, usb), end="")
+        print(reports.format_device_list(adb, usb, loopback_daemons()), end="")
         return adb, usb
 
-    def accuracy_analysis(self, inputs, output_dir="./snapshot", target=None, device_id=None, **kwargs) -> int:
-        """Per-layer golden (fp32 ONNX) vs simulator/board outputs and error_analysis.txt."""
+    def accuracy_analysis(self, inputs, output_dir="./snapshot", target=None, device_id=None) -> int:
+        """Per-layer golden (fp32 ONNX) vs simulator (and, with a target, board) outputs: error_analysis.txt
+        and text dumps in the toolkit's layout (npy/ beside); output_dir=None prints the table only."""
         from rknnlink.api.accuracy import run_accuracy_analysis
 
         if self._build is None:
             raise ValueError("accuracy_analysis needs the float model: call load_onnx() and build() first "
                              "(a model from load_rknn has no float reference).")
-        return run_accuracy_analysis(self, inputs, Path(output_dir), target=target, device_id=device_id,
-                                     **kwargs)
+        return run_accuracy_analysis(self, inputs, None if output_dir is None else Path(output_dir),
+                                     target=target, device_id=device_id)
 
     def reg_custom_op(self, custom_op) -> int:
         raise ValueError("Custom operators are not supported by rknnlink's simulated NPU.")
