@@ -75,6 +75,7 @@ class RKNN:
         self._runtime: Optional[ModelRuntime] = None
         self._runtime_args: Dict[str, Any] = {}
         self._source_name: Optional[str] = None  # the model file's stem: hybrid quantization names files after it
+        self._custom_ops: Dict[str, Any] = {}  # op_type -> the user's custom operator object
 
     # ------------------------------------------------------------------ configuration and model loading
     def config(self, mean_values=None, std_values=None, quantized_dtype="w8a8", quantized_algorithm="normal",
@@ -189,6 +190,14 @@ class RKNN:
                              "one file path per input); or pass do_quantization=False for a float16 model.")
         if auto_hybrid:
             log.warning("build: auto_hybrid is not supported; use hybrid_quantization_step1/step2.")
+        from rknnlink.api import segmented
+
+        if self._custom_ops and segmented.has_custom_nodes(self._onnx, list(self._custom_ops)):
+            plan = segmented.build_plan(self._onnx, self._custom_ops, self._build_config(), bool(do_quantization),
+                                        dataset, rknn_batch_size=rknn_batch_size)
+            self._build = None
+            self._model_bytes = segmented.pack(plan)
+            return 0
         self._build = build(self._onnx, self._build_config(), do_quantization=bool(do_quantization),
                             dataset=dataset, rknn_batch_size=rknn_batch_size)
         self._model_bytes = self._build.data
@@ -238,7 +247,11 @@ class RKNN:
         if not path.is_file():
             raise ValueError(f"RKNN model file {path} not exists!")
         data = path.read_bytes()
-        if is_vendor_rknn(data):
+        from rknnlink.api import segmented
+
+        if segmented.is_bundle(data):
+            segmented.unpack(data)  # validate now; init_runtime needs the custom ops registered
+        elif is_vendor_rknn(data):
             log.warning("load_rknn: %s was compiled by Rockchip's RKNN-Toolkit2; it runs only on a real board "
                         "(init_runtime(target=..., device_id=...)), not on the simulated NPU.", path)
         else:
@@ -250,10 +263,13 @@ class RKNN:
 
     # ------------------------------------------------------------------ runtime
     def _model_platform(self) -> Optional[str]:
+        from rknnlink.api import segmented
         from rknnlink.model.format import is_vendor_rknn, read_model
 
         if self._model_bytes is None or is_vendor_rknn(self._model_bytes):
             return None
+        if segmented.is_bundle(self._model_bytes):
+            return segmented.unpack(self._model_bytes).target_platform
         return read_model(self._model_bytes).target_platform
 
     def init_runtime(self, target=None, device_id=None, perf_debug=False, eval_mem=False, async_mode=False,
@@ -272,8 +288,7 @@ class RKNN:
                           "simulated NPU; connect a board and pass target= and device_id=.")
                 return -1
             platforms.check_core_mask(model_platform, core_mask)
-            self._runtime = LocalRuntime(self._model_bytes, model_platform, perf_debug=perf_debug,
-                                         async_mode=async_mode, core_mask=core_mask)
+            self._runtime = self._local_runtime(model_platform, perf_debug, async_mode, core_mask)
         else:
             target = platforms.normalize_platform(target, "target")
             if model_platform is not None and model_platform != target:
@@ -285,6 +300,26 @@ class RKNN:
         log.info("init_runtime: model loaded on %s", self._runtime.location)
         return 0
 
+    def _local_runtime(self, platform, perf_debug, async_mode, core_mask) -> ModelRuntime:
+        from rknnlink.api import segmented
+
+        def one(data: bytes) -> ModelRuntime:
+            return LocalRuntime(data, platform, perf_debug=perf_debug, async_mode=async_mode, core_mask=core_mask)
+
+        if not segmented.is_bundle(self._model_bytes):
+            return one(self._model_bytes)
+        plan = segmented.unpack(self._model_bytes)
+        runtimes: list = []
+        try:
+            for step in plan.steps:
+                runtimes.append(one(step.data) if step.kind == "npu" else None)
+            return segmented.SegmentedRuntime(plan, runtimes, self._custom_ops)
+        except BaseException:
+            for runtime in runtimes:
+                if runtime is not None:
+                    runtime.close()
+            raise
+
     def _connect_board(self, target: str, device_id, perf_debug, eval_mem, async_mode, core_mask,
                        dump_layers: bool = False) -> ModelRuntime:
         """A session on the board `device_id` names (or the default device, see devices.default_device).
@@ -294,13 +329,29 @@ class RKNN:
         from rknnlink.api import devices
 
         device_id = devices.default_device(device_id)
+        from rknnlink.api import segmented
+
         with devices.explained_failures(device_id):
             address, stop, connect_kwargs = devices.open_endpoint(device_id, target)
+
+            def one(data: bytes, on_close) -> BoardRuntime:
+                return BoardRuntime(address, data, perf_debug=perf_debug, eval_mem=eval_mem,
+                                    async_mode=async_mode, core_mask=core_mask, on_close=on_close,
+                                    connect_kwargs=connect_kwargs, dump_layers=dump_layers)
+
+            runtimes: list = []
             try:
-                runtime = BoardRuntime(address, self._model_bytes, perf_debug=perf_debug, eval_mem=eval_mem,
-                                       async_mode=async_mode, core_mask=core_mask, on_close=stop,
-                                       connect_kwargs=connect_kwargs, dump_layers=dump_layers)
+                if not segmented.is_bundle(self._model_bytes):
+                    runtime = one(self._model_bytes, stop)
+                else:  # one session per NPU sub-graph on the same board; custom ops run here
+                    plan = segmented.unpack(self._model_bytes)
+                    for step in plan.steps:
+                        runtimes.append(one(step.data, None) if step.kind == "npu" else None)
+                    runtime = segmented.SegmentedRuntime(plan, runtimes, self._custom_ops, on_close=stop)
             except BaseException:
+                for part in runtimes:
+                    if part is not None:
+                        part.close()
                 stop()
                 raise
         if runtime.platform != target:
@@ -372,7 +423,12 @@ class RKNN:
 
     def _zero_inputs(self) -> tuple:
         """Inputs for a profiling run when the user has not run inference yet (shapes from the model)."""
+        from rknnlink.api import segmented
         from rknnlink.model.format import read_model
+
+        if segmented.is_bundle(self._model_bytes):
+            raise ValueError("eval_perf: run inference() once first (a model with custom operators is timed on "
+                             "the inputs you give it)")
 
         model = read_model(self._model_bytes)
         arrays, formats = [], []
@@ -420,13 +476,23 @@ class RKNN:
         from rknnlink.api.accuracy import run_accuracy_analysis
 
         if self._build is None:
+            if self._custom_ops and self._model_bytes is not None:
+                raise ValueError("accuracy_analysis does not support models with custom operators yet: compare "
+                                 "inference() outputs with your float model instead.")
             raise ValueError("accuracy_analysis needs the float model: call load_onnx() and build() first "
                              "(a model from load_rknn has no float reference).")
         return run_accuracy_analysis(self, inputs, None if output_dir is None else Path(output_dir),
                                      target=target, device_id=device_id)
 
     def reg_custom_op(self, custom_op) -> int:
-        raise ValueError("Custom operators are not supported by rknnlink's simulated NPU.")
+        """Register a custom operator (the toolkit's class interface: op_type, shape_infer, compute). Nodes of
+        that op_type are computed by `compute` on the host, between NPU sub-graphs (rknnlink.api.segmented)."""
+        from rknnlink.api.custom_op import check_custom_op
+
+        op_type = check_custom_op(custom_op)
+        self._custom_ops[op_type] = custom_op
+        log.info("reg_custom_op: %s registered (computed on the host between NPU sub-graphs)", op_type)
+        return 0
 
     def release(self) -> None:
         self._release_runtime()
