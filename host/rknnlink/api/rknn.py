@@ -76,6 +76,9 @@ class RKNN:
         self._runtime_args: Dict[str, Any] = {}
         self._source_name: Optional[str] = None  # the model file's stem: hybrid quantization names files after it
         self._custom_ops: Dict[str, Any] = {}  # op_type -> the user's custom operator object
+        self._dynamic_input: Optional[list] = None  # config(dynamic_input=...): shape sets
+        self._onnx_source: Any = None  # what load_onnx was given, reloaded per shape set for dynamic_input
+        self._onnx_load_args: Dict[str, Any] = {}
 
     # ------------------------------------------------------------------ configuration and model loading
     def config(self, mean_values=None, std_values=None, quantized_dtype="w8a8", quantized_algorithm="normal",
@@ -97,9 +100,9 @@ class RKNN:
         platform = platforms.normalize_platform(target_platform)
         if custom_string is not None and (not isinstance(custom_string, str) or len(custom_string.encode()) > 1023):
             raise ValueError("custom_string must be a str of at most 1023 bytes (RKNN_QUERY_CUSTOM_STRING holds 1024).")
-        if dynamic_input:
-            raise ValueError("dynamic_input is not supported by rknnlink yet: fix the input shapes with "
-                             "load_onnx(input_size_list=...) and build one model per shape.")
+        from rknnlink.api.dynamic_shapes import check_shape_sets
+
+        self._dynamic_input = check_shape_sets(dynamic_input) if dynamic_input else None
         ignored = {k: v for k, v in dict(
             quantized_hybrid_level=quantized_hybrid_level, remove_weight=remove_weight,
             compress_weight=compress_weight, inputs_yuv_fmt=inputs_yuv_fmt, single_core_mode=single_core_mode,
@@ -133,6 +136,7 @@ class RKNN:
         if input_initial_val is not None:
             log.info("load_onnx: input_initial_val is ignored (inputs are never folded as constants)")
         self._onnx = load_onnx(model, inputs=inputs, outputs=outputs, input_size_list=input_size_list)
+        self._onnx_source, self._onnx_load_args = model, dict(inputs=inputs, outputs=outputs)
         if isinstance(model, (str, os.PathLike)):
             self._source_name = Path(model).stem
         self._build = None
@@ -198,6 +202,13 @@ class RKNN:
             self._build = None
             self._model_bytes = segmented.pack(plan)
             return 0
+        if self._dynamic_input:
+            from rknnlink.api.dynamic_shapes import build_dynamic
+
+            self._model_bytes, self._build = build_dynamic(
+                self._onnx_source, self._onnx_load_args, self._build_config(), self._dynamic_input,
+                bool(do_quantization), dataset)
+            return 0
         self._build = build(self._onnx, self._build_config(), do_quantization=bool(do_quantization),
                             dataset=dataset, rknn_batch_size=rknn_batch_size)
         self._model_bytes = self._build.data
@@ -247,10 +258,12 @@ class RKNN:
         if not path.is_file():
             raise ValueError(f"RKNN model file {path} not exists!")
         data = path.read_bytes()
-        from rknnlink.api import segmented
+        from rknnlink.api import dynamic_shapes, segmented
 
         if segmented.is_bundle(data):
             segmented.unpack(data)  # validate now; init_runtime needs the custom ops registered
+        elif dynamic_shapes.is_bundle(data):
+            read_model(dynamic_shapes.first_model(data))
         elif is_vendor_rknn(data):
             log.warning("load_rknn: %s was compiled by Rockchip's RKNN-Toolkit2; it runs only on a real board "
                         "(init_runtime(target=..., device_id=...)), not on the simulated NPU.", path)
@@ -270,7 +283,15 @@ class RKNN:
             return None
         if segmented.is_bundle(self._model_bytes):
             return segmented.unpack(self._model_bytes).target_platform
-        return read_model(self._model_bytes).target_platform
+        return read_model(self._single_model()).target_platform
+
+    def _single_model(self) -> bytes:
+        """The model file, or for a dynamic_input model its first shape set."""
+        from rknnlink.api import dynamic_shapes
+
+        if dynamic_shapes.is_bundle(self._model_bytes):
+            return dynamic_shapes.first_model(self._model_bytes)
+        return self._model_bytes
 
     def init_runtime(self, target=None, device_id=None, perf_debug=False, eval_mem=False, async_mode=False,
                      core_mask=0, fallback_prior_device="cpu") -> int:
@@ -429,8 +450,7 @@ class RKNN:
         if segmented.is_bundle(self._model_bytes):
             raise ValueError("eval_perf: run inference() once first (a model with custom operators is timed on "
                              "the inputs you give it)")
-
-        model = read_model(self._model_bytes)
+        model = read_model(self._single_model())
         arrays, formats = [], []
         for spec in model.inputs:
             shape = list(model.tensors[spec.tensor].shape)
