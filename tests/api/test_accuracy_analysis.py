@@ -74,7 +74,10 @@ def test_layout_text_dumps_by_default_and_report_columns(work, monkeypatch):
     assert golden.shape == (10,) and quantized.shape == (10,)
     np.testing.assert_allclose(golden, np.load(snap / "golden" / "npy" / "logits.npy").ravel(), atol=5e-7)
     assert not (snap / "runtime").exists()
-    assert (snap / "map_name_to_file.txt").read_text().count(file_name_for(LONG)) == 1
+    name_map = (snap / "map_name_to_file.txt").read_text().splitlines()
+    assert name_map[0].split() == ["layer_name", "file_name"]
+    assert f"{file_name_for(LONG)}.txt" in name_map[[line.split()[0] for line in name_map].index(LONG)]
+    assert (snap / "golden" / "c1.txt").is_file()  # the fused Conv's own output: golden only
     assert (snap / "golden" / f"{file_name_for(LONG)}.txt").is_file()
 
     # Reference: onnxruntime on the float model with the same normalisation.
@@ -92,7 +95,7 @@ def test_layout_text_dumps_by_default_and_report_columns(work, monkeypatch):
     numbered = [r for r in rows if re.search(r"\d\.\d{5} \| ", r)]
     # every number starts in the same column, also after the long name
     starts = {re.search(r"-?\d\.\d{5} \|", r).start() for r in numbered}
-    assert len(starts) == 1 and starts.pop() >= len(f"[Conv] {LONG}") + 1
+    assert starts == {len(f"[Conv] {LONG}") + 5}  # the toolkit's rule: longest label + 5
     assert cos_col < min(r.index(" | ") for r in numbered)
     labels = [r.split()[0] + " " + r.split()[1] for r in rows]
     # fused Conv+Relu and Conv+Clip show as their ONNX rows: the Conv row without numbers, then the activation
@@ -107,12 +110,14 @@ def test_layout_text_dumps_by_default_and_report_columns(work, monkeypatch):
     rknn.release()
 
 
-def test_output_dir_none_prints_the_table_and_writes_nothing(work, monkeypatch, capsys, tmp_path):
+def test_output_dir_none_writes_the_reports_to_snapshot_without_dumps(work, monkeypatch, tmp_path):
+    """Measured on RKNN-Toolkit2 2.5.0: output_dir=None leaves ./snapshot/{error_analysis,map_name_to_file}.txt."""
     monkeypatch.chdir(tmp_path)
     rknn = _built(work)
     assert rknn.accuracy_analysis(inputs=[str(work / "image.npy")], output_dir=None) == 0
-    assert "simulator_error" in capsys.readouterr().out
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "snapshot").iterdir()) == ["error_analysis.txt",
+                                                                         "map_name_to_file.txt"]
+    assert "simulator_error" in (tmp_path / "snapshot" / "error_analysis.txt").read_text()
     rknn.release()
 
 
@@ -135,11 +140,13 @@ def test_board_mode_has_simulator_and_runtime_columns(work, tmp_path):
 
 
 def test_report_columns_sit_where_the_toolkit_puts_them():
-    """Positions measured on RKNN-Toolkit2 2.5.0's error_analysis.txt (shared reference, section 4)."""
+    """Positions measured on RKNN-Toolkit2 2.5.0's error_analysis.txt (shared reference, section 4: the
+    longest label there is 63 characters, so the first column is 68)."""
     from rknnlink.api.accuracy import Row, format_report
 
     lines = format_report([Row("Input", "input", "input", [(1.0, 0.0), (1.0, 0.0)]),
-                           Row("Conv", "/features/features.0/features.0.0/Conv_output_0", None)],
+                           Row("Conv", "/features/features.0/features.0.0/Conv_output_0", None),
+                           Row("Clip", "/features/features.17/conv/conv.1/conv.1.2/Clip_output_0", None)],
                           ["simulator"]).splitlines()
 
     def words(line):

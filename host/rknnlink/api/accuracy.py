@@ -166,7 +166,7 @@ def single_layer_outputs(model, golden: Dict[str, np.ndarray], tensor_map: Dict[
 # ------------------------------------------------------------------------------------------------ the report
 
 Pair = Optional[Tuple[float, float]]
-_LABEL_WIDTH = 68  # the toolkit's first column; widened so that a long layer name never runs into the numbers
+_LABEL_PAD = 5  # the toolkit's first column is the longest `[OpType] name` plus 5 (68 for MobileNetV2)
 _CELL_WIDTH = 20
 
 _SIDE_NOTES = {
@@ -209,9 +209,9 @@ def _place(width: int, items: Sequence[Tuple[int, str]]) -> str:
 def format_report(rows: Sequence[Row], sides: Sequence[str]) -> str:
     """error_analysis.txt in the toolkit's layout, one (entire, single) column group of 40 characters per side.
 
-    Positions as measured on RKNN-Toolkit2 2.5.0 (first column 68 wide, lines padded to 112 with one side); the
-    first column widens for longer layer names instead of pushing the numbers out of their columns."""
-    width = max([_LABEL_WIDTH] + [len(r.label) + 1 for r in rows])
+    Positions as measured on RKNN-Toolkit2 2.5.0: the first column is as wide as the longest label plus 5, so
+    no name runs into the numbers; the numbers and headers sit at fixed offsets from it."""
+    width = max(len(r.label) for r in rows) + _LABEL_PAD if rows else 10 + _LABEL_PAD
     total = width + 40 * len(sides) + 4
     lines = []
     for side in sides:
@@ -238,9 +238,9 @@ def format_report(rows: Sequence[Row], sides: Sequence[str]) -> str:
 def format_name_map(rows: Sequence[Row]) -> str:
     """map_name_to_file.txt: which dump file holds which tensor (names are not file-system safe)."""
     named = [r for r in rows if r.file_name]
-    width = max([_LABEL_WIDTH] + [len(r.label) + 1 for r in named])
-    lines = [f"{'layer_name':<{width}}file_name", "-" * (width + 40)]
-    lines += [f"{r.label:<{width}}{r.file_name}" for r in named]
+    width = max([len(r.label) for r in rows] or [10]) + _LABEL_PAD
+    lines = [f"{'layer_name':<{width}}{'file_name':<{width}}", "-" * (2 * width)]
+    lines += [f"{r.name:<{width}}{r.file_name + '.txt':<{width}}" for r in named]
     return "\n".join(lines) + "\n"
 
 
@@ -287,7 +287,9 @@ def _analysis_rows(build, sim_dumps, golden, singles, board_dumps) -> Tuple[List
         if tensor.name in fused and onnx_name in fed_by:
             # The NPU computes Conv and its activation as one layer: the Conv output has no value of its own.
             pre_type, pre_name = fed_by[onnx_name]
-            rows.append(Row(pre_type, pre_name, None))
+            rows.append(Row(pre_type, pre_name, file_name_for(pre_name)))
+            if pre_name in golden:
+                files[file_name_for(pre_name)] = (np.asarray(golden[pre_name], np.float32), None, None)
         value = sim_dumps[tensor.name]
         file_name = file_name_for(onnx_name)
         reference = golden.get(onnx_name)
@@ -327,7 +329,8 @@ def _write_dumps(output_dir: Path, files: Dict[str, tuple], sides: Sequence[str]
 
 def run_accuracy_analysis(rknn, inputs: Sequence, output_dir: Optional[Path], target=None,
                           device_id=None) -> int:
-    """Implementation of RKNN.accuracy_analysis (see its docstring)."""
+    """Implementation of RKNN.accuracy_analysis (see its docstring); output_dir=None writes only the two
+    reports, into ./snapshot, as the toolkit does."""
     from rknnlink.api.runtimes import LocalRuntime
 
     build = rknn._build
@@ -366,12 +369,12 @@ def run_accuracy_analysis(rknn, inputs: Sequence, output_dir: Optional[Path], ta
     rows, files = _analysis_rows(build, sim_dumps, golden, singles, board_dumps)
     sides = ["simulator"] if board_dumps is None else ["simulator", "runtime"]
     report = format_report(rows, sides)
-    if output_dir is None:
-        # The toolkit's output_dir=None: analyse and show the table, keep no files.
-        print(report, end="")
-        return 0
+    dumps = output_dir is not None
+    if output_dir is None:  # the toolkit then writes the two reports to ./snapshot, without tensor dumps
+        output_dir = Path("snapshot")
     output_dir.mkdir(parents=True, exist_ok=True)
-    _write_dumps(output_dir, files, sides)
+    if dumps:
+        _write_dumps(output_dir, files, sides)
     (output_dir / "error_analysis.txt").write_text(report)
     (output_dir / "map_name_to_file.txt").write_text(format_name_map(rows))
     log.info("The error analysis results save to: %s", output_dir / "error_analysis.txt")

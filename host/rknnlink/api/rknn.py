@@ -492,7 +492,8 @@ class RKNN:
 
     def accuracy_analysis(self, inputs, output_dir="./snapshot", target=None, device_id=None) -> int:
         """Per-layer golden (fp32 ONNX) vs simulator (and, with a target, board) outputs: error_analysis.txt
-        and text dumps in the toolkit's layout (npy/ beside); output_dir=None prints the table only."""
+        and text dumps in the toolkit's layout (npy/ beside); output_dir=None writes only error_analysis.txt and
+        map_name_to_file.txt, to ./snapshot, as the toolkit does."""
         from rknnlink.api.accuracy import run_accuracy_analysis
 
         if self._build is None:
