@@ -110,3 +110,22 @@ def format_device_list(adb_devices: Sequence[str], ntb_devices: Sequence[str],
             lines.extend(ntb_devices)
     lines.append(rule)
     return "\n".join(lines) + "\n"
+
+
+def write_perf_csv(path, total_time_us: int, perf_detail: Optional[str], estimated: bool) -> None:
+    """eval_perf as CSV: one row per layer (the runtime table's columns) or one total row."""
+    import csv
+
+    from rknnlink.runtime.perf import parse_perf_detail
+
+    rows, total = (parse_perf_detail(perf_detail) if perf_detail else ([], total_time_us))
+    with open(path, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        if rows:
+            fields = [k for k in rows[0] if k != "extra"]
+            extra = sorted({k for r in rows for k in (r.get("extra") or {})})
+            writer.writerow(fields + extra + ["estimated"])
+            for r in rows:
+                writer.writerow([r.get(k) for k in fields] + [(r.get("extra") or {}).get(k) for k in extra]
+                                + [int(estimated)])
+        writer.writerow(["total_time_us", total or total_time_us, "estimated", int(estimated)])

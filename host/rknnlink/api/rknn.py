@@ -427,8 +427,10 @@ class RKNN:
             return outputs, self._frame_id
         return outputs
 
-    def eval_perf(self, is_print=True, fix_freq=True) -> Dict[str, Any]:
-        """Per-layer (perf_debug=True) or total time of the last run; estimated on the simulated NPU."""
+    def eval_perf(self, is_print=True, fix_freq=True, csvfile=None) -> Dict[str, Any]:
+        """Per-layer (perf_debug=True) or total time of the last run; estimated on the simulated NPU.
+
+        csvfile (rknnlink's addition): also write the per-layer table (or the total) as CSV there."""
         runtime = self._require_runtime("eval_perf")
         if not getattr(self, "_ran_once", False):
             runtime.run(*self._zero_inputs())
@@ -439,6 +441,8 @@ class RKNN:
         text = reports.format_perf(total, detail, reports.FrequencyInfo(), estimated_for=estimated_for)
         if is_print:
             print(text, end="")
+        if csvfile is not None:
+            reports.write_perf_csv(Path(csvfile), total, detail, estimated=runtime.is_simulator)
         return {"total_time_us": total, "fps": (1e6 / total) if total else 0.0, "perf_detail": detail,
                 "estimated": runtime.is_simulator, "platform": runtime.platform, "text": text}
 
@@ -514,6 +518,44 @@ class RKNN:
         self._custom_ops[op_type] = custom_op
         log.info("reg_custom_op: %s registered (computed on the host between NPU sub-graphs)", op_type)
         return 0
+
+    def codegen(self, output_path, inputs=None, overwrite=False) -> int:
+        """Generate a C deployment example (src/main.c, CMakeLists.txt, the model, the inputs as .npy)."""
+        from rknnlink.api.codegen import generate
+        from rknnlink.model.format import read_model
+
+        if self._model_bytes is None:
+            raise ValueError("codegen: nothing to generate for: call build() (or load_rknn()) first.")
+        model = read_model(self._single_model())
+        shapes = [list(model.tensors[spec.tensor].shape) for spec in model.inputs]
+        name = f"{self._source_name or 'model'}.rknn"
+        generate(self._model_bytes, name, shapes, output_path, inputs=inputs, overwrite=overwrite)
+        return 0
+
+    def optimize_onnx(self, model, optimized_path=None, passes_enable=None, inputs_for_dump=None) -> int:
+        """Save the ONNX graph as the builder prepares it for the NPU (constant folding, BatchNormalization
+        folded into convolutions, Identity/Dropout removed) to optimized_path (default <model>_optimized.onnx)."""
+        import onnx
+
+        from rknnlink.model.builder import load_onnx
+        from rknnlink.model.prepare import prepare
+
+        if passes_enable is not None:
+            log.info("optimize_onnx: passes_enable is ignored; rknnlink runs its whole preparation")
+        if inputs_for_dump is not None:
+            log.info("optimize_onnx: inputs_for_dump is ignored; use accuracy_analysis for per-tensor dumps")
+        prepared = prepare(load_onnx(model), fold_batchnorm=True).model
+        if optimized_path is None:
+            source = Path(model) if isinstance(model, (str, os.PathLike)) else Path("model.onnx")
+            optimized_path = source.with_name(f"{source.stem}_optimized.onnx")
+        onnx.save(prepared, str(optimized_path))
+        log.info("optimize_onnx: saved %s", optimized_path)
+        return 0
+
+    def clear_op_cache(self) -> None:
+        """The toolkit clears state kept by stateful (stream) operators between runs; the simulated NPU keeps
+        none between inference() calls, so there is nothing to clear."""
+        log.debug("clear_op_cache: no operator state is cached between runs")
 
     def release(self) -> None:
         self._release_runtime()
