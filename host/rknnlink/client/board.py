@@ -9,7 +9,7 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
@@ -234,8 +234,10 @@ class Board:
     def has_model(self, sha256: str) -> bool:
         return bool(self._call("HasModel", pb.HasModelRequest(sha256=sha256)).present)
 
-    def upload_model(self, model: bytes) -> str:
-        """Send the model unless the board already has it; returns its SHA-256."""
+    def upload_model(self, model: bytes, progress: Optional[Callable[[int, int], None]] = None) -> str:
+        """Send the model unless the board already has it; returns its SHA-256.
+
+        `progress(sent_bytes, total_bytes)` is called after each chunk (a progress bar hook)."""
         sha = hashlib.sha256(model).hexdigest()
         if self.has_model(sha):
             return sha
@@ -246,6 +248,8 @@ class Board:
             for offset in range(0, len(view), CHUNK):
                 piece = bytes(view[offset:offset + CHUNK])
                 sent[0] += len(piece)
+                if progress is not None:
+                    progress(offset + len(piece), len(view))
                 yield pb.ModelChunk(sha256=sha if offset == 0 else "", total_size=len(view) if offset == 0 else 0,
                                     data=piece)
 
@@ -256,12 +260,13 @@ class Board:
         return sha
 
     def load_model(self, model: bytes, core_mask: int = 0, perf: bool = False, eval_mem: bool = False,
-                   async_mode: bool = False, dump_layers: bool = False) -> Session:
+                   async_mode: bool = False, dump_layers: bool = False,
+                   progress: Optional[Callable[[int, int], None]] = None) -> Session:
         """Upload (only if the board lacks this model) and create a session; see Session."""
         model = bytes(model)
         if not model:
             raise ValueError("the model is empty; pass the bytes of a .rknn file")
-        sha = self.upload_model(model)
+        sha = self.upload_model(model, progress=progress)
         reply = self._call("CreateSession", pb.CreateSessionRequest(
             client_id=self.client_id, model_sha256=sha, core_mask=core_mask, collect_perf=perf, eval_mem=eval_mem,
             async_mode=async_mode, dump_layers=dump_layers))

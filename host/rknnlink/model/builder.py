@@ -158,8 +158,9 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
 
     feed_types = {i.name: (np.float16 if i.type == "tensor(float16)" else np.float32) for i in sess.get_inputs()}
 
-    def run_all() -> Iterable[list]:
-        for sample in read_dataset(dataset, shapes, mean, std, config.quant_img_rgb2bgr, config.progress):
+    def run_all(desc: str = "calibration") -> Iterable[list]:
+        progress = desc if config.progress else False
+        for sample in read_dataset(dataset, shapes, mean, std, config.quant_img_rgb2bgr, progress):
             feeds = {n: x.astype(feed_types.get(n, np.float32)) for n, x in zip(pg.inputs, sample.normalised)}
             yield sess.run(names, feeds)
 
@@ -171,7 +172,7 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
     LOG.info("calibrated %d tensors over %d samples", len(names), count)
     if config.quantized_algorithm != "normal":
         kinds = ("abs",) if config.quantized_algorithm == "kl_divergence" else ("signed",)
-        for values in run_all():
+        for values in run_all(f"calibration ({config.quantized_algorithm} histograms)"):
             for n, v in zip(names, values):
                 stats[n].update_hist(np.asarray(v), kinds)
     return stats
