@@ -27,6 +27,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from ..runtime.platforms import platform_names
 from . import format as fmt
 from .calibration import TensorStats, asymmetric_params, choose_range, quantize_bias, quantize_weights
 from .dataset import Sample, read_dataset
@@ -40,8 +41,7 @@ __all__ = ["BuildConfig", "BuildResult", "BuildError", "UnsupportedOperatorError
            "hybrid_quantization_step1", "hybrid_quantization_step2", "read_dataset", "Sample"]
 
 PRODUCER = "rknnlink 0.1.0"
-TARGET_PLATFORMS = ("rk3588", "rk3576", "rk3566", "rk3568", "rk3562", "rv1103", "rv1103b", "rv1106",
-                    "rv1106b", "rv1126b", "rk2118")
+TARGET_PLATFORMS = platform_names()  # the one platform table (runtime_c/src/platforms.c)
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that move int8 values without arithmetic: their output reuses the input's quantisation.
 PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split")
