@@ -116,11 +116,3 @@ def test_a_failed_setup_step_reports_pip_output(tmp_path):
     assert str(missing) in str(info.value) and "setup.log" in str(info.value)
     assert not (env_dir / environment.MARKER).exists()
 
-
-def test_vendor_dump_names_map_back_to_the_model_tensors():
-    from rknnlink.vendor.facade import by_model_names
-
-    dumps = {"images": 1, "_features_0_Conv_output_0": 2, "logits": 3, "unknown_layer": 4}
-    names = ["images", "/features/0/Conv_output_0", "logits"]
-    assert by_model_names(dumps, names) == {"images": 1, "/features/0/Conv_output_0": 2, "logits": 3,
-                                            "unknown_layer": 4}

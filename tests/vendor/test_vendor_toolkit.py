@@ -135,7 +135,8 @@ def test_vendor_board_gets_the_vendor_file_and_its_dumps(toolkit, workdir, image
                                       device_id=device) == 0
         rknn.release()
     report = (snapshot / "error_analysis.txt").read_text()
-    assert "runtime_error" in report
+    assert "runtime_error" in report and "simulator_error" in report
+    assert (snapshot / "simulator" / "npy").is_dir()
     rows = [line for line in report.splitlines() if line.startswith("[")]
     assert any(line.startswith("[Input] input") and "|" in line for line in rows)   # matched by name
     assert any(line.startswith("[Gemm] logits") and "|" in line for line in rows)

@@ -106,7 +106,8 @@ class BoardRuntime(ModelRuntime):
 
     def __init__(self, address: str, model: Any, perf_debug: bool, eval_mem: bool, async_mode: bool,
                  core_mask: int, on_close: Optional[Callable[[], None]] = None,
-                 connect_kwargs: Optional[dict] = None) -> None:
+                 connect_kwargs: Optional[dict] = None, dump_layers: bool = False) -> None:
+        from rknnlink import progress
         from rknnlink.client import Board
 
         self.location = address
@@ -118,8 +119,13 @@ class BoardRuntime(ModelRuntime):
             self.is_simulator = info.backend == "sim"
             if callable(model):  # the model depends on the board's runtime (vendor .rknn or ours)
                 model = model(info)
-            self._session = self._board.load_model(model, core_mask=core_mask, perf=perf_debug,
-                                                   eval_mem=eval_mem, async_mode=async_mode)
+            upload, done = progress.byte_callback(f"upload to {address}", len(model))
+            try:
+                self._session = self._board.load_model(model, core_mask=core_mask, perf=perf_debug,
+                                                       eval_mem=eval_mem, async_mode=async_mode,
+                                                       dump_layers=dump_layers, progress=upload)
+            finally:
+                done()
         except BaseException:
             self._board.close()
             raise

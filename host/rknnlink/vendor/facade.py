@@ -10,10 +10,9 @@ export_rknn(path) then writes the vendor file at `path` and the simulator model 
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -132,16 +131,3 @@ def board_model(plan: Optional[VendorPlan], sim_model: Optional[bytes], backend:
                      "build from ONNX with rknnlink (it compiles the vendor model through `rknnlink toolkit2 "
                      "setup`'s environment) or load_rknn a file exported by RKNN-Toolkit2")
 
-
-def _file_safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.-]", "_", name)
-
-
-def by_model_names(dumps: Dict[str, np.ndarray], names: Iterable[str]) -> Dict[str, np.ndarray]:
-    """A board's per-layer dumps keyed by the model's tensor names.
-
-    librknnrt names its dump files with file-safe forms of the tensor names ('/' and ':' become '_'); the
-    daemon maps the inputs' and outputs' names back, this maps the layers in between."""
-    safe = {_file_safe(name): name for name in names}
-    return {name if name in safe.values() else safe.get(_file_safe(name), name): value
-            for name, value in dumps.items()}
