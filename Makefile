@@ -39,6 +39,7 @@ sim: venv
 
 proto: venv
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=host --grpc_python_out=host --pyi_out=host proto/rknnlink/v1/rknnlink.proto
+	$(PY) -m grpc_tools.protoc -Ihost --python_out=host host/rknnlink/model/frontends/caffe.proto
 
 lint: venv
 	$(VENV)/bin/ruff check .
