@@ -546,6 +546,9 @@ def _strided_slice(c: _Converter, op: Any, ins: list, outs: list) -> None:
     o = c.options(op, "StridedSliceOptions")
     if o.EllipsisMask() or o.NewAxisMask():
         raise LayerError("ellipsis_mask / new_axis_mask are not supported")
+    if c.is_const(ins[0]):
+        _fold_strided_slice(c, o, ins, outs)
+        return
     begin, end, strides = (c.const(i).astype(np.int64).ravel() for i in ins[1:4])
     in_shape = c.shape(ins[0])
     rank = len(in_shape)
@@ -574,6 +577,38 @@ def _strided_slice(c: _Converter, op: Any, ins: list, outs: list) -> None:
     if layout == "nchw":
         sliced = c.g.node("Transpose", [sliced], perm=list(NCHW_TO_NHWC))
     c.emit(outs[0], "plain", "Reshape", [sliced, c.g.const("shape", np.array(c.shape(outs[0]), np.int64))])
+
+
+def _shape(c: _Converter, op: Any, ins: list, outs: list) -> None:
+    """Shapes are static here: SHAPE (and the shape arithmetic after it) folds into constants."""
+    c.consts[outs[0]] = np.array(c.shape(ins[0]), np.int32)
+
+
+def _pack(c: _Converter, op: Any, ins: list, outs: list) -> None:
+    o = c.options(op, "PackOptions")
+    axis = int(o.Axis())
+    if all(c.is_const(i) for i in ins):
+        c.consts[outs[0]] = np.stack([c.const(i) for i in ins], axis=axis)
+        return
+    rank = len(c.shape(outs[0]))
+    axis = axis + rank if axis < 0 else axis
+    parts = [c.g.node("Unsqueeze", [c.value(i, "plain"), c.g.const("axes", np.array([axis], np.int64))])
+             for i in ins]
+    c.emit(outs[0], "plain", "Concat", parts, axis=axis)
+
+
+def _fold_strided_slice(c: _Converter, o: Any, ins: list, outs: list) -> None:
+    x = c.const(ins[0])
+    begin, end, strides = (c.const(i).astype(np.int64).ravel() for i in ins[1:4])
+    index = []
+    for a in range(len(begin)):
+        b = None if o.BeginMask() >> a & 1 else int(begin[a])
+        e = None if o.EndMask() >> a & 1 else int(end[a])
+        if o.ShrinkAxisMask() >> a & 1:
+            index.append(int(begin[a]))
+        else:
+            index.append(slice(b, e, int(strides[a])))
+    c.consts[outs[0]] = np.asarray(x[tuple(index)])
 
 
 def _slice(c: _Converter, op: Any, ins: list, outs: list) -> None:
@@ -660,7 +695,7 @@ _HANDLERS: Dict[str, Callable] = {
     "PRELU": _prelu, "ELU": _unary("Elu", alpha=1.0), "EXP": _unary("Exp"), "ABS": _unary("Abs"),
     "NEG": _unary("Neg"), "SQRT": _unary("Sqrt"), "STRIDED_SLICE": _strided_slice, "SLICE": _slice,
     "SPLIT": _split_op, "SPLIT_V": _split_v, "GATHER": _gather, "BATCH_MATMUL": _batch_matmul,
-    "DEQUANTIZE": _quantize, "QUANTIZE": _quantize,
+    "DEQUANTIZE": _quantize, "QUANTIZE": _quantize, "SHAPE": _shape, "PACK": _pack,
 }
 
 
