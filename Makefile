@@ -25,10 +25,13 @@ $(VENV)/.apt-installed:
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml setup.py $(shell find runtime_c -name '*.[ch]' 2>/dev/null)
+	@echo "==> [setup 1/3] Python environment in $(VENV)"
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q -U pip
-	$(PIP) install -q $(TORCH) || echo "torch unavailable: load_pytorch tests will be skipped"
-	$(PIP) install -q -e '.[dev]'
+	@$(PIP) install -q -U pip
+	@echo "==> [setup 2/3] torch (CPU build, for load_pytorch)"
+	@$(PIP) install -q $(TORCH) || echo "torch unavailable: load_pytorch tests will be skipped"
+	@echo "==> [setup 3/3] rknnlink and its dependencies; compiling the simulated NPU (about 2 minutes)"
+	@$(PIP) install -qq -e '.[dev]'
 	@touch $@
 
 sim: venv
@@ -48,7 +51,8 @@ test-fast: venv
 	$(PY) -m pytest -q -x -m "not slow" tests
 
 demo: deps
-	$(PY) -m rknnlink.demo
+	@echo "==> rknnlink demo: build, run and profile a model on a simulated rk3588 board"
+	@$(PY) -m rknnlink.demo
 
 bench: deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
