@@ -367,7 +367,8 @@ static int query_locked(sim_ctx *c, rknn_query_cmd cmd, void *info, uint32_t siz
     case RKNN_QUERY_PERF_RUN: {
         if (size < sizeof(rknn_perf_run))
             return RKNN_ERR_PARAM_INVALID;
-        ((rknn_perf_run *)info)->run_duration = c->has_run ? m->est_total_us : 0;
+        ((rknn_perf_run *)info)->run_duration =
+            c->has_run ? sim_cost_total_us(m, sim_cost_cores(m->platform, c->core_mask)) : 0;
         return RKNN_SUCC;
     }
     case RKNN_QUERY_SDK_VERSION:
@@ -610,18 +611,18 @@ RKNN_EXPORT int rknn_set_core_mask(rknn_context context, rknn_core_mask core_mas
     int rc = RKNN_SUCC;
     const char *tg = c->m->target;
     uint32_t mask = (uint32_t)core_mask;
-    int ok;
-    if (strcmp(tg, "rk3588") == 0) {
-        ok = mask == 0 || mask == 1 || mask == 2 || mask == 4 || mask == 3 || mask == 7 || mask == 0xFFFF;
-    } else if (strcmp(tg, "rk3576") == 0) {
-        ok = mask == 0 || mask == 1 || mask == 2 || mask == 3 || mask == 0xFFFF;
-    } else {
+    const sim_platform *pf = sim_platform_lookup(tg); /* the platform table (platforms.c) */
+    uint32_t cores = pf ? pf->cores : 0;
+    if (cores < 2) {
         /* single-core SoCs: the vendor runtime answers with RKNN_ERR_TARGET_PLATFORM_UNMATCH */
         sim_ctx_error(c, "rknn_set_core_mask: not supported on %s (only rk3588 and rk3576 have several NPU cores)",
                       tg[0] ? tg : "this platform");
         unlock_ctx(c);
         return RKNN_ERR_TARGET_PLATFORM_UNMATCH;
     }
+    /* AUTO, ALL, one core, or the masks 0_1 / 0_1_2 that fit the platform's cores */
+    int ok = mask == 0 || mask == 0xFFFF || ((mask == 1 || mask == 2 || mask == 4) && mask < (1u << cores)) ||
+             mask == 3 || (mask == 7 && cores >= 3);
     if (!ok) {
         sim_ctx_error(c, "rknn_set_core_mask: Not support core mask: %x on %s", mask, tg);
         rc = RKNN_ERR_FAIL;
@@ -638,10 +639,9 @@ RKNN_EXPORT int rknn_set_batch_core_num(rknn_context context, int core_num)
     if (c == NULL)
         return RKNN_ERR_CTX_INVALID;
     int rc = RKNN_SUCC, max = 0;
-    if (strcmp(c->m->target, "rk3588") == 0)
-        max = 3;
-    else if (strcmp(c->m->target, "rk3576") == 0)
-        max = 2;
+    const sim_platform *pf = sim_platform_lookup(c->m->target);
+    if (pf && pf->cores > 1)
+        max = (int)pf->cores;
     if (max == 0) {
         sim_ctx_error(c, "rknn_set_batch_core_num: not supported on %s", c->m->target);
         rc = RKNN_ERR_TARGET_PLATFORM_UNMATCH;

@@ -246,8 +246,15 @@ def format_name_map(rows: Sequence[Row]) -> str:
 
 # ------------------------------------------------------------------------------------------------ the analysis
 
+def _by_model_names(dumps: Dict[str, np.ndarray], model) -> Dict[str, np.ndarray]:
+    """A board's dumps under the simulator model's tensor names (the vendor runtime names dump files with
+    file-safe forms of the ONNX names)."""
+    safe = {re.sub(r"[^A-Za-z0-9.-]", "_", t.name): t.name for t in model.tensors}
+    return {safe.get(re.sub(r"[^A-Za-z0-9.-]", "_", name), name): value for name, value in dumps.items()}
+
+
 def _pair(reference: np.ndarray, value: Optional[np.ndarray]) -> Pair:
-    if value is None:
+    if value is None or np.asarray(value).size != reference.size:
         return None
     value = np.asarray(value, np.float32).reshape(reference.shape)
     return cosine(reference, value), euclidean(reference, value)
@@ -362,7 +369,7 @@ def run_accuracy_analysis(rknn, inputs: Sequence, output_dir: Optional[Path], ta
         board = rknn._open_board_runtime(target, device_id, dump_layers=True)
         try:
             board.run(raw, formats, [False] * len(raw))
-            board_dumps = board.dumps()
+            board_dumps = _by_model_names(board.dumps(), model)
         finally:
             board.close()
     singles = single_layer_outputs(model, golden, build.tensor_map)

@@ -74,6 +74,8 @@ class RKNN:
         self._model_path: Optional[Path] = None
         self._runtime: Optional[ModelRuntime] = None
         self._runtime_args: Dict[str, Any] = {}
+        self._vendor = None  # rknnlink.vendor.facade.VendorPlan: the RKNN-Toolkit2 model of the same build
+        self._vendor_wanted = False
         self._source_name: Optional[str] = None  # the model file's stem: hybrid quantization names files after it
         self._custom_ops: Dict[str, Any] = {}  # op_type -> the user's custom operator object
         self._dynamic_input: Optional[list] = None  # config(dynamic_input=...): shape sets
@@ -89,7 +91,10 @@ class RKNN:
                remove_reshape=False, sparse_infer=False, mini_rknn=False, enable_flash_attention=False,
                auto_hybrid_cos_thresh=0.98, auto_hybrid_euc_thresh=None, memory_plan_strategy="BestFit",
                compute_order="WidthFirst", compiler_control_file=None, **kwargs) -> int:
-        """Record build options; returns 0. Options the simulator has no use for are accepted and logged."""
+        """Record build options; returns 0. Options the simulator has no use for are accepted and logged.
+
+        vendor_model=True (rknnlink): build() also compiles the model with RKNN-Toolkit2 (docs/vendor.md)."""
+        self._vendor_wanted = bool(kwargs.pop("vendor_model", False))
         _check_choice("quantized_dtype", quantized_dtype, _VALID_QUANT_DTYPES)
         _check_choice("quantized_algorithm", quantized_algorithm, _VALID_ALGORITHMS)
         _check_choice("quantized_method", quantized_method, _VALID_METHODS)
@@ -141,6 +146,7 @@ class RKNN:
             self._source_name = Path(model).stem
         self._build = None
         self._model_bytes = None
+        self._vendor = None
         return 0
 
     def load_pytorch(self, model, input_size_list) -> int:
@@ -183,9 +189,12 @@ class RKNN:
     def load_darknet(self, *args, **kwargs) -> int:
         return self._unsupported_loader("load_darknet")
 
-    def build(self, do_quantization=True, dataset=None, rknn_batch_size=None, auto_hybrid=False) -> int:
-        """Convert the loaded ONNX model into a simulator model (fp16, or int8 calibrated on `dataset`)."""
+    def build(self, do_quantization=True, dataset=None, rknn_batch_size=None, auto_hybrid=False,
+              vendor_model=None) -> int:
+        """Convert the loaded ONNX model into a simulator model (fp16, or int8 calibrated on `dataset`);
+        with vendor_model=True (or config(vendor_model=True)) also into RKNN-Toolkit2's .rknn."""
         from rknnlink.model.builder import build
+        from rknnlink.vendor.facade import VendorPlan
 
         if self._onnx is None:
             raise ValueError("No model loaded: call load_onnx() (or load_pytorch()) before build().")
@@ -212,6 +221,10 @@ class RKNN:
         self._build = build(self._onnx, self._build_config(), do_quantization=bool(do_quantization),
                             dataset=dataset, rknn_batch_size=rknn_batch_size)
         self._model_bytes = self._build.data
+        self._vendor = VendorPlan(self._onnx, self._config, self._build, bool(do_quantization), dataset,
+                                  rknn_batch_size)
+        if vendor_model or (vendor_model is None and self._vendor_wanted):
+            self._vendor.compile()
         return 0
 
     def hybrid_quantization_step1(self, dataset="dataset.txt", rknn_batch_size=None, proposal=False,
@@ -239,11 +252,15 @@ class RKNN:
                      "object does not apply", data_input)
         self._build = hybrid_quantization_step2(model_input, data_input, model_quantization_cfg, None)
         self._model_bytes = self._build.data
+        self._vendor = None  # the toolkit's hybrid flow is its own: no vendor model from these files
         return 0
 
     def export_rknn(self, export_path, **kwargs) -> int:
         if self._model_bytes is None:
             raise ValueError("Nothing to export: call build() (or load_rknn()) first.")
+        if self._vendor is not None and self._vendor.rknn is not None:
+            self._vendor.export(export_path, None if self._model_bytes == self._vendor.rknn else self._model_bytes)
+            return 0
         path = Path(export_path)
         if path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,13 +284,21 @@ class RKNN:
         data = path.read_bytes()
         from rknnlink.api import dynamic_shapes, segmented
 
+        self._vendor = None
         if segmented.is_bundle(data):
             segmented.unpack(data)  # validate now; init_runtime needs the custom ops registered
         elif dynamic_shapes.is_bundle(data):
             read_model(dynamic_shapes.first_model(data))
         elif is_vendor_rknn(data):
-            log.warning("load_rknn: %s was compiled by Rockchip's RKNN-Toolkit2; it runs only on a real board "
-                        "(init_runtime(target=..., device_id=...)), not on the simulated NPU.", path)
+            from rknnlink.vendor.facade import VendorPlan, sim_companion
+
+            self._vendor = VendorPlan.loaded(data)
+            if sim_companion(path).is_file():  # export_rknn's simulator model of the same build
+                data = sim_companion(path).read_bytes()
+                read_model(data)
+            else:
+                log.warning("load_rknn: %s was compiled by Rockchip's RKNN-Toolkit2; it runs only on a real board "
+                            "(init_runtime(target=..., device_id=...)), not on the simulated NPU.", path)
         else:
             read_model(data)  # validate now, so a bad file fails here and not at init_runtime
         self._model_bytes = data
@@ -303,7 +328,8 @@ class RKNN:
     def init_runtime(self, target=None, device_id=None, perf_debug=False, eval_mem=False, async_mode=False,
                      core_mask=0, fallback_prior_device="cpu") -> int:
         """target=None: the simulated NPU in this process. Otherwise a board: device_id is an adb serial,
-        'tcp:HOST:PORT', 'usb:SERIAL', or 'sim' (a simulated board daemon started for this process)."""
+        'tcp:HOST:PORT', 'usb:SERIAL', 'sim' (a simulated board daemon started for this process), or 'farm' /
+        'farm:PLACE' (a board reserved from the labgrid farm, docs/farm.md)."""
         from rknnlink.model.format import is_vendor_rknn
 
         if self._model_bytes is None:
@@ -362,7 +388,7 @@ class RKNN:
         with devices.explained_failures(device_id):
             address, stop, connect_kwargs = devices.open_endpoint(device_id, target)
 
-            def one(data: bytes, on_close) -> BoardRuntime:
+            def one(data: Any, on_close) -> BoardRuntime:
                 return BoardRuntime(address, data, perf_debug=perf_debug, eval_mem=eval_mem,
                                     async_mode=async_mode, core_mask=core_mask, on_close=on_close,
                                     connect_kwargs=connect_kwargs, dump_layers=dump_layers)
@@ -370,7 +396,12 @@ class RKNN:
             runtimes: list = []
             try:
                 if not segmented.is_bundle(self._model_bytes):
-                    runtime = one(self._model_bytes, stop)
+                    from rknnlink.vendor.facade import board_model
+
+                    def model_for(info) -> bytes:  # the vendor .rknn for a board with librknnrt, ours for a sim
+                        return board_model(self._vendor, self._model_bytes, info.backend)
+
+                    runtime = one(model_for, stop)
                 else:  # one session per NPU sub-graph on the same board; custom ops run here
                     plan = segmented.unpack(self._model_bytes)
                     for step in plan.steps:

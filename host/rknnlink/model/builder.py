@@ -27,12 +27,14 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from ..runtime.platforms import platform_names
 from . import format as fmt
 from .calibration import TensorStats, asymmetric_params, choose_range, quantize_bias, quantize_weights
 from .dataset import Sample, read_dataset
 from .errors import BuildError, UnsupportedOperatorError
 from .lower import LNode, lower
 from .prepare import PreparedGraph, load_onnx, make_session, prepare
+from .rewrite import rewrite
 
 LOG = logging.getLogger(__name__)
 
@@ -40,8 +42,7 @@ __all__ = ["BuildConfig", "BuildResult", "BuildError", "UnsupportedOperatorError
            "hybrid_quantization_step1", "hybrid_quantization_step2", "read_dataset", "Sample"]
 
 PRODUCER = "rknnlink 0.1.0"
-TARGET_PLATFORMS = ("rk3588", "rk3576", "rk3566", "rk3568", "rk3562", "rv1103", "rv1103b", "rv1106",
-                    "rv1106b", "rv1126b", "rk2118")
+TARGET_PLATFORMS = platform_names()  # the one platform table (runtime_c/src/platforms.c)
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that move int8 values without arithmetic: their output reuses the input's quantisation.
 PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split")
@@ -116,7 +117,7 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     config.validate()
     optimise = config.optimization_level > 0
     pg = prepare(model, fold_batchnorm=optimise)
-    nodes = _fold_gemm_scalars(lower(pg, fuse=optimise), pg)
+    nodes = lower_and_rewrite(pg, optimise)
     stats: dict = {}
     if do_quantization:
         if ranges is None:
@@ -134,6 +135,13 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     data = fmt.write_model(sim)
     return BuildResult(data=data, sim_model=sim, prepared_onnx=pg.model, tensor_map=asm.tensor_map,
                        quant_params=asm.quant_params)
+
+
+def lower_and_rewrite(pg: PreparedGraph, optimise: bool) -> list:
+    """Lower every node; with ``optimise`` (optimization_level > 0) apply the graph rewrites of
+    :mod:`.rewrite` (affine folding, pattern fusions, then SiLU/activation fusion)."""
+    nodes = _fold_gemm_scalars(lower(pg, fuse=False), pg)
+    return rewrite(nodes, pg) if optimise else nodes
 
 
 def activation_names(pg: PreparedGraph, nodes: Sequence[LNode]) -> list:
@@ -223,7 +231,7 @@ def _batched(model: Any, batch: int, pg1: PreparedGraph, nodes1: list, optimise:
     del m.graph.value_info[:]
     try:
         pg = prepare(m, fold_batchnorm=optimise)
-        nodes = _fold_gemm_scalars(lower(pg, fuse=optimise), pg)
+        nodes = lower_and_rewrite(pg, optimise)
     except (BuildError, UnsupportedOperatorError) as exc:
         raise BuildError(f"rknn_batch_size={batch} needs batch-agnostic operators, but with batch {batch} the "
                          f"graph is invalid ({exc}); build with rknn_batch_size=None") from exc

@@ -140,6 +140,8 @@ class LayerInfo:
     est_time_us: float
     measured_time_us: float
     n_outputs: int
+    cost_class: str = ""  # the cost model's unit: dense, depthwise, eltwise, move, free
+    act_elems: int = 0  # elements charged at the activation-function rate
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,9 @@ _OPTIONAL_FUNCTIONS = {
                                               ctypes.c_void_p, ctypes.c_uint32]),
     "rknnlink_sim_last_error": (ctypes.c_char_p, [_CTX]),
     "rknnlink_sim_init_error": (ctypes.c_char_p, []),
+    "rknnlink_sim_platform_count": (ctypes.c_int, [ctypes.POINTER(ctypes.c_uint32)]),
+    "rknnlink_sim_platform_info": (ctypes.c_int, [ctypes.c_uint32, ctypes.POINTER(abi.RknnlinkPlatformInfo),
+                                                  ctypes.c_uint32]),
 }
 
 
@@ -591,7 +596,9 @@ class RuntimeContext:
                                    onnx_type=_c_str(bytes(s.onnx_type)), dtype=int(s.dtype),
                                    dims=tuple(int(d) for d in s.dims[:n_dims]), macs=int(s.macs),
                                    bytes_rw=int(s.bytes_rw), est_time_us=float(s.est_time_us),
-                                   measured_time_us=float(s.measured_time_us), n_outputs=int(s.n_outputs)))
+                                   measured_time_us=float(s.measured_time_us), n_outputs=int(s.n_outputs),
+                                   cost_class=abi.COST_CLASS_NAMES.get(int(s.cost_class), "unknown"),
+                                   act_elems=int(s.act_elems)))
         return infos
 
     def set_dump(self, enable: bool) -> None:
