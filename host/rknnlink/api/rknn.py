@@ -301,6 +301,13 @@ class RKNN:
         path.write_bytes(self._model_bytes)
         return 0
 
+    def export_encrypted_rknn_model(self, input_model, output_model=None, crypt_level=1) -> int:
+        """Called by the toolkit's npu_device_test example (2.3.x; RKNN-Toolkit2 2.5.0 no longer has it).
+        rknnlink models are not encrypted: logs why and returns -1, so such a script goes on."""
+        log.error("export_encrypted_rknn_model: model encryption is not supported by rknnlink (its model format "
+                  "is open); %s was not encrypted.", input_model)
+        return -1
+
     def load_rknn(self, path) -> int:
         """Load a model file: ours runs anywhere; a Rockchip-compiled one needs a board with librknnrt."""
         from rknnlink.model.format import is_vendor_rknn, read_model
