@@ -115,3 +115,4 @@ def test_a_failed_setup_step_reports_pip_output(tmp_path):
         environment.setup(env_dir, torch=str(missing))
     assert str(missing) in str(info.value) and "setup.log" in str(info.value)
     assert not (env_dir / environment.MARKER).exists()
+

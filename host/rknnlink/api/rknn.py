@@ -541,8 +541,9 @@ class RKNN:
         if not self._runtime_args.get("eval_mem") and self._runtime_args.get("target") is not None:
             raise ValueError("When init runtime, parameter <eval_mem> should be set to True")
         memory = runtime.memory()
+        on_board = self._vendor.rknn if self._vendor is not None and not runtime.is_simulator else None
         if is_print:
-            print(reports.format_memory(memory, len(self._model_bytes or b"")), end="")
+            print(reports.format_memory(memory, len(on_board or self._model_bytes or b"")), end="")
         return memory
 
     def get_sdk_version(self) -> str:
