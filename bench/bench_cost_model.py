@@ -23,7 +23,6 @@ import dataclasses
 import io
 import logging
 import pickle
-import re
 import statistics
 import sys
 from pathlib import Path
@@ -38,6 +37,7 @@ from rknnlink.model.builder import BuildConfig, activation_names, build, load_on
 from rknnlink.model.lower import lower  # noqa: E402
 from rknnlink.model.prepare import prepare  # noqa: E402
 from rknnlink.runtime import RuntimeLibrary, abi  # noqa: E402
+from rknnlink.runtime.perf import parse_perf_detail  # noqa: E402
 from rknnlink.runtime.platforms import Platform, find_platform  # noqa: E402
 
 # Published FPS (rknn_model_zoo V2.3.2 README, "Model performance benchmark (FPS)"): dtype, then
@@ -86,7 +86,6 @@ SKIPPED = {
 OCR_FILES = {"ppocrv4_det": ("ch_PP-OCRv4_det_infer.onnx", [1, 3, 480, 480]),
              "ppocrv4_rec": ("ch_PP-OCRv4_rec_infer.onnx", [1, 3, 48, 320])}
 LIMIT_SHARE, LIMIT_MEDIAN = 0.85, 0.15
-TOTAL_RE = re.compile(r"Total Operator Elapsed Per Frame Time\(us\): (\d+)")
 CLASSES = ("dense", "depthwise", "eltwise")
 
 
@@ -141,30 +140,13 @@ def measure(lib: RuntimeLibrary, sim: fmt.SimModel, platform: str, run: bool) ->
             ctx.infer([np.zeros(sim.tensors[io_.tensor].shape, np.float32) for io_ in sim.inputs])
         text = ctx.perf_detail()
         layers = ctx.layer_infos()
-    total = int(TOTAL_RE.search(text).group(1))
-    col = _time_col(text)
-    rows = sum(int(line[col:].split()[0]) for line in _table_rows(text))
+    rows, total = parse_perf_detail(text)
+    rows_sum = int(sum(r["time_us"] for r in rows))
     io_bytes = sum(int(np.prod(t.shape)) * _DSIZE.get(int(t.dtype), 4) for t in ios)
-    return Measured(total, rows, layers, io_bytes)
+    return Measured(total, rows_sum, layers, io_bytes)
 
 
 _DSIZE = {abi.RKNN_TENSOR_INT8: 1, abi.RKNN_TENSOR_UINT8: 1, abi.RKNN_TENSOR_FLOAT16: 2}
-
-
-def _time_col(text: str) -> int:
-    header = next(line for line in text.splitlines() if line.startswith("ID "))
-    return header.index("Time(us)")
-
-
-def _table_rows(text: str) -> List[str]:
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("ID ")) + 2
-    rows = []
-    for line in lines[start:]:
-        if line.startswith("-"):
-            break
-        rows.append(line)
-    return rows
 
 
 # ------------------------------------------------------------------------------------------------ fitting
