@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from rknnlink.client import Board
-from rknnlink.v1.protocol import PROTOCOL_VERSION
 from rknnlink.v1 import messages
 from rknnlink.v1 import rknnlink_pb2 as generated
+from rknnlink.v1.protocol import PROTOCOL_VERSION
 
 
 def test_descriptor_built_classes_match_the_generated_ones():
