@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import logging
 import platform as host_platform
+import re
 import shlex
 import tarfile
 import tempfile
@@ -23,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
+
+from rknnlink.v1.address import parse_host_port
 
 from . import adb
 from .errors import TransportError
@@ -81,10 +84,40 @@ def build_source_archive(include_native: bool) -> bytes:
     return buffer.getvalue()
 
 
+_SERVE_WORD = re.compile(r"^[A-Za-z0-9_./:=,@+\[\]-]+$")
+
+
+def check_prefix(prefix: str) -> str:
+    """The install prefix, refused unless it is an absolute path a shell and PYTHONPATH take literally."""
+    if not prefix.startswith("/") or any(not c.isprintable() or c == ":" for c in prefix):
+        raise TransportError(f"--prefix {prefix!r} must be an absolute path without ':' or control characters")
+    return prefix
+
+
+def check_serve_args(serve_args: str) -> str:
+    """`rknnlink serve` arguments for serve.args, which the board's shell splits into words: each word may
+    hold only characters that no shell expands ($, `, *, quotes, ... are refused), and --listen must be an
+    address."""
+    try:
+        words = shlex.split(serve_args)
+    except ValueError as exc:
+        raise TransportError(f"--serve-args {serve_args!r}: {exc}") from None
+    for word in words:
+        if not _SERVE_WORD.match(word):
+            raise TransportError(f"--serve-args: {word!r} has characters the board's shell would expand; use only "
+                                 f"letters, digits and _ . / : = , @ + - [ ]")
+    try:
+        parse_host_port(_listen_of(serve_args))
+    except ValueError as exc:
+        raise TransportError(f"--serve-args: {exc}") from None
+    return " ".join(words)
+
+
 def _launcher(prefix: str) -> str:
+    q = shlex.quote(check_prefix(prefix))
     return ("#!/bin/sh\n"
             "# rknnlink launcher written by `rknnlink deploy`\n"
-            f'PYTHONPATH="{prefix}/lib:{prefix}/deps${{PYTHONPATH:+:$PYTHONPATH}}"\n'
+            f'PYTHONPATH={q}/lib:{q}/deps"${{PYTHONPATH:+:$PYTHONPATH}}"\n'
             "export PYTHONPATH\n"
             'exec python3 -m rknnlink.cli "$@"\n')
 
@@ -189,8 +222,8 @@ def deploy(serial: Optional[str], *, wheel: Optional[str] = None, prefix: Option
     client = adb.client(timeout=timeout)
     serial = adb.pick_serial(client, serial, timeout)
     board = adb.AdbBoard(client, serial, prefix)
-    prefix = board.prefix
-    serve_args = serve_args or f"--listen 127.0.0.1:{adb.board_port()}"
+    prefix = check_prefix(board.prefix)
+    serve_args = check_serve_args(serve_args or f"--listen 127.0.0.1:{adb.board_port()}")
     if wheel and not Path(wheel).is_file():
         raise TransportError(f"--wheel {wheel} does not exist; build one with `pip wheel --no-deps .`")
     step("checking Python on the board")
