@@ -171,6 +171,17 @@ TRANSFORMER_CASES = [
     Case("depth_to_space_dcr", "DepthToSpace", [[1, 8, 3, 4]], attrs=dict(blocksize=2)),
     Case("depth_to_space_crd", "DepthToSpace", [[1, 8, 3, 4]], attrs=dict(blocksize=2, mode="CRD")),
     Case("space_to_depth", "SpaceToDepth", [[1, 2, 6, 4]], attrs=dict(blocksize=2)),
+] + [
+    # recurrent layers: one layer, each direction; T=5, B=2, I=6, H=4
+    Case(f"{op.lower()}_{direction}{'_h0' if init else ''}{'_lbr' if lbr and op == 'GRU' else ''}", op,
+         [[5, 2, 6]] + ([[d, 2, 4]] if init else []),
+         {1: _rng_w((d, g * 4, 6), 40 + g), 2: _rng_w((d, g * 4, 4), 41 + g), 3: _rng_w((d, 2 * g * 4), 42 + g, 0.1),
+          **({4: ""} if init else {})},
+         dict(hidden_size=4, direction=direction, **({"linear_before_reset": lbr} if op == "GRU" else {})),
+         n_out=3 if op == "LSTM" else 2)
+    for op, g in (("LSTM", 4), ("GRU", 3))
+    for direction, d, init, lbr in (("forward", 1, False, 0), ("reverse", 1, True, 1), ("bidirectional", 2, True, 0),
+                                    ("bidirectional", 2, False, 1))
 ]
 
 CASES = [

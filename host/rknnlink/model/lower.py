@@ -581,6 +581,37 @@ def _topk(ctx: _Ctx) -> LNode:
                     {"axis": axis, "k": k, "largest": int(ctx.attrs.get("largest", 1))})
 
 
+_DIRECTIONS = {"forward": 0, "reverse": 1, "bidirectional": 2}
+_DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
+
+
+def _rnn(ctx: _Ctx) -> LNode:
+    """One-layer LSTM / GRU with the default activations; sequence_lens only when every sequence is full."""
+    op = ctx.node.op_type
+    direction = _DIRECTIONS.get(ctx.attrs.get("direction", "forward"))
+    if direction is None:
+        ctx.fail(f"direction {ctx.attrs.get('direction')!r} is not an ONNX value")
+    acts = [a.lower() for a in ctx.attrs.get("activations", [])]
+    if acts and acts != [a.lower() for a in _DEFAULT_ACTS[op] * (2 if direction == 2 else 1)]:
+        ctx.fail(f"activations {ctx.attrs['activations']} are not supported (only the default "
+                 f"{_DEFAULT_ACTS[op]})")
+    if "clip" in ctx.attrs or int(ctx.attrs.get("input_forget", 0)) or int(ctx.attrs.get("layout", 0)):
+        ctx.fail("clip, input_forget and layout=1 are not supported; export with the defaults")
+    if op == "LSTM" and ctx.inp(7) is not None:
+        ctx.fail("peephole weights (input P) are not supported")
+    for slot, what in ((1, "W"), (2, "R"), (3, "B")):
+        ctx.const(slot, what)
+    seq = ctx.const(4, "sequence_lens")
+    steps = ctx.in_shape()[0]
+    if seq is not None and np.any(np.asarray(seq) != steps):
+        ctx.fail(f"sequence_lens {np.asarray(seq).tolist()} shorter than the {steps} steps are not supported")
+    ins = list(ctx.node.input[:4]) + [ctx.inp(5)] + ([ctx.inp(6)] if op == "LSTM" else [])
+    attrs = {"hidden_size": int(ctx.attrs["hidden_size"]), "direction": direction}
+    if op == "GRU":
+        attrs["linear_before_reset"] = int(ctx.attrs.get("linear_before_reset", 0))
+    return ctx.make(op, ins, attrs, outputs=list(ctx.node.output))
+
+
 LOWERINGS: dict = {
     "Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _passthrough("MatMul"),
     "Add": _passthrough("Add"), "Sub": _passthrough("Sub"), "Mul": _passthrough("Mul"),
@@ -602,7 +633,7 @@ LOWERINGS: dict = {
     "ReduceMin": _reduce("ReduceMin"), "ReduceProd": _reduce("ReduceProd"), "ReduceL2": _reduce("ReduceL2"),
     "LayerNormalization": _layer_norm, "GroupNormalization": _group_norm, "InstanceNormalization": _group_norm,
     "Gelu": _gelu, "Cast": _cast, "Expand": _expand, "Tile": _tile, "GatherElements": _gather_elements,
-    "ArgMax": _arg("ArgMax"), "ArgMin": _arg("ArgMin"), "TopK": _topk,
+    "ArgMax": _arg("ArgMax"), "ArgMin": _arg("ArgMin"), "TopK": _topk, "LSTM": _rnn, "GRU": _rnn,
     **{op: _passthrough(op) for op in ("Erf", "Mish", "Reciprocal", "Log", "Sin", "Cos", "Not", "Where", "Equal",
                                        "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor")},
 }

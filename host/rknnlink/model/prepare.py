@@ -524,6 +524,14 @@ def _decompose(model: Any, shapes: dict, opset: int) -> bool:
     for node in model.graph.node:
         shape = shapes.get(node.input[0], (None, 0))[0] if node.input else None
         new = None
+        if node.op_type in ("LSTM", "GRU"):  # every state output gets a name: the layer writes them all
+            n_out = 3 if node.op_type == "LSTM" else 2
+            while len(node.output) < n_out:
+                node.output.append("")
+            for i, o in enumerate(node.output):
+                if not o:
+                    node.output[i] = _fresh_name(names, f"{node.name}_output_{i}")
+                    changed = True
         if node.op_type == "Einsum" and len(node.input) == 2:
             new = _einsum_nodes(model, node, names, opset)
         elif node.op_type in ("DepthToSpace", "SpaceToDepth") and shape is not None and len(shape) == 4:

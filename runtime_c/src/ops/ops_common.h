@@ -121,6 +121,6 @@ extern const sim_op_def sim_def_layer_norm, sim_def_group_norm, sim_def_erf, sim
 extern const sim_op_def sim_def_equal, sim_def_greater, sim_def_greater_equal, sim_def_less, sim_def_less_equal,
     sim_def_and, sim_def_or, sim_def_xor, sim_def_where, sim_def_expand, sim_def_tile, sim_def_gather_elements;
 extern const sim_op_def sim_def_argmax, sim_def_argmin, sim_def_topk, sim_def_reduce_min, sim_def_reduce_prod,
-    sim_def_reduce_l2;
+    sim_def_reduce_l2, sim_def_lstm, sim_def_gru;
 
 #endif
