@@ -32,7 +32,7 @@ from . import format as fmt
 from .calibration import TensorStats, asymmetric_params, choose_range, quantize_bias, quantize_weights
 from .dataset import Sample, read_dataset
 from .errors import BuildError, UnsupportedOperatorError
-from .lower import LNode, lower
+from .lower import INTEGER_VALUE_TYPES, LNode, lower
 from .prepare import PreparedGraph, load_onnx, make_session, prepare
 from .rewrite import rewrite
 
@@ -45,7 +45,8 @@ PRODUCER = "rknnlink 0.1.0"
 TARGET_PLATFORMS = platform_names()  # the one platform table (runtime_c/src/platforms.c)
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that move int8 values without arithmetic: their output reuses the input's quantisation.
-PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split")
+PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split", "Expand", "Tile",
+                "GatherElements")
 
 
 @dataclass
@@ -174,7 +175,9 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
     std = config.per_input(config.std_values, len(pg.inputs), "std_values")
     stats = {n: TensorStats() for n in names}
 
-    feed_types = {i.name: (np.float16 if i.type == "tensor(float16)" else np.float32) for i in sess.get_inputs()}
+    ort_types = {"tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
+                 "tensor(bool)": np.bool_}
+    feed_types = {i.name: ort_types.get(i.type, np.float32) for i in sess.get_inputs()}
 
     def run_all(desc: str = "calibration") -> Iterable[list]:
         progress = desc if config.progress else False
@@ -361,6 +364,10 @@ class _Assembler:
 
     def add_activation(self, name: str, kind: int, int8: bool, share_from: Optional[str] = None) -> int:
         shape = self.pg.shapes[name]
+        if self.pg.elem_types.get(name) in INTEGER_VALUE_TYPES:
+            # integer/boolean values (indices, masks) stay exact float32 in every mode (docs/model-format.md)
+            self.act_dtype[name] = fmt.FLOAT32
+            return self.add_tensor(fmt.SimTensor(name, fmt.FLOAT32, shape, kind), name)
         if not int8:
             self.act_dtype[name] = self.float_type()
             return self.add_tensor(fmt.SimTensor(name, self.float_type(), shape, kind), name)
