@@ -8,7 +8,7 @@ APT_PACKAGES := clang-14 libclang-rt-14-dev systemd iproute2 libusb-1.0-0
 # torch is pinned to the CPU wheel that these machines carry; a newer one would pull a CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: all deps venv test test-fast lint demo bench proto clean sim
+.PHONY: all deps venv test test-fast lint demo bench proto clean sim toolkit2
 
 all: test
 
@@ -24,7 +24,7 @@ $(VENV)/.apt-installed:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(shell find runtime_c -name '*.[ch]' 2>/dev/null)
+$(STAMP): pyproject.toml setup.py $(shell find runtime_c -name '*.[ch]' -not -path '*/vendor_double/*' 2>/dev/null)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
 	$(PIP) install -q $(TORCH) || echo "torch unavailable: load_pytorch tests will be skipped"
@@ -40,9 +40,14 @@ proto: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
-test: deps
+# RKNN-Toolkit2 (the vendor compiler) in the environment rknnlink manages, for tests/vendor (docs/vendor.md).
+TOOLKIT2_ENV ?= $(VENV)/toolkit2
+toolkit2: venv
+	@test -f $(TOOLKIT2_ENV)/rknnlink-toolkit2.json || $(PY) -m rknnlink.cli -v toolkit2 setup --path $(TOOLKIT2_ENV)
+
+test: deps toolkit2
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -rs tests
+	RKNNLINK_TOOLKIT2_PYTHON=$(abspath $(TOOLKIT2_ENV))/bin/python $(PY) -m pytest -q -rs tests
 
 test-fast: venv
 	$(PY) -m pytest -q -x -m "not slow" tests

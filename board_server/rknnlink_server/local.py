@@ -22,6 +22,11 @@ class LocalDaemon:
     process: subprocess.Popen
     workdir: Optional[tempfile.TemporaryDirectory] = field(default=None, repr=False)
 
+    @property
+    def operator_token(self) -> str:
+        """The daemon's operator token (GetStats of every client's sessions)."""
+        return (Path(self.workdir.name) / "operator-token").read_text().strip() if self.workdir else ""
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -49,7 +54,8 @@ def start_local_daemon(platform: str = "rk3588", backend: str = "sim", cache_dir
     port_file = Path(workdir.name) / "port"
     cache = cache_dir or Path(workdir.name) / "cache"
     cmd = [sys.executable, "-m", "rknnlink.cli", "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file),
-           "--backend", backend, "--platform", platform, "--cache-dir", str(cache), *extra_args]
+           "--backend", backend, "--platform", platform, "--cache-dir", str(cache),
+           "--operator-token-file", str(Path(workdir.name) / "operator-token"), *extra_args]
     from rknnlink_server.worker import _child_env
 
     log_file = open(log_path or Path(workdir.name) / "daemon.log", "ab")  # noqa: SIM115 - owned by the child

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from ..runtime.platforms import platform_names
 from . import format as fmt
 from .calibration import (
     TensorStats,
@@ -49,8 +50,7 @@ __all__ = ["BuildConfig", "BuildResult", "BuildError", "UnsupportedOperatorError
            "hybrid_quantization_step1", "hybrid_quantization_step2", "read_dataset", "Sample"]
 
 PRODUCER = "rknnlink 0.1.0"
-TARGET_PLATFORMS = ("rk3588", "rk3576", "rk3566", "rk3568", "rk3562", "rv1103", "rv1103b", "rv1106",
-                    "rv1106b", "rv1126b", "rk2118")
+TARGET_PLATFORMS = platform_names()  # the one platform table (runtime_c/src/platforms.c)
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that move int8 values without arithmetic: their output reuses the input's quantisation.
 PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split")
@@ -177,8 +177,9 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
 
     feed_types = {i.name: (np.float16 if i.type == "tensor(float16)" else np.float32) for i in sess.get_inputs()}
 
-    def run_all() -> Iterable[list]:
-        for sample in read_dataset(dataset, shapes, mean, std, config.quant_img_rgb2bgr, config.progress):
+    def run_all(desc: str = "calibration") -> Iterable[list]:
+        progress = desc if config.progress else False
+        for sample in read_dataset(dataset, shapes, mean, std, config.quant_img_rgb2bgr, progress):
             feeds = {n: x.astype(feed_types.get(n, np.float32)) for n, x in zip(pg.inputs, sample.normalised)}
             yield sess.run(names, feeds)
 
@@ -195,7 +196,7 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
     LOG.info("calibrated %d tensors over %d samples", len(names), count)
     if config.quantized_algorithm != "normal":
         kinds = ("abs",) if config.quantized_algorithm == "kl_divergence" else ("signed",)
-        for values in run_all():
+        for values in run_all(f"calibration ({config.quantized_algorithm} histograms)"):
             for n, v in zip(names, values):
                 stats[n].update_hist(np.asarray(v), kinds)
     return stats

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .errors import UnsupportedOperatorError
+from .errors import UnsupportedNode, UnsupportedOperatorError
 from .prepare import PreparedGraph
 
 FLOAT_TYPES = (1, 10)  # onnx FLOAT, FLOAT16
@@ -491,20 +491,41 @@ def supported_onnx_ops() -> list:
 
 
 def lower(pg: PreparedGraph, fuse: bool = True) -> list:
-    """Lower every node, then (``fuse``) apply the SiLU and activation fusions. Returns LNodes in order."""
-    nodes = []
-    for node in pg.model.graph.node:
-        fn = LOWERINGS.get(node.op_type)
-        if fn is None:
-            raise UnsupportedOperatorError(node.op_type, node.name,
-                                           f"the simulated NPU has no {node.op_type} operator; {WHAT_TO_DO}")
-        ctx = _Ctx(node, pg)
-        _check_float_activations(ctx)
-        nodes.append(fn(ctx))
+    """Lower every node, then (``fuse``) apply the SiLU and activation fusions. Returns LNodes in order.
+
+    Every node is tried: a model with unsupported nodes raises one UnsupportedOperatorError listing all
+    of them (type, count, first node) and the cut points before them.
+    """
+    nodes, problems = lower_nodes(pg)
+    if problems:
+        from .prepare import cut_points
+        raise UnsupportedOperatorError.from_nodes(problems, cut_points(pg.model, {p.node_name for p in problems}))
     if not fuse:
         return nodes
     nodes = fuse_silu(nodes, pg)
     return fuse_activations(nodes, pg)
+
+
+def lower_nodes(pg: PreparedGraph, skip: frozenset = frozenset()) -> tuple:
+    """(lowered nodes, problems): each node of the graph (except those named in ``skip``) lowered alone."""
+    nodes, problems = [], []
+    for node in pg.model.graph.node:
+        if node.name in skip:
+            continue
+        fn = LOWERINGS.get(node.op_type)
+        if fn is None:
+            problems.append(UnsupportedNode(node.op_type, node.name,
+                                            f"the simulated NPU has no {node.op_type} operator; {WHAT_TO_DO}"))
+            continue
+        ctx = _Ctx(node, pg)
+        try:
+            _check_float_activations(ctx)
+            lowered = fn(ctx)
+        except UnsupportedOperatorError as exc:
+            problems.extend(exc.problems)
+            continue
+        nodes.extend(lowered if isinstance(lowered, list) else [lowered])
+    return nodes, problems
 
 
 def _check_float_activations(ctx: _Ctx) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import BuildError, UnsupportedOperatorError
+from .errors import BuildError, UnsupportedNode, UnsupportedOperatorError
 
 LOG = logging.getLogger(__name__)
 
@@ -189,7 +189,6 @@ def prepare(model: Any, fold_batchnorm: bool = True) -> PreparedGraph:
     model = copy.deepcopy(model)
     opset = default_opset(model)
     _drop_initializer_inputs(model)
-    _check_domains(model)
     _check_static_inputs(model)
     _name_nodes(model)
     _constants_to_initializers(model)
@@ -199,7 +198,9 @@ def prepare(model: Any, fold_batchnorm: bool = True) -> PreparedGraph:
             break
     _drop_unused_optional_outputs(model)
     _remove_identities(model)
-    _check_supported(model)
+    unknown = _unknown_operators(model)
+    if unknown:
+        raise _all_problems(model, unknown, opset, shapes)
     if fold_batchnorm:
         _fold_batchnorm(model)
     _remove_unused(model)
@@ -221,22 +222,65 @@ def prepare(model: Any, fold_batchnorm: bool = True) -> PreparedGraph:
                          outputs=[o.name for o in model.graph.output])
 
 
-def _check_supported(model: Any) -> None:
-    """Fail on the first operator the simulator cannot run before anything else may trip over it."""
+def _unknown_operators(model: Any) -> list:
+    """Nodes whose operator type the simulator has no lowering for (custom domains included)."""
     from .lower import LOWERINGS, WHAT_TO_DO
-    for node in model.graph.node:
-        if node.op_type not in LOWERINGS:
-            raise UnsupportedOperatorError(node.op_type, node.name,
-                                           f"the simulated NPU has no {node.op_type} operator; {WHAT_TO_DO}")
-
-
-def _check_domains(model: Any) -> None:
+    problems = []
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
-            raise UnsupportedOperatorError(
+            problems.append(UnsupportedNode(
                 f"{node.domain}.{node.op_type}", node.name,
                 "custom-domain operators cannot run on the simulated NPU; cut the graph before it with "
-                "load_onnx(outputs=[...]) and run it on the CPU")
+                "load_onnx(outputs=[...]) and run it on the CPU"))
+        elif node.op_type not in LOWERINGS:
+            problems.append(UnsupportedNode(node.op_type, node.name,
+                                            f"the simulated NPU has no {node.op_type} operator; {WHAT_TO_DO}"))
+    return problems
+
+
+def _all_problems(model: Any, unknown: list, opset: int, shapes: dict) -> UnsupportedOperatorError:
+    """One error naming the unknown operators plus every known node that would fail to lower too."""
+    from .lower import lower_nodes
+    skip = frozenset(p.node_name for p in unknown)
+    inits = {i.name for i in model.graph.initializer}
+    try:
+        from onnx import numpy_helper
+        pg = PreparedGraph(model=model, opset=opset, shapes={k: v[0] for k, v in shapes.items() if v[0] is not None},
+                           elem_types={k: v[1] for k, v in shapes.items()},
+                           constants={i.name: numpy_helper.to_array(i) for i in model.graph.initializer},
+                           inputs=[i.name for i in model.graph.input if i.name not in inits],
+                           outputs=[o.name for o in model.graph.output])
+        _, more = lower_nodes(pg, skip=skip)
+    except Exception as exc:  # the known nodes cannot be checked without full shapes: report the unknown
+        LOG.debug("cannot check the other nodes of a model with unknown operators: %s", exc)
+        more = []
+    order = {n.name: i for i, n in enumerate(model.graph.node)}
+    problems = sorted(list(unknown) + more, key=lambda p: order.get(p.node_name, 0))
+    return UnsupportedOperatorError.from_nodes(problems, cut_points(model, {p.node_name for p in problems}))
+
+
+def cut_points(model: Any, bad_nodes: set) -> list:
+    """Tensors to pass as ``load_onnx(outputs=...)`` so the cut graph holds none of ``bad_nodes``.
+
+    They are the run-time inputs of the bad nodes that no bad node computes (directly or through other
+    nodes), plus the graph outputs that do not depend on a bad node; empty when the bad nodes read only
+    graph inputs and constants.
+    """
+    graph_inputs = {i.name for i in model.graph.input}
+    consts = {i.name for i in model.graph.initializer}
+    tainted: set = set()
+    frontier: list = []
+    for node in model.graph.node:
+        ins = [n for n in node.input if n]
+        if node.name in bad_nodes:
+            for n in ins:
+                if n not in tainted and n not in consts and n not in graph_inputs and n not in frontier:
+                    frontier.append(n)
+        if node.name in bad_nodes or any(n in tainted for n in ins):
+            tainted.update(o for o in node.output if o)
+    if not frontier:
+        return []
+    return frontier + [o.name for o in model.graph.output if o.name not in tainted and o.name not in frontier]
 
 
 def _check_static_inputs(model: Any) -> None:
