@@ -29,10 +29,18 @@ import numpy as np
 
 from ..runtime.platforms import platform_names
 from . import format as fmt
-from .calibration import TensorStats, asymmetric_params, choose_range, quantize_bias, quantize_weights
+from .calibration import (
+    TensorStats,
+    asymmetric_params,
+    choose_range,
+    quantize_bias,
+    quantize_weights,
+    weight_error_shift,
+)
 from .dataset import Sample, read_dataset
 from .errors import BuildError, UnsupportedOperatorError
 from .lower import INTEGER_VALUE_TYPES, LNode, lower
+from .precision import auto_float_layers
 from .prepare import PreparedGraph, load_onnx, make_session, prepare
 from .rewrite import rewrite
 
@@ -141,7 +149,10 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     if rknn_batch_size is not None and int(rknn_batch_size) > 1:
         pg, nodes = _batched(model, int(rknn_batch_size), pg, nodes, optimise)
     mode = "int8" if do_quantization else ("fp16" if config.float_dtype == "float16" else "fp32")
-    asm = _Assembler(pg, nodes, config, mode, stats, set(float_layers), int(rknn_batch_size or 1))
+    float_layers = set(float_layers)
+    if do_quantization and optimise:
+        float_layers |= auto_float_layers(nodes, pg.outputs, stats, config.quantized_algorithm, pg)
+    asm = _Assembler(pg, nodes, config, mode, stats, float_layers, int(rknn_batch_size or 1))
     sim = asm.run()
     data = fmt.write_model(sim)
     return BuildResult(data=data, sim_model=sim, prepared_onnx=pg.model, tensor_map=asm.tensor_map,
@@ -185,11 +196,16 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
             feeds = {n: x.astype(feed_types.get(n, np.float32)) for n, x in zip(pg.inputs, sample.normalised)}
             yield sess.run(names, feeds)
 
+    # Inputs of Conv/Gemm also get per-channel means: bias correction needs them.
+    channel_axis = {n.inputs[0]: (1 if n.op_type == "Conv" else (0 if n.attrs.get("transA") else 1))
+                    for n in nodes if n.op_type in ("Conv", "Gemm") and n.inputs[0] in stats}
     count = 0
     for values in run_all():
         count += 1
         for n, v in zip(names, values):
             stats[n].update_range(np.asarray(v))
+            if n in channel_axis:
+                stats[n].update_channel_mean(np.asarray(v), channel_axis[n])
     LOG.info("calibrated %d tensors over %d samples", len(names), count)
     if config.quantized_algorithm != "normal":
         kinds = ("abs",) if config.quantized_algorithm == "kl_divergence" else ("signed",)
@@ -456,7 +472,7 @@ class _Assembler:
         n_out = self.pg.shapes[n.outputs[0]][1] if len(self.pg.shapes[n.outputs[0]]) > 1 else b.size
         if b.size != n_out or (len(sw) != 1 and len(sw) != n_out):
             return None  # an unusual broadcast bias (e.g. Gemm C of shape (M, N)) stays float
-        flat = b.reshape(-1)
+        flat = self.bias_corrected(n, b.reshape(-1).astype(np.float64))
         if len(sw) == 1:
             s = float(np.float32(sx * sw[0]))
             q = quantize_bias(flat, np.array([s])).reshape(b.shape)
@@ -469,6 +485,26 @@ class _Assembler:
                                       scales.tolist(), [0] * len(scales), flat.tolist(), flat.tolist())
         return self.add_constant(name, q, fmt.INT32, name, qnt_type=fmt.QNT_CHANNEL, quant_axis=0,
                                  quant_scales=scales, quant_zero_points=np.zeros(len(scales), np.int32))
+
+    def bias_corrected(self, n: LNode, b: np.ndarray) -> np.ndarray:
+        """The bias minus the mean output shift that int8 weight rounding causes (calibration.
+        weight_error_shift); unchanged when the layer's input has no channel statistics."""
+        st = self.stats.get(n.inputs[0])
+        mean = st.channel_mean if st is not None else None
+        w = self.pg.constants.get(n.inputs[1])
+        if mean is None or w is None:
+            return b
+        w = np.asarray(w, np.float32)
+        axis = self.weight_axis(n, w)
+        q, scales = quantize_weights(w, axis)
+        shape = [1] * w.ndim
+        if axis is not None:
+            shape[axis] = -1
+        deq = q.astype(np.float64) * scales.reshape(shape if axis is not None else [1] * w.ndim)
+        shift = weight_error_shift(w, deq, mean, n.op_type, n.attrs.get("group", 1), n.attrs.get("transB", 0))
+        if shift is None or shift.shape != b.shape:
+            return b
+        return b - shift
 
     # ---- ops
 
