@@ -97,11 +97,12 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float, keep: int) -> np.nda
     return np.array(picked, dtype=np.int64)
 
 
-def yolo_detections(out: np.ndarray, keep: int = 30) -> tuple:
-    """(boxes x1y1x2y2, classes) of the ``keep`` best boxes after NMS from a YOLOv8 (1, 4 + C, N) head
-    (the random-weight heads have no meaningful absolute score, so the top-scoring boxes are compared)."""
+def yolo_detections(out: np.ndarray, keep: int = 30, classes: int = 80) -> tuple:
+    """(boxes x1y1x2y2, classes) of the ``keep`` best boxes after NMS from a YOLOv8 (1, 4 + C [+ extra], N)
+    head (the random-weight heads have no meaningful absolute score, so the top-scoring boxes are
+    compared; -seg heads carry 32 mask coefficients after the class scores)."""
     p = np.asarray(out)[0].T
-    xywh, cls_scores = p[:, :4], p[:, 4:]
+    xywh, cls_scores = p[:, :4], p[:, 4:4 + classes]
     cls, score = np.argmax(cls_scores, axis=1), np.max(cls_scores, axis=1)
     boxes = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], axis=1)
     idx = _nms(boxes, score, 0.5, keep)

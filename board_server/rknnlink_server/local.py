@@ -9,7 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ class LocalDaemon:
 
 def start_local_daemon(platform: str = "rk3588", backend: str = "sim", cache_dir: Optional[Path] = None,
                        extra_args: Sequence[str] = (), timeout: float = 30.0,
-                       log_path: Optional[Path] = None) -> LocalDaemon:
+                       log_path: Optional[Path] = None,
+                       preexec_fn: Optional[Callable[[], None]] = None) -> LocalDaemon:
     """Run `python -m rknnlink serve --listen 127.0.0.1:0` and wait until it reports its port."""
     workdir = tempfile.TemporaryDirectory(prefix="rknnlink-daemon-")
     port_file = Path(workdir.name) / "port"
@@ -60,7 +61,7 @@ def start_local_daemon(platform: str = "rk3588", backend: str = "sim", cache_dir
 
     log_file = open(log_path or Path(workdir.name) / "daemon.log", "ab")  # noqa: SIM115 - owned by the child
     process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file,
-                               env=_child_env())
+                               env=_child_env(), preexec_fn=preexec_fn)
     log_file.close()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -93,7 +93,7 @@ class Farm:
 
     def start_exporter(self, name: str, advertise: str, devices: List[str]) -> None:
         args = [PYTHON, "-m", "rknnlink.cli", "farm", "export", "--name", name, "--advertise", advertise,
-                "--interval", "0.5", "--config", str(self.workdir / f"exporter-{name}.yaml"),
+                "--interval", "1", "--config", str(self.workdir / f"exporter-{name}.yaml"),
                 "--ready-file", str(self.workdir / f"{name}.ready")]
         for device in devices:
             args += ["--device", device]

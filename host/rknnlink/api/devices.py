@@ -85,7 +85,7 @@ def open_endpoint(device_id: str, target: str) -> Tuple[str, Callable[[], None],
         return daemon.address, daemon.stop, {}
     from rknnlink.transport import resolve
 
-    endpoint = resolve(device_id)
+    endpoint = resolve(device_id, platform=target)  # the target selects a farm board
     return endpoint.address, endpoint.close, endpoint.connect_kwargs()
 
 
@@ -99,5 +99,7 @@ def explained_failures(device_id: str) -> Iterator[None]:
     except Exception as exc:
         hint = ("check the cable and `adb devices`, or that `rknnlink serve` runs on the board; "
                 f"set {DEVICE_ENV}=sim to try a simulated board")
+        if str(device_id).startswith("farm"):
+            hint = "see the boards and the queue with `rknnlink farm list` (docs/farm.md)"
         raise ValueError(f"init_runtime: cannot use device {device_id!r}: {exc} ({type(exc).__name__}); "
                          f"{hint}.") from exc
