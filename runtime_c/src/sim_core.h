@@ -169,6 +169,7 @@ typedef struct sim_dump {
 
 typedef struct sim_ctx {
     uint32_t magic;
+    rknn_context handle;          /* its entry in the handle table (handles.c) */
     pthread_mutex_t lock;
     sim_model *m;
     uint32_t flags;
@@ -193,7 +194,18 @@ typedef struct sim_ctx {
     uint32_t n_dumps;
     sim_dump *dumps;
     char last_error[SIM_ERR_LEN];
+    sim_model **shape_models;     /* dynamic_input models, one per shape set (NULL: static shapes); shapes.c */
+    uint32_t n_shape_models;
 } sim_ctx;
+
+/* Dynamic input shapes (shapes.c): a bundle of one model per shape set. */
+int sim_shapes_is_bundle(const unsigned char *bytes, uint64_t size);
+int sim_shapes_load(const unsigned char *bytes, uint64_t size, sim_model ***models, uint32_t *count, char *err,
+                    size_t err_len);
+void sim_shapes_share(sim_ctx *dst, const sim_ctx *src);
+void sim_shapes_free(sim_ctx *c);
+int sim_shapes_select(sim_ctx *c, uint32_t n_inputs, const rknn_tensor_attr *attrs);
+int sim_shapes_query_range(sim_ctx *c, rknn_input_range *r);
 
 int sim_ctx_alloc_runtime(sim_ctx *c);
 void sim_ctx_free_runtime(sim_ctx *c);
