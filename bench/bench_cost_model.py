@@ -13,7 +13,7 @@ per-layer work the simulator reports (rknnlink_layer_info: cost class, MACs, act
 runtime_c/src/platforms.c; every run also fits on half of the models and reports the error on the other half.
 Before fitting, the bench checks that this formula reproduces the simulator's own estimates exactly.
 
-Usage: python bench/bench_cost_model.py [--models a,b,...] [--fit] [--no-run] [--check]
+Usage: python bench/bench_cost_model.py [--models a,b,...] [--fit] [--no-run] [--check] [--save FILE]
 """
 
 from __future__ import annotations
