@@ -67,7 +67,7 @@ def make_calibration_set(folder: Path, count: int = 8, seed: int = 1) -> Path:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
     from rknnlink.api import RKNN
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     with tempfile.TemporaryDirectory(prefix="rknnlink-demo-") as tmp:
         work = Path(tmp)

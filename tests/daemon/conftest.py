@@ -21,7 +21,7 @@ def sim_library(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def daemon(sim_library: str, tmp_path_factory: pytest.TempPathFactory):
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     log_path = tmp_path_factory.mktemp("daemon") / "daemon.log"
     d = start_local_daemon(platform="rk3588", backend="sim", log_path=log_path)

@@ -178,7 +178,7 @@ def test_session_close_closes_the_worker_side(board, conv_model):
 
 
 def test_fallback_to_grpc_without_a_data_port(sim_library, conv_model):
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     x = np.ones((1, 3, 8, 8), np.float32)
     with start_local_daemon(platform="rk3588", backend="sim", extra_args=["--no-data-port"]) as daemon:

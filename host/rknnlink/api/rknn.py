@@ -276,7 +276,7 @@ class RKNN:
     def _connect_board(self, target: str, device_id, perf_debug, eval_mem, async_mode, core_mask) -> ModelRuntime:
         connect_kwargs: dict = {}
         if device_id == "sim":
-            from rknnlink_server.local import start_local_daemon
+            from rknnlink.client.local import start_local_daemon
 
             daemon = start_local_daemon(platform=target, backend="sim")
             address, stop = daemon.address, daemon.stop
