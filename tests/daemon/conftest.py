@@ -30,11 +30,13 @@ def daemon(sim_library: str, tmp_path_factory: pytest.TempPathFactory):
     d.stop()
 
 
-@pytest.fixture()
-def board(daemon):
+@pytest.fixture(params=["data", "grpc"])
+def board(daemon, request):
+    """A connected client on each carrier of inference: the direct data channel and the gRPC path, so the
+    fault, soak and link tests hold for both."""
     from rknnlink.client import Board
 
-    b = Board.connect(daemon.address, timeout=10)
+    b = Board.connect(daemon.address, timeout=10, use_data_channel=request.param == "data")
     yield b
     b.close()
 

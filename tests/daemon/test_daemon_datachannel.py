@@ -22,6 +22,16 @@ from rknnlink.v1 import datawire
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+
+@pytest.fixture()
+def board(daemon):
+    """These tests are about the data channel itself: its carrier only."""
+    from rknnlink.client import Board
+
+    b = Board.connect(daemon.address, timeout=10, use_data_channel=True)
+    yield b
+    b.close()
+
 def _data_address(board: Board) -> tuple:
     target = board.data_target()
     assert target is not None, "the loopback daemon must advertise a data port"
