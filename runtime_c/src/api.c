@@ -125,6 +125,7 @@ static void ctx_free(sim_ctx *c)
 {
     c->magic = 0;
     sim_ctx_free_runtime(c);
+    sim_shapes_free(c);
     sim_model_unref(c->m);
     pthread_mutex_destroy(&c->lock);
     free(c);
@@ -173,12 +174,42 @@ RKNN_EXPORT int rknn_init(rknn_context *context, void *model, uint32_t size, uin
     }
     char err[SIM_ERR_LEN];
     err[0] = 0;
-    sim_model *m = sim_model_load(bytes, n, err, sizeof(err));
+    sim_model **shape_models = NULL; /* dynamic_input: one model per shape set (shapes.c) */
+    uint32_t n_shape_models = 0;
+    sim_model *m = NULL;
+    if (sim_shapes_is_bundle(bytes, n)) {
+        if (sim_shapes_load(bytes, n, &shape_models, &n_shape_models, err, sizeof(err)) == 0) {
+            m = shape_models[0];
+            for (uint32_t i = 1; i < n_shape_models; i++)
+                if (shape_models[i]->work_size + shape_models[i]->io_size > m->work_size + m->io_size)
+                    m = shape_models[i]; /* the largest set, for the memory limit check below */
+            sim_model_ref(m);
+        }
+    } else {
+        m = sim_model_load(bytes, n, err, sizeof(err));
+    }
     free(file);
     if (m == NULL) {
         sim_set_init_error("%s", err);
         sim_log(SIM_LOG_ERROR, "rknn_init: invalid model: %s", err);
         return RKNN_ERR_MODEL_INVALID;
+    }
+    if (shape_models != NULL && m != shape_models[0]) { /* start on the first shape set, as librknnrt does */
+        uint64_t need = m->work_size + m->io_size;
+        sim_model_unref(m);
+        m = shape_models[0];
+        sim_model_ref(m);
+        if (need > memory_limit_bytes()) {
+            sim_set_init_error("rknn_init: a shape set needs %llu MiB of activation and I/O memory, above the "
+                               "simulator's limit of %llu MiB (set RKNNLINK_SIM_MAX_MB to raise it)",
+                               (unsigned long long)(need >> 20), (unsigned long long)(memory_limit_bytes() >> 20));
+            sim_log(SIM_LOG_ERROR, "%s", rknnlink_sim_init_error());
+            sim_model_unref(m);
+            for (uint32_t i = 0; i < n_shape_models; i++)
+                sim_model_unref(shape_models[i]);
+            free(shape_models);
+            return RKNN_ERR_MALLOC_FAIL;
+        }
     }
     uint64_t limit = memory_limit_bytes();
     if (m->work_size + m->io_size > limit) {
@@ -188,10 +219,20 @@ RKNN_EXPORT int rknn_init(rknn_context *context, void *model, uint32_t size, uin
                            (unsigned long long)(limit >> 20));
         sim_log(SIM_LOG_ERROR, "%s", rknnlink_sim_init_error());
         sim_model_unref(m);
+        for (uint32_t i = 0; i < n_shape_models; i++)
+            sim_model_unref(shape_models[i]);
+        free(shape_models);
         return RKNN_ERR_MALLOC_FAIL;
     }
     sim_ctx *c = ctx_new(m, flag);
+    if (c != NULL) {
+        c->shape_models = shape_models;
+        c->n_shape_models = n_shape_models;
+    }
     if (c == NULL) {
+        for (uint32_t i = 0; i < n_shape_models; i++)
+            sim_model_unref(shape_models[i]);
+        free(shape_models);
         sim_model_unref(m);
         sim_set_init_error("rknn_init: out of memory allocating the context");
         sim_log(SIM_LOG_ERROR, "%s", rknnlink_sim_init_error());
@@ -217,6 +258,8 @@ RKNN_EXPORT int rknn_dup_context(rknn_context *context_in, rknn_context *context
         return RKNN_ERR_CTX_INVALID;
     sim_model_ref(src->m);
     sim_ctx *c = ctx_new(src->m, src->flags);
+    if (c != NULL)
+        sim_shapes_share(c, src);
     unlock_ctx(src);
     if (c == NULL) {
         sim_model_unref(src->m);
@@ -336,7 +379,8 @@ static int query_locked(sim_ctx *c, rknn_query_cmd cmd, void *info, uint32_t siz
     case RKNN_QUERY_PERF_RUN: {
         if (size < sizeof(rknn_perf_run))
             return RKNN_ERR_PARAM_INVALID;
-        ((rknn_perf_run *)info)->run_duration = c->has_run ? m->est_total_us : 0;
+        ((rknn_perf_run *)info)->run_duration =
+            c->has_run ? sim_cost_total_us(m, sim_cost_cores(m->platform, c->core_mask)) : 0;
         return RKNN_SUCC;
     }
     case RKNN_QUERY_SDK_VERSION:
@@ -354,6 +398,10 @@ static int query_locked(sim_ctx *c, rknn_query_cmd cmd, void *info, uint32_t siz
         ms->total_dma_allocated_size = m->weight_size + m->npu_internal_size + m->io_size;
         return RKNN_SUCC;
     }
+    case RKNN_QUERY_INPUT_DYNAMIC_RANGE:
+        if (size < sizeof(rknn_input_range))
+            return RKNN_ERR_PARAM_INVALID;
+        return sim_shapes_query_range(c, info);
     case RKNN_QUERY_CUSTOM_STRING:
         if (size < sizeof(rknn_custom_string))
             return RKNN_ERR_PARAM_INVALID;
@@ -575,18 +623,18 @@ RKNN_EXPORT int rknn_set_core_mask(rknn_context context, rknn_core_mask core_mas
     int rc = RKNN_SUCC;
     const char *tg = c->m->target;
     uint32_t mask = (uint32_t)core_mask;
-    int ok;
-    if (strcmp(tg, "rk3588") == 0) {
-        ok = mask == 0 || mask == 1 || mask == 2 || mask == 4 || mask == 3 || mask == 7 || mask == 0xFFFF;
-    } else if (strcmp(tg, "rk3576") == 0) {
-        ok = mask == 0 || mask == 1 || mask == 2 || mask == 3 || mask == 0xFFFF;
-    } else {
+    const sim_platform *pf = sim_platform_lookup(tg); /* the platform table (platforms.c) */
+    uint32_t cores = pf ? pf->cores : 0;
+    if (cores < 2) {
         /* single-core SoCs: the vendor runtime answers with RKNN_ERR_TARGET_PLATFORM_UNMATCH */
         sim_ctx_error(c, "rknn_set_core_mask: not supported on %s (only rk3588 and rk3576 have several NPU cores)",
                       tg[0] ? tg : "this platform");
         unlock_ctx(c);
         return RKNN_ERR_TARGET_PLATFORM_UNMATCH;
     }
+    /* AUTO, ALL, one core, or the masks 0_1 / 0_1_2 that fit the platform's cores */
+    int ok = mask == 0 || mask == 0xFFFF || ((mask == 1 || mask == 2 || mask == 4) && mask < (1u << cores)) ||
+             mask == 3 || (mask == 7 && cores >= 3);
     if (!ok) {
         sim_ctx_error(c, "rknn_set_core_mask: Not support core mask: %x on %s", mask, tg);
         rc = RKNN_ERR_FAIL;
@@ -603,10 +651,9 @@ RKNN_EXPORT int rknn_set_batch_core_num(rknn_context context, int core_num)
     if (c == NULL)
         return RKNN_ERR_CTX_INVALID;
     int rc = RKNN_SUCC, max = 0;
-    if (strcmp(c->m->target, "rk3588") == 0)
-        max = 3;
-    else if (strcmp(c->m->target, "rk3576") == 0)
-        max = 2;
+    const sim_platform *pf = sim_platform_lookup(c->m->target);
+    if (pf && pf->cores > 1)
+        max = (int)pf->cores;
     if (max == 0) {
         sim_ctx_error(c, "rknn_set_batch_core_num: not supported on %s", c->m->target);
         rc = RKNN_ERR_TARGET_PLATFORM_UNMATCH;
@@ -841,13 +888,12 @@ RKNN_EXPORT int rknn_set_input_shape(rknn_context ctx, rknn_tensor_attr *attr)
 
 RKNN_EXPORT int rknn_set_input_shapes(rknn_context ctx, uint32_t n_inputs, rknn_tensor_attr attr[])
 {
-    (void)n_inputs; (void)attr;
     sim_ctx *c = lock_ctx(ctx);
     if (c == NULL)
         return RKNN_ERR_CTX_INVALID;
-    sim_ctx_error(c, "rknn_set_input_shapes: the model has static input shapes (not built with dynamic_input)");
+    int rc = sim_shapes_select(c, n_inputs, attr);
     unlock_ctx(c);
-    return RKNN_ERR_FAIL;
+    return rc;
 }
 
 RKNN_EXPORT int rknn_mem_sync(rknn_context context, rknn_tensor_mem *mem, rknn_mem_sync_mode mode)

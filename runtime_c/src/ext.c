@@ -64,7 +64,9 @@ RKNN_EXPORT int rknnlink_sim_layer_info(rknn_context ctx, uint32_t index, rknnli
             info->dims[d] = (uint32_t)out->dims[d];
         info->macs = L->macs;
         info->bytes_rw = L->bytes_rw;
-        info->est_time_us = L->est_us;
+        info->est_time_us = sim_cost_layer_us(m->platform, L, sim_cost_cores(m->platform, c->core_mask));
+        info->cost_class = L->cost_class;
+        info->act_elems = L->act_elems;
         info->measured_time_us = c->measured_us ? c->measured_us[index] : 0.0;
     }
     ext_unlock(c);

@@ -436,13 +436,13 @@ static void test_invalid_models(void)
     uint32_t d[1] = {4};
     uint32_t i0 = mw_tensor(w, "i", 0, 1, d, 2, 0, 0, 0);
     uint32_t o0 = mw_tensor(w, "o", 0, 1, d, 3, 0, 0, 0);
-    mw_op(w, 63, "weird", 1, &i0, 1, &o0, 0, 0, 0);
+    mw_op(w, 127, "weird", 1, &i0, 1, &o0, 0, 0, 0);
     mw_io(w, i0, 0, 0, 0, NULL, NULL, 0);
     mw_io(w, o0, 1, 0, 0, NULL, NULL, 0);
     buf = mw_finish(w, &n, 0);
     mw_free(w);
     CHECK_RC(rknn_init(&ctx, buf, (uint32_t)n, 0, NULL), RKNN_ERR_MODEL_INVALID);
-    CHECK(strstr(rknnlink_sim_init_error(), "weird") && strstr(rknnlink_sim_init_error(), "63"),
+    CHECK(strstr(rknnlink_sim_init_error(), "weird") && strstr(rknnlink_sim_init_error(), "127"),
           "unknown op message: %s", rknnlink_sim_init_error());
     free(buf);
 

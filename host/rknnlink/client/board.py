@@ -11,7 +11,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
@@ -253,8 +253,10 @@ class Board:
     def has_model(self, sha256: str) -> bool:
         return bool(self._call("HasModel", pb.HasModelRequest(sha256=sha256)).present)
 
-    def upload_model(self, model: bytes) -> str:
-        """Send the model unless the board already has it; returns its SHA-256."""
+    def upload_model(self, model: bytes, progress: Optional[Callable[[int, int], None]] = None) -> str:
+        """Send the model unless the board already has it; returns its SHA-256.
+
+        `progress(sent_bytes, total_bytes)` is called after each chunk (a progress bar hook)."""
         sha = hashlib.sha256(model).hexdigest()
         if self.has_model(sha):
             return sha
@@ -265,6 +267,8 @@ class Board:
             for offset in range(0, len(view), CHUNK):
                 piece = bytes(view[offset:offset + CHUNK])
                 sent[0] += len(piece)
+                if progress is not None:
+                    progress(offset + len(piece), len(view))
                 yield pb.ModelChunk(sha256=sha if offset == 0 else "", total_size=len(view) if offset == 0 else 0,
                                     data=piece)
 
@@ -275,12 +279,13 @@ class Board:
         return sha
 
     def load_model(self, model: bytes, core_mask: int = 0, perf: bool = False, eval_mem: bool = False,
-                   async_mode: bool = False, dump_layers: bool = False) -> Session:
+                   async_mode: bool = False, dump_layers: bool = False,
+                   progress: Optional[Callable[[int, int], None]] = None) -> Session:
         """Upload (only if the board lacks this model) and create a session; see Session."""
         model = bytes(model)
         if not model:
             raise ValueError("the model is empty; pass the bytes of a .rknn file")
-        sha = self.upload_model(model)
+        sha = self.upload_model(model, progress=progress)
         # Proof that this client holds the model's bytes (the board may have it cached from another client).
         proof = hmac.new(self.client_id.encode(), model, hashlib.sha256).digest()
         reply = self._call("CreateSession", pb.CreateSessionRequest(
@@ -480,7 +485,8 @@ class Session:
         return m.api_version, m.drv_version
 
     def dump_tensors(self, include_raw: bool = False) -> List[Tuple[Dict[str, Any], np.ndarray, Optional[np.ndarray]]]:
-        """Per-layer outputs of the last run: (info, float32 array, raw array or None). Simulator only."""
+        """Per-layer outputs of the last run: (info, float32 array, raw array or None); on a vendor
+        runtime they come from its own dump files (docs/vendor.md)."""
         tensors: Dict[int, Dict[str, Any]] = {}
         self._req()  # closes run()'s stream
         try:
@@ -511,7 +517,7 @@ class Session:
         return info, f32, raw
 
     def dumps(self) -> Dict[str, np.ndarray]:
-        """Per-layer float32 outputs of the last run by tensor name (simulated NPU only)."""
+        """Per-layer float32 outputs of the last run by tensor name."""
         return {info["name"]: f32 for info, f32, _raw in self.dump_tensors()}
 
     def close(self) -> None:

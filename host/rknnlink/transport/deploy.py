@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from rknnlink.v1.address import parse_host_port
 
@@ -209,9 +209,16 @@ def _listen_of(serve_args: str) -> str:
     return f"127.0.0.1:{adb.board_port()}"
 
 
+DEPLOY_STEPS = 6  # calls of deploy()'s progress hook: python, stop, files, settings, unit, start
+
+
 def deploy(serial: Optional[str], *, wheel: Optional[str] = None, prefix: Optional[str] = None,
-           serve_args: Optional[str] = None, start: bool = True, timeout: float = 60.0) -> DeployResult:
-    """Installs this rknnlink on the board over adb, with its unit, and (re)starts the daemon."""
+           serve_args: Optional[str] = None, start: bool = True, timeout: float = 60.0,
+           progress: Optional[Callable[[str], None]] = None) -> DeployResult:
+    """Installs this rknnlink on the board over adb, with its unit, and (re)starts the daemon.
+
+    `progress(step)` is called as each of the DEPLOY_STEPS steps starts (a progress bar hook)."""
+    step = progress or (lambda _name: None)
     client = adb.client(timeout=timeout)
     serial = adb.pick_serial(client, serial, timeout)
     board = adb.AdbBoard(client, serial, prefix)
@@ -219,15 +226,21 @@ def deploy(serial: Optional[str], *, wheel: Optional[str] = None, prefix: Option
     serve_args = check_serve_args(serve_args or f"--listen 127.0.0.1:{adb.board_port()}")
     if wheel and not Path(wheel).is_file():
         raise TransportError(f"--wheel {wheel} does not exist; build one with `pip wheel --no-deps .`")
+    step("checking Python on the board")
     _ensure_python(board, prefix)
+    step("stopping the daemon")
     board.stop_daemon()
+    step("copying rknnlink")
     _install_files(board, prefix, wheel)
+    step("writing the daemon settings")
     _push(board, (serve_args + "\n").encode(), f"{prefix}/serve.args")
     version = board.daemon_version()
     if version is None:
         raise TransportError(f"the deployed launcher {board.launcher} does not run on {serial}: "
                              f"{board.shell(board.launcher + ' --version 2>&1', timeout=60)[1].strip()[-300:]}")
+    step("installing the service")
     has_unit = _install_unit(board, prefix, _listen_of(serve_args))
+    step("starting the daemon")
     if not start:
         return DeployResult(serial, prefix, version, "no")
     return DeployResult(serial, prefix, version, *_start_and_verify(board, has_unit, timeout))
