@@ -3,10 +3,12 @@ when complete and verified, least recently used models evicted beyond the size l
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import re
+import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -17,14 +19,41 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 PART_PREFIX = ".upload-"
 
 
+# CacheError.reason: what kind of failure (the daemon maps it to a gRPC status).
+INVALID, FULL, UNAVAILABLE = "invalid", "full", "unavailable"
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
 class CacheError(Exception):
-    """An upload or lookup that cannot proceed; the message says what to change."""
+    """An upload or lookup that cannot proceed; the message says what to change (and names no board path).
+
+    `reason` is INVALID (the request was wrong), FULL (no room) or UNAVAILABLE (the cache cannot be written)."""
+
+    def __init__(self, message: str, reason: str = INVALID) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def storage_error(exc: OSError, doing: str) -> CacheError:
+    """An OSError of the cache's filesystem as a CacheError for the client: the cause and the fix, while the
+    internal path and errno text go only to the daemon's log."""
+    log.warning("model cache: %s failed: %s", doing, exc)
+    if exc.errno in _FULL_ERRNOS:
+        return CacheError(f"the board's model cache is out of space while {doing} ({errno.errorcode.get(exc.errno)}"
+                          f"): free space on the board's cache filesystem, or restart the daemon with a smaller "
+                          f"--max-cache-mb so that older models are evicted first", FULL)
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return CacheError(f"the board's model cache is not writable while {doing} (read-only filesystem or "
+                          f"permissions): fix the cache directory or restart the daemon with a writable "
+                          f"--cache-dir", UNAVAILABLE)
+    return CacheError(f"the board's model cache failed while {doing} ({errno.errorcode.get(exc.errno, 'error')}); "
+                      f"see the daemon's log on the board", UNAVAILABLE)
 
 
 def check_sha(sha: str) -> str:
     sha = (sha or "").strip().lower()
     if not _SHA_RE.match(sha):
-        raise CacheError(f"model sha256 {sha!r} is not 64 hex digits; send hashlib.sha256(model).hexdigest()")
+        raise CacheError(f"model sha256 {sha[:80]!r} is not 64 hex digits; send hashlib.sha256(model).hexdigest()")
     return sha
 
 
@@ -34,14 +63,21 @@ class Upload:
     def __init__(self, cache: ModelCache, sha: str, total_size: int) -> None:
         self.cache, self.sha, self.total_size = cache, sha, total_size
         self.path = cache.root / f"{PART_PREFIX}{uuid.uuid4().hex}.part"
-        self._file: Optional[BinaryIO] = open(self.path, "wb")  # noqa: SIM115 - closed in commit/abort
+        try:
+            self._file: Optional[BinaryIO] = open(self.path, "wb")  # noqa: SIM115 - closed in commit/abort
+        except OSError as exc:
+            cache.release(total_size)
+            raise storage_error(exc, "starting the upload") from None
         self._hash = hashlib.sha256()
         self.received = 0
 
     def write(self, data: bytes) -> None:
         if self.received + len(data) > self.total_size:
             raise CacheError(f"the upload sends more than the announced {self.total_size} bytes")
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise storage_error(exc, "writing the model") from None
         self._hash.update(data)
         self.received += len(data)
 
@@ -67,8 +103,13 @@ class Upload:
 
     def _close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            self.cache.release(self.total_size)
+            try:
+                file.close()
+            except OSError as exc:  # the buffered tail could not be written
+                self.received = -1  # commit() then refuses the upload
+                raise storage_error(exc, "writing the model") from None
 
 
 class ModelCache:
@@ -79,6 +120,7 @@ class ModelCache:
         self.max_bytes = int(max_bytes)
         self._in_use = in_use
         self._lock = threading.Lock()
+        self._reserved = 0  # bytes announced by uploads in progress (room made for them before they write)
         self.root.mkdir(parents=True, exist_ok=True)
         for stale in self.root.glob(f"{PART_PREFIX}*"):
             log.info("removing an interrupted upload %s", stale.name)
@@ -107,13 +149,35 @@ class ModelCache:
         if total_size > self.max_bytes:
             raise CacheError(f"the model ({total_size / 2**20:.1f} MiB) is larger than the daemon's model cache "
                              f"({self.max_bytes / 2**20:.0f} MiB); restart the daemon with a larger --max-cache-mb")
+        with self._lock:
+            # Room first: evict before the upload writes anything, so a model that fits the limit never
+            # fails on a filesystem filled by models that would have been evicted anyway.
+            self._evict(self._reserved + total_size, keep=sha)
+            try:
+                free = shutil.disk_usage(self.root).free
+            except OSError as exc:
+                raise storage_error(exc, "checking free space") from None
+            if free < self._reserved + total_size:
+                raise CacheError(f"the board's model cache filesystem has {free / 2**20:.1f} MiB free, the model "
+                                 f"needs {total_size / 2**20:.1f} MiB: free space on the board, or restart the "
+                                 f"daemon with a smaller --max-cache-mb so that older models are evicted first",
+                                 FULL)
+            self._reserved += total_size
         return Upload(self, sha, total_size)
+
+    def release(self, total_size: int) -> None:
+        """An upload finished writing (or failed): its announced bytes are no longer reserved."""
+        with self._lock:
+            self._reserved = max(0, self._reserved - total_size)
 
     def publish(self, upload: Upload) -> Path:
         with self._lock:
             self._evict(upload.total_size, keep=upload.sha)
             target = self.path(upload.sha)
-            os.replace(upload.path, target)
+            try:
+                os.replace(upload.path, target)
+            except OSError as exc:
+                raise storage_error(exc, "storing the model") from None
             return target
 
     def models(self) -> list:
@@ -130,8 +194,12 @@ class ModelCache:
                 return
             if model.stem in busy:
                 continue
-            size = model.stat().st_size
-            model.unlink(missing_ok=True)
+            try:
+                size = model.stat().st_size
+                model.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cannot evict model %s: %s", model.stem, exc)
+                continue
             used -= size
             log.info("evicted model %s (%d bytes) from the cache", model.stem, size)
         if used + incoming > self.max_bytes:

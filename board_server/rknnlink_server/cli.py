@@ -38,6 +38,13 @@ def register(subparsers: "argparse._SubParsersAction") -> None:  # noqa: UP037 -
                             "gRPC port + 1, or a free port when the gRPC port is 0)")
     serve.add_argument("--no-data-port", action="store_true",
                        help="no direct data channel: inference goes through gRPC")
+    serve.add_argument("--client-grace", type=float, default=10.0,
+                       help="seconds a client may stay connected without its Watch stream (default 10)")
+    serve.add_argument("--idle-timeout", type=float, default=60.0,
+                       help="seconds an upload, RunStream or dump download may wait for its peer (default 60)")
+    serve.add_argument("--operator-token-file", type=Path,
+                       help="file with the operator token (created on first use): GetStats with it lists every "
+                            "client's sessions")
     serve.set_defaults(func=_serve)
 
     install = subparsers.add_parser("install-service", help="install the daemon's systemd unit",
@@ -51,14 +58,18 @@ def register(subparsers: "argparse._SubParsersAction") -> None:  # noqa: UP037 -
 def _serve(args: argparse.Namespace) -> int:
     from rknnlink_server.server import DaemonConfig, run
 
-    if args.max_sessions < 1 or args.max_cache_mb < 1 or args.max_message_mb < 1 or args.call_timeout <= 0:
-        log.error("--max-sessions, --max-cache-mb, --max-message-mb and --call-timeout must be positive")
+    if (args.max_sessions < 1 or args.max_cache_mb < 1 or args.max_message_mb < 1 or args.call_timeout <= 0
+            or args.client_grace <= 0 or args.idle_timeout <= 0):
+        log.error("--max-sessions, --max-cache-mb, --max-message-mb, --call-timeout, --client-grace and "
+                  "--idle-timeout must be positive")
         return 2
     config = DaemonConfig(listen=args.listen, backend=args.backend, platform=args.platform, library=args.library,
                           cache_dir=args.cache_dir, max_sessions=args.max_sessions, max_cache_mb=args.max_cache_mb,
                           max_message_mb=args.max_message_mb, call_timeout=args.call_timeout,
                           port_file=args.port_file, state_dir=args.state_dir, insecure=args.insecure,
-                          data_port=args.data_port, no_data_port=args.no_data_port)
+                          data_port=args.data_port, no_data_port=args.no_data_port,
+                          client_grace=args.client_grace, idle_timeout=args.idle_timeout,
+                          operator_token_file=args.operator_token_file)
     try:
         return run(config)
     except (OSError, ValueError) as exc:

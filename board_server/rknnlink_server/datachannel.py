@@ -11,13 +11,15 @@ import hmac
 import logging
 import socket
 import threading
+import time
 from typing import Callable, Optional, Tuple
 
 from rknnlink.v1 import datawire
+from rknnlink_server.errors import loggable
 from rknnlink_server.worker import WorkerError
 
 log = logging.getLogger("rknnlink_server")
-HANDSHAKE_TIMEOUT = 5.0
+HANDSHAKE_TIMEOUT = 5.0  # for the whole hello, however slowly it trickles in
 MAX_PENDING_HANDSHAKES = 32
 
 
@@ -68,11 +70,11 @@ class DataListener:
 
     def _handshake(self, conn: socket.socket) -> None:
         try:
-            conn.settimeout(HANDSHAKE_TIMEOUT)
-            status, error = self._admit(conn)
+            status, error = self._admit(conn, time.monotonic() + HANDSHAKE_TIMEOUT)
             if error:
-                log.warning("data connection refused: %s", error)
+                log.warning("data connection refused: %s", loggable(error, 300))
                 try:
+                    conn.settimeout(1.0)
                     datawire.send_parts(conn, [datawire.encode_hello_reply(status, error)])
                 except OSError:
                     pass
@@ -80,12 +82,14 @@ class DataListener:
             conn.close()  # handed over or refused: the daemon keeps no copy
             self._pending.release()
 
-    def _admit(self, conn: socket.socket) -> Tuple[int, str]:
+    def _admit(self, conn: socket.socket, deadline: float) -> Tuple[int, str]:
         """Hand `conn` to its session's worker; returns (status, refusal reason), or (0, "") once handed over.
 
         Status REFUSED_SESSION_LOST carries the message a gRPC call would give for the lost session."""
         try:
-            session_id, secret = datawire.read_hello(conn)
+            session_id, secret = datawire.read_hello(conn, deadline)
+        except socket.timeout:
+            return datawire.REFUSED, f"no complete hello within {HANDSHAKE_TIMEOUT:g} s"
         except (datawire.FrameError, datawire.PeerClosedError, OSError) as exc:
             return datawire.REFUSED, f"bad hello: {exc}"
         session = self._lookup(session_id)
@@ -94,7 +98,7 @@ class DataListener:
             return datawire.REFUSED, (f"unknown session {session_id[:32]!r} or wrong secret: use the session id "
                                       f"and data_secret from CreateSession")
         worker = session.worker
-        if not worker.lock.acquire(timeout=HANDSHAKE_TIMEOUT):
+        if not worker.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             return datawire.REFUSED, ("the session is busy with another call (a gRPC stream holds it); retry "
                                       "when it ends")
         try:

@@ -8,9 +8,11 @@ import socket
 from pathlib import Path
 from typing import Optional
 
-KNOWN_PLATFORMS = ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rv1126b", "rv1106b", "rv1106", "rv1103b",
-                   "rv1103", "rk2118")
-NPU_CORES = {"rk3588": 3, "rk3576": 2}
+from rknnlink.runtime.platforms import platform_table
+
+# The one platform table (runtime_c/src/platforms.c); longest names first so "rv1106b" wins over "rv1106".
+KNOWN_PLATFORMS = tuple(sorted((p.name for p in platform_table()), key=len, reverse=True))
+NPU_CORES = {p.name: p.cores for p in platform_table()}
 _VERSION_RE = re.compile(rb"lib(?:rknnrt|rknnmrt|rknnrt_sim) version: ([\x20-\x7e]{1,120})")
 
 

@@ -8,11 +8,7 @@ from typing import Optional
 import grpc
 
 from rknnlink.runtime import RknnError
-
-# Trailing-metadata keys (documented in docs/protocol.md).
-MD_RKNN_CODE = "rknn-error-code"
-MD_RKNN_NAME = "rknn-error-name"
-MD_KIND = "rknnlink-error-kind"
+from rknnlink.v1.protocol import MAX_CLIENT_TEXT, MD_KIND, MD_RKNN_CODE, MD_RKNN_NAME
 
 _STATUS_BY_RKNN = {
     -2: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -48,3 +44,15 @@ class DaemonError(Exception):
         if self.rknn_code is not None:
             items += [(MD_RKNN_CODE, str(self.rknn_code)), (MD_RKNN_NAME, self.rknn_name or "")]
         return tuple(items)
+
+
+def loggable(text: object, limit: int = MAX_CLIENT_TEXT) -> str:
+    """A client-supplied string made safe to log or keep: at most `limit` characters, and every
+    non-printable character (newline, escape, ...) escaped, so a client can neither flood the log nor forge
+    a line in it."""
+    s = text if isinstance(text, str) else str(text)
+    cut = len(s) > limit
+    s = s[:limit]
+    if not s.isprintable():
+        s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+    return s + (f"...(+{len(text) - limit} chars)" if cut and isinstance(text, str) else "")

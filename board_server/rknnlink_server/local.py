@@ -9,7 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,11 @@ class LocalDaemon:
     address: str
     process: subprocess.Popen
     workdir: Optional[tempfile.TemporaryDirectory] = field(default=None, repr=False)
+
+    @property
+    def operator_token(self) -> str:
+        """The daemon's operator token (GetStats of every client's sessions)."""
+        return (Path(self.workdir.name) / "operator-token").read_text().strip() if self.workdir else ""
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
@@ -43,18 +48,20 @@ class LocalDaemon:
 
 def start_local_daemon(platform: str = "rk3588", backend: str = "sim", cache_dir: Optional[Path] = None,
                        extra_args: Sequence[str] = (), timeout: float = 30.0,
-                       log_path: Optional[Path] = None) -> LocalDaemon:
+                       log_path: Optional[Path] = None,
+                       preexec_fn: Optional[Callable[[], None]] = None) -> LocalDaemon:
     """Run `python -m rknnlink serve --listen 127.0.0.1:0` and wait until it reports its port."""
     workdir = tempfile.TemporaryDirectory(prefix="rknnlink-daemon-")
     port_file = Path(workdir.name) / "port"
     cache = cache_dir or Path(workdir.name) / "cache"
     cmd = [sys.executable, "-m", "rknnlink.cli", "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file),
-           "--backend", backend, "--platform", platform, "--cache-dir", str(cache), *extra_args]
+           "--backend", backend, "--platform", platform, "--cache-dir", str(cache),
+           "--operator-token-file", str(Path(workdir.name) / "operator-token"), *extra_args]
     from rknnlink_server.worker import _child_env
 
     log_file = open(log_path or Path(workdir.name) / "daemon.log", "ab")  # noqa: SIM115 - owned by the child
     process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file,
-                               env=_child_env())
+                               env=_child_env(), preexec_fn=preexec_fn)
     log_file.close()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

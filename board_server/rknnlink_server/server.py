@@ -47,6 +47,25 @@ class DaemonConfig:
     insecure: bool = False               # network listener without TLS/token (logged loudly)
     data_port: Optional[int] = None      # direct data channel port; None: gRPC port + 1 (or free when 0)
     no_data_port: bool = False           # serve inference through gRPC only
+    client_grace: float = 10.0           # seconds a client may stay without a Watch stream
+    idle_timeout: float = 60.0           # seconds a long-lived call may wait for its peer
+    operator_token_file: Optional[Path] = None  # token for GetStats of every client (created on first use)
+
+
+def load_or_create_token(path: Path) -> str:
+    """A secret from `path`, created (32 random bytes, mode 0600) on first use."""
+    import secrets
+
+    if path.is_file():
+        token = path.read_text().strip()
+        if token:
+            return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token
 
 
 def default_state_dir() -> Path:
@@ -61,14 +80,17 @@ def listen_setup(config: DaemonConfig, setup: RuntimeSetup) -> Any:
 
     Loopback listeners (the default, reached through adb forward or the USB bridge) get an inactive setup.
     """
+    host = config.listen.rpartition(":")[0].strip("[]")
+    loopback = host.startswith("127.") or host in ("localhost", "::1")
     try:
         from rknnlink.transport import serving
     except ImportError as exc:
-        host = config.listen.rpartition(":")[0].strip("[]")
-        if not (host.startswith("127.") or host in ("localhost", "::1")):
-            log.warning("rknnlink.transport is unavailable (%s): %s is served without TLS or a token", exc,
-                        config.listen)
-        return None
+        if loopback or config.insecure:
+            return None
+        # Fail closed: a listener beyond loopback never serves without TLS and a token by accident.
+        raise OSError(f"listening on {config.listen} needs TLS and a token, but their module cannot be loaded "
+                      f"({exc}); install the daemon completely (pip install 'rknnlink[host]'), listen on "
+                      f"127.0.0.1, or pass --insecure") from exc
     try:
         return serving.prepare_listen(config.listen, serial=setup.serial, platform=setup.platform,
                                       state_dir=config.state_dir or default_state_dir(), insecure=config.insecure)
@@ -135,9 +157,12 @@ class Daemon:
         self.config = config
         self.setup = setup or resolve_runtime(config)
         limits = Limits(max_sessions=config.max_sessions, max_message_bytes=config.max_message_mb << 20,
-                        call_timeout=config.call_timeout)
+                        call_timeout=config.call_timeout, client_grace=config.client_grace,
+                        idle_timeout=config.idle_timeout)
         cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
         self.service = RknnLinkService(self.setup, cache_dir, config.max_cache_mb << 20, limits)
+        if config.operator_token_file:
+            self.service.operator_token = load_or_create_token(Path(config.operator_token_file))
         options = [
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
@@ -147,8 +172,11 @@ class Daemon:
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),
             ("grpc.so_reuseport", 0),
         ]
+        # Calls beyond the thread pool are refused at once (RESOURCE_EXHAUSTED) instead of queueing until
+        # their deadline; the service's per-client stream limits keep threads free for short calls.
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=limits.rpc_threads, thread_name_prefix="rpc"),
-                                  options=options, interceptors=list(interceptors))
+                                  options=options, interceptors=list(interceptors),
+                                  maximum_concurrent_rpcs=limits.rpc_threads)
         add_service(self.service, self.server)
         _add_optional_services(self.server)
         host, _, port = config.listen.rpartition(":")

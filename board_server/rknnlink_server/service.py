@@ -4,11 +4,14 @@ inference (unary and pipelined streams), profiling, dumps and counters."""
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import logging
 import os
 import queue
 import secrets
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +23,16 @@ from rknnlink.runtime import RknnError
 from rknnlink.runtime.perf import parse_perf_detail
 from rknnlink.v1 import fastwire
 from rknnlink.v1.messages import pb
+from rknnlink.v1.protocol import MD_CLIENT_ID, MD_OPERATOR_TOKEN, MD_STREAM_MODE
 from rknnlink_server import MIN_CLIENT_PROTOCOL, PROTOCOL_VERSION, __version__
-from rknnlink_server.cache import CacheError, ModelCache, check_sha
-from rknnlink_server.errors import DaemonError
+from rknnlink_server.cache import FULL, INVALID, CacheError, ModelCache, check_sha
+from rknnlink_server.errors import DaemonError, loggable
 from rknnlink_server.worker import WorkerCrashedError, WorkerError, WorkerHandle, WorkerTimeoutError
 
 log = logging.getLogger("rknnlink_server")
 CHUNK = 1 << 20
-# Invocation metadata of a RunStream whose client keeps one request in flight (Session.run).
-STREAM_MODE_KEY = "rknnlink-stream-mode"
 _FLAG_ASYNC, _FLAG_PERF = 0x4, 0x8
+_CACHE_STATUS = {INVALID: grpc.StatusCode.INVALID_ARGUMENT, FULL: grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
 @dataclass
@@ -49,15 +52,23 @@ class Limits:
     max_sessions: int = 16
     max_message_bytes: int = 64 << 20
     call_timeout: float = 60.0
+    client_grace: float = 10.0      # seconds a client may stay connected without a Watch stream
+    idle_timeout: float = 60.0      # seconds an upload, RunStream or dump download may wait for its peer
+    streams_per_client: int = 3     # uploads, RunStreams and dump downloads open at once, per client
 
     @property
     def max_clients(self) -> int:
-        """Each connected client holds one RPC thread (its Watch stream); keep threads for the calls."""
         return 2 * self.max_sessions + 16
 
     @property
     def rpc_threads(self) -> int:
-        return self.max_clients + 4 * self.max_sessions + 16
+        """Every long-lived call is counted against a client (one Watch plus streams_per_client), so even
+        when all clients hold all their streams open, `UNARY_THREADS` threads are left for short calls."""
+        return self.max_clients * (1 + self.streams_per_client) + UNARY_THREADS
+
+
+UNARY_THREADS = 32
+WORKER_START_SECONDS = 30.0  # a worker's first reply (interpreter start-up plus rknn_init) on a loaded board
 
 
 @dataclass
@@ -88,6 +99,28 @@ class Client:
     peer: str
     watching: int = 0
     sessions: set = field(default_factory=set)
+    models: set = field(default_factory=set)   # model hashes this client may run (uploaded or proven)
+    streams: int = 0                           # long-lived calls open (uploads, RunStreams, dumps)
+    since: float = field(default_factory=time.monotonic)  # when it connected (expires without a Watch)
+
+
+def metadata_value(context: grpc.ServicerContext, key: str) -> str:
+    for k, v in context.invocation_metadata() or ():
+        if k == key:
+            return v if isinstance(v, str) else v.decode("utf-8", "replace")
+    return ""
+
+
+class _IdleGuard:
+    """A long-lived call that the watchdog cancels once its peer has been silent for `limit` seconds."""
+
+    def __init__(self, context: grpc.ServicerContext, limit: float, what: str) -> None:
+        self.context, self.limit, self.what = context, limit, what
+        self.deadline = time.monotonic() + limit
+        self.expired = False
+
+    def touch(self) -> None:
+        self.deadline = time.monotonic() + self.limit
 
 
 def rpc(method: Callable) -> Callable:
@@ -99,6 +132,10 @@ def rpc(method: Callable) -> Callable:
             return method(self, request, context)
         except (DaemonError, RknnError, CacheError) as exc:
             err = self.to_daemon_error(exc)
+        except grpc.RpcError:
+            if context.is_active():
+                raise
+            return None  # the call was cancelled (by the peer or the idle watchdog): nobody to answer
         self.abort(context, err)
 
     return wrapper
@@ -114,6 +151,10 @@ def stream_rpc(method: Callable) -> Callable:
             return
         except (DaemonError, RknnError, CacheError) as exc:
             err = self.to_daemon_error(exc)
+        except grpc.RpcError:
+            if context.is_active():
+                raise
+            return  # cancelled (by the peer or the idle watchdog)
         self.abort(context, err)
 
     return wrapper
@@ -136,6 +177,10 @@ class RknnLinkService:
         self._spare_lock = threading.Lock()
         self._spare_wanted = threading.Event()
         self.data_port = 0  # set by the Daemon when it opens the data channel's listener
+        self.operator_token = ""  # GetStats with this token (MD_OPERATOR_TOKEN) lists every client's sessions
+        self._reserved_sessions = 0  # CreateSession calls between the limit check and the session's insertion
+        self._guards: set = set()
+        threading.Thread(target=self._watchdog_loop, name="watchdog", daemon=True).start()
         # One long-lived thread starts spares: Linux sends PR_SET_PDEATHSIG when the *thread* that started a
         # worker exits, so workers must not be started from short-lived threads.
         threading.Thread(target=self._spare_loop, name="spare-worker", daemon=True).start()
@@ -151,7 +196,8 @@ class RknnLinkService:
         if isinstance(exc, DaemonError):
             return exc
         if isinstance(exc, CacheError):
-            return DaemonError(grpc.StatusCode.INVALID_ARGUMENT, str(exc), "model-cache")
+            status = _CACHE_STATUS.get(exc.reason, grpc.StatusCode.FAILED_PRECONDITION)
+            return DaemonError(status, str(exc), "model-cache")
         return DaemonError.from_rknn(exc)
 
     def _models_in_use(self) -> List[str]:
@@ -162,15 +208,73 @@ class RknnLinkService:
         with self._lock:
             return self._sessions.get(session_id)
 
-    def _session(self, session_id: str) -> Session:
+    def _session(self, session_id: str, context: grpc.ServicerContext) -> Session:
+        """The caller's session. Another client's session answers exactly like one that does not exist."""
+        caller = metadata_value(context, MD_CLIENT_ID)
         with self._lock:
             session = self._sessions.get(session_id)
-        if session is None:
+        if session is None or not caller or not hmac.compare_digest(session.client_id.encode(), caller.encode()):
             raise DaemonError(grpc.StatusCode.NOT_FOUND,
-                              f"session {session_id!r} does not exist on this daemon (closed, lost after a worker "
-                              f"crash, or freed when its client disconnected); load the model again",
-                              "session-not-found")
+                              f"session {loggable(session_id, 64)!r} does not exist on this daemon (closed, lost "
+                              f"after a worker crash, or freed when its client disconnected); load the model "
+                              f"again", "session-not-found")
         return session
+
+    def _client(self, context: grpc.ServicerContext, client_id: str = "") -> Client:
+        """The calling client (its id from the call's metadata); FAILED_PRECONDITION without a valid Hello."""
+        caller = metadata_value(context, MD_CLIENT_ID)
+        if client_id and caller and client_id != caller:
+            raise DaemonError(grpc.StatusCode.INVALID_ARGUMENT,
+                              "the request's client_id differs from the call's rknnlink-client-id metadata",
+                              "bad-request")
+        with self._lock:
+            client = self._clients.get(caller or client_id)
+        if client is None:
+            raise DaemonError(grpc.StatusCode.FAILED_PRECONDITION,
+                              "unknown client: call Hello first and send its client_id as the rknnlink-client-id "
+                              "metadata of every call (Board.connect does); if you did, the daemon restarted or "
+                              "forgot this client after it stopped watching - reconnect", "client-unknown")
+        return client
+
+    def _open_stream(self, client: Client, what: str) -> None:
+        with self._lock:
+            if client.streams >= self.limits.streams_per_client:
+                raise DaemonError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"this client already has {client.streams} long-lived calls open (uploads, "
+                                  f"RunStreams, dump downloads; at most {self.limits.streams_per_client}); finish "
+                                  f"one before starting {what}", "stream-limit")
+            client.streams += 1
+
+    def _close_stream(self, client: Client) -> None:
+        with self._lock:
+            client.streams -= 1
+
+    def _guard(self, context: grpc.ServicerContext, what: str) -> _IdleGuard:
+        guard = _IdleGuard(context, self.limits.idle_timeout, what)
+        with self._lock:
+            self._guards.add(guard)
+        return guard
+
+    def _unguard(self, guard: _IdleGuard) -> None:
+        with self._lock:
+            self._guards.discard(guard)
+
+    def _watchdog_loop(self) -> None:
+        """Cancel long-lived calls whose peer went silent, and forget clients that never started a Watch."""
+        while not self._stopping.wait(0.25):
+            now = time.monotonic()
+            with self._lock:
+                expired = [g for g in self._guards if g.deadline < now and not g.expired]
+                stale = [c.id for c in self._clients.values()
+                         if c.watching == 0 and now - c.since > self.limits.client_grace]
+            for guard in expired:
+                guard.expired = True
+                log.warning("cancelling %s: idle for %g s (--idle-timeout)", guard.what, guard.limit)
+                guard.context.cancel()
+            for client_id in stale:
+                log.info("client %s never watched within %g s: forgetting it", client_id[:8],
+                         self.limits.client_grace)
+                self._forget_client(client_id, watched=False)
 
     def _device_info(self) -> pb.DeviceInfo:
         from rknnlink_server.device import host_description, npu_cores
@@ -208,11 +312,16 @@ class RknnLinkService:
         return f"{err.kind}\0{err.status.name}\0{err.message}"
 
     def _call(self, session: Session, header: Dict[str, Any], blobs: Any = ()) -> Any:
-        with session.worker.lock:
-            try:
-                return session.worker.call(header, blobs)
-            except WorkerError as exc:
-                raise self._lose_session(session, exc) from exc
+        if not session.worker.lock.acquire(timeout=self.limits.call_timeout):
+            raise DaemonError(grpc.StatusCode.UNAVAILABLE,
+                              f"session {session.id} stayed busy for {self.limits.call_timeout:g} s (another call "
+                              f"or stream of this client holds it); retry when it ends", "session-busy")
+        try:
+            return session.worker.call(header, blobs)
+        except WorkerError as exc:
+            raise self._lose_session(session, exc) from exc
+        finally:
+            session.worker.lock.release()
 
     def _drop(self, session_id: str) -> Optional[Session]:
         with self._lock:
@@ -271,18 +380,19 @@ class RknnLinkService:
     @rpc
     def Hello(self, request: pb.HelloRequest, context: grpc.ServicerContext) -> pb.HelloResponse:  # noqa: N802
         if request.protocol_version < MIN_CLIENT_PROTOCOL:
+            client_version = loggable(request.client_version, 64) or "(unknown version)"
             raise DaemonError(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"the host's rknnlink {request.client_version or '(unknown version)'} speaks protocol "
+                              f"the host's rknnlink {client_version} speaks protocol "
                               f"{request.protocol_version}, but this board's daemon (rknnlink {__version__}) needs "
                               f"protocol {MIN_CLIENT_PROTOCOL} or newer: update the host with "
                               f"`pip install -U rknnlink`", "incompatible-version")
         if request.min_daemon_protocol > PROTOCOL_VERSION:
             raise DaemonError(grpc.StatusCode.FAILED_PRECONDITION,
                               f"this board's daemon (rknnlink {__version__}) speaks protocol {PROTOCOL_VERSION}, "
-                              f"but the host's rknnlink {request.client_version} needs protocol "
+                              f"but the host's rknnlink {loggable(request.client_version, 64)} needs protocol "
                               f"{request.min_daemon_protocol} or newer: update the board with "
                               f"`rknnlink deploy {self.setup.serial}`", "incompatible-version")
-        client = Client(id=uuid.uuid4().hex, name=request.client_name, peer=context.peer())
+        client = Client(id=secrets.token_hex(16), name=loggable(request.client_name), peer=loggable(context.peer()))
         with self._lock:
             if len(self._clients) >= self.limits.max_clients:
                 raise DaemonError(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -291,7 +401,7 @@ class RknnLinkService:
                                   f"(Board.close()) or raise --max-sessions", "client-limit")
             self._clients[client.id] = client
         log.info("client %s (%s, rknnlink %s) connected from %s", client.id[:8], client.name,
-                 request.client_version, client.peer)
+                 loggable(request.client_version, 64), client.peer)
         return pb.HelloResponse(protocol_version=PROTOCOL_VERSION, daemon_version=__version__,
                                 min_client_protocol=MIN_CLIENT_PROTOCOL, client_id=client.id,
                                 device=self._device_info(), max_message_bytes=self.limits.max_message_bytes,
@@ -305,10 +415,14 @@ class RknnLinkService:
         """Hold the stream open until the client goes away, then free its sessions."""
         with self._lock:
             client = self._clients.get(request.client_id)
-            if client is not None:
+            busy = client is not None and client.watching > 0
+            if client is not None and not busy:
                 client.watching += 1
         if client is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown client id {request.client_id!r}: call Hello first")
+            context.abort(grpc.StatusCode.NOT_FOUND, "unknown client id: call Hello first (or the client expired: "
+                                                     "Watch within a few seconds of Hello)")
+        if busy:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "this client is already watched by another stream")
         done = threading.Event()
         context.add_callback(done.set)
         yield pb.WatchEvent(message=f"watching client {client.id}")
@@ -316,12 +430,13 @@ class RknnLinkService:
             pass
         self._forget_client(client.id)
 
-    def _forget_client(self, client_id: str) -> None:
+    def _forget_client(self, client_id: str, watched: bool = True) -> None:
         with self._lock:
             client = self._clients.get(client_id)
             if client is None:
                 return
-            client.watching -= 1
+            if watched:
+                client.watching -= 1
             if client.watching > 0:
                 return
             del self._clients[client_id]
@@ -339,16 +454,28 @@ class RknnLinkService:
     @rpc
     def UploadModel(self, request_iterator: Iterator[pb.ModelChunk],  # noqa: N802
                     context: grpc.ServicerContext) -> pb.UploadModelResponse:
+        client = self._client(context)
+        self._open_stream(client, "an upload")
+        guard = self._guard(context, f"an upload of client {client.id[:8]}")
+        try:
+            return self._upload(client, guard, request_iterator)
+        finally:
+            self._unguard(guard)
+            self._close_stream(client)
+
+    def _upload(self, client: Client, guard: _IdleGuard, request_iterator: Iterator[pb.ModelChunk]) -> Any:
         first = next(request_iterator, None)
         if first is None:
             raise DaemonError(grpc.StatusCode.INVALID_ARGUMENT, "empty upload: send at least one chunk", "upload")
         sha = check_sha(first.sha256)
         size = self.cache.has(sha)
         if size is not None:
+            # Present already (maybe another client's): the bytes were not sent, so the client must still
+            # prove it holds them (CreateSession.model_proof) before it can run the model.
             return pb.UploadModelResponse(sha256=sha, size=size, already_present=True)
         upload = self.cache.begin(sha, first.total_size)
         try:
-            self._receive(upload, first, request_iterator)
+            self._receive(upload, guard, first, request_iterator)
             upload.commit()
         except BaseException:
             upload.abort()
@@ -357,47 +484,84 @@ class RknnLinkService:
             raise
         with self._lock:
             self.counters.uploads_completed += 1
-        log.info("stored model %s (%d bytes)", sha[:12], upload.total_size)
+            client.models.add(sha)
+        log.info("stored model %s (%d bytes) from client %s", sha[:12], upload.total_size, client.id[:8])
         return pb.UploadModelResponse(sha256=sha, size=upload.total_size, already_present=False)
 
-    def _receive(self, upload: Any, first: pb.ModelChunk, rest: Iterator[pb.ModelChunk]) -> None:
+    def _receive(self, upload: Any, guard: _IdleGuard, first: pb.ModelChunk, rest: Iterator[pb.ModelChunk]) -> None:
         chunk: Optional[pb.ModelChunk] = first
         while chunk is not None:
+            guard.touch()
             data = chunk.data
             upload.write(data)
             with self._lock:
                 self.counters.model_bytes_received += len(data)
             chunk = next(rest, None)
 
+    def _may_run(self, client: Client, sha: str, proof: bytes) -> bool:
+        """True when `client` uploaded the model or proves it holds its bytes (HMAC keyed by its client id)."""
+        with self._lock:
+            if sha in client.models:
+                return True
+        if not proof:
+            return False
+        mac = hmac.new(client.id.encode(), digestmod=hashlib.sha256)
+        try:
+            with open(self.cache.path(sha), "rb") as f:
+                for block in iter(functools.partial(f.read, 1 << 20), b""):
+                    mac.update(block)
+        except OSError:
+            return False
+        if not hmac.compare_digest(mac.digest(), bytes(proof)):
+            return False
+        with self._lock:
+            client.models.add(sha)
+        return True
+
+    def _reserve_session(self) -> None:
+        """Count a session against --max-sessions before its worker starts (so concurrent calls cannot
+        all pass the check); _unreserve_session() when it is inserted or failed."""
+        with self._lock:
+            running = len(self._sessions) + self._reserved_sessions
+            if running >= self.limits.max_sessions:
+                raise DaemonError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"the daemon already runs {running} sessions (--max-sessions "
+                                  f"{self.limits.max_sessions}); close sessions you no longer need or restart "
+                                  f"the daemon with a higher --max-sessions", "session-limit")
+            self._reserved_sessions += 1
+
+    def _unreserve_session(self) -> None:
+        with self._lock:
+            self._reserved_sessions -= 1
+
     # -- sessions -----------------------------------------------------------------------------------------------------
     @rpc
     def CreateSession(self, request: pb.CreateSessionRequest,  # noqa: N802
                       context: grpc.ServicerContext) -> pb.CreateSessionResponse:
         sha = check_sha(request.model_sha256)
-        if self.cache.has(sha) is None:
+        client = self._client(context, request.client_id)  # every session has an owner
+        if self.cache.has(sha) is None or not self._may_run(client, sha, request.model_proof):
             raise DaemonError(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"model {sha[:12]}... is not in the board's cache; upload it first (HasModel, "
-                              f"UploadModel) - Board.load_model does this for you", "model-missing")
-        with self._lock:
-            client = self._clients.get(request.client_id)
-            if request.client_id and client is None:
-                raise DaemonError(grpc.StatusCode.FAILED_PRECONDITION,
-                                  "unknown client id: the daemon restarted or forgot this client; reconnect "
-                                  "(Board.connect)", "client-unknown")
-            if len(self._sessions) >= self.limits.max_sessions:
-                raise DaemonError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  f"the daemon already runs {len(self._sessions)} sessions (--max-sessions "
-                                  f"{self.limits.max_sessions}); close sessions you no longer need or restart "
-                                  f"the daemon with a higher --max-sessions", "session-limit")
+                              f"model {sha[:12]}... is not in the board's cache for this client; upload it first "
+                              f"(HasModel, UploadModel), or prove you hold it (CreateSession.model_proof = "
+                              f"HMAC-SHA256(client_id, model)) - Board.load_model does this for you",
+                              "model-missing")
+        self._reserve_session()
+        try:
+            return self._create_session(client, sha, request)
+        finally:
+            self._unreserve_session()
+
+    def _create_session(self, client: Client, sha: str, request: pb.CreateSessionRequest) -> Any:
         worker = self._take_worker()
-        session = Session(id=uuid.uuid4().hex[:16], client_id=request.client_id, sha=sha, worker=worker,
+        session = Session(id=uuid.uuid4().hex[:16], client_id=client.id, sha=sha, worker=worker,
                           is_simulator=self.setup.backend == "sim", secret=secrets.token_bytes(32))
         flags = (_FLAG_PERF if request.collect_perf else 0) | (_FLAG_ASYNC if request.async_mode else 0)
         header = {"op": "init", "model_path": str(self.cache.path(sha)), "flags": flags,
                   "core_mask": request.core_mask, "dump": request.dump_layers}
         try:
-            with worker.lock:
-                reply, _ = worker.call(header)
+            with worker.lock:  # a fresh worker may still be starting Python: allow for that beyond --call-timeout
+                reply, _ = worker.call(header, timeout=max(self.limits.call_timeout, WORKER_START_SECONDS))
         except RknnError as exc:
             worker.close()
             raise DaemonError.from_rknn(exc, self._model_hint(sha)) from exc
@@ -411,16 +575,15 @@ class RknnLinkService:
         self._remember_versions(reply)
         session.is_simulator = bool(reply.get("is_simulator"))
         with self._lock:
-            gone = client is not None and self._clients.get(client.id) is not client
+            gone = self._clients.get(client.id) is not client
             if not gone:
                 self._sessions[session.id] = session
-                if client is not None:
-                    client.sessions.add(session.id)
+                client.sessions.add(session.id)
         if gone:  # the client disconnected while its model was loading
             worker.close()
             raise DaemonError(grpc.StatusCode.CANCELLED, "the client disconnected while the model was loading",
                               "client-gone")
-        log.info("session %s: model %s in worker %d", session.id, sha[:12], worker.pid)
+        log.info("session %s of client %s: model %s in worker %d", session.id, client.id[:8], sha[:12], worker.pid)
         return pb.CreateSessionResponse(
             session_id=session.id, inputs=[_attr_pb(a) for a in reply["inputs"]],
             outputs=[_attr_pb(a) for a in reply["outputs"]], custom_string=reply.get("custom_string", ""),
@@ -448,14 +611,16 @@ class RknnLinkService:
 
     @rpc
     def CloseSession(self, request: pb.SessionRequest, context: grpc.ServicerContext) -> pb.CloseSessionResponse:  # noqa: N802
-        if self._drop(request.session_id) is None:
-            self._session(request.session_id)  # raises NOT_FOUND with the explanation
+        session = self._session(request.session_id, context)  # NOT_FOUND unless the caller's own
+        if self._drop(session.id) is None:
+            self._session(request.session_id, context)  # closed meanwhile: NOT_FOUND with the explanation
         return pb.CloseSessionResponse()
 
     # -- inference ----------------------------------------------------------------------------------------------------
     @rpc
     def Run(self, request: fastwire.RunRequestView, context: grpc.ServicerContext) -> bytes:  # noqa: N802
-        session = self._session(request.session_id)
+        _check_run_request(request)
+        session = self._session(request.session_id, context)
         header, blobs = _run_frame(request)
         reply, outs = self._call(session, header, blobs)
         self._count(session, 1)
@@ -469,16 +634,31 @@ class RknnLinkService:
     @stream_rpc
     def RunStream(self, request_iterator: Iterator[fastwire.RunRequestView],  # noqa: N802
                   context: grpc.ServicerContext) -> Iterator[bytes]:
-        first = next(request_iterator, None)
-        if first is None:
-            return
-        session = self._session(first.session_id)
-        serial = (STREAM_MODE_KEY, "serial") in tuple(context.invocation_metadata() or ())
-        with session.worker.lock:
-            if serial:
-                yield from self._serial_stream(session, first, request_iterator)
-            else:
-                yield from _Pipeline(self, session, first, request_iterator).run()
+        client = self._client(context)
+        self._open_stream(client, "a RunStream")
+        guard = self._guard(context, f"a RunStream of client {client.id[:8]}")
+        try:
+            first = next(request_iterator, None)
+            if first is None:
+                return
+            _check_run_request(first)
+            session = self._session(first.session_id, context)
+            serial = metadata_value(context, MD_STREAM_MODE) == "serial"
+            requests = _touching(request_iterator, guard)
+            if not session.worker.lock.acquire(timeout=self.limits.call_timeout):
+                raise DaemonError(grpc.StatusCode.UNAVAILABLE,
+                                  f"session {session.id} stayed busy for {self.limits.call_timeout:g} s (another "
+                                  f"stream of this client holds it); end it first", "session-busy")
+            try:
+                if serial:
+                    yield from self._serial_stream(session, first, requests)
+                else:
+                    yield from _Pipeline(self, session, first, requests).run()
+            finally:
+                session.worker.lock.release()
+        finally:
+            self._unguard(guard)
+            self._close_stream(client)
 
     def _serial_stream(self, session: Session, first: fastwire.RunRequestView,
                        rest: Iterator[fastwire.RunRequestView]) -> Iterator[bytes]:
@@ -488,6 +668,7 @@ class RknnLinkService:
             if request.session_id and request.session_id != session.id:
                 raise DaemonError(grpc.StatusCode.INVALID_ARGUMENT,
                                   "all requests of one RunStream must use the same session", "bad-request")
+            _check_run_request(request)
             header, blobs = _run_frame(request)
             try:
                 reply, outs = session.worker.call(header, blobs)
@@ -500,48 +681,51 @@ class RknnLinkService:
     # -- queries ------------------------------------------------------------------------------------------------------
     @rpc
     def GetPerf(self, request: pb.SessionRequest, context: grpc.ServicerContext) -> pb.PerfReport:  # noqa: N802
-        reply, _ = self._call(self._session(request.session_id), {"op": "perf"})
+        reply, _ = self._call(self._session(request.session_id, context), {"op": "perf"})
         text = reply["text"]
         rows, total = parse_perf_detail(text)
         return pb.PerfReport(text=text, total_us=total, rows=[_perf_row(r) for r in rows])
 
     @rpc
     def GetPerfRun(self, request: pb.SessionRequest, context: grpc.ServicerContext) -> pb.PerfRunResponse:  # noqa: N802
-        reply, _ = self._call(self._session(request.session_id), {"op": "perf_run"})
+        reply, _ = self._call(self._session(request.session_id, context), {"op": "perf_run"})
         return pb.PerfRunResponse(run_us=int(reply["run_us"]))
 
     @rpc
     def GetMemory(self, request: pb.SessionRequest, context: grpc.ServicerContext) -> pb.MemoryReport:  # noqa: N802
-        reply, _ = self._call(self._session(request.session_id), {"op": "mem"})
+        reply, _ = self._call(self._session(request.session_id, context), {"op": "mem"})
         return pb.MemoryReport(**{k: int(v) for k, v in reply["mem"].items()})
 
     @rpc
     def GetSdkVersion(self, request: pb.SessionRequest, context: grpc.ServicerContext) -> pb.SdkVersion:  # noqa: N802
-        reply, _ = self._call(self._session(request.session_id), {"op": "sdk"})
+        reply, _ = self._call(self._session(request.session_id, context), {"op": "sdk"})
         return pb.SdkVersion(api_version=reply["api"], drv_version=reply["drv"])
 
     @stream_rpc
     def GetDumps(self, request: pb.DumpsRequest, context: grpc.ServicerContext) -> Iterator[pb.DumpChunk]:  # noqa: N802
-        session = self._session(request.session_id)
-        if not session.is_simulator:
-            raise DaemonError(grpc.StatusCode.FAILED_PRECONDITION,
-                              "per-layer dumps need the simulated NPU; this board runs the vendor runtime "
-                              "(use RKNN_LOG_LEVEL=5 and RKNN_DUMP_DIR on the board instead)", "not-simulator")
-        reply, blobs = self._call(session, {"op": "dumps", "raw": request.include_raw})
-        per_tensor = 2 if reply.get("raw") else 1
-        for index, info in enumerate(reply["dumps"]):
-            dump = pb.DumpInfo(index=index, layer_index=info["layer_index"], output_slot=info["output_slot"],
-                               name=info["name"], dtype=info["dtype"], qnt_type=info["qnt_type"],
-                               scale=info["scale"], zp=info["zp"], dims=info["dims"])
-            for part in range(per_tensor):
-                yield from _chunks(index, dump, part, blobs[index * per_tensor + part])
+        session = self._session(request.session_id, context)
+        client = self._client(context)
+        self._open_stream(client, "a dump download")
+        guard = self._guard(context, f"a dump download of client {client.id[:8]}")
+        try:
+            reply, blobs = self._call(session, {"op": "dumps", "raw": request.include_raw})
+            per_tensor = 2 if reply.get("raw") else 1
+            for index, info in enumerate(reply["dumps"]):
+                dump = pb.DumpInfo(index=index, layer_index=info["layer_index"], output_slot=info["output_slot"],
+                                   name=info["name"], dtype=info["dtype"], qnt_type=info["qnt_type"],
+                                   scale=info["scale"], zp=info["zp"], dims=info["dims"])
+                for part in range(per_tensor):
+                    for chunk in _chunks(index, dump, part, blobs[index * per_tensor + part]):
+                        guard.touch()
+                        yield chunk
+        finally:
+            self._unguard(guard)
+            self._close_stream(client)
 
-    def _collect_data_counts(self) -> None:
+    def _collect_data_counts(self, sessions: List[Session]) -> None:
         """Fold each worker's data-channel inference count into the session and daemon counters."""
         if not self.data_port:
             return
-        with self._lock:
-            sessions = list(self._sessions.values())
         for session in sessions:
             if not session.worker.lock.acquire(timeout=0.2):
                 continue  # held by a gRPC stream (counted as it goes); data runs are folded in next time
@@ -560,15 +744,24 @@ class RknnLinkService:
 
     @rpc
     def GetStats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.Stats:  # noqa: N802
-        self._collect_data_counts()
+        token = metadata_value(context, MD_OPERATOR_TOKEN)
+        operator = bool(token and self.operator_token and hmac.compare_digest(token.encode(),
+                                                                               self.operator_token.encode()))
+        if token and not operator:
+            raise DaemonError(grpc.StatusCode.PERMISSION_DENIED,
+                              "wrong operator token: use the one in the daemon's --operator-token-file",
+                              "operator-token")
+        caller = metadata_value(context, MD_CLIENT_ID)
+        with self._lock:
+            mine = [s for s in self._sessions.values() if operator or (caller and s.client_id == caller)]
+        self._collect_data_counts(mine)
         with self._lock:
             c = self.counters
             sessions = [pb.SessionStat(session_id=s.id, client_id=s.client_id, model_sha256=s.sha,
-                                       worker_pid=s.worker.pid, inferences=s.inferences)
-                        for s in self._sessions.values()]
+                                       worker_pid=s.worker.pid, inferences=s.inferences) for s in mine]
             stats = pb.Stats(model_bytes_received=c.model_bytes_received, uploads_completed=c.uploads_completed,
                              uploads_aborted=c.uploads_aborted, workers_crashed=c.workers_crashed,
-                             inferences=c.inferences, sessions_open=len(sessions), clients=len(self._clients),
+                             inferences=c.inferences, sessions_open=len(self._sessions), clients=len(self._clients),
                              sessions=sessions, daemon_pid=os.getpid())
         stats.models_cached = len(self.cache.models())
         stats.cache_bytes = self.cache.total_bytes()
@@ -598,6 +791,9 @@ class _Pipeline:
                     self.inflight.put(DaemonError(grpc.StatusCode.INVALID_ARGUMENT,
                                                   "all requests of one RunStream must use the same session",
                                                   "bad-request"))
+                    return
+                if request.error:
+                    self.inflight.put(DaemonError(grpc.StatusCode.INVALID_ARGUMENT, request.error, "bad-request"))
                     return
                 header, blobs = _run_frame(request)
                 with self._send_lock:
@@ -661,6 +857,19 @@ class _Pipeline:
 
 
 # -- message conversion -----------------------------------------------------------------------------------------------
+def _check_run_request(request: fastwire.RunRequestView) -> None:
+    """fastwire stops decoding at the protocol's limits and says why; answer that as INVALID_ARGUMENT."""
+    if request.error:
+        raise DaemonError(grpc.StatusCode.INVALID_ARGUMENT, request.error, "bad-request")
+
+
+def _touching(requests: Iterator[Any], guard: _IdleGuard) -> Iterator[Any]:
+    """The stream's requests; each one resets the idle watchdog."""
+    for request in requests:
+        guard.touch()
+        yield request
+
+
 def _run_frame(request: fastwire.RunRequestView) -> tuple:
     metas = [{"dtype": t.dtype, "shape": list(t.shape), "fmt": t.format, "pt": t.pass_through}
              for t in request.inputs]

@@ -53,6 +53,7 @@ class Worker:
         self.lib = RuntimeLibrary.load(path=library, backend=backend)
         self.ctx: Optional[RuntimeContext] = None
         self.dump_enabled = False
+        self.model_path: Optional[str] = None
         self.lock = threading.Lock()  # the control path and every data connection share one context
         self.data_inferences = 0      # runs through data connections (the daemon does not see them)
         self._last_run: Optional[Tuple[List[np.ndarray], List[Optional[str]], List[bool]]] = None
@@ -67,7 +68,8 @@ class Worker:
         return method(header, blobs)
 
     def op_init(self, header: Dict[str, Any], _blobs: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
-        with open(header["model_path"], "rb") as f:
+        self.model_path = header["model_path"]
+        with open(self.model_path, "rb") as f:
             model = f.read()
         self.ctx = self.lib.init(model, flags=int(header.get("flags", 0)))
         if header.get("core_mask"):
@@ -134,8 +136,11 @@ class Worker:
         return {"api": api, "drv": drv}, ()
 
     def op_dumps(self, header: Dict[str, Any], _b: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
-        if not self.lib.is_simulator:
-            self.ctx.dumps()  # raises the binding's "needs the simulated NPU" error
+        if not self.lib.is_simulator:  # the vendor runtime's own dump files (RKNN_LOG_LEVEL / RKNN_DUMP_DIR)
+            from rknnlink_server import vendor_dumps
+
+            return vendor_dumps.collect(self.lib, self.model_path, self._last_run,
+                                        self.ctx.input_attrs + self.ctx.output_attrs, bool(header.get("raw")))
         if not self.dump_enabled:
             # Dumps were off for the last run: turn them on and repeat that run (the model is deterministic).
             if self._last_run is None:

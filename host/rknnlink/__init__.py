@@ -5,5 +5,4 @@ beneath it; `rknnlink.runtime` binds librknnrt (vendor or our simulated NPU) thr
 """
 
 __version__ = "0.1.0"
-# Bumped on any incompatible change of proto/rknnlink/v1; checked in the client/daemon handshake.
-PROTOCOL_VERSION = 1
+from rknnlink.v1.protocol import PROTOCOL_VERSION as PROTOCOL_VERSION  # noqa: E402 - one fact, one place

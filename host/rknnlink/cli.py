@@ -12,6 +12,8 @@ from typing import Optional, Sequence
 _COMMAND_MODULES = (
     "rknnlink_server.cli",      # serve, install-service
     "rknnlink.transport.cli",   # devices, deploy
+    "rknnlink.farm.cli",        # farm export, farm list, farm run, farm reap
+    "rknnlink.vendor.cli",      # toolkit2 setup|check
 )
 
 

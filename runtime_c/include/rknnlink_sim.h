@@ -32,8 +32,38 @@ typedef struct rknnlink_layer_info {
     uint64_t bytes_rw;         /* bytes read + written by the cost model */
     double est_time_us;        /* cost-model time on the model's target NPU */
     double measured_time_us;   /* CPU time of the last run of this layer (0 before the first run) */
-    uint8_t reserved[40];
+    uint32_t cost_class;       /* rknnlink_cost_class the cost model charged this layer as */
+    uint32_t reserved0;
+    uint64_t act_elems;        /* elements charged at the activation-function rate (SiLU, Sigmoid, ...) */
+    uint8_t reserved[24];
 } rknnlink_layer_info;
+
+/* What kind of NPU work a layer is (docs/cost-model.md): selects the effective rate it is charged at. */
+typedef enum rknnlink_cost_class {
+    RKNNLINK_COST_FREE = 0,      /* Reshape: no data moves, only the layer overhead */
+    RKNNLINK_COST_DENSE = 1,     /* Conv, ConvTranspose, Gemm, MatMul: `macs` on the MAC array */
+    RKNNLINK_COST_DEPTHWISE = 2, /* Conv with one input channel per group */
+    RKNNLINK_COST_ELTWISE = 3,   /* element-wise, pooling, reductions: `macs` element operations */
+    RKNNLINK_COST_MOVE = 4,      /* Concat, Split, Slice, Transpose, Pad, Resize, Gather: memory traffic only */
+} rknnlink_cost_class;
+
+/* One row of the simulator's platform table: every target_platform the toolkit accepts. 144 bytes. */
+typedef struct rknnlink_platform_info {
+    char name[32];                     /* "rk3588" */
+    uint32_t cores;                    /* NPU cores (rknn_set_core_mask accepts masks of these) */
+    uint32_t perf_detail;              /* 1 if the board runtime answers PERF_DETAIL / PERF_RUN */
+    double npu_hz;                     /* NPU clock the rates below are per cycle of */
+    double peak_int8_macs_per_cycle;   /* published peak per core (TOPS / 2 / clock) */
+    double fp16_ratio;                 /* fp16 rate / int8 rate on every unit */
+    double dense_macs_per_cycle;       /* effective int8 rates per core, fitted (docs/cost-model.md) */
+    double depthwise_macs_per_cycle;
+    double eltwise_per_cycle;
+    double activation_per_cycle;
+    double ddr_bytes_per_s;            /* effective DDR bandwidth seen by one layer */
+    double layer_overhead_us;          /* fixed cost of every NPU layer */
+    double io_bytes_per_s;             /* InputOperator / OutputOperator rows (CPU copies) */
+    uint8_t reserved[24];
+} rknnlink_platform_info;
 
 /* One dumped tensor: a layer output (or a graph input) kept after the last run. 324 bytes. */
 typedef struct rknnlink_dump_info {
@@ -66,6 +96,10 @@ int rknnlink_sim_dump_info(rknn_context ctx, uint32_t index, rknnlink_dump_info 
  * f32_count must be >= n_elems, raw_size >= n_elems * element size, else RKNN_ERR_PARAM_INVALID. */
 int rknnlink_sim_dump_read(rknn_context ctx, uint32_t index, float *f32, uint32_t f32_count,
                            void *raw, uint32_t raw_size);
+
+/* The platform table (no context needed). size must be sizeof(rknnlink_platform_info). */
+int rknnlink_sim_platform_count(uint32_t *count);
+int rknnlink_sim_platform_info(uint32_t index, rknnlink_platform_info *info, uint32_t size);
 
 /* Last error text of this context (why the previous call failed), NUL-terminated; "" if none. */
 const char *rknnlink_sim_last_error(rknn_context ctx);

@@ -1,14 +1,15 @@
 /*
- * The librknnrt C API on top of the simulator. A context handle is the address of its sim_ctx (there is
- * no global registry: no global mutable state); each call validates the handle's magic and holds the
- * context's mutex, so one context used from two threads is serialised, and independent contexts run in
- * parallel.
+ * The librknnrt C API on top of the simulator. A context handle is an entry of the handle table
+ * (handles.c: index + generation), so a stale or made-up handle is refused without touching memory; each
+ * call holds a use of the handle and the context's mutex, so one context used from two threads is
+ * serialised, independent contexts run in parallel, and rknn_destroy waits for calls still inside.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "handles.h"
 #include "sim_core.h"
 
 #define MEM_MAGIC 0x4D454D53u /* "SMEM" */
@@ -19,26 +20,19 @@ typedef struct sim_mem {
     uint32_t no_context;
 } sim_mem;
 
-static sim_ctx *ctx_of(rknn_context h)
+static int handle_valid(rknn_context h)
 {
-    if (h == 0)
-        return NULL;
-    sim_ctx *c = (sim_ctx *)(uintptr_t)h;
-    if (c->magic != SIM_CTX_MAGIC)
-        return NULL;
-    return c;
-}
-
-static rknn_context handle_of(sim_ctx *c)
-{
-    return (rknn_context)(uintptr_t)c;
+    sim_ctx *c = sim_handle_acquire(h);
+    if (c != NULL)
+        sim_handle_release(h);
+    return c != NULL;
 }
 
 static sim_ctx *lock_ctx(rknn_context h)
 {
-    sim_ctx *c = ctx_of(h);
+    sim_ctx *c = sim_handle_acquire(h);
     if (c == NULL) {
-        sim_log(SIM_LOG_ERROR, "invalid context handle");
+        sim_log(SIM_LOG_ERROR, "invalid context handle (destroyed, or never returned by rknn_init)");
         return NULL;
     }
     pthread_mutex_lock(&c->lock);
@@ -48,8 +42,13 @@ static sim_ctx *lock_ctx(rknn_context h)
 
 static void unlock_ctx(sim_ctx *c)
 {
+    rknn_context h = c->handle;
     pthread_mutex_unlock(&c->lock);
+    sim_handle_release(h);
 }
+
+/* Give `c` a handle; frees it and returns 0 when the handle table cannot grow. */
+static rknn_context publish_ctx(sim_ctx *c);
 
 static sim_mem *mem_of(rknn_tensor_mem *p)
 {
@@ -126,6 +125,7 @@ static void ctx_free(sim_ctx *c)
 {
     c->magic = 0;
     sim_ctx_free_runtime(c);
+    sim_shapes_free(c);
     sim_model_unref(c->m);
     pthread_mutex_destroy(&c->lock);
     free(c);
@@ -174,12 +174,42 @@ RKNN_EXPORT int rknn_init(rknn_context *context, void *model, uint32_t size, uin
     }
     char err[SIM_ERR_LEN];
     err[0] = 0;
-    sim_model *m = sim_model_load(bytes, n, err, sizeof(err));
+    sim_model **shape_models = NULL; /* dynamic_input: one model per shape set (shapes.c) */
+    uint32_t n_shape_models = 0;
+    sim_model *m = NULL;
+    if (sim_shapes_is_bundle(bytes, n)) {
+        if (sim_shapes_load(bytes, n, &shape_models, &n_shape_models, err, sizeof(err)) == 0) {
+            m = shape_models[0];
+            for (uint32_t i = 1; i < n_shape_models; i++)
+                if (shape_models[i]->work_size + shape_models[i]->io_size > m->work_size + m->io_size)
+                    m = shape_models[i]; /* the largest set, for the memory limit check below */
+            sim_model_ref(m);
+        }
+    } else {
+        m = sim_model_load(bytes, n, err, sizeof(err));
+    }
     free(file);
     if (m == NULL) {
         sim_set_init_error("%s", err);
         sim_log(SIM_LOG_ERROR, "rknn_init: invalid model: %s", err);
         return RKNN_ERR_MODEL_INVALID;
+    }
+    if (shape_models != NULL && m != shape_models[0]) { /* start on the first shape set, as librknnrt does */
+        uint64_t need = m->work_size + m->io_size;
+        sim_model_unref(m);
+        m = shape_models[0];
+        sim_model_ref(m);
+        if (need > memory_limit_bytes()) {
+            sim_set_init_error("rknn_init: a shape set needs %llu MiB of activation and I/O memory, above the "
+                               "simulator's limit of %llu MiB (set RKNNLINK_SIM_MAX_MB to raise it)",
+                               (unsigned long long)(need >> 20), (unsigned long long)(memory_limit_bytes() >> 20));
+            sim_log(SIM_LOG_ERROR, "%s", rknnlink_sim_init_error());
+            sim_model_unref(m);
+            for (uint32_t i = 0; i < n_shape_models; i++)
+                sim_model_unref(shape_models[i]);
+            free(shape_models);
+            return RKNN_ERR_MALLOC_FAIL;
+        }
     }
     uint64_t limit = memory_limit_bytes();
     if (m->work_size + m->io_size > limit) {
@@ -189,10 +219,20 @@ RKNN_EXPORT int rknn_init(rknn_context *context, void *model, uint32_t size, uin
                            (unsigned long long)(limit >> 20));
         sim_log(SIM_LOG_ERROR, "%s", rknnlink_sim_init_error());
         sim_model_unref(m);
+        for (uint32_t i = 0; i < n_shape_models; i++)
+            sim_model_unref(shape_models[i]);
+        free(shape_models);
         return RKNN_ERR_MALLOC_FAIL;
     }
     sim_ctx *c = ctx_new(m, flag);
+    if (c != NULL) {
+        c->shape_models = shape_models;
+        c->n_shape_models = n_shape_models;
+    }
     if (c == NULL) {
+        for (uint32_t i = 0; i < n_shape_models; i++)
+            sim_model_unref(shape_models[i]);
+        free(shape_models);
         sim_model_unref(m);
         sim_set_init_error("rknn_init: out of memory allocating the context");
         sim_log(SIM_LOG_ERROR, "%s", rknnlink_sim_init_error());
@@ -201,7 +241,11 @@ RKNN_EXPORT int rknn_init(rknn_context *context, void *model, uint32_t size, uin
     sim_log(SIM_LOG_INFO, "RKNN Runtime Information, librknnrt version: %s (rknnlink-sim %s)", SIM_SDK_API_VERSION,
             SIM_VERSION_STR);
     sim_log(SIM_LOG_INFO, "RKNN Model Information, target platform: %s, producer: %s", m->target, m->producer);
-    *context = handle_of(c);
+    *context = publish_ctx(c);
+    if (*context == 0) {
+        sim_set_init_error("rknn_init: out of memory growing the context handle table");
+        return RKNN_ERR_MALLOC_FAIL;
+    }
     return RKNN_SUCC;
 }
 
@@ -214,24 +258,35 @@ RKNN_EXPORT int rknn_dup_context(rknn_context *context_in, rknn_context *context
         return RKNN_ERR_CTX_INVALID;
     sim_model_ref(src->m);
     sim_ctx *c = ctx_new(src->m, src->flags);
+    if (c != NULL)
+        sim_shapes_share(c, src);
     unlock_ctx(src);
     if (c == NULL) {
         sim_model_unref(src->m);
         return RKNN_ERR_MALLOC_FAIL;
     }
-    *context_out = handle_of(c);
-    return RKNN_SUCC;
+    *context_out = publish_ctx(c);
+    return *context_out != 0 ? RKNN_SUCC : RKNN_ERR_MALLOC_FAIL;
 }
 
 RKNN_EXPORT int rknn_destroy(rknn_context context)
 {
-    sim_ctx *c = lock_ctx(context);
-    if (c == NULL)
+    sim_ctx *c = sim_handle_remove(context); /* no call is inside it any more, none can enter */
+    if (c == NULL) {
+        sim_log(SIM_LOG_ERROR, "rknn_destroy: invalid context handle (destroyed already?)");
         return RKNN_ERR_CTX_INVALID;
-    c->magic = 0;
-    unlock_ctx(c);
+    }
     ctx_free(c);
     return RKNN_SUCC;
+}
+
+static rknn_context publish_ctx(sim_ctx *c)
+{
+    rknn_context h = sim_handle_add(c);
+    c->handle = h;
+    if (h == 0)
+        ctx_free(c);
+    return h;
 }
 
 /* ---- query ---- */
@@ -324,7 +379,8 @@ static int query_locked(sim_ctx *c, rknn_query_cmd cmd, void *info, uint32_t siz
     case RKNN_QUERY_PERF_RUN: {
         if (size < sizeof(rknn_perf_run))
             return RKNN_ERR_PARAM_INVALID;
-        ((rknn_perf_run *)info)->run_duration = c->has_run ? m->est_total_us : 0;
+        ((rknn_perf_run *)info)->run_duration =
+            c->has_run ? sim_cost_total_us(m, sim_cost_cores(m->platform, c->core_mask)) : 0;
         return RKNN_SUCC;
     }
     case RKNN_QUERY_SDK_VERSION:
@@ -342,6 +398,10 @@ static int query_locked(sim_ctx *c, rknn_query_cmd cmd, void *info, uint32_t siz
         ms->total_dma_allocated_size = m->weight_size + m->npu_internal_size + m->io_size;
         return RKNN_SUCC;
     }
+    case RKNN_QUERY_INPUT_DYNAMIC_RANGE:
+        if (size < sizeof(rknn_input_range))
+            return RKNN_ERR_PARAM_INVALID;
+        return sim_shapes_query_range(c, info);
     case RKNN_QUERY_CUSTOM_STRING:
         if (size < sizeof(rknn_custom_string))
             return RKNN_ERR_PARAM_INVALID;
@@ -563,18 +623,18 @@ RKNN_EXPORT int rknn_set_core_mask(rknn_context context, rknn_core_mask core_mas
     int rc = RKNN_SUCC;
     const char *tg = c->m->target;
     uint32_t mask = (uint32_t)core_mask;
-    int ok;
-    if (strcmp(tg, "rk3588") == 0) {
-        ok = mask == 0 || mask == 1 || mask == 2 || mask == 4 || mask == 3 || mask == 7 || mask == 0xFFFF;
-    } else if (strcmp(tg, "rk3576") == 0) {
-        ok = mask == 0 || mask == 1 || mask == 2 || mask == 3 || mask == 0xFFFF;
-    } else {
+    const sim_platform *pf = sim_platform_lookup(tg); /* the platform table (platforms.c) */
+    uint32_t cores = pf ? pf->cores : 0;
+    if (cores < 2) {
         /* single-core SoCs: the vendor runtime answers with RKNN_ERR_TARGET_PLATFORM_UNMATCH */
         sim_ctx_error(c, "rknn_set_core_mask: not supported on %s (only rk3588 and rk3576 have several NPU cores)",
                       tg[0] ? tg : "this platform");
         unlock_ctx(c);
         return RKNN_ERR_TARGET_PLATFORM_UNMATCH;
     }
+    /* AUTO, ALL, one core, or the masks 0_1 / 0_1_2 that fit the platform's cores */
+    int ok = mask == 0 || mask == 0xFFFF || ((mask == 1 || mask == 2 || mask == 4) && mask < (1u << cores)) ||
+             mask == 3 || (mask == 7 && cores >= 3);
     if (!ok) {
         sim_ctx_error(c, "rknn_set_core_mask: Not support core mask: %x on %s", mask, tg);
         rc = RKNN_ERR_FAIL;
@@ -591,10 +651,9 @@ RKNN_EXPORT int rknn_set_batch_core_num(rknn_context context, int core_num)
     if (c == NULL)
         return RKNN_ERR_CTX_INVALID;
     int rc = RKNN_SUCC, max = 0;
-    if (strcmp(c->m->target, "rk3588") == 0)
-        max = 3;
-    else if (strcmp(c->m->target, "rk3576") == 0)
-        max = 2;
+    const sim_platform *pf = sim_platform_lookup(c->m->target);
+    if (pf && pf->cores > 1)
+        max = (int)pf->cores;
     if (max == 0) {
         sim_ctx_error(c, "rknn_set_batch_core_num: not supported on %s", c->m->target);
         rc = RKNN_ERR_TARGET_PLATFORM_UNMATCH;
@@ -647,7 +706,7 @@ RKNN_EXPORT rknn_tensor_mem *rknn_create_mem(rknn_context ctx, uint32_t size)
 RKNN_EXPORT rknn_tensor_mem *rknn_create_mem2(rknn_context ctx, uint64_t size, uint64_t alloc_flags)
 {
     if (alloc_flags & RKNN_MEM_FLAG_ALLOC_NO_CONTEXT) {
-        if (ctx != 0 && ctx_of(ctx) == NULL)
+        if (ctx != 0 && !handle_valid(ctx))
             return NULL;
         return mem_new(size, 1);
     }
@@ -829,13 +888,12 @@ RKNN_EXPORT int rknn_set_input_shape(rknn_context ctx, rknn_tensor_attr *attr)
 
 RKNN_EXPORT int rknn_set_input_shapes(rknn_context ctx, uint32_t n_inputs, rknn_tensor_attr attr[])
 {
-    (void)n_inputs; (void)attr;
     sim_ctx *c = lock_ctx(ctx);
     if (c == NULL)
         return RKNN_ERR_CTX_INVALID;
-    sim_ctx_error(c, "rknn_set_input_shapes: the model has static input shapes (not built with dynamic_input)");
+    int rc = sim_shapes_select(c, n_inputs, attr);
     unlock_ctx(c);
-    return RKNN_ERR_FAIL;
+    return rc;
 }
 
 RKNN_EXPORT int rknn_mem_sync(rknn_context context, rknn_tensor_mem *mem, rknn_mem_sync_mode mode)

@@ -1,44 +1,15 @@
 /*
- * NPU cost model (docs/cost-model.md): per-layer time on the model's target SoC estimated from
- * published peak figures, max(compute, memory traffic) plus a fixed per-layer overhead.
+ * NPU cost model (docs/cost-model.md): the time of a layer on the model's target SoC is a fixed per-layer
+ * overhead plus compute (the layer's work at the effective rate of the unit it runs on, plus activation-
+ * function work) plus memory traffic (the bytes it reads and writes at the effective DDR bandwidth).
+ * Dense and depthwise convolutions split across the cores of a multi-core core mask; the rest of the layer
+ * does not. The rates come from the platform table (platforms.c).
  */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include "sim_core.h"
-
-/* name, cores, int8 MAC/cycle/core, fp16 MAC/cycle/core, NPU Hz, DDR bytes/s, overhead us */
-static const sim_platform k_platforms[] = {
-    {"rk3588", 3, 1024.0, 256.0, 1.0e9, 34.1e9, 6.0},
-    {"rk3576", 2, 1536.0, 384.0, 1.0e9, 25.6e9, 6.0},
-    {"rk3568", 1, 400.0, 100.0, 1.0e9, 12.8e9, 8.0},
-    {"rk3566", 1, 400.0, 100.0, 1.0e9, 12.8e9, 8.0},
-    {"rk3562", 1, 512.0, 128.0, 1.0e9, 12.8e9, 8.0},
-    {"rv1126b", 1, 1536.0, 384.0, 1.0e9, 8.5e9, 8.0},
-    {"rv1106", 1, 256.0, 64.0, 1.0e9, 4.2e9, 10.0},
-    {"rv1103", 1, 256.0, 64.0, 1.0e9, 2.1e9, 10.0},
-};
-
-/* Used when the model names an unknown target: the RK3588 figures. */
-const sim_platform *sim_platform_find(const char *target)
-{
-    for (size_t i = 0; i < sizeof(k_platforms) / sizeof(k_platforms[0]); i++)
-        if (target && strcasecmp(target, k_platforms[i].name) == 0)
-            return &k_platforms[i];
-    return &k_platforms[0];
-}
-
-/* Fraction of the peak MAC rate a layer reaches: dense convolutions and matrix products keep the
- * array busy; everything else runs on the element-wise units at a lower effective rate. */
-static double utilisation(uint32_t type)
-{
-    switch (type) {
-    case SIM_OP_CONV: case SIM_OP_CONV_TRANSPOSE: case SIM_OP_GEMM: case SIM_OP_MATMUL: return 0.6;
-    default: return 0.1;
-    }
-}
 
 static const char *act_suffix(uint32_t act)
 {
@@ -55,9 +26,95 @@ static const char *act_suffix(uint32_t act)
     }
 }
 
+/* Activations evaluated by the NPU's lookup-table / non-linear unit: each output element costs extra.
+ * ReLU, Clip and LeakyRelu are applied in the convolution's output stage for free. */
+static int act_costs(uint32_t act)
+{
+    return act == SIM_ACT_SIGMOID || act == SIM_ACT_SILU || act == SIM_ACT_TANH || act == SIM_ACT_HARDSWISH ||
+           act == SIM_ACT_HARDSIGMOID;
+}
+
+static int op_is_activation(uint32_t type)
+{
+    switch (type) {
+    case SIM_OP_SIGMOID: case SIM_OP_SILU: case SIM_OP_TANH: case SIM_OP_EXP: case SIM_OP_SOFTPLUS:
+    case SIM_OP_ELU: case SIM_OP_SELU: case SIM_OP_SOFTMAX: case SIM_OP_LOG_SOFTMAX: case SIM_OP_HARD_SWISH:
+    case SIM_OP_HARD_SIGMOID:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static uint32_t cost_class(const sim_graph *g, const sim_op *op)
+{
+    switch (op->type) {
+    case SIM_OP_CONV: {
+        /* weight (C_out, C_in / group, kh, kw): one input channel per group on a multi-channel input */
+        const sim_tensor *x = &g->tensors[op->inputs[0]];
+        const sim_tensor *w = op->n_inputs > 1 && op->inputs[1] != SIM_NONE ? &g->tensors[op->inputs[1]] : NULL;
+        if (w && w->n_dims >= 2 && x->n_dims >= 2 && w->dims[1] == 1 && x->dims[1] > 1)
+            return RKNNLINK_COST_DEPTHWISE;
+        return RKNNLINK_COST_DENSE;
+    }
+    case SIM_OP_CONV_TRANSPOSE: case SIM_OP_GEMM: case SIM_OP_MATMUL:
+        return RKNNLINK_COST_DENSE;
+    case SIM_OP_RESHAPE:
+        return RKNNLINK_COST_FREE;
+    case SIM_OP_CONCAT: case SIM_OP_SPLIT: case SIM_OP_SLICE: case SIM_OP_TRANSPOSE: case SIM_OP_PAD:
+    case SIM_OP_RESIZE: case SIM_OP_GATHER:
+        return RKNNLINK_COST_MOVE;
+    default:
+        return RKNNLINK_COST_ELTWISE;
+    }
+}
+
 static uint64_t tensor_bytes(const sim_tensor *t)
 {
     return (uint64_t)t->n_elems * sim_dtype_size(t->dtype);
+}
+
+/* Fraction of the int8 rate a layer computing in `dtype` runs at (FLOAT32: our fp32 build mode; the
+ * NPU has no fp32 datapath, so half the fp16 rate). */
+static double dtype_factor(const sim_platform *pf, uint32_t dtype)
+{
+    return dtype == SIM_I8 || dtype == SIM_U8 ? 1.0 : dtype == SIM_F16 ? pf->fp16_ratio : pf->fp16_ratio / 2.0;
+}
+
+double sim_cost_io_us(const sim_platform *pf, uint64_t bytes)
+{
+    return (double)bytes / pf->io_bytes_per_s * 1e6;
+}
+
+uint32_t sim_cost_cores(const sim_platform *pf, uint32_t core_mask)
+{
+    if (core_mask == 0xFFFFu)
+        return pf->cores;
+    uint32_t n = (uint32_t)__builtin_popcount(core_mask & 0xFFu);
+    return n == 0 ? 1 : n > pf->cores ? pf->cores : n;
+}
+
+int sim_cost_splits(const sim_layer_static *L)
+{
+    return L->cost_class == RKNNLINK_COST_DENSE || L->cost_class == RKNNLINK_COST_DEPTHWISE;
+}
+
+double sim_cost_layer_us(const sim_platform *pf, const sim_layer_static *L, uint32_t cores)
+{
+    double compute = L->compute_s / (sim_cost_splits(L) && cores > 1 ? (double)cores : 1.0);
+    return pf->layer_overhead_us + (compute + L->memory_s) * 1e6;
+}
+
+int64_t sim_cost_total_us(const sim_model *m, uint32_t cores)
+{
+    int64_t total = 0;
+    for (uint32_t i = 0; i < m->n_in; i++)
+        total += llround(sim_cost_io_us(m->platform, tensor_bytes(&m->g.tensors[m->ins[i].tensor])));
+    for (uint32_t i = 0; i < m->n_out; i++)
+        total += llround(sim_cost_io_us(m->platform, tensor_bytes(&m->g.tensors[m->outs[i].tensor])));
+    for (uint32_t k = 0; k < m->g.n_ops; k++)
+        total += llround(sim_cost_layer_us(m->platform, &m->layers[k], cores));
+    return total;
 }
 
 void sim_cost_model(sim_model *m)
@@ -66,12 +123,6 @@ void sim_cost_model(sim_model *m)
     m->layers = sim_pool_alloc(&m->pool, (size_t)m->g.n_ops * sizeof(sim_layer_static));
     if (m->layers == NULL)
         return;
-    int64_t total = 0;
-    /* InputOperator / OutputOperator rows: a DMA of the tensor */
-    for (uint32_t i = 0; i < m->n_in; i++)
-        total += (int64_t)llround(tensor_bytes(&m->g.tensors[m->ins[i].tensor]) / pf->ddr_bytes_per_s * 1e6);
-    for (uint32_t i = 0; i < m->n_out; i++)
-        total += (int64_t)llround(tensor_bytes(&m->g.tensors[m->outs[i].tensor]) / pf->ddr_bytes_per_s * 1e6);
     for (uint32_t k = 0; k < m->g.n_ops; k++) {
         const sim_op *op = &m->g.ops[k];
         const sim_op_def *def = m->defs[k];
@@ -80,23 +131,27 @@ void sim_cost_model(sim_model *m)
                  act_suffix(op->act));
         const sim_tensor *out = &m->g.tensors[op->outputs[0]];
         L->macs = def->macs ? def->macs(&m->g, op) : (uint64_t)out->n_elems;
+        L->cost_class = cost_class(&m->g, op);
+        L->act_elems = act_costs(op->act) || op_is_activation(op->type) ? (uint64_t)out->n_elems : 0;
         uint64_t bytes = 0;
         for (uint32_t i = 0; i < op->n_inputs; i++)
             if (op->inputs[i] != SIM_NONE)
                 bytes += tensor_bytes(&m->g.tensors[op->inputs[i]]);
         for (uint32_t i = 0; i < op->n_outputs; i++)
             bytes += tensor_bytes(&m->g.tensors[op->outputs[i]]);
-        L->bytes_rw = bytes;
-        double rate = out->dtype == SIM_I8 ? pf->int8_macs_per_cycle
-                      : out->dtype == SIM_F16 ? pf->fp16_macs_per_cycle : pf->fp16_macs_per_cycle / 2.0;
-        double npu_s = (double)L->macs / (rate * utilisation(op->type) * pf->npu_hz);
-        double ddr_s = (double)bytes / pf->ddr_bytes_per_s;
-        if (op->type == SIM_OP_RESHAPE)
-            npu_s = 0.0; /* moves no data on the NPU */
-        L->cycles_npu = (uint64_t)llround(npu_s * pf->npu_hz);
-        L->cycles_ddr = (uint64_t)llround(ddr_s * pf->npu_hz);
-        L->est_us = (npu_s > ddr_s ? npu_s : ddr_s) * 1e6 + pf->layer_overhead_us;
-        total += (int64_t)llround(L->est_us);
+        L->bytes_rw = L->cost_class == RKNNLINK_COST_FREE ? 0 : bytes; /* Reshape moves no data */
+        double rate;
+        switch (L->cost_class) {
+        case RKNNLINK_COST_DENSE: rate = pf->dense_macs_per_cycle; break;
+        case RKNNLINK_COST_DEPTHWISE: rate = pf->depthwise_macs_per_cycle; break;
+        case RKNNLINK_COST_ELTWISE: rate = pf->eltwise_per_cycle; break;
+        default: rate = 0.0; break; /* FREE and MOVE: no arithmetic */
+        }
+        double cycles = (rate > 0.0 ? (double)L->macs / rate : 0.0) +
+                        (double)L->act_elems / pf->activation_per_cycle;
+        L->compute_s = cycles / (pf->npu_hz * dtype_factor(pf, out->dtype));
+        L->memory_s = (double)L->bytes_rw / pf->ddr_bytes_per_s;
+        L->est_us = sim_cost_layer_us(pf, L, 1);
     }
-    m->est_total_us = total;
+    m->est_total_us = sim_cost_total_us(m, 1);
 }

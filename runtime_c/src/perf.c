@@ -146,11 +146,12 @@ static void table_row(sbuf *s, const char *cells[12])
 
 #define ROW(s, ...) do { const char *cells_[12] = {__VA_ARGS__}; table_row((s), cells_); } while (0)
 
-static void workload(const sim_platform *pf, int active, char *out, size_t n)
+/* "100.0%/0.0%/0.0%" (on core 0) or "33.3%/33.3%/33.3%" (split over the active cores); "0.0%/..." if idle. */
+static void workload(const sim_platform *pf, uint32_t active, char *out, size_t n)
 {
     size_t l = 0;
     for (uint32_t i = 0; i < pf->cores && l < n; i++)
-        l += (size_t)snprintf(out + l, n - l, "%s%s", i ? "/" : "", (i == 0 && active) ? "100.0%" : "0.0%");
+        l += (size_t)snprintf(out + l, n - l, "%s%.1f%%", i ? "/" : "", i < active ? 100.0 / active : 0.0);
 }
 
 char *sim_perf_detail_text(const sim_ctx *c)
@@ -158,6 +159,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
     const sim_model *m = c->m;
     const sim_graph *g = &m->g;
     const sim_platform *pf = m->platform;
+    const uint32_t cores = sim_cost_cores(pf, c->core_mask);
     sbuf s = {0};
     const size_t width = 222;
     uint32_t n_rows = m->n_in + g->n_ops + m->n_out;
@@ -179,7 +181,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
     for (uint32_t i = 0; i < m->n_in; i++) {
         const sim_tensor *t = &g->tensors[m->ins[i].tensor];
         uint64_t bytes = (uint64_t)t->n_elems * sim_dtype_size(t->dtype);
-        int64_t us = (int64_t)llround((double)bytes / pf->ddr_bytes_per_s * 1e6);
+        int64_t us = llround(sim_cost_io_us(pf, bytes));
         uint32_t one = m->ins[i].tensor;
         snprintf(idb, sizeof(idb), "%u", id++);
         shapes_cell(g, &one, 1, shp_out, 23);
@@ -198,20 +200,29 @@ char *sim_perf_detail_text(const sim_ctx *c)
     for (uint32_t k = 0; k < g->n_ops; k++) {
         const sim_op *op = &g->ops[k];
         const sim_layer_static *L = &m->layers[k];
-        int64_t us = (int64_t)llround(L->est_us);
-        uint64_t total_cyc = (uint64_t)llround(L->est_us * pf->npu_hz / 1e6);
-        double rate = g->tensors[op->outputs[0]].dtype == SIM_I8 ? pf->int8_macs_per_cycle : pf->fp16_macs_per_cycle;
-        double usage = total_cyc ? 100.0 * (double)L->macs / ((double)total_cyc * rate) : 0.0;
+        const uint32_t split = sim_cost_splits(L) ? cores : 1;
+        const double est = sim_cost_layer_us(pf, L, cores);
+        int64_t us = llround(est);
+        uint64_t total_cyc = (uint64_t)llround(est * pf->npu_hz / 1e6);
+        uint64_t npu_cyc = (uint64_t)llround(L->compute_s / split * pf->npu_hz);
+        uint64_t ddr_cyc = (uint64_t)llround(L->memory_s * pf->npu_hz);
+        uint32_t dt = g->tensors[op->outputs[0]].dtype;
+        double peak = pf->peak_int8_macs_per_cycle * (dt == SIM_I8 ? 1.0 : pf->fp16_ratio);
+        /* MAC array usage of each active core: its share of the MACs over the layer's cycles */
+        double usage = total_cyc && L->cost_class != RKNNLINK_COST_FREE
+                           ? 100.0 * (double)L->macs / split / ((double)total_cyc * peak) : 0.0;
+        if (usage > 100.0)
+            usage = 100.0;
         snprintf(idb, sizeof(idb), "%u", id++);
         shapes_cell(g, op->inputs, op->n_inputs, shp_in, 41);
         shapes_cell(g, op->outputs, op->n_outputs, shp_out, 23);
-        snprintf(cyc, sizeof(cyc), "%llu/%llu/%llu", (unsigned long long)L->cycles_ddr,
-                 (unsigned long long)L->cycles_npu, (unsigned long long)total_cyc);
+        snprintf(cyc, sizeof(cyc), "%llu/%llu/%llu", (unsigned long long)ddr_cyc, (unsigned long long)npu_cyc,
+                 (unsigned long long)total_cyc);
         snprintf(tm, sizeof(tm), "%lld", (long long)us);
         size_t l = 0;
         for (uint32_t i = 0; i < pf->cores && l < sizeof(mac); i++)
-            l += (size_t)snprintf(mac + l, sizeof(mac) - l, "%s%.2f", i ? "/" : "", i == 0 ? usage : 0.0);
-        workload(pf, 1, wl, sizeof(wl));
+            l += (size_t)snprintf(mac + l, sizeof(mac) - l, "%s%.2f", i ? "/" : "", i < split ? usage : 0.0);
+        workload(pf, split, wl, sizeof(wl));
         snprintf(rw, sizeof(rw), "%.0f", (double)L->bytes_rw / 1024.0);
         snprintf(full, sizeof(full), "%s:%s", m->defs[k]->onnx_name ? m->defs[k]->onnx_name : "Op", op->name);
         sim_one_line(full);
@@ -224,7 +235,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
     for (uint32_t i = 0; i < m->n_out; i++) {
         const sim_tensor *t = &g->tensors[m->outs[i].tensor];
         uint64_t bytes = (uint64_t)t->n_elems * sim_dtype_size(t->dtype);
-        int64_t us = (int64_t)llround((double)bytes / pf->ddr_bytes_per_s * 1e6);
+        int64_t us = llround(sim_cost_io_us(pf, bytes));
         uint32_t one = m->outs[i].tensor;
         snprintf(idb, sizeof(idb), "%u", id++);
         shapes_cell(g, &one, 1, shp_in, 41);

@@ -40,24 +40,33 @@ typedef struct sim_io {
     uint32_t layout;            /* native layout of 4-D tensors: 0 NCHW, 1 NHWC */
 } sim_io;
 
-/* Per-layer static information, computed once per model. */
+/* Per-layer static information, computed once per model (docs/cost-model.md). */
 typedef struct sim_layer_static {
     char npu_type[64];          /* perf OpType, e.g. "ConvRelu" */
     uint64_t macs;
     uint64_t bytes_rw;
-    double est_us;
-    uint64_t cycles_ddr, cycles_npu;
+    uint64_t act_elems;         /* elements charged at the activation-function rate */
+    uint32_t cost_class;        /* rknnlink_cost_class */
+    double compute_s;           /* on one core: class work + activation work */
+    double memory_s;            /* bytes_rw at the effective DDR bandwidth */
+    double est_us;              /* on one core, with the layer overhead */
 } sim_layer_static;
 
-/* Cost-model figures of one SoC (docs/cost-model.md). */
+/* One row of the platform table (platforms.c): published facts and the fitted effective rates. */
 typedef struct sim_platform {
     const char *name;
     uint32_t cores;
-    double int8_macs_per_cycle; /* per core */
-    double fp16_macs_per_cycle; /* per core */
+    uint32_t perf_detail;               /* the board runtime answers PERF_DETAIL / PERF_RUN */
     double npu_hz;
+    double peak_int8_macs_per_cycle;    /* per core */
+    double fp16_ratio;
+    double dense_macs_per_cycle;        /* effective, int8, per core */
+    double depthwise_macs_per_cycle;
+    double eltwise_per_cycle;
+    double activation_per_cycle;
     double ddr_bytes_per_s;
     double layer_overhead_us;
+    double io_bytes_per_s;
 } sim_platform;
 
 /* A parsed model, shared (refcounted) by rknn_dup_context copies. Immutable after load. */
@@ -94,7 +103,19 @@ void sim_model_unref(sim_model *m);
 /* Memory plan and cost model, run at the end of sim_model_load. */
 int sim_plan_memory(sim_model *m, char *err, size_t err_len);
 void sim_cost_model(sim_model *m);
+/* Cores a core mask runs a context on (AUTO: one; ALL: every core of the platform). */
+uint32_t sim_cost_cores(const sim_platform *pf, uint32_t core_mask);
+/* 1 if the layer's compute splits across the active cores (dense and depthwise convolutions). */
+int sim_cost_splits(const sim_layer_static *L);
+double sim_cost_layer_us(const sim_platform *pf, const sim_layer_static *L, uint32_t cores);
+double sim_cost_io_us(const sim_platform *pf, uint64_t bytes);
+/* Sum of the rounded PERF_DETAIL rows (InputOperator, every layer, OutputOperator) on `cores` cores. */
+int64_t sim_cost_total_us(const sim_model *m, uint32_t cores);
+/* The platform table: the row of `target` (NULL if unknown); _find falls back to the rk3588 row. */
+const sim_platform *sim_platform_lookup(const char *target);
 const sim_platform *sim_platform_find(const char *target);
+uint32_t sim_platform_count(void);
+const sim_platform *sim_platform_at(uint32_t index);
 
 size_t sim_dtype_size(uint32_t dtype);          /* 0 for unknown */
 size_t sim_work_elem_size(uint32_t dtype);      /* size in the working arena: I8 -> 1, F32/F16 -> 4 */
@@ -148,6 +169,7 @@ typedef struct sim_dump {
 
 typedef struct sim_ctx {
     uint32_t magic;
+    rknn_context handle;          /* its entry in the handle table (handles.c) */
     pthread_mutex_t lock;
     sim_model *m;
     uint32_t flags;
@@ -172,7 +194,18 @@ typedef struct sim_ctx {
     uint32_t n_dumps;
     sim_dump *dumps;
     char last_error[SIM_ERR_LEN];
+    sim_model **shape_models;     /* dynamic_input models, one per shape set (NULL: static shapes); shapes.c */
+    uint32_t n_shape_models;
 } sim_ctx;
+
+/* Dynamic input shapes (shapes.c): a bundle of one model per shape set. */
+int sim_shapes_is_bundle(const unsigned char *bytes, uint64_t size);
+int sim_shapes_load(const unsigned char *bytes, uint64_t size, sim_model ***models, uint32_t *count, char *err,
+                    size_t err_len);
+void sim_shapes_share(sim_ctx *dst, const sim_ctx *src);
+void sim_shapes_free(sim_ctx *c);
+int sim_shapes_select(sim_ctx *c, uint32_t n_inputs, const rknn_tensor_attr *attrs);
+int sim_shapes_query_range(sim_ctx *c, rknn_input_range *r);
 
 int sim_ctx_alloc_runtime(sim_ctx *c);
 void sim_ctx_free_runtime(sim_ctx *c);

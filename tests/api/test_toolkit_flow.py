@@ -143,6 +143,8 @@ def test_accuracy_analysis_writes_per_layer_report(workdir, image, tmp_path):
     assert rknn.accuracy_analysis(inputs=[image], output_dir=str(out)) == 0
     report = (out / "error_analysis.txt").read_text().splitlines()
     rows = [re.findall(r"(\d+\.\d+) \| +(\d+\.\d+)", line) for line in report if line.startswith("[")]
+    # a Conv fused with its activation has no value of its own (an empty row, as in the toolkit)
+    rows = [r for r in rows if r]
     assert len(rows) >= 6 and all(len(r) == 2 for r in rows), report  # entire and single on every layer
     (entire_cos, _), (single_cos, single_euc) = rows[-1]
     assert float(entire_cos) >= 0.9999 and float(single_cos) >= 0.9999
@@ -156,7 +158,7 @@ def test_accuracy_analysis_on_a_board_uses_its_dumps(workdir, image, tmp_path):
     out = tmp_path / "snapshot_board"
     assert rknn.accuracy_analysis(inputs=[image], output_dir=str(out), target="rk3588", device_id="sim") == 0
     report = (out / "error_analysis.txt").read_text()
-    assert report.startswith("# runtime_error")
+    assert report.startswith("# simulator_error") and "# runtime_error" in report
     cosines = [float(c) for c in re.findall(r"(\d+\.\d+) \|", report)]
     assert cosines and cosines[-1] >= 0.97
     assert list((out / "runtime" / "npy").glob("*.npy"))

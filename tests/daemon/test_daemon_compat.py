@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rknnlink.client import Board
 from rknnlink.v1 import messages
 from rknnlink.v1 import rknnlink_pb2 as generated
+from rknnlink.v1.protocol import PROTOCOL_VERSION
 
 
 def test_descriptor_built_classes_match_the_generated_ones():
@@ -24,8 +27,21 @@ def test_stub_from_descriptor_talks_to_the_daemon(daemon):
 
     with grpc.insecure_channel(daemon.address) as channel:
         stub = messages.make_stub(channel)
-        reply = stub.Hello(messages.pb.HelloRequest(protocol_version=1, client_version="test"), timeout=10)
+        reply = stub.Hello(messages.pb.HelloRequest(protocol_version=PROTOCOL_VERSION, client_version="test"),
+                           timeout=10)
         assert reply.device.platform == "rk3588" and reply.client_id
         assert stub.GetStats(messages.pb.StatsRequest(), timeout=10).daemon_pid > 0
     with Board.connect(daemon.address) as board:
         assert board.device_info().backend == "sim"
+
+
+def test_a_protocol_1_client_is_told_to_update(daemon):
+    """Protocol 2 scopes sessions by the caller's client id; a protocol 1 client gets the handshake's message."""
+    import grpc
+
+    with grpc.insecure_channel(daemon.address) as channel:
+        stub = messages.make_stub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Hello(messages.pb.HelloRequest(protocol_version=1, client_version="0.0.9"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "speaks protocol 1" in info.value.details() and "pip install -U rknnlink" in info.value.details()

@@ -88,7 +88,7 @@ def test_wrong_secret_garbage_hello_and_garbage_frames_are_refused(board, conv_m
                 s.sendall(datawire.encode_hello(session.id, session._secret))
                 assert datawire.read_hello_reply(s)[0] == 0
                 s.sendall(garbage)
-                _rid, status, _us, (name, text) = datawire.read_reply(s)
+                _rid, status, _us, (name, text) = datawire.read_reply(s, 1 << 20)
                 assert status == -5 and "corrupt data-channel frame" in text  # RKNN_ERR_PARAM_INVALID
                 assert s.recv(1) == b""  # the worker closed this connection
         # A client that disconnects mid-frame does not disturb the worker either.

@@ -40,6 +40,15 @@ def test_unpacked_shape_and_negative_run_us():
 
 
 @pytest.mark.parametrize("data", [b"\x0a\x05ab", b"\x10", b"\x0b"])
-def test_malformed_bytes_raise(data):
+def test_malformed_bytes_are_reported(data):
     with pytest.raises(fastwire.WireError):
-        fastwire.decode_run_request(data)
+        fastwire.decode_run_response(data)
+    request = fastwire.decode_run_request(data)  # the daemon answers INVALID_ARGUMENT with the reason
+    assert request.error.startswith("malformed run request") and not request.inputs
+
+
+def test_decoding_stops_at_the_protocol_limits():
+    many = b"\x1a\x00" * 1000  # 1000 empty input tensors
+    assert "more than 256 inputs" in fastwire.decode_run_request(many).error
+    deep = b"\x1a\x13" + b"\x1a\x11" + b"\x01" * 17  # one tensor with 17 packed dimensions
+    assert "more than 16 dimensions" in fastwire.decode_run_request(deep).error

@@ -38,8 +38,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _worker_pid(board: Board, session_id: str) -> int:
-    return next(s["worker_pid"] for s in board.stats()["sessions"] if s["session_id"] == session_id)
+def _worker_pid(board: Board, session_id: str, operator_token: str = "") -> int:
+    return next(s["worker_pid"] for s in board.stats(operator_token)["sessions"] if s["session_id"] == session_id)
 
 
 def _slow_input() -> np.ndarray:
@@ -106,8 +106,12 @@ def chunks():
     yield pb.ModelChunk(sha256=hashlib.sha256(b"never finished").hexdigest(), total_size=size, data=b"x" * (1 << 20))
     print("uploading", flush=True)
     time.sleep(3600)
+from rknnlink.v1.protocol import MD_CLIENT_ID, PROTOCOL_VERSION
 stub = pb_grpc.RknnLinkStub(grpc.insecure_channel(address))
-stub.UploadModel(chunks())
+client_id = stub.Hello(pb.HelloRequest(protocol_version=PROTOCOL_VERSION)).client_id
+watch = stub.Watch(pb.WatchRequest(client_id=client_id))
+next(watch)
+stub.UploadModel(chunks(), metadata=((MD_CLIENT_ID, client_id),))
 """
 
 _HOLDER = r"""
@@ -149,15 +153,15 @@ def test_sessions_of_a_vanished_client_are_freed(daemon, board):
     proc = _spawn(_HOLDER, daemon.address, str(Path(sim_models.__file__).parent))
     try:
         session_id = proc.stdout.readline().strip()
-        stats = board.stats()
+        stats = board.stats(daemon.operator_token)
         entry = next(s for s in stats["sessions"] if s["session_id"] == session_id)
         clients_with_holder = stats["clients"]
     finally:
         proc.kill()
         proc.wait()
-    assert _wait(lambda: session_id not in {s["session_id"] for s in board.stats()["sessions"]})
+    assert _wait(lambda: session_id not in {s["session_id"] for s in board.stats(daemon.operator_token)["sessions"]})
     assert _wait(lambda: not _alive(entry["worker_pid"]))
-    assert board.stats()["clients"] <= clients_with_holder - 1
+    assert board.stats(daemon.operator_token)["clients"] <= clients_with_holder - 1
 
 
 @pytest.fixture(scope="module")
@@ -265,13 +269,13 @@ def test_client_killed_mid_stream(daemon, board, conv_model):
     proc = _spawn(_STREAMER, daemon.address, str(Path(sim_models.__file__).parent))
     try:
         session_id = proc.stdout.readline().strip()
-        assert _wait(lambda: next((s["inferences"] for s in board.stats()["sessions"]
+        assert _wait(lambda: next((s["inferences"] for s in board.stats(daemon.operator_token)["sessions"]
                                    if s["session_id"] == session_id), 0) > 20)
-        pid = _worker_pid(board, session_id)
+        pid = _worker_pid(board, session_id, daemon.operator_token)
     finally:
         proc.kill()
         proc.wait()
-    assert _wait(lambda: session_id not in {s["session_id"] for s in board.stats()["sessions"]})
+    assert _wait(lambda: session_id not in {s["session_id"] for s in board.stats(daemon.operator_token)["sessions"]})
     assert _wait(lambda: not _alive(pid))
     with board.load_model(conv_model[0]) as session:
         assert session.run([np.ones((1, 3, 8, 8), np.float32)], formats=["nchw"])[0].shape == (1, 4, 8, 8)

@@ -137,7 +137,8 @@ def test_upload_with_a_wrong_hash_is_refused_and_not_kept(daemon, board):
     wrong = hashlib.sha256(b"other bytes").hexdigest()
     channel, stub = _stub(daemon.address)
     with channel, pytest.raises(grpc.RpcError) as info:
-        stub.UploadModel(iter([pb.ModelChunk(sha256=wrong, total_size=len(model), data=model)]), timeout=10)
+        stub.UploadModel(iter([pb.ModelChunk(sha256=wrong, total_size=len(model), data=model)]), timeout=10,
+                         metadata=board._metadata)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "hash to" in info.value.details()
     assert not board.has_model(wrong)
     cache = daemon_cache_dir(daemon)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# RKNN-Toolkit2 2.5.0's accepted target_platform values (its config() docstring).
-SUPPORTED_PLATFORMS = (
-    "rv1103", "rv1103b", "rv1106", "rv1106b", "rv1126b", "rk2118",
-    "rk3562", "rk3566", "rk3568", "rk3576", "rk3588",
-)
+from rknnlink.runtime.platforms import find_platform, platform_names
+
+# RKNN-Toolkit2 2.5.0's accepted target_platform values (its config() docstring), from the one platform
+# table (runtime_c/src/platforms.c, read by rknnlink.runtime.platforms).
+SUPPORTED_PLATFORMS = platform_names()
 
 
 @dataclass(frozen=True)
@@ -18,15 +18,6 @@ class NpuTraits:
     cores: int
     perf_detail: bool = True  # RV1103/RV1106's librknnmrt has no PERF_DETAIL/PERF_RUN
 
-
-_TRAITS = {
-    "rk3588": NpuTraits(cores=3),
-    "rk3576": NpuTraits(cores=2),
-    "rv1103": NpuTraits(cores=1, perf_detail=False),
-    "rv1103b": NpuTraits(cores=1, perf_detail=False),
-    "rv1106": NpuTraits(cores=1, perf_detail=False),
-    "rv1106b": NpuTraits(cores=1, perf_detail=False),
-}
 
 CORE_MASK_NAMES = {0: "NPU_CORE_AUTO", 1: "NPU_CORE_0", 2: "NPU_CORE_1", 4: "NPU_CORE_2",
                    3: "NPU_CORE_0_1", 7: "NPU_CORE_0_1_2", 0xFFFF: "NPU_CORE_ALL"}
@@ -40,7 +31,10 @@ def normalize_platform(name: object, argument: str = "target_platform") -> str:
 
 
 def traits(platform: str) -> NpuTraits:
-    return _TRAITS.get(platform, NpuTraits(cores=1))
+    if platform not in SUPPORTED_PLATFORMS:
+        return NpuTraits(cores=1)
+    row = find_platform(platform)
+    return NpuTraits(cores=row.cores, perf_detail=row.perf_detail)
 
 
 def check_core_mask(platform: str, core_mask: int) -> None:

@@ -89,12 +89,18 @@ def format_sdk_version(api_version: str, server_version: Optional[str], runtime_
     return "\n".join(lines) + "\n"
 
 
-def format_device_list(adb_devices: Sequence[str], ntb_devices: Sequence[str]) -> str:
-    """list_devices' printout: asterisk rules around the adb (and, when present, ntb/USB) sections."""
+def format_device_list(adb_devices: Sequence[str], ntb_devices: Sequence[str],
+                       daemons: Sequence[str] = ()) -> str:
+    """list_devices' printout: asterisk rules around the adb (and, when present, ntb/USB) sections, and our
+    addition, rknnlink daemons reachable over TCP (e.g. one on loopback), in a section of its own."""
     rule = "*" * 25
     lines = [rule]
+    if daemons:
+        lines.append("all device(s) with rknnlink daemon (tcp):")
+        lines.extend(daemons)
     if not adb_devices and not ntb_devices:
-        lines.append("None devices connected.")
+        if not daemons:
+            lines.append("None devices connected.")
     else:
         if adb_devices:
             lines.append("all device(s) with adb mode:")
@@ -104,3 +110,22 @@ def format_device_list(adb_devices: Sequence[str], ntb_devices: Sequence[str]) -
             lines.extend(ntb_devices)
     lines.append(rule)
     return "\n".join(lines) + "\n"
+
+
+def write_perf_csv(path, total_time_us: int, perf_detail: Optional[str], estimated: bool) -> None:
+    """eval_perf as CSV: one row per layer (the runtime table's columns) or one total row."""
+    import csv
+
+    from rknnlink.runtime.perf import parse_perf_detail
+
+    rows, total = (parse_perf_detail(perf_detail) if perf_detail else ([], total_time_us))
+    with open(path, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        if rows:
+            fields = [k for k in rows[0] if k != "extra"]
+            extra = sorted({k for r in rows for k in (r.get("extra") or {})})
+            writer.writerow(fields + extra + ["estimated"])
+            for r in rows:
+                writer.writerow([r.get(k) for k in fields] + [(r.get("extra") or {}).get(k) for k in extra]
+                                + [int(estimated)])
+        writer.writerow(["total_time_us", total or total_time_us, "estimated", int(estimated)])

@@ -7,7 +7,7 @@ get_sdk_version, accuracy_analysis) behaves the same with and without a board.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -104,9 +104,10 @@ class BoardRuntime(ModelRuntime):
 
     is_simulator = False
 
-    def __init__(self, address: str, model: bytes, perf_debug: bool, eval_mem: bool, async_mode: bool,
+    def __init__(self, address: str, model: Any, perf_debug: bool, eval_mem: bool, async_mode: bool,
                  core_mask: int, on_close: Optional[Callable[[], None]] = None,
-                 connect_kwargs: Optional[dict] = None) -> None:
+                 connect_kwargs: Optional[dict] = None, dump_layers: bool = False) -> None:
+        from rknnlink import progress
         from rknnlink.client import Board
 
         self.location = address
@@ -116,8 +117,15 @@ class BoardRuntime(ModelRuntime):
             info = self._board.info
             self.platform = info.platform
             self.is_simulator = info.backend == "sim"
-            self._session = self._board.load_model(model, core_mask=core_mask, perf=perf_debug,
-                                                   eval_mem=eval_mem, async_mode=async_mode)
+            if callable(model):  # the model depends on the board's runtime (vendor .rknn or ours)
+                model = model(info)
+            upload, done = progress.byte_callback(f"upload to {address}", len(model))
+            try:
+                self._session = self._board.load_model(model, core_mask=core_mask, perf=perf_debug,
+                                                       eval_mem=eval_mem, async_mode=async_mode,
+                                                       dump_layers=dump_layers, progress=upload)
+            finally:
+                done()
         except BaseException:
             self._board.close()
             raise

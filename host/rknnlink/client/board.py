@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
@@ -21,12 +23,13 @@ from rknnlink.runtime import TensorAttr, numpy_dtype
 from rknnlink.runtime.library import output_type_of
 from rknnlink.v1 import datawire, fastwire
 from rknnlink.v1.messages import make_stub, pb
+from rknnlink.v1.protocol import MAX_TENSORS, MD_CLIENT_ID, MD_OPERATOR_TOKEN, MD_STREAM_MODE, MIN_DAEMON_PROTOCOL
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
-MIN_DAEMON_PROTOCOL = 1
 _FORMATS = {None: pb.FORMAT_DEFAULT, "nchw": pb.FORMAT_NCHW, "nhwc": pb.FORMAT_NHWC}
 _INPUT_TYPES = {np.dtype(np.float32): 0, np.dtype(np.float16): 1, np.dtype(np.int8): 2, np.dtype(np.uint8): 3}
+STREAM_REUSE_SECONDS = 20.0  # run() reopens its kept RunStream after this long unused (daemon: --idle-timeout)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ def _data_inputs(inputs: Any, formats: Optional[Sequence[Optional[str]]], pass_t
     """Inputs as data-channel tuples (dtype, fmt, pass_through, shape, bytes) and the raw-outputs flag."""
     if isinstance(inputs, np.ndarray):
         inputs = [inputs]
+    _check_count(inputs)
     out = []
     for i, x in enumerate(inputs):
         dtype, shape, data, fmt, through = _input_parts(
@@ -100,6 +104,19 @@ def _data_inputs(inputs: Any, formats: Optional[Sequence[Optional[str]]], pass_t
             bool(pass_through[i]) if pass_through and i < len(pass_through) else False)
         out.append((dtype, int(fmt), through, tuple(int(d) for d in shape), data))
     return out, not want_float
+
+
+def _check_count(inputs: Sequence[Any]) -> None:
+    if len(inputs) > MAX_TENSORS:
+        raise ValueError(f"{len(inputs)} inputs: one run carries at most {MAX_TENSORS} (models have no more)")
+
+
+def _check_reply_id(got: int, expected: int) -> None:
+    """Replies come in request order; one that answers another request means the link is out of step."""
+    if got != expected:
+        raise BoardError(f"the daemon answered request {got} where request {expected} was due: the connection "
+                         f"is out of step (a daemon bug or a second user of this stream); open a new session",
+                         None, "reply-out-of-step")
 
 
 def _array(t: Any) -> np.ndarray:
@@ -112,6 +129,7 @@ def _run_request(session_id: str, request_id: int, inputs: Any, formats: Optiona
     """A serialised RunRequest (fastwire: one copy of the input bytes)."""
     if isinstance(inputs, np.ndarray):
         inputs = [inputs]
+    _check_count(inputs)
     tensors = [_tensor(x, formats[i] if formats and i < len(formats) else None,
                        bool(pass_through[i]) if pass_through and i < len(pass_through) else False)
                for i, x in enumerate(inputs)]
@@ -202,6 +220,7 @@ class Board:
                 f"`rknnlink deploy {reply.device.serial}`", grpc.StatusCode.FAILED_PRECONDITION,
                 "incompatible-version")
         self.client_id = reply.client_id
+        self._metadata += ((MD_CLIENT_ID, self.client_id),)  # every later call: the daemon scopes sessions by it
         self.info = DeviceInfo.from_pb(reply.device)
         self.max_message_bytes = int(reply.max_message_bytes)
         self.data_port = int(getattr(reply, "data_port", 0) or 0)
@@ -234,8 +253,10 @@ class Board:
     def has_model(self, sha256: str) -> bool:
         return bool(self._call("HasModel", pb.HasModelRequest(sha256=sha256)).present)
 
-    def upload_model(self, model: bytes) -> str:
-        """Send the model unless the board already has it; returns its SHA-256."""
+    def upload_model(self, model: bytes, progress: Optional[Callable[[int, int], None]] = None) -> str:
+        """Send the model unless the board already has it; returns its SHA-256.
+
+        `progress(sent_bytes, total_bytes)` is called after each chunk (a progress bar hook)."""
         sha = hashlib.sha256(model).hexdigest()
         if self.has_model(sha):
             return sha
@@ -246,6 +267,8 @@ class Board:
             for offset in range(0, len(view), CHUNK):
                 piece = bytes(view[offset:offset + CHUNK])
                 sent[0] += len(piece)
+                if progress is not None:
+                    progress(offset + len(piece), len(view))
                 yield pb.ModelChunk(sha256=sha if offset == 0 else "", total_size=len(view) if offset == 0 else 0,
                                     data=piece)
 
@@ -256,22 +279,30 @@ class Board:
         return sha
 
     def load_model(self, model: bytes, core_mask: int = 0, perf: bool = False, eval_mem: bool = False,
-                   async_mode: bool = False, dump_layers: bool = False) -> Session:
+                   async_mode: bool = False, dump_layers: bool = False,
+                   progress: Optional[Callable[[int, int], None]] = None) -> Session:
         """Upload (only if the board lacks this model) and create a session; see Session."""
         model = bytes(model)
         if not model:
             raise ValueError("the model is empty; pass the bytes of a .rknn file")
-        sha = self.upload_model(model)
+        sha = self.upload_model(model, progress=progress)
+        # Proof that this client holds the model's bytes (the board may have it cached from another client).
+        proof = hmac.new(self.client_id.encode(), model, hashlib.sha256).digest()
         reply = self._call("CreateSession", pb.CreateSessionRequest(
             client_id=self.client_id, model_sha256=sha, core_mask=core_mask, collect_perf=perf, eval_mem=eval_mem,
-            async_mode=async_mode, dump_layers=dump_layers))
+            async_mode=async_mode, dump_layers=dump_layers, model_proof=proof))
         session = Session(self, reply)
         self._sessions[session.id] = session
         return session
 
-    def stats(self) -> Dict[str, Any]:
-        """Daemon counters (GetStats) as a dict; `sessions` is a list of dicts."""
-        m = self._call("GetStats", pb.StatsRequest())
+    def stats(self, operator_token: Optional[str] = None) -> Dict[str, Any]:
+        """Daemon counters (GetStats) as a dict; `sessions` lists this client's sessions (a dict each), or
+        every client's with the daemon's operator token (rknnlink serve --operator-token-file)."""
+        extra = ((MD_OPERATOR_TOKEN, operator_token),) if operator_token else ()
+        try:
+            m = self._stub.GetStats(pb.StatsRequest(), metadata=self._metadata + extra, timeout=self._timeout * 6)
+        except grpc.RpcError as exc:
+            raise translate(exc, self.address) from None
         out: Dict[str, Any] = {f.name: getattr(m, f.name) for f in m.DESCRIPTOR.fields if f.name != "sessions"}
         out["sessions"] = [{f.name: getattr(s, f.name) for f in s.DESCRIPTOR.fields} for s in m.sessions]
         return out
@@ -314,6 +345,7 @@ class Session:
         self._next_id = 0
         self._lock = threading.Lock()
         self._stream: Optional[Pipeline] = None  # run()'s persistent RunStream (cheaper than a call per run)
+        self._stream_used = 0.0
         self._secret = bytes(getattr(reply, "data_secret", b"") or b"")
         self._data: Optional[DataConnection] = None  # run()'s direct data connection to the worker
         self._data_ok = bool(self._secret) and board.data_target() is not None
@@ -339,11 +371,16 @@ class Session:
             conn = self._data_connection()
             if conn is not None:
                 return self._data_run(conn, inputs, formats, pass_through, want_float)
-            request = _run_request(self.id, self._request_id(), inputs, formats, pass_through, want_float)
+            request_id = self._request_id()
+            request = _run_request(self.id, request_id, inputs, formats, pass_through, want_float)
             self.board.check_size(request)
+            now = time.monotonic()
+            if self._stream is not None and now - self._stream_used > STREAM_REUSE_SECONDS:
+                self._end_stream()  # the daemon cancels streams idle for --idle-timeout; open a fresh one
             if self._stream is None or self._stream.closed:
                 self._stream = Pipeline(self, 1, serial=True)
-            return self._stream.run_one(request)
+            self._stream_used = now
+            return self._stream.run_one(request_id, request)
 
     @property
     def uses_data_channel(self) -> bool:
@@ -356,11 +393,16 @@ class Session:
         if target is None:
             return None
         try:
-            return DataConnection(target, self.id, self._secret)
+            return DataConnection(target, self.id, self._secret, self._max_reply_bytes())
         except (OSError, DataRefusedError, datawire.FrameError) as exc:
             log.warning("data channel at %s:%d unavailable (%s); using gRPC for session %s", *target, exc, self.id)
             self._data_ok = False
             return None
+
+    def _max_reply_bytes(self) -> int:
+        """The most output bytes a reply may carry: float32 of every output, at least the message limit."""
+        outputs = 4 * sum(int(a.n_elems) for a in self.output_attrs)
+        return max(outputs + (1 << 16), self.board.max_message_bytes or (64 << 20))
 
     def _data_connection(self) -> Optional[DataConnection]:
         if self._data is None or self._data.closed:
@@ -403,9 +445,11 @@ class Session:
         """run() through the unary Run RPC (no stream kept open)."""
         with self._lock:
             self._end_stream()
-            request = _run_request(self.id, self._request_id(), inputs, formats, pass_through, want_float)
+            request_id = self._request_id()
+            request = _run_request(self.id, request_id, inputs, formats, pass_through, want_float)
             self.board.check_size(request)
             reply = self.board._call(self.board._run, request, timeout=None)
+        _check_reply_id(reply.request_id, request_id)
         return [_array(t) for t in reply.outputs]
 
     def _end_stream(self) -> None:
@@ -509,9 +553,10 @@ class Pipeline(OrderedResults):
         self._requests: "queue.Queue[Any]" = queue.Queue()  # noqa: UP037
         self._ready: Deque[List[np.ndarray]] = deque()
         self._inflight = 0
+        self._expected: Deque[int] = deque()  # request ids in flight, oldest first (replies come in order)
         self._lock = threading.Lock()
         board = session.board
-        metadata = board._metadata + ((("rknnlink-stream-mode", "serial"),) if serial else ())
+        metadata = board._metadata + (((MD_STREAM_MODE, "serial"),) if serial else ())
         self._call = board._run_stream(self._request_iter(), metadata=metadata)
         self.closed = False
 
@@ -532,14 +577,16 @@ class Pipeline(OrderedResults):
         request_id = self.session._request_id()
         request = _run_request(self.session.id, request_id, inputs, formats, pass_through, want_float)
         self.session.board.check_size(request)
+        self._expected.append(request_id)
         self._requests.put(request)
         self._inflight += 1
         return request_id
 
-    def run_one(self, request: bytes) -> List[np.ndarray]:
+    def run_one(self, request_id: int, request: bytes) -> List[np.ndarray]:
         """Send one serialised request and wait for its result (Session.run's path)."""
         if self.closed:
             raise BoardError("the pipeline is closed; open a new one with session.pipeline()")
+        self._expected.append(request_id)
         self._requests.put(request)
         self._inflight += 1
         return self._receive()
@@ -554,6 +601,12 @@ class Pipeline(OrderedResults):
             self.closed = True
             raise translate(exc, self.session.board.address) from None
         self._inflight -= 1
+        expected = self._expected.popleft() if self._expected else 0
+        try:
+            _check_reply_id(reply.request_id, expected)
+        except BoardError:
+            self.closed = True
+            raise
         return [_array(t) for t in reply.outputs]
 
     def close(self) -> None:

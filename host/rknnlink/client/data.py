@@ -31,7 +31,9 @@ class DataRefusedError(ConnectionError):
 class DataConnection:
     """One authenticated TCP connection to a session's worker. Not thread-safe (callers hold a lock)."""
 
-    def __init__(self, address: Tuple[str, int], session_id: str, secret: bytes) -> None:
+    def __init__(self, address: Tuple[str, int], session_id: str, secret: bytes, max_reply_bytes: int) -> None:
+        self.max_reply_bytes = max_reply_bytes
+        self._expected: Deque[int] = deque()  # request ids sent and not answered yet, oldest first
         self.sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT)
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -51,6 +53,7 @@ class DataConnection:
 
     def send(self, request_id: int, inputs: Sequence[Tuple[int, int, bool, Sequence[int], Any]], raw: bool) -> None:
         datawire.send_parts(self.sock, datawire.encode_request(request_id, inputs, raw))
+        self._expected.append(request_id)
 
     def receive(self, probe: Optional[Callable[[], None]] = None) -> List[np.ndarray]:
         """The next reply's outputs; RemoteRknnError for a runtime error, ConnectionError when it closed.
@@ -61,7 +64,11 @@ class DataConnection:
             poller.register(self.sock, select.POLLIN)
             while not poller.poll(PROBE_INTERVAL * 1000):
                 probe()
-        _rid, status, _run_us, body = datawire.read_reply(self.sock)
+        rid, status, _run_us, body = datawire.read_reply(self.sock, self.max_reply_bytes)
+        expected = self._expected.popleft() if self._expected else None
+        if rid != expected and not (status != 0 and rid == 0):  # id 0: the worker refused the frame itself
+            raise datawire.FrameError(f"the worker answered request {rid} where request {expected} was due: "
+                                      f"the data connection is out of step")
         if status != 0:
             name, message = body
             raise RemoteRknnError(status, name, message, None, "rknn-error")

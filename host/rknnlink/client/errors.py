@@ -7,10 +7,7 @@ from typing import Optional
 import grpc
 
 from rknnlink.runtime import RknnError
-
-MD_RKNN_CODE = "rknn-error-code"
-MD_RKNN_NAME = "rknn-error-name"
-MD_KIND = "rknnlink-error-kind"
+from rknnlink.v1.protocol import MD_KIND, MD_RKNN_CODE, MD_RKNN_NAME
 
 
 class BoardError(RuntimeError):
@@ -69,7 +66,15 @@ def translate(exc: grpc.RpcError, address: str) -> Exception:
     if status == grpc.StatusCode.RESOURCE_EXHAUSTED and "message larger than max" in details:
         return BoardError(f"{details}: the message exceeds the daemon's size limit; send smaller tensors or "
                           f"restart the daemon with a larger --max-message-mb", status, "message-too-large")
-    if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+    if status == grpc.StatusCode.RESOURCE_EXHAUSTED and "concurrent rpc limit" in details.lower():
+        return BoardError(f"the daemon at {address} is busy: it already serves as many calls at once as it allows "
+                          f"({details}); retry later, or close idle boards and pipelines of other programs",
+                          status, "daemon-busy")
+    if status == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ConnectionError(f"the rknnlink daemon at {address} did not answer in time ({details}): it may be "
+                               f"overloaded by other clients, or the link is down; retry, and check "
+                               f"`rknnlink devices`")
+    if status == grpc.StatusCode.UNAVAILABLE:
         return ConnectionError(f"lost the rknnlink daemon at {address} ({status.name}: {details}); check that it "
                                f"still runs (systemctl status rknnlink-server on the board) and the link is up")
     if status == grpc.StatusCode.CANCELLED:

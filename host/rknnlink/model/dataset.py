@@ -155,8 +155,8 @@ def normalise(raw: np.ndarray, mean: Optional[Sequence[float]], std: Optional[Se
 
 def read_dataset(dataset_txt: str | Path, input_shapes: Optional[Sequence[Sequence[int]]] = None,
                  mean_values: Optional[Sequence] = None, std_values: Optional[Sequence] = None,
-                 reverse_channels: bool = False, progress: bool = True) -> Iterator[Sample]:
-    """Yield one Sample per dataset line (a tqdm progress bar on stderr when ``progress``).
+                 reverse_channels: bool = False, progress: bool | str = True) -> Iterator[Sample]:
+    """Yield one Sample per dataset line (a progress bar on a terminal when ``progress``; a str names it).
 
     ``input_shapes`` are the model's input shapes in order (None: take the files as they are, images as
     NCHW, one input per path of the first line); ``mean_values``/``std_values`` hold one list per input (or
@@ -169,15 +169,16 @@ def read_dataset(dataset_txt: str | Path, input_shapes: Optional[Sequence[Sequen
         if len(paths) != n_in:
             raise BuildError(f"{Path(dataset_txt).name} line {lineno}: {len(paths)} paths but the model has "
                              f"{n_in} inputs; give one file per input separated by spaces")
-    iterator = entries
-    if progress:
-        from tqdm import tqdm
-        iterator = tqdm(entries, desc="calibration", unit="sample", leave=False)
-    for _lineno, paths in iterator:
-        raws = [load_array(p, s) for p, s in zip(paths, shapes)]
-        norm = []
-        for k, raw in enumerate(raws):
-            mean = mean_values[k] if mean_values is not None and k < len(mean_values) else None
-            std = std_values[k] if std_values is not None and k < len(std_values) else None
-            norm.append(normalise(raw, mean, std, reverse_channels and raw.ndim == 4))
-        yield Sample(raw=raws, normalised=norm, paths=[str(p) for p in paths])
+    from rknnlink import progress as bars
+
+    desc = progress if isinstance(progress, str) else "calibration"
+    with bars.bar(len(entries), desc, "sample", show=None if progress else False) as advance:
+        for _lineno, paths in entries:
+            raws = [load_array(p, s) for p, s in zip(paths, shapes)]
+            norm = []
+            for k, raw in enumerate(raws):
+                mean = mean_values[k] if mean_values is not None and k < len(mean_values) else None
+                std = std_values[k] if std_values is not None and k < len(std_values) else None
+                norm.append(normalise(raw, mean, std, reverse_channels and raw.ndim == 4))
+            yield Sample(raw=raws, normalised=norm, paths=[str(p) for p in paths])
+            advance(1)

@@ -266,7 +266,33 @@ class RknnlinkLayerInfo(ctypes.Structure):
         ("bytes_rw", ctypes.c_uint64),
         ("est_time_us", ctypes.c_double),
         ("measured_time_us", ctypes.c_double),
-        ("reserved", ctypes.c_uint8 * 40),
+        ("cost_class", ctypes.c_uint32),
+        ("reserved0", ctypes.c_uint32),
+        ("act_elems", ctypes.c_uint64),
+        ("reserved", ctypes.c_uint8 * 24),
+    ]
+
+
+# rknnlink_cost_class (rknnlink_sim.h): the unit a layer is charged on (docs/cost-model.md).
+COST_CLASS_NAMES = {0: "free", 1: "dense", 2: "depthwise", 3: "eltwise", 4: "move"}
+
+
+class RknnlinkPlatformInfo(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char * 32),
+        ("cores", ctypes.c_uint32),
+        ("perf_detail", ctypes.c_uint32),
+        ("npu_hz", ctypes.c_double),
+        ("peak_int8_macs_per_cycle", ctypes.c_double),
+        ("fp16_ratio", ctypes.c_double),
+        ("dense_macs_per_cycle", ctypes.c_double),
+        ("depthwise_macs_per_cycle", ctypes.c_double),
+        ("eltwise_per_cycle", ctypes.c_double),
+        ("activation_per_cycle", ctypes.c_double),
+        ("ddr_bytes_per_s", ctypes.c_double),
+        ("layer_overhead_us", ctypes.c_double),
+        ("io_bytes_per_s", ctypes.c_double),
+        ("reserved", ctypes.c_uint8 * 24),
     ]
 
 

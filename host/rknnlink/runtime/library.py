@@ -140,6 +140,8 @@ class LayerInfo:
     est_time_us: float
     measured_time_us: float
     n_outputs: int
+    cost_class: str = ""  # the cost model's unit: dense, depthwise, eltwise, move, free
+    act_elems: int = 0  # elements charged at the activation-function rate
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ _OPTIONAL_FUNCTIONS = {
     "rknn_dup_context": (ctypes.c_int, [ctypes.POINTER(_CTX), ctypes.POINTER(_CTX)]),
     "rknn_set_core_mask": (ctypes.c_int, [_CTX, ctypes.c_int]),
     "rknn_set_batch_core_num": (ctypes.c_int, [_CTX, ctypes.c_int]),
+    "rknn_set_input_shapes": (ctypes.c_int, [_CTX, ctypes.c_uint32, ctypes.POINTER(abi.RknnTensorAttr)]),
     "rknnlink_sim_version": (ctypes.c_int, []),
     "rknnlink_sim_layer_count": (ctypes.c_int, [_CTX, ctypes.POINTER(ctypes.c_uint32)]),
     "rknnlink_sim_layer_info": (ctypes.c_int, [_CTX, ctypes.c_uint32, ctypes.POINTER(abi.RknnlinkLayerInfo),
@@ -185,6 +188,9 @@ _OPTIONAL_FUNCTIONS = {
                                               ctypes.c_void_p, ctypes.c_uint32]),
     "rknnlink_sim_last_error": (ctypes.c_char_p, [_CTX]),
     "rknnlink_sim_init_error": (ctypes.c_char_p, []),
+    "rknnlink_sim_platform_count": (ctypes.c_int, [ctypes.POINTER(ctypes.c_uint32)]),
+    "rknnlink_sim_platform_info": (ctypes.c_int, [ctypes.c_uint32, ctypes.POINTER(abi.RknnlinkPlatformInfo),
+                                                  ctypes.c_uint32]),
 }
 
 
@@ -325,8 +331,62 @@ class RuntimeContext:
         self._query(abi.RKNN_QUERY_IN_OUT_NUM, num)
         self.n_inputs = int(num.n_input)
         self.n_outputs = int(num.n_output)
+        self._shape_sets: Optional[List[List[List[int]]]] = None
+        self._refresh_attrs()
+
+    def _refresh_attrs(self) -> None:
         self.input_attrs = [self._attr(abi.RKNN_QUERY_INPUT_ATTR, i) for i in range(self.n_inputs)]
         self.output_attrs = [self._attr(abi.RKNN_QUERY_OUTPUT_ATTR, i) for i in range(self.n_outputs)]
+
+    # -- dynamic input shapes (models built with config(dynamic_input=...))
+    def input_shape_sets(self) -> List[List[List[int]]]:
+        """The shape sets the model was built for, each a list of input shapes as RKNN_QUERY_INPUT_ATTR
+        reports them (4-D inputs NHWC); a static model has one set."""
+        if self._shape_sets is None:
+            per_input = []
+            try:
+                for i in range(self.n_inputs):
+                    ranges = abi.RknnInputRange()
+                    ranges.index = i
+                    self._query(abi.RKNN_QUERY_INPUT_DYNAMIC_RANGE, ranges)
+                    per_input.append([[int(d) for d in ranges.dyn_range[k][:ranges.n_dims]]
+                                      for k in range(ranges.shape_number)])
+                self._shape_sets = [list(shapes) for shapes in zip(*per_input)]
+            except RknnError:  # a runtime without the query: the static shapes
+                self._shape_sets = [[list(a.dims) for a in self.input_attrs]]
+        return self._shape_sets
+
+    def set_input_shapes(self, shapes: Sequence[Sequence[int]], fmt: str = "nhwc") -> None:
+        """rknn_set_input_shapes: switch to the shape set whose inputs have these shapes ('nhwc' or 'nchw'
+        dims for 4-D inputs), then re-read the input and output attributes."""
+        if len(shapes) != self.n_inputs:
+            raise RknnError(abi.RKNN_ERR_PARAM_INVALID, None,
+                            f"set_input_shapes needs {self.n_inputs} shapes, got {len(shapes)}")
+        attrs = (abi.RknnTensorAttr * max(self.n_inputs, 1))()
+        for i, shape in enumerate(shapes):
+            attrs[i].index = i
+            attrs[i].n_dims = len(shape)
+            for d, value in enumerate(shape):
+                attrs[i].dims[d] = int(value)
+            attrs[i].fmt = _FORMATS[fmt.lower()] if len(shape) == 4 else abi.RKNN_TENSOR_UNDEFINED
+        self._call("rknn_set_input_shapes", self.handle, self.n_inputs, attrs)
+        self._refresh_attrs()
+
+    def _follow_input_shapes(self, arrays: Sequence[Any], formats: Optional[Sequence[Optional[str]]]) -> None:
+        """A dynamic-shape model given inputs of another built set switches to it (what a script calling
+        inference() with a new shape expects; C users call rknn_set_input_shapes themselves)."""
+        given = []
+        for i, value in enumerate(arrays):
+            shape = list(np.shape(value))
+            fmt = (formats[i] if formats is not None and i < len(formats) else None) or "nhwc"
+            if len(shape) == 4 and fmt.lower() == "nchw":
+                shape = [shape[0], shape[2], shape[3], shape[1]]
+            given.append(shape)
+        if all(int(np.prod(g)) == a.n_elems for g, a in zip(given, self.input_attrs)):
+            return
+        sets = self.input_shape_sets()
+        if len(sets) > 1 and given in sets:
+            self.set_input_shapes(given, "nhwc")
 
     # -- plumbing
     @property
@@ -383,6 +443,8 @@ class RuntimeContext:
             names = ", ".join(a.name for a in self.input_attrs)
             raise RknnError(abi.RKNN_ERR_INPUT_INVALID, None,
                             f"the model has {self.n_inputs} input(s) ({names}) but {len(arrays)} were given")
+        if not any(pass_through or []):
+            self._follow_input_shapes(arrays, formats)
         inputs = (abi.RknnInput * max(self.n_inputs, 1))()
         keep: List[np.ndarray] = []
         for i, (value, attr) in enumerate(zip(arrays, self.input_attrs)):
@@ -536,7 +598,9 @@ class RuntimeContext:
                                    onnx_type=_c_str(bytes(s.onnx_type)), dtype=int(s.dtype),
                                    dims=tuple(int(d) for d in s.dims[:n_dims]), macs=int(s.macs),
                                    bytes_rw=int(s.bytes_rw), est_time_us=float(s.est_time_us),
-                                   measured_time_us=float(s.measured_time_us), n_outputs=int(s.n_outputs)))
+                                   measured_time_us=float(s.measured_time_us), n_outputs=int(s.n_outputs),
+                                   cost_class=abi.COST_CLASS_NAMES.get(int(s.cost_class), "unknown"),
+                                   act_elems=int(s.act_elems)))
         return infos
 
     def set_dump(self, enable: bool) -> None:

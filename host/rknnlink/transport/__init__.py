@@ -6,7 +6,8 @@ client dials, so the client never needs to know how the bytes travel. Device id 
 * None - the only adb device; `SERIAL` or `IP:5555` - an adb serial (adb-over-TCP serials are connected);
 * `tcp:HOST:PORT` - a daemon reachable over the network (TLS/token details from mDNS or the environment);
 * `mdns:SERIAL` - the daemon advertising that serial over mDNS;
-* `usb:SERIAL` - a board whose USB gadget exposes the rknnlink bulk interface.
+* `usb:SERIAL` - a board whose USB gadget exposes the rknnlink bulk interface;
+* `farm`, `farm:PLACE` - a board reserved from the labgrid farm (rknnlink.farm; released by close()).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class Endpoint:
         kwargs: dict = {}
         if self.data_address:
             kwargs["data_address"] = self.data_address
+        elif self.kind in ("adb", "usb"):
+            # No forward reaches the board's data port: the daemon's advertised port would be dialled on
+            # this host's own loopback, where something else may listen. gRPC carries inference then.
+            kwargs["use_data_channel"] = False
         if self.token:
             kwargs["metadata"] = (("authorization", f"Bearer {self.token}"),)
         if self.tls_root_cert is not None:
@@ -103,8 +108,13 @@ class DeviceRecord:
                 "daemon_version": self.daemon_version, "address": self.address}
 
 
-def resolve(device_id: Optional[str], *, timeout: float = 10.0) -> Endpoint:
-    """Turns a device id into a reachable daemon endpoint, setting up forwards/bridges as needed."""
+def resolve(device_id: Optional[str], *, timeout: float = 10.0, platform: Optional[str] = None) -> Endpoint:
+    """Turns a device id into a reachable daemon endpoint, setting up forwards/bridges as needed.
+    `platform` (the target) selects the board for farm ids."""
+    if device_id is not None and (device_id == "farm" or device_id.startswith(("farm:", "farm?"))):
+        from rknnlink.farm import resolve_farm
+
+        return resolve_farm(device_id, platform=platform, timeout=timeout)
     if device_id is not None and device_id.startswith("tcp:"):
         from .network import resolve_tcp
 

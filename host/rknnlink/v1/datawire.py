@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from typing import Any, List, Optional, Sequence, Tuple
+
+from rknnlink.v1.protocol import MAX_DIMS, MAX_TENSORS
 
 VERSION = 1
 HELLO = struct.Struct("<4sHHH")
@@ -31,8 +34,6 @@ REPLY = struct.Struct("<4sQiqI")
 OUTPUT = struct.Struct("<iHxxQ")
 MAGIC_HELLO, MAGIC_HELLO_REPLY, MAGIC_REQUEST, MAGIC_REPLY = b"RKLD", b"RKLH", b"RKLQ", b"RKLR"
 MAX_ID = 256
-MAX_TENSORS = 256
-MAX_DIMS = 16
 MAX_MESSAGE = 1 << 20
 FLAG_RAW = 0x1
 REFUSED = 1               # hello reply status: bad hello, unknown session or wrong secret, busy
@@ -47,11 +48,18 @@ class PeerClosedError(ConnectionError):
     """The other side closed the data connection."""
 
 
-def recv_exact(sock: socket.socket, size: int) -> bytearray:
+def recv_exact(sock: socket.socket, size: int, deadline: Optional[float] = None) -> bytearray:
+    """`size` bytes; with `deadline` (time.monotonic()) socket.timeout once it passes, however the bytes
+    trickle in (a per-recv timeout would restart with every byte)."""
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
     while got < size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("the peer did not finish its frame in time")
+            sock.settimeout(left)
         n = sock.recv_into(view[got:], size - got)
         if n == 0:
             raise PeerClosedError("the data connection was closed" + (" in the middle of a frame" if got else ""))
@@ -78,15 +86,16 @@ def encode_hello(session_id: str, secret: bytes) -> bytes:
     return HELLO.pack(MAGIC_HELLO, VERSION, len(sid), len(secret)) + sid + bytes(secret)
 
 
-def read_hello(sock: socket.socket) -> Tuple[str, bytes]:
-    magic, version, sid_len, secret_len = HELLO.unpack(recv_exact(sock, HELLO.size))
+def read_hello(sock: socket.socket, deadline: Optional[float] = None) -> Tuple[str, bytes]:
+    """The client's hello, all of it before `deadline` (time.monotonic())."""
+    magic, version, sid_len, secret_len = HELLO.unpack(recv_exact(sock, HELLO.size, deadline))
     if magic != MAGIC_HELLO:
         raise FrameError("not an rknnlink data-channel hello (bad magic)")
     if version != VERSION:
         raise FrameError(f"data-channel protocol {version} is not supported (this side speaks {VERSION})")
     if sid_len > MAX_ID or secret_len > MAX_ID:
         raise FrameError("data-channel hello: session id or secret too long")
-    body = recv_exact(sock, sid_len + secret_len)
+    body = recv_exact(sock, sid_len + secret_len, deadline)
     try:
         session_id = body[:sid_len].decode()
     except UnicodeDecodeError as exc:
@@ -167,9 +176,10 @@ def encode_error(request_id: int, code: int, name: Optional[str], message: str) 
     return [REPLY.pack(MAGIC_REPLY, request_id, code if code else -1, 0, len(text)) + text]
 
 
-def read_reply(sock: socket.socket, max_bytes: int = 1 << 40) -> Tuple[int, int, int, Any]:
+def read_reply(sock: socket.socket, max_bytes: int) -> Tuple[int, int, int, Any]:
     """(request_id, status, run_us, outputs) with outputs [(dtype, shape, bytearray)], or for status != 0
-    (request_id, status, 0, (name, message))."""
+    (request_id, status, 0, (name, message)). FrameError when the outputs would exceed `max_bytes` in all
+    (checked before anything is allocated)."""
     magic, request_id, status, run_us, count = REPLY.unpack(recv_exact(sock, REPLY.size))
     if magic != MAGIC_REPLY:
         raise FrameError("bad reply magic: the data connection is out of step")
@@ -181,9 +191,11 @@ def read_reply(sock: socket.socket, max_bytes: int = 1 << 40) -> Tuple[int, int,
     if count > MAX_TENSORS:
         raise FrameError(f"a reply with {count} outputs")
     metas = []
+    total = 0
     for _ in range(count):
         dtype, ndim, nbytes = OUTPUT.unpack(recv_exact(sock, OUTPUT.size))
-        if ndim > MAX_DIMS or nbytes > max_bytes:
-            raise FrameError("an output with impossible dimensions or size")
+        total += nbytes
+        if ndim > MAX_DIMS or total > max_bytes:
+            raise FrameError(f"a reply with impossible dimensions or more than {max_bytes} bytes of outputs")
         metas.append((dtype, struct.unpack(f"<{ndim}q", recv_exact(sock, 8 * ndim)), nbytes))
     return request_id, 0, run_us, [(dtype, shape, recv_exact(sock, nbytes)) for dtype, shape, nbytes in metas]

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List, Sequence, Tuple
 
+from rknnlink.v1.protocol import MAX_DIMS, MAX_TENSORS
+
 _U64 = (1 << 64) - 1
 # Field numbers (rknnlink.proto).
 _REQ_SESSION, _REQ_ID, _REQ_INPUTS, _REQ_RAW = 1, 2, 3, 4
@@ -97,6 +99,7 @@ class RunRequestView:
     request_id: int = 0
     inputs: List[TensorView] = field(default_factory=list)
     raw_outputs: bool = False
+    error: str = ""   # why decoding stopped (a protocol limit); the daemon answers INVALID_ARGUMENT with it
 
 
 @dataclass
@@ -167,8 +170,10 @@ def decode_tensor(buf: memoryview) -> TensorView:
             while pos < len(value):
                 dim, pos = _read_varint(value, pos)
                 t.shape.append(_signed(dim))
+                _check_dims(t.shape)
         elif number == _T_SHAPE and wire_type == 0:
             t.shape.append(_signed(value))
+            _check_dims(t.shape)
         elif number == _T_DATA and wire_type == 2:
             t.data = value
         elif number == _T_FORMAT and wire_type == 0:
@@ -178,17 +183,35 @@ def decode_tensor(buf: memoryview) -> TensorView:
     return t
 
 
+class LimitError(WireError):
+    """A message beyond the protocol's limits (rknnlink.v1.protocol): decoding stops before allocating more."""
+
+
+def _check_dims(shape: List[int]) -> None:
+    if len(shape) > MAX_DIMS:
+        raise LimitError(f"a tensor with more than {MAX_DIMS} dimensions")
+
+
 def decode_run_request(data: bytes) -> RunRequestView:
+    """A RunRequest; beyond MAX_TENSORS inputs or MAX_DIMS dimensions (or malformed) it stops decoding and
+    returns the view with `error` set, so a hostile message never costs more than its own bytes."""
     req = RunRequestView()
-    for number, wire_type, value in _fields(memoryview(data)):
-        if number == _REQ_SESSION and wire_type == 2:
-            req.session_id = bytes(value).decode("utf-8", "replace")
-        elif number == _REQ_ID and wire_type == 0:
-            req.request_id = value
-        elif number == _REQ_INPUTS and wire_type == 2:
-            req.inputs.append(decode_tensor(value))
-        elif number == _REQ_RAW and wire_type == 0:
-            req.raw_outputs = bool(value)
+    try:
+        for number, wire_type, value in _fields(memoryview(data)):
+            if number == _REQ_SESSION and wire_type == 2:
+                req.session_id = bytes(value[:256]).decode("utf-8", "replace")
+            elif number == _REQ_ID and wire_type == 0:
+                req.request_id = value
+            elif number == _REQ_INPUTS and wire_type == 2:
+                if len(req.inputs) >= MAX_TENSORS:
+                    raise LimitError(f"a run request with more than {MAX_TENSORS} inputs (at most {MAX_TENSORS}); "
+                                     f"models have at most that many")
+                req.inputs.append(decode_tensor(value))
+            elif number == _REQ_RAW and wire_type == 0:
+                req.raw_outputs = bool(value)
+    except WireError as exc:
+        req.inputs = []
+        req.error = f"malformed run request: {exc}"
     return req
 
 

@@ -209,7 +209,7 @@ class TensorAttr(_message.Message):
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ..., fmt: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., qnt_type: _Optional[int] = ..., zp: _Optional[int] = ..., scale: _Optional[float] = ..., n_elems: _Optional[int] = ..., size: _Optional[int] = ..., fl: _Optional[int] = ..., w_stride: _Optional[int] = ..., size_with_stride: _Optional[int] = ..., h_stride: _Optional[int] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("client_id", "model_sha256", "core_mask", "collect_perf", "eval_mem", "async_mode", "dump_layers")
+    __slots__ = ("client_id", "model_sha256", "core_mask", "collect_perf", "eval_mem", "async_mode", "dump_layers", "model_proof")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     CORE_MASK_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +217,7 @@ class CreateSessionRequest(_message.Message):
     EVAL_MEM_FIELD_NUMBER: _ClassVar[int]
     ASYNC_MODE_FIELD_NUMBER: _ClassVar[int]
     DUMP_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_PROOF_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     model_sha256: str
     core_mask: int
@@ -224,7 +225,8 @@ class CreateSessionRequest(_message.Message):
     eval_mem: bool
     async_mode: bool
     dump_layers: bool
-    def __init__(self, client_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., core_mask: _Optional[int] = ..., collect_perf: _Optional[bool] = ..., eval_mem: _Optional[bool] = ..., async_mode: _Optional[bool] = ..., dump_layers: _Optional[bool] = ...) -> None: ...
+    model_proof: bytes
+    def __init__(self, client_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., core_mask: _Optional[int] = ..., collect_perf: _Optional[bool] = ..., eval_mem: _Optional[bool] = ..., async_mode: _Optional[bool] = ..., dump_layers: _Optional[bool] = ..., model_proof: _Optional[bytes] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
     __slots__ = ("session_id", "inputs", "outputs", "custom_string", "sdk_version", "is_simulator", "data_secret")

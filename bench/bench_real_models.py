@@ -1,0 +1,86 @@
+"""Real models (the corpus/ folder): per model and mode (fp16, int8), rknnlink's fidelity and task
+agreement against onnxruntime fp32, beside RKNN-Toolkit2 2.5.0's on the same files when
+RKNNLINK_TOOLKIT2_PYTHON names the python of a toolkit venv, and both build times.
+
+fidelity = min over outputs of min(cosine, centred cosine); task = the model's own agreement metric
+(top-1, matched detections, decoded text, mask IoU, text-map IoU; corpus/metrics.py). The corpus is
+regenerated into the cache first when missing (``python -m corpus.build``).
+
+    RKNNLINK_TOOLKIT2_PYTHON=/work/tk2venv/bin/python .venv/bin/python bench/bench_real_models.py \
+        [--only resnet18,ppocrv4_det] [--modes fp16,int8] [--algorithm normal] [--small] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from corpus import run  # noqa: E402
+from corpus.build import build_all  # noqa: E402
+from corpus.manifest import BY_NAME  # noqa: E402
+
+
+def _fmt(v: float, digits: int = 4) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="", help="comma-separated corpus models (default: all)")
+    ap.add_argument("--modes", default="fp16,int8")
+    ap.add_argument("--algorithm", default="normal", help="quantized_algorithm for both tools")
+    ap.add_argument("--small", action="store_true", help="the reduced CI copies")
+    ap.add_argument("--no-toolkit", action="store_true", help="skip RKNN-Toolkit2 even when configured")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # calibration progress bars would interleave with the table
+    names = [n for n in args.only.split(",") if n] or list(BY_NAME)
+    folders = build_all(names, small=args.small)
+    tk = None if args.no_toolkit else run.toolkit_python()
+    print(f"toolkit: {tk or 'not configured (set ' + run.TOOLKIT_ENV + ')'}; algorithm {args.algorithm}")
+    head = (f"{'model':18s} {'mode':5s} {'metric':12s} {'fid':>7s} {'tk fid':>7s} {'task':>6s} {'tk task':>7s} "
+            f"{'build s':>7s} {'tk s':>6s}  note")
+    print(head)
+    print("-" * len(head))
+    rows = []
+    for name in names:
+        folder = folders[name]
+        if isinstance(folder, str):
+            print(f"{name:18s} {folder}")
+            rows.append({"model": name, "skipped": folder})
+            continue
+        ref = run.reference(folder)
+        metric = run.meta(folder)["metric"]
+        for mode in [m for m in args.modes.split(",") if m]:
+            quant = mode == "int8"
+            ours = run.run_rknnlink(folder, quant, args.algorithm)
+            fid, task = run.score(folder, ref, ours)
+            theirs = run.run_toolkit(folder, quant, args.algorithm, tk) if tk else run.RunResult(error="")
+            tfid, ttask = run.score(folder, ref, theirs) if tk else (float("nan"), float("nan"))
+            note = "; ".join(e for e in (ours.error, theirs.error) if e)
+            if tk and not ours.error and not theirs.error:
+                # fp16 rows differ by float noise (1e-6); int8 rows are compared strictly
+                tol = 1e-5 if quant else 1e-4
+                note = "below toolkit" if fid < tfid - tol or task < ttask - 1e-3 else ""
+            print(f"{name:18s} {mode:5s} {metric:12s} {_fmt(fid, 5):>7s} {_fmt(tfid, 5):>7s} {_fmt(task, 3):>6s} "
+                  f"{_fmt(ttask, 3):>7s} {_fmt(ours.build_s, 2):>7s} {_fmt(theirs.build_s, 2):>6s}  {note}",
+                  flush=True)
+            rows.append({"model": name, "mode": mode, "metric": metric, "fidelity": fid, "task": task,
+                         "build_s": ours.build_s, "toolkit_fidelity": tfid, "toolkit_task": ttask,
+                         "toolkit_build_s": theirs.build_s, "note": note})
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

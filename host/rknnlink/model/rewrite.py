@@ -1,0 +1,585 @@
+"""Graph rewrites on the lowered operator list, before quantization.
+
+Exporters often spell one NPU layer as several small ONNX operators. Run one by one in int8, each of them
+rounds to its own 8-bit grid, and a chain of them can lose a tensor entirely: PP-OCRv4's detector has 28
+Paddle "learnable affine" blocks, Conv -> Mul(scalar) -> Add(scalar), whose separately quantised outputs
+flattened the text map to zero. These passes turn such chains back into the one layer they mean:
+
+* :func:`drop_identity_arithmetic`: Mul/Div by 1, Add/Sub of 0 (Paddle's Swish beta) vanish.
+* :func:`fold_affine`: Conv / ConvTranspose / Gemm followed by Mul / Div / Add / Sub with a scalar or
+  per-output-channel constant -> new weights and bias (exact in real arithmetic).
+* :func:`fuse_hard_activations`: Add(3) -> Clip(0, 6) -> Div(6) (or Mul(1/6)) -> HardSigmoid, Mul(x, a)
+  -> Add(b) -> Clip(0, 1) -> HardSigmoid, x * HardSigmoid(x) (and x * Clip(x + 3, 0, 6) / 6) -> HardSwish.
+* :func:`fuse_gelu`: x * 0.5 * (1 + erf(x / sqrt 2)) and the tanh approximation -> Gelu.
+* :func:`fuse_layernorm`: ReduceMean / Sub / Pow (or Mul) / ReduceMean / Add(eps) / Sqrt / Div, with
+  the optional Mul(gamma) / Add(beta) -> LayerNormalization.
+* :func:`fuse_mish`: x * tanh(softplus(x)) -> Mish.
+
+SiLU (x * sigmoid(x)) and the activation-into-producer fusion stay in :mod:`.lower` (``fuse_silu``,
+``fuse_activations``); :func:`rewrite` runs them after these passes so that a folded Conv still takes its
+activation. A fused layer takes over the output tensor (and name) of the last operator it replaces, so
+the tensors accuracy_analysis compares keep their ONNX names; only the tensors inside a pattern vanish,
+as the pre-activation tensor does under activation fusion. A pattern fires only when every inner tensor
+has that one consumer and is not a graph output, and layers the simulator lacks (LayerNormalization,
+Gelu, Mish before the operator lands) are left decomposed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Optional
+
+import numpy as np
+
+from . import format as fmt
+from .lower import LOWERINGS, LNode, _Ctx, fuse_activations, fuse_silu
+from .prepare import PreparedGraph
+
+LOG = logging.getLogger(__name__)
+
+ARITH = ("Add", "Sub", "Mul", "Div")
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm")
+
+
+class _Index:
+    """Producers, consumer counts and constants of a lowered node list; rebuilt after each pass."""
+
+    def __init__(self, nodes: list, pg: PreparedGraph) -> None:
+        self.pg = pg
+        self.producer = {o: n for n in nodes for o in n.outputs}
+        self.uses: dict = {}
+        for n in nodes:
+            for i in n.inputs:
+                if i:
+                    self.uses[i] = self.uses.get(i, 0) + 1
+        self.graph_outputs = set(pg.outputs)
+
+    def single_use(self, name: str) -> bool:
+        """Only one operator reads ``name`` and it is not a graph output: it may vanish into a fusion."""
+        return self.uses.get(name, 0) == 1 and name not in self.graph_outputs
+
+    def const(self, name: Optional[str]) -> Optional[np.ndarray]:
+        if name is None or name not in self.pg.constants:
+            return None
+        arr = np.asarray(self.pg.constants[name])
+        return arr if arr.dtype.kind == "f" else None
+
+    def scalar(self, name: Optional[str]) -> Optional[float]:
+        arr = self.const(name)
+        return float(arr.reshape(-1)[0]) if arr is not None and arr.size == 1 else None
+
+    def split_const(self, n: LNode) -> Optional[tuple]:
+        """(variable input, constant value, constant_first) of a two-input Add/Sub/Mul/Div, else None."""
+        if n.op_type not in ARITH or len(n.inputs) != 2 or n.act is not None:
+            return None
+        a, b = n.inputs
+        ca, cb = self.const(a), self.const(b)
+        if cb is not None and ca is None:
+            return a, cb, False
+        if ca is not None and cb is None:
+            return b, ca, True
+        return None
+
+    def consumer_chain_head(self, name: str, nodes: list) -> Optional[LNode]:
+        """The one operator reading ``name`` when it is single-use."""
+        if not self.single_use(name):
+            return None
+        for n in nodes:
+            if name in n.inputs:
+                return n
+        return None
+
+
+def _close(value: Optional[float], target: float, tol: float = 1e-3) -> bool:
+    return value is not None and abs(value - target) <= tol * max(1.0, abs(target))
+
+
+def _new_const(pg: PreparedGraph, base: str, arr: np.ndarray) -> str:
+    name, k = base, 1
+    while name in pg.constants or name in pg.shapes:
+        name, k = f"{base}_{k}", k + 1
+    pg.constants[name] = arr
+    pg.shapes[name] = tuple(arr.shape)
+    pg.elem_types[name] = 1
+    return name
+
+
+def _replace(nodes: list, remove: list, new: LNode, at: LNode) -> list:
+    """``nodes`` with the ``remove`` nodes gone and ``new`` standing where ``at`` stood."""
+    gone = {id(n) for n in remove}
+    out = []
+    for n in nodes:
+        if n is at:
+            out.append(new)
+        elif id(n) not in gone:
+            out.append(n)
+    return out
+
+
+# ------------------------------------------------------------------------------- identity arithmetic
+
+
+def drop_identity_arithmetic(nodes: list, pg: PreparedGraph) -> list:
+    """Mul/Div by 1 and Add/Sub of 0 (exporters write Swish's beta = 1 as Mul(x, 1.0)) are removed, their
+    readers rewired to the input, so that the patterns around them are recognised."""
+    idx = _Index(nodes, pg)
+    rename, keep = {}, []
+    for n in nodes:
+        s = idx.split_const(n)
+        neutral = 1.0 if n.op_type in ("Mul", "Div") else 0.0
+        if (s is not None and not s[2] and s[1].size == 1 and float(s[1].reshape(-1)[0]) == neutral
+                and n.outputs[0] not in idx.graph_outputs
+                and tuple(pg.shapes.get(s[0], ())) == tuple(pg.shapes.get(n.outputs[0], ()))):
+            rename[n.outputs[0]] = rename.get(s[0], s[0])
+            continue
+        n.inputs = [rename.get(i, i) for i in n.inputs]
+        keep.append(n)
+    return keep
+
+
+# ------------------------------------------------------------------------------------ affine folding
+
+
+def _channel_vector(c: np.ndarray, out_shape: tuple, axis: int) -> Optional[np.ndarray]:
+    """The constant as one value per output channel (length out_shape[axis]), or None when it varies along
+    another axis or would change the output's shape by broadcasting."""
+    if c.size == 1:
+        return np.full(out_shape[axis], float(c.reshape(-1)[0]), np.float64)
+    if c.ndim > len(out_shape):
+        return None
+    shape = (1,) * (len(out_shape) - c.ndim) + tuple(c.shape)
+    for i, (s, o) in enumerate(zip(shape, out_shape)):
+        if s != 1 and (i != axis or s != o):
+            return None
+    return c.reshape(-1).astype(np.float64)
+
+
+def _out_channel_layout(n: LNode, pg: PreparedGraph) -> Optional[tuple]:
+    """(channel axis of the output, channel axis of the weight, weight) for a foldable producer."""
+    w = pg.constants.get(n.inputs[1]) if len(n.inputs) > 1 else None
+    if w is None or np.asarray(w).dtype.kind != "f":
+        return None
+    if n.op_type == "Conv":
+        return 1, 0, w
+    if n.op_type == "ConvTranspose":
+        return (1, 1, w) if n.attrs.get("group", 1) == 1 else None
+    if n.op_type == "Gemm":
+        if n.attrs.get("alpha", 1.0) != 1.0 or n.attrs.get("beta", 1.0) != 1.0:
+            return None
+        return 1, (0 if n.attrs.get("transB", 0) else 1), w
+    return None
+
+
+def fold_affine(nodes: list, pg: PreparedGraph) -> list:
+    """Conv/ConvTranspose/Gemm -> Mul|Div|Add|Sub(constant per channel or scalar) folds into the layer."""
+    changed = True
+    count = 0
+    while changed:
+        changed = False
+        idx = _Index(nodes, pg)
+        for n in nodes:
+            if n.op_type not in WEIGHTED or n.act is not None or len(n.outputs) != 1:
+                continue
+            y = n.outputs[0]
+            nxt = idx.consumer_chain_head(y, nodes)
+            split = idx.split_const(nxt) if nxt is not None else None
+            layout = _out_channel_layout(n, pg)
+            if split is None or layout is None:
+                continue
+            _, c, const_first = split
+            if nxt.op_type == "Div" and const_first:
+                continue  # c / y is not affine in y
+            out_shape = pg.shapes[y]
+            if tuple(pg.shapes[nxt.outputs[0]]) != tuple(out_shape):
+                continue  # the constant broadcasts the output to a larger shape
+            vec = _channel_vector(np.asarray(c), tuple(out_shape), layout[0])
+            if vec is None or (nxt.op_type == "Div" and np.any(vec == 0)):
+                continue
+            scale, shift = np.ones_like(vec), np.zeros_like(vec)
+            if nxt.op_type == "Mul":
+                scale = vec
+            elif nxt.op_type == "Div":
+                scale = 1.0 / vec
+            elif nxt.op_type == "Add":
+                shift = vec
+            elif const_first:  # c - y
+                scale, shift = -np.ones_like(vec), vec
+            else:  # y - c
+                shift = -vec
+            w_axis, w = layout[1], np.asarray(layout[2], np.float64)
+            bshape = [1] * w.ndim
+            bshape[w_axis] = -1
+            new_w = (w * scale.reshape(bshape)).astype(np.float32)
+            b_name = n.inputs[2] if len(n.inputs) > 2 else None
+            b = idx.const(b_name)
+            n_out = len(vec)
+            b = np.zeros(n_out) if b is None else np.broadcast_to(np.asarray(b, np.float64).reshape(-1), (n_out,))
+            new_b = (b * scale + shift).astype(np.float32)
+            inputs = list(n.inputs) + [None] * (3 - len(n.inputs))
+            inputs[1] = _new_const(pg, f"{n.inputs[1]}__folded_{n.name}", new_w)
+            inputs[2] = _new_const(pg, f"{b_name or n.name + '_bias'}__folded_{n.name}", new_b)
+            n.inputs = inputs
+            n.outputs = list(nxt.outputs)
+            nodes = [m for m in nodes if m is not nxt]
+            count += 1
+            changed = True
+            break
+    if count:
+        LOG.info("folded %d constant Mul/Div/Add/Sub layers into Conv/ConvTranspose/Gemm weights", count)
+    return nodes
+
+
+# ------------------------------------------------------------------------ HardSigmoid / HardSwish
+
+
+def _hard_sigmoid_from(idx: _Index, last: LNode) -> Optional[tuple]:
+    """If ``last`` ends a decomposed HardSigmoid, (x, alpha, beta, replaced nodes), else None.
+
+    Forms: Div(Clip(Add(x, 3), 0, 6), 6) / Mul(..., 1/6), and Clip(Add(Mul(x, a), b), 0, 1).
+    """
+    if last.op_type == "Clip" and _close(last.attrs.get("min"), 0.0) and _close(last.attrs.get("max"), 1.0):
+        add = idx.producer.get(last.inputs[0])
+        s = idx.split_const(add) if add is not None and idx.single_use(last.inputs[0]) else None
+        if s is None or add.op_type not in ("Add", "Sub") or s[1].size != 1 or s[2] and add.op_type == "Sub":
+            return None
+        beta = float(s[1].reshape(-1)[0]) * (-1 if add.op_type == "Sub" else 1)
+        mul = idx.producer.get(s[0])
+        m = idx.split_const(mul) if mul is not None and idx.single_use(s[0]) else None
+        if m is not None and mul.op_type in ("Mul", "Div") and m[1].size == 1 and not m[2]:
+            alpha = float(m[1].reshape(-1)[0])
+            alpha = 1.0 / alpha if mul.op_type == "Div" else alpha
+            return m[0], alpha, beta, [mul, add, last]
+        return None
+    s = idx.split_const(last)
+    if s is None or s[2] or s[1].size != 1:
+        return None
+    k = float(s[1].reshape(-1)[0])
+    if not ((last.op_type == "Div" and _close(k, 6.0)) or (last.op_type == "Mul" and _close(k, 1 / 6))):
+        return None
+    clip = idx.producer.get(s[0])
+    if (clip is None or clip.op_type != "Clip" or not idx.single_use(s[0]) or not _close(clip.attrs.get("min"), 0.0)
+            or not _close(clip.attrs.get("max"), 6.0)):
+        return None
+    add = idx.producer.get(clip.inputs[0])
+    a = idx.split_const(add) if add is not None and idx.single_use(clip.inputs[0]) else None
+    if a is None or add.op_type != "Add" or a[1].size != 1 or not _close(float(a[1].reshape(-1)[0]), 3.0):
+        return None
+    return a[0], 1.0 / 6.0, 0.5, [add, clip, last]
+
+
+def fuse_hard_activations(nodes: list, pg: PreparedGraph) -> list:
+    """Decomposed HardSigmoid -> HardSigmoid; x * HardSigmoid(x) -> HardSwish (see the module doc)."""
+    for _ in range(len(nodes)):
+        idx = _Index(nodes, pg)
+        for n in nodes:
+            found = _hard_sigmoid_from(idx, n)
+            if found is not None:
+                x, alpha, beta, parts = found
+                new = LNode("HardSigmoid", parts[-1].name, "HardSigmoid", [x], list(n.outputs),
+                            {"alpha": alpha, "beta": beta})
+                nodes = _replace(nodes, parts, new, n)
+                break
+            hs = _hard_swish_from(idx, n)
+            if hs is not None:
+                x, parts = hs
+                nodes = _replace(nodes, parts, LNode("HardSwish", n.name, "HardSwish", [x], list(n.outputs)), n)
+                break
+        else:
+            return nodes
+    return nodes
+
+
+def _hard_swish_from(idx: _Index, last: LNode) -> Optional[tuple]:
+    """Mul(x, HardSigmoid(x; 1/6, 0.5)) -> (x, [hsig, mul]); Div(Mul(x, Clip(x+3, 0, 6)), 6) likewise."""
+    if last.op_type == "Mul" and len(last.inputs) == 2 and last.act is None:
+        for x, g in (last.inputs, last.inputs[::-1]):
+            hs = idx.producer.get(g)
+            if (hs is not None and hs.op_type == "HardSigmoid" and hs.inputs[0] == x and idx.single_use(g)
+                    and _close(hs.attrs.get("alpha"), 1 / 6) and _close(hs.attrs.get("beta"), 0.5)
+                    and idx.pg.shapes.get(x) == idx.pg.shapes.get(last.outputs[0])):
+                return x, [hs, last]
+        return None
+    s = idx.split_const(last)
+    if s is None or s[2] or s[1].size != 1:
+        return None
+    k = float(s[1].reshape(-1)[0])
+    if not ((last.op_type == "Div" and _close(k, 6.0)) or (last.op_type == "Mul" and _close(k, 1 / 6))):
+        return None
+    mul = idx.producer.get(s[0])
+    if mul is None or mul.op_type != "Mul" or len(mul.inputs) != 2 or not idx.single_use(s[0]):
+        return None
+    for x, r in (mul.inputs, mul.inputs[::-1]):
+        clip = idx.producer.get(r)
+        if (clip is None or clip.op_type != "Clip" or not idx.single_use(r) or not _close(clip.attrs.get("min"), 0.0)
+                or not _close(clip.attrs.get("max"), 6.0)):
+            continue
+        add = idx.producer.get(clip.inputs[0])
+        a = idx.split_const(add) if add is not None and idx.single_use(clip.inputs[0]) else None
+        if (a is not None and add.op_type == "Add" and a[0] == x and a[1].size == 1
+                and _close(float(a[1].reshape(-1)[0]), 3.0)):
+            return x, [add, clip, mul, last]
+    return None
+
+
+# ----------------------------------------------------------------------- layers made by LOWERINGS
+
+
+def _lowered(op_type: str, name: str, inputs: list, output: str, pg: PreparedGraph,
+             **attrs) -> Optional[LNode]:
+    """The simulator layer for one ONNX node, through the operator's own lowering (so the fused layer is
+    exactly what the ONNX operator would give); None when the simulator lacks the operator."""
+    from onnx import helper
+    if op_type not in LOWERINGS or op_type not in fmt.OP_TYPES:
+        return None
+    node = helper.make_node(op_type, inputs, [output], name=name, **attrs)
+    try:
+        return LOWERINGS[op_type](_Ctx(node, pg))
+    except Exception as exc:  # an attribute variant the lowering refuses: keep the decomposed form
+        LOG.debug("not fusing %s %s: %s", op_type, name, exc)
+        return None
+
+
+def _x_times_half(idx: _Index, mul: LNode, inner: str) -> Optional[tuple]:
+    """For mul = Mul(a, b) with one side ``inner``: the x it multiplies, allowing x*0.5 on the other side
+    or a following Mul(0.5). Returns (x, half_applied_node_or_None)."""
+    other = mul.inputs[1] if mul.inputs[0] == inner else mul.inputs[0]
+    p = idx.producer.get(other)
+    s = idx.split_const(p) if p is not None and idx.single_use(other) else None
+    if s is not None and p.op_type == "Mul" and s[1].size == 1 and _close(float(s[1].reshape(-1)[0]), 0.5):
+        return s[0], p
+    return other, None
+
+
+def fuse_gelu(nodes: list, pg: PreparedGraph) -> list:
+    """x * 0.5 * (1 + erf(x / sqrt(2))) and 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) -> Gelu."""
+    for _ in range(len(nodes)):
+        idx = _Index(nodes, pg)
+        for n in nodes:
+            found = _gelu_from(idx, n, nodes)
+            if found is None:
+                continue
+            x, parts, last, approx = found
+            attrs = {"approximate": "tanh"} if approx else {}
+            new = _lowered("Gelu", last.name, [x], last.outputs[0], pg, **attrs)
+            if new is None:
+                return nodes
+            nodes = _replace(nodes, parts, new, last)
+            break
+        else:
+            return nodes
+    return nodes
+
+
+def _gelu_core(idx: _Index, core: LNode) -> Optional[tuple]:
+    """(x, nodes, tanh?) when ``core`` (an Erf or Tanh) computes erf(x/sqrt2) or tanh(k(x + c x^3))."""
+    t = core.inputs[0]
+    if not idx.single_use(t):
+        return None
+    p = idx.producer.get(t)
+    s = idx.split_const(p) if p is not None else None
+    if s is None or s[2] or s[1].size != 1:
+        return None
+    k = float(s[1].reshape(-1)[0])
+    k = 1.0 / k if p.op_type == "Div" else k if p.op_type == "Mul" else None
+    if core.op_type == "Erf":
+        return (s[0], [p, core], False) if _close(k, 1 / math.sqrt(2)) else None
+    if not _close(k, math.sqrt(2 / math.pi)):
+        return None
+    add = idx.producer.get(s[0])
+    if add is None or add.op_type != "Add" or not idx.single_use(s[0]) or len(add.inputs) != 2:
+        return None
+    for x, cube in (add.inputs, add.inputs[::-1]):
+        m = idx.producer.get(cube)
+        ms = idx.split_const(m) if m is not None and idx.single_use(cube) else None
+        if ms is None or m.op_type != "Mul" or ms[1].size != 1 or not _close(float(ms[1].reshape(-1)[0]), 0.044715):
+            continue
+        pw = idx.producer.get(ms[0])
+        if pw is None or not idx.single_use(ms[0]):
+            continue
+        if pw.op_type == "Pow" and pw.inputs[0] == x and _close(idx.scalar(pw.inputs[1]), 3.0):
+            return x, [pw, m, add, p, core], True
+    return None
+
+
+def _gelu_from(idx: _Index, core: LNode, nodes: list) -> Optional[tuple]:
+    if core.op_type not in ("Erf", "Tanh"):
+        return None
+    found = _gelu_core(idx, core)
+    if found is None:
+        return None
+    x, parts, approx = found
+    plus = idx.consumer_chain_head(core.outputs[0], nodes)
+    s = idx.split_const(plus) if plus is not None else None
+    if s is None or plus.op_type != "Add" or s[1].size != 1 or not _close(float(s[1].reshape(-1)[0]), 1.0):
+        return None
+    mul = idx.consumer_chain_head(plus.outputs[0], nodes)
+    if mul is None or mul.op_type != "Mul" or len(mul.inputs) != 2 or mul.act is not None:
+        return None
+    other, half = _x_times_half(idx, mul, plus.outputs[0])
+    if other != x:
+        return None
+    parts = parts + [plus, mul] + ([half] if half is not None else [])
+    last = mul
+    if half is None:
+        h = idx.consumer_chain_head(mul.outputs[0], nodes)
+        hs = idx.split_const(h) if h is not None else None
+        if hs is None or hs[1].size != 1:
+            return None
+        k = float(hs[1].reshape(-1)[0])
+        if not ((h.op_type == "Mul" and _close(k, 0.5)) or (h.op_type == "Div" and not hs[2] and _close(k, 2.0))):
+            return None
+        parts.append(h)
+        last = h
+    return x, parts, last, approx
+
+
+# ------------------------------------------------------------------------------------- LayerNorm
+
+
+def decomposed_layernorms(nodes: list, pg: PreparedGraph) -> list:
+    """The layer names of every decomposed LayerNorm still in ``nodes`` (one list per LayerNorm): where the
+    simulator has no LayerNormalization layer, precision.py keeps them in float16, as the NPU computes
+    normalisation in higher precision."""
+    idx = _Index(nodes, pg)
+    found = []
+    for n in nodes:
+        hit = _layernorm_from(idx, n, nodes)
+        if hit is not None:
+            found.append([p.name for p in hit[1]])
+    return found
+
+
+def fuse_layernorm(nodes: list, pg: PreparedGraph) -> list:
+    """ReduceMean/Sub/Pow(2)/ReduceMean/Add(eps)/Sqrt/Div [Mul(gamma)] [Add(beta)] -> LayerNormalization."""
+    for _ in range(len(nodes)):
+        idx = _Index(nodes, pg)
+        for n in nodes:
+            found = _layernorm_from(idx, n, nodes)
+            if found is None:
+                continue
+            x, parts, last, axis, eps, gamma, beta = found
+            size = pg.shapes[x][axis:]
+            g = _new_const(pg, f"{last.name}_ln_scale", np.broadcast_to(gamma, size).astype(np.float32).copy())
+            b = _new_const(pg, f"{last.name}_ln_bias", np.broadcast_to(beta, size).astype(np.float32).copy())
+            new = _lowered("LayerNormalization", last.name, [x, g, b], last.outputs[0], pg, axis=axis,
+                           epsilon=float(eps))
+            if new is None:
+                return nodes
+            nodes = _replace(nodes, parts, new, last)
+            break
+        else:
+            return nodes
+    return nodes
+
+
+def _trailing_axes(n: LNode, rank: int) -> Optional[int]:
+    axes = sorted(n.attrs.get("axes", []))
+    if not axes or axes != list(range(axes[0], rank)) or not n.attrs.get("keepdims", 1):
+        return None
+    return axes[0]
+
+
+def _layernorm_from(idx: _Index, div: LNode, nodes: list) -> Optional[tuple]:
+    if div.op_type != "Div" or len(div.inputs) != 2 or div.act is not None:
+        return None
+    d, std = div.inputs
+    sub = idx.producer.get(d)
+    sq = idx.producer.get(std)
+    if sub is None or sq is None or sub.op_type != "Sub" or sq.op_type != "Sqrt" or not idx.single_use(std):
+        return None
+    x, m = sub.inputs
+    mean = idx.producer.get(m)
+    if mean is None or mean.op_type != "ReduceMean" or mean.inputs[0] != x:
+        return None
+    rank = len(idx.pg.shapes[x])
+    axis = _trailing_axes(mean, rank)
+    if axis is None or idx.uses.get(m) != 1 or idx.uses.get(d) != 2 or d in idx.graph_outputs:
+        return None
+    add = idx.producer.get(sq.inputs[0])
+    a = idx.split_const(add) if add is not None and idx.single_use(sq.inputs[0]) else None
+    if a is None or add.op_type != "Add" or a[1].size != 1:
+        return None
+    eps = float(a[1].reshape(-1)[0])
+    var = idx.producer.get(a[0])
+    if var is None or var.op_type != "ReduceMean" or _trailing_axes(var, rank) != axis or not idx.single_use(a[0]):
+        return None
+    sqr = idx.producer.get(var.inputs[0])
+    if sqr is None or not idx.single_use(var.inputs[0]):
+        return None
+    if not ((sqr.op_type == "Pow" and sqr.inputs[0] == d and _close(idx.scalar(sqr.inputs[1]), 2.0))
+            or (sqr.op_type == "Mul" and sqr.inputs == [d, d])):
+        return None
+    if sqr.op_type == "Mul" and idx.uses.get(d) != 3:
+        return None
+    parts = [mean, sub, sqr, var, add, sq, div]
+    last, gamma, beta = div, np.float32(1.0), np.float32(0.0)
+    size = tuple(idx.pg.shapes[x][axis:])
+    for op in ("Mul", "Add"):
+        nxt = idx.consumer_chain_head(last.outputs[0], nodes)
+        s = idx.split_const(nxt) if nxt is not None else None
+        if s is None or nxt.op_type != op:
+            continue  # the optional Mul(gamma) may be absent while Add(beta) follows
+        c = np.asarray(s[1], np.float32)
+        try:
+            if c.ndim > len(size) or np.broadcast_shapes(c.shape, size) != size:
+                break
+        except ValueError:
+            break
+        if op == "Mul":
+            gamma = c
+        else:
+            beta = c
+        parts.append(nxt)
+        last = nxt
+    return x, parts, last, axis, eps, np.asarray(gamma, np.float32), np.asarray(beta, np.float32)
+
+
+# ------------------------------------------------------------------------------------------ Mish
+
+
+def fuse_mish(nodes: list, pg: PreparedGraph) -> list:
+    """Mul(x, Tanh(Softplus(x))) -> Mish when the simulator has a Mish layer."""
+    for _ in range(len(nodes)):
+        idx = _Index(nodes, pg)
+        for n in nodes:
+            if n.op_type != "Mul" or len(n.inputs) != 2 or n.act is not None:
+                continue
+            hit = None
+            for x, t in (n.inputs, n.inputs[::-1]):
+                tanh = idx.producer.get(t)
+                if tanh is None or tanh.op_type != "Tanh" or not idx.single_use(t):
+                    continue
+                sp = idx.producer.get(tanh.inputs[0])
+                if sp is not None and sp.op_type == "Softplus" and sp.inputs[0] == x and idx.single_use(tanh.inputs[0]):
+                    hit = (x, [sp, tanh, n])
+                    break
+            if hit is None:
+                continue
+            new = _lowered("Mish", n.name, [hit[0]], n.outputs[0], pg)
+            if new is None:
+                return nodes
+            nodes = _replace(nodes, hit[1], new, n)
+            break
+        else:
+            return nodes
+    return nodes
+
+
+# ---------------------------------------------------------------------------------------- driver
+
+
+def rewrite(nodes: list, pg: PreparedGraph) -> list:
+    """Every rewrite of this module, then lower's SiLU and activation fusions (the order matters: a
+    folded Conv must exist before its activation can fuse into it)."""
+    before = len(nodes)
+    nodes = drop_identity_arithmetic(nodes, pg)
+    nodes = fold_affine(nodes, pg)
+    nodes = fuse_hard_activations(nodes, pg)
+    nodes = fuse_gelu(nodes, pg)
+    nodes = fuse_layernorm(nodes, pg)
+    nodes = fuse_mish(nodes, pg)
+    nodes = fuse_silu(nodes, pg)
+    nodes = fuse_activations(nodes, pg)
+    LOG.info("graph rewrites: %d -> %d layers", before, len(nodes))
+    return nodes

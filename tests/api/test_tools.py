@@ -1,0 +1,155 @@
+"""The toolkit's smaller entry points: onnx_edit, codegen, optimize_onnx, clear_op_cache, rknn_convert,
+eval_perf CSV."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from rknnlink.api import RKNN
+from rknnlink.demo import make_calibration_set, make_demo_onnx
+
+
+def _concat_block(path: Path) -> None:
+    """A KV-cache style block like the toolkit's onnx_edit example: k_cache = Concat(k_cache.1, k_new * 2)."""
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    nodes = [helper.make_node("Mul", ["k_new", "two"], ["k_scaled"], name="scale"),
+             helper.make_node("Concat", ["k_cache.1", "k_scaled"], ["k_cache"], name="concat", axis=2)]
+    graph = helper.make_graph(nodes, "concat_block",
+                              [helper.make_tensor_value_info("k_cache.1", TensorProto.FLOAT, [2, 4, 8, 16]),
+                               helper.make_tensor_value_info("k_new", TensorProto.FLOAT, [2, 4, 1, 16])],
+                              [helper.make_tensor_value_info("k_cache", TensorProto.FLOAT, [2, 4, 9, 16])], [two])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def test_onnx_edit_example(tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    monkeypatch.chdir(tmp_path)
+    _concat_block(tmp_path / "concat_block.onnx")
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(3):
+        np.save(f"k{i}.npy", rng.standard_normal((2, 4, 8, 16)).astype(np.float32))
+        np.save(f"n{i}.npy", rng.standard_normal((2, 4, 1, 16)).astype(np.float32))
+        lines.append(f"k{i}.npy n{i}.npy")
+    Path("dataset.txt").write_text("\n".join(lines) + "\n")
+
+    from rknnlink.utils import onnx_edit  # the example's import, rknn -> rknnlink
+    assert onnx_edit(model="./concat_block.onnx", export_path="./concat_block_edited.onnx",
+                     inputs_transform={"k_cache.1": "a,b,c,d->1,ad,b,c"},
+                     outputs_transform={"k_cache": "a,b,c,d->1,ab,c,d"}, dataset="./dataset.txt") == 0
+    edited = onnx.load("concat_block_edited.onnx")
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in edited.graph.input}
+    assert shapes["k_cache.1"] == [1, 32, 4, 8]
+    assert [d.dim_value for d in edited.graph.output[0].type.tensor_type.shape.dim] == [1, 8, 9, 16]
+    k, n = np.load("k0.npy"), np.load("n0.npy")
+    original = ort.InferenceSession("concat_block.onnx").run(None, {"k_cache.1": k, "k_new": n})[0]
+    new_k = k.transpose(0, 3, 1, 2).reshape(1, 32, 4, 8)
+    got = ort.InferenceSession("concat_block_edited.onnx").run(None, {"k_cache.1": new_k, "k_new": n})[0]
+    np.testing.assert_array_equal(got, original.reshape(1, 8, 9, 16))
+    first = Path("dataset_for_concat_block_edited.txt").read_text().splitlines()[0].split()
+    np.testing.assert_array_equal(np.load(first[0]), new_k)
+
+    # then the example builds the edited model with the rewritten dataset
+    rknn = RKNN()
+    rknn.config(target_platform="rk3588")
+    assert rknn.load_onnx("./concat_block_edited.onnx") == 0
+    assert rknn.build(do_quantization=True, dataset="./dataset_for_concat_block_edited.txt") == 0
+    assert rknn.export_rknn("./concat_block_edited.rknn") == 0
+    rknn.release()
+    with pytest.raises(ValueError, match="every letter"):
+        onnx_edit(model="./concat_block.onnx", export_path="x.onnx", inputs_transform={"k_cache.1": "a,b,c,d->1,ab,c"})
+
+
+@pytest.fixture()
+def demo(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_demo_onnx(tmp_path / "demo.onnx")
+    make_calibration_set(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+def test_codegen_builds_and_runs_against_the_simulated_npu(demo):
+    from rknnlink.api.codegen import runtime_dir
+
+    rknn = RKNN()
+    rknn.config(mean_values=[[127.5] * 3], std_values=[[127.5] * 3], target_platform="rk3562")
+    rknn.load_onnx("demo.onnx")
+    rknn.build(do_quantization=True, dataset="dataset.txt")
+    image = np.random.default_rng(3).integers(0, 256, (1, 64, 64, 3)).astype(np.uint8)
+    np.save("img.npy", image)
+    assert rknn.codegen(output_path="./rknn_app_demo", inputs=["img.npy"], overwrite=True) == 0
+    with pytest.raises(ValueError, match="overwrite=True"):
+        rknn.codegen(output_path="./rknn_app_demo", inputs=["img.npy"])
+    api = runtime_dir(demo / "rknn_api")
+    app = demo / "rknn_app_demo"
+    subprocess.run(["cc", "-std=c11", "-O1", "-Wall", "-Werror", "-o", str(app / "demo"), str(app / "src" / "main.c"),
+                    f"-I{api / 'include'}", str(api / "lib" / "librknnrt.so"), f"-Wl,-rpath,{api / 'lib'}"],
+                   check=True)
+    printed = subprocess.run([str(app / "demo")], cwd=app, check=True, capture_output=True, text=True).stdout
+    assert rknn.init_runtime() == 0
+    expected = rknn.inference(inputs=[image])[0].ravel()
+    best = int(np.argmax(expected))
+    assert printed.startswith("output 0: 10 values; top-5: ") and f"[{best}] {expected[best]:.6f}" in printed
+    rknn.release()
+
+
+def test_optimize_onnx_clear_op_cache_and_perf_csv(demo):
+    import onnxruntime as ort
+
+    rknn = RKNN()
+    assert rknn.optimize_onnx("demo.onnx") == 0
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    a = ort.InferenceSession("demo.onnx").run(None, {"input": x})[0]
+    b = ort.InferenceSession("demo_optimized.onnx").run(None, {"input": x})[0]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    rknn.config(target_platform="rk3588")
+    rknn.load_onnx("demo.onnx")
+    rknn.build(do_quantization=False)
+    assert rknn.init_runtime(perf_debug=True) == 0
+    rknn.inference(inputs=[np.zeros((1, 64, 64, 3), np.uint8)])
+    assert rknn.clear_op_cache() is None
+    perf = rknn.eval_perf(is_print=False, csvfile="perf.csv")
+    rows = list(csv.reader(open("perf.csv")))
+    assert rows[0][:2] == ["id", "op_type"] and len(rows) >= 4
+    assert rows[-1][:2] == ["total_time_us", str(perf["total_time_us"])]
+    rknn.release()
+
+
+def test_rknn_convert_yaml_as_the_model_zoo_calls_it(demo):
+    (demo / "model_config.yml").write_text("""models:
+    name: demo_cnn
+    platform: onnx
+    model_file_path: ./demo.onnx
+    quantize: true
+    dataset: ./dataset.txt
+    configs:
+      quantized_dtype: asymmetric_quantized-8
+      mean_values: [127.5, 127.5, 127.5]
+      std_values: [127.5, 127.5, 127.5]
+      quant_img_RGB2BGR: false
+      quantized_algorithm: normal
+      quantized_method: channel
+""")
+    out = demo / "out"
+    done = subprocess.run([sys.executable, "-m", "rknnlink.api.rknn_convert", "-t", "rk3566", "-i",
+                           "./model_config.yml", "-o", str(out)], capture_output=True, text=True, cwd=demo)
+    assert done.returncode == 0, done.stderr
+    assert f"output rknn path: {out / 'demo_cnn.rknn'}" in done.stdout
+    from rknnlink.model.format import read_model
+    model = read_model((out / "demo_cnn.rknn").read_bytes())
+    assert model.target_platform == "rk3566"
+    np.testing.assert_allclose(model.inputs[0].mean, [127.5] * 3)
+    bad = subprocess.run([sys.executable, "-m", "rknnlink.api.rknn_convert", "-t", "rk3566", "-i", "missing.yml"],
+                         capture_output=True, text=True, cwd=demo)
+    assert bad.returncode == 1 and "not exist" in bad.stderr
