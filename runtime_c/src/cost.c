@@ -57,12 +57,12 @@ static uint32_t cost_class(const sim_graph *g, const sim_op *op)
             return RKNNLINK_COST_DEPTHWISE;
         return RKNNLINK_COST_DENSE;
     }
-    case SIM_OP_CONV_TRANSPOSE: case SIM_OP_GEMM: case SIM_OP_MATMUL:
+    case SIM_OP_CONV_TRANSPOSE: case SIM_OP_GEMM: case SIM_OP_MATMUL: case SIM_OP_LSTM: case SIM_OP_GRU:
         return RKNNLINK_COST_DENSE;
     case SIM_OP_RESHAPE:
         return RKNNLINK_COST_FREE;
     case SIM_OP_CONCAT: case SIM_OP_SPLIT: case SIM_OP_SLICE: case SIM_OP_TRANSPOSE: case SIM_OP_PAD:
-    case SIM_OP_RESIZE: case SIM_OP_GATHER:
+    case SIM_OP_RESIZE: case SIM_OP_GATHER: case SIM_OP_EXPAND: case SIM_OP_TILE: case SIM_OP_GATHER_ELEMENTS:
         return RKNNLINK_COST_MOVE;
     default:
         return RKNNLINK_COST_ELTWISE;
