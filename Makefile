@@ -47,8 +47,9 @@ proto: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
-# RKNN-Toolkit2 (the vendor compiler) in the environment rknnlink manages, for tests/vendor (docs/vendor.md).
-TOOLKIT2_ENV ?= $(VENV)/toolkit2
+# RKNN-Toolkit2 (the vendor compiler) in the environment rknnlink manages, for tests/vendor (docs/vendor.md):
+# created where `rknnlink toolkit2 setup` puts it by default, unless a complete one is already there.
+TOOLKIT2_ENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rknnlink/toolkit2-2.5.0
 toolkit2: venv
 	@test -f $(TOOLKIT2_ENV)/rknnlink-toolkit2.json || $(PY) -m rknnlink.cli -v toolkit2 setup --path $(TOOLKIT2_ENV)
 

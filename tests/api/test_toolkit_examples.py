@@ -5,7 +5,8 @@ example reads back. The models are small stand-ins generated here (same inputs, 
 smaller images to stay fast); images are saved as the example's .jpg files and read the way its cv2 calls
 would give them (HWC uint8). Where an example needs a loader that belongs to the front-ends work (issue 11:
 load_caffe, load_tensorflow, load_tflite, load_darknet), the test is skipped naming that loader, and an
-ONNX twin runs everything else the script does.
+ONNX twin runs everything else the script does. custom_op/convert_custom_onnx_to_rknn is
+test_custom_op.py::test_dual_residual_example_in_process_and_after_export.
 """
 
 from __future__ import annotations
@@ -119,10 +120,17 @@ def _needs(loader: str):
                                                               "branch yet): the ONNX twin test covers the rest")
 
 
-@pytest.fixture()
-def work(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def _mobilenet_twin(work: Path, platform: str, images, verbose: bool = True, **build) -> RKNN:
+    """The Caffe mobilenet_v2 examples' config, load (ONNX in place of load_caffe) and build."""
+    _classifier(work / "mobilenet_v2.onnx", output="prob")
+    _dataset(work)
+    _images(work, images)
+    rknn = RKNN(verbose=verbose)
+    rknn.config(mean_values=[103.94, 116.78, 123.68], std_values=[58.82, 58.82, 58.82], quant_img_RGB2BGR=True,
+                target_platform=platform)
+    assert rknn.load_onnx(model="mobilenet_v2.onnx") == 0
+    assert rknn.build(do_quantization=True, dataset="./dataset.txt", **build) == 0
+    return rknn
 
 
 # ------------------------------------------------------------------------------------------------ examples
@@ -298,30 +306,6 @@ def test_functions_dynamic_shape_onnx_twin(work):
     rknn.release()
 
 
-def test_functions_custom_op_convert_custom_onnx_to_rknn(work):
-    from test_custom_op import _dual_residual, cstDualResidual  # the example's class (same interface)
-
-    _dual_residual(work / "dual_residual.onnx")
-    rng = np.random.default_rng(2)
-    x, y = rng.standard_normal((2, 1, 3, 10, 10)).astype(np.float32)
-    np.save("dual_residual_input_0.npy", x)
-    np.save("dual_residual_input_1.npy", y)
-    rknn = RKNN(verbose=True)
-    rknn.config(target_platform="rk3588")
-    assert rknn.reg_custom_op(cstDualResidual()) == 0
-    assert rknn.load_onnx(model="dual_residual.onnx") == 0
-    assert rknn.build(do_quantization=False) == 0
-    assert rknn.export_rknn("dual_residual_custom.rknn") == 0
-    assert rknn.init_runtime() == 0
-    in0 = np.transpose(np.load("dual_residual_input_0.npy"), (0, 2, 3, 1))
-    in1 = np.transpose(np.load("dual_residual_input_1.npy"), (0, 2, 3, 1))
-    outputs = rknn.inference(inputs=[in0, in1])
-    from scipy.spatial import distance
-    assert 1 - distance.cosine(outputs[0].ravel(), (x * 0.5 - y).ravel()) > 0.99999
-    assert 1 - distance.cosine(outputs[1].ravel(), (y * 0.5 - x).ravel()) > 0.99999
-    rknn.release()
-
-
 def test_functions_custom_op_non_onnx_standard(work):
     from test_custom_op import cstSigmoid
 
@@ -353,14 +337,8 @@ def test_functions_multi_batch(work):  # pragma: no cover
 
 
 def test_functions_multi_batch_onnx_twin(work):
-    _classifier(work / "mobilenet_v2.onnx", output="prob")
-    _dataset(work)
-    _images(work, ["dog_224x224.jpg", "goldfish_224x224.jpg", "space_shuttle_224.jpg"])
-    rknn = RKNN(verbose=True)
-    rknn.config(mean_values=[103.94, 116.78, 123.68], std_values=[58.82, 58.82, 58.82], quant_img_RGB2BGR=True,
-                target_platform="rk3566")
-    assert rknn.load_onnx(model="mobilenet_v2.onnx") == 0
-    assert rknn.build(do_quantization=True, dataset="./dataset.txt", rknn_batch_size=4) == 0
+    rknn = _mobilenet_twin(work, "rk3566", ["dog_224x224.jpg", "goldfish_224x224.jpg", "space_shuttle_224.jpg"],
+                           rknn_batch_size=4)
     assert rknn.export_rknn("./mobilenet_v2.rknn") == 0
     imgs = [np.expand_dims(_imread(f), 0) for f in ("./dog_224x224.jpg", "./goldfish_224x224.jpg",
                                                    "./space_shuttle_224.jpg")]
@@ -381,14 +359,7 @@ def test_functions_npu_device_test(work):  # pragma: no cover
 def test_functions_npu_device_test_onnx_twin(work, monkeypatch, capsys):
     """The connected-board example, unchanged but for the loader: the board comes from RKNNLINK_DEVICE."""
     monkeypatch.setenv("RKNNLINK_DEVICE", "sim")
-    _classifier(work / "mobilenet_v2.onnx", output="prob")
-    _dataset(work)
-    _images(work, ["dog_224x224.jpg"])
-    rknn = RKNN(verbose=True)
-    rknn.config(mean_values=[103.94, 116.78, 123.68], std_values=[58.82, 58.82, 58.82], quant_img_RGB2BGR=True,
-                target_platform="rk3588")
-    assert rknn.load_onnx(model="mobilenet_v2.onnx") == 0
-    assert rknn.build(do_quantization=True, dataset="./dataset.txt") == 0
+    rknn = _mobilenet_twin(work, "rk3588", ["dog_224x224.jpg"])
     assert rknn.accuracy_analysis(inputs=["./dog_224x224.jpg"], output_dir="./snapshot", target="rk3588") == 0
     assert (work / "snapshot" / "runtime" / "prob.txt").is_file()
     assert rknn.export_rknn("./mobilenet_v2.rknn") == 0
@@ -417,14 +388,7 @@ def test_functions_codegen(work):  # pragma: no cover
 
 
 def test_functions_codegen_onnx_twin(work):
-    _classifier(work / "mobilenet_v2.onnx", output="prob")
-    _dataset(work)
-    _images(work, ["dog_224x224.jpg"])
-    rknn = RKNN(verbose=False)
-    rknn.config(mean_values=[103.94, 116.78, 123.68], std_values=[58.82, 58.82, 58.82], quant_img_RGB2BGR=True,
-                target_platform="rk3562")
-    assert rknn.load_onnx(model="mobilenet_v2.onnx") == 0
-    assert rknn.build(do_quantization=True, dataset="./dataset.txt") == 0
+    rknn = _mobilenet_twin(work, "rk3562", ["dog_224x224.jpg"], verbose=False)
     assert rknn.export_rknn("./mobilenet_v2.rknn") == 0
     assert rknn.codegen(output_path="./rknn_app_demo", inputs=["./dog_224x224.jpg"], overwrite=True) == 0
     for name in ("CMakeLists.txt", "src/main.c", "model/mobilenet_v2.rknn", "data/input_0.npy"):

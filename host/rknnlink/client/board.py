@@ -485,7 +485,8 @@ class Session:
         return m.api_version, m.drv_version
 
     def dump_tensors(self, include_raw: bool = False) -> List[Tuple[Dict[str, Any], np.ndarray, Optional[np.ndarray]]]:
-        """Per-layer outputs of the last run: (info, float32 array, raw array or None). Simulator only."""
+        """Per-layer outputs of the last run: (info, float32 array, raw array or None); on a vendor
+        runtime they come from its own dump files (docs/vendor.md)."""
         tensors: Dict[int, Dict[str, Any]] = {}
         self._req()  # closes run()'s stream
         try:
@@ -516,7 +517,7 @@ class Session:
         return info, f32, raw
 
     def dumps(self) -> Dict[str, np.ndarray]:
-        """Per-layer float32 outputs of the last run by tensor name (simulated NPU only)."""
+        """Per-layer float32 outputs of the last run by tensor name."""
         return {info["name"]: f32 for info, f32, _raw in self.dump_tensors()}
 
     def close(self) -> None:
