@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml setup.py $(shell find runtime_c -name '*.[ch]' -not -pa
 	$(PIP) install -q -U pip
 	$(PIP) install -q $(TORCH) || echo "torch unavailable: load_pytorch tests will be skipped"
 	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps ultralytics || echo "ultralytics unavailable: the YOLOv8 corpus models will be skipped"
 	@touch $@
 
 sim: venv

@@ -142,3 +142,15 @@ METRICS: dict = {"top1": top1, "text": text_agreement, "mask_iou": mask_iou, "te
 
 def task_metric(name: str) -> Callable:
     return METRICS[name]
+
+
+def ppocr_charset(onnx_path) -> list:
+    """PP-OCR recogniser classes: CTC blank, the characters in the model's 'character' metadata, space."""
+    import onnx
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    return ["<blank>"] + meta.get("character", "").splitlines() + [" "]
+
+
+def decode_text(logits, charset: list) -> str:
+    """Greedy CTC decoding of one (1, T, C) output into a string."""
+    return "".join(charset[i] if i < len(charset) else "?" for i in ctc_greedy(logits[0]))
