@@ -45,6 +45,8 @@ void sim_round_f16_array(float *x, size_t n);
 
 /* Applies a fused activation to n floats in place (no-op for SIM_ACT_NONE). */
 void sim_act_array(uint32_t act, float p0, float p1, float *x, size_t n);
+/* Sigmoid (silu = 0) or SiLU in place with the polynomial exp; AVX2 and C paths give the same bits. */
+void sim_sigmoid_array(int use_avx2, float *x, size_t n, int silu);
 void sim_op_act(const sim_op *op, float *x, size_t n);
 
 /* Quantisation of arrays: round half away from zero, saturate to int8. */

@@ -59,12 +59,18 @@ static void unary_loop(uint32_t type, float a, float b, const float *x, float *y
         }
         break;
     case SIM_OP_LEAKY_RELU: for (size_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? x[i] * a : x[i]; break;
-    case SIM_OP_SIGMOID: for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_SIGMOID, 0, 0, x[i]); break;
+    case SIM_OP_SIGMOID:
+        if (y != x) memcpy(y, x, n * sizeof(float));
+        sim_sigmoid_array(SIM_CPU_AVX2(), y, n, 0);
+        break;
     case SIM_OP_HARD_SIGMOID:
         for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_HARDSIGMOID, a, b, x[i]);
         break;
     case SIM_OP_HARD_SWISH: for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_HARDSWISH, 0, 0, x[i]); break;
-    case SIM_OP_SILU: for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_SILU, 0, 0, x[i]); break;
+    case SIM_OP_SILU:
+        if (y != x) memcpy(y, x, n * sizeof(float));
+        sim_sigmoid_array(SIM_CPU_AVX2(), y, n, 1);
+        break;
     case SIM_OP_TANH: for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]); break;
     case SIM_OP_EXP: for (size_t i = 0; i < n; i++) y[i] = expf(x[i]); break;
     case SIM_OP_ELU: for (size_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? a * expm1f(x[i]) : x[i]; break;
