@@ -3,10 +3,8 @@
 Each test makes the call sequence of one example with the example's arguments and reads back what the
 example reads back. The models are small stand-ins generated here (same inputs, outputs and file names;
 smaller images to stay fast); images are saved as the example's .jpg files and read the way its cv2 calls
-would give them (HWC uint8). Where an example needs a loader that belongs to the front-ends work (issue 11:
-load_caffe, load_tensorflow, load_tflite, load_darknet), the test is skipped naming that loader, and an
-ONNX twin runs everything else the script does. custom_op/convert_custom_onnx_to_rknn is
-test_custom_op.py::test_dual_residual_example_in_process_and_after_export.
+would give them (HWC uint8). Examples that load Caffe or TensorFlow models get stand-ins in those formats
+(written with rknnlink's caffe.proto and with TensorFlow); each also has an ONNX twin running the same body.
 """
 
 from __future__ import annotations
@@ -49,6 +47,79 @@ def _classifier(path: Path, output: str = "resnetv24_dense0_fwd", classes: int =
     graph = helper.make_graph(nodes, "classifier", [helper.make_tensor_value_info("data", TensorProto.FLOAT, dims)],
                               [helper.make_tensor_value_info(output, TensorProto.FLOAT, [1, classes])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+
+def _caffe_classifier(folder: Path, classes: int = 1000, size: int = SIZE) -> None:
+    """The same classifier as a Caffe deploy prototxt + caffemodel at the examples' relative path
+    (../caffe/mobilenet_v2/ from the work folder), written with rknnlink's caffe.proto."""
+    from google.protobuf import text_format
+
+    from rknnlink.model.frontends import caffe_pb2
+
+    rng = np.random.default_rng(0)
+    proto = (f'name: "mobilenet_v2"\nlayer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 1 '
+             f'dim: 3 dim: {size} dim: {size} }} }} }}\n'
+             'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { '
+             'num_output: 16 kernel_size: 3 pad: 1 stride: 2 } }\n'
+             'layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }\n'
+             'layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2" convolution_param { '
+             'num_output: 32 kernel_size: 3 pad: 1 } }\n'
+             'layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }\n'
+             'layer { name: "pool" type: "Pooling" bottom: "conv2" top: "pool" pooling_param { pool: AVE '
+             'global_pooling: true } }\n'
+             f'layer {{ name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param {{ '
+             f'num_output: {classes} }} }}\n'
+             'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }\n')
+    shapes = {"conv1": [(16, 3, 3, 3), (16,)], "conv2": [(32, 16, 3, 3), (32,)], "fc": [(classes, 32), (classes,)]}
+    net = caffe_pb2.NetParameter()
+    text_format.Parse(proto, net)
+    for layer in net.layer:
+        for shape in shapes.get(layer.name, []):
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(shape)
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            blob.data.extend((rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).ravel().tolist())
+    model_dir = folder.parent / "caffe" / "mobilenet_v2"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "mobilenet_v2_deploy.prototxt").write_text(proto)
+    (model_dir / "mobilenet_v2.caffemodel").write_bytes(net.SerializeToString())
+
+
+def _load_caffe_standin(rknn: RKNN) -> int:
+    """The examples' load_caffe call (paths relative to examples/functions/<name>/)."""
+    return rknn.load_caffe(model="../caffe/mobilenet_v2/mobilenet_v2_deploy.prototxt",
+                           blobs="../caffe/mobilenet_v2/mobilenet_v2.caffemodel")
+
+
+def _tf_classifier(path: Path, input_name: str, outputs, classes: int, size: int = SIZE) -> None:
+    """The same classifier as a frozen TensorFlow GraphDef entered at `input_name`, leaving at `outputs`
+    (one name, or several: each a differently scaled copy of the logits)."""
+    tf = pytest.importorskip("tensorflow", reason="the TensorFlow stand-in needs rknnlink[tensorflow]")
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    rng = np.random.default_rng(0)
+    w1, w2 = (tf.constant((rng.standard_normal(s) * 0.3).astype(np.float32)) for s in ((3, 3, 3, 16), (3, 3, 16, 32)))
+    fc = tf.constant((rng.standard_normal((1, 1, 32, classes)) * 0.2).astype(np.float32))
+    outputs = [outputs] if isinstance(outputs, str) else list(outputs)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="image")])
+    def fn(x):
+        x = tf.identity(x, name=input_name)
+        y = tf.nn.relu(tf.nn.conv2d(tf.nn.relu(tf.nn.conv2d(x, w1, 2, "SAME")), w2, 1, "SAME"))
+        logits = tf.nn.conv2d(tf.reduce_mean(y, [1, 2], keepdims=True), fc, 1, "VALID")
+        results = []
+        for k, output in enumerate(outputs):
+            scope, _, leaf = output.rpartition("/")
+            if scope:
+                with tf.name_scope(scope):
+                    results.append(tf.squeeze(logits * (k + 1.0), [1, 2], name=leaf))
+            else:
+                results.append(tf.squeeze(logits * (k + 1.0), [1, 2], name=leaf))
+        return tuple(results)
+
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
+    path.write_bytes(frozen.graph.as_graph_def().SerializeToString())
 
 
 def _yolo_heads(path: Path, size: int = SIZE, sigmoid: str = "Sigmoid") -> None:
@@ -104,33 +175,10 @@ def _softmax(x):
     return np.exp(x) / np.sum(np.exp(x))
 
 
-def _loader_missing(name: str) -> bool:
-    """True while the loader is still the placeholder that refuses (front-ends work, issue 11)."""
-    try:
-        getattr(RKNN(), name)("missing.file")
-    except ValueError as exc:
-        return "not supported by rknnlink" in str(exc)
-    except Exception:
-        return False
-    return False
-
-
-def _needs(loader: str):
-    return pytest.mark.skipif(_loader_missing(loader), reason=f"needs {loader} (front-ends, issue 11; not on this "
-                                                              "branch yet): the ONNX twin test covers the rest")
-
-
-def _mobilenet_twin(work: Path, platform: str, images, verbose: bool = True, **build) -> RKNN:
-    """The Caffe mobilenet_v2 examples' config, load (ONNX in place of load_caffe) and build."""
-    _classifier(work / "mobilenet_v2.onnx", output="prob")
-    _dataset(work)
-    _images(work, images)
-    rknn = RKNN(verbose=verbose)
-    rknn.config(mean_values=[103.94, 116.78, 123.68], std_values=[58.82, 58.82, 58.82], quant_img_RGB2BGR=True,
-                target_platform=platform)
-    assert rknn.load_onnx(model="mobilenet_v2.onnx") == 0
-    assert rknn.build(do_quantization=True, dataset="./dataset.txt", **build) == 0
-    return rknn
+@pytest.fixture()
+def work(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 # ------------------------------------------------------------------------------------------------ examples
@@ -251,19 +299,13 @@ def test_functions_accuracy_analysis(work):
     rknn.release()
 
 
-@_needs("load_tensorflow")
-def test_functions_hybrid_quant_step1_step2(work):  # pragma: no cover - runs once load_tensorflow exists
-    pytest.fail("write the TensorFlow stand-in once load_tensorflow exists")
-
-
-def test_functions_hybrid_quant_onnx_twin(work):
-    """step1.py / step2.py with load_onnx in place of load_tensorflow; file names as the example reads them."""
-    _classifier(work / "ssd_mobilenet_v2.onnx", output="concat")
+def _hybrid_quant(work, load) -> None:
+    """step1.py / step2.py file names as the example reads them."""
     _dataset(work)
     _images(work, ["dog_bike_car_300x300.jpg"])
     step1 = RKNN(verbose=True)
     step1.config(mean_values=[127.5, 127.5, 127.5], std_values=[127.5, 127.5, 127.5], target_platform="rk3566")
-    assert step1.load_onnx(model="./ssd_mobilenet_v2.onnx") == 0
+    assert load(step1) == 0
     assert step1.hybrid_quantization_step1(dataset="./dataset.txt", proposal=False) == 0
     step1.release()
     step2 = RKNN(verbose=True)
@@ -280,20 +322,28 @@ def test_functions_hybrid_quant_onnx_twin(work):
     step2.release()
 
 
-@_needs("load_caffe")
-def test_functions_dynamic_shape(work):  # pragma: no cover
-    pytest.fail("write the Caffe stand-in once load_caffe exists")
+def test_functions_hybrid_quant_step1_step2(work):
+    _tf_classifier(work / "ssd_mobilenet_v2.pb", "FeatureExtractor/MobilenetV2/MobilenetV2/input",
+                   ["concat", "concat_1"], classes=8)
+    _hybrid_quant(work, lambda r: r.load_tensorflow(tf_pb="./ssd_mobilenet_v2.pb",
+                                                    inputs=["FeatureExtractor/MobilenetV2/MobilenetV2/input"],
+                                                    outputs=["concat_1", "concat"],
+                                                    input_size_list=[[1, SIZE, SIZE, 3]]))
 
 
-def test_functions_dynamic_shape_onnx_twin(work):
-    _classifier(work / "mobilenet_v2.onnx", output="prob", dynamic=True)
+def test_functions_hybrid_quant_onnx_twin(work):
+    _classifier(work / "ssd_mobilenet_v2.onnx", output="concat")
+    _hybrid_quant(work, lambda r: r.load_onnx(model="./ssd_mobilenet_v2.onnx"))
+
+
+def _dynamic_shape(work, load) -> None:
     _dataset(work, size=32)
     _images(work, ["dog_224x224.jpg"], size=40)
     dynamic_input = [[[1, 3, 32, 32]], [[1, 3, 16, 16]], [[1, 3, 24, 24]]]
     rknn = RKNN(verbose=True)
     rknn.config(mean_values=[103.94, 116.78, 123.68], std_values=[58.82, 58.82, 58.82], quant_img_RGB2BGR=True,
                 target_platform="rk3566", dynamic_input=dynamic_input)
-    assert rknn.load_onnx(model="mobilenet_v2.onnx") == 0
+    assert load(rknn) == 0
     assert rknn.build(do_quantization=True, dataset="./dataset.txt") == 0
     assert rknn.export_rknn("./mobilenet_v2.rknn") == 0
     assert rknn.init_runtime() == 0
@@ -303,6 +353,40 @@ def test_functions_dynamic_shape_onnx_twin(work):
         x = np.transpose(np.expand_dims(resized, 0), (0, 3, 1, 2))
         outputs = rknn.inference(inputs=[x], data_format=["nchw"])
         assert outputs[0].reshape((-1, 1000)).shape == (1, 1000)
+    rknn.release()
+
+
+def test_functions_dynamic_shape(work):
+    _caffe_classifier(work)
+    _dynamic_shape(work, _load_caffe_standin)
+
+
+def test_functions_dynamic_shape_onnx_twin(work):
+    _classifier(work / "mobilenet_v2.onnx", output="prob", dynamic=True)
+    _dynamic_shape(work, lambda r: r.load_onnx(model="mobilenet_v2.onnx"))
+
+
+def test_functions_custom_op_convert_custom_onnx_to_rknn(work):
+    from test_custom_op import _dual_residual, cstDualResidual  # the example's class (same interface)
+
+    _dual_residual(work / "dual_residual.onnx")
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((2, 1, 3, 10, 10)).astype(np.float32)
+    np.save("dual_residual_input_0.npy", x)
+    np.save("dual_residual_input_1.npy", y)
+    rknn = RKNN(verbose=True)
+    rknn.config(target_platform="rk3588")
+    assert rknn.reg_custom_op(cstDualResidual()) == 0
+    assert rknn.load_onnx(model="dual_residual.onnx") == 0
+    assert rknn.build(do_quantization=False) == 0
+    assert rknn.export_rknn("dual_residual_custom.rknn") == 0
+    assert rknn.init_runtime() == 0
+    in0 = np.transpose(np.load("dual_residual_input_0.npy"), (0, 2, 3, 1))
+    in1 = np.transpose(np.load("dual_residual_input_1.npy"), (0, 2, 3, 1))
+    outputs = rknn.inference(inputs=[in0, in1])
+    from scipy.spatial import distance
+    assert 1 - distance.cosine(outputs[0].ravel(), (x * 0.5 - y).ravel()) > 0.99999
+    assert 1 - distance.cosine(outputs[1].ravel(), (y * 0.5 - x).ravel()) > 0.99999
     rknn.release()
 
 
@@ -331,14 +415,14 @@ def test_functions_custom_op_non_onnx_standard(work):
     rknn.release()
 
 
-@_needs("load_caffe")
-def test_functions_multi_batch(work):  # pragma: no cover
-    pytest.fail("write the Caffe stand-in once load_caffe exists")
-
-
-def test_functions_multi_batch_onnx_twin(work):
-    rknn = _mobilenet_twin(work, "rk3566", ["dog_224x224.jpg", "goldfish_224x224.jpg", "space_shuttle_224.jpg"],
-                           rknn_batch_size=4)
+def _multi_batch(work, load) -> None:
+    _dataset(work)
+    _images(work, ["dog_224x224.jpg", "goldfish_224x224.jpg", "space_shuttle_224.jpg"])
+    rknn = RKNN(verbose=True)
+    rknn.config(mean_values=[103.94, 116.78, 123.68], std_values=[58.82, 58.82, 58.82], quant_img_RGB2BGR=True,
+                target_platform="rk3566")
+    assert load(rknn) == 0
+    assert rknn.build(do_quantization=True, dataset="./dataset.txt", rknn_batch_size=4) == 0
     assert rknn.export_rknn("./mobilenet_v2.rknn") == 0
     imgs = [np.expand_dims(_imread(f), 0) for f in ("./dog_224x224.jpg", "./goldfish_224x224.jpg",
                                                    "./space_shuttle_224.jpg")]
@@ -351,15 +435,26 @@ def test_functions_multi_batch_onnx_twin(work):
     rknn.release()
 
 
-@_needs("load_caffe")
-def test_functions_npu_device_test(work):  # pragma: no cover
-    pytest.fail("write the Caffe stand-in once load_caffe exists")
+def test_functions_multi_batch(work):
+    _caffe_classifier(work)
+    _multi_batch(work, _load_caffe_standin)
 
 
-def test_functions_npu_device_test_onnx_twin(work, monkeypatch, capsys):
+def test_functions_multi_batch_onnx_twin(work):
+    _classifier(work / "mobilenet_v2.onnx", output="prob")
+    _multi_batch(work, lambda r: r.load_onnx(model="mobilenet_v2.onnx"))
+
+
+def _npu_device_test(work, monkeypatch, capsys, load) -> None:
     """The connected-board example, unchanged but for the loader: the board comes from RKNNLINK_DEVICE."""
     monkeypatch.setenv("RKNNLINK_DEVICE", "sim")
-    rknn = _mobilenet_twin(work, "rk3588", ["dog_224x224.jpg"])
+    _dataset(work)
+    _images(work, ["dog_224x224.jpg"])
+    rknn = RKNN(verbose=True)
+    rknn.config(mean_values=[103.94, 116.78, 123.68], std_values=[58.82, 58.82, 58.82], quant_img_RGB2BGR=True,
+                target_platform="rk3588")
+    assert load(rknn) == 0
+    assert rknn.build(do_quantization=True, dataset="./dataset.txt") == 0
     assert rknn.accuracy_analysis(inputs=["./dog_224x224.jpg"], output_dir="./snapshot", target="rk3588") == 0
     assert (work / "snapshot" / "runtime" / "prob.txt").is_file()
     assert rknn.export_rknn("./mobilenet_v2.rknn") == 0
@@ -382,18 +477,39 @@ def test_functions_npu_device_test_onnx_twin(work, monkeypatch, capsys):
     rknn.release()
 
 
-@_needs("load_caffe")
-def test_functions_codegen(work):  # pragma: no cover
-    pytest.fail("write the Caffe stand-in once load_caffe exists")
+def test_functions_npu_device_test(work, monkeypatch, capsys):
+    _caffe_classifier(work)
+    _npu_device_test(work, monkeypatch, capsys, _load_caffe_standin)
 
 
-def test_functions_codegen_onnx_twin(work):
-    rknn = _mobilenet_twin(work, "rk3562", ["dog_224x224.jpg"], verbose=False)
+def test_functions_npu_device_test_onnx_twin(work, monkeypatch, capsys):
+    _classifier(work / "mobilenet_v2.onnx", output="prob")
+    _npu_device_test(work, monkeypatch, capsys, lambda r: r.load_onnx(model="mobilenet_v2.onnx"))
+
+
+def _codegen(work, load) -> None:
+    _dataset(work)
+    _images(work, ["dog_224x224.jpg"])
+    rknn = RKNN(verbose=False)
+    rknn.config(mean_values=[103.94, 116.78, 123.68], std_values=[58.82, 58.82, 58.82], quant_img_RGB2BGR=True,
+                target_platform="rk3562")
+    assert load(rknn) == 0
+    assert rknn.build(do_quantization=True, dataset="./dataset.txt") == 0
     assert rknn.export_rknn("./mobilenet_v2.rknn") == 0
     assert rknn.codegen(output_path="./rknn_app_demo", inputs=["./dog_224x224.jpg"], overwrite=True) == 0
     for name in ("CMakeLists.txt", "src/main.c", "model/mobilenet_v2.rknn", "data/input_0.npy"):
         assert (work / "rknn_app_demo" / name).is_file()
     rknn.release()
+
+
+def test_functions_codegen(work):
+    _caffe_classifier(work)
+    _codegen(work, _load_caffe_standin)
+
+
+def test_functions_codegen_onnx_twin(work):
+    _classifier(work / "mobilenet_v2.onnx", output="prob")
+    _codegen(work, lambda r: r.load_onnx(model="mobilenet_v2.onnx"))
 
 
 def test_functions_onnx_edit(work):
@@ -420,19 +536,13 @@ def test_functions_onnx_edit(work):
     assert rknn.export_rknn("./concat_block_edited.rknn") == 0
 
 
-@_needs("load_tensorflow")
-def test_functions_quantize_algorithm_mmse(work):  # pragma: no cover
-    pytest.fail("write the TensorFlow stand-in once load_tensorflow exists")
-
-
-def test_functions_quantize_algorithm_mmse_onnx_twin(work):
-    _classifier(work / "mobilenet_v1.onnx", output="MobilenetV1_Logits_SpatialSqueeze", classes=1001)
+def _quantize_algorithm_mmse(work, load) -> None:
     _dataset(work)
     _images(work, ["dog_224x224.jpg"])
     rknn = RKNN(verbose=True)
     rknn.config(mean_values=[128, 128, 128], std_values=[128, 128, 128], target_platform="rk3566",
                 quantized_method="channel", quantized_algorithm="mmse")
-    assert rknn.load_onnx(model="mobilenet_v1.onnx") == 0
+    assert load(rknn) == 0
     assert rknn.build(do_quantization=True, dataset="./dataset.txt") == 0
     assert rknn.accuracy_analysis(inputs=["dog_224x224.jpg"], output_dir=None) == 0
     assert (work / "snapshot" / "error_analysis.txt").is_file()
@@ -441,3 +551,15 @@ def test_functions_quantize_algorithm_mmse_onnx_twin(work):
     outputs = rknn.inference(inputs=[img], data_format=["nhwc"])
     assert outputs[0][0].shape == (1001,)
     rknn.release()
+
+
+def test_functions_quantize_algorithm_mmse(work):
+    _tf_classifier(work / "mobilenet_v1_1.0_224_frozen.pb", "input", "MobilenetV1/Logits/SpatialSqueeze", 1001)
+    _quantize_algorithm_mmse(work, lambda r: r.load_tensorflow(tf_pb="mobilenet_v1_1.0_224_frozen.pb", inputs=["input"],
+                                      input_size_list=[[1, SIZE, SIZE, 3]],
+                                      outputs=["MobilenetV1/Logits/SpatialSqueeze"]))
+
+
+def test_functions_quantize_algorithm_mmse_onnx_twin(work):
+    _classifier(work / "mobilenet_v1.onnx", output="MobilenetV1_Logits_SpatialSqueeze", classes=1001)
+    _quantize_algorithm_mmse(work, lambda r: r.load_onnx(model="mobilenet_v1.onnx"))

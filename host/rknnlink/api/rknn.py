@@ -157,6 +157,10 @@ class RKNN:
         """The loaded model every loader ends with: a float ONNX graph plus a pre-quantised model's own
         quantisation (kept by build(do_quantization=False))."""
         self._onnx = onnx_model
+        # dynamic_input rebuilds per shape set from the source; for the front ends it is the translated model
+        self._onnx_source, self._onnx_load_args = onnx_model, {}
+        if onnx_model.graph.name:  # the model's own name (Caffe net name, TFLite/TF/Darknet file stem)
+            self._source_name = onnx_model.graph.name
         self._prequant = dict(quant or {})
         if self._prequant:
             log.info("the model is pre-quantised (%d tensors): build(do_quantization=False) keeps its scales and "
