@@ -87,6 +87,9 @@ int sim_bcast_init(sim_bcast *bc, const sim_tensor *out, const sim_tensor *a, co
 /* Checks that `out` is exactly the numpy broadcast of the given tensors. */
 int sim_bcast_check(const sim_tensor *out, const sim_tensor *const *ins, uint32_t n);
 
+/* Release of kernels whose op->priv is one malloc'd block. */
+void sim_free_priv(sim_op *op);
+
 /* Scratch helper: returns NULL when no scratch is available or on OOM. */
 void *sim_scratch_get(sim_kernel_call *call, size_t bytes);
 
