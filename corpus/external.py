@@ -47,6 +47,13 @@ def _torchvision_stand_in() -> None:
                 raise AttributeError(name)
             raise SourceUnavailableError(f"torchvision.{name} is needed but torchvision does not load here")
 
+    import importlib.metadata as md
+    real_version = md.version
+
+    def version(name: str) -> str:  # ultralytics reads torchvision's version from its metadata
+        return "0.0" if name == "torchvision" else real_version(name)
+
+    md.version = version
     for name in ("torchvision", "torchvision.ops", "torchvision.transforms", "torchvision.datasets",
                  "torchvision.models", "torchvision.transforms.functional"):
         mod = _Missing(name)
@@ -57,30 +64,31 @@ def _torchvision_stand_in() -> None:
 
 def ultralytics_model(cfg: str, out: Path, small: bool, calib_images: list, toolkit_opset: int) -> None:
     """YOLOv8 from ultralytics' own yaml (seeded weights, BatchNorm re-estimated on the photos), exported
-    by ultralytics' ONNX exporter."""
+    by ultralytics' own ONNX exporter at the toolkit's highest opset, without onnxslim."""
+    import os
+    import tempfile
+
     import numpy as np
     import torch
     _torchvision_stand_in()
     try:
-        from ultralytics.nn.tasks import DetectionModel, SegmentationModel
+        from ultralytics import YOLO
+        from ultralytics.utils import SETTINGS
     except ImportError as exc:
         raise SourceUnavailableError(f"ultralytics does not import here ({exc}); pip install --no-deps ultralytics "
-                                "and its light dependencies") from exc
+                                     "and its light dependencies") from exc
     from .torch_models import recalibrate_batchnorm
+    SETTINGS.update({"sync": False})  # no usage events
     torch.manual_seed(20261201)
-    cls = SegmentationModel if "-seg" in cfg else DetectionModel
-    model = cls(cfg, verbose=False)
+    yolo = YOLO(cfg)
     x = torch.from_numpy(np.stack([np.asarray(i, np.float32).transpose(2, 0, 1) / 255 for i in calib_images]))
-    recalibrate_batchnorm(model, x)
-    from ultralytics.engine.exporter import Exporter
-    model.eval()
-    for m in model.modules():
-        if hasattr(m, "export"):
-            m.export = True
-            m.format = "onnx"
-    h, w = x.shape[-2:]
-    with torch.no_grad():
-        torch.onnx.export(model, (x[:1],), str(out), opset_version=toolkit_opset, input_names=["images"],
-                          output_names=["output0"] + (["output1"] if cls is SegmentationModel else []),
-                          dynamo=False)
-    del Exporter, h, w
+    recalibrate_batchnorm(yolo.model, x)
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        try:
+            path = yolo.export(format="onnx", imgsz=list(x.shape[-2:]), opset=toolkit_opset, simplify=False,
+                               dynamic=False, verbose=False)
+        finally:
+            os.chdir(here)
+        shutil.copyfile(Path(tmp) / path if not Path(path).is_absolute() else path, out)

@@ -52,10 +52,18 @@ def ctc_greedy(logits: np.ndarray, blank: int = 0) -> list:
     return out
 
 
+def _trimmed(ids: list, space: int) -> list:
+    while ids and ids[-1] == space:
+        ids = ids[:-1]
+    return ids
+
+
 def text_agreement(ref: list, got: list) -> float:
-    """Fraction of samples whose greedy CTC decoding (first output, (1, T, C)) is identical."""
-    return float(np.mean([ctc_greedy(np.asarray(r[0])[0]) == ctc_greedy(np.asarray(g[0])[0])
-                          for r, g in zip(ref, got)]))
+    """Fraction of samples whose greedy CTC decoding (first output, (1, T, C)) is identical, trailing
+    spaces ignored (the last class is the space in PP-OCR dictionaries; the padding reads as one)."""
+    space = np.asarray(ref[0][0]).shape[-1] - 1
+    return float(np.mean([_trimmed(ctc_greedy(np.asarray(r[0])[0]), space)
+                          == _trimmed(ctc_greedy(np.asarray(g[0])[0]), space) for r, g in zip(ref, got)]))
 
 
 def _iou_masks(a: np.ndarray, b: np.ndarray) -> float:
@@ -97,11 +105,12 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float, keep: int) -> np.nda
     return np.array(picked, dtype=np.int64)
 
 
-def yolo_detections(out: np.ndarray, keep: int = 30) -> tuple:
-    """(boxes x1y1x2y2, classes) of the ``keep`` best boxes after NMS from a YOLOv8 (1, 4 + C, N) head
-    (the random-weight heads have no meaningful absolute score, so the top-scoring boxes are compared)."""
+def yolo_detections(out: np.ndarray, keep: int = 30, classes: int = 80) -> tuple:
+    """(boxes x1y1x2y2, classes) of the ``keep`` best boxes after NMS from a YOLOv8 (1, 4 + C [+ extra], N)
+    head (the random-weight heads have no meaningful absolute score, so the top-scoring boxes are
+    compared; -seg heads carry 32 mask coefficients after the class scores)."""
     p = np.asarray(out)[0].T
-    xywh, cls_scores = p[:, :4], p[:, 4:]
+    xywh, cls_scores = p[:, :4], p[:, 4:4 + classes]
     cls, score = np.argmax(cls_scores, axis=1), np.max(cls_scores, axis=1)
     boxes = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], axis=1)
     idx = _nms(boxes, score, 0.5, keep)
@@ -141,3 +150,15 @@ METRICS: dict = {"top1": top1, "text": text_agreement, "mask_iou": mask_iou, "te
 
 def task_metric(name: str) -> Callable:
     return METRICS[name]
+
+
+def ppocr_charset(onnx_path) -> list:
+    """PP-OCR recogniser classes: CTC blank, the characters in the model's 'character' metadata, space."""
+    import onnx
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    return ["<blank>"] + meta.get("character", "").splitlines() + [" "]
+
+
+def decode_text(logits, charset: list) -> str:
+    """Greedy CTC decoding of one (1, T, C) output into a string."""
+    return "".join(charset[i] if i < len(charset) else "?" for i in ctc_greedy(logits[0]))

@@ -29,10 +29,18 @@ import numpy as np
 
 from ..runtime.platforms import platform_names
 from . import format as fmt
-from .calibration import TensorStats, asymmetric_params, choose_range, quantize_bias, quantize_weights
+from .calibration import (
+    TensorStats,
+    asymmetric_params,
+    choose_range,
+    quantize_bias,
+    quantize_weights,
+    weight_error_shift,
+)
 from .dataset import Sample, read_dataset
 from .errors import BuildError, UnsupportedOperatorError
-from .lower import LNode, lower
+from .lower import INTEGER_VALUE_TYPES, LNode, lower
+from .precision import auto_float_layers
 from .prepare import PreparedGraph, load_onnx, make_session, prepare
 from .rewrite import rewrite
 
@@ -45,7 +53,8 @@ PRODUCER = "rknnlink 0.1.0"
 TARGET_PLATFORMS = platform_names()  # the one platform table (runtime_c/src/platforms.c)
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that move int8 values without arithmetic: their output reuses the input's quantisation.
-PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split")
+PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split", "Expand", "Tile",
+                "GatherElements")
 
 
 @dataclass
@@ -107,18 +116,25 @@ class BuildResult:
 
 def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str | Path | None = None,
           rknn_batch_size: Optional[int] = None, float_layers: Iterable[str] = frozenset(),
-          ranges: Optional[dict] = None) -> BuildResult:
+          ranges: Optional[dict] = None, fixed_ranges: Optional[dict] = None) -> BuildResult:
     """Build a simulator model from an ONNX ModelProto (see the module docstring for data types).
 
     ``dataset`` (dataset.txt) is required for int8 unless ``ranges`` (tensor name -> (min, max), as
     hybrid_quantization_step2 passes them) already fix every activation range. ``float_layers`` names
     layers (ONNX node names or their output tensor names) kept in float16 in an int8 build.
+    ``fixed_ranges`` (tensor name -> (min, max)) are a pre-quantised model's own parameters
+    (:mod:`rknnlink.model.prequant`): they make the build int8 and win over calibrated ranges; without a
+    dataset the other activations take their producer's input range.
     """
     config.validate()
     optimise = config.optimization_level > 0
     pg = prepare(model, fold_batchnorm=optimise)
     nodes = lower_and_rewrite(pg, optimise)
     stats: dict = {}
+    do_quantization = do_quantization or bool(fixed_ranges)
+    if fixed_ranges and ranges is None and dataset is None:
+        from .prequant import complete_ranges
+        ranges = complete_ranges(pg, nodes, activation_names(pg, nodes), fixed_ranges)
     if do_quantization:
         if ranges is None:
             if dataset is None:
@@ -127,10 +143,16 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
             stats = calibrate(pg, nodes, dataset, config)
         else:
             stats = _stats_from_ranges(pg, nodes, ranges)
+        for name, (lo, hi) in (fixed_ranges or {}).items():
+            if name in stats:
+                stats[name] = TensorStats(min=float(lo), max=float(hi))
     if rknn_batch_size is not None and int(rknn_batch_size) > 1:
         pg, nodes = _batched(model, int(rknn_batch_size), pg, nodes, optimise)
     mode = "int8" if do_quantization else ("fp16" if config.float_dtype == "float16" else "fp32")
-    asm = _Assembler(pg, nodes, config, mode, stats, set(float_layers), int(rknn_batch_size or 1))
+    float_layers = set(float_layers)
+    if do_quantization and optimise:
+        float_layers |= auto_float_layers(nodes, pg.outputs, stats, config.quantized_algorithm, pg)
+    asm = _Assembler(pg, nodes, config, mode, stats, float_layers, int(rknn_batch_size or 1))
     sim = asm.run()
     data = fmt.write_model(sim)
     return BuildResult(data=data, sim_model=sim, prepared_onnx=pg.model, tensor_map=asm.tensor_map,
@@ -164,7 +186,9 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
     std = config.per_input(config.std_values, len(pg.inputs), "std_values")
     stats = {n: TensorStats() for n in names}
 
-    feed_types = {i.name: (np.float16 if i.type == "tensor(float16)" else np.float32) for i in sess.get_inputs()}
+    ort_types = {"tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
+                 "tensor(bool)": np.bool_}
+    feed_types = {i.name: ort_types.get(i.type, np.float32) for i in sess.get_inputs()}
 
     def run_all(desc: str = "calibration") -> Iterable[list]:
         progress = desc if config.progress else False
@@ -172,11 +196,16 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
             feeds = {n: x.astype(feed_types.get(n, np.float32)) for n, x in zip(pg.inputs, sample.normalised)}
             yield sess.run(names, feeds)
 
+    # Inputs of Conv/Gemm also get per-channel means: bias correction needs them.
+    channel_axis = {n.inputs[0]: (1 if n.op_type == "Conv" else (0 if n.attrs.get("transA") else 1))
+                    for n in nodes if n.op_type in ("Conv", "Gemm") and n.inputs[0] in stats}
     count = 0
     for values in run_all():
         count += 1
         for n, v in zip(names, values):
             stats[n].update_range(np.asarray(v))
+            if n in channel_axis:
+                stats[n].update_channel_mean(np.asarray(v), channel_axis[n])
     LOG.info("calibrated %d tensors over %d samples", len(names), count)
     if config.quantized_algorithm != "normal":
         kinds = ("abs",) if config.quantized_algorithm == "kl_divergence" else ("signed",)
@@ -351,6 +380,10 @@ class _Assembler:
 
     def add_activation(self, name: str, kind: int, int8: bool, share_from: Optional[str] = None) -> int:
         shape = self.pg.shapes[name]
+        if self.pg.elem_types.get(name) in INTEGER_VALUE_TYPES:
+            # integer/boolean values (indices, masks) stay exact float32 in every mode (docs/model-format.md)
+            self.act_dtype[name] = fmt.FLOAT32
+            return self.add_tensor(fmt.SimTensor(name, fmt.FLOAT32, shape, kind), name)
         if not int8:
             self.act_dtype[name] = self.float_type()
             return self.add_tensor(fmt.SimTensor(name, self.float_type(), shape, kind), name)
@@ -439,7 +472,7 @@ class _Assembler:
         n_out = self.pg.shapes[n.outputs[0]][1] if len(self.pg.shapes[n.outputs[0]]) > 1 else b.size
         if b.size != n_out or (len(sw) != 1 and len(sw) != n_out):
             return None  # an unusual broadcast bias (e.g. Gemm C of shape (M, N)) stays float
-        flat = b.reshape(-1)
+        flat = self.bias_corrected(n, b.reshape(-1).astype(np.float64))
         if len(sw) == 1:
             s = float(np.float32(sx * sw[0]))
             q = quantize_bias(flat, np.array([s])).reshape(b.shape)
@@ -452,6 +485,26 @@ class _Assembler:
                                       scales.tolist(), [0] * len(scales), flat.tolist(), flat.tolist())
         return self.add_constant(name, q, fmt.INT32, name, qnt_type=fmt.QNT_CHANNEL, quant_axis=0,
                                  quant_scales=scales, quant_zero_points=np.zeros(len(scales), np.int32))
+
+    def bias_corrected(self, n: LNode, b: np.ndarray) -> np.ndarray:
+        """The bias minus the mean output shift that int8 weight rounding causes (calibration.
+        weight_error_shift); unchanged when the layer's input has no channel statistics."""
+        st = self.stats.get(n.inputs[0])
+        mean = st.channel_mean if st is not None else None
+        w = self.pg.constants.get(n.inputs[1])
+        if mean is None or w is None:
+            return b
+        w = np.asarray(w, np.float32)
+        axis = self.weight_axis(n, w)
+        q, scales = quantize_weights(w, axis)
+        shape = [1] * w.ndim
+        if axis is not None:
+            shape[axis] = -1
+        deq = q.astype(np.float64) * scales.reshape(shape if axis is not None else [1] * w.ndim)
+        shift = weight_error_shift(w, deq, mean, n.op_type, n.attrs.get("group", 1), n.attrs.get("transB", 0))
+        if shift is None or shift.shape != b.shape:
+            return b
+        return b - shift
 
     # ---- ops
 

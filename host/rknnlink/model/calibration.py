@@ -33,6 +33,8 @@ class TensorStats:
     max: float = -np.inf
     abs_hist: Optional[np.ndarray] = None  # |x| histogram over [0, absmax]
     hist: Optional[np.ndarray] = None      # x histogram over [min, max]
+    channel_sum: Optional[np.ndarray] = None  # per-channel sums (inputs of weighted layers: bias correction)
+    channel_count: int = 0
 
     @property
     def absmax(self) -> float:
@@ -42,6 +44,20 @@ class TensorStats:
         if x.size:
             self.min = min(self.min, float(np.min(x)))
             self.max = max(self.max, float(np.max(x)))
+
+    def update_channel_mean(self, x: np.ndarray, axis: int) -> None:
+        """Accumulate the mean of each channel along ``axis`` (the layer's input-channel axis)."""
+        x = np.asarray(x, np.float64)
+        moved = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+        total = moved.sum(axis=1)
+        self.channel_sum = total if self.channel_sum is None else self.channel_sum + total
+        self.channel_count += moved.shape[1]
+
+    @property
+    def channel_mean(self) -> Optional[np.ndarray]:
+        if self.channel_sum is None or not self.channel_count:
+            return None
+        return self.channel_sum / self.channel_count
 
     def update_hist(self, x: np.ndarray, kinds: tuple = ("abs", "signed")) -> None:
         """Second pass: histograms over the ranges found in the first pass (|x| for KL, x for MMSE)."""
@@ -172,6 +188,28 @@ def quantize_weights(w: np.ndarray, axis: Optional[int]) -> tuple:
     shape[axis] = -1
     q = np.clip(np.round(w / scales.reshape(shape)), -127, 127).astype(np.int8)
     return q, scales
+
+
+def weight_error_shift(w: np.ndarray, w_dequantised: np.ndarray, input_mean: np.ndarray, op_type: str,
+                       group: int = 1, trans_b: int = 0) -> Optional[np.ndarray]:
+    """Expected output shift per output channel that weight rounding causes: (Wq - W) applied to the
+    layer's mean input (per input channel, spatially constant; padding ignored). Subtracting it from the
+    bias is the analytic bias correction of Nagel et al. (data-free quantization, 2019). None for layouts
+    it does not cover."""
+    dw = np.asarray(w_dequantised, np.float64) - np.asarray(w, np.float64)
+    m = np.asarray(input_mean, np.float64)
+    if op_type == "Conv":
+        cout, cin_g = dw.shape[:2]
+        if m.size != cin_g * group or cout % group:
+            return None
+        per = dw.reshape(cout, cin_g, -1).sum(axis=2)  # (cout, cin/g)
+        groups_in = m.reshape(group, cin_g)
+        out_group = np.arange(cout) // (cout // group)
+        return np.einsum("oc,oc->o", per, groups_in[out_group])
+    if op_type == "Gemm":
+        mat = dw if trans_b else dw.T  # (N, K)
+        return mat @ m if m.size == mat.shape[1] else None
+    return None
 
 
 def quantize_bias(b: np.ndarray, scales: np.ndarray) -> np.ndarray:

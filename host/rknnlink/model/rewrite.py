@@ -5,6 +5,7 @@ rounds to its own 8-bit grid, and a chain of them can lose a tensor entirely: PP
 Paddle "learnable affine" blocks, Conv -> Mul(scalar) -> Add(scalar), whose separately quantised outputs
 flattened the text map to zero. These passes turn such chains back into the one layer they mean:
 
+* :func:`drop_identity_arithmetic`: Mul/Div by 1, Add/Sub of 0 (Paddle's Swish beta) vanish.
 * :func:`fold_affine`: Conv / ConvTranspose / Gemm followed by Mul / Div / Add / Sub with a scalar or
   per-output-channel constant -> new weights and bias (exact in real arithmetic).
 * :func:`fuse_hard_activations`: Add(3) -> Clip(0, 6) -> Div(6) (or Mul(1/6)) -> HardSigmoid, Mul(x, a)
@@ -114,6 +115,27 @@ def _replace(nodes: list, remove: list, new: LNode, at: LNode) -> list:
         elif id(n) not in gone:
             out.append(n)
     return out
+
+
+# ------------------------------------------------------------------------------- identity arithmetic
+
+
+def drop_identity_arithmetic(nodes: list, pg: PreparedGraph) -> list:
+    """Mul/Div by 1 and Add/Sub of 0 (exporters write Swish's beta = 1 as Mul(x, 1.0)) are removed, their
+    readers rewired to the input, so that the patterns around them are recognised."""
+    idx = _Index(nodes, pg)
+    rename, keep = {}, []
+    for n in nodes:
+        s = idx.split_const(n)
+        neutral = 1.0 if n.op_type in ("Mul", "Div") else 0.0
+        if (s is not None and not s[2] and s[1].size == 1 and float(s[1].reshape(-1)[0]) == neutral
+                and n.outputs[0] not in idx.graph_outputs
+                and tuple(pg.shapes.get(s[0], ())) == tuple(pg.shapes.get(n.outputs[0], ()))):
+            rename[n.outputs[0]] = rename.get(s[0], s[0])
+            continue
+        n.inputs = [rename.get(i, i) for i in n.inputs]
+        keep.append(n)
+    return keep
 
 
 # ------------------------------------------------------------------------------------ affine folding
@@ -415,6 +437,19 @@ def _gelu_from(idx: _Index, core: LNode, nodes: list) -> Optional[tuple]:
 # ------------------------------------------------------------------------------------- LayerNorm
 
 
+def decomposed_layernorms(nodes: list, pg: PreparedGraph) -> list:
+    """The layer names of every decomposed LayerNorm still in ``nodes`` (one list per LayerNorm): where the
+    simulator has no LayerNormalization layer, precision.py keeps them in float16, as the NPU computes
+    normalisation in higher precision."""
+    idx = _Index(nodes, pg)
+    found = []
+    for n in nodes:
+        hit = _layernorm_from(idx, n, nodes)
+        if hit is not None:
+            found.append([p.name for p in hit[1]])
+    return found
+
+
 def fuse_layernorm(nodes: list, pg: PreparedGraph) -> list:
     """ReduceMean/Sub/Pow(2)/ReduceMean/Add(eps)/Sqrt/Div [Mul(gamma)] [Add(beta)] -> LayerNormalization."""
     for _ in range(len(nodes)):
@@ -538,6 +573,7 @@ def rewrite(nodes: list, pg: PreparedGraph) -> list:
     """Every rewrite of this module, then lower's SiLU and activation fusions (the order matters: a
     folded Conv must exist before its activation can fuse into it)."""
     before = len(nodes)
+    nodes = drop_identity_arithmetic(nodes, pg)
     nodes = fold_affine(nodes, pg)
     nodes = fuse_hard_activations(nodes, pg)
     nodes = fuse_gelu(nodes, pg)

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ops_common.h"
@@ -384,6 +385,12 @@ int sim_bcast_init(sim_bcast *bc, const sim_tensor *out, const sim_tensor *a, co
     }
     bc->nd = nd;
     return 0;
+}
+
+void sim_free_priv(sim_op *op)
+{
+    free(op->priv);
+    op->priv = NULL;
 }
 
 void *sim_scratch_get(sim_kernel_call *call, size_t bytes)

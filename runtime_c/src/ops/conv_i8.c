@@ -305,8 +305,11 @@ static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
         int8_t *yc = j->y + (n * g->cout + c) * g->out_sz;
         /* the bias joins the exact float sum when it cannot spoil exactness */
         int fold = s->bias[c] > -8000000 && s->bias[c] < 8000000;
+        /* the plane kernels' fused int8 store is linear (plus clamp): SiLU, HardSwish, ... go through
+         * sim_i8_requant_plane, which applies them to the dequantised accumulator */
+        int linear = s->epi.act == SIM_ACT_NONE || s->epi.clamp;
         if (sim_dw_plane(s->avx2, g, pad, s->wdw + c * g->k_sz, fold ? (float)s->bias[c] : 0.0f, acc, NULL,
-                         fold ? &s->epi : NULL, c, yc))
+                         fold && linear ? &s->epi : NULL, c, yc))
             continue;
         if (fold) {
             sim_i8_epi ep = s->epi;

@@ -1,0 +1,132 @@
+"""The int8 quantizer beyond min/max: bias correction, float16 for outputs that mix scales, and int8
+depthwise convolutions with non-clamping fused activations, each against onnxruntime fp32."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from rknnlink.model import format as fmt
+from rknnlink.model.builder import BuildConfig, build, load_onnx
+from rknnlink.model.calibration import quantize_weights, weight_error_shift
+
+try:
+    from rknnlink.runtime import RuntimeLibrary
+
+    LIB = RuntimeLibrary.load(backend="sim")
+except Exception:
+    LIB = None
+
+RNG = np.random.default_rng(3)
+
+
+def _model(nodes, inits, shape, outputs):
+    graph = helper.make_graph(nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def _dataset(tmp_path, shape, n=6, mean=0.0):
+    lines = []
+    for i in range(n):
+        np.save(tmp_path / f"{i}.npy", (RNG.standard_normal(shape) + mean).astype(np.float32))
+        lines.append(f"{i}.npy")
+    (tmp_path / "dataset.txt").write_text("\n".join(lines))
+    return str(tmp_path / "dataset.txt")
+
+
+def _cos(a, b):
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _run_both(model, x, data):
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with LIB.init(data) as ctx:
+        got = ctx.infer([x], formats=["nchw"])
+    return ref, got
+
+
+@pytest.mark.skipif(LIB is None, reason="simulated NPU library unavailable")
+@pytest.mark.parametrize("act", ["SiLU", "HardSwish", "Relu"])
+def test_int8_depthwise_3x3_applies_its_fused_activation(tmp_path, act):
+    """The vectorised 3x3 depthwise kernel once stored the pre-activation for SiLU/HardSwish (cos 0.98)."""
+    c, shape = 8, [1, 8, 40, 40]
+    inits = {"w": RNG.normal(0, 0.5, (c, 1, 3, 3)), "b": RNG.normal(0, 0.2, c)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], group=c, kernel_shape=[3, 3], pads=[1] * 4)]
+    if act == "SiLU":
+        nodes += [helper.make_node("Sigmoid", ["y"], ["s"]), helper.make_node("Mul", ["y", "s"], ["out"])]
+    else:
+        nodes += [helper.make_node(act, ["y"], ["out"])]
+    model = _model(nodes, inits, shape, ["out"])
+    if act == "HardSwish":
+        model.opset_import[0].version = 14
+    result = build(load_onnx(model), BuildConfig(progress=False), True, _dataset(tmp_path, shape))
+    assert [(op.op_type, op.act) for op in result.sim_model.ops] == [("Conv", act)]
+    x = RNG.standard_normal(shape).astype(np.float32)
+    ref, got = _run_both(model, x, result.data)
+    assert _cos(ref[0], got[0]) > 0.999
+
+
+def test_weight_error_shift_is_the_mean_output_error_of_rounded_weights():
+    w = RNG.normal(0, 0.3, (6, 4, 3, 3)).astype(np.float32)
+    q, s = quantize_weights(w, 0)
+    deq = q.astype(np.float64) * s.reshape(-1, 1, 1, 1)
+    mean = RNG.normal(1.0, 0.5, 4)
+    x = torch.from_numpy(np.broadcast_to(mean.reshape(1, 4, 1, 1), (1, 4, 9, 9)).copy())
+    diff = (torch.nn.functional.conv2d(x, torch.from_numpy(deq)) - torch.nn.functional.conv2d(x, torch.from_numpy(
+        w.astype(np.float64)))).numpy()
+    np.testing.assert_allclose(weight_error_shift(w, deq, mean, "Conv"), diff[0, :, 3, 3], rtol=1e-9, atol=1e-12)
+    dw = RNG.normal(0, 0.3, (4, 1, 3, 3)).astype(np.float32)
+    q, s = quantize_weights(dw, 0)
+    deq = q.astype(np.float64) * s.reshape(-1, 1, 1, 1)
+    got = weight_error_shift(dw, deq, mean, "Conv", group=4)
+    np.testing.assert_allclose(got, (deq - dw).reshape(4, -1).sum(1) * mean, rtol=1e-9)
+    g = RNG.normal(0, 0.3, (5, 4)).astype(np.float32)  # Gemm B with transB=1: (N, K)
+    q, s = quantize_weights(g, 0)
+    deq = q.astype(np.float64) * s.reshape(-1, 1)
+    np.testing.assert_allclose(weight_error_shift(g, deq, mean, "Gemm", trans_b=1), (deq - g) @ mean)
+
+
+def test_bias_correction_changes_the_int8_bias_by_the_shift(tmp_path):
+    shape = [1, 4, 12, 12]
+    w = RNG.normal(0, 0.3, (6, 4, 3, 3)).astype(np.float32)
+    b = RNG.normal(0, 0.1, 6).astype(np.float32)
+    model = _model([helper.make_node("Conv", ["x", "w", "b"], ["out"], kernel_shape=[3, 3])], {"w": w, "b": b},
+                   shape, ["out"])
+    result = build(load_onnx(model), BuildConfig(progress=False), True, _dataset(tmp_path, shape, mean=2.0))
+    op = result.sim_model.ops[0]
+    xt, wt, bt = (result.sim_model.tensors[i] for i in op.inputs)
+    plain = np.round(b / (xt.scale * wt.quant_scales))
+    assert not np.array_equal(bt.data, plain)  # inputs with mean 2 make the correction visible
+    deq = wt.data.astype(np.float64) * np.asarray(wt.quant_scales, np.float64).reshape(-1, 1, 1, 1)
+    shift = weight_error_shift(w, deq, np.full(4, 2.0), "Conv")
+    np.testing.assert_allclose(bt.data * bt.quant_scales, b - shift, atol=2 * float(np.max(bt.quant_scales)) + 2e-3)
+
+
+@pytest.mark.skipif(LIB is None, reason="simulated NPU library unavailable")
+def test_output_concatenating_boxes_and_scores_stays_float16_with_a_warning(tmp_path, caplog):
+    """A detector head joins pixel boxes (0..500) with 0..1 scores: one int8 scale would zero the scores."""
+    shape = [1, 3, 8, 8]
+    inits = {"w": RNG.normal(0, 0.5, (8, 3, 1, 1)), "k": np.float32(300.0)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["f"], kernel_shape=[1, 1]),
+             helper.make_node("Sigmoid", ["f"], ["sg"]),
+             helper.make_node("Mul", ["sg", "k"], ["boxes"]),
+             helper.make_node("Sigmoid", ["f"], ["scores"]),
+             helper.make_node("Concat", ["boxes", "scores"], ["out"], axis=1)]
+    model = _model(nodes, inits, shape, ["out"])
+    with caplog.at_level(logging.WARNING, logger="rknnlink.model.precision"):
+        result = build(load_onnx(model), BuildConfig(progress=False), True, _dataset(tmp_path, shape))
+    assert any("'out'" in r.getMessage() and "float16" in r.getMessage() for r in caplog.records)
+    out = result.sim_model.tensors[result.sim_model.outputs[0].tensor]
+    assert out.dtype == fmt.FLOAT16
+    x = RNG.standard_normal(shape).astype(np.float32)
+    ref, got = _run_both(model, x, result.data)
+    scores_ref, scores_got = ref[0][:, 8:], np.asarray(got[0]).reshape(ref[0].shape)[:, 8:]
+    assert _cos(scores_ref - scores_ref.mean(), scores_got - scores_got.mean()) > 0.99
