@@ -209,6 +209,74 @@ int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch)
     return sim_sat_i8(sim_round_away(v) + (float)epi->zo);
 }
 
+#ifdef SIM_HAVE_AVX2_I8
+/* 8 accumulators (bias included) of channel ch through the activation table; the lanes the table
+ * leaves to the direct evaluation (and NaN-free out-of-window ones) go through sim_i8_requant, so
+ * the codes equal the scalar ones. */
+__attribute__((target("avx2"))) static void lut8_avx2(const sim_i8_epi *epi, __m256i acc, __m256 rs, int64_t ch,
+                                                      int8_t *dst)
+{
+    const sim_act_lut *t = epi->lut;
+    __m256 real = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), rs);
+    __m256 f = _mm256_mul_ps(_mm256_sub_ps(real, _mm256_set1_ps(t->lo)), _mm256_set1_ps(t->inv));
+    __m256 ok = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_setzero_ps(), _CMP_GE_OQ),
+                              _mm256_cmp_ps(f, _mm256_set1_ps((float)t->n), _CMP_LT_OQ));
+    __m256i idx = _mm256_and_si256(_mm256_cvttps_epi32(f), _mm256_castps_si256(ok));
+    __m256 thr = _mm256_i32gather_ps(t->thr, idx, 4);
+    __m256i pair = _mm256_i32gather_epi32((const int *)(const void *)t->code, idx, 4);
+    __m256i hi = _mm256_srai_epi32(pair, 16), lo = _mm256_srai_epi32(_mm256_slli_epi32(pair, 16), 16);
+    __m256i code = _mm256_blendv_epi8(lo, hi, _mm256_castps_si256(_mm256_cmp_ps(real, thr, _CMP_GE_OQ)));
+    __m256i bad = _mm256_or_si256(_mm256_cmpeq_epi32(code, _mm256_set1_epi32(SIM_ACT_LUT_DIRECT)),
+                                  _mm256_xor_si256(_mm256_castps_si256(ok), _mm256_set1_epi32(-1)));
+    __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(code), _mm256_extracti128_si256(code, 1));
+    _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
+    int m = _mm256_movemask_ps(_mm256_castsi256_ps(bad));
+    if (m) {
+        int32_t a[8];
+        _mm256_storeu_si256((__m256i *)(void *)a, acc);
+        for (int l = 0; l < 8; l++)
+            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a[l], ch);
+    }
+}
+
+__attribute__((target("avx2"))) static int64_t lut_row_avx2(const sim_i8_epi *epi, const float *acc,
+                                                             const int32_t *acc32, int32_t bias, int64_t n, int64_t ch,
+                                                             int8_t *y)
+{
+    __m256 rs = _mm256_set1_ps(epi->rscale[ch]);
+    __m256i bv = _mm256_set1_epi32(bias);
+    int64_t e = 0;
+    for (; e + 8 <= n; e += 8) {
+        __m256i a = acc ? _mm256_cvttps_epi32(_mm256_loadu_ps(acc + e))
+                        : _mm256_loadu_si256((const __m256i *)(const void *)(acc32 + e));
+        lut8_avx2(epi, _mm256_add_epi32(a, bv), rs, ch, y + e);
+    }
+    return e;
+}
+#endif
+
+void sim_i8_requant_act_row(int use_avx2, const sim_i8_epi *epi, const float *acc, int32_t bias, int64_t n, int64_t ch,
+                            int8_t *y)
+{
+    int64_t e = 0;
+#ifdef SIM_HAVE_AVX2_I8
+    if (use_avx2 && epi->lut) e = lut_row_avx2(epi, acc, NULL, bias, n, ch, y);
+#endif
+    (void)use_avx2;
+    for (; e < n; e++) y[e] = sim_i8_requant(epi, (int32_t)acc[e] + bias, ch);
+}
+
+void sim_i8_requant_act_row32(int use_avx2, const sim_i8_epi *epi, const int32_t *acc, int32_t bias, int64_t n,
+                              int64_t ch, int8_t *y)
+{
+    int64_t e = 0;
+#ifdef SIM_HAVE_AVX2_I8
+    if (use_avx2 && epi->lut) e = lut_row_avx2(epi, NULL, acc, bias, n, ch, y);
+#endif
+    (void)use_avx2;
+    for (; e < n; e++) y[e] = sim_i8_requant(epi, acc[e] + bias, ch);
+}
+
 /* Requantisation of float-held exact accumulators, branch-free so it vectorises. */
 static inline void requant_plane_body(const float *acc, int64_t n, int32_t bias, float mult, float lo, float hi,
                                       float zo, int8_t *y)
@@ -248,7 +316,7 @@ void sim_i8_requant_plane(int use_avx2, const sim_i8_epi *epi, const float *acc,
 {
     int32_t bias = epi->bias ? epi->bias[ch] : 0;
     if (epi->act != SIM_ACT_NONE && !epi->clamp) {
-        for (int64_t e = 0; e < n; e++) y[e] = sim_i8_requant(epi, (int32_t)acc[e] + bias, ch);
+        sim_i8_requant_act_row(use_avx2, epi, acc, bias, n, ch, y);
         return;
     }
     /* bound to +-1e9 so the int32 conversions stay defined; saturation follows anyway */
@@ -267,6 +335,12 @@ void sim_i8_requant_plane(int use_avx2, const sim_i8_epi *epi, const float *acc,
 static void store_tile(const int32_t *t, int mr, int nr, int8_t *c8, int32_t *c32, int64_t rs, int64_t cs,
                        int64_t row0, int64_t col0, const sim_i8_epi *epi)
 {
+    if (c8 && cs == 1 && !epi->per_col && epi->lut) {
+        for (int r = 0; r < mr; r++)
+            sim_i8_requant_act_row32(SIM_CPU_AVX2(), epi, t + r * SIM_NR, epi->bias ? epi->bias[row0 + r] : 0, nr,
+                                     row0 + r, c8 + r * rs);
+        return;
+    }
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < nr; j++) {
             int64_t ch = epi->per_col ? col0 + j : row0 + r;

@@ -49,6 +49,13 @@ void sim_i8_epi_bounds(const sim_i8_epi *epi, float *qlo, float *qhi);
 /* Requantises one accumulator of channel ch. */
 int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch);
 
+/* y[e] = sim_i8_requant(epi, acc[e] + bias, ch) for e < n (acc exact integer-valued floats, or int32 in
+ * the row32 form), through the activation table 8 at a time on AVX2. */
+void sim_i8_requant_act_row(int use_avx2, const sim_i8_epi *epi, const float *acc, int32_t bias, int64_t n, int64_t ch,
+                            int8_t *y);
+void sim_i8_requant_act_row32(int use_avx2, const sim_i8_epi *epi, const int32_t *acc, int32_t bias, int64_t n,
+                              int64_t ch, int8_t *y);
+
 /* Requantises n accumulators of channel ch held as exact integer-valued floats (depthwise path). */
 void sim_i8_requant_plane(int use_avx2, const sim_i8_epi *epi, const float *acc, int64_t n, int64_t ch, int8_t *y);
 

@@ -85,6 +85,10 @@ static void store_tile(const float *t, float *c, int64_t ldc, int mr, int nr, co
         for (int r = 0; r < mr; r++) {
             int64_t ch = epi->ch0 + i + r;
             int32_t b = epi->bias_row ? (int32_t)epi->bias_row[i + r] : (q->bias ? q->bias[ch] : 0);
+            if (q->lut) {
+                sim_i8_requant_act_row(SIM_CPU_AVX2(), q, t + r * SIM_NR, b, nr, ch, epi->c8 + (i + r) * epi->ldc8 + j);
+                continue;
+            }
             for (int e = 0; e < nr; e++)
                 epi->c8[(i + r) * epi->ldc8 + j + e] = sim_i8_requant(q, (int32_t)t[r * SIM_NR + e] + b, ch);
         }

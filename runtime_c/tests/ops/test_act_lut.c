@@ -3,6 +3,7 @@
  * table, and for random reals inside and outside its window. */
 #include "harness.h"
 #include "ops/act_lut.h"
+#include "ops/gemm_i8.h"
 
 static int32_t lut_or_direct(const sim_act_lut *t, uint32_t act, float p0, float p1, float so, int32_t zo, float r)
 {
@@ -98,4 +99,45 @@ void test_sigmoid_fast(void)
     free(x);
     free(a);
     free(c);
+}
+
+/* The vector table requantisation (sim_i8_requant_act_row/row32) against scalar sim_i8_requant. */
+void test_act_lut_rows(void)
+{
+    enum { N = 4099 };
+    static float acc[N];
+    static int32_t acc32[N];
+    static int8_t got[N], got32[N];
+    float mult[2] = {0.0021f, 0.013f}, rscale[2] = {0.0021f * 0.05f, 0.013f * 0.05f};
+    uint32_t acts[] = {SIM_ACT_SILU, SIM_ACT_SIGMOID, SIM_ACT_HARDSWISH, SIM_ACT_TANH};
+    for (int a = 0; a < 4; a++) {
+        sim_op op;
+        memset(&op, 0, sizeof op);
+        op.act = acts[a];
+        sim_i8_epi epi;
+        memset(&epi, 0, sizeof epi);
+        sim_act_lut lut;
+        sim_i8_epi_act(&epi, &op, 0.05f, -100);
+        epi.mult = mult;
+        epi.rscale = rscale;
+        int rc = sim_i8_epi_lut(&epi, &lut);
+        for (int i = 0; i < N; i++) {
+            acc32[i] = (int32_t)(tg_randf() * (i % 5 ? 30000.0f : 3e6f));
+            acc[i] = (float)acc32[i];
+        }
+        int64_t bad = 0;
+        for (int ch = 0; ch < 2; ch++) {
+            sim_i8_requant_act_row(1, &epi, acc, 17, N, ch, got);
+            sim_i8_requant_act_row32(1, &epi, acc32, 17, N, ch, got32);
+            for (int i = 0; i < N; i++) {
+                int8_t want = sim_i8_requant(&epi, acc32[i] + 17, ch);
+                bad += (got[i] != want) + (got32[i] != want);
+            }
+        }
+        char what[100];
+        snprintf(what, sizeof what, "act table rows, act %u: %lld codes differ from sim_i8_requant", acts[a],
+                 (long long)bad);
+        tg_check_true(what, rc == 0 && epi.lut && bad == 0);
+        sim_act_lut_free(&lut);
+    }
 }

@@ -12,6 +12,7 @@ void test_shape(void);
 void test_int8(void);
 void test_act_lut(void);
 void test_sigmoid_fast(void);
+void test_act_lut_rows(void);
 
 int main(void)
 {
@@ -26,6 +27,7 @@ int main(void)
     test_int8();
     test_act_lut();
     test_sigmoid_fast();
+    test_act_lut_rows();
     printf("%d checks, %d failures\n", tg_checks, tg_failures);
     return tg_failures ? 1 : 0;
 }
