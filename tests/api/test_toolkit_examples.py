@@ -5,9 +5,8 @@ example reads back. The models are small stand-ins generated here (same inputs, 
 smaller images to stay fast); images are saved as the example's .jpg files and read the way its cv2 calls
 would give them (HWC uint8). Caffe and TensorFlow stand-ins are written by the test (Caffe through
 rknnlink's own caffe.proto schema, TensorFlow graphs frozen by TensorFlow itself) and their outputs are
-compared with the same network run in float (torch / a TensorFlow session); the ONNX twins run the same
-scripts through load_onnx. custom_op/convert_custom_onnx_to_rknn is
-test_custom_op.py::test_dual_residual_example_in_process_and_after_export.
+compared with the same network run in float (torch / a TensorFlow session).
+custom_op/convert_custom_onnx_to_rknn is test_custom_op.py::test_dual_residual_example_in_process_and_after_export.
 """
 
 from __future__ import annotations
@@ -224,19 +223,6 @@ def _run_frozen(path: Path, feeds: dict, outputs: list) -> list:
             return sess.run([f"{o}:0" for o in outputs], {f"{k}:0": v for k, v in feeds.items()})
 
 
-def _mobilenet_twin(work: Path, platform: str, images, verbose: bool = True, **build) -> RKNN:
-    """The Caffe mobilenet_v2 examples' config, load (ONNX in place of load_caffe) and build."""
-    _classifier(work / "mobilenet_v2.onnx", output="prob")
-    _dataset(work)
-    _images(work, images)
-    rknn = RKNN(verbose=verbose)
-    rknn.config(mean_values=[103.94, 116.78, 123.68], std_values=[58.82, 58.82, 58.82], quant_img_RGB2BGR=True,
-                target_platform=platform)
-    assert rknn.load_onnx(model="mobilenet_v2.onnx") == 0
-    assert rknn.build(do_quantization=True, dataset="./dataset.txt", **build) == 0
-    return rknn
-
-
 # ------------------------------------------------------------------------------------------------ examples
 
 def test_onnx_resnet50v2(work):
@@ -415,30 +401,6 @@ def test_functions_hybrid_quant_step1_step2(work):
     step2.release()
 
 
-def test_functions_hybrid_quant_onnx_twin(work):
-    """step1.py / step2.py with load_onnx in place of load_tensorflow; file names as the example reads them."""
-    _classifier(work / "ssd_mobilenet_v2.onnx", output="concat")
-    _dataset(work)
-    _images(work, ["dog_bike_car_300x300.jpg"])
-    step1 = RKNN(verbose=True)
-    step1.config(mean_values=[127.5, 127.5, 127.5], std_values=[127.5, 127.5, 127.5], target_platform="rk3566")
-    assert step1.load_onnx(model="./ssd_mobilenet_v2.onnx") == 0
-    assert step1.hybrid_quantization_step1(dataset="./dataset.txt", proposal=False) == 0
-    step1.release()
-    step2 = RKNN(verbose=True)
-    assert step2.hybrid_quantization_step2(model_input="./ssd_mobilenet_v2.model",
-                                           data_input="./ssd_mobilenet_v2.data",
-                                           model_quantization_cfg="./ssd_mobilenet_v2.quantization.cfg") == 0
-    assert step2.export_rknn("./ssd_mobilenet_v2.rknn") == 0
-    assert step2.accuracy_analysis(inputs=["./dog_bike_car_300x300.jpg"], output_dir=None) == 0
-    img = np.expand_dims(_imread("./dog_bike_car_300x300.jpg")[:, :, ::-1], 0)
-    assert step2.init_runtime() == 0
-    outputs = step2.inference(inputs=[img], data_format=["nhwc"])
-    np.save("./functions_hybrid_quant_0.npy", outputs[0])
-    assert step2._model_platform() == "rk3566"
-    step2.release()
-
-
 def test_functions_dynamic_shape(work, monkeypatch):
     w = _mobilenet_v2_caffe(work)
     _example_folder(work, monkeypatch, "dynamic_shape")
@@ -462,27 +424,6 @@ def test_functions_dynamic_shape(work, monkeypatch):
         assert outputs[0].shape == (1, 1000, 1, 1)
         # measured: cosine 0.989 / 0.957 / 0.995 for 24 / 16 / 32 (16 and 24 use the 32 set's ranges)
         assert _prob_cosine(outputs[0], ref) > 0.93 and np.argmax(outputs[0]) == np.argmax(ref), size
-    rknn.release()
-
-
-def test_functions_dynamic_shape_onnx_twin(work):
-    _classifier(work / "mobilenet_v2.onnx", output="prob", dynamic=True)
-    _dataset(work, size=32)
-    _images(work, ["dog_224x224.jpg"], size=40)
-    dynamic_input = [[[1, 3, 32, 32]], [[1, 3, 16, 16]], [[1, 3, 24, 24]]]
-    rknn = RKNN(verbose=True)
-    rknn.config(mean_values=[103.94, 116.78, 123.68], std_values=[58.82, 58.82, 58.82], quant_img_RGB2BGR=True,
-                target_platform="rk3566", dynamic_input=dynamic_input)
-    assert rknn.load_onnx(model="mobilenet_v2.onnx") == 0
-    assert rknn.build(do_quantization=True, dataset="./dataset.txt") == 0
-    assert rknn.export_rknn("./mobilenet_v2.rknn") == 0
-    assert rknn.init_runtime() == 0
-    img = Image.open("./dog_224x224.jpg")
-    for size in (24, 16, 32):  # cv2.resize then NCHW, as the example does
-        resized = np.asarray(img.resize((size, size)))[:, :, ::-1]
-        x = np.transpose(np.expand_dims(resized, 0), (0, 3, 1, 2))
-        outputs = rknn.inference(inputs=[x], data_format=["nchw"])
-        assert outputs[0].reshape((-1, 1000)).shape == (1, 1000)
     rknn.release()
 
 
@@ -537,21 +478,6 @@ def test_functions_multi_batch(work, monkeypatch):
     rknn.release()
 
 
-def test_functions_multi_batch_onnx_twin(work):
-    rknn = _mobilenet_twin(work, "rk3566", ["dog_224x224.jpg", "goldfish_224x224.jpg", "space_shuttle_224.jpg"],
-                           rknn_batch_size=4)
-    assert rknn.export_rknn("./mobilenet_v2.rknn") == 0
-    imgs = [np.expand_dims(_imread(f), 0) for f in ("./dog_224x224.jpg", "./goldfish_224x224.jpg",
-                                                   "./space_shuttle_224.jpg")]
-    img = np.concatenate((imgs[0], imgs[1], imgs[2], imgs[0]), axis=0)
-    assert rknn.init_runtime() == 0
-    outputs = rknn.inference(inputs=[img], data_format=["nhwc"])
-    per_batch = outputs[0].reshape((-1, 1000))
-    assert per_batch.shape == (4, 1000)
-    np.testing.assert_array_equal(per_batch[0], per_batch[3])  # the same image in batch 0 and 3
-    rknn.release()
-
-
 def test_functions_npu_device_test(work, monkeypatch, capsys):
     """The connected-board example unchanged: the simulated board comes from RKNNLINK_DEVICE."""
     monkeypatch.setenv("RKNNLINK_DEVICE", "sim")
@@ -591,32 +517,6 @@ def test_functions_npu_device_test(work, monkeypatch, capsys):
     rknn.release()
 
 
-def test_functions_npu_device_test_onnx_twin(work, monkeypatch, capsys):
-    """The connected-board example, unchanged but for the loader: the board comes from RKNNLINK_DEVICE."""
-    monkeypatch.setenv("RKNNLINK_DEVICE", "sim")
-    rknn = _mobilenet_twin(work, "rk3588", ["dog_224x224.jpg"])
-    assert rknn.accuracy_analysis(inputs=["./dog_224x224.jpg"], output_dir="./snapshot", target="rk3588") == 0
-    assert (work / "snapshot" / "runtime" / "prob.txt").is_file()
-    assert rknn.export_rknn("./mobilenet_v2.rknn") == 0
-    assert rknn.export_encrypted_rknn_model("./mobilenet_v2.rknn", None, 3) == -1  # logged, not supported
-    rknn.release()
-
-    rknn = RKNN(verbose=True)
-    assert rknn.load_rknn("./mobilenet_v2.rknn") == 0
-    img = np.expand_dims(_imread("./dog_224x224.jpg"), 0)
-    rknn.list_devices()
-    assert rknn.init_runtime(target="rk3588", perf_debug=True, eval_mem=True) == 0
-    print(rknn.get_sdk_version())
-    rknn.eval_perf()
-    rknn.eval_memory()
-    outputs = rknn.inference(inputs=[img], data_format=["nhwc"])
-    np.save("./functions_npu_device_test_0.npy", outputs[0])
-    printed = capsys.readouterr().out
-    assert "DRV: rknn_server:" in printed and "Network Layer Information Table" in printed
-    assert "Memory Profile Info Dump" in printed and outputs[0].reshape(-1).shape == (1000,)
-    rknn.release()
-
-
 def test_functions_codegen(work, monkeypatch):
     _mobilenet_v2_caffe(work)
     _example_folder(work, monkeypatch, "codegen")
@@ -632,17 +532,8 @@ def test_functions_codegen(work, monkeypatch):
     demo = Path("rknn_app_demo")
     for name in ("CMakeLists.txt", "src/main.c", "data/input_0.npy"):
         assert (demo / name).is_file()
-    # named after the model file, as the ONNX twin's mobilenet_v2.rknn; the same bytes as export_rknn wrote
+    # named after the model file (load_caffe's prototxt); the same bytes as export_rknn wrote
     assert (demo / "model" / "mobilenet_v2_deploy.rknn").read_bytes() == Path("mobilenet_v2.rknn").read_bytes()
-    rknn.release()
-
-
-def test_functions_codegen_onnx_twin(work):
-    rknn = _mobilenet_twin(work, "rk3562", ["dog_224x224.jpg"], verbose=False)
-    assert rknn.export_rknn("./mobilenet_v2.rknn") == 0
-    assert rknn.codegen(output_path="./rknn_app_demo", inputs=["./dog_224x224.jpg"], overwrite=True) == 0
-    for name in ("CMakeLists.txt", "src/main.c", "model/mobilenet_v2.rknn", "data/input_0.npy"):
-        assert (work / "rknn_app_demo" / name).is_file()
     rknn.release()
 
 
@@ -712,22 +603,4 @@ def test_functions_quantize_algorithm_mmse(work):
                          ["MobilenetV1/Logits/SpatialSqueeze"])
     assert outputs[0].shape == ref.shape == (1, 1001)
     assert _cosine(outputs[0], ref) > 0.98, _cosine(outputs[0], ref)
-    rknn.release()
-
-
-def test_functions_quantize_algorithm_mmse_onnx_twin(work):
-    _classifier(work / "mobilenet_v1.onnx", output="MobilenetV1_Logits_SpatialSqueeze", classes=1001)
-    _dataset(work)
-    _images(work, ["dog_224x224.jpg"])
-    rknn = RKNN(verbose=True)
-    rknn.config(mean_values=[128, 128, 128], std_values=[128, 128, 128], target_platform="rk3566",
-                quantized_method="channel", quantized_algorithm="mmse")
-    assert rknn.load_onnx(model="mobilenet_v1.onnx") == 0
-    assert rknn.build(do_quantization=True, dataset="./dataset.txt") == 0
-    assert rknn.accuracy_analysis(inputs=["dog_224x224.jpg"], output_dir=None) == 0
-    assert (work / "snapshot" / "error_analysis.txt").is_file()
-    img = np.expand_dims(_imread("./dog_224x224.jpg")[:, :, ::-1], 0)
-    assert rknn.init_runtime() == 0
-    outputs = rknn.inference(inputs=[img], data_format=["nhwc"])
-    assert outputs[0][0].shape == (1001,)
     rknn.release()
