@@ -13,7 +13,7 @@ per-layer work the simulator reports (rknnlink_layer_info: cost class, MACs, act
 runtime_c/src/platforms.c; every run also fits on half of the models and reports the error on the other half.
 Before fitting, the bench checks that this formula reproduces the simulator's own estimates exactly.
 
-Usage: python bench/bench_cost_model.py [--models a,b,...] [--fit] [--no-run] [--check]
+Usage: python bench/bench_cost_model.py [--models a,b,...] [--fit] [--no-run] [--check] [--save FILE]
 """
 
 from __future__ import annotations
@@ -75,12 +75,11 @@ PUBLISHED: Dict[str, Tuple[str, Tuple[float, float, float, float]]] = {
     "ppocrv4_rec": ("fp16", (19.5, 54.3, 73.9, 96.8)),
 }
 COLUMNS = ("rk3568", "rk3562", "rk3588", "rk3576")  # the RK3566/RK3568 column is costed as rk3568
-# Architectures of the table that need operators the simulator does not have yet (LayerNorm, GELU, Erf,
-# Einsum: branch real-ops), or models whose published time covers more than one NPU graph.
+# Models of the table the bench does not build (yet), with the reason it prints.
 SKIPPED = {
     "yolov6n/s/m, yolov10n/s, ppyoloe_s/m, yolov7, yolo_world_v2s, ppseg_lite": "not written yet in zoo_models.py",
     "clip_images, clip_text, mobilesam encoder/decoder, lite-transformer encoder/decoder":
-        "need LayerNorm / GELU / Erf (transformer blocks), which the simulator lacks (branch real-ops)",
+        "transformer blocks not written yet in zoo_models.py (their LayerNorm / GELU / Erf just landed)",
     "wav2vec2, whisper, zipformer, yamnet, mms_tts": "published as real-time factors of whole audio pipelines",
 }
 OCR_FILES = {"ppocrv4_det": ("ch_PP-OCRv4_det_infer.onnx", [1, 3, 480, 480]),

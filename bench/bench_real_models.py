@@ -32,6 +32,19 @@ def _fmt(v: float, digits: int = 4) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+def _print_decoded(folder: Path, ref: list, ours: run.RunResult, theirs: run.RunResult) -> None:
+    """The trained recogniser reads rendered text: show what fp32, rknnlink and the toolkit read."""
+    from corpus.metrics import decode_text, ppocr_charset
+    chars = ppocr_charset(folder / "model.onnx")
+    truth = run.meta(folder).get("texts") or []
+    for i, r in enumerate(ref):
+        cols = [f"truth {truth[i]!r}" if i < len(truth) else "", f"fp32 {decode_text(r[0], chars)!r}"]
+        for label, res in (("rknnlink", ours), ("toolkit", theirs)):
+            if res.outputs is not None:
+                cols.append(f"{label} {decode_text(res.outputs[i][0].reshape(r[0].shape), chars)!r}")
+        print("    " + " | ".join(c for c in cols if c))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="comma-separated corpus models (default: all)")
@@ -74,6 +87,8 @@ def main() -> int:
             print(f"{name:18s} {mode:5s} {metric:12s} {_fmt(fid, 5):>7s} {_fmt(tfid, 5):>7s} {_fmt(task, 3):>6s} "
                   f"{_fmt(ttask, 3):>7s} {_fmt(ours.build_s, 2):>7s} {_fmt(theirs.build_s, 2):>6s}  {note}",
                   flush=True)
+            if name.startswith("ppocrv4_rec"):
+                _print_decoded(folder, ref, ours, theirs)
             rows.append({"model": name, "mode": mode, "metric": metric, "fidelity": fid, "task": task,
                          "build_s": ours.build_s, "toolkit_fidelity": tfid, "toolkit_task": ttask,
                          "toolkit_build_s": theirs.build_s, "note": note})

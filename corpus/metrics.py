@@ -52,10 +52,18 @@ def ctc_greedy(logits: np.ndarray, blank: int = 0) -> list:
     return out
 
 
+def _trimmed(ids: list, space: int) -> list:
+    while ids and ids[-1] == space:
+        ids = ids[:-1]
+    return ids
+
+
 def text_agreement(ref: list, got: list) -> float:
-    """Fraction of samples whose greedy CTC decoding (first output, (1, T, C)) is identical."""
-    return float(np.mean([ctc_greedy(np.asarray(r[0])[0]) == ctc_greedy(np.asarray(g[0])[0])
-                          for r, g in zip(ref, got)]))
+    """Fraction of samples whose greedy CTC decoding (first output, (1, T, C)) is identical, trailing
+    spaces ignored (the last class is the space in PP-OCR dictionaries; the padding reads as one)."""
+    space = np.asarray(ref[0][0]).shape[-1] - 1
+    return float(np.mean([_trimmed(ctc_greedy(np.asarray(r[0])[0]), space)
+                          == _trimmed(ctc_greedy(np.asarray(g[0])[0]), space) for r, g in zip(ref, got)]))
 
 
 def _iou_masks(a: np.ndarray, b: np.ndarray) -> float:
@@ -142,3 +150,15 @@ METRICS: dict = {"top1": top1, "text": text_agreement, "mask_iou": mask_iou, "te
 
 def task_metric(name: str) -> Callable:
     return METRICS[name]
+
+
+def ppocr_charset(onnx_path) -> list:
+    """PP-OCR recogniser classes: CTC blank, the characters in the model's 'character' metadata, space."""
+    import onnx
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    return ["<blank>"] + meta.get("character", "").splitlines() + [" "]
+
+
+def decode_text(logits, charset: list) -> str:
+    """Greedy CTC decoding of one (1, T, C) output into a string."""
+    return "".join(charset[i] if i < len(charset) else "?" for i in ctc_greedy(logits[0]))

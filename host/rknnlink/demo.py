@@ -88,7 +88,7 @@ def main() -> int:
     (RKNNLINK_DEVICE) as an unchanged toolkit script would."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname).1s %(name)s: %(message)s")
     from rknnlink.api import RKNN
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     total = 5
     with tempfile.TemporaryDirectory(prefix="rknnlink-demo-") as tmp:

@@ -28,7 +28,7 @@ X = np.ones((1, 3, 8, 8), np.float32)
 @pytest.fixture(scope="module")
 def shared(sim_library):
     """A daemon with short grace and idle limits, so expiry is observable in a test."""
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     d = start_local_daemon(extra_args=["--client-grace", "1", "--idle-timeout", "2"])
     yield d
@@ -433,7 +433,7 @@ def test_a_full_cache_filesystem_is_resource_exhausted_without_paths(sim_library
     """The daemon runs with a 1 MiB file-size limit (its writes fail with EFBIG, like a full filesystem)."""
     import resource
 
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     def limit_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))

@@ -127,13 +127,13 @@ def test_deploy_launcher_quotes_the_prefix(tmp_path):
 
 
 def test_network_listener_fails_closed_without_its_serving_module(monkeypatch):
-    """A listener beyond loopback used to serve without TLS when rknnlink.transport.serving failed to import."""
+    """A listener beyond loopback used to serve without TLS when its serving module failed to import."""
     import sys as _sys
 
     from rknnlink_server.server import DaemonConfig, listen_setup
     from rknnlink_server.service import RuntimeSetup
 
-    monkeypatch.setitem(_sys.modules, "rknnlink.transport.serving", None)  # import raises ImportError
+    monkeypatch.setitem(_sys.modules, "rknnlink_server.listening", None)  # import raises ImportError
     runtime = RuntimeSetup(library="/nonexistent.so", backend="sim", platform="rk3588", serial="sim-test")
     with pytest.raises(OSError, match="needs TLS and a token"):
         listen_setup(DaemonConfig(listen="192.0.2.10:50051"), runtime)

@@ -101,3 +101,35 @@ def test_int16_activation_is_mapped_with_a_warning(caplog):
 
     assert asymmetric_params(*ranges["t8"]) == (pytest.approx(0.02), -5)
     assert asymmetric_params(*ranges["u8"]) == (pytest.approx(0.02), 0)
+
+
+def test_qat_torchscript_keeps_its_quantization(tmp_path):
+    """A quantised TorchScript model (torch.ao eager QAT/PTQ flow) through load_pytorch: int8 with torch's own
+    scales (torch's exporter writes QuantizeLinear -> Cast -> DequantizeLinear)."""
+    torch = pytest.importorskip("torch")
+    from rknnlink.api import RKNN
+
+    net = torch.nn.Sequential(torch.ao.quantization.QuantStub(), torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 4, 3), torch.ao.quantization.DeQuantStub()).eval()
+    net.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+    prepared = torch.ao.quantization.prepare(net)
+    for _ in range(4):
+        prepared(torch.rand(1, 3, 16, 16) * 2 - 1)
+    quantized = torch.ao.quantization.convert(prepared)
+    path = tmp_path / "qat.pt"
+    torch.jit.trace(quantized, torch.rand(1, 3, 16, 16)).save(str(path))
+    x = (torch.rand(1, 3, 16, 16) * 2 - 1)
+    ref = quantized(x).numpy()
+    rknn = RKNN()
+    rknn.config(target_platform="rk3588")
+    assert rknn.load_pytorch(str(path), input_size_list=[[1, 3, 16, 16]]) == 0
+    assert rknn._prequant
+    assert rknn.build(do_quantization=False) == 0
+    assert rknn._build.sim_model.build_mode == "int8"
+    out_scale = float(quantized[3].scale)  # the last quantised conv's output scale
+    assert any(q["scale"][0] == pytest.approx(out_scale, rel=1e-6) for q in rknn._build.quant_params.values()
+               if q["qtype"] == "asym")
+    assert rknn.init_runtime() == 0
+    out = rknn.inference(inputs=[x.numpy()], data_format="nchw")[0]
+    rknn.release()
+    assert cosine(out, ref) >= 0.99, cosine(out, ref)

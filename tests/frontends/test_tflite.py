@@ -172,3 +172,41 @@ def test_missing_file_and_wrong_format_are_clear(tmp_path):
     bad.write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="not a TFLite model"):
         RKNN().load_tflite(str(bad))
+
+
+def test_uint8_model_as_the_toolkit_qat_example_uses_it(tmp_path):
+    """uint8 in and out (the toolkit's mobilenet_v1_qat flow): mean/std turn pixels into the model's real input,
+    build(do_quantization=False) keeps the model's quantisation, data_format given as a list."""
+    from helpers import run_rknn
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.fc = _w(3, 3, 3, 8), _w(8, 5, scale=0.3)
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32, name="input")])
+        def __call__(self, x):
+            y = tf.nn.relu6(tf.nn.conv2d(x, self.w, 2, "SAME"))
+            return tf.nn.softmax(tf.matmul(tf.reduce_mean(y, [1, 2]), self.fc))
+
+    net = Net()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([net.__call__.get_concrete_function()], net)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([RNG.uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32)] for _ in range(8))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.uint8
+    path = tmp_path / "quant.tflite"
+    path.write_bytes(conv.convert())
+    interp = tf.lite.Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    scale, zp = inp["quantization"]
+    image = RNG.integers(0, 256, (1, 16, 16, 3)).astype(np.uint8)
+    interp.set_tensor(inp["index"], image)
+    interp.invoke()
+    o_scale, o_zp = out["quantization"]
+    ref = (interp.get_tensor(out["index"]).astype(np.float32) - o_zp) * o_scale
+    outs = run_rknn(lambda r: r.load_tflite(model=str(path)), [image], data_format=["nhwc"],
+                    mean_values=[zp] * 3, std_values=[1.0 / scale] * 3)
+    assert outs[0].shape == ref.shape
+    assert cosine(outs[0], ref) >= 0.99, cosine(outs[0], ref)

@@ -133,6 +133,7 @@ TRANSFORMER_CASES = [
     Case("tile", "Tile", [[2, 3, 4]], {1: i64(1, 2, 3)}),
     Case("tile_first", "Tile", [[2, 3]], {1: i64(3, 1)}),
     Case("cast_to_int64", "Cast", [[2, 3, 4]], attrs=dict(to=TensorProto.INT64), gen=wide),
+    Case("cast_to_float16", "Cast", [[2, 3, 4]], attrs=dict(to=TensorProto.FLOAT16), gen=wide),
     Case("cast_bool_to_float", "Cast", [[2, 3, 4]], attrs=dict(to=TensorProto.FLOAT), in_types={0: B},
          gens={0: booleans}),
     Case("cast_to_bool", "Cast", [[2, 3, 4]], attrs=dict(to=TensorProto.BOOL),

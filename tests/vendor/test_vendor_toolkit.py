@@ -115,7 +115,7 @@ def test_a_refused_job_reports_the_toolkit_reason(toolkit, workdir):
 
 def test_vendor_board_gets_the_vendor_file_and_its_dumps(toolkit, workdir, image, vendor_double, tmp_path,
                                                          monkeypatch):
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     monkeypatch.setenv("RKNNLINK_DUMP_ROOT", str(tmp_path / "dumps"))
     rknn = RKNN()

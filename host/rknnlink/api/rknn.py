@@ -153,14 +153,14 @@ class RKNN:
             self._source_name = Path(model).stem
         return ret
 
-    def _set_model(self, onnx_model, quant: Optional[Dict[str, dict]] = None, source: Any = None) -> int:
+    def _set_model(self, onnx_model, quant: Optional[Dict[str, dict]] = None) -> int:
         """The loaded model every loader ends with: a float ONNX graph plus a pre-quantised model's own
-        quantisation (kept by build(do_quantization=False)). `source` is the model file: hybrid quantization
-        names its files after it; dynamic_input rebuilds from the translated graph."""
+        quantisation (kept by build(do_quantization=False))."""
         self._onnx = onnx_model
+        # dynamic_input rebuilds per shape set from the source; for the front ends it is the translated model
         self._onnx_source, self._onnx_load_args = onnx_model, {}
-        if isinstance(source, (str, os.PathLike)):
-            self._source_name = Path(source).stem
+        if onnx_model.graph.name:  # the model's own name (Caffe net name, TFLite/TF/Darknet file stem)
+            self._source_name = onnx_model.graph.name
         self._prequant = dict(quant or {})
         if self._prequant:
             log.info("the model is pre-quantised (%d tensors): build(do_quantization=False) keeps its scales and "
@@ -199,28 +199,28 @@ class RKNN:
         from rknnlink.model.frontends.tensorflow import convert_tensorflow
 
         conversion = convert_tensorflow(tf_pb, inputs, input_size_list, outputs, input_is_nchw=input_is_nchw)
-        return self._set_model(conversion.model, conversion.quant, source=tf_pb)
+        return self._set_model(conversion.model, conversion.quant)
 
     def load_tflite(self, model, input_is_nchw=False) -> int:
         """A .tflite model, float or quantised (its own scales are kept by build(do_quantization=False))."""
         from rknnlink.model.frontends.tflite import convert_tflite
 
         conversion = convert_tflite(model, input_is_nchw=input_is_nchw)
-        return self._set_model(conversion.model, conversion.quant, source=model)
+        return self._set_model(conversion.model, conversion.quant)
 
     def load_caffe(self, model, blobs=None, input_name=None) -> int:
         """A Caffe deploy .prototxt and its .caffemodel (blobs=None: random weights, as the toolkit)."""
         from rknnlink.model.frontends.caffe import convert_caffe
 
         conversion = convert_caffe(model, blobs=blobs, input_name=input_name)
-        return self._set_model(conversion.model, conversion.quant, source=model)
+        return self._set_model(conversion.model, conversion.quant)
 
     def load_darknet(self, model, weight) -> int:
         """A Darknet .cfg and its .weights; YOLO heads are outputs before decoding, as the toolkit."""
         from rknnlink.model.frontends.darknet import convert_darknet
 
         conversion = convert_darknet(model, weight)
-        return self._set_model(conversion.model, conversion.quant, source=model)
+        return self._set_model(conversion.model, conversion.quant)
 
     def build(self, do_quantization=True, dataset=None, rknn_batch_size=None, auto_hybrid=False,
               vendor_model=None) -> int:

@@ -117,16 +117,44 @@ def strip_qdq(model: Any) -> tuple:
     rename: Dict[str, str] = {}
     removed = set()
 
+    folded: Dict[str, np.ndarray] = {}
+
+    def constant(name: str, depth: int = 0) -> Optional[np.ndarray]:
+        """The value of a tensor computed from constants only (exporters write scales as Cast/Mul chains)."""
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        if name in folded:
+            return folded[name]
+        p = producer.get(name)
+        if p is None or depth > 32:
+            return None
+        if p.op_type == "Constant":
+            folded[name] = numpy_helper.to_array(p.attribute[0].t)
+            return folded[name]
+        feeds = {}
+        for i in p.input:
+            if i:
+                v = constant(i, depth + 1)
+                if v is None:
+                    return None
+                feeds[i] = v
+        from onnx import helper
+        from onnx.reference import ReferenceEvaluator
+        graph = helper.make_graph([p], "fold", [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(
+            v.dtype), v.shape) for k, v in feeds.items()], [helper.make_tensor_value_info(o, 0, None)
+                                                              for o in p.output])
+        sub = helper.make_model(graph, opset_imports=list(model.opset_import))
+        for o, v in zip(p.output, ReferenceEvaluator(sub).run(None, feeds)):
+            folded[o] = np.asarray(v)
+        return folded.get(name)
+
     def param(node: Any, i: int) -> Optional[np.ndarray]:
         if i >= len(node.input) or not node.input[i]:
             return None
-        name = node.input[i]
-        if name in inits:
-            return numpy_helper.to_array(inits[name])
-        p = producer.get(name)
-        if p is not None and p.op_type == "Constant":
-            return numpy_helper.to_array(p.attribute[0].t)
-        raise BuildError(f"QDQ node {node.name!r}: its scale/zero point {name!r} must be a constant")
+        value = constant(node.input[i])
+        if value is None:
+            raise BuildError(f"QDQ node {node.name!r}: its scale/zero point {node.input[i]!r} must be a constant")
+        return value
 
     def record(name: str, node: Any) -> None:
         scale, zp = param(node, 1), param(node, 2)
@@ -145,8 +173,8 @@ def strip_qdq(model: Any) -> tuple:
             continue
         x = node.input[0]
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        if x in inits:  # quantised constant (weights, bias)
-            q = numpy_helper.to_array(inits[x])
+        q = constant(x) if x not in producer or producer[x].op_type != "QuantizeLinear" else None
+        if q is not None:  # quantised constant (weights, bias)
             scale, zp = param(node, 1), param(node, 2)
             zp = np.zeros(scale.shape, np.int64) if zp is None else zp.astype(np.int64)
             ax = axis + q.ndim if axis < 0 else axis
@@ -160,7 +188,12 @@ def strip_qdq(model: Any) -> tuple:
             removed.add(id(node))
             continue
         src = producer.get(x)
+        casts = []
+        while src is not None and src.op_type == "Cast" and producer.get(src.input[0]) is not None:
+            casts.append(src)  # torch's exporter writes QuantizeLinear -> Cast -> DequantizeLinear
+            src = producer.get(src.input[0])
         if src is not None and src.op_type == "QuantizeLinear":
+            removed.update(id(n) for n in casts)
             real = src.input[0]
             record(real, src)
             if node.output[0] in graph_outputs:

@@ -13,6 +13,7 @@ without it the daemon is started with nohup.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import platform as host_platform
@@ -55,12 +56,11 @@ def _package_dirs():
     import rknnlink
 
     dirs = [Path(rknnlink.__file__).resolve().parent]
-    try:
-        import rknnlink_server
-    except ImportError as exc:
+    spec = importlib.util.find_spec("rknnlink_server")  # located, not imported: the host never loads it
+    if spec is None or not spec.origin:
         raise TransportError("rknnlink_server (the daemon package) is not installed here, so there is nothing "
-                             "to deploy; reinstall rknnlink (`pip install rknnlink`) or pass --wheel.") from exc
-    dirs.append(Path(rknnlink_server.__file__).resolve().parent)
+                             "to deploy; reinstall rknnlink (`pip install rknnlink`) or pass --wheel.")
+    dirs.append(Path(spec.origin).resolve().parent)
     return dirs
 
 

@@ -34,12 +34,6 @@ static int ge_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
     return 0;
 }
 
-static void ge_release(sim_op *op)
-{
-    free(op->priv);
-    op->priv = NULL;
-}
-
 /* Index i of an index tensor as an integer (constant INT32/INT64 data or float values). */
 static int64_t index_at(const sim_tensor *t, const float *f, int64_t i)
 {
@@ -74,5 +68,5 @@ static int ge_run_f32(sim_kernel_call *call)
 
 const sim_op_def sim_def_gather_elements = {.type = SIM_OP_GATHER_ELEMENTS, .onnx_name = "GatherElements",
                                             .npu_name = "GatherElements", .prepare = ge_prepare,
-                                            .run_f32 = ge_run_f32, .run_i8 = NULL, .release = ge_release,
+                                            .run_f32 = ge_run_f32, .run_i8 = NULL, .release = sim_free_priv,
                                             .macs = NULL};

@@ -45,6 +45,8 @@ void sim_round_f16_array(float *x, size_t n);
 
 /* Applies a fused activation to n floats in place (no-op for SIM_ACT_NONE). */
 void sim_act_array(uint32_t act, float p0, float p1, float *x, size_t n);
+/* Sigmoid (silu = 0) or SiLU in place with the polynomial exp; AVX2 and C paths give the same bits. */
+void sim_sigmoid_array(int use_avx2, float *x, size_t n, int silu);
 void sim_op_act(const sim_op *op, float *x, size_t n);
 
 /* Quantisation of arrays: round half away from zero, saturate to int8. */
@@ -84,6 +86,9 @@ typedef struct sim_bcast {
 int sim_bcast_init(sim_bcast *bc, const sim_tensor *out, const sim_tensor *a, const sim_tensor *b);
 /* Checks that `out` is exactly the numpy broadcast of the given tensors. */
 int sim_bcast_check(const sim_tensor *out, const sim_tensor *const *ins, uint32_t n);
+
+/* Release of kernels whose op->priv is one malloc'd block. */
+void sim_free_priv(sim_op *op);
 
 /* Scratch helper: returns NULL when no scratch is available or on OOM. */
 void *sim_scratch_get(sim_kernel_call *call, size_t bytes);

@@ -43,12 +43,6 @@ static int rep_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len
     return 0;
 }
 
-static void rep_release(sim_op *op)
-{
-    free(op->priv);
-    op->priv = NULL;
-}
-
 static int rep_run_f32(sim_kernel_call *call)
 {
     const rep_priv *p = call->op->priv;
@@ -88,7 +82,7 @@ static int rep_run_f32(sim_kernel_call *call)
 
 const sim_op_def sim_def_expand = {.type = SIM_OP_EXPAND, .onnx_name = "Expand", .npu_name = "Expand",
                                    .prepare = rep_prepare, .run_f32 = rep_run_f32, .run_i8 = NULL,
-                                   .release = rep_release, .macs = NULL};
+                                   .release = sim_free_priv, .macs = NULL};
 const sim_op_def sim_def_tile = {.type = SIM_OP_TILE, .onnx_name = "Tile", .npu_name = "Tile",
                                  .prepare = rep_prepare, .run_f32 = rep_run_f32, .run_i8 = NULL,
-                                 .release = rep_release, .macs = NULL};
+                                 .release = sim_free_priv, .macs = NULL};

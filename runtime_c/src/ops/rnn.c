@@ -63,12 +63,6 @@ static int rnn_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len
     return 0;
 }
 
-static void rnn_release(sim_op *op)
-{
-    free(op->priv);
-    op->priv = NULL;
-}
-
 static float sigm(float v)
 {
     return 1.0f / (1.0f + expf(-v));
@@ -174,7 +168,7 @@ static uint64_t rnn_macs(const sim_graph *g, const sim_op *op)
 
 const sim_op_def sim_def_lstm = {.type = SIM_OP_LSTM, .onnx_name = "LSTM", .npu_name = "LSTM",
                                  .prepare = rnn_prepare, .run_f32 = rnn_run_f32, .run_i8 = NULL,
-                                 .release = rnn_release, .macs = rnn_macs};
+                                 .release = sim_free_priv, .macs = rnn_macs};
 const sim_op_def sim_def_gru = {.type = SIM_OP_GRU, .onnx_name = "GRU", .npu_name = "GRU",
                                 .prepare = rnn_prepare, .run_f32 = rnn_run_f32, .run_i8 = NULL,
-                                .release = rnn_release, .macs = rnn_macs};
+                                .release = sim_free_priv, .macs = rnn_macs};

@@ -27,12 +27,6 @@ static int where_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_l
     return 0;
 }
 
-static void where_release(sim_op *op)
-{
-    free(op->priv);
-    op->priv = NULL;
-}
-
 static int where_run_f32(sim_kernel_call *call)
 {
     const where_priv *p = call->op->priv;
@@ -69,4 +63,4 @@ static int where_run_f32(sim_kernel_call *call)
 
 const sim_op_def sim_def_where = {.type = SIM_OP_WHERE, .onnx_name = "Where", .npu_name = "Where",
                                   .prepare = where_prepare, .run_f32 = where_run_f32, .run_i8 = NULL,
-                                  .release = where_release, .macs = NULL};
+                                  .release = sim_free_priv, .macs = NULL};

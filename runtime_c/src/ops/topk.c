@@ -43,12 +43,6 @@ static int sel_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len
     return 0;
 }
 
-static void sel_release(sim_op *op)
-{
-    free(op->priv);
-    op->priv = NULL;
-}
-
 /* True when a ranks before b (a at index ia, b at ib): better value, or equal and the preferred index. */
 static int before(float a, int64_t ia, float b, int64_t ib, int largest, int last)
 {
@@ -106,7 +100,7 @@ static uint64_t sel_macs(const sim_graph *g, const sim_op *op)
 
 #define SEL_DEF(sym, id, onnx)                                                                               \
     const sim_op_def sym = {.type = id, .onnx_name = onnx, .npu_name = onnx, .prepare = sel_prepare,          \
-                            .run_f32 = sel_run_f32, .run_i8 = NULL, .release = sel_release, .macs = sel_macs}
+                            .run_f32 = sel_run_f32, .run_i8 = NULL, .release = sim_free_priv, .macs = sel_macs}
 
 SEL_DEF(sim_def_argmax, SIM_OP_ARGMAX, "ArgMax");
 SEL_DEF(sim_def_argmin, SIM_OP_ARGMIN, "ArgMin");

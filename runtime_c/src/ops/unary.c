@@ -28,6 +28,14 @@ static float geluf(float x, int tanh_form)
     return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
 }
 
+/* x * tanh(softplus(x)) with one exp: tanh(log(1 + e)) = ((1 + e)^2 - 1) / ((1 + e)^2 + 1). */
+static float mishf(float x)
+{
+    if (x > 20.0f) return x;
+    float e = expf(x), t = e * (e + 2.0f);
+    return x * t / (t + 2.0f);
+}
+
 enum cast_kind { CAST_FLOAT = 0, CAST_FLOAT16 = 1, CAST_INTEGER = 2, CAST_BOOL = 3 };
 
 static float castf(float x, int kind)
@@ -51,12 +59,18 @@ static void unary_loop(uint32_t type, float a, float b, const float *x, float *y
         }
         break;
     case SIM_OP_LEAKY_RELU: for (size_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? x[i] * a : x[i]; break;
-    case SIM_OP_SIGMOID: for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_SIGMOID, 0, 0, x[i]); break;
+    case SIM_OP_SIGMOID:
+        if (y != x) memcpy(y, x, n * sizeof(float));
+        sim_sigmoid_array(SIM_CPU_AVX2(), y, n, 0);
+        break;
     case SIM_OP_HARD_SIGMOID:
         for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_HARDSIGMOID, a, b, x[i]);
         break;
     case SIM_OP_HARD_SWISH: for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_HARDSWISH, 0, 0, x[i]); break;
-    case SIM_OP_SILU: for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_SILU, 0, 0, x[i]); break;
+    case SIM_OP_SILU:
+        if (y != x) memcpy(y, x, n * sizeof(float));
+        sim_sigmoid_array(SIM_CPU_AVX2(), y, n, 1);
+        break;
     case SIM_OP_TANH: for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]); break;
     case SIM_OP_EXP: for (size_t i = 0; i < n; i++) y[i] = expf(x[i]); break;
     case SIM_OP_ELU: for (size_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? a * expm1f(x[i]) : x[i]; break;
@@ -69,7 +83,7 @@ static void unary_loop(uint32_t type, float a, float b, const float *x, float *y
     case SIM_OP_SQRT: for (size_t i = 0; i < n; i++) y[i] = sqrtf(x[i]); break;
     case SIM_OP_ERF: for (size_t i = 0; i < n; i++) y[i] = erff(x[i]); break;
     case SIM_OP_GELU: for (size_t i = 0; i < n; i++) y[i] = geluf(x[i], a != 0.0f); break;
-    case SIM_OP_MISH: for (size_t i = 0; i < n; i++) y[i] = x[i] * tanhf(softplusf(x[i])); break;
+    case SIM_OP_MISH: for (size_t i = 0; i < n; i++) y[i] = mishf(x[i]); break;
     case SIM_OP_RECIPROCAL: for (size_t i = 0; i < n; i++) y[i] = 1.0f / x[i]; break;
     case SIM_OP_LOG: for (size_t i = 0; i < n; i++) y[i] = logf(x[i]); break;
     case SIM_OP_SIN: for (size_t i = 0; i < n; i++) y[i] = sinf(x[i]); break;

@@ -269,7 +269,7 @@ def _inner_product(c: _Converter, layer: Any) -> None:
     blobs = c.params(layer, [wshape] + ([(o,)] if p.bias_term else []), ("weight", "bias"))
     x = c.x(layer)
     if len(shape) != 2 or axis != 1:
-        x = c.g.node("Reshape", [x, c.const(layer, "flat", np.array([rows, k], np.int64))])
+        x = c.g.node("Flatten", [x], axis=axis)  # batch-agnostic, so rknn_batch_size works
     inputs = [x, c.const(layer, "weight", blobs[0])] + ([c.const(layer, "bias", blobs[1])] if p.bias_term else [])
     c.out(layer, "Gemm", inputs, (rows, o), transB=0 if p.transpose else 1)
 

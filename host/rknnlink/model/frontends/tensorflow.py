@@ -95,6 +95,7 @@ def convert_tensorflow(tf_pb: Any, inputs: Sequence[str], input_size_list: Seque
                                                   output_names=out_names, opset=OPSET, inputs_as_nchw=nchw)
     except Exception as exc:
         raise BuildError(f"tf2onnx cannot convert {path.name}: {exc}") from exc
+    model.graph.name = Path(path).stem  # hybrid_quantization_step1 names its files after the model
     from ..prequant import has_qdq, strip_qdq
 
     quant: dict = {}
