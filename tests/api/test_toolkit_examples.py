@@ -399,7 +399,7 @@ def test_functions_custom_op_non_onnx_standard(work):
         if node.op_type == "Sigmoid":
             node.op_type = "cstSigmoid"
     onnx.save(model, "yolox_s_custom.onnx")
-    _dataset(work)
+    _dataset(work, size=40)  # COCO images of other sizes than the input: resized with a warning, as the toolkit
     _images(work, ["bus.jpg"])
     rknn = RKNN(verbose=True)
     rknn.config(mean_values=[[0, 0, 0]], std_values=[[1, 1, 1]], target_platform="rk3588")

@@ -63,7 +63,7 @@ def test_non_image_inputs_accept_a_missing_batch(tmp_path):
     assert s.raw[0].shape == (1, 10)
 
 
-def test_images_mean_std_and_channel_reversal(tmp_path):
+def test_images_mean_std_and_channel_reversal(tmp_path, caplog):
     rng = np.random.default_rng(1)
     pixels = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "img.png")
@@ -76,9 +76,16 @@ def test_images_mean_std_and_channel_reversal(tmp_path):
         expect = (raw[:, ::-1] - np.array(mean, np.float32)[None, :, None, None]) / np.array(
             std, np.float32)[None, :, None, None]
         np.testing.assert_allclose(s.normalised[0], expect, rtol=1e-6)
-    Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(tmp_path / "big.jpg")
-    with pytest.raises(BuildError, match="resize"):
-        list(read_dataset(write(tmp_path, ["big.jpg"], "b.txt"), [SHAPE], progress=False))
+    big = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)  # 5x6 (WxH), another size than the input's
+    Image.fromarray(big).save(tmp_path / "big.png")
+    with caplog.at_level(logging.WARNING, logger="rknnlink.model.dataset"):
+        for _ in range(2):  # a second calibration pass does not warn again
+            (s,) = list(read_dataset(write(tmp_path, ["big.png"], "b.txt"), [SHAPE], progress=False))
+    expect = np.asarray(Image.fromarray(big).resize((SHAPE[3], SHAPE[2]), Image.BILINEAR), np.float32)
+    np.testing.assert_array_equal(s.raw[0], expect.transpose(2, 0, 1)[None])  # resized as the toolkit does
+    warnings = [r.getMessage() for r in caplog.records if "resized" in r.getMessage()]
+    assert len(warnings) == 1 and "big.png" in warnings[0] and "5x6" in warnings[0], warnings
+    assert f"{SHAPE[3]}x{SHAPE[2]}" in warnings[0]
 
 
 def test_two_inputs_per_line_and_count_errors(tmp_path):

@@ -4,7 +4,8 @@
   skipped. Relative paths are resolved against the folder of dataset.txt (not the working directory), as
   RKNN-Toolkit2 2.5.0 does.
 * ``.jpg/.jpeg/.png/.bmp`` are read with Pillow as RGB (grey for 1-channel inputs) and must already have
-  the model's height and width (no silent resize).
+  the model's height and width; one of another size is resized (bilinear) to it, as RKNN-Toolkit2 2.5.0 does
+  silently, with one warning naming the file and both sizes.
 * ``.npy`` holds raw (un-normalised) values. For a 4-D model input (N, C, H, W) a 3- or 4-D array is NCHW
   when its channel-first position (axis 1 of the 4-D form) equals C, NHWC when its last axis equals C; if
   both match (e.g. C = H = W = 3) it is taken as NCHW and a note is logged. Other inputs must match the
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 from dataclasses import dataclass
@@ -95,6 +97,12 @@ def _load_unshaped(path: Path, suffix: str) -> np.ndarray:
     raise BuildError(f"{str(path)!r}: unsupported sample type {suffix!r}; use .jpg, .png, .bmp or .npy")
 
 
+@functools.cache
+def _warn_resized(path: str, size: tuple, target: tuple) -> None:
+    """Once per file and size: calibration passes (normal, mmse, per shape set) read the same images again."""
+    LOG.warning("calibration image %r is %dx%d (WxH); resized to the model input's %dx%d", path, *size, *target)
+
+
 def _load_image(path: Path, shape: tuple) -> np.ndarray:
     from PIL import Image
     if len(shape) != 4 or shape[1] not in (1, 3, 4):
@@ -102,12 +110,12 @@ def _load_image(path: Path, shape: tuple) -> np.ndarray:
                          f"shape is {list(shape)}; use a .npy file instead")
     with Image.open(path) as img:
         img = img.convert({1: "L", 3: "RGB", 4: "RGBA"}[shape[1]])
+        if img.size != (shape[3], shape[2]):
+            _warn_resized(str(path), img.size, (shape[3], shape[2]))
+            img = img.resize((shape[3], shape[2]), Image.BILINEAR)
         arr = np.asarray(img, dtype=np.float32)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    if arr.shape[:2] != shape[2:]:
-        raise BuildError(f"image {str(path)!r} is {arr.shape[1]}x{arr.shape[0]} (WxH) but the model input "
-                         f"needs {shape[3]}x{shape[2]}; resize the calibration images beforehand")
     return np.ascontiguousarray(arr.transpose(2, 0, 1)[None])
 
 
