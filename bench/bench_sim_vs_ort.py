@@ -1,4 +1,4 @@
-"""Simulated NPU vs onnxruntime (one thread) on a MobileNetV2-like 224x224 model.
+"""Simulated NPU vs onnxruntime (one thread): a MobileNetV2-like 224x224 model and the real-model corpus.
 
 Builds the model with onnx.helper (seeded random weights, no BatchNormalization, Clip(0, 6) activations,
 residual Adds, GlobalAveragePool, Gemm 1280 -> 1000), converts it with rknnlink.model to fp16 and int8,
@@ -9,7 +9,16 @@ so their rows then approach the single-thread ones). Three rounds of interleaved
 median latency per runner and a ratio per mode, and the printed ratio is the median of the three
 (acceptance: <= 1.5 for fp16 and int8, target 1.0).
 
+With --corpus the same measurement runs on every model of the real-model corpus (corpus/, regenerated
+into the cache when missing): one table row per model and mode, the ratio with the default simulator
+threads and with one thread. A model the simulator cannot build yet (an operator not on this branch) is
+skipped with the builder's reason. --profile MODEL puts the simulator's measured time per layer
+(rknnlink_layer_info.measured_time_us) beside onnxruntime's profiler for the same ONNX nodes, hottest
+first, so the hot spots are visible.
+
 Usage: python bench/bench_sim_vs_ort.py [--runs N] [--rounds R] [--width W] [--check]
+       python bench/bench_sim_vs_ort.py --corpus [--only a,b] [--runs N] [--rounds R] [--check]
+       python bench/bench_sim_vs_ort.py --profile MODEL [--mode int8] [--top 25]
 Set RKNNLINK_SIM_LIB to time a freshly built runtime_c/build/librknnrt_sim.so.
 """
 
@@ -142,11 +151,23 @@ def init_with_threads(lib: RuntimeLibrary, data: bytes, threads: int):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=30, help="timed runs per runner and round")
+    ap.add_argument("--runs", type=int, default=None, help="timed runs per runner and round (30; corpus 10)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; the ratio printed is their median")
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--check", action="store_true", help="exit 1 when a median ratio exceeds the 1.5x limit")
+    ap.add_argument("--corpus", action="store_true", help="every real-model corpus model instead")
+    ap.add_argument("--only", default="", help="with --corpus/--profile: comma-separated corpus models")
+    ap.add_argument("--profile", default="", help="per-layer simulator vs onnxruntime times of one model")
+    ap.add_argument("--mode", default="int8", choices=("fp16", "int8"), help="mode of --profile")
+    ap.add_argument("--top", type=int, default=25, help="rows of --profile")
     args = ap.parse_args()
+    if args.profile:
+        from bench_sim_corpus import profile
+        return profile(args.profile, args.mode, args.runs or 10, args.top)
+    if args.corpus:
+        from bench_sim_corpus import corpus_table
+        return corpus_table([n for n in args.only.split(",") if n], args.runs or 10, args.rounds, args.check)
+    args.runs = args.runs or 30
 
     model = mobilenetv2_like(args.width)
     rng = np.random.default_rng(1)

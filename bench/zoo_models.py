@@ -385,7 +385,8 @@ class MobileNetV2(nn.Module):
     def forward(self, x):
         x = self.features(x)
         if self.deeplab:
-            pooled = self.pool_conv(nn.functional.adaptive_avg_pool2d(x, 1)).expand(-1, -1, x.shape[2], x.shape[3])
+            pooled = nn.functional.interpolate(self.pool_conv(nn.functional.adaptive_avg_pool2d(x, 1)),
+                                               size=x.shape[2:], mode="nearest")
             return self.logits(self.project(torch.cat((self.aspp(x), pooled), 1)))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.head(x), 1), 1))
 
@@ -505,15 +506,15 @@ class LPRNet(nn.Module):
         self.b2 = nn.Sequential(self._sbb(64, 128), nn.MaxPool2d(3, (1, 2)))
         self.b3 = nn.Sequential(self._sbb(64, 256), self._sbb(256, 256), nn.MaxPool2d(3, (1, 2)))
         self.b4 = nn.Sequential(conv(64, 256, (1, 4), p=0, act=ReLU), conv(256, classes, (13, 1), p=0, act=ReLU))
-        self.container = nn.Conv2d(64 + 128 + 64 + classes, classes, 1)
+        self.container = nn.Conv2d(64 + 128 + 256 + classes, classes, 1)
 
     def forward(self, x):
         f1 = self.b1(x)
-        f2 = self.b2(f1)[:, ::2]  # MaxPool3d stride 2 over channels
-        f3 = self.b3(f2)[:, ::4]
-        f4 = self.b4(f3)
+        g2 = self.b2(f1)
+        g3 = self.b3(g2[:, ::2])  # MaxPool3d strides 2 and 4 over channels
+        f4 = self.b4(g3[:, ::4])
         ctx = []
-        for f, k in ((f1, (5, 5)), (f2, (5, 5)), (f3, (4, 10)), (f4, None)):
+        for f, k in ((f1, (5, 5)), (g2, (5, 5)), (g3, (4, 10)), (f4, None)):
             if k is not None:
                 f = nn.functional.avg_pool2d(f, k, k)
             f = nn.functional.interpolate(f, size=f4.shape[2:], mode="nearest") if f.shape[2:] != f4.shape[2:] else f

@@ -54,6 +54,14 @@ def register(subparsers: "argparse._SubParsersAction") -> None:  # noqa: UP037 -
     install.add_argument("--exec", dest="executable", help="rknnlink executable (default: this installation's)")
     install.set_defaults(func=_install)
 
+    bridge = subparsers.add_parser("usb-bridge", help="(board) relay the rknnlink USB gadget to the daemon",
+                                   description="Board side of the USB transport: serve the FunctionFS bulk "
+                                               "endpoints and relay them to the daemon (see setup_gadget.sh).")
+    from rknnlink_server.usb_bridge import add_arguments
+
+    add_arguments(bridge)
+    bridge.set_defaults(func=_usb_bridge)
+
 
 def _serve(args: argparse.Namespace) -> int:
     from rknnlink_server.server import DaemonConfig, run
@@ -75,6 +83,13 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         log.error("cannot start the daemon: %s", exc)
         return 1
+
+
+def _usb_bridge(args: argparse.Namespace) -> int:
+    from rknnlink_server.usb_bridge import run_from_args
+
+    logging.getLogger("rknnlink").setLevel(min(logging.getLogger().level, logging.INFO))
+    return run_from_args(args)
 
 
 def _install(args: argparse.Namespace) -> int:

@@ -52,22 +52,6 @@ class DaemonConfig:
     operator_token_file: Optional[Path] = None  # token for GetStats of every client (created on first use)
 
 
-def load_or_create_token(path: Path) -> str:
-    """A secret from `path`, created (32 random bytes, mode 0600) on first use."""
-    import secrets
-
-    if path.is_file():
-        token = path.read_text().strip()
-        if token:
-            return token
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(token + "\n")
-    return token
-
-
 def default_state_dir() -> Path:
     """/var/lib/rknnlink for root (systemd StateDirectory), else the user's state directory."""
     if os.geteuid() == 0:
@@ -76,14 +60,14 @@ def default_state_dir() -> Path:
 
 
 def listen_setup(config: DaemonConfig, setup: RuntimeSetup) -> Any:
-    """TLS, token and mDNS for a listener beyond loopback (rknnlink.transport.serving); None when unavailable.
+    """TLS, token and mDNS for a listener beyond loopback (rknnlink_server.listening); None when unavailable.
 
     Loopback listeners (the default, reached through adb forward or the USB bridge) get an inactive setup.
     """
     host = config.listen.rpartition(":")[0].strip("[]")
     loopback = host.startswith("127.") or host in ("localhost", "::1")
     try:
-        from rknnlink.transport import serving
+        from rknnlink_server import listening as serving
     except ImportError as exc:
         if loopback or config.insecure:
             return None
@@ -162,6 +146,8 @@ class Daemon:
         cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
         self.service = RknnLinkService(self.setup, cache_dir, config.max_cache_mb << 20, limits)
         if config.operator_token_file:
+            from rknnlink_server.tls import load_or_create_token
+
             self.service.operator_token = load_or_create_token(Path(config.operator_token_file))
         options = [
             ("grpc.max_receive_message_length", limits.max_message_bytes),

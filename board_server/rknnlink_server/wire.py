@@ -24,6 +24,8 @@ class WorkerGoneError(ConnectionError):
 
 def send_frame(sock: socket.socket, header: Dict[str, Any], blobs: Sequence[Any] = ()) -> None:
     """Send one frame; blobs are bytes-like objects (bytes, bytearray, memoryview, contiguous ndarray)."""
+    if len(blobs) > MAX_BLOBS:  # the peer would refuse the frame and stop: refuse it here, clearly
+        raise ValueError(f"a worker frame with {len(blobs)} blobs (at most {MAX_BLOBS})")
     views = [memoryview(b).cast("B") for b in blobs]
     body = json.dumps(header, separators=(",", ":")).encode()
     prefix = _PREFIX.pack(len(body), len(views)) + struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views))

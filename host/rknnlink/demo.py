@@ -1,13 +1,15 @@
 """`make demo`: the whole connected-board flow against a simulated RK3588 board daemon, in one run.
 
 It writes a small CNN as ONNX, builds an int8 model with a calibration set, starts `rknnlink serve` on
-loopback (a simulated board), then runs the toolkit-style script: init_runtime(target='rk3588',
-device_id=...), inference, eval_perf, eval_memory and get_sdk_version, and prints what it gets.
+loopback (a simulated board), then runs the toolkit-style script: init_runtime(target='rk3588') reaching the
+board through RKNNLINK_DEVICE, inference, eval_perf, eval_memory and get_sdk_version. Each step has a heading;
+the run ends with what to do next.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -64,34 +66,67 @@ def make_calibration_set(folder: Path, count: int = 8, seed: int = 1) -> Path:
     return dataset
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
-    from rknnlink.api import RKNN
-    from rknnlink_server.local import start_local_daemon
+NEXT_STEPS = """
+Next: run your own RKNN-Toolkit2 script unchanged, with only its import changed:
 
+    from rknnlink.api import RKNN          # was: from rknn.api import RKNN
+
+    RKNNLINK_DEVICE=sim python your_script.py   # connected-board calls on a simulated board
+    python your_script.py                      # init_runtime() without a target: the simulated NPU here
+
+With a board on USB (adb), `rknnlink deploy` installs the daemon and scripts use it as they are.
+Docs: docs/toolkit-compatibility.md (every difference from the toolkit), README.md.
+"""
+
+
+def _step(number: int, total: int, text: str) -> None:
+    print(f"\n[{number}/{total}] {text}", flush=True)
+
+
+def main() -> int:
+    """The demo, with a heading per step; the connected-board part goes through the default-device setting
+    (RKNNLINK_DEVICE) as an unchanged toolkit script would."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname).1s %(name)s: %(message)s")
+    from rknnlink.api import RKNN
+    from rknnlink.client.local import start_local_daemon
+
+    total = 5
     with tempfile.TemporaryDirectory(prefix="rknnlink-demo-") as tmp:
         work = Path(tmp)
+        _step(1, total, "Writing a small CNN (ONNX) and 8 calibration images")
         make_demo_onnx(work / "demo.onnx")
         dataset = make_calibration_set(work)
+        _step(2, total, "Building an int8 model for rk3588 (config, load_onnx, build, export_rknn)")
+        rknn = RKNN()
+        rknn.config(mean_values=[[127.5, 127.5, 127.5]], std_values=[[127.5, 127.5, 127.5]],
+                    target_platform="rk3588")
+        rknn.load_onnx(str(work / "demo.onnx"))
+        rknn.build(do_quantization=True, dataset=str(dataset))
+        rknn.export_rknn(str(work / "demo.rknn"))
+        print(f"    exported {work / 'demo.rknn'}")
+        _step(3, total, "Starting a simulated rk3588 board (the `rknnlink serve` daemon, on loopback)")
         daemon = start_local_daemon(platform="rk3588", backend="sim")
+        previous = os.environ.get("RKNNLINK_DEVICE")
+        os.environ["RKNNLINK_DEVICE"] = f"tcp:{daemon.address}"
         try:
-            print(f"Simulated rk3588 board daemon listening on {daemon.address}")
-            rknn = RKNN()
-            rknn.config(mean_values=[[127.5, 127.5, 127.5]], std_values=[[127.5, 127.5, 127.5]],
-                        target_platform="rk3588")
-            rknn.load_onnx(str(work / "demo.onnx"))
-            rknn.build(do_quantization=True, dataset=str(dataset))
-            rknn.export_rknn(str(work / "demo.rknn"))
-            rknn.init_runtime(target="rk3588", device_id=f"tcp:{daemon.address}", perf_debug=True, eval_mem=True)
+            print(f"    listening on {daemon.address}; RKNNLINK_DEVICE=tcp:{daemon.address}")
+            _step(4, total, "Connected-board run: init_runtime(target='rk3588') and inference")
+            rknn.init_runtime(target="rk3588", perf_debug=True, eval_mem=True)
             image = np.random.default_rng(2).integers(0, 256, (1, 64, 64, 3)).astype(np.uint8)
             outputs = rknn.inference(inputs=[image], data_format="nhwc")
-            print(f"inference: output shape {outputs[0].shape}, top-1 class {int(np.argmax(outputs[0]))}")
+            print(f"    inference: output shape {outputs[0].shape}, top-1 class {int(np.argmax(outputs[0]))}")
+            _step(5, total, "Profiling on the board: eval_perf, eval_memory, get_sdk_version")
             rknn.eval_perf()
             rknn.eval_memory()
             print(rknn.get_sdk_version(), end="")
             rknn.release()
         finally:
             daemon.stop()
+            if previous is None:
+                os.environ.pop("RKNNLINK_DEVICE", None)
+            else:
+                os.environ["RKNNLINK_DEVICE"] = previous
+    print(NEXT_STEPS, end="")
     return 0
 
 

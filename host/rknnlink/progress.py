@@ -91,3 +91,25 @@ def byte_callback(desc: str, total: int) -> Any:
             state.pop("cm").__exit__(None, None, None)
 
     return callback, close
+
+
+@contextlib.contextmanager
+def steps(total: int, desc: str) -> Iterator[Callable[[str], None]]:
+    """A bar over named steps (deploy's progress hook): `with steps(6, 'deploy') as step: step('copying')`."""
+    if not enabled():
+        yield lambda _name: None
+        return
+    from tqdm import tqdm
+
+    with _logs_above_bar(), tqdm(total=total, desc=desc, unit="step", file=sys.stderr, leave=True) as progress:
+        started = [False]
+
+        def step(name: str) -> None:
+            if started[0]:
+                progress.update(1)
+            started[0] = True
+            progress.set_postfix_str(name)
+
+        yield step
+        if started[0]:
+            progress.update(1)

@@ -1,14 +1,15 @@
 /*
- * The librknnrt C API on top of the simulator. A context handle is the address of its sim_ctx (there is
- * no global registry: no global mutable state); each call validates the handle's magic and holds the
- * context's mutex, so one context used from two threads is serialised, and independent contexts run in
- * parallel.
+ * The librknnrt C API on top of the simulator. A context handle is an entry of the handle table
+ * (handles.c: index + generation), so a stale or made-up handle is refused without touching memory; each
+ * call holds a use of the handle and the context's mutex, so one context used from two threads is
+ * serialised, independent contexts run in parallel, and rknn_destroy waits for calls still inside.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "handles.h"
 #include "sim_core.h"
 
 #define MEM_MAGIC 0x4D454D53u /* "SMEM" */
@@ -19,26 +20,19 @@ typedef struct sim_mem {
     uint32_t no_context;
 } sim_mem;
 
-static sim_ctx *ctx_of(rknn_context h)
+static int handle_valid(rknn_context h)
 {
-    if (h == 0)
-        return NULL;
-    sim_ctx *c = (sim_ctx *)(uintptr_t)h;
-    if (c->magic != SIM_CTX_MAGIC)
-        return NULL;
-    return c;
-}
-
-static rknn_context handle_of(sim_ctx *c)
-{
-    return (rknn_context)(uintptr_t)c;
+    sim_ctx *c = sim_handle_acquire(h);
+    if (c != NULL)
+        sim_handle_release(h);
+    return c != NULL;
 }
 
 static sim_ctx *lock_ctx(rknn_context h)
 {
-    sim_ctx *c = ctx_of(h);
+    sim_ctx *c = sim_handle_acquire(h);
     if (c == NULL) {
-        sim_log(SIM_LOG_ERROR, "invalid context handle");
+        sim_log(SIM_LOG_ERROR, "invalid context handle (destroyed, or never returned by rknn_init)");
         return NULL;
     }
     pthread_mutex_lock(&c->lock);
@@ -48,8 +42,13 @@ static sim_ctx *lock_ctx(rknn_context h)
 
 static void unlock_ctx(sim_ctx *c)
 {
+    rknn_context h = c->handle;
     pthread_mutex_unlock(&c->lock);
+    sim_handle_release(h);
 }
+
+/* Give `c` a handle; frees it and returns 0 when the handle table cannot grow. */
+static rknn_context publish_ctx(sim_ctx *c);
 
 static sim_mem *mem_of(rknn_tensor_mem *p)
 {
@@ -242,7 +241,11 @@ RKNN_EXPORT int rknn_init(rknn_context *context, void *model, uint32_t size, uin
     sim_log(SIM_LOG_INFO, "RKNN Runtime Information, librknnrt version: %s (rknnlink-sim %s)", SIM_SDK_API_VERSION,
             SIM_VERSION_STR);
     sim_log(SIM_LOG_INFO, "RKNN Model Information, target platform: %s, producer: %s", m->target, m->producer);
-    *context = handle_of(c);
+    *context = publish_ctx(c);
+    if (*context == 0) {
+        sim_set_init_error("rknn_init: out of memory growing the context handle table");
+        return RKNN_ERR_MALLOC_FAIL;
+    }
     return RKNN_SUCC;
 }
 
@@ -262,19 +265,28 @@ RKNN_EXPORT int rknn_dup_context(rknn_context *context_in, rknn_context *context
         sim_model_unref(src->m);
         return RKNN_ERR_MALLOC_FAIL;
     }
-    *context_out = handle_of(c);
-    return RKNN_SUCC;
+    *context_out = publish_ctx(c);
+    return *context_out != 0 ? RKNN_SUCC : RKNN_ERR_MALLOC_FAIL;
 }
 
 RKNN_EXPORT int rknn_destroy(rknn_context context)
 {
-    sim_ctx *c = lock_ctx(context);
-    if (c == NULL)
+    sim_ctx *c = sim_handle_remove(context); /* no call is inside it any more, none can enter */
+    if (c == NULL) {
+        sim_log(SIM_LOG_ERROR, "rknn_destroy: invalid context handle (destroyed already?)");
         return RKNN_ERR_CTX_INVALID;
-    c->magic = 0;
-    unlock_ctx(c);
+    }
     ctx_free(c);
     return RKNN_SUCC;
+}
+
+static rknn_context publish_ctx(sim_ctx *c)
+{
+    rknn_context h = sim_handle_add(c);
+    c->handle = h;
+    if (h == 0)
+        ctx_free(c);
+    return h;
 }
 
 /* ---- query ---- */
@@ -694,7 +706,7 @@ RKNN_EXPORT rknn_tensor_mem *rknn_create_mem(rknn_context ctx, uint32_t size)
 RKNN_EXPORT rknn_tensor_mem *rknn_create_mem2(rknn_context ctx, uint64_t size, uint64_t alloc_flags)
 {
     if (alloc_flags & RKNN_MEM_FLAG_ALLOC_NO_CONTEXT) {
-        if (ctx != 0 && ctx_of(ctx) == NULL)
+        if (ctx != 0 && !handle_valid(ctx))
             return NULL;
         return mem_new(size, 1);
     }

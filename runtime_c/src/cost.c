@@ -39,7 +39,8 @@ static int op_is_activation(uint32_t type)
     switch (type) {
     case SIM_OP_SIGMOID: case SIM_OP_SILU: case SIM_OP_TANH: case SIM_OP_EXP: case SIM_OP_SOFTPLUS:
     case SIM_OP_ELU: case SIM_OP_SELU: case SIM_OP_SOFTMAX: case SIM_OP_LOG_SOFTMAX: case SIM_OP_HARD_SWISH:
-    case SIM_OP_HARD_SIGMOID:
+    case SIM_OP_HARD_SIGMOID: case SIM_OP_ERF: case SIM_OP_GELU: case SIM_OP_MISH: case SIM_OP_LOG:
+    case SIM_OP_SIN: case SIM_OP_COS: case SIM_OP_RECIPROCAL:
         return 1;
     default:
         return 0;
@@ -57,12 +58,12 @@ static uint32_t cost_class(const sim_graph *g, const sim_op *op)
             return RKNNLINK_COST_DEPTHWISE;
         return RKNNLINK_COST_DENSE;
     }
-    case SIM_OP_CONV_TRANSPOSE: case SIM_OP_GEMM: case SIM_OP_MATMUL:
+    case SIM_OP_CONV_TRANSPOSE: case SIM_OP_GEMM: case SIM_OP_MATMUL: case SIM_OP_LSTM: case SIM_OP_GRU:
         return RKNNLINK_COST_DENSE;
     case SIM_OP_RESHAPE:
         return RKNNLINK_COST_FREE;
     case SIM_OP_CONCAT: case SIM_OP_SPLIT: case SIM_OP_SLICE: case SIM_OP_TRANSPOSE: case SIM_OP_PAD:
-    case SIM_OP_RESIZE: case SIM_OP_GATHER:
+    case SIM_OP_RESIZE: case SIM_OP_GATHER: case SIM_OP_GATHER_ELEMENTS: case SIM_OP_EXPAND: case SIM_OP_TILE:
         return RKNNLINK_COST_MOVE;
     default:
         return RKNNLINK_COST_ELTWISE;

@@ -2,17 +2,22 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "handles.h"
 #include "sim_core.h"
 
 static sim_ctx *ext_lock(rknn_context h)
 {
-    if (h == 0)
-        return NULL;
-    sim_ctx *c = (sim_ctx *)(uintptr_t)h;
-    if (c->magic != SIM_CTX_MAGIC)
-        return NULL;
-    pthread_mutex_lock(&c->lock);
+    sim_ctx *c = sim_handle_acquire(h);
+    if (c != NULL)
+        pthread_mutex_lock(&c->lock);
     return c;
+}
+
+static void ext_unlock(sim_ctx *c)
+{
+    rknn_context h = c->handle;
+    pthread_mutex_unlock(&c->lock);
+    sim_handle_release(h);
 }
 
 RKNN_EXPORT int rknnlink_sim_version(void)
@@ -28,7 +33,7 @@ RKNN_EXPORT int rknnlink_sim_layer_count(rknn_context ctx, uint32_t *count)
     if (c == NULL)
         return RKNN_ERR_CTX_INVALID;
     *count = c->m->g.n_ops;
-    pthread_mutex_unlock(&c->lock);
+    ext_unlock(c);
     return RKNN_SUCC;
 }
 
@@ -64,7 +69,7 @@ RKNN_EXPORT int rknnlink_sim_layer_info(rknn_context ctx, uint32_t index, rknnli
         info->act_elems = L->act_elems;
         info->measured_time_us = c->measured_us ? c->measured_us[index] : 0.0;
     }
-    pthread_mutex_unlock(&c->lock);
+    ext_unlock(c);
     return rc;
 }
 
@@ -76,7 +81,7 @@ RKNN_EXPORT int rknnlink_sim_set_dump(rknn_context ctx, int enable)
     c->dump_enabled = enable != 0;
     if (!c->dump_enabled)
         sim_ctx_drop_dumps(c);
-    pthread_mutex_unlock(&c->lock);
+    ext_unlock(c);
     return RKNN_SUCC;
 }
 
@@ -93,7 +98,7 @@ RKNN_EXPORT int rknnlink_sim_dump_count(rknn_context ctx, uint32_t *count)
     if (c == NULL)
         return RKNN_ERR_CTX_INVALID;
     *count = dumps_ready(c) ? c->n_dumps : 0;
-    pthread_mutex_unlock(&c->lock);
+    ext_unlock(c);
     return RKNN_SUCC;
 }
 
@@ -123,7 +128,7 @@ RKNN_EXPORT int rknnlink_sim_dump_info(rknn_context ctx, uint32_t index, rknnlin
             info->dims[k] = (uint32_t)t->dims[k];
         info->n_elems = (uint32_t)t->n_elems;
     }
-    pthread_mutex_unlock(&c->lock);
+    ext_unlock(c);
     return rc;
 }
 
@@ -149,7 +154,7 @@ RKNN_EXPORT int rknnlink_sim_dump_read(rknn_context ctx, uint32_t index, float *
                 memcpy(raw, d->raw, (size_t)rb);
         }
     }
-    pthread_mutex_unlock(&c->lock);
+    ext_unlock(c);
     return rc;
 }
 
@@ -157,8 +162,10 @@ RKNN_EXPORT const char *rknnlink_sim_last_error(rknn_context ctx)
 {
     if (ctx == 0)
         return "";
-    sim_ctx *c = (sim_ctx *)(uintptr_t)ctx;
-    if (c->magic != SIM_CTX_MAGIC)
+    sim_ctx *c = sim_handle_acquire(ctx);
+    if (c == NULL)
         return "invalid context";
-    return c->last_error;
+    const char *text = c->last_error; /* valid until the context is destroyed */
+    sim_handle_release(ctx);
+    return text;
 }

@@ -9,27 +9,31 @@
 
 #include "sim_core.h"
 
-/* FITTED CONSTANTS: effective rates and overheads of rk3588, rk3576, rk3566/rk3568 and rk3562 come from
- * `python bench/bench_cost_model.py --fit` (non-negative least squares of the relative error against
- * Rockchip's published single-core latencies, rknn_model_zoo V2.3.2, docs/cost-model.md "Fitting"); they
- * are rounded to 3 significant digits. The other rows are derived from the nearest fitted NPU generation
- * scaled by the published peak (see the docs); they have no published latencies to fit against.
+/* FITTED CONSTANTS (the only place they live): printed by `python bench/bench_cost_model.py --fit`.
+ * rk3588, rk3576, rk3568 (= the RK3566/RK3568 column) and rk3562: least squares of log(estimate / published)
+ * against Rockchip's single-core latencies (rknn_model_zoo V2.3.2) of 29 zoo models, in four free constants
+ * per platform: layer overhead, dense MAC rate, activation rate, effective DDR bandwidth; the depthwise and
+ * element-wise rates are a tenth of the dense rate (the table cannot separate them). Rounded to 3 digits.
+ * The other rows are derived: the fitted row of the nearest NPU generation (rv11xx, rk2118, rk3566 from rk3568;
+ * rv1126b from rk3576), rates scaled by the int8 peak per core, bandwidth by the DDR peak (docs/cost-model.md).
+ * The peak MAC/cycle and the DDR peak (last column, also the CPU copy rate of Input/Output rows) are
+ * published figures; rv1103b, rv1106b and rk2118 have none we could find and take rv1103's / rv1106's.
  *
  * name, cores, perf_detail, NPU Hz, peak int8 MAC/cycle/core, fp16 ratio,
  * effective int8 per core per cycle: dense MACs, depthwise MACs, element-wise ops, activation elements,
- * effective DDR bytes/s, layer overhead us, I/O copy bytes/s */
+ * effective DDR bytes/s, layer overhead us, DDR peak bytes/s (I/O copies) */
 static const sim_platform k_platforms[] = {
-    {"rv1103", 1, 0, 1.0e9, 256.0, 0.25, 160.0, 16.0, 40.0, 20.0, 2.0e9, 30.0, 2.1e9},
-    {"rv1103b", 1, 0, 1.0e9, 256.0, 0.25, 160.0, 16.0, 40.0, 20.0, 2.0e9, 30.0, 2.1e9},
-    {"rv1106", 1, 0, 1.0e9, 256.0, 0.25, 160.0, 16.0, 40.0, 20.0, 3.0e9, 30.0, 4.2e9},
-    {"rv1106b", 1, 0, 1.0e9, 512.0, 0.25, 320.0, 32.0, 80.0, 40.0, 3.0e9, 30.0, 4.2e9},
-    {"rv1126b", 1, 1, 1.0e9, 1536.0, 0.25, 900.0, 60.0, 200.0, 100.0, 6.0e9, 20.0, 8.5e9},
-    {"rk2118", 1, 1, 1.0e9, 128.0, 0.25, 80.0, 8.0, 20.0, 10.0, 2.0e9, 30.0, 3.2e9},
-    {"rk3562", 1, 1, 1.0e9, 512.0, 0.25, 320.0, 32.0, 80.0, 40.0, 6.0e9, 20.0, 12.8e9},
-    {"rk3566", 1, 1, 1.0e9, 400.0, 0.25, 250.0, 25.0, 60.0, 30.0, 6.0e9, 25.0, 12.8e9},
-    {"rk3568", 1, 1, 1.0e9, 400.0, 0.25, 250.0, 25.0, 60.0, 30.0, 6.0e9, 25.0, 12.8e9},
-    {"rk3576", 2, 1, 1.0e9, 1536.0, 0.25, 900.0, 60.0, 200.0, 100.0, 12.0e9, 15.0, 25.6e9},
-    {"rk3588", 3, 1, 1.0e9, 1024.0, 0.25, 900.0, 90.0, 200.0, 100.0, 15.0e9, 15.0, 34.1e9},
+    {"rv1103", 1, 0, 1e+09, 256.0, 0.25, 260, 26, 26, 1.15, 1.02e+09, 44.7, 2.1e+09},
+    {"rv1103b", 1, 0, 1e+09, 256.0, 0.25, 260, 26, 26, 1.15, 1.02e+09, 44.7, 2.1e+09},
+    {"rv1106", 1, 0, 1e+09, 256.0, 0.25, 260, 26, 26, 1.15, 2.04e+09, 44.7, 4.2e+09},
+    {"rv1106b", 1, 0, 1e+09, 256.0, 0.25, 260, 26, 26, 1.15, 2.04e+09, 44.7, 4.2e+09},
+    {"rv1126b", 1, 1, 1e+09, 1536.0, 0.25, 972, 97.2, 97.2, 4.82, 8.45e+09, 13.7, 8.5e+09},
+    {"rk2118", 1, 1, 1e+09, 256.0, 0.25, 260, 26, 26, 1.15, 2.04e+09, 44.7, 4.2e+09},
+    {"rk3562", 1, 1, 1e+09, 512.0, 0.25, 558, 55.8, 55.8, 1.45, 1e+10, 15.4, 1.28e+10},
+    {"rk3566", 1, 1, 1e+09, 400.0, 0.25, 407, 40.7, 40.7, 1.8, 6.23e+09, 44.7, 1.28e+10},
+    {"rk3568", 1, 1, 1e+09, 400.0, 0.25, 407, 40.7, 40.7, 1.8, 6.23e+09, 44.7, 1.28e+10},
+    {"rk3576", 2, 1, 1e+09, 1536.0, 0.25, 972, 97.2, 97.2, 4.82, 2.55e+10, 13.7, 2.56e+10},
+    {"rk3588", 3, 1, 1e+09, 1024.0, 0.25, 1.07e+03, 107, 107, 3.08, 2.49e+10, 25.7, 3.41e+10},
 };
 
 #define N_PLATFORMS (sizeof(k_platforms) / sizeof(k_platforms[0]))

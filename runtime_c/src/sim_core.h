@@ -169,6 +169,7 @@ typedef struct sim_dump {
 
 typedef struct sim_ctx {
     uint32_t magic;
+    rknn_context handle;          /* its entry in the handle table (handles.c) */
     pthread_mutex_t lock;
     sim_model *m;
     uint32_t flags;

@@ -436,13 +436,13 @@ static void test_invalid_models(void)
     uint32_t d[1] = {4};
     uint32_t i0 = mw_tensor(w, "i", 0, 1, d, 2, 0, 0, 0);
     uint32_t o0 = mw_tensor(w, "o", 0, 1, d, 3, 0, 0, 0);
-    mw_op(w, 63, "weird", 1, &i0, 1, &o0, 0, 0, 0);
+    mw_op(w, 127, "weird", 1, &i0, 1, &o0, 0, 0, 0);
     mw_io(w, i0, 0, 0, 0, NULL, NULL, 0);
     mw_io(w, o0, 1, 0, 0, NULL, NULL, 0);
     buf = mw_finish(w, &n, 0);
     mw_free(w);
     CHECK_RC(rknn_init(&ctx, buf, (uint32_t)n, 0, NULL), RKNN_ERR_MODEL_INVALID);
-    CHECK(strstr(rknnlink_sim_init_error(), "weird") && strstr(rknnlink_sim_init_error(), "63"),
+    CHECK(strstr(rknnlink_sim_init_error(), "weird") && strstr(rknnlink_sim_init_error(), "127"),
           "unknown op message: %s", rknnlink_sim_init_error());
     free(buf);
 
@@ -546,6 +546,33 @@ static void test_path_info_only_perf_dump(void)
     CHECK_RC(rknnlink_sim_dump_count(ctx, &nd), 0);
     CHECK(nd == 0, "dumps dropped");
     CHECK_RC(rknn_destroy(ctx), 0);
+    free(buf);
+}
+
+/* A destroyed or made-up handle is refused (no read through it: the old handle was the context's address,
+ * so this was a use-after-free under ASan); a new context never answers to an old handle. */
+static void test_stale_handles(void)
+{
+    size_t n;
+    uint8_t *buf = test_model_a("rk3588", &n, 0);
+    rknn_context ctx = 0, again = 0;
+    CHECK_RC(rknn_init(&ctx, buf, (uint32_t)n, 0, NULL), 0);
+    CHECK_RC(rknn_destroy(ctx), 0);
+    rknn_input_output_num io;
+    CHECK_RC(rknn_query(ctx, RKNN_QUERY_IN_OUT_NUM, &io, sizeof(io)), RKNN_ERR_CTX_INVALID);
+    CHECK_RC(rknn_run(ctx, NULL), RKNN_ERR_CTX_INVALID);
+    CHECK_RC(rknn_destroy(ctx), RKNN_ERR_CTX_INVALID);
+    CHECK_RC(rknnlink_sim_set_dump(ctx, 1), RKNN_ERR_CTX_INVALID);
+    CHECK(strcmp(rknnlink_sim_last_error(ctx), "invalid context") == 0, "last_error of a stale handle");
+    CHECK_RC(rknn_init(&again, buf, (uint32_t)n, 0, NULL), 0); /* may reuse the slot: a new generation */
+    CHECK(again != ctx, "a new context got the destroyed one's handle");
+    CHECK_RC(rknn_query(ctx, RKNN_QUERY_IN_OUT_NUM, &io, sizeof(io)), RKNN_ERR_CTX_INVALID);
+    CHECK_RC(rknn_query(again, RKNN_QUERY_IN_OUT_NUM, &io, sizeof(io)), 0);
+    rknn_context made_up = (rknn_context)0x5a5a5a5a12345678ull;
+    CHECK_RC(rknn_query(made_up, RKNN_QUERY_IN_OUT_NUM, &io, sizeof(io)), RKNN_ERR_CTX_INVALID);
+    CHECK_RC(rknn_destroy(made_up), RKNN_ERR_CTX_INVALID);
+    CHECK(rknn_create_mem2(made_up, 16, RKNN_MEM_FLAG_ALLOC_NO_CONTEXT) == NULL, "no-context mem with a bad handle");
+    CHECK_RC(rknn_destroy(again), 0);
     free(buf);
 }
 
@@ -961,6 +988,7 @@ int main(int argc, char **argv)
         test_invalid_models();
         test_path_info_only_perf_dump();
         test_mem();
+        test_stale_handles();
     }
     test_threads_and_dup();
 #ifndef SIM_STAND_IN_KERNELS /* the stand-in registry of asan-core has no Conv */

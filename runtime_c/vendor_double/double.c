@@ -100,9 +100,10 @@ static size_t type_size(rknn_tensor_type t) {
     }
 }
 
+/* norm_tensor dtype.vx_type: RKNN-Toolkit2 2.5.0 writes "int8" for quantized models and "" for float16 ones. */
 static rknn_tensor_type type_from_name(const char *s) {
     if (!strcmp(s, "float32")) return RKNN_TENSOR_FLOAT32;
-    if (!strcmp(s, "float16")) return RKNN_TENSOR_FLOAT16;
+    if (!strcmp(s, "float16") || !*s) return RKNN_TENSOR_FLOAT16;
     if (!strcmp(s, "uint8")) return RKNN_TENSOR_UINT8;
     if (!strcmp(s, "int16")) return RKNN_TENSOR_INT16;
     if (!strcmp(s, "int32")) return RKNN_TENSOR_INT32;
@@ -166,7 +167,7 @@ static int read_tensor(const json_doc *doc, int node, dbl_tensor *t) {
         if (elems > (1u << 28)) return -1;
     }
     t->n_elems = (uint32_t)elems;
-    char type[32] = "int8";
+    char type[32] = "";
     int dtype = json_get(doc, node, "dtype");
     json_copy_string(doc, json_get(doc, dtype, "vx_type"), type, sizeof(type));
     t->type = type_from_name(type);

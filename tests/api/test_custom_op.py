@@ -59,12 +59,6 @@ def _sigmoid_net(path: Path, custom: bool) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
 
 
-@pytest.fixture()
-def work(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def test_dual_residual_example_in_process_and_after_export(work):
     _dual_residual(work / "dual_residual.onnx")
     rng = np.random.default_rng(1)

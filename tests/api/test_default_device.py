@@ -39,7 +39,7 @@ def test_environment_variable_sim_names_a_simulated_board(built, monkeypatch, ca
 
 
 def test_a_daemon_on_loopback_is_listed_and_used(built, monkeypatch, capsys, no_adb):
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     daemon = start_local_daemon(platform="rk3588", backend="sim")
     try:

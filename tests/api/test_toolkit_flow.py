@@ -70,7 +70,7 @@ def test_in_process_build_export_load_round_trip_is_bit_identical(workdir, image
 
 
 def test_connected_board_script_matches_in_process(workdir, image, capsys):
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     rknn = _built(workdir, quantize=True)
     assert rknn.init_runtime() == 0

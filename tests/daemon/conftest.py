@@ -21,7 +21,7 @@ def sim_library(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def daemon(sim_library: str, tmp_path_factory: pytest.TempPathFactory):
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     log_path = tmp_path_factory.mktemp("daemon") / "daemon.log"
     d = start_local_daemon(platform="rk3588", backend="sim", log_path=log_path)
@@ -30,11 +30,13 @@ def daemon(sim_library: str, tmp_path_factory: pytest.TempPathFactory):
     d.stop()
 
 
-@pytest.fixture()
-def board(daemon):
+@pytest.fixture(params=["data", "grpc"])
+def board(daemon, request):
+    """A connected client on each carrier of inference: the direct data channel and the gRPC path, so the
+    fault, soak and link tests hold for both."""
     from rknnlink.client import Board
 
-    b = Board.connect(daemon.address, timeout=10)
+    b = Board.connect(daemon.address, timeout=10, use_data_channel=request.param == "data")
     yield b
     b.close()
 

@@ -66,3 +66,26 @@ def test_stale_partial_uploads_are_removed_at_start(tmp_path):
     (tmp_path / ".upload-deadbeef.part").write_bytes(b"half a model")
     ModelCache(tmp_path, 1000)
     assert not list(tmp_path.glob(".upload-*"))
+
+
+def test_eviction_happens_before_the_upload_writes(tmp_path):
+    """Eviction used to run after the upload was written: on a full filesystem a model that fits never could."""
+    cache = ModelCache(tmp_path, 3000)
+    a, b = _store(cache, b"a" * 1200), _store(cache, b"b" * 1200)
+    os.utime(tmp_path / f"{a}.rknn", (time.time() - 100, time.time() - 100))  # a is the least recently used
+    upload = cache.begin(hashlib.sha256(b"c" * 1200).hexdigest(), 1200)
+    assert not (tmp_path / f"{a}.rknn").exists() and cache.has(b) == 1200  # room made, nothing written yet
+    upload.write(b"c" * 1200)
+    upload.commit()
+    assert cache.total_bytes() <= 3000
+
+
+def test_storage_errors_name_the_cause_and_no_path(tmp_path):
+    import errno
+
+    from rknnlink_server.cache import FULL, UNAVAILABLE, storage_error
+
+    full = storage_error(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.part")), "writing")
+    assert full.reason == FULL and "out of space" in str(full) and str(tmp_path) not in str(full)
+    ro = storage_error(OSError(errno.EROFS, "Read-only file system", str(tmp_path)), "starting the upload")
+    assert ro.reason == UNAVAILABLE and "not writable" in str(ro) and str(tmp_path) not in str(ro)

@@ -76,12 +76,69 @@ def test_installed_unit_passes_systemd_analyze_verify(tmp_path):
     assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result.stdout + result.stderr
 
 
-def test_install_service_rejects_paths_with_spaces(tmp_path):
+@pytest.mark.parametrize("listen", ["not-an-address", "127.0.0.1:99999", "127.0.0.1:0", "a b:1", "h%n:1",
+                                    "$(id):1", "::1:50051"])
+def test_install_service_rejects_bad_addresses(tmp_path, listen):
+    proc = subprocess.run([sys.executable, "-m", "rknnlink.cli", "install-service", "--root", str(tmp_path),
+                           "--exec", "/usr/bin/rknnlink", "--listen", listen], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=30)
+    assert proc.returncode == 1 and f"cannot install the service: address {listen!r}" in proc.stderr
+    assert not (tmp_path / "etc" / "systemd" / "system" / "rknnlink-server.service").exists()
+
+
+def test_install_service_escapes_systemd_specifiers_and_variables(tmp_path):
+    """% in the executable path reaches systemd escaped, spaces quoted; systemd-analyze finds the file."""
     from rknnlink_server.install import install
 
-    with pytest.raises(ValueError, match="spaces"):
-        install(tmp_path, "127.0.0.1:50051", executable="/opt/my tools/rknnlink")
-    assert not (tmp_path / "etc" / "systemd" / "system" / "rknnlink-server.service").exists()
+    exe = tmp_path / "opt" / "my %h tools $HOME" / "rknnlink"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    unit = install(tmp_path, "[::1]:50051", executable=str(exe))
+    text = unit.read_text()
+    assert f'ExecStart="{str(exe).replace("%", "%%")}" serve --listen [::1]:50051' in text  # $ is literal there
+    with pytest.raises(ValueError, match="control characters"):
+        install(tmp_path, "127.0.0.1:50051", executable="/opt/x\nExecStartPre=/bin/evil")
+    with pytest.raises(ValueError, match="absolute"):
+        install(tmp_path, "127.0.0.1:50051", executable="rknnlink")
+    analyze = shutil.which("systemd-analyze")
+    if analyze is not None:
+        result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stderr == "", result.stdout + result.stderr
+
+
+def test_deploy_launcher_quotes_the_prefix(tmp_path):
+    """The prefix used to go into the launcher unquoted: `$(...)` in it ran on the board."""
+    from rknnlink.transport.deploy import _launcher, check_serve_args
+    from rknnlink.transport.errors import TransportError
+
+    marker = tmp_path / "pwned"
+    prefix = f"/opt/$(touch {marker})`touch {marker}` x"
+    script = _launcher(prefix).replace('exec python3 -m rknnlink.cli "$@"', 'printf %s "$PYTHONPATH"')
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env={"PATH": os.environ["PATH"]},
+                         timeout=10)
+    assert out.stdout == f"{prefix}/lib:{prefix}/deps" and not marker.exists()
+    with pytest.raises(TransportError, match="absolute path"):
+        _launcher("relative/prefix")
+    for bad in ("--listen $(reboot)", "--listen 127.0.0.1:1 *", "--listen not-an-address", "--cache-dir 'a b'"):
+        with pytest.raises(TransportError):
+            check_serve_args(bad)
+    assert check_serve_args("--listen 127.0.0.1:50051 --max-sessions 4") == "--listen 127.0.0.1:50051 --max-sessions 4"
+
+
+def test_network_listener_fails_closed_without_its_serving_module(monkeypatch):
+    """A listener beyond loopback used to serve without TLS when its serving module failed to import."""
+    import sys as _sys
+
+    from rknnlink_server.server import DaemonConfig, listen_setup
+    from rknnlink_server.service import RuntimeSetup
+
+    monkeypatch.setitem(_sys.modules, "rknnlink_server.listening", None)  # import raises ImportError
+    runtime = RuntimeSetup(library="/nonexistent.so", backend="sim", platform="rk3588", serial="sim-test")
+    with pytest.raises(OSError, match="needs TLS and a token"):
+        listen_setup(DaemonConfig(listen="192.0.2.10:50051"), runtime)
+    assert listen_setup(DaemonConfig(listen="127.0.0.1:0"), runtime) is None
+    assert listen_setup(DaemonConfig(listen="192.0.2.10:50051", insecure=True), runtime) is None
 
 
 def test_unit_template_is_packaged():

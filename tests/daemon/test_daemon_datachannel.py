@@ -22,6 +22,16 @@ from rknnlink.v1 import datawire
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+
+@pytest.fixture()
+def board(daemon):
+    """These tests are about the data channel itself: its carrier only."""
+    from rknnlink.client import Board
+
+    b = Board.connect(daemon.address, timeout=10, use_data_channel=True)
+    yield b
+    b.close()
+
 def _data_address(board: Board) -> tuple:
     target = board.data_target()
     assert target is not None, "the loopback daemon must advertise a data port"
@@ -178,7 +188,7 @@ def test_session_close_closes_the_worker_side(board, conv_model):
 
 
 def test_fallback_to_grpc_without_a_data_port(sim_library, conv_model):
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     x = np.ones((1, 3, 8, 8), np.float32)
     with start_local_daemon(platform="rk3588", backend="sim", extra_args=["--no-data-port"]) as daemon:

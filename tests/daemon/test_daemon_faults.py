@@ -166,7 +166,7 @@ def test_sessions_of_a_vanished_client_are_freed(daemon, board):
 
 @pytest.fixture(scope="module")
 def strict_daemon(sim_library):
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     d = start_local_daemon(extra_args=["--call-timeout", "2", "--max-sessions", "2", "--max-cache-mb", "1"])
     yield d
@@ -211,7 +211,7 @@ def test_model_larger_than_the_cache(strict_daemon):
 
 
 def test_workers_die_with_a_killed_daemon(sim_library, conv_model):
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     d = start_local_daemon()
     try:

@@ -115,7 +115,7 @@ def test_queries_perf_memory_sdk_dumps(board, conv_model):
 
 
 def test_model_cache_sends_each_model_once(board, daemon):
-    model, weight, bias = sim_models.gemm_model(seed=7)  # 3 MiB: four upload chunks
+    model, weight, bias = sim_models.gemm_model(seed=7 + board.use_data_channel)  # 3 MiB: 4 chunks; per carrier
     before = board.stats()["model_bytes_received"]
     first = board.load_model(model)
     assert board.model_bytes_sent == len(model)

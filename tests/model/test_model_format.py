@@ -171,7 +171,7 @@ def test_crc_zero_is_not_checked():
     (lambda d: _section_offset(d, fmt.SEC_TENSORS) + 128 + 68, "<I", 3, "per-channel"),
     (lambda d: _section_offset(d, fmt.SEC_TENSORS) + 128 + 88, "<Q", 7, "data_size"),
     (lambda d: _section_offset(d, fmt.SEC_TENSORS) + 128 + 80, "<Q", 10 ** 9, "outside WEIGHTS"),
-    (lambda d: _section_offset(d, fmt.SEC_OPS), "<I", 63, "unknown op type"),
+    (lambda d: _section_offset(d, fmt.SEC_OPS), "<I", 127, "unknown op type"),
     (lambda d: _section_offset(d, fmt.SEC_OPS) + 40, "<I", 99, "fused activation"),
     (lambda d: _section_offset(d, fmt.SEC_OPS) + 20, "<I", 10 ** 6, "outside INDICES"),
     (lambda d: _section_offset(d, fmt.SEC_OPS) + 36, "<I", 10 ** 6, "outside ATTRS"),

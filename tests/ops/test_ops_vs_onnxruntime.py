@@ -37,6 +37,9 @@ class Case:
     post: Optional[str] = None  # a fused activation node after the op (Relu, Clip, LeakyRelu, Sigmoid)
     int8: bool = True
     n_out: int = 1
+    in_types: dict = field(default_factory=dict)   # graph input k -> TensorProto type (default FLOAT)
+    gens: dict = field(default_factory=dict)       # graph input k -> generator (default: gen)
+    exact: bool = False  # integer/boolean results: equal in fp32, nearly all equal in fp16/int8
 
 
 def _rng_w(shape: tuple, seed: int = 0, scale: float = 0.5) -> np.ndarray:
@@ -56,7 +59,132 @@ def i64(*v: int) -> np.ndarray:
     return np.array(v, np.int64)
 
 
+def indices(high: int, low: int = 0) -> Callable:
+    def gen(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+        return rng.integers(low, high, shape).astype(np.int64)
+    return gen
+
+
+def booleans(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    return rng.random(shape) < 0.5
+
+
+def spread(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    """Distinct values at least 0.05 apart (selections and comparisons stable under fp16/int8 rounding)."""
+    n = int(np.prod(shape))
+    return (rng.permutation(n).astype(np.float32) * 0.05 - n * 0.025).reshape(shape)
+
+
+def wide(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    return rng.uniform(-4.0, 4.0, shape).astype(np.float32)
+
+
 F = np.float32
+B, I64 = TensorProto.BOOL, TensorProto.INT64
+LN_W, LN_B = _rng_w((16,), 20) + 1.0, _rng_w((16,), 21, 0.1)
+TRANSFORMER_CASES = [
+    # normalisations (opset 17 LayerNormalization, 18/21 GroupNormalization)
+    Case("layernorm_last", "LayerNormalization", [[2, 5, 16]], {1: LN_W, 2: LN_B}, dict(axis=-1, epsilon=1e-6),
+         opset=17),
+    Case("layernorm_axis1_noscale_bias", "LayerNormalization", [[2, 4, 2, 2]], {1: np.ones((4, 2, 2), F)},
+         dict(axis=1), opset=17),
+    Case("layernorm_bcast_scale", "LayerNormalization", [[1, 3, 4, 8]],
+         {1: _rng_w((1, 8), 22) + 1, 2: _rng_w((8,), 23)},
+         dict(axis=2), opset=17),
+    Case("groupnorm_3groups", "GroupNormalization", [[2, 6, 4, 4]], {1: _rng_w((6,), 24) + 1, 2: _rng_w((6,), 25)},
+         dict(num_groups=3, epsilon=1e-5), opset=21),
+    Case("groupnorm_opset21", "GroupNormalization", [[1, 8, 5, 3]], {1: _rng_w((8,), 26) + 1, 2: _rng_w((8,), 27)},
+         dict(num_groups=2), opset=21),
+    Case("instancenorm", "InstanceNormalization", [[2, 3, 5, 5]], {1: _rng_w((3,), 28) + 1, 2: _rng_w((3,), 29)},
+         dict(epsilon=1e-5)),
+    Case("instancenorm_1d", "InstanceNormalization", [[1, 4, 12]], {1: _rng_w((4,), 30) + 1, 2: _rng_w((4,), 31)}),
+    # activations and unary maths
+    Case("erf", "Erf", [[1, 3, 5, 5]]),
+    Case("gelu_none", "Gelu", [[2, 4, 16]], gen=wide, opset=20),
+    Case("gelu_tanh", "Gelu", [[2, 4, 16]], attrs=dict(approximate="tanh"), gen=wide, opset=20),
+    Case("softplus_wide", "Softplus", [[2, 32]], gen=wide),
+    Case("mish", "Mish", [[1, 3, 5, 5]], gen=wide, opset=18),
+    Case("reciprocal", "Reciprocal", [[2, 3, 4]], gen=away_from_zero),
+    Case("log", "Log", [[2, 3, 4]], gen=positive),
+    Case("sin", "Sin", [[2, 3, 4]], gen=wide),
+    Case("cos", "Cos", [[2, 3, 4]], gen=wide),
+    Case("pow_const_exponent_half", "Pow", [[2, 3, 4]], {1: np.array(0.5, F)}, gen=positive),
+    Case("pow_two_inputs", "Pow", [[2, 3, 4], [3, 4]], gens={1: lambda r, s: r.uniform(0.5, 2.0, s).astype(F)},
+         gen=positive),
+    Case("max_const", "Max", [[2, 3, 4]], {1: np.array(0.2, F)}),
+    Case("min3", "Min", [[2, 3, 4], [4], [3, 1]]),
+    # comparisons, logic and selection (booleans as float 0/1)
+    Case("equal_const", "Equal", [[2, 3, 4]], {1: np.array(1.0, F)},
+         gen=lambda r, s: r.integers(0, 3, s).astype(F), int8=False),
+    Case("greater", "Greater", [[2, 3, 4], [3, 4]], gen=spread),
+    Case("greater_or_equal", "GreaterOrEqual", [[2, 3, 4]], {1: np.array(0.025, F)}, gen=spread, opset=16),
+    Case("less", "Less", [[2, 3, 4], [4]], gen=spread),
+    Case("less_or_equal", "LessOrEqual", [[2, 3, 4]], {1: np.array(0.025, F)}, gen=spread, opset=16),
+    Case("not", "Not", [[2, 3, 4]], in_types={0: B}, gens={0: booleans}),
+    Case("and", "And", [[2, 3, 4], [3, 4]], in_types={0: B, 1: B}, gen=booleans),
+    Case("or", "Or", [[2, 3, 4], [4]], in_types={0: B, 1: B}, gen=booleans),
+    Case("xor", "Xor", [[2, 3, 4], [2, 3, 4]], in_types={0: B, 1: B}, gen=booleans),
+    Case("where_bcast", "Where", [[2, 1, 4], [2, 3, 4], [3, 1]], in_types={0: B}, gens={0: booleans}),
+    Case("where_const_fill", "Where", [[1, 1, 4, 4], [2, 2, 4, 4]], {2: np.array(-3.0, F)}, in_types={0: B},
+         gens={0: booleans}),
+    # data movement and indexing
+    Case("expand", "Expand", [[3, 1]], {1: i64(2, 3, 4)}),
+    Case("expand_same_rank", "Expand", [[1, 4, 1, 3]], {1: i64(2, 1, 5, 1)}),
+    Case("tile", "Tile", [[2, 3, 4]], {1: i64(1, 2, 3)}),
+    Case("tile_first", "Tile", [[2, 3]], {1: i64(3, 1)}),
+    Case("cast_to_int64", "Cast", [[2, 3, 4]], attrs=dict(to=TensorProto.INT64), gen=wide),
+    Case("cast_to_float16", "Cast", [[2, 3, 4]], attrs=dict(to=TensorProto.FLOAT16), gen=wide),
+    Case("cast_bool_to_float", "Cast", [[2, 3, 4]], attrs=dict(to=TensorProto.FLOAT), in_types={0: B},
+         gens={0: booleans}),
+    Case("cast_to_bool", "Cast", [[2, 3, 4]], attrs=dict(to=TensorProto.BOOL),
+         gen=lambda r, s: r.integers(-1, 2, s).astype(F), int8=False),
+    Case("cast_int_to_float", "Cast", [[5, 6]], attrs=dict(to=TensorProto.FLOAT), in_types={0: I64},
+         gens={0: indices(100, -100)}),
+    Case("gather_embedding", "Gather", [[10, 8], [2, 5]], attrs=dict(axis=0), in_types={1: I64},
+         gens={1: indices(10)}),
+    Case("gather_runtime_axis1_negative", "Gather", [[2, 6, 3], [4]], attrs=dict(axis=1), in_types={1: I64},
+         gens={1: indices(6, -6)}),
+    Case("gather_elements_const", "GatherElements", [[3, 4]], {1: np.array([[0, 2], [1, -1], [3, 0]], np.int64)},
+         dict(axis=1)),
+    Case("gather_elements_runtime_axis0", "GatherElements", [[4, 3], [2, 3]], attrs=dict(axis=0),
+         in_types={1: I64}, gens={1: indices(4)}),
+    Case("argmax_keepdims", "ArgMax", [[2, 5, 7]], attrs=dict(axis=1), gen=spread),
+    Case("argmax_last_nokeep", "ArgMax", [[3, 6]], attrs=dict(axis=-1, keepdims=0, select_last_index=1),
+         gen=lambda r, s: r.integers(0, 3, s).astype(F), int8=False),
+    Case("argmin", "ArgMin", [[2, 5, 7]], attrs=dict(axis=2, keepdims=0), gen=spread),
+    Case("topk_largest", "TopK", [[2, 10]], {1: i64(3)}, dict(axis=-1), gen=spread, n_out=2),
+    Case("topk_smallest_axis0", "TopK", [[6, 4]], {1: i64(2)}, dict(axis=0, largest=0), gen=spread, n_out=2),
+    # reductions
+    Case("reducesum_keep0", "ReduceSum", [[2, 3, 4, 5]], {1: i64(1, 3)}, attrs=dict(keepdims=0)),
+    Case("reducemin", "ReduceMin", [[2, 3, 4, 5]], attrs=dict(axes=[2, 3], keepdims=1)),
+    Case("reducemin_opset18", "ReduceMin", [[2, 3, 4]], {1: i64(-1)}, attrs=dict(keepdims=0), opset=18),
+    Case("reduceprod", "ReduceProd", [[2, 3, 4]], attrs=dict(axes=[1], keepdims=1),
+         gen=lambda r, s: r.uniform(0.5, 1.5, s).astype(F)),
+    Case("reducel2", "ReduceL2", [[2, 3, 4, 5]], attrs=dict(axes=[1], keepdims=0)),
+    Case("reducel2_all", "ReduceL2", [[3, 4]], attrs=dict(keepdims=1)),
+    # composite ops decomposed at preparation
+    Case("einsum_attention_scores", "Einsum", [[1, 2, 5, 8], [1, 2, 6, 8]], attrs=dict(equation="bhid,bhjd->bhij"),
+         opset=12),
+    Case("einsum_attention_values", "Einsum", [[1, 2, 5, 6], [1, 2, 6, 8]], attrs=dict(equation="bhij,bhjd->bhid"),
+         opset=13),
+    Case("einsum_projection", "Einsum", [[2, 5, 8]], {1: _rng_w((8, 6), 32)}, attrs=dict(equation="bnd,dk->bnk")),
+    Case("einsum_heads_permuted", "Einsum", [[2, 4, 3, 8], [2, 5, 3, 8]], attrs=dict(equation="bihd,bjhd->bhij")),
+    Case("depth_to_space_dcr", "DepthToSpace", [[1, 8, 3, 4]], attrs=dict(blocksize=2)),
+    Case("depth_to_space_crd", "DepthToSpace", [[1, 8, 3, 4]], attrs=dict(blocksize=2, mode="CRD")),
+    Case("space_to_depth", "SpaceToDepth", [[1, 2, 6, 4]], attrs=dict(blocksize=2)),
+] + [
+    # recurrent layers: one layer, each direction; T=5, B=2, I=6, H=4
+    Case(f"{op.lower()}_{direction}{'_h0' if init else ''}{'_lbr' if lbr and op == 'GRU' else ''}", op,
+         [[5, 2, 6]] + ([[d, 2, 4]] if init else []),
+         {1: _rng_w((d, g * 4, 6), 40 + g), 2: _rng_w((d, g * 4, 4), 41 + g), 3: _rng_w((d, 2 * g * 4), 42 + g, 0.1),
+          **({4: ""} if init else {})},
+         dict(hidden_size=4, direction=direction, **({"linear_before_reset": lbr} if op == "GRU" else {})),
+         n_out=3 if op == "LSTM" else 2)
+    for op, g in (("LSTM", 4), ("GRU", 3))
+    for direction, d, init, lbr in (("forward", 1, False, 0), ("reverse", 1, True, 1), ("bidirectional", 2, True, 0),
+                                    ("bidirectional", 2, False, 1))
+]
+
 CASES = [
     # convolutions
     Case("conv3x3_pad1", "Conv", [[1, 4, 9, 9]], {1: _rng_w((6, 4, 3, 3)), 2: _rng_w((6,), 1)},
@@ -151,7 +279,7 @@ CASES = [
     Case("gather_axis1", "Gather", [[2, 5, 3]], {1: i64(4, 0, -1, 2)}, attrs=dict(axis=1)),
     Case("squeeze", "Squeeze", [[1, 3, 1, 4]], {1: i64(0, 2)}),
     Case("unsqueeze", "Unsqueeze", [[3, 4]], {1: i64(0, 3)}),
-]
+] + TRANSFORMER_CASES
 
 
 def make_model(case: Case) -> onnx.ModelProto:
@@ -167,7 +295,8 @@ def make_model(case: Case) -> onnx.ModelProto:
             inits.append(numpy_helper.from_array(np.asarray(value), f"c{slot}"))
         else:
             names.append(f"x{k}")
-            graph_inputs.append(helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, case.inputs[k]))
+            graph_inputs.append(helper.make_tensor_value_info(f"x{k}", case.in_types.get(k, TensorProto.FLOAT),
+                                                              case.inputs[k]))
             k += 1
     outs = [f"y{i}" for i in range(case.n_out)]
     node_out = ["t"] if case.post else outs
@@ -179,8 +308,7 @@ def make_model(case: Case) -> onnx.ModelProto:
         nodes.append(helper.make_node("LeakyRelu", ["t"], outs, name="act", alpha=0.1))
     elif case.post:
         nodes.append(helper.make_node(case.post, ["t"], outs, name="act"))
-    graph = helper.make_graph(nodes, case.name, graph_inputs,
-                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs], inits)
+    graph = helper.make_graph(nodes, case.name, graph_inputs, [onnx.ValueInfoProto(name=o) for o in outs], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", case.opset)], ir_version=8)
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
@@ -188,7 +316,7 @@ def make_model(case: Case) -> onnx.ModelProto:
 def make_inputs(case: Case, seed: int) -> list:
     rng = np.random.default_rng(seed)
     gen = case.gen or (lambda r, s: r.normal(0.0, 1.0, s).astype(np.float32))
-    return [gen(rng, tuple(shape)) for shape in case.inputs]
+    return [case.gens.get(k, gen)(rng, tuple(shape)) for k, shape in enumerate(case.inputs)]
 
 
 def run_ort(model: onnx.ModelProto, xs: list) -> list:
@@ -238,6 +366,10 @@ def test_op_matches_onnxruntime(case: Case, mode: str, sim_lib, tmp_path: Path):
     assert len(outs) == len(refs)
     for got, ref in zip(outs, refs):
         got = np.asarray(got).reshape(ref.shape)
+        if case.exact or ref.dtype.kind in "iub":
+            agree = float(np.mean(got == ref.astype(np.float32)))
+            assert agree >= (1.0 if mode == "fp32" else 0.95), f"{case.name} {mode}: {agree:.3f} equal"
+            continue
         if mode == "fp32":
             assert rel_error(got, ref) <= FP32_TOL, f"{case.name} fp32 error {rel_error(got, ref):.2e}"
         elif mode == "fp16":

@@ -113,7 +113,7 @@ CORE_FUNCTIONS = {
 EXTENSIONS = {
     "rknnlink_sim_version", "rknnlink_sim_layer_count", "rknnlink_sim_layer_info", "rknnlink_sim_set_dump",
     "rknnlink_sim_dump_count", "rknnlink_sim_dump_info", "rknnlink_sim_dump_read", "rknnlink_sim_last_error",
-    "rknnlink_sim_init_error",
+    "rknnlink_sim_init_error", "rknnlink_sim_platform_count", "rknnlink_sim_platform_info",
 }
 
 

@@ -6,13 +6,12 @@ every platform the facade accepts has its own row, and the facade, builder and b
 PERF_DETAIL rows must add up to its total line and to RKNN_QUERY_PERF_RUN. No timing: estimates only.
 """
 
-import re
-
 import numpy as np
 import pytest
 
 from rknnlink.model import format as fmt
 from rknnlink.runtime import RuntimeLibrary, abi
+from rknnlink.runtime.perf import parse_perf_detail
 
 F16 = "float16"
 
@@ -57,7 +56,7 @@ def total_us(lib: RuntimeLibrary, model: bytes, core_mask: int = 0) -> int:
         if core_mask:
             ctx.set_core_mask(core_mask)
         text = ctx.perf_detail()
-    return int(re.search(r"Total Operator Elapsed Per Frame Time\(us\): (\d+)", text).group(1))
+    return parse_perf_detail(text)[1]
 
 
 def test_silu_and_sigmoid_cost_more_than_relu(lib):
@@ -110,17 +109,11 @@ def test_perf_detail_rows_add_up_to_the_total_and_perf_run(lib):
         ctx.set_core_mask(3)
         text = ctx.perf_detail()
         run_us = ctx.perf_run_us()
+    rows, total = parse_perf_detail(text)
+    assert [r["op_type"] for r in rows] == ["InputOperator"] + ["ConvExSwish"] * 3 + ["OutputOperator"]
+    assert sum(r["time_us"] for r in rows) == total == run_us > 0
     lines = text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("ID "))
-    col = lines[header].index("Time(us)")
-    rows = []
-    for line in lines[header + 2:]:
-        if line.startswith("-"):
-            break
-        rows.append(int(line[col:].split()[0]))
-    assert len(rows) == 1 + 3 + 1  # InputOperator, three layers, OutputOperator
-    total = int(re.search(r"Total Operator Elapsed Per Frame Time\(us\): (\d+)", text).group(1))
-    assert sum(rows) == total == run_us > 0
     assert lines[header].split()[:9] == ["ID", "OpType", "DataType", "Target", "InputShape", "OutputShape",
                                          "Cycles(DDR/NPU/Total)", "Time(us)", "MacUsage(%)"]
 
@@ -145,7 +138,7 @@ def test_every_accepted_platform_has_its_own_row(lib):
         expected = row.layer_overhead_us + (layer.macs / (row.dense_macs_per_cycle * row.fp16_ratio * row.npu_hz)
                                             + layer.bytes_rw / row.ddr_bytes_per_s) * 1e6
         assert layer.est_time_us == pytest.approx(expected, rel=1e-9), name
-        workload = re.search(r"NPU\s+\S+\s+\S+\s+\S+\s+\d+\s+\S+\s+(\S+)", text).group(1)
+        workload = parse_perf_detail(text)[0][1]["workload"]  # the conv row
         assert workload.count("/") == row.cores - 1, name
     assert table["rk3576"].dense_macs_per_cycle < table["rk3588"].dense_macs_per_cycle * \
         table["rk3576"].peak_int8_macs_per_cycle / table["rk3588"].peak_int8_macs_per_cycle

@@ -1,6 +1,6 @@
 """A network-facing test server built from rknnlink.transport's pieces: TLS, token, mDNS advertisement.
 
-It does what `rknnlink serve --listen 0.0.0.0:50051` should do (rknnlink.transport.serving), on a small
+It does what `rknnlink serve --listen 0.0.0.0:50051` should do (rknnlink_server.listening), on a small
 gRPC server (health + bytes echo), or with --daemon on the real rknnlink daemon (sim backend). It listens
 on a non-loopback address that the test adds to the namespace's lo, so nothing leaves the machine.
 Run: python secure_server.py --state-dir D --serial S [--insecure] [--daemon LIB]; prints "READY PORT".
@@ -18,7 +18,7 @@ from pathlib import Path
 from health_server import build_server
 
 from rknnlink import PROTOCOL_VERSION, __version__
-from rknnlink.transport import serving
+from rknnlink_server import listening as serving
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from rknnlink.transport import security
-from rknnlink.transport.usbmux import (
+from rknnlink.v1.usbmux import (
     DATA,
     HEADER_SIZE,
     HELLO,
@@ -28,6 +28,7 @@ from rknnlink.transport.usbmux import (
     ProtocolError,
     encode_frame,
 )
+from rknnlink_server import tls
 
 
 def test_frames_survive_any_split():
@@ -122,7 +123,7 @@ def _echo_server():
 
 
 def test_a_stream_much_larger_than_the_window_arrives_intact():
-    from rknnlink.transport.usbmux import tcp_connector
+    from rknnlink.v1.usbmux import tcp_connector
 
     server = _echo_server()
     host_pipe, board_pipe = _pair()
@@ -188,22 +189,22 @@ def test_handshake_without_a_board_times_out():
 
 
 def test_token_interceptor_and_certificate_helpers(tmp_path):
-    cert, key = security.load_or_create_identity(tmp_path, "rknnlink-unit", ["127.0.0.1"])
-    assert security.load_or_create_identity(tmp_path, "other", []) == (cert, key)  # reused, not regenerated
+    cert, key = tls.load_or_create_identity(tmp_path, "rknnlink-unit", ["127.0.0.1"])
+    assert tls.load_or_create_identity(tmp_path, "other", []) == (cert, key)  # reused, not regenerated
     assert (tmp_path / "key.pem").stat().st_mode & 0o777 == 0o600
     assert security.certificate_names(cert) == ["rknnlink-unit"]
     assert len(security.fingerprint(cert)) == 64
-    token = security.load_or_create_token(tmp_path / "token")
-    assert security.load_or_create_token(tmp_path / "token") == token and len(token) >= 32
+    token = tls.load_or_create_token(tmp_path / "token")
+    assert tls.load_or_create_token(tmp_path / "token") == token and len(token) >= 32
     assert security.is_loopback("127.0.0.1") and security.is_loopback("::1")
     assert not security.is_loopback("0.0.0.0") and not security.is_loopback("192.168.1.5")
 
     from concurrent import futures
 
-    server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[security.token_interceptor(token)])
+    server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[tls.token_interceptor(token)])
     handler = grpc.unary_unary_rpc_method_handler(lambda request, _ctx: request)
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.E", {"E": handler})])
-    port = server.add_secure_port("127.0.0.1:0", security.server_credentials(cert, key))
+    port = server.add_secure_port("127.0.0.1:0", tls.server_credentials(cert, key))
     server.start()
     try:
         for presented, expected in ((token, "OK"), ("bad", "UNAUTHENTICATED"), (None, "UNAUTHENTICATED")):
@@ -218,7 +219,7 @@ def test_token_interceptor_and_certificate_helpers(tmp_path):
     finally:
         server.stop(0)
     with pytest.raises(ValueError):
-        security.token_interceptor("")
+        tls.token_interceptor("")
 
 
 class TapPipe(QueuePipe):
@@ -240,7 +241,7 @@ class TapPipe(QueuePipe):
 
 
 def test_a_slow_reader_holds_the_sender_to_its_window():
-    from rknnlink.transport.usbmux import tcp_connector
+    from rknnlink.v1.usbmux import tcp_connector
 
     window = 256 * 1024
     release = threading.Event()

@@ -24,7 +24,7 @@ import pytest
 from conftest import HERE, PYTHON, ROOT, base_env, find_sim_library
 from fake_usb import FakeBackend, FakeBoard
 
-from rknnlink.transport.usbmux import MuxConfig
+from rknnlink.v1.usbmux import MuxConfig
 
 SERIAL = "USBBOARD42"
 BRIDGE_PROGRAM = ROOT / "board_server" / "usb_gadget" / "rknnlink_usb_bridge.py"

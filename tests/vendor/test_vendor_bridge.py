@@ -89,8 +89,8 @@ def test_board_model_matches_the_board_runtime():
 
 def test_targeting_a_vendor_board_without_the_toolkit_says_how_to_set_it_up(vendor_double, tmp_path, monkeypatch):
     from rknnlink.api import RKNN
+    from rknnlink.client.local import start_local_daemon
     from rknnlink.demo import make_demo_onnx
-    from rknnlink_server.local import start_local_daemon
 
     monkeypatch.delenv(environment.PYTHON_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -115,3 +115,4 @@ def test_a_failed_setup_step_reports_pip_output(tmp_path):
         environment.setup(env_dir, torch=str(missing))
     assert str(missing) in str(info.value) and "setup.log" in str(info.value)
     assert not (env_dir / environment.MARKER).exists()
+

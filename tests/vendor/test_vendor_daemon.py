@@ -26,7 +26,7 @@ def _model(shape=SHAPE, dtype="float32") -> bytes:
 
 @pytest.fixture()
 def vendor_daemon(vendor_double, tmp_path, monkeypatch):
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     dumps = tmp_path / "dumps"
     monkeypatch.setenv("RKNNLINK_DUMP_ROOT", str(dumps))
@@ -93,7 +93,7 @@ def test_vendor_dumps_come_from_the_runtime_files_and_are_cleaned_up(vendor_daem
 
 
 def test_unwritable_dump_directory_is_reported(vendor_double, tmp_path, monkeypatch):
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the dump directory should be")
@@ -122,7 +122,7 @@ def small_filesystem(tmp_path):
 
 
 def test_short_storage_is_a_clear_error(vendor_double, small_filesystem, monkeypatch):
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     monkeypatch.setenv("RKNNLINK_DUMP_ROOT", str(small_filesystem / "dumps"))
     shape = [1, 3, 32, 32]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
-from conftest import ROOT
 from vendor_files import vendor_rknn
+
+ROOT = Path(__file__).resolve().parents[2]
 
 DOUBLE = ROOT / "runtime_c" / "vendor_double"
 

@@ -115,7 +115,7 @@ def test_a_refused_job_reports_the_toolkit_reason(toolkit, workdir):
 
 def test_vendor_board_gets_the_vendor_file_and_its_dumps(toolkit, workdir, image, vendor_double, tmp_path,
                                                          monkeypatch):
-    from rknnlink_server.local import start_local_daemon
+    from rknnlink.client.local import start_local_daemon
 
     monkeypatch.setenv("RKNNLINK_DUMP_ROOT", str(tmp_path / "dumps"))
     rknn = RKNN()
@@ -136,6 +136,9 @@ def test_vendor_board_gets_the_vendor_file_and_its_dumps(toolkit, workdir, image
         rknn.release()
     report = (snapshot / "error_analysis.txt").read_text()
     assert "runtime_error" in report and "simulator_error" in report
-    assert (snapshot / "runtime").is_dir() and (snapshot / "simulator").is_dir()
+    assert (snapshot / "simulator" / "npy").is_dir()
+    rows = [line for line in report.splitlines() if line.startswith("[")]
+    assert any(line.startswith("[Input] input") and "|" in line for line in rows)   # matched by name
+    assert any(line.startswith("[Gemm] logits") and "|" in line for line in rows)
     assert list((snapshot / "runtime" / "npy").glob("*.npy"))
     assert list((tmp_path / "dumps").iterdir()) == []

@@ -79,7 +79,7 @@ def default_device(device_id: Optional[str]) -> str:
 def open_endpoint(device_id: str, target: str) -> Tuple[str, Callable[[], None], dict]:
     """(address, close, Board.connect kwargs) for a device id; 'sim' starts a simulated board daemon."""
     if device_id == "sim":
-        from rknnlink_server.local import start_local_daemon
+        from rknnlink.client.local import start_local_daemon
 
         daemon = start_local_daemon(platform=target, backend="sim")
         return daemon.address, daemon.stop, {}

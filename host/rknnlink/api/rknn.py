@@ -69,6 +69,7 @@ class RKNN:
             root.setLevel(logging.DEBUG)
         self._config: Dict[str, Any] = {}
         self._onnx = None  # onnx.ModelProto after load_onnx
+        self._prequant: Dict[str, dict] = {}  # a pre-quantised model's own tensor quantisation
         self._build = None  # rknnlink.model.builder.BuildResult
         self._model_bytes: Optional[bytes] = None
         self._model_path: Optional[Path] = None
@@ -140,10 +141,30 @@ class RKNN:
                              f"{Path.cwd()}).")
         if input_initial_val is not None:
             log.info("load_onnx: input_initial_val is ignored (inputs are never folded as constants)")
-        self._onnx = load_onnx(model, inputs=inputs, outputs=outputs, input_size_list=input_size_list)
+        from rknnlink.model import prequant
+
+        onnx_model = load_onnx(model, inputs=inputs, outputs=outputs, input_size_list=input_size_list)
+        quant: Dict[str, dict] = {}
+        if prequant.has_qdq(onnx_model):
+            onnx_model, quant = prequant.strip_qdq(onnx_model)
+        ret = self._set_model(onnx_model, quant)
         self._onnx_source, self._onnx_load_args = model, dict(inputs=inputs, outputs=outputs)
         if isinstance(model, (str, os.PathLike)):
             self._source_name = Path(model).stem
+        return ret
+
+    def _set_model(self, onnx_model, quant: Optional[Dict[str, dict]] = None) -> int:
+        """The loaded model every loader ends with: a float ONNX graph plus a pre-quantised model's own
+        quantisation (kept by build(do_quantization=False))."""
+        self._onnx = onnx_model
+        # dynamic_input rebuilds per shape set from the source; for the front ends it is the translated model
+        self._onnx_source, self._onnx_load_args = onnx_model, {}
+        if onnx_model.graph.name:  # the model's own name (Caffe net name, TFLite/TF/Darknet file stem)
+            self._source_name = onnx_model.graph.name
+        self._prequant = dict(quant or {})
+        if self._prequant:
+            log.info("the model is pre-quantised (%d tensors): build(do_quantization=False) keeps its scales and "
+                     "zero points", len(self._prequant))
         self._build = None
         self._model_bytes = None
         self._vendor = None
@@ -173,21 +194,33 @@ class RKNN:
         self._source_name = Path(model).stem
         return ret
 
-    def _unsupported_loader(self, name: str) -> int:
-        raise ValueError(f"{name} is not supported by rknnlink: convert the model to ONNX (tf2onnx, tflite2onnx, "
-                         "caffe2onnx) and use load_onnx.")
+    def load_tensorflow(self, tf_pb, inputs, input_size_list, outputs, input_is_nchw=False) -> int:
+        """A frozen TensorFlow GraphDef (.pb), cut at `inputs`/`outputs`, through tf2onnx (rknnlink[tensorflow])."""
+        from rknnlink.model.frontends.tensorflow import convert_tensorflow
 
-    def load_tensorflow(self, *args, **kwargs) -> int:
-        return self._unsupported_loader("load_tensorflow")
+        conversion = convert_tensorflow(tf_pb, inputs, input_size_list, outputs, input_is_nchw=input_is_nchw)
+        return self._set_model(conversion.model, conversion.quant)
 
-    def load_tflite(self, *args, **kwargs) -> int:
-        return self._unsupported_loader("load_tflite")
+    def load_tflite(self, model, input_is_nchw=False) -> int:
+        """A .tflite model, float or quantised (its own scales are kept by build(do_quantization=False))."""
+        from rknnlink.model.frontends.tflite import convert_tflite
 
-    def load_caffe(self, *args, **kwargs) -> int:
-        return self._unsupported_loader("load_caffe")
+        conversion = convert_tflite(model, input_is_nchw=input_is_nchw)
+        return self._set_model(conversion.model, conversion.quant)
 
-    def load_darknet(self, *args, **kwargs) -> int:
-        return self._unsupported_loader("load_darknet")
+    def load_caffe(self, model, blobs=None, input_name=None) -> int:
+        """A Caffe deploy .prototxt and its .caffemodel (blobs=None: random weights, as the toolkit)."""
+        from rknnlink.model.frontends.caffe import convert_caffe
+
+        conversion = convert_caffe(model, blobs=blobs, input_name=input_name)
+        return self._set_model(conversion.model, conversion.quant)
+
+    def load_darknet(self, model, weight) -> int:
+        """A Darknet .cfg and its .weights; YOLO heads are outputs before decoding, as the toolkit."""
+        from rknnlink.model.frontends.darknet import convert_darknet
+
+        conversion = convert_darknet(model, weight)
+        return self._set_model(conversion.model, conversion.quant)
 
     def build(self, do_quantization=True, dataset=None, rknn_batch_size=None, auto_hybrid=False,
               vendor_model=None) -> int:
@@ -218,8 +251,13 @@ class RKNN:
                 self._onnx_source, self._onnx_load_args, self._build_config(), self._dynamic_input,
                 bool(do_quantization), dataset)
             return 0
+        fixed = None
+        if self._prequant:
+            from rknnlink.model.prequant import fixed_ranges
+
+            fixed = fixed_ranges(self._prequant)
         self._build = build(self._onnx, self._build_config(), do_quantization=bool(do_quantization),
-                            dataset=dataset, rknn_batch_size=rknn_batch_size)
+                            dataset=dataset, rknn_batch_size=rknn_batch_size, fixed_ranges=fixed)
         self._model_bytes = self._build.data
         self._vendor = VendorPlan(self._onnx, self._config, self._build, bool(do_quantization), dataset,
                                   rknn_batch_size)
@@ -266,6 +304,13 @@ class RKNN:
             path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(self._model_bytes)
         return 0
+
+    def export_encrypted_rknn_model(self, input_model, output_model=None, crypt_level=1) -> int:
+        """Called by the toolkit's npu_device_test example (2.3.x; RKNN-Toolkit2 2.5.0 no longer has it).
+        rknnlink models are not encrypted: logs why and returns -1, so such a script goes on."""
+        log.error("export_encrypted_rknn_model: model encryption is not supported by rknnlink (its model format "
+                  "is open); %s was not encrypted.", input_model)
+        return -1
 
     def load_rknn(self, path) -> int:
         """Load a model file: ours runs anywhere; a Rockchip-compiled one needs a board with librknnrt."""
@@ -500,8 +545,9 @@ class RKNN:
         if not self._runtime_args.get("eval_mem") and self._runtime_args.get("target") is not None:
             raise ValueError("When init runtime, parameter <eval_mem> should be set to True")
         memory = runtime.memory()
+        on_board = self._vendor.rknn if self._vendor is not None and not runtime.is_simulator else None
         if is_print:
-            print(reports.format_memory(memory, len(self._model_bytes or b"")), end="")
+            print(reports.format_memory(memory, len(on_board or self._model_bytes or b"")), end="")
         return memory
 
     def get_sdk_version(self) -> str:

@@ -23,7 +23,7 @@ from rknnlink.runtime import TensorAttr, numpy_dtype
 from rknnlink.runtime.library import output_type_of
 from rknnlink.v1 import datawire, fastwire
 from rknnlink.v1.messages import make_stub, pb
-from rknnlink.v1.protocol import MD_CLIENT_ID, MD_OPERATOR_TOKEN, MD_STREAM_MODE, MIN_DAEMON_PROTOCOL
+from rknnlink.v1.protocol import MAX_TENSORS, MD_CLIENT_ID, MD_OPERATOR_TOKEN, MD_STREAM_MODE, MIN_DAEMON_PROTOCOL
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -96,6 +96,7 @@ def _data_inputs(inputs: Any, formats: Optional[Sequence[Optional[str]]], pass_t
     """Inputs as data-channel tuples (dtype, fmt, pass_through, shape, bytes) and the raw-outputs flag."""
     if isinstance(inputs, np.ndarray):
         inputs = [inputs]
+    _check_count(inputs)
     out = []
     for i, x in enumerate(inputs):
         dtype, shape, data, fmt, through = _input_parts(
@@ -103,6 +104,11 @@ def _data_inputs(inputs: Any, formats: Optional[Sequence[Optional[str]]], pass_t
             bool(pass_through[i]) if pass_through and i < len(pass_through) else False)
         out.append((dtype, int(fmt), through, tuple(int(d) for d in shape), data))
     return out, not want_float
+
+
+def _check_count(inputs: Sequence[Any]) -> None:
+    if len(inputs) > MAX_TENSORS:
+        raise ValueError(f"{len(inputs)} inputs: one run carries at most {MAX_TENSORS} (models have no more)")
 
 
 def _check_reply_id(got: int, expected: int) -> None:
@@ -123,6 +129,7 @@ def _run_request(session_id: str, request_id: int, inputs: Any, formats: Optiona
     """A serialised RunRequest (fastwire: one copy of the input bytes)."""
     if isinstance(inputs, np.ndarray):
         inputs = [inputs]
+    _check_count(inputs)
     tensors = [_tensor(x, formats[i] if formats and i < len(formats) else None,
                        bool(pass_through[i]) if pass_through and i < len(pass_through) else False)
                for i, x in enumerate(inputs)]
@@ -478,7 +485,8 @@ class Session:
         return m.api_version, m.drv_version
 
     def dump_tensors(self, include_raw: bool = False) -> List[Tuple[Dict[str, Any], np.ndarray, Optional[np.ndarray]]]:
-        """Per-layer outputs of the last run: (info, float32 array, raw array or None). Simulator only."""
+        """Per-layer outputs of the last run: (info, float32 array, raw array or None); on a vendor
+        runtime they come from its own dump files (docs/vendor.md)."""
         tensors: Dict[int, Dict[str, Any]] = {}
         self._req()  # closes run()'s stream
         try:
@@ -509,7 +517,7 @@ class Session:
         return info, f32, raw
 
     def dumps(self) -> Dict[str, np.ndarray]:
-        """Per-layer float32 outputs of the last run by tensor name (simulated NPU only)."""
+        """Per-layer float32 outputs of the last run by tensor name."""
         return {info["name"]: f32 for info, f32, _raw in self.dump_tensors()}
 
     def close(self) -> None:

@@ -39,7 +39,7 @@ from .calibration import (
 )
 from .dataset import Sample, read_dataset
 from .errors import BuildError, UnsupportedOperatorError
-from .lower import LNode, lower
+from .lower import INTEGER_VALUE_TYPES, LNode, lower
 from .precision import auto_float_layers
 from .prepare import PreparedGraph, load_onnx, make_session, prepare
 from .rewrite import rewrite
@@ -53,7 +53,8 @@ PRODUCER = "rknnlink 0.1.0"
 TARGET_PLATFORMS = platform_names()  # the one platform table (runtime_c/src/platforms.c)
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that move int8 values without arithmetic: their output reuses the input's quantisation.
-PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split")
+PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split", "Expand", "Tile",
+                "GatherElements")
 
 
 @dataclass
@@ -115,18 +116,25 @@ class BuildResult:
 
 def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str | Path | None = None,
           rknn_batch_size: Optional[int] = None, float_layers: Iterable[str] = frozenset(),
-          ranges: Optional[dict] = None) -> BuildResult:
+          ranges: Optional[dict] = None, fixed_ranges: Optional[dict] = None) -> BuildResult:
     """Build a simulator model from an ONNX ModelProto (see the module docstring for data types).
 
     ``dataset`` (dataset.txt) is required for int8 unless ``ranges`` (tensor name -> (min, max), as
     hybrid_quantization_step2 passes them) already fix every activation range. ``float_layers`` names
     layers (ONNX node names or their output tensor names) kept in float16 in an int8 build.
+    ``fixed_ranges`` (tensor name -> (min, max)) are a pre-quantised model's own parameters
+    (:mod:`rknnlink.model.prequant`): they make the build int8 and win over calibrated ranges; without a
+    dataset the other activations take their producer's input range.
     """
     config.validate()
     optimise = config.optimization_level > 0
     pg = prepare(model, fold_batchnorm=optimise)
     nodes = lower_and_rewrite(pg, optimise)
     stats: dict = {}
+    do_quantization = do_quantization or bool(fixed_ranges)
+    if fixed_ranges and ranges is None and dataset is None:
+        from .prequant import complete_ranges
+        ranges = complete_ranges(pg, nodes, activation_names(pg, nodes), fixed_ranges)
     if do_quantization:
         if ranges is None:
             if dataset is None:
@@ -135,6 +143,9 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
             stats = calibrate(pg, nodes, dataset, config)
         else:
             stats = _stats_from_ranges(pg, nodes, ranges)
+        for name, (lo, hi) in (fixed_ranges or {}).items():
+            if name in stats:
+                stats[name] = TensorStats(min=float(lo), max=float(hi))
     if rknn_batch_size is not None and int(rknn_batch_size) > 1:
         pg, nodes = _batched(model, int(rknn_batch_size), pg, nodes, optimise)
     mode = "int8" if do_quantization else ("fp16" if config.float_dtype == "float16" else "fp32")
@@ -175,7 +186,9 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
     std = config.per_input(config.std_values, len(pg.inputs), "std_values")
     stats = {n: TensorStats() for n in names}
 
-    feed_types = {i.name: (np.float16 if i.type == "tensor(float16)" else np.float32) for i in sess.get_inputs()}
+    ort_types = {"tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
+                 "tensor(bool)": np.bool_}
+    feed_types = {i.name: ort_types.get(i.type, np.float32) for i in sess.get_inputs()}
 
     def run_all(desc: str = "calibration") -> Iterable[list]:
         progress = desc if config.progress else False
@@ -367,6 +380,10 @@ class _Assembler:
 
     def add_activation(self, name: str, kind: int, int8: bool, share_from: Optional[str] = None) -> int:
         shape = self.pg.shapes[name]
+        if self.pg.elem_types.get(name) in INTEGER_VALUE_TYPES:
+            # integer/boolean values (indices, masks) stay exact float32 in every mode (docs/model-format.md)
+            self.act_dtype[name] = fmt.FLOAT32
+            return self.add_tensor(fmt.SimTensor(name, fmt.FLOAT32, shape, kind), name)
         if not int8:
             self.act_dtype[name] = self.float_type()
             return self.add_tensor(fmt.SimTensor(name, self.float_type(), shape, kind), name)

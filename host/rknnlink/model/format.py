@@ -57,7 +57,12 @@ OP_TYPES = {
     "GlobalAveragePool": 23, "GlobalMaxPool": 24, "LRN": 25, "BatchNormalization": 26, "Concat": 27,
     "Split": 28, "Slice": 29, "Reshape": 30, "Transpose": 34, "Pad": 35, "Resize": 36, "ReduceMean": 37,
     "ReduceMax": 38, "LogSoftmax": 39, "Elu": 40, "Selu": 41, "Neg": 42, "Abs": 43, "Softplus": 44,
-    "Sqrt": 45, "Max": 46, "Min": 47, "ReduceSum": 48, "Pow": 49, "Gather": 50,
+    "Sqrt": 45, "Max": 46, "Min": 47, "ReduceSum": 48, "Pow": 49, "Gather": 50, "LayerNormalization": 51,
+    "GroupNormalization": 52, "Erf": 53, "Gelu": 54, "Mish": 55, "Reciprocal": 56, "Log": 57, "Sin": 58,
+    "Cos": 59, "Not": 60, "Cast": 61, "Equal": 62, "Greater": 63, "GreaterOrEqual": 64, "Less": 65,
+    "LessOrEqual": 66, "And": 67, "Or": 68, "Xor": 69, "Where": 70, "Expand": 71, "Tile": 72,
+    "GatherElements": 73, "ArgMax": 74, "ArgMin": 75, "TopK": 76, "ReduceMin": 77, "ReduceProd": 78,
+    "ReduceL2": 79, "LSTM": 80, "GRU": 81,
 }
 OP_NAMES = {v: k for k, v in OP_TYPES.items()}
 # Ids 31-33 (Flatten, Squeeze, Unsqueeze in older writers) are Reshape as well.

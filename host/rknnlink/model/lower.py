@@ -18,6 +18,7 @@ from .errors import UnsupportedNode, UnsupportedOperatorError
 from .prepare import PreparedGraph
 
 FLOAT_TYPES = (1, 10)  # onnx FLOAT, FLOAT16
+INTEGER_VALUE_TYPES = (2, 3, 4, 5, 6, 7, 9, 12, 13)  # the integer types and BOOL
 FUSE_INTO = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
 FUSABLE_ACTS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSwish", "SiLU", "HardSigmoid", "Tanh")
 WHAT_TO_DO = ("replace it with supported operators, or cut the graph before it with "
@@ -419,9 +420,11 @@ def _reduce(op: str) -> Callable:
 
 
 def _gather(ctx: _Ctx) -> LNode:
-    idx = ctx.const(1, "indices")
     rank = len(ctx.in_shape())
     axis = ctx.axis(int(ctx.attrs.get("axis", 0)), rank)
+    if not ctx.is_const(1):  # run-time indices (embeddings): checked by the runtime
+        return ctx.make("Gather", list(ctx.node.input[:2]), {"axis": axis})
+    idx = ctx.const(1, "indices")
     dim = ctx.in_shape()[axis]
     if idx.dtype.kind not in "iu":
         ctx.fail("Gather indices must be integers")
@@ -465,6 +468,150 @@ def _selu(ctx: _Ctx) -> LNode:
                      "gamma": float(ctx.attrs.get("gamma", 1.0507009873554805))})
 
 
+def _single_output(ctx: _Ctx, what: str) -> None:
+    if len([o for o in ctx.node.output if o]) > 1:
+        ctx.fail(f"only the first output of {ctx.node.op_type} is supported ({what} are not); "
+                 "use only the normalised result")
+
+
+def _per_elements(ctx: _Ctx, slot: int, what: str, shape: tuple) -> Optional[str]:
+    """Constant input ``slot`` broadcast to exactly ``shape`` (a new constant when it had another shape)."""
+    value = ctx.const(slot, what)
+    if value is None:
+        return None
+    name = ctx.node.input[slot]
+    try:
+        full = np.broadcast_to(np.asarray(value, np.float32), shape)
+    except ValueError:
+        ctx.fail(f"its {what} of shape {list(value.shape)} does not broadcast to {list(shape)}")
+    if tuple(value.shape) != tuple(shape):
+        name = f"{name}__{ctx.node.name}_full"
+        ctx.pg.constants[name] = np.ascontiguousarray(full)
+        ctx.pg.shapes[name] = tuple(shape)
+    return name
+
+
+def _layer_norm(ctx: _Ctx) -> LNode:
+    _single_output(ctx, "Mean and InvStdDev")
+    shape = ctx.in_shape()
+    axis = ctx.axis(int(ctx.attrs.get("axis", -1)), len(shape))
+    tail = tuple(shape[axis:])
+    ins = [ctx.node.input[0], _per_elements(ctx, 1, "scale", tail), _per_elements(ctx, 2, "bias", tail)]
+    return ctx.make("LayerNormalization", ins, {"axis": axis, "epsilon": float(ctx.attrs.get("epsilon", 1e-5))})
+
+
+def _group_norm(ctx: _Ctx) -> LNode:
+    """GroupNormalization (opset 18-20: scale/bias per group, 21: per channel) and InstanceNormalization
+    (one group per channel) as the runtime's GroupNormalization with per-channel scale and bias."""
+    shape = ctx.in_shape()
+    if len(shape) < 3:
+        ctx.fail(f"input {list(shape)} needs [N, C, spatial...]")
+    channels = shape[1]
+    groups = channels if ctx.node.op_type == "InstanceNormalization" else int(ctx.attrs["num_groups"])
+    if groups < 1 or channels % groups:
+        ctx.fail(f"{channels} channels do not split into {groups} groups")
+    ins = [ctx.node.input[0]]
+    for slot, what in ((1, "scale"), (2, "bias")):
+        value = np.asarray(ctx.const(slot, what), np.float32).reshape(-1)
+        if value.size == groups and ctx.node.op_type == "GroupNormalization" and ctx.opset < 21:
+            value = np.repeat(value, channels // groups)
+        if value.size != channels:
+            ctx.fail(f"its {what} has {value.size} values for {channels} channels")
+        name = f"{ctx.node.input[slot]}__{ctx.node.name}_per_channel"
+        ctx.pg.constants[name] = value
+        ctx.pg.shapes[name] = (channels,)
+        ins.append(name)
+    return ctx.make("GroupNormalization", ins,
+                    {"num_groups": groups, "epsilon": float(ctx.attrs.get("epsilon", 1e-5))})
+
+
+def _gelu(ctx: _Ctx) -> LNode:
+    approx = ctx.attrs.get("approximate", "none")
+    if approx not in ("none", "tanh"):
+        ctx.fail(f"approximate={approx!r} is not an ONNX value (none or tanh)")
+    return ctx.make("Gelu", [ctx.node.input[0]], {"approximate": int(approx == "tanh")})
+
+
+_CAST_KINDS = {1: 0, 11: 0, 10: 1, 9: 3}  # FLOAT, DOUBLE -> as is; FLOAT16 -> rounded; BOOL -> != 0
+_INTEGER_TYPES = (2, 3, 4, 5, 6, 7, 12, 13)  # UINT8 INT8 UINT16 INT16 INT32 INT64 UINT32 UINT64
+
+
+def _cast(ctx: _Ctx) -> LNode:
+    to = int(ctx.attrs["to"])
+    kind = 2 if to in _INTEGER_TYPES else _CAST_KINDS.get(to)
+    if kind is None:
+        ctx.fail(f"Cast to ONNX data type {to} is not supported (float, float16, integers and bool are)")
+    return ctx.make("Cast", [ctx.node.input[0]], {"to": kind})
+
+
+def _expand(ctx: _Ctx) -> LNode:
+    return ctx.make("Expand", [ctx.node.input[0]])
+
+
+def _tile(ctx: _Ctx) -> LNode:
+    return ctx.make("Tile", [ctx.node.input[0]])
+
+
+def _gather_elements(ctx: _Ctx) -> LNode:
+    rank = len(ctx.in_shape())
+    return ctx.make("GatherElements", list(ctx.node.input[:2]),
+                    {"axis": ctx.axis(int(ctx.attrs.get("axis", 0)), rank)})
+
+
+def _arg(op: str) -> Callable:
+    def lower(ctx: _Ctx) -> LNode:
+        rank = len(ctx.in_shape())
+        return ctx.make(op, [ctx.node.input[0]],
+                        {"axis": ctx.axis(int(ctx.attrs.get("axis", 0)), rank),
+                         "keepdims": int(ctx.attrs.get("keepdims", 1)),
+                         "select_last_index": int(ctx.attrs.get("select_last_index", 0))})
+    return lower
+
+
+def _topk(ctx: _Ctx) -> LNode:
+    rank = len(ctx.in_shape())
+    if ctx.opset < 10:
+        k = int(ctx.attrs["k"])
+    else:
+        k = int(np.asarray(ctx.const(1, "K")).reshape(-1)[0])
+    axis = ctx.axis(int(ctx.attrs.get("axis", -1)), rank)
+    if not 1 <= k <= ctx.in_shape()[axis]:
+        ctx.fail(f"K={k} is out of range for a dimension of {ctx.in_shape()[axis]}")
+    return ctx.make("TopK", [ctx.node.input[0]],
+                    {"axis": axis, "k": k, "largest": int(ctx.attrs.get("largest", 1))})
+
+
+_DIRECTIONS = {"forward": 0, "reverse": 1, "bidirectional": 2}
+_DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
+
+
+def _rnn(ctx: _Ctx) -> LNode:
+    """One-layer LSTM / GRU with the default activations; sequence_lens only when every sequence is full."""
+    op = ctx.node.op_type
+    direction = _DIRECTIONS.get(ctx.attrs.get("direction", "forward"))
+    if direction is None:
+        ctx.fail(f"direction {ctx.attrs.get('direction')!r} is not an ONNX value")
+    acts = [a.lower() for a in ctx.attrs.get("activations", [])]
+    if acts and acts != [a.lower() for a in _DEFAULT_ACTS[op] * (2 if direction == 2 else 1)]:
+        ctx.fail(f"activations {ctx.attrs['activations']} are not supported (only the default "
+                 f"{_DEFAULT_ACTS[op]})")
+    if "clip" in ctx.attrs or int(ctx.attrs.get("input_forget", 0)) or int(ctx.attrs.get("layout", 0)):
+        ctx.fail("clip, input_forget and layout=1 are not supported; export with the defaults")
+    if op == "LSTM" and ctx.inp(7) is not None:
+        ctx.fail("peephole weights (input P) are not supported")
+    for slot, what in ((1, "W"), (2, "R"), (3, "B")):
+        ctx.const(slot, what)
+    seq = ctx.const(4, "sequence_lens")
+    steps = ctx.in_shape()[0]
+    if seq is not None and np.any(np.asarray(seq) != steps):
+        ctx.fail(f"sequence_lens {np.asarray(seq).tolist()} shorter than the {steps} steps are not supported")
+    ins = list(ctx.node.input[:4]) + [ctx.inp(5)] + ([ctx.inp(6)] if op == "LSTM" else [])
+    attrs = {"hidden_size": int(ctx.attrs["hidden_size"]), "direction": direction}
+    if op == "GRU":
+        attrs["linear_before_reset"] = int(ctx.attrs.get("linear_before_reset", 0))
+    return ctx.make(op, ins, attrs, outputs=list(ctx.node.output))
+
+
 LOWERINGS: dict = {
     "Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _passthrough("MatMul"),
     "Add": _passthrough("Add"), "Sub": _passthrough("Sub"), "Mul": _passthrough("Mul"),
@@ -483,7 +630,20 @@ LOWERINGS: dict = {
     "Identity": _reshape, "Dropout": _reshape, "Transpose": _transpose, "Pad": _pad,
     "Resize": _resize, "Upsample": _resize, "ReduceMean": _reduce("ReduceMean"),
     "ReduceMax": _reduce("ReduceMax"), "ReduceSum": _reduce("ReduceSum"), "Gather": _gather,
+    "ReduceMin": _reduce("ReduceMin"), "ReduceProd": _reduce("ReduceProd"), "ReduceL2": _reduce("ReduceL2"),
+    "LayerNormalization": _layer_norm, "GroupNormalization": _group_norm, "InstanceNormalization": _group_norm,
+    "Gelu": _gelu, "Cast": _cast, "Expand": _expand, "Tile": _tile, "GatherElements": _gather_elements,
+    "ArgMax": _arg("ArgMax"), "ArgMin": _arg("ArgMin"), "TopK": _topk, "LSTM": _rnn, "GRU": _rnn,
+    **{op: _passthrough(op) for op in ("Erf", "Mish", "Reciprocal", "Log", "Sin", "Cos", "Not", "Where", "Equal",
+                                       "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor")},
 }
+# Ops that may read integer or boolean tensors computed at run time (carried as exact float32 values):
+# data movement, selection, comparisons and the arithmetic that stays exact on integers.
+INTEGER_INPUT_OPS = frozenset((
+    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose", "Concat", "Slice", "Split", "Gather",
+    "GatherElements", "Expand", "Tile", "Cast", "Where", "Equal", "Greater", "GreaterOrEqual", "Less",
+    "LessOrEqual", "And", "Or", "Xor", "Not", "Add", "Sub", "Mul", "Neg", "Abs", "Max", "Min", "ReduceSum",
+    "ReduceMax", "ReduceMin", "ReduceProd", "ArgMax", "ArgMin", "TopK"))
 
 def supported_onnx_ops() -> list:
     """ONNX operator types the builder can lower (for documentation and error messages)."""
@@ -529,12 +689,17 @@ def lower_nodes(pg: PreparedGraph, skip: frozenset = frozenset()) -> tuple:
 
 
 def _check_float_activations(ctx: _Ctx) -> None:
-    names = [n for n in ctx.node.input if n and n not in ctx.pg.constants] + [o for o in ctx.node.output if o]
-    for n in names:
+    """Run-time tensors are float, or integer/boolean where the op handles them (carried as exact float32
+    values: integers up to 2^24), and have static shapes."""
+    ins = [n for n in ctx.node.input if n and n not in ctx.pg.constants]
+    outs = [o for o in ctx.node.output if o]
+    for n in ins + outs:
         et = ctx.pg.elem_types.get(n)
-        if et not in FLOAT_TYPES:
-            ctx.fail(f"tensor {n!r} has ONNX data type {et}; the NPU computes float/int8 activations only "
-                     f"(integer or boolean tensors computed at run time are not supported); {WHAT_TO_DO}")
+        if et not in FLOAT_TYPES and not (et in INTEGER_VALUE_TYPES and (n in outs or ctx.node.op_type
+                                                                         in INTEGER_INPUT_OPS)):
+            ctx.fail(f"tensor {n!r} has ONNX data type {et}; {ctx.node.op_type} computes float/int8 activations "
+                     f"only (integer or boolean run-time tensors are supported by "
+                     f"{', '.join(sorted(INTEGER_INPUT_OPS)[:6])}, ... only); {WHAT_TO_DO}")
         shape = ctx.pg.shapes.get(n)
         if shape is None:
             ctx.fail(f"the shape of tensor {n!r} is unknown; pass load_onnx(input_size_list=...)")

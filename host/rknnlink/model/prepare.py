@@ -1,5 +1,6 @@
-"""ONNX graph preparation: loading, cutting, static shapes, constant folding, Identity/Dropout removal and
-BatchNormalization folding.
+"""ONNX graph preparation: loading, cutting, static shapes, constant folding (Shape, ConstantOfShape, Range
+and shape arithmetic of static tensors included), Identity/Dropout removal, decomposition of Einsum and
+DepthToSpace/SpaceToDepth into simpler layers, and BatchNormalization folding.
 
 Every pass keeps the graph a valid ONNX model that onnxruntime can run: the prepared graph is the float
 reference that calibration and the golden per-layer comparison execute, so its tensor names must match the
@@ -198,6 +199,11 @@ def prepare(model: Any, fold_batchnorm: bool = True) -> PreparedGraph:
             break
     _drop_unused_optional_outputs(model)
     _remove_identities(model)
+    if _decompose(model, shapes, opset):  # fold what the new layers compute from constants
+        for _ in range(4):
+            shapes = _infer(model)
+            if not _fold_constants(model, shapes, opset):
+                break
     unknown = _unknown_operators(model)
     if unknown:
         raise _all_problems(model, unknown, opset, shapes)
@@ -505,6 +511,142 @@ def _remove_identities(model: Any) -> None:
             continue
         model.graph.node.remove(node)
         _rename_everywhere(model, src, dst)
+
+
+def _decompose(model: Any, shapes: dict, opset: int) -> bool:
+    """Operators the NPU runs as a sequence of simpler layers become that sequence in the ONNX graph
+    itself (so calibration and the per-layer comparison see every tensor): Einsum in its batched-matmul
+    forms -> Transpose/Unsqueeze/MatMul/Transpose, DepthToSpace / SpaceToDepth -> Reshape/Transpose/Reshape.
+    Forms outside these stay as they are and are reported as unsupported."""
+    names = _all_value_names(model)
+    out_nodes = []
+    changed = False
+    for node in model.graph.node:
+        shape = shapes.get(node.input[0], (None, 0))[0] if node.input else None
+        new = None
+        if node.op_type in ("LSTM", "GRU"):  # every state output gets a name: the layer writes them all
+            n_out = 3 if node.op_type == "LSTM" else 2
+            while len(node.output) < n_out:
+                node.output.append("")
+            for i, o in enumerate(node.output):
+                if not o:
+                    node.output[i] = _fresh_name(names, f"{node.name}_output_{i}")
+                    changed = True
+        if node.op_type == "Einsum" and len(node.input) == 2:
+            new = _einsum_nodes(model, node, names, opset)
+        elif node.op_type in ("DepthToSpace", "SpaceToDepth") and shape is not None and len(shape) == 4:
+            new = _depth_space_nodes(model, node, shape, names)
+        if new is None:
+            out_nodes.append(node)
+        else:
+            out_nodes.extend(new)
+            changed = True
+    if changed:
+        del model.graph.node[:]
+        model.graph.node.extend(out_nodes)
+    return changed
+
+
+def _attr(node: Any, name: str, default: Any) -> Any:
+    from onnx import helper
+    for a in node.attribute:
+        if a.name == name:
+            v = helper.get_attribute_value(a)
+            return v.decode() if isinstance(v, bytes) else v
+    return default
+
+
+def _const_input(model: Any, names: set, base: str, value: np.ndarray) -> str:
+    from onnx import numpy_helper
+    name = _fresh_name(names, base)
+    model.graph.initializer.append(numpy_helper.from_array(value, name))
+    return name
+
+
+def _einsum_nodes(model: Any, node: Any, names: set, opset: int) -> Optional[list]:
+    """Einsum 'A,B->O' with batch letters (in A, B and O), M letters (A and O), N letters (B and O) and
+    exactly one contracted letter, as MatMul over [batch, M.., N.., m, k] x [batch, M.., N.., k, n]."""
+    from onnx import helper
+    eq = str(_attr(node, "equation", "")).replace(" ", "")
+    if "..." in eq or "->" not in eq or eq.count(",") != 1:
+        return None
+    lhs, o = eq.split("->")
+    a, b = lhs.split(",")
+    if any(len(set(t)) != len(t) for t in (a, b, o)) or not set(o) <= set(a) | set(b):
+        return None
+    batch = [c for c in o if c in a and c in b]
+    ms = [c for c in o if c in a and c not in b]
+    ns = [c for c in o if c in b and c not in a]
+    ks = [c for c in a if c in b and c not in o]
+    if len(ks) != 1 or not ms or not ns or set(a) != set(batch + ms + ks) or set(b) != set(batch + ns + ks):
+        return None
+    k = ks[0]
+    a_order = batch + ms[:-1] + [ms[-1], k]
+    b_order = batch + ns[:-1] + [k, ns[-1]]
+    mm_order = batch + ms[:-1] + ns[:-1] + [ms[-1], ns[-1]]
+    nodes: list = []
+    base = node.output[0]
+
+    def transpose(src: str, letters: str, order: list, tag: str) -> str:
+        perm = [letters.index(c) for c in order]
+        if perm == list(range(len(perm))):
+            return src
+        dst = _fresh_name(names, f"{base}__einsum_{tag}_t")
+        nodes.append(helper.make_node("Transpose", [src], [dst], name=_fresh_name(names, f"{node.name}_{tag}_t"),
+                                      perm=perm))
+        return dst
+
+    def unsqueeze(src: str, axes: list, tag: str) -> str:
+        if not axes:
+            return src
+        dst = _fresh_name(names, f"{base}__einsum_{tag}_u")
+        uname = _fresh_name(names, f"{node.name}_{tag}_u")
+        if opset >= 13:
+            ax = _const_input(model, names, f"{base}__einsum_{tag}_axes", np.array(axes, np.int64))
+            nodes.append(helper.make_node("Unsqueeze", [src, ax], [dst], name=uname))
+        else:
+            nodes.append(helper.make_node("Unsqueeze", [src], [dst], name=uname, axes=axes))
+        return dst
+
+    nb, nm, nn = len(batch), len(ms) - 1, len(ns) - 1
+    xa = unsqueeze(transpose(node.input[0], a, a_order, "a"), list(range(nb + nm, nb + nm + nn)), "a")
+    xb = unsqueeze(transpose(node.input[1], b, b_order, "b"), list(range(nb, nb + nm)), "b")
+    perm = [mm_order.index(c) for c in o]
+    mm_out = base if perm == list(range(len(perm))) else _fresh_name(names, f"{base}__einsum_mm")
+    nodes.append(helper.make_node("MatMul", [xa, xb], [mm_out], name=node.name))
+    if mm_out != base:
+        nodes.append(helper.make_node("Transpose", [mm_out], [base], name=_fresh_name(names, f"{node.name}_out_t"),
+                                      perm=perm))
+    return nodes
+
+
+def _depth_space_nodes(model: Any, node: Any, shape: tuple, names: set) -> Optional[list]:
+    """DepthToSpace (DCR / CRD) and SpaceToDepth as Reshape -> 6-D Transpose -> Reshape."""
+    from onnx import helper
+    n, c, h, w = shape
+    bs = int(_attr(node, "blocksize", 0))
+    if bs < 1:
+        return None
+    if node.op_type == "DepthToSpace":
+        if c % (bs * bs):
+            return None
+        if str(_attr(node, "mode", "DCR")) == "CRD":
+            mid, perm = [n, c // (bs * bs), bs, bs, h, w], [0, 1, 4, 2, 5, 3]
+        else:
+            mid, perm = [n, bs, bs, c // (bs * bs), h, w], [0, 3, 4, 1, 5, 2]
+        final = [n, c // (bs * bs), h * bs, w * bs]
+    else:
+        if h % bs or w % bs:
+            return None
+        mid, perm = [n, c, h // bs, bs, w // bs, bs], [0, 3, 5, 1, 2, 4]
+        final = [n, c * bs * bs, h // bs, w // bs]
+    base = node.output[0]
+    s1 = _const_input(model, names, f"{base}__shape6", np.array(mid, np.int64))
+    s2 = _const_input(model, names, f"{base}__shape4", np.array(final, np.int64))
+    t1, t2 = _fresh_name(names, f"{base}__r6"), _fresh_name(names, f"{base}__t6")
+    return [helper.make_node("Reshape", [node.input[0], s1], [t1], name=_fresh_name(names, f"{node.name}_r6")),
+            helper.make_node("Transpose", [t1], [t2], name=_fresh_name(names, f"{node.name}_t6"), perm=perm),
+            helper.make_node("Reshape", [t2, s2], [base], name=node.name)]
 
 
 def _fold_batchnorm(model: Any) -> None:

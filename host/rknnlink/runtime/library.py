@@ -475,6 +475,8 @@ class RuntimeContext:
         arr = np.asarray(value)
         if arr.dtype == np.float64 and not through:
             arr = arr.astype(np.float32)
+        if arr.dtype.kind in "iub" and arr.dtype not in (np.uint8, np.int8) and not through:
+            arr = arr.astype(np.float32)  # integer/boolean inputs (indices, masks): exact float32 values
         arr = np.ascontiguousarray(arr)
         if through:
             if arr.nbytes != attr.size:

@@ -34,14 +34,6 @@ def register(subparsers) -> None:
     deploy.add_argument("--timeout", type=float, default=60.0, metavar="S")
     deploy.set_defaults(func=_deploy)
 
-    bridge = subparsers.add_parser("usb-bridge", help="(board) relay the rknnlink USB gadget to the daemon",
-                                   description="Board side of the USB transport: serve the FunctionFS bulk "
-                                               "endpoints and relay them to the daemon (see setup_gadget.sh).")
-    from .ffs_bridge import add_arguments
-
-    add_arguments(bridge)
-    bridge.set_defaults(func=_usb_bridge)
-
 
 def format_table(records) -> str:
     headers = ("ID", "TRANSPORT", "STATE", "PLATFORM", "DAEMON", "ADDRESS")
@@ -77,10 +69,3 @@ def _deploy(args: argparse.Namespace) -> int:
         return 1
     print(result.summary())
     return 0
-
-
-def _usb_bridge(args: argparse.Namespace) -> int:
-    from .ffs_bridge import run_from_args
-
-    logging.getLogger("rknnlink").setLevel(min(logging.getLogger().level, logging.INFO))
-    return run_from_args(args)

@@ -13,16 +13,20 @@ without it the daemon is started with nohup.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import platform as host_platform
+import re
 import shlex
 import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
+
+from rknnlink.v1.address import parse_host_port
 
 from . import adb
 from .errors import TransportError
@@ -52,12 +56,11 @@ def _package_dirs():
     import rknnlink
 
     dirs = [Path(rknnlink.__file__).resolve().parent]
-    try:
-        import rknnlink_server
-    except ImportError as exc:
+    spec = importlib.util.find_spec("rknnlink_server")  # located, not imported: the host never loads it
+    if spec is None or not spec.origin:
         raise TransportError("rknnlink_server (the daemon package) is not installed here, so there is nothing "
-                             "to deploy; reinstall rknnlink (`pip install rknnlink`) or pass --wheel.") from exc
-    dirs.append(Path(rknnlink_server.__file__).resolve().parent)
+                             "to deploy; reinstall rknnlink (`pip install rknnlink`) or pass --wheel.")
+    dirs.append(Path(spec.origin).resolve().parent)
     return dirs
 
 
@@ -81,10 +84,40 @@ def build_source_archive(include_native: bool) -> bytes:
     return buffer.getvalue()
 
 
+_SERVE_WORD = re.compile(r"^[A-Za-z0-9_./:=,@+\[\]-]+$")
+
+
+def check_prefix(prefix: str) -> str:
+    """The install prefix, refused unless it is an absolute path a shell and PYTHONPATH take literally."""
+    if not prefix.startswith("/") or any(not c.isprintable() or c == ":" for c in prefix):
+        raise TransportError(f"--prefix {prefix!r} must be an absolute path without ':' or control characters")
+    return prefix
+
+
+def check_serve_args(serve_args: str) -> str:
+    """`rknnlink serve` arguments for serve.args, which the board's shell splits into words: each word may
+    hold only characters that no shell expands ($, `, *, quotes, ... are refused), and --listen must be an
+    address."""
+    try:
+        words = shlex.split(serve_args)
+    except ValueError as exc:
+        raise TransportError(f"--serve-args {serve_args!r}: {exc}") from None
+    for word in words:
+        if not _SERVE_WORD.match(word):
+            raise TransportError(f"--serve-args: {word!r} has characters the board's shell would expand; use only "
+                                 f"letters, digits and _ . / : = , @ + - [ ]")
+    try:
+        parse_host_port(_listen_of(serve_args))
+    except ValueError as exc:
+        raise TransportError(f"--serve-args: {exc}") from None
+    return " ".join(words)
+
+
 def _launcher(prefix: str) -> str:
+    q = shlex.quote(check_prefix(prefix))
     return ("#!/bin/sh\n"
             "# rknnlink launcher written by `rknnlink deploy`\n"
-            f'PYTHONPATH="{prefix}/lib:{prefix}/deps${{PYTHONPATH:+:$PYTHONPATH}}"\n'
+            f'PYTHONPATH={q}/lib:{q}/deps"${{PYTHONPATH:+:$PYTHONPATH}}"\n'
             "export PYTHONPATH\n"
             'exec python3 -m rknnlink.cli "$@"\n')
 
@@ -176,25 +209,38 @@ def _listen_of(serve_args: str) -> str:
     return f"127.0.0.1:{adb.board_port()}"
 
 
+DEPLOY_STEPS = 6  # calls of deploy()'s progress hook: python, stop, files, settings, unit, start
+
+
 def deploy(serial: Optional[str], *, wheel: Optional[str] = None, prefix: Optional[str] = None,
-           serve_args: Optional[str] = None, start: bool = True, timeout: float = 60.0) -> DeployResult:
-    """Installs this rknnlink on the board over adb, with its unit, and (re)starts the daemon."""
+           serve_args: Optional[str] = None, start: bool = True, timeout: float = 60.0,
+           progress: Optional[Callable[[str], None]] = None) -> DeployResult:
+    """Installs this rknnlink on the board over adb, with its unit, and (re)starts the daemon.
+
+    `progress(step)` is called as each of the DEPLOY_STEPS steps starts (a progress bar hook)."""
+    step = progress or (lambda _name: None)
     client = adb.client(timeout=timeout)
     serial = adb.pick_serial(client, serial, timeout)
     board = adb.AdbBoard(client, serial, prefix)
-    prefix = board.prefix
-    serve_args = serve_args or f"--listen 127.0.0.1:{adb.board_port()}"
+    prefix = check_prefix(board.prefix)
+    serve_args = check_serve_args(serve_args or f"--listen 127.0.0.1:{adb.board_port()}")
     if wheel and not Path(wheel).is_file():
         raise TransportError(f"--wheel {wheel} does not exist; build one with `pip wheel --no-deps .`")
+    step("checking Python on the board")
     _ensure_python(board, prefix)
+    step("stopping the daemon")
     board.stop_daemon()
+    step("copying rknnlink")
     _install_files(board, prefix, wheel)
+    step("writing the daemon settings")
     _push(board, (serve_args + "\n").encode(), f"{prefix}/serve.args")
     version = board.daemon_version()
     if version is None:
         raise TransportError(f"the deployed launcher {board.launcher} does not run on {serial}: "
                              f"{board.shell(board.launcher + ' --version 2>&1', timeout=60)[1].strip()[-300:]}")
+    step("installing the service")
     has_unit = _install_unit(board, prefix, _listen_of(serve_args))
+    step("starting the daemon")
     if not start:
         return DeployResult(serial, prefix, version, "no")
     return DeployResult(serial, prefix, version, *_start_and_verify(board, has_unit, timeout))

@@ -22,14 +22,14 @@ import threading
 import time
 from typing import List, Optional, Tuple
 
+from rknnlink.v1.usbmux import IFACE_CLASS, IFACE_PROTOCOL, IFACE_SUBCLASS, Mux, MuxConfig, PipeError, PipeTimeoutError
+
 from . import DeviceRecord, Endpoint
 from .errors import DeviceNotFoundError, TransportError
-from .usbmux import Mux, MuxConfig, PipeError, PipeTimeoutError
 
 log = logging.getLogger(__name__)
 
 ROCKCHIP_VID = 0x2207
-IFACE_CLASS, IFACE_SUBCLASS, IFACE_PROTOCOL = 0xFF, 0x52, 0x4C
 
 
 def _backend(backend=None):

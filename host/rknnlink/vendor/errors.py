@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 
-class ToolkitError(RuntimeError):
-    """Base class: something about the RKNN-Toolkit2 bridge failed."""
+class ToolkitError(ValueError):
+    """Base class: something about the RKNN-Toolkit2 bridge failed.
+
+    A ValueError because the toolkit facade raises ValueError for its failures (as RKNN-Toolkit2 does), so
+    `init_runtime` passes these through unchanged, with their fix, instead of wrapping them."""
 
 
 class ToolkitNotFoundError(ToolkitError):

@@ -130,3 +130,4 @@ def board_model(plan: Optional[VendorPlan], sim_model: Optional[bytes], backend:
     raise ValueError("this board runs Rockchip's librknnrt, which loads only models compiled by RKNN-Toolkit2: "
                      "build from ONNX with rknnlink (it compiles the vendor model through `rknnlink toolkit2 "
                      "setup`'s environment) or load_rknn a file exported by RKNN-Toolkit2")
+

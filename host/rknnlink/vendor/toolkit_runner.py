@@ -14,6 +14,7 @@ The result (JSON at outputs.result, and as the last line on stdout):
     {"ok": false, "stage": "config|load|build|export|inference", "error": text}
 """
 
+import importlib
 import json
 import sys
 import time
@@ -35,8 +36,9 @@ def _versions():
 def probe():
     """Import the toolkit as a job would; report versions (and whether torch is a CUDA build)."""
     try:
-        import torch
-        from rknn.api import RKNN  # noqa: F401 - the import itself is the check
+        from rknn.api import RKNN  # noqa: F401 - the import itself is the check (first: it fails fast)
+
+        torch = importlib.import_module("torch")  # already imported by the toolkit
     except Exception as exc:  # noqa: BLE001 - reported to rknnlink as text
         return {"error": f"{type(exc).__name__}: {exc}"}
     found = _versions()

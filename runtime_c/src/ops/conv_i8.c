@@ -61,6 +61,7 @@ struct sim_conv_i8 {
     int32_t *bias;
     float *mult, *rscale;
     sim_i8_epi epi;
+    sim_act_lut lut;      /* fused transcendental activation, see act_lut.h */
 };
 
 void sim_conv_i8_free(sim_conv_i8 *s)
@@ -74,6 +75,7 @@ void sim_conv_i8_free(sim_conv_i8 *s)
     free(s->bias);
     free(s->mult);
     free(s->rscale);
+    sim_act_lut_free(&s->lut);
     free(s);
 }
 
@@ -157,6 +159,10 @@ int sim_conv_i8_prepare(const sim_graph *gr, const sim_op *op, const sim_conv_ge
     s->epi.bias = s->bias;
     s->epi.mult = s->mult;
     s->epi.rscale = s->rscale;
+    if (sim_i8_epi_lut(&s->epi, &s->lut)) {
+        rc = sim_fail(err, err_len, op, "out of memory preparing the activation table");
+        goto done;
+    }
     int pointwise = g->k_sz == 1;
     for (int d = 0; d < 3; d++) pointwise = pointwise && g->s[d] == 1 && g->pb[d] == 0 && g->pe[d] == 0;
     if (!transpose && g->cg == 1 && g->mg == 1 && g->nsp <= 2 && g->k_sz > 1 && g->k_sz <= 258) {

@@ -1,5 +1,6 @@
 /*
- * Broadcasting element-wise ops: Add, Sub, Mul, Div, Pow, PRelu (binary) and Sum, Max, Min (n-ary,
+ * Broadcasting element-wise ops: Add, Sub, Mul, Div, Pow, PRelu, the comparisons and logical ops (binary;
+ * their boolean results are float 0/1, as the runtime carries booleans) and Sum, Max, Min (n-ary,
  * folded pairwise into the output). Broadcasting is reduced to merged dims whose innermost loop has
  * unit or zero strides, so the common cases (same shape, per-channel, scalar) vectorise.
  */
@@ -9,7 +10,10 @@
 
 #include "ops_common.h"
 
-enum bin_kind { BIN_ADD, BIN_SUB, BIN_MUL, BIN_DIV, BIN_POW, BIN_MAX, BIN_MIN, BIN_PRELU, BIN_FIRST };
+enum bin_kind {
+    BIN_ADD, BIN_SUB, BIN_MUL, BIN_DIV, BIN_POW, BIN_MAX, BIN_MIN, BIN_PRELU, BIN_EQ, BIN_GT, BIN_GE, BIN_LT,
+    BIN_LE, BIN_AND, BIN_OR, BIN_XOR, BIN_FIRST
+};
 
 #define E_ADD(x, y) ((x) + (y))
 #define E_SUB(x, y) ((x) - (y))
@@ -20,6 +24,14 @@ enum bin_kind { BIN_ADD, BIN_SUB, BIN_MUL, BIN_DIV, BIN_POW, BIN_MAX, BIN_MIN, B
 #define E_MIN(x, y) ((x) <= (y) || (x) != (x) ? (x) : (y))
 #define E_PRELU(x, y) ((x) < 0.0f ? (x) * (y) : (x))
 #define E_FIRST(x, y) ((void)(y), (x))
+#define E_EQ(x, y) ((float)((x) == (y)))
+#define E_GT(x, y) ((float)((x) > (y)))
+#define E_GE(x, y) ((float)((x) >= (y)))
+#define E_LT(x, y) ((float)((x) < (y)))
+#define E_LE(x, y) ((float)((x) <= (y)))
+#define E_AND(x, y) ((float)((x) != 0.0f && (y) != 0.0f))
+#define E_OR(x, y) ((float)((x) != 0.0f || (y) != 0.0f))
+#define E_XOR(x, y) ((float)(((x) != 0.0f) != ((y) != 0.0f)))
 
 #define INNER(E)                                                                                             \
     do {                                                                                                     \
@@ -48,6 +60,14 @@ static void bin_inner(int kind, const float *a, int64_t sa, const float *b, int6
     case BIN_MAX: INNER(E_MAX); break;
     case BIN_MIN: INNER(E_MIN); break;
     case BIN_PRELU: INNER(E_PRELU); break;
+    case BIN_EQ: INNER(E_EQ); break;
+    case BIN_GT: INNER(E_GT); break;
+    case BIN_GE: INNER(E_GE); break;
+    case BIN_LT: INNER(E_LT); break;
+    case BIN_LE: INNER(E_LE); break;
+    case BIN_AND: INNER(E_AND); break;
+    case BIN_OR: INNER(E_OR); break;
+    case BIN_XOR: INNER(E_XOR); break;
     default: INNER(E_FIRST); break;
     }
 }
@@ -84,6 +104,14 @@ static int kind_of(uint32_t type)
     case SIM_OP_MAX: return BIN_MAX;
     case SIM_OP_MIN: return BIN_MIN;
     case SIM_OP_PRELU: return BIN_PRELU;
+    case SIM_OP_EQUAL: return BIN_EQ;
+    case SIM_OP_GREATER: return BIN_GT;
+    case SIM_OP_GREATER_EQUAL: return BIN_GE;
+    case SIM_OP_LESS: return BIN_LT;
+    case SIM_OP_LESS_EQUAL: return BIN_LE;
+    case SIM_OP_AND: return BIN_AND;
+    case SIM_OP_OR: return BIN_OR;
+    case SIM_OP_XOR: return BIN_XOR;
     default: return BIN_FIRST;
     }
 }
@@ -225,3 +253,11 @@ ELT_DEF(sim_def_sum, SIM_OP_SUM, "Sum", "Add");
 ELT_DEF(sim_def_max, SIM_OP_MAX, "Max", "Max");
 ELT_DEF(sim_def_min, SIM_OP_MIN, "Min", "Min");
 ELT_DEF(sim_def_prelu, SIM_OP_PRELU, "PRelu", "PRelu");
+ELT_DEF(sim_def_equal, SIM_OP_EQUAL, "Equal", "Equal");
+ELT_DEF(sim_def_greater, SIM_OP_GREATER, "Greater", "Greater");
+ELT_DEF(sim_def_greater_equal, SIM_OP_GREATER_EQUAL, "GreaterOrEqual", "GreaterOrEqual");
+ELT_DEF(sim_def_less, SIM_OP_LESS, "Less", "Less");
+ELT_DEF(sim_def_less_equal, SIM_OP_LESS_EQUAL, "LessOrEqual", "LessOrEqual");
+ELT_DEF(sim_def_and, SIM_OP_AND, "And", "And");
+ELT_DEF(sim_def_or, SIM_OP_OR, "Or", "Or");
+ELT_DEF(sim_def_xor, SIM_OP_XOR, "Xor", "Xor");

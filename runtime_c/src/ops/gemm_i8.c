@@ -166,6 +166,16 @@ void sim_i8_epi_act(sim_i8_epi *epi, const sim_op *op, float so, int32_t zo)
     sim_i8_epi_bounds(epi, &epi->qlo, &epi->qhi);
 }
 
+int sim_i8_epi_lut(sim_i8_epi *epi, sim_act_lut *lut)
+{
+    memset(lut, 0, sizeof *lut);
+    epi->lut = NULL;
+    if (epi->act == SIM_ACT_NONE || epi->clamp) return 0;
+    int rc = sim_act_lut_build(lut, epi->act, epi->p0, epi->p1, epi->so, epi->zo);
+    if (rc == 0 && lut->n) epi->lut = lut;
+    return rc;
+}
+
 void sim_i8_epi_bounds(const sim_i8_epi *epi, float *qlo, float *qhi)
 {
     float lo = -128.0f, hi = 127.0f;
@@ -184,6 +194,10 @@ int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch)
     float v;
     if (epi->act != SIM_ACT_NONE && !epi->clamp) {
         float real = (float)acc * epi->rscale[ch];
+        if (epi->lut) {
+            int32_t c = sim_act_lut_get(epi->lut, real);
+            if (c != SIM_ACT_LUT_DIRECT) return (int8_t)c;
+        }
         v = sim_apply_act(epi->act, epi->p0, epi->p1, real) / epi->so;
     } else {
         v = (float)acc * epi->mult[ch];

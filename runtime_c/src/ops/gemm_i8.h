@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "act_lut.h"
 #include "gemm_kernel.h"
 #include "ops_common.h"
 
@@ -25,6 +26,7 @@ typedef struct sim_i8_epi {
     int clamp;            /* Relu/Clip folded into [lo, hi] in output-scale units */
     float lo, hi;
     float qlo, qhi;       /* output-code bounds (sim_i8_epi_bounds), set by sim_i8_epi_act */
+    const sim_act_lut *lut; /* table of a transcendental activation (sim_i8_epi_lut) or NULL */
 } sim_i8_epi;
 
 size_t sim_pack_a16_size(int64_t m, int64_t k);
@@ -40,6 +42,8 @@ void sim_pack_b16_pad(int64_t kdim, int64_t n, int16_t *dst);
 
 /* Fills epi's activation fields from the op and output scale/zero point. */
 void sim_i8_epi_act(sim_i8_epi *epi, const sim_op *op, float so, int32_t zo);
+/* Builds *lut for epi's activation when it is neither none nor a clamp, and points epi at it. */
+int sim_i8_epi_lut(sim_i8_epi *epi, sim_act_lut *lut);
 /* Output-code bounds [qlo, qhi]: the int8 range narrowed by a fused Relu/Clip (rounded). */
 void sim_i8_epi_bounds(const sim_i8_epi *epi, float *qlo, float *qhi);
 /* Requantises one accumulator of channel ch. */

@@ -23,6 +23,7 @@ struct sim_mm_i8 {
     float *mult, *rscale; /* per column */
     int c_general;        /* C added in float after the GEMM */
     sim_i8_epi epi;
+    sim_act_lut lut;      /* fused transcendental activation, see act_lut.h */
 };
 
 void sim_mm_i8_free(sim_mm_i8 *s)
@@ -33,6 +34,7 @@ void sim_mm_i8_free(sim_mm_i8 *s)
     free(s->bias);
     free(s->mult);
     free(s->rscale);
+    sim_act_lut_free(&s->lut);
     free(s);
 }
 
@@ -140,6 +142,10 @@ int sim_mm_i8_prepare(const sim_graph *g, const sim_op *op, int64_t m, int64_t n
     s->epi.bias = s->bias;
     s->epi.mult = s->mult;
     s->epi.rscale = s->rscale;
+    if (sim_i8_epi_lut(&s->epi, &s->lut)) {
+        sim_mm_i8_free(s);
+        return sim_fail(err, err_len, op, "out of memory preparing the activation table");
+    }
     *out = s;
     return 0;
 }

@@ -1,6 +1,6 @@
 /*
  * Normalisations and reductions: Softmax, LogSoftmax (one axis, opset-13 semantics), ReduceMean,
- * ReduceMax, ReduceSum, BatchNormalization (folded to a per-channel affine at prepare) and LRN.
+ * ReduceMax, ReduceMin, ReduceSum, ReduceProd, ReduceL2, BatchNormalization (folded to a per-channel affine at prepare) and LRN.
  * Their int8 form is left to the executor's dequantise-compute-requantise fallback.
  */
 #include <math.h>
@@ -157,18 +157,25 @@ static int reduce_run_f32(sim_kernel_call *call)
     const float *x = sim_call_in_f32(call, 0);
     float *y = call->out[0].f32;
     if (!p || !x || !y) return SIM_ERR_FAIL;
-    int is_max = op->type == SIM_OP_REDUCE_MAX;
-    for (int64_t i = 0; i < p->inner; i++) y[i] = is_max ? -INFINITY : 0.0f;
+    int is_max = op->type == SIM_OP_REDUCE_MAX, is_min = op->type == SIM_OP_REDUCE_MIN;
+    int is_prod = op->type == SIM_OP_REDUCE_PROD, is_sq = op->type == SIM_OP_REDUCE_L2;
+    float init = is_max ? -INFINITY : (is_min ? INFINITY : (is_prod ? 1.0f : 0.0f));
+    for (int64_t i = 0; i < p->inner; i++) y[i] = init;
     int64_t idx[SIM_MAX_DIMS] = {0}, off = 0;
     int64_t last = p->rank > 0 ? p->rank - 1 : 0;
     int64_t inner = p->rank > 0 ? p->dims[last] : 1, ls = p->rank > 0 ? p->ostr[last] : 0;
     for (int64_t base = 0; base < p->n; base += inner) {
         const float *xr = x + base;
-        if (is_max) {
+        if (is_max || is_min) {
             for (int64_t e = 0; e < inner; e++) {
                 float *t = y + off + e * ls;
-                *t = xr[e] > *t || xr[e] != xr[e] ? xr[e] : *t;
+                int better = is_max ? xr[e] > *t : xr[e] < *t;
+                *t = better || xr[e] != xr[e] ? xr[e] : *t;
             }
+        } else if (is_prod) {
+            for (int64_t e = 0; e < inner; e++) y[off + e * ls] *= xr[e];
+        } else if (is_sq) {
+            for (int64_t e = 0; e < inner; e++) y[off + e * ls] += xr[e] * xr[e];
         } else if (ls == 0) {
             float s = 0.0f;
             for (int64_t e = 0; e < inner; e++) s += xr[e];
@@ -185,6 +192,8 @@ static int reduce_run_f32(sim_kernel_call *call)
     }
     if (op->type == SIM_OP_REDUCE_MEAN && p->count > 0)
         for (int64_t i = 0; i < p->inner; i++) y[i] /= (float)p->count;
+    if (is_sq)
+        for (int64_t i = 0; i < p->inner; i++) y[i] = sqrtf(y[i]);
     sim_op_act(op, y, (size_t)p->inner);
     return 0;
 }
@@ -316,3 +325,6 @@ NORM_DEF(sim_def_reduce_max, SIM_OP_REDUCE_MAX, "ReduceMax", "ReduceMax", reduce
 NORM_DEF(sim_def_reduce_sum, SIM_OP_REDUCE_SUM, "ReduceSum", "ReduceSum", reduce_prepare, reduce_run_f32, reduce_macs);
 NORM_DEF(sim_def_batchnorm, SIM_OP_BATCHNORM, "BatchNormalization", "BatchNormalization", bn_prepare, bn_run_f32, NULL);
 NORM_DEF(sim_def_lrn, SIM_OP_LRN, "LRN", "LRN", lrn_prepare, lrn_run_f32, lrn_macs);
+NORM_DEF(sim_def_reduce_min, SIM_OP_REDUCE_MIN, "ReduceMin", "ReduceMin", reduce_prepare, reduce_run_f32, reduce_macs);
+NORM_DEF(sim_def_reduce_prod, SIM_OP_REDUCE_PROD, "ReduceProd", "ReduceProd", reduce_prepare, reduce_run_f32, reduce_macs);
+NORM_DEF(sim_def_reduce_l2, SIM_OP_REDUCE_L2, "ReduceL2", "ReduceL2", reduce_prepare, reduce_run_f32, reduce_macs);

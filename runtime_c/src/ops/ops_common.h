@@ -45,6 +45,8 @@ void sim_round_f16_array(float *x, size_t n);
 
 /* Applies a fused activation to n floats in place (no-op for SIM_ACT_NONE). */
 void sim_act_array(uint32_t act, float p0, float p1, float *x, size_t n);
+/* Sigmoid (silu = 0) or SiLU in place with the polynomial exp; AVX2 and C paths give the same bits. */
+void sim_sigmoid_array(int use_avx2, float *x, size_t n, int silu);
 void sim_op_act(const sim_op *op, float *x, size_t n);
 
 /* Quantisation of arrays: round half away from zero, saturate to int8. */
@@ -85,6 +87,9 @@ int sim_bcast_init(sim_bcast *bc, const sim_tensor *out, const sim_tensor *a, co
 /* Checks that `out` is exactly the numpy broadcast of the given tensors. */
 int sim_bcast_check(const sim_tensor *out, const sim_tensor *const *ins, uint32_t n);
 
+/* Release of kernels whose op->priv is one malloc'd block. */
+void sim_free_priv(sim_op *op);
+
 /* Scratch helper: returns NULL when no scratch is available or on OOM. */
 void *sim_scratch_get(sim_kernel_call *call, size_t bytes);
 
@@ -116,5 +121,11 @@ extern const sim_op_def sim_def_softmax, sim_def_log_softmax, sim_def_reduce_mea
 extern const sim_op_def sim_def_maxpool, sim_def_avgpool, sim_def_global_avgpool, sim_def_global_maxpool;
 extern const sim_op_def sim_def_concat, sim_def_split, sim_def_slice, sim_def_reshape, sim_def_transpose,
     sim_def_pad, sim_def_resize, sim_def_gather;
+extern const sim_op_def sim_def_layer_norm, sim_def_group_norm, sim_def_erf, sim_def_gelu, sim_def_mish,
+    sim_def_reciprocal, sim_def_log, sim_def_sin, sim_def_cos, sim_def_not, sim_def_cast;
+extern const sim_op_def sim_def_equal, sim_def_greater, sim_def_greater_equal, sim_def_less, sim_def_less_equal,
+    sim_def_and, sim_def_or, sim_def_xor, sim_def_where, sim_def_expand, sim_def_tile, sim_def_gather_elements;
+extern const sim_op_def sim_def_argmax, sim_def_argmin, sim_def_topk, sim_def_reduce_min, sim_def_reduce_prod,
+    sim_def_reduce_l2, sim_def_lstm, sim_def_gru;
 
 #endif

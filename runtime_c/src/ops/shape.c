@@ -483,8 +483,9 @@ static int gather_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_
     char b1[96], b2[96];
     const sim_tensor *x = sim_in_tensor(g, op, 0), *ind = sim_in_tensor(g, op, 1), *y = sim_out_tensor(g, op, 0);
     if (!x || !ind || !y) return sim_fail(err, err_len, op, "needs X, indices and one output");
-    if (ind->kind != SIM_T_CONST || !ind->data || (ind->dtype != SIM_I32 && ind->dtype != SIM_I64))
-        return sim_fail(err, err_len, op, "indices must be a constant INT32/INT64 tensor");
+    int dynamic = ind->kind != SIM_T_CONST;
+    if (dynamic ? !sim_is_float_dtype(ind->dtype) : (!ind->data || (ind->dtype != SIM_I32 && ind->dtype != SIM_I64)))
+        return sim_fail(err, err_len, op, "indices must be a constant INT32/INT64 tensor or a float run-time tensor");
     shape_priv *p = new_priv(op);
     if (!p) return SIM_ERR_MALLOC;
     int64_t axis = sim_attr_int(op, "axis", 0);
@@ -510,7 +511,8 @@ static int gather_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_
         shape_release(op);
         return SIM_ERR_MALLOC;
     }
-    for (int64_t i = 0; i < p->n_idx; i++) {
+    p->mode = dynamic; /* indices read at run time */
+    for (int64_t i = 0; i < p->n_idx && !dynamic; i++) {
         int64_t v = ind->dtype == SIM_I32 ? ((const int32_t *)ind->data)[i] : ((const int64_t *)ind->data)[i];
         if (v < 0) v += p->axis_dim;
         if (v < 0 || v >= p->axis_dim) {
@@ -531,10 +533,23 @@ static int gather_run(sim_kernel_call *call, int is_i8)
     mover m;
     int8_t lut[256];
     if (!p || !x || !y || make_mover(call, 0, is_i8, &m, lut)) return SIM_ERR_FAIL;
+    const int64_t *idx = p->idx;
+    if (p->mode) { /* run-time indices: exact float integers, checked here */
+        const float *dyn = sim_call_in_f32(call, 1);
+        int64_t *tmp = sim_scratch_get(call, (size_t)(p->n_idx > 0 ? p->n_idx : 1) * sizeof(int64_t));
+        if (!dyn || !tmp) return SIM_ERR_FAIL;
+        for (int64_t i = 0; i < p->n_idx; i++) {
+            int64_t v = (int64_t)dyn[i];
+            if (v < 0) v += p->axis_dim;
+            if (v < 0 || v >= p->axis_dim) return SIM_ERR_INVALID;
+            tmp[i] = v;
+        }
+        idx = tmp;
+    }
     for (int64_t o = 0; o < p->outer; o++)
         for (int64_t i = 0; i < p->n_idx; i++)
             move(&m, y + (size_t)((o * p->n_idx + i) * p->inner) * m.esz,
-                 x + (size_t)((o * p->axis_dim + p->idx[i]) * p->inner) * m.esz, p->inner);
+                 x + (size_t)((o * p->axis_dim + idx[i]) * p->inner) * m.esz, p->inner);
     return finish(call, is_i8);
 }
 

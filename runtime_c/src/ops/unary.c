@@ -1,7 +1,8 @@
 /*
  * Element-wise unary ops. The float path loops per op; the int8 path builds a 256-entry table
  * (dequantise, op, fused activation, requantise) so every int8 unary op is one lookup per element,
- * exactly what dequantise-compute-requantise gives.
+ * exactly what dequantise-compute-requantise gives. Logical Not and Cast read integer and boolean
+ * values that the runtime carries as exact float32 integers (docs/model-format.md).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -18,6 +19,35 @@ static float softplusf(float x)
     return x > 20.0f ? x : log1pf(expf(x));
 }
 
+static float geluf(float x, int tanh_form)
+{
+    if (tanh_form) {
+        const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+        return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+    }
+    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+
+/* x * tanh(softplus(x)) with one exp: tanh(log(1 + e)) = ((1 + e)^2 - 1) / ((1 + e)^2 + 1). */
+static float mishf(float x)
+{
+    if (x > 20.0f) return x;
+    float e = expf(x), t = e * (e + 2.0f);
+    return x * t / (t + 2.0f);
+}
+
+enum cast_kind { CAST_FLOAT = 0, CAST_FLOAT16 = 1, CAST_INTEGER = 2, CAST_BOOL = 3 };
+
+static float castf(float x, int kind)
+{
+    switch (kind) {
+    case CAST_FLOAT16: return sim_round_f16(x);
+    case CAST_INTEGER: return x != x ? 0.0f : truncf(x);
+    case CAST_BOOL: return x != 0.0f ? 1.0f : 0.0f;
+    default: return x;
+    }
+}
+
 static void unary_loop(uint32_t type, float a, float b, const float *x, float *y, size_t n)
 {
     switch (type) {
@@ -29,12 +59,18 @@ static void unary_loop(uint32_t type, float a, float b, const float *x, float *y
         }
         break;
     case SIM_OP_LEAKY_RELU: for (size_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? x[i] * a : x[i]; break;
-    case SIM_OP_SIGMOID: for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_SIGMOID, 0, 0, x[i]); break;
+    case SIM_OP_SIGMOID:
+        if (y != x) memcpy(y, x, n * sizeof(float));
+        sim_sigmoid_array(SIM_CPU_AVX2(), y, n, 0);
+        break;
     case SIM_OP_HARD_SIGMOID:
         for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_HARDSIGMOID, a, b, x[i]);
         break;
     case SIM_OP_HARD_SWISH: for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_HARDSWISH, 0, 0, x[i]); break;
-    case SIM_OP_SILU: for (size_t i = 0; i < n; i++) y[i] = sim_apply_act(SIM_ACT_SILU, 0, 0, x[i]); break;
+    case SIM_OP_SILU:
+        if (y != x) memcpy(y, x, n * sizeof(float));
+        sim_sigmoid_array(SIM_CPU_AVX2(), y, n, 1);
+        break;
     case SIM_OP_TANH: for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]); break;
     case SIM_OP_EXP: for (size_t i = 0; i < n; i++) y[i] = expf(x[i]); break;
     case SIM_OP_ELU: for (size_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? a * expm1f(x[i]) : x[i]; break;
@@ -45,6 +81,15 @@ static void unary_loop(uint32_t type, float a, float b, const float *x, float *y
     case SIM_OP_ABS: for (size_t i = 0; i < n; i++) y[i] = fabsf(x[i]); break;
     case SIM_OP_SOFTPLUS: for (size_t i = 0; i < n; i++) y[i] = softplusf(x[i]); break;
     case SIM_OP_SQRT: for (size_t i = 0; i < n; i++) y[i] = sqrtf(x[i]); break;
+    case SIM_OP_ERF: for (size_t i = 0; i < n; i++) y[i] = erff(x[i]); break;
+    case SIM_OP_GELU: for (size_t i = 0; i < n; i++) y[i] = geluf(x[i], a != 0.0f); break;
+    case SIM_OP_MISH: for (size_t i = 0; i < n; i++) y[i] = mishf(x[i]); break;
+    case SIM_OP_RECIPROCAL: for (size_t i = 0; i < n; i++) y[i] = 1.0f / x[i]; break;
+    case SIM_OP_LOG: for (size_t i = 0; i < n; i++) y[i] = logf(x[i]); break;
+    case SIM_OP_SIN: for (size_t i = 0; i < n; i++) y[i] = sinf(x[i]); break;
+    case SIM_OP_COS: for (size_t i = 0; i < n; i++) y[i] = cosf(x[i]); break;
+    case SIM_OP_NOT: for (size_t i = 0; i < n; i++) y[i] = x[i] == 0.0f ? 1.0f : 0.0f; break;
+    case SIM_OP_CAST: for (size_t i = 0; i < n; i++) y[i] = castf(x[i], (int)a); break;
     default: if (y != x) memcpy(y, x, n * sizeof(float)); break;
     }
 }
@@ -70,6 +115,16 @@ static int unary_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_l
         p->b = sim_attr_float(op, "beta", 0.5f);
         break;
     case SIM_OP_ELU: p->a = sim_attr_float(op, "alpha", 1.0f); break;
+    case SIM_OP_GELU: p->a = (float)(sim_attr_int(op, "approximate", 0) != 0); break;
+    case SIM_OP_CAST: {
+        int64_t kind = sim_attr_int(op, "to", CAST_FLOAT);
+        if (kind < CAST_FLOAT || kind > CAST_BOOL) {
+            free(p);
+            return sim_fail(err, err_len, op, "cast kind %lld is not 0..3", (long long)kind);
+        }
+        p->a = (float)kind;
+        break;
+    }
     case SIM_OP_SELU:
         p->a = sim_attr_float(op, "alpha", 1.67326319217681884765625f);
         p->b = sim_attr_float(op, "gamma", 1.05070102214813232421875f);
@@ -138,3 +193,12 @@ UNARY_DEF(sim_def_neg, SIM_OP_NEG, "Neg", "Neg");
 UNARY_DEF(sim_def_abs, SIM_OP_ABS, "Abs", "Abs");
 UNARY_DEF(sim_def_softplus, SIM_OP_SOFTPLUS, "Softplus", "Softplus");
 UNARY_DEF(sim_def_sqrt, SIM_OP_SQRT, "Sqrt", "Sqrt");
+UNARY_DEF(sim_def_erf, SIM_OP_ERF, "Erf", "Erf");
+UNARY_DEF(sim_def_gelu, SIM_OP_GELU, "Gelu", "Gelu");
+UNARY_DEF(sim_def_mish, SIM_OP_MISH, "Mish", "Mish");
+UNARY_DEF(sim_def_reciprocal, SIM_OP_RECIPROCAL, "Reciprocal", "Reciprocal");
+UNARY_DEF(sim_def_log, SIM_OP_LOG, "Log", "Log");
+UNARY_DEF(sim_def_sin, SIM_OP_SIN, "Sin", "Sin");
+UNARY_DEF(sim_def_cos, SIM_OP_COS, "Cos", "Cos");
+UNARY_DEF(sim_def_not, SIM_OP_NOT, "Not", "Not");
+UNARY_DEF(sim_def_cast, SIM_OP_CAST, "Cast", "Cast");

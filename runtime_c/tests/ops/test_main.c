@@ -10,6 +10,8 @@ void test_pool(void);
 void test_norm(void);
 void test_shape(void);
 void test_int8(void);
+void test_act_lut(void);
+void test_sigmoid_fast(void);
 
 int main(void)
 {
@@ -22,6 +24,8 @@ int main(void)
     test_norm();
     test_shape();
     test_int8();
+    test_act_lut();
+    test_sigmoid_fast();
     printf("%d checks, %d failures\n", tg_checks, tg_failures);
     return tg_failures ? 1 : 0;
 }

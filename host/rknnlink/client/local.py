@@ -1,15 +1,19 @@
-"""Start a real `rknnlink serve` subprocess on 127.0.0.1 (the facade's device_id='sim', tests, benches)."""
+"""A local simulated board: a real `rknnlink serve` subprocess on 127.0.0.1 (the facade's device_id='sim',
+tests, benches). The host starts the board as a process and talks to it like to any board: nothing of the
+daemon package is imported here (its location is looked up, not loaded)."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +50,24 @@ class LocalDaemon:
         self.stop()
 
 
+def child_env() -> dict:
+    """This environment plus PYTHONPATH entries for the rknnlink and rknnlink_server packages (found, not
+    imported), so a `python -m rknnlink.cli serve` child finds both from a source tree too."""
+    roots = []
+    for name in ("rknnlink", "rknnlink_server"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            roots.append(str(Path(spec.origin).resolve().parent.parent))
+    env = dict(os.environ)
+    old = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(roots + ([old] if old else [])))
+    return env
+
+
 def start_local_daemon(platform: str = "rk3588", backend: str = "sim", cache_dir: Optional[Path] = None,
                        extra_args: Sequence[str] = (), timeout: float = 30.0,
-                       log_path: Optional[Path] = None) -> LocalDaemon:
+                       log_path: Optional[Path] = None,
+                       preexec_fn: Optional[Callable[[], None]] = None) -> LocalDaemon:
     """Run `python -m rknnlink serve --listen 127.0.0.1:0` and wait until it reports its port."""
     workdir = tempfile.TemporaryDirectory(prefix="rknnlink-daemon-")
     port_file = Path(workdir.name) / "port"
@@ -56,11 +75,9 @@ def start_local_daemon(platform: str = "rk3588", backend: str = "sim", cache_dir
     cmd = [sys.executable, "-m", "rknnlink.cli", "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file),
            "--backend", backend, "--platform", platform, "--cache-dir", str(cache),
            "--operator-token-file", str(Path(workdir.name) / "operator-token"), *extra_args]
-    from rknnlink_server.worker import _child_env
-
     log_file = open(log_path or Path(workdir.name) / "daemon.log", "ab")  # noqa: SIM115 - owned by the child
     process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file,
-                               env=_child_env())
+                               env=child_env(), preexec_fn=preexec_fn)
     log_file.close()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,4 +94,4 @@ def start_local_daemon(platform: str = "rk3588", backend: str = "sim", cache_dir
                        f"(exit status {process.poll()}); its log:\n{daemon_log[-4000:]}")
 
 
-__all__ = ["LocalDaemon", "start_local_daemon"]
+__all__ = ["LocalDaemon", "child_env", "start_local_daemon"]

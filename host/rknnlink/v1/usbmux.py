@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, Optional, Protocol
 
 log = logging.getLogger(__name__)
+# The rknnlink USB interface (vendor class): how the host finds the board's bulk pipe.
+IFACE_CLASS, IFACE_SUBCLASS, IFACE_PROTOCOL = 0xFF, 0x52, 0x4C
 
 MAGIC = 0x4C52
 HEADER = struct.Struct("<HBBIIII")

@@ -4,7 +4,7 @@ setup_gadget.sh creates the gadget and mounts FunctionFS at /dev/ffs-rknnlink, t
 which writes the interface descriptors and strings to ep0 (that makes ep1/ep2 appear), after which the
 script binds the gadget to the UDC. ep1 is bulk OUT (host -> board), ep2 bulk IN (board -> host).
 Each connection the host multiplexes over the pipe becomes one TCP connection to the daemon
-(rknnlink.transport.usbmux, role 'board'). When the host goes away (unplug, host bridge exits) the
+(rknnlink.v1.usbmux, role 'board'). When the host goes away (unplug, host bridge exits) the
 endpoint files fail or reach EOF; the program then waits for the host and starts over.
 
 Run as `rknnlink usb-bridge [--ffs-dir /dev/ffs-rknnlink] [--target 127.0.0.1:50051]` (what
@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .usb import IFACE_CLASS, IFACE_PROTOCOL, IFACE_SUBCLASS
-from .usbmux import Mux, MuxConfig, PipeError, tcp_connector
+from rknnlink.v1.usbmux import IFACE_CLASS, IFACE_PROTOCOL, IFACE_SUBCLASS, Mux, MuxConfig, PipeError, tcp_connector
 
 log = logging.getLogger("rknnlink.usb_bridge")
 

@@ -52,14 +52,14 @@ class ListenSetup:
         """Registers `_rknnlink._tcp.local.` for a network listener; a no-op for loopback."""
         if not self.network:
             return
-        from . import mdns
+        from rknnlink_server import advertise
 
         addresses = [self.host] if self.host not in ("0.0.0.0", "", "::", "[::]") else local_ipv4_addresses()
         if not addresses:
             log.warning("no network address to advertise over mDNS; hosts must use tcp:HOST:%d", port)
             return
         try:
-            self._advertisement = mdns.advertise(
+            self._advertisement = advertise.advertise(
                 port, serial=self.serial, platform=self.platform, daemon_version=daemon_version,
                 protocol_version=protocol_version, addresses=addresses, tls_fingerprint=self.fingerprint,
                 interfaces=interfaces)
@@ -75,10 +75,11 @@ class ListenSetup:
 def prepare_listen(listen: str, *, serial: str, platform: str, state_dir: Path,
                    insecure: bool = False) -> ListenSetup:
     """Decides TLS/token for `listen` (HOST:PORT) and creates the certificate and token on first use."""
-    from . import security
+    from rknnlink.v1.trust import fingerprint, is_loopback
+    from rknnlink_server import tls
 
     host = listen.rpartition(":")[0].strip("[]")
-    setup = ListenSetup(host=host, serial=serial, platform=platform, network=not security.is_loopback(host))
+    setup = ListenSetup(host=host, serial=serial, platform=platform, network=not is_loopback(host))
     if not setup.network:
         return setup
     if insecure:
@@ -87,13 +88,13 @@ def prepare_listen(listen: str, *, serial: str, platform: str, state_dir: Path,
         return setup
     state_dir = Path(state_dir)
     ips = [host] if host not in ("0.0.0.0", "", "::") else local_ipv4_addresses()
-    cert, key = security.load_or_create_identity(state_dir, f"rknnlink-{serial}", [ip for ip in ips if ip])
-    token_path = state_dir / security.TOKEN_FILE
-    token = security.load_or_create_token(token_path)
-    setup.credentials = security.server_credentials(cert, key)
-    setup.interceptors = [security.token_interceptor(token)]
-    setup.fingerprint = security.fingerprint(cert)
-    setup.token_path, setup.cert_path = token_path, state_dir / security.CERT_FILE
+    cert, key = tls.load_or_create_identity(state_dir, f"rknnlink-{serial}", [ip for ip in ips if ip])
+    token_path = state_dir / tls.TOKEN_FILE
+    token = tls.load_or_create_token(token_path)
+    setup.credentials = tls.server_credentials(cert, key)
+    setup.interceptors = [tls.token_interceptor(token)]
+    setup.fingerprint = fingerprint(cert)
+    setup.token_path, setup.cert_path = token_path, state_dir / tls.CERT_FILE
     log.info("TLS on (certificate sha256 %s); hosts need RKNNLINK_TOKEN from %s", setup.fingerprint[:16],
              token_path)
     return setup

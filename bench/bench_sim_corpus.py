@@ -1,0 +1,185 @@
+"""The corpus half of bench_sim_vs_ort.py: the simulator against onnxruntime fp32 (one thread) on every
+real-model corpus model, and the per-layer profile of one model (run through bench_sim_vs_ort.py)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench_sim_vs_ort import LIMIT, cosine, init_with_threads, interleaved_ms, sim_threads  # noqa: E402
+
+from corpus import run as corpus_run  # noqa: E402
+from corpus.build import build_all  # noqa: E402
+from corpus.manifest import BY_NAME  # noqa: E402
+from rknnlink.model.builder import BuildConfig, build  # noqa: E402
+from rknnlink.model.prepare import load_onnx  # noqa: E402
+from rknnlink.runtime import RuntimeLibrary  # noqa: E402
+
+MODES = (("fp16", False), ("int8", True))
+
+
+def _ort_session(path: Path, profile_prefix: str = "") -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _inputs(folder: Path) -> tuple:
+    """(name, onnxruntime feed: normalised NCHW float32, simulator feed: the raw NHWC uint8 image)."""
+    meta = corpus_run.meta(folder)
+    raw = corpus_run.test_inputs(folder)[0]
+    feed = ((raw[0].astype(np.float32) - np.float32(meta["mean"])) / np.float32(meta["std"])).transpose(2, 0, 1)
+    raw_model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    init = {i.name for i in raw_model.graph.initializer}
+    name = [i.name for i in raw_model.graph.input if i.name not in init][0]
+    # the shape the corpus feeds (as load_onnx(input_size_list=...) fixes it for a dynamic-shape model)
+    model = load_onnx(str(folder / "model.onnx"), input_size_list=[[1, 3, meta["height"], meta["width"]]])
+    return model, name, np.ascontiguousarray(feed[None]), raw
+
+
+def _build(model: onnx.ModelProto, folder: Path, quant: bool):
+    meta = corpus_run.meta(folder)
+    cfg = BuildConfig(mean_values=[meta["mean"]], std_values=[meta["std"]], progress=False)
+    return build(model, cfg, quant, folder / "calib" / "dataset.txt" if quant else None)
+
+
+def corpus_table(names: list, runs: int, rounds: int, check: bool) -> int:
+    """One row per corpus model and mode: latencies and ratios over onnxruntime fp32 on one thread."""
+    names = names or list(BY_NAME)
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        print(f"unknown corpus models {unknown}; known: {list(BY_NAME)}")
+        return 2
+    folders = build_all(names)
+    threads = sim_threads()
+    lib = RuntimeLibrary.load(backend="sim")
+    print(f"simulator threads {threads} (RKNNLINK_SIM_THREADS) and 1; onnxruntime fp32 intra_op_num_threads=1; "
+          f"{rounds} rounds of {runs} interleaved runs, ratios are the median of the rounds (limit {LIMIT})")
+    head = (f"{'model':18s} {'mode':5s} {'ort ms':>8s} {'sim ms':>8s} {'ratio':>6s} {'1-thr ms':>8s} "
+            f"{'1-thr':>6s} {'cosine':>8s}")
+    print(head)
+    print("-" * len(head))
+    ok = True
+    for name in names:
+        folder = folders[name]
+        if isinstance(folder, str):
+            print(f"{name:18s} {folder}")
+            continue
+        model, in_name, feed, raw = _inputs(folder)
+        sess = _ort_session(folder / "model.onnx")
+        ref = sess.run(None, {in_name: feed})
+        for mode, quant in MODES:
+            try:
+                built = _build(model, folder, quant)
+            except Exception as exc:  # the builder names the operator it cannot lower
+                print(f"{name:18s} {mode:5s} skipped: {' '.join(str(exc).split())[:240]}", flush=True)
+                continue
+            variants = [threads] + ([1] if threads > 1 else [])
+            ctxs = {n: init_with_threads(lib, built.data, n) for n in variants}
+            try:
+                runners = {"ort": lambda s=sess, f={in_name: feed}: s.run(None, f)}
+                for n, ctx in ctxs.items():
+                    runners[n] = lambda c=ctx, x=raw: c.infer([x], formats=["nhwc"])
+                res = [interleaved_ms(runners, runs) for _ in range(max(1, rounds))]
+                got = ctxs[threads].infer([raw], formats=["nhwc"])
+                cos = min(cosine(g, r) for g, r in zip(got, ref))
+            finally:
+                for ctx in ctxs.values():
+                    ctx.close()
+            t_ort = statistics.median(r["ort"] for r in res)
+            cells = []
+            for n in variants:
+                ratio = statistics.median(r[n] / r["ort"] for r in res)
+                cells.append((statistics.median(r[n] for r in res), ratio))
+                if n == threads:
+                    ok = ok and ratio <= LIMIT
+            if len(cells) == 1:
+                cells.append(cells[0])
+            print(f"{name:18s} {mode:5s} {t_ort:8.2f} {cells[0][0]:8.2f} {cells[0][1]:6.2f} {cells[1][0]:8.2f} "
+                  f"{cells[1][1]:6.2f} {cos:8.5f}", flush=True)
+    return 0 if ok or not check else 1
+
+
+def _ort_node_us(sess: ort.InferenceSession) -> dict:
+    """Median kernel time per ONNX node name over the profiled runs."""
+    path = sess.end_profiling()
+    times = defaultdict(list)
+    for ev in json.loads(Path(path).read_text()):
+        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+            times[ev["name"][: -len("_kernel_time")]].append(float(ev["dur"]))
+    Path(path).unlink()
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def profile(name: str, mode: str, runs: int, top: int) -> int:
+    """Per layer: the simulator's measured time (one thread) beside onnxruntime's for the same node."""
+    if name not in BY_NAME:
+        print(f"unknown corpus model {name!r}; known: {list(BY_NAME)}")
+        return 2
+    folder = build_all([name])[name]
+    if isinstance(folder, str):
+        print(f"{name}: {folder}")
+        return 1
+    model, in_name, feed, raw = _inputs(folder)
+    try:
+        built = _build(model, folder, mode == "int8")
+    except Exception as exc:
+        print(f"{name} {mode} skipped: {' '.join(str(exc).split())[:240]}")
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        sess = _ort_session(folder / "model.onnx", str(Path(tmp) / "ort"))
+        for _ in range(runs):
+            sess.run(None, {in_name: feed})
+        ort_us = _ort_node_us(sess)
+    lib = RuntimeLibrary.load(backend="sim")
+    ctx = init_with_threads(lib, built.data, 1)
+    try:
+        samples = defaultdict(list)
+        layers = {}
+        ctx.infer([raw], formats=["nhwc"])
+        for _ in range(runs):
+            ctx.infer([raw], formats=["nhwc"])
+            for info in ctx.layer_infos():
+                samples[info.index].append(info.measured_time_us)
+                layers[info.index] = info
+    finally:
+        ctx.close()
+    sim_us = {i: statistics.median(v) for i, v in samples.items()}
+    total_sim, total_ort = sum(sim_us.values()), sum(ort_us.values())
+    print(f"{name} {mode}: simulator (1 thread) {total_sim / 1e3:.2f} ms over {len(layers)} layers, "
+          f"onnxruntime (1 thread) {total_ort / 1e3:.2f} ms over {len(ort_us)} nodes (sum of kernel times)")
+    head = f"{'sim us':>9s} {'ort us':>9s} {'ratio':>6s}  {'type':16s} {'shape':22s} name"
+    print(head)
+    print("-" * len(head))
+    for i in sorted(sim_us, key=lambda i: -sim_us[i])[:top]:
+        info = layers[i]
+        o = ort_us.get(info.name)
+        ratio = f"{sim_us[i] / o:6.2f}" if o else "     -"
+        print(f"{sim_us[i]:9.1f} {o if o is not None else float('nan'):9.1f} {ratio}  {info.op_type:16s} "
+              f"{'x'.join(map(str, info.dims)):22s} {info.name}")
+    by_type = defaultdict(lambda: [0.0, 0.0, 0])
+    for i, us in sim_us.items():
+        t = by_type[layers[i].op_type]
+        t[0] += us
+        t[1] += ort_us.get(layers[i].name, 0.0)
+        t[2] += 1
+    print("\nby simulator layer type (ort = its same-named nodes; nodes fused into a layer are not counted):")
+    for t, (s, o, n) in sorted(by_type.items(), key=lambda kv: -kv[1][0]):
+        print(f"  {t:20s} {n:4d} layers  sim {s / 1e3:8.2f} ms  ort {o / 1e3:8.2f} ms  "
+              f"{(s / o if o else float('nan')):6.2f}x")
+    return 0

@@ -1,0 +1,119 @@
+/* Tables for int8 requantisation with a fused activation (see act_lut.h). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "act_lut.h"
+#include "ops_common.h"
+
+enum { LUT_CELLS = 4096, LUT_SAMPLES = 16, LUT_NEAR = 48 };
+
+int8_t sim_act_lut_direct(uint32_t act, float p0, float p1, float so, int32_t zo, float real)
+{
+    return sim_sat_i8(sim_round_away(sim_apply_act(act, p0, p1, real) / so) + (float)zo);
+}
+
+/* Floats in increasing order as increasing unsigned keys (-0 just below +0). */
+static uint32_t key_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+static float float_of(uint32_t k)
+{
+    uint32_t u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static int64_t cell_of(const sim_act_lut *t, uint32_t k)
+{
+    float f = (float_of(k) - t->lo) * t->inv;
+    return f >= 0.0f ? (f < (float)t->n ? (int64_t)f : t->n) : -1;
+}
+
+/* Smallest key in [a, b] whose cell is >= i (b + 1 when none). */
+static uint32_t first_key_of_cell(const sim_act_lut *t, uint32_t a, uint32_t b, int64_t i)
+{
+    uint64_t lo = a, hi = (uint64_t)b + 1;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (cell_of(t, (uint32_t)mid) >= i) hi = mid;
+        else lo = mid + 1;
+    }
+    return (uint32_t)lo;
+}
+
+int sim_act_lut_build(sim_act_lut *t, uint32_t act, float p0, float p1, float so, int32_t zo)
+{
+    memset(t, 0, sizeof *t);
+    float olo = (-128.0f - (float)zo) * so, ohi = (127.0f - (float)zo) * so;
+    float r = fabsf(olo) > fabsf(ohi) ? fabsf(olo) : fabsf(ohi);
+    r = r > 8.0f ? r : 8.0f;
+    if (!(r < 1e30f) || !(so > 0.0f)) return 0; /* no table: every value is evaluated directly */
+    t->n = LUT_CELLS;
+    t->lo = -r;
+    t->inv = (float)LUT_CELLS / (2.0f * r);
+    t->thr = malloc((size_t)t->n * sizeof(float));
+    t->code = malloc((size_t)t->n * 2 * sizeof(int16_t));
+    if (!t->thr || !t->code) {
+        sim_act_lut_free(t);
+        return SIM_ERR_MALLOC;
+    }
+    uint32_t kmin = key_of(-r), kmax = key_of(r);
+    uint32_t start = first_key_of_cell(t, kmin, kmax, 0);
+    for (int64_t i = 0; i < t->n; i++) {
+        uint32_t next = first_key_of_cell(t, start, kmax, i + 1);
+        int16_t *c = t->code + 2 * i;
+        c[0] = c[1] = SIM_ACT_LUT_DIRECT;
+        t->thr[i] = __builtin_inff();
+        if (next > start) {
+            uint32_t last = next - 1;
+            int8_t g0 = sim_act_lut_direct(act, p0, p1, so, zo, float_of(start));
+            int8_t g1 = sim_act_lut_direct(act, p0, p1, so, zo, float_of(last));
+            uint32_t sw = next; /* first key of the upper code */
+            if (g0 != g1) {
+                uint32_t a = start, b = last; /* g(a) == g0, g(b) != g0 */
+                while (b - a > 1) {
+                    uint32_t m = a + (b - a) / 2;
+                    if (sim_act_lut_direct(act, p0, p1, so, zo, float_of(m)) == g0) a = m;
+                    else b = m;
+                }
+                sw = b;
+            }
+            /* a cell with a second switch (an extremum, or two codes apart) stays direct */
+            int ok = 1;
+            for (int s = 1; s <= LUT_SAMPLES && ok; s++) {
+                uint32_t k = start + (uint32_t)((uint64_t)(last - start) * (uint64_t)s / (LUT_SAMPLES + 1));
+                int8_t v = sim_act_lut_direct(act, p0, p1, so, zo, float_of(k));
+                ok = v == (k < sw ? g0 : g1);
+            }
+            /* float rounding can make the code flicker right at a switch: every float near it must agree */
+            if (g0 != g1) {
+                uint32_t a = sw - start > LUT_NEAR ? sw - LUT_NEAR : start;
+                uint32_t b = last - sw > LUT_NEAR ? sw + LUT_NEAR : last;
+                for (uint32_t k = a; k <= b && ok; k++)
+                    ok = sim_act_lut_direct(act, p0, p1, so, zo, float_of(k)) == (k < sw ? g0 : g1);
+            }
+            if (ok) {
+                c[0] = g0;
+                c[1] = g1;
+                t->thr[i] = g0 == g1 ? __builtin_inff() : float_of(sw);
+            }
+        }
+        start = next;
+    }
+    return 0;
+}
+
+void sim_act_lut_free(sim_act_lut *t)
+{
+    free(t->thr);
+    free(t->code);
+    t->thr = NULL;
+    t->code = NULL;
+    t->n = 0;
+}

@@ -1,0 +1,39 @@
+/*
+ * Int8 requantisation with a fused transcendental activation (Sigmoid, SiLU, HardSwish, Tanh, ...)
+ * through a table instead of one expf/tanhf per output. The direct result is
+ * g(real) = sat(round_away(act(real) / so) + zo) with real = acc * rscale[ch]: a step function of the
+ * float `real` with at most 256 values. The table splits a window of reals into cells; per cell it
+ * holds the code below and above the one switch point inside it (found by bisection over the floats
+ * of the cell and checked at sample points), or a marker sending that cell, reals outside the window
+ * and NaN to the direct evaluation. So the result is the direct one, for any channel scale.
+ */
+#ifndef RKNNLINK_OPS_ACT_LUT_H
+#define RKNNLINK_OPS_ACT_LUT_H
+
+#include <stdint.h>
+
+typedef struct sim_act_lut {
+    float lo, inv;        /* cell of real r: (int)((r - lo) * inv) when in [0, n) */
+    int32_t n;
+    float *thr;           /* per cell: reals >= thr take the upper code */
+    int16_t *code;        /* per cell: {lower, upper} code, SIM_ACT_LUT_DIRECT when not tabulated */
+} sim_act_lut;
+
+#define SIM_ACT_LUT_DIRECT 0x7fff
+
+/* Builds the table for activation act (p0, p1) into output scale so / zero point zo; 0 or SIM_ERR_MALLOC. */
+int sim_act_lut_build(sim_act_lut *t, uint32_t act, float p0, float p1, float so, int32_t zo);
+void sim_act_lut_free(sim_act_lut *t);
+/* The direct evaluation g(real) the table reproduces. */
+int8_t sim_act_lut_direct(uint32_t act, float p0, float p1, float so, int32_t zo, float real);
+
+/* The table's code for real, or SIM_ACT_LUT_DIRECT when the caller must evaluate directly. */
+static inline int32_t sim_act_lut_get(const sim_act_lut *t, float real)
+{
+    float f = (real - t->lo) * t->inv;
+    if (!(f >= 0.0f && f < (float)t->n)) return SIM_ACT_LUT_DIRECT;
+    int32_t i = (int32_t)f;
+    return t->code[2 * i + (real >= t->thr[i])];
+}
+
+#endif

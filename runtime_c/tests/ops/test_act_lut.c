@@ -1,0 +1,101 @@
+/* The int8 activation table (ops/act_lut.h) against the direct evaluation it replaces: identical codes
+ * for every accumulator a conv produces over a wide range, for reals around every switch point of the
+ * table, and for random reals inside and outside its window. */
+#include "harness.h"
+#include "ops/act_lut.h"
+
+static int32_t lut_or_direct(const sim_act_lut *t, uint32_t act, float p0, float p1, float so, int32_t zo, float r)
+{
+    int32_t c = sim_act_lut_get(t, r);
+    return c != SIM_ACT_LUT_DIRECT ? c : sim_act_lut_direct(act, p0, p1, so, zo, r);
+}
+
+static void lut_case(uint32_t act, float p0, float p1, float so, int32_t zo)
+{
+    sim_act_lut t;
+    char what[160];
+    snprintf(what, sizeof what, "act lut %u so %g zo %d", act, so, zo);
+    if (sim_act_lut_build(&t, act, p0, p1, so, zo)) {
+        tg_check_true(what, 0);
+        return;
+    }
+    int64_t bad = 0, direct = 0, inside = 0, n = 0;
+    const float rscales[] = {so * 0.0131f, so * 0.00177f, so * 0.093f};
+    for (int s = 0; s < 3; s++)
+        for (int32_t acc = -(1 << 16); acc <= (1 << 16); acc++) {
+            float r = (float)acc * rscales[s];
+            int32_t c = sim_act_lut_get(&t, r);
+            if (r >= t.lo && r < -t.lo) {
+                inside++;
+                direct += c == SIM_ACT_LUT_DIRECT;
+            }
+            int32_t want = sim_act_lut_direct(act, p0, p1, so, zo, r);
+            if (lut_or_direct(&t, act, p0, p1, so, zo, r) != want && bad++ == 0)
+                printf("  %s: real %.9g (acc %d) table %d direct %d\n", what, (double)r, acc, c, want);
+            n++;
+        }
+    for (int32_t i = 0; i < t.n; i++) {
+        if (!(t.thr[i] < __builtin_inff())) continue;
+        float r = t.thr[i];
+        for (int k = 0; k < 6; k++) r = nextafterf(r, -__builtin_inff());
+        for (int k = 0; k < 12; k++, r = nextafterf(r, __builtin_inff()), n++)
+            bad += lut_or_direct(&t, act, p0, p1, so, zo, r) != sim_act_lut_direct(act, p0, p1, so, zo, r);
+    }
+    for (int i = 0; i < 200000; i++, n++) {
+        float r = tg_randf() * (i % 2 ? 12.0f : 300.0f * so);
+        bad += lut_or_direct(&t, act, p0, p1, so, zo, r) != sim_act_lut_direct(act, p0, p1, so, zo, r);
+    }
+    bad += sim_act_lut_get(&t, __builtin_nanf("")) != SIM_ACT_LUT_DIRECT;
+    snprintf(what + strlen(what), sizeof what - strlen(what), ": %lld of %lld differ (%.1f%% direct)",
+             (long long)bad, (long long)n, 100.0 * (double)direct / (double)inside);
+    tg_check_true(what, bad == 0 && t.n > 0 && direct * 10 < inside);
+    sim_act_lut_free(&t);
+}
+
+void test_act_lut(void)
+{
+    lut_case(SIM_ACT_SIGMOID, 0, 0, 1.0f / 255.0f, -128);
+    lut_case(SIM_ACT_SILU, 0, 0, 0.047f, -122);
+    lut_case(SIM_ACT_SILU, 0, 0, 0.0031f, -40);
+    lut_case(SIM_ACT_HARDSWISH, 0, 0, 0.031f, -115);
+    lut_case(SIM_ACT_HARDSIGMOID, 0.2f, 0.5f, 1.0f / 255.0f, -128);
+    lut_case(SIM_ACT_TANH, 0, 0, 2.0f / 255.0f, 0);
+    lut_case(SIM_ACT_LEAKY, 0.1f, 0, 0.02f, 3);
+}
+
+/* The float Sigmoid/SiLU fast path: AVX2 and portable C give the same bits (on any length, so any
+ * thread split), and stay within a few ulp of expf-based evaluation for |x| < 87 (beyond, the exp
+ * argument is clamped: results below 1e-30 in magnitude, zero in fp16). */
+void test_sigmoid_fast(void)
+{
+    enum { N = 100003 };
+    float *x = malloc(N * sizeof(float)), *a = malloc(N * sizeof(float)), *c = malloc(N * sizeof(float));
+    if (!x || !a || !c) {
+        tg_check_true("sigmoid fast: allocation", 0);
+        free(x), free(a), free(c);
+        return;
+    }
+    for (int silu = 0; silu <= 1; silu++) {
+        for (int i = 0; i < N; i++) x[i] = i < 8 ? (float[]){0.0f, -0.0f, 88.5f, -88.5f, 1e30f, -1e30f, 1e-30f,
+                                                             __builtin_nanf("")}[i]
+                                                 : tg_randf() * (i % 3 ? 12.0f : 100.0f);
+        memcpy(a, x, N * sizeof(float));
+        memcpy(c, x, N * sizeof(float));
+        sim_sigmoid_array(1, a, N, silu); /* the AVX2 path where the CPU has it */
+        sim_sigmoid_array(0, c, N, silu);
+        int64_t diff = 0, far = 0;
+        for (int i = 0; i < N; i++) {
+            diff += memcmp(&a[i], &c[i], sizeof(float)) != 0;
+            float want = sim_apply_act(silu ? SIM_ACT_SILU : SIM_ACT_SIGMOID, 0, 0, x[i]);
+            if (want != want) far += c[i] == c[i];
+            else if (fabsf(x[i]) < 87.0f) far += fabsf(c[i] - want) > 4e-7f * fabsf(want) + 1e-30f;
+        }
+        char what[120];
+        snprintf(what, sizeof what, "%s fast: %lld differ between AVX2 and C, %lld beyond 4e-7 relative of expf",
+                 silu ? "silu" : "sigmoid", (long long)diff, (long long)far);
+        tg_check_true(what, diff == 0 && far == 0);
+    }
+    free(x);
+    free(a);
+    free(c);
+}

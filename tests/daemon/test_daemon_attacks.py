@@ -1,0 +1,454 @@
+"""A shared daemon attacked by a careless or hostile client on loopback (issue 10): each attack fails with a
+clear error, the victim and bystanders keep working, the daemon's memory stays bounded (psutil RSS)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import psutil
+import pytest
+import sim_models
+
+from rknnlink.client import Board, BoardError
+from rknnlink.v1 import fastwire
+from rknnlink.v1.messages import make_stub, pb
+from rknnlink.v1.protocol import MD_CLIENT_ID, PROTOCOL_VERSION
+
+X = np.ones((1, 3, 8, 8), np.float32)
+
+
+@pytest.fixture(scope="module")
+def shared(sim_library):
+    """A daemon with short grace and idle limits, so expiry is observable in a test."""
+    from rknnlink.client.local import start_local_daemon
+
+    d = start_local_daemon(extra_args=["--client-grace", "1", "--idle-timeout", "2"])
+    yield d
+    d.stop()
+
+
+def _rss(daemon) -> int:
+    return psutil.Process(daemon.process.pid).memory_info().rss
+
+
+def _raw(address: str):
+    channel = grpc.insecure_channel(address, [("grpc.max_send_message_length", -1)])
+    return channel, make_stub(channel)
+
+
+def _hello(stub) -> str:
+    return stub.Hello(pb.HelloRequest(protocol_version=PROTOCOL_VERSION, client_name="attacker"), timeout=10).client_id
+
+
+def _run_raw(channel, data: bytes, metadata=()):
+    call = channel.unary_unary("/rknnlink.v1.RknnLink/Run", request_serializer=None,
+                               response_deserializer=fastwire.decode_run_response)
+    return call(data, metadata=metadata, timeout=30)
+
+
+def _code(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+# -- sessions belong to their client ----------------------------------------------------------------------------------
+def test_another_clients_session_answers_as_if_it_did_not_exist(shared, conv_model):
+    with Board.connect(shared.address) as victim, Board.connect(shared.address) as attacker:
+        session = victim.load_model(conv_model[0])
+        session.run([X], formats=["nchw"])
+        channel, stub = _raw(shared.address)
+        md = ((MD_CLIENT_ID, attacker.client_id),)
+        request = pb.SessionRequest(session_id=session.id)
+        missing = _code(lambda: stub.GetPerfRun(pb.SessionRequest(session_id="0" * 16), metadata=md, timeout=10))
+        run = fastwire.encode_run_request(session.id, 1, [fastwire.encode_tensor(0, [1, 3, 8, 8], X.tobytes())],
+                                          False)
+        attacks = {
+            "GetDumps": lambda m: list(stub.GetDumps(pb.DumpsRequest(session_id=session.id), metadata=m,
+                                                     timeout=10)),
+            "Run": lambda m: _run_raw(channel, run, m),
+            "RunStream": lambda m: list(channel.stream_stream("/rknnlink.v1.RknnLink/RunStream",
+                                                              request_serializer=None)(iter([run]), metadata=m,
+                                                                                       timeout=10)),
+            "CloseSession": lambda m: stub.CloseSession(request, metadata=m, timeout=10),
+            "GetPerf": lambda m: stub.GetPerf(request, metadata=m, timeout=10),
+            "GetMemory": lambda m: stub.GetMemory(request, metadata=m, timeout=10),
+            "GetSdkVersion": lambda m: stub.GetSdkVersion(request, metadata=m, timeout=10),
+        }
+        for name, attack in attacks.items():
+            err = _code(lambda: attack(md))  # noqa: B023 - called at once
+            assert err.code() == grpc.StatusCode.NOT_FOUND, (name, err)
+            assert err.details().replace(session.id, "0" * 16) == missing.details(), name
+            err = _code(lambda: attack(()))  # noqa: B023 - no Hello at all: nothing about the session either
+            if name == "RunStream":  # a stream is counted against its client before its first request
+                assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "call Hello first" in err.details()
+            else:
+                assert err.code() == grpc.StatusCode.NOT_FOUND, (name, err)
+        channel.close()
+        assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)  # the victim's session is intact
+        session.perf_run_us()
+        session.close()
+
+
+def test_stats_list_only_the_callers_sessions(shared, conv_model):
+    with Board.connect(shared.address) as victim, Board.connect(shared.address) as other:
+        session = victim.load_model(conv_model[0])
+        assert [s["session_id"] for s in victim.stats()["sessions"]] == [session.id]
+        assert other.stats()["sessions"] == []
+        everything = other.stats(shared.operator_token)["sessions"]
+        assert session.id in {s["session_id"] for s in everything}
+        with pytest.raises(BoardError, match="wrong operator token") as info:
+            other.stats("not-the-token")
+        assert info.value.status == grpc.StatusCode.PERMISSION_DENIED
+        session.close()
+
+
+def test_no_session_without_an_owner(shared, conv_model):
+    with Board.connect(shared.address) as board:
+        sha = board.upload_model(conv_model[0])
+        before = board.stats(shared.operator_token)["sessions_open"]
+    channel, stub = _raw(shared.address)
+    with channel:
+        err = _code(lambda: stub.CreateSession(pb.CreateSessionRequest(model_sha256=sha), timeout=10))
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "call Hello first" in err.details()
+        forged = pb.CreateSessionRequest(client_id="f" * 32, model_sha256=sha)
+        assert _code(lambda: stub.CreateSession(forged, timeout=10)).code() == grpc.StatusCode.FAILED_PRECONDITION
+    with Board.connect(shared.address) as board:
+        assert board.stats(shared.operator_token)["sessions_open"] == before
+
+
+def test_a_model_hash_alone_does_not_run_another_clients_model(shared):
+    model = sim_models.conv_relu_model(seed=77)[0]
+    sha = hashlib.sha256(model).hexdigest()
+    with Board.connect(shared.address) as victim, Board.connect(shared.address) as attacker:
+        victim.load_model(model)
+        channel, stub = _raw(shared.address)
+        md = ((MD_CLIENT_ID, attacker.client_id),)
+        with channel:
+            for proof in (b"", hmac.new(victim.client_id.encode(), model, hashlib.sha256).digest(), b"x" * 32):
+                request = pb.CreateSessionRequest(model_sha256=sha, model_proof=proof)
+                err = _code(lambda: stub.CreateSession(request, metadata=md, timeout=10))  # noqa: B023
+                assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "not in the board's cache" in err.details()
+            upload = stub.UploadModel(iter([pb.ModelChunk(sha256=sha, total_size=len(model), data=b"")]),
+                                      metadata=md, timeout=10)
+            assert upload.already_present  # present, but still not the attacker's to run:
+            err = _code(lambda: stub.CreateSession(pb.CreateSessionRequest(model_sha256=sha), metadata=md, timeout=10))
+            assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        with Board.connect(shared.address) as holder:  # a client with the bytes proves it; nothing re-sent
+            holder.load_model(model).run([X], formats=["nchw"])
+            assert holder.model_bytes_sent == 0
+
+
+# -- inputs are capped before anything is allocated ----------------------------------------------------------------
+def test_a_million_empty_tensors_fail_clearly_and_memory_stays_bounded(shared, conv_model):
+    with Board.connect(shared.address) as board, Board.connect(shared.address) as bystander:
+        session = board.load_model(conv_model[0])
+        other = bystander.load_model(conv_model[0])
+        sid = session.id.encode()
+        attack = b"\x0a" + bytes([len(sid)]) + sid + b"\x1a\x00" * 4_000_000  # 4 M empty inputs, 8 MB
+        channel, _ = _raw(shared.address)
+        before = _rss(shared)
+        with channel:
+            for _ in range(3):
+                err = _code(lambda: _run_raw(channel, attack, board._metadata))
+                assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "more than 256 inputs" in err.details()
+        growth = _rss(shared) - before
+        assert growth < 96 << 20, f"daemon RSS grew by {growth >> 20} MiB"
+        assert other.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+        assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+
+
+@pytest.mark.parametrize("route", ["grpc", "data"])
+def test_more_than_4096_inputs_is_a_clear_error_not_a_worker_exit(shared, conv_model, route):
+    from rknnlink.v1 import datawire
+
+    with Board.connect(shared.address) as board:
+        session = board.load_model(conv_model[0])
+        pid = next(s["worker_pid"] for s in board.stats()["sessions"])
+        with pytest.raises(ValueError, match="at most 256"):  # the client refuses it locally
+            session.run([np.zeros(1, np.uint8)] * 5000)
+        tiny = [fastwire.encode_tensor(3, [1], b"\0")] * 5000
+        if route == "grpc":
+            channel, _ = _raw(shared.address)
+            with channel:
+                err = _code(lambda: _run_raw(channel, fastwire.encode_run_request(session.id, 1, tiny, False),
+                                             board._metadata))
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most 256" in err.details()
+        else:
+            with socket.create_connection(("127.0.0.1", board.data_port)) as s:
+                s.sendall(datawire.encode_hello(session.id, session._secret))
+                assert datawire.read_hello_reply(s)[0] == 0
+                s.sendall(datawire.REQUEST.pack(datawire.MAGIC_REQUEST, 1, 0, 5000))
+                _rid, status, _us, (_name, text) = datawire.read_reply(s, 1 << 20)
+            assert status != 0 and "at most 256" in text
+        assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)  # same session, same worker
+        assert next(s["worker_pid"] for s in board.stats()["sessions"]) == pid
+
+
+# -- connection slots and limits ---------------------------------------------------------------------------------------
+def test_hellos_without_watch_expire(shared):
+    """Hello without Watch used to hold a client slot forever: 48 of them locked every later client out."""
+    channel, stub = _raw(shared.address)
+    with channel:
+        filled = 0
+        with pytest.raises(grpc.RpcError) as info:
+            for _ in range(100):
+                _hello(stub)
+                filled += 1
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "connected clients" in info.value.details()
+    assert filled >= 40
+    deadline = time.monotonic() + 10  # --client-grace 1: the watchdog forgets them
+    while True:
+        try:
+            with Board.connect(shared.address) as board:
+                assert board.load_model(sim_models.conv_relu_model(seed=3)[0]).run([X], formats=["nchw"])
+                break
+        except BoardError as exc:
+            assert "connected clients" in str(exc)
+            assert time.monotonic() < deadline, "clients that never watch were not forgotten"
+            time.sleep(0.5)
+
+
+def test_concurrent_create_session_is_bounded_by_max_sessions(shared, conv_model):
+    model = conv_model[0]
+    with Board.connect(shared.address) as board:
+        sha = board.upload_model(model)
+        proof = hmac.new(board.client_id.encode(), model, hashlib.sha256).digest()
+        channel, stub = _raw(shared.address)
+
+        def create(_):
+            try:
+                return stub.CreateSession(pb.CreateSessionRequest(model_sha256=sha, model_proof=proof),
+                                          metadata=board._metadata, timeout=120).session_id
+            except grpc.RpcError as exc:
+                return exc
+
+        with channel, ThreadPoolExecutor(120) as pool:
+            results = list(pool.map(create, range(120)))
+        created = [r for r in results if isinstance(r, str)]
+        refused = [r for r in results if not isinstance(r, str)]
+        assert len(created) == 16, [r for r in refused if r.code() != grpc.StatusCode.RESOURCE_EXHAUSTED][:3]
+        assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-sessions 16" in r.details()
+                   for r in refused)
+        assert len(board.stats(shared.operator_token)["sessions"]) == 16
+    deadline = time.monotonic() + 20  # the board's close freed them
+    with Board.connect(shared.address) as probe:
+        while probe.stats(shared.operator_token)["sessions_open"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert probe.stats(shared.operator_token)["sessions_open"] == 0
+
+
+# -- long-lived calls --------------------------------------------------------------------------------------------------
+def test_idle_streams_cannot_starve_other_clients(shared, conv_model):
+    """40 clients each hold a Watch and as many stalled uploads as they may (160 long-lived calls, more than
+    the 128 RPC threads that used to be the whole pool); a bystander still works, the stalls are cancelled."""
+    stop = threading.Event()
+    channel, stub = _raw(shared.address)
+    refusals = []
+
+    def stalled_chunks(n):
+        yield pb.ModelChunk(sha256=hashlib.sha256(b"stall %d" % n).hexdigest(), total_size=1 << 20, data=b"x")
+        stop.wait(30)
+
+    calls = []
+    watches = []
+    for c in range(40):
+        cid = _hello(stub)
+        watch = stub.Watch(pb.WatchRequest(client_id=cid))
+        next(watch)
+        watches.append(watch)
+        md = ((MD_CLIENT_ID, cid),)
+        for n in range(4):
+            calls.append(stub.UploadModel.future(stalled_chunks(c * 10 + n), metadata=md))
+    try:
+        time.sleep(0.5)
+        with Board.connect(shared.address) as bystander:
+            start = time.monotonic()
+            session = bystander.load_model(sim_models.conv_relu_model(seed=41)[0])
+            assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+            assert time.monotonic() - start < 20
+            aborted_before = bystander.stats()["uploads_aborted"]
+        for call in calls:  # the 4th of each client: refused at once; the others: cancelled when idle (2 s)
+            try:
+                call.result(timeout=15)
+            except grpc.RpcError as exc:
+                refusals.append(exc.code())
+        assert refusals.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 40
+        assert refusals.count(grpc.StatusCode.CANCELLED) == 120
+        with Board.connect(shared.address) as board:
+            assert board.stats()["uploads_aborted"] >= aborted_before
+    finally:
+        stop.set()
+        for watch in watches:
+            watch.cancel()
+        channel.close()
+
+
+def test_a_full_server_says_busy_not_lost():
+    """gRPC's concurrent-call cap (which the daemon sets) answers RESOURCE_EXHAUSTED; the client explains it."""
+    from concurrent import futures
+
+    from rknnlink.client.errors import translate
+
+    release = threading.Event()
+
+    def slow(_request, _context):
+        release.wait(10)
+        return b""
+
+    server = grpc.server(futures.ThreadPoolExecutor(2), maximum_concurrent_rpcs=1)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", {
+        "Slow": grpc.unary_unary_rpc_method_handler(slow)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/t.T/Slow")
+            first = call.future(b"")
+            time.sleep(0.3)
+            with pytest.raises(grpc.RpcError) as info:
+                call(b"", timeout=5)
+            err = translate(info.value, f"127.0.0.1:{port}")
+            assert isinstance(err, BoardError) and "is busy" in str(err) and "lost" not in str(err)
+            release.set()
+            first.result()
+    finally:
+        server.stop(0)
+
+
+# -- client strings ----------------------------------------------------------------------------------------------------
+def test_a_huge_hello_is_bounded_and_escaped_in_the_log(shared):
+    channel, stub = _raw(shared.address)
+    log_path = Path(shared.workdir.name) / "daemon.log"
+    size_before = log_path.stat().st_size
+    rss_before = _rss(shared)
+    name = "x" * 1000 + "\n2026-01-01 00:00:00 E forged line" + "y" * (60 << 20)
+    with channel:
+        stub.Hello(pb.HelloRequest(protocol_version=PROTOCOL_VERSION, client_name=name,
+                                   client_version="1\r\nforged"), timeout=30)
+    time.sleep(0.3)
+    text = log_path.read_text(errors="replace")[size_before:]
+    assert log_path.stat().st_size - size_before < 4096
+    assert not any(line.startswith("2026-01-01") or line.startswith("forged") for line in text.splitlines())
+    growth = _rss(shared) - rss_before
+    assert growth < 48 << 20, f"daemon RSS grew by {growth >> 20} MiB after a 60 MB Hello"
+
+
+# -- the data channel's handshake --------------------------------------------------------------------------------------
+def test_trickling_data_handshakes_are_cut_at_an_absolute_deadline(shared, conv_model):
+    with Board.connect(shared.address) as board:
+        port = board.data_port
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+        start = time.monotonic()
+        closed_at = {}
+        while len(closed_at) < len(socks) and time.monotonic() - start < 12:
+            for i, s in enumerate(socks):
+                if i in closed_at:
+                    continue
+                try:
+                    s.send(b"R")  # one byte at a time: a per-recv timeout would never fire
+                    s.settimeout(0.01)
+                    if s.recv(4096) == b"":
+                        closed_at[i] = time.monotonic() - start
+                except socket.timeout:
+                    pass
+                except OSError:
+                    closed_at[i] = time.monotonic() - start
+            time.sleep(0.2)
+        for s in socks:
+            s.close()
+        assert len(closed_at) == 40 and max(closed_at.values()) < 8.0, closed_at
+        session = board.load_model(conv_model[0])
+        assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+        assert session.uses_data_channel
+
+
+# -- the client trusts no reply ----------------------------------------------------------------------------------------
+def _fake_worker(reply: bytes):
+    """A data port that accepts the hello and answers the first request with `reply` (a hostile daemon)."""
+    from rknnlink.v1 import datawire
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            datawire.read_hello(conn)
+            conn.sendall(datawire.encode_hello_reply(0, "attached"))
+            datawire.read_request(conn, 1 << 20)
+            conn.sendall(reply)
+            time.sleep(0.5)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+@pytest.mark.parametrize("case", ["wrong-id", "huge"])
+def test_the_client_checks_reply_ids_and_sizes(case):
+    from rknnlink.client.data import DataConnection
+    from rknnlink.v1 import datawire
+
+    if case == "wrong-id":
+        reply = b"".join(bytes(p) for p in datawire.encode_reply(7, 1, [(0, [1], np.ones(1, np.float32))]))
+        match = "out of step"
+    else:
+        reply = datawire.REPLY.pack(datawire.MAGIC_REPLY, 1, 0, 1, 1) + datawire.OUTPUT.pack(0, 1, 1 << 40)
+        match = "more than"
+    listener = _fake_worker(reply)
+    rss_before = psutil.Process().memory_info().rss
+    with listener:
+        conn = DataConnection(listener.getsockname(), "s", b"k", max_reply_bytes=1 << 20)
+        conn.send(1, [(0, 0, False, (1,), np.ones(1, np.float32))], False)
+        with pytest.raises(datawire.FrameError, match=match):
+            conn.receive()
+        conn.close()
+    assert psutil.Process().memory_info().rss - rss_before < 64 << 20
+
+
+def test_no_data_dial_on_the_hosts_loopback_without_a_forward(shared, conv_model):
+    """USB bridge / adb without the data forward: the endpoint says there is no data carrier."""
+    from rknnlink.transport import Endpoint
+
+    for kind in ("usb", "adb"):
+        kwargs = Endpoint(address=shared.address, kind=kind).connect_kwargs()
+        assert kwargs["use_data_channel"] is False
+        with Board.connect(shared.address, **kwargs) as board:
+            session = board.load_model(conv_model[0])
+            assert not session.uses_data_channel and session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+    with_forward = Endpoint(address=shared.address, kind="adb", data_address="127.0.0.1:1").connect_kwargs()
+    assert with_forward["data_address"] == "127.0.0.1:1" and "use_data_channel" not in with_forward
+
+
+# -- the model cache ---------------------------------------------------------------------------------------------------
+def test_a_full_cache_filesystem_is_resource_exhausted_without_paths(sim_library):
+    """The daemon runs with a 1 MiB file-size limit (its writes fail with EFBIG, like a full filesystem)."""
+    import resource
+
+    from rknnlink.client.local import start_local_daemon
+
+    def limit_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    d = start_local_daemon(preexec_fn=limit_files)
+    try:
+        with Board.connect(d.address) as board:
+            with pytest.raises(BoardError) as info:
+                board.load_model(sim_models.gemm_model()[0])  # 3 MiB
+            message = str(info.value)
+            assert info.value.status == grpc.StatusCode.RESOURCE_EXHAUSTED and "out of space" in message
+            assert d.workdir.name not in message and ".part" not in message and "Errno" not in message
+            cache = Path(d.workdir.name) / "cache"
+            assert not list(cache.glob(".upload-*"))
+            session = board.load_model(sim_models.conv_relu_model(seed=12)[0])  # small models still work
+            assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+    finally:
+        d.stop()
