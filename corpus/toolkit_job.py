@@ -26,7 +26,8 @@ def main(job_path: str) -> int:
         rknn.config(mean_values=[job["mean"]], std_values=[job["std"]], target_platform="rk3588",
                     quantized_algorithm=job.get("algorithm", "normal"),
                     quantized_method=job.get("method", "channel"))
-        if rknn.load_onnx(job["onnx"], inputs=[name], input_size_list=[job["input_size"]]) != 0:
+        outputs = [o.name for o in model.graph.output]  # the toolkit wants outputs whenever inputs are given
+        if rknn.load_onnx(job["onnx"], inputs=[name], input_size_list=[job["input_size"]], outputs=outputs) != 0:
             raise RuntimeError("load_onnx failed")
         t0 = time.perf_counter()
         if rknn.build(do_quantization=job["quantize"], dataset=job["dataset"]) != 0:

@@ -494,7 +494,7 @@ def _layernorm_from(idx: _Index, div: LNode, nodes: list) -> Optional[tuple]:
         return None
     rank = len(idx.pg.shapes[x])
     axis = _trailing_axes(mean, rank)
-    if axis is None or idx.uses.get(m) != 1 or idx.uses.get(d) != 2 or d in idx.graph_outputs:
+    if axis is None or not idx.single_use(m) or idx.uses.get(d) not in (2, 3) or d in idx.graph_outputs:
         return None
     add = idx.producer.get(sq.inputs[0])
     a = idx.split_const(add) if add is not None and idx.single_use(sq.inputs[0]) else None
@@ -510,8 +510,8 @@ def _layernorm_from(idx: _Index, div: LNode, nodes: list) -> Optional[tuple]:
     if not ((sqr.op_type == "Pow" and sqr.inputs[0] == d and _close(idx.scalar(sqr.inputs[1]), 2.0))
             or (sqr.op_type == "Mul" and sqr.inputs == [d, d])):
         return None
-    if sqr.op_type == "Mul" and idx.uses.get(d) != 3:
-        return None
+    if idx.uses.get(d) != (3 if sqr.op_type == "Mul" else 2):
+        return None  # x - mean is read by the square and the Div only
     parts = [mean, sub, sqr, var, add, sq, div]
     last, gamma, beta = div, np.float32(1.0), np.float32(0.0)
     size = tuple(idx.pg.shapes[x][axis:])
