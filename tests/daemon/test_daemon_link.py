@@ -203,7 +203,7 @@ def test_bad_inputs_give_clear_errors_and_the_session_keeps_working(board, conv_
                 pb.Tensor(dtype=pb.DT_FLOAT32, shape=[1, 3, 8, 8], data=b"\0" * 100)]))
         with pytest.raises(RemoteRknnError) as info:
             board._call("Run", pb.RunRequest(session_id=session.id, inputs=[
-                pb.Tensor(dtype=pb.DT_INT32, shape=[1, 3, 8, 8], data=b"\0" * 768)]))
+                pb.Tensor(dtype=pb.DT_BFLOAT16, shape=[1, 3, 8, 8], data=b"\0" * 384)]))
         assert info.value.code == -8
         with session.pipeline() as pipe:  # a bad request inside a stream ends it with the error
             pipe.submit([_x()], formats=["nchw"])

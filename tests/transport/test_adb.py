@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import BOARD_PORT, HERE, PYTHON, NetNs, base_env, bundled_adb, find_sim_library, netns_available
+from conftest import BOARD_PORT, HERE, PYTHON, ROOT, NetNs, base_env, bundled_adb, find_sim_library, netns_available
 
 ECHO_SNIPPET = """
 import json, os, grpc
@@ -134,7 +134,6 @@ def deployed(adb_rig, tmp_path_factory):
 
 
 def test_deploy_installs_and_starts_the_daemon(adb_rig, deployed):
-    from conftest import ROOT
 
     from rknnlink import __version__
 
@@ -297,7 +296,6 @@ print(json.dumps({{"identical": len(remote) == len(local) and all(
 
 
 def test_inference_through_the_adb_forward_is_bit_identical_to_in_process(adb_rig, deployed):
-    from conftest import ROOT
 
     out = adb_rig.ns.python(E2E_SNIPPET.format(runtime_tests=str(ROOT / "tests" / "runtime"),
                                                library=find_sim_library()), env=deployed["env"])
@@ -307,7 +305,6 @@ def test_inference_through_the_adb_forward_is_bit_identical_to_in_process(adb_ri
 
 def test_toolkit_api_runs_on_the_adb_board(adb_rig, deployed, tmp_path):
     """RKNN().init_runtime(target='rk3588', device_id=SERIAL) goes through resolve() and the forward."""
-    from conftest import ROOT
 
     model_path = tmp_path / "conv.rknn"
     out = adb_rig.ns.python(f"""
@@ -339,7 +336,6 @@ def test_deploy_a_wheel_without_starting(adb_rig, tmp_path):
     """`deploy --wheel` installs a wheel of the committed tree with pip on the board, leaving it stopped."""
     import subprocess
 
-    from conftest import ROOT
 
     source = tmp_path / "src"
     source.mkdir()

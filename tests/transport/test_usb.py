@@ -21,7 +21,7 @@ import fake_usb
 import grpc
 import numpy as np
 import pytest
-from conftest import HERE, PYTHON, ROOT, base_env, find_sim_library
+from conftest import HERE, PYTHON, ROOT, NetNs, base_env, find_sim_library, netns_available
 from fake_usb import FakeBackend, FakeBoard
 
 from rknnlink.v1.usbmux import MuxConfig
@@ -128,8 +128,6 @@ def test_listing_finds_the_board_through_a_configured_backend(rig, monkeypatch):
 def test_devices_cli_lists_the_usb_board(rig):
     """The CLI in a fresh namespace (its adb server starts and dies there) sees the emulated USB board."""
     import json
-
-    from conftest import NetNs, netns_available
 
     reason = netns_available()
     if reason:
