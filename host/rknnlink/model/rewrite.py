@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -351,24 +351,36 @@ def _x_times_half(idx: _Index, mul: LNode, inner: str) -> Optional[tuple]:
     return other, None
 
 
-def fuse_gelu(nodes: list, pg: PreparedGraph) -> list:
-    """x * 0.5 * (1 + erf(x / sqrt(2))) and 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) -> Gelu."""
+def _fuse_each(nodes: list, pg: PreparedGraph, match: Callable) -> list:
+    """Apply one fusion until nothing matches. ``match(idx, n, nodes)`` returns None (no match at ``n``),
+    or (the nodes it replaces, the fused layer or None when the simulator lacks it, the anchor node)."""
     for _ in range(len(nodes)):
         idx = _Index(nodes, pg)
         for n in nodes:
-            found = _gelu_from(idx, n, nodes)
+            found = match(idx, n, nodes)
             if found is None:
                 continue
-            x, parts, last, approx = found
-            attrs = {"approximate": "tanh"} if approx else {}
-            new = _lowered("Gelu", last.name, [x], last.outputs[0], pg, **attrs)
+            parts, new, anchor = found
             if new is None:
                 return nodes
-            nodes = _replace(nodes, parts, new, last)
+            nodes = _replace(nodes, parts, new, anchor)
             break
         else:
             return nodes
     return nodes
+
+
+def fuse_gelu(nodes: list, pg: PreparedGraph) -> list:
+    """x * 0.5 * (1 + erf(x / sqrt(2))) and 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) -> Gelu."""
+    def match(idx: _Index, n: LNode, nodes: list) -> Optional[tuple]:
+        found = _gelu_from(idx, n, nodes)
+        if found is None:
+            return None
+        x, parts, last, approx = found
+        attrs = {"approximate": "tanh"} if approx else {}
+        return parts, _lowered("Gelu", last.name, [x], last.outputs[0], pg, **attrs), last
+
+    return _fuse_each(nodes, pg, match)
 
 
 def _gelu_core(idx: _Index, core: LNode) -> Optional[tuple]:
@@ -452,25 +464,18 @@ def decomposed_layernorms(nodes: list, pg: PreparedGraph) -> list:
 
 def fuse_layernorm(nodes: list, pg: PreparedGraph) -> list:
     """ReduceMean/Sub/Pow(2)/ReduceMean/Add(eps)/Sqrt/Div [Mul(gamma)] [Add(beta)] -> LayerNormalization."""
-    for _ in range(len(nodes)):
-        idx = _Index(nodes, pg)
-        for n in nodes:
-            found = _layernorm_from(idx, n, nodes)
-            if found is None:
-                continue
-            x, parts, last, axis, eps, gamma, beta = found
-            size = pg.shapes[x][axis:]
-            g = _new_const(pg, f"{last.name}_ln_scale", np.broadcast_to(gamma, size).astype(np.float32).copy())
-            b = _new_const(pg, f"{last.name}_ln_bias", np.broadcast_to(beta, size).astype(np.float32).copy())
-            new = _lowered("LayerNormalization", last.name, [x, g, b], last.outputs[0], pg, axis=axis,
-                           epsilon=float(eps))
-            if new is None:
-                return nodes
-            nodes = _replace(nodes, parts, new, last)
-            break
-        else:
-            return nodes
-    return nodes
+    def match(idx: _Index, n: LNode, nodes: list) -> Optional[tuple]:
+        found = _layernorm_from(idx, n, nodes)
+        if found is None:
+            return None
+        x, parts, last, axis, eps, gamma, beta = found
+        size = pg.shapes[x][axis:]
+        g = _new_const(pg, f"{last.name}_ln_scale", np.broadcast_to(gamma, size).astype(np.float32).copy())
+        b = _new_const(pg, f"{last.name}_ln_bias", np.broadcast_to(beta, size).astype(np.float32).copy())
+        return parts, _lowered("LayerNormalization", last.name, [x, g, b], last.outputs[0], pg, axis=axis,
+                               epsilon=float(eps)), last
+
+    return _fuse_each(nodes, pg, match)
 
 
 def _trailing_axes(n: LNode, rank: int) -> Optional[int]:
@@ -540,30 +545,19 @@ def _layernorm_from(idx: _Index, div: LNode, nodes: list) -> Optional[tuple]:
 
 def fuse_mish(nodes: list, pg: PreparedGraph) -> list:
     """Mul(x, Tanh(Softplus(x))) -> Mish when the simulator has a Mish layer."""
-    for _ in range(len(nodes)):
-        idx = _Index(nodes, pg)
-        for n in nodes:
-            if n.op_type != "Mul" or len(n.inputs) != 2 or n.act is not None:
+    def match(idx: _Index, n: LNode, nodes: list) -> Optional[tuple]:
+        if n.op_type != "Mul" or len(n.inputs) != 2 or n.act is not None:
+            return None
+        for x, t in (n.inputs, n.inputs[::-1]):
+            tanh = idx.producer.get(t)
+            if tanh is None or tanh.op_type != "Tanh" or not idx.single_use(t):
                 continue
-            hit = None
-            for x, t in (n.inputs, n.inputs[::-1]):
-                tanh = idx.producer.get(t)
-                if tanh is None or tanh.op_type != "Tanh" or not idx.single_use(t):
-                    continue
-                sp = idx.producer.get(tanh.inputs[0])
-                if sp is not None and sp.op_type == "Softplus" and sp.inputs[0] == x and idx.single_use(tanh.inputs[0]):
-                    hit = (x, [sp, tanh, n])
-                    break
-            if hit is None:
-                continue
-            new = _lowered("Mish", n.name, [hit[0]], n.outputs[0], pg)
-            if new is None:
-                return nodes
-            nodes = _replace(nodes, hit[1], new, n)
-            break
-        else:
-            return nodes
-    return nodes
+            sp = idx.producer.get(tanh.inputs[0])
+            if sp is not None and sp.op_type == "Softplus" and sp.inputs[0] == x and idx.single_use(tanh.inputs[0]):
+                return [sp, tanh, n], _lowered("Mish", n.name, [x], n.outputs[0], pg), n
+        return None
+
+    return _fuse_each(nodes, pg, match)
 
 
 # ---------------------------------------------------------------------------------------- driver
