@@ -195,7 +195,7 @@ def test_bad_inputs_give_clear_errors_and_the_session_keeps_working(board, conv_
                 session.run(inputs, formats=["nchw"])
             assert info.value.code == -8 and words in str(info.value)
         with pytest.raises(TypeError, match="not supported"):
-            session.run([_x().astype(np.int32)])
+            session.run([_x().astype(np.complex64)])
         with pytest.raises(ValueError, match="unknown"):
             session.run([_x()], formats=["nc1hwc2"])
         with pytest.raises(RemoteRknnError, match="do not match shape"):  # data/shape mismatch from a raw client
@@ -292,3 +292,25 @@ def test_core_mask_is_applied_at_load(board, conv_model):
         board.load_model(conv_model[0], core_mask=8)
     assert info.value.code in (-1, -5) and "8" in info.value.message
     assert not str(info.value).startswith(f"{info.value.name} ({info.value.code}): {info.value.name}")
+
+
+def test_integer_index_inputs_run_on_the_board_as_in_process(board):
+    """An embedding lookup (int64 indices, Gather): the client carries integers as exact float32, as the
+    in-process binding does, so the board gives the same rows."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from rknnlink.model.builder import BuildConfig, build
+
+    table = np.random.default_rng(3).standard_normal((50, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0)], "embedding",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 6])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [1, 6, 8])],
+        [onnx.numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    data = build(model, BuildConfig(target_platform="rk3588"), do_quantization=False).data
+    ids = np.array([[0, 7, 49, 3, 3, 12]], dtype=np.int64)
+    with board.load_model(data) as session:
+        rows = session.run([ids])[0]
+    np.testing.assert_allclose(rows.reshape(1, 6, 8), table[ids[0]][None], rtol=1e-3, atol=1e-3)

@@ -78,12 +78,14 @@ def _input_parts(value: Any, fmt: Optional[str], through: bool) -> tuple:
     arr = np.asarray(value)
     if arr.dtype == np.float64 and not through:
         arr = arr.astype(np.float32)
+    if arr.dtype.kind in "iub" and arr.dtype not in (np.uint8, np.int8) and not through:
+        arr = arr.astype(np.float32)  # integer/boolean inputs (indices, masks): exact float32, as in-process
     if through:
         dtype = output_type_of(arr.dtype)
     elif arr.dtype in _INPUT_TYPES:
         dtype = _INPUT_TYPES[arr.dtype]
     else:
-        raise TypeError(f"input dtype {arr.dtype} is not supported; convert it to uint8, int8, float16 or float32")
+        raise TypeError(f"input dtype {arr.dtype} is not supported; convert it to uint8, int8, float16, float32 or an integer type")
     key = fmt.lower() if isinstance(fmt, str) else fmt
     if key not in _FORMATS:
         raise ValueError(f"input format {fmt!r} is unknown; use 'nhwc' or 'nchw'")
