@@ -85,7 +85,8 @@ def _input_parts(value: Any, fmt: Optional[str], through: bool) -> tuple:
     elif arr.dtype in _INPUT_TYPES:
         dtype = _INPUT_TYPES[arr.dtype]
     else:
-        raise TypeError(f"input dtype {arr.dtype} is not supported; convert it to uint8, int8, float16, float32 or an integer type")
+        raise TypeError(f"input dtype {arr.dtype} is not supported; convert it to uint8, int8, float16, float32 "
+                        "or an integer type")
     key = fmt.lower() if isinstance(fmt, str) else fmt
     if key not in _FORMATS:
         raise ValueError(f"input format {fmt!r} is unknown; use 'nhwc' or 'nchw'")
