@@ -44,6 +44,9 @@ def photo_crops(height: int, width: int, count: int, seed: int) -> list:
     """``count`` random crops (scale 0.4..1, random flips) of the shipped photos, resized to HxW."""
     rng = np.random.default_rng(seed)
     photos = available_photos()
+    if not photos:
+        raise RuntimeError("no sample photos: the corpus inputs come from scikit-image's bundled images; "
+                           "pip install 'rknnlink[corpus]' (scikit-image)")
     out = []
     for i in range(count):
         img = photos[(i + seed) % len(photos)]
