@@ -20,7 +20,7 @@ from rknnlink import PROTOCOL_VERSION, __version__
 from rknnlink.client.data import DataConnection, DataPipeline, DataRefusedError, OrderedResults
 from rknnlink.client.errors import BoardError, IncompatibleVersionError, SessionLostError, translate
 from rknnlink.runtime import TensorAttr, numpy_dtype
-from rknnlink.runtime.library import output_type_of
+from rknnlink.runtime.library import as_input_array, output_type_of
 from rknnlink.v1 import datawire, fastwire
 from rknnlink.v1.messages import make_stub, pb
 from rknnlink.v1.protocol import MAX_TENSORS, MD_CLIENT_ID, MD_OPERATOR_TOKEN, MD_STREAM_MODE, MIN_DAEMON_PROTOCOL
@@ -75,11 +75,7 @@ def _tensor(value: Any, fmt: Optional[str], through: bool) -> list:
 
 def _input_parts(value: Any, fmt: Optional[str], through: bool) -> tuple:
     """(dtype, shape, bytes view, format code, pass_through) of one input, checked and made contiguous."""
-    arr = np.asarray(value)
-    if arr.dtype == np.float64 and not through:
-        arr = arr.astype(np.float32)
-    if arr.dtype.kind in "iub" and arr.dtype not in (np.uint8, np.int8) and not through:
-        arr = arr.astype(np.float32)  # integer/boolean inputs (indices, masks): exact float32, as in-process
+    arr = np.asarray(value) if through else as_input_array(value)
     if through:
         dtype = output_type_of(arr.dtype)
     elif arr.dtype in _INPUT_TYPES:

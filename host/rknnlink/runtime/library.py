@@ -66,6 +66,15 @@ def rknn_type_of(dtype: Any) -> int:
     return _RKNN_FROM_NP[dt]
 
 
+def as_input_array(value: Any) -> np.ndarray:
+    """An input as the runtime takes it: float64 as float32, and integer/boolean values (indices, masks)
+    as exact float32 (exact up to 2**24); uint8, int8, float16 and float32 as they are."""
+    arr = np.asarray(value)
+    if arr.dtype == np.float64 or (arr.dtype.kind in "iub" and arr.dtype not in (np.uint8, np.int8)):
+        arr = arr.astype(np.float32)
+    return arr
+
+
 def output_type_of(dtype: Any) -> int:
     """rknn_tensor_type of an output array's numpy dtype (FLOAT32 for anything unknown)."""
     dt = np.dtype(dtype)
@@ -472,11 +481,7 @@ class RuntimeContext:
         if fmt is not None and fmt.lower() not in _FORMATS:
             raise RknnError(abi.RKNN_ERR_INPUT_INVALID, None,
                             f"input {i} ({attr.name}): format {fmt!r} is unknown; use 'nhwc' or 'nchw'")
-        arr = np.asarray(value)
-        if arr.dtype == np.float64 and not through:
-            arr = arr.astype(np.float32)
-        if arr.dtype.kind in "iub" and arr.dtype not in (np.uint8, np.int8) and not through:
-            arr = arr.astype(np.float32)  # integer/boolean inputs (indices, masks): exact float32 values
+        arr = np.asarray(value) if through else as_input_array(value)
         arr = np.ascontiguousarray(arr)
         if through:
             if arr.nbytes != attr.size:
