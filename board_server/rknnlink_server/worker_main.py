@@ -1,8 +1,11 @@
 """The NPU runtime worker: a child process of the daemon that owns one rknn_context.
 
 librknnrt runs here and nowhere else in the daemon, so a segfault or a hang inside it takes down only this
-process (and the one session it serves). It speaks the framing of rknnlink_server.wire on an inherited Unix
-socket: one request frame in, one reply frame out, in order.
+process (and the one session it serves). Two kinds of connection:
+  * control (rknnlink_server.wire on the inherited Unix socket): init, queries, dumps, close, and `attach`,
+    which hands over a data connection's descriptor (SCM_RIGHTS);
+  * data (rknnlink.v1.datawire frames on every attached socket): inference, in one loop for every route -
+    a client's TCP connection from the data port, or the daemon's end of a Relay stream.
 """
 
 from __future__ import annotations
@@ -96,28 +99,29 @@ class Worker:
         except RknnError:
             return ""
 
-    def op_run(self, header: Dict[str, Any], blobs: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
-        metas = header.get("inputs", [])
-        if len(metas) != len(blobs):
-            raise RknnError(RKNN_ERR_INPUT_INVALID, None, "corrupt run request: input metadata and data differ")
+    def run(self, metas: List[Dict[str, Any]], blobs: Sequence[Any], raw: bool) -> Tuple[int, List[np.ndarray]]:
+        """One inference of a data-plane request: (run_us, outputs). Callers hold `lock`."""
+        if self.ctx is None:
+            raise RknnError(-7, None, "no model is loaded in this worker")
         arrays = [self._array(i, meta, blob) for i, (meta, blob) in enumerate(zip(metas, blobs))]
         formats = [_FORMATS.get(int(m.get("fmt", 0))) for m in metas]
         passes = [bool(m.get("pt", False)) for m in metas]
         start = time.perf_counter()
-        outputs = self.ctx.infer(arrays, formats, passes, want_float=not header.get("raw", False))
+        outputs = self.ctx.infer(arrays, formats, passes, want_float=not raw)
         run_us = int((time.perf_counter() - start) * 1e6)
-        self._last_run = (arrays, formats, passes)
-        metas_out = [{"dtype": output_type_of(o.dtype), "shape": list(o.shape)} for o in outputs]
-        return {"outputs": metas_out, "run_us": run_us}, outputs
+        self._last_run = (arrays, formats, passes)  # views of the frame, which they keep alive
+        self.data_inferences += 1
+        return run_us, outputs
 
     @staticmethod
-    def _array(i: int, meta: Dict[str, Any], blob: bytearray) -> np.ndarray:
+    def _array(i: int, meta: Dict[str, Any], blob: Any) -> np.ndarray:
         dtype = numpy_dtype(int(meta.get("dtype", 0)))
         shape = [int(d) for d in meta.get("shape", [])]
-        expected = math.prod(shape) * dtype.itemsize if shape else len(blob)
-        if expected != len(blob) or len(blob) % dtype.itemsize:
+        size = memoryview(blob).nbytes
+        expected = math.prod(shape) * dtype.itemsize if shape else size
+        if expected != size or size % dtype.itemsize:
             raise RknnError(RKNN_ERR_INPUT_INVALID, None,
-                            f"input {i}: {len(blob)} data bytes do not match shape {shape} of {dtype} "
+                            f"input {i}: {size} data bytes do not match shape {shape} of {dtype} "
                             f"({expected} bytes); send C-contiguous data of the declared shape and dtype")
         arr = np.frombuffer(blob, dtype=dtype)
         return arr.reshape(shape) if shape else arr
@@ -166,20 +170,27 @@ class Worker:
         return {"closed": True}, ()
 
 
-def serve_data(worker: Worker, conn: socket.socket, max_bytes: int) -> None:
-    """One data connection handed over by the daemon: binary run requests in, replies out, in order.
+def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool) -> None:
+    """One data connection handed over by the daemon: request frames in, reply frames out, in order.
 
-    A corrupt frame gets an error reply and ends this connection only; the session keeps serving."""
+    `greet`: answer the direct carrier's hello (a relay's socket has none). A runtime error is an error
+    reply and the connection goes on; a corrupt frame gets an error reply and ends this connection only
+    (the session keeps serving)."""
+    limit = datawire.frame_limit(max_bytes)
     try:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if conn.family != socket.AF_UNIX:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(None)
-        datawire.send_parts(conn, [datawire.encode_hello_reply(0, "attached")])
+        if greet:
+            datawire.send_parts(conn, [datawire.encode_hello_reply(0, "attached")])
+        reader = datawire.FrameReader(conn)
         while True:
             try:
-                request = datawire.read_request(conn, max_bytes)
+                body = reader.read(limit)
+                request = None if body is None else datawire.parse_request(body)
             except datawire.FrameError as exc:
                 datawire.send_parts(conn, datawire.encode_error(0, RKNN_ERR_PARAM_INVALID, "RKNN_ERR_PARAM_INVALID",
-                                                                f"corrupt data-channel frame: {exc}"))
+                                                                f"corrupt data-plane frame: {exc}"))
                 _linger(conn)
                 return
             if request is None:
@@ -201,18 +212,15 @@ def _linger(conn: socket.socket) -> None:
 
 
 def _data_run(worker: Worker, request_id: int, raw: bool, metas: List[Dict[str, Any]],
-              blobs: List[bytearray]) -> List[Any]:
+              blobs: List[memoryview]) -> List[Any]:
     try:
         with worker.lock:
-            if worker.ctx is None:
-                raise RknnError(-7, None, "no model is loaded in this worker")
-            reply, outs = worker.op_run({"inputs": metas, "raw": raw}, blobs)
-            worker.data_inferences += 1
+            run_us, outs = worker.run(metas, blobs, raw)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the client as a reply
         err = _error_reply(exc)
         return datawire.encode_error(request_id, int(err["code"]), err.get("name"), str(err["message"]))
-    outputs = [(m["dtype"], m["shape"], np.ascontiguousarray(o)) for m, o in zip(reply["outputs"], outs)]
-    return datawire.encode_reply(request_id, reply["run_us"], outputs)
+    outputs = [(output_type_of(o.dtype), o.shape, np.ascontiguousarray(o)) for o in outs]
+    return datawire.encode_reply(request_id, run_us, outputs)
 
 
 def _attach(worker: Optional[Worker], sock: socket.socket, header: Dict[str, Any]) -> Dict[str, Any]:
@@ -226,8 +234,8 @@ def _attach(worker: Optional[Worker], sock: socket.socket, header: Dict[str, Any
     if worker is None or worker.ctx is None:
         conn.close()
         raise RknnError(-7, None, "no model is loaded in this worker")
-    threading.Thread(target=serve_data, args=(worker, conn, int(header.get("max_bytes", 64 << 20))),
-                     name="data", daemon=True).start()
+    threading.Thread(target=serve_data, args=(worker, conn, int(header.get("max_bytes", 64 << 20)),
+                                              bool(header.get("greet", True))), name="data", daemon=True).start()
     return {"attached": True}
 
 
