@@ -34,20 +34,26 @@ class RelayPump:
         self._sent = 0                         # frames pumped to the worker
         self._returned = 0                     # frames pumped back
 
+    def _forward(self, message: object) -> bool:
+        """One client message into the worker's socket, once its length prefix matches the message."""
+        frame = message.frame  # type: ignore[attr-defined]
+        if len(frame) < datawire.LENGTH.size or \
+                datawire.LENGTH.unpack_from(frame)[0] != len(frame) - datawire.LENGTH.size:
+            self.error = ("a Relay message must carry exactly one data-plane frame (its 8-byte length prefix, "
+                          "then that many bytes)")
+            self.stop()
+            return False
+        self._sent += 1
+        self.touch(True)
+        self.sock.sendall(frame)
+        return True
+
     def upstream(self, messages: Iterator[object]) -> None:
-        """Client -> worker: each message's frame as it is, once its length prefix matches the message."""
+        """Client -> worker, in a thread of its own while downstream() runs (several frames in flight)."""
         try:
             for message in messages:
-                frame = message.frame  # type: ignore[attr-defined]
-                if len(frame) < datawire.LENGTH.size or \
-                        datawire.LENGTH.unpack_from(frame)[0] != len(frame) - datawire.LENGTH.size:
-                    self.error = ("a Relay message must carry exactly one data-plane frame (its 8-byte length "
-                                  "prefix, then that many bytes)")
-                    self.stop()
+                if not self._forward(message):
                     return
-                self._sent += 1
-                self.touch(True)
-                self.sock.sendall(frame)
         except Exception as exc:  # noqa: BLE001 - cancelled stream or a closed worker socket: stop pumping
             log.debug("relay upstream ended: %s", exc)
         finally:
@@ -56,6 +62,24 @@ class RelayPump:
                 self.sock.shutdown(socket.SHUT_WR)  # the worker finishes what it has, then closes
             except OSError:
                 pass
+
+    def one_at_a_time(self, messages: Iterator[object]) -> Iterator[bytes]:
+        """Both directions in the calling thread, for a client that keeps one frame in flight (Session.run
+        says so in the call metadata): each message forwarded, then its reply returned - no hand-over
+        between threads per frame. A client that sends more anyway is served, one frame at a time."""
+        replies = self.downstream()
+        try:
+            for message in messages:
+                if not self._forward(message):
+                    return
+                reply = next(replies, None)
+                if reply is None:  # the worker closed (the caller asks why)
+                    return
+                yield reply
+        except OSError as exc:
+            log.debug("relay ended: %s", exc)
+            return
+        self.client_done.set()
 
     def downstream(self) -> Iterator[bytes]:
         """Worker -> client: one whole frame (length prefix included) per message, until the worker closes."""

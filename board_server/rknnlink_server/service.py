@@ -24,7 +24,7 @@ from rknnlink.runtime import RknnError
 from rknnlink.runtime.perf import parse_perf_detail
 from rknnlink.v1 import datawire
 from rknnlink.v1.messages import pb
-from rknnlink.v1.protocol import MD_CLIENT_ID, MD_OPERATOR_TOKEN, MD_SESSION_ID
+from rknnlink.v1.protocol import MD_CLIENT_ID, MD_OPERATOR_TOKEN, MD_RELAY_DEPTH, MD_SESSION_ID
 from rknnlink_server import MIN_CLIENT_PROTOCOL, PROTOCOL_VERSION, __version__
 from rknnlink_server.cache import FULL, INVALID, CacheError, ModelCache, check_sha
 from rknnlink_server.errors import DaemonError, loggable
@@ -649,11 +649,14 @@ class RknnLinkService:
                 theirs.close()  # the worker holds its own copy now
             pump = RelayPump(ours, datawire.frame_limit(4 * self.limits.max_message_bytes), touch)
             context.add_callback(pump.stop)
-            feeder = threading.Thread(target=pump.upstream, args=(request_iterator,), name=f"relay-{session.id}",
-                                      daemon=True)
-            feeder.start()
+            if metadata_value(context, MD_RELAY_DEPTH) == "1":
+                frames = pump.one_at_a_time(request_iterator)
+            else:
+                threading.Thread(target=pump.upstream, args=(request_iterator,), name=f"relay-{session.id}",
+                                 daemon=True).start()
+                frames = pump.downstream()
             try:
-                for frame in pump.downstream():
+                for frame in frames:
                     yield pb.RelayFrame(frame=frame)
             finally:
                 pump.close()

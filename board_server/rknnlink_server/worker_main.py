@@ -170,36 +170,87 @@ class Worker:
         return {"closed": True}, ()
 
 
+READERS = 2  # threads per data connection: one reads the next frame while the other runs (leader/follower)
+
+
 def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool) -> None:
     """One data connection handed over by the daemon: request frames in, reply frames out, in order.
 
     `greet`: answer the direct carrier's hello (a relay's socket has none). A runtime error is an error
     reply and the connection goes on; a corrupt frame gets an error reply and ends this connection only
     (the session keeps serving)."""
-    limit = datawire.frame_limit(max_bytes)
     try:
         if conn.family != socket.AF_UNIX:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(None)
         if greet:
             datawire.send_parts(conn, [datawire.encode_hello_reply(0, "attached")])
-        reader = datawire.FrameReader(conn)
-        while True:
-            try:
-                body = reader.read(limit)
-                request = None if body is None else datawire.parse_request(body)
-            except datawire.FrameError as exc:
-                datawire.send_parts(conn, datawire.encode_error(0, RKNN_ERR_PARAM_INVALID, "RKNN_ERR_PARAM_INVALID",
-                                                                f"corrupt data-plane frame: {exc}"))
-                _linger(conn)
-                return
-            if request is None:
-                return
-            datawire.send_parts(conn, _data_run(worker, *request))
+        _DataConnection(worker, conn, datawire.frame_limit(max_bytes)).serve()
     except (OSError, datawire.PeerClosedError) as exc:
         log.debug("data connection ended: %s", exc)
     finally:
         conn.close()
+
+
+class _DataConnection:
+    """The one loop of the data plane, run by READERS threads in turn (leader/follower): the thread holding
+    the read token reads and parses the next frame, takes its turn to run, and only then passes the token
+    on, so the next frame is read (the runtime releases the GIL) while this one runs, and frames still run
+    and are answered in the order they came. With one request in flight the token's hand-over happens off
+    the critical path: the next reader is already waiting in recv when the request arrives."""
+
+    def __init__(self, worker: Worker, conn: socket.socket, limit: int) -> None:
+        self.worker, self.conn, self.limit = worker, conn, limit
+        self.reader = datawire.FrameReader(conn)
+        self.read_token = threading.Lock()
+        self.turn = threading.Lock()
+        self.done = False
+
+    def serve(self) -> None:
+        helpers = [threading.Thread(target=self._loop, name="data", daemon=True) for _ in range(READERS - 1)]
+        for helper in helpers:
+            helper.start()
+        try:
+            self._loop()
+        finally:
+            for helper in helpers:
+                helper.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self.read_token:
+                if self.done:
+                    return
+                request: Any
+                try:
+                    body = self.reader.read(self.limit)
+                    request = None if body is None else datawire.parse_request(body)
+                except datawire.FrameError as exc:
+                    request = exc
+                except (OSError, datawire.PeerClosedError) as exc:
+                    log.debug("data connection ended: %s", exc)
+                    request = None
+                self.done = not isinstance(request, tuple)
+                self.turn.acquire()  # before the token goes on: frames run in the order they were read
+            try:
+                if request is None:
+                    return
+                if isinstance(request, datawire.FrameError):
+                    datawire.send_parts(self.conn, datawire.encode_error(
+                        0, RKNN_ERR_PARAM_INVALID, "RKNN_ERR_PARAM_INVALID", f"corrupt data-plane frame: {request}"))
+                    _linger(self.conn)
+                    return
+                datawire.send_parts(self.conn, _data_run(self.worker, *request))
+            except OSError as exc:
+                log.debug("data connection ended: %s", exc)
+                self.done = True
+                try:
+                    self.conn.shutdown(socket.SHUT_RDWR)  # wake the reader, if it waits
+                except OSError:
+                    pass
+                return
+            finally:
+                self.turn.release()
 
 
 def _linger(conn: socket.socket) -> None:

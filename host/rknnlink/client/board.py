@@ -20,7 +20,14 @@ from rknnlink.runtime import TensorAttr, numpy_dtype
 from rknnlink.runtime.library import as_input_array, output_type_of
 from rknnlink.v1 import datawire
 from rknnlink.v1.messages import make_stub, pb
-from rknnlink.v1.protocol import MAX_TENSORS, MD_CLIENT_ID, MD_OPERATOR_TOKEN, MD_SESSION_ID, MIN_DAEMON_PROTOCOL
+from rknnlink.v1.protocol import (
+    MAX_TENSORS,
+    MD_CLIENT_ID,
+    MD_OPERATOR_TOKEN,
+    MD_RELAY_DEPTH,
+    MD_SESSION_ID,
+    MIN_DAEMON_PROTOCOL,
+)
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -328,10 +335,18 @@ class Session:
         """
         with self._lock:
             link = self._link
-            if link is None or link.closed or not link.carrier.alive():
-                if link is not None:
-                    link.close()
-                link = self._link = self.pipeline(1)
+            if link is not None and link.alive():
+                try:
+                    return link.run(inputs, formats, pass_through, want_float)
+                except BoardError as exc:
+                    # A kept relay the daemon cut for idleness just now: the request never reached the
+                    # worker (it would have kept the stream alive); send it again on a fresh stream.
+                    if exc.status != grpc.StatusCode.CANCELLED or link.carrier.kind != "relay":
+                        raise
+                    log.debug("kept relay of session %s was cut (%s); reopening", self.id, exc)
+            if link is not None:
+                link.close()
+            link = self._link = self._pipeline(1)
             return link.run(inputs, formats, pass_through, want_float)
 
     @property
@@ -346,10 +361,13 @@ class Session:
 
     def pipeline(self, depth: int = 4) -> Pipeline:
         """A new carrier keeping up to `depth` requests in flight; results come back in order."""
-        return Pipeline(self._open_carrier(), depth, self._encode, self._request_id, self._max_reply_bytes(),
+        return self._pipeline(depth)
+
+    def _pipeline(self, depth: int) -> Pipeline:
+        return Pipeline(self._open_carrier(depth), depth, self._encode, self._request_id, self._max_reply_bytes(),
                         self._data_lost, self._probe)
 
-    def _open_carrier(self) -> Carrier:
+    def _open_carrier(self, depth: int = 0) -> Carrier:
         """The direct carrier where the endpoint has a data route, else the relay; a direct route that does not
         answer like the daemon's data port is given up (with a warning) for the relay, which always exists."""
         target = self.board.data_target() if self._direct else None
@@ -360,7 +378,8 @@ class Session:
                 log.warning("data channel at %s:%d unavailable (%s); relaying session %s through the daemon",
                             *target, exc, self.id)
                 self._direct = False
-        return RelayCarrier(self.board._stub.Relay, self.board._metadata + ((MD_SESSION_ID, self.id),))
+        metadata = self.board._metadata + ((MD_SESSION_ID, self.id),) + (((MD_RELAY_DEPTH, "1"),) if depth == 1 else ())
+        return RelayCarrier(self.board._stub.Relay, metadata)
 
     def _max_reply_bytes(self) -> int:
         """The most output bytes a reply may carry: float32 of every output, at least the message limit."""

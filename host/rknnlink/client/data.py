@@ -15,6 +15,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 from collections import deque
 from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -105,7 +106,11 @@ class DirectCarrier(Carrier):
 
 
 class RelayCarrier(Carrier):
-    """One gRPC Relay stream; the daemon pumps its frames to and from the session's worker."""
+    """One gRPC Relay stream; the daemon pumps its frames to and from the session's worker.
+
+    While a reply is overdue, a watchdog thread probes the daemon every PROBE_INTERVAL seconds: the probe
+    lets the daemon's per-call timeout end a hung worker, which then ends this stream with the session-lost
+    status (the probe's own error is only logged)."""
 
     kind = "relay"
     _END = object()
@@ -114,25 +119,41 @@ class RelayCarrier(Carrier):
         self._outgoing: queue.SimpleQueue = queue.SimpleQueue()
         self._call = relay(iter(self._outgoing.get, self._END), metadata=tuple(metadata))
         self.closed = False
+        self._waiting_since = 0.0  # time.monotonic() when receive() started waiting; 0 when not waiting
+        self._probe: Probe = None
+        self._watchdog: Optional[threading.Thread] = None
 
     def send(self, parts: Sequence[Any]) -> None:
         self._outgoing.put(pb.RelayFrame(frame=b"".join(parts)))
 
     def receive(self, limit: int, probe: Probe) -> memoryview:
-        watchdog = _Overdue(probe) if probe is not None else None
+        if probe is not None and self._watchdog is None:
+            self._probe = probe
+            self._watchdog = threading.Thread(target=self._watch, name="relay-probe", daemon=True)
+            self._watchdog.start()
+        self._waiting_since = time.monotonic()
         try:
             message = next(self._call)
         except StopIteration:
             raise datawire.PeerClosedError("the daemon ended the relay stream") from None
         finally:
-            if watchdog is not None:
-                watchdog.done()
+            self._waiting_since = 0.0
         frame = memoryview(message.frame)
         size = datawire.LENGTH.unpack_from(frame)[0] if frame.nbytes >= datawire.LENGTH.size else -1
         if size != frame.nbytes - datawire.LENGTH.size or size > limit:
             raise datawire.FrameError(f"a relayed frame of {frame.nbytes} bytes does not match its length prefix "
                                       f"or exceeds {limit} bytes")
         return frame[datawire.LENGTH.size:]
+
+    def _watch(self) -> None:
+        while not self.closed:
+            time.sleep(min(1.0, PROBE_INTERVAL))
+            since = self._waiting_since
+            if since and time.monotonic() - since > PROBE_INTERVAL and self._probe is not None:
+                try:
+                    self._probe()
+                except Exception as exc:  # noqa: BLE001 - the stream reports the failure itself
+                    log.debug("relay probe: %s", exc)
 
     def alive(self) -> bool:
         return not self.closed and not self._call.done()  # e.g. cut by the daemon's --idle-timeout
@@ -142,28 +163,6 @@ class RelayCarrier(Carrier):
             self.closed = True
             self._outgoing.put(self._END)
             self._call.cancel()
-
-
-class _Overdue:
-    """Runs `probe` every PROBE_INTERVAL seconds in a thread until done(): while the relay waits for a reply,
-    a probe through the daemon lets its per-call timeout end a hung worker, which then ends the stream with
-    the session-lost status (the probe's own error is only logged)."""
-
-    def __init__(self, probe: Callable[[], None]) -> None:
-        self._stop = threading.Event()
-        self._probe = probe
-        threading.Thread(target=self._loop, name="relay-probe", daemon=True).start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(PROBE_INTERVAL):
-            try:
-                self._probe()
-            except Exception as exc:  # noqa: BLE001 - the stream reports the failure itself
-                log.debug("relay probe: %s", exc)
-                return
-
-    def done(self) -> None:
-        self._stop.set()
 
 
 Encoder = Callable[[Any, Optional[Sequence[Optional[str]]], Optional[Sequence[bool]], bool], Tuple[list, bool]]
@@ -193,6 +192,10 @@ class Pipeline:
     def carrier_kind(self) -> str:
         """"direct" or "relay"."""
         return self.carrier.kind
+
+    def alive(self) -> bool:
+        """False once closed here or known to be ended by the other side."""
+        return not self.closed and self.carrier.alive()
 
     @property
     def _inflight(self) -> int:

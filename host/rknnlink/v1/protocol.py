@@ -18,6 +18,7 @@ MIN_DAEMON_PROTOCOL = 3   # the oldest daemon a client talks to
 MD_CLIENT_ID = "rknnlink-client-id"          # the client_id from Hello; scopes every session call
 MD_OPERATOR_TOKEN = "rknnlink-operator-token"  # GetStats of every client's sessions (the daemon's operator)
 MD_SESSION_ID = "rknnlink-session-id"        # the session a Relay stream carries frames for
+MD_RELAY_DEPTH = "rknnlink-relay-depth"      # "1": the client keeps one frame in flight (Session.run)
 # Trailing metadata of a failed call.
 MD_RKNN_CODE = "rknn-error-code"
 MD_RKNN_NAME = "rknn-error-name"
