@@ -254,3 +254,11 @@ def test_matmul_bias_add_does_not_fuse_where_it_must_not():
     two = g.op("Add", act, g.c(RNG.normal(0, 0.5, 6)))
     layers = [t for t, _ in check(g.model([a, shared, rows, two]))]
     assert "Gemm" not in layers and layers.count("MatMul") == 3
+
+
+def test_layer_scale_after_a_linear_folds_into_the_gemm():
+    """ConvNeXt: Linear -> Mul(gamma per channel) -> residual Add; the Mul goes into W and the bias."""
+    g = G([1, 4, 4, 8])
+    y = g.op("Sub", g.op("Mul", _linear(g, "x", 8, 8), g.c(RNG.normal(0, 0.5, 8))), g.c(RNG.normal(0, 1, 8)))
+    layers = [t for t, _ in check(g.model([g.op("Add", "x", y)]))]
+    assert layers == ["Reshape", "Gemm", "Reshape", "Add"]

@@ -308,6 +308,7 @@ class _Assembler:
         self.tensor_map: dict = {}
         self.quant_params: dict = {}
         self.act_dtype: dict = {}
+        self.weights_q: dict = {}  # (weight name, axis) -> quantize_weights result (the bias needs it too)
         self._check_float_layers()
 
     def _check_float_layers(self) -> None:
@@ -449,9 +450,15 @@ class _Assembler:
             return 0 if n.attrs.get("transB", 0) else 1
         return w.ndim - 1 if w.ndim == 2 else None
 
+    def quantized_weight(self, name: str, w: np.ndarray, axis: Optional[int]) -> tuple:
+        key = (name, axis)
+        if key not in self.weights_q:
+            self.weights_q[key] = quantize_weights(w, axis, search=self.config.quantized_algorithm == "mmse")
+        return self.weights_q[key]
+
     def quant_weight(self, n: LNode, name: str, w: np.ndarray) -> int:
         axis = self.weight_axis(n, w)
-        q, scales = quantize_weights(w, axis)
+        q, scales = self.quantized_weight(name, w, axis)
         n_ch = len(scales)
         amax = [float(s) * 127 for s in scales]
         lo = [float(v) for v in (np.min(np.moveaxis(w, axis, 0).reshape(n_ch, -1), axis=1) if axis is not None
@@ -500,7 +507,7 @@ class _Assembler:
             return b
         w = np.asarray(w, np.float32)
         axis = self.weight_axis(n, w)
-        q, scales = quantize_weights(w, axis)
+        q, scales = self.quantized_weight(n.inputs[1], w, axis)
         shape = [1] * w.ndim
         if axis is not None:
             shape[axis] = -1

@@ -606,6 +606,30 @@ def _linear_from(idx: _Index, add: LNode) -> Optional[tuple]:
     return mm, mm.inputs[0], w, bias
 
 
+def _fold_column_affine(idx: _Index, nodes: list, add: LNode, w: np.ndarray, bias: np.ndarray) -> tuple:
+    """Per-column constant Mul/Div/Add/Sub right after a Linear (ConvNeXt's layer scale) folded into W and
+    the bias: (W, bias, the folded nodes)."""
+    folded, end = [], add.outputs[0]
+    while True:
+        nxt = idx.consumer_chain_head(end, nodes)
+        split = idx.split_const(nxt) if nxt is not None else None
+        if split is None or tuple(idx.pg.shapes[nxt.outputs[0]]) != tuple(idx.pg.shapes[end]):
+            return w, bias, folded
+        _, c, const_first = split
+        vec = _channel_vector(np.asarray(c), tuple(idx.pg.shapes[end]), len(idx.pg.shapes[end]) - 1)
+        if vec is None or (nxt.op_type == "Div" and (const_first or np.any(vec == 0))):
+            return w, bias, folded
+        if nxt.op_type in ("Mul", "Div"):
+            scale = vec if nxt.op_type == "Mul" else 1.0 / vec
+            w, bias = w * scale[None, :], bias * scale
+        elif nxt.op_type == "Add" or (nxt.op_type == "Sub" and not const_first):
+            bias = bias + (vec if nxt.op_type == "Add" else -vec)
+        else:  # c - y
+            w, bias = -w, vec - bias
+        folded.append(nxt)
+        end = nxt.outputs[0]
+
+
 def fuse_linear_bias(nodes: list, pg: PreparedGraph) -> list:
     """MatMul(x, W) + b (W a constant 2-D matrix, b per column) -> [Reshape ->] Gemm [-> activation] [->
     Reshape]: the bias goes into the accumulator. A following activation moves before the last Reshape so
@@ -618,6 +642,10 @@ def fuse_linear_bias(nodes: list, pg: PreparedGraph) -> list:
             break
         add, (mm, x, w, bias) = found
         flat = len(pg.shapes[x]) > 2
+        w, bias, affine = _fold_column_affine(idx, nodes, add, np.asarray(w, np.float64), bias)
+        remove = [mm, add] + affine
+        add = affine[-1] if affine else add
+        w_name = _new_const(pg, f"{mm.inputs[1]}__folded_{add.name}", w.astype(np.float32)) if affine else mm.inputs[1]
         b_name = _new_const(pg, f"{mm.inputs[1]}__bias_{add.name}", bias.astype(np.float32))
         new = []
         a = x
@@ -630,10 +658,9 @@ def fuse_linear_bias(nodes: list, pg: PreparedGraph) -> list:
         if act is not None and (act.op_type not in FUSABLE_ACTS or act.act is not None):
             act = None
         gemm_out = _view_2d(pg, end) if flat else end
-        gemm = LNode("Gemm", mm.name, "MatMul", [a, mm.inputs[1], b_name], [gemm_out],
+        gemm = LNode("Gemm", mm.name, "MatMul", [a, w_name, b_name], [gemm_out],
                      {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0})
         new.append(gemm)
-        remove = [mm, add]
         if flat and act is not None:
             act_out = act.outputs[0]
             act.inputs = [gemm_out] + list(act.inputs[1:])
