@@ -430,6 +430,10 @@ class _Assembler:
         arr = arr.astype(np.float32)
         if int8 and n.op_type in WEIGHT_OPS and slot == 1:
             return self.quant_weight(n, name, arr)
+        if int8 and n.op_type in ("MatMul", "Gemm") and slot == 0:
+            # a folded constant left operand (e.g. DETR's object queries) times an activation: the int8
+            # GEMM takes int8 on both sides, so it is quantised per tensor like a weight
+            return self.quant_weight(n, name, arr, per_tensor=True)
         if int8 and n.op_type in ("Conv", "ConvTranspose", "Gemm") and slot == 2:
             idx = self.quant_bias(n, name, arr)
             if idx is not None:
@@ -456,8 +460,8 @@ class _Assembler:
             self.weights_q[key] = quantize_weights(w, axis, search=self.config.quantized_algorithm == "mmse")
         return self.weights_q[key]
 
-    def quant_weight(self, n: LNode, name: str, w: np.ndarray) -> int:
-        axis = self.weight_axis(n, w)
+    def quant_weight(self, n: LNode, name: str, w: np.ndarray, per_tensor: bool = False) -> int:
+        axis = None if per_tensor else self.weight_axis(n, w)
         q, scales = self.quantized_weight(name, w, axis)
         n_ch = len(scales)
         amax = [float(s) * 127 for s in scales]
