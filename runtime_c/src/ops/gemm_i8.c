@@ -238,7 +238,7 @@ int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch)
  * leaves to the direct evaluation (and NaN-free out-of-window ones) go through sim_i8_requant, so
  * the codes equal the scalar ones. */
 __attribute__((target("avx2"))) static void lut8_avx2(const sim_i8_epi *epi, __m256i acc, __m256 rs, int64_t ch,
-                                                      int8_t *dst)
+                                                      int step, int8_t *dst)
 {
     const sim_act_lut *t = epi->lut;
     __m256 real = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), rs);
@@ -259,31 +259,17 @@ __attribute__((target("avx2"))) static void lut8_avx2(const sim_i8_epi *epi, __m
         int32_t a[8];
         _mm256_storeu_si256((__m256i *)(void *)a, acc);
         for (int l = 0; l < 8; l++)
-            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a[l], ch);
+            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a[l], ch + l * step);
     }
 }
 
-/* HardSwish and HardSigmoid are cheaper to evaluate than to look up: 8 accumulators (bias included)
- * through the scalar formula's float operations in the same order (sim_apply_act, then / so,
- * sim_round_away, + zo, saturation), so each code equals sim_i8_requant's; lanes outside the range
- * where sim_round_away truncates (and NaN) go through the scalar code. */
-__attribute__((target("avx2"))) static void hard8_avx2(const sim_i8_epi *epi, __m256i acc, __m256 rs, int64_t ch,
-                                                       int8_t *dst)
+/* Stores sat(sim_round_away(v) + zo) for 8 lanes with the scalar rule's float operations, so the
+ * codes equal sim_i8_requant's; lanes outside the range where sim_round_away truncates (and NaN) go
+ * through sim_i8_requant itself (acc: the accumulators, bias included; lane l is channel ch + l * step). */
+__attribute__((target("avx2"))) static inline void code8_avx2(const sim_i8_epi *epi, __m256 v, __m256i acc, int64_t ch,
+                                                              int step, int8_t *dst)
 {
-    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
-    __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), rs), a;
-    if (epi->act == SIM_ACT_HARDSWISH) {
-        __m256 t = _mm256_add_ps(x, _mm256_set1_ps(3.0f));
-        /* t < 0 ? 0 : (t > 6 ? 6 : t), NaN kept like the scalar ternaries */
-        t = _mm256_blendv_ps(t, zero, _mm256_cmp_ps(t, zero, _CMP_LT_OQ));
-        t = _mm256_blendv_ps(t, _mm256_set1_ps(6.0f), _mm256_cmp_ps(t, _mm256_set1_ps(6.0f), _CMP_GT_OQ));
-        a = _mm256_div_ps(_mm256_mul_ps(x, t), _mm256_set1_ps(6.0f));
-    } else {
-        __m256 t = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(epi->p0), x), _mm256_set1_ps(epi->p1));
-        t = _mm256_blendv_ps(t, zero, _mm256_cmp_ps(t, zero, _CMP_LT_OQ));
-        a = _mm256_blendv_ps(t, one, _mm256_cmp_ps(t, one, _CMP_GT_OQ));
-    }
-    __m256 v = _mm256_div_ps(a, _mm256_set1_ps(epi->so));
+    const __m256 one = _mm256_set1_ps(1.0f);
     __m256 av = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
     __m256 inr = _mm256_cmp_ps(av, _mm256_set1_ps(4194304.0f), _CMP_LT_OQ);
     __m256 vi = _mm256_and_ps(v, inr); /* out-of-range lanes: 0 here, redone below */
@@ -300,8 +286,42 @@ __attribute__((target("avx2"))) static void hard8_avx2(const sim_i8_epi *epi, __
         int32_t a32[8];
         _mm256_storeu_si256((__m256i *)(void *)a32, acc);
         for (int l = 0; l < 8; l++)
-            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a32[l], ch);
+            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a32[l], ch + l * step);
     }
+}
+
+/* HardSwish and HardSigmoid are cheaper to evaluate than to look up: the scalar formula's float
+ * operations in the same order (sim_apply_act, then / so), then code8_avx2. */
+__attribute__((target("avx2"))) static void hard8_avx2(const sim_i8_epi *epi, __m256i acc, __m256 rs, int64_t ch,
+                                                       int step, int8_t *dst)
+{
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), rs), a;
+    if (epi->act == SIM_ACT_HARDSWISH) {
+        __m256 t = _mm256_add_ps(x, _mm256_set1_ps(3.0f));
+        /* t < 0 ? 0 : (t > 6 ? 6 : t), NaN kept like the scalar ternaries */
+        t = _mm256_blendv_ps(t, zero, _mm256_cmp_ps(t, zero, _CMP_LT_OQ));
+        t = _mm256_blendv_ps(t, _mm256_set1_ps(6.0f), _mm256_cmp_ps(t, _mm256_set1_ps(6.0f), _CMP_GT_OQ));
+        a = _mm256_div_ps(_mm256_mul_ps(x, t), _mm256_set1_ps(6.0f));
+    } else {
+        __m256 t = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(epi->p0), x), _mm256_set1_ps(epi->p1));
+        t = _mm256_blendv_ps(t, zero, _mm256_cmp_ps(t, zero, _CMP_LT_OQ));
+        a = _mm256_blendv_ps(t, one, _mm256_cmp_ps(t, one, _CMP_GT_OQ));
+    }
+    code8_avx2(epi, _mm256_div_ps(a, _mm256_set1_ps(epi->so)), acc, ch, step, dst);
+}
+
+/* No activation or a clamp: v = acc * mult, then lo and hi as the scalar ternaries, then code8_avx2. */
+__attribute__((target("avx2"))) static void linear8_avx2(const sim_i8_epi *epi, __m256i acc, __m256 mult, int64_t ch,
+                                                         int step, int8_t *dst)
+{
+    __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), mult);
+    if (epi->clamp) {
+        __m256 lo = _mm256_set1_ps(epi->lo), hi = _mm256_set1_ps(epi->hi);
+        v = _mm256_blendv_ps(v, lo, _mm256_cmp_ps(v, lo, _CMP_LT_OQ));
+        v = _mm256_blendv_ps(v, hi, _mm256_cmp_ps(v, hi, _CMP_GT_OQ));
+    }
+    code8_avx2(epi, v, acc, ch, step, dst);
 }
 
 __attribute__((target("avx2"))) static int64_t lut_row_avx2(const sim_i8_epi *epi, const float *acc,
@@ -316,11 +336,32 @@ __attribute__((target("avx2"))) static int64_t lut_row_avx2(const sim_i8_epi *ep
         __m256i a = acc ? _mm256_cvttps_epi32(_mm256_loadu_ps(acc + e))
                         : _mm256_loadu_si256((const __m256i *)(const void *)(acc32 + e));
         if (hard)
-            hard8_avx2(epi, _mm256_add_epi32(a, bv), rs, ch, y + e);
+            hard8_avx2(epi, _mm256_add_epi32(a, bv), rs, ch, 0, y + e);
         else
-            lut8_avx2(epi, _mm256_add_epi32(a, bv), rs, ch, y + e);
+            lut8_avx2(epi, _mm256_add_epi32(a, bv), rs, ch, 0, y + e);
     }
     return e;
+}
+
+/* One tile row whose channel is the column (Gemm/MatMul): 8 columns at a time with per-lane bias
+ * and scales; table, direct HardSwish/HardSigmoid or linear requantisation, codes equal to sim_i8_requant's. */
+__attribute__((target("avx2,fma"))) static int64_t percol_row_avx2(const sim_i8_epi *epi, const int32_t *t, int64_t nr,
+                                                                  int64_t col0, int8_t *y)
+{
+    int hard = epi->act == SIM_ACT_HARDSWISH || epi->act == SIM_ACT_HARDSIGMOID;
+    int linear = epi->act == SIM_ACT_NONE || epi->clamp;
+    int64_t j = 0;
+    for (; j + 8 <= nr; j += 8) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(t + j));
+        if (epi->bias) a = _mm256_add_epi32(a, _mm256_loadu_si256((const __m256i *)(const void *)(epi->bias + col0 + j)));
+        if (linear)
+            linear8_avx2(epi, a, _mm256_loadu_ps(epi->mult + col0 + j), col0 + j, 1, y + j);
+        else if (hard)
+            hard8_avx2(epi, a, _mm256_loadu_ps(epi->rscale + col0 + j), col0 + j, 1, y + j);
+        else
+            lut8_avx2(epi, a, _mm256_loadu_ps(epi->rscale + col0 + j), col0 + j, 1, y + j);
+    }
+    return j;
 }
 #endif
 
@@ -441,6 +482,16 @@ static void store_tile(const int32_t *t, int mr, int nr, int8_t *c8, int32_t *c3
                                      row0 + r, c8 + r * rs);
         return;
     }
+#ifdef SIM_HAVE_AVX2_I8
+    if (c8 && cs == 1 && epi->per_col && (epi->lut || epi->act == SIM_ACT_NONE || epi->clamp) && SIM_CPU_AVX2()) {
+        for (int r = 0; r < mr; r++) {
+            int64_t j = percol_row_avx2(epi, t + r * SIM_NR, nr, col0, c8 + r * rs);
+            for (; j < nr; j++)
+                c8[r * rs + j] = sim_i8_requant(epi, t[r * SIM_NR + j] + (epi->bias ? epi->bias[col0 + j] : 0), col0 + j);
+        }
+        return;
+    }
+#endif
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < nr; j++) {
             int64_t ch = epi->per_col ? col0 + j : row0 + r;
