@@ -606,7 +606,8 @@ class RKNN:
         model = read_model(self._single_model())
         shapes = [list(model.tensors[spec.tensor].shape) for spec in model.inputs]
         name = f"{self._source_name or 'model'}.rknn"
-        generate(self._model_bytes, name, shapes, output_path, inputs=inputs, overwrite=overwrite)
+        generate(self._model_bytes, name, shapes, output_path, inputs=inputs, overwrite=overwrite,
+                 reverse_channels=[spec.reverse_channels for spec in model.inputs])
         return 0
 
     def optimize_onnx(self, model, optimized_path=None, passes_enable=None, inputs_for_dump=None) -> int:
