@@ -168,7 +168,71 @@ class RelayCarrier(Carrier):
 Encoder = Callable[[Any, Optional[Sequence[Optional[str]]], Optional[Sequence[bool]], bool], Tuple[list, bool]]
 
 
-class Pipeline:
+class OrderedResults:
+    """Results in submission order, up to `depth` in flight: the part of a pipeline every session kind
+    shares (Pipeline over a carrier, rknnlink.client.local.InProcessPipeline). Subclasses provide submit(),
+    _receive() (the oldest result still in flight) and _inflight."""
+
+    depth: int
+    closed: bool
+    _ready: Deque[List[np.ndarray]]
+
+    @property
+    def _inflight(self) -> int:
+        raise NotImplementedError
+
+    def submit(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
+               pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> int:
+        raise NotImplementedError
+
+    def _receive(self) -> List[np.ndarray]:
+        raise NotImplementedError
+
+    def _make_room(self) -> None:
+        """Before a submit: when `depth` are in flight, collect the oldest result into the buffer."""
+        while self._inflight >= self.depth:
+            self._ready.append(self._receive())
+
+    def run(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
+            pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> List[np.ndarray]:
+        """One inference, waiting for its result (Session.run)."""
+        self.submit(inputs, formats, pass_through, want_float)
+        return self.get()
+
+    def get(self) -> List[np.ndarray]:
+        """The oldest outstanding result (blocks until it arrives)."""
+        if self._ready:
+            return self._ready.popleft()
+        if self._inflight == 0:
+            raise BoardError("no request is outstanding; submit() first")
+        return self._receive()
+
+    def results(self) -> Iterator[List[np.ndarray]]:
+        """Every outstanding result, in submission order."""
+        while self._ready or self._inflight:
+            yield self.get()
+
+    def map(self, inputs: Iterable[Any], **kwargs: Any) -> Iterator[List[np.ndarray]]:
+        """Run every item of `inputs`, keeping `depth` in flight; yields results in order."""
+        for item in inputs:
+            self.submit(item, **kwargs)
+            while self._ready:
+                yield self._ready.popleft()
+            if self._inflight >= self.depth:
+                yield self._receive()
+        yield from self.results()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> OrderedResults:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Pipeline(OrderedResults):
     """Inferences of one session over one carrier, up to `depth` in flight; results come back in order.
 
     submit() sends a request (when `depth` are in flight it first collects the oldest result into a
@@ -207,8 +271,7 @@ class Pipeline:
         if self.closed:
             raise BoardError("the pipeline is closed; open a new one with session.pipeline()")
         tensors, raw = self._encode(inputs, formats, pass_through, want_float)
-        while self._inflight >= self.depth:
-            self._ready.append(self._receive())
+        self._make_room()
         request_id = self._next_id()
         try:
             self.carrier.send(datawire.encode_request(request_id, tensors, raw))
@@ -216,35 +279,6 @@ class Pipeline:
             self._fail(exc)
         self._expected.append(request_id)
         return request_id
-
-    def run(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
-            pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> List[np.ndarray]:
-        """One inference, waiting for its result (Session.run)."""
-        self.submit(inputs, formats, pass_through, want_float)
-        return self.get()
-
-    def get(self) -> List[np.ndarray]:
-        """The oldest outstanding result (blocks until it arrives)."""
-        if self._ready:
-            return self._ready.popleft()
-        if self._inflight == 0:
-            raise BoardError("no request is outstanding; submit() first")
-        return self._receive()
-
-    def results(self) -> Iterator[List[np.ndarray]]:
-        """Every outstanding result, in submission order."""
-        while self._ready or self._inflight:
-            yield self.get()
-
-    def map(self, inputs: Iterable[Any], **kwargs: Any) -> Iterator[List[np.ndarray]]:
-        """Run every item of `inputs`, keeping `depth` in flight; yields results in order."""
-        for item in inputs:
-            self.submit(item, **kwargs)
-            while self._ready:
-                yield self._ready.popleft()
-            if self._inflight >= self.depth:
-                yield self._receive()
-        yield from self.results()
 
     def _fail(self, exc: BaseException) -> None:
         self.closed = True
@@ -280,9 +314,3 @@ class Pipeline:
         self.closed = True
         self._expected.clear()
         self.carrier.close()
-
-    def __enter__(self) -> Pipeline:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
