@@ -30,6 +30,7 @@ from rknnlink.v1.messages import pb
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 PROBE_INTERVAL = 10.0  # seconds without a reply before the daemon is asked whether the worker still lives
+CLOSE_TIMEOUT = 5.0    # seconds a closed relay stream may take to end before it is cancelled
 Probe = Optional[Callable[[], None]]
 
 
@@ -159,10 +160,25 @@ class RelayCarrier(Carrier):
         return not self.closed and not self._call.done()  # e.g. cut by the daemon's --idle-timeout
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._outgoing.put(self._END)
-            self._call.cancel()
+        """End the stream gracefully: the daemon sees the end, the worker finishes what it has (replies still
+        in flight are dropped here), and the stream no longer counts against this client's long-lived calls
+        when close() returns. A stream that does not end within CLOSE_TIMEOUT is cancelled."""
+        if self.closed:
+            return
+        self.closed = True
+        self._outgoing.put(self._END)
+        if self._call.done():
+            return
+        timer = threading.Timer(CLOSE_TIMEOUT, self._call.cancel)
+        timer.daemon = True
+        timer.start()
+        try:
+            for _ in self._call:
+                pass
+        except grpc.RpcError as exc:
+            log.debug("relay stream ended: %s", exc)
+        finally:
+            timer.cancel()
 
 
 Encoder = Callable[[Any, Optional[Sequence[Optional[str]]], Optional[Sequence[bool]], bool], Tuple[list, bool]]
@@ -292,6 +308,9 @@ class Pipeline(OrderedResults):
             rid, status, _run_us, payload = datawire.parse_reply(body, self._max_reply_bytes)
         except (OSError, grpc.RpcError, datawire.FrameError) as exc:
             self._fail(exc)
+        except BaseException:  # the probe found the session lost (or an interrupt): this carrier is done
+            self.close()
+            raise
         expected = self._expected.popleft()
         if status != 0 and rid == 0:  # the worker refused a frame itself and closes the carrier
             self.closed = True
