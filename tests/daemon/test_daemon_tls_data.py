@@ -114,3 +114,31 @@ def test_another_clients_session_is_unreachable_and_limits_hold(tls_daemon):
             rid, status, _us, payload = datawire.parse_reply(body, 1 << 20)
             assert rid == 0 and status != 0 and "frame" in payload[1]
         assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+
+
+def test_an_idle_tls_data_connection_is_closed(sim_library, tmp_path):
+    """Nothing moving for --idle-timeout + --call-timeout seconds (here 1 + 1) closes a pumped connection;
+    the session serves new ones."""
+    from rknnlink_server import tls
+    from rknnlink_server.server import Daemon, DaemonConfig
+
+    cert, key = tls.generate_self_signed("rknnlink-TLSIDLE", ["127.0.0.1"])
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    config = DaemonConfig(listen="127.0.0.1:0", backend="sim", platform="rk3588", library=sim_library,
+                          cache_dir=tmp_path / "cache", idle_timeout=1.0, call_timeout=1.0)
+    daemon = Daemon(config, server_credentials=tls.server_credentials(cert, key),
+                    data_tls=tls.data_port_context(tmp_path / "cert.pem", tmp_path / "key.pem")).start()
+    daemon.cert = cert
+    try:
+        with _board(daemon) as board:
+            session = board.load_model(sim_models.conv_relu_model()[0])
+            with _tls_connect(daemon) as sock:
+                sock.sendall(datawire.encode_hello(session.id, session._secret))
+                assert datawire.read_hello_reply(sock)[0] == 0
+                start = time.monotonic()
+                assert sock.recv(1) == b""  # closed by the daemon, not by this side
+                assert 1.5 < time.monotonic() - start < 8.0
+            assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+    finally:
+        daemon.stop()
