@@ -262,7 +262,10 @@ static void im2col_row_i8(const sim_conv_geom *g, const int8_t *xg, int32_t zx, 
             sim_valid_span(iw0, sw, g->in[2], seg, &lo, &hi);
             const int8_t *s0 = src + iw0;
             for (int64_t e = 0; e < lo; e++) r[e] = 0;
-            for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e * sw] - zx);
+            if (sw == 1) /* a loop the compiler vectorises */
+                for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e] - zx);
+            else
+                for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e * sw] - zx);
             for (int64_t e = hi; e < seg; e++) r[e] = 0;
         }
         j += seg;
