@@ -213,6 +213,19 @@ static void rows_case(uint32_t type, int nd, const int64_t *dims)
     tg_free(&tg);
 }
 
+static void resize_case(int mode, int coord)
+{
+    tgraph tg;
+    tg_init(&tg, SIM_OP_RESIZE);
+    int64_t xd[4] = {1, 5, 37, 29}, yd[4] = {1, 5, 74, 87};
+    tg_input(&tg, tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 4, xd, 3.0f));
+    tg_output(&tg, tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, yd, 0.0f));
+    tg_attr_i(&tg, "mode", mode);
+    tg_attr_i(&tg, "coord", coord);
+    check_split(mode ? "Resize linear" : "Resize nearest", &tg, 0);
+    tg_free(&tg);
+}
+
 void test_graph_fast(void)
 {
     test_vmath();
@@ -230,4 +243,7 @@ void test_graph_fast(void)
     rows_case(SIM_OP_LAYER_NORM, 3, rows);
     const int64_t flat[2] = {41, 3001};
     rows_case(SIM_OP_GELU, 2, flat);
+    resize_case(0, 0);
+    resize_case(1, 0);
+    resize_case(1, 2);
 }
