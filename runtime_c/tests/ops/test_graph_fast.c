@@ -226,6 +226,31 @@ static void resize_case(int mode, int coord)
     tg_free(&tg);
 }
 
+/* Binary op with broadcasting: a [2, 7, 45, 61] against b of shape bd; int8 quantises both and y. */
+static void eltwise_case(uint32_t type, const int64_t *bd, int b_const, int use_i8)
+{
+    tgraph tg;
+    tg_init(&tg, type);
+    int64_t ad[4] = {2, 7, 45, 61};
+    int a = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 4, ad, 2.0f);
+    int b = tg_tensor(&tg, SIM_F32, b_const ? SIM_T_CONST : SIM_T_INPUT, 4, bd, 2.0f);
+    int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, ad, 0.0f);
+    if (use_i8) {
+        tg_quant(&tg, a, 2.0f / 127.0f, 3);
+        if (!b_const) tg_quant(&tg, b, 2.0f / 120.0f, -5);
+        tg_quant(&tg, y, 4.0f / 127.0f, 1);
+    }
+    tg_input(&tg, a);
+    tg_input(&tg, b);
+    tg_output(&tg, y);
+    tg.op.act = SIM_ACT_RELU;
+    char what[96];
+    snprintf(what, sizeof what, "%s eltwise %u b [%lld,%lld,%lld,%lld]%s", use_i8 ? "int8" : "float", type,
+             (long long)bd[0], (long long)bd[1], (long long)bd[2], (long long)bd[3], b_const ? " const" : "");
+    check_split(what, &tg, use_i8);
+    tg_free(&tg);
+}
+
 void test_graph_fast(void)
 {
     test_vmath();
@@ -246,4 +271,12 @@ void test_graph_fast(void)
     resize_case(0, 0);
     resize_case(1, 0);
     resize_case(1, 2);
+    const int64_t same[4] = {2, 7, 45, 61}, chan[4] = {1, 7, 1, 1}, row[4] = {1, 1, 1, 61}, mid[4] = {2, 1, 45, 1};
+    for (int q = 0; q <= 1; q++) {
+        eltwise_case(SIM_OP_ADD, same, 0, q);
+        eltwise_case(SIM_OP_MUL, chan, 0, q);
+        eltwise_case(SIM_OP_MUL, chan, 1, q);
+        eltwise_case(SIM_OP_SUB, row, 0, q);
+        eltwise_case(SIM_OP_DIV, mid, 1, q);
+    }
 }
