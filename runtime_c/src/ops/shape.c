@@ -281,18 +281,29 @@ static int split_run(sim_kernel_call *call, int is_i8)
 
 /* ---- strided views: Slice and Transpose ---- */
 
-static void view_copy(const shape_priv *p, const mover *m, char *y, const char *x)
+typedef struct view_job {
+    const shape_priv *p;
+    const mover *m;
+    char *y;
+    const char *x;
+} view_job;
+
+/* Output rows [lo, hi) (rows of the last dim): pure copies, so any split gives the same bytes. */
+static void view_rows(void *arg, int64_t lo, int64_t hi, int tid)
 {
-    int64_t r = p->rank;
-    if (r == 0) {
-        move(m, y, x + p->base * (int64_t)m->esz, 1);
-        return;
+    const view_job *j = arg;
+    const shape_priv *p = j->p;
+    const mover *m = j->m;
+    int64_t r = p->rank, inner = p->odims[r - 1], ist = p->istr[r - 1];
+    int64_t idx[SIM_MAX_DIMS] = {0}, off = p->base, rest = lo;
+    (void)tid;
+    for (int64_t d = r - 2; d >= 0; d--) {
+        idx[d] = rest % p->odims[d];
+        rest /= p->odims[d];
+        off += idx[d] * p->istr[d];
     }
-    int64_t inner = p->odims[r - 1], ist = p->istr[r - 1], outer = 1;
-    for (int64_t d = 0; d < r - 1; d++) outer *= p->odims[d];
-    int64_t idx[SIM_MAX_DIMS] = {0}, off = p->base;
-    for (int64_t o = 0; o < outer; o++) {
-        move_strided(m, y + (size_t)(o * inner) * m->esz, x + off * (int64_t)m->esz, inner, ist);
+    for (int64_t o = lo; o < hi; o++) {
+        move_strided(m, j->y + (size_t)(o * inner) * m->esz, j->x + off * (int64_t)m->esz, inner, ist);
         for (int64_t d = r - 2; d >= 0; d--) {
             off += p->istr[d];
             if (++idx[d] < p->odims[d]) break;
@@ -300,6 +311,20 @@ static void view_copy(const shape_priv *p, const mover *m, char *y, const char *
             idx[d] = 0;
         }
     }
+}
+
+static void view_copy(const sim_kernel_call *call, const shape_priv *p, const mover *m, char *y, const char *x)
+{
+    int64_t r = p->rank;
+    if (r == 0) {
+        move(m, y, x + p->base * (int64_t)m->esz, 1);
+        return;
+    }
+    int64_t outer = 1;
+    for (int64_t d = 0; d < r - 1; d++) outer *= p->odims[d];
+    view_job j = {p, m, y, x};
+    if (outer > 1 && outer * p->odims[r - 1] >= 32768) sim_parallel(call, view_rows, &j, outer);
+    else view_rows(&j, 0, outer, 0);
 }
 
 static int slice_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
@@ -405,7 +430,7 @@ static int view_run(sim_kernel_call *call, int is_i8)
     if (!p || !x || !y || make_mover(call, 0, is_i8, &m, lut)) return SIM_ERR_FAIL;
     int64_t total = 1;
     for (int64_t d = 0; d < p->rank; d++) total *= p->odims[d];
-    if (total > 0) view_copy(p, &m, y, x);
+    if (total > 0) view_copy(call, p, &m, y, x);
     return finish(call, is_i8);
 }
 

@@ -251,6 +251,32 @@ static void eltwise_case(uint32_t type, const int64_t *bd, int b_const, int use_
     tg_free(&tg);
 }
 
+static void transpose_case(int use_i8)
+{
+    tgraph tg;
+    tg_init(&tg, SIM_OP_TRANSPOSE);
+    int64_t xd[4] = {2, 48, 33, 35}, yd[4] = {2, 33, 35, 48}, perm[4] = {0, 2, 3, 1};
+    int x = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 4, xd, 3.0f);
+    int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, yd, 0.0f);
+    if (use_i8) {
+        tg_quant(&tg, x, 3.0f / 127.0f, 2);
+        tg_quant(&tg, y, 3.0f / 127.0f, 2);
+    }
+    tg_input(&tg, x);
+    tg_output(&tg, y);
+    tg_attr_is(&tg, "perm", 4, perm);
+    check_split(use_i8 ? "int8 Transpose" : "Transpose", &tg, use_i8);
+    int64_t bad = 0;
+    for (int64_t n = 0; n < 2; n++)
+        for (int64_t c = 0; c < 48; c++)
+            for (int64_t e = 0; e < 33 * 35; e++) {
+                size_t src = (size_t)((n * 48 + c) * 33 * 35 + e), dst = (size_t)((n * 33 * 35 + e) * 48 + c);
+                bad += use_i8 ? tg.q[y][dst] != tg.q[x][src] : tg.f[y][dst] != tg.f[x][src];
+            }
+    tg_check_true("Transpose moves every element to its place", bad == 0);
+    tg_free(&tg);
+}
+
 void test_graph_fast(void)
 {
     test_vmath();
@@ -278,5 +304,6 @@ void test_graph_fast(void)
         eltwise_case(SIM_OP_MUL, chan, 1, q);
         eltwise_case(SIM_OP_SUB, row, 0, q);
         eltwise_case(SIM_OP_DIV, mid, 1, q);
+        transpose_case(q);
     }
 }
