@@ -73,6 +73,19 @@ static int pack_const_b(mm_priv *p, const sim_tensor *b)
     return 0;
 }
 
+/* The int8 GEMM takes int8 A and B (a constant B may be float: it is quantised per column at prepare).
+ * A model whose layer runs in int8 (sim_op_int8_io) with a float or per-channel A is refused here, at
+ * rknn_init, naming the layer, rather than failing at rknn_run. */
+static int check_i8_operands(const sim_graph *g, const sim_op *op, const sim_tensor *a, char *err, size_t err_len)
+{
+    if (!sim_op_int8_io(g, op) || (a->dtype == SIM_I8 && a->qnt != SIM_Q_CHANNEL)) return 0;
+    return sim_fail(err, err_len, op,
+                    "runs in int8 but its A operand '%s' is a %s%s %s: the int8 GEMM needs an int8 A with one "
+                    "scale (rebuild with rknnlink, which quantises a constant A, or keep this layer in float16)",
+                    a->name, a->qnt == SIM_Q_CHANNEL ? "per-channel " : "", sim_dtype_name(a->dtype),
+                    a->kind == SIM_T_CONST ? "constant" : "activation");
+}
+
 static int gemm_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
 {
     char b1[96], b2[96], b3[96];
@@ -129,6 +142,11 @@ static int gemm_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_le
     if (b->kind == SIM_T_CONST && b->fdata && pack_const_b(p, b)) {
         mm_release(op);
         return sim_fail(err, err_len, op, "out of memory packing B");
+    }
+    int bad = check_i8_operands(g, op, a, err, err_len);
+    if (bad) {
+        mm_release(op);
+        return bad;
     }
     if (a->dtype == SIM_I8) {
         int rc = sim_mm_i8_prepare(g, op, p->m, p->n, p->k, p->a_rs, p->a_cs, p->b_rs, p->b_cs, p->alpha, &p->i8, err,
@@ -210,6 +228,11 @@ static int matmul_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_
     if (b->kind == SIM_T_CONST && b->fdata && pack_const_b(p, b)) {
         mm_release(op);
         return sim_fail(err, err_len, op, "out of memory packing B");
+    }
+    int bad = check_i8_operands(g, op, a, err, err_len);
+    if (bad) {
+        mm_release(op);
+        return bad;
     }
     if (a->dtype == SIM_I8) {
         int rc = sim_mm_i8_prepare(g, op, p->m, p->n, p->k, p->a_rs, p->a_cs, p->b_rs, p->b_cs, 1.0f, &p->i8, err,
