@@ -59,33 +59,6 @@ def _sigmoid_net(path: Path, custom: bool) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
 
 
-def test_dual_residual_example_in_process_and_after_export(work):
-    _dual_residual(work / "dual_residual.onnx")
-    rng = np.random.default_rng(1)
-    x, y = rng.standard_normal((2, 1, 3, 10, 10)).astype(np.float32)
-    rknn = RKNN(verbose=True)
-    rknn.config(target_platform="rk3588")
-    assert rknn.reg_custom_op(cstDualResidual()) == 0
-    assert rknn.load_onnx(model="dual_residual.onnx") == 0
-    assert rknn.build(do_quantization=False) == 0
-    assert rknn.export_rknn("dual_residual_custom.rknn") == 0
-    assert rknn.init_runtime() == 0
-    outputs = rknn.inference(inputs=[x.transpose(0, 2, 3, 1), y.transpose(0, 2, 3, 1)])  # NHWC, as the example
-    np.testing.assert_allclose(outputs[0], x * 0.5 - y, rtol=1e-6)
-    np.testing.assert_allclose(outputs[1], y * 0.5 - x, rtol=1e-6)
-    rknn.release()
-
-    loaded = RKNN()
-    assert loaded.load_rknn("dual_residual_custom.rknn") == 0
-    with pytest.raises(ValueError, match="reg_custom_op"):
-        loaded.init_runtime()
-    loaded.reg_custom_op(cstDualResidual())
-    assert loaded.init_runtime() == 0
-    again = loaded.inference(inputs=[x, y], data_format=["nchw", "nchw"])
-    np.testing.assert_array_equal(again[0], outputs[0])
-    loaded.release()
-
-
 def test_bad_custom_op_class_is_explained():
     class NoCompute:
         op_type = "cstX"

@@ -4,6 +4,7 @@ eval_perf CSV."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -153,3 +154,47 @@ def test_rknn_convert_yaml_as_the_model_zoo_calls_it(demo):
     bad = subprocess.run([sys.executable, "-m", "rknnlink.api.rknn_convert", "-t", "rk3566", "-i", "missing.yml"],
                          capture_output=True, text=True, cwd=demo)
     assert bad.returncode == 1 and "not exist" in bad.stderr
+
+
+def _rknn_convert(cwd: Path, *args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rknnlink.api.rknn_convert", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env)
+
+
+def test_rknn_convert_direct_mode_takes_the_toolkits_options(demo):
+    """The toolkit's own example command line (its -h), with every option of its direct mode."""
+    from rknnlink.model import format as fmt
+
+    out = demo / "out"
+    done = _rknn_convert(demo, "-i", "demo.onnx", "-o", "./out", "-t", "rk3588", "-do_Quant", "dataset.txt",
+                         "-mean", "[[0,0,0]]", "-std", "[[255,255,255]]", "-onnx_inputs", "{'input':[1,3,64,64]}",
+                         "-onnx_outputs", "['logits']", "-Quant_algorithm", "kl_divergence", "-RGB2BGR",
+                         "-compress_weight", "-single_core_mode", "-Quant_dtype", "w8a8",
+                         "-custom_hybrid", "[['r1','c3']]", "-a", "calib_0.npy")
+    assert done.returncode == 0, done.stderr
+    assert "output rknn path: out/demo.rknn" in done.stdout
+    model = fmt.read_model((out / "demo.rknn").read_bytes())
+    assert model.inputs[0].reverse_channels and model.target_platform == "rk3588"
+    np.testing.assert_allclose(model.inputs[0].std, [255.0] * 3)
+    # -custom_hybrid: the operators from r1 to c3 (dwconv, relu6, pwconv) are float16, the others int8
+    dtypes = {op.name: model.tensors[op.outputs[0]].dtype for op in model.ops}
+    assert dtypes["dwconv"] == dtypes["pwconv"] == fmt.FLOAT16 and dtypes["conv1"] == fmt.INT8, dtypes
+    assert "dwconv: float16" in (demo / "demo.quantization.cfg").read_text()  # step1's files, in the cwd
+    assert "-custom_hybrid" in (out / "rknn_convert_log.txt").read_text()  # the toolkit's command log
+    assert (demo / "snapshot" / "error_analysis.txt").is_file()  # -a: on the simulator
+
+    # a .rknn is loaded for -e (here on a simulated board: the default device); accuracy_analysis needs the
+    # float model, as in the toolkit; the toolkit's other dtypes cannot apply to the int8-only simulated NPU
+    again = _rknn_convert(demo, "-i", "out/demo.rknn", "-t", "rk3588", "-e",
+                          env={**os.environ, "RKNNLINK_DEVICE": "sim"})
+    assert again.returncode == 0, again.stderr
+    assert "Memory Profile Info Dump" in again.stdout and "Total Time(us)" in again.stdout
+    bad = _rknn_convert(demo, "-i", "out/demo.rknn", "-t", "rk3588", "-a", "calib_2.npy")
+    assert bad.returncode == 1 and "load_onnx() and build()" in bad.stderr
+    bad = _rknn_convert(demo, "-i", "demo.onnx", "-t", "rk3588", "-Quant_dtype", "w16a16i")
+    assert bad.returncode == 1 and "w16a16i" in bad.stderr and "w8a8" in bad.stderr
+    bad = _rknn_convert(demo, "-i", "demo.onnx", "-t", "rk3588", "-custom_hybrid", "[['c3','r1']]",
+                        "-do_Quant", "dataset.txt")
+    assert bad.returncode == 1 and "no path from 'c3' to 'r1'" in bad.stderr
+    bad = _rknn_convert(demo, "-i", "demo.onnx", "-t", "rk3588", "-custom_hybrid", "[['r1','c3']]")
+    assert bad.returncode == 1 and "-do_Quant" in bad.stderr

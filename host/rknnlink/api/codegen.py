@@ -161,8 +161,9 @@ simulated NPU has the same C API: `python -m rknnlink.api.codegen --runtime-dir`
 """
 
 
-def _input_npy(item, spec_shape: Sequence[int], folder: Path, index: int) -> str:
-    """Write input `index` as NHWC .npy (images: uint8 RGB); returns its path relative to the demo folder."""
+def _input_npy(item, spec_shape: Sequence[int], folder: Path, index: int, reverse_channels: bool = False) -> str:
+    """Write input `index` as NHWC .npy; returns its path relative to the demo folder. Images are uint8 RGB,
+    or BGR when the model was built with quant_img_RGB2BGR: the channel order it was calibrated on."""
     path = Path(item)
     if not path.is_file():
         raise ValueError(f"codegen: input {path} not exists!")
@@ -176,6 +177,8 @@ def _input_npy(item, spec_shape: Sequence[int], folder: Path, index: int) -> str
 
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"), np.uint8)[None]
+        if reverse_channels:
+            array = array[..., ::-1]
     name = f"input_{index}.npy"
     np.save(folder / "data" / name, np.ascontiguousarray(array))
     return f"data/{name}"
@@ -198,7 +201,7 @@ def runtime_dir(target: Optional[Path] = None) -> Path:
 
 
 def generate(model_bytes: bytes, model_name: str, input_shapes: Sequence[Sequence[int]], output_path,
-             inputs=None, overwrite: bool = False) -> Path:
+             inputs=None, overwrite: bool = False, reverse_channels: Optional[Sequence[bool]] = None) -> Path:
     folder = Path(output_path)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise ValueError(f"codegen: {folder} exists and is not empty; pass overwrite=True to replace it")
@@ -214,7 +217,9 @@ def generate(model_bytes: bytes, model_name: str, input_shapes: Sequence[Sequenc
             np.save(folder / "data" / f"input_{index}.npy", np.zeros(nhwc, np.uint8))
         paths = [f"data/input_{i}.npy" for i in range(len(input_shapes))]
     else:
-        paths = [_input_npy(item, shape, folder, i) for i, (item, shape) in enumerate(zip(inputs, input_shapes))]
+        reverse = list(reverse_channels or [False] * len(input_shapes))
+        paths = [_input_npy(item, shape, folder, i, reverse[i])
+                 for i, (item, shape) in enumerate(zip(inputs, input_shapes))]
     main_c = _MAIN_C % {"model": model_name, "model_path": f"model/{model_name}", "n_inputs": len(paths),
                         "inputs": ", ".join(f'"{p}"' for p in paths)}
     (folder / "src" / "main.c").write_text(main_c)

@@ -7,6 +7,7 @@ without a board; errors say what was wrong and how to fix it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -271,12 +272,18 @@ class RKNN:
 
         if self._onnx is None:
             raise ValueError("No model loaded: call load_onnx() before hybrid_quantization_step1().")
-        if proposal or custom_hybrid:
-            log.warning("hybrid_quantization_step1: proposal/custom_hybrid are not supported; edit "
-                        "custom_quantize_layers in the .quantization.cfg file instead.")
+        if proposal:
+            log.warning("hybrid_quantization_step1: proposal is not supported; name sub-graphs with "
+                        "custom_hybrid, or edit custom_quantize_layers in the .quantization.cfg file.")
+        from rknnlink.api import hybrid
+
+        layers = hybrid.nodes_between(self._onnx, custom_hybrid) if custom_hybrid else []
         name = self._source_name or self._onnx.graph.name or "model"
         paths = hybrid_quantization_step1(self._onnx, self._build_config(), dataset, out_dir=Path.cwd(),
                                           name=name, rknn_batch_size=rknn_batch_size)
+        if layers:
+            known = json.loads(Path(paths[1]).read_text())["layers"]
+            hybrid.write_float_layers(Path(paths[2]), layers, known)
         log.info("hybrid_quantization_step1: wrote %s", ", ".join(paths))
         return 0
 
@@ -606,7 +613,8 @@ class RKNN:
         model = read_model(self._single_model())
         shapes = [list(model.tensors[spec.tensor].shape) for spec in model.inputs]
         name = f"{self._source_name or 'model'}.rknn"
-        generate(self._model_bytes, name, shapes, output_path, inputs=inputs, overwrite=overwrite)
+        generate(self._model_bytes, name, shapes, output_path, inputs=inputs, overwrite=overwrite,
+                 reverse_channels=[spec.reverse_channels for spec in model.inputs])
         return 0
 
     def optimize_onnx(self, model, optimized_path=None, passes_enable=None, inputs_for_dump=None) -> int:
