@@ -199,14 +199,15 @@ def fit_rows(results: dict, models: Sequence[str], pf: Platform) -> list:
              1.0 / PUBLISHED[n][1][idx]) for n in models]
 
 
-# The table cannot tell depthwise and element-wise work apart from dense work (their share of every model is
-# small): they are tied to the dense rate instead. A depthwise MAC slot costs 16 dense ones: the vendor
-# compiler's rk3588 estimates run depthwise at 64 MAC/cycle on a 1024-MAC core. An element-wise operation
-# costs 10 (no vendor figure: its estimates are 0 cycles for element-wise layers; ~10 % of the array).
+# The table cannot tell depthwise and element-wise work apart from dense work well (their share of most models
+# is small): they are tied to the dense rate instead, at the vendor compiler's figures for rk3588. A depthwise
+# MAC slot costs 16 dense ones (64 MAC/cycle on a 1024-MAC core); an element-wise operation goes through the
+# output stage, 8 elements per cycle on a 1024-MAC core, so it costs OUTPUT_STAGE_MACS dense MAC slots.
 DEPTHWISE_SLOWDOWN = 16.0
-ELTWISE_SLOWDOWN = 10.0
+ELTWISE_SLOWDOWN = float(OUTPUT_STAGE_MACS)
 # The fit's free constants per platform: layer overhead (us), ns per 1000 dense MAC slots, ns per activation
-# element, s per 1e10 bytes, 1 / fp16 ratio. A weak prior (weight PRIOR_WEIGHT per unit of log) pulls each
+# element, s per 1e10 bytes, 1 / fp16 ratio; the dense rate at most the int8 peak and the bandwidth at most
+# the DDR peak. A weak prior (weight PRIOR_WEIGHT per unit of log) pulls each
 # towards the published figure (dense rate = the int8 peak, bandwidth = 70 % of the DDR peak, fp16 at a
 # quarter of int8) or a neutral value (25 us per layer, 0.3 ns per activation element): the half-table fits
 # of the held-out check have 14 models for 5 constants, and without it two constants can trade off wildly.
@@ -247,6 +248,7 @@ def fit(rows: Sequence[Tuple[np.ndarray, float, float]], pf: Platform) -> np.nda
         return np.concatenate([np.log(estimate(z, f, io_s)) - np.log(pub), PRIOR_WEIGHT * (z - z0)])
     lower = np.full(5, -np.inf)
     lower[1] = z0[1]  # no faster than the published int8 peak: the padded MAC slots are what the array runs
+    lower[3] = np.log(1e10 / pf.io_bytes_per_s)  # and no more bandwidth than the DDR peak
     return theta_from(least_squares(residual, z0 + 1e-9, bounds=(lower, np.inf)).x)
 
 

@@ -199,3 +199,15 @@ def test_board_detects_b_variants_before_their_prefix(tmp_path):
         compatible = tmp_path / soc
         compatible.write_bytes(f"vendor,board\0rockchip,{soc}\0".encode())
         assert detect_platform(compatible) == soc
+
+
+def test_every_row_is_physically_plausible_and_keeps_the_ties(lib):
+    from rknnlink.runtime.platforms import platform_table
+    for row in platform_table():
+        # the fit bounds the dense rate by the published int8 peak and the bandwidth by the DDR peak (3 digits)
+        assert row.dense_macs_per_cycle <= row.peak_int8_macs_per_cycle * 1.005, row.name
+        assert row.ddr_bytes_per_s <= row.io_bytes_per_s * 1.005, row.name
+        # depthwise at a 16th of the dense rate, element-wise at the output stage's 128th (docs/cost-model.md)
+        assert row.depthwise_macs_per_cycle == pytest.approx(row.dense_macs_per_cycle / 16, rel=0.01), row.name
+        assert row.eltwise_per_cycle == pytest.approx(row.dense_macs_per_cycle / 128, rel=0.01), row.name
+        assert 0 < row.fp16_ratio < 1 and row.layer_overhead_us > 0, row.name
