@@ -10,10 +10,11 @@ estimate/published, median |error|, share within +-25% (acceptance: >= 85 %, <= 
 The cost model is linear in its per-platform constants (docs/cost-model.md), so the same run fits them: the
 per-layer work the simulator reports (rknnlink_layer_info: cost class, MACs, activation elements, bytes) times
 1/rate, plus the layer overhead. ``--fit`` prints the constants fitted on all models as C rows for
-runtime_c/src/platforms.c; every run also fits on half of the models and reports the error on the other half.
-Before fitting, the bench checks that this formula reproduces the simulator's own estimates exactly.
+runtime_c/src/platforms.c; every run also fits on half of the models and reports the error on the other half
+(halves stratified by architecture family). Before fitting, the bench checks that this formula reproduces the
+simulator's own estimates. ``--save`` keeps the measured layers, ``--load`` refits from them without building.
 
-Usage: python bench/bench_cost_model.py [--models a,b,...] [--fit] [--no-run] [--check] [--save FILE]
+Usage: python bench/bench_cost_model.py [--models a,b,...] [--fit] [--no-run] [--check] [--save F | --load F]
 """
 
 from __future__ import annotations
