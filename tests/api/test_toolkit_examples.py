@@ -603,6 +603,13 @@ def test_functions_custom_op_convert_custom_onnx_to_rknn(work):
         np.testing.assert_allclose(output, golden, rtol=1e-6)  # float, computed by the op's numpy code
     rknn.release()
 
+    # the C runtime refuses the bundle, saying why and what to do (docs/toolkit-compatibility.md)
+    from rknnlink.runtime.errors import RknnError
+    from rknnlink.runtime.library import RuntimeLibrary
+
+    with pytest.raises(RknnError, match="custom operators.*reg_custom_op"):
+        RuntimeLibrary.load(backend="sim").init(Path("dual_residual_custom.rknn").read_bytes())
+
     loaded = RKNN()
     assert loaded.load_rknn("dual_residual_custom.rknn") == 0
     with pytest.raises(ValueError, match="reg_custom_op"):
