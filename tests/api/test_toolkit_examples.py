@@ -5,8 +5,8 @@ example reads back. The models are small stand-ins generated here (same inputs, 
 smaller images to stay fast); images are saved as the example's .jpg files and read the way its cv2 calls
 would give them (HWC uint8). Examples that load Caffe or TensorFlow models get stand-ins in those formats
 (written with rknnlink's caffe.proto and frozen by TensorFlow itself); each also has an ONNX twin running the
-same body. Every output is compared with the float network run elsewhere: torch for the Caffe nets, a TensorFlow
-session for the frozen graphs, onnxruntime for the ONNX twins.
+same body. The function examples' outputs are compared with the float network run by another engine: torch for
+the Caffe nets, a TensorFlow session for the frozen graphs, onnxruntime for the ONNX twins.
 """
 
 from __future__ import annotations
