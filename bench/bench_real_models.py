@@ -53,12 +53,19 @@ def main() -> int:
     ap.add_argument("--small", action="store_true", help="the reduced CI copies")
     ap.add_argument("--no-toolkit", action="store_true", help="skip RKNN-Toolkit2 even when configured")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    ap.add_argument("--toolkit-json", type=Path, default=None,
+                    help="take the toolkit's columns from an earlier --json run instead of running it again "
+                         "(same corpus files and algorithm; the toolkit's numbers do not change between runs)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TQDM_DISABLE", "1")  # calibration progress bars would interleave with the table
     names = [n for n in args.only.split(",") if n] or list(BY_NAME)
     folders = build_all(names, small=args.small)
     tk = None if args.no_toolkit else run.toolkit_python()
+    earlier = {}
+    if args.toolkit_json:
+        earlier = {(r["model"], r["mode"]): r for r in json.loads(args.toolkit_json.read_text()) if "mode" in r}
+        tk = f"earlier run {args.toolkit_json}"
     print(f"toolkit: {tk or 'not configured (set ' + run.TOOLKIT_ENV + ')'}; algorithm {args.algorithm}")
     head = (f"{'model':18s} {'mode':5s} {'metric':12s} {'fid':>7s} {'tk fid':>7s} {'task':>6s} {'tk task':>7s} "
             f"{'build s':>7s} {'tk s':>6s}  note")
@@ -77,8 +84,16 @@ def main() -> int:
             quant = mode == "int8"
             ours = run.run_rknnlink(folder, quant, args.algorithm)
             fid, task = run.score(folder, ref, ours)
-            theirs = run.run_toolkit(folder, quant, args.algorithm, tk) if tk else run.RunResult(error="")
-            tfid, ttask = run.score(folder, ref, theirs) if tk else (float("nan"), float("nan"))
+            if earlier:
+                old = earlier.get((name, mode), {})
+                tk_note = [e for e in old.get("note", "").split("; ") if e.startswith("toolkit")]
+                missing = "" if old else "toolkit: not in the earlier run"
+                theirs = run.RunResult(build_s=old.get("toolkit_build_s", float("nan")),
+                                       error=tk_note[0] if tk_note else missing)
+                tfid, ttask = old.get("toolkit_fidelity", float("nan")), old.get("toolkit_task", float("nan"))
+            else:
+                theirs = run.run_toolkit(folder, quant, args.algorithm, tk) if tk else run.RunResult(error="")
+                tfid, ttask = run.score(folder, ref, theirs) if tk else (float("nan"), float("nan"))
             note = "; ".join(e for e in (ours.error, theirs.error) if e)
             if tk and not ours.error and not theirs.error:
                 # fp16 rows differ by float noise (1e-6); int8 rows are compared strictly

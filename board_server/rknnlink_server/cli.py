@@ -37,11 +37,12 @@ def register(subparsers: "argparse._SubParsersAction") -> None:  # noqa: UP037 -
                        help="TCP port of the direct inference data channel (loopback listeners only; default: the "
                             "gRPC port + 1, or a free port when the gRPC port is 0)")
     serve.add_argument("--no-data-port", action="store_true",
-                       help="no direct data channel: inference goes through gRPC")
+                       help="no direct data channel: every client relays its frames through the daemon")
     serve.add_argument("--client-grace", type=float, default=10.0,
                        help="seconds a client may stay connected without its Watch stream (default 10)")
     serve.add_argument("--idle-timeout", type=float, default=60.0,
-                       help="seconds an upload, RunStream or dump download may wait for its peer (default 60)")
+                       help="seconds an upload, relay stream or dump download may be silent (a relay stream with a "
+                            "run in the worker: plus --call-timeout; default 60)")
     serve.add_argument("--operator-token-file", type=Path,
                        help="file with the operator token (created on first use): GetStats with it lists every "
                             "client's sessions")

@@ -1,8 +1,7 @@
-"""The daemon's data port: authenticate a client's raw TCP connection and hand it to the session's worker.
-
-Inference through gRPC plus the daemon->worker hop costs ~1 ms per call in Python; with the socket handed
-over (SCM_RIGHTS on the worker's Unix socket) the client talks to the worker directly. Offered only on
-loopback listeners (adb forward, USB bridge, local), where no TLS is expected; see rknnlink.v1.datawire.
+"""The daemon's data port, the direct carrier of the data plane: authenticate a client's raw TCP connection
+and hand it to the session's worker (SCM_RIGHTS on the worker's Unix socket), so the client talks to the
+worker with nothing in between. Offered only on loopback listeners (adb forward, local), where no TLS is
+expected; every other route relays the same frames (rknnlink_server.relay). See rknnlink.v1.datawire.
 """
 
 from __future__ import annotations
@@ -99,12 +98,9 @@ class DataListener:
                                       f"and data_secret from CreateSession")
         worker = session.worker
         if not worker.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            return datawire.REFUSED, ("the session is busy with another call (a gRPC stream holds it); retry "
-                                      "when it ends")
+            return datawire.REFUSED, "the session is busy with another call; retry when it ends"
         try:
-            worker.send({"op": "attach", "max_bytes": self._max_bytes})
-            socket.send_fds(worker.sock, [b"F"], [conn.fileno()])
-            worker.recv()
+            worker.attach(conn, self._max_bytes, greet=True)
         except WorkerError as exc:
             return datawire.REFUSED_SESSION_LOST, str(self._on_lost(session, exc))
         except OSError as exc:

@@ -1,5 +1,6 @@
-"""The rknnlink.v1 gRPC service: handshake, model cache, sessions (one runtime worker process each),
-inference (unary and pipelined streams), profiling, dumps and counters."""
+"""The rknnlink.v1 gRPC service, the daemon's control plane: handshake, model cache, sessions (one runtime
+worker process each), profiling, dumps and counters - and the Relay stream, which carries the data plane's
+frames, unread, for clients that cannot reach the worker's socket (rknnlink_server.relay)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import hashlib
 import hmac
 import logging
 import os
-import queue
 import secrets
+import socket
 import threading
 import time
 import uuid
@@ -21,12 +22,13 @@ import grpc
 
 from rknnlink.runtime import RknnError
 from rknnlink.runtime.perf import parse_perf_detail
-from rknnlink.v1 import fastwire
+from rknnlink.v1 import datawire
 from rknnlink.v1.messages import pb
-from rknnlink.v1.protocol import MD_CLIENT_ID, MD_OPERATOR_TOKEN, MD_STREAM_MODE
+from rknnlink.v1.protocol import MD_CLIENT_ID, MD_OPERATOR_TOKEN, MD_RELAY_DEPTH, MD_SESSION_ID
 from rknnlink_server import MIN_CLIENT_PROTOCOL, PROTOCOL_VERSION, __version__
 from rknnlink_server.cache import FULL, INVALID, CacheError, ModelCache, check_sha
 from rknnlink_server.errors import DaemonError, loggable
+from rknnlink_server.relay import RelayPump
 from rknnlink_server.worker import WorkerCrashedError, WorkerError, WorkerHandle, WorkerTimeoutError
 
 log = logging.getLogger("rknnlink_server")
@@ -53,8 +55,8 @@ class Limits:
     max_message_bytes: int = 64 << 20
     call_timeout: float = 60.0
     client_grace: float = 10.0      # seconds a client may stay connected without a Watch stream
-    idle_timeout: float = 60.0      # seconds an upload, RunStream or dump download may wait for its peer
-    streams_per_client: int = 3     # uploads, RunStreams and dump downloads open at once, per client
+    idle_timeout: float = 60.0      # seconds an upload, relay stream or dump download may be silent
+    streams_per_client: int = 3     # uploads, relay streams and dump downloads open at once, per client
 
     @property
     def max_clients(self) -> int:
@@ -79,8 +81,8 @@ class Session:
     worker: WorkerHandle
     is_simulator: bool
     inferences: int = 0
-    secret: bytes = b""     # the data channel's per-session secret (rknnlink_server.datachannel)
-    data_counted: int = 0   # the worker's data-channel inferences already added to `inferences`
+    secret: bytes = b""     # the direct carrier's per-session secret (rknnlink_server.datachannel)
+    data_counted: int = 0   # the worker's inferences (every run is the worker's) already added to `inferences`
 
 
 @dataclass
@@ -100,7 +102,7 @@ class Client:
     watching: int = 0
     sessions: set = field(default_factory=set)
     models: set = field(default_factory=set)   # model hashes this client may run (uploaded or proven)
-    streams: int = 0                           # long-lived calls open (uploads, RunStreams, dumps)
+    streams: int = 0                           # long-lived calls open (uploads, relays, dumps)
     since: float = field(default_factory=time.monotonic)  # when it connected (expires without a Watch)
 
 
@@ -241,7 +243,7 @@ class RknnLinkService:
             if client.streams >= self.limits.streams_per_client:
                 raise DaemonError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                   f"this client already has {client.streams} long-lived calls open (uploads, "
-                                  f"RunStreams, dump downloads; at most {self.limits.streams_per_client}); finish "
+                                  f"relay streams, dump downloads; at most {self.limits.streams_per_client}); finish "
                                   f"one before starting {what}", "stream-limit")
             client.streams += 1
 
@@ -286,10 +288,11 @@ class RknnLinkService:
                              library_path=s.library, **host_description())
 
     def _lose_session(self, session: Session, exc: WorkerError) -> DaemonError:
-        """Forget a session whose worker crashed or hung, and say so in the client's terms."""
-        self._drop(session.id)
-        with self._lock:
-            self.counters.workers_crashed += 1
+        """Forget a session whose worker crashed or hung, and say so in the client's terms (counted once,
+        however many of its calls and streams notice)."""
+        if self._drop(session.id) is not None:
+            with self._lock:
+                self.counters.workers_crashed += 1
         if isinstance(exc, WorkerTimeoutError):
             log.error("worker %d of session %s hung: %s", session.worker.pid, session.id, exc)
             return DaemonError(grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -305,7 +308,7 @@ class RknnLinkService:
                            "worker-crashed")
 
     def lose_session(self, session: Session, exc: WorkerError) -> str:
-        """The data channel noticed a failed worker: forget the session like a failed call does.
+        """The data port noticed a failed worker: forget the session like a failed call does.
 
         Returns "kind\0STATUS\0message" (the hello reply's text for a lost session)."""
         err = self._lose_session(session, exc)
@@ -616,67 +619,67 @@ class RknnLinkService:
             self._session(request.session_id, context)  # closed meanwhile: NOT_FOUND with the explanation
         return pb.CloseSessionResponse()
 
-    # -- inference ----------------------------------------------------------------------------------------------------
-    @rpc
-    def Run(self, request: fastwire.RunRequestView, context: grpc.ServicerContext) -> bytes:  # noqa: N802
-        _check_run_request(request)
-        session = self._session(request.session_id, context)
-        header, blobs = _run_frame(request)
-        reply, outs = self._call(session, header, blobs)
-        self._count(session, 1)
-        return _run_response(request.request_id, reply, outs)
-
+    # -- the relayed carrier of the data plane -------------------------------------------------------------------
     def _count(self, session: Session, n: int) -> None:
         with self._lock:
             session.inferences += n
             self.counters.inferences += n
 
     @stream_rpc
-    def RunStream(self, request_iterator: Iterator[fastwire.RunRequestView],  # noqa: N802
-                  context: grpc.ServicerContext) -> Iterator[bytes]:
+    def Relay(self, request_iterator: Iterator[pb.RelayFrame],  # noqa: N802
+              context: grpc.ServicerContext) -> Iterator[pb.RelayFrame]:
+        """Pump one session's data-plane frames between this stream and its worker (rknnlink_server.relay)."""
+        session = self._session(metadata_value(context, MD_SESSION_ID), context)  # NOT_FOUND unless the caller's
         client = self._client(context)
-        self._open_stream(client, "a RunStream")
-        guard = self._guard(context, f"a RunStream of client {client.id[:8]}")
+        self._open_stream(client, "a relay stream")
+        guard = self._guard(context, f"a relay stream of client {client.id[:8]}")
+
+        def touch(busy: bool) -> None:  # silence while a run is in the worker may last up to --call-timeout
+            guard.limit = self.limits.idle_timeout + (self.limits.call_timeout if busy else 0.0)
+            guard.touch()
+
         try:
-            first = next(request_iterator, None)
-            if first is None:
-                return
-            _check_run_request(first)
-            session = self._session(first.session_id, context)
-            serial = metadata_value(context, MD_STREAM_MODE) == "serial"
-            requests = _touching(request_iterator, guard)
-            if not session.worker.lock.acquire(timeout=self.limits.call_timeout):
-                raise DaemonError(grpc.StatusCode.UNAVAILABLE,
-                                  f"session {session.id} stayed busy for {self.limits.call_timeout:g} s (another "
-                                  f"stream of this client holds it); end it first", "session-busy")
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                if serial:
-                    yield from self._serial_stream(session, first, requests)
-                else:
-                    yield from _Pipeline(self, session, first, requests).run()
+                self._attach(session, theirs)
+            except BaseException:
+                ours.close()
+                raise
             finally:
-                session.worker.lock.release()
+                theirs.close()  # the worker holds its own copy now
+            pump = RelayPump(ours, datawire.frame_limit(4 * self.limits.max_message_bytes), touch)
+            context.add_callback(pump.stop)
+            if metadata_value(context, MD_RELAY_DEPTH) == "1":
+                frames = pump.one_at_a_time(request_iterator)
+            else:
+                threading.Thread(target=pump.upstream, args=(request_iterator,), name=f"relay-{session.id}",
+                                 daemon=True).start()
+                frames = pump.downstream()
+            try:
+                for frame in frames:
+                    yield pb.RelayFrame(frame=frame)
+            finally:
+                pump.close()
+            if pump.error:
+                raise DaemonError(grpc.StatusCode.INVALID_ARGUMENT, pump.error, "bad-request")
+            if not pump.client_done.is_set() and session.worker.exited(1.0):
+                raise self._lose_session(session, WorkerCrashedError(session.worker.process.returncode))
         finally:
             self._unguard(guard)
             self._close_stream(client)
 
-    def _serial_stream(self, session: Session, first: fastwire.RunRequestView,
-                       rest: Iterator[fastwire.RunRequestView]) -> Iterator[bytes]:
-        """One request at a time in this thread (the client's run()): no feeder thread on the critical path."""
-        request: Optional[fastwire.RunRequestView] = first
-        while request is not None:
-            if request.session_id and request.session_id != session.id:
-                raise DaemonError(grpc.StatusCode.INVALID_ARGUMENT,
-                                  "all requests of one RunStream must use the same session", "bad-request")
-            _check_run_request(request)
-            header, blobs = _run_frame(request)
-            try:
-                reply, outs = session.worker.call(header, blobs)
-            except WorkerError as exc:
-                raise self._lose_session(session, exc) from exc
-            self._count(session, 1)
-            yield _run_response(request.request_id, reply, outs)
-            request = next(rest, None)
+    def _attach(self, session: Session, conn: socket.socket) -> None:
+        """Hand `conn` to the session's worker, which serves data-plane frames on it from then on."""
+        if not session.worker.lock.acquire(timeout=self.limits.call_timeout):
+            raise DaemonError(grpc.StatusCode.UNAVAILABLE,
+                              f"session {session.id} stayed busy for {self.limits.call_timeout:g} s (another call "
+                              f"holds it); retry when it ends", "session-busy")
+        try:
+            session.worker.attach(conn, self.limits.max_message_bytes, greet=False)
+        except WorkerError as exc:
+            raise self._lose_session(session, exc) from exc
+        finally:
+            session.worker.lock.release()
 
     # -- queries ------------------------------------------------------------------------------------------------------
     @rpc
@@ -723,12 +726,10 @@ class RknnLinkService:
             self._close_stream(client)
 
     def _collect_data_counts(self, sessions: List[Session]) -> None:
-        """Fold each worker's data-channel inference count into the session and daemon counters."""
-        if not self.data_port:
-            return
+        """Fold each worker's inference count (every run is the worker's) into the session and daemon counters."""
         for session in sessions:
             if not session.worker.lock.acquire(timeout=0.2):
-                continue  # held by a gRPC stream (counted as it goes); data runs are folded in next time
+                continue  # busy with another control call: its runs are folded in next time
             try:
                 reply, _ = session.worker.call({"op": "data_count"}, timeout=5.0)
             except (WorkerError, RknnError):
@@ -768,130 +769,15 @@ class RknnLinkService:
         return stats
 
 
-class _Pipeline:
-    """A RunStream: a feeder thread forwards requests to the worker while this thread returns replies, so
-    the worker computes request N while N+1 is decoded and sent (several requests in flight)."""
-
-    _END = object()
-
-    def __init__(self, service: RknnLinkService, session: Session, first: fastwire.RunRequestView,
-                 rest: Iterator[fastwire.RunRequestView]) -> None:
-        self.service, self.session, self.first, self.rest = service, session, first, rest
-        self.inflight: queue.Queue[Any] = queue.Queue()
-        self.sent = 0
-        self.received = 0
-        self.stop = threading.Event()
-        self._send_lock = threading.Lock()  # stop + sent are consistent for the drain
-
-    def _feed(self) -> None:
-        try:
-            request: Optional[fastwire.RunRequestView] = self.first
-            while request is not None and not self.stop.is_set():
-                if request.session_id and request.session_id != self.session.id:
-                    self.inflight.put(DaemonError(grpc.StatusCode.INVALID_ARGUMENT,
-                                                  "all requests of one RunStream must use the same session",
-                                                  "bad-request"))
-                    return
-                if request.error:
-                    self.inflight.put(DaemonError(grpc.StatusCode.INVALID_ARGUMENT, request.error, "bad-request"))
-                    return
-                header, blobs = _run_frame(request)
-                with self._send_lock:
-                    if self.stop.is_set():
-                        return
-                    self.session.worker.send(header, blobs)
-                    self.sent += 1
-                self.inflight.put(request.request_id)
-                request = next(self.rest, None)
-        except WorkerError as exc:
-            self.inflight.put(exc)
-        except Exception as exc:  # noqa: BLE001 - client went away mid-stream: end the feed
-            log.debug("RunStream feed ended: %s", exc)
-        finally:
-            self.inflight.put(self._END)
-
-    def run(self) -> Iterator[bytes]:
-        feeder = threading.Thread(target=self._feed, name=f"feed-{self.session.id}", daemon=True)
-        feeder.start()
-        try:
-            while True:
-                item = self.inflight.get()
-                if item is self._END:
-                    return
-                if isinstance(item, DaemonError):
-                    raise item
-                if isinstance(item, WorkerError):
-                    raise self.service._lose_session(self.session, item)
-                yield self._reply(item)
-        finally:
-            # The feeder may be waiting for a request the client will never send; it must not send more to
-            # the worker, and the replies to what it did send are read here so the session stays in step.
-            self.stop.set()
-            while not self._send_lock.acquire(timeout=0.05):
-                self._drain(one=True)  # keep the worker's replies flowing while the feeder finishes a send
-            self._send_lock.release()
-            self._drain()
-
-    def _reply(self, request_id: int) -> bytes:
-        try:
-            self.received += 1
-            reply, outs = self.session.worker.recv()
-        except WorkerError as exc:
-            raise self.service._lose_session(self.session, exc) from exc
-        self.service._count(self.session, 1)
-        return _run_response(request_id, reply, outs)
-
-    def _drain(self, one: bool = False) -> None:
-        """Read replies the client will never see, so the next call on this session gets its own."""
-        while self.received < self.sent and self.session.worker.dead is None:
-            self.received += 1
-            try:
-                self.session.worker.recv()
-            except RknnError:
-                pass
-            except WorkerError as exc:
-                self.service._lose_session(self.session, exc)
-                return
-            if one:
-                return
-
-
 # -- message conversion -----------------------------------------------------------------------------------------------
-def _check_run_request(request: fastwire.RunRequestView) -> None:
-    """fastwire stops decoding at the protocol's limits and says why; answer that as INVALID_ARGUMENT."""
-    if request.error:
-        raise DaemonError(grpc.StatusCode.INVALID_ARGUMENT, request.error, "bad-request")
-
-
-def _touching(requests: Iterator[Any], guard: _IdleGuard) -> Iterator[Any]:
-    """The stream's requests; each one resets the idle watchdog."""
-    for request in requests:
-        guard.touch()
-        yield request
-
-
-def _run_frame(request: fastwire.RunRequestView) -> tuple:
-    metas = [{"dtype": t.dtype, "shape": list(t.shape), "fmt": t.format, "pt": t.pass_through}
-             for t in request.inputs]
-    return {"op": "run", "inputs": metas, "raw": request.raw_outputs}, [t.data for t in request.inputs]
-
-
-def _run_response(request_id: int, reply: Dict[str, Any], outs: List[bytearray]) -> bytes:
-    """A serialised RunResponse (fastwire: the output bytes are copied once, into the message)."""
-    tensors = [fastwire.encode_tensor(meta["dtype"], meta["shape"], blob) for meta, blob in zip(reply["outputs"], outs)]
-    return fastwire.encode_run_response(request_id, tensors, int(reply.get("run_us", 0)))
-
-
 def add_service(service: RknnLinkService, server: grpc.Server) -> None:
-    """Register the service like the generated add_RknnLinkServicer_to_server, except that Run and RunStream
-    decode requests and encode responses with fastwire (tensor bytes as memoryviews, no upb copies)."""
+    """Register the service like the generated add_RknnLinkServicer_to_server (which needs a grpcio as new as
+    the generator's; this works with any the board may have)."""
     handlers = {}
     for method in pb.DESCRIPTOR.services_by_name["RknnLink"].methods:
         request_cls = _message_class(method.input_type.name)
         response_cls = _message_class(method.output_type.name)
         deserialize, serialize = request_cls.FromString, response_cls.SerializeToString
-        if method.name in ("Run", "RunStream"):
-            deserialize, serialize = fastwire.decode_run_request, _identity
         factory = {(False, False): grpc.unary_unary_rpc_method_handler,
                    (False, True): grpc.unary_stream_rpc_method_handler,
                    (True, False): grpc.stream_unary_rpc_method_handler,
@@ -907,10 +793,6 @@ SERVICE_FULL_NAME = pb.DESCRIPTOR.services_by_name["RknnLink"].full_name
 
 def _message_class(name: str) -> Any:
     return getattr(pb, name)
-
-
-def _identity(data: bytes) -> bytes:
-    return data
 
 
 def _attr_pb(a: Dict[str, Any]) -> pb.TensorAttr:

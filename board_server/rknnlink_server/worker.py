@@ -78,7 +78,7 @@ class WorkerHandle:
         self.sock = parent
         self.sock.settimeout(call_timeout)
         self.dead: Optional[WorkerError] = None
-        self._fail_lock = threading.Lock()  # a stream's feeder and replier may notice the failure together
+        self._fail_lock = threading.Lock()  # several threads may notice the failure together
 
     @property
     def pid(self) -> int:
@@ -111,6 +111,27 @@ class WorkerHandle:
              timeout: Optional[float] = None) -> Tuple[Dict[str, Any], List[bytearray]]:
         self.send(header, blobs)
         return self.recv(timeout)
+
+    def attach(self, conn: socket.socket, max_bytes: int, greet: bool) -> None:
+        """Hand a data-plane socket to the worker (SCM_RIGHTS), which serves its frames from then on; the
+        caller holds `lock` and closes its copy of `conn`. `greet`: the worker answers the direct carrier's
+        hello (a relay's socket carries frames only). RknnError when the worker refuses it."""
+        self.send({"op": "attach", "max_bytes": max_bytes, "greet": greet})
+        try:
+            socket.send_fds(self.sock, [b"F"], [conn.fileno()])
+        except socket.timeout as exc:
+            raise self._timed_out() from exc
+        except OSError as exc:
+            raise self._crashed() from exc
+        self.recv()
+
+    def exited(self, wait: float) -> bool:
+        """True when the worker process ended (waiting up to `wait` seconds for it to do so)."""
+        try:
+            self.process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def _check_alive(self) -> None:
         if self.dead is not None:

@@ -1,8 +1,11 @@
 """The NPU runtime worker: a child process of the daemon that owns one rknn_context.
 
 librknnrt runs here and nowhere else in the daemon, so a segfault or a hang inside it takes down only this
-process (and the one session it serves). It speaks the framing of rknnlink_server.wire on an inherited Unix
-socket: one request frame in, one reply frame out, in order.
+process (and the one session it serves). Two kinds of connection:
+  * control (rknnlink_server.wire on the inherited Unix socket): init, queries, dumps, close, and `attach`,
+    which hands over a data connection's descriptor (SCM_RIGHTS);
+  * data (rknnlink.v1.datawire frames on every attached socket): inference, in one loop for every route -
+    a client's TCP connection from the data port, or the daemon's end of a Relay stream.
 """
 
 from __future__ import annotations
@@ -96,28 +99,29 @@ class Worker:
         except RknnError:
             return ""
 
-    def op_run(self, header: Dict[str, Any], blobs: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
-        metas = header.get("inputs", [])
-        if len(metas) != len(blobs):
-            raise RknnError(RKNN_ERR_INPUT_INVALID, None, "corrupt run request: input metadata and data differ")
+    def run(self, metas: List[Dict[str, Any]], blobs: Sequence[Any], raw: bool) -> Tuple[int, List[np.ndarray]]:
+        """One inference of a data-plane request: (run_us, outputs). Callers hold `lock`."""
+        if self.ctx is None:
+            raise RknnError(-7, None, "no model is loaded in this worker")
         arrays = [self._array(i, meta, blob) for i, (meta, blob) in enumerate(zip(metas, blobs))]
         formats = [_FORMATS.get(int(m.get("fmt", 0))) for m in metas]
         passes = [bool(m.get("pt", False)) for m in metas]
         start = time.perf_counter()
-        outputs = self.ctx.infer(arrays, formats, passes, want_float=not header.get("raw", False))
+        outputs = self.ctx.infer(arrays, formats, passes, want_float=not raw)
         run_us = int((time.perf_counter() - start) * 1e6)
-        self._last_run = (arrays, formats, passes)
-        metas_out = [{"dtype": output_type_of(o.dtype), "shape": list(o.shape)} for o in outputs]
-        return {"outputs": metas_out, "run_us": run_us}, outputs
+        self._last_run = (arrays, formats, passes)  # views of the frame, which they keep alive
+        self.data_inferences += 1
+        return run_us, outputs
 
     @staticmethod
-    def _array(i: int, meta: Dict[str, Any], blob: bytearray) -> np.ndarray:
+    def _array(i: int, meta: Dict[str, Any], blob: Any) -> np.ndarray:
         dtype = numpy_dtype(int(meta.get("dtype", 0)))
         shape = [int(d) for d in meta.get("shape", [])]
-        expected = math.prod(shape) * dtype.itemsize if shape else len(blob)
-        if expected != len(blob) or len(blob) % dtype.itemsize:
+        size = memoryview(blob).nbytes
+        expected = math.prod(shape) * dtype.itemsize if shape else size
+        if expected != size or size % dtype.itemsize:
             raise RknnError(RKNN_ERR_INPUT_INVALID, None,
-                            f"input {i}: {len(blob)} data bytes do not match shape {shape} of {dtype} "
+                            f"input {i}: {size} data bytes do not match shape {shape} of {dtype} "
                             f"({expected} bytes); send C-contiguous data of the declared shape and dtype")
         arr = np.frombuffer(blob, dtype=dtype)
         return arr.reshape(shape) if shape else arr
@@ -166,29 +170,87 @@ class Worker:
         return {"closed": True}, ()
 
 
-def serve_data(worker: Worker, conn: socket.socket, max_bytes: int) -> None:
-    """One data connection handed over by the daemon: binary run requests in, replies out, in order.
+READERS = 2  # threads per data connection: one reads the next frame while the other runs (leader/follower)
 
-    A corrupt frame gets an error reply and ends this connection only; the session keeps serving."""
+
+def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool) -> None:
+    """One data connection handed over by the daemon: request frames in, reply frames out, in order.
+
+    `greet`: answer the direct carrier's hello (a relay's socket has none). A runtime error is an error
+    reply and the connection goes on; a corrupt frame gets an error reply and ends this connection only
+    (the session keeps serving)."""
     try:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if conn.family != socket.AF_UNIX:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(None)
-        datawire.send_parts(conn, [datawire.encode_hello_reply(0, "attached")])
-        while True:
-            try:
-                request = datawire.read_request(conn, max_bytes)
-            except datawire.FrameError as exc:
-                datawire.send_parts(conn, datawire.encode_error(0, RKNN_ERR_PARAM_INVALID, "RKNN_ERR_PARAM_INVALID",
-                                                                f"corrupt data-channel frame: {exc}"))
-                _linger(conn)
-                return
-            if request is None:
-                return
-            datawire.send_parts(conn, _data_run(worker, *request))
+        if greet:
+            datawire.send_parts(conn, [datawire.encode_hello_reply(0, "attached")])
+        _DataConnection(worker, conn, datawire.frame_limit(max_bytes)).serve()
     except (OSError, datawire.PeerClosedError) as exc:
         log.debug("data connection ended: %s", exc)
     finally:
         conn.close()
+
+
+class _DataConnection:
+    """The one loop of the data plane, run by READERS threads in turn (leader/follower): the thread holding
+    the read token reads and parses the next frame, takes its turn to run, and only then passes the token
+    on, so the next frame is read (the runtime releases the GIL) while this one runs, and frames still run
+    and are answered in the order they came. With one request in flight the token's hand-over happens off
+    the critical path: the next reader is already waiting in recv when the request arrives."""
+
+    def __init__(self, worker: Worker, conn: socket.socket, limit: int) -> None:
+        self.worker, self.conn, self.limit = worker, conn, limit
+        self.reader = datawire.FrameReader(conn)
+        self.read_token = threading.Lock()
+        self.turn = threading.Lock()
+        self.done = False
+
+    def serve(self) -> None:
+        helpers = [threading.Thread(target=self._loop, name="data", daemon=True) for _ in range(READERS - 1)]
+        for helper in helpers:
+            helper.start()
+        try:
+            self._loop()
+        finally:
+            for helper in helpers:
+                helper.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self.read_token:
+                if self.done:
+                    return
+                request: Any
+                try:
+                    body = self.reader.read(self.limit)
+                    request = None if body is None else datawire.parse_request(body)
+                except datawire.FrameError as exc:
+                    request = exc
+                except (OSError, datawire.PeerClosedError) as exc:
+                    log.debug("data connection ended: %s", exc)
+                    request = None
+                self.done = not isinstance(request, tuple)
+                self.turn.acquire()  # before the token goes on: frames run in the order they were read
+            try:
+                if request is None:
+                    return
+                if isinstance(request, datawire.FrameError):
+                    datawire.send_parts(self.conn, datawire.encode_error(
+                        0, RKNN_ERR_PARAM_INVALID, "RKNN_ERR_PARAM_INVALID", f"corrupt data-plane frame: {request}"))
+                    _linger(self.conn)
+                    return
+                datawire.send_parts(self.conn, _data_run(self.worker, *request))
+            except OSError as exc:
+                log.debug("data connection ended: %s", exc)
+                self.done = True
+                try:
+                    self.conn.shutdown(socket.SHUT_RDWR)  # wake the reader, if it waits
+                except OSError:
+                    pass
+                return
+            finally:
+                self.turn.release()
 
 
 def _linger(conn: socket.socket) -> None:
@@ -201,18 +263,15 @@ def _linger(conn: socket.socket) -> None:
 
 
 def _data_run(worker: Worker, request_id: int, raw: bool, metas: List[Dict[str, Any]],
-              blobs: List[bytearray]) -> List[Any]:
+              blobs: List[memoryview]) -> List[Any]:
     try:
         with worker.lock:
-            if worker.ctx is None:
-                raise RknnError(-7, None, "no model is loaded in this worker")
-            reply, outs = worker.op_run({"inputs": metas, "raw": raw}, blobs)
-            worker.data_inferences += 1
+            run_us, outs = worker.run(metas, blobs, raw)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the client as a reply
         err = _error_reply(exc)
         return datawire.encode_error(request_id, int(err["code"]), err.get("name"), str(err["message"]))
-    outputs = [(m["dtype"], m["shape"], np.ascontiguousarray(o)) for m, o in zip(reply["outputs"], outs)]
-    return datawire.encode_reply(request_id, reply["run_us"], outputs)
+    outputs = [(output_type_of(o.dtype), o.shape, np.ascontiguousarray(o)) for o in outs]
+    return datawire.encode_reply(request_id, run_us, outputs)
 
 
 def _attach(worker: Optional[Worker], sock: socket.socket, header: Dict[str, Any]) -> Dict[str, Any]:
@@ -226,8 +285,8 @@ def _attach(worker: Optional[Worker], sock: socket.socket, header: Dict[str, Any
     if worker is None or worker.ctx is None:
         conn.close()
         raise RknnError(-7, None, "no model is loaded in this worker")
-    threading.Thread(target=serve_data, args=(worker, conn, int(header.get("max_bytes", 64 << 20))),
-                     name="data", daemon=True).start()
+    threading.Thread(target=serve_data, args=(worker, conn, int(header.get("max_bytes", 64 << 20)),
+                                              bool(header.get("greet", True))), name="data", daemon=True).start()
     return {"attached": True}
 
 

@@ -209,11 +209,6 @@ static void convert(sim_ctx *c, int kind, float *f, int8_t *q, size_t n, float s
 }
 
 /* ---- one operator ---- */
-static int is_activation(const sim_tensor *t)
-{
-    return t->kind != SIM_T_CONST;
-}
-
 static int run_op(sim_ctx *c, uint32_t k)
 {
     const sim_model *m = c->m;
@@ -227,15 +222,7 @@ static int run_op(sim_ctx *c, uint32_t k)
     call.par = sim_workers_par(c->workers);
     sim_scratch_reset(&c->scratch);
 
-    int all_i8 = def->run_i8 != NULL;
-    for (uint32_t i = 0; i < op->n_inputs && all_i8; i++) {
-        uint32_t t = op->inputs[i];
-        if (t != SIM_NONE && is_activation(&m->g.tensors[t]) && m->g.tensors[t].dtype != SIM_I8)
-            all_i8 = 0;
-    }
-    for (uint32_t i = 0; i < op->n_outputs && all_i8; i++)
-        if (m->g.tensors[op->outputs[i]].dtype != SIM_I8)
-            all_i8 = 0;
+    int all_i8 = def->run_i8 != NULL && sim_op_int8_io(&m->g, op);
 
     unsigned char *conv = (unsigned char *)c->conv;
     uint64_t conv_off = 0;
@@ -276,8 +263,11 @@ static int run_op(sim_ctx *c, uint32_t k)
     }
     int rc = all_i8 ? def->run_i8(&call) : def->run_f32(&call);
     if (rc != 0) {
-        sim_ctx_error(c, "operator %u '%s' (%s) failed with code %d", k, op->name,
-                      def->onnx_name ? def->onnx_name : "?", rc);
+        char io[160];
+        sim_ctx_error(c, "operator %u '%s' (%s) failed on its %s path with code %d (inputs: %s; output %s)", k,
+                      op->name, def->onnx_name ? def->onnx_name : "?", all_i8 ? "int8" : "float", rc,
+                      sim_op_inputs_str(&m->g, op, io, sizeof io),
+                      op->n_outputs ? sim_dtype_name(m->g.tensors[op->outputs[0]].dtype) : "none");
         return RKNN_ERR_FAIL;
     }
     if (!all_i8) {

@@ -648,7 +648,7 @@ static int prepare_ops(parser *P)
     sim_model *m = P->m;
     for (uint32_t k = 0; k < m->g.n_ops; k++) {
         sim_op *op = &m->g.ops[k];
-        char kerr[256] = {0};
+        char kerr[SIM_ERR_LEN] = {0};
         if (m->defs[k]->prepare) {
             int rc = m->defs[k]->prepare(&m->g, op, kerr, sizeof(kerr));
             if (rc != 0)

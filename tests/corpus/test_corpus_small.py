@@ -46,23 +46,13 @@ def _missing(entry) -> str:
     return f"{entry.name} needs {gone} (pip install rknnlink[corpus]; ultralytics with --no-deps)" if gone else ""
 
 
-# Known runtime failure (not a quantizer one): the simulator's MatMul refuses the DETR decoder's
-# cross-attention ('/dec.0/xattn/MatMul', rknn_run code -1). Remove once the operator handles it.
-KNOWN_RUNTIME_FAILURES = {"detr_like": "simulator MatMul fails on the cross-attention (rknn_run -1)"}
-
-
-@pytest.mark.parametrize("entry", [pytest.param(m, marks=pytest.mark.xfail(reason=KNOWN_RUNTIME_FAILURES[m.name],
-                                                                       strict=False))
-                                   if m.name in KNOWN_RUNTIME_FAILURES else m for m in MODELS],
-                         ids=[m.name for m in MODELS])
+@pytest.mark.parametrize("entry", MODELS, ids=[m.name for m in MODELS])
 def test_small_corpus_model_end_to_end(entry, corpus_root):
     if _missing(entry):
         pytest.skip(_missing(entry))
     folder = build_one(entry, small=True, root=corpus_root)
     ref = run.reference(folder)
     fp16 = run.run_rknnlink(folder, quantize=False)
-    if "unsupported operators" in fp16.error:
-        pytest.skip(f"{entry.name} needs operators the simulator lacks: {fp16.error[:300]}")
     assert not fp16.error, fp16.error
     fid16, _ = run.score(folder, ref, fp16)
     assert fid16 >= FP16_FIDELITY.get(entry.name, 0.9999), f"{entry.name} fp16 fidelity {fid16:.5f}"

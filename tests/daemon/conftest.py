@@ -30,13 +30,14 @@ def daemon(sim_library: str, tmp_path_factory: pytest.TempPathFactory):
     d.stop()
 
 
-@pytest.fixture(params=["data", "grpc"])
+@pytest.fixture(params=["direct", "relay"])
 def board(daemon, request):
-    """A connected client on each carrier of inference: the direct data channel and the gRPC path, so the
-    fault, soak and link tests hold for both."""
+    """A connected client on each carrier of the data plane: direct to the worker and relayed by the daemon,
+    so the fault, soak, fuzz and link tests hold for both."""
     from rknnlink.client import Board
 
-    b = Board.connect(daemon.address, timeout=10, use_data_channel=request.param == "data")
+    b = Board.connect(daemon.address, timeout=10, use_data_channel=request.param == "direct")
+    b.carrier = request.param  # what the tests expect every session of this board to use
     yield b
     b.close()
 

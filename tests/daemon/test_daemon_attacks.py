@@ -18,9 +18,9 @@ import pytest
 import sim_models
 
 from rknnlink.client import Board, BoardError
-from rknnlink.v1 import fastwire
+from rknnlink.v1 import datawire
 from rknnlink.v1.messages import make_stub, pb
-from rknnlink.v1.protocol import MD_CLIENT_ID, PROTOCOL_VERSION
+from rknnlink.v1.protocol import MD_CLIENT_ID, MD_SESSION_ID, PROTOCOL_VERSION
 
 X = np.ones((1, 3, 8, 8), np.float32)
 
@@ -48,10 +48,31 @@ def _hello(stub) -> str:
     return stub.Hello(pb.HelloRequest(protocol_version=PROTOCOL_VERSION, client_name="attacker"), timeout=10).client_id
 
 
-def _run_raw(channel, data: bytes, metadata=()):
-    call = channel.unary_unary("/rknnlink.v1.RknnLink/Run", request_serializer=None,
-                               response_deserializer=fastwire.decode_run_response)
-    return call(data, metadata=metadata, timeout=30)
+def _frame(parts) -> bytes:
+    return b"".join(bytes(p) for p in parts)
+
+
+def _many_inputs_frame(n: int) -> bytes:
+    """A request frame with `n` one-byte inputs (more than the protocol's 256), correctly framed."""
+    head = datawire.REQUEST.pack(datawire.MAGIC_REQUEST, 1, 0, n)
+    body = head + (datawire.INPUT.pack(3, 0, 0, 1, 1) + (1).to_bytes(8, "little")) * n + b"\0" * n
+    return datawire.LENGTH.pack(len(body)) + body
+
+
+def _relay_once(stub, session_id: str, frame: bytes, metadata=()):
+    """One frame through a Relay stream; the parsed reply (request_id, status, run_us, payload)."""
+    md = tuple(metadata) + ((MD_SESSION_ID, session_id),)
+    replies = stub.Relay(iter([pb.RelayFrame(frame=frame)]), metadata=md, timeout=30)
+    return datawire.parse_reply(memoryview(next(replies).frame)[datawire.LENGTH.size:], 1 << 20)
+
+
+def _direct_once(board, session, frame: bytes):
+    """One frame through a direct data connection; the parsed reply."""
+    with socket.create_connection(("127.0.0.1", board.data_port)) as s:
+        s.sendall(datawire.encode_hello(session.id, session._secret))
+        assert datawire.read_hello_reply(s)[0] == 0
+        s.sendall(frame)
+        return datawire.parse_reply(datawire.read_frame(s, 1 << 22), 1 << 20)
 
 
 def _code(call) -> grpc.RpcError:
@@ -69,15 +90,11 @@ def test_another_clients_session_answers_as_if_it_did_not_exist(shared, conv_mod
         md = ((MD_CLIENT_ID, attacker.client_id),)
         request = pb.SessionRequest(session_id=session.id)
         missing = _code(lambda: stub.GetPerfRun(pb.SessionRequest(session_id="0" * 16), metadata=md, timeout=10))
-        run = fastwire.encode_run_request(session.id, 1, [fastwire.encode_tensor(0, [1, 3, 8, 8], X.tobytes())],
-                                          False)
+        run = _frame(datawire.encode_request(1, [(0, 1, False, (1, 3, 8, 8), X)], False))
         attacks = {
             "GetDumps": lambda m: list(stub.GetDumps(pb.DumpsRequest(session_id=session.id), metadata=m,
                                                      timeout=10)),
-            "Run": lambda m: _run_raw(channel, run, m),
-            "RunStream": lambda m: list(channel.stream_stream("/rknnlink.v1.RknnLink/RunStream",
-                                                              request_serializer=None)(iter([run]), metadata=m,
-                                                                                       timeout=10)),
+            "Relay": lambda m: _relay_once(stub, session.id, run, m),
             "CloseSession": lambda m: stub.CloseSession(request, metadata=m, timeout=10),
             "GetPerf": lambda m: stub.GetPerf(request, metadata=m, timeout=10),
             "GetMemory": lambda m: stub.GetMemory(request, metadata=m, timeout=10),
@@ -88,10 +105,7 @@ def test_another_clients_session_answers_as_if_it_did_not_exist(shared, conv_mod
             assert err.code() == grpc.StatusCode.NOT_FOUND, (name, err)
             assert err.details().replace(session.id, "0" * 16) == missing.details(), name
             err = _code(lambda: attack(()))  # noqa: B023 - no Hello at all: nothing about the session either
-            if name == "RunStream":  # a stream is counted against its client before its first request
-                assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "call Hello first" in err.details()
-            else:
-                assert err.code() == grpc.StatusCode.NOT_FOUND, (name, err)
+            assert err.code() == grpc.StatusCode.NOT_FOUND, (name, err)
         channel.close()
         assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)  # the victim's session is intact
         session.perf_run_us()
@@ -148,50 +162,92 @@ def test_a_model_hash_alone_does_not_run_another_clients_model(shared):
 
 
 # -- inputs are capped before anything is allocated ----------------------------------------------------------------
-def test_a_million_empty_tensors_fail_clearly_and_memory_stays_bounded(shared, conv_model):
+@pytest.mark.parametrize("carrier", ["relay", "direct"])
+def test_a_million_empty_tensors_fail_clearly_and_memory_stays_bounded(shared, conv_model, carrier):
+    """8 MB of empty tensor headers (4 M entries) used to grow the daemon by GBs on the gRPC path."""
     with Board.connect(shared.address) as board, Board.connect(shared.address) as bystander:
         session = board.load_model(conv_model[0])
         other = bystander.load_model(conv_model[0])
-        sid = session.id.encode()
-        attack = b"\x0a" + bytes([len(sid)]) + sid + b"\x1a\x00" * 4_000_000  # 4 M empty inputs, 8 MB
-        channel, _ = _raw(shared.address)
-        before = _rss(shared)
+        head = datawire.REQUEST.pack(datawire.MAGIC_REQUEST, 1, 0, 4_000_000)
+        body = head + bytes(2 * 4_000_000)  # claims 4 M inputs, then 8 MB of zeroed headers
+        attack = datawire.LENGTH.pack(len(body)) + body
+        channel, stub = _raw(shared.address)
+        worker = psutil.Process(next(s["worker_pid"] for s in board.stats()["sessions"]))
+        before, worker_before = _rss(shared), worker.memory_info().rss
         with channel:
             for _ in range(3):
-                err = _code(lambda: _run_raw(channel, attack, board._metadata))
-                assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-                assert "more than 256 inputs" in err.details()
+                if carrier == "relay":
+                    _rid, status, _us, (_name, text) = _relay_once(stub, session.id, attack, board._metadata)
+                else:
+                    _rid, status, _us, (_name, text) = _direct_once(board, session, attack)
+                assert status != 0 and "4000000 inputs (at most 256)" in text
         growth = _rss(shared) - before
         assert growth < 96 << 20, f"daemon RSS grew by {growth >> 20} MiB"
+        assert worker.memory_info().rss - worker_before < 96 << 20
         assert other.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
         assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
 
 
-@pytest.mark.parametrize("route", ["grpc", "data"])
-def test_more_than_4096_inputs_is_a_clear_error_not_a_worker_exit(shared, conv_model, route):
-    from rknnlink.v1 import datawire
-
+@pytest.mark.parametrize("carrier", ["relay", "direct"])
+def test_more_than_4096_inputs_is_a_clear_error_not_a_worker_exit(shared, conv_model, carrier):
     with Board.connect(shared.address) as board:
         session = board.load_model(conv_model[0])
         pid = next(s["worker_pid"] for s in board.stats()["sessions"])
         with pytest.raises(ValueError, match="at most 256"):  # the client refuses it locally
             session.run([np.zeros(1, np.uint8)] * 5000)
-        tiny = [fastwire.encode_tensor(3, [1], b"\0")] * 5000
-        if route == "grpc":
-            channel, _ = _raw(shared.address)
+        attack = _many_inputs_frame(5000)
+        if carrier == "relay":
+            channel, stub = _raw(shared.address)
             with channel:
-                err = _code(lambda: _run_raw(channel, fastwire.encode_run_request(session.id, 1, tiny, False),
-                                             board._metadata))
-            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most 256" in err.details()
+                _rid, status, _us, (_name, text) = _relay_once(stub, session.id, attack, board._metadata)
         else:
-            with socket.create_connection(("127.0.0.1", board.data_port)) as s:
-                s.sendall(datawire.encode_hello(session.id, session._secret))
-                assert datawire.read_hello_reply(s)[0] == 0
-                s.sendall(datawire.REQUEST.pack(datawire.MAGIC_REQUEST, 1, 0, 5000))
-                _rid, status, _us, (_name, text) = datawire.read_reply(s, 1 << 20)
-            assert status != 0 and "at most 256" in text
+            _rid, status, _us, (_name, text) = _direct_once(board, session, attack)
+        assert status != 0 and "at most 256" in text
         assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)  # same session, same worker
         assert next(s["worker_pid"] for s in board.stats()["sessions"]) == pid
+
+
+def test_a_relay_message_that_is_not_one_frame_is_refused(shared, conv_model):
+    with Board.connect(shared.address) as board:
+        session = board.load_model(conv_model[0])
+        channel, stub = _raw(shared.address)
+        with channel:
+            err = _code(lambda: _relay_once(stub, session.id, b"not a frame at all", board._metadata))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "exactly one data-plane frame" in err.details()
+        assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+
+
+def test_idle_relay_streams_are_limited_per_client_and_cut(shared, conv_model):
+    """A client holds at most 3 long-lived calls; idle relay streams are cancelled after --idle-timeout (2 s)."""
+    stop = threading.Event()
+    with Board.connect(shared.address) as board, Board.connect(shared.address, use_data_channel=False) as bystander:
+        session = board.load_model(conv_model[0])
+        relayed = bystander.load_model(conv_model[0])
+        assert relayed.carrier == "relay" and relayed.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+        channel, stub = _raw(shared.address)
+        md = board._metadata + ((MD_SESSION_ID, session.id),)
+
+        def silent():
+            stop.wait(30)
+            return
+            yield
+
+        try:
+            streams = [stub.Relay(silent(), metadata=md) for _ in range(4)]
+            codes = []
+            start = time.monotonic()
+            for call in streams:
+                with pytest.raises(grpc.RpcError) as info:
+                    next(call)
+                codes.append(info.value.code())
+            assert sorted(c.name for c in codes) == ["CANCELLED"] * 3 + ["RESOURCE_EXHAUSTED"], codes
+            assert time.monotonic() - start < 10
+            # The bystander's kept relay was cut by the idle limit too: run() opens a new one by itself.
+            assert relayed.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+            assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+        finally:
+            stop.set()
+            channel.close()
 
 
 # -- connection slots and limits ---------------------------------------------------------------------------------------
@@ -384,7 +440,7 @@ def _fake_worker(reply: bytes):
         with conn:
             datawire.read_hello(conn)
             conn.sendall(datawire.encode_hello_reply(0, "attached"))
-            datawire.read_request(conn, 1 << 20)
+            datawire.parse_request(datawire.read_frame(conn, 1 << 20))
             conn.sendall(reply)
             time.sleep(0.5)
 
@@ -392,25 +448,29 @@ def _fake_worker(reply: bytes):
     return listener
 
 
-@pytest.mark.parametrize("case", ["wrong-id", "huge"])
+@pytest.mark.parametrize("case", ["wrong-id", "huge", "huge-frame"])
 def test_the_client_checks_reply_ids_and_sizes(case):
-    from rknnlink.client.data import DataConnection
-    from rknnlink.v1 import datawire
+    from rknnlink.client.data import DirectCarrier, Pipeline
 
     if case == "wrong-id":
-        reply = b"".join(bytes(p) for p in datawire.encode_reply(7, 1, [(0, [1], np.ones(1, np.float32))]))
+        reply = _frame(datawire.encode_reply(7, 1, [(0, [1], np.ones(1, np.float32))]))
         match = "out of step"
+    elif case == "huge-frame":
+        reply = datawire.LENGTH.pack(1 << 40) + datawire.REPLY.pack(datawire.MAGIC_REPLY, 1, 0, 1, 1)
+        match = "a frame of 1099511627776 bytes"
     else:
-        reply = datawire.REPLY.pack(datawire.MAGIC_REPLY, 1, 0, 1, 1) + datawire.OUTPUT.pack(0, 1, 1 << 40)
+        body = datawire.REPLY.pack(datawire.MAGIC_REPLY, 1, 0, 1, 1) + datawire.OUTPUT.pack(0, 1, 1 << 40)
+        reply = datawire.LENGTH.pack(len(body) + 8) + body + bytes(8)
         match = "more than"
     listener = _fake_worker(reply)
     rss_before = psutil.Process().memory_info().rss
     with listener:
-        conn = DataConnection(listener.getsockname(), "s", b"k", max_reply_bytes=1 << 20)
-        conn.send(1, [(0, 0, False, (1,), np.ones(1, np.float32))], False)
+        carrier = DirectCarrier(listener.getsockname(), "s", b"k")
+        pipe = Pipeline(carrier, 1, lambda x, *_: ([(0, 0, False, (1,), x)], False), lambda: 1, 1 << 20,
+                        on_lost=lambda exc: exc)
         with pytest.raises(datawire.FrameError, match=match):
-            conn.receive()
-        conn.close()
+            pipe.run(np.ones(1, np.float32))
+        assert pipe.closed and carrier.closed
     assert psutil.Process().memory_info().rss - rss_before < 64 << 20
 
 
@@ -423,7 +483,7 @@ def test_no_data_dial_on_the_hosts_loopback_without_a_forward(shared, conv_model
         assert kwargs["use_data_channel"] is False
         with Board.connect(shared.address, **kwargs) as board:
             session = board.load_model(conv_model[0])
-            assert not session.uses_data_channel and session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+            assert session.carrier == "relay" and session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
     with_forward = Endpoint(address=shared.address, kind="adb", data_address="127.0.0.1:1").connect_kwargs()
     assert with_forward["data_address"] == "127.0.0.1:1" and "use_data_channel" not in with_forward
 

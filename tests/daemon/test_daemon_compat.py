@@ -12,11 +12,10 @@ from rknnlink.v1.protocol import PROTOCOL_VERSION
 
 def test_descriptor_built_classes_match_the_generated_ones():
     built = messages._build_module()
-    request = generated.RunRequest(session_id="s", request_id=9, raw_outputs=True,
-                                   inputs=[generated.Tensor(dtype=generated.DT_INT8, shape=[2, 2], data=b"abcd",
-                                                            format=generated.FORMAT_NCHW)])
+    request = generated.CreateSessionRequest(client_id="c", model_sha256="ab" * 32, core_mask=3, dump_layers=True,
+                                             model_proof=b"\x00\xff" * 16)
     data = request.SerializeToString()
-    again = built.RunRequest.FromString(data)
+    again = built.CreateSessionRequest.FromString(data)
     assert again.SerializeToString() == data
     assert (built.DT_INT8, built.FORMAT_NCHW, built.DUMP_RAW) == (2, 1, 1)
     assert set(built.DESCRIPTOR.message_types_by_name) == set(generated.DESCRIPTOR.message_types_by_name)
@@ -35,13 +34,16 @@ def test_stub_from_descriptor_talks_to_the_daemon(daemon):
         assert board.device_info().backend == "sim"
 
 
-def test_a_protocol_1_client_is_told_to_update(daemon):
-    """Protocol 2 scopes sessions by the caller's client id; a protocol 1 client gets the handshake's message."""
+def test_an_old_client_is_told_to_update(daemon):
+    """Protocol 3 has one data plane (no Run/RunStream); protocol 1 and 2 clients get the handshake's message."""
     import grpc
 
     with grpc.insecure_channel(daemon.address) as channel:
         stub = messages.make_stub(channel)
-        with pytest.raises(grpc.RpcError) as info:
-            stub.Hello(messages.pb.HelloRequest(protocol_version=1, client_version="0.0.9"), timeout=10)
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "speaks protocol 1" in info.value.details() and "pip install -U rknnlink" in info.value.details()
+        for old in (1, 2):
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Hello(messages.pb.HelloRequest(protocol_version=old, client_version="0.0.9"), timeout=10)
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            details = info.value.details()
+            assert f"speaks protocol {old}" in details and "needs protocol 3" in details
+            assert "pip install -U rknnlink" in details

@@ -1,4 +1,6 @@
-"""The direct data channel (client <-> session worker over the daemon's data port, rknnlink.v1.datawire)."""
+"""The data plane (rknnlink.v1.datawire frames between client and session worker): the direct carrier's own
+handshake and refusals, and for both carriers (direct, relayed by the daemon) exact outputs, runtime errors,
+a killed worker and leaks."""
 
 from __future__ import annotations
 
@@ -24,13 +26,12 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @pytest.fixture()
-def board(daemon):
-    """These tests are about the data channel itself: its carrier only."""
-    from rknnlink.client import Board
-
+def direct_board(daemon):
+    """For the tests of the direct carrier's own handshake: that carrier only."""
     b = Board.connect(daemon.address, timeout=10, use_data_channel=True)
     yield b
     b.close()
+
 
 def _data_address(board: Board) -> tuple:
     target = board.data_target()
@@ -48,7 +49,8 @@ def _refusal(address: tuple, payload: bytes) -> tuple:
         return datawire.read_hello_reply(s)
 
 
-def test_daemon_advertises_a_data_port_and_a_session_secret(daemon, board, conv_model):
+def test_daemon_advertises_a_data_port_and_a_session_secret(daemon, direct_board, conv_model):
+    board = direct_board
     assert board.data_port > 0 and board.data_port != int(daemon.address.rpartition(":")[2])
     with board.load_model(conv_model[0]) as session:
         assert len(session._secret) >= 16
@@ -63,9 +65,9 @@ def test_outputs_are_bit_identical_to_in_process_unary_and_pipelined(board, sim_
         want = [ctx.infer([x], ["nchw"])[0] for x in xs]
     with board.load_model(model) as session:
         got = [session.run([x], formats=["nchw"])[0] for x in xs]
-        assert session._data is not None and not session._data.closed  # run() went through the data channel
+        assert session.carrier == board.carrier and session._link.carrier.kind == board.carrier
         with session.pipeline(depth=4) as pipe:
-            assert type(pipe).__name__ == "DataPipeline"
+            assert pipe.carrier_kind == board.carrier
             piped = [out[0] for out in pipe.map(([x] for x in xs), formats=["nchw"])]
         for w, g, p in zip(want, got, piped):
             assert g.dtype == w.dtype and g.shape == w.shape and g.tobytes() == w.tobytes()
@@ -77,10 +79,11 @@ def test_runtime_errors_come_back_and_the_connection_stays_usable(board, conv_mo
         with pytest.raises(RemoteRknnError, match="do not match shape|input"):
             session.run([np.ones((1, 3, 8, 8), np.float32)[..., :5]], formats=["nchw"])
         assert session.run([np.ones((1, 3, 8, 8), np.float32)], formats=["nchw"])[0].shape == (1, 4, 8, 8)
-        assert session.uses_data_channel
+        assert session.carrier == board.carrier
 
 
-def test_wrong_secret_garbage_hello_and_garbage_frames_are_refused(board, conv_model):
+def test_wrong_secret_garbage_hello_and_garbage_frames_are_refused(direct_board, conv_model):
+    board = direct_board
     with board.load_model(conv_model[0]) as session:
         address = _data_address(board)
         x = np.ones((1, 3, 8, 8), np.float32)
@@ -93,19 +96,20 @@ def test_wrong_secret_garbage_hello_and_garbage_frames_are_refused(board, conv_m
         assert status == datawire.REFUSED and "bad magic" in message
         # A valid hello, then garbage frames: an error reply, and only that connection closes.
         for garbage in (b"\x00" * 64, struct.pack("<4sQII", b"RKLQ", 1, 0, 10_000),
-                        struct.pack("<4sQII", b"RKLQ", 1, 0, 1) + struct.pack("<iBBHQ", 0, 0, 0, 99, 4)):
+                        struct.pack("<4sQII", b"RKLQ", 1, 0, 1) + struct.pack("<iBBHQ", 0, 0, 0, 99, 4),
+                        b"\xff" * 64):
             with socket.create_connection(address, timeout=10) as s:
                 s.sendall(datawire.encode_hello(session.id, session._secret))
                 assert datawire.read_hello_reply(s)[0] == 0
-                s.sendall(garbage)
-                _rid, status, _us, (name, text) = datawire.read_reply(s, 1 << 20)
-                assert status == -5 and "corrupt data-channel frame" in text  # RKNN_ERR_PARAM_INVALID
+                s.sendall(datawire.LENGTH.pack(len(garbage)) + garbage if garbage[0] != 0xFF else garbage)
+                _rid, status, _us, (name, text) = datawire.parse_reply(datawire.read_frame(s, 1 << 20), 1 << 20)
+                assert status == -5 and "corrupt data-plane frame" in text  # RKNN_ERR_PARAM_INVALID
                 assert s.recv(1) == b""  # the worker closed this connection
         # A client that disconnects mid-frame does not disturb the worker either.
         with socket.create_connection(address, timeout=10) as s:
             s.sendall(datawire.encode_hello(session.id, session._secret))
             datawire.read_hello_reply(s)
-            s.sendall(struct.pack("<4sQII", b"RKLQ", 1, 0, 1))
+            s.sendall(datawire.LENGTH.pack(1000) + struct.pack("<4sQII", b"RKLQ", 1, 0, 1))
         assert session.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
         with board.load_model(conv_model[0]) as other:  # the daemon keeps serving new sessions
             assert other.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
@@ -134,7 +138,7 @@ def test_worker_killed_during_a_data_channel_run(board, pipelined):
     t = threading.Thread(target=work)
     t.start()
     time.sleep(0.5)
-    assert session.uses_data_channel
+    assert session.carrier == board.carrier
     os.kill(pid, signal.SIGKILL)
     t.join(60)
     assert len(errors) == 1 and isinstance(errors[0], SessionLostError), errors
@@ -182,12 +186,12 @@ def test_session_close_closes_the_worker_side(board, conv_model):
     session = board.load_model(conv_model[0])
     x = np.ones((1, 3, 8, 8), np.float32)
     session.run([x], formats=["nchw"])
-    conn = session._data
+    carrier = session._link.carrier
     session.close()
-    assert conn.closed and session._data is None
+    assert carrier.closed and session._link is None
 
 
-def test_fallback_to_grpc_without_a_data_port(sim_library, conv_model):
+def test_relay_without_a_data_port(sim_library, conv_model):
     from rknnlink.client.local import start_local_daemon
 
     x = np.ones((1, 3, 8, 8), np.float32)
@@ -195,10 +199,10 @@ def test_fallback_to_grpc_without_a_data_port(sim_library, conv_model):
         with Board.connect(daemon.address, timeout=10) as board:
             assert board.data_port == 0 and board.data_target() is None
             with board.load_model(conv_model[0]) as session:
-                assert not session.uses_data_channel and session._secret == b""
+                assert session.carrier == "relay" and session._secret == b""
                 out = session.run([x], formats=["nchw"])[0]
                 with session.pipeline(depth=2) as pipe:
-                    assert type(pipe).__name__ == "Pipeline"
+                    assert pipe.carrier_kind == "relay"
                     assert [o[0].tobytes() for o in pipe.map([x] for _ in range(3))] == [out.tobytes()] * 3
 
 
@@ -207,5 +211,5 @@ def test_client_can_turn_the_data_channel_off(daemon, conv_model):
     with Board.connect(daemon.address, timeout=10, use_data_channel=False) as board:
         assert board.data_port > 0 and board.data_target() is None
         with board.load_model(conv_model[0]) as session:
-            assert not session.uses_data_channel
+            assert session.carrier == "relay"
             assert session.run([x], formats=["nchw"])[0].shape == (1, 4, 8, 8)

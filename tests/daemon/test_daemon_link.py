@@ -65,7 +65,7 @@ def test_health_and_reflection_services(daemon):
         assert "rknnlink.v1.RknnLink" in names
 
 
-def test_run_unary_and_stream_equal_in_process(board, conv_model, sim_library):
+def test_run_and_pipeline_equal_in_process(board, conv_model, sim_library):
     model, _, _ = conv_model
     inputs = [_x(seed) for seed in range(6)]
     with RuntimeLibrary.load(backend="sim").init(model) as ctx:
@@ -74,8 +74,6 @@ def test_run_unary_and_stream_equal_in_process(board, conv_model, sim_library):
         assert session.input_attrs[0].name == "x" and session.output_attrs[0].dims == (1, 4, 8, 8)
         for x, want in zip(inputs, expected):
             np.testing.assert_array_equal(session.run([x], formats=["nchw"])[0], want)
-            np.testing.assert_array_equal(session.run_unary([x], formats=["nchw"])[0], want)
-            np.testing.assert_array_equal(session.run([x], formats=["nchw"])[0], want)  # stream reopened
         with session.pipeline(depth=3) as pipe:
             streamed = list(pipe.map([[x] for x in inputs], formats=["nchw"]))
         for got, want in zip(streamed, expected):
@@ -115,7 +113,7 @@ def test_queries_perf_memory_sdk_dumps(board, conv_model):
 
 
 def test_model_cache_sends_each_model_once(board, daemon):
-    model, weight, bias = sim_models.gemm_model(seed=7 + board.use_data_channel)  # 3 MiB: 4 chunks; per carrier
+    model, weight, bias = sim_models.gemm_model(seed=7 + (board.carrier == "direct"))  # 3 MiB: 4 chunks; per carrier
     before = board.stats()["model_bytes_received"]
     first = board.load_model(model)
     assert board.model_bytes_sent == len(model)
@@ -198,24 +196,21 @@ def test_bad_inputs_give_clear_errors_and_the_session_keeps_working(board, conv_
             session.run([_x().astype(np.complex64)])
         with pytest.raises(ValueError, match="unknown"):
             session.run([_x()], formats=["nc1hwc2"])
-        with pytest.raises(RemoteRknnError, match="do not match shape"):  # data/shape mismatch from a raw client
-            board._call("Run", pb.RunRequest(session_id=session.id, inputs=[
-                pb.Tensor(dtype=pb.DT_FLOAT32, shape=[1, 3, 8, 8], data=b"\0" * 100)]))
-        with pytest.raises(RemoteRknnError) as info:
-            board._call("Run", pb.RunRequest(session_id=session.id, inputs=[
-                pb.Tensor(dtype=pb.DT_BFLOAT16, shape=[1, 3, 8, 8], data=b"\0" * 384)]))
-        assert info.value.code == -8
-        with session.pipeline() as pipe:  # a bad request inside a stream ends it with the error
+        with _raw_pipeline(session) as raw:  # what a raw client may send: a data/shape mismatch, a bad dtype
+            with pytest.raises(RemoteRknnError, match="do not match shape"):
+                raw.run([(0, 0, False, (1, 3, 8, 8), b"\0" * 100)])
+            with pytest.raises(RemoteRknnError) as info:
+                raw.run([(pb.DT_BFLOAT16, 0, False, (1, 3, 8, 8), b"\0" * 384)])
+            assert info.value.code == -8
+        with session.pipeline() as pipe:  # a bad request inside a pipeline fails alone, on both carriers
             pipe.submit([_x()], formats=["nchw"])
             pipe.submit([_x()[:, :1]], formats=["nchw"])
-            first = pipe.get()
-            assert first[0].shape == (1, 4, 8, 8)
+            pipe.submit([_x()], formats=["nchw"])
+            assert pipe.get()[0].shape == (1, 4, 8, 8)
             with pytest.raises(RemoteRknnError, match="expects 192 elements"):
                 pipe.get()
+            assert pipe.get()[0].shape == (1, 4, 8, 8)
         assert session.run([_x()], formats=["nchw"])[0].shape == (1, 4, 8, 8)
-        with pytest.raises(RemoteRknnError, match="expects 192 elements"):
-            session.run_unary([_x()[:, :1]], formats=["nchw"])
-        assert session.run_unary([_x()], formats=["nchw"])[0].shape == (1, 4, 8, 8)
 
 
 def test_calls_interleaved_with_run_on_one_session(board, conv_model):
@@ -235,7 +230,9 @@ def test_closed_session_and_unknown_session(board, conv_model):
     session.close()
     session.close()  # idempotent
     with pytest.raises(SessionLostError, match="does not exist"):
-        board._call("Run", pb.RunRequest(session_id=sid))
+        board._call("GetPerfRun", pb.SessionRequest(session_id=sid))
+    with pytest.raises(SessionLostError, match="does not exist"):
+        session.run([_x()], formats=["nchw"])
     with pytest.raises(SessionLostError):
         board._call("GetPerf", pb.SessionRequest(session_id="nope"))
 
@@ -255,12 +252,23 @@ def test_oversized_messages(board, daemon, conv_model):
     with board.load_model(conv_model[0]) as session:
         with pytest.raises(BoardError, match="--max-message-mb"):
             session.run([big])
-        with grpc.insecure_channel(daemon.address, options=[("grpc.max_send_message_length", -1)]) as channel:
-            with pytest.raises(grpc.RpcError) as info:
-                pb_grpc.RknnLinkStub(channel).Run(pb.RunRequest(session_id=session.id, inputs=[
-                    pb.Tensor(dtype=pb.DT_FLOAT32, shape=big.shape, data=big.tobytes())]), timeout=30)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with _raw_pipeline(session) as raw:  # a raw client's oversized frame
+            if board.carrier == "relay":  # the daemon's gRPC message limit
+                with pytest.raises(BoardError) as info:
+                    raw.run([(0, 0, False, big.shape, big)])
+                assert info.value.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+            else:  # the worker checks the frame's length before it reads it
+                with pytest.raises(RemoteRknnError, match="--max-message-mb"):
+                    raw.run([(0, 0, False, big.shape, big)])
         assert session.run([_x()], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+
+
+def _raw_pipeline(session):
+    """A pipeline on the session's carrier whose inputs are datawire tuples as they are, unchecked."""
+    from rknnlink.client.data import Pipeline
+
+    return Pipeline(session._open_carrier(), 1, lambda inputs, *_: (inputs, False), session._request_id, 1 << 24,
+                    session._data_lost)
 
 
 def test_vendor_only_calls_are_reported(board, conv_model):

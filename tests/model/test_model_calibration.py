@@ -114,3 +114,18 @@ def test_bias_quantisation_uses_input_times_weight_scale():
     assert q.dtype == np.int32
     assert np.all(np.abs(q * scales.astype(np.float64) - b) <= scales / 2 + 1e-9)
     assert quantize_bias(np.array([1e12]), np.array([1e-3]))[0] == 2 ** 31 - 1
+
+
+def test_mmse_weight_scales_clip_heavy_tails_and_lower_the_rounding_error():
+    rng = np.random.default_rng(9)
+    w = rng.laplace(size=(6, 4096)).astype(np.float32)  # heavy tails: max|w| / 127 wastes levels on a few
+    w[5] = rng.uniform(-1, 1, 4096)  # no tail: nothing to clip, the max scale stays
+    q_max, s_max = quantize_weights(w, 0)
+    q_mse, s_mse = quantize_weights(w, 0, search=True)
+
+    def err(q, s):
+        return ((q * s[:, None] - w) ** 2).sum(axis=1)
+
+    assert (s_mse[:5] < s_max[:5]).sum() >= 3 and s_mse[5] == s_max[5]
+    assert np.all(err(q_mse, s_mse) <= err(q_max, s_max))
+    assert err(q_mse, s_mse)[:5].sum() < 0.97 * err(q_max, s_max)[:5].sum()

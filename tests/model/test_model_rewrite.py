@@ -225,3 +225,40 @@ def test_layernorm_does_not_fuse_when_the_mean_is_reused():
 def test_mish_fuses():
     g = G([1, 4, 6, 6])
     assert check(g.model([g.op("Mul", "x", g.op("Tanh", g.op("Softplus", "x")))])) == [("Mish", None)]
+
+
+# --------------------------------------------------------------------------- Linear (MatMul + bias)
+
+
+def _linear(g: G, x: str, k: int, n: int, bias_first: bool = False, bias_shape: tuple = None) -> str:
+    w, b = g.c(RNG.normal(0, 0.3, (k, n))), g.c(RNG.normal(0, 0.5, bias_shape or (n,)))
+    mm = g.op("MatMul", x, w)
+    return g.op("Add", b, mm) if bias_first else g.op("Add", mm, b)
+
+
+@pytest.mark.parametrize("shape,bias_first", [([1, 6, 8], False), ([1, 6, 8], True), ([6, 8], False)])
+def test_matmul_bias_add_becomes_gemm(shape, bias_first):
+    g = G(shape)
+    y = g.op("Relu", _linear(g, "x", 8, 5, bias_first))
+    layers = check(g.model([y]))
+    assert ("Gemm", "Relu") in layers and "MatMul" not in [t for t, _ in layers]
+    assert [t for t, _ in layers].count("Reshape") == (2 if len(shape) == 3 else 0)
+
+
+def test_matmul_bias_add_does_not_fuse_where_it_must_not():
+    g = G([1, 6, 8])
+    shared = g.op("MatMul", "x", g.c(RNG.normal(0, 0.3, (8, 5))))
+    a = g.op("Add", shared, g.c(RNG.normal(0, 0.5, 5)))          # the product is also read elsewhere
+    rows = _linear(g, "x", 8, 5, bias_shape=(6, 5))               # bias varies along the rows
+    act = g.op("MatMul", "x", g.op("Transpose", "x", perm=[0, 2, 1]))  # B is an activation
+    two = g.op("Add", act, g.c(RNG.normal(0, 0.5, 6)))
+    layers = [t for t, _ in check(g.model([a, shared, rows, two]))]
+    assert "Gemm" not in layers and layers.count("MatMul") == 3
+
+
+def test_layer_scale_after_a_linear_folds_into_the_gemm():
+    """ConvNeXt: Linear -> Mul(gamma per channel) -> residual Add; the Mul goes into W and the bias."""
+    g = G([1, 4, 4, 8])
+    y = g.op("Sub", g.op("Mul", _linear(g, "x", 8, 8), g.c(RNG.normal(0, 0.5, 8))), g.c(RNG.normal(0, 1, 8)))
+    layers = [t for t, _ in check(g.model([g.op("Add", "x", y)]))]
+    assert layers == ["Reshape", "Gemm", "Reshape", "Add"]

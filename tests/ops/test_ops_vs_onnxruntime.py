@@ -214,6 +214,9 @@ CASES = [
          dict(transA=1, alpha=0.5, beta=2.0)),
     Case("matmul_const", "MatMul", [[3, 5, 12]], {1: _rng_w((12, 7), 12)}),
     Case("matmul_two_inputs_bcast", "MatMul", [[2, 1, 4, 6], [3, 6, 5]]),
+    # a folded constant on the left (DETR's object queries times the encoder's keys), batch-broadcast
+    Case("matmul_const_a_bcast", "MatMul", [[2, 3, 6, 5]], {0: _rng_w((3, 4, 6), 14)}),
+    Case("gemm_const_a", "Gemm", [[6, 5]], {0: _rng_w((4, 6), 15), 2: _rng_w((5,), 16)}),
     # element-wise with broadcasting
     Case("add_channel_const", "Add", [[1, 3, 4, 5]], {1: _rng_w((3, 1, 1), 13)}),
     Case("add_two_inputs", "Add", [[2, 3, 4], [3, 1]]),

@@ -5,7 +5,8 @@
         outputs = session.run([image])
 """
 
-from rknnlink.client.board import Board, DeviceInfo, PerfReport, Pipeline, Session
+from rknnlink.client.board import Board, DeviceInfo, PerfReport, Session
+from rknnlink.client.data import Pipeline
 from rknnlink.client.errors import BoardError, IncompatibleVersionError, RemoteRknnError, SessionLostError
 
 __all__ = ["Board", "DeviceInfo", "PerfReport", "Pipeline", "Session", "BoardError", "IncompatibleVersionError",

@@ -6,30 +6,33 @@ import hashlib
 import hmac
 import logging
 import os
-import queue
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
 
 from rknnlink import PROTOCOL_VERSION, __version__
-from rknnlink.client.data import DataConnection, DataPipeline, DataRefusedError, OrderedResults
+from rknnlink.client.data import Carrier, DataRefusedError, DirectCarrier, Pipeline, RelayCarrier
 from rknnlink.client.errors import BoardError, IncompatibleVersionError, SessionLostError, translate
 from rknnlink.runtime import TensorAttr, numpy_dtype
 from rknnlink.runtime.library import as_input_array, output_type_of
-from rknnlink.v1 import datawire, fastwire
+from rknnlink.v1 import datawire
 from rknnlink.v1.messages import make_stub, pb
-from rknnlink.v1.protocol import MAX_TENSORS, MD_CLIENT_ID, MD_OPERATOR_TOKEN, MD_STREAM_MODE, MIN_DAEMON_PROTOCOL
+from rknnlink.v1.protocol import (
+    MAX_TENSORS,
+    MD_CLIENT_ID,
+    MD_OPERATOR_TOKEN,
+    MD_RELAY_DEPTH,
+    MD_SESSION_ID,
+    MIN_DAEMON_PROTOCOL,
+)
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 _FORMATS = {None: pb.FORMAT_DEFAULT, "nchw": pb.FORMAT_NCHW, "nhwc": pb.FORMAT_NHWC}
 _INPUT_TYPES = {np.dtype(np.float32): 0, np.dtype(np.float16): 1, np.dtype(np.int8): 2, np.dtype(np.uint8): 3}
-STREAM_REUSE_SECONDS = 20.0  # run() reopens its kept RunStream after this long unused (daemon: --idle-timeout)
 
 
 @dataclass(frozen=True)
@@ -66,11 +69,6 @@ def _attr(m: pb.TensorAttr) -> TensorAttr:
                       rknn_type=int(m.dtype), qnt_type=m.qnt_type, zp=m.zp, scale=m.scale, n_elems=m.n_elems,
                       size=m.size, fl=m.fl, w_stride=m.w_stride, size_with_stride=m.size_with_stride,
                       h_stride=m.h_stride)
-
-
-def _tensor(value: Any, fmt: Optional[str], through: bool) -> list:
-    """fastwire parts of one input Tensor; the array's bytes are referenced, not copied."""
-    return fastwire.encode_tensor(*_input_parts(value, fmt, through))
 
 
 def _input_parts(value: Any, fmt: Optional[str], through: bool) -> tuple:
@@ -110,31 +108,6 @@ def _check_count(inputs: Sequence[Any]) -> None:
         raise ValueError(f"{len(inputs)} inputs: one run carries at most {MAX_TENSORS} (models have no more)")
 
 
-def _check_reply_id(got: int, expected: int) -> None:
-    """Replies come in request order; one that answers another request means the link is out of step."""
-    if got != expected:
-        raise BoardError(f"the daemon answered request {got} where request {expected} was due: the connection "
-                         f"is out of step (a daemon bug or a second user of this stream); open a new session",
-                         None, "reply-out-of-step")
-
-
-def _array(t: Any) -> np.ndarray:
-    arr = np.frombuffer(t.data, dtype=numpy_dtype(t.dtype)).copy()
-    return arr.reshape(tuple(t.shape)) if len(t.shape) else arr
-
-
-def _run_request(session_id: str, request_id: int, inputs: Any, formats: Optional[Sequence[Optional[str]]],
-                 pass_through: Optional[Sequence[bool]], want_float: bool) -> bytes:
-    """A serialised RunRequest (fastwire: one copy of the input bytes)."""
-    if isinstance(inputs, np.ndarray):
-        inputs = [inputs]
-    _check_count(inputs)
-    tensors = [_tensor(x, formats[i] if formats and i < len(formats) else None,
-                       bool(pass_through[i]) if pass_through and i < len(pass_through) else False)
-               for i, x in enumerate(inputs)]
-    return fastwire.encode_run_request(session_id, request_id, tensors, not want_float)
-
-
 class Board:
     """A connected rknnlink daemon. Use Board.connect(address)."""
 
@@ -146,11 +119,6 @@ class Board:
         self.data_port = 0
         self._channel = channel
         self._stub = make_stub(channel)
-        # Run/RunStream with pre-serialised requests and fastwire-decoded replies (see rknnlink.v1.fastwire).
-        self._run = channel.unary_unary("/rknnlink.v1.RknnLink/Run", request_serializer=None,
-                                        response_deserializer=fastwire.decode_run_response)
-        self._run_stream = channel.stream_stream("/rknnlink.v1.RknnLink/RunStream", request_serializer=None,
-                                                 response_deserializer=fastwire.decode_run_response)
         self._metadata = tuple(metadata)
         self._timeout = timeout
         self._watch: Any = None
@@ -166,9 +134,11 @@ class Board:
                 data_address: Optional[str] = None, use_data_channel: Optional[bool] = None) -> Board:
         """Connect and handshake. ConnectionError if nothing answers at `address` within `timeout` seconds.
 
-        Inference uses the daemon's direct data channel when it offers one (loopback daemons) at
-        `data_address` (HOST:PORT, e.g. a second adb forward) or at the gRPC host with the advertised port;
-        use_data_channel=False (or RKNNLINK_DATA_CHANNEL=0) keeps everything on gRPC."""
+        Inference frames take the direct carrier (a TCP connection to the session's worker) where a route to
+        the daemon's data port exists: `data_address` (HOST:PORT, e.g. a second adb forward, which the
+        transport's Endpoint passes), or the data port a plain-text daemon advertises in Hello at the gRPC
+        host. Otherwise (TLS, use_data_channel=False as the USB bridge's and forward-less adb endpoints say,
+        or RKNNLINK_DATA_CHANNEL=0) they take the relayed carrier: the daemon's Relay stream."""
         if use_data_channel is None:
             use_data_channel = os.environ.get("RKNNLINK_DATA_CHANNEL", "1") != "0"
         opts = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
@@ -230,7 +200,8 @@ class Board:
             raise translate(exc, self.address) from None
 
     def data_target(self) -> Optional[Tuple[str, int]]:
-        """(host, port) of the daemon's data channel, or None when it offers none or it is switched off."""
+        """(host, port) of the direct carrier, or None when there is no route to the daemon's data port
+        (sessions then relay their frames through the daemon)."""
         if not self.use_data_channel or not self.data_port:
             return None
         address = self.data_address or f"{self.address.rpartition(':')[0]}:{self.data_port}"
@@ -343,11 +314,9 @@ class Session:
         self._sdk = (reply.sdk_version.api_version, reply.sdk_version.drv_version)
         self._next_id = 0
         self._lock = threading.Lock()
-        self._stream: Optional[Pipeline] = None  # run()'s persistent RunStream (cheaper than a call per run)
-        self._stream_used = 0.0
         self._secret = bytes(getattr(reply, "data_secret", b"") or b"")
-        self._data: Optional[DataConnection] = None  # run()'s direct data connection to the worker
-        self._data_ok = bool(self._secret) and board.data_target() is not None
+        self._direct = bool(self._secret) and board.data_target() is not None
+        self._link: Optional[Pipeline] = None  # run()'s kept carrier (a pipeline of depth 1)
         self.closed = False
 
     def _request_id(self) -> int:
@@ -355,117 +324,89 @@ class Session:
         return self._next_id
 
     def _req(self) -> pb.SessionRequest:
-        with self._lock:
-            self._end_stream()
         return pb.SessionRequest(session_id=self.id)
 
     def run(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
             pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> List[np.ndarray]:
         """One inference; outputs shaped by the output attributes (float32 unless want_float=False).
 
-        Uses a RunStream kept open between calls (one request in flight), which costs less per inference
-        than a unary call; any other call on the session closes it first.
+        Goes over a carrier kept open between calls (a pipeline of depth 1): direct to the worker where the
+        endpoint has a data route, else relayed by the daemon (see `carrier`).
         """
         with self._lock:
-            conn = self._data_connection()
-            if conn is not None:
-                return self._data_run(conn, inputs, formats, pass_through, want_float)
-            request_id = self._request_id()
-            request = _run_request(self.id, request_id, inputs, formats, pass_through, want_float)
-            self.board.check_size(request)
-            now = time.monotonic()
-            if self._stream is not None and now - self._stream_used > STREAM_REUSE_SECONDS:
-                self._end_stream()  # the daemon cancels streams idle for --idle-timeout; open a fresh one
-            if self._stream is None or self._stream.closed:
-                self._stream = Pipeline(self, 1, serial=True)
-            self._stream_used = now
-            return self._stream.run_one(request_id, request)
+            link = self._link
+            if link is not None and link.alive():
+                try:
+                    return link.run(inputs, formats, pass_through, want_float)
+                except BoardError as exc:
+                    # A kept relay the daemon cut for idleness just now: the request never reached the
+                    # worker (it would have kept the stream alive); send it again on a fresh stream.
+                    if exc.status != grpc.StatusCode.CANCELLED or link.carrier.kind != "relay":
+                        raise
+                    log.debug("kept relay of session %s was cut (%s); reopening", self.id, exc)
+            if link is not None:
+                link.close()
+            link = self._link = self._pipeline(1)
+            return link.run(inputs, formats, pass_through, want_float)
+
+    @property
+    def carrier(self) -> str:
+        """"direct" (frames straight to the worker) or "relay" (frames pumped by the daemon's Relay stream)."""
+        return "direct" if self._direct else "relay"
 
     @property
     def uses_data_channel(self) -> bool:
-        """True while run() and pipeline() go through the direct data channel (not gRPC)."""
-        return self._data_ok
+        """True while run() and pipeline() use the direct carrier."""
+        return self._direct
 
-    def _open_data(self) -> Optional[DataConnection]:
-        """A new data connection, or None (and gRPC from now on) when the daemon's data port cannot be used."""
-        target = self.board.data_target() if self._data_ok else None
-        if target is None:
-            return None
-        try:
-            return DataConnection(target, self.id, self._secret, self._max_reply_bytes())
-        except (OSError, DataRefusedError, datawire.FrameError) as exc:
-            log.warning("data channel at %s:%d unavailable (%s); using gRPC for session %s", *target, exc, self.id)
-            self._data_ok = False
-            return None
+    def pipeline(self, depth: int = 4) -> Pipeline:
+        """A new carrier keeping up to `depth` requests in flight; results come back in order."""
+        return self._pipeline(depth)
+
+    def _pipeline(self, depth: int) -> Pipeline:
+        return Pipeline(self._open_carrier(depth), depth, self._encode, self._request_id, self._max_reply_bytes(),
+                        self._data_lost, self._probe)
+
+    def _open_carrier(self, depth: int = 0) -> Carrier:
+        """The direct carrier where the endpoint has a data route, else the relay; a direct route that does not
+        answer like the daemon's data port is given up (with a warning) for the relay, which always exists."""
+        target = self.board.data_target() if self._direct else None
+        if target is not None:
+            try:
+                return DirectCarrier(target, self.id, self._secret)
+            except (OSError, DataRefusedError, datawire.FrameError) as exc:
+                log.warning("data channel at %s:%d unavailable (%s); relaying session %s through the daemon",
+                            *target, exc, self.id)
+                self._direct = False
+        metadata = self.board._metadata + ((MD_SESSION_ID, self.id),) + (((MD_RELAY_DEPTH, "1"),) if depth == 1 else ())
+        return RelayCarrier(self.board._stub.Relay, metadata)
 
     def _max_reply_bytes(self) -> int:
         """The most output bytes a reply may carry: float32 of every output, at least the message limit."""
         outputs = 4 * sum(int(a.n_elems) for a in self.output_attrs)
         return max(outputs + (1 << 16), self.board.max_message_bytes or (64 << 20))
 
-    def _data_connection(self) -> Optional[DataConnection]:
-        if self._data is None or self._data.closed:
-            self._data = self._open_data()
-        return self._data
-
-    def _data_run(self, conn: DataConnection, inputs: Any, formats: Optional[Sequence[Optional[str]]],
-                  pass_through: Optional[Sequence[bool]], want_float: bool) -> List[np.ndarray]:
-        tensors, raw = self._data_request(inputs, formats, pass_through, want_float)
-        try:
-            conn.send(self._request_id(), tensors, raw)
-            return conn.receive(self._probe)
-        except (OSError, datawire.FrameError) as exc:
-            conn.close()
-            self._data = None
-            raise self._data_lost(exc) from None
-
-    def _data_request(self, inputs: Any, formats: Optional[Sequence[Optional[str]]],
-                      pass_through: Optional[Sequence[bool]], want_float: bool) -> Tuple[list, bool]:
+    def _encode(self, inputs: Any, formats: Optional[Sequence[Optional[str]]],
+                pass_through: Optional[Sequence[bool]], want_float: bool) -> Tuple[list, bool]:
         tensors, raw = _data_inputs(inputs, formats, pass_through, want_float)
         self.board.check_size(sum(t[4].nbytes for t in tensors) + 64)
         return tensors, raw
 
     def _probe(self) -> None:
-        """A data reply is overdue: a gRPC call on the session returns once the worker is free again, or
-        raises SessionLostError after the daemon's per-call timeout killed a hung worker."""
+        """A reply is overdue: a call on the session returns once the worker is free again, or raises
+        SessionLostError after the daemon's per-call timeout killed a hung worker."""
         self.board._call("GetPerfRun", pb.SessionRequest(session_id=self.id), timeout=None)
 
     def _data_lost(self, exc: BaseException) -> Exception:
-        """The data connection broke: ask the daemon why (a crashed worker gives the gRPC path's SessionLostError)."""
+        """The carrier broke: say why in the control plane's terms (a crashed worker: SessionLostError)."""
+        if isinstance(exc, grpc.RpcError):
+            return translate(exc, self.board.address)
         try:
             self.board._call("GetPerfRun", pb.SessionRequest(session_id=self.id))
         except (SessionLostError, BoardError, ConnectionError) as lost:
             return lost
-        return BoardError(f"the data connection of session {self.id} to {self.board.address} broke ({exc}); the "
-                          f"session is still open: retry the call", None, "data-lost")
-
-    def run_unary(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
-                  pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> List[np.ndarray]:
-        """run() through the unary Run RPC (no stream kept open)."""
-        with self._lock:
-            self._end_stream()
-            request_id = self._request_id()
-            request = _run_request(self.id, request_id, inputs, formats, pass_through, want_float)
-            self.board.check_size(request)
-            reply = self.board._call(self.board._run, request, timeout=None)
-        _check_reply_id(reply.request_id, request_id)
-        return [_array(t) for t in reply.outputs]
-
-    def _end_stream(self) -> None:
-        """Close run()'s stream: the daemon serialises a session's calls and a stream holds it."""
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
-            stream.close()
-
-    def pipeline(self, depth: int = 4) -> Pipeline:
-        """A bidirectional stream keeping up to `depth` requests in flight; results come back in order."""
-        with self._lock:
-            self._end_stream()
-        conn = self._open_data()
-        if conn is not None:
-            return DataPipeline(conn, depth, self._data_request, self._request_id, self._data_lost,  # type: ignore
-                                self._probe)
-        return Pipeline(self, depth)
+        return BoardError(f"the {self.carrier} data carrier of session {self.id} to {self.board.address} broke "
+                          f"({exc}); the session is still open: retry the call", None, "data-lost")
 
     def perf(self) -> PerfReport:
         m = self.board._call("GetPerf", self._req())
@@ -487,7 +428,6 @@ class Session:
         """Per-layer outputs of the last run: (info, float32 array, raw array or None); on a vendor
         runtime they come from its own dump files (docs/vendor.md)."""
         tensors: Dict[int, Dict[str, Any]] = {}
-        self._req()  # closes run()'s stream
         try:
             for chunk in self.board._stub.GetDumps(pb.DumpsRequest(session_id=self.id, include_raw=include_raw),
                                                    metadata=self.board._metadata):
@@ -524,105 +464,12 @@ class Session:
             return
         self.closed = True
         self.board._sessions.pop(self.id, None)
-        if self._data is not None:
-            self._data.close()
-            self._data = None
-        request = self._req()
-        self.board._call("CloseSession", request)
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+        self.board._call("CloseSession", self._req())
 
     def __enter__(self) -> Session:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-class Pipeline(OrderedResults):
-    """Several inferences in flight on one RunStream.
-
-    submit() queues a request (never blocks on results: when `depth` are in flight it first collects the
-    oldest result into a buffer); results()/get() return results in submission order. map(inputs) does both.
-    """
-
-    _END = object()
-
-    def __init__(self, session: Session, depth: int, serial: bool = False) -> None:
-        if depth < 1:
-            raise ValueError("depth must be >= 1")
-        self.session, self.depth = session, depth
-        self._requests: "queue.Queue[Any]" = queue.Queue()  # noqa: UP037
-        self._ready: Deque[List[np.ndarray]] = deque()
-        self._inflight = 0
-        self._expected: Deque[int] = deque()  # request ids in flight, oldest first (replies come in order)
-        self._lock = threading.Lock()
-        board = session.board
-        metadata = board._metadata + (((MD_STREAM_MODE, "serial"),) if serial else ())
-        self._call = board._run_stream(self._request_iter(), metadata=metadata)
-        self.closed = False
-
-    def _request_iter(self) -> Iterator[bytes]:
-        while True:
-            item = self._requests.get()
-            if item is self._END:
-                return
-            yield item
-
-    def submit(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
-               pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> int:
-        """Queue one inference; returns its request id."""
-        if self.closed:
-            raise BoardError("the pipeline is closed; open a new one with session.pipeline()")
-        while self._inflight >= self.depth:
-            self._ready.append(self._receive())
-        request_id = self.session._request_id()
-        request = _run_request(self.session.id, request_id, inputs, formats, pass_through, want_float)
-        self.session.board.check_size(request)
-        self._expected.append(request_id)
-        self._requests.put(request)
-        self._inflight += 1
-        return request_id
-
-    def run_one(self, request_id: int, request: bytes) -> List[np.ndarray]:
-        """Send one serialised request and wait for its result (Session.run's path)."""
-        if self.closed:
-            raise BoardError("the pipeline is closed; open a new one with session.pipeline()")
-        self._expected.append(request_id)
-        self._requests.put(request)
-        self._inflight += 1
-        return self._receive()
-
-    def _receive(self) -> List[np.ndarray]:
-        try:
-            reply = next(self._call)
-        except StopIteration:
-            raise BoardError("the daemon ended the stream early", None, "stream-ended") from None
-        except grpc.RpcError as exc:
-            self._inflight = 0
-            self.closed = True
-            raise translate(exc, self.session.board.address) from None
-        self._inflight -= 1
-        expected = self._expected.popleft() if self._expected else 0
-        try:
-            _check_reply_id(reply.request_id, expected)
-        except BoardError:
-            self.closed = True
-            raise
-        return [_array(t) for t in reply.outputs]
-
-    def close(self) -> None:
-        """End the stream (waiting for results still in flight, which are discarded)."""
-        if getattr(self, "_ended", False):
-            return
-        self._ended = True
-        self.closed = True
-        self._requests.put(self._END)
-        try:
-            for _ in self._call:
-                pass
-        except grpc.RpcError as exc:
-            log.debug("pipeline ended with %s", exc)
-
-    def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -1,10 +1,21 @@
-"""Client side of the direct data channel (rknnlink.v1.datawire): inference frames straight to the worker."""
+"""The client's data plane: one Pipeline of datawire frames over one of two carriers.
+
+* DirectCarrier: a TCP connection to the daemon's data port, handed to the session's worker after a hello
+  (loopback daemons, adb with a data forward, a farm relay of the data port);
+* RelayCarrier: a gRPC `Relay` stream through the daemon, which pumps the same frames to the worker (TLS
+  network endpoints, the USB bridge, adb without a data forward).
+
+Which one a session uses is not guessed: the endpoint (Board.connect's data_address, or the loopback
+daemon's data port from Hello) says whether a direct route exists. Session.run is a Pipeline of depth 1.
+"""
 
 from __future__ import annotations
 
 import logging
-import select
+import queue
 import socket
+import threading
+import time
 from collections import deque
 from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -14,26 +25,51 @@ import numpy as np
 from rknnlink.client.errors import BoardError, RemoteRknnError, SessionLostError
 from rknnlink.runtime import numpy_dtype
 from rknnlink.v1 import datawire
+from rknnlink.v1.messages import pb
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 PROBE_INTERVAL = 10.0  # seconds without a reply before the daemon is asked whether the worker still lives
+Probe = Optional[Callable[[], None]]
 
 
 class DataRefusedError(ConnectionError):
-    """The daemon refused a data connection (the client then uses gRPC); `status` is the hello reply's."""
+    """The daemon refused a direct data connection; `status` is the hello reply's."""
 
     def __init__(self, message: str, status: int = datawire.REFUSED) -> None:
         super().__init__(message)
         self.message, self.status = message, status
 
 
-class DataConnection:
-    """One authenticated TCP connection to a session's worker. Not thread-safe (callers hold a lock)."""
+class Carrier:
+    """Moves whole data-plane frames between this client and one session's worker. Not thread-safe."""
 
-    def __init__(self, address: Tuple[str, int], session_id: str, secret: bytes, max_reply_bytes: int) -> None:
-        self.max_reply_bytes = max_reply_bytes
-        self._expected: Deque[int] = deque()  # request ids sent and not answered yet, oldest first
+    kind = ""
+    closed = False
+
+    def send(self, parts: Sequence[Any]) -> None:
+        raise NotImplementedError
+
+    def receive(self, limit: int, probe: Probe) -> memoryview:
+        """The next frame's body; ConnectionError (or grpc.RpcError) when the carrier broke.
+
+        While no reply comes, `probe` runs every PROBE_INTERVAL seconds (it raises when the session is lost)."""
+        raise NotImplementedError
+
+    def alive(self) -> bool:
+        """False once the carrier is known to be unusable (closed here, or ended by the daemon)."""
+        return not self.closed
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class DirectCarrier(Carrier):
+    """One authenticated TCP connection to a session's worker."""
+
+    kind = "direct"
+
+    def __init__(self, address: Tuple[str, int], session_id: str, secret: bytes) -> None:
         self.sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT)
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -49,34 +85,19 @@ class DataConnection:
         except BaseException:
             self.sock.close()
             raise
+        self._reader = datawire.FrameReader(self.sock)
+        self._reader.set_wait_interval(PROBE_INTERVAL)  # a kernel receive timeout: no poll() per reply
         self.closed = False
 
-    def send(self, request_id: int, inputs: Sequence[Tuple[int, int, bool, Sequence[int], Any]], raw: bool) -> None:
-        datawire.send_parts(self.sock, datawire.encode_request(request_id, inputs, raw))
-        self._expected.append(request_id)
+    def send(self, parts: Sequence[Any]) -> None:
+        datawire.send_parts(self.sock, parts)
 
-    def receive(self, probe: Optional[Callable[[], None]] = None) -> List[np.ndarray]:
-        """The next reply's outputs; RemoteRknnError for a runtime error, ConnectionError when it closed.
-
-        While no reply comes, `probe` runs every PROBE_INTERVAL seconds (it raises when the session is lost)."""
-        if probe is not None:
-            poller = select.poll()
-            poller.register(self.sock, select.POLLIN)
-            while not poller.poll(PROBE_INTERVAL * 1000):
-                probe()
-        rid, status, _run_us, body = datawire.read_reply(self.sock, self.max_reply_bytes)
-        expected = self._expected.popleft() if self._expected else None
-        if rid != expected and not (status != 0 and rid == 0):  # id 0: the worker refused the frame itself
-            raise datawire.FrameError(f"the worker answered request {rid} where request {expected} was due: "
-                                      f"the data connection is out of step")
-        if status != 0:
-            name, message = body
-            raise RemoteRknnError(status, name, message, None, "rknn-error")
-        outs = []
-        for dtype, shape, data in body:
-            arr = np.frombuffer(data, dtype=numpy_dtype(dtype))
-            outs.append(arr.reshape(shape) if shape else arr)
-        return outs
+    def receive(self, limit: int, probe: Probe) -> memoryview:
+        self._reader.wait = probe
+        body = self._reader.read(limit)
+        if body is None:
+            raise datawire.PeerClosedError("the worker closed the data connection")
+        return body
 
     def close(self) -> None:
         if not self.closed:
@@ -84,19 +105,123 @@ class DataConnection:
             self.sock.close()
 
 
-class OrderedResults:
-    """Result collection shared by the pipelines: subclasses provide submit(), _receive(), `depth`,
-    `_ready` (results collected early) and `_inflight` (requests whose results are still on the wire)."""
+class RelayCarrier(Carrier):
+    """One gRPC Relay stream; the daemon pumps its frames to and from the session's worker.
 
-    depth: int
-    _ready: Deque[List[np.ndarray]]
-    _inflight: int
+    While a reply is overdue, a watchdog thread probes the daemon every PROBE_INTERVAL seconds: the probe
+    lets the daemon's per-call timeout end a hung worker, which then ends this stream with the session-lost
+    status (the probe's own error is only logged)."""
 
-    def submit(self, inputs: Any, **kwargs: Any) -> int:
-        raise NotImplementedError
+    kind = "relay"
+    _END = object()
 
-    def _receive(self) -> List[np.ndarray]:
-        raise NotImplementedError
+    def __init__(self, relay: Callable[..., Any], metadata: Sequence[Tuple[str, str]]) -> None:
+        self._outgoing: queue.SimpleQueue = queue.SimpleQueue()
+        self._call = relay(iter(self._outgoing.get, self._END), metadata=tuple(metadata))
+        self.closed = False
+        self._waiting_since = 0.0  # time.monotonic() when receive() started waiting; 0 when not waiting
+        self._probe: Probe = None
+        self._watchdog: Optional[threading.Thread] = None
+
+    def send(self, parts: Sequence[Any]) -> None:
+        self._outgoing.put(pb.RelayFrame(frame=b"".join(parts)))
+
+    def receive(self, limit: int, probe: Probe) -> memoryview:
+        if probe is not None and self._watchdog is None:
+            self._probe = probe
+            self._watchdog = threading.Thread(target=self._watch, name="relay-probe", daemon=True)
+            self._watchdog.start()
+        self._waiting_since = time.monotonic()
+        try:
+            message = next(self._call)
+        except StopIteration:
+            raise datawire.PeerClosedError("the daemon ended the relay stream") from None
+        finally:
+            self._waiting_since = 0.0
+        frame = memoryview(message.frame)
+        size = datawire.LENGTH.unpack_from(frame)[0] if frame.nbytes >= datawire.LENGTH.size else -1
+        if size != frame.nbytes - datawire.LENGTH.size or size > limit:
+            raise datawire.FrameError(f"a relayed frame of {frame.nbytes} bytes does not match its length prefix "
+                                      f"or exceeds {limit} bytes")
+        return frame[datawire.LENGTH.size:]
+
+    def _watch(self) -> None:
+        while not self.closed:
+            time.sleep(min(1.0, PROBE_INTERVAL))
+            since = self._waiting_since
+            if since and time.monotonic() - since > PROBE_INTERVAL and self._probe is not None:
+                try:
+                    self._probe()
+                except Exception as exc:  # noqa: BLE001 - the stream reports the failure itself
+                    log.debug("relay probe: %s", exc)
+
+    def alive(self) -> bool:
+        return not self.closed and not self._call.done()  # e.g. cut by the daemon's --idle-timeout
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._outgoing.put(self._END)
+            self._call.cancel()
+
+
+Encoder = Callable[[Any, Optional[Sequence[Optional[str]]], Optional[Sequence[bool]], bool], Tuple[list, bool]]
+
+
+class Pipeline:
+    """Inferences of one session over one carrier, up to `depth` in flight; results come back in order.
+
+    submit() sends a request (when `depth` are in flight it first collects the oldest result into a
+    buffer); get()/results() return results in submission order; map(inputs) does both. A runtime error
+    is raised by the get() of its request and the pipeline goes on; a broken carrier closes it.
+    """
+
+    def __init__(self, carrier: Carrier, depth: int, encode: Encoder, next_id: Callable[[], int],
+                 max_reply_bytes: int, on_lost: Callable[[BaseException], Exception], probe: Probe = None) -> None:
+        if depth < 1:
+            raise ValueError("depth must be >= 1")
+        self.carrier, self.depth = carrier, depth
+        self._encode, self._next_id, self._on_lost, self._probe = encode, next_id, on_lost, probe
+        self._limit = datawire.frame_limit(max_reply_bytes)
+        self._max_reply_bytes = max_reply_bytes
+        self._ready: Deque[List[np.ndarray]] = deque()
+        self._expected: Deque[int] = deque()  # request ids sent and not answered yet, oldest first
+        self.closed = False
+
+    @property
+    def carrier_kind(self) -> str:
+        """"direct" or "relay"."""
+        return self.carrier.kind
+
+    def alive(self) -> bool:
+        """False once closed here or known to be ended by the other side."""
+        return not self.closed and self.carrier.alive()
+
+    @property
+    def _inflight(self) -> int:
+        return len(self._expected)
+
+    def submit(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
+               pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> int:
+        """Send one inference; returns its request id."""
+        if self.closed:
+            raise BoardError("the pipeline is closed; open a new one with session.pipeline()")
+        tensors, raw = self._encode(inputs, formats, pass_through, want_float)
+        while self._inflight >= self.depth:
+            self._ready.append(self._receive())
+        request_id = self._next_id()
+        try:
+            self.carrier.send(datawire.encode_request(request_id, tensors, raw))
+        except (OSError, grpc.RpcError) as exc:
+            self._fail(exc)
+        self._expected.append(request_id)
+        return request_id
+
+    def run(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
+            pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> List[np.ndarray]:
+        """One inference, waiting for its result (Session.run)."""
+        self.submit(inputs, formats, pass_through, want_float)
+        return self.get()
 
     def get(self) -> List[np.ndarray]:
         """The oldest outstanding result (blocks until it arrives)."""
@@ -121,59 +246,42 @@ class OrderedResults:
                 yield self._receive()
         yield from self.results()
 
-
-class DataPipeline(OrderedResults):
-    """Session.pipeline() over the data channel: same interface as rknnlink.client.board.Pipeline."""
-
-    def __init__(self, conn: DataConnection, depth: int, encode: Callable[..., Tuple[list, bool]],
-                 next_id: Callable[[], int], on_lost: Callable[[BaseException], Exception],
-                 probe: Optional[Callable[[], None]] = None) -> None:
-        if depth < 1:
-            raise ValueError("depth must be >= 1")
-        self.conn, self.depth = conn, depth
-        self._encode, self._next_id, self._on_lost, self._probe = encode, next_id, on_lost, probe
-        self._ready: Deque[List[np.ndarray]] = deque()
-        self._inflight = 0
-        self.closed = False
-
-    def submit(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
-               pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> int:
-        if self.closed:
-            raise BoardError("the pipeline is closed; open a new one with session.pipeline()")
-        while self._inflight >= self.depth:
-            self._ready.append(self._receive())
-        request_id = self._next_id()
-        tensors, raw = self._encode(inputs, formats, pass_through, want_float)
-        try:
-            self.conn.send(request_id, tensors, raw)
-        except OSError as exc:
-            self._fail(exc)
-        self._inflight += 1
-        return request_id
-
     def _fail(self, exc: BaseException) -> None:
         self.closed = True
-        self._inflight = 0
-        self.conn.close()
+        self._expected.clear()
+        self.carrier.close()
         raise self._on_lost(exc) from None
 
     def _receive(self) -> List[np.ndarray]:
         try:
-            outs = self.conn.receive(self._probe)
-        except RemoteRknnError:
-            self._inflight -= 1
-            raise
-        except (OSError, datawire.FrameError) as exc:
+            body = self.carrier.receive(self._limit, self._probe)
+            rid, status, _run_us, payload = datawire.parse_reply(body, self._max_reply_bytes)
+        except (OSError, grpc.RpcError, datawire.FrameError) as exc:
             self._fail(exc)
-        self._inflight -= 1
+        expected = self._expected.popleft()
+        if status != 0 and rid == 0:  # the worker refused a frame itself and closes the carrier
+            self.closed = True
+            self._expected.clear()
+            self.carrier.close()
+        elif rid != expected:
+            self._fail(datawire.FrameError(f"the worker answered request {rid} where request {expected} was due: "
+                                           f"the data connection is out of step"))
+        if status != 0:
+            name, message = payload
+            raise RemoteRknnError(status, name, message, None, "rknn-error")
+        outs = []
+        for dtype, shape, data in payload:
+            arr = np.frombuffer(data, dtype=numpy_dtype(dtype))
+            outs.append(arr.reshape(shape) if shape else arr)
         return outs
 
     def close(self) -> None:
-        """Close the connection; results still in flight are discarded (the worker notices the close)."""
+        """Close the carrier; results still in flight are discarded (the worker notices the close)."""
         self.closed = True
-        self.conn.close()
+        self._expected.clear()
+        self.carrier.close()
 
-    def __enter__(self) -> DataPipeline:
+    def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -42,7 +42,7 @@ from .errors import BuildError, UnsupportedOperatorError
 from .lower import INTEGER_VALUE_TYPES, LNode, lower
 from .precision import auto_float_layers
 from .prepare import PreparedGraph, load_onnx, make_session, prepare
-from .rewrite import rewrite
+from .rewrite import rewrite, view_source
 
 LOG = logging.getLogger(__name__)
 
@@ -180,7 +180,9 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
     Two passes for kl_divergence/mmse: ranges first, then histograms over those ranges.
     """
     names = activation_names(pg, nodes)
-    sess = make_session(pg.model, names)
+    onnx_names = [n for n in names if view_source(n) is None]  # views are reshaped copies of these
+    views = [(n, onnx_names.index(view_source(n))) for n in names if view_source(n) is not None]
+    sess = make_session(pg.model, onnx_names)
     shapes = [pg.shapes[n] for n in pg.inputs]
     mean = config.per_input(config.mean_values, len(pg.inputs), "mean_values")
     std = config.per_input(config.std_values, len(pg.inputs), "std_values")
@@ -194,12 +196,14 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
         progress = desc if config.progress else False
         for sample in read_dataset(dataset, shapes, mean, std, config.quant_img_rgb2bgr, progress):
             feeds = {n: x.astype(feed_types.get(n, np.float32)) for n, x in zip(pg.inputs, sample.normalised)}
-            yield sess.run(names, feeds)
+            values = sess.run(onnx_names, feeds)
+            yield values + [np.asarray(values[k]).reshape(pg.shapes[n]) for n, k in views]
 
     # Inputs of Conv/Gemm also get per-channel means: bias correction needs them.
     channel_axis = {n.inputs[0]: (1 if n.op_type == "Conv" else (0 if n.attrs.get("transA") else 1))
                     for n in nodes if n.op_type in ("Conv", "Gemm") and n.inputs[0] in stats}
     count = 0
+    names = onnx_names + [n for n, _ in views]
     for values in run_all():
         count += 1
         for n, v in zip(names, values):
@@ -304,6 +308,7 @@ class _Assembler:
         self.tensor_map: dict = {}
         self.quant_params: dict = {}
         self.act_dtype: dict = {}
+        self.weights_q: dict = {}  # (weight name, axis) -> quantize_weights result (the bias needs it too)
         self._check_float_layers()
 
     def _check_float_layers(self) -> None:
@@ -375,7 +380,7 @@ class _Assembler:
     def add_tensor(self, t: fmt.SimTensor, onnx_name: str) -> int:
         self.index[t.name] = len(self.tensors)
         self.tensors.append(t)
-        self.tensor_map[t.name] = onnx_name
+        self.tensor_map[t.name] = view_source(onnx_name) or onnx_name
         return self.index[t.name]
 
     def add_activation(self, name: str, kind: int, int8: bool, share_from: Optional[str] = None) -> int:
@@ -425,6 +430,10 @@ class _Assembler:
         arr = arr.astype(np.float32)
         if int8 and n.op_type in WEIGHT_OPS and slot == 1:
             return self.quant_weight(n, name, arr)
+        if int8 and n.op_type in ("MatMul", "Gemm") and slot == 0:
+            # a folded constant left operand (e.g. DETR's object queries) times an activation: the int8
+            # GEMM takes int8 on both sides, so it is quantised per tensor like a weight
+            return self.quant_weight(n, name, arr, per_tensor=True)
         if int8 and n.op_type in ("Conv", "ConvTranspose", "Gemm") and slot == 2:
             idx = self.quant_bias(n, name, arr)
             if idx is not None:
@@ -445,9 +454,15 @@ class _Assembler:
             return 0 if n.attrs.get("transB", 0) else 1
         return w.ndim - 1 if w.ndim == 2 else None
 
-    def quant_weight(self, n: LNode, name: str, w: np.ndarray) -> int:
-        axis = self.weight_axis(n, w)
-        q, scales = quantize_weights(w, axis)
+    def quantized_weight(self, name: str, w: np.ndarray, axis: Optional[int]) -> tuple:
+        key = (name, axis)
+        if key not in self.weights_q:
+            self.weights_q[key] = quantize_weights(w, axis, search=self.config.quantized_algorithm == "mmse")
+        return self.weights_q[key]
+
+    def quant_weight(self, n: LNode, name: str, w: np.ndarray, per_tensor: bool = False) -> int:
+        axis = None if per_tensor else self.weight_axis(n, w)
+        q, scales = self.quantized_weight(name, w, axis)
         n_ch = len(scales)
         amax = [float(s) * 127 for s in scales]
         lo = [float(v) for v in (np.min(np.moveaxis(w, axis, 0).reshape(n_ch, -1), axis=1) if axis is not None
@@ -496,7 +511,7 @@ class _Assembler:
             return b
         w = np.asarray(w, np.float32)
         axis = self.weight_axis(n, w)
-        q, scales = quantize_weights(w, axis)
+        q, scales = self.quantized_weight(n.inputs[1], w, axis)
         shape = [1] * w.ndim
         if axis is not None:
             shape[axis] = -1

@@ -170,20 +170,48 @@ def choose_range(stats: TensorStats, algorithm: str) -> tuple:
     raise ValueError(f"unknown quantized_algorithm {algorithm!r}; use 'normal', 'kl_divergence' or 'mmse'")
 
 
-def quantize_weights(w: np.ndarray, axis: Optional[int]) -> tuple:
-    """Symmetric int8 weights (zero point 0, levels -127..127), per channel along ``axis`` or per tensor.
+# Candidate clipping ratios of max|w| for the weight scale search (coarse near 1, where most channels land).
+WEIGHT_CLIP_RATIOS = np.concatenate([np.linspace(1.0, 0.9, 11), np.linspace(0.88, 0.7, 10)]).astype(np.float32)
+
+
+def _max_scales(moved: np.ndarray) -> np.ndarray:
+    amax = np.max(np.abs(moved), axis=1) if moved.shape[1] else np.zeros(moved.shape[0], np.float32)
+    return np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+
+
+def weight_scales(moved: np.ndarray) -> np.ndarray:
+    """Per-row symmetric int8 scale minimising the squared rounding error of that row (rows = channels).
+
+    max|w| / 127 keeps the largest weight exact but spends levels on one outlier; a slightly smaller
+    scale clips it and halves the step for the others. The ratio of max|w| is searched over
+    WEIGHT_CLIP_RATIOS; 1.0 is a candidate, so the error is never above plain min/max's.
+    """
+    base = _max_scales(moved)
+    best_err = np.full(moved.shape[0], np.inf)
+    best = base.copy()
+    for ratio in WEIGHT_CLIP_RATIOS:
+        s = (base * ratio)[:, None]
+        err = np.square(np.clip(np.round(moved / s), -127, 127) * s - moved).sum(axis=1, dtype=np.float64)
+        better = err < best_err
+        best_err[better], best[better] = err[better], s[better, 0]
+    return best.astype(np.float32)
+
+
+def quantize_weights(w: np.ndarray, axis: Optional[int], search: bool = False) -> tuple:
+    """Symmetric int8 weights (zero point 0, levels -127..127), per channel along ``axis`` or per tensor:
+    scale max|w| / 127, or with ``search`` (quantized_algorithm='mmse') the one :func:`weight_scales`
+    finds.
 
     Returns (q int8 array, scales float32 array: one per channel, or shape (1,) per tensor).
     """
     w = np.asarray(w, dtype=np.float32)
+    pick = weight_scales if search else _max_scales
     if axis is None:
-        amax = np.array([np.max(np.abs(w))]) if w.size else np.array([0.0])
-        scales = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+        scales = pick(w.reshape(1, -1))
         q = np.clip(np.round(w / scales[0]), -127, 127).astype(np.int8)
         return q, scales
     moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
-    amax = np.max(np.abs(moved), axis=1) if moved.shape[1] else np.zeros(w.shape[axis])
-    scales = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    scales = pick(moved)
     shape = [1] * w.ndim
     shape[axis] = -1
     q = np.clip(np.round(w / scales.reshape(shape)), -127, 127).astype(np.int8)

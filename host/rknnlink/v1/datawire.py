@@ -1,19 +1,26 @@
-"""The direct data channel between a client and a session's runtime worker (binary frames, no gRPC).
+"""The data plane's frames: how inference requests and replies travel between a client and a session's worker.
 
-gRPC costs ~0.5 ms per round trip in Python and the daemon->worker hop adds wake-ups, so inference data may
-bypass both: the client opens a TCP connection to the daemon's data port, sends a hello frame (magic,
-protocol version, session id, the session's secret from CreateSession), and the daemon hands the socket to
-the session's worker process. From then on the client and the worker exchange length-prefixed frames:
+Every route carries the same frames; only the carrier differs (docs/protocol.md, "The data plane"):
+  * direct: a TCP connection to the daemon's data port, authenticated by a hello and then handed to the
+    session's worker (SCM_RIGHTS), so client and worker talk with nothing in between;
+  * relayed: a gRPC `Relay` stream, whose daemon end pumps the frames, unread, into a socket it handed to the
+    worker the same way (TLS network endpoints, the USB bridge, adb without a data forward).
 
-    hello        <4sHHH>  b"RKLD", version, len(session_id), len(secret), then both as bytes
-    hello reply  <4siI>   b"RKLH", status (0 = accepted), len(message), then the UTF-8 message
+    hello        <4sHHH>  b"RKLD", version, len(session_id), len(secret), then both as bytes (direct only)
+    hello reply  <4siI>   b"RKLH", status (0 = accepted), len(message), then the UTF-8 message (direct only)
+
+After the hello every frame starts with its length, so a relay forwards it without parsing it:
+
+    frame        <Q>      number of bytes after this prefix, then the body:
     request      <4sQII>  b"RKLQ", request_id, flags (bit 0: raw outputs), n_inputs, then per input
                  <iBBHQ>  dtype, fmt, pass_through, ndim, nbytes + ndim x <q> dims, then every input's bytes
     reply        <4sQiqI> b"RKLR", request_id, status (0 or an RKNN error code), run_us, n (outputs or message
                           bytes); per output <iHxxQ> dtype, ndim, nbytes + ndim x <q> dims, then the bytes;
                           for an error, the UTF-8 text "NAME\\0message"
 
-Replies come in request order, so a client may write several requests before reading (pipelining).
+Replies come in request order, so a client may write several requests before reading (pipelining). A reader
+checks a frame's length against its limit before it allocates, then reads the whole frame into one buffer
+and parses it there: tensors are views of that buffer, never copies.
 """
 
 from __future__ import annotations
@@ -21,13 +28,14 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-from rknnlink.v1.protocol import MAX_DIMS, MAX_TENSORS
+from rknnlink.v1.protocol import MAX_DIMS, MAX_TENSORS, PROTOCOL_VERSION
 
-VERSION = 1
+VERSION = PROTOCOL_VERSION
 HELLO = struct.Struct("<4sHHH")
 HELLO_REPLY = struct.Struct("<4siI")
+LENGTH = struct.Struct("<Q")
 REQUEST = struct.Struct("<4sQII")
 INPUT = struct.Struct("<iBBHQ")
 REPLY = struct.Struct("<4sQiqI")
@@ -35,13 +43,15 @@ OUTPUT = struct.Struct("<iHxxQ")
 MAGIC_HELLO, MAGIC_HELLO_REPLY, MAGIC_REQUEST, MAGIC_REPLY = b"RKLD", b"RKLH", b"RKLQ", b"RKLR"
 MAX_ID = 256
 MAX_MESSAGE = 1 << 20
+# Bytes of a frame beyond its tensor data: the largest header of MAX_TENSORS tensors of MAX_DIMS dimensions.
+MAX_OVERHEAD = REQUEST.size + MAX_TENSORS * (INPUT.size + 8 * MAX_DIMS) + MAX_MESSAGE
 FLAG_RAW = 0x1
 REFUSED = 1               # hello reply status: bad hello, unknown session or wrong secret, busy
 REFUSED_SESSION_LOST = 2  # hello reply status: the session's worker is gone (the message says why)
 
 
 class FrameError(ValueError):
-    """A frame broke the data-channel format (wrong magic, impossible sizes)."""
+    """A frame broke the data-plane format (wrong magic, impossible sizes)."""
 
 
 class PeerClosedError(ConnectionError):
@@ -52,7 +62,13 @@ def recv_exact(sock: socket.socket, size: int, deadline: Optional[float] = None)
     """`size` bytes; with `deadline` (time.monotonic()) socket.timeout once it passes, however the bytes
     trickle in (a per-recv timeout would restart with every byte)."""
     buf = bytearray(size)
-    view = memoryview(buf)
+    recv_into_exact(sock, memoryview(buf), deadline)
+    return buf
+
+
+def recv_into_exact(sock: socket.socket, view: memoryview, deadline: Optional[float] = None) -> None:
+    """Fill `view` from `sock` (see recv_exact)."""
+    size = view.nbytes
     got = 0
     while got < size:
         if deadline is not None:
@@ -64,7 +80,6 @@ def recv_exact(sock: socket.socket, size: int, deadline: Optional[float] = None)
         if n == 0:
             raise PeerClosedError("the data connection was closed" + (" in the middle of a frame" if got else ""))
         got += n
-    return buf
 
 
 def send_parts(sock: socket.socket, parts: Sequence[Any]) -> None:
@@ -80,7 +95,7 @@ def send_parts(sock: socket.socket, parts: Sequence[Any]) -> None:
             views[0] = views[0][sent:]
 
 
-# -- hello -------------------------------------------------------------------------------------------------------------
+# -- hello (direct carrier) ----------------------------------------------------------------------------------------
 def encode_hello(session_id: str, secret: bytes) -> bytes:
     sid = session_id.encode()
     return HELLO.pack(MAGIC_HELLO, VERSION, len(sid), len(secret)) + sid + bytes(secret)
@@ -92,7 +107,8 @@ def read_hello(sock: socket.socket, deadline: Optional[float] = None) -> Tuple[s
     if magic != MAGIC_HELLO:
         raise FrameError("not an rknnlink data-channel hello (bad magic)")
     if version != VERSION:
-        raise FrameError(f"data-channel protocol {version} is not supported (this side speaks {VERSION})")
+        raise FrameError(f"data-plane protocol {version} is not supported (this side speaks {VERSION}): update "
+                         f"the older side (`pip install -U rknnlink` on the host, `rknnlink deploy` for the board)")
     if sid_len > MAX_ID or secret_len > MAX_ID:
         raise FrameError("data-channel hello: session id or secret too long")
     body = recv_exact(sock, sid_len + secret_len, deadline)
@@ -115,10 +131,140 @@ def read_hello_reply(sock: socket.socket) -> Tuple[int, str]:
     return status, recv_exact(sock, size).decode(errors="replace")
 
 
-# -- requests ----------------------------------------------------------------------------------------------------------
+# -- frames --------------------------------------------------------------------------------------------------------
+def frame_limit(max_tensor_bytes: int) -> int:
+    """The largest frame body a reader accepts when the tensors of one frame may total `max_tensor_bytes`."""
+    return max_tensor_bytes + MAX_OVERHEAD
+
+
+def read_frame(sock: socket.socket, limit: int) -> Optional[memoryview]:
+    """The next frame's body (its length checked against `limit` before anything is allocated), or None
+    when the peer closed between frames."""
+    prefix = sock.recv(LENGTH.size, socket.MSG_WAITALL)
+    if not prefix:
+        return None
+    if len(prefix) < LENGTH.size:
+        prefix += bytes(recv_exact(sock, LENGTH.size - len(prefix)))
+    (size,) = LENGTH.unpack(prefix)
+    if size > limit:
+        raise FrameError(f"a frame of {size} bytes (this side accepts {limit}; raise rknnlink serve "
+                         f"--max-message-mb for larger tensors)")
+    body = memoryview(bytearray(size))
+    recv_into_exact(sock, body)
+    return body
+
+
+class FrameReader:
+    """Reads frames from a stream socket with as few syscalls as the bytes allow: one recv_into a reused
+    buffer usually brings a small frame whole (or a big frame's length and first bytes); a big frame's rest
+    goes straight into its own buffer. Small frames are copied out (their tensors may outlive the next read).
+
+    `wait` (optional) is called whenever a recv times out (the socket's SO_RCVTIMEO, see set_wait_interval),
+    then the read goes on: the client uses it to probe the daemon while a reply is overdue."""
+
+    def __init__(self, sock: socket.socket, size: int = 1 << 16, wait: Optional[Callable[[], None]] = None) -> None:
+        self.sock, self.wait = sock, wait
+        self._buf = bytearray(size)
+        self._view = memoryview(self._buf)
+        self._start = self._end = 0
+
+    def set_wait_interval(self, seconds: float) -> None:
+        """Let a blocking recv give up after `seconds` (kernel SO_RCVTIMEO: no poll() per read)."""
+        whole = int(seconds)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                             struct.pack("ll", whole, int((seconds - whole) * 1e6)))
+
+    def _recv_into(self, view: memoryview) -> int:
+        while True:
+            try:
+                n = self.sock.recv_into(view)
+            except BlockingIOError:
+                if self.wait is None:
+                    raise
+                self.wait()
+                continue
+            if n == 0:
+                raise PeerClosedError("the data connection was closed in the middle of a frame")
+            return n
+
+    def _fill(self) -> None:
+        if self._end == len(self._buf):  # move the unread rest to the front
+            rest = self._end - self._start
+            self._view[:rest] = self._view[self._start:self._end]
+            self._start, self._end = 0, rest
+        self._end += self._recv_into(self._view[self._end:])
+
+    def read(self, limit: int) -> Optional[memoryview]:
+        """The next frame's body (its length checked against `limit` before a frame buffer is allocated),
+        or None when the peer closed between frames."""
+        while self._end - self._start < LENGTH.size:
+            if self._end == self._start:
+                self._start = self._end = 0
+                try:
+                    self._fill()
+                except PeerClosedError:
+                    return None
+            else:
+                self._fill()
+        (size,) = LENGTH.unpack_from(self._buf, self._start)
+        if size > limit:
+            raise FrameError(f"a frame of {size} bytes (this side accepts {limit}; raise rknnlink serve "
+                             f"--max-message-mb for larger tensors)")
+        self._start += LENGTH.size
+        have = self._end - self._start
+        if size + LENGTH.size <= len(self._buf):
+            if have < size and self._start + size > len(self._buf):  # make room behind the unread part
+                self._view[:have] = self._view[self._start:self._end]
+                self._start, self._end = 0, have
+            while self._end - self._start < size:
+                self._fill()
+            body = bytearray(self._view[self._start:self._start + size])
+            self._start += size
+        else:
+            body = bytearray(size)
+            body[:have] = self._view[self._start:self._end]
+            self._start = self._end = 0
+            view = memoryview(body)
+            while have < size:
+                have += self._recv_into(view[have:])
+        if self._start == self._end:
+            self._start = self._end = 0
+        return memoryview(body)
+
+
+def _framed(head: List[bytes], datas: List[memoryview]) -> List[Any]:
+    header = b"".join(head)
+    size = len(header) + sum(d.nbytes for d in datas)
+    return [LENGTH.pack(size) + header, *datas]
+
+
+class _Reader:
+    """Sequential parsing of one frame body; every read is checked against the body's end."""
+
+    def __init__(self, body: memoryview) -> None:
+        self.body, self.pos = body, 0
+
+    def take(self, size: int) -> memoryview:
+        end = self.pos + size
+        if end > self.body.nbytes:
+            raise FrameError("a frame shorter than its header says")
+        view = self.body[self.pos:end]
+        self.pos = end
+        return view
+
+    def unpack(self, st: struct.Struct) -> tuple:
+        return st.unpack(self.take(st.size))
+
+    def dims(self, ndim: int) -> Tuple[int, ...]:
+        if ndim > MAX_DIMS:
+            raise FrameError(f"a tensor with {ndim} dimensions (at most {MAX_DIMS})")
+        return struct.unpack(f"<{ndim}q", self.take(8 * ndim))
+
+
+# -- requests ------------------------------------------------------------------------------------------------------
 def encode_request(request_id: int, inputs: Sequence[Tuple[int, int, bool, Sequence[int], Any]],
                    raw: bool) -> List[Any]:
-    """Frame parts for sendmsg; inputs are (dtype, fmt, pass_through, shape, bytes-like)."""
+    """Frame parts for sendmsg; inputs are (dtype, fmt, pass_through, shape, bytes-like), referenced, not copied."""
     head = [REQUEST.pack(MAGIC_REQUEST, request_id, FLAG_RAW if raw else 0, len(inputs))]
     datas = []
     for dtype, fmt, through, shape, data in inputs:
@@ -126,39 +272,31 @@ def encode_request(request_id: int, inputs: Sequence[Tuple[int, int, bool, Seque
         head.append(INPUT.pack(dtype, fmt, 1 if through else 0, len(shape), view.nbytes))
         head.append(struct.pack(f"<{len(shape)}q", *shape))
         datas.append(view)
-    return [b"".join(head), *datas]
+    return _framed(head, datas)
 
 
-def read_request(sock: socket.socket, max_bytes: int) -> Optional[Tuple[int, bool, List[dict], List[bytearray]]]:
-    """(request_id, raw, input metas, input bytes); None when the peer closed between frames."""
-    first = sock.recv(REQUEST.size, socket.MSG_WAITALL)
-    if not first:
-        return None
-    if len(first) < REQUEST.size:
-        first += bytes(recv_exact(sock, REQUEST.size - len(first)))
-    magic, request_id, flags, n_inputs = REQUEST.unpack(first)
+def parse_request(body: memoryview) -> Tuple[int, bool, List[dict], List[memoryview]]:
+    """(request_id, raw, input metas, input bytes as views of `body`)."""
+    r = _Reader(body)
+    magic, request_id, flags, n_inputs = r.unpack(REQUEST)
     if magic != MAGIC_REQUEST:
         raise FrameError("bad request magic: the data connection is out of step or not an rknnlink client")
     if n_inputs > MAX_TENSORS:
         raise FrameError(f"a request with {n_inputs} inputs (at most {MAX_TENSORS})")
     metas: List[dict] = []
-    total = 0
     for _ in range(n_inputs):
-        dtype, fmt, through, ndim, nbytes = INPUT.unpack(recv_exact(sock, INPUT.size))
-        if ndim > MAX_DIMS:
-            raise FrameError(f"an input with {ndim} dimensions (at most {MAX_DIMS})")
-        shape = list(struct.unpack(f"<{ndim}q", recv_exact(sock, 8 * ndim)))
+        dtype, fmt, through, ndim, nbytes = r.unpack(INPUT)
+        shape = list(r.dims(ndim))
         if any(d < 0 for d in shape):
             raise FrameError(f"an input with a negative dimension {shape}")
-        total += nbytes
-        if total > max_bytes:
-            raise FrameError(f"a request of more than {total} bytes (the daemon accepts {max_bytes}; "
-                             f"raise rknnlink serve --max-message-mb)")
         metas.append({"dtype": dtype, "shape": shape, "fmt": fmt, "pt": bool(through), "nbytes": nbytes})
-    return request_id, bool(flags & FLAG_RAW), metas, [recv_exact(sock, m["nbytes"]) for m in metas]
+    datas = [r.take(m["nbytes"]) for m in metas]
+    if r.pos != body.nbytes:
+        raise FrameError("a request frame longer than its tensors")
+    return request_id, bool(flags & FLAG_RAW), metas, datas
 
 
-# -- replies -----------------------------------------------------------------------------------------------------------
+# -- replies -------------------------------------------------------------------------------------------------------
 def encode_reply(request_id: int, run_us: int, outputs: Sequence[Tuple[int, Sequence[int], Any]]) -> List[Any]:
     """Frame parts of a successful reply; outputs are (dtype, shape, C-contiguous bytes-like)."""
     head = [REPLY.pack(MAGIC_REPLY, request_id, 0, run_us, len(outputs))]
@@ -168,34 +306,35 @@ def encode_reply(request_id: int, run_us: int, outputs: Sequence[Tuple[int, Sequ
         head.append(OUTPUT.pack(dtype, len(shape), view.nbytes))
         head.append(struct.pack(f"<{len(shape)}q", *shape))
         datas.append(view)
-    return [b"".join(head), *datas]
+    return _framed(head, datas)
 
 
 def encode_error(request_id: int, code: int, name: Optional[str], message: str) -> List[Any]:
     text = f"{name or ''}\0{message}".encode()[:MAX_MESSAGE]
-    return [REPLY.pack(MAGIC_REPLY, request_id, code if code else -1, 0, len(text)) + text]
+    return _framed([REPLY.pack(MAGIC_REPLY, request_id, code if code else -1, 0, len(text)), text], [])
 
 
-def read_reply(sock: socket.socket, max_bytes: int) -> Tuple[int, int, int, Any]:
-    """(request_id, status, run_us, outputs) with outputs [(dtype, shape, bytearray)], or for status != 0
-    (request_id, status, 0, (name, message)). FrameError when the outputs would exceed `max_bytes` in all
-    (checked before anything is allocated)."""
-    magic, request_id, status, run_us, count = REPLY.unpack(recv_exact(sock, REPLY.size))
+def parse_reply(body: memoryview, max_bytes: int) -> Tuple[int, int, int, Any]:
+    """(request_id, status, run_us, outputs) with outputs [(dtype, shape, memoryview of body)], or for
+    status != 0 (request_id, status, 0, (name, message)). FrameError when the outputs would exceed
+    `max_bytes` in all or the frame is malformed."""
+    r = _Reader(body)
+    magic, request_id, status, run_us, count = r.unpack(REPLY)
     if magic != MAGIC_REPLY:
         raise FrameError("bad reply magic: the data connection is out of step")
     if status != 0:
         if count > MAX_MESSAGE:
             raise FrameError("an error reply with an oversized message")
-        name, _, message = recv_exact(sock, count).decode(errors="replace").partition("\0")
+        name, _, message = bytes(r.take(count)).decode(errors="replace").partition("\0")
         return request_id, status, 0, (name or None, message)
     if count > MAX_TENSORS:
         raise FrameError(f"a reply with {count} outputs")
     metas = []
     total = 0
     for _ in range(count):
-        dtype, ndim, nbytes = OUTPUT.unpack(recv_exact(sock, OUTPUT.size))
+        dtype, ndim, nbytes = r.unpack(OUTPUT)
         total += nbytes
-        if ndim > MAX_DIMS or total > max_bytes:
-            raise FrameError(f"a reply with impossible dimensions or more than {max_bytes} bytes of outputs")
-        metas.append((dtype, struct.unpack(f"<{ndim}q", recv_exact(sock, 8 * ndim)), nbytes))
-    return request_id, 0, run_us, [(dtype, shape, recv_exact(sock, nbytes)) for dtype, shape, nbytes in metas]
+        if total > max_bytes:
+            raise FrameError(f"a reply with more than {max_bytes} bytes of outputs")
+        metas.append((dtype, r.dims(ndim), nbytes))
+    return request_id, 0, run_us, [(dtype, shape, r.take(nbytes)) for dtype, shape, nbytes in metas]

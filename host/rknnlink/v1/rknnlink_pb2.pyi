@@ -160,22 +160,6 @@ class UploadModelResponse(_message.Message):
     already_present: bool
     def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ..., already_present: _Optional[bool] = ...) -> None: ...
 
-class Tensor(_message.Message):
-    __slots__ = ("name", "dtype", "shape", "data", "format", "pass_through")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    DTYPE_FIELD_NUMBER: _ClassVar[int]
-    SHAPE_FIELD_NUMBER: _ClassVar[int]
-    DATA_FIELD_NUMBER: _ClassVar[int]
-    FORMAT_FIELD_NUMBER: _ClassVar[int]
-    PASS_THROUGH_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    dtype: DataType
-    shape: _containers.RepeatedScalarFieldContainer[int]
-    data: bytes
-    format: TensorFormat
-    pass_through: bool
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., format: _Optional[_Union[TensorFormat, str]] = ..., pass_through: _Optional[bool] = ...) -> None: ...
-
 class TensorAttr(_message.Message):
     __slots__ = ("index", "name", "dims", "fmt", "dtype", "qnt_type", "zp", "scale", "n_elems", "size", "fl", "w_stride", "size_with_stride", "h_stride")
     INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -256,27 +240,11 @@ class CloseSessionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
-class RunRequest(_message.Message):
-    __slots__ = ("session_id", "request_id", "inputs", "raw_outputs")
-    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    INPUTS_FIELD_NUMBER: _ClassVar[int]
-    RAW_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
-    session_id: str
-    request_id: int
-    inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
-    raw_outputs: bool
-    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., raw_outputs: _Optional[bool] = ...) -> None: ...
-
-class RunResponse(_message.Message):
-    __slots__ = ("request_id", "outputs", "run_us")
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
-    RUN_US_FIELD_NUMBER: _ClassVar[int]
-    request_id: int
-    outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
-    run_us: int
-    def __init__(self, request_id: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., run_us: _Optional[int] = ...) -> None: ...
+class RelayFrame(_message.Message):
+    __slots__ = ("frame",)
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    frame: bytes
+    def __init__(self, frame: _Optional[bytes] = ...) -> None: ...
 
 class PerfRow(_message.Message):
     __slots__ = ("id", "op_type", "data_type", "target", "input_shape", "output_shape", "cycles", "time_us", "mac_usage", "workload", "rw_kb", "full_name")

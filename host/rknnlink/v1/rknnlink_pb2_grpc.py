@@ -69,15 +69,10 @@ class RknnLinkStub:
                 request_serializer=rknnlink_dot_v1_dot_rknnlink__pb2.SessionRequest.SerializeToString,
                 response_deserializer=rknnlink_dot_v1_dot_rknnlink__pb2.CloseSessionResponse.FromString,
                 _registered_method=True)
-        self.Run = channel.unary_unary(
-                '/rknnlink.v1.RknnLink/Run',
-                request_serializer=rknnlink_dot_v1_dot_rknnlink__pb2.RunRequest.SerializeToString,
-                response_deserializer=rknnlink_dot_v1_dot_rknnlink__pb2.RunResponse.FromString,
-                _registered_method=True)
-        self.RunStream = channel.stream_stream(
-                '/rknnlink.v1.RknnLink/RunStream',
-                request_serializer=rknnlink_dot_v1_dot_rknnlink__pb2.RunRequest.SerializeToString,
-                response_deserializer=rknnlink_dot_v1_dot_rknnlink__pb2.RunResponse.FromString,
+        self.Relay = channel.stream_stream(
+                '/rknnlink.v1.RknnLink/Relay',
+                request_serializer=rknnlink_dot_v1_dot_rknnlink__pb2.RelayFrame.SerializeToString,
+                response_deserializer=rknnlink_dot_v1_dot_rknnlink__pb2.RelayFrame.FromString,
                 _registered_method=True)
         self.GetPerf = channel.unary_unary(
                 '/rknnlink.v1.RknnLink/GetPerf',
@@ -162,15 +157,12 @@ class RknnLinkServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Run(self, request, context):
-        """Inference: one call, or a bidirectional stream with several requests in flight (answered in order).
+    def Relay(self, request_iterator, context):
+        """Inference data travels only as data-plane frames (rknnlink.v1.datawire), on the direct data channel or,
+        where the client cannot reach it (TLS network endpoints, USB bridge, adb without a data forward), through
+        this stream: the session is named by the "rknnlink-session-id" call metadata, each message carries frame
+        bytes, and the daemon pumps them unread to and from the session's worker.
         """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def RunStream(self, request_iterator, context):
-        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -252,15 +244,10 @@ def add_RknnLinkServicer_to_server(servicer, server):
                     request_deserializer=rknnlink_dot_v1_dot_rknnlink__pb2.SessionRequest.FromString,
                     response_serializer=rknnlink_dot_v1_dot_rknnlink__pb2.CloseSessionResponse.SerializeToString,
             ),
-            'Run': grpc.unary_unary_rpc_method_handler(
-                    servicer.Run,
-                    request_deserializer=rknnlink_dot_v1_dot_rknnlink__pb2.RunRequest.FromString,
-                    response_serializer=rknnlink_dot_v1_dot_rknnlink__pb2.RunResponse.SerializeToString,
-            ),
-            'RunStream': grpc.stream_stream_rpc_method_handler(
-                    servicer.RunStream,
-                    request_deserializer=rknnlink_dot_v1_dot_rknnlink__pb2.RunRequest.FromString,
-                    response_serializer=rknnlink_dot_v1_dot_rknnlink__pb2.RunResponse.SerializeToString,
+            'Relay': grpc.stream_stream_rpc_method_handler(
+                    servicer.Relay,
+                    request_deserializer=rknnlink_dot_v1_dot_rknnlink__pb2.RelayFrame.FromString,
+                    response_serializer=rknnlink_dot_v1_dot_rknnlink__pb2.RelayFrame.SerializeToString,
             ),
             'GetPerf': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPerf,
@@ -493,34 +480,7 @@ class RknnLink:
             _registered_method=True)
 
     @staticmethod
-    def Run(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/rknnlink.v1.RknnLink/Run',
-            rknnlink_dot_v1_dot_rknnlink__pb2.RunRequest.SerializeToString,
-            rknnlink_dot_v1_dot_rknnlink__pb2.RunResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RunStream(request_iterator,
+    def Relay(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -533,9 +493,9 @@ class RknnLink:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/rknnlink.v1.RknnLink/RunStream',
-            rknnlink_dot_v1_dot_rknnlink__pb2.RunRequest.SerializeToString,
-            rknnlink_dot_v1_dot_rknnlink__pb2.RunResponse.FromString,
+            '/rknnlink.v1.RknnLink/Relay',
+            rknnlink_dot_v1_dot_rknnlink__pb2.RelayFrame.SerializeToString,
+            rknnlink_dot_v1_dot_rknnlink__pb2.RelayFrame.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ops_common.h"
+#include "vmath.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -104,45 +105,10 @@ const char *sim_shape_str(const sim_tensor *t, char *buf, size_t len)
  * order (no FMA contraction), so both paths, and any thread split, give the same bits. The input is
  * clamped to [-87, 88] so 2^n stays a normal float; NaN passes through (max/min keep it).
  */
-#define EXPF_LO (-87.0f)
-#define EXPF_HI 88.0f
-#define EXPF_LOG2E 1.44269504088896341f
-#define EXPF_MAGIC 12582912.0f /* 1.5 * 2^23: adding it rounds to an integer held in the low bits */
-#define EXPF_C1 0.693359375f
-#define EXPF_C2 (-2.12194440e-4f)
-#define EXPF_P0 1.9875691500e-4f
-#define EXPF_P1 1.3981999507e-3f
-#define EXPF_P2 8.3334519073e-3f
-#define EXPF_P3 4.1665795894e-2f
-#define EXPF_P4 1.6666665459e-1f
-#define EXPF_P5 5.0000001201e-1f
-
-static inline float exp_poly(float x)
-{
-    x = x < EXPF_LO ? EXPF_LO : x;
-    x = x > EXPF_HI ? EXPF_HI : x;
-    float t = x * EXPF_LOG2E + EXPF_MAGIC;
-    float n = t - EXPF_MAGIC;
-    float r = x - n * EXPF_C1;
-    r = r - n * EXPF_C2;
-    float y = EXPF_P0 * r + EXPF_P1;
-    y = y * r + EXPF_P2;
-    y = y * r + EXPF_P3;
-    y = y * r + EXPF_P4;
-    y = y * r + EXPF_P5;
-    y = y * (r * r) + r + 1.0f;
-    uint32_t tb, mb = 0x4b400000u; /* bits of EXPF_MAGIC */
-    memcpy(&tb, &t, sizeof tb);
-    uint32_t eb = (tb - mb + 127u) << 23;
-    float sc;
-    memcpy(&sc, &eb, sizeof sc);
-    return y * sc;
-}
-
 static void sigmoid_loop_c(float *x, size_t n, int silu)
 {
     for (size_t i = 0; i < n; i++) {
-        float s = 1.0f / (1.0f + exp_poly(-x[i]));
+        float s = 1.0f / (1.0f + sim_exp_poly(-x[i]));
         x[i] = silu ? x[i] * s : s;
     }
 }
@@ -151,29 +117,11 @@ static void sigmoid_loop_c(float *x, size_t n, int silu)
 #define SIM_HAVE_AVX2_SIGMOID 1
 __attribute__((target("avx2"))) static void sigmoid_loop_avx2(float *x, size_t n, int silu)
 {
-    const __m256 lo = _mm256_set1_ps(EXPF_LO), hi = _mm256_set1_ps(EXPF_HI), l2e = _mm256_set1_ps(EXPF_LOG2E);
-    const __m256 magic = _mm256_set1_ps(EXPF_MAGIC), c1 = _mm256_set1_ps(EXPF_C1), c2 = _mm256_set1_ps(EXPF_C2);
     const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
-    const __m256i mb = _mm256_set1_epi32(0x4b400000 - 127);
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 v = _mm256_loadu_ps(x + i);
-        __m256 e = _mm256_xor_ps(v, neg);
-        e = _mm256_max_ps(lo, e);
-        e = _mm256_min_ps(hi, e);
-        __m256 t = _mm256_add_ps(_mm256_mul_ps(e, l2e), magic);
-        __m256 nn = _mm256_sub_ps(t, magic);
-        __m256 r = _mm256_sub_ps(e, _mm256_mul_ps(nn, c1));
-        r = _mm256_sub_ps(r, _mm256_mul_ps(nn, c2));
-        __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(EXPF_P0), r), _mm256_set1_ps(EXPF_P1));
-        y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(EXPF_P2));
-        y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(EXPF_P3));
-        y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(EXPF_P4));
-        y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(EXPF_P5));
-        y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(y, _mm256_mul_ps(r, r)), r), one);
-        __m256i eb = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_castps_si256(t), mb), 23);
-        __m256 ex = _mm256_mul_ps(y, _mm256_castsi256_ps(eb));
-        __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, ex));
+        __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, sim_exp8_avx2(_mm256_xor_ps(v, neg))));
         _mm256_storeu_ps(x + i, silu ? _mm256_mul_ps(v, s) : s);
     }
     sigmoid_loop_c(x + i, n - i, silu);

@@ -346,9 +346,14 @@ static void gemm_range(void *arg, int64_t lo, int64_t hi, int tid)
         if (s->mode == I8_POINTWISE) {
             sim_pack_b16_i8(xg + j0, g->in_sz, 1, s->kdim, w, s->zx, pb);
         } else {
-            for (int64_t k = 0; k < s->kdim; k++) {
+            int16_t *row1 = row + j->nb;
+            for (int64_t k = 0; k < s->kdim; k += 2) {
                 im2col_row_i8(g, xg, s->zx, k, j0, w, row);
-                sim_pack_b16_row(row, k, s->kdim, w, pb);
+                if (k + 1 < s->kdim)
+                    im2col_row_i8(g, xg, s->zx, k + 1, j0, w, row1);
+                else
+                    memset(row1, 0, (size_t)w * sizeof(int16_t));
+                sim_pack_b16_pair(row, row1, k / 2, s->kdim, w, pb);
             }
             sim_pack_b16_pad(s->kdim, w, pb);
         }
@@ -361,7 +366,7 @@ static int run_gemm(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *
 {
     int64_t nb = sim_gemm_block_cols(s->kdim / 2 + 1);
     if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);
-    size_t stride = ((sim_pack_b16_size(s->kdim, nb) + (size_t)nb) * sizeof(int16_t) + 63u) & ~(size_t)63u;
+    size_t stride = ((sim_pack_b16_size(s->kdim, nb) + 2 * (size_t)nb) * sizeof(int16_t) + 63u) & ~(size_t)63u;
     void *scr = sim_scratch_get(call, stride * (size_t)sim_call_threads(call));
     if (!scr) return SIM_ERR_MALLOC;
     for (int64_t n = 0; n < g->n; n++)
@@ -372,49 +377,116 @@ static int run_gemm(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *
     return 0;
 }
 
-/* ConvTranspose: int32 columns W^T (x - zx), scattered into an int32 image, then requantised. */
+/* Adds row (kd, kh, kw) of a block of int32 columns (input positions [j0, j0 + n)) into the channel
+ * image yc: one output row segment per input row, its valid span computed once. */
+static void col2im_row_i32(const sim_conv_geom *g, const int32_t *col, int64_t kd, int64_t kh, int64_t kw, int64_t j0,
+                           int64_t n, int32_t *yc)
+{
+    int64_t plane = g->in[1] * g->in[2];
+    int64_t id = j0 / plane, rem = j0 % plane, ih = rem / g->in[2], iw = rem % g->in[2];
+    for (int64_t j = 0; j < n;) {
+        int64_t seg = g->in[2] - iw;
+        if (seg > n - j) seg = n - j;
+        int64_t od = id * g->s[0] - g->pb[0] + kd * g->dl[0];
+        int64_t oh = ih * g->s[1] - g->pb[1] + kh * g->dl[1];
+        if (od >= 0 && od < g->out[0] && oh >= 0 && oh < g->out[1]) {
+            int32_t *dst = yc + (od * g->out[1] + oh) * g->out[2];
+            int64_t ow0 = iw * g->s[2] - g->pb[2] + kw * g->dl[2], sw = g->s[2], lo, hi;
+            sim_valid_span(ow0, sw, g->out[2], seg, &lo, &hi);
+            const int32_t *src = col + j;
+            if (sw == 1)
+                for (int64_t x = lo; x < hi; x++) dst[ow0 + x] += src[x];
+            else
+                for (int64_t x = lo; x < hi; x++) dst[ow0 + x * sw] += src[x];
+        }
+        j += seg;
+        iw = 0;
+        if (++ih == g->in[1]) {
+            ih = 0;
+            id++;
+        }
+    }
+}
+
+/* Output channels per ConvTranspose work item: the smallest count whose GEMM rows (channels * taps)
+ * fill whole packed A panels, so an item's rows start at a panel boundary. */
+int64_t sim_convt_channel_block(const sim_conv_geom *g)
+{
+    int64_t a = g->k_sz % SIM_MR, b = SIM_MR;
+    while (a) {
+        int64_t t = b % a;
+        b = a;
+        a = t;
+    }
+    return SIM_MR / b;
+}
+
+typedef struct ti8_job {
+    const sim_conv_i8 *s;
+    const sim_conv_geom *g;
+    const int16_t *pb;    /* the group's whole input as packed B */
+    int32_t *acc;         /* int32 image of the group's output channels */
+    int32_t *cbuf;        /* n_threads slices of cstride int32 */
+    size_t cstride;
+    int8_t *yg;
+    int64_t gi, ob, nb;
+} ti8_job;
+
+/* Channel blocks [lo, hi) of one group: their GEMM rows over every column block, scattered into their
+ * own int32 images and requantised. The int32 sums are exact, so the order does not matter. */
+static void ti8_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const ti8_job *j = arg;
+    const sim_conv_i8 *s = j->s;
+    const sim_conv_geom *g = j->g;
+    int64_t kp2 = (s->kdim + 1) / 2 * 2, per = (int64_t)sim_pack_a16_size(s->rows, s->kdim);
+    int32_t *cbuf = j->cbuf + (size_t)tid * j->cstride;
+    const sim_i8_epi none = {0};
+    for (int64_t b = lo; b < hi; b++) {
+        int64_t c0 = b * j->ob, c1 = c0 + j->ob < g->mg ? c0 + j->ob : g->mg;
+        int64_t r0 = c0 * g->k_sz, nr = (c1 - c0) * g->k_sz;
+        int32_t *acc = j->acc + c0 * g->out_sz;
+        memset(acc, 0, (size_t)((c1 - c0) * g->out_sz) * sizeof(int32_t));
+        for (int64_t j0 = 0; j0 < g->in_sz; j0 += j->nb) {
+            int64_t w = g->in_sz - j0 < j->nb ? g->in_sz - j0 : j->nb;
+            sim_gemm_i8_packed(s->avx2, s->wpack + j->gi * per + r0 * kp2, j->pb + j0 * kp2, nr, w, s->kdim, NULL, cbuf,
+                               j->nb, 1, 0, 0, &none);
+            for (int64_t r = 0; r < nr; r++) {
+                int64_t kk = (r0 + r) % g->k_sz, oc = (r0 + r) / g->k_sz;
+                int64_t kw = kk % g->k[2], kh = (kk / g->k[2]) % g->k[1], kd = kk / (g->k[2] * g->k[1]);
+                col2im_row_i32(g, cbuf + r * j->nb, kd, kh, kw, j0, w, j->acc + oc * g->out_sz);
+            }
+        }
+        for (int64_t oc = c0; oc < c1; oc++) {
+            int64_t ch = j->gi * g->mg + oc;
+            sim_i8_requant_row32(s->avx2, &s->epi, j->acc + oc * g->out_sz, s->bias[ch], g->out_sz, ch,
+                                 j->yg + oc * g->out_sz);
+        }
+    }
+}
+
+/* ConvTranspose: int32 columns W^T (x - zx), scattered into an int32 image, then requantised; the
+ * pool splits the output channels. */
 static int run_transpose(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y,
                          sim_kernel_call *call)
 {
-    int64_t nb = sim_round_up(g->in_sz, SIM_NR);
-    int64_t cap = sim_round_up((1 << 20) / (s->rows > 0 ? s->rows : 1), SIM_NR);
+    int64_t ob = sim_convt_channel_block(g), rows = ob * g->k_sz;
+    int64_t nb = sim_round_up(g->in_sz, SIM_NR), cap = sim_round_up((1 << 15) / rows, SIM_NR);
     nb = nb > cap ? cap : nb;
-    size_t pb_sz = sim_pack_b16_size(s->kdim, nb), per = sim_pack_a16_size(s->rows, s->kdim);
-    size_t img = (size_t)(g->cout * g->out_sz), col = (size_t)(s->rows * nb);
-    int32_t *acc = sim_scratch_get(call, (img + col) * sizeof(int32_t) + pb_sz * sizeof(int16_t));
+    size_t pb_sz = (sim_pack_b16_size(s->kdim, g->in_sz) + 31u) & ~(size_t)31u;
+    size_t img = ((size_t)(g->mg * g->out_sz) + 15u) & ~(size_t)15u, cstride = ((size_t)(rows * nb) + 15u) & ~(size_t)15u;
+    int nt = sim_call_threads(call);
+    int32_t *acc = sim_scratch_get(call, (img + cstride * (size_t)nt) * sizeof(int32_t) + pb_sz * sizeof(int16_t));
     if (!acc) return SIM_ERR_MALLOC;
     int32_t *cbuf = acc + img;
-    int16_t *pb = (int16_t *)(cbuf + col);
-    for (int64_t n = 0; n < g->n; n++) {
-        memset(acc, 0, img * sizeof(int32_t));
+    int16_t *pb = (int16_t *)(void *)(cbuf + cstride * (size_t)nt);
+    for (int64_t n = 0; n < g->n; n++)
         for (int64_t gi = 0; gi < g->group; gi++) {
             const int8_t *xg = x + (n * g->cin + gi * g->cg) * g->in_sz;
-            for (int64_t j0 = 0; j0 < g->in_sz; j0 += nb) {
-                int64_t w = g->in_sz - j0 < nb ? g->in_sz - j0 : nb;
-                sim_pack_b16_i8(xg + j0, g->in_sz, 1, s->kdim, w, s->zx, pb);
-                sim_gemm_i8_packed(s->avx2, s->wpack + (size_t)gi * per, pb, s->rows, w, s->kdim, NULL, cbuf, nb, 1, 0,
-                                   0, &(sim_i8_epi){0});
-                for (int64_t r = 0; r < s->rows; r++) {
-                    int64_t kk = r % g->k_sz, oc = gi * g->mg + r / g->k_sz;
-                    int64_t kw = kk % g->k[2], kh = (kk / g->k[2]) % g->k[1], kd = kk / (g->k[2] * g->k[1]);
-                    for (int64_t j = 0; j < w; j++) {
-                        int64_t p = j0 + j, iw = p % g->in[2], ih = (p / g->in[2]) % g->in[1];
-                        int64_t id = p / (g->in[2] * g->in[1]);
-                        int64_t od = id * g->s[0] - g->pb[0] + kd * g->dl[0];
-                        int64_t oh = ih * g->s[1] - g->pb[1] + kh * g->dl[1];
-                        int64_t ow = iw * g->s[2] - g->pb[2] + kw * g->dl[2];
-                        if (od < 0 || oh < 0 || ow < 0 || od >= g->out[0] || oh >= g->out[1] || ow >= g->out[2])
-                            continue;
-                        acc[oc * g->out_sz + (od * g->out[1] + oh) * g->out[2] + ow] += cbuf[r * nb + j];
-                    }
-                }
-            }
+            sim_pack_b16_i8(xg, g->in_sz, 1, s->kdim, g->in_sz, s->zx, pb);
+            ti8_job j = {s, g, pb, acc, cbuf, cstride, y + (n * g->cout + gi * g->mg) * g->out_sz, gi, ob, nb};
+            sim_parallel(call, ti8_range, &j, (g->mg + ob - 1) / ob);
         }
-        int8_t *yn = y + n * g->cout * g->out_sz;
-        for (int64_t oc = 0; oc < g->cout; oc++)
-            for (int64_t e = 0; e < g->out_sz; e++)
-                yn[oc * g->out_sz + e] = sim_i8_requant(&s->epi, acc[oc * g->out_sz + e] + s->bias[oc], oc);
-    }
     return 0;
 }
 

@@ -15,4 +15,7 @@ int sim_conv_i8_prepare(const sim_graph *g, const sim_op *op, const sim_conv_geo
 int sim_conv_i8_run(const sim_conv_i8 *s, const sim_conv_geom *cg, int transpose, sim_kernel_call *call);
 void sim_conv_i8_free(sim_conv_i8 *s);
 
+/* Output channels per ConvTranspose work item (their GEMM rows start at a packed-panel boundary). */
+int64_t sim_convt_channel_block(const sim_conv_geom *g);
+
 #endif

@@ -80,17 +80,55 @@ static void col2im_row(const sim_conv_geom *g, const float *col, int64_t r, int6
         int64_t oh = ih * g->s[1] - g->pb[1] + kh * g->dl[1];
         if (od >= 0 && od < g->out[0] && oh >= 0 && oh < g->out[1]) {
             float *dst = yc + (od * g->out[1] + oh) * g->out[2];
-            int64_t ow0 = iw * g->s[2] - g->pb[2] + kw * g->dl[2];
-            for (int64_t x = 0; x < seg; x++) {
-                int64_t ow = ow0 + x * g->s[2];
-                if (ow >= 0 && ow < g->out[2]) dst[ow] += col[j + x];
-            }
+            int64_t ow0 = iw * g->s[2] - g->pb[2] + kw * g->dl[2], sw = g->s[2], lo, hi;
+            sim_valid_span(ow0, sw, g->out[2], seg, &lo, &hi);
+            const float *src = col + j;
+            if (sw == 1)
+                for (int64_t x = lo; x < hi; x++) dst[ow0 + x] += src[x];
+            else
+                for (int64_t x = lo; x < hi; x++) dst[ow0 + x * sw] += src[x];
         }
         j += seg;
         iw = 0;
         if (++ih == g->in[1]) {
             ih = 0;
             id++;
+        }
+    }
+}
+
+typedef struct convt_job {
+    const convt_priv *p;
+    const float *pb;      /* the group's whole input as packed B */
+    float *yg;
+    float *col;           /* n_threads slices of cstride floats */
+    size_t cstride;
+    int64_t gi, ob, nb;
+} convt_job;
+
+/* Channel blocks [lo, hi) of one group. Each output value gets bias, then its contributions in the
+ * order of the serial loop (column block, then row), so the sums do not depend on the split. */
+static void convt_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const convt_job *j = arg;
+    const convt_priv *p = j->p;
+    const sim_conv_geom *g = &p->g;
+    size_t per_group = sim_pack_a_size(g->mg * g->k_sz, g->cg);
+    float *col = j->col + (size_t)tid * j->cstride;
+    sim_gemm_epi epi;
+    memset(&epi, 0, sizeof epi);
+    for (int64_t b = lo; b < hi; b++) {
+        int64_t c0 = b * j->ob, c1 = c0 + j->ob < g->mg ? c0 + j->ob : g->mg;
+        int64_t r0 = c0 * g->k_sz, nr = (c1 - c0) * g->k_sz;
+        for (int64_t c = c0; c < c1; c++) {
+            float *yc = j->yg + c * g->out_sz, bv = p->bias[j->gi * g->mg + c];
+            for (int64_t i = 0; i < g->out_sz; i++) yc[i] = bv;
+        }
+        for (int64_t j0 = 0; j0 < g->in_sz; j0 += j->nb) {
+            int64_t w = g->in_sz - j0 < j->nb ? g->in_sz - j0 : j->nb;
+            sim_gemm_packed(p->avx2, p->wpack + (size_t)j->gi * per_group + r0 * g->cg, j->pb + j0 * g->cg, nr, w, g->cg,
+                            col, j->nb, &epi);
+            for (int64_t r = 0; r < nr; r++) col2im_row(g, col + r * j->nb, r0 + r, j0, w, j->yg);
         }
     }
 }
@@ -102,33 +140,23 @@ static int convt_run_f32(sim_kernel_call *call)
     float *y = call->out[0].f32;
     if (!p || !x || !y) return SIM_ERR_FAIL;
     const sim_conv_geom *g = &p->g;
-    int64_t rows = g->mg * g->k_sz;
+    int64_t rows = g->mg * g->k_sz, ob = sim_convt_channel_block(g);
+    /* the column blocks of the serial formulation (they fix each output's summation order) */
     int64_t nb = sim_gemm_block_cols(g->cg);
     int64_t cap = sim_round_up((1 << 20) / (rows > 0 ? rows : 1), SIM_NR);
     if (nb > cap) nb = cap;
     if (nb > sim_round_up(g->in_sz, SIM_NR)) nb = sim_round_up(g->in_sz, SIM_NR);
-    size_t pb_sz = sim_pack_b_size(g->cg, nb), per_group = sim_pack_a_size(rows, g->cg);
-    float *pb = sim_scratch_get(call, (pb_sz + (size_t)(rows * nb)) * sizeof(float));
+    size_t pb_sz = (sim_pack_b_size(g->cg, g->in_sz) + 15u) & ~(size_t)15u;
+    size_t cstride = ((size_t)(ob * g->k_sz * nb) + 15u) & ~(size_t)15u;
+    int nt = sim_call_threads(call);
+    float *pb = sim_scratch_get(call, (pb_sz + cstride * (size_t)nt) * sizeof(float));
     if (!pb) return SIM_ERR_MALLOC;
-    float *col = pb + pb_sz;
-    sim_gemm_epi epi;
-    memset(&epi, 0, sizeof epi);
-    for (int64_t n = 0; n < g->n; n++) {
-        for (int64_t c = 0; c < g->cout; c++) {
-            float *yc = y + (n * g->cout + c) * g->out_sz;
-            for (int64_t i = 0; i < g->out_sz; i++) yc[i] = p->bias[c];
-        }
+    for (int64_t n = 0; n < g->n; n++)
         for (int64_t gi = 0; gi < g->group; gi++) {
-            const float *xg = x + (n * g->cin + gi * g->cg) * g->in_sz;
-            float *yg = y + (n * g->cout + gi * g->mg) * g->out_sz;
-            for (int64_t j0 = 0; j0 < g->in_sz; j0 += nb) {
-                int64_t w = g->in_sz - j0 < nb ? g->in_sz - j0 : nb;
-                sim_pack_b(xg + j0, g->in_sz, 1, g->cg, w, pb);
-                sim_gemm_packed(p->avx2, p->wpack + (size_t)gi * per_group, pb, rows, w, g->cg, col, nb, &epi);
-                for (int64_t r = 0; r < rows; r++) col2im_row(g, col + r * nb, r, j0, w, yg);
-            }
+            sim_pack_b(x + (n * g->cin + gi * g->cg) * g->in_sz, g->in_sz, 1, g->cg, g->in_sz, pb);
+            convt_job j = {p, pb, y + (n * g->cout + gi * g->mg) * g->out_sz, pb + pb_sz, cstride, gi, ob, nb};
+            sim_parallel(call, convt_range, &j, (g->mg + ob - 1) / ob);
         }
-    }
     sim_op_act(call->op, y, (size_t)(g->n * g->cout * g->out_sz));
     return 0;
 }

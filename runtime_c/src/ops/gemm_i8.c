@@ -119,13 +119,37 @@ void sim_pack_b16(const int16_t *src, int64_t rs, int64_t cs, int64_t k, int64_t
     }
 }
 
-void sim_pack_b16_row(const int16_t *row, int64_t k, int64_t kdim, int64_t n, int16_t *dst)
+#if defined(__x86_64__) && defined(__GNUC__)
+/* 16 columns of two int16 rows -> 16 interleaved (k, k+1) pairs. */
+__attribute__((target("avx2,fma"))) static int64_t pack_b16_pair_avx2(const int16_t *r0, const int16_t *r1, int64_t q,
+                                                                      int64_t kp, int64_t n, int16_t *dst)
 {
-    int64_t kp = kpairs(kdim), q = k / 2, e = k % 2;
-    for (int64_t q0 = 0; q0 < n; q0 += SIM_NR) {
-        int16_t *d = dst + q0 * kp * 2 + q * SIM_NR * 2 + e;
+    int64_t q0 = 0;
+    for (; q0 + SIM_NR <= n; q0 += SIM_NR) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(r0 + q0));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(r1 + q0));
+        __m256i lo = _mm256_unpacklo_epi16(a, b), hi = _mm256_unpackhi_epi16(a, b);
+        int16_t *d = dst + q0 * kp * 2 + q * SIM_NR * 2;
+        _mm256_storeu_si256((__m256i *)(void *)d, _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_storeu_si256((__m256i *)(void *)(d + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+    }
+    return q0;
+}
+#endif
+
+void sim_pack_b16_pair(const int16_t *r0, const int16_t *r1, int64_t q, int64_t kdim, int64_t n, int16_t *dst)
+{
+    int64_t kp = kpairs(kdim), q0 = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (SIM_CPU_AVX2()) q0 = pack_b16_pair_avx2(r0, r1, q, kp, n, dst);
+#endif
+    for (; q0 < n; q0 += SIM_NR) {
+        int16_t *d = dst + q0 * kp * 2 + q * SIM_NR * 2;
         int64_t w = n - q0 < SIM_NR ? n - q0 : SIM_NR;
-        for (int64_t j = 0; j < w; j++) d[j * 2] = row[q0 + j];
+        for (int64_t j = 0; j < w; j++) {
+            d[j * 2] = r0[q0 + j];
+            d[j * 2 + 1] = r1[q0 + j];
+        }
     }
 }
 
@@ -214,7 +238,7 @@ int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch)
  * leaves to the direct evaluation (and NaN-free out-of-window ones) go through sim_i8_requant, so
  * the codes equal the scalar ones. */
 __attribute__((target("avx2"))) static void lut8_avx2(const sim_i8_epi *epi, __m256i acc, __m256 rs, int64_t ch,
-                                                      int8_t *dst)
+                                                      int step, int8_t *dst)
 {
     const sim_act_lut *t = epi->lut;
     __m256 real = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), rs);
@@ -235,8 +259,69 @@ __attribute__((target("avx2"))) static void lut8_avx2(const sim_i8_epi *epi, __m
         int32_t a[8];
         _mm256_storeu_si256((__m256i *)(void *)a, acc);
         for (int l = 0; l < 8; l++)
-            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a[l], ch);
+            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a[l], ch + l * step);
     }
+}
+
+/* Stores sat(sim_round_away(v) + zo) for 8 lanes with the scalar rule's float operations, so the
+ * codes equal sim_i8_requant's; lanes outside the range where sim_round_away truncates (and NaN) go
+ * through sim_i8_requant itself (acc: the accumulators, bias included; lane l is channel ch + l * step). */
+__attribute__((target("avx2"))) static inline void code8_avx2(const sim_i8_epi *epi, __m256 v, __m256i acc, int64_t ch,
+                                                              int step, int8_t *dst)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 av = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+    __m256 inr = _mm256_cmp_ps(av, _mm256_set1_ps(4194304.0f), _CMP_LT_OQ);
+    __m256 vi = _mm256_and_ps(v, inr); /* out-of-range lanes: 0 here, redone below */
+    __m256 t = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(vi)), f = _mm256_sub_ps(vi, t);
+    t = _mm256_add_ps(t, _mm256_and_ps(one, _mm256_cmp_ps(f, _mm256_set1_ps(0.5f), _CMP_GE_OQ)));
+    t = _mm256_sub_ps(t, _mm256_and_ps(one, _mm256_cmp_ps(f, _mm256_set1_ps(-0.5f), _CMP_LE_OQ)));
+    t = _mm256_add_ps(t, _mm256_set1_ps((float)epi->zo));
+    t = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-128.0f), t));
+    __m256i q = _mm256_cvttps_epi32(t);
+    __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
+    int m = ~_mm256_movemask_ps(inr) & 0xff;
+    if (m) {
+        int32_t a32[8];
+        _mm256_storeu_si256((__m256i *)(void *)a32, acc);
+        for (int l = 0; l < 8; l++)
+            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a32[l], ch + l * step);
+    }
+}
+
+/* HardSwish and HardSigmoid are cheaper to evaluate than to look up: the scalar formula's float
+ * operations in the same order (sim_apply_act, then / so), then code8_avx2. */
+__attribute__((target("avx2"))) static void hard8_avx2(const sim_i8_epi *epi, __m256i acc, __m256 rs, int64_t ch,
+                                                       int step, int8_t *dst)
+{
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), rs), a;
+    if (epi->act == SIM_ACT_HARDSWISH) {
+        __m256 t = _mm256_add_ps(x, _mm256_set1_ps(3.0f));
+        /* t < 0 ? 0 : (t > 6 ? 6 : t), NaN kept like the scalar ternaries */
+        t = _mm256_blendv_ps(t, zero, _mm256_cmp_ps(t, zero, _CMP_LT_OQ));
+        t = _mm256_blendv_ps(t, _mm256_set1_ps(6.0f), _mm256_cmp_ps(t, _mm256_set1_ps(6.0f), _CMP_GT_OQ));
+        a = _mm256_div_ps(_mm256_mul_ps(x, t), _mm256_set1_ps(6.0f));
+    } else {
+        __m256 t = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(epi->p0), x), _mm256_set1_ps(epi->p1));
+        t = _mm256_blendv_ps(t, zero, _mm256_cmp_ps(t, zero, _CMP_LT_OQ));
+        a = _mm256_blendv_ps(t, one, _mm256_cmp_ps(t, one, _CMP_GT_OQ));
+    }
+    code8_avx2(epi, _mm256_div_ps(a, _mm256_set1_ps(epi->so)), acc, ch, step, dst);
+}
+
+/* No activation or a clamp: v = acc * mult, then lo and hi as the scalar ternaries, then code8_avx2. */
+__attribute__((target("avx2"))) static void linear8_avx2(const sim_i8_epi *epi, __m256i acc, __m256 mult, int64_t ch,
+                                                         int step, int8_t *dst)
+{
+    __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), mult);
+    if (epi->clamp) {
+        __m256 lo = _mm256_set1_ps(epi->lo), hi = _mm256_set1_ps(epi->hi);
+        v = _mm256_blendv_ps(v, lo, _mm256_cmp_ps(v, lo, _CMP_LT_OQ));
+        v = _mm256_blendv_ps(v, hi, _mm256_cmp_ps(v, hi, _CMP_GT_OQ));
+    }
+    code8_avx2(epi, v, acc, ch, step, dst);
 }
 
 __attribute__((target("avx2"))) static int64_t lut_row_avx2(const sim_i8_epi *epi, const float *acc,
@@ -245,13 +330,38 @@ __attribute__((target("avx2"))) static int64_t lut_row_avx2(const sim_i8_epi *ep
 {
     __m256 rs = _mm256_set1_ps(epi->rscale[ch]);
     __m256i bv = _mm256_set1_epi32(bias);
+    int hard = epi->act == SIM_ACT_HARDSWISH || epi->act == SIM_ACT_HARDSIGMOID;
     int64_t e = 0;
     for (; e + 8 <= n; e += 8) {
         __m256i a = acc ? _mm256_cvttps_epi32(_mm256_loadu_ps(acc + e))
                         : _mm256_loadu_si256((const __m256i *)(const void *)(acc32 + e));
-        lut8_avx2(epi, _mm256_add_epi32(a, bv), rs, ch, y + e);
+        if (hard)
+            hard8_avx2(epi, _mm256_add_epi32(a, bv), rs, ch, 0, y + e);
+        else
+            lut8_avx2(epi, _mm256_add_epi32(a, bv), rs, ch, 0, y + e);
     }
     return e;
+}
+
+/* One tile row whose channel is the column (Gemm/MatMul): 8 columns at a time with per-lane bias
+ * and scales; table, direct HardSwish/HardSigmoid or linear requantisation, codes equal to sim_i8_requant's. */
+__attribute__((target("avx2,fma"))) static int64_t percol_row_avx2(const sim_i8_epi *epi, const int32_t *t, int64_t nr,
+                                                                  int64_t col0, int8_t *y)
+{
+    int hard = epi->act == SIM_ACT_HARDSWISH || epi->act == SIM_ACT_HARDSIGMOID;
+    int linear = epi->act == SIM_ACT_NONE || epi->clamp;
+    int64_t j = 0;
+    for (; j + 8 <= nr; j += 8) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(t + j));
+        if (epi->bias) a = _mm256_add_epi32(a, _mm256_loadu_si256((const __m256i *)(const void *)(epi->bias + col0 + j)));
+        if (linear)
+            linear8_avx2(epi, a, _mm256_loadu_ps(epi->mult + col0 + j), col0 + j, 1, y + j);
+        else if (hard)
+            hard8_avx2(epi, a, _mm256_loadu_ps(epi->rscale + col0 + j), col0 + j, 1, y + j);
+        else
+            lut8_avx2(epi, a, _mm256_loadu_ps(epi->rscale + col0 + j), col0 + j, 1, y + j);
+    }
+    return j;
 }
 #endif
 
@@ -272,6 +382,37 @@ void sim_i8_requant_act_row32(int use_avx2, const sim_i8_epi *epi, const int32_t
     int64_t e = 0;
 #ifdef SIM_HAVE_AVX2_I8
     if (use_avx2 && epi->lut) e = lut_row_avx2(epi, NULL, acc, bias, n, ch, y);
+#endif
+    (void)use_avx2;
+    for (; e < n; e++) y[e] = sim_i8_requant(epi, acc[e] + bias, ch);
+}
+
+#ifdef SIM_HAVE_AVX2_I8
+__attribute__((target("avx2,fma"))) static int64_t linear_row32_avx2(const sim_i8_epi *epi, const int32_t *acc,
+                                                                    int32_t bias, int64_t n, int64_t ch, int8_t *y)
+{
+    __m256i bv = _mm256_set1_epi32(bias);
+    __m256 m = _mm256_set1_ps(epi->mult[ch]), qlo = _mm256_set1_ps(epi->qlo), qhi = _mm256_set1_ps(epi->qhi);
+    __m256 zo = _mm256_set1_ps((float)epi->zo);
+    int64_t e = 0;
+    for (; e + 8 <= n; e += 8) {
+        __m256i a = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(acc + e)), bv);
+        sim_requant8f_avx2(_mm256_cvtepi32_ps(a), m, qlo, qhi, zo, y + e);
+    }
+    return e;
+}
+#endif
+
+void sim_i8_requant_row32(int use_avx2, const sim_i8_epi *epi, const int32_t *acc, int32_t bias, int64_t n, int64_t ch,
+                          int8_t *y)
+{
+    if (epi->act != SIM_ACT_NONE && !epi->clamp) {
+        sim_i8_requant_act_row32(use_avx2, epi, acc, bias, n, ch, y);
+        return;
+    }
+    int64_t e = 0;
+#ifdef SIM_HAVE_AVX2_I8
+    if (use_avx2) e = linear_row32_avx2(epi, acc, bias, n, ch, y);
 #endif
     (void)use_avx2;
     for (; e < n; e++) y[e] = sim_i8_requant(epi, acc[e] + bias, ch);
@@ -341,6 +482,16 @@ static void store_tile(const int32_t *t, int mr, int nr, int8_t *c8, int32_t *c3
                                      row0 + r, c8 + r * rs);
         return;
     }
+#ifdef SIM_HAVE_AVX2_I8
+    if (c8 && cs == 1 && epi->per_col && (epi->lut || epi->act == SIM_ACT_NONE || epi->clamp) && SIM_CPU_AVX2()) {
+        for (int r = 0; r < mr; r++) {
+            int64_t j = percol_row_avx2(epi, t + r * SIM_NR, nr, col0, c8 + r * rs);
+            for (; j < nr; j++)
+                c8[r * rs + j] = sim_i8_requant(epi, t[r * SIM_NR + j] + (epi->bias ? epi->bias[col0 + j] : 0), col0 + j);
+        }
+        return;
+    }
+#endif
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < nr; j++) {
             int64_t ch = epi->per_col ? col0 + j : row0 + r;

@@ -36,9 +36,10 @@ void sim_pack_a16(const int16_t *src, int64_t rs, int64_t cs, int64_t m, int64_t
 /* B element (k, j) = src[k * rs + j * cs] - zp. */
 void sim_pack_b16_i8(const int8_t *src, int64_t rs, int64_t cs, int64_t k, int64_t n, int32_t zp, int16_t *dst);
 void sim_pack_b16(const int16_t *src, int64_t rs, int64_t cs, int64_t k, int64_t n, int16_t *dst);
-/* Row k (n values) into a packed B block of kdim rows; sim_pack_b16_pad zeroes the padding. */
-void sim_pack_b16_row(const int16_t *row, int64_t k, int64_t kdim, int64_t n, int16_t *dst);
+/* sim_pack_b16_pad zeroes the padding of a packed B block of kdim rows and n columns. */
 void sim_pack_b16_pad(int64_t kdim, int64_t n, int16_t *dst);
+/* Rows 2q and 2q + 1 (n values each in r0, r1) into a packed B block of kdim rows at once. */
+void sim_pack_b16_pair(const int16_t *r0, const int16_t *r1, int64_t q, int64_t kdim, int64_t n, int16_t *dst);
 
 /* Fills epi's activation fields from the op and output scale/zero point. */
 void sim_i8_epi_act(sim_i8_epi *epi, const sim_op *op, float so, int32_t zo);
@@ -55,6 +56,11 @@ void sim_i8_requant_act_row(int use_avx2, const sim_i8_epi *epi, const float *ac
                             int8_t *y);
 void sim_i8_requant_act_row32(int use_avx2, const sim_i8_epi *epi, const int32_t *acc, int32_t bias, int64_t n,
                               int64_t ch, int8_t *y);
+
+/* Any activation: y[e] = sim_i8_requant(epi, acc[e] + bias, ch), 8 at a time on AVX2 (linear ones with the
+ * GEMM epilogue's vector rounding). */
+void sim_i8_requant_row32(int use_avx2, const sim_i8_epi *epi, const int32_t *acc, int32_t bias, int64_t n, int64_t ch,
+                          int8_t *y);
 
 /* Requantises n accumulators of channel ch held as exact integer-valued floats (depthwise path). */
 void sim_i8_requant_plane(int use_avx2, const sim_i8_epi *epi, const float *acc, int64_t n, int64_t ch, int8_t *y);

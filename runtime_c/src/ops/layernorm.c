@@ -1,16 +1,18 @@
 /*
  * Normalisations over statistics computed at run time: LayerNormalization (over the trailing dims from
  * `axis`) and GroupNormalization (over groups of channels; InstanceNormalization is lowered to it with one
- * group per channel). Mean and variance accumulate in double, so the result does not depend on the
- * order of the sum; rows (LayerNorm) and (batch, group) pairs (GroupNorm) are split over the simulator's
- * threads, each computed whole by one thread. The int8 form is the executor's dequantise-compute-requantise
- * (the NPU keeps these layers in float too: docs/quantization.md).
+ * group per channel). Mean and variance accumulate in double in 8 lanes combined in a fixed order
+ * (vmath.h: the AVX2 and C paths give the same bits); rows (LayerNorm) and (batch, group) pairs
+ * (GroupNorm) are split over the simulator's threads, each computed whole by one thread. The int8 form
+ * is the executor's dequantise-compute-requantise (the NPU keeps these layers in float too:
+ * docs/quantization.md).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ops_common.h"
+#include "vmath.h"
 
 typedef struct ln_priv {
     int64_t rows, row;          /* LayerNorm: rows of `row` elements; GroupNorm: rows = N * groups */
@@ -93,6 +95,7 @@ typedef struct ln_job {
     const ln_priv *p;
     const float *x;
     float *y;
+    int avx2;
 } ln_job;
 
 static void ln_rows(void *arg, int64_t lo, int64_t hi, int tid)
@@ -103,16 +106,11 @@ static void ln_rows(void *arg, int64_t lo, int64_t hi, int tid)
     for (int64_t r = lo; r < hi; r++) {
         const float *x = j->x + r * p->row;
         float *y = j->y + r * p->row;
-        double s = 0.0, s2 = 0.0;
-        for (int64_t i = 0; i < p->row; i++) s += x[i];
-        double mean = s / (double)p->row;
-        for (int64_t i = 0; i < p->row; i++) {
-            double d = x[i] - mean;
-            s2 += d * d;
-        }
-        float m = (float)mean, inv = (float)(1.0 / sqrt(s2 / (double)p->row + (double)p->eps));
+        double mean, var;
+        sim_row_moments(j->avx2, x, p->row, &mean, &var);
+        float m = (float)mean, inv = (float)(1.0 / sqrt(var + (double)p->eps));
         if (j->op->type == SIM_OP_LAYER_NORM) {
-            for (int64_t i = 0; i < p->row; i++) y[i] = (x[i] - m) * inv * p->scale[i] + p->bias[i];
+            sim_norm_row(j->avx2, x, y, p->row, m, inv, p->scale, p->bias);
         } else {
             int64_t c0 = (r % p->groups) * p->cpg;
             for (int64_t c = 0; c < p->cpg; c++) {
@@ -129,7 +127,7 @@ static void ln_rows(void *arg, int64_t lo, int64_t hi, int tid)
 static int norm_run_f32(sim_kernel_call *call)
 {
     const ln_priv *p = call->op->priv;
-    ln_job j = {call->op, p, sim_call_in_f32(call, 0), call->out[0].f32};
+    ln_job j = {call->op, p, sim_call_in_f32(call, 0), call->out[0].f32, SIM_CPU_AVX2()};
     if (!p || !j.x || !j.y) return SIM_ERR_FAIL;
     sim_parallel(call, ln_rows, &j, p->rows);
     return 0;

@@ -73,6 +73,19 @@ static int pack_const_b(mm_priv *p, const sim_tensor *b)
     return 0;
 }
 
+/* The int8 GEMM takes int8 A and B (a constant B may be float: it is quantised per column at prepare).
+ * A model whose layer runs in int8 (sim_op_int8_io) with a float or per-channel A is refused here, at
+ * rknn_init, naming the layer, rather than failing at rknn_run. */
+static int check_i8_operands(const sim_graph *g, const sim_op *op, const sim_tensor *a, char *err, size_t err_len)
+{
+    if (!sim_op_int8_io(g, op) || (a->dtype == SIM_I8 && a->qnt != SIM_Q_CHANNEL)) return 0;
+    return sim_fail(err, err_len, op,
+                    "runs in int8 but its A operand '%s' is a %s%s %s: the int8 GEMM needs an int8 A with one "
+                    "scale (rebuild with rknnlink, which quantises a constant A, or keep this layer in float16)",
+                    a->name, a->qnt == SIM_Q_CHANNEL ? "per-channel " : "", sim_dtype_name(a->dtype),
+                    a->kind == SIM_T_CONST ? "constant" : "activation");
+}
+
 static int gemm_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
 {
     char b1[96], b2[96], b3[96];
@@ -129,6 +142,11 @@ static int gemm_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_le
     if (b->kind == SIM_T_CONST && b->fdata && pack_const_b(p, b)) {
         mm_release(op);
         return sim_fail(err, err_len, op, "out of memory packing B");
+    }
+    int bad = check_i8_operands(g, op, a, err, err_len);
+    if (bad) {
+        mm_release(op);
+        return bad;
     }
     if (a->dtype == SIM_I8) {
         int rc = sim_mm_i8_prepare(g, op, p->m, p->n, p->k, p->a_rs, p->a_cs, p->b_rs, p->b_cs, p->alpha, &p->i8, err,
@@ -211,6 +229,11 @@ static int matmul_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_
         mm_release(op);
         return sim_fail(err, err_len, op, "out of memory packing B");
     }
+    int bad = check_i8_operands(g, op, a, err, err_len);
+    if (bad) {
+        mm_release(op);
+        return bad;
+    }
     if (a->dtype == SIM_I8) {
         int rc = sim_mm_i8_prepare(g, op, p->m, p->n, p->k, p->a_rs, p->a_cs, p->b_rs, p->b_cs, 1.0f, &p->i8, err,
                                    err_len);
@@ -248,6 +271,60 @@ static void add_c_general(const mm_priv *p, const float *c, float *y, int64_t to
     }
 }
 
+/* Work split: (output matrix, chunk of rows) tasks, chunks a multiple of SIM_MR rows so every C tile is
+ * computed by the same kernel call however the tasks fall on threads (a trailing single-row chunk is
+ * merged into the one before: one row would take the GEMV path). */
+#define MM_CHUNK_ROWS (4 * SIM_MR)
+
+static int64_t mm_chunks(int64_t m)
+{
+    int64_t c = (m + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS;
+    return c > 1 && m % MM_CHUNK_ROWS == 1 ? c - 1 : c;
+}
+
+typedef struct mm_job {
+    const mm_priv *p;
+    const float *a, *b;
+    float *y;
+    float *pbs;               /* per output matrix packed B (activation B), else NULL */
+    char *pa_scr;             /* per-thread packed A */
+    size_t pa_stride;
+    int64_t chunks;           /* per output matrix */
+    sim_gemm_epi epi;
+} mm_job;
+
+static void mm_pack_b_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const mm_job *j = arg;
+    const mm_priv *p = j->p;
+    size_t pb_sz = sim_pack_b_size(p->k, p->n);
+    (void)tid;
+    for (int64_t bi = lo; bi < hi; bi++) {
+        int64_t oa, ob;
+        batch_offsets(&p->bb, bi, &oa, &ob);
+        float *pb = j->pbs + (size_t)bi * pb_sz;
+        sim_pack_b(j->b + ob * p->k * p->n, p->b_rs, p->b_cs, p->k, p->n, pb);
+        if (p->alpha != 1.0f)
+            for (size_t e = 0; e < pb_sz; e++) pb[e] *= p->alpha;
+    }
+}
+
+static void mm_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const mm_job *j = arg;
+    const mm_priv *p = j->p;
+    float *pa = (float *)(void *)(j->pa_scr + (size_t)tid * j->pa_stride);
+    for (int64_t t = lo; t < hi; t++) {
+        int64_t bi = t / j->chunks, c = t % j->chunks, oa, ob;
+        int64_t r0 = c * MM_CHUNK_ROWS, r1 = c == j->chunks - 1 ? p->m : r0 + MM_CHUNK_ROWS;
+        batch_offsets(&p->bb, bi, &oa, &ob);
+        sim_pack_a(j->a + oa * p->m * p->k + r0 * p->a_rs, p->a_rs, p->a_cs, r1 - r0, p->k, pa);
+        const float *pb = j->pbs ? j->pbs + (size_t)bi * sim_pack_b_size(p->k, p->n)
+                                 : p->bpack + ob * (int64_t)sim_pack_b_size(p->k, p->n);
+        sim_gemm_packed(p->avx2, pa, pb, r1 - r0, p->n, p->k, j->y + bi * p->m * p->n + r0 * p->n, p->n, &j->epi);
+    }
+}
+
 static int mm_run_f32(sim_kernel_call *call)
 {
     const sim_op *op = call->op;
@@ -255,33 +332,20 @@ static int mm_run_f32(sim_kernel_call *call)
     const float *a = sim_call_in_f32(call, 0), *b = sim_call_in_f32(call, 1);
     float *y = call->out[0].f32;
     if (!p || !a || !y || (!b && !p->bpack)) return SIM_ERR_FAIL;
-    size_t pa_sz = sim_pack_a_size(p->m, p->k), pb_sz = p->bpack ? 0 : sim_pack_b_size(p->k, p->n);
-    float *pa = sim_scratch_get(call, (pa_sz + pb_sz) * sizeof(float));
-    if (!pa) return SIM_ERR_MALLOC;
-    float *pbuf = pa + pa_sz;
-    int64_t amat = p->m * p->k, bmat = p->k * p->n, ymat = p->m * p->n;
+    int64_t chunks = mm_chunks(p->m), rows = p->m < MM_CHUNK_ROWS + 1 ? p->m : MM_CHUNK_ROWS + 1;
+    size_t pa_stride = (sim_pack_a_size(rows, p->k) * sizeof(float) + 63u) & ~(size_t)63u;
+    size_t pbs_sz = p->bpack ? 0 : ((size_t)p->batch * sim_pack_b_size(p->k, p->n) * sizeof(float) + 63u) & ~(size_t)63u;
+    char *scr = sim_scratch_get(call, pbs_sz + pa_stride * (size_t)sim_call_threads(call));
+    if (!scr) return SIM_ERR_MALLOC;
+    mm_job j = {p, a, b, y, p->bpack ? NULL : (float *)(void *)scr, scr + pbs_sz, pa_stride, chunks, p->epi};
     int need_post_c = p->c_mode != 0;
-    sim_gemm_epi epi = p->epi;
-    if (need_post_c) epi.clamp = 0; /* C is added before the activation */
-    for (int64_t bi = 0; bi < p->batch; bi++) {
-        int64_t oa, ob;
-        batch_offsets(&p->bb, bi, &oa, &ob);
-        sim_pack_a(a + oa * amat, p->a_rs, p->a_cs, p->m, p->k, pa);
-        const float *pb;
-        if (p->bpack) {
-            pb = p->bpack + ob * (int64_t)sim_pack_b_size(p->k, p->n);
-        } else {
-            sim_pack_b(b + ob * bmat, p->b_rs, p->b_cs, p->k, p->n, pbuf);
-            if (p->alpha != 1.0f)
-                for (size_t e = 0; e < pb_sz; e++) pbuf[e] *= p->alpha;
-            pb = pbuf;
-        }
-        sim_gemm_packed(p->avx2, pa, pb, p->m, p->n, p->k, y + bi * ymat, p->n, &epi);
-    }
-    int64_t total = p->batch * ymat;
+    if (need_post_c) j.epi.clamp = 0; /* C is added before the activation */
+    if (j.pbs) sim_parallel(call, mm_pack_b_range, &j, p->batch);
+    sim_parallel(call, mm_range, &j, p->batch * chunks);
+    int64_t total = p->batch * p->m * p->n;
     if (p->c_mode == 1) {
         for (int64_t i = 0; i < p->m; i++)
-            for (int64_t j = 0; j < p->n; j++) y[i * p->n + j] += p->cvec[j];
+            for (int64_t jj = 0; jj < p->n; jj++) y[i * p->n + jj] += p->cvec[jj];
     } else if (p->c_mode == 2) {
         const float *c = sim_call_in_f32(call, 2);
         if (!c) return SIM_ERR_FAIL;

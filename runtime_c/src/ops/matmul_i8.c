@@ -167,44 +167,159 @@ static void finish_general_c(const sim_mm_i8 *s, const sim_op *op, const sim_bca
     }
 }
 
+/* Requantises one row of n int32 accumulators (bias included) with per-column multipliers: exactly
+ * sim_i8_requant for act none or a clamp (clamping the rounded code to [qlo, qhi] equals clamping
+ * before rounding, rounding being monotonic). */
+static void requant_cols_c(const sim_i8_epi *epi, const float *mult, const int32_t *acc, int64_t n, int8_t *y)
+{
+    for (int64_t j = 0; j < n; j++) {
+        float v = sim_round_away((float)acc[j] * mult[j]) + (float)epi->zo;
+        v = v < epi->qlo ? epi->qlo : v;
+        v = v > epi->qhi ? epi->qhi : v;
+        y[j] = (int8_t)(int32_t)v;
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SIM_FORCE_GENERIC)
+#include <immintrin.h>
+#define MM_I8_AVX2 1
+/* requant_cols_c 8 at a time: trunc, then +-1 where the fraction reaches one half (sim_round_away). */
+__attribute__((target("avx2"))) static void requant_cols_avx2(const sim_i8_epi *epi, const int32_t *acc, int64_t n,
+                                                              int8_t *y)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f), mhalf = _mm256_set1_ps(-0.5f);
+    const __m256 zo = _mm256_set1_ps((float)epi->zo), qlo = _mm256_set1_ps(epi->qlo), qhi = _mm256_set1_ps(epi->qhi);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)(acc + j))),
+                                 _mm256_loadu_ps(epi->mult + j));
+        __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        __m256 f = _mm256_sub_ps(v, t);
+        t = _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, half, _CMP_GE_OQ), one));
+        t = _mm256_sub_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, mhalf, _CMP_LE_OQ), one));
+        t = _mm256_add_ps(t, zo);
+        t = _mm256_min_ps(qhi, _mm256_max_ps(qlo, t));
+        __m256i q = _mm256_cvttps_epi32(t);
+        __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        _mm_storel_epi64((__m128i *)(void *)(y + j), _mm_packs_epi16(p16, p16));
+    }
+    requant_cols_c(epi, epi->mult + j, acc + j, n - j, y + j);
+}
+#endif
+
+/* Work split as the float path (matmul.c): (output matrix, chunk of rows) tasks; int32 accumulation is
+ * exact, so any split gives the same bytes. */
+#define MM_I8_CHUNK_ROWS (4 * SIM_MR)
+
+typedef struct mm_i8_job {
+    const sim_mm_i8 *s;
+    const sim_bcast *bb;
+    const int8_t *a, *b;
+    int8_t *y;
+    int32_t *acc;             /* c_general: raw accumulators of every output */
+    int16_t *pbs;             /* per output matrix packed B (activation B), else NULL */
+    char *scr;                /* per thread: A rows, packed A, int32 rows */
+    size_t stride;
+    int64_t chunks;           /* per output matrix */
+    int vec_requant;          /* per-column vector requantisation (act none or clamp) */
+} mm_i8_job;
+
+static void offsets(const sim_bcast *bb, int64_t bi, int64_t *oa, int64_t *ob)
+{
+    int64_t r = bi;
+    *oa = *ob = 0;
+    for (int d = bb->nd - 1; d >= 0; d--) {
+        int64_t i = r % bb->dims[d];
+        r /= bb->dims[d];
+        *oa += i * bb->sa[d];
+        *ob += i * bb->sb[d];
+    }
+}
+
+static void pack_b_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const mm_i8_job *j = arg;
+    const sim_mm_i8 *s = j->s;
+    size_t per = sim_pack_b16_size(s->k, s->n);
+    (void)tid;
+    for (int64_t bi = lo; bi < hi; bi++) {
+        int64_t oa, ob;
+        offsets(j->bb, bi, &oa, &ob);
+        sim_pack_b16_i8(j->b + ob * s->k * s->n, s->b_rs, s->b_cs, s->k, s->n, s->zb, j->pbs + (size_t)bi * per);
+    }
+}
+
+static void mm_i8_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const mm_i8_job *j = arg;
+    const sim_mm_i8 *s = j->s;
+    char *scr = j->scr + (size_t)tid * j->stride;
+    int16_t *arow = (int16_t *)(void *)scr;
+    int16_t *pa = arow + sim_round_up((MM_I8_CHUNK_ROWS + 1) * s->k, 32);
+    int32_t *rows32 = (int32_t *)(void *)(pa + sim_round_up((int64_t)sim_pack_a16_size(MM_I8_CHUNK_ROWS + 1, s->k), 32));
+    for (int64_t t = lo; t < hi; t++) {
+        int64_t bi = t / j->chunks, c = t % j->chunks, oa, ob;
+        int64_t r0 = c * MM_I8_CHUNK_ROWS, r1 = c == j->chunks - 1 ? s->m : r0 + MM_I8_CHUNK_ROWS, mr = r1 - r0;
+        offsets(j->bb, bi, &oa, &ob);
+        const int8_t *am = j->a + oa * s->m * s->k;
+        for (int64_t i = 0; i < mr; i++)
+            for (int64_t e = 0; e < s->k; e++)
+                arow[i * s->k + e] = (int16_t)(am[(r0 + i) * s->a_rs + e * s->a_cs] - s->za);
+        sim_pack_a16(arow, s->k, 1, mr, s->k, pa);
+        const int16_t *pbm = j->pbs ? j->pbs + (size_t)bi * sim_pack_b16_size(s->k, s->n)
+                                    : s->bpack + ob * (int64_t)sim_pack_b16_size(s->k, s->n);
+        int64_t off = bi * s->m * s->n + r0 * s->n;
+        if (s->c_general) {
+            sim_gemm_i8_packed(s->avx2, pa, pbm, mr, s->n, s->k, NULL, j->acc + off, s->n, 1, 0, 0, &(sim_i8_epi){0});
+        } else if (j->vec_requant) {
+            sim_gemm_i8_packed(s->avx2, pa, pbm, mr, s->n, s->k, NULL, rows32, s->n, 1, 0, 0, &s->epi);
+            for (int64_t i = 0; i < mr; i++) {
+#ifdef MM_I8_AVX2
+                if (s->avx2) {
+                    requant_cols_avx2(&s->epi, rows32 + i * s->n, s->n, j->y + off + i * s->n);
+                    continue;
+                }
+#endif
+                requant_cols_c(&s->epi, s->epi.mult, rows32 + i * s->n, s->n, j->y + off + i * s->n);
+            }
+        } else {
+            sim_gemm_i8_packed(s->avx2, pa, pbm, mr, s->n, s->k, j->y + off, NULL, s->n, 1, 0, 0, &s->epi);
+        }
+    }
+}
+
 int sim_mm_i8_run(const sim_mm_i8 *s, int64_t batch, const sim_bcast *bb, const sim_bcast *cbc,
                   sim_kernel_call *call)
 {
     const int8_t *a = call->in[0].i8, *b = call->in[1].i8;
     int8_t *y = call->out[0].i8;
     if (!s || !a || !y || (!s->bpack && !b)) return SIM_ERR_FAIL;
-    size_t pa_sz = sim_pack_a16_size(s->m, s->k), pb_sz = s->bpack ? 0 : sim_pack_b16_size(s->k, s->n);
-    size_t acc_sz = s->c_general ? (size_t)(batch * s->m * s->n) : 0;
-    size_t arow_sz = (size_t)(s->m * s->k);
-    int32_t *acc = sim_scratch_get(call, acc_sz * sizeof(int32_t) + (pa_sz + pb_sz + arow_sz) * sizeof(int16_t));
-    if (!acc) return SIM_ERR_MALLOC;
-    int16_t *pa = (int16_t *)(acc + acc_sz), *pb = pa + pa_sz, *arow = pb + pb_sz;
-    int64_t amat = s->m * s->k, bmat = s->k * s->n, ymat = s->m * s->n;
-    for (int64_t bi = 0; bi < batch; bi++) {
-        int64_t oa = 0, ob = 0, r = bi;
-        for (int d = bb->nd - 1; d >= 0; d--) {
-            int64_t i = r % bb->dims[d];
-            r /= bb->dims[d];
-            oa += i * bb->sa[d];
-            ob += i * bb->sb[d];
-        }
-        const int8_t *am = a + oa * amat;
-        for (int64_t i = 0; i < s->m; i++)
-            for (int64_t e = 0; e < s->k; e++) arow[i * s->k + e] = (int16_t)(am[i * s->a_rs + e * s->a_cs] - s->za);
-        sim_pack_a16(arow, s->k, 1, s->m, s->k, pa);
-        const int16_t *pbm;
-        if (s->bpack) {
-            pbm = s->bpack + ob * (int64_t)sim_pack_b16_size(s->k, s->n);
-        } else {
-            sim_pack_b16_i8(b + ob * bmat, s->b_rs, s->b_cs, s->k, s->n, s->zb, pb);
-            pbm = pb;
-        }
-        if (s->c_general)
-            sim_gemm_i8_packed(s->avx2, pa, pbm, s->m, s->n, s->k, NULL, acc + bi * ymat, s->n, 1, 0, 0,
-                               &(sim_i8_epi){0});
-        else
-            sim_gemm_i8_packed(s->avx2, pa, pbm, s->m, s->n, s->k, y + bi * ymat, NULL, s->n, 1, 0, 0, &s->epi);
-    }
+    int64_t chunks = (s->m + MM_I8_CHUNK_ROWS - 1) / MM_I8_CHUNK_ROWS;
+    if (chunks > 1 && s->m % MM_I8_CHUNK_ROWS == 1) chunks--; /* as matmul.c: no single-row tail chunk */
+    size_t acc_sz = s->c_general ? (size_t)(batch * s->m * s->n) * sizeof(int32_t) : 0;
+    size_t pbs_sz = s->bpack ? 0 : (size_t)batch * sim_pack_b16_size(s->k, s->n) * sizeof(int16_t);
+    int64_t rows = MM_I8_CHUNK_ROWS + 1;
+    size_t stride = (size_t)(sim_round_up(rows * s->k, 32) + sim_round_up((int64_t)sim_pack_a16_size(rows, s->k), 32)) *
+                        sizeof(int16_t) +
+                    (size_t)(rows * s->n) * sizeof(int32_t);
+    acc_sz = (acc_sz + 63u) & ~(size_t)63u;
+    pbs_sz = (pbs_sz + 63u) & ~(size_t)63u;
+    stride = (stride + 63u) & ~(size_t)63u;
+    char *scr = sim_scratch_get(call, acc_sz + pbs_sz + stride * (size_t)sim_call_threads(call));
+    if (!scr) return SIM_ERR_MALLOC;
+    mm_i8_job j = {s,
+                   bb,
+                   a,
+                   b,
+                   y,
+                   (int32_t *)(void *)scr,
+                   s->bpack ? NULL : (int16_t *)(void *)(scr + acc_sz),
+                   scr + acc_sz + pbs_sz,
+                   stride,
+                   chunks,
+                   s->epi.act == SIM_ACT_NONE || s->epi.clamp};
+    if (j.pbs) sim_parallel(call, pack_b_range, &j, batch);
+    sim_parallel(call, mm_i8_range, &j, batch * chunks);
     if (s->c_general) {
         const sim_tensor *ct = sim_call_in_t(call, 2);
         const float *c = sim_call_in_f32(call, 2);
@@ -216,7 +331,7 @@ int sim_mm_i8_run(const sim_mm_i8 *s, int64_t batch, const sim_bcast *bb, const 
             c = cf;
         }
         if (!c || !cbc) return SIM_ERR_FAIL;
-        finish_general_c(s, call->op, cbc, acc, c, y, batch * ymat);
+        finish_general_c(s, call->op, cbc, j.acc, c, y, batch * s->m * s->n);
     }
     return 0;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ops_common.h"
+#include "vmath.h"
 
 typedef struct norm_priv {
     int64_t outer, n, inner;                 /* softmax geometry */
@@ -62,6 +63,21 @@ static int softmax_prepare(const sim_graph *g, sim_op *op, char *err, size_t err
     return 0;
 }
 
+typedef struct softmax_job {
+    const float *x;
+    float *y;
+    int64_t n;
+    int avx2;
+} softmax_job;
+
+/* Contiguous rows (softmax over the last axis), each computed whole by one thread. */
+static void softmax_rows(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const softmax_job *j = arg;
+    (void)tid;
+    for (int64_t r = lo; r < hi; r++) sim_softmax_row(j->avx2, j->x + r * j->n, j->y + r * j->n, j->n);
+}
+
 static int softmax_run_f32(sim_kernel_call *call)
 {
     const sim_op *op = call->op;
@@ -70,6 +86,12 @@ static int softmax_run_f32(sim_kernel_call *call)
     float *y = call->out[0].f32;
     if (!p || !x || !y) return SIM_ERR_FAIL;
     int is_log = op->type == SIM_OP_LOG_SOFTMAX;
+    if (!is_log && p->inner == 1) {
+        softmax_job j = {x, y, p->n, SIM_CPU_AVX2()};
+        sim_parallel(call, softmax_rows, &j, p->outer);
+        sim_op_act(op, y, (size_t)(p->outer * p->n));
+        return 0;
+    }
     for (int64_t o = 0; o < p->outer; o++)
         for (int64_t i = 0; i < p->inner; i++) {
             const float *xs = x + o * p->n * p->inner + i;

@@ -17,7 +17,26 @@ typedef struct rnn_priv {
     int64_t t, b, in, h, dirs, gates;
     int direction; /* 0 forward, 1 reverse, 2 bidirectional */
     int lbr;       /* GRU linear_before_reset */
+    float *wt, *rt; /* W and R transposed per direction: [D][I][G*H], [D][H][G*H] */
 } rnn_priv;
+
+static void rnn_release(sim_op *op)
+{
+    rnn_priv *p = op->priv;
+    if (!p) return;
+    free(p->wt);
+    free(p->rt);
+    free(p);
+    op->priv = NULL;
+}
+
+/* dst[d][c][r] = src[d][r][c] for `dirs` rows x cols matrices. */
+static void transpose_dirs(const float *src, int64_t dirs, int64_t rows, int64_t cols, float *dst)
+{
+    for (int64_t d = 0; d < dirs; d++)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) dst[(d * cols + c) * rows + r] = src[(d * rows + r) * cols + c];
+}
 
 static int dims_are(const sim_tensor *t, uint32_t n, int64_t a, int64_t b, int64_t c)
 {
@@ -60,6 +79,15 @@ static int rnn_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len
     if (!pp) return SIM_ERR_MALLOC;
     *pp = p;
     op->priv = pp;
+    int64_t gh = p.gates * p.h;
+    pp->wt = malloc((size_t)(p.dirs * gh * p.in) * sizeof(float));
+    pp->rt = malloc((size_t)(p.dirs * gh * p.h) * sizeof(float));
+    if (!pp->wt || !pp->rt) {
+        rnn_release(op);
+        return SIM_ERR_MALLOC;
+    }
+    transpose_dirs(w->fdata, p.dirs, gh, p.in, pp->wt);
+    transpose_dirs(r->fdata, p.dirs, gh, p.h, pp->rt);
     return 0;
 }
 
@@ -68,26 +96,37 @@ static float sigm(float v)
     return 1.0f / (1.0f + expf(-v));
 }
 
-/* y[n] = sum_k m[n][k] * v[k] for an n x k row-major matrix. */
-static void matvec(const float *m, const float *v, float *y, int64_t n, int64_t k)
+/* y[n] = b[n] (or 0) + sum_k v[k] * mt[k][n], mt the k x n transposed matrix: accumulated row by row in
+ * k order, element-wise over n (vectorises, and every output sums in the same order on any CPU). */
+static void matvec_t(const float *mt, const float *v, const float *b, float *y, int64_t n, int64_t k)
 {
-    for (int64_t i = 0; i < n; i++) {
-        const float *row = m + i * k;
-        float s = 0.0f;
-        for (int64_t j = 0; j < k; j++) s += row[j] * v[j];
-        y[i] = s;
+    if (b) memcpy(y, b, (size_t)n * sizeof(float));
+    else memset(y, 0, (size_t)n * sizeof(float));
+    for (int64_t j = 0; j < k; j++) {
+        const float *row = mt + j * n;
+        float a = v[j];
+        for (int64_t i = 0; i < n; i++) y[i] += a * row[i];
     }
 }
 
-/* One LSTM step (gate order i, o, f, c): gx = W x + Wb, gr = R h + Rb; updates h and c. */
-static void lstm_step(int64_t hs, const float *gx, const float *gr, float *h, float *c)
+/* tanh(x) = 2 sigmoid(2x) - 1 in place through the vector sigmoid (absolute error about 1e-7). */
+static void tanh_array(int avx2, float *x, int64_t n)
 {
-    for (int64_t k = 0; k < hs; k++) {
-        float ig = sigm(gx[k] + gr[k]), og = sigm(gx[hs + k] + gr[hs + k]);
-        float fg = sigm(gx[2 * hs + k] + gr[2 * hs + k]), cg = tanhf(gx[3 * hs + k] + gr[3 * hs + k]);
-        c[k] = fg * c[k] + ig * cg;
-        h[k] = og * tanhf(c[k]);
-    }
+    for (int64_t i = 0; i < n; i++) x[i] *= 2.0f;
+    sim_sigmoid_array(avx2, x, (size_t)n, 0);
+    for (int64_t i = 0; i < n; i++) x[i] = 2.0f * x[i] - 1.0f;
+}
+
+/* One LSTM step (gate order i, o, f, c): gx = W x + Wb, gr = R h + Rb; updates h and c. g (4 hs) and
+ * tc (hs) are scratch. */
+static void lstm_step(int avx2, int64_t hs, const float *gx, const float *gr, float *h, float *c, float *g, float *tc)
+{
+    for (int64_t k = 0; k < 4 * hs; k++) g[k] = gx[k] + gr[k];
+    sim_sigmoid_array(avx2, g, (size_t)(3 * hs), 0);
+    tanh_array(avx2, g + 3 * hs, hs);
+    for (int64_t k = 0; k < hs; k++) tc[k] = c[k] = g[2 * hs + k] * c[k] + g[k] * g[3 * hs + k];
+    tanh_array(avx2, tc, hs);
+    for (int64_t k = 0; k < hs; k++) h[k] = g[hs + k] * tc[k];
 }
 
 /* One GRU step (gate order z, r, h). gr = R h + Rb for all three gates; without linear_before_reset the
@@ -126,14 +165,17 @@ static int rnn_run_f32(sim_kernel_call *call)
     const float *c0 = lstm && sim_call_in_t(call, 5) ? sim_call_in_f32(call, 5) : NULL;
     float *y = call->out[0].f32, *yh = call->out[1].f32, *yc = lstm ? call->out[2].f32 : NULL;
     if (!p || !x || !w || !r || !y || !yh || (lstm && !yc)) return SIM_ERR_FAIL;
-    int64_t gh = p->gates * p->h;
-    float *buf = sim_scratch_get(call, (size_t)(2 * gh + 5 * p->h) * sizeof(float));
+    int64_t gh = p->gates * p->h, steps = p->t * p->b;
+    float *buf = sim_scratch_get(call, (size_t)(steps * gh + 2 * gh + 6 * p->h) * sizeof(float));
     if (!buf) return SIM_ERR_MALLOC;
-    float *gx = buf, *gr = buf + gh, *h = gr + gh, *c = h + p->h, *tmp = c + p->h;
+    float *gxa = buf, *gr = gxa + steps * gh, *g = gr + gh, *h = g + gh, *c = h + p->h, *tmp = c + p->h;
+    int avx2 = SIM_CPU_AVX2();
     for (int64_t d = 0; d < p->dirs; d++) {
         int rev = p->direction == 1 || d == 1;
-        const float *wd = w + d * gh * p->in, *rd = r + d * gh * p->h;
+        const float *wt = p->wt + d * gh * p->in, *rt = p->rt + d * gh * p->h, *rd = r + d * gh * p->h;
         const float *wb = bias ? bias + d * 2 * gh : NULL, *rb = wb ? wb + gh : NULL;
+        /* the input projection of every time step at once */
+        for (int64_t e = 0; e < steps; e++) matvec_t(wt, x + e * p->in, wb, gxa + e * gh, gh, p->in);
         for (int64_t b = 0; b < p->b; b++) {
             int64_t st = (d * p->b + b) * p->h;
             for (int64_t k = 0; k < p->h; k++) {
@@ -142,13 +184,9 @@ static int rnn_run_f32(sim_kernel_call *call)
             }
             for (int64_t s = 0; s < p->t; s++) {
                 int64_t t = rev ? p->t - 1 - s : s;
-                matvec(wd, x + (t * p->b + b) * p->in, gx, gh, p->in);
-                matvec(rd, h, gr, gh, p->h);
-                for (int64_t k = 0; k < gh && wb; k++) {
-                    gx[k] += wb[k];
-                    gr[k] += rb[k];
-                }
-                if (lstm) lstm_step(p->h, gx, gr, h, c);
+                const float *gx = gxa + (t * p->b + b) * gh;
+                matvec_t(rt, h, rb, gr, gh, p->h);
+                if (lstm) lstm_step(avx2, p->h, gx, gr, h, c, g, tmp);
                 else gru_step(p, rd, rb, gx, gr, h, tmp);
                 memcpy(y + ((t * p->dirs + d) * p->b + b) * p->h, h, (size_t)p->h * sizeof(float));
             }
@@ -168,7 +206,7 @@ static uint64_t rnn_macs(const sim_graph *g, const sim_op *op)
 
 const sim_op_def sim_def_lstm = {.type = SIM_OP_LSTM, .onnx_name = "LSTM", .npu_name = "LSTM",
                                  .prepare = rnn_prepare, .run_f32 = rnn_run_f32, .run_i8 = NULL,
-                                 .release = sim_free_priv, .macs = rnn_macs};
+                                 .release = rnn_release, .macs = rnn_macs};
 const sim_op_def sim_def_gru = {.type = SIM_OP_GRU, .onnx_name = "GRU", .npu_name = "GRU",
                                 .prepare = rnn_prepare, .run_f32 = rnn_run_f32, .run_i8 = NULL,
-                                .release = sim_free_priv, .macs = rnn_macs};
+                                .release = rnn_release, .macs = rnn_macs};

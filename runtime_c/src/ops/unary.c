@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ops_common.h"
+#include "vmath.h"
 
 typedef struct unary_priv {
     float a, b;  /* op parameters (Clip min/max, alpha/beta/gamma) */
@@ -17,15 +18,6 @@ typedef struct unary_priv {
 static float softplusf(float x)
 {
     return x > 20.0f ? x : log1pf(expf(x));
-}
-
-static float geluf(float x, int tanh_form)
-{
-    if (tanh_form) {
-        const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
-        return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-    }
-    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
 }
 
 /* x * tanh(softplus(x)) with one exp: tanh(log(1 + e)) = ((1 + e)^2 - 1) / ((1 + e)^2 + 1). */
@@ -82,7 +74,7 @@ static void unary_loop(uint32_t type, float a, float b, const float *x, float *y
     case SIM_OP_SOFTPLUS: for (size_t i = 0; i < n; i++) y[i] = softplusf(x[i]); break;
     case SIM_OP_SQRT: for (size_t i = 0; i < n; i++) y[i] = sqrtf(x[i]); break;
     case SIM_OP_ERF: for (size_t i = 0; i < n; i++) y[i] = erff(x[i]); break;
-    case SIM_OP_GELU: for (size_t i = 0; i < n; i++) y[i] = geluf(x[i], a != 0.0f); break;
+    case SIM_OP_GELU: sim_gelu_array(SIM_CPU_AVX2(), x, y, n, a != 0.0f); break;
     case SIM_OP_MISH: for (size_t i = 0; i < n; i++) y[i] = mishf(x[i]); break;
     case SIM_OP_RECIPROCAL: for (size_t i = 0; i < n; i++) y[i] = 1.0f / x[i]; break;
     case SIM_OP_LOG: for (size_t i = 0; i < n; i++) y[i] = logf(x[i]); break;
@@ -141,6 +133,27 @@ static void unary_release(sim_op *op)
     op->priv = NULL;
 }
 
+/* Element-wise, so any split over the threads gives the same bytes. */
+#define UNARY_BLOCK 4096
+
+typedef struct unary_job {
+    const sim_op *op;
+    const unary_priv *p;
+    const float *x;
+    float *y;
+    size_t n;
+} unary_job;
+
+static void unary_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const unary_job *j = arg;
+    (void)tid;
+    size_t a = (size_t)lo * UNARY_BLOCK, b = (size_t)hi * UNARY_BLOCK;
+    if (b > j->n) b = j->n;
+    unary_loop(j->op->type, j->p->a, j->p->b, j->x + a, j->y + a, b - a);
+    sim_op_act(j->op, j->y + a, b - a);
+}
+
 static int unary_run_f32(sim_kernel_call *call)
 {
     const sim_op *op = call->op;
@@ -149,9 +162,27 @@ static int unary_run_f32(sim_kernel_call *call)
     float *y = call->out[0].f32;
     const sim_tensor *t = sim_call_in_t(call, 0);
     if (!p || !x || !y || !t) return SIM_ERR_FAIL;
-    unary_loop(op->type, p->a, p->b, x, y, (size_t)t->n_elems);
-    sim_op_act(op, y, (size_t)t->n_elems);
+    unary_job j = {op, p, x, y, (size_t)t->n_elems};
+    int64_t blocks = (int64_t)((j.n + UNARY_BLOCK - 1) / UNARY_BLOCK);
+    if (blocks >= 4) sim_parallel(call, unary_range, &j, blocks);
+    else unary_range(&j, 0, blocks, 0);
     return 0;
+}
+
+typedef struct lut_job {
+    const int8_t *qlut;
+    const int8_t *x;
+    int8_t *y;
+    size_t n;
+} lut_job;
+
+static void lut_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const lut_job *j = arg;
+    (void)tid;
+    size_t a = (size_t)lo * UNARY_BLOCK, b = (size_t)hi * UNARY_BLOCK;
+    if (b > j->n) b = j->n;
+    for (size_t i = a; i < b; i++) j->y[i] = j->qlut[(int)j->x[i] + 128];
 }
 
 static int unary_run_i8(sim_kernel_call *call)
@@ -169,7 +200,10 @@ static int unary_run_i8(sim_kernel_call *call)
     unary_loop(op->type, p->a, p->b, lut, lut, 256);
     sim_op_act(op, lut, 256);
     sim_quant_array(lut, qlut, 256, sim_t_scale(yt), sim_t_zp(yt));
-    for (int64_t i = 0; i < xt->n_elems; i++) y[i] = qlut[(int)x[i] + 128];
+    lut_job j = {qlut, x, y, (size_t)xt->n_elems};
+    int64_t blocks = (int64_t)((j.n + UNARY_BLOCK - 1) / UNARY_BLOCK);
+    if (blocks >= 4) sim_parallel(call, lut_range, &j, blocks);
+    else lut_range(&j, 0, blocks, 0);
     return 0;
 }
 

@@ -4,6 +4,7 @@
 int tg_failures = 0;
 int tg_checks = 0;
 uint64_t tg_rng = 0x9E3779B97F4A7C15ull;
+sim_par *tg_par = NULL;
 
 float tg_randf(void)
 {
@@ -155,6 +156,7 @@ int tg_run(tgraph *tg, int use_i8, char *err, size_t err_len)
     call.graph = &tg->g;
     call.op = &tg->op;
     call.scratch = &s.api;
+    call.par = tg_par;
     for (uint32_t i = 0; i < tg->op.n_inputs; i++) {
         uint32_t ti = tg->ins[i];
         if (ti == SIM_NONE) continue;

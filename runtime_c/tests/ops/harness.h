@@ -41,6 +41,8 @@ typedef struct tgraph {
 extern int tg_failures;
 extern int tg_checks;
 extern uint64_t tg_rng;
+/* Thread pool handed to the kernels by tg_run (NULL: none, the kernels run inline). */
+extern sim_par *tg_par;
 
 float tg_randf(void);        /* uniform [-1, 1) */
 void tg_init(tgraph *tg, uint32_t type);

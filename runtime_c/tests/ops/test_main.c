@@ -13,6 +13,8 @@ void test_int8(void);
 void test_act_lut(void);
 void test_sigmoid_fast(void);
 void test_act_lut_rows(void);
+void test_gemm_i8_percol(void);
+void test_graph_fast(void);
 
 int main(void)
 {
@@ -28,6 +30,8 @@ int main(void)
     test_act_lut();
     test_sigmoid_fast();
     test_act_lut_rows();
+    test_gemm_i8_percol();
+    test_graph_fast();
     printf("%d checks, %d failures\n", tg_checks, tg_failures);
     return tg_failures ? 1 : 0;
 }

@@ -126,8 +126,87 @@ static void global_case(uint32_t type)
     tg_free(&tg);
 }
 
+/* Int8 max pooling on the codes (a 2x2 stride-2 fast path, odd widths, pads, a fused Relu, different
+ * input and output scales) against the float path's rule: quantise(act(max of dequantised)). */
+static void i8_maxpool_case(int64_t h, int64_t w, int64_t k, int64_t s, int64_t pad, int ceil_mode, uint32_t act)
+{
+    tgraph tg;
+    tg_init(&tg, SIM_OP_MAXPOOL);
+    pcase pc = {SIM_OP_MAXPOOL, 2, {h, w}, {k, k}, {s, s}, {pad, pad}, {pad, pad}, {1, 1}, ceil_mode, 0};
+    int64_t oh = pool_out(&pc, 0), ow = pool_out(&pc, 1);
+    int64_t xd[4] = {1, 3, h, w}, yd[4] = {1, 3, oh, ow}, ks[2] = {k, k}, st[2] = {s, s}, pads[4] = {pad, pad, pad, pad};
+    int x = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 4, xd, 1.0f);
+    int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, yd, 0);
+    tg_quant(&tg, x, 1.0f / 50.0f, 3);
+    tg_quant(&tg, y, 1.0f / 30.0f, -2);
+    tg_input(&tg, x);
+    tg_output(&tg, y);
+    tg_attr_is(&tg, "kernel_shape", 2, ks);
+    tg_attr_is(&tg, "strides", 2, st);
+    tg_attr_is(&tg, "pads", 4, pads);
+    tg_attr_i(&tg, "ceil_mode", ceil_mode);
+    tg.op.act = act;
+    char err[256], what[200];
+    int rc = tg_run(&tg, 1, err, sizeof err);
+    int64_t bad = rc != 0;
+    for (int64_t c = 0; c < 3 && !rc; c++)
+        for (int64_t i = 0; i < oh; i++)
+            for (int64_t j = 0; j < ow; j++) {
+                int m = -129;
+                for (int64_t a = 0; a < k; a++)
+                    for (int64_t b = 0; b < k; b++) {
+                        int64_t r = i * s - pad + a, q = j * s - pad + b;
+                        if (r < 0 || q < 0 || r >= h || q >= w) continue;
+                        int v = tg.q[x][(c * h + r) * w + q];
+                        m = v > m ? v : m;
+                    }
+                float real = (float)(m - 3) * (1.0f / 50.0f);
+                if (act == SIM_ACT_RELU) real = real < 0.0f ? 0.0f : real;
+                bad += tg.q[y][(c * oh + i) * ow + j] != sim_quant_i8(real, 1.0f / 30.0f, -2);
+            }
+    snprintf(what, sizeof what, "int8 maxpool %lldx%lld k%lld s%lld p%lld ceil %d act %u: rc=%d, %lld codes differ",
+             (long long)h, (long long)w, (long long)k, (long long)s, (long long)pad, ceil_mode, act, rc, (long long)bad);
+    tg_check_true(what, bad == 0);
+    tg_free(&tg);
+}
+
+/* Int8 global average pooling sums the codes exactly: within rounding of the exact mean. */
+static void i8_global_avg_case(int64_t hw)
+{
+    tgraph tg;
+    tg_init(&tg, SIM_OP_GLOBAL_AVGPOOL);
+    int64_t xd[4] = {1, 4, hw, hw}, yd[4] = {1, 4, 1, 1};
+    int x = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 4, xd, 1.0f);
+    int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, yd, 0);
+    tg_quant(&tg, x, 1.0f / 60.0f, -5);
+    tg_quant(&tg, y, 1.0f / 400.0f, 7);
+    tg_input(&tg, x);
+    tg_output(&tg, y);
+    char err[256], what[160];
+    int rc = tg_run(&tg, 1, err, sizeof err);
+    int64_t bad = rc != 0, n = hw * hw;
+    for (int64_t c = 0; c < 4 && !rc; c++) {
+        int64_t sum = 0;
+        for (int64_t i = 0; i < n; i++) sum += tg.q[x][c * n + i] + 5;
+        double v = (double)sum / (double)n * (1.0 / 60.0) * 400.0;
+        double r = v >= 0 ? floor(v + 0.5) : -floor(-v + 0.5);
+        r = r + 7 > 127 ? 127 : (r + 7 < -128 ? -128 : r + 7);
+        bad += abs(tg.q[y][c] - (int)r) > (fabs(v - trunc(v)) > 0.499 && fabs(v - trunc(v)) < 0.501);
+    }
+    snprintf(what, sizeof what, "int8 global average pool %lldx%lld: rc=%d, %lld codes off", (long long)hw,
+             (long long)hw, rc, (long long)bad);
+    tg_check_true(what, bad == 0);
+    tg_free(&tg);
+}
+
 void test_pool(void)
 {
+    i8_maxpool_case(16, 20, 2, 2, 0, 0, SIM_ACT_NONE);
+    i8_maxpool_case(15, 17, 2, 2, 0, 1, SIM_ACT_RELU);
+    i8_maxpool_case(13, 40, 3, 2, 1, 0, SIM_ACT_RELU);
+    i8_maxpool_case(20, 20, 5, 1, 2, 0, SIM_ACT_NONE);
+    i8_global_avg_case(7);
+    i8_global_avg_case(80);
     pcase p = {SIM_OP_MAXPOOL, 2, {9, 10}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, 0, 0};
     pool_case(&p, "max 3x3 s2 p1");
     p.ceil_mode = 1;

@@ -1,0 +1,255 @@
+/*
+ * Vector math of vmath.h: every AVX2 function mirrors its scalar C twin operation for operation.
+ */
+#include "vmath.h"
+
+/* erfc-based Phi constants: erfc(z) ~ t exp(-z^2 + P(t)), t = 1 / (1 + z / 2). */
+#define GELU_RSQRT2 0.70710678118654752f
+#define ERFC_C0 (-1.26551223f)
+#define ERFC_C1 1.00002368f
+#define ERFC_C2 0.37409196f
+#define ERFC_C3 0.09678418f
+#define ERFC_C4 (-0.18628806f)
+#define ERFC_C5 0.27886807f
+#define ERFC_C6 (-1.13520398f)
+#define ERFC_C7 1.48851587f
+#define ERFC_C8 (-0.82215223f)
+#define ERFC_C9 0.17087277f
+/* tanh form: x / (1 + exp(x * (T1 + T3 x^2))), T1 = -2 sqrt(2 / pi), T3 = T1 * 0.044715. */
+#define GELU_T1 (-1.5957691216057308f)
+#define GELU_T3 (-0.0713548162726f)
+
+static inline float gelu_erf1(float v)
+{
+    float z = __builtin_fabsf(v) * GELU_RSQRT2;
+    float t = 1.0f / (1.0f + 0.5f * z);
+    float p = ERFC_C8 + t * ERFC_C9;
+    p = ERFC_C7 + t * p;
+    p = ERFC_C6 + t * p;
+    p = ERFC_C5 + t * p;
+    p = ERFC_C4 + t * p;
+    p = ERFC_C3 + t * p;
+    p = ERFC_C2 + t * p;
+    p = ERFC_C1 + t * p;
+    p = ERFC_C0 + t * p;
+    float h = (0.5f * t) * sim_exp_poly(p - z * z); /* Phi(-|v|) */
+    return v * (v < 0.0f ? h : 1.0f - h);
+}
+
+static inline float gelu_tanh1(float v)
+{
+    float q = v * (GELU_T1 + GELU_T3 * (v * v));
+    return v / (1.0f + sim_exp_poly(q));
+}
+
+static void gelu_c(const float *x, float *y, size_t n, int tanh_form)
+{
+    if (tanh_form)
+        for (size_t i = 0; i < n; i++) y[i] = gelu_tanh1(x[i]);
+    else
+        for (size_t i = 0; i < n; i++) y[i] = gelu_erf1(x[i]);
+}
+
+#ifdef SIM_HAVE_AVX2_VMATH
+#define SET1 _mm256_set1_ps
+__attribute__((target("avx2"))) static void gelu_avx2(const float *x, float *y, size_t n, int tanh_form)
+{
+    const __m256 one = SET1(1.0f), absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i), r;
+        if (tanh_form) {
+            __m256 q = _mm256_mul_ps(v, _mm256_add_ps(SET1(GELU_T1), _mm256_mul_ps(SET1(GELU_T3), _mm256_mul_ps(v, v))));
+            r = _mm256_div_ps(v, _mm256_add_ps(one, sim_exp8_avx2(q)));
+        } else {
+            __m256 z = _mm256_mul_ps(_mm256_and_ps(v, absmask), SET1(GELU_RSQRT2));
+            __m256 t = _mm256_div_ps(one, _mm256_add_ps(one, _mm256_mul_ps(SET1(0.5f), z)));
+            __m256 p = _mm256_add_ps(SET1(ERFC_C8), _mm256_mul_ps(t, SET1(ERFC_C9)));
+            p = _mm256_add_ps(SET1(ERFC_C7), _mm256_mul_ps(t, p));
+            p = _mm256_add_ps(SET1(ERFC_C6), _mm256_mul_ps(t, p));
+            p = _mm256_add_ps(SET1(ERFC_C5), _mm256_mul_ps(t, p));
+            p = _mm256_add_ps(SET1(ERFC_C4), _mm256_mul_ps(t, p));
+            p = _mm256_add_ps(SET1(ERFC_C3), _mm256_mul_ps(t, p));
+            p = _mm256_add_ps(SET1(ERFC_C2), _mm256_mul_ps(t, p));
+            p = _mm256_add_ps(SET1(ERFC_C1), _mm256_mul_ps(t, p));
+            p = _mm256_add_ps(SET1(ERFC_C0), _mm256_mul_ps(t, p));
+            __m256 h = _mm256_mul_ps(_mm256_mul_ps(SET1(0.5f), t), sim_exp8_avx2(_mm256_sub_ps(p, _mm256_mul_ps(z, z))));
+            __m256 neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
+            r = _mm256_mul_ps(v, _mm256_blendv_ps(_mm256_sub_ps(one, h), h, neg));
+        }
+        _mm256_storeu_ps(y + i, r);
+    }
+    gelu_c(x + i, y + i, n - i, tanh_form);
+}
+#endif
+
+void sim_gelu_array(int use_avx2, const float *x, float *y, size_t n, int tanh_form)
+{
+#ifdef SIM_HAVE_AVX2_VMATH
+    if (use_avx2) {
+        gelu_avx2(x, y, n, tanh_form);
+        return;
+    }
+#endif
+    (void)use_avx2;
+    gelu_c(x, y, n, tanh_form);
+}
+
+/* ---- softmax rows ---- */
+static float lanes_sum8(const float *l)
+{
+    float a0 = l[0] + l[4], a1 = l[1] + l[5], a2 = l[2] + l[6], a3 = l[3] + l[7];
+    return (a0 + a2) + (a1 + a3);
+}
+
+static void softmax_c(const float *x, float *y, int64_t n)
+{
+    float m = -__builtin_inff();
+    for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
+    float lane[8] = {0};
+    for (int64_t j = 0; j < n; j++) {
+        float e = sim_exp_poly(x[j] - m);
+        lane[j & 7] += e;
+        y[j] = e;
+    }
+    float inv = 1.0f / lanes_sum8(lane);
+    for (int64_t j = 0; j < n; j++) y[j] *= inv;
+}
+
+#ifdef SIM_HAVE_AVX2_VMATH
+__attribute__((target("avx2"))) static void softmax_avx2(const float *x, float *y, int64_t n)
+{
+    int64_t full = n & ~(int64_t)7;
+    __m256 mv = SET1(-__builtin_inff());
+    for (int64_t j = 0; j < full; j += 8) mv = _mm256_max_ps(_mm256_loadu_ps(x + j), mv);
+    float lm[8], lane[8];
+    _mm256_storeu_ps(lm, mv);
+    float m = -__builtin_inff();
+    for (int l = 0; l < 8; l++) m = lm[l] > m ? lm[l] : m;
+    for (int64_t j = full; j < n; j++) m = x[j] > m ? x[j] : m;
+    __m256 mm = SET1(m), acc = _mm256_setzero_ps();
+    for (int64_t j = 0; j < full; j += 8) {
+        __m256 e = sim_exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + j), mm));
+        acc = _mm256_add_ps(acc, e);
+        _mm256_storeu_ps(y + j, e);
+    }
+    _mm256_storeu_ps(lane, acc);
+    for (int64_t j = full; j < n; j++) {
+        float e = sim_exp_poly(x[j] - m);
+        lane[j & 7] += e;
+        y[j] = e;
+    }
+    float inv = 1.0f / lanes_sum8(lane);
+    __m256 iv = SET1(inv);
+    for (int64_t j = 0; j < full; j += 8) _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_loadu_ps(y + j), iv));
+    for (int64_t j = full; j < n; j++) y[j] *= inv;
+}
+#endif
+
+void sim_softmax_row(int use_avx2, const float *x, float *y, int64_t n)
+{
+#ifdef SIM_HAVE_AVX2_VMATH
+    if (use_avx2) {
+        softmax_avx2(x, y, n);
+        return;
+    }
+#endif
+    (void)use_avx2;
+    softmax_c(x, y, n);
+}
+
+/* ---- LayerNorm rows ---- */
+static double lanes_sum8d(const double *l)
+{
+    double a0 = l[0] + l[4], a1 = l[1] + l[5], a2 = l[2] + l[6], a3 = l[3] + l[7];
+    return (a0 + a2) + (a1 + a3);
+}
+
+static void moments_c(const float *x, int64_t n, double *mean, double *var)
+{
+    double lane[8] = {0}, lane2[8] = {0};
+    for (int64_t i = 0; i < n; i++) lane[i & 7] += (double)x[i];
+    double mu = lanes_sum8d(lane) / (double)n;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)x[i] - mu;
+        lane2[i & 7] += d * d;
+    }
+    *mean = mu;
+    *var = lanes_sum8d(lane2) / (double)n;
+}
+
+static void norm_row_c(const float *x, float *y, int64_t n, float m, float inv, const float *scale, const float *bias)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) * inv * scale[i] + bias[i];
+}
+
+#ifdef SIM_HAVE_AVX2_VMATH
+__attribute__((target("avx2"))) static void moments_avx2(const float *x, int64_t n, double *mean, double *var)
+{
+    int64_t full = n & ~(int64_t)7;
+    double lane[8], lane2[8];
+    __m256d a0 = _mm256_setzero_pd(), a1 = a0;
+    for (int64_t i = 0; i < full; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    }
+    _mm256_storeu_pd(lane, a0);
+    _mm256_storeu_pd(lane + 4, a1);
+    for (int64_t i = full; i < n; i++) lane[i & 7] += (double)x[i];
+    double mu = lanes_sum8d(lane) / (double)n;
+    __m256d mv = _mm256_set1_pd(mu), b0 = _mm256_setzero_pd(), b1 = b0;
+    for (int64_t i = 0; i < full; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), mv);
+        __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), mv);
+        b0 = _mm256_add_pd(b0, _mm256_mul_pd(d0, d0));
+        b1 = _mm256_add_pd(b1, _mm256_mul_pd(d1, d1));
+    }
+    _mm256_storeu_pd(lane2, b0);
+    _mm256_storeu_pd(lane2 + 4, b1);
+    for (int64_t i = full; i < n; i++) {
+        double d = (double)x[i] - mu;
+        lane2[i & 7] += d * d;
+    }
+    *mean = mu;
+    *var = lanes_sum8d(lane2) / (double)n;
+}
+
+__attribute__((target("avx2"))) static void norm_row_avx2(const float *x, float *y, int64_t n, float m, float inv,
+                                                          const float *scale, const float *bias)
+{
+    __m256 mv = SET1(m), iv = SET1(inv);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv), iv), _mm256_loadu_ps(scale + i));
+        _mm256_storeu_ps(y + i, _mm256_add_ps(v, _mm256_loadu_ps(bias + i)));
+    }
+    norm_row_c(x + i, y + i, n - i, m, inv, scale + i, bias + i);
+}
+#endif
+
+void sim_row_moments(int use_avx2, const float *x, int64_t n, double *mean, double *var)
+{
+#ifdef SIM_HAVE_AVX2_VMATH
+    if (use_avx2) {
+        moments_avx2(x, n, mean, var);
+        return;
+    }
+#endif
+    (void)use_avx2;
+    moments_c(x, n, mean, var);
+}
+
+void sim_norm_row(int use_avx2, const float *x, float *y, int64_t n, float m, float inv, const float *scale,
+                  const float *bias)
+{
+#ifdef SIM_HAVE_AVX2_VMATH
+    if (use_avx2) {
+        norm_row_avx2(x, y, n, m, inv, scale, bias);
+        return;
+    }
+#endif
+    (void)use_avx2;
+    norm_row_c(x, y, n, m, inv, scale, bias);
+}

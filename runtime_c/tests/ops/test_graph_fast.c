@@ -1,0 +1,233 @@
+/* Fast paths of the non-convolution kernels (vmath.h, MatMul/Gemm split over threads, per-column int8
+ * requantisation, LSTM, Softmax, LayerNorm, GELU): the AVX2 functions give the C ones' bits, and every
+ * kernel gives the same bytes with any split of its work over threads. */
+#include "harness.h"
+#include "ops/vmath.h"
+
+/* A stand-in pool: runs the items one by one, in reverse, on 3 "threads" (tid = item % 3), so a kernel
+ * whose result depends on the cut or on the order shows it. */
+static void fake_run(sim_par *self, sim_par_fn fn, void *arg, int64_t n)
+{
+    (void)self;
+    for (int64_t i = n - 1; i >= 0; i--) fn(arg, i, i + 1, (int)(i % 3));
+}
+static sim_par fake_pool = {fake_run, 3};
+
+static void check_same(const char *what, const void *a, const void *b, size_t bytes)
+{
+    char buf[200];
+    snprintf(buf, sizeof buf, "%s: bit-identical", what);
+    tg_check_true(buf, memcmp(a, b, bytes) == 0);
+}
+
+static void test_vmath(void)
+{
+    enum { N = 100003 };
+    float *x = malloc(N * sizeof(float)), *a = malloc(N * sizeof(float)), *c = malloc(N * sizeof(float));
+    if (!x || !a || !c) {
+        tg_check_true("vmath: allocation", 0);
+        free(x), free(a), free(c);
+        return;
+    }
+    const float special[8] = {0.0f, -0.0f, 1e30f, -1e30f, 1e-30f, -1e-30f, __builtin_inff(), __builtin_nanf("")};
+    for (int i = 0; i < N; i++) x[i] = i < 8 ? special[i] : tg_randf() * (i % 3 ? 6.0f : 40.0f);
+    for (int form = 0; form <= 1; form++) {
+        sim_gelu_array(1, x, a, N, form);
+        sim_gelu_array(0, x, c, N, form);
+        check_same(form ? "gelu tanh form AVX2 vs C" : "gelu erf form AVX2 vs C", a, c, N * sizeof(float));
+        int64_t far = 0;
+        for (int i = 8; i < N; i++) {
+            double v = x[i];
+            double want = form ? v / (1.0 + exp(-2.0 * 0.7978845608028654 * (v + 0.044715 * v * v * v)))
+                               : 0.5 * v * erfc(-v / sqrt(2.0));
+            far += fabs(c[i] - want) > 2e-5 * fabs(want) + 1e-30;
+        }
+        char what[120];
+        snprintf(what, sizeof what, "gelu form %d: %lld beyond 2e-5 relative of the double reference", form,
+                 (long long)far);
+        tg_check_true(what, far == 0);
+    }
+    const int64_t lens[] = {1, 7, 8, 9, 64, 197, 1001};
+    for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++) {
+        int64_t n = lens[l];
+        sim_softmax_row(1, x + 8, a, n);
+        sim_softmax_row(0, x + 8, c, n);
+        check_same("softmax row AVX2 vs C", a, c, (size_t)n * sizeof(float));
+        double mx = -1e300, s = 0.0, worst = 0.0;
+        for (int64_t j = 0; j < n; j++) mx = x[8 + j] > mx ? x[8 + j] : mx;
+        for (int64_t j = 0; j < n; j++) s += exp(x[8 + j] - mx);
+        for (int64_t j = 0; j < n; j++) {
+            double d = fabs(c[j] - exp(x[8 + j] - mx) / s);
+            worst = d > worst ? d : worst;
+        }
+        tg_check_true("softmax row within 1e-6 of the double reference", worst < 1e-6);
+        double m1, v1, m0, v0;
+        sim_row_moments(1, x + 8, n, &m1, &v1);
+        sim_row_moments(0, x + 8, n, &m0, &v0);
+        tg_check_true("row moments AVX2 vs C bit-identical", m1 == m0 && v1 == v0);
+        sim_norm_row(1, x + 8, a, n, (float)m0, 0.7f, x + 2000, x + 3000);
+        sim_norm_row(0, x + 8, c, n, (float)m0, 0.7f, x + 2000, x + 3000);
+        check_same("layernorm row AVX2 vs C", a, c, (size_t)n * sizeof(float));
+    }
+    free(x);
+    free(a);
+    free(c);
+}
+
+/* Runs tg's op inline and through the stand-in pool; every output's bytes must agree. */
+static void check_split(const char *what, tgraph *tg, int use_i8)
+{
+    char err[256], buf[360];
+    void *first[8] = {0};
+    size_t bytes[8] = {0};
+    tg_par = NULL;
+    int rc = tg_run(tg, use_i8, err, sizeof err);
+    snprintf(buf, sizeof buf, "%s inline rc=%d %s", what, rc, err);
+    tg_check_true(buf, rc == 0);
+    uint32_t n_out = tg->op.n_outputs < 8 ? tg->op.n_outputs : 8;
+    for (uint32_t o = 0; rc == 0 && o < n_out; o++) {
+        int ti = (int)tg->outs[o];
+        bytes[o] = (size_t)tg->t[ti].n_elems * (use_i8 ? 1 : sizeof(float));
+        first[o] = malloc(bytes[o] + 1);
+        if (first[o]) memcpy(first[o], use_i8 ? (void *)tg->q[ti] : (void *)tg->f[ti], bytes[o]);
+    }
+    if (rc == 0) {
+        tg_par = &fake_pool;
+        rc = tg_run(tg, use_i8, err, sizeof err);
+        tg_par = NULL;
+        for (uint32_t o = 0; o < n_out; o++) {
+            int ti = (int)tg->outs[o];
+            snprintf(buf, sizeof buf, "%s output %u: same bytes split over threads", what, o);
+            tg_check_true(buf, rc == 0 && first[o] &&
+                                   memcmp(first[o], use_i8 ? (void *)tg->q[ti] : (void *)tg->f[ti], bytes[o]) == 0);
+        }
+    }
+    for (uint32_t o = 0; o < n_out; o++) free(first[o]);
+}
+
+/* MatMul [batch, m, k] x [batch, k, n] with an activation B; int8 checks every code against the exact
+ * int32 accumulation requantised as documented (round half away from zero), no tolerance. */
+static void matmul_case(int64_t batch, int64_t m, int64_t k, int64_t n, int use_i8)
+{
+    tgraph tg;
+    tg_init(&tg, SIM_OP_MATMUL);
+    int64_t ad[3] = {batch, m, k}, bd[3] = {batch, k, n}, yd[3] = {batch, m, n};
+    int a = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 3, ad, 1.0f);
+    int b = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 3, bd, 1.0f);
+    int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 3, yd, 0.0f);
+    const float sa = 1.0f / 100.0f, sb = 1.0f / 90.0f, so = 0.03f;
+    if (use_i8) {
+        tg_quant(&tg, a, sa, -3);
+        tg_quant(&tg, b, sb, 4);
+        tg_quant(&tg, y, so, 1);
+    }
+    tg_input(&tg, a);
+    tg_input(&tg, b);
+    tg_output(&tg, y);
+    char what[160];
+    snprintf(what, sizeof what, "%s MatMul %lldx%lldx%lldx%lld", use_i8 ? "int8" : "float", (long long)batch,
+             (long long)m, (long long)k, (long long)n);
+    check_split(what, &tg, use_i8);
+    if (use_i8) {
+        float mult = (1.0f * sa) * sb / so;
+        int64_t bad = 0;
+        for (int64_t bi = 0; bi < batch; bi++)
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++) {
+                    int32_t acc = 0;
+                    for (int64_t e = 0; e < k; e++)
+                        acc += (tg.q[a][(bi * m + i) * k + e] + 3) * (tg.q[b][(bi * k + e) * n + j] - 4);
+                    int8_t want = sim_sat_i8(sim_round_away((float)acc * mult) + 1.0f);
+                    bad += tg.q[y][(bi * m + i) * n + j] != want;
+                }
+        snprintf(what, sizeof what, "int8 MatMul %lldx%lld: %lld codes differ from the exact requantisation",
+                 (long long)m, (long long)n, (long long)bad);
+        tg_check_true(what, bad == 0);
+    }
+    tg_free(&tg);
+}
+
+static void gemm_const_case(int64_t m, int64_t k, int64_t n, int use_i8)
+{
+    tgraph tg;
+    tg_init(&tg, SIM_OP_GEMM);
+    int64_t ad[2] = {k, m}, bd[2] = {n, k}, cd[1] = {n}, yd[2] = {m, n};
+    int a = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 2, ad, 1.0f);
+    int b = tg_tensor(&tg, SIM_F32, SIM_T_CONST, 2, bd, 0.5f);
+    int c = tg_tensor(&tg, SIM_F32, SIM_T_CONST, 1, cd, 0.5f);
+    int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 2, yd, 0.0f);
+    if (use_i8) {
+        tg_quant(&tg, a, 1.0f / 64.0f, 5);
+        tg_quant(&tg, y, 0.05f, -2);
+    }
+    tg_input(&tg, a);
+    tg_input(&tg, b);
+    tg_input(&tg, c);
+    tg_output(&tg, y);
+    tg_attr_i(&tg, "transA", 1);
+    tg_attr_i(&tg, "transB", 1);
+    tg_attr_f(&tg, "alpha", 0.5f);
+    tg.op.act = SIM_ACT_RELU;
+    char what[160];
+    snprintf(what, sizeof what, "%s Gemm transA/B %lldx%lldx%lld", use_i8 ? "int8" : "float", (long long)m,
+             (long long)k, (long long)n);
+    check_split(what, &tg, use_i8);
+    tg_free(&tg);
+}
+
+static void lstm_case(int64_t t, int64_t b, int64_t in, int64_t h, int direction)
+{
+    tgraph tg;
+    tg_init(&tg, SIM_OP_LSTM);
+    int64_t dirs = direction == 2 ? 2 : 1;
+    int64_t xd[3] = {t, b, in}, wd[3] = {dirs, 4 * h, in}, rd[3] = {dirs, 4 * h, h}, bd[2] = {dirs, 8 * h};
+    int64_t yd[4] = {t, dirs, b, h}, sd[3] = {dirs, b, h};
+    tg_input(&tg, tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 3, xd, 2.0f));
+    tg_input(&tg, tg_tensor(&tg, SIM_F32, SIM_T_CONST, 3, wd, 0.4f));
+    tg_input(&tg, tg_tensor(&tg, SIM_F32, SIM_T_CONST, 3, rd, 0.4f));
+    tg_input(&tg, tg_tensor(&tg, SIM_F32, SIM_T_CONST, 2, bd, 0.2f));
+    tg_output(&tg, tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, yd, 0.0f));
+    tg_output(&tg, tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 3, sd, 0.0f));
+    tg_output(&tg, tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 3, sd, 0.0f));
+    tg_attr_i(&tg, "hidden_size", h);
+    tg_attr_i(&tg, "direction", direction);
+    check_split("LSTM", &tg, 0);
+    tg_free(&tg);
+}
+
+static void rows_case(uint32_t type, int nd, const int64_t *dims)
+{
+    tgraph tg;
+    tg_init(&tg, type);
+    tg_input(&tg, tg_tensor(&tg, SIM_F32, SIM_T_INPUT, nd, dims, 5.0f));
+    if (type == SIM_OP_LAYER_NORM) {
+        int64_t last[1] = {dims[nd - 1]};
+        tg_input(&tg, tg_tensor(&tg, SIM_F32, SIM_T_CONST, 1, last, 1.0f));
+        tg_input(&tg, tg_tensor(&tg, SIM_F32, SIM_T_CONST, 1, last, 1.0f));
+    }
+    tg_output(&tg, tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, nd, dims, 0.0f));
+    if (type == SIM_OP_GELU) tg_attr_i(&tg, "approximate", 1);
+    char what[64];
+    snprintf(what, sizeof what, "op %u", type);
+    check_split(what, &tg, 0);
+    tg_free(&tg);
+}
+
+void test_graph_fast(void)
+{
+    test_vmath();
+    matmul_case(3, 25, 13, 19, 0); /* 25 rows: the single-row tail chunk is merged */
+    matmul_case(3, 25, 13, 19, 1);
+    matmul_case(2, 53, 40, 37, 0);
+    matmul_case(2, 53, 40, 37, 1);
+    matmul_case(1, 1, 16, 10, 1);
+    gemm_const_case(31, 20, 10, 0);
+    gemm_const_case(31, 20, 10, 1);
+    lstm_case(7, 2, 9, 12, 2);
+    lstm_case(5, 1, 4, 8, 1);
+    const int64_t rows[3] = {3, 29, 197};
+    rows_case(SIM_OP_SOFTMAX, 3, rows);
+    rows_case(SIM_OP_LAYER_NORM, 3, rows);
+    const int64_t flat[2] = {41, 3001};
+    rows_case(SIM_OP_GELU, 2, flat);
+}
