@@ -425,6 +425,14 @@ int64_t sim_convt_channel_block(const sim_conv_geom *g)
     return SIM_MR / b;
 }
 
+/* Channels per item: whole panel-aligned blocks, as few items as threads, so each thread streams the
+ * packed input once (one item, all rows, on one thread). */
+int64_t sim_convt_items_block(const sim_conv_geom *g, int n_threads)
+{
+    int64_t ob = sim_convt_channel_block(g), nblk = (g->mg + ob - 1) / ob, nt = n_threads > 1 ? n_threads : 1;
+    return ob * ((nblk + nt - 1) / nt);
+}
+
 typedef struct ti8_job {
     const sim_conv_i8 *s;
     const sim_conv_geom *g;
@@ -474,8 +482,9 @@ static void ti8_range(void *arg, int64_t lo, int64_t hi, int tid)
 static int run_transpose(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y,
                          sim_kernel_call *call)
 {
-    int64_t ob = sim_convt_channel_block(g), rows = ob * g->k_sz;
-    int64_t nb = sim_round_up(g->in_sz, SIM_NR), cap = sim_round_up((1 << 15) / rows, SIM_NR);
+    int64_t ob = sim_convt_items_block(g, sim_call_threads(call)), rows = ob * g->k_sz;
+    int64_t nb = sim_round_up(g->in_sz, SIM_NR), cap = sim_round_up((1 << 16) / rows, SIM_NR);
+    cap = cap < SIM_NR ? SIM_NR : cap;
     nb = nb > cap ? cap : nb;
     size_t pb_sz = (sim_pack_b16_size(s->kdim, g->in_sz) + 31u) & ~(size_t)31u;
     size_t img = ((size_t)(g->mg * g->out_sz) + 15u) & ~(size_t)15u, cstride = ((size_t)(rows * nb) + 15u) & ~(size_t)15u;

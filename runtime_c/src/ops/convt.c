@@ -140,7 +140,7 @@ static int convt_run_f32(sim_kernel_call *call)
     float *y = call->out[0].f32;
     if (!p || !x || !y) return SIM_ERR_FAIL;
     const sim_conv_geom *g = &p->g;
-    int64_t rows = g->mg * g->k_sz, ob = sim_convt_channel_block(g);
+    int64_t rows = g->mg * g->k_sz, ob = sim_convt_items_block(g, sim_call_threads(call));
     /* the column blocks of the serial formulation (they fix each output's summation order) */
     int64_t nb = sim_gemm_block_cols(g->cg);
     int64_t cap = sim_round_up((1 << 20) / (rows > 0 ? rows : 1), SIM_NR);
