@@ -8,6 +8,9 @@ carriers; both are measured:
   * relayed: the same frames through the daemon's gRPC Relay stream (TLS endpoints, USB bridge, adb without
     a data forward); goal: run() overhead <= 8x TCP;
   * pipelined throughput (depth 4) over in-process throughput; goal >= 95%.
+The in-process reference runs in the same client process, interleaved with what it is compared with (run()
+and infer() alternate per sample, pipelined and in-process loops per chunk of 150), so a machine load that
+changes during a round hits both sides alike.
 A bare Python gRPC bidi echo of the same bytes is printed as context (the floor of any relay through gRPC).
 Three rounds (each measures its own raw TCP reference, so a round sees one machine load); medians are printed
 with the verdicts and the load average. Exit status 1 when a ratio goal (4x direct, 8x relayed) is missed.
@@ -142,66 +145,68 @@ def raw_tcp_round_trip(payload: bytes, reply_size: int) -> float:
         proc.wait()
 
 
-def in_process(model: bytes, image: np.ndarray) -> tuple:
-    with RuntimeLibrary.load(backend="sim").init(model) as ctx:
-        for _ in range(50):
-            ctx.infer([image])
-        samples = []
-        for _ in range(N_LATENCY):
-            start = time.perf_counter()
-            ctx.infer([image])
-            samples.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        for _ in range(N_STREAM):
-            ctx.infer([image])
-        per_item = (time.perf_counter() - start) / N_STREAM
-        return _median_us(samples), per_item * 1e6, ctx.infer([image])[0]
-
-
-def through_daemon(address: str, model: bytes, image: np.ndarray, expected: np.ndarray, carrier: str) -> tuple:
-    """(run() median us, pipelined us per item) on one carrier."""
-    with Board.connect(address, use_data_channel=carrier == "direct") as board, board.load_model(model) as session:
+def through_daemon(address: str, model: bytes, image: np.ndarray, carrier: str) -> Dict[str, float]:
+    """run() and pipelined cost on one carrier, each interleaved with the in-process reference in this
+    process, so a load that changes during the round hits both alike: run() and ctx.infer() alternate
+    sample by sample; pipelined and in-process loops alternate in chunks of CHUNK items."""
+    with RuntimeLibrary.load(backend="sim").init(model) as ctx, \
+            Board.connect(address, use_data_channel=carrier == "direct") as board, board.load_model(model) as session:
+        expected = ctx.infer([image])[0]
         np.testing.assert_array_equal(session.run([image])[0], expected)
         assert session.carrier == carrier, f"the {carrier} carrier is not in use as intended"
         for _ in range(50):
             session.run([image])
-        samples = []
+            ctx.infer([image])
+        local, remote = [], []
         for _ in range(N_LATENCY):
             start = time.perf_counter()
+            ctx.infer([image])
+            middle = time.perf_counter()
             session.run([image])
-            samples.append(time.perf_counter() - start)
+            local.append(middle - start)
+            remote.append(time.perf_counter() - middle)
+        local_items, piped_items = [], []
         with session.pipeline(depth=DEPTH) as pipe:
             for _ in pipe.map([image] for _ in range(100)):
                 pass
-            start = time.perf_counter()
-            count = sum(1 for _ in pipe.map([image] for _ in range(N_STREAM)))
-            per_item = (time.perf_counter() - start) / count
-        return _median_us(samples), per_item * 1e6
+            for _ in range(N_STREAM // CHUNK):
+                start = time.perf_counter()
+                for _ in range(CHUNK):
+                    ctx.infer([image])
+                middle = time.perf_counter()
+                count = sum(1 for _ in pipe.map([image] for _ in range(CHUNK)))
+                local_items.append((middle - start) / CHUNK)
+                piped_items.append((time.perf_counter() - middle) / count)
+        return {"inproc": _median_us(local), "run": _median_us(remote), "inproc_item": _median_us(local_items),
+                "item": _median_us(piped_items),
+                "throughput": statistics.median(a / b for a, b in zip(local_items, piped_items)),
+                "reply_bytes": expected.nbytes}
 
 
 ROUNDS = 3
 DEPTH = 4
+CHUNK = 150
 GOAL_US, GOAL_DIRECT, GOAL_RELAY, GOAL_THROUGHPUT = 300.0, 4.0, 8.0, 0.95
 
 
 def one_round(model: bytes, image: np.ndarray) -> Dict[str, float]:
     """Every quantity once, the raw TCP reference included, so a round is measured under one machine load."""
-    inproc_us, inproc_item_us, expected = in_process(model, image)
-    reply_size = expected.nbytes
     daemon = start_local_daemon(platform="rk3588", backend="sim")
     try:
-        run_us, item_us = through_daemon(daemon.address, model, image, expected, "direct")
-        relay_us, relay_item_us = through_daemon(daemon.address, model, image, expected, "relay")
+        direct = through_daemon(daemon.address, model, image, "direct")
+        relay = through_daemon(daemon.address, model, image, "relay")
     finally:
         daemon.stop()
+    reply_size = int(direct["reply_bytes"])
     tcp_us = raw_tcp_round_trip(image.tobytes(), reply_size)
     grpc_us = bare_grpc_round_trip(image.tobytes(), reply_size)
-    return {"tcp": tcp_us, "grpc": grpc_us, "inproc": inproc_us, "inproc_item": inproc_item_us,
-            "run": run_us, "run_overhead": run_us - inproc_us, "run_ratio": (run_us - inproc_us) / tcp_us,
-            "item": item_us, "throughput": inproc_item_us / item_us,
-            "relay": relay_us, "relay_overhead": relay_us - inproc_us,
-            "relay_ratio": (relay_us - inproc_us) / tcp_us,
-            "relay_item": relay_item_us, "relay_throughput": inproc_item_us / relay_item_us}
+    run_overhead = direct["run"] - direct["inproc"]
+    relay_overhead = relay["run"] - relay["inproc"]
+    return {"tcp": tcp_us, "grpc": grpc_us, "inproc": direct["inproc"], "inproc_item": direct["inproc_item"],
+            "run": direct["run"], "run_overhead": run_overhead, "run_ratio": run_overhead / tcp_us,
+            "item": direct["item"], "throughput": direct["throughput"],
+            "relay": relay["run"], "relay_overhead": relay_overhead, "relay_ratio": relay_overhead / tcp_us,
+            "relay_item": relay["item"], "relay_throughput": relay["throughput"]}
 
 
 def main() -> int:
@@ -214,14 +219,14 @@ def main() -> int:
     rows = [
         ("raw TCP round trip (150,528 B out)", m["tcp"], ""),
         ("bare Python gRPC stream echo (context)", m["grpc"], f"{m['grpc'] / m['tcp']:.2f} x TCP, no daemon work"),
-        ("in-process infer (median)", m["inproc"], ""),
+        ("in-process infer (median, interleaved)", m["inproc"], ""),
         ("direct: session.run (median)", m["run"], "frames straight to the worker"),
         ("direct: run() link overhead", m["run_overhead"],
          f"{m['run_ratio']:.2f} x TCP (goal <= {GOAL_US:g} us and <= {GOAL_DIRECT:g} x)"),
         ("relayed: session.run (median)", m["relay"], "frames pumped by the daemon's Relay stream"),
         ("relayed: run() link overhead", m["relay_overhead"],
          f"{m['relay_ratio']:.2f} x TCP (goal <= {GOAL_RELAY:g} x)"),
-        ("in-process per item (loop)", m["inproc_item"], ""),
+        ("in-process per item (loop, interleaved)", m["inproc_item"], ""),
         (f"direct: pipelined per item (depth {DEPTH})", m["item"], ""),
         ("direct: pipelined / in-process throughput", m["throughput"] * 100, f"% (goal >= {GOAL_THROUGHPUT:.0%})"),
         (f"relayed: pipelined per item (depth {DEPTH})", m["relay_item"], ""),

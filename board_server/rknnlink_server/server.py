@@ -46,7 +46,7 @@ class DaemonConfig:
     state_dir: Optional[Path] = None     # TLS identity and token (network listeners only)
     insecure: bool = False               # network listener without TLS/token (logged loudly)
     data_port: Optional[int] = None      # direct data channel port; None: gRPC port + 1 (or free when 0)
-    no_data_port: bool = False           # serve inference through gRPC only
+    no_data_port: bool = False           # no direct carrier: every client relays its frames
     client_grace: float = 10.0           # seconds a client may stay without a Watch stream
     idle_timeout: float = 60.0           # seconds a long-lived call may wait for its peer
     operator_token_file: Optional[Path] = None  # token for GetStats of every client (created on first use)
@@ -189,7 +189,7 @@ class Daemon:
             listener = DataListener(bare, wanted, self.service.find_session, self.service.limits.max_message_bytes,
                                     self.service.lose_session)
         except OSError as exc:
-            log.warning("no data channel: cannot listen on %s:%d (%s); inference goes through gRPC", bare,
+            log.warning("no data port: cannot listen on %s:%d (%s); clients relay their frames", bare,
                         wanted, exc)
             return None
         self.service.data_port = listener.port

@@ -663,7 +663,9 @@ class RknnLinkService:
             if pump.error:
                 raise DaemonError(grpc.StatusCode.INVALID_ARGUMENT, pump.error, "bad-request")
             if not pump.client_done.is_set() and session.worker.exited(1.0):
-                raise self._lose_session(session, WorkerCrashedError(session.worker.process.returncode))
+                # Killed by a probe's per-call timeout (worker.dead says so), or crashed on its own.
+                lost = session.worker.dead or WorkerCrashedError(session.worker.process.returncode)
+                raise self._lose_session(session, lost)
         finally:
             self._unguard(guard)
             self._close_stream(client)

@@ -151,9 +151,9 @@ class WorkerHandle:
 
     def _timed_out(self) -> WorkerError:
         with self._fail_lock:
-            if self.dead is None:
-                self.kill()
+            if self.dead is None:  # known before the kill, so whoever sees the worker go knows why
                 self.dead = WorkerTimeoutError(f"did not answer within {self.call_timeout:g} s and was killed")
+                self.kill()
             return self.dead
 
     def kill(self) -> None:

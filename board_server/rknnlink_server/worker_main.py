@@ -194,10 +194,9 @@ def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool)
 
 class _DataConnection:
     """The one loop of the data plane, run by READERS threads in turn (leader/follower): the thread holding
-    the read token reads and parses the next frame, takes its turn to run, and only then passes the token
-    on, so the next frame is read (the runtime releases the GIL) while this one runs, and frames still run
-    and are answered in the order they came. With one request in flight the token's hand-over happens off
-    the critical path: the next reader is already waiting in recv when the request arrives."""
+    the read token reads and parses the next frame and takes its turn to run; when the next frame is already
+    waiting (a pipelining client) it passes the token on first, so that frame is read (the runtime releases
+    the GIL) while this one runs. Frames run and are answered in the order they came."""
 
     def __init__(self, worker: Worker, conn: socket.socket, limit: int) -> None:
         self.worker, self.conn, self.limit = worker, conn, limit
@@ -218,7 +217,9 @@ class _DataConnection:
 
     def _loop(self) -> None:
         while True:
-            with self.read_token:
+            self.read_token.acquire()
+            token = True
+            try:
                 if self.done:
                     return
                 request: Any
@@ -231,26 +232,39 @@ class _DataConnection:
                     log.debug("data connection ended: %s", exc)
                     request = None
                 self.done = not isinstance(request, tuple)
-                self.turn.acquire()  # before the token goes on: frames run in the order they were read
-            try:
-                if request is None:
-                    return
-                if isinstance(request, datawire.FrameError):
-                    datawire.send_parts(self.conn, datawire.encode_error(
-                        0, RKNN_ERR_PARAM_INVALID, "RKNN_ERR_PARAM_INVALID", f"corrupt data-plane frame: {request}"))
-                    _linger(self.conn)
-                    return
-                datawire.send_parts(self.conn, _data_run(self.worker, *request))
-            except OSError as exc:
-                log.debug("data connection ended: %s", exc)
-                self.done = True
-                try:
-                    self.conn.shutdown(socket.SHUT_RDWR)  # wake the reader, if it waits
-                except OSError:
-                    pass
-                return
+                with self.turn:  # taken before the token goes on: frames run in the order they were read
+                    if self.done or self.reader.pending():
+                        # The next frame is there already: another thread reads it while this one runs.
+                        # Otherwise (one request in flight) this thread keeps the token: no hand-over on
+                        # the way to the reply, and it reads the next frame itself.
+                        self.read_token.release()
+                        token = False
+                    if not self._answer(request):
+                        return
             finally:
-                self.turn.release()
+                if token:
+                    self.read_token.release()
+
+    def _answer(self, request: Any) -> bool:
+        """Run one request and send its reply (or the error reply of a corrupt frame); False: stop."""
+        try:
+            if request is None:
+                return False
+            if isinstance(request, datawire.FrameError):
+                datawire.send_parts(self.conn, datawire.encode_error(
+                    0, RKNN_ERR_PARAM_INVALID, "RKNN_ERR_PARAM_INVALID", f"corrupt data-plane frame: {request}"))
+                _linger(self.conn)
+                return False
+            datawire.send_parts(self.conn, _data_run(self.worker, *request))
+            return True
+        except OSError as exc:
+            log.debug("data connection ended: %s", exc)
+            self.done = True
+            try:
+                self.conn.shutdown(socket.SHUT_RDWR)  # wake the reader, if it waits
+            except OSError:
+                pass
+            return False
 
 
 def _linger(conn: socket.socket) -> None:

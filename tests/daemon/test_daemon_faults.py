@@ -173,9 +173,15 @@ def strict_daemon(sim_library):
     d.stop()
 
 
-def test_hung_worker_hits_the_call_timeout(strict_daemon, conv_model):
-    with Board.connect(strict_daemon.address) as board:
+@pytest.mark.parametrize("carrier", ["direct", "relay"])
+def test_hung_worker_hits_the_call_timeout(strict_daemon, conv_model, carrier, monkeypatch):
+    from rknnlink.client import data
+
+    monkeypatch.setattr(data, "PROBE_INTERVAL", 1.0)  # the client probes the daemon while a reply is overdue
+    with Board.connect(strict_daemon.address, use_data_channel=carrier == "direct") as board:
         session = board.load_model(conv_model[0])
+        session.run([np.ones((1, 3, 8, 8), np.float32)], formats=["nchw"])  # the carrier is up: a reply is
+        assert session.carrier == carrier                                    # overdue, then the probe tells
         pid = _worker_pid(board, session.id)
         os.kill(pid, signal.SIGSTOP)
         try:

@@ -12,7 +12,7 @@ import sim_models
 
 from rknnlink import PROTOCOL_VERSION
 from rknnlink.client import Board, BoardError, RemoteRknnError, SessionLostError
-from rknnlink.runtime import RuntimeLibrary
+from rknnlink.runtime import RknnError, RuntimeLibrary
 from rknnlink.v1 import rknnlink_pb2 as pb
 from rknnlink.v1 import rknnlink_pb2_grpc as pb_grpc
 
@@ -322,3 +322,36 @@ def test_integer_index_inputs_run_on_the_board_as_in_process(board):
     with board.load_model(data) as session:
         rows = session.run([ids])[0]
     np.testing.assert_allclose(rows.reshape(1, 6, 8), table[ids[0]][None], rtol=1e-3, atol=1e-3)
+
+
+def _exercise(session) -> dict:
+    """What any session kind must do alike: run, pipeline (a runtime error fails alone), queries, dumps."""
+    xs = [_x(seed) for seed in range(4)]
+    out = {"run": [session.run([x], formats=["nchw"])[0] for x in xs]}
+    with session.pipeline(depth=2) as pipe:
+        out["piped"] = [o[0] for o in pipe.map([[x] for x in xs], formats=["nchw"])]
+        pipe.submit([_x()[:, :1]], formats=["nchw"])
+        with pytest.raises(RknnError, match="expects 192 elements"):
+            pipe.get()
+        assert pipe.run([xs[0]], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+    out["perf_rows"] = [r["full_name"] for r in session.perf().rows]
+    out["weights"] = session.memory()["total_weight_size"]
+    out["sdk"] = bool(session.sdk_version()[0])
+    out["dumps"] = sorted(session.dumps())
+    out["attrs"] = [(a.name, a.dims) for a in session.input_attrs + session.output_attrs]
+    return out
+
+
+def test_an_in_process_session_has_the_board_sessions_interface(board, conv_model, sim_library):
+    from rknnlink.client.local import InProcessSession
+
+    with InProcessSession(conv_model[0], perf=True, library=sim_library) as local:
+        assert local.carrier == "in-process"
+        want = _exercise(local)
+    with board.load_model(conv_model[0], perf=True) as session:
+        assert session.carrier == board.carrier
+        got = _exercise(session)
+    for key in ("run", "piped"):
+        assert all(g.tobytes() == w.tobytes() for g, w in zip(got[key], want[key])), key
+    assert {k: v for k, v in got.items() if k not in ("run", "piped")} == \
+        {k: v for k, v in want.items() if k not in ("run", "piped")}

@@ -281,11 +281,14 @@ def test_resolve_usb_runs_inference_on_the_real_daemon_bit_identical(tmp_path, m
         x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
         endpoint = resolve(f"usb:{SERIAL}", timeout=15)
         assert endpoint.kind == "usb" and endpoint.serial == SERIAL
-        board = Board.connect(endpoint.address, timeout=10)
+        board = Board.connect(endpoint.address, timeout=10, **endpoint.connect_kwargs())
         try:
             assert board.info.platform == "rk3588"
             session = board.load_model(model)
             remote = session.run([x])
+            assert session.carrier == "relay"  # the bridge carries the gRPC port only: frames are relayed
+            with session.pipeline(depth=3) as pipe:
+                assert all(o[0].tobytes() == remote[0].tobytes() for o in pipe.map([x] for _ in range(5)))
         finally:
             board.close()
         endpoint.close()

@@ -30,6 +30,7 @@ from rknnlink.v1.messages import pb
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 PROBE_INTERVAL = 10.0  # seconds without a reply before the daemon is asked whether the worker still lives
+CLOSE_TIMEOUT = 5.0    # seconds a closed relay stream may take to end before it is cancelled
 Probe = Optional[Callable[[], None]]
 
 
@@ -159,16 +160,95 @@ class RelayCarrier(Carrier):
         return not self.closed and not self._call.done()  # e.g. cut by the daemon's --idle-timeout
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._outgoing.put(self._END)
-            self._call.cancel()
+        """End the stream gracefully: the daemon sees the end, the worker finishes what it has (replies still
+        in flight are dropped here), and the stream no longer counts against this client's long-lived calls
+        when close() returns. A stream that does not end within CLOSE_TIMEOUT is cancelled."""
+        if self.closed:
+            return
+        self.closed = True
+        self._outgoing.put(self._END)
+        if self._call.done():
+            return
+        timer = threading.Timer(CLOSE_TIMEOUT, self._call.cancel)
+        timer.daemon = True
+        timer.start()
+        try:
+            for _ in self._call:
+                pass
+        except grpc.RpcError as exc:
+            log.debug("relay stream ended: %s", exc)
+        finally:
+            timer.cancel()
 
 
 Encoder = Callable[[Any, Optional[Sequence[Optional[str]]], Optional[Sequence[bool]], bool], Tuple[list, bool]]
 
 
-class Pipeline:
+class OrderedResults:
+    """Results in submission order, up to `depth` in flight: the part of a pipeline every session kind
+    shares (Pipeline over a carrier, rknnlink.client.local.InProcessPipeline). Subclasses provide submit(),
+    _receive() (the oldest result still in flight) and _inflight."""
+
+    depth: int
+    closed: bool
+    _ready: Deque[List[np.ndarray]]
+
+    @property
+    def _inflight(self) -> int:
+        raise NotImplementedError
+
+    def submit(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
+               pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> int:
+        raise NotImplementedError
+
+    def _receive(self) -> List[np.ndarray]:
+        raise NotImplementedError
+
+    def _make_room(self) -> None:
+        """Before a submit: when `depth` are in flight, collect the oldest result into the buffer."""
+        while self._inflight >= self.depth:
+            self._ready.append(self._receive())
+
+    def run(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
+            pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> List[np.ndarray]:
+        """One inference, waiting for its result (Session.run)."""
+        self.submit(inputs, formats, pass_through, want_float)
+        return self.get()
+
+    def get(self) -> List[np.ndarray]:
+        """The oldest outstanding result (blocks until it arrives)."""
+        if self._ready:
+            return self._ready.popleft()
+        if self._inflight == 0:
+            raise BoardError("no request is outstanding; submit() first")
+        return self._receive()
+
+    def results(self) -> Iterator[List[np.ndarray]]:
+        """Every outstanding result, in submission order."""
+        while self._ready or self._inflight:
+            yield self.get()
+
+    def map(self, inputs: Iterable[Any], **kwargs: Any) -> Iterator[List[np.ndarray]]:
+        """Run every item of `inputs`, keeping `depth` in flight; yields results in order."""
+        for item in inputs:
+            self.submit(item, **kwargs)
+            while self._ready:
+                yield self._ready.popleft()
+            if self._inflight >= self.depth:
+                yield self._receive()
+        yield from self.results()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> OrderedResults:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Pipeline(OrderedResults):
     """Inferences of one session over one carrier, up to `depth` in flight; results come back in order.
 
     submit() sends a request (when `depth` are in flight it first collects the oldest result into a
@@ -207,8 +287,7 @@ class Pipeline:
         if self.closed:
             raise BoardError("the pipeline is closed; open a new one with session.pipeline()")
         tensors, raw = self._encode(inputs, formats, pass_through, want_float)
-        while self._inflight >= self.depth:
-            self._ready.append(self._receive())
+        self._make_room()
         request_id = self._next_id()
         try:
             self.carrier.send(datawire.encode_request(request_id, tensors, raw))
@@ -216,35 +295,6 @@ class Pipeline:
             self._fail(exc)
         self._expected.append(request_id)
         return request_id
-
-    def run(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
-            pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> List[np.ndarray]:
-        """One inference, waiting for its result (Session.run)."""
-        self.submit(inputs, formats, pass_through, want_float)
-        return self.get()
-
-    def get(self) -> List[np.ndarray]:
-        """The oldest outstanding result (blocks until it arrives)."""
-        if self._ready:
-            return self._ready.popleft()
-        if self._inflight == 0:
-            raise BoardError("no request is outstanding; submit() first")
-        return self._receive()
-
-    def results(self) -> Iterator[List[np.ndarray]]:
-        """Every outstanding result, in submission order."""
-        while self._ready or self._inflight:
-            yield self.get()
-
-    def map(self, inputs: Iterable[Any], **kwargs: Any) -> Iterator[List[np.ndarray]]:
-        """Run every item of `inputs`, keeping `depth` in flight; yields results in order."""
-        for item in inputs:
-            self.submit(item, **kwargs)
-            while self._ready:
-                yield self._ready.popleft()
-            if self._inflight >= self.depth:
-                yield self._receive()
-        yield from self.results()
 
     def _fail(self, exc: BaseException) -> None:
         self.closed = True
@@ -258,6 +308,9 @@ class Pipeline:
             rid, status, _run_us, payload = datawire.parse_reply(body, self._max_reply_bytes)
         except (OSError, grpc.RpcError, datawire.FrameError) as exc:
             self._fail(exc)
+        except BaseException:  # the probe found the session lost (or an interrupt): this carrier is done
+            self.close()
+            raise
         expected = self._expected.popleft()
         if status != 0 and rid == 0:  # the worker refused a frame itself and closes the carrier
             self.closed = True
@@ -280,9 +333,3 @@ class Pipeline:
         self.closed = True
         self._expected.clear()
         self.carrier.close()
-
-    def __enter__(self) -> Pipeline:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

@@ -1,6 +1,8 @@
-"""A local simulated board: a real `rknnlink serve` subprocess on 127.0.0.1 (the facade's device_id='sim',
-tests, benches). The host starts the board as a process and talks to it like to any board: nothing of the
-daemon package is imported here (its location is looked up, not loaded)."""
+"""Sessions without a board: a local simulated board - a real `rknnlink serve` subprocess on 127.0.0.1 (the
+facade's device_id='sim', tests, benches), which the host starts as a process and talks to like to any
+board (nothing of the daemon package is imported here: its location is looked up, not loaded) - and
+InProcessSession, the model on the simulated NPU in this process behind the same interface as a board's
+Session (run, pipeline, perf, memory, sdk_version, dumps, close)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from rknnlink.client.data import OrderedResults
 
 log = logging.getLogger(__name__)
 
@@ -94,4 +101,135 @@ def start_local_daemon(platform: str = "rk3588", backend: str = "sim", cache_dir
                        f"(exit status {process.poll()}); its log:\n{daemon_log[-4000:]}")
 
 
-__all__ = ["LocalDaemon", "child_env", "start_local_daemon"]
+class InProcessSession:
+    """A model on the simulated NPU inside this process, with the interface of rknnlink.client.Session: code
+    written against a session runs unchanged with or without a board. `carrier` is "in-process"."""
+
+    carrier = "in-process"
+    is_simulator = True
+
+    def __init__(self, model: bytes, core_mask: int = 0, perf: bool = False, async_mode: bool = False,
+                 dump_layers: bool = False, library: Optional[str] = None) -> None:
+        from rknnlink.runtime import RuntimeLibrary
+
+        flags = (0x8 if perf else 0) | (0x4 if async_mode else 0)  # RKNN_FLAG_COLLECT_PERF_MASK, _ASYNC_MASK
+        self._ctx = RuntimeLibrary.load(path=library, backend="sim").init(bytes(model), flags=flags)
+        if core_mask:
+            self._ctx.set_core_mask(core_mask)
+        if dump_layers:
+            self._ctx.set_dump(True)
+        self.id = "in-process"
+        self.input_attrs = list(self._ctx.input_attrs)
+        self.output_attrs = list(self._ctx.output_attrs)
+        self.custom_string = self._ctx.custom_string()
+        self._last: Optional[Tuple[list, Any, Any]] = None
+        self._dumping = dump_layers
+        self.closed = False
+
+    def run(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
+            pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> List[np.ndarray]:
+        """One inference (RknnError for a runtime error, as RemoteRknnError is one on a board)."""
+        arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+        outputs = self._ctx.infer(arrays, formats, pass_through, want_float=want_float)
+        self._last = (arrays, formats, pass_through)
+        return outputs
+
+    def pipeline(self, depth: int = 4) -> InProcessPipeline:
+        return InProcessPipeline(self, depth)
+
+    def perf(self) -> Any:
+        from rknnlink.client.board import PerfReport
+        from rknnlink.runtime.perf import parse_perf_detail
+
+        text = self._ctx.perf_detail()
+        rows, total = parse_perf_detail(text)
+        return PerfReport(text=text, rows=rows, total_us=total)
+
+    def perf_run_us(self) -> int:
+        return int(self._ctx.perf_run_us())
+
+    def memory(self) -> Dict[str, int]:
+        return {k: int(v) for k, v in self._ctx.mem_size().items()}
+
+    def sdk_version(self) -> Tuple[str, str]:
+        return self._ctx.sdk_version()
+
+    def dump_tensors(self, include_raw: bool = False) -> List[Tuple[Dict[str, Any], np.ndarray, Optional[np.ndarray]]]:
+        """Per-layer outputs of the last run, as Session.dump_tensors (dumps off: the last run is repeated)."""
+        from rknnlink.runtime import RknnError
+
+        if not self._dumping:
+            if self._last is None:
+                raise RknnError(-5, None, "no run happened yet in this session: run the model once, then ask "
+                                          "for dumps")
+            self._ctx.set_dump(True)
+            self._dumping = True
+            self._ctx.infer(*self._last)
+        out = []
+        for info, f32, raw in self._ctx.dumps():
+            entry = {"name": info.name, "layer_index": -1 if info.layer_index is None else info.layer_index,
+                     "output_slot": info.output_slot, "dtype": info.dtype, "qnt_type": info.qnt_type,
+                     "scale": info.scale, "zp": info.zp, "dims": tuple(info.dims)}
+            out.append((entry, f32, raw if include_raw else None))
+        return out
+
+    def dumps(self) -> Dict[str, np.ndarray]:
+        return {info["name"]: f32 for info, f32, _raw in self.dump_tensors()}
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._ctx.close()
+
+    def __enter__(self) -> InProcessSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class InProcessPipeline(OrderedResults):
+    """Session.pipeline() in process: each request runs when submitted (there is no link to overlap);
+    results and runtime errors come back from get() in submission order, as over a carrier."""
+
+    def __init__(self, session: InProcessSession, depth: int) -> None:
+        if depth < 1:
+            raise ValueError("depth must be >= 1")
+        self.session, self.depth = session, depth
+        self._ready: Deque[List[np.ndarray]] = deque()
+        self._done: Deque[Any] = deque()  # results (or the exception) of submitted requests, oldest first
+        self._next_id = 0
+        self.closed = False
+
+    carrier_kind = "in-process"
+
+    @property
+    def _inflight(self) -> int:
+        return len(self._done)
+
+    def submit(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
+               pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> int:
+        from rknnlink.client.errors import BoardError
+
+        if self.closed:
+            raise BoardError("the pipeline is closed; open a new one with session.pipeline()")
+        self._make_room()
+        try:
+            self._done.append(self.session.run(inputs, formats, pass_through, want_float))
+        except Exception as exc:  # noqa: BLE001 - raised by the get() of this request, as over a carrier
+            self._done.append(exc)
+        self._next_id += 1
+        return self._next_id
+
+    def _receive(self) -> List[np.ndarray]:
+        result = self._done.popleft()
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def close(self) -> None:
+        self.closed = True
+        self._done.clear()
+
+
+__all__ = ["InProcessPipeline", "InProcessSession", "LocalDaemon", "child_env", "start_local_daemon"]

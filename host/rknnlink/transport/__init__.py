@@ -68,7 +68,7 @@ class Endpoint:
             kwargs["data_address"] = self.data_address
         elif self.kind in ("adb", "usb"):
             # No forward reaches the board's data port: the daemon's advertised port would be dialled on
-            # this host's own loopback, where something else may listen. gRPC carries inference then.
+            # this host's own loopback, where something else may listen. The daemon relays the frames then.
             kwargs["use_data_channel"] = False
         if self.token:
             kwargs["metadata"] = (("authorization", f"Bearer {self.token}"),)

@@ -25,6 +25,7 @@ and parses it there: tensors are views of that buffer, never copies.
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 import time
@@ -173,6 +174,12 @@ class FrameReader:
         whole = int(seconds)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
                              struct.pack("ll", whole, int((seconds - whole) * 1e6)))
+
+    def pending(self) -> bool:
+        """True when bytes of a next frame are buffered here or waiting in the socket."""
+        if self._end > self._start:
+            return True
+        return bool(select.select([self.sock], [], [], 0)[0])
 
     def _recv_into(self, view: memoryview) -> int:
         while True:

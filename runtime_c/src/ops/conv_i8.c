@@ -262,7 +262,10 @@ static void im2col_row_i8(const sim_conv_geom *g, const int8_t *xg, int32_t zx, 
             sim_valid_span(iw0, sw, g->in[2], seg, &lo, &hi);
             const int8_t *s0 = src + iw0;
             for (int64_t e = 0; e < lo; e++) r[e] = 0;
-            for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e * sw] - zx);
+            if (sw == 1) /* a loop the compiler vectorises */
+                for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e] - zx);
+            else
+                for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e * sw] - zx);
             for (int64_t e = hi; e < seg; e++) r[e] = 0;
         }
         j += seg;
@@ -296,7 +299,8 @@ static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
     float *pad = (float *)(void *)((char *)j->scr + (size_t)tid * j->stride), *acc = pad + padn;
     int64_t iw = g->in[2], pw = iw + g->pb[2] + g->pe[2], ph = g->in[1] + g->pb[1] + g->pe[1];
     float fz = (float)s->zx;
-    memset(pad, 0, (size_t)(ph * pw) * sizeof(float));
+    (void)ph;
+    memset(pad, 0, sim_dw_plane_zero_elems(g) * sizeof(float));
     for (int64_t e = lo; e < hi; e++) {
         int64_t n = e / g->cout, c = e % g->cout;
         const int8_t *xc = j->x + (n * g->cin + c) * g->in_sz;
@@ -328,7 +332,7 @@ static int run_depthwise(const sim_conv_i8 *s, const sim_conv_geom *g, const int
     void *scr = sim_scratch_get(call, stride * (size_t)sim_call_threads(call));
     if (!scr) return SIM_ERR_MALLOC;
     i8_job j = {s, g, x, y, NULL, scr, stride, 0, 0, 0};
-    sim_parallel(call, dw_range, &j, g->n * g->cout);
+    sim_parallel_sized(call, dw_range, &j, g->n * g->cout, (double)(g->n * g->cout * g->out_sz * g->k_sz));
     return 0;
 }
 
@@ -372,7 +376,7 @@ static int run_gemm(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t gi = 0; gi < g->group; gi++) {
             i8_job j = {s, g, x, y, NULL, scr, stride, nb, gi, n};
-            sim_parallel(call, gemm_range, &j, (g->out_sz + nb - 1) / nb);
+            sim_parallel_sized(call, gemm_range, &j, (g->out_sz + nb - 1) / nb, (double)(s->rows * g->out_sz * s->kdim));
         }
     return 0;
 }
@@ -485,7 +489,7 @@ static int run_transpose(const sim_conv_i8 *s, const sim_conv_geom *g, const int
             const int8_t *xg = x + (n * g->cin + gi * g->cg) * g->in_sz;
             sim_pack_b16_i8(xg, g->in_sz, 1, s->kdim, g->in_sz, s->zx, pb);
             ti8_job j = {s, g, pb, acc, cbuf, cstride, y + (n * g->cout + gi * g->mg) * g->out_sz, gi, ob, nb};
-            sim_parallel(call, ti8_range, &j, (g->mg + ob - 1) / ob);
+            sim_parallel_sized(call, ti8_range, &j, (g->mg + ob - 1) / ob, (double)(s->rows * g->in_sz * s->kdim));
         }
     return 0;
 }
@@ -502,7 +506,7 @@ static void widen_range(void *arg, int64_t lo, int64_t hi, int tid)
 static void widen_all(sim_kernel_call *call, const sim_conv_i8 *s, const int8_t *x, float *xf, int64_t n)
 {
     i8_job j = {s, NULL, x, NULL, NULL, xf, 0, n, 0, 0};
-    sim_parallel(call, widen_range, &j, (n + 16383) / 16384);
+    sim_parallel_sized(call, widen_range, &j, (n + 16383) / 16384, (double)n / 4.0);
 }
 
 typedef struct fet_job {
@@ -547,7 +551,7 @@ static int run_float_exact_t(const sim_conv_i8 *s, const sim_conv_geom *g, const
             sim_pack_a(xg, 1, g->in_sz, sp, kdim, pa);
             fet_job j = {s, pa, s->fpack_t + (size_t)gi * per_t, ct, col, y + (n * g->cout + gi * g->mg) * sp, sp,
                          g->mg, gi * g->mg};
-            sim_parallel(call, fet_range, &j, (g->mg + SIM_NR - 1) / SIM_NR);
+            sim_parallel_sized(call, fet_range, &j, (g->mg + SIM_NR - 1) / SIM_NR, (double)(sp * kdim * g->mg));
         }
     return 0;
 }
@@ -613,9 +617,9 @@ static int run_float_exact(const sim_conv_i8 *s, const sim_conv_geom *g, const i
             j.epi = (sim_gemm_epi){.q = &s->epi, .ldc8 = g->out_sz, .ch0 = gi * g->mg,
                                    .bias_row = s->fbias ? s->fbias + gi * g->mg : NULL};
             if (s->mode == I8_POINTWISE)
-                sim_parallel(call, fe_pw_range, &j, (g->out_sz + SIM_NR - 1) / SIM_NR);
+                sim_parallel_sized(call, fe_pw_range, &j, (g->out_sz + SIM_NR - 1) / SIM_NR, (double)(s->rows * g->out_sz * s->kdim));
             else
-                sim_parallel(call, fe_gemm_range, &j, (g->out_sz + nb - 1) / nb);
+                sim_parallel_sized(call, fe_gemm_range, &j, (g->out_sz + nb - 1) / nb, (double)(s->rows * g->out_sz * s->kdim));
         }
     return 0;
 }
