@@ -1,7 +1,7 @@
 /*
  * Facts about a prepared graph's operators that both the executor and the kernels' prepare functions
- * need (which path an operator runs on) and the words error messages use for them. Part of the core, so
- * that the stand-in kernels of the core-only sanitizer build link too.
+ * need (which path an operator runs on) and the words error messages use for them. Linked with the core
+ * helpers (numeric.c, attrs.c, common.c) into the core-only sanitizer build and the kernel unit tests.
  */
 #include <stdio.h>
 
