@@ -74,6 +74,7 @@ Next: run your own RKNN-Toolkit2 script unchanged, with only its import changed:
     RKNNLINK_DEVICE=sim python your_script.py   # connected-board calls on a simulated board
     python your_script.py                      # init_runtime() without a target: the simulated NPU here
 
+The toolkit's examples read images with OpenCV: pip install 'rknnlink[examples]' (opencv-python).
 With a board on USB (adb), `rknnlink deploy` installs the daemon and scripts use it as they are.
 Docs: docs/toolkit-compatibility.md (every difference from the toolkit), README.md.
 """

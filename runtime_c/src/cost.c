@@ -4,6 +4,12 @@
  * function work) plus memory traffic (the bytes it reads and writes at the effective DDR bandwidth).
  * Dense and depthwise convolutions split across the cores of a multi-core core mask; the rest of the layer
  * does not. The rates come from the platform table (platforms.c).
+ *
+ * A convolution occupies the MAC array in blocks, as the vendor compiler's own per-layer cycle estimates show
+ * (RKNN-Toolkit2 2.5.0's "Network Layer Information Table" for rk3588, docs/cost-model.md): output channels
+ * in blocks of 32, depthwise channels in blocks of 64, and the output stage writes at most one output element
+ * per 128 MAC slots (8 per cycle on a 1024-MAC core), so a thin convolution on a big image is bounded by its
+ * output, not by its MACs.
  */
 #include <math.h>
 #include <stdio.h>
@@ -68,6 +74,36 @@ static uint32_t cost_class(const sim_graph *g, const sim_op *op)
     default:
         return RKNNLINK_COST_ELTWISE;
     }
+}
+
+enum {
+    DENSE_COUT_BLOCK = 32,   /* a dense convolution's output channels occupy the array in blocks of 32 */
+    DEPTHWISE_BLOCK = 64,    /* a depthwise convolution's channels in blocks of 64 */
+    OUTPUT_STAGE_MACS = 128, /* MAC slots per output element the output stage needs at least */
+};
+
+static uint64_t round_up(uint64_t v, uint64_t block)
+{
+    return (v + block - 1) / block * block;
+}
+
+/* The MAC slots a convolution occupies (`macs` for every other layer): its MACs with the channels rounded up
+ * to the array's blocks; a dense convolution at least OUTPUT_STAGE_MACS per (padded) output element. */
+static double charged_work(const sim_graph *g, const sim_op *op, uint32_t cls, uint64_t macs)
+{
+    const sim_tensor *y = &g->tensors[op->outputs[0]];
+    int conv = op->type == SIM_OP_CONV || op->type == SIM_OP_CONV_TRANSPOSE;
+    if (!conv || y->n_dims < 3 || y->dims[1] <= 0)
+        return (double)macs;
+    uint64_t c = (uint64_t)y->dims[1];
+    uint64_t block = cls == RKNNLINK_COST_DEPTHWISE ? DEPTHWISE_BLOCK : DENSE_COUT_BLOCK;
+    double pad = (double)round_up(c, block) / (double)c;
+    double work = (double)macs * pad;
+    if (cls == RKNNLINK_COST_DENSE) {
+        double out = (double)y->n_elems * pad * OUTPUT_STAGE_MACS;
+        work = work > out ? work : out;
+    }
+    return work;
 }
 
 static uint64_t tensor_bytes(const sim_tensor *t)
@@ -148,7 +184,7 @@ void sim_cost_model(sim_model *m)
         case RKNNLINK_COST_ELTWISE: rate = pf->eltwise_per_cycle; break;
         default: rate = 0.0; break; /* FREE and MOVE: no arithmetic */
         }
-        double cycles = (rate > 0.0 ? (double)L->macs / rate : 0.0) +
+        double cycles = (rate > 0.0 ? charged_work(&m->g, op, L->cost_class, L->macs) / rate : 0.0) +
                         (double)L->act_elems / pf->activation_per_cycle;
         L->compute_s = cycles / (pf->npu_hz * dtype_factor(pf, out->dtype));
         L->memory_s = (double)L->bytes_rw / pf->ddr_bytes_per_s;

@@ -124,6 +124,10 @@ static int check_header(parser *P)
     if (P->n >= 8 && memcmp(b, "CYPTRKNN", 8) == 0)
         return fail(P, "this is an encrypted .rknn model compiled by Rockchip's RKNN-Toolkit2; the rknnlink "
                        "simulator cannot execute it: connect a board and use init_runtime(target=...)");
+    if (P->n >= 8 && memcmp(b, "RKNLSEG1", 8) == 0)
+        return fail(P, "this model has custom operators (an rknnlink bundle of NPU sub-graphs and custom nodes, "
+                       "written by export_rknn after reg_custom_op); the C runtime cannot run it: run it from "
+                       "Python (load_rknn, reg_custom_op, init_runtime), see docs/toolkit-compatibility.md");
     if (P->n >= 4 && memcmp(b, "RKNN", 4) == 0)
         return fail(P, "this .rknn model was compiled by Rockchip's RKNN-Toolkit2 for a real NPU; the rknnlink "
                        "simulator cannot execute it: connect a board and use init_runtime(target=...)");

@@ -11,9 +11,12 @@
 
 /* FITTED CONSTANTS (the only place they live): printed by `python bench/bench_cost_model.py --fit`.
  * rk3588, rk3576, rk3568 (= the RK3566/RK3568 column) and rk3562: least squares of log(estimate / published)
- * against Rockchip's single-core latencies (rknn_model_zoo V2.3.2) of 29 zoo models, in four free constants
- * per platform: layer overhead, dense MAC rate, activation rate, effective DDR bandwidth; the depthwise and
- * element-wise rates are a tenth of the dense rate (the table cannot separate them). Rounded to 3 digits.
+ * against Rockchip's single-core latencies (rknn_model_zoo V2.3.2) of 29 zoo models, in five free constants
+ * per platform: layer overhead, dense MAC rate, activation rate, effective DDR bandwidth, fp16 ratio, with a
+ * weak prior towards the published peaks, the dense rate at most the int8 peak and the bandwidth at most the
+ * DDR peak; the depthwise rate is a 16th of the dense rate and the element-wise rate a 128th (the output
+ * stage's 8 elements per cycle on a 1024-MAC core), both from the vendor compiler's rk3588 estimates.
+ * Rounded to 3 digits.
  * The other rows are derived: the fitted row of the nearest NPU generation (rv11xx, rk2118, rk3566 from rk3568;
  * rv1126b from rk3576), rates scaled by the int8 peak per core, bandwidth by the DDR peak (docs/cost-model.md).
  * The peak MAC/cycle and the DDR peak (last column, also the CPU copy rate of Input/Output rows) are
@@ -23,17 +26,17 @@
  * effective int8 per core per cycle: dense MACs, depthwise MACs, element-wise ops, activation elements,
  * effective DDR bytes/s, layer overhead us, DDR peak bytes/s (I/O copies) */
 static const sim_platform k_platforms[] = {
-    {"rv1103", 1, 0, 1e+09, 256.0, 0.25, 260, 26, 26, 1.15, 1.02e+09, 44.7, 2.1e+09},
-    {"rv1103b", 1, 0, 1e+09, 256.0, 0.25, 260, 26, 26, 1.15, 1.02e+09, 44.7, 2.1e+09},
-    {"rv1106", 1, 0, 1e+09, 256.0, 0.25, 260, 26, 26, 1.15, 2.04e+09, 44.7, 4.2e+09},
-    {"rv1106b", 1, 0, 1e+09, 256.0, 0.25, 260, 26, 26, 1.15, 2.04e+09, 44.7, 4.2e+09},
-    {"rv1126b", 1, 1, 1e+09, 1536.0, 0.25, 972, 97.2, 97.2, 4.82, 8.45e+09, 13.7, 8.5e+09},
-    {"rk2118", 1, 1, 1e+09, 256.0, 0.25, 260, 26, 26, 1.15, 2.04e+09, 44.7, 4.2e+09},
-    {"rk3562", 1, 1, 1e+09, 512.0, 0.25, 558, 55.8, 55.8, 1.45, 1e+10, 15.4, 1.28e+10},
-    {"rk3566", 1, 1, 1e+09, 400.0, 0.25, 407, 40.7, 40.7, 1.8, 6.23e+09, 44.7, 1.28e+10},
-    {"rk3568", 1, 1, 1e+09, 400.0, 0.25, 407, 40.7, 40.7, 1.8, 6.23e+09, 44.7, 1.28e+10},
-    {"rk3576", 2, 1, 1e+09, 1536.0, 0.25, 972, 97.2, 97.2, 4.82, 2.55e+10, 13.7, 2.56e+10},
-    {"rk3588", 3, 1, 1e+09, 1024.0, 0.25, 1.07e+03, 107, 107, 3.08, 2.49e+10, 25.7, 3.41e+10},
+    {"rv1103", 1, 0, 1e+09, 256.0, 0.305, 256, 16, 2, 1.12, 1.32e+09, 24.2, 2.1e+09},
+    {"rv1103b", 1, 0, 1e+09, 256.0, 0.305, 256, 16, 2, 1.12, 1.32e+09, 24.2, 2.1e+09},
+    {"rv1106", 1, 0, 1e+09, 256.0, 0.305, 256, 16, 2, 1.12, 2.63e+09, 24.2, 4.2e+09},
+    {"rv1106b", 1, 0, 1e+09, 256.0, 0.305, 256, 16, 2, 1.12, 2.63e+09, 24.2, 4.2e+09},
+    {"rv1126b", 1, 1, 1e+09, 1536.0, 0.681, 1.16e+03, 72.3, 9.04, 4.91, 7.61e+09, 8.93, 8.5e+09},
+    {"rk2118", 1, 1, 1e+09, 256.0, 0.305, 256, 16, 2, 1.12, 2.63e+09, 24.2, 4.2e+09},
+    {"rk3562", 1, 1, 1e+09, 512.0, 0.84, 512, 32, 4, 1.7, 1.28e+10, 6.86, 1.28e+10},
+    {"rk3566", 1, 1, 1e+09, 400.0, 0.305, 400, 25, 3.12, 1.75, 8.03e+09, 24.2, 1.28e+10},
+    {"rk3568", 1, 1, 1e+09, 400.0, 0.305, 400, 25, 3.12, 1.75, 8.03e+09, 24.2, 1.28e+10},
+    {"rk3576", 2, 1, 1e+09, 1536.0, 0.681, 1.16e+03, 72.3, 9.04, 4.91, 2.29e+10, 8.93, 2.56e+10},
+    {"rk3588", 3, 1, 1e+09, 1024.0, 0.762, 1.02e+03, 64, 8, 3.46, 3.41e+10, 22.5, 3.41e+10},
 };
 
 #define N_PLATFORMS (sizeof(k_platforms) / sizeof(k_platforms[0]))

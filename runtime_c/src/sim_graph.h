@@ -157,7 +157,8 @@ typedef struct sim_op_def {
 
 /* Registry, implemented in src/ops/registry.c. NULL for an unknown op type. */
 const sim_op_def *sim_op_find(uint32_t type);
-/* 1 when every activation input and every output of op is INT8 (constants may be of any type): the
+/* Graph facts shared by the executor and the kernels (src/ops/graph_info.c).
+ * 1 when every activation input and every output of op is INT8 (constants may be of any type): the
  * executor then runs the kernel's run_i8, so a prepare that cannot take some operand there refuses it. */
 int sim_op_int8_io(const sim_graph *g, const sim_op *op);
 /* "float32", "float16", "int8", ... for error messages. */

@@ -51,6 +51,17 @@ def test_text_dumps_are_exactly_printf_six_decimals():
     assert format_floats(with_nan) == "".join("%.6f\n" % v for v in with_nan.tolist()).encode()  # noqa: UP031
 
 
+def test_short_path_below_1000_is_exactly_printf_six_decimals():
+    """Every value below 1000 (the 12-byte-row path): signs, 1-3 integer digits, rounding at each boundary."""
+    rng = np.random.default_rng(1)
+    values = np.concatenate([(rng.standard_normal(20000) * 10.0 ** rng.integers(-7, 3, 20000)).astype(np.float32),
+                             np.array([0.0, -0.0, 9.9999996, -9.9999996, 99.99999, -99.99999, 999.99994, -999.99994,
+                                       5e-7, -5e-7, 1.5e-6, 10.0, -100.0], np.float32)])
+    values = values[np.abs(values) < 999.9999]
+    expected = "".join("%.6f\n" % v for v in values.astype(np.float64).tolist()).encode()  # noqa: UP031
+    assert format_floats(values) == expected
+
+
 def test_write_floats_reads_back_with_genfromtxt(tmp_path):
     values = np.linspace(-3, 3, 1001, dtype=np.float32).reshape(7, 11, 13)
     write_floats(tmp_path / "t.txt", values)

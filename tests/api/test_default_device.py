@@ -68,3 +68,36 @@ def test_transport_failures_raise_value_error(built, monkeypatch):
     assert info.value.__cause__ is not None
     with pytest.raises(ValueError, match="not HOST:PORT"):
         built.init_runtime(target="rk3588", device_id="tcp:nonsense")
+
+
+def test_sim_board_of_an_unreleased_runtime_stops_with_the_process(built, tmp_path):
+    """A script that never calls release() (or a failed test whose traceback keeps the object alive) must not
+    leave the simulated board's daemon running after it exits."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    assert built.export_rknn(str(tmp_path / "demo.rknn")) == 0
+    script = f"""
+import gc, os, psutil
+from rknnlink.api import RKNN
+gc.disable()
+rknn = RKNN()
+assert rknn.load_rknn({str(tmp_path / 'demo.rknn')!r}) == 0
+assert rknn.init_runtime(target='rk3588') == 0
+rknn.cycle = rknn  # kept alive past shutdown, as a traceback would keep it
+print(' '.join(str(c.pid) for c in psutil.Process().children(recursive=True)), flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "RKNNLINK_DEVICE": "sim"})
+    assert done.returncode == 0, done.stderr
+    pids = [int(p) for p in done.stdout.split()]
+    assert pids, "the simulated board's daemon was not a child of the script"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                                              for p in pids):
+        time.sleep(0.2)
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not alive, f"processes still running after the script exited: {alive}"

@@ -5,8 +5,8 @@ example reads back. The models are small stand-ins generated here (same inputs, 
 smaller images to stay fast); images are saved as the example's .jpg files and read the way its cv2 calls
 would give them (HWC uint8). Examples that load Caffe or TensorFlow models get stand-ins in those formats
 (written with rknnlink's caffe.proto and frozen by TensorFlow itself); each also has an ONNX twin running the
-same body. Every output is compared with the float network run elsewhere: torch for the Caffe nets, a TensorFlow
-session for the frozen graphs, onnxruntime for the ONNX twins.
+same body. The function examples' outputs are compared with the float network run by another engine: torch for
+the Caffe nets, a TensorFlow session for the frozen graphs, onnxruntime for the ONNX twins.
 """
 
 from __future__ import annotations
@@ -393,6 +393,91 @@ def test_pytorch_resnet18_qat(work):
     rknn.release()
 
 
+def test_caffe_mobilenet_v2(work):
+    w = _mobilenet_caffe(work, "mobilenet_v2_deploy.prototxt", "mobilenet_v2.caffemodel")
+    _dataset(work)
+    _images(work, ["dog_224x224.jpg"])
+    rknn = RKNN(verbose=True)
+    rknn.config(mean_values=[103.94, 116.78, 123.68], std_values=[58.82, 58.82, 58.82], quant_img_RGB2BGR=True,
+                target_platform="rk3566")
+    assert rknn.load_caffe(model="./mobilenet_v2_deploy.prototxt", blobs="./mobilenet_v2.caffemodel") == 0
+    assert rknn.build(do_quantization=True, dataset="./dataset.txt") == 0
+    assert rknn.export_rknn("./mobilenet_v2.rknn") == 0
+    img = np.expand_dims(_imread("./dog_224x224.jpg"), 0)  # cv2.imread: BGR, as the example feeds it
+    assert rknn.init_runtime() == 0
+    outputs = rknn.inference(inputs=[img], data_format=["nhwc"])
+    np.save("./caffe_mobilenet_v2_0.npy", outputs[0])
+    ref = _mobilenet_v2_reference(w)(_normalised(img, **MOBILENET_V2_NORM))
+    assert outputs[0].reshape(-1).shape == (1000,) and _cosine(outputs[0], ref) > 0.95, _cosine(outputs[0], ref)
+    rknn.release()
+
+
+def test_tensorflow_ssd_mobilenet_v1(work):
+    pb = work / "ssd_mobilenet_v1_coco_2017_11_17.pb"
+    _tf_classifier(pb, "Preprocessor/sub", ["concat", "concat_1"], classes=8)
+    _dataset(work)
+    _images(work, ["road.bmp"], size=SIZE + 8)
+    rknn = RKNN(verbose=True)
+    rknn.config(mean_values=[127.5, 127.5, 127.5], std_values=[127.5, 127.5, 127.5], target_platform="rk3566")
+    assert rknn.load_tensorflow(tf_pb="./ssd_mobilenet_v1_coco_2017_11_17.pb", inputs=["Preprocessor/sub"],
+                                outputs=["concat", "concat_1"], input_size_list=[[1, SIZE, SIZE, 3]]) == 0
+    assert rknn.build(do_quantization=True, dataset="./dataset.txt") == 0
+    assert rknn.export_rknn("./ssd_mobilenet_v1_coco.rknn") == 0
+    rgb = Image.open("./road.bmp").convert("RGB").resize((SIZE, SIZE), Image.BICUBIC)  # cvtColor + resize
+    img = np.expand_dims(np.asarray(rgb), 0)
+    assert rknn.init_runtime() == 0
+    outputs = rknn.inference(inputs=[img], data_format=["nhwc"])
+    np.save("./tensorflow_ssd_mobilenet_v1_0.npy", outputs[0])
+    refs = _run_frozen(pb, {"Preprocessor/sub": (img - 127.5) / 127.5}, ["concat", "concat_1"])
+    for output, ref in zip(outputs, refs):
+        assert output.shape == ref.shape and _cosine(output, ref) > 0.98, _cosine(output, ref)
+    rknn.release()
+
+
+def _tflite_classifier(path: Path, classes: int = 1001) -> None:
+    """mobilenet_v1_1.0_224.tflite's interface (input 'input' NHWC, softmax over 1001 classes), converted by
+    TensorFlow's own TFLite converter."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(6)
+    w1 = tf.constant(rng.normal(0, 0.3, (3, 3, 3, 16)).astype(np.float32))
+    w2 = tf.constant(rng.normal(0, 3.0, (1, 1, 16, classes)).astype(np.float32))  # a peaked softmax
+
+    @tf.function(input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32, name="input")], autograph=False)
+    def mobilenet_v1(x):
+        y = tf.nn.relu6(tf.nn.conv2d(x, w1, 2, "SAME"))
+        y = tf.nn.conv2d(tf.reduce_mean(y, [1, 2], keepdims=True), w2, 1, "VALID")
+        return tf.nn.softmax(tf.reshape(y, [1, classes]))
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([mobilenet_v1.get_concrete_function()], mobilenet_v1)
+    path.write_bytes(converter.convert())
+
+
+def test_tflite_mobilenet_v1(work):
+    _tflite_classifier(work / "mobilenet_v1_1.0_224.tflite")
+    _dataset(work)
+    _images(work, ["dog_224x224.jpg"])
+    rknn = RKNN(verbose=True)
+    rknn.config(mean_values=[128, 128, 128], std_values=[128, 128, 128], target_platform="rk3566")
+    assert rknn.load_tflite(model="mobilenet_v1_1.0_224.tflite") == 0
+    assert rknn.build(do_quantization=True, dataset="./dataset.txt") == 0
+    assert rknn.export_rknn("./mobilenet_v1.rknn") == 0
+    img = np.expand_dims(_imread("./dog_224x224.jpg")[:, :, ::-1], 0)  # cv2.cvtColor BGR2RGB
+    assert rknn.init_runtime() == 0
+    outputs = rknn.inference(inputs=[img], data_format=["nhwc"])
+    np.save("./tflite_mobilenet_v1_0.npy", outputs[0])
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path="mobilenet_v1_1.0_224.tflite")
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], ((img - 128.0) / 128.0).astype(np.float32))
+    interpreter.invoke()
+    ref = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    assert outputs[0].shape == ref.shape == (1, 1001)
+    assert np.max(ref) > 0.01 and _cosine(outputs[0], ref) > 0.95, _cosine(outputs[0], ref)
+    rknn.release()
+
+
 def test_functions_accuracy_analysis(work):
     _classifier(work / "resnet50v2.onnx")
     _dataset(work)
@@ -445,14 +530,14 @@ def _conv_128_pb(path: Path, size: int) -> None:
 
     specs = [tf.TensorSpec([1, size, size, c], tf.float32, name=f"input{k + 1}") for k, c in enumerate((3, 3, 3, 1))]
 
-    @tf.function(input_signature=specs)
-    def fn(x1, x2, x3, x4):
+    @tf.function(input_signature=specs, autograph=False)  # autograph's cache mixes up same-named functions
+    def conv_128(x1, x2, x3, x4):
         convs = [tf.nn.conv2d(x, tf.ones([3, 3, int(x.shape[-1]), 1]), 1, "SAME") for x in (x1, x2, x3, x4)]
         return tf.add(tf.add(tf.add(convs[0], convs[1]), convs[2]), convs[3], name="output")
 
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    path.write_bytes(convert_variables_to_constants_v2(fn.get_concrete_function()).graph.as_graph_def()
+    path.write_bytes(convert_variables_to_constants_v2(conv_128.get_concrete_function()).graph.as_graph_def()
                      .SerializeToString())
 
 
@@ -602,6 +687,13 @@ def test_functions_custom_op_convert_custom_onnx_to_rknn(work):
         assert 1 - distance.cosine(output.astype(np.float32).ravel(), golden.ravel()) > 0.99999
         np.testing.assert_allclose(output, golden, rtol=1e-6)  # float, computed by the op's numpy code
     rknn.release()
+
+    # the C runtime refuses the bundle, saying why and what to do (docs/toolkit-compatibility.md)
+    from rknnlink.runtime.errors import RknnError
+    from rknnlink.runtime.library import RuntimeLibrary
+
+    with pytest.raises(RknnError, match="custom operators.*reg_custom_op"):
+        RuntimeLibrary.load(backend="sim").init(Path("dual_residual_custom.rknn").read_bytes())
 
     loaded = RKNN()
     assert loaded.load_rknn("dual_residual_custom.rknn") == 0

@@ -93,6 +93,11 @@ TRANSFORMER_CASES = [
          dict(axis=2), opset=17),
     Case("groupnorm_3groups", "GroupNormalization", [[2, 6, 4, 4]], {1: _rng_w((6,), 24) + 1, 2: _rng_w((6,), 25)},
          dict(num_groups=3, epsilon=1e-5), opset=21),
+    # opset 18-20: scale and bias hold one value per group (broadcast over the group's channels)
+    Case("groupnorm_opset18_per_group", "GroupNormalization", [[2, 6, 4, 4]],
+         {1: _rng_w((3,), 34) + 1, 2: _rng_w((3,), 35)}, dict(num_groups=3, epsilon=1e-5), opset=18),
+    Case("groupnorm_opset20_one_group", "GroupNormalization", [[1, 4, 3, 5]],
+         {1: _rng_w((1,), 36) + 1, 2: _rng_w((1,), 37)}, dict(num_groups=1), opset=20),
     Case("groupnorm_opset21", "GroupNormalization", [[1, 8, 5, 3]], {1: _rng_w((8,), 26) + 1, 2: _rng_w((8,), 27)},
          dict(num_groups=2), opset=21),
     Case("instancenorm", "InstanceNormalization", [[2, 3, 5, 5]], {1: _rng_w((3,), 28) + 1, 2: _rng_w((3,), 29)},
@@ -116,6 +121,7 @@ TRANSFORMER_CASES = [
     # comparisons, logic and selection (booleans as float 0/1)
     Case("equal_const", "Equal", [[2, 3, 4]], {1: np.array(1.0, F)},
          gen=lambda r, s: r.integers(0, 3, s).astype(F), int8=False),
+    Case("equal_integers", "Equal", [[2, 3, 4], [3, 4]], in_types={0: I64, 1: I64}, gen=indices(3)),
     Case("greater", "Greater", [[2, 3, 4], [3, 4]], gen=spread),
     Case("greater_or_equal", "GreaterOrEqual", [[2, 3, 4]], {1: np.array(0.025, F)}, gen=spread, opset=16),
     Case("less", "Less", [[2, 3, 4], [4]], gen=spread),

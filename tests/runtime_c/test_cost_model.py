@@ -79,6 +79,36 @@ def test_depthwise_costs_more_per_mac_than_dense(lib):
     assert per_mac[1] > 2 * per_mac[0]
 
 
+def compute_us(lib: RuntimeLibrary, model: bytes, platform: str = "rk3588") -> float:
+    """The first layer's estimate without its overhead and memory time: what its compute is charged."""
+    row = _row(lib, platform)
+    layer = layers(lib, model)[0]
+    return layer.est_time_us - row.layer_overhead_us - layer.bytes_rw / row.ddr_bytes_per_s * 1e6
+
+
+def test_convolutions_occupy_the_array_in_channel_blocks(lib):
+    # output channels in blocks of 32 (and the output stage): per output channel, 8 cost 4x what 32 do
+    thin, block = (compute_us(lib, conv_chain(channels=c, size=32, k=1)) / c for c in (8, 32))
+    assert thin > 2 * block
+    # depthwise channels in blocks of 64: 16 channels cost what 64 do
+    dw16, dw64 = (compute_us(lib, conv_chain(channels=c, size=32, group_dw=True)) for c in (16, 64))
+    assert dw16 == pytest.approx(dw64, rel=1e-6)
+
+
+def test_a_thin_convolution_is_bounded_by_its_output(lib):
+    # 1x1, 32 -> 32 channels: 32 MACs per output element, below the output stage's 128 MAC slots, so the
+    # compute follows the output size and not the MACs: a 3x3 kernel (9x the MACs) costs only 288/128 as much
+    one, three = (compute_us(lib, conv_chain(channels=32, size=32, k=k)) for k in (1, 3))
+    assert three == pytest.approx(one * 288 / 128, rel=1e-6)
+
+
+def test_fp16_ratio_is_per_platform(lib):
+    # fitted: the RK3566/RK3568 NPU (RKNPU2-LITE) runs float layers relatively slower than RK3588's
+    assert _row(lib, "rk3568").fp16_ratio < _row(lib, "rk3588").fp16_ratio
+    rk3568, rk3588 = (compute_us(lib, conv_chain(channels=32, size=32, target=p), p) for p in ("rk3568", "rk3588"))
+    assert rk3568 > rk3588 > 0
+
+
 def test_more_layers_more_overhead(lib):
     one, four = (layers(lib, conv_chain(n_layers=n, channels=4, size=4)) for n in (1, 4))
     assert total_us(lib, conv_chain(n_layers=4, channels=4, size=4)) > total_us(lib, conv_chain(channels=4, size=4))
@@ -134,8 +164,10 @@ def test_every_accepted_platform_has_its_own_row(lib):
         with lib.init(model, abi.RKNN_FLAG_COLLECT_PERF_MASK) as ctx:
             text = ctx.perf_detail()
             layer = ctx.layer_infos()[0]
-        # the layer is costed with this row's constants, not another platform's
-        expected = row.layer_overhead_us + (layer.macs / (row.dense_macs_per_cycle * row.fp16_ratio * row.npu_hz)
+        # the layer is costed with this row's constants, not another platform's: 8 output channels occupy a
+        # block of 32, and 512 outputs x 4 x 128 MAC slots (the output stage) exceed the padded MACs
+        work = max(layer.macs * 4, 8 * 8 * 8 * 4 * 128)
+        expected = row.layer_overhead_us + (work / (row.dense_macs_per_cycle * row.fp16_ratio * row.npu_hz)
                                             + layer.bytes_rw / row.ddr_bytes_per_s) * 1e6
         assert layer.est_time_us == pytest.approx(expected, rel=1e-9), name
         workload = parse_perf_detail(text)[0][1]["workload"]  # the conv row
@@ -167,3 +199,15 @@ def test_board_detects_b_variants_before_their_prefix(tmp_path):
         compatible = tmp_path / soc
         compatible.write_bytes(f"vendor,board\0rockchip,{soc}\0".encode())
         assert detect_platform(compatible) == soc
+
+
+def test_every_row_is_physically_plausible_and_keeps_the_ties(lib):
+    from rknnlink.runtime.platforms import platform_table
+    for row in platform_table():
+        # the fit bounds the dense rate by the published int8 peak and the bandwidth by the DDR peak (3 digits)
+        assert row.dense_macs_per_cycle <= row.peak_int8_macs_per_cycle * 1.005, row.name
+        assert row.ddr_bytes_per_s <= row.io_bytes_per_s * 1.005, row.name
+        # depthwise at a 16th of the dense rate, element-wise at the output stage's 128th (docs/cost-model.md)
+        assert row.depthwise_macs_per_cycle == pytest.approx(row.dense_macs_per_cycle / 16, rel=0.01), row.name
+        assert row.eltwise_per_cycle == pytest.approx(row.dense_macs_per_cycle / 128, rel=0.01), row.name
+        assert 0 < row.fp16_ratio < 1 and row.layer_overhead_us > 0, row.name

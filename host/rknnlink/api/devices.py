@@ -13,6 +13,7 @@ on this machine, port 50051 or $RKNNLINK_LOOPBACK_PORT) is used.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -82,7 +83,15 @@ def open_endpoint(device_id: str, target: str) -> Tuple[str, Callable[[], None],
         from rknnlink.client.local import start_local_daemon
 
         daemon = start_local_daemon(platform=target, backend="sim")
-        return daemon.address, daemon.stop, {}
+        # stopped at exit too: an RKNN object a script never releases (or a traceback keeps alive) must not
+        # leave the daemon running after the process
+        atexit.register(daemon.stop)
+
+        def close() -> None:
+            atexit.unregister(daemon.stop)
+            daemon.stop()
+
+        return daemon.address, close, {}
     from rknnlink.transport import resolve
 
     endpoint = resolve(device_id, platform=target)  # the target selects a farm board

@@ -13,10 +13,6 @@ import numpy as np
 
 log = logging.getLogger("rknnlink.api")
 
-# rknn_init flags (rknn-c-abi.md section 2.1)
-FLAG_ASYNC = 0x4
-FLAG_COLLECT_PERF = 0x8
-
 
 def memory_report(weight: int, internal: int, total_dma: int) -> Dict[str, int]:
     """The toolkit's eval_memory dict: 'other' is what the runtime allocated beyond weights and internals."""
@@ -58,48 +54,58 @@ class ModelRuntime:
         raise NotImplementedError
 
 
-class LocalRuntime(ModelRuntime):
-    """The model on the simulated NPU (librknnrt_sim.so) inside this process."""
+class SessionRuntime(ModelRuntime):
+    """A model behind a session: the facade only ever holds one of these, and every call goes through the
+    session interface that an in-process session and a board session share (rknnlink.client.Session,
+    rknnlink.client.local.InProcessSession), so inference, eval_perf, eval_memory, get_sdk_version and
+    accuracy_analysis behave the same with and without a board."""
 
-    def __init__(self, model: bytes, platform: str, perf_debug: bool, async_mode: bool, core_mask: int,
-                 dump_layers: bool = False) -> None:
-        from rknnlink.runtime import RuntimeLibrary
-
+    def __init__(self, session: Any, platform: str) -> None:
+        self._session = session
         self.platform = platform
-        self._lib = RuntimeLibrary.load(backend="sim")
-        flags = (FLAG_COLLECT_PERF if perf_debug else 0) | (FLAG_ASYNC if async_mode else 0)
-        self._ctx = self._lib.init(model, flags=flags)
-        if core_mask:
-            self._ctx.set_core_mask(core_mask)
-        if dump_layers:
-            self._ctx.set_dump(True)
+
+    @property
+    def session(self) -> Any:
+        """The session this runtime holds (carrier, attributes, pipeline())."""
+        return self._session
 
     def run(self, inputs, formats, pass_through):
-        return self._ctx.infer(list(inputs), formats=list(formats), pass_through=list(pass_through))
+        return self._session.run(list(inputs), formats=list(formats), pass_through=list(pass_through))
 
     def perf_detail(self) -> str:
-        return self._ctx.perf_detail()
+        return self._session.perf().text
 
     def perf_run_us(self) -> int:
-        return int(self._ctx.perf_run_us())
+        return int(self._session.perf_run_us())
 
     def memory(self) -> Dict[str, int]:
-        mem = self._ctx.mem_size()
+        mem = self._session.memory()
         return memory_report(mem["total_weight_size"], mem["total_internal_size"],
                              mem["total_dma_allocated_size"])
 
     def runtime_version(self) -> str:
-        api, _drv = self._ctx.sdk_version()
+        api, _drv = self._session.sdk_version()
         return api
 
     def dumps(self) -> Dict[str, np.ndarray]:
-        return {info.name: f32 for info, f32, _raw in self._ctx.dumps()}
+        return self._session.dumps()
 
     def close(self) -> None:
-        self._ctx.close()
+        self._session.close()
 
 
-class BoardRuntime(ModelRuntime):
+class LocalRuntime(SessionRuntime):
+    """The model on the simulated NPU (librknnrt_sim.so) inside this process, through an InProcessSession."""
+
+    def __init__(self, model: bytes, platform: str, perf_debug: bool, async_mode: bool, core_mask: int,
+                 dump_layers: bool = False) -> None:
+        from rknnlink.client.local import InProcessSession
+
+        super().__init__(InProcessSession(model, core_mask=core_mask, perf=perf_debug, async_mode=async_mode,
+                                          dump_layers=dump_layers), platform)
+
+
+class BoardRuntime(SessionRuntime):
     """The model in a session of an rknnlink daemon (a board, or a local simulated board)."""
 
     is_simulator = False
@@ -134,29 +140,8 @@ class BoardRuntime(ModelRuntime):
     def board_info(self):
         return self._board.info
 
-    def run(self, inputs, formats, pass_through):
-        return self._session.run(list(inputs), formats=list(formats), pass_through=list(pass_through))
-
-    def perf_detail(self) -> str:
-        return self._session.perf().text
-
-    def perf_run_us(self) -> int:
-        return int(self._session.perf_run_us())
-
-    def memory(self) -> Dict[str, int]:
-        mem = self._session.memory()
-        return memory_report(mem["total_weight_size"], mem["total_internal_size"],
-                             mem["total_dma_allocated_size"])
-
-    def runtime_version(self) -> str:
-        api, _drv = self._session.sdk_version()
-        return api
-
     def server_version(self) -> Optional[str]:
         return self._board.info.daemon_version
-
-    def dumps(self) -> Dict[str, np.ndarray]:
-        return self._session.dumps()
 
     def close(self) -> None:
         try:

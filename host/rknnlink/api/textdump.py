@@ -2,7 +2,10 @@
 
 `np.savetxt` formats every value through Python's `%` operator (about 1 µs per value); accuracy_analysis
 dumps every layer of the model twice or three times, so that dominated its run time. Here the digits are
-computed with integer arithmetic on whole arrays and the text assembled with one boolean mask.
+computed with integer arithmetic on whole arrays and the text assembled with one boolean mask. Values below
+1000 (nearly every activation) take the short path: each line is a 12-byte row, a uint32 holding the sign
+and three integer digits and a uint64 holding ".dddddd\n", the digits packed three at a time from a
+1000-entry table; the mask then drops the unused leading bytes (bench/bench_text_dumps.py measures it).
 
 Exactness: a float32 times 10**6 is exact in float64 (24 + 14 significant bits < 53), so `np.rint` of it
 is the correctly rounded (half to even) value `%.6f` prints. Values too large for that path, NaN and
@@ -23,6 +26,25 @@ _CHUNK = 1 << 20
 # "000" ... "999" as a (1000, 3) table: digits come from two table look-ups per group instead of divisions.
 _TRIPLETS = np.frombuffer("".join(f"{i:03d}" for i in range(1000)).encode(), np.uint8).reshape(1000, 3)
 _THRESHOLDS = 10 ** np.arange(1, _INT_DIGITS, dtype=np.int64)  # 10, 100, ...: digit counts by searchsorted
+# the short path: "000" ... "999" packed little-endian (first digit in the low byte) ...
+_PACKED = (_TRIPLETS.astype(np.uint64) << np.array([0, 8, 16], np.uint64)).sum(axis=1, dtype=np.uint64)
+_ROW = np.dtype([("prefix", "<u4"), ("suffix", "<u8")])  # sign + 3 integer digits | ".dddddd\n"
+# ... and which of a row's 12 bytes a line keeps, by 3 * negative + (integer digits - 1)
+_KEEP = np.ones((6, 12), bool)
+for _row, (_negative, _digits) in enumerate((n, d) for n in (0, 1) for d in (1, 2, 3)):
+    _KEEP[_row, 0] = bool(_negative)
+    _KEEP[_row, 1:4] = np.arange(3, 0, -1) <= _digits
+
+
+def _format_short(x: np.ndarray, whole: np.ndarray, frac: np.ndarray) -> bytes:
+    """Values below 1000 (the caller checked): one 12-byte row per value, then the kept bytes."""
+    rows = np.empty(x.size, _ROW)
+    rows["prefix"] = (_PACKED.take(whole) << np.uint64(8) | np.uint64(ord("-"))).astype(np.uint32)
+    hi, lo = np.divmod(frac, 1000)
+    rows["suffix"] = (_PACKED.take(hi) << np.uint64(8) | _PACKED.take(lo) << np.uint64(32)
+                      | np.uint64(ord(".") | ord("\n") << 56))
+    kind = (whole >= 10).astype(np.intp) + (whole >= 100) + 3 * np.signbit(x)
+    return rows.view(np.uint8).reshape(-1, 12)[_KEEP.take(kind, axis=0)].tobytes()
 
 
 def _format_chunk(values: np.ndarray) -> bytes:
@@ -31,6 +53,8 @@ def _format_chunk(values: np.ndarray) -> bytes:
         return "".join("%.6f\n" % v for v in x.tolist()).encode()  # noqa: UP031 - the exact reference format
     scaled = np.rint(np.abs(x) * 1e6).astype(np.int64)
     whole, frac = np.divmod(scaled, 1_000_000)
+    if whole.max(initial=0) < 1000:
+        return _format_short(x, whole, frac)
     digits = np.searchsorted(_THRESHOLDS, whole, side="right") + 1
     groups = int(-(-int(digits.max()) // 3))
     width = 1 + 3 * groups + 1 + 6 + 1

@@ -111,8 +111,9 @@ class InProcessSession:
     def __init__(self, model: bytes, core_mask: int = 0, perf: bool = False, async_mode: bool = False,
                  dump_layers: bool = False, library: Optional[str] = None) -> None:
         from rknnlink.runtime import RuntimeLibrary
+        from rknnlink.runtime.abi import RKNN_FLAG_ASYNC_MASK, RKNN_FLAG_COLLECT_PERF_MASK
 
-        flags = (0x8 if perf else 0) | (0x4 if async_mode else 0)  # RKNN_FLAG_COLLECT_PERF_MASK, _ASYNC_MASK
+        flags = (RKNN_FLAG_COLLECT_PERF_MASK if perf else 0) | (RKNN_FLAG_ASYNC_MASK if async_mode else 0)
         self._ctx = RuntimeLibrary.load(path=library, backend="sim").init(bytes(model), flags=flags)
         if core_mask:
             self._ctx.set_core_mask(core_mask)

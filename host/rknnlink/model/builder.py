@@ -303,6 +303,7 @@ class _Assembler:
                  float_layers: set, batch: int) -> None:
         self.pg, self.nodes, self.config, self.mode = pg, nodes, config, mode
         self.stats, self.float_layers, self.batch = stats, float_layers, batch
+        self.fp32_input_layers: set = set()
         self.tensors: list = []
         self.index: dict = {}
         self.tensor_map: dict = {}
@@ -323,6 +324,21 @@ class _Assembler:
             return False
         return n.name not in self.float_layers and not any(o in self.float_layers for o in n.outputs)
 
+    def input_layers_in_fp32(self, consumers: dict) -> set:
+        """fp16 builds: names of the convolutions that read a graph input and run with that input and their
+        weights in float32 (their output is float16). The NPU reads the user's image exactly and folds the
+        mean/std normalisation into the first layer; an image in [0, 1] has a large mean that the first
+        layer's bias cancels, so binary16 rounding of its input and weights becomes per-channel offsets that
+        a deep network amplifies (docs/quantization.md, "float16 builds")."""
+        if self.mode != "fp16":
+            return set()
+        names = set()
+        for name in self.pg.inputs:
+            readers = consumers.get(name, [])
+            if readers and all(c.op_type == "Conv" and c.inputs[0] == name for c in readers):
+                names.update(c.name for c in readers)
+        return names
+
     def float_type(self) -> int:
         return fmt.FLOAT32 if self.mode == "fp32" else fmt.FLOAT16
 
@@ -332,9 +348,11 @@ class _Assembler:
             for i in n.inputs:
                 if i:
                     consumers.setdefault(i, []).append(n)
+        self.fp32_input_layers = self.input_layers_in_fp32(consumers)
         for name in self.pg.inputs:
             int8 = any(self.op_is_int8(c) for c in consumers.get(name, []))
-            self.add_activation(name, fmt.KIND_INPUT, int8)
+            fp32 = any(c.name in self.fp32_input_layers for c in consumers.get(name, []))
+            self.add_activation(name, fmt.KIND_INPUT, int8, float32=fp32)
         outputs = set(self.pg.outputs)
         ops = []
         for n in self.nodes:
@@ -383,10 +401,12 @@ class _Assembler:
         self.tensor_map[t.name] = view_source(onnx_name) or onnx_name
         return self.index[t.name]
 
-    def add_activation(self, name: str, kind: int, int8: bool, share_from: Optional[str] = None) -> int:
+    def add_activation(self, name: str, kind: int, int8: bool, share_from: Optional[str] = None,
+                       float32: bool = False) -> int:
         shape = self.pg.shapes[name]
-        if self.pg.elem_types.get(name) in INTEGER_VALUE_TYPES:
-            # integer/boolean values (indices, masks) stay exact float32 in every mode (docs/model-format.md)
+        if self.pg.elem_types.get(name) in INTEGER_VALUE_TYPES or (float32 and not int8):
+            # integer/boolean values (indices, masks) stay exact float32 in every mode (docs/model-format.md),
+            # and so does an fp16 build's image input (input_layers_in_fp32)
             self.act_dtype[name] = fmt.FLOAT32
             return self.add_tensor(fmt.SimTensor(name, fmt.FLOAT32, shape, kind), name)
         if not int8:
@@ -439,7 +459,8 @@ class _Assembler:
             if idx is not None:
                 return idx
         is_bias = n.op_type in ("Conv", "ConvTranspose", "Gemm") and slot == 2
-        if self.mode == "fp32" or int8 or is_bias or n.op_type == "BatchNormalization":
+        if (self.mode == "fp32" or int8 or is_bias or n.op_type == "BatchNormalization"
+                or n.name in self.fp32_input_layers):
             return self.add_constant(name, arr, fmt.FLOAT32, name)
         return self.add_constant(name, arr.astype(np.float16), fmt.FLOAT16, name)
 

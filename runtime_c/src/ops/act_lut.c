@@ -106,6 +106,18 @@ int sim_act_lut_build(sim_act_lut *t, uint32_t act, float p0, float p1, float so
         }
         start = next;
     }
+    /* the vector lookup's form: threshold bits and code pair side by side, one 64-bit gather per cell */
+    t->cell = malloc((size_t)t->n * sizeof(uint64_t));
+    if (!t->cell) {
+        sim_act_lut_free(t);
+        return SIM_ERR_MALLOC;
+    }
+    for (int64_t i = 0; i < t->n; i++) {
+        uint32_t tb, pair;
+        memcpy(&tb, &t->thr[i], sizeof tb);
+        memcpy(&pair, t->code + 2 * i, sizeof pair);
+        t->cell[i] = (uint64_t)tb | (uint64_t)pair << 32;
+    }
     return 0;
 }
 
@@ -113,7 +125,9 @@ void sim_act_lut_free(sim_act_lut *t)
 {
     free(t->thr);
     free(t->code);
+    free(t->cell);
     t->thr = NULL;
     t->code = NULL;
+    t->cell = NULL;
     t->n = 0;
 }

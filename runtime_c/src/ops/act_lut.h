@@ -17,6 +17,7 @@ typedef struct sim_act_lut {
     int32_t n;
     float *thr;           /* per cell: reals >= thr take the upper code */
     int16_t *code;        /* per cell: {lower, upper} code, SIM_ACT_LUT_DIRECT when not tabulated */
+    uint64_t *cell;       /* per cell: thr's bits | the code pair << 32 (one gather in the vector lookup) */
 } sim_act_lut;
 
 #define SIM_ACT_LUT_DIRECT 0x7fff

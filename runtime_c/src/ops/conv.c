@@ -380,60 +380,33 @@ static void dw_plane_c(const sim_conv_geom *g, const float *pad, const float *w,
     dw_plane_body(g, pad, w, bias, y, tmp);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define DW_TAP(acc, wv, p) acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p), acc)
-
-/* One output row of 3x3 taps over rows a/b/c; stride 1 reads a+x, a+x+1, a+x+2; stride 2 reads
- * even/odd planes (e+x, o+x, e+x+1). Scalar tail, optional clamp. */
-__attribute__((target("avx2,fma"))) static void dw3x3_row_avx2(const float *a0, const float *a1, const float *a2,
-                                                               const float *b0, const float *b1, const float *b2,
-                                                               const float *c0, const float *c1, const float *c2,
-                                                               const float *w, float bias, float *o, int64_t ow,
-                                                               const float *lohi, const sim_i8_epi *q, int64_t ch,
-                                                               int8_t *o8)
+/* Work space of one depthwise plane, in floats: the padded plane and a zero guard (vector loads of the
+ * last row's tail read past it), the even/odd column planes of stride 2 and a guard, the output rows
+ * at a pitch rounded up to 8. */
+#define DW_GUARD 32
+static void dw_layout(const sim_conv_geom *g, int64_t *plane, int64_t *tmp, int64_t *rows)
 {
-    __m256 qm = _mm256_set1_ps(q ? q->mult[ch] : 0.0f), qlo = _mm256_set1_ps(q ? q->qlo : 0.0f);
-    __m256 qhi = _mm256_set1_ps(q ? q->qhi : 0.0f), qzo = _mm256_set1_ps(q ? (float)q->zo : 0.0f);
-    __m256 w0 = _mm256_set1_ps(w[0]), w1 = _mm256_set1_ps(w[1]), w2 = _mm256_set1_ps(w[2]);
-    __m256 w3 = _mm256_set1_ps(w[3]), w4 = _mm256_set1_ps(w[4]), w5 = _mm256_set1_ps(w[5]);
-    __m256 w6 = _mm256_set1_ps(w[6]), w7 = _mm256_set1_ps(w[7]), w8 = _mm256_set1_ps(w[8]);
-    __m256 bv = _mm256_set1_ps(bias);
-    __m256 lo = _mm256_set1_ps(lohi ? lohi[0] : 0.0f), hi = _mm256_set1_ps(lohi ? lohi[1] : 0.0f);
-    int64_t x = 0;
-    for (; x + 8 <= ow; x += 8) {
-        __m256 s0 = bv, s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps();
-        DW_TAP(s0, w0, a0 + x);
-        DW_TAP(s1, w1, a1 + x);
-        DW_TAP(s2, w2, a2 + x);
-        DW_TAP(s0, w3, b0 + x);
-        DW_TAP(s1, w4, b1 + x);
-        DW_TAP(s2, w5, b2 + x);
-        DW_TAP(s0, w6, c0 + x);
-        DW_TAP(s1, w7, c1 + x);
-        DW_TAP(s2, w8, c2 + x);
-        __m256 v = _mm256_add_ps(_mm256_add_ps(s0, s1), s2);
-        if (q) {
-            sim_requant8f_avx2(v, qm, qlo, qhi, qzo, o8 + x);
-            continue;
-        }
-        if (lohi) v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
-        _mm256_storeu_ps(o + x, v);
-    }
-    for (; x < ow; x++) {
-        float v = bias + (w[0] * a0[x] + w[1] * a1[x] + w[2] * a2[x]) + (w[3] * b0[x] + w[4] * b1[x] + w[5] * b2[x]) +
-                  (w[6] * c0[x] + w[7] * c1[x] + w[8] * c2[x]);
-        if (q) {
-            o8[x] = sim_i8_requant(q, (int32_t)v, ch);
-            continue;
-        }
-        if (lohi) {
-            v = v < lohi[0] ? lohi[0] : v;
-            v = v > lohi[1] ? lohi[1] : v;
-        }
-        o[x] = v;
-    }
+    int64_t ph = g->in[1] + g->pb[1] + g->pe[1], pw = g->in[2] + g->pb[2] + g->pe[2];
+    *plane = ph * pw + DW_GUARD;
+    *tmp = ph * (pw + 1) + DW_GUARD;
+    *rows = g->out[1] * sim_round_up(g->out[2], 8) + 8;
 }
 
+size_t sim_dw_pad_elems(const sim_conv_geom *g)
+{
+    int64_t plane, tmp, rows;
+    dw_layout(g, &plane, &tmp, &rows);
+    return (size_t)(plane + tmp + rows);
+}
+
+size_t sim_dw_plane_zero_elems(const sim_conv_geom *g)
+{
+    int64_t plane, tmp, rows;
+    dw_layout(g, &plane, &tmp, &rows);
+    return (size_t)plane;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
 /* Splits a padded row into its even and odd columns. */
 __attribute__((target("avx2,fma"))) static void deinterleave_avx2(const float *src, int64_t pw, float *e, float *o,
                                                                   int64_t hw)
@@ -451,33 +424,112 @@ __attribute__((target("avx2,fma"))) static void deinterleave_avx2(const float *s
     }
 }
 
-__attribute__((target("avx2,fma"))) static int dw_plane_avx2(const sim_conv_geom *g, const float *pad, const float *w,
-                                                             float bias, float *y, float *tmp, const float *lohi,
-                                                             const sim_i8_epi *q, int64_t ch, int8_t *y8)
+/* One output row of a kh x kw depthwise window, 8 columns per vector, up to 4 vectors per weight
+ * broadcast. Tap (a, b) of column x reads src[a][x + b] for stride 1, or for stride 2 the even/odd
+ * column plane of b at x + b / 2 (src[a] then points at the even row, src_o[a] at the odd one). Each
+ * output is bias + its taps in (a, b) order, fused multiply-adds. The tail vector's extra lanes read
+ * into the next row or the zero guard; they are never stored. */
+__attribute__((target("avx2,fma"))) static void dw_row_avx2(const float *const *src, const float *const *src_o,
+                                                            int64_t kh, int64_t kw, const float *w, float bias,
+                                                            int64_t nv, float *o)
 {
-    /* narrow planes (7x7, 14x14) do better with the auto-vectorised loops of dw_plane_body */
-    int k33 = g->k[1] == 3 && g->k[2] == 3 && g->dl[1] == 1 && g->dl[2] == 1 && g->out[2] >= 32;
-    int64_t oh = g->out[1], ow = g->out[2], ph = g->in[1] + g->pb[1] + g->pe[1], pw = g->in[2] + g->pb[2] + g->pe[2];
-    if (k33 && g->s[1] == 1 && g->s[2] == 1) {
-        for (int64_t r = 0; r < oh; r++) {
-            const float *a = pad + r * pw, *b = a + pw, *c = b + pw;
-            dw3x3_row_avx2(a, a + 1, a + 2, b, b + 1, b + 2, c, c + 1, c + 2, w, bias, y + r * ow, ow, lohi, q, ch,
-                           q ? y8 + r * ow : NULL);
-        }
-        return q != NULL;
+    int64_t v = 0;
+    for (; v + 4 <= nv; v += 4) {
+        __m256 c0 = _mm256_set1_ps(bias), c1 = c0, c2 = c0, c3 = c0;
+        for (int64_t a = 0; a < kh; a++)
+            for (int64_t b = 0; b < kw; b++) {
+                const float *r = src_o ? ((b & 1) ? src_o[a] : src[a]) + b / 2 : src[a] + b;
+                r += v * 8;
+                __m256 wv = _mm256_broadcast_ss(w + a * kw + b);
+                c0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r), c0);
+                c1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r + 8), c1);
+                c2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r + 16), c2);
+                c3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r + 24), c3);
+            }
+        _mm256_storeu_ps(o + v * 8, c0);
+        _mm256_storeu_ps(o + v * 8 + 8, c1);
+        _mm256_storeu_ps(o + v * 8 + 16, c2);
+        _mm256_storeu_ps(o + v * 8 + 24, c3);
     }
-    if (k33 && g->s[1] == 2 && g->s[2] == 2) {
+    for (; v < nv; v++) {
+        __m256 c0 = _mm256_set1_ps(bias);
+        for (int64_t a = 0; a < kh; a++)
+            for (int64_t b = 0; b < kw; b++) {
+                const float *r = (src_o ? ((b & 1) ? src_o[a] : src[a]) + b / 2 : src[a] + b) + v * 8;
+                c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + a * kw + b), _mm256_loadu_ps(r), c0);
+            }
+        _mm256_storeu_ps(o + v * 8, c0);
+    }
+}
+
+#define DW_MAX_K 11
+
+/* Any kernel up to 11x11, dilation 1, stride 1 or 2: rows into `rows` (pitch round_up(ow, 8)), then
+ * stored to y (clamped) or requantised into y8 (q: bias already in the sums). */
+__attribute__((target("avx2,fma"))) static int dw_rows_avx2(const sim_conv_geom *g, const float *pad, const float *w,
+                                                            float bias, float *y, float *tmp, float *rows,
+                                                            const float *lohi, const sim_i8_epi *q, int64_t ch,
+                                                            int8_t *y8)
+{
+    int64_t oh = g->out[1], ow = g->out[2], kh = g->k[1], kw = g->k[2], sh = g->s[1];
+    int64_t ph = g->in[1] + g->pb[1] + g->pe[1], pw = g->in[2] + g->pb[2] + g->pe[2];
+    int64_t pitch = sim_round_up(ow, 8), nv = pitch / 8;
+    const float *src[DW_MAX_K], *src_o[DW_MAX_K];
+    const float *ev = pad, *od = NULL;
+    int64_t rp = pw; /* row pitch of the planes read */
+    if (sh == 2) {
         int64_t hw = (pw + 1) / 2;
-        float *ev = tmp, *od = tmp + ph * hw;
-        for (int64_t r = 0; r < ph; r++) deinterleave_avx2(pad + r * pw, pw, ev + r * hw, od + r * hw, hw);
-        for (int64_t r = 0; r < oh; r++) {
-            const float *ea = ev + 2 * r * hw, *eb = ea + hw, *ec = eb + hw;
-            const float *oa = od + 2 * r * hw, *ob = oa + hw, *oc = ob + hw;
-            dw3x3_row_avx2(ea, oa, ea + 1, eb, ob, eb + 1, ec, oc, ec + 1, w, bias, y + r * ow, ow, lohi, q, ch,
-                           q ? y8 + r * ow : NULL);
-        }
-        return q != NULL;
+        float *e = tmp, *o = tmp + ph * hw;
+        for (int64_t r = 0; r < ph; r++) deinterleave_avx2(pad + r * pw, pw, e + r * hw, o + r * hw, hw);
+        memset(o + ph * hw, 0, DW_GUARD * sizeof(float));
+        ev = e;
+        od = o;
+        rp = hw;
     }
+    for (int64_t r = 0; r < oh; r++) {
+        for (int64_t a = 0; a < kh; a++) {
+            src[a] = ev + (r * sh + a) * rp;
+            if (od) src_o[a] = od + (r * sh + a) * rp;
+        }
+        dw_row_avx2(src, od ? src_o : NULL, kh, kw, w, bias, nv, rows + r * pitch);
+    }
+    if (q) {
+        sim_i8_epi e = *q;
+        e.bias = NULL;
+        for (int64_t r = 0; r < oh; r++) sim_i8_requant_plane(1, &e, rows + r * pitch, ow, ch, y8 + r * ow);
+        return 1;
+    }
+    __m256 lo = _mm256_set1_ps(lohi ? lohi[0] : 0.0f), hi = _mm256_set1_ps(lohi ? lohi[1] : 0.0f);
+    for (int64_t r = 0; r < oh; r++) {
+        const float *s0 = rows + r * pitch;
+        float *o = y + r * ow;
+        int64_t x = 0;
+        for (; x + 8 <= ow; x += 8) {
+            __m256 v = _mm256_loadu_ps(s0 + x);
+            if (lohi) v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
+            _mm256_storeu_ps(o + x, v);
+        }
+        for (; x < ow; x++) {
+            float v = s0[x];
+            if (lohi) {
+                v = v < lohi[0] ? lohi[0] : v;
+                v = v > lohi[1] ? lohi[1] : v;
+            }
+            o[x] = v;
+        }
+    }
+    return 0;
+}
+
+__attribute__((target("avx2,fma"))) static int dw_plane_avx2(const sim_conv_geom *g, const float *pad, const float *w,
+                                                             float bias, float *y, float *tmp, float *rows,
+                                                             const float *lohi, const sim_i8_epi *q, int64_t ch,
+                                                             int8_t *y8)
+{
+    if (g->dl[1] == 1 && g->dl[2] == 1 && g->k[1] <= DW_MAX_K && g->k[2] <= DW_MAX_K && g->s[1] == g->s[2] &&
+        (g->s[1] == 1 || g->s[1] == 2))
+        return dw_rows_avx2(g, pad, w, bias, y, tmp, rows, lohi, q, ch, y8);
+    int64_t oh = g->out[1], ow = g->out[2];
     dw_plane_body(g, pad, w, bias, y, tmp);
     if (lohi) sim_act_array(SIM_ACT_CLIP, lohi[0], lohi[1], y, (size_t)(oh * ow));
     return 0;
@@ -487,9 +539,11 @@ __attribute__((target("avx2,fma"))) static int dw_plane_avx2(const sim_conv_geom
 int sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y,
                  const float *lohi, const sim_i8_epi *q, int64_t ch, int8_t *y8)
 {
-    float *tmp = (float *)pad + sim_dw_pad_elems(g) / 2;
+    int64_t plane, tmpn, rows;
+    dw_layout(g, &plane, &tmpn, &rows);
+    float *tmp = (float *)pad + plane;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (avx2) return dw_plane_avx2(g, pad, w, bias, y, tmp, lohi, q, ch, y8);
+    if (avx2) return dw_plane_avx2(g, pad, w, bias, y, tmp, tmp + tmpn, lohi, q, ch, y8);
 #endif
     (void)avx2;
     (void)q;
@@ -500,12 +554,6 @@ int sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float
     return 0;
 }
 
-size_t sim_dw_pad_elems(const sim_conv_geom *g)
-{
-    /* the padded plane, then as much again for the even/odd planes of stride 2 (rounded up to even) */
-    int64_t ph = g->in[1] + g->pb[1] + g->pe[1], pw = g->in[2] + g->pb[2] + g->pe[2];
-    return (size_t)(2 * ph * (pw + 1));
-}
 
 /* Copies one input plane into the interior of the padded plane (its zero border is written once). */
 static void pad_plane_f32(const sim_conv_geom *g, const float *x, float *pad)
@@ -532,7 +580,7 @@ static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
     const conv_priv *p = j->p;
     const sim_conv_geom *g = &p->g;
     float *pad = j->pad + (size_t)tid * j->pad_stride;
-    memset(pad, 0, (size_t)((g->in[1] + g->pb[1] + g->pe[1]) * (g->in[2] + g->pb[2] + g->pe[2])) * sizeof(float));
+    memset(pad, 0, sim_dw_plane_zero_elems(g) * sizeof(float));
     float lohi[2] = {p->epi.lo, p->epi.hi};
     for (int64_t e = lo; e < hi; e++) {
         int64_t n = e / g->cout, c = e % g->cout;
@@ -551,7 +599,7 @@ static int run_depthwise(const conv_priv *p, const float *x, float *y, int f16, 
     float *pad = sim_scratch_get(call, stride * (size_t)nt * sizeof(float));
     if (!pad) return SIM_ERR_MALLOC;
     dw_job j = {p, x, y, f16, pad, stride};
-    sim_parallel(call, dw_range, &j, g->n * g->cout);
+    sim_parallel_sized(call, dw_range, &j, g->n * g->cout, (double)(g->n * g->cout * g->out_sz * g->k_sz));
     return 0;
 }
 
@@ -598,7 +646,7 @@ static int run_pointwise_t(const conv_priv *p, const float *x, float *y, int f16
             sim_pack_a(xg, 1, g->in_sz, sp, kdim, pa);
             pwt_job j = {p, pa, p->wpack_t + (size_t)gi * per_t, ct, y + (n * g->cout + gi * g->mg) * sp,
                          p->bias + gi * g->mg, sp, kdim, g->mg, f16};
-            sim_parallel(call, pwt_range, &j, (g->mg + SIM_NR - 1) / SIM_NR);
+            sim_parallel_sized(call, pwt_range, &j, (g->mg + SIM_NR - 1) / SIM_NR, (double)(sp * kdim * g->mg));
         }
     return 0;
 }
@@ -672,9 +720,9 @@ static int conv_run_f32(sim_kernel_call *call)
                 j.epi.bias_row = p->bias + gi * g->mg;
                 j.epi.f16 = f16;
                 if (p->mode == CONV_POINTWISE)
-                    sim_parallel(call, pw_range, &j, (g->out_sz + SIM_NR - 1) / SIM_NR);
+                    sim_parallel_sized(call, pw_range, &j, (g->out_sz + SIM_NR - 1) / SIM_NR, (double)(g->mg * g->out_sz * kdim));
                 else
-                    sim_parallel(call, im2col_range, &j, (g->out_sz + nb - 1) / nb);
+                    sim_parallel_sized(call, im2col_range, &j, (g->out_sz + nb - 1) / nb, (double)(g->mg * g->out_sz * kdim));
             }
     }
     if (rc == 0 && p->post_act) sim_op_act(op, y, (size_t)(g->n * g->cout * g->out_sz));

@@ -35,5 +35,19 @@ int sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float
                  const float *lohi /* clamp bounds {lo, hi} or NULL */, const struct sim_i8_epi *q, int64_t ch,
                  int8_t *y8);
 size_t sim_dw_pad_elems(const sim_conv_geom *g);
+/* Leading floats of that buffer to zero once per thread (the padded plane's border and guard). */
+size_t sim_dw_plane_zero_elems(const sim_conv_geom *g);
+
+/* Work below this many multiply-adds (a few microseconds: SE-block 1x1 convolutions on 1x1 planes,
+ * small pools) runs on the calling thread, since handing it to the pool costs more than it saves. */
+#define SIM_PAR_MIN_WORK 65536.0
+static inline void sim_parallel_sized(const sim_kernel_call *call, sim_par_fn fn, void *arg, int64_t n, double work)
+{
+    if (work < SIM_PAR_MIN_WORK) {
+        if (n > 0) fn(arg, 0, n, 0);
+        return;
+    }
+    sim_parallel(call, fn, arg, n);
+}
 
 #endif

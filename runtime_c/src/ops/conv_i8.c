@@ -262,7 +262,10 @@ static void im2col_row_i8(const sim_conv_geom *g, const int8_t *xg, int32_t zx, 
             sim_valid_span(iw0, sw, g->in[2], seg, &lo, &hi);
             const int8_t *s0 = src + iw0;
             for (int64_t e = 0; e < lo; e++) r[e] = 0;
-            for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e * sw] - zx);
+            if (sw == 1) /* a loop the compiler vectorises */
+                for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e] - zx);
+            else
+                for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e * sw] - zx);
             for (int64_t e = hi; e < seg; e++) r[e] = 0;
         }
         j += seg;
@@ -296,7 +299,8 @@ static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
     float *pad = (float *)(void *)((char *)j->scr + (size_t)tid * j->stride), *acc = pad + padn;
     int64_t iw = g->in[2], pw = iw + g->pb[2] + g->pe[2], ph = g->in[1] + g->pb[1] + g->pe[1];
     float fz = (float)s->zx;
-    memset(pad, 0, (size_t)(ph * pw) * sizeof(float));
+    (void)ph;
+    memset(pad, 0, sim_dw_plane_zero_elems(g) * sizeof(float));
     for (int64_t e = lo; e < hi; e++) {
         int64_t n = e / g->cout, c = e % g->cout;
         const int8_t *xc = j->x + (n * g->cin + c) * g->in_sz;
@@ -328,7 +332,7 @@ static int run_depthwise(const sim_conv_i8 *s, const sim_conv_geom *g, const int
     void *scr = sim_scratch_get(call, stride * (size_t)sim_call_threads(call));
     if (!scr) return SIM_ERR_MALLOC;
     i8_job j = {s, g, x, y, NULL, scr, stride, 0, 0, 0};
-    sim_parallel(call, dw_range, &j, g->n * g->cout);
+    sim_parallel_sized(call, dw_range, &j, g->n * g->cout, (double)(g->n * g->cout * g->out_sz * g->k_sz));
     return 0;
 }
 
@@ -372,7 +376,7 @@ static int run_gemm(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t gi = 0; gi < g->group; gi++) {
             i8_job j = {s, g, x, y, NULL, scr, stride, nb, gi, n};
-            sim_parallel(call, gemm_range, &j, (g->out_sz + nb - 1) / nb);
+            sim_parallel_sized(call, gemm_range, &j, (g->out_sz + nb - 1) / nb, (double)(s->rows * g->out_sz * s->kdim));
         }
     return 0;
 }
@@ -419,6 +423,14 @@ int64_t sim_convt_channel_block(const sim_conv_geom *g)
         a = t;
     }
     return SIM_MR / b;
+}
+
+/* Channels per item: whole panel-aligned blocks, as few items as threads, so each thread streams the
+ * packed input once (one item, all rows, on one thread). */
+int64_t sim_convt_items_block(const sim_conv_geom *g, int n_threads)
+{
+    int64_t ob = sim_convt_channel_block(g), nblk = (g->mg + ob - 1) / ob, nt = n_threads > 1 ? n_threads : 1;
+    return ob * ((nblk + nt - 1) / nt);
 }
 
 typedef struct ti8_job {
@@ -470,8 +482,9 @@ static void ti8_range(void *arg, int64_t lo, int64_t hi, int tid)
 static int run_transpose(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y,
                          sim_kernel_call *call)
 {
-    int64_t ob = sim_convt_channel_block(g), rows = ob * g->k_sz;
-    int64_t nb = sim_round_up(g->in_sz, SIM_NR), cap = sim_round_up((1 << 15) / rows, SIM_NR);
+    int64_t ob = sim_convt_items_block(g, sim_call_threads(call)), rows = ob * g->k_sz;
+    int64_t nb = sim_round_up(g->in_sz, SIM_NR), cap = sim_round_up((1 << 16) / rows, SIM_NR);
+    cap = cap < SIM_NR ? SIM_NR : cap;
     nb = nb > cap ? cap : nb;
     size_t pb_sz = (sim_pack_b16_size(s->kdim, g->in_sz) + 31u) & ~(size_t)31u;
     size_t img = ((size_t)(g->mg * g->out_sz) + 15u) & ~(size_t)15u, cstride = ((size_t)(rows * nb) + 15u) & ~(size_t)15u;
@@ -485,7 +498,7 @@ static int run_transpose(const sim_conv_i8 *s, const sim_conv_geom *g, const int
             const int8_t *xg = x + (n * g->cin + gi * g->cg) * g->in_sz;
             sim_pack_b16_i8(xg, g->in_sz, 1, s->kdim, g->in_sz, s->zx, pb);
             ti8_job j = {s, g, pb, acc, cbuf, cstride, y + (n * g->cout + gi * g->mg) * g->out_sz, gi, ob, nb};
-            sim_parallel(call, ti8_range, &j, (g->mg + ob - 1) / ob);
+            sim_parallel_sized(call, ti8_range, &j, (g->mg + ob - 1) / ob, (double)(s->rows * g->in_sz * s->kdim));
         }
     return 0;
 }
@@ -502,7 +515,7 @@ static void widen_range(void *arg, int64_t lo, int64_t hi, int tid)
 static void widen_all(sim_kernel_call *call, const sim_conv_i8 *s, const int8_t *x, float *xf, int64_t n)
 {
     i8_job j = {s, NULL, x, NULL, NULL, xf, 0, n, 0, 0};
-    sim_parallel(call, widen_range, &j, (n + 16383) / 16384);
+    sim_parallel_sized(call, widen_range, &j, (n + 16383) / 16384, (double)n / 4.0);
 }
 
 typedef struct fet_job {
@@ -547,7 +560,7 @@ static int run_float_exact_t(const sim_conv_i8 *s, const sim_conv_geom *g, const
             sim_pack_a(xg, 1, g->in_sz, sp, kdim, pa);
             fet_job j = {s, pa, s->fpack_t + (size_t)gi * per_t, ct, col, y + (n * g->cout + gi * g->mg) * sp, sp,
                          g->mg, gi * g->mg};
-            sim_parallel(call, fet_range, &j, (g->mg + SIM_NR - 1) / SIM_NR);
+            sim_parallel_sized(call, fet_range, &j, (g->mg + SIM_NR - 1) / SIM_NR, (double)(sp * kdim * g->mg));
         }
     return 0;
 }
@@ -613,9 +626,9 @@ static int run_float_exact(const sim_conv_i8 *s, const sim_conv_geom *g, const i
             j.epi = (sim_gemm_epi){.q = &s->epi, .ldc8 = g->out_sz, .ch0 = gi * g->mg,
                                    .bias_row = s->fbias ? s->fbias + gi * g->mg : NULL};
             if (s->mode == I8_POINTWISE)
-                sim_parallel(call, fe_pw_range, &j, (g->out_sz + SIM_NR - 1) / SIM_NR);
+                sim_parallel_sized(call, fe_pw_range, &j, (g->out_sz + SIM_NR - 1) / SIM_NR, (double)(s->rows * g->out_sz * s->kdim));
             else
-                sim_parallel(call, fe_gemm_range, &j, (g->out_sz + nb - 1) / nb);
+                sim_parallel_sized(call, fe_gemm_range, &j, (g->out_sz + nb - 1) / nb, (double)(s->rows * g->out_sz * s->kdim));
         }
     return 0;
 }

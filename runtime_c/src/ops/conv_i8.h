@@ -17,5 +17,7 @@ void sim_conv_i8_free(sim_conv_i8 *s);
 
 /* Output channels per ConvTranspose work item (their GEMM rows start at a packed-panel boundary). */
 int64_t sim_convt_channel_block(const sim_conv_geom *g);
+/* ... and per parallel item: as few items as threads, each streaming the packed input once. */
+int64_t sim_convt_items_block(const sim_conv_geom *g, int n_threads);
 
 #endif

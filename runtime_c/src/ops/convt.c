@@ -140,7 +140,7 @@ static int convt_run_f32(sim_kernel_call *call)
     float *y = call->out[0].f32;
     if (!p || !x || !y) return SIM_ERR_FAIL;
     const sim_conv_geom *g = &p->g;
-    int64_t rows = g->mg * g->k_sz, ob = sim_convt_channel_block(g);
+    int64_t rows = g->mg * g->k_sz, ob = sim_convt_items_block(g, sim_call_threads(call));
     /* the column blocks of the serial formulation (they fix each output's summation order) */
     int64_t nb = sim_gemm_block_cols(g->cg);
     int64_t cap = sim_round_up((1 << 20) / (rows > 0 ? rows : 1), SIM_NR);
@@ -155,7 +155,7 @@ static int convt_run_f32(sim_kernel_call *call)
         for (int64_t gi = 0; gi < g->group; gi++) {
             sim_pack_b(x + (n * g->cin + gi * g->cg) * g->in_sz, g->in_sz, 1, g->cg, g->in_sz, pb);
             convt_job j = {p, pb, y + (n * g->cout + gi * g->mg) * g->out_sz, pb + pb_sz, cstride, gi, ob, nb};
-            sim_parallel(call, convt_range, &j, (g->mg + ob - 1) / ob);
+            sim_parallel_sized(call, convt_range, &j, (g->mg + ob - 1) / ob, (double)(rows * g->in_sz * g->cg));
         }
     sim_op_act(call->op, y, (size_t)(g->n * g->cout * g->out_sz));
     return 0;

@@ -169,8 +169,12 @@ static int elt_compute(const sim_kernel_call *call, const float *const *in, floa
     return 0;
 }
 
+static int elt_binary(sim_kernel_call *call, const sim_tensor *yt, int is_i8);
+
 static int elt_run_f32(sim_kernel_call *call)
 {
+    const sim_tensor *yt = call->out[0].t ? call->out[0].t : sim_out_tensor(call->graph, call->op, 0);
+    if (call->op->n_inputs == 2 && yt && yt->n_elems > 0 && call->out[0].f32) return elt_binary(call, yt, 0);
     const float *in[16];
     for (uint32_t i = 0; i < call->op->n_inputs && i < 16; i++) {
         in[i] = sim_call_in_f32(call, i);
@@ -180,29 +184,97 @@ static int elt_run_f32(sim_kernel_call *call)
     return elt_compute(call, in, call->out[0].f32);
 }
 
-/* Same-shape int8 A op B (residual Adds): chunks that stay in L1, no scratch passes. */
-static int elt_i8_same_shape(const sim_kernel_call *call, const sim_tensor *yt)
+/* Two-input ops, float or int8, split into (outer row, inner chunk) tasks over the pool. int8 operands
+ * are dequantised a chunk at a time into per-thread buffers that stay in L1 and the result requantised
+ * from there, element for element what dequantise-compute-requantise of whole tensors gives, so any
+ * split gives the same bytes. */
+#define ELT_CHUNK 1024
+
+typedef struct elt_side {
+    const float *f;  /* float data (float path, or a constant) */
+    const int8_t *q; /* int8 activation */
+    float scale;
+    int32_t zp;
+} elt_side;
+
+typedef struct elt_job {
+    const sim_op *op;
+    sim_bcast bc;
+    int kind;
+    elt_side in[2];
+    float *fy;
+    int8_t *qy;
+    float so;
+    int32_t zo;
+    int64_t inner, chunks;
+    float *scr; /* per thread: 3 * ELT_CHUNK floats */
+} elt_job;
+
+/* Operand s of a chunk: n elements (inner stride st, 0 or 1) from element offset off. */
+static const float *elt_operand(const elt_side *s, int64_t off, int64_t st, int64_t n, float *buf)
 {
-    enum { CHUNK = 512 };
-    const sim_op *op = call->op;
-    const sim_tensor *at = sim_call_in_t(call, 0), *bt = sim_call_in_t(call, 1);
-    const int8_t *a = call->in[0].i8, *b = call->in[1].i8;
-    int8_t *y = call->out[0].i8;
-    float fa[CHUNK], fb[CHUNK];
-    float sa = sim_t_scale(at), sb = sim_t_scale(bt), so = sim_t_scale(yt);
-    int32_t za = sim_t_zp(at), zb = sim_t_zp(bt), zo = sim_t_zp(yt);
-    int kind = kind_of(op->type);
-    sim_bcast bc = {.nd = 1};
-    for (int64_t i = 0; i < yt->n_elems; i += CHUNK) {
-        int64_t n = yt->n_elems - i < CHUNK ? yt->n_elems - i : CHUNK;
-        sim_dequant_array(a + i, fa, (size_t)n, sa, za);
-        sim_dequant_array(b + i, fb, (size_t)n, sb, zb);
-        bc.dims[0] = n;
-        bc.sa[0] = bc.sb[0] = 1;
-        bin_apply(kind, &bc, fa, fb, fa);
-        sim_op_act(op, fa, (size_t)n);
-        sim_quant_array(fa, y + i, (size_t)n, so, zo);
+    if (!s->q) return s->f + off;
+    sim_dequant_array(s->q + off, buf, (size_t)(st ? n : 1), s->scale, s->zp);
+    return buf;
+}
+
+static void elt_range(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const elt_job *j = arg;
+    const sim_bcast *bc = &j->bc;
+    int nd = bc->nd;
+    float *buf = j->scr ? j->scr + (size_t)tid * 3 * ELT_CHUNK : NULL;
+    for (int64_t t = lo; t < hi; t++) {
+        int64_t o = t / j->chunks, c0 = (t % j->chunks) * ELT_CHUNK;
+        int64_t n = j->inner - c0 < ELT_CHUNK ? j->inner - c0 : ELT_CHUNK, oa = 0, ob = 0, r = o;
+        for (int d = nd - 2; d >= 0; d--) {
+            int64_t i = r % bc->dims[d];
+            r /= bc->dims[d];
+            oa += i * bc->sa[d];
+            ob += i * bc->sb[d];
+        }
+        int64_t sa = bc->sa[nd - 1], sb = bc->sb[nd - 1];
+        const float *a = elt_operand(&j->in[0], oa + c0 * sa, sa, n, buf);
+        const float *b = elt_operand(&j->in[1], ob + c0 * sb, sb, n, buf ? buf + ELT_CHUNK : NULL);
+        float *y = j->qy ? buf + 2 * ELT_CHUNK : j->fy + o * j->inner + c0;
+        bin_inner(j->kind, a, sa, b, sb, y, n);
+        sim_op_act(j->op, y, (size_t)n);
+        if (j->qy) sim_quant_array(y, j->qy + o * j->inner + c0, (size_t)n, j->so, j->zo);
     }
+}
+
+static int elt_binary(sim_kernel_call *call, const sim_tensor *yt, int is_i8)
+{
+    elt_job j;
+    memset(&j, 0, sizeof j);
+    j.op = call->op;
+    j.kind = kind_of(call->op->type);
+    if (sim_bcast_init(&j.bc, yt, sim_call_in_t(call, 0), sim_call_in_t(call, 1))) return SIM_ERR_FAIL;
+    for (int i = 0; i < 2; i++) {
+        const sim_tensor *t = sim_call_in_t(call, (uint32_t)i);
+        if (is_i8 && call->in[i].i8 && t->kind != SIM_T_CONST) {
+            j.in[i].q = call->in[i].i8;
+            j.in[i].scale = sim_t_scale(t);
+            j.in[i].zp = sim_t_zp(t);
+        } else {
+            j.in[i].f = sim_call_in_f32(call, (uint32_t)i);
+            if (!j.in[i].f) return SIM_ERR_FAIL;
+        }
+    }
+    if (is_i8) {
+        j.qy = call->out[0].i8;
+        j.so = sim_t_scale(yt);
+        j.zo = sim_t_zp(yt);
+        j.scr = sim_scratch_get(call, (size_t)sim_call_threads(call) * 3 * ELT_CHUNK * sizeof(float));
+        if (!j.scr) return SIM_ERR_MALLOC;
+    } else {
+        j.fy = call->out[0].f32;
+    }
+    j.inner = j.bc.dims[j.bc.nd - 1];
+    j.chunks = (j.inner + ELT_CHUNK - 1) / ELT_CHUNK;
+    int64_t outer = yt->n_elems / (j.inner > 0 ? j.inner : 1), tasks = outer * j.chunks;
+    if (yt->n_elems >= 4 * ELT_CHUNK) sim_parallel(call, elt_range, &j, tasks);
+    else elt_range(&j, 0, tasks, 0);
     return 0;
 }
 
@@ -213,10 +285,7 @@ static int elt_run_i8(sim_kernel_call *call)
     const float *in[16];
     const sim_tensor *yt = call->out[0].t ? call->out[0].t : sim_out_tensor(call->graph, op, 0);
     if (!yt || !call->out[0].i8) return SIM_ERR_FAIL;
-    if (op->n_inputs == 2 && call->in[0].i8 && call->in[1].i8 && sim_call_in_t(call, 0)->kind != SIM_T_CONST &&
-        sim_call_in_t(call, 1)->kind != SIM_T_CONST && sim_same_shape(sim_call_in_t(call, 0), yt) &&
-        sim_same_shape(sim_call_in_t(call, 1), yt))
-        return elt_i8_same_shape(call, yt);
+    if (op->n_inputs == 2 && yt->n_elems > 0) return elt_binary(call, yt, 1);
     size_t total = (size_t)yt->n_elems;
     for (uint32_t i = 0; i < op->n_inputs && i < 16; i++)
         if (call->in[i].i8 && sim_call_in_t(call, i)->kind != SIM_T_CONST) total += (size_t)sim_call_in_t(call, i)->n_elems;

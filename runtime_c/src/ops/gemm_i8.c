@@ -246,8 +246,14 @@ __attribute__((target("avx2"))) static void lut8_avx2(const sim_i8_epi *epi, __m
     __m256 ok = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_setzero_ps(), _CMP_GE_OQ),
                               _mm256_cmp_ps(f, _mm256_set1_ps((float)t->n), _CMP_LT_OQ));
     __m256i idx = _mm256_and_si256(_mm256_cvttps_epi32(f), _mm256_castps_si256(ok));
-    __m256 thr = _mm256_i32gather_ps(t->thr, idx, 4);
-    __m256i pair = _mm256_i32gather_epi32((const int *)(const void *)t->code, idx, 4);
+    /* two 4-lane gathers of {thr, pair} cells, split into 8 thresholds and 8 pairs in lane order */
+    const long long *cells = (const long long *)(const void *)t->cell;
+    __m256 g0 = _mm256_castsi256_ps(_mm256_i32gather_epi64(cells, _mm256_castsi256_si128(idx), 8));
+    __m256 g1 = _mm256_castsi256_ps(_mm256_i32gather_epi64(cells, _mm256_extracti128_si256(idx, 1), 8));
+    __m256 thr = _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(g0, g1, _MM_SHUFFLE(2, 0, 2, 0))), 0xD8));
+    __m256i pair = _mm256_castpd_si256(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(g0, g1, _MM_SHUFFLE(3, 1, 3, 1))), 0xD8));
     __m256i hi = _mm256_srai_epi32(pair, 16), lo = _mm256_srai_epi32(_mm256_slli_epi32(pair, 16), 16);
     __m256i code = _mm256_blendv_epi8(lo, hi, _mm256_castps_si256(_mm256_cmp_ps(real, thr, _CMP_GE_OQ)));
     __m256i bad = _mm256_or_si256(_mm256_cmpeq_epi32(code, _mm256_set1_epi32(SIM_ACT_LUT_DIRECT)),

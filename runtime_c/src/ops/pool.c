@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv.h"
 #include "ops_common.h"
 
 typedef struct pool_priv {
@@ -87,6 +88,15 @@ static int pool_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_le
         p->out_sz *= p->out[d];
     }
     return 0;
+}
+
+static uint64_t pool_macs(const sim_graph *g, const sim_op *op)
+{
+    const pool_priv *p = op->priv;
+    (void)g;
+    if (!p) return 0;
+    if (p->global) return (uint64_t)(p->nc * p->in_sz);
+    return (uint64_t)(p->nc * p->out_sz * p->k[0] * p->k[1] * p->k[2]);
 }
 
 /* Window of output index o along dim d: first tap, number of taps inside the input, divisor span. */
@@ -275,10 +285,10 @@ static void pool_compute(sim_kernel_call *call, const pool_priv *p, const float 
     const sim_op *op = call->op;
     pool_job j = {p, w, op->type == SIM_OP_MAXPOOL || op->type == SIM_OP_GLOBAL_MAXPOOL, x, y, NULL, NULL, NULL, 0};
     if (p->global) {
-        sim_parallel(call, global_range, &j, p->nc);
+        sim_parallel_sized(call, global_range, &j, p->nc, (double)(p->nc * p->in_sz));
     } else {
         windows(p, w);
-        sim_parallel(call, local_range, &j, p->nc);
+        sim_parallel_sized(call, local_range, &j, p->nc, (double)pool_macs(call->graph, op));
     }
     sim_op_act(op, y, (size_t)(p->nc * p->out_sz));
 }
@@ -323,14 +333,14 @@ static int pool_run_i8(sim_kernel_call *call)
         int8_t map[257];
         sim_quant_array(lut, map, 257, sim_t_scale(yt), sim_t_zp(yt));
         pool_job j = {p, w, 1, NULL, NULL, x8, y8, map, map[256]};
-        sim_parallel(call, local_range_i8max, &j, p->nc);
+        sim_parallel_sized(call, local_range_i8max, &j, p->nc, (double)pool_macs(call->graph, op));
         return 0;
     }
     if (!is_max && p->global && op->act == SIM_ACT_NONE && xt->dtype == SIM_I8) {
         float *buf = sim_scratch_get(call, nout * sizeof(float));
         if (!buf) return SIM_ERR_MALLOC;
         pool_job j = {p, NULL, 0, NULL, buf, x8, NULL, NULL, 0};
-        sim_parallel(call, global_range_i8avg, &j, p->nc);
+        sim_parallel_sized(call, global_range_i8avg, &j, p->nc, (double)(p->nc * p->in_sz) / 4.0);
         /* mean = scale * (sum q - n * zp) / n, in double so that the division rounds once */
         double sc = (double)sim_t_scale(xt), zp = (double)sim_t_zp(xt), n = (double)p->in_sz;
         for (size_t c = 0; c < nout; c++) buf[c] = (float)(sc * ((double)buf[c] - n * zp) / n);
@@ -346,14 +356,6 @@ static int pool_run_i8(sim_kernel_call *call)
     return 0;
 }
 
-static uint64_t pool_macs(const sim_graph *g, const sim_op *op)
-{
-    const pool_priv *p = op->priv;
-    (void)g;
-    if (!p) return 0;
-    if (p->global) return (uint64_t)(p->nc * p->in_sz);
-    return (uint64_t)(p->nc * p->out_sz * p->k[0] * p->k[1] * p->k[2]);
-}
 
 #define POOL_DEF(sym, id, onnx, npu)                                                                         \
     const sim_op_def sym = {.type = id, .onnx_name = onnx, .npu_name = npu, .prepare = pool_prepare,          \

@@ -1,8 +1,6 @@
 /*
  * Operator registry: maps the model format's op ids to kernel definitions.
  */
-#include <stdio.h>
-
 #include "ops_common.h"
 
 static const sim_op_def *const k_defs[] = {
@@ -30,45 +28,4 @@ const sim_op_def *sim_op_find(uint32_t type)
     for (size_t i = 0; i < sizeof k_defs / sizeof k_defs[0]; i++)
         if (k_defs[i]->type == type) return k_defs[i];
     return NULL;
-}
-
-int sim_op_int8_io(const sim_graph *g, const sim_op *op)
-{
-    for (uint32_t i = 0; i < op->n_inputs; i++) {
-        uint32_t t = op->inputs[i];
-        if (t != SIM_NONE && g->tensors[t].kind != SIM_T_CONST && g->tensors[t].dtype != SIM_I8) return 0;
-    }
-    for (uint32_t i = 0; i < op->n_outputs; i++)
-        if (g->tensors[op->outputs[i]].dtype != SIM_I8) return 0;
-    return 1;
-}
-
-const char *sim_dtype_name(uint32_t dtype)
-{
-    switch (dtype) {
-    case SIM_F32: return "float32";
-    case SIM_F16: return "float16";
-    case SIM_I8: return "int8";
-    case SIM_U8: return "uint8";
-    case SIM_I16: return "int16";
-    case SIM_I32: return "int32";
-    case SIM_I64: return "int64";
-    case SIM_BOOL: return "bool";
-    default: return "unknown";
-    }
-}
-
-const char *sim_op_inputs_str(const sim_graph *g, const sim_op *op, char *buf, size_t len)
-{
-    size_t used = 0;
-    if (len) buf[0] = '\0';
-    for (uint32_t i = 0; i < op->n_inputs && used < len; i++) {
-        uint32_t t = op->inputs[i];
-        const sim_tensor *ts = t == SIM_NONE ? NULL : &g->tensors[t];
-        int w = snprintf(buf + used, len - used, "%s%s%s", i ? ", " : "", ts ? sim_dtype_name(ts->dtype) : "absent",
-                         !ts ? "" : ts->kind == SIM_T_CONST ? " constant" : " activation");
-        if (w < 0) break;
-        used += (size_t)w;
-    }
-    return buf;
 }

@@ -23,13 +23,25 @@ typedef struct shape_priv {
     int mode;                   /* Pad mode; Resize mode */
     float value;                /* Pad constant */
     int coord, nearest;         /* Resize */
+    struct resize_tab *tab[SIM_MAX_DIMS]; /* Resize: per resized dim, source rows and weights */
 } shape_priv;
+
+/* Resize along one dim: output j reads source rows i0[j] (nearest) or i0[j], i1[j] weighted w0, w1. */
+typedef struct resize_tab {
+    int64_t *i0, *i1;
+    float *w0, *w1;
+} resize_tab;
 
 static void shape_release(sim_op *op)
 {
     shape_priv *p = op->priv;
     if (!p) return;
     free(p->idx);
+    for (int d = 0; d < SIM_MAX_DIMS; d++)
+        if (p->tab[d]) {
+            free(p->tab[d]->i0);
+            free(p->tab[d]);
+        }
     free(p);
     op->priv = NULL;
 }
@@ -269,18 +281,29 @@ static int split_run(sim_kernel_call *call, int is_i8)
 
 /* ---- strided views: Slice and Transpose ---- */
 
-static void view_copy(const shape_priv *p, const mover *m, char *y, const char *x)
+typedef struct view_job {
+    const shape_priv *p;
+    const mover *m;
+    char *y;
+    const char *x;
+} view_job;
+
+/* Output rows [lo, hi) (rows of the last dim): pure copies, so any split gives the same bytes. */
+static void view_rows(void *arg, int64_t lo, int64_t hi, int tid)
 {
-    int64_t r = p->rank;
-    if (r == 0) {
-        move(m, y, x + p->base * (int64_t)m->esz, 1);
-        return;
+    const view_job *j = arg;
+    const shape_priv *p = j->p;
+    const mover *m = j->m;
+    int64_t r = p->rank, inner = p->odims[r - 1], ist = p->istr[r - 1];
+    int64_t idx[SIM_MAX_DIMS] = {0}, off = p->base, rest = lo;
+    (void)tid;
+    for (int64_t d = r - 2; d >= 0; d--) {
+        idx[d] = rest % p->odims[d];
+        rest /= p->odims[d];
+        off += idx[d] * p->istr[d];
     }
-    int64_t inner = p->odims[r - 1], ist = p->istr[r - 1], outer = 1;
-    for (int64_t d = 0; d < r - 1; d++) outer *= p->odims[d];
-    int64_t idx[SIM_MAX_DIMS] = {0}, off = p->base;
-    for (int64_t o = 0; o < outer; o++) {
-        move_strided(m, y + (size_t)(o * inner) * m->esz, x + off * (int64_t)m->esz, inner, ist);
+    for (int64_t o = lo; o < hi; o++) {
+        move_strided(m, j->y + (size_t)(o * inner) * m->esz, j->x + off * (int64_t)m->esz, inner, ist);
         for (int64_t d = r - 2; d >= 0; d--) {
             off += p->istr[d];
             if (++idx[d] < p->odims[d]) break;
@@ -288,6 +311,20 @@ static void view_copy(const shape_priv *p, const mover *m, char *y, const char *
             idx[d] = 0;
         }
     }
+}
+
+static void view_copy(const sim_kernel_call *call, const shape_priv *p, const mover *m, char *y, const char *x)
+{
+    int64_t r = p->rank;
+    if (r == 0) {
+        move(m, y, x + p->base * (int64_t)m->esz, 1);
+        return;
+    }
+    int64_t outer = 1;
+    for (int64_t d = 0; d < r - 1; d++) outer *= p->odims[d];
+    view_job j = {p, m, y, x};
+    if (outer > 1 && outer * p->odims[r - 1] >= 32768) sim_parallel(call, view_rows, &j, outer);
+    else view_rows(&j, 0, outer, 0);
 }
 
 static int slice_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
@@ -393,7 +430,7 @@ static int view_run(sim_kernel_call *call, int is_i8)
     if (!p || !x || !y || make_mover(call, 0, is_i8, &m, lut)) return SIM_ERR_FAIL;
     int64_t total = 1;
     for (int64_t d = 0; d < p->rank; d++) total *= p->odims[d];
-    if (total > 0) view_copy(p, &m, y, x);
+    if (total > 0) view_copy(call, p, &m, y, x);
     return finish(call, is_i8);
 }
 
@@ -555,6 +592,8 @@ static int gather_run(sim_kernel_call *call, int is_i8)
 
 /* ---- Resize ---- */
 
+static int resize_table(shape_priv *p, int d);
+
 static int resize_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
 {
     char b1[96], b2[96];
@@ -576,6 +615,11 @@ static int resize_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_
         return sim_fail(err, err_len, op, "mode/coord/nearest out of range for X %s -> Y %s", sim_shape_str(x, b1, sizeof b1),
                         sim_shape_str(y, b2, sizeof b2));
     }
+    for (uint32_t d = 0; d < x->n_dims; d++)
+        if (p->idims[d] != p->odims[d] && resize_table(p, (int)d)) {
+            shape_release(op);
+            return SIM_ERR_MALLOC;
+        }
     return 0;
 }
 
@@ -604,30 +648,89 @@ static int64_t nearest_index(int rule, float c, int64_t in)
     return i < 0 ? 0 : (i >= in ? in - 1 : i);
 }
 
-/* Resizes one dim d of a float tensor with dims `cur` (dims[d] -> out) from src into dst. */
-static void resize_dim(const shape_priv *p, int d, const int64_t *cur, const float *src, float *dst)
+/* Source rows and weights of every output index of dim d, computed once at prepare. */
+static int resize_table(shape_priv *p, int d)
 {
-    int64_t outer = 1, inner = 1, in = cur[d], out = p->odims[d];
-    for (int i = 0; i < d; i++) outer *= cur[i];
-    for (int64_t i = d + 1; i < p->rank; i++) inner *= cur[i];
-    for (int64_t o = 0; o < outer; o++)
-        for (int64_t j = 0; j < out; j++) {
-            float c = resize_coord(p->coord, j, in, out);
-            float *yr = dst + (o * out + j) * inner;
-            const float *xb = src + o * in * inner;
-            if (p->mode == 0) {
-                memcpy(yr, xb + nearest_index(p->nearest, c, in) * inner, (size_t)inner * sizeof(float));
-                continue;
-            }
-            c = c < 0.0f ? 0.0f : (c > (float)(in - 1) ? (float)(in - 1) : c);
-            int64_t i0 = (int64_t)c, i1 = i0 + 1 < in ? i0 + 1 : in - 1;
-            float w1 = c - (float)i0, w0 = 1.0f - w1;
-            const float *a = xb + i0 * inner, *b = xb + i1 * inner;
-            for (int64_t e = 0; e < inner; e++) yr[e] = w0 * a[e] + w1 * b[e];
+    int64_t in = p->idims[d], out = p->odims[d];
+    resize_tab *t = calloc(1, sizeof *t);
+    if (!t) return -1;
+    p->tab[d] = t;
+    t->i0 = malloc((size_t)out * (2 * sizeof(int64_t) + 2 * sizeof(float)));
+    if (!t->i0) return -1;
+    t->i1 = t->i0 + out;
+    t->w0 = (float *)(void *)(t->i1 + out);
+    t->w1 = t->w0 + out;
+    for (int64_t j = 0; j < out; j++) {
+        float c = resize_coord(p->coord, j, in, out);
+        if (p->mode == 0) {
+            t->i0[j] = t->i1[j] = nearest_index(p->nearest, c, in);
+            t->w0[j] = 1.0f;
+            t->w1[j] = 0.0f;
+            continue;
         }
+        c = c < 0.0f ? 0.0f : (c > (float)(in - 1) ? (float)(in - 1) : c);
+        int64_t i0 = (int64_t)c;
+        t->i0[j] = i0;
+        t->i1[j] = i0 + 1 < in ? i0 + 1 : in - 1;
+        t->w1[j] = c - (float)i0;
+        t->w0[j] = 1.0f - t->w1[j];
+    }
+    return 0;
 }
 
-static int resize_compute(const shape_priv *p, const float *x, float *y, float *tmp0, float *tmp1)
+typedef struct resize_job {
+    const shape_priv *p;
+    const resize_tab *t;
+    const float *src;
+    float *dst;
+    int64_t in, out, inner;
+} resize_job;
+
+/* Rows [lo, hi) of the dims before the resized one: each output element is computed alone, so any
+ * split over threads gives the same bytes. */
+static void resize_rows(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const resize_job *r = arg;
+    const resize_tab *t = r->t;
+    int64_t inner = r->inner;
+    (void)tid;
+    for (int64_t o = lo; o < hi; o++) {
+        const float *xb = r->src + o * r->in * inner;
+        float *yb = r->dst + o * r->out * inner;
+        if (inner == 1) {
+            if (r->p->mode == 0)
+                for (int64_t j = 0; j < r->out; j++) yb[j] = xb[t->i0[j]];
+            else
+                for (int64_t j = 0; j < r->out; j++) yb[j] = t->w0[j] * xb[t->i0[j]] + t->w1[j] * xb[t->i1[j]];
+            continue;
+        }
+        for (int64_t j = 0; j < r->out; j++) {
+            float *yr = yb + j * inner;
+            const float *a = xb + t->i0[j] * inner, *b = xb + t->i1[j] * inner;
+            if (r->p->mode == 0) {
+                memcpy(yr, a, (size_t)inner * sizeof(float));
+                continue;
+            }
+            float w0 = t->w0[j], w1 = t->w1[j];
+            for (int64_t e = 0; e < inner; e++) yr[e] = w0 * a[e] + w1 * b[e];
+        }
+    }
+}
+
+/* Resizes one dim d of a float tensor with dims `cur` (dims[d] -> out) from src into dst. */
+static void resize_dim(const sim_kernel_call *call, const shape_priv *p, int d, const int64_t *cur, const float *src,
+                       float *dst)
+{
+    int64_t outer = 1, inner = 1;
+    for (int i = 0; i < d; i++) outer *= cur[i];
+    for (int64_t i = d + 1; i < p->rank; i++) inner *= cur[i];
+    resize_job r = {p, p->tab[d], src, dst, cur[d], p->odims[d], inner};
+    if (outer * p->odims[d] * inner >= 16384) sim_parallel(call, resize_rows, &r, outer);
+    else resize_rows(&r, 0, outer, 0);
+}
+
+static int resize_compute(const sim_kernel_call *call, const shape_priv *p, const float *x, float *y, float *tmp0,
+                          float *tmp1)
 {
     int64_t cur[SIM_MAX_DIMS];
     for (int64_t d = 0; d < p->rank; d++) cur[d] = p->idims[d];
@@ -645,7 +748,7 @@ static int resize_compute(const shape_priv *p, const float *x, float *y, float *
     for (int64_t d = 0; d < p->rank; d++) {
         if (cur[d] == p->odims[d]) continue;
         float *dst = (int)d == last ? y : (flip ? tmp1 : tmp0);
-        resize_dim(p, (int)d, cur, src, dst);
+        resize_dim(call, p, (int)d, cur, src, dst);
         cur[d] = p->odims[d];
         src = dst;
         flip = !flip;
@@ -680,13 +783,13 @@ static int resize_run(sim_kernel_call *call, int is_i8)
     if (!is_i8) {
         const float *x = sim_call_in_f32(call, 0);
         if (!x || !call->out[0].f32) return SIM_ERR_FAIL;
-        resize_compute(p, x, call->out[0].f32, buf, buf + tmp);
+        resize_compute(call, p, x, call->out[0].f32, buf, buf + tmp);
         return finish(call, 0);
     }
     float *xf = buf + 2 * tmp, *yf = xf + xt->n_elems;
     if (!call->in[0].i8 || !call->out[0].i8) return SIM_ERR_FAIL;
     sim_dequant_array(call->in[0].i8, xf, (size_t)xt->n_elems, sim_t_scale(xt), sim_t_zp(xt));
-    resize_compute(p, xf, yf, buf, buf + tmp);
+    resize_compute(call, p, xf, yf, buf, buf + tmp);
     sim_op_act(call->op, yf, (size_t)yt->n_elems);
     sim_quant_array(yf, call->out[0].i8, (size_t)yt->n_elems, sim_t_scale(yt), sim_t_zp(yt));
     return 0;

@@ -226,6 +226,25 @@ void test_conv(void)
     cc.pb[2] = 0;
     cc.act = SIM_ACT_NONE;
     run_conv_case(&cc, 0, "depthwise wide s2 even width no pad");
+    /* the AVX2 row kernel on every window size it takes (3x3 .. 11x11, stride 1 and 2), narrow planes
+     * (7x7, 14x14: one or two vectors per row with unused lanes), asymmetric pads and odd widths */
+    {
+        const int64_t ks[] = {3, 5, 7, 11, 5, 7}, hs[] = {7, 14, 9, 12, 28, 57}, wds[] = {7, 14, 11, 15, 28, 56};
+        for (int i = 0; i < 6; i++)
+            for (int64_t st = 1; st <= 2; st++) {
+                cc = base2d(5, hs[i], wds[i], 5, ks[i]);
+                cc.group = 5;
+                cc.pb[1] = cc.pb[2] = ks[i] / 2;
+                cc.pe[1] = ks[i] / 2;
+                cc.pe[2] = ks[i] / 2 - (i % 2);
+                cc.s[1] = cc.s[2] = st;
+                cc.act = i % 3 == 0 ? SIM_ACT_RELU : SIM_ACT_NONE;
+                char label[64];
+                snprintf(label, sizeof label, "depthwise %lldx%lld s%lld on %lldx%lld", (long long)ks[i],
+                         (long long)ks[i], (long long)st, (long long)hs[i], (long long)wds[i]);
+                run_conv_case(&cc, 0, label);
+            }
+    }
     cc = base2d(3, 40, 66, 5, 3); /* stride-2 im2col gather on a wide row */
     cc.s[1] = cc.s[2] = 2;
     cc.pb[1] = cc.pb[2] = 1;

@@ -213,6 +213,70 @@ static void rows_case(uint32_t type, int nd, const int64_t *dims)
     tg_free(&tg);
 }
 
+static void resize_case(int mode, int coord)
+{
+    tgraph tg;
+    tg_init(&tg, SIM_OP_RESIZE);
+    int64_t xd[4] = {1, 5, 37, 29}, yd[4] = {1, 5, 74, 87};
+    tg_input(&tg, tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 4, xd, 3.0f));
+    tg_output(&tg, tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, yd, 0.0f));
+    tg_attr_i(&tg, "mode", mode);
+    tg_attr_i(&tg, "coord", coord);
+    check_split(mode ? "Resize linear" : "Resize nearest", &tg, 0);
+    tg_free(&tg);
+}
+
+/* Binary op with broadcasting: a [2, 7, 45, 61] against b of shape bd; int8 quantises both and y. */
+static void eltwise_case(uint32_t type, const int64_t *bd, int b_const, int use_i8)
+{
+    tgraph tg;
+    tg_init(&tg, type);
+    int64_t ad[4] = {2, 7, 45, 61};
+    int a = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 4, ad, 2.0f);
+    int b = tg_tensor(&tg, SIM_F32, b_const ? SIM_T_CONST : SIM_T_INPUT, 4, bd, 2.0f);
+    int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, ad, 0.0f);
+    if (use_i8) {
+        tg_quant(&tg, a, 2.0f / 127.0f, 3);
+        if (!b_const) tg_quant(&tg, b, 2.0f / 120.0f, -5);
+        tg_quant(&tg, y, 4.0f / 127.0f, 1);
+    }
+    tg_input(&tg, a);
+    tg_input(&tg, b);
+    tg_output(&tg, y);
+    tg.op.act = SIM_ACT_RELU;
+    char what[96];
+    snprintf(what, sizeof what, "%s eltwise %u b [%lld,%lld,%lld,%lld]%s", use_i8 ? "int8" : "float", type,
+             (long long)bd[0], (long long)bd[1], (long long)bd[2], (long long)bd[3], b_const ? " const" : "");
+    check_split(what, &tg, use_i8);
+    tg_free(&tg);
+}
+
+static void transpose_case(int use_i8)
+{
+    tgraph tg;
+    tg_init(&tg, SIM_OP_TRANSPOSE);
+    int64_t xd[4] = {2, 48, 33, 35}, yd[4] = {2, 33, 35, 48}, perm[4] = {0, 2, 3, 1};
+    int x = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 4, xd, 3.0f);
+    int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, yd, 0.0f);
+    if (use_i8) {
+        tg_quant(&tg, x, 3.0f / 127.0f, 2);
+        tg_quant(&tg, y, 3.0f / 127.0f, 2);
+    }
+    tg_input(&tg, x);
+    tg_output(&tg, y);
+    tg_attr_is(&tg, "perm", 4, perm);
+    check_split(use_i8 ? "int8 Transpose" : "Transpose", &tg, use_i8);
+    int64_t bad = 0;
+    for (int64_t n = 0; n < 2; n++)
+        for (int64_t c = 0; c < 48; c++)
+            for (int64_t e = 0; e < 33 * 35; e++) {
+                size_t src = (size_t)((n * 48 + c) * 33 * 35 + e), dst = (size_t)((n * 33 * 35 + e) * 48 + c);
+                bad += use_i8 ? tg.q[y][dst] != tg.q[x][src] : tg.f[y][dst] != tg.f[x][src];
+            }
+    tg_check_true("Transpose moves every element to its place", bad == 0);
+    tg_free(&tg);
+}
+
 void test_graph_fast(void)
 {
     test_vmath();
@@ -230,4 +294,16 @@ void test_graph_fast(void)
     rows_case(SIM_OP_LAYER_NORM, 3, rows);
     const int64_t flat[2] = {41, 3001};
     rows_case(SIM_OP_GELU, 2, flat);
+    resize_case(0, 0);
+    resize_case(1, 0);
+    resize_case(1, 2);
+    const int64_t same[4] = {2, 7, 45, 61}, chan[4] = {1, 7, 1, 1}, row[4] = {1, 1, 1, 61}, mid[4] = {2, 1, 45, 1};
+    for (int q = 0; q <= 1; q++) {
+        eltwise_case(SIM_OP_ADD, same, 0, q);
+        eltwise_case(SIM_OP_MUL, chan, 0, q);
+        eltwise_case(SIM_OP_MUL, chan, 1, q);
+        eltwise_case(SIM_OP_SUB, row, 0, q);
+        eltwise_case(SIM_OP_DIV, mid, 1, q);
+        transpose_case(q);
+    }
 }

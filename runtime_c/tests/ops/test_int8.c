@@ -316,6 +316,21 @@ void test_int8(void)
     q.w = 80;
     q.act = SIM_ACT_NONE;
     run_qconv(&q, "depthwise wide s2 (fused requantisation)");
+    /* the AVX2 depthwise row kernel: 5x5 and 7x7, stride 1 and 2, narrow planes, fused HardSwish/SiLU
+     * (requantised after the kernel) and Clip (requantised by it) */
+    {
+        const int64_t ks[] = {5, 7, 3, 5, 7}, hs[] = {14, 7, 28, 9, 15};
+        const uint32_t acts[] = {SIM_ACT_HARDSWISH, SIM_ACT_CLIP, SIM_ACT_SILU, SIM_ACT_NONE, SIM_ACT_HARDSWISH};
+        for (int i = 0; i < 5; i++)
+            for (int64_t st = 1; st <= 2; st++) {
+                q = (qconv){.c = 6, .h = hs[i], .w = hs[i], .cout = 6, .group = 6, .k = ks[i], .s = st, .pad = ks[i] / 2,
+                            .so = 0.02f, .zx = 5, .zo = -3, .act = acts[i], .p0 = 0.0f, .p1 = 6.0f};
+                char label[64];
+                snprintf(label, sizeof label, "depthwise %lldx%lld s%lld on %lldx%lld act %u", (long long)ks[i],
+                         (long long)ks[i], (long long)st, (long long)hs[i], (long long)hs[i], acts[i]);
+                run_qconv(&q, label);
+            }
+    }
     q = (qconv){.c = 3, .h = 40, .w = 66, .cout = 8, .group = 1, .k = 3, .s = 2, .pad = 1, .so = 0.02f, .zx = -3};
     run_qconv(&q, "3x3 s2 wide exact-float im2col");
     q = (qconv){.c = 8, .h = 6, .w = 7, .cout = 12, .group = 4, .k = 3, .s = 1, .pad = 0, .so = 0.02f, .act = SIM_ACT_HARDSWISH};
