@@ -161,3 +161,70 @@ def test_linear_bias_in_the_accumulator_beats_rounding_the_product_first(tmp_pat
     assert "Gemm" not in [op.op_type for op in result.sim_model.ops]
     assert fused > separate, (fused, separate)
     assert 1 - fused < 0.8 * (1 - separate), (fused, separate)
+
+
+def _residual_model():
+    """Stem Conv+Relu, an identity block (Conv+Relu, Conv, Add with the stem, Relu) and a downsampling block
+    (Conv+Relu, Conv, and a 1x1 Conv of the block input, both into one Add, Relu); ResNet's two Add forms."""
+    c = 8
+    w = {k: RNG.normal(0, 0.4, (c, c if k != "w0" else 3, 3, 3)) for k in ("w0", "w1", "w2", "w3", "w4")}
+    w["wd"] = RNG.normal(0, 0.4, (c, c, 1, 1))
+    inits = {**w, **{f"b{k[1:]}": RNG.normal(0, 0.2, c) for k in w}}
+    pads = [1] * 4
+
+    def conv(i, k, o, **kw):
+        return helper.make_node("Conv", [i, k, "b" + k[1:]], [o], kernel_shape=list(inits[k].shape[2:]), **kw)
+
+    nodes = [conv("x", "w0", "c0", pads=pads), helper.make_node("Relu", ["c0"], ["r0"]),
+             conv("r0", "w1", "c1", pads=pads), helper.make_node("Relu", ["c1"], ["r1"]),
+             conv("r1", "w2", "c2", pads=pads), helper.make_node("Add", ["c2", "r0"], ["a1"]),
+             helper.make_node("Relu", ["a1"], ["r2"]),
+             conv("r2", "w3", "c3", pads=pads, strides=[2, 2]), helper.make_node("Relu", ["c3"], ["r3"]),
+             conv("r3", "w4", "c4", pads=pads), conv("r2", "wd", "d", strides=[2, 2]),
+             helper.make_node("Add", ["c4", "d"], ["a2"]), helper.make_node("Relu", ["a2"], ["out"])]
+    return _model(nodes, inits, [1, 3, 24, 24], ["out"])
+
+
+@pytest.mark.skipif(LIB is None, reason="simulated NPU library unavailable")
+def test_conv_into_a_residual_add_is_summed_before_one_requantisation(tmp_path, monkeypatch):
+    """The NPU (and RKNN-Toolkit2) fuse Conv + residual Add: the Conv output is not rounded to int8 before
+    the sum. Here that Conv writes float16 from its int8 arithmetic and the Add requantises once."""
+    from rknnlink.model import builder
+    model = _residual_model()
+    data = _dataset(tmp_path, [1, 3, 24, 24], n=8)
+    xs = [RNG.standard_normal((1, 3, 24, 24)).astype(np.float32) for _ in range(4)]
+
+    def run():
+        result = build(load_onnx(model), BuildConfig(progress=False), True, data)
+        pairs = [_run_both(model, x, result.data) for x in xs]
+        ref = np.concatenate([r[0].ravel() for r, _ in pairs])
+        by_name = {t.name: t for t in result.sim_model.tensors}
+        return _cos(ref, np.concatenate([np.ravel(g[0]) for _, g in pairs])), by_name
+
+    fused, t = run()
+    # identity block: the Conv; downsampling block: the Add's second operand (the toolkit's choice)
+    assert t["c2"].dtype == fmt.FLOAT16 and t["d"].dtype == fmt.FLOAT16
+    assert t["c4"].dtype == fmt.INT8  # one operand per Add
+    assert t["w2"].dtype == fmt.INT8 and t["wd"].dtype == fmt.INT8  # the Conv itself stays int8
+    assert all(t[n].dtype == fmt.INT8 for n in ("r0", "r1", "r2", "r3", "out"))
+    monkeypatch.setattr(builder, "fused_sum_inputs", lambda nodes, outputs, constants: set())
+    separate, t = run()
+    assert t["c2"].dtype == fmt.INT8
+    assert fused > separate
+
+
+def test_fused_sum_inputs_skip_shared_constant_and_output_operands():
+    from rknnlink.model.lower import LNode
+    from rknnlink.model.precision import fused_sum_inputs
+
+    def node(op, ins, out, act=None):
+        return LNode(op, out, op, ins, [out], act=act)
+
+    nodes = [node("Conv", ["x", "w"], "shared"), node("Conv", ["x", "w"], "relu_conv", act="Relu"),
+             node("Conv", ["x", "w"], "graph_out"), node("Conv", ["x", "w"], "plain"),
+             node("Add", ["shared", "x"], "a1"), node("Conv", ["shared", "w"], "reader"),
+             node("Add", ["x", "relu_conv"], "a2"), node("Add", ["graph_out", "x"], "a3"),
+             node("Add", ["plain", "k"], "a4")]
+    assert fused_sum_inputs(nodes, ["graph_out"], {"w": 0, "k": 0}) == set()
+    nodes += [node("Conv", ["x", "w"], "alone"), node("Add", ["alone", "x"], "a5")]
+    assert fused_sum_inputs(nodes, ["graph_out"], {"w": 0, "k": 0}) == {"alone"}
