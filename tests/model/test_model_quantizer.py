@@ -228,3 +228,42 @@ def test_fused_sum_inputs_skip_shared_constant_and_output_operands():
     assert fused_sum_inputs(nodes, ["graph_out"], {"w": 0, "k": 0}) == set()
     nodes += [node("Conv", ["x", "w"], "alone"), node("Add", ["alone", "x"], "a5")]
     assert fused_sum_inputs(nodes, ["graph_out"], {"w": 0, "k": 0}) == {"alone"}
+
+
+def test_fused_sum_inputs_follow_views_to_a_residual_add_or_gelu():
+    """ConvNeXt: Gemm -> Reshape -> Gelu, and Gemm -> Reshape -> Transpose -> residual Add; the toolkit keeps
+    both Gemm outputs off the int8 grid. A view with a second reader, or a Gemm with a fused activation,
+    breaks the chain."""
+    from rknnlink.model.lower import LNode
+    from rknnlink.model.precision import fused_sum_inputs
+
+    def node(op, ins, out, act=None):
+        return LNode(op, out, op, ins, [out], act=act)
+
+    nodes = [node("Gemm", ["x", "w"], "g1"), node("Reshape", ["g1"], "g1v"), node("Gelu", ["g1v"], "h"),
+             node("Gemm", ["h", "w"], "g2"), node("Reshape", ["g2"], "g2v"), node("Transpose", ["g2v"], "g2t"),
+             node("Add", ["x", "g2t"], "a"),
+             node("Gemm", ["a", "w"], "g3", act="Relu"), node("Gelu", ["g3"], "h3"),
+             node("Gemm", ["h3", "w"], "g4"), node("Transpose", ["g4"], "g4t"), node("Add", ["g4t", "x"], "a4"),
+             node("Relu", ["g4t"], "other_reader")]
+    assert fused_sum_inputs(nodes, [], {"w": 0}) == {"g1", "g1v", "g2", "g2v", "g2t"}
+
+
+@pytest.mark.skipif(LIB is None, reason="simulated NPU library unavailable")
+def test_gemm_into_gelu_writes_float16_and_gelu_requantises_once(tmp_path):
+    shape = [1, 16, 32]
+    inits = {"w1": RNG.normal(0, 0.3, (32, 64)), "b1": RNG.normal(0, 0.5, 64), "w2": RNG.normal(0, 0.2, (64, 8))}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m1"]), helper.make_node("Add", ["m1", "b1"], ["h"]),
+             helper.make_node("Gelu", ["h"], ["g"]), helper.make_node("MatMul", ["g", "w2"], ["out"])]
+    model = _model(nodes, inits, shape, ["out"])
+    model.opset_import[0].version = 20
+    model.ir_version = 9
+    result = build(load_onnx(model), BuildConfig(progress=False), True, _dataset(tmp_path, shape, n=8))
+    by_name = {t.name: t for t in result.sim_model.tensors}
+    gelu = next(op for op in result.sim_model.ops if op.op_type == "Gelu")
+    assert result.sim_model.tensors[gelu.inputs[0]].dtype == fmt.FLOAT16
+    assert result.sim_model.tensors[gelu.outputs[0]].dtype == fmt.INT8
+    assert by_name["w1"].dtype == fmt.INT8
+    x = RNG.standard_normal(shape).astype(np.float32)
+    ref, got = _run_both(model, x, result.data)
+    assert _cos(ref[0], np.reshape(got[0], ref[0].shape)) > 0.999

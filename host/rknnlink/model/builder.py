@@ -341,8 +341,9 @@ class _Assembler:
         return names
 
     def float16_sum_inputs(self, consumers: dict) -> set:
-        """int8 builds: Conv outputs written in float16 because only a residual Add reads them, which then
-        requantises once, as the NPU's fused Conv+Add does (precision.fused_sum_inputs)."""
+        """int8 builds: Conv/Gemm outputs (and views of them) written in float16 because only a residual Add
+        or a GELU reads them, which then requantises once, as the NPU's fused layers do
+        (precision.fused_sum_inputs)."""
         if self.mode != "int8":
             return set()
         producer = {o: n for n in self.nodes for o in n.outputs}

@@ -90,35 +90,60 @@ def auto_float_layers(nodes: Sequence, outputs: Sequence[str], stats: dict, algo
     return keep
 
 
+# Layers that produce through int32 accumulation (their output can skip the int8 rounding), the layers that
+# only move data between such a layer and its reader, and the readers the NPU fuses with it.
+ACCUMULATING = ("Conv", "Gemm")
+VIEWS = ("Reshape", "Transpose")
+FUSED_READERS = ("Add", "Gelu")
+
+
 def fused_sum_inputs(nodes: Sequence, outputs: Sequence[str], constants) -> set:
-    """Convolution outputs that an int8 build keeps in float16 because they only feed a residual Add.
+    """Tensors an int8 build keeps in float16 because the NPU fuses their producer with their reader.
 
-    The NPU runs Conv followed by a residual Add as one layer: the Conv's int32 accumulator is rescaled,
-    the other operand added, and only the sum is requantised to int8. RKNN-Toolkit2 2.5.0 does the same
-    (its simulator dumps such a Conv output off the int8 grid, with ~10^5 distinct values, while every
-    other Conv output sits on its 256 levels). Rounding that Conv output to int8 first costs a second
-    requantisation per residual block: on ResNet-18 the Conv before each Add lost 3x more single-layer
-    cosine than the toolkit's (0.99959 vs 0.99986). The simulator's int8 Conv writes a float16 output
-    instead (int8 inputs and weights, int32 accumulation, the float rescale), and the Add reads it
-    beside its int8 operand and requantises once.
+    The NPU runs a Conv (or fully connected layer) followed by a residual Add, or by GELU, as one layer:
+    the int32 accumulator is rescaled, the other operand added or the GELU applied, and only the result is
+    requantised to int8. RKNN-Toolkit2 2.5.0 does the same: its simulator dumps such a Conv output off the
+    int8 grid (ResNet-18 layers.0 conv2: 180491 distinct values; ConvNeXt-T's pw1 before GELU 274710 and
+    pw2 before the residual Add 66826), while every other Conv output sits on its 256 levels. Rounding
+    that output to int8 first costs a second requantisation per block: on ResNet-18 the Conv before each
+    Add lost 3x more single-layer cosine than the toolkit's (0.99959 vs 0.99986). The simulator's int8
+    Conv/Gemm writes float16 instead (int8 inputs and weights, int32 accumulation, the float rescale),
+    and the reader takes it beside its int8 operands and requantises once. Views (Reshape, Transpose)
+    between the two, each with one reader, stay float16 with it.
 
-    Per Add (two computed operands of the same shape), the operand chosen is the last one produced by a
-    Conv whose only reader is that Add and that is not a graph output (the toolkit fuses ResNet's
-    downsampling Conv, the Add's second operand, and quantises the main-branch Conv, the first)."""
+    Per Add (two computed operands), the operand chosen is the last one that qualifies (the toolkit
+    fuses ResNet's downsampling Conv, the Add's second operand, and quantises the main-branch Conv, the
+    first). A producer qualifies when it has no fused activation and every tensor of the chain has one
+    reader and is not a graph output."""
     producer = {o: n for n in nodes for o in n.outputs}
     readers: dict = {}
     for n in nodes:
         for i in n.inputs:
             if i:
                 readers[i] = readers.get(i, 0) + 1
-    keep = set()
+
+    def chain(name: str) -> list:
+        """The tensors from an accumulating producer's output to ``name`` (views only), or []."""
+        tensors = []
+        while name not in outputs and readers.get(name) == 1 and name in producer:
+            tensors.append(name)
+            src = producer[name]
+            if src.op_type in ACCUMULATING:
+                return tensors if src.act is None else []
+            if src.op_type not in VIEWS:
+                return []
+            name = src.inputs[0]
+        return []
+
+    keep: set = set()
     for n in nodes:
-        if n.op_type != "Add" or len(n.inputs) != 2 or any(i is None or i in constants for i in n.inputs):
+        if n.op_type not in FUSED_READERS or any(i in constants for i in n.inputs if i):
             continue
-        for name in reversed(n.inputs):
-            src = producer.get(name)
-            if (src is not None and src.op_type == "Conv" and src.act is None and readers.get(name) == 1
-                    and name not in outputs and name not in keep):
-                keep.add(name)
+        if n.op_type == "Add" and (len(n.inputs) != 2 or None in n.inputs):
+            continue
+        for name in reversed(n.inputs[:2]):
+            found = chain(name) if name else []
+            if found and not keep.intersection(found):
+                keep.update(found)
                 break
     return keep
