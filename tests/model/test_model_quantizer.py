@@ -207,7 +207,7 @@ def test_conv_into_a_residual_add_is_summed_before_one_requantisation(tmp_path, 
     assert t["c4"].dtype == fmt.INT8  # one operand per Add
     assert t["w2"].dtype == fmt.INT8 and t["wd"].dtype == fmt.INT8  # the Conv itself stays int8
     assert all(t[n].dtype == fmt.INT8 for n in ("r0", "r1", "r2", "r3", "out"))
-    monkeypatch.setattr(builder, "fused_sum_inputs", lambda nodes, outputs, constants: set())
+    monkeypatch.setattr(builder, "fused_sum_inputs", lambda nodes, outputs, constants, shapes: set())
     separate, t = run()
     assert t["c2"].dtype == fmt.INT8
     assert fused > separate
@@ -225,9 +225,13 @@ def test_fused_sum_inputs_skip_shared_constant_and_output_operands():
              node("Add", ["shared", "x"], "a1"), node("Conv", ["shared", "w"], "reader"),
              node("Add", ["x", "relu_conv"], "a2"), node("Add", ["graph_out", "x"], "a3"),
              node("Add", ["plain", "k"], "a4")]
-    assert fused_sum_inputs(nodes, ["graph_out"], {"w": 0, "k": 0}) == set()
+    shapes = {f"a{i}": [1, 8, 4, 4] for i in range(1, 7)}
+    assert fused_sum_inputs(nodes, ["graph_out"], {"w": 0, "k": 0}, shapes) == set()
     nodes += [node("Conv", ["x", "w"], "alone"), node("Add", ["alone", "x"], "a5")]
-    assert fused_sum_inputs(nodes, ["graph_out"], {"w": 0, "k": 0}) == {"alone"}
+    assert fused_sum_inputs(nodes, ["graph_out"], {"w": 0, "k": 0}, shapes) == {"alone"}
+    # token residuals (3-D, transformers) keep the int8 rounding
+    nodes += [node("Conv", ["x", "w"], "tokens"), node("Add", ["tokens", "x"], "a6")]
+    assert fused_sum_inputs(nodes, ["graph_out"], {"w": 0, "k": 0}, {**shapes, "a6": [1, 16, 8]}) == {"alone"}
 
 
 def test_fused_sum_inputs_follow_views_to_a_residual_add_or_gelu():
@@ -246,7 +250,8 @@ def test_fused_sum_inputs_follow_views_to_a_residual_add_or_gelu():
              node("Gemm", ["a", "w"], "g3", act="Relu"), node("Gelu", ["g3"], "h3"),
              node("Gemm", ["h3", "w"], "g4"), node("Transpose", ["g4"], "g4t"), node("Add", ["g4t", "x"], "a4"),
              node("Relu", ["g4t"], "other_reader")]
-    assert fused_sum_inputs(nodes, [], {"w": 0}) == {"g1", "g1v", "g2", "g2v", "g2t"}
+    shapes = {"a": [1, 8, 4, 4], "a4": [1, 8, 4, 4]}
+    assert fused_sum_inputs(nodes, [], {"w": 0}, shapes) == {"g1", "g1v", "g2", "g2v", "g2t"}
 
 
 @pytest.mark.skipif(LIB is None, reason="simulated NPU library unavailable")

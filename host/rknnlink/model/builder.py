@@ -347,7 +347,7 @@ class _Assembler:
         if self.mode != "int8":
             return set()
         producer = {o: n for n in self.nodes for o in n.outputs}
-        return {name for name in fused_sum_inputs(self.nodes, self.pg.outputs, self.pg.constants)
+        return {name for name in fused_sum_inputs(self.nodes, self.pg.outputs, self.pg.constants, self.pg.shapes)
                 if self.op_is_int8(producer[name]) and all(self.op_is_int8(c) for c in consumers[name])}
 
     def float_type(self) -> int:

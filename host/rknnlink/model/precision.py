@@ -97,7 +97,7 @@ VIEWS = ("Reshape", "Transpose")
 FUSED_READERS = ("Add", "Gelu")
 
 
-def fused_sum_inputs(nodes: Sequence, outputs: Sequence[str], constants) -> set:
+def fused_sum_inputs(nodes: Sequence, outputs: Sequence[str], constants, shapes: dict) -> set:
     """Tensors an int8 build keeps in float16 because the NPU fuses their producer with their reader.
 
     The NPU runs a Conv (or fully connected layer) followed by a residual Add, or by GELU, as one layer:
@@ -114,7 +114,10 @@ def fused_sum_inputs(nodes: Sequence, outputs: Sequence[str], constants) -> set:
     Per Add (two computed operands), the operand chosen is the last one that qualifies (the toolkit
     fuses ResNet's downsampling Conv, the Add's second operand, and quantises the main-branch Conv, the
     first). A producer qualifies when it has no fused activation and every tensor of the chain has one
-    reader and is not a graph output."""
+    reader and is not a graph output. Only Adds of feature maps (4-D) count: on ViT-Ti's token
+    residuals (3-D) the float16 link lost (int8 fidelity 0.99831 -> 0.99820 on the bench's images,
+    0.98808 -> 0.98751 on 16 held-out crops), the int8 rounding of the projection clipping its
+    outliers to the calibrated range; ConvNeXt's (4-D after its Transpose) gains."""
     producer = {o: n for n in nodes for o in n.outputs}
     readers: dict = {}
     for n in nodes:
@@ -139,7 +142,7 @@ def fused_sum_inputs(nodes: Sequence, outputs: Sequence[str], constants) -> set:
     for n in nodes:
         if n.op_type not in FUSED_READERS or any(i in constants for i in n.inputs if i):
             continue
-        if n.op_type == "Add" and (len(n.inputs) != 2 or None in n.inputs):
+        if n.op_type == "Add" and (len(n.inputs) != 2 or None in n.inputs or len(shapes.get(n.outputs[0], ())) != 4):
             continue
         for name in reversed(n.inputs[:2]):
             found = chain(name) if name else []
