@@ -114,10 +114,11 @@ def fused_sum_inputs(nodes: Sequence, outputs: Sequence[str], constants, shapes:
     Per Add (two computed operands), the operand chosen is the last one that qualifies (the toolkit
     fuses ResNet's downsampling Conv, the Add's second operand, and quantises the main-branch Conv, the
     first). A producer qualifies when it has no fused activation and every tensor of the chain has one
-    reader and is not a graph output. Only Adds of feature maps (4-D) count: on ViT-Ti's token
-    residuals (3-D) the float16 link lost (int8 fidelity 0.99831 -> 0.99820 on the bench's images,
-    0.98808 -> 0.98751 on 16 held-out crops), the int8 rounding of the projection clipping its
-    outliers to the calibrated range; ConvNeXt's (4-D after its Transpose) gains."""
+    reader and is not a graph output. Only Adds of feature maps (4-D) count, although the toolkit also
+    links transformer token residuals: on ViT-Ti's (3-D) the float16 link lost (int8 fidelity 0.99831
+    -> 0.99820 on the bench's images, 0.98808 -> 0.98751 on 16 held-out crops), the int8 rounding of
+    the projection clipping its outliers to the calibrated range; ConvNeXt's (4-D after its Transpose)
+    gains."""
     producer = {o: n for n in nodes for o in n.outputs}
     readers: dict = {}
     for n in nodes:
