@@ -14,6 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 from rknnlink.model import format as fmt
 from rknnlink.model.builder import BuildConfig, build, load_onnx
 from rknnlink.model.calibration import quantize_weights, weight_error_shift
+from rknnlink.model.lower import LNode
+from rknnlink.model.precision import fused_sum_inputs
 
 try:
     from rknnlink.runtime import RuntimeLibrary
@@ -213,24 +215,22 @@ def test_conv_into_a_residual_add_is_summed_before_one_requantisation(tmp_path, 
     assert fused > separate
 
 
+def _lnode(op, ins, out, act=None):
+    return LNode(op, out, op, ins, [out], act=act)
+
+
 def test_fused_sum_inputs_skip_shared_constant_and_output_operands():
-    from rknnlink.model.lower import LNode
-    from rknnlink.model.precision import fused_sum_inputs
-
-    def node(op, ins, out, act=None):
-        return LNode(op, out, op, ins, [out], act=act)
-
-    nodes = [node("Conv", ["x", "w"], "shared"), node("Conv", ["x", "w"], "relu_conv", act="Relu"),
-             node("Conv", ["x", "w"], "graph_out"), node("Conv", ["x", "w"], "plain"),
-             node("Add", ["shared", "x"], "a1"), node("Conv", ["shared", "w"], "reader"),
-             node("Add", ["x", "relu_conv"], "a2"), node("Add", ["graph_out", "x"], "a3"),
-             node("Add", ["plain", "k"], "a4")]
+    nodes = [_lnode("Conv", ["x", "w"], "shared"), _lnode("Conv", ["x", "w"], "relu_conv", act="Relu"),
+             _lnode("Conv", ["x", "w"], "graph_out"), _lnode("Conv", ["x", "w"], "plain"),
+             _lnode("Add", ["shared", "x"], "a1"), _lnode("Conv", ["shared", "w"], "reader"),
+             _lnode("Add", ["x", "relu_conv"], "a2"), _lnode("Add", ["graph_out", "x"], "a3"),
+             _lnode("Add", ["plain", "k"], "a4")]
     shapes = {f"a{i}": [1, 8, 4, 4] for i in range(1, 7)}
     assert fused_sum_inputs(nodes, ["graph_out"], {"w": 0, "k": 0}, shapes) == set()
-    nodes += [node("Conv", ["x", "w"], "alone"), node("Add", ["alone", "x"], "a5")]
+    nodes += [_lnode("Conv", ["x", "w"], "alone"), _lnode("Add", ["alone", "x"], "a5")]
     assert fused_sum_inputs(nodes, ["graph_out"], {"w": 0, "k": 0}, shapes) == {"alone"}
     # token residuals (3-D, transformers) keep the int8 rounding
-    nodes += [node("Conv", ["x", "w"], "tokens"), node("Add", ["tokens", "x"], "a6")]
+    nodes += [_lnode("Conv", ["x", "w"], "tokens"), _lnode("Add", ["tokens", "x"], "a6")]
     assert fused_sum_inputs(nodes, ["graph_out"], {"w": 0, "k": 0}, {**shapes, "a6": [1, 16, 8]}) == {"alone"}
 
 
@@ -238,18 +238,12 @@ def test_fused_sum_inputs_follow_views_to_a_residual_add_or_gelu():
     """ConvNeXt: Gemm -> Reshape -> Gelu, and Gemm -> Reshape -> Transpose -> residual Add; the toolkit keeps
     both Gemm outputs off the int8 grid. A view with a second reader, or a Gemm with a fused activation,
     breaks the chain."""
-    from rknnlink.model.lower import LNode
-    from rknnlink.model.precision import fused_sum_inputs
-
-    def node(op, ins, out, act=None):
-        return LNode(op, out, op, ins, [out], act=act)
-
-    nodes = [node("Gemm", ["x", "w"], "g1"), node("Reshape", ["g1"], "g1v"), node("Gelu", ["g1v"], "h"),
-             node("Gemm", ["h", "w"], "g2"), node("Reshape", ["g2"], "g2v"), node("Transpose", ["g2v"], "g2t"),
-             node("Add", ["x", "g2t"], "a"),
-             node("Gemm", ["a", "w"], "g3", act="Relu"), node("Gelu", ["g3"], "h3"),
-             node("Gemm", ["h3", "w"], "g4"), node("Transpose", ["g4"], "g4t"), node("Add", ["g4t", "x"], "a4"),
-             node("Relu", ["g4t"], "other_reader")]
+    nodes = [_lnode("Gemm", ["x", "w"], "g1"), _lnode("Reshape", ["g1"], "g1v"), _lnode("Gelu", ["g1v"], "h"),
+             _lnode("Gemm", ["h", "w"], "g2"), _lnode("Reshape", ["g2"], "g2v"), _lnode("Transpose", ["g2v"], "g2t"),
+             _lnode("Add", ["x", "g2t"], "a"),
+             _lnode("Gemm", ["a", "w"], "g3", act="Relu"), _lnode("Gelu", ["g3"], "h3"),
+             _lnode("Gemm", ["h3", "w"], "g4"), _lnode("Transpose", ["g4"], "g4t"), _lnode("Add", ["g4t", "x"], "a4"),
+             _lnode("Relu", ["g4t"], "other_reader")]
     shapes = {"a": [1, 8, 4, 4], "a4": [1, 8, 4, 4]}
     assert fused_sum_inputs(nodes, [], {"w": 0}, shapes) == {"g1", "g1v", "g2", "g2v", "g2t"}
 
