@@ -12,7 +12,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from rknnlink.model import format as fmt
-from rknnlink.model.builder import BuildConfig, build, load_onnx
+from rknnlink.model.builder import BuildConfig, build, hybrid_quantization_step1, hybrid_quantization_step2, load_onnx
 from rknnlink.model.calibration import quantize_weights, weight_error_shift
 from rknnlink.model.lower import LNode
 from rknnlink.model.precision import fused_sum_inputs
@@ -266,3 +266,15 @@ def test_gemm_into_gelu_writes_float16_and_gelu_requantises_once(tmp_path):
     x = RNG.standard_normal(shape).astype(np.float32)
     ref, got = _run_both(model, x, result.data)
     assert _cos(ref[0], np.reshape(got[0], ref[0].shape)) > 0.999
+
+
+def test_hybrid_quantization_lists_and_keeps_the_float16_links(tmp_path):
+    """Step 1's config lists the linked Conv outputs' ranges (as the toolkit's does) and step 2, which
+    reads every activation's range from it, builds the same links."""
+    paths = hybrid_quantization_step1(load_onnx(_residual_model()), BuildConfig(progress=False),
+                                      _dataset(tmp_path, [1, 3, 24, 24], n=4), out_dir=tmp_path)
+    import yaml
+    params = yaml.safe_load(open(paths[2]).read().split("\n", 2)[2])["quantize_parameters"]
+    assert params["c2"]["dtype"] == "float16" and params["c2"]["max"][0] > 0
+    tensors = {t.name: t for t in hybrid_quantization_step2(*paths).sim_model.tensors}
+    assert (tensors["c2"].dtype, tensors["d"].dtype, tensors["c4"].dtype) == (fmt.FLOAT16, fmt.FLOAT16, fmt.INT8)

@@ -571,6 +571,11 @@ class _Assembler:
             kind = fmt.KIND_OUTPUT if o in outputs else fmt.KIND_INTERMEDIATE
             share = n.inputs[0] if n.op_type in PASS_THROUGH or (n.op_type == "Pad" and n.attrs["mode"]) else None
             outs.append(self.add_activation(o, kind, int8 and o not in self.sum_inputs, share_from=share))
+            if o in self.sum_inputs and o in self.stats:
+                # listed in the quantization config like the toolkit's (hybrid step 2 reads every range)
+                st = self.stats[o]
+                lo, hi = choose_range(st, self.config.quantized_algorithm)
+                self.quant_params[o] = _qp("asym", "layer", "float16", [lo], [hi], [], [], [st.min], [st.max])
         return fmt.SimOp(op_type=n.op_type, name=n.name, inputs=ins, outputs=outs, attrs=dict(n.attrs),
                          act=n.act, act_params=n.act_params)
 
