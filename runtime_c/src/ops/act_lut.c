@@ -55,6 +55,23 @@ static int32_t tail_code(uint32_t act, float p0, float p1, float so, int32_t zo,
     return a == b ? a : SIM_ACT_LUT_DIRECT;
 }
 
+/* Whether act is monotone on [a, b]: then a cell whose two ends share a code has it throughout, and
+ * the samples looking for a second switch are skipped (they were most of the build time). SiLU's
+ * minimum is at -1.278, HardSwish's at -1.5; the other activations are monotone everywhere. */
+static int monotone_on(uint32_t act, float p0, float a, float b)
+{
+    switch (act) {
+    case SIM_ACT_SIGMOID:
+    case SIM_ACT_TANH:
+    case SIM_ACT_HARDSIGMOID:
+    case SIM_ACT_RELU: return 1;
+    case SIM_ACT_LEAKY: return p0 >= 0.0f;
+    case SIM_ACT_SILU: return b < -1.3f || a > -1.25f;
+    case SIM_ACT_HARDSWISH: return b < -1.55f || a > -1.45f;
+    default: return 0;
+    }
+}
+
 /* Floats in increasing order as increasing unsigned keys (-0 just below +0). */
 static uint32_t key_of(float f)
 {
@@ -128,9 +145,10 @@ int sim_act_lut_build(sim_act_lut *t, uint32_t act, float p0, float p1, float so
                 sw = b;
             }
             /* a cell with a second switch (an extremum, or two codes apart) stays direct */
-            int ok = 1;
-            for (int s = 1; s <= LUT_SAMPLES && ok; s++) {
-                uint32_t k = start + (uint32_t)((uint64_t)(last - start) * (uint64_t)s / (LUT_SAMPLES + 1));
+            int ok = 1, samples = LUT_SAMPLES;
+            if (g0 == g1 && monotone_on(act, p0, float_of(start), float_of(last))) samples = 0;
+            for (int s = 1; s <= samples && ok; s++) {
+                uint32_t k = start + (uint32_t)((uint64_t)(last - start) * (uint64_t)s / (uint64_t)(samples + 1));
                 int8_t v = sim_act_lut_direct(act, p0, p1, so, zo, float_of(k));
                 ok = v == (k < sw ? g0 : g1);
             }
