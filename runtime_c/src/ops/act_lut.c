@@ -1,4 +1,5 @@
 /* Tables for int8 requantisation with a fused activation (see act_lut.h). */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,64 @@ enum { LUT_CELLS = 4096, LUT_SAMPLES = 16, LUT_NEAR = 48 };
 int8_t sim_act_lut_direct(uint32_t act, float p0, float p1, float so, int32_t zo, float real)
 {
     return sim_sat_i8(sim_round_away(sim_apply_act(act, p0, p1, real) / so) + (float)zo);
+}
+
+/* sat(round_away(v / so) + zo): non-decreasing in v, so one code for a whole interval of values
+ * when its two ends get the same code. */
+static int32_t code_of_value(float so, int32_t zo, float v)
+{
+    return sim_sat_i8(sim_round_away(v / so) + (float)zo);
+}
+
+/* The code of every finite real x >= R (high) or x <= -R (low), R >= 7.99, or SIM_ACT_LUT_DIRECT: the
+ * activation's float values over that tail lie in [vmin, vmax] (bounds with a few ulp of slack for
+ * expf/tanhf rounding), and both ends must quantise to the same code. */
+static int32_t tail_code(uint32_t act, float p0, float p1, float so, int32_t zo, int high, float R)
+{
+    float x = high ? R : -R, e = sim_apply_act(act, p0, p1, x), vmin, vmax;
+    switch (act) {
+    case SIM_ACT_SIGMOID: /* increasing, in [0, 1] */
+        vmin = high ? e - 1e-6f : 0.0f;
+        vmax = high ? 1.0f : e * 1.001f + 1e-30f;
+        break;
+    case SIM_ACT_TANH: /* increasing, in [-1, 1] */
+        vmin = high ? e - 1e-6f : -1.0f;
+        vmax = high ? 1.0f : e + 1e-6f;
+        break;
+    case SIM_ACT_HARDSIGMOID: /* clamp(p0 x + p1, 0, 1): monotone in x, its direction p0's sign */
+        if (!(fabsf(p0) <= FLT_MAX && fabsf(p1) <= FLT_MAX)) return SIM_ACT_LUT_DIRECT;
+        if ((p0 >= 0.0f) == (high != 0)) vmin = e, vmax = 1.0f;
+        else vmin = 0.0f, vmax = e;
+        break;
+    case SIM_ACT_HARDSWISH: /* x > 3: x * 6 / 6, increasing; x < -3: -0 */
+        vmin = high ? e : 0.0f;
+        vmax = high ? __builtin_inff() : 0.0f;
+        break;
+    case SIM_ACT_SILU: /* x >= R: x * sigmoid(x) >= R * sigmoid(R); x <= -R: |x sigmoid(x)| <= R e^-R */
+        vmin = high ? R * (sim_apply_act(SIM_ACT_SIGMOID, 0, 0, R) - 1e-6f) : -(R * expf(-R) * 1.001f + 1e-30f);
+        vmax = high ? __builtin_inff() : 0.0f;
+        break;
+    default: return SIM_ACT_LUT_DIRECT;
+    }
+    int32_t a = code_of_value(so, zo, vmin), b = code_of_value(so, zo, vmax);
+    return a == b ? a : SIM_ACT_LUT_DIRECT;
+}
+
+/* Whether act is monotone on [a, b]: then a cell whose two ends share a code has it throughout, and
+ * the samples looking for a second switch are skipped (they were most of the build time). SiLU's
+ * minimum is at -1.278, HardSwish's at -1.5; the other activations are monotone everywhere. */
+static int monotone_on(uint32_t act, float p0, float a, float b)
+{
+    switch (act) {
+    case SIM_ACT_SIGMOID:
+    case SIM_ACT_TANH:
+    case SIM_ACT_HARDSIGMOID:
+    case SIM_ACT_RELU: return 1;
+    case SIM_ACT_LEAKY: return p0 >= 0.0f;
+    case SIM_ACT_SILU: return b < -1.3f || a > -1.25f;
+    case SIM_ACT_HARDSWISH: return b < -1.55f || a > -1.45f;
+    default: return 0;
+    }
 }
 
 /* Floats in increasing order as increasing unsigned keys (-0 just below +0). */
@@ -50,6 +109,7 @@ static uint32_t first_key_of_cell(const sim_act_lut *t, uint32_t a, uint32_t b, 
 int sim_act_lut_build(sim_act_lut *t, uint32_t act, float p0, float p1, float so, int32_t zo)
 {
     memset(t, 0, sizeof *t);
+    t->below = t->above = SIM_ACT_LUT_DIRECT;
     float olo = (-128.0f - (float)zo) * so, ohi = (127.0f - (float)zo) * so;
     float r = fabsf(olo) > fabsf(ohi) ? fabsf(olo) : fabsf(ohi);
     r = r > 8.0f ? r : 8.0f;
@@ -85,9 +145,10 @@ int sim_act_lut_build(sim_act_lut *t, uint32_t act, float p0, float p1, float so
                 sw = b;
             }
             /* a cell with a second switch (an extremum, or two codes apart) stays direct */
-            int ok = 1;
-            for (int s = 1; s <= LUT_SAMPLES && ok; s++) {
-                uint32_t k = start + (uint32_t)((uint64_t)(last - start) * (uint64_t)s / (LUT_SAMPLES + 1));
+            int ok = 1, samples = LUT_SAMPLES;
+            if (g0 == g1 && monotone_on(act, p0, float_of(start), float_of(last))) samples = 0;
+            for (int s = 1; s <= samples && ok; s++) {
+                uint32_t k = start + (uint32_t)((uint64_t)(last - start) * (uint64_t)s / (uint64_t)(samples + 1));
                 int8_t v = sim_act_lut_direct(act, p0, p1, so, zo, float_of(k));
                 ok = v == (k < sw ? g0 : g1);
             }
@@ -118,6 +179,10 @@ int sim_act_lut_build(sim_act_lut *t, uint32_t act, float p0, float p1, float so
         memcpy(&pair, t->code + 2 * i, sizeof pair);
         t->cell[i] = (uint64_t)tb | (uint64_t)pair << 32;
     }
+    /* reals out of the window: f < 0 means real < lo = -r; f >= n can mean real a rounding below r */
+    float R = r * (1.0f - 1e-4f);
+    t->below = tail_code(act, p0, p1, so, zo, 0, R);
+    t->above = tail_code(act, p0, p1, so, zo, 1, R);
     return 0;
 }
 
@@ -130,4 +195,5 @@ void sim_act_lut_free(sim_act_lut *t)
     t->code = NULL;
     t->cell = NULL;
     t->n = 0;
+    t->below = t->above = SIM_ACT_LUT_DIRECT;
 }

@@ -4,12 +4,16 @@
  * g(real) = sat(round_away(act(real) / so) + zo) with real = acc * rscale[ch]: a step function of the
  * float `real` with at most 256 values. The table splits a window of reals into cells; per cell it
  * holds the code below and above the one switch point inside it (found by bisection over the floats
- * of the cell and checked at sample points), or a marker sending that cell, reals outside the window
- * and NaN to the direct evaluation. So the result is the direct one, for any channel scale.
+ * of the cell and checked at sample points), or a marker sending that cell and NaN to the direct
+ * evaluation. Finite reals below and above the window take one tail code each when the activation's
+ * float values over that whole tail are bounded inside one code's interval (a Sigmoid's saturated
+ * logits, HardSwish's zero side, ...), else the direct evaluation. So the result is the direct one,
+ * for any channel scale.
  */
 #ifndef RKNNLINK_OPS_ACT_LUT_H
 #define RKNNLINK_OPS_ACT_LUT_H
 
+#include <float.h>
 #include <stdint.h>
 
 typedef struct sim_act_lut {
@@ -18,6 +22,7 @@ typedef struct sim_act_lut {
     float *thr;           /* per cell: reals >= thr take the upper code */
     int16_t *code;        /* per cell: {lower, upper} code, SIM_ACT_LUT_DIRECT when not tabulated */
     uint64_t *cell;       /* per cell: thr's bits | the code pair << 32 (one gather in the vector lookup) */
+    int32_t below, above; /* code of finite reals below / above the window, or SIM_ACT_LUT_DIRECT */
 } sim_act_lut;
 
 #define SIM_ACT_LUT_DIRECT 0x7fff
@@ -32,9 +37,12 @@ int8_t sim_act_lut_direct(uint32_t act, float p0, float p1, float so, int32_t zo
 static inline int32_t sim_act_lut_get(const sim_act_lut *t, float real)
 {
     float f = (real - t->lo) * t->inv;
-    if (!(f >= 0.0f && f < (float)t->n)) return SIM_ACT_LUT_DIRECT;
-    int32_t i = (int32_t)f;
-    return t->code[2 * i + (real >= t->thr[i])];
+    if (f >= 0.0f && f < (float)t->n) {
+        int32_t i = (int32_t)f;
+        return t->code[2 * i + (real >= t->thr[i])];
+    }
+    if (f < 0.0f) return real >= -FLT_MAX ? t->below : SIM_ACT_LUT_DIRECT;
+    return f >= (float)t->n && real <= FLT_MAX ? t->above : SIM_ACT_LUT_DIRECT; /* NaN and inf: direct */
 }
 
 #endif

@@ -234,9 +234,9 @@ int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch)
 }
 
 #ifdef SIM_HAVE_AVX2_I8
-/* 8 accumulators (bias included) of channel ch through the activation table; the lanes the table
- * leaves to the direct evaluation (and NaN-free out-of-window ones) go through sim_i8_requant, so
- * the codes equal the scalar ones. */
+/* 8 accumulators (bias included) of channel ch through the activation table and its tail codes; the
+ * lanes the table leaves to the direct evaluation (and NaN or inf ones) go through sim_i8_requant,
+ * so the codes equal the scalar ones. */
 __attribute__((target("avx2"))) static void lut8_avx2(const sim_i8_epi *epi, __m256i acc, __m256 rs, int64_t ch,
                                                       int step, int8_t *dst)
 {
@@ -256,8 +256,16 @@ __attribute__((target("avx2"))) static void lut8_avx2(const sim_i8_epi *epi, __m
         _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(g0, g1, _MM_SHUFFLE(3, 1, 3, 1))), 0xD8));
     __m256i hi = _mm256_srai_epi32(pair, 16), lo = _mm256_srai_epi32(_mm256_slli_epi32(pair, 16), 16);
     __m256i code = _mm256_blendv_epi8(lo, hi, _mm256_castps_si256(_mm256_cmp_ps(real, thr, _CMP_GE_OQ)));
-    __m256i bad = _mm256_or_si256(_mm256_cmpeq_epi32(code, _mm256_set1_epi32(SIM_ACT_LUT_DIRECT)),
-                                  _mm256_xor_si256(_mm256_castps_si256(ok), _mm256_set1_epi32(-1)));
+    /* out of the window: the tail codes for finite reals (as sim_act_lut_get), NaN and inf direct */
+    const __m256i direct = _mm256_set1_epi32(SIM_ACT_LUT_DIRECT);
+    __m256 below = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_setzero_ps(), _CMP_LT_OQ),
+                                 _mm256_cmp_ps(real, _mm256_set1_ps(-FLT_MAX), _CMP_GE_OQ));
+    __m256 above = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_set1_ps((float)t->n), _CMP_GE_OQ),
+                                 _mm256_cmp_ps(real, _mm256_set1_ps(FLT_MAX), _CMP_LE_OQ));
+    code = _mm256_blendv_epi8(direct, code, _mm256_castps_si256(ok));
+    code = _mm256_blendv_epi8(code, _mm256_set1_epi32(t->below), _mm256_castps_si256(below));
+    code = _mm256_blendv_epi8(code, _mm256_set1_epi32(t->above), _mm256_castps_si256(above));
+    __m256i bad = _mm256_cmpeq_epi32(code, direct);
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(code), _mm256_extracti128_si256(code, 1));
     _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
     int m = _mm256_movemask_ps(_mm256_castsi256_ps(bad));

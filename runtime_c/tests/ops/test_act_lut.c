@@ -11,6 +11,8 @@ static int32_t lut_or_direct(const sim_act_lut *t, uint32_t act, float p0, float
     return c != SIM_ACT_LUT_DIRECT ? c : sim_act_lut_direct(act, p0, p1, so, zo, r);
 }
 
+static int tails; /* tail codes the cases built (the saturating ones must have them) */
+
 static void lut_case(uint32_t act, float p0, float p1, float so, int32_t zo)
 {
     sim_act_lut t;
@@ -46,9 +48,22 @@ static void lut_case(uint32_t act, float p0, float p1, float so, int32_t zo)
         float r = tg_randf() * (i % 2 ? 12.0f : 300.0f * so);
         bad += lut_or_direct(&t, act, p0, p1, so, zo, r) != sim_act_lut_direct(act, p0, p1, so, zo, r);
     }
+    /* far outside the window (the tail codes), the float extremes and the infinities */
+    for (int i = 0; i < 200000; i++, n++) {
+        float r = tg_randf() * (i % 3 == 0 ? 1e3f : (i % 3 == 1 ? 1e8f : 3e38f));
+        bad += lut_or_direct(&t, act, p0, p1, so, zo, r) != sim_act_lut_direct(act, p0, p1, so, zo, r);
+    }
+    const float edges[] = {FLT_MAX, -FLT_MAX, __builtin_inff(), -__builtin_inff(), t.lo, -t.lo,
+                           nextafterf(t.lo, -1e30f), nextafterf(-t.lo, 1e30f), nextafterf(-t.lo, 0.0f)};
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++, n++)
+        bad += lut_or_direct(&t, act, p0, p1, so, zo, edges[i]) != sim_act_lut_direct(act, p0, p1, so, zo, edges[i]);
     bad += sim_act_lut_get(&t, __builtin_nanf("")) != SIM_ACT_LUT_DIRECT;
+    bad += sim_act_lut_get(&t, __builtin_inff()) != SIM_ACT_LUT_DIRECT;
+    bad += sim_act_lut_get(&t, -__builtin_inff()) != SIM_ACT_LUT_DIRECT;
+    tails += (t.below != SIM_ACT_LUT_DIRECT) + (t.above != SIM_ACT_LUT_DIRECT);
     snprintf(what + strlen(what), sizeof what - strlen(what), ": %lld of %lld differ (%.1f%% direct)",
              (long long)bad, (long long)n, 100.0 * (double)direct / (double)inside);
+    snprintf(what + strlen(what), sizeof what - strlen(what), ", tails %d %d", t.below, t.above);
     tg_check_true(what, bad == 0 && t.n > 0 && direct * 10 < inside);
     sim_act_lut_free(&t);
 }
@@ -62,6 +77,12 @@ void test_act_lut(void)
     lut_case(SIM_ACT_HARDSIGMOID, 0.2f, 0.5f, 1.0f / 255.0f, -128);
     lut_case(SIM_ACT_TANH, 0, 0, 2.0f / 255.0f, 0);
     lut_case(SIM_ACT_LEAKY, 0.1f, 0, 0.02f, 3);
+    lut_case(SIM_ACT_HARDSIGMOID, -0.2f, 0.5f, 1.0f / 255.0f, -128);
+    lut_case(SIM_ACT_SIGMOID, 0, 0, 1.0f / 1024.0f, -128); /* 1 - sigmoid(8) is > half a code: high tail direct */
+    /* Sigmoid, HardSigmoid, Tanh both tails; HardSwish and SiLU at least the low one; Leaky none */
+    char what[64];
+    snprintf(what, sizeof what, "act lut: %d tail codes", tails);
+    tg_check_true(what, tails >= 15);
 }
 
 /* The float Sigmoid/SiLU fast path: AVX2 and portable C give the same bits (on any length, so any
