@@ -379,6 +379,20 @@ __attribute__((target("avx2,fma"))) static int64_t percol_row_avx2(const sim_i8_
 }
 #endif
 
+void sim_i8_requant_cols(int use_avx2, const sim_i8_epi *epi, const int32_t *acc, int64_t n, int64_t col0, int8_t *y)
+{
+    sim_i8_epi e = *epi;
+    e.bias = NULL; /* already in acc */
+    e.per_col = 1;
+    int64_t j = 0;
+#ifdef SIM_HAVE_AVX2_I8
+    if (use_avx2 && (e.lut || e.act == SIM_ACT_NONE || e.clamp)) j = percol_row_avx2(&e, acc, n, col0, y);
+#else
+    (void)use_avx2;
+#endif
+    for (; j < n; j++) y[j] = sim_i8_requant(&e, acc[j], col0 + j);
+}
+
 void sim_i8_requant_act_row(int use_avx2, const sim_i8_epi *epi, const float *acc, int32_t bias, int64_t n, int64_t ch,
                             int8_t *y)
 {

@@ -50,6 +50,11 @@ void sim_i8_epi_bounds(const sim_i8_epi *epi, float *qlo, float *qhi);
 /* Requantises one accumulator of channel ch. */
 int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch);
 
+/* y[j] = sim_i8_requant(epi, acc[j], col0 + j) for j < n: one output row whose channel is the column
+ * (Gemm/MatMul per-column scales), acc with the bias already added; 8 at a time on AVX2, the codes of
+ * the GEMM's own per-column epilogue. */
+void sim_i8_requant_cols(int use_avx2, const sim_i8_epi *epi, const int32_t *acc, int64_t n, int64_t col0, int8_t *y);
+
 /* y[e] = sim_i8_requant(epi, acc[e] + bias, ch) for e < n (acc exact integer-valued floats, or int32 in
  * the row32 form), through the activation table 8 at a time on AVX2. */
 void sim_i8_requant_act_row(int use_avx2, const sim_i8_epi *epi, const float *acc, int32_t bias, int64_t n, int64_t ch,

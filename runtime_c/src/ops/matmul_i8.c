@@ -167,46 +167,6 @@ static void finish_general_c(const sim_mm_i8 *s, const sim_op *op, const sim_bca
     }
 }
 
-/* Requantises one row of n int32 accumulators (bias included) with per-column multipliers: exactly
- * sim_i8_requant for act none or a clamp (clamping the rounded code to [qlo, qhi] equals clamping
- * before rounding, rounding being monotonic). */
-static void requant_cols_c(const sim_i8_epi *epi, const float *mult, const int32_t *acc, int64_t n, int8_t *y)
-{
-    for (int64_t j = 0; j < n; j++) {
-        float v = sim_round_away((float)acc[j] * mult[j]) + (float)epi->zo;
-        v = v < epi->qlo ? epi->qlo : v;
-        v = v > epi->qhi ? epi->qhi : v;
-        y[j] = (int8_t)(int32_t)v;
-    }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(SIM_FORCE_GENERIC)
-#include <immintrin.h>
-#define MM_I8_AVX2 1
-/* requant_cols_c 8 at a time: trunc, then +-1 where the fraction reaches one half (sim_round_away). */
-__attribute__((target("avx2"))) static void requant_cols_avx2(const sim_i8_epi *epi, const int32_t *acc, int64_t n,
-                                                              int8_t *y)
-{
-    const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f), mhalf = _mm256_set1_ps(-0.5f);
-    const __m256 zo = _mm256_set1_ps((float)epi->zo), qlo = _mm256_set1_ps(epi->qlo), qhi = _mm256_set1_ps(epi->qhi);
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)(acc + j))),
-                                 _mm256_loadu_ps(epi->mult + j));
-        __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-        __m256 f = _mm256_sub_ps(v, t);
-        t = _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, half, _CMP_GE_OQ), one));
-        t = _mm256_sub_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, mhalf, _CMP_LE_OQ), one));
-        t = _mm256_add_ps(t, zo);
-        t = _mm256_min_ps(qhi, _mm256_max_ps(qlo, t));
-        __m256i q = _mm256_cvttps_epi32(t);
-        __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-        _mm_storel_epi64((__m128i *)(void *)(y + j), _mm_packs_epi16(p16, p16));
-    }
-    requant_cols_c(epi, epi->mult + j, acc + j, n - j, y + j);
-}
-#endif
-
 /* Work split as the float path (matmul.c): (output matrix, chunk of rows) tasks; int32 accumulation is
  * exact, so any split gives the same bytes. */
 #define MM_I8_CHUNK_ROWS (4 * SIM_MR)
@@ -273,15 +233,8 @@ static void mm_i8_range(void *arg, int64_t lo, int64_t hi, int tid)
             sim_gemm_i8_packed(s->avx2, pa, pbm, mr, s->n, s->k, NULL, j->acc + off, s->n, 1, 0, 0, &(sim_i8_epi){0});
         } else if (j->vec_requant) {
             sim_gemm_i8_packed(s->avx2, pa, pbm, mr, s->n, s->k, NULL, rows32, s->n, 1, 0, 0, &s->epi);
-            for (int64_t i = 0; i < mr; i++) {
-#ifdef MM_I8_AVX2
-                if (s->avx2) {
-                    requant_cols_avx2(&s->epi, rows32 + i * s->n, s->n, j->y + off + i * s->n);
-                    continue;
-                }
-#endif
-                requant_cols_c(&s->epi, s->epi.mult, rows32 + i * s->n, s->n, j->y + off + i * s->n);
-            }
+            for (int64_t i = 0; i < mr; i++)
+                sim_i8_requant_cols(s->avx2, &s->epi, rows32 + i * s->n, s->n, 0, j->y + off + i * s->n);
         } else {
             sim_gemm_i8_packed(s->avx2, pa, pbm, mr, s->n, s->k, j->y + off, NULL, s->n, 1, 0, 0, &s->epi);
         }

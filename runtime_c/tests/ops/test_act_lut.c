@@ -246,3 +246,50 @@ void test_gemm_i8_percol(void)
     free(pa);
     free(pb);
 }
+
+/* sim_i8_requant_cols (the per-column requantisation the GEMM epilogue and int8 MatMul share), AVX2 and
+ * portable, against scalar sim_i8_requant with the column as channel and, for none and Relu/Clip,
+ * against the rule int8 MatMul had (round, + zo, then clamp to [qlo, qhi]): identical codes. */
+void test_requant_cols(void)
+{
+    enum { N = 1031 };
+    static float mult[N], rscale[N];
+    static int32_t acc[N];
+    static int8_t got[2][N];
+    uint32_t acts[] = {SIM_ACT_NONE, SIM_ACT_RELU, SIM_ACT_CLIP, SIM_ACT_SILU, SIM_ACT_HARDSWISH};
+    for (int i = 0; i < N; i++) {
+        mult[i] = 0.0005f + 0.02f * (tg_randf() + 1.0f);
+        rscale[i] = mult[i] * 0.05f;
+        acc[i] = (int32_t)(tg_randf() * (i % 7 ? 9000.0f : 3e6f));
+    }
+    for (size_t a = 0; a < sizeof acts / sizeof acts[0]; a++) {
+        sim_op op;
+        memset(&op, 0, sizeof op);
+        op.act = acts[a];
+        op.act_p0 = -0.3f;
+        op.act_p1 = 2.5f;
+        sim_i8_epi epi;
+        memset(&epi, 0, sizeof epi);
+        sim_act_lut lut;
+        sim_i8_epi_act(&epi, &op, 0.05f, -7);
+        epi.mult = mult;
+        epi.rscale = rscale;
+        epi.per_col = 1;
+        int rc = sim_i8_epi_lut(&epi, &lut);
+        int64_t bad = 0;
+        for (int v = 0; v < 2; v++) sim_i8_requant_cols(v, &epi, acc, N, 0, got[v]);
+        for (int j = 0; j < N; j++) {
+            int8_t want = sim_i8_requant(&epi, acc[j], j);
+            bad += (got[0][j] != want) + (got[1][j] != want);
+            if (epi.act == SIM_ACT_NONE || epi.clamp) {
+                float q = sim_round_away((float)acc[j] * mult[j]) + (float)epi.zo;
+                q = q < epi.qlo ? epi.qlo : (q > epi.qhi ? epi.qhi : q);
+                bad += got[1][j] != (int8_t)(int32_t)q;
+            }
+        }
+        char what[100];
+        snprintf(what, sizeof what, "requant cols, act %u: %lld codes differ", acts[a], (long long)bad);
+        tg_check_true(what, rc == 0 && bad == 0);
+        sim_act_lut_free(&lut);
+    }
+}

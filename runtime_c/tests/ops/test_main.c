@@ -13,6 +13,7 @@ void test_int8(void);
 void test_act_lut(void);
 void test_sigmoid_fast(void);
 void test_act_lut_rows(void);
+void test_requant_cols(void);
 void test_gemm_i8_percol(void);
 void test_graph_fast(void);
 
@@ -30,6 +31,7 @@ int main(void)
     test_act_lut();
     test_sigmoid_fast();
     test_act_lut_rows();
+    test_requant_cols();
     test_gemm_i8_percol();
     test_graph_fast();
     printf("%d checks, %d failures\n", tg_checks, tg_failures);
