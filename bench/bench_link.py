@@ -5,8 +5,10 @@ are dominated by the link. Every inference travels as data-plane frames (rknnlin
 carriers; both are measured:
   * direct: client <-> session worker over the daemon's data port (loopback daemons, adb with a data forward);
     goal: run() overhead (over in-process RuntimeContext.infer) <= 0.3 ms and <= 4x the raw TCP round trip;
-  * relayed: the same frames through the daemon's gRPC Relay stream (TLS endpoints, USB bridge, adb without
-    a data forward); goal: run() overhead <= 8x TCP;
+  * relayed by the daemon, goal: run() overhead <= 8x TCP, on both relays:
+    - TLS data port (TLS network endpoints): the daemon ends TLS and pumps the bytes to the worker; a raw
+      TLS echo of the same bytes is printed beside it (what TLS alone costs here);
+    - gRPC Relay stream (the USB bridge, adb without a data forward, --no-data-port);
   * pipelined throughput (depth 4) over in-process throughput; goal >= 95%.
 The in-process reference runs in the same client process, interleaved with what it is compared with (run()
 and infer() alternate per sample, pipelined and in-process loops per chunk of 150), so a machine load that
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
@@ -39,6 +41,7 @@ import sim_models  # noqa: E402
 from rknnlink.client import Board  # noqa: E402
 from rknnlink.client.local import start_local_daemon  # noqa: E402
 from rknnlink.runtime import RuntimeLibrary  # noqa: E402
+from rknnlink.transport import Endpoint  # noqa: E402
 
 N_LATENCY = 400
 N_STREAM = 1500
@@ -107,6 +110,86 @@ def bare_grpc_round_trip(payload: bytes, reply_size: int) -> float:
         proc.wait()
 
 
+_TLS_DAEMON = r"""
+import sys, tempfile
+from pathlib import Path
+from rknnlink_server import tls
+from rknnlink_server.server import Daemon, DaemonConfig
+state = Path(tempfile.mkdtemp(prefix="bench-link-tls-"))
+cert, key = tls.generate_self_signed("rknnlink-bench", ["127.0.0.1"])
+(state / "cert.pem").write_bytes(cert); (state / "key.pem").write_bytes(key)
+config = DaemonConfig(listen="127.0.0.1:0", backend="sim", platform="rk3588", cache_dir=state / "cache")
+daemon = Daemon(config, server_credentials=tls.server_credentials(cert, key),
+                data_tls=tls.data_port_context(state / "cert.pem", state / "key.pem")).start()
+print(daemon.address, state / "cert.pem", flush=True)
+sys.stdin.read()
+daemon.stop()
+"""
+
+
+def start_tls_daemon():
+    """A daemon with TLS on loopback, in a process of its own (the network route: TLS data port, TLS gRPC)."""
+    proc = subprocess.Popen([sys.executable, "-c", _TLS_DAEMON], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    address, cert = proc.stdout.readline().split()
+    return proc, address, Path(cert).read_bytes()
+
+
+_TLS_ECHO_SERVER = r"""
+import socket, ssl, struct, sys
+reply_size, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); context.load_cert_chain(cert, key)
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+print(srv.getsockname()[1], flush=True)
+conn, _ = srv.accept(); conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+conn = context.wrap_socket(conn, server_side=True)
+buf = bytearray(1 << 20); reply = b"\0" * reply_size
+def exact(n):
+    view = memoryview(buf)[:n]; got = 0
+    while got < n:
+        k = conn.recv_into(view[got:], n - got)
+        if not k: raise SystemExit(0)
+        got += k
+while True:
+    exact(4); (n,) = struct.unpack("<I", bytes(buf[:4])); exact(n)
+    conn.sendall(struct.pack("<I", reply_size) + reply)
+"""
+
+
+def raw_tls_round_trip(payload: bytes, reply_size: int) -> float:
+    """Median round trip (us) of the raw TCP echo with TLS on both ends: what TLS alone costs here."""
+    import ssl
+    import tempfile
+
+    from rknnlink_server import tls
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = tls.generate_self_signed("bench-echo", ["127.0.0.1"])
+        (Path(tmp) / "c.pem").write_bytes(cert)
+        (Path(tmp) / "k.pem").write_bytes(key)
+        proc = subprocess.Popen([sys.executable, "-c", _TLS_ECHO_SERVER, str(reply_size), f"{tmp}/c.pem",
+                                 f"{tmp}/k.pem"], stdout=subprocess.PIPE, text=True)
+        try:
+            port = int(proc.stdout.readline())
+            context = ssl.create_default_context(cadata=cert.decode())
+            with context.wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                                     server_hostname="127.0.0.1") as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                frame = struct.pack("<I", len(payload)) + payload
+                reply = bytearray(reply_size + 4)
+
+                def one() -> None:
+                    sock.sendall(frame)
+                    view, got = memoryview(reply), 0
+                    while got < len(reply):
+                        got += sock.recv_into(view[got:], len(reply) - got)
+
+                return _timed(one)
+        finally:
+            proc.kill()
+            proc.wait()
+
+
 def _timed(step: Callable[[], Any]) -> float:
     samples = []
     for i in range(N_LATENCY + 50):
@@ -145,12 +228,19 @@ def raw_tcp_round_trip(payload: bytes, reply_size: int) -> float:
         proc.wait()
 
 
-def through_daemon(address: str, model: bytes, image: np.ndarray, carrier: str) -> Dict[str, float]:
+def through_daemon(address: str, model: bytes, image: np.ndarray, carrier: str,
+                   cert: Optional[bytes] = None) -> Dict[str, float]:
     """run() and pipelined cost on one carrier, each interleaved with the in-process reference in this
     process, so a load that changes during the round hits both alike: run() and ctx.infer() alternate
     sample by sample; pipelined and in-process loops alternate in chunks of CHUNK items."""
+    if cert is not None:  # the TLS daemon, as the transport's Endpoint dials it
+        kwargs = Endpoint(address=address, kind="tcp", tls_root_cert=cert).connect_kwargs()
+        if carrier == "relay":
+            kwargs.pop("data_tls")
+    else:
+        kwargs = {"use_data_channel": carrier == "direct"}
     with RuntimeLibrary.load(backend="sim").init(model) as ctx, \
-            Board.connect(address, use_data_channel=carrier == "direct") as board, board.load_model(model) as session:
+            Board.connect(address, **kwargs) as board, board.load_model(model) as session:
         expected = ctx.infer([image])[0]
         np.testing.assert_array_equal(session.run([image])[0], expected)
         assert session.carrier == carrier, f"the {carrier} carrier is not in use as intended"
@@ -197,16 +287,29 @@ def one_round(model: bytes, image: np.ndarray) -> Dict[str, float]:
         relay = through_daemon(daemon.address, model, image, "relay")
     finally:
         daemon.stop()
+    proc, address, cert = start_tls_daemon()
+    try:
+        tls_data = through_daemon(address, model, image, "tls", cert)
+        tls_relay = through_daemon(address, model, image, "relay", cert)
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
     reply_size = int(direct["reply_bytes"])
     tcp_us = raw_tcp_round_trip(image.tobytes(), reply_size)
     grpc_us = bare_grpc_round_trip(image.tobytes(), reply_size)
+    tls_us = raw_tls_round_trip(image.tobytes(), reply_size)
     run_overhead = direct["run"] - direct["inproc"]
     relay_overhead = relay["run"] - relay["inproc"]
     return {"tcp": tcp_us, "grpc": grpc_us, "inproc": direct["inproc"], "inproc_item": direct["inproc_item"],
             "run": direct["run"], "run_overhead": run_overhead, "run_ratio": run_overhead / tcp_us,
             "item": direct["item"], "throughput": direct["throughput"],
             "relay": relay["run"], "relay_overhead": relay_overhead, "relay_ratio": relay_overhead / tcp_us,
-            "relay_item": relay["item"], "relay_throughput": relay["throughput"]}
+            "relay_item": relay["item"], "relay_throughput": relay["throughput"],
+            "tls": tls_us, "tls_run": tls_data["run"], "tls_overhead": tls_data["run"] - tls_data["inproc"],
+            "tls_ratio": (tls_data["run"] - tls_data["inproc"]) / tcp_us, "tls_item": tls_data["item"],
+            "tls_throughput": tls_data["throughput"],
+            "tls_relay_overhead": tls_relay["run"] - tls_relay["inproc"],
+            "tls_relay_ratio": (tls_relay["run"] - tls_relay["inproc"]) / tcp_us}
 
 
 def main() -> int:
@@ -223,7 +326,13 @@ def main() -> int:
         ("direct: session.run (median)", m["run"], "frames straight to the worker"),
         ("direct: run() link overhead", m["run_overhead"],
          f"{m['run_ratio']:.2f} x TCP (goal <= {GOAL_US:g} us and <= {GOAL_DIRECT:g} x)"),
-        ("relayed: session.run (median)", m["relay"], "frames pumped by the daemon's Relay stream"),
+        ("raw TLS round trip (context)", m["tls"], f"{m['tls'] / m['tcp']:.2f} x TCP: what TLS alone costs"),
+        ("TLS data port: session.run (median)", m["tls_run"], "TLS endpoint: daemon ends TLS, pumps to worker"),
+        ("TLS data port: run() link overhead", m["tls_overhead"],
+         f"{m['tls_ratio']:.2f} x TCP (goal <= {GOAL_RELAY:g} x); {m['tls_overhead'] / m['tls']:.2f} x raw TLS"),
+        ("TLS gRPC Relay stream: run() overhead", m["tls_relay_overhead"],
+         f"{m['tls_relay_ratio']:.2f} x TCP (the same TLS daemon without the data port)"),
+        ("relayed: session.run (median)", m["relay"], "plain gRPC Relay stream (USB bridge, adb w/o forward)"),
         ("relayed: run() link overhead", m["relay_overhead"],
          f"{m['relay_ratio']:.2f} x TCP (goal <= {GOAL_RELAY:g} x)"),
         ("in-process per item (loop, interleaved)", m["inproc_item"], ""),
@@ -231,6 +340,8 @@ def main() -> int:
         ("direct: pipelined / in-process throughput", m["throughput"] * 100, f"% (goal >= {GOAL_THROUGHPUT:.0%})"),
         (f"relayed: pipelined per item (depth {DEPTH})", m["relay_item"], ""),
         ("relayed: pipelined / in-process throughput", m["relay_throughput"] * 100, "%"),
+        (f"TLS data port: pipelined per item (depth {DEPTH})", m["tls_item"], ""),
+        ("TLS data port: pipelined / in-process", m["tls_throughput"] * 100, "%"),
     ]
     print(f"bench_link: {os.cpu_count()} CPUs, load average {load_before[0]:.2f} before / {load_after[0]:.2f} after; "
           f"{ROUNDS} rounds of {N_LATENCY} latency samples and {N_STREAM} pipelined inferences; medians over rounds "
@@ -238,13 +349,14 @@ def main() -> int:
     for name, value, note in rows:
         unit = "" if note.startswith("%") else " us"
         print(f"  {name:<44} {value:10.1f}{unit} {note}")
-    print("  per round (direct run / relayed run x TCP, pipelined %, TCP us): "
-          + "; ".join(f"{r['run_ratio']:.2f} / {r['relay_ratio']:.2f}, {r['throughput']:.0%} ({r['tcp']:.0f})"
-                      for r in rounds))
+    print("  per round (direct / TLS data port / gRPC relay run x TCP, pipelined %, TCP us): "
+          + "; ".join(f"{r['run_ratio']:.2f} / {r['tls_ratio']:.2f} / {r['relay_ratio']:.2f}, "
+                      f"{r['throughput']:.0%} ({r['tcp']:.0f})" for r in rounds))
     verdicts = {
         "direct run() <= 0.3 ms": m["run_overhead"] <= GOAL_US,
         f"direct run() <= {GOAL_DIRECT:g} x TCP": m["run_ratio"] <= GOAL_DIRECT,
-        f"relayed run() <= {GOAL_RELAY:g} x TCP": m["relay_ratio"] <= GOAL_RELAY,
+        f"TLS data port run() <= {GOAL_RELAY:g} x TCP": m["tls_ratio"] <= GOAL_RELAY,
+        f"gRPC-relayed run() <= {GOAL_RELAY:g} x TCP": m["relay_ratio"] <= GOAL_RELAY,
         f"pipelined >= {GOAL_THROUGHPUT:.0%} of in-process": m["throughput"] >= GOAL_THROUGHPUT,
     }
     print("  goals: " + "; ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in verdicts.items()))

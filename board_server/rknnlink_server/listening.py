@@ -41,6 +41,7 @@ class ListenSetup:
     platform: str
     network: bool                       # listening beyond loopback
     credentials: object = None          # grpc.ServerCredentials or None (plain text)
+    data_tls: object = None             # ssl.SSLContext of the TLS data port (same certificate), or None
     interceptors: list = field(default_factory=list)
     fingerprint: Optional[str] = None
     token_path: Optional[Path] = None
@@ -92,6 +93,7 @@ def prepare_listen(listen: str, *, serial: str, platform: str, state_dir: Path,
     token_path = state_dir / tls.TOKEN_FILE
     token = tls.load_or_create_token(token_path)
     setup.credentials = tls.server_credentials(cert, key)
+    setup.data_tls = tls.data_port_context(state_dir / tls.CERT_FILE, state_dir / tls.KEY_FILE)
     setup.interceptors = [tls.token_interceptor(token)]
     setup.fingerprint = fingerprint(cert)
     setup.token_path, setup.cert_path = token_path, state_dir / tls.CERT_FILE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 from concurrent import futures
@@ -137,7 +138,10 @@ class Daemon:
     """A running daemon: `address` is the bound HOST:PORT; stop() shuts it down."""
 
     def __init__(self, config: DaemonConfig, server_credentials: Optional[grpc.ServerCredentials] = None,
-                 interceptors: Sequence[Any] = (), setup: Optional[RuntimeSetup] = None) -> None:
+                 interceptors: Sequence[Any] = (), setup: Optional[RuntimeSetup] = None,
+                 data_tls: Optional[ssl.SSLContext] = None) -> None:
+        """`data_tls`: the server context of the TLS data port (the gRPC listener's certificate); a TLS
+        listener without one has no data port (its clients relay over gRPC)."""
         self.config = config
         self.setup = setup or resolve_runtime(config)
         limits = Limits(max_sessions=config.max_sessions, max_message_bytes=config.max_message_mb << 20,
@@ -175,19 +179,23 @@ class Daemon:
         if bound == 0:
             raise OSError(f"cannot listen on {config.listen}: the port is in use or the address is not local")
         self.address = f"{host}:{bound}"
-        self.data_listener = self._open_data_port(host, int(port), bound, server_credentials is not None)
+        self.data_listener = self._open_data_port(host, int(port), bound, server_credentials is not None, data_tls)
         self._stopped = threading.Event()
 
-    def _open_data_port(self, host: str, port: int, bound: int, secure: bool) -> Optional[DataListener]:
-        """The direct data channel, only on loopback plain-text listeners (adb, USB bridge, local)."""
+    def _open_data_port(self, host: str, port: int, bound: int, secure: bool,
+                        tls: Optional[ssl.SSLContext]) -> Optional[DataListener]:
+        """The data port: plain text next to a loopback plain-text listener (adb, local), TLS with the same
+        certificate next to a TLS listener; none for a plain-text listener beyond loopback (--insecure) or a
+        TLS listener without a TLS context (fail closed)."""
         bare = host.strip("[]")
         loopback = bare.startswith("127.") or bare in ("localhost", "::1")
-        if self.config.no_data_port or secure or not loopback:
+        if self.config.no_data_port or (secure and tls is None) or (not secure and not loopback):
             return None
         wanted = self.config.data_port if self.config.data_port is not None else (bound + 1 if port else 0)
         try:
             listener = DataListener(bare, wanted, self.service.find_session, self.service.limits.max_message_bytes,
-                                    self.service.lose_session)
+                                    self.service.lose_session, tls=tls if secure else None,
+                                    idle_limit=self.config.idle_timeout + self.config.call_timeout)
         except OSError as exc:
             log.warning("no data port: cannot listen on %s:%d (%s); clients relay their frames", bare,
                         wanted, exc)
@@ -227,7 +235,8 @@ def run(config: DaemonConfig) -> int:
     network = listen_setup(config, setup)
     credentials = getattr(network, "credentials", None)
     interceptors = getattr(network, "interceptors", None) or ()
-    daemon = Daemon(config, server_credentials=credentials, interceptors=interceptors, setup=setup).start()
+    daemon = Daemon(config, server_credentials=credentials, interceptors=interceptors, setup=setup,
+                    data_tls=getattr(network, "data_tls", None)).start()
     if network is not None:
         network.advertise(int(daemon.address.rpartition(":")[2]), daemon_version=__version__,
                           protocol_version=PROTOCOL_VERSION)

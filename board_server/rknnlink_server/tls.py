@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import ssl
 from pathlib import Path
 from typing import Iterable, Sequence, Tuple
 
@@ -89,6 +90,16 @@ def load_or_create_token(path: Path) -> str:
 def server_credentials(cert_pem: bytes, key_pem: bytes) -> grpc.ServerCredentials:
     """TLS credentials for `server.add_secure_port` (no client certificates: the token authenticates)."""
     return grpc.ssl_server_credentials([(key_pem, cert_pem)])
+
+
+def data_port_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    """The TLS data port's server context: the gRPC listener's certificate, TLS 1.2 or newer. The token is
+    not asked again there: a data connection's hello carries its session's secret, which only the session's
+    owner received, from CreateSession, over the token-checked gRPC listener."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert_path), str(key_path))
+    return context
 
 
 class _TokenInterceptor(grpc.ServerInterceptor):

@@ -446,6 +446,26 @@ static void test_invalid_models(void)
           "unknown op message: %s", rknnlink_sim_init_error());
     free(buf);
 
+#ifndef SIM_STAND_IN_KERNELS
+    /* a refused GroupNormalization names num_groups (its error path once read the freed private state) */
+    {
+        uint32_t d4[4] = {1, 4, 2, 2};
+        w = mw_new("rk3588", 0);
+        i0 = mw_tensor(w, "x", 0, 4, d4, 2, 0, 0, 0);
+        o0 = mw_tensor(w, "y", 0, 4, d4, 3, 0, 0, 0);
+        mw_attr_int(w, "num_groups", 3);
+        mw_op(w, 52 /* SIM_OP_GROUP_NORM */, "gn", 1, &i0, 1, &o0, 0, 0, 0);
+        mw_io(w, i0, 0, 0, 0, NULL, NULL, 0);
+        mw_io(w, o0, 1, 0, 0, NULL, NULL, 0);
+        buf = mw_finish(w, &n, 0);
+        mw_free(w);
+        CHECK_RC(rknn_init(&ctx, buf, (uint32_t)n, 0, NULL), RKNN_ERR_MODEL_INVALID);
+        CHECK(strstr(rknnlink_sim_init_error(), "num_groups 3") != NULL, "group norm message: %s",
+              rknnlink_sim_init_error());
+        free(buf);
+    }
+#endif
+
     /* reading a tensor before it is produced */
     w = mw_new("rk3588", 0);
     i0 = mw_tensor(w, "i", 0, 1, d, 2, 0, 0, 0);

@@ -38,7 +38,8 @@ def main() -> int:
 
         config = DaemonConfig(listen=f"{args.host}:0", backend="sim", platform=args.platform, library=args.daemon,
                               cache_dir=args.state_dir / "cache")
-        daemon = Daemon(config, server_credentials=setup.credentials, interceptors=setup.interceptors).start()
+        daemon = Daemon(config, server_credentials=setup.credentials, interceptors=setup.interceptors,
+                        data_tls=setup.data_tls).start()
         port, stop = int(daemon.address.rsplit(":", 1)[1]), daemon.stop
     else:
         server, port = build_server(f"{args.host}:0", credentials=setup.credentials, interceptors=setup.interceptors)

@@ -180,3 +180,41 @@ with endpoint.open_channel() as channel:
     assert good == {"platform": "rk3588", "backend": "sim", "_stderr": good["_stderr"]}
     bad = netns.python(snippet, env=base_env(RKNNLINK_MDNS_INTERFACES="127.0.0.1", RKNNLINK_TOKEN="nope"))
     assert bad["code"] == "UNAUTHENTICATED"
+
+
+def test_inference_over_the_tls_data_port_of_a_network_daemon(netns, secure_board, tmp_path):
+    """A session on a daemon beyond loopback (TLS + token), resolved over mDNS, runs over the daemon's TLS
+    data port (same certificate, found through the endpoint); without the token nothing is created."""
+    library = find_sim_library()
+    if library is None:
+        pytest.skip("the simulated librknnrt is not built (run `pip install -e .`)")
+    state = tmp_path / "daemon"
+    serial = "NETDATA3"
+    netns.spawn([PYTHON, str(HERE / "secure_server.py"), "--state-dir", str(state), "--serial", serial,
+                 "--daemon", library], ready="READY", log=tmp_path / "daemon.log", timeout=60)
+    token = (state / "token").read_text().strip()
+    snippet = f"""
+import json, sys
+import numpy as np
+sys.path.insert(0, {str(HERE.parent / "runtime")!r})
+import sim_models
+from rknnlink.client import Board
+from rknnlink.transport import resolve
+endpoint = resolve("mdns:{serial}", timeout=10)
+model = sim_models.conv_relu_model()[0]
+try:
+    with Board.connect(endpoint.address, **endpoint.connect_kwargs()) as board, board.load_model(model) as session:
+        x = np.ones((1, 3, 8, 8), np.float32)
+        out = session.run([x], formats=["nchw"])[0]
+        with session.pipeline(depth=2) as pipe:
+            piped = list(pipe.map([[x]] * 4, formats=["nchw"]))
+        print(json.dumps({{"carrier": session.carrier, "kind": session._link.carrier.kind,
+                           "shape": list(out.shape), "same": all(np.array_equal(p[0], out) for p in piped)}}))
+except Exception as exc:
+    print(json.dumps({{"error": type(exc).__name__, "message": str(exc)}}))
+"""
+    good = netns.python(snippet, env=base_env(RKNNLINK_MDNS_INTERFACES="127.0.0.1", RKNNLINK_TOKEN=token))
+    assert {k: good.get(k) for k in ("carrier", "kind", "shape", "same")} == \
+        {"carrier": "tls", "kind": "tls", "shape": [1, 4, 8, 8], "same": True}, good
+    bad = netns.python(snippet, env=base_env(RKNNLINK_MDNS_INTERFACES="127.0.0.1", RKNNLINK_TOKEN="nope"))
+    assert "error" in bad and "RKNNLINK_TOKEN" in bad["message"], bad

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import logging
 import os
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -112,9 +113,11 @@ class Board:
     """A connected rknnlink daemon. Use Board.connect(address)."""
 
     def __init__(self, address: str, channel: grpc.Channel, metadata: Sequence[Tuple[str, str]] = (),
-                 timeout: float = 10.0, data_address: Optional[str] = None, use_data_channel: bool = True) -> None:
+                 timeout: float = 10.0, data_address: Optional[str] = None, use_data_channel: bool = True,
+                 data_tls: Optional[Tuple[ssl.SSLContext, str]] = None) -> None:
         self.address = address
         self.data_address = data_address
+        self.data_tls = data_tls
         self.use_data_channel = use_data_channel
         self.data_port = 0
         self._channel = channel
@@ -131,14 +134,18 @@ class Board:
     @classmethod
     def connect(cls, address: str, timeout: float = 10.0, credentials: Optional[grpc.ChannelCredentials] = None,
                 metadata: Sequence[Tuple[str, str]] = (), options: Sequence[Tuple[str, Any]] = (),
-                data_address: Optional[str] = None, use_data_channel: Optional[bool] = None) -> Board:
+                data_address: Optional[str] = None, use_data_channel: Optional[bool] = None,
+                data_tls: Optional[ssl.SSLContext] = None) -> Board:
         """Connect and handshake. ConnectionError if nothing answers at `address` within `timeout` seconds.
 
         Inference frames take the direct carrier (a TCP connection to the session's worker) where a route to
         the daemon's data port exists: `data_address` (HOST:PORT, e.g. a second adb forward, which the
         transport's Endpoint passes), or the data port a plain-text daemon advertises in Hello at the gRPC
         host. Otherwise (TLS, use_data_channel=False as the USB bridge's and forward-less adb endpoints say,
-        or RKNNLINK_DATA_CHANNEL=0) they take the relayed carrier: the daemon's Relay stream."""
+        or RKNNLINK_DATA_CHANNEL=0) they take the relayed carrier: the daemon's Relay stream. With TLS
+        `credentials`, `data_tls` (an ssl client context trusting the same certificate, as the transport's
+        Endpoint passes) lets them take the daemon's TLS data port instead (the certificate name is the
+        grpc.ssl_target_name_override option, else the host)."""
         if use_data_channel is None:
             use_data_channel = os.environ.get("RKNNLINK_DATA_CHANNEL", "1") != "0"
         opts = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
@@ -154,8 +161,12 @@ class Board:
                 f"cannot reach an rknnlink daemon at {address} within {timeout:g} s: check that `rknnlink serve` "
                 f"runs on the board (systemctl status rknnlink-server), that HOST:PORT is right and that the "
                 f"network path or adb forward to it is up") from None
+        tls = None
+        if credentials is not None and data_tls is not None:
+            name = dict(options).get("grpc.ssl_target_name_override") or address.rpartition(":")[0].strip("[]")
+            tls = (data_tls, str(name))
         board = cls(address, channel, metadata, timeout, data_address,
-                    use_data_channel and credentials is None)
+                    use_data_channel and (credentials is None or tls is not None), tls)
         try:
             board._hello()
         except BaseException:
@@ -351,8 +362,11 @@ class Session:
 
     @property
     def carrier(self) -> str:
-        """"direct" (frames straight to the worker) or "relay" (frames pumped by the daemon's Relay stream)."""
-        return "direct" if self._direct else "relay"
+        """"direct" (frames straight to the worker), "tls" (the daemon's TLS data port, which pumps the bytes
+        to the worker) or "relay" (frames pumped by the daemon's Relay stream)."""
+        if not self._direct:
+            return "relay"
+        return "tls" if self.board.data_tls is not None else "direct"
 
     @property
     def uses_data_channel(self) -> bool:
@@ -373,8 +387,8 @@ class Session:
         target = self.board.data_target() if self._direct else None
         if target is not None:
             try:
-                return DirectCarrier(target, self.id, self._secret)
-            except (OSError, DataRefusedError, datawire.FrameError) as exc:
+                return DirectCarrier(target, self.id, self._secret, self.board.data_tls)
+            except (OSError, DataRefusedError, datawire.FrameError) as exc:  # ssl.SSLError is an OSError
                 log.warning("data channel at %s:%d unavailable (%s); relaying session %s through the daemon",
                             *target, exc, self.id)
                 self._direct = False

@@ -2,6 +2,8 @@
 
 * DirectCarrier: a TCP connection to the daemon's data port, handed to the session's worker after a hello
   (loopback daemons, adb with a data forward, a farm relay of the data port);
+  over TLS (the same certificate as the gRPC listener) where the daemon listens with TLS: the daemon ends
+  TLS and pumps the bytes to the worker (kind "tls");
 * RelayCarrier: a gRPC `Relay` stream through the daemon, which pumps the same frames to the worker (TLS
   network endpoints, the USB bridge, adb without a data forward).
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -70,10 +73,15 @@ class DirectCarrier(Carrier):
 
     kind = "direct"
 
-    def __init__(self, address: Tuple[str, int], session_id: str, secret: bytes) -> None:
+    def __init__(self, address: Tuple[str, int], session_id: str, secret: bytes,
+                 tls: Optional[Tuple[ssl.SSLContext, str]] = None) -> None:
+        """`tls`: (client context, certificate name) for a TLS data port."""
         self.sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT)
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:
+                self.kind = "tls"
+                self.sock = tls[0].wrap_socket(self.sock, server_hostname=tls[1])
             self.sock.sendall(datawire.encode_hello(session_id, secret))
             status, message = datawire.read_hello_reply(self.sock)
             if status == datawire.REFUSED_SESSION_LOST:
@@ -91,6 +99,19 @@ class DirectCarrier(Carrier):
         self.closed = False
 
     def send(self, parts: Sequence[Any]) -> None:
+        if self.kind == "tls":  # no sendmsg on TLS: the small head parts in one record, big ones as they are
+            small = [part for part in parts if memoryview(part).nbytes < 4096]
+            if len(small) == len(parts):
+                self.sock.sendall(b"".join(parts))
+                return
+            head, rest = b"", list(parts)
+            while rest and memoryview(rest[0]).nbytes < 4096:
+                head += bytes(rest.pop(0))
+            if head:
+                self.sock.sendall(head)
+            for part in rest:
+                self.sock.sendall(part)
+            return
         datawire.send_parts(self.sock, parts)
 
     def receive(self, limit: int, probe: Probe) -> memoryview:

@@ -40,7 +40,7 @@ from .calibration import (
 from .dataset import Sample, read_dataset
 from .errors import BuildError, UnsupportedOperatorError
 from .lower import INTEGER_VALUE_TYPES, LNode, lower
-from .precision import auto_float_layers
+from .precision import auto_float_layers, fused_sum_inputs
 from .prepare import PreparedGraph, load_onnx, make_session, prepare
 from .rewrite import rewrite, view_source
 
@@ -304,6 +304,7 @@ class _Assembler:
         self.pg, self.nodes, self.config, self.mode = pg, nodes, config, mode
         self.stats, self.float_layers, self.batch = stats, float_layers, batch
         self.fp32_input_layers: set = set()
+        self.sum_inputs: set = set()
         self.tensors: list = []
         self.index: dict = {}
         self.tensor_map: dict = {}
@@ -339,6 +340,16 @@ class _Assembler:
                 names.update(c.name for c in readers)
         return names
 
+    def float16_sum_inputs(self, consumers: dict) -> set:
+        """int8 builds: Conv/Gemm outputs (and views of them) written in float16 because only a residual Add
+        or a GELU reads them, which then requantises once, as the NPU's fused layers do
+        (precision.fused_sum_inputs)."""
+        if self.mode != "int8":
+            return set()
+        producer = {o: n for n in self.nodes for o in n.outputs}
+        return {name for name in fused_sum_inputs(self.nodes, self.pg.outputs, self.pg.constants, self.pg.shapes)
+                if self.op_is_int8(producer[name]) and all(self.op_is_int8(c) for c in consumers[name])}
+
     def float_type(self) -> int:
         return fmt.FLOAT32 if self.mode == "fp32" else fmt.FLOAT16
 
@@ -349,6 +360,7 @@ class _Assembler:
                 if i:
                     consumers.setdefault(i, []).append(n)
         self.fp32_input_layers = self.input_layers_in_fp32(consumers)
+        self.sum_inputs = self.float16_sum_inputs(consumers)
         for name in self.pg.inputs:
             int8 = any(self.op_is_int8(c) for c in consumers.get(name, []))
             fp32 = any(c.name in self.fp32_input_layers for c in consumers.get(name, []))
@@ -558,7 +570,12 @@ class _Assembler:
         for o in n.outputs:
             kind = fmt.KIND_OUTPUT if o in outputs else fmt.KIND_INTERMEDIATE
             share = n.inputs[0] if n.op_type in PASS_THROUGH or (n.op_type == "Pad" and n.attrs["mode"]) else None
-            outs.append(self.add_activation(o, kind, int8, share_from=share))
+            outs.append(self.add_activation(o, kind, int8 and o not in self.sum_inputs, share_from=share))
+            if o in self.sum_inputs and o in self.stats:
+                # listed in the quantization config like the toolkit's (hybrid step 2 reads every range)
+                st = self.stats[o]
+                lo, hi = choose_range(st, self.config.quantized_algorithm)
+                self.quant_params[o] = _qp("asym", "layer", "float16", [lo], [hi], [], [], [st.min], [st.max])
         return fmt.SimOp(op_type=n.op_type, name=n.name, inputs=ins, outputs=outs, attrs=dict(n.attrs),
                          act=n.act, act_params=n.act_params)
 

@@ -74,9 +74,18 @@ class Endpoint:
             kwargs["metadata"] = (("authorization", f"Bearer {self.token}"),)
         if self.tls_root_cert is not None:
             kwargs["credentials"] = grpc.ssl_channel_credentials(root_certificates=self.tls_root_cert)
+            kwargs["data_tls"] = self.data_tls_context()
             if self.tls_server_name:
                 kwargs["options"] = (("grpc.ssl_target_name_override", self.tls_server_name),)
         return kwargs
+
+    def data_tls_context(self):
+        """The ssl client context for the daemon's TLS data port: trusts the same certificate as the channel."""
+        import ssl
+
+        context = ssl.create_default_context(cadata=(self.tls_root_cert or b"").decode())
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
 
     def close(self) -> None:
         """Removes the adb forward / stops the USB bridge; safe to call more than once."""

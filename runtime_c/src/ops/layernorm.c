@@ -71,9 +71,10 @@ static int norm_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_le
     } else {
         p->groups = sim_attr_int(op, "num_groups", 1);
         if (x->n_dims < 2 || p->groups < 1 || x->dims[1] % p->groups) {
+            long long groups = (long long)p->groups; /* read before ln_release frees p */
             ln_release(op);
             return sim_fail(err, err_len, op, "X %s needs [N,C,...] with C divisible by num_groups %lld",
-                            sim_shape_str(x, b1, sizeof b1), (long long)p->groups);
+                            sim_shape_str(x, b1, sizeof b1), groups);
         }
         p->cpg = x->dims[1] / p->groups;
         p->plane = 1;
