@@ -5,6 +5,12 @@
  * time (greedy-by-size best fit). The plan is computed twice: in the working representation (float32
  * for FLOAT16/FLOAT32, int8 for INT8) for the CPU arena, and in the declared dtype sizes for the
  * NPU-style number reported by RKNN_QUERY_MEM_SIZE (total_internal_size).
+ *
+ * In the CPU arena a Reshape (Flatten, Squeeze and Unsqueeze lower to it) whose output is a pure view of
+ * its input (both intermediate, same dtype, size and quantisation, no fused activation) shares its input's
+ * bytes: the two tensors form one item whose lifetime is the union of theirs, and the kernel skips the
+ * copy when its input and output pointers are equal. Per-layer dumps copy each output right after its
+ * producer, so they are unaffected.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,16 +84,79 @@ static uint64_t align_up(uint64_t v)
     return (v + PLAN_ALIGN - 1) & ~(uint64_t)(PLAN_ALIGN - 1);
 }
 
+/* Whether op k's output 0 may share its input 0's bytes (see the header comment). */
+static int is_view_reshape(const sim_graph *g, const sim_op *op)
+{
+    if (op->type != SIM_OP_RESHAPE || op->act != SIM_ACT_NONE || op->n_inputs < 1 || op->n_outputs != 1)
+        return 0;
+    uint32_t xi = op->inputs[0], yi = op->outputs[0];
+    if (xi == SIM_NONE || xi >= g->n_tensors || yi >= g->n_tensors || xi == yi)
+        return 0;
+    const sim_tensor *x = &g->tensors[xi], *y = &g->tensors[yi];
+    if (x->kind != SIM_T_INTERMEDIATE || y->kind != SIM_T_INTERMEDIATE || x->dtype != y->dtype ||
+        x->n_elems != y->n_elems)
+        return 0;
+    if (x->dtype != SIM_I8)
+        return 1;
+    return x->qnt != SIM_Q_CHANNEL && y->qnt != SIM_Q_CHANNEL && x->qnt == y->qnt && x->scale == y->scale &&
+           x->zp == y->zp;
+}
+
+/* The CPU arena plan: items (one per intermediate tensor, lifetimes set) merged by view groups (root[t]
+ * the tensor whose bytes t uses), placed, and every tensor's offset set from its root's. */
+static int place_work(sim_model *m, const plan_item *items, uint32_t n, const uint32_t *root)
+{
+    const sim_graph *g = &m->g;
+    plan_item *groups = malloc((size_t)(n ? n : 1) * sizeof(plan_item));
+    uint32_t *slot = malloc((size_t)g->n_tensors * sizeof(uint32_t));
+    if (!groups || !slot) {
+        free(groups); free(slot);
+        return -1;
+    }
+    for (uint32_t t = 0; t < g->n_tensors; t++)
+        slot[t] = SIM_NONE;
+    uint32_t ng = 0;
+    for (uint32_t i = 0; i < n; i++) { /* roots first: a view's root is produced before it */
+        uint32_t t = items[i].tensor;
+        if (root[t] != t)
+            continue;
+        slot[t] = ng;
+        groups[ng] = items[i];
+        groups[ng].size = align_up((uint64_t)g->tensors[t].n_elems * sim_work_elem_size(g->tensors[t].dtype));
+        ng++;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t t = items[i].tensor;
+        if (root[t] == t)
+            continue;
+        plan_item *gr = &groups[slot[root[t]]];
+        if (items[i].first < gr->first)
+            gr->first = items[i].first;
+        if (items[i].last > gr->last)
+            gr->last = items[i].last;
+    }
+    int rc = place(groups, ng, &m->work_size);
+    for (uint32_t i = 0; rc == 0 && i < ng; i++)
+        slot[groups[i].tensor] = i; /* place() sorted the groups */
+    for (uint32_t i = 0; rc == 0 && i < n; i++) {
+        uint32_t t = items[i].tensor;
+        m->work_off[t] = groups[slot[root[t]]].off;
+    }
+    free(groups); free(slot);
+    return rc;
+}
+
 int sim_plan_memory(sim_model *m, char *err, size_t err_len)
 {
     const sim_graph *g = &m->g;
     uint32_t nt = g->n_tensors;
     uint32_t *first = malloc((size_t)nt * sizeof(uint32_t));
     uint32_t *last = malloc((size_t)nt * sizeof(uint32_t));
+    uint32_t *root = malloc((size_t)(nt ? nt : 1) * sizeof(uint32_t));
     plan_item *items = malloc((size_t)nt * sizeof(plan_item));
     m->work_off = sim_pool_alloc(&m->pool, (size_t)nt * sizeof(uint64_t));
-    if (!first || !last || !items || !m->work_off) {
-        free(first); free(last); free(items);
+    if (!first || !last || !root || !items || !m->work_off) {
+        free(first); free(last); free(root); free(items);
         snprintf(err, err_len, "out of memory planning activation memory");
         return -1;
     }
@@ -95,7 +164,11 @@ int sim_plan_memory(sim_model *m, char *err, size_t err_len)
         first[t] = SIM_NONE;
         last[t] = 0;
         m->work_off[t] = UINT64_MAX;
+        root[t] = t;
     }
+    for (uint32_t k = 0; k < g->n_ops; k++) /* execution order: a view's input has its root already */
+        if (is_view_reshape(g, &g->ops[k]))
+            root[g->ops[k].outputs[0]] = root[g->ops[k].inputs[0]];
     uint64_t conv_max = 0;
     for (uint32_t k = 0; k < g->n_ops; k++) {
         const sim_op *op = &g->ops[k];
@@ -137,15 +210,9 @@ int sim_plan_memory(sim_model *m, char *err, size_t err_len)
         n++;
     }
     int rc = place(items, n, &m->npu_internal_size);
-    if (rc == 0) {
-        for (uint32_t i = 0; i < n; i++)
-            items[i].size = align_up((uint64_t)g->tensors[items[i].tensor].n_elems *
-                                     sim_work_elem_size(g->tensors[items[i].tensor].dtype));
-        rc = place(items, n, &m->work_size);
-        for (uint32_t i = 0; rc == 0 && i < n; i++)
-            m->work_off[items[i].tensor] = items[i].off;
-    }
-    free(first); free(last); free(items);
+    if (rc == 0)
+        rc = place_work(m, items, n, root);
+    free(first); free(last); free(root); free(items);
     if (rc) {
         snprintf(err, err_len, "out of memory planning activation memory");
         return -1;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "ops_common.h"
+#include "vmath.h"
 
 typedef struct rnn_priv {
     int64_t t, b, in, h, dirs, gates;
@@ -96,44 +97,6 @@ static float sigm(float v)
     return 1.0f / (1.0f + expf(-v));
 }
 
-/* y[n] = b[n] (or 0) + sum_k v[k] * mt[k][n], mt the k x n transposed matrix: accumulated row by row in
- * k order, element-wise over n (vectorises, and every output sums in the same order on any CPU). */
-static void matvec_t(const float *mt, const float *v, const float *b, float *y, int64_t n, int64_t k)
-{
-    if (b) memcpy(y, b, (size_t)n * sizeof(float));
-    else memset(y, 0, (size_t)n * sizeof(float));
-    for (int64_t j = 0; j < k; j++) {
-        const float *row = mt + j * n;
-        float a = v[j];
-        for (int64_t i = 0; i < n; i++) y[i] += a * row[i];
-    }
-}
-
-/* matvec_t for every step e < steps (y_e = b + sum_k x_e[k] * mt[k]), four steps per pass over mt so the
- * weights are read a quarter as often; each output sums in the same k order as matvec_t. */
-static void project_steps(const float *mt, const float *x, const float *b, float *y, int64_t steps, int64_t n,
-                          int64_t k)
-{
-    int64_t e = 0;
-    for (; e + 4 <= steps; e += 4) {
-        float *y0 = y + e * n, *y1 = y0 + n, *y2 = y1 + n, *y3 = y2 + n;
-        const float *x0 = x + e * k, *x1 = x0 + k, *x2 = x1 + k, *x3 = x2 + k;
-        for (int64_t i = 0; i < n; i++) y0[i] = y1[i] = y2[i] = y3[i] = b ? b[i] : 0.0f;
-        for (int64_t j = 0; j < k; j++) {
-            const float *row = mt + j * n;
-            float a0 = x0[j], a1 = x1[j], a2 = x2[j], a3 = x3[j];
-            for (int64_t i = 0; i < n; i++) {
-                float w = row[i];
-                y0[i] += a0 * w;
-                y1[i] += a1 * w;
-                y2[i] += a2 * w;
-                y3[i] += a3 * w;
-            }
-        }
-    }
-    for (; e < steps; e++) matvec_t(mt, x + e * k, b, y + e * n, n, k);
-}
-
 /* tanh(x) = 2 sigmoid(2x) - 1 in place through the vector sigmoid (absolute error about 1e-7). */
 static void tanh_array(int avx2, float *x, int64_t n)
 {
@@ -202,7 +165,7 @@ static void rnn_dirs(void *arg, int64_t lo, int64_t hi, int tid)
         const float *wt = p->wt + d * gh * p->in, *rt = p->rt + d * gh * p->h, *rd = j->r + d * gh * p->h;
         const float *wb = j->bias ? j->bias + d * 2 * gh : NULL, *rb = wb ? wb + gh : NULL;
         /* the input projection of every time step at once */
-        project_steps(wt, j->x, wb, gxa, steps, gh, p->in);
+        sim_matvec_rows(j->avx2, wt, j->x, wb, gxa, steps, gh, p->in);
         for (int64_t b = 0; b < p->b; b++) {
             int64_t st = (d * p->b + b) * p->h;
             for (int64_t k = 0; k < p->h; k++) {
@@ -212,7 +175,7 @@ static void rnn_dirs(void *arg, int64_t lo, int64_t hi, int tid)
             for (int64_t s = 0; s < p->t; s++) {
                 int64_t t = rev ? p->t - 1 - s : s;
                 const float *gx = gxa + (t * p->b + b) * gh;
-                matvec_t(rt, h, rb, gr, gh, p->h);
+                sim_matvec_rows(j->avx2, rt, h, rb, gr, 1, gh, p->h);
                 if (j->lstm) lstm_step(j->avx2, p->h, gx, gr, h, c, g, tmp);
                 else gru_step(p, rd, rb, gx, gr, h, tmp);
                 memcpy(j->y + ((t * p->dirs + d) * p->b + b) * p->h, h, (size_t)p->h * sizeof(float));

@@ -615,8 +615,16 @@ static int resize_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_
         return sim_fail(err, err_len, op, "mode/coord/nearest out of range for X %s -> Y %s", sim_shape_str(x, b1, sizeof b1),
                         sim_shape_str(y, b2, sizeof b2));
     }
-    for (uint32_t d = 0; d < x->n_dims; d++)
-        if (p->idims[d] != p->odims[d] && resize_table(p, (int)d)) {
+    if (x->n_elems == 0 && y->n_elems > 0) {
+        shape_release(op);
+        return sim_fail(err, err_len, op, "cannot resize the empty X %s to Y %s", sim_shape_str(x, b1, sizeof b1),
+                        sim_shape_str(y, b2, sizeof b2));
+    }
+    /* Tables only where they are smaller than Y (24 bytes an entry): a dim far longer than the rest of
+     * the tensor (a hostile model's 1 x 67M) computes its entries on the fly instead. An empty Y has
+     * nothing to compute. */
+    for (uint32_t d = 0; y->n_elems > 0 && d < x->n_dims; d++)
+        if (p->idims[d] != p->odims[d] && y->n_elems / 6 >= p->odims[d] && resize_table(p, (int)d)) {
             shape_release(op);
             return SIM_ERR_MALLOC;
         }
@@ -648,7 +656,25 @@ static int64_t nearest_index(int rule, float c, int64_t in)
     return i < 0 ? 0 : (i >= in ? in - 1 : i);
 }
 
-/* Source rows and weights of every output index of dim d, computed once at prepare. */
+/* Source rows i0, i1 and weights w0, w1 of output index j of a dim of in -> out elements. */
+static void resize_entry(const shape_priv *p, int64_t in, int64_t out, int64_t j, int64_t *i0, int64_t *i1, float *w0,
+                         float *w1)
+{
+    float c = resize_coord(p->coord, j, in, out);
+    if (p->mode == 0) {
+        *i0 = *i1 = nearest_index(p->nearest, c, in);
+        *w0 = 1.0f;
+        *w1 = 0.0f;
+        return;
+    }
+    c = c < 0.0f ? 0.0f : (c > (float)(in - 1) ? (float)(in - 1) : c);
+    *i0 = (int64_t)c;
+    *i1 = *i0 + 1 < in ? *i0 + 1 : in - 1;
+    *w1 = c - (float)*i0;
+    *w0 = 1.0f - *w1;
+}
+
+/* resize_entry of every output index of dim d, computed once at prepare. */
 static int resize_table(shape_priv *p, int d)
 {
     int64_t in = p->idims[d], out = p->odims[d];
@@ -660,21 +686,7 @@ static int resize_table(shape_priv *p, int d)
     t->i1 = t->i0 + out;
     t->w0 = (float *)(void *)(t->i1 + out);
     t->w1 = t->w0 + out;
-    for (int64_t j = 0; j < out; j++) {
-        float c = resize_coord(p->coord, j, in, out);
-        if (p->mode == 0) {
-            t->i0[j] = t->i1[j] = nearest_index(p->nearest, c, in);
-            t->w0[j] = 1.0f;
-            t->w1[j] = 0.0f;
-            continue;
-        }
-        c = c < 0.0f ? 0.0f : (c > (float)(in - 1) ? (float)(in - 1) : c);
-        int64_t i0 = (int64_t)c;
-        t->i0[j] = i0;
-        t->i1[j] = i0 + 1 < in ? i0 + 1 : in - 1;
-        t->w1[j] = c - (float)i0;
-        t->w0[j] = 1.0f - t->w1[j];
-    }
+    for (int64_t j = 0; j < out; j++) resize_entry(p, in, out, j, &t->i0[j], &t->i1[j], &t->w0[j], &t->w1[j]);
     return 0;
 }
 
@@ -697,6 +709,17 @@ static void resize_rows(void *arg, int64_t lo, int64_t hi, int tid)
     for (int64_t o = lo; o < hi; o++) {
         const float *xb = r->src + o * r->in * inner;
         float *yb = r->dst + o * r->out * inner;
+        if (!t) { /* no table (see resize_prepare): the same entries, computed here */
+            for (int64_t j = 0; j < r->out; j++) {
+                int64_t i0, i1;
+                float w0, w1;
+                resize_entry(r->p, r->in, r->out, j, &i0, &i1, &w0, &w1);
+                for (int64_t e = 0; e < inner; e++)
+                    yb[j * inner + e] = r->p->mode == 0 ? xb[i0 * inner + e]
+                                                        : w0 * xb[i0 * inner + e] + w1 * xb[i1 * inner + e];
+            }
+            continue;
+        }
         if (inner == 1) {
             if (r->p->mode == 0)
                 for (int64_t j = 0; j < r->out; j++) yb[j] = xb[t->i0[j]];
@@ -776,6 +799,7 @@ static int resize_run(sim_kernel_call *call, int is_i8)
     const sim_tensor *xt = sim_call_in_t(call, 0);
     const sim_tensor *yt = call->out[0].t ? call->out[0].t : sim_out_tensor(call->graph, call->op, 0);
     if (!p || !xt || !yt) return SIM_ERR_FAIL;
+    if (yt->n_elems == 0) return 0;
     int64_t tmp = resize_tmp_elems(p);
     size_t extra = is_i8 ? (size_t)(xt->n_elems + yt->n_elems) : 0;
     float *buf = sim_scratch_get(call, ((size_t)(2 * tmp) + extra) * sizeof(float));

@@ -253,3 +253,89 @@ void sim_norm_row(int use_avx2, const float *x, float *y, int64_t n, float m, fl
     (void)use_avx2;
     norm_row_c(x, y, n, m, inv, scale, bias);
 }
+
+static void matvec_c(const float *mt, const float *v, const float *b, float *y, int64_t n, int64_t k)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = b ? b[i] : 0.0f;
+    for (int64_t j = 0; j < k; j++) {
+        const float *row = mt + j * n;
+        float a = v[j];
+        for (int64_t i = 0; i < n; i++) y[i] += a * row[i];
+    }
+}
+
+#ifdef SIM_HAVE_AVX2_VMATH
+/* Outputs [i0, i0 + 8 * W) of one row, W vectors held in registers over the j loop. */
+#define MV_BLOCK(W)                                                                                              \
+    do {                                                                                                         \
+        __m256 acc[W];                                                                                           \
+        for (int w = 0; w < W; w++) acc[w] = b ? _mm256_loadu_ps(b + i + 8 * w) : _mm256_setzero_ps();           \
+        for (int64_t j = 0; j < k; j++) {                                                                        \
+            const float *row = mt + j * n + i;                                                                   \
+            __m256 a = _mm256_set1_ps(v[j]);                                                                     \
+            for (int w = 0; w < W; w++) acc[w] = _mm256_add_ps(acc[w], _mm256_mul_ps(a, _mm256_loadu_ps(row + 8 * w))); \
+        }                                                                                                        \
+        for (int w = 0; w < W; w++) _mm256_storeu_ps(y + i + 8 * w, acc[w]);                                      \
+    } while (0)
+
+__attribute__((target("avx2"))) static void matvec_avx2(const float *mt, const float *v, const float *b, float *y,
+                                                        int64_t n, int64_t k)
+{
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) MV_BLOCK(8);
+    for (; i + 8 <= n; i += 8) MV_BLOCK(1);
+    for (; i < n; i++) {
+        float acc = b ? b[i] : 0.0f;
+        for (int64_t j = 0; j < k; j++) acc += v[j] * mt[j * n + i];
+        y[i] = acc;
+    }
+}
+#undef MV_BLOCK
+
+/* Four rows at once, 16 outputs per pass: 8 accumulators, two weight loads per j. */
+__attribute__((target("avx2"))) static void matvec4_avx2(const float *mt, const float *x, const float *b, float *y,
+                                                         int64_t n, int64_t k)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 acc[4][2];
+        for (int e = 0; e < 4; e++)
+            for (int w = 0; w < 2; w++) acc[e][w] = b ? _mm256_loadu_ps(b + i + 8 * w) : _mm256_setzero_ps();
+        for (int64_t j = 0; j < k; j++) {
+            const float *row = mt + j * n + i;
+            __m256 w0 = _mm256_loadu_ps(row), w1 = _mm256_loadu_ps(row + 8);
+            for (int e = 0; e < 4; e++) {
+                __m256 a = _mm256_set1_ps(x[e * k + j]);
+                acc[e][0] = _mm256_add_ps(acc[e][0], _mm256_mul_ps(a, w0));
+                acc[e][1] = _mm256_add_ps(acc[e][1], _mm256_mul_ps(a, w1));
+            }
+        }
+        for (int e = 0; e < 4; e++)
+            for (int w = 0; w < 2; w++) _mm256_storeu_ps(y + e * n + i + 8 * w, acc[e][w]);
+    }
+    if (i < n) /* the tail columns, row by row, through the one-row kernel's order */
+        for (int e = 0; e < 4; e++) {
+            const float *v = x + e * k;
+            for (int64_t c = i; c < n; c++) {
+                float acc = b ? b[c] : 0.0f;
+                for (int64_t j = 0; j < k; j++) acc += v[j] * mt[j * n + c];
+                y[e * n + c] = acc;
+            }
+        }
+}
+#endif
+
+void sim_matvec_rows(int use_avx2, const float *mt, const float *x, const float *b, float *y, int64_t rows, int64_t n,
+                     int64_t k)
+{
+#ifdef SIM_HAVE_AVX2_VMATH
+    if (use_avx2) {
+        int64_t e = 0;
+        for (; e + 4 <= rows; e += 4) matvec4_avx2(mt, x + e * k, b, y + e * n, n, k);
+        for (; e < rows; e++) matvec_avx2(mt, x + e * k, b, y + e * n, n, k);
+        return;
+    }
+#endif
+    (void)use_avx2;
+    for (int64_t e = 0; e < rows; e++) matvec_c(mt, x + e * k, b, y + e * n, n, k);
+}

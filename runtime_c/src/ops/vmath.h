@@ -71,6 +71,13 @@ __attribute__((target("avx2"))) static inline __m256 sim_exp8_avx2(__m256 e)
     __m256i eb = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4b400000 - 127)), 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(eb));
 }
+/* Rows of a matrix times a transposed one: y_e[i] = b[i] (or 0) + sum_j x_e[j] * mt[j][i] for every row
+ * e < rows (x [rows][k], mt [k][n], y [rows][n]), each output summed in j order with a multiply then an
+ * add (the recurrent h R and input W x products of LSTM/GRU). The AVX2 form keeps blocks of outputs in
+ * registers over the whole j loop (weights read once per block, four rows at a time). */
+void sim_matvec_rows(int use_avx2, const float *mt, const float *x, const float *b, float *y, int64_t rows, int64_t n,
+                     int64_t k);
+
 #endif
 
 /* GELU of n floats (y may equal x): erf form x * Phi(x) with erfc from a Chebyshev fit (fractional
@@ -86,5 +93,12 @@ void sim_row_moments(int use_avx2, const float *x, int64_t n, double *mean, doub
 /* LayerNorm of one row: y[i] = (x[i] - m) * inv * scale[i] + bias[i]. */
 void sim_norm_row(int use_avx2, const float *x, float *y, int64_t n, float m, float inv, const float *scale,
                   const float *bias);
+
+/* Rows of a matrix times a transposed one: y_e[i] = b[i] (or 0) + sum_j x_e[j] * mt[j][i] for every row
+ * e < rows (x [rows][k], mt [k][n], y [rows][n]), each output summed in j order with a multiply then an
+ * add (the recurrent h R and input W x products of LSTM/GRU). The AVX2 form keeps blocks of outputs in
+ * registers over the whole j loop (weights read once per block, four rows at a time). */
+void sim_matvec_rows(int use_avx2, const float *mt, const float *x, const float *b, float *y, int64_t rows, int64_t n,
+                     int64_t k);
 
 #endif

@@ -74,6 +74,40 @@ static void test_vmath(void)
     free(c);
 }
 
+/* sim_matvec_rows: AVX2 (4-row and 1-row blocks, 64/8/1-wide column tails) gives the C bits, and each
+ * output is the j-ordered multiply-add sum of the definition. */
+static void test_matvec(void)
+{
+    const int64_t shapes[][3] = {{1, 384, 96}, {7, 384, 128}, {5, 83, 9}, {4, 7, 3}, {9, 130, 1}, {2, 16, 0}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t rows = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        float *mt = malloc((size_t)(k * n + 1) * sizeof(float)), *x = malloc((size_t)(rows * k + 1) * sizeof(float));
+        float *b = malloc((size_t)n * sizeof(float)), *ya = malloc((size_t)(rows * n) * sizeof(float));
+        float *yc = malloc((size_t)(rows * n) * sizeof(float));
+        if (!mt || !x || !b || !ya || !yc) {
+            tg_check_true("matvec: allocation", 0);
+        } else {
+            for (int64_t i = 0; i < k * n; i++) mt[i] = tg_randf();
+            for (int64_t i = 0; i < rows * k; i++) x[i] = tg_randf() * 3.0f;
+            for (int64_t i = 0; i < n; i++) b[i] = tg_randf();
+            for (int bias = 0; bias <= 1; bias++) {
+                sim_matvec_rows(1, mt, x, bias ? b : NULL, ya, rows, n, k);
+                sim_matvec_rows(0, mt, x, bias ? b : NULL, yc, rows, n, k);
+                check_same("matvec rows AVX2 vs C", ya, yc, (size_t)(rows * n) * sizeof(float));
+                int64_t bad = 0;
+                for (int64_t e = 0; e < rows; e++)
+                    for (int64_t i = 0; i < n; i++) {
+                        float acc = bias ? b[i] : 0.0f;
+                        for (int64_t j = 0; j < k; j++) acc += x[e * k + j] * mt[j * n + i];
+                        bad += memcmp(&acc, &yc[e * n + i], sizeof acc) != 0;
+                    }
+                tg_check_true("matvec rows: the j-ordered sum of the definition", bad == 0);
+            }
+        }
+        free(mt), free(x), free(b), free(ya), free(yc);
+    }
+}
+
 /* Runs tg's op inline and through the stand-in pool; every output's bytes must agree. */
 static void check_split(const char *what, tgraph *tg, int use_i8)
 {
@@ -227,6 +261,34 @@ static void resize_case(int mode, int coord)
 }
 
 /* Binary op with broadcasting: a [2, 7, 45, 61] against b of shape bd; int8 quantises both and y. */
+/* A dim much longer than the rest of Y computes its entries on the fly (no table): same bits as the
+ * table path, checked against channel 0 of an 8-channel Resize that builds tables. */
+static void resize_untabled_case(int mode)
+{
+    tgraph a, b;
+    tg_init(&a, SIM_OP_RESIZE);
+    tg_init(&b, SIM_OP_RESIZE);
+    int64_t xa[4] = {1, 1, 3, 13}, ya[4] = {1, 1, 5, 40}, xb[4] = {1, 8, 3, 13}, yb[4] = {1, 8, 5, 40};
+    int ia = tg_tensor(&a, SIM_F32, SIM_T_INPUT, 4, xa, 3.0f), oa = tg_tensor(&a, SIM_F32, SIM_T_OUTPUT, 4, ya, 0.0f);
+    int ib = tg_tensor(&b, SIM_F32, SIM_T_INPUT, 4, xb, 3.0f), ob = tg_tensor(&b, SIM_F32, SIM_T_OUTPUT, 4, yb, 0.0f);
+    tg_input(&a, ia);
+    tg_output(&a, oa);
+    tg_input(&b, ib);
+    tg_output(&b, ob);
+    memcpy(b.f[ib], a.f[ia], 39 * sizeof(float));
+    for (int t = 0; t < 2; t++) {
+        tgraph *g = t ? &b : &a;
+        tg_attr_i(g, "mode", mode);
+        tg_attr_i(g, "coord", 0);
+    }
+    char err[256];
+    int rc = tg_run(&a, 0, err, sizeof err), rc2 = tg_run(&b, 0, err, sizeof err);
+    tg_check_true("Resize without tables runs", rc == 0 && rc2 == 0);
+    if (rc == 0 && rc2 == 0) check_same("Resize without tables vs with", a.f[oa], b.f[ob], 200 * sizeof(float));
+    tg_free(&a);
+    tg_free(&b);
+}
+
 static void eltwise_case(uint32_t type, const int64_t *bd, int b_const, int use_i8)
 {
     tgraph tg;
@@ -280,6 +342,7 @@ static void transpose_case(int use_i8)
 void test_graph_fast(void)
 {
     test_vmath();
+    test_matvec();
     matmul_case(3, 25, 13, 19, 0); /* 25 rows: the single-row tail chunk is merged */
     matmul_case(3, 25, 13, 19, 1);
     matmul_case(2, 53, 40, 37, 0);
@@ -289,6 +352,7 @@ void test_graph_fast(void)
     gemm_const_case(31, 20, 10, 1);
     lstm_case(7, 2, 9, 12, 2);
     lstm_case(5, 1, 4, 8, 1);
+    lstm_case(9, 1, 20, 24, 2); /* 96 gate outputs: the 64-wide register blocks */
     const int64_t rows[3] = {3, 29, 197};
     rows_case(SIM_OP_SOFTMAX, 3, rows);
     rows_case(SIM_OP_LAYER_NORM, 3, rows);
@@ -297,6 +361,8 @@ void test_graph_fast(void)
     resize_case(0, 0);
     resize_case(1, 0);
     resize_case(1, 2);
+    resize_untabled_case(0);
+    resize_untabled_case(1);
     const int64_t same[4] = {2, 7, 45, 61}, chan[4] = {1, 7, 1, 1}, row[4] = {1, 1, 1, 61}, mid[4] = {2, 1, 45, 1};
     for (int q = 0; q <= 1; q++) {
         eltwise_case(SIM_OP_ADD, same, 0, q);
