@@ -158,6 +158,30 @@ void sim_valid_span(int64_t i0, int64_t step, int64_t size, int64_t n, int64_t *
     *hi = b > a ? b : a;
 }
 
+void sim_col2im_walk(const sim_conv_geom *g, int64_t kd, int64_t kh, int64_t kw, int64_t j0, int64_t n,
+                     sim_col2im_add add, void *ctx)
+{
+    int64_t plane = g->in[1] * g->in[2];
+    int64_t id = j0 / plane, rem = j0 % plane, ih = rem / g->in[2], iw = rem % g->in[2];
+    for (int64_t j = 0; j < n;) {
+        int64_t seg = g->in[2] - iw;
+        if (seg > n - j) seg = n - j;
+        int64_t od = id * g->s[0] - g->pb[0] + kd * g->dl[0];
+        int64_t oh = ih * g->s[1] - g->pb[1] + kh * g->dl[1];
+        if (od >= 0 && od < g->out[0] && oh >= 0 && oh < g->out[1]) {
+            int64_t ow0 = iw * g->s[2] - g->pb[2] + kw * g->dl[2], lo, hi;
+            sim_valid_span(ow0, g->s[2], g->out[2], seg, &lo, &hi);
+            if (hi > lo) add(ctx, j, (od * g->out[1] + oh) * g->out[2], ow0, g->s[2], lo, hi);
+        }
+        j += seg;
+        iw = 0;
+        if (++ih == g->in[1]) {
+            ih = 0;
+            id++;
+        }
+    }
+}
+
 void sim_im2col_row(const sim_conv_geom *cg, const float *xg, int64_t k, int64_t j0, int64_t n, float *row)
 {
     int64_t kw = k % cg->k[2], t = k / cg->k[2];

@@ -22,6 +22,13 @@ int sim_conv_geom_init(const sim_graph *g, const sim_op *op, int transpose, sim_
 /* Indices e in [lo, hi) of 0..n-1 for which i0 + e * step lies in [0, size). */
 void sim_valid_span(int64_t i0, int64_t step, int64_t size, int64_t n, int64_t *lo, int64_t *hi);
 
+/* ConvTranspose's col2im walk, shared by the float and int8 paths: splits the column positions [j0, j0 + n)
+ * of kernel tap (kd, kh, kw) into the output rows they land in and calls add(ctx, src, dst, ow0, sw, lo, hi)
+ * once per row, meaning "for x in [lo, hi): out[dst + ow0 + x * sw] += col[src + x]". */
+typedef void (*sim_col2im_add)(void *ctx, int64_t src, int64_t dst, int64_t ow0, int64_t sw, int64_t lo, int64_t hi);
+void sim_col2im_walk(const sim_conv_geom *g, int64_t kd, int64_t kh, int64_t kw, int64_t j0, int64_t n,
+                     sim_col2im_add add, void *ctx);
+
 /* Fills row k (= (c, kd, kh, kw)) of the im2col matrix of one group for columns [j0, j0 + n). */
 void sim_im2col_row(const sim_conv_geom *cg, const float *xg, int64_t k, int64_t j0, int64_t n, float *row);
 

@@ -383,33 +383,27 @@ static int run_gemm(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *
 
 /* Adds row (kd, kh, kw) of a block of int32 columns (input positions [j0, j0 + n)) into the channel
  * image yc: one output row segment per input row, its valid span computed once. */
+typedef struct col2im_i32 {
+    const int32_t *col;
+    int32_t *yc;
+} col2im_i32;
+
+static void add_i32(void *ctx, int64_t src, int64_t dst, int64_t ow0, int64_t sw, int64_t lo, int64_t hi)
+{
+    const col2im_i32 *c = ctx;
+    const int32_t *s = c->col + src;
+    int32_t *d = c->yc + dst + ow0;
+    if (sw == 1)
+        for (int64_t x = lo; x < hi; x++) d[x] += s[x];
+    else
+        for (int64_t x = lo; x < hi; x++) d[x * sw] += s[x];
+}
+
 static void col2im_row_i32(const sim_conv_geom *g, const int32_t *col, int64_t kd, int64_t kh, int64_t kw, int64_t j0,
                            int64_t n, int32_t *yc)
 {
-    int64_t plane = g->in[1] * g->in[2];
-    int64_t id = j0 / plane, rem = j0 % plane, ih = rem / g->in[2], iw = rem % g->in[2];
-    for (int64_t j = 0; j < n;) {
-        int64_t seg = g->in[2] - iw;
-        if (seg > n - j) seg = n - j;
-        int64_t od = id * g->s[0] - g->pb[0] + kd * g->dl[0];
-        int64_t oh = ih * g->s[1] - g->pb[1] + kh * g->dl[1];
-        if (od >= 0 && od < g->out[0] && oh >= 0 && oh < g->out[1]) {
-            int32_t *dst = yc + (od * g->out[1] + oh) * g->out[2];
-            int64_t ow0 = iw * g->s[2] - g->pb[2] + kw * g->dl[2], sw = g->s[2], lo, hi;
-            sim_valid_span(ow0, sw, g->out[2], seg, &lo, &hi);
-            const int32_t *src = col + j;
-            if (sw == 1)
-                for (int64_t x = lo; x < hi; x++) dst[ow0 + x] += src[x];
-            else
-                for (int64_t x = lo; x < hi; x++) dst[ow0 + x * sw] += src[x];
-        }
-        j += seg;
-        iw = 0;
-        if (++ih == g->in[1]) {
-            ih = 0;
-            id++;
-        }
-    }
+    col2im_i32 c = {col, yc};
+    sim_col2im_walk(g, kd, kh, kw, j0, n, add_i32, &c);
 }
 
 /* Output channels per ConvTranspose work item: the smallest count whose GEMM rows (channels * taps)

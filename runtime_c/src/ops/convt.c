@@ -63,38 +63,30 @@ static int convt_prepare(const sim_graph *gr, sim_op *op, char *err, size_t err_
 }
 
 /* Adds row r (= (oc, kd, kh, kw)) of a column block (input positions [j0, j0+n)) into y of one group. */
+typedef struct col2im_f32 {
+    const float *col;
+    float *yc;
+} col2im_f32;
+
+static void add_f32(void *ctx, int64_t src, int64_t dst, int64_t ow0, int64_t sw, int64_t lo, int64_t hi)
+{
+    const col2im_f32 *c = ctx;
+    const float *s = c->col + src;
+    float *d = c->yc + dst + ow0;
+    if (sw == 1)
+        for (int64_t x = lo; x < hi; x++) d[x] += s[x];
+    else
+        for (int64_t x = lo; x < hi; x++) d[x * sw] += s[x];
+}
+
 static void col2im_row(const sim_conv_geom *g, const float *col, int64_t r, int64_t j0, int64_t n, float *yg)
 {
     int64_t kw = r % g->k[2], t = r / g->k[2];
     int64_t kh = t % g->k[1];
     t /= g->k[1];
     int64_t kd = t % g->k[0], oc = t / g->k[0];
-    float *yc = yg + oc * g->out_sz;
-    int64_t plane = g->in[1] * g->in[2];
-    int64_t id = j0 / plane, rem = j0 % plane, ih = rem / g->in[2], iw = rem % g->in[2];
-    int64_t j = 0;
-    while (j < n) {
-        int64_t seg = g->in[2] - iw;
-        if (seg > n - j) seg = n - j;
-        int64_t od = id * g->s[0] - g->pb[0] + kd * g->dl[0];
-        int64_t oh = ih * g->s[1] - g->pb[1] + kh * g->dl[1];
-        if (od >= 0 && od < g->out[0] && oh >= 0 && oh < g->out[1]) {
-            float *dst = yc + (od * g->out[1] + oh) * g->out[2];
-            int64_t ow0 = iw * g->s[2] - g->pb[2] + kw * g->dl[2], sw = g->s[2], lo, hi;
-            sim_valid_span(ow0, sw, g->out[2], seg, &lo, &hi);
-            const float *src = col + j;
-            if (sw == 1)
-                for (int64_t x = lo; x < hi; x++) dst[ow0 + x] += src[x];
-            else
-                for (int64_t x = lo; x < hi; x++) dst[ow0 + x * sw] += src[x];
-        }
-        j += seg;
-        iw = 0;
-        if (++ih == g->in[1]) {
-            ih = 0;
-            id++;
-        }
-    }
+    col2im_f32 c = {col, yg + oc * g->out_sz};
+    sim_col2im_walk(g, kd, kh, kw, j0, n, add_f32, &c);
 }
 
 typedef struct convt_job {
