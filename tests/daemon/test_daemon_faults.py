@@ -38,6 +38,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _stopped(pid: int) -> bool:
+    """Every thread of the process is in the stopped state ('T' in /proc/PID/task/TID/stat)."""
+    tasks = Path(f"/proc/{pid}/task")
+    try:
+        states = [(d / "stat").read_text().rsplit(")", 1)[1].split()[0] for d in tasks.iterdir()]
+    except OSError:
+        return False
+    return bool(states) and all(s in ("T", "t") for s in states)
+
+
 def _worker_pid(board: Board, session_id: str, operator_token: str = "") -> int:
     return next(s["worker_pid"] for s in board.stats(operator_token)["sessions"] if s["session_id"] == session_id)
 
@@ -185,6 +195,7 @@ def test_hung_worker_hits_the_call_timeout(strict_daemon, conv_model, carrier, m
         pid = _worker_pid(board, session.id)
         os.kill(pid, signal.SIGSTOP)
         try:
+            assert _wait(lambda: _stopped(pid))  # kill() only queues the stop: run once the worker is stopped
             start = time.monotonic()
             with pytest.raises(SessionLostError, match="did not answer within 2 s") as info:
                 session.run([np.ones((1, 3, 8, 8), np.float32)], formats=["nchw"])
