@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
-import sim_models
+import pytest
+
+HERE = Path(__file__).resolve().parent
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -23,28 +27,36 @@ def _snapshot(pids):
     return {pid: (_fds(pid), _rss(pid)) for pid in pids}
 
 
-def test_ten_thousand_streamed_inferences_leak_nothing(board):
-    with board.load_model(sim_models.two_input_model(64)) as session:
-        stats = board.stats()
-        worker = next(s["worker_pid"] for s in stats["sessions"] if s["session_id"] == session.id)
-        pids = [os.getpid(), stats["daemon_pid"], worker]
-        a = np.arange(64, dtype=np.float32).reshape(1, 64)
-        b = np.ones((1, 64), np.float32)
-
-        def run(n: int) -> float:
-            total = 0.0
-            with session.pipeline(depth=8) as pipe:
-                for out in pipe.map([a, b] for _ in range(n)):
-                    total += float(out[0][0, 1])
-            return total
-
-        assert run(1500) == 1500 * 2.0  # warm-up: allocator pools, gRPC buffers, thread stacks
+@pytest.mark.parametrize("carrier", ["direct", "relay"])
+def test_ten_thousand_streamed_inferences_leak_nothing(daemon, carrier):
+    client = subprocess.Popen(
+        [sys.executable, str(HERE / "soak_client.py"), daemon.address, carrier],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        warm = json.loads(client.stdout.readline() or "{}")
+        assert warm.get("phase") == "warm", "the soak client died before its warm-up finished"
+        assert warm["total"] == 1500 * 2.0
+        pids = [warm["daemon_pid"], warm["worker_pid"]]
         before = _snapshot(pids)
-        assert run(10_000) == 10_000 * 2.0
+        before[client.pid] = (warm["fds"], warm["rss"])
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        done = json.loads(client.stdout.readline() or "{}")
+        assert done.get("phase") == "done", "the soak client died during the 10,000 runs"
+        assert done["total"] == 10_000 * 2.0
         after = _snapshot(pids)
-        for pid in pids:
-            fds_before, rss_before = before[pid]
-            fds_after, rss_after = after[pid]
-            assert fds_after <= fds_before + 2, f"pid {pid}: fds {fds_before} -> {fds_after}"
-            assert rss_after - rss_before < 6 << 20, f"pid {pid}: RSS {rss_before} -> {rss_after}"
-        assert next(s["inferences"] for s in board.stats()["sessions"] if s["session_id"] == session.id) == 11_500
+        after[client.pid] = (done["fds"], done["rss"])
+        client.stdin.write("close\n")
+        client.stdin.flush()
+        assert client.wait(timeout=60) == 0
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    for pid in [client.pid, *pids]:
+        fds_before, rss_before = before[pid]
+        fds_after, rss_after = after[pid]
+        assert fds_after <= fds_before + 2, f"pid {pid}: fds {fds_before} -> {fds_after}"
+        assert rss_after - rss_before < 6 << 20, f"pid {pid}: RSS {rss_before} -> {rss_after}"
+    assert done["inferences"] == 11_500
