@@ -1,32 +1,73 @@
-"""The client side of the soak test, run in a process of its own.
+"""Soak tests' client, run in a process of its own, and the driver that watches it.
 
-The pytest process is the wrong place to watch a client's memory: by the time this test runs it holds torch,
+The pytest process is the wrong place to watch a client's memory: by the time these tests run it holds torch,
 onnxruntime and every earlier module's threads and caches, whose own growth (seen: 7 MB in a CI run, none of it
 ours) swamps a per-inference leak. A fresh interpreter holds only the client, so its RSS moves only if the client
-leaks. The parent test drives the phases over stdin/stdout and watches the daemon and worker from outside.
+leaks. `soak()` drives the phases over stdin/stdout and watches the daemon and worker from outside.
 
-Usage: python soak_client.py ADDRESS CARRIER   (CARRIER: direct | relay)
+As a script: python soak_client.py ADDRESS CARRIER MODE   (CARRIER: direct | relay; MODE: stream | mixed)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "runtime"))
-import sim_models  # noqa: E402
-
+HERE = Path(__file__).resolve().parent
 PAGE = os.sysconf("SC_PAGE_SIZE")
+WARM_UP = 2000  # allocator pools, gRPC buffers, thread stacks
+MEASURED = 10_000
 
 
-def _self_usage() -> tuple[int, int]:
-    fds = len(os.listdir("/proc/self/fd"))
-    rss = int(Path("/proc/self/statm").read_text().split()[1]) * PAGE
+def usage(pid: int | str = "self") -> tuple[int, int]:
+    """(open fds, resident bytes) of a process."""
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
     return fds, rss
+
+
+def soak(address: str, carrier: str, mode: str) -> dict:
+    """Run the client through its warm-up and measured phases; return fds/RSS before and after for the client,
+    the daemon and the session's worker, plus what the client reported."""
+    client = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), address, carrier, mode],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+
+    def step(expected_phase: str) -> dict:
+        report = json.loads(client.stdout.readline() or "{}")
+        assert report.get("phase") == expected_phase, f"the soak client died before its {expected_phase} report"
+        return report
+
+    try:
+        warm = step("warm")
+        pids = [warm["daemon_pid"], warm["worker_pid"]]
+        before = {pid: usage(pid) for pid in pids} | {client.pid: (warm["fds"], warm["rss"])}
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        done = step("done")
+        after = {pid: usage(pid) for pid in pids} | {client.pid: (done["fds"], done["rss"])}
+        client.stdin.write("close\n")
+        client.stdin.flush()
+        assert client.wait(timeout=60) == 0
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    return {"before": before, "after": after, "warm": warm, "done": done}
+
+
+def assert_flat(result: dict) -> None:
+    """No process gained more than 2 fds or 6 MB of RSS over the measured phase."""
+    for pid, (fds_before, rss_before) in result["before"].items():
+        fds_after, rss_after = result["after"][pid]
+        assert fds_after <= fds_before + 2, f"pid {pid}: fds {fds_before} -> {fds_after}"
+        assert rss_after - rss_before < 6 << 20, f"pid {pid}: RSS {rss_before} -> {rss_after}"
 
 
 def _say(**fields) -> None:
@@ -34,7 +75,10 @@ def _say(**fields) -> None:
     sys.stdout.flush()
 
 
-def main(address: str, carrier: str) -> None:
+def _client(address: str, carrier: str, mode: str) -> None:
+    sys.path.insert(0, str(HERE.parent / "runtime"))
+    import sim_models
+
     from rknnlink.client import Board
 
     board = Board.connect(address, timeout=10, use_data_channel=carrier == "direct")
@@ -42,22 +86,25 @@ def main(address: str, carrier: str) -> None:
         a = np.arange(64, dtype=np.float32).reshape(1, 64)
         b = np.ones((1, 64), np.float32)
 
-        def run(n: int) -> float:
-            total = 0.0
+        def stream(n: int) -> float:
             with session.pipeline(depth=8) as pipe:
-                for out in pipe.map([a, b] for _ in range(n)):
-                    total += float(out[0][0, 1])
-            return total
+                return sum(float(out[0][0, 1]) for out in pipe.map([a, b] for _ in range(n)))
 
-        warm = run(1500)  # allocator pools, gRPC buffers, thread stacks
-        fds, rss = _self_usage()
+        def mixed(n: int) -> float:
+            # half through run(), half through pipelines of 500 (each its own connection)
+            total = sum(float(session.run([a, b])[0][0, 1]) for _ in range(n // 2))
+            return total + sum(stream(500) for _ in range(n // 2 // 500))
+
+        run = stream if mode == "stream" else mixed
+        warm = run(WARM_UP)
+        fds, rss = usage()
         # A client sees only its own sessions in stats(), so the worker's pid is reported from here.
         stats = board.stats()
         worker = next(s["worker_pid"] for s in stats["sessions"] if s["session_id"] == session.id)
         _say(phase="warm", total=warm, fds=fds, rss=rss, daemon_pid=stats["daemon_pid"], worker_pid=worker)
         sys.stdin.readline()  # the parent snapshots the daemon and worker
-        total = run(10_000)
-        fds, rss = _self_usage()
+        total = run(MEASURED)
+        fds, rss = usage()
         inferences = next(s["inferences"] for s in board.stats()["sessions"] if s["session_id"] == session.id)
         _say(phase="done", total=total, fds=fds, rss=rss, inferences=inferences)
         sys.stdin.readline()  # the parent snapshots again while the session is still open
@@ -65,4 +112,4 @@ def main(address: str, carrier: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    _client(*sys.argv[1:4])

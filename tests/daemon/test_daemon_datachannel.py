@@ -10,19 +10,16 @@ import socket
 import struct
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import sim_models
+from soak_client import MEASURED, WARM_UP, assert_flat, soak
 
 from rknnlink.client import Board, SessionLostError
 from rknnlink.client.errors import RemoteRknnError
 from rknnlink.runtime import RuntimeLibrary
 from rknnlink.v1 import datawire
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
 
 
 @pytest.fixture()
@@ -147,39 +144,12 @@ def test_worker_killed_during_a_data_channel_run(board, pipelined):
         session.run([x])
 
 
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def _rss(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-
-
-def test_ten_thousand_data_channel_inferences_leak_nothing(board):
-    with board.load_model(sim_models.two_input_model(64)) as session:
-        stats = board.stats()
-        pids = [os.getpid(), stats["daemon_pid"], _worker_pid(board, session.id)]
-        a = np.arange(64, dtype=np.float32).reshape(1, 64)
-        b = np.ones((1, 64), np.float32)
-
-        def run(n: int) -> float:
-            total = 0.0
-            for _ in range(n // 2):  # half through run(), half through pipelines (each its own connection)
-                total += float(session.run([a, b])[0][0, 1])
-            for _ in range(n // 2 // 500):
-                with session.pipeline(depth=8) as pipe:
-                    total += sum(float(out[0][0, 1]) for out in pipe.map([a, b] for _ in range(500)))
-            return total
-
-        assert run(2000) == 2000 * 2.0
-        before = {pid: (_fds(pid), _rss(pid)) for pid in pids}
-        assert run(10_000) == 10_000 * 2.0
-        time.sleep(0.3)  # closed pipelines' connections end in the worker
-        for pid in pids:
-            fds_after, rss_after = _fds(pid), _rss(pid)
-            assert fds_after <= before[pid][0] + 2, f"pid {pid}: fds {before[pid][0]} -> {fds_after}"
-            assert rss_after - before[pid][1] < 6 << 20, f"pid {pid}: RSS {before[pid][1]} -> {rss_after}"
-        assert next(s["inferences"] for s in board.stats()["sessions"] if s["session_id"] == session.id) == 12_000
+@pytest.mark.parametrize("carrier", ["direct", "relay"])
+def test_ten_thousand_data_channel_inferences_leak_nothing(daemon, carrier):
+    result = soak(daemon.address, carrier, "mixed")  # half run(), half pipelines of 500
+    assert result["warm"]["total"] == WARM_UP * 2.0 and result["done"]["total"] == MEASURED * 2.0
+    assert_flat(result)
+    assert result["done"]["inferences"] == WARM_UP + MEASURED
 
 
 def test_session_close_closes_the_worker_side(board, conv_model):
