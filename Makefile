@@ -57,7 +57,7 @@ toolkit2: venv
 
 test: deps toolkit2
 	$(VENV)/bin/ruff check .
-	RKNNLINK_TOOLKIT2_PYTHON=$(abspath $(TOOLKIT2_ENV))/bin/python $(PY) -m pytest -q -rs tests
+	RKNNLINK_TOOLKIT2_PYTHON=$(abspath $(TOOLKIT2_ENV))/bin/python $(PY) -m pytest -q -rs --durations=25 tests
 
 test-fast: venv
 	$(PY) -m pytest -q -x -m "not slow" tests
