@@ -42,7 +42,7 @@ from .errors import BuildError, UnsupportedOperatorError
 from .lower import INTEGER_VALUE_TYPES, LNode, lower
 from .precision import auto_float_layers, fused_sum_inputs
 from .prepare import PreparedGraph, load_onnx, make_session, prepare
-from .rewrite import rewrite, view_source
+from .rewrite import derived_value, rewrite, source_tensor, view_source
 
 LOG = logging.getLogger(__name__)
 
@@ -72,6 +72,18 @@ class BuildConfig:
     custom_string: Optional[str] = None
     optimization_level: int = 3  # 0 keeps the graph as is: no BatchNormalization folding, no fusion
     progress: bool = True
+    # int8 only (rknnlink's extension): cross-layer equalisation (rewrite.equalize_cross_layer); None = default
+    cross_layer_equalization: Optional[bool] = None
+
+    def equalize(self, quantize: bool) -> bool:
+        """Whether this build runs cross-layer equalisation: as set, else by default in int8 builds only
+        (float builds gain nothing from it)."""
+        from .rewrite import cle_default
+        if self.optimization_level <= 0:
+            return False
+        if self.cross_layer_equalization is None:
+            return quantize and cle_default(self.quantized_method)
+        return bool(self.cross_layer_equalization)
 
     def validate(self) -> None:
         """Raise BuildError naming the first bad setting and its allowed values."""
@@ -129,9 +141,10 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     config.validate()
     optimise = config.optimization_level > 0
     pg = prepare(model, fold_batchnorm=optimise)
-    nodes = lower_and_rewrite(pg, optimise)
-    stats: dict = {}
     do_quantization = do_quantization or bool(fixed_ranges)
+    equalize = config.equalize(do_quantization) and not fixed_ranges  # a pre-quantised model keeps its weights
+    nodes = lower_and_rewrite(pg, optimise, equalize)
+    stats: dict = {}
     if fixed_ranges and ranges is None and dataset is None:
         from .prequant import complete_ranges
         ranges = complete_ranges(pg, nodes, activation_names(pg, nodes), fixed_ranges)
@@ -147,7 +160,7 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
             if name in stats:
                 stats[name] = TensorStats(min=float(lo), max=float(hi))
     if rknn_batch_size is not None and int(rknn_batch_size) > 1:
-        pg, nodes = _batched(model, int(rknn_batch_size), pg, nodes, optimise)
+        pg, nodes = _batched(model, int(rknn_batch_size), pg, nodes, optimise, equalize)
     mode = "int8" if do_quantization else ("fp16" if config.float_dtype == "float16" else "fp32")
     float_layers = set(float_layers)
     if do_quantization and optimise:
@@ -159,11 +172,12 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
                        quant_params=asm.quant_params)
 
 
-def lower_and_rewrite(pg: PreparedGraph, optimise: bool) -> list:
+def lower_and_rewrite(pg: PreparedGraph, optimise: bool, equalize: bool = False) -> list:
     """Lower every node; with ``optimise`` (optimization_level > 0) apply the graph rewrites of
-    :mod:`.rewrite` (affine folding, pattern fusions, then SiLU/activation fusion)."""
+    :mod:`.rewrite` (affine folding, pattern fusions, then SiLU/activation fusion; ``equalize``:
+    cross-layer equalisation)."""
     nodes = _fold_gemm_scalars(lower(pg, fuse=False), pg)
-    return rewrite(nodes, pg) if optimise else nodes
+    return rewrite(nodes, pg, equalize) if optimise else nodes
 
 
 def activation_names(pg: PreparedGraph, nodes: Sequence[LNode]) -> list:
@@ -180,13 +194,14 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
     Two passes for kl_divergence/mmse: ranges first, then histograms over those ranges.
     """
     names = activation_names(pg, nodes)
-    onnx_names = [n for n in names if view_source(n) is None]  # views are reshaped copies of these
-    views = [(n, onnx_names.index(view_source(n))) for n in names if view_source(n) is not None]
+    onnx_names = [n for n in names if source_tensor(pg, n) is None]  # views are reshaped copies of these
+    onnx_names += list(dict.fromkeys(s for n in names for s in [source_tensor(pg, n)] if s and s not in onnx_names))
+    views = [(n, onnx_names.index(source_tensor(pg, n))) for n in names if source_tensor(pg, n) is not None]
     sess = make_session(pg.model, onnx_names)
     shapes = [pg.shapes[n] for n in pg.inputs]
     mean = config.per_input(config.mean_values, len(pg.inputs), "mean_values")
     std = config.per_input(config.std_values, len(pg.inputs), "std_values")
-    stats = {n: TensorStats() for n in names}
+    stats = {n: TensorStats() for n in names + onnx_names}
 
     ort_types = {"tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
                  "tensor(bool)": np.bool_}
@@ -197,7 +212,7 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
         for sample in read_dataset(dataset, shapes, mean, std, config.quant_img_rgb2bgr, progress):
             feeds = {n: x.astype(feed_types.get(n, np.float32)) for n, x in zip(pg.inputs, sample.normalised)}
             values = sess.run(onnx_names, feeds)
-            yield values + [np.asarray(values[k]).reshape(pg.shapes[n]) for n, k in views]
+            yield values + [derived_value(pg, n, values[k]) for n, k in views]
 
     # Inputs of Conv/Gemm also get per-channel means: bias correction needs them.
     channel_axis = {n.inputs[0]: (1 if n.op_type == "Conv" else (0 if n.attrs.get("transA") else 1))
@@ -250,7 +265,8 @@ def _fold_gemm_scalars(nodes: list, pg: PreparedGraph) -> list:
 _AXIS_OPS = ("Concat", "Split", "Softmax", "LogSoftmax", "Gather")
 
 
-def _batched(model: Any, batch: int, pg1: PreparedGraph, nodes1: list, optimise: bool) -> tuple:
+def _batched(model: Any, batch: int, pg1: PreparedGraph, nodes1: list, optimise: bool,
+             equalize: bool = False) -> tuple:
     """Re-prepare with the batch dimension multiplied and check every op is batch-agnostic."""
     from .prepare import real_inputs
     m = copy.deepcopy(model)
@@ -264,7 +280,7 @@ def _batched(model: Any, batch: int, pg1: PreparedGraph, nodes1: list, optimise:
     del m.graph.value_info[:]
     try:
         pg = prepare(m, fold_batchnorm=optimise)
-        nodes = lower_and_rewrite(pg, optimise)
+        nodes = lower_and_rewrite(pg, optimise, equalize)
     except (BuildError, UnsupportedOperatorError) as exc:
         raise BuildError(f"rknn_batch_size={batch} needs batch-agnostic operators, but with batch {batch} the "
                          f"graph is invalid ({exc}); build with rknn_batch_size=None") from exc
