@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from rknnlink.model.builder import BuildConfig, build, load_onnx
+from rknnlink.model.builder import BuildConfig, BuildError, build, load_onnx
 from rknnlink.model.rewrite import RESCALED
 
 try:
@@ -156,3 +156,26 @@ def test_improves_per_tensor_int8_on_badly_scaled_channels(tmp_path):
         fid[equalize] = _fidelity(ref, got)
     # measured: 0.99628 without, 0.99991 with; the per-tensor weight step of the widest channel dominates
     assert 1 - fid[True] < (1 - fid[False]) / 5, fid
+
+
+def test_defaults_and_depthwise_only(tmp_path):
+    """int8 'layer' builds equalise only the pairs with a depthwise Conv by default; 'channel' builds and
+    float builds do not equalise unless asked; a bad value is refused."""
+    n = Net(size=8, seed=5)
+    a = n.op("Relu", n.conv("x", 3, 8))  # full -> full: not depthwise
+    b = n.op("Relu", n.conv(a, 8, 8))  # full -> depthwise
+    out = n.conv(n.op("Relu", n.conv(b, 8, 8, group=8)), 8, 4, k=1)  # depthwise -> pointwise
+    model = n.model([out])
+    dataset = fac.write_npy_dataset(tmp_path, fac.smooth_images(2, 8, seed=6))
+
+    def rescaled(**cfg):
+        return _rescaled(build(load_onnx(model), BuildConfig(progress=False, **cfg), True, dataset))
+
+    dw = sorted([b + RESCALED, n.nodes[-2].output[0] + RESCALED])
+    assert rescaled(quantized_method="layer") == dw
+    assert rescaled(quantized_method="layer", cross_layer_equalization=True) == sorted(dw + [a + RESCALED])
+    assert rescaled(quantized_method="layer", cross_layer_equalization=False) == []
+    assert rescaled() == []
+    assert rescaled(cross_layer_equalization="depthwise") == dw
+    with pytest.raises(BuildError, match="cross_layer_equalization"):
+        rescaled(cross_layer_equalization="all")

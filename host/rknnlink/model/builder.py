@@ -42,6 +42,7 @@ from .errors import BuildError, UnsupportedOperatorError
 from .lower import INTEGER_VALUE_TYPES, LNode, lower
 from .precision import auto_float_layers, fused_sum_inputs
 from .prepare import PreparedGraph, load_onnx, make_session, prepare
+from .ranges import clip_activation_ranges
 from .rewrite import derived_value, rewrite, source_tensor, view_source
 
 LOG = logging.getLogger(__name__)
@@ -73,17 +74,20 @@ class BuildConfig:
     optimization_level: int = 3  # 0 keeps the graph as is: no BatchNormalization folding, no fusion
     progress: bool = True
     # int8 only (rknnlink's extension): cross-layer equalisation (rewrite.equalize_cross_layer); None = default
-    cross_layer_equalization: Optional[bool] = None
+    # True: every pair, "depthwise": pairs with a depthwise Conv, False: none
+    cross_layer_equalization: Optional[bool | str] = None
+    # int8 'normal' only (rknnlink's extension): 'auto' clips heavy-tailed activation ranges (model/ranges.py)
+    activation_clipping: Optional[str] = None
 
-    def equalize(self, quantize: bool) -> bool:
-        """Whether this build runs cross-layer equalisation: as set, else by default in int8 builds only
-        (float builds gain nothing from it)."""
+    def equalize(self, quantize: bool) -> bool | str:
+        """Which cross-layer equalisation this build runs (False, True or "depthwise"): as set, else the
+        default of int8 builds (float builds gain nothing from it)."""
         from .rewrite import cle_default
         if self.optimization_level <= 0:
             return False
         if self.cross_layer_equalization is None:
             return quantize and cle_default(self.quantized_method)
-        return bool(self.cross_layer_equalization)
+        return self.cross_layer_equalization
 
     def validate(self) -> None:
         """Raise BuildError naming the first bad setting and its allowed values."""
@@ -96,6 +100,12 @@ class BuildConfig:
         if (self.target_platform or "rk3588").lower() not in TARGET_PLATFORMS:
             raise BuildError(f"target_platform {self.target_platform!r} is unknown; use one of "
                              f"{list(TARGET_PLATFORMS)}")
+        if self.cross_layer_equalization not in (None, True, False, "depthwise"):
+            raise BuildError(f"config cross_layer_equalization={self.cross_layer_equalization!r} is not "
+                             "supported; use None (the default), True, False or 'depthwise'")
+        if self.activation_clipping not in (None, "off", "auto"):
+            raise BuildError(f"config activation_clipping={self.activation_clipping!r} is not supported; use "
+                             "None, 'off' or 'auto'")
         if self.custom_string is not None and len(self.custom_string.encode()) > fmt.MAX_CUSTOM_STRING:
             raise BuildError("custom_string is longer than 1023 bytes; shorten it")
 
@@ -142,7 +152,7 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     optimise = config.optimization_level > 0
     pg = prepare(model, fold_batchnorm=optimise)
     do_quantization = do_quantization or bool(fixed_ranges)
-    equalize = config.equalize(do_quantization) and not fixed_ranges  # a pre-quantised model keeps its weights
+    equalize = False if fixed_ranges else config.equalize(do_quantization)  # a pre-quantised model keeps its weights
     nodes = lower_and_rewrite(pg, optimise, equalize)
     stats: dict = {}
     if fixed_ranges and ranges is None and dataset is None:
@@ -172,7 +182,7 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
                        quant_params=asm.quant_params)
 
 
-def lower_and_rewrite(pg: PreparedGraph, optimise: bool, equalize: bool = False) -> list:
+def lower_and_rewrite(pg: PreparedGraph, optimise: bool, equalize: bool | str = False) -> list:
     """Lower every node; with ``optimise`` (optimization_level > 0) apply the graph rewrites of
     :mod:`.rewrite` (affine folding, pattern fusions, then SiLU/activation fusion; ``equalize``:
     cross-layer equalisation)."""
@@ -226,11 +236,14 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
             if n in channel_axis:
                 stats[n].update_channel_mean(np.asarray(v), channel_axis[n])
     LOG.info("calibrated %d tensors over %d samples", len(names), count)
-    if config.quantized_algorithm != "normal":
+    clipping = config.quantized_algorithm == "normal" and config.activation_clipping not in (None, "off")
+    if config.quantized_algorithm != "normal" or clipping:
         kinds = ("abs",) if config.quantized_algorithm == "kl_divergence" else ("signed",)
         for values in run_all(f"calibration ({config.quantized_algorithm} histograms)"):
             for n, v in zip(names, values):
                 stats[n].update_hist(np.asarray(v), kinds)
+    if clipping:
+        stats = clip_activation_ranges(stats, config.activation_clipping)
     return stats
 
 
@@ -266,7 +279,7 @@ _AXIS_OPS = ("Concat", "Split", "Softmax", "LogSoftmax", "Gather")
 
 
 def _batched(model: Any, batch: int, pg1: PreparedGraph, nodes1: list, optimise: bool,
-             equalize: bool = False) -> tuple:
+             equalize: bool | str = False) -> tuple:
     """Re-prepare with the batch dimension multiplied and check every op is batch-agnostic."""
     from .prepare import real_inputs
     m = copy.deepcopy(model)

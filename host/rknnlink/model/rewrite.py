@@ -737,9 +737,16 @@ def _cle_consumer_view(n: LNode, pg: PreparedGraph, channels: int) -> Optional[t
     return None
 
 
-def _cle_pairs(nodes: list, pg: PreparedGraph) -> list:
-    """(producer, consumer) pairs joined by one tensor that only the consumer reads, through CLE_PASS
-    layers that each have one reader."""
+def _depthwise(n: LNode, pg: PreparedGraph) -> bool:
+    w = pg.constants.get(n.inputs[1])
+    group = int(n.attrs.get("group", 1))
+    return n.op_type == "Conv" and group > 1 and w is not None and np.asarray(w).shape[1] == 1
+
+
+def _cle_pairs(nodes: list, pg: PreparedGraph, depthwise_only: bool = False) -> list:
+    """(producer, consumer, layers from producer to consumer) joined by one tensor that only the consumer
+    reads, through CLE_PASS layers that each have one reader; ``depthwise_only``: pairs with a depthwise
+    Conv on either side."""
     idx = _Index(nodes, pg)
     readers: dict = {}
     for n in nodes:
@@ -757,6 +764,8 @@ def _cle_pairs(nodes: list, pg: PreparedGraph) -> list:
         if nxt is None or nxt.op_type not in ("Conv", "Gemm") or nxt.inputs[0] != t or t in nxt.inputs[1:]:
             continue
         channels = int(np.asarray(pg.constants[n.inputs[1]]).shape[_cle_producer(n, pg)])
+        if depthwise_only and not (_depthwise(n, pg) or _depthwise(nxt, pg)):
+            continue
         if _cle_consumer_view(nxt, pg, channels) is not None:
             between = [n] + [m for m in nodes if m.op_type in CLE_PASS and _feeds(m, n, nxt, readers)]
             pairs.append((n, nxt, between))
@@ -792,10 +801,10 @@ def source_tensor(pg: PreparedGraph, name: str) -> Optional[str]:
 def cle_default(quantized_method: str) -> bool:
     """Whether int8 builds equalise when ``cross_layer_equalization`` is not given (see docs/quantization.md
     for the corpus measurements behind it)."""
-    return quantized_method == "layer"
+    return "depthwise" if quantized_method == "layer" else False
 
 
-def equalize_cross_layer(nodes: list, pg: PreparedGraph) -> list:
+def equalize_cross_layer(nodes: list, pg: PreparedGraph, depthwise_only: bool = False) -> list:
     """Cross-layer equalisation (Nagel et al., "Data-free quantization", 2019).
 
     For consecutive weighted layers A -> B whose joining tensor only B reads and whose activation is
@@ -806,7 +815,7 @@ def equalize_cross_layer(nodes: list, pg: PreparedGraph) -> list:
     Layers in several pairs are balanced by repeating the sweep. The weights and biases become new
     constants; tensor names do not change (the joining tensors' values do, by a factor per channel).
     """
-    pairs = _cle_pairs(nodes, pg)
+    pairs = _cle_pairs(nodes, pg, depthwise_only)
     if not pairs:
         return nodes
     weights: dict = {}  # node id -> float64 weight being rescaled
@@ -870,10 +879,11 @@ def equalize_cross_layer(nodes: list, pg: PreparedGraph) -> list:
 # ---------------------------------------------------------------------------------------- driver
 
 
-def rewrite(nodes: list, pg: PreparedGraph, equalize: bool = False) -> list:
+def rewrite(nodes: list, pg: PreparedGraph, equalize: bool | str = False) -> list:
     """Every rewrite of this module, then lower's SiLU and activation fusions (the order matters: a
     folded Conv must exist before its activation can fuse into it); with ``equalize``, cross-layer
-    equalisation last (it needs the activations fused to know which ones a scale may pass)."""
+    equalisation last (it needs the activations fused to know which ones a scale may pass; "depthwise":
+    only the pairs with a depthwise Conv)."""
     before = len(nodes)
     nodes = drop_identity_arithmetic(nodes, pg)
     nodes = fold_affine(nodes, pg)
@@ -885,6 +895,6 @@ def rewrite(nodes: list, pg: PreparedGraph, equalize: bool = False) -> list:
     nodes = fuse_silu(nodes, pg)
     nodes = fuse_activations(nodes, pg)
     if equalize:
-        nodes = equalize_cross_layer(nodes, pg)
+        nodes = equalize_cross_layer(nodes, pg, depthwise_only=equalize == "depthwise")
     LOG.info("graph rewrites: %d -> %d layers", before, len(nodes))
     return nodes
