@@ -8,6 +8,10 @@ regenerated into the cache first when missing (``python -m corpus.build``).
 
     RKNNLINK_TOOLKIT2_PYTHON=/work/tk2venv/bin/python .venv/bin/python bench/bench_real_models.py \
         [--only resnet18,ppocrv4_det] [--modes fp16,int8] [--algorithm normal] [--small] [--json out.json]
+        [--method channel|layer] [--cle default|on|off] [--clipping off|auto]
+
+--method, --cle and --clipping set rknnlink's quantized_method, cross-layer equalisation and activation
+clipping (docs/quantization.md); the toolkit's columns stay its defaults (per-channel).
 """
 
 from __future__ import annotations

@@ -79,3 +79,37 @@ def test_build_option(tmp_path):
         assert hi - lo < 0.6 * (ranges[None][name][1] - ranges[None][name][0])
     with pytest.raises(BuildError, match="activation_clipping"):
         build(load_onnx(_conv_model()), BuildConfig(progress=False, activation_clipping="percentile"), True, dataset)
+
+
+def test_sigmoid_scores_joined_with_pixel_boxes_stay_float16(tmp_path):
+    """YOLOv8's head: Concat(boxes in pixels, Sigmoid scores) runs in float16 (precision.py), and the
+    Sigmoid that makes the scores writes float16 too instead of rounding them to their own int8 grid first
+    (scores far below the calibration's maximum would all round to 0)."""
+    import onnxruntime as ort
+
+    from rknnlink.model import format as fmt
+    from rknnlink.runtime import RuntimeLibrary
+
+    rng = np.random.default_rng(8)
+    w = rng.normal(0, 1.0, (8, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["f"], name="conv", kernel_shape=[1, 1]),
+             helper.make_node("Mul", ["f", "k"], ["boxes"], name="boxes"),
+             helper.make_node("Add", ["f", "shift"], ["logits"], name="logits"),
+             helper.make_node("Sigmoid", ["logits"], ["scores"], name="sigmoid"),
+             helper.make_node("Concat", ["boxes", "scores"], ["out"], name="head", axis=1)]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.float32(300.0), "k"),
+             numpy_helper.from_array(np.float32(-6.0), "shift")]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    dataset = fac.write_npy_dataset(tmp_path, rng.standard_normal((4, 8, 8, 3)).astype(np.float32) * 2)
+    result = build(load_onnx(model), BuildConfig(progress=False), True, dataset)
+    tensors = {t.name: t for t in result.sim_model.tensors}
+    assert tensors["out"].dtype == fmt.FLOAT16 and tensors["scores"].dtype == fmt.FLOAT16
+    assert tensors["f"].dtype == fmt.INT8  # the layers before it stay int8
+    x = (rng.standard_normal((1, 3, 8, 8)) * 0.3).astype(np.float32)  # small inputs: scores near sigmoid(-6)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with RuntimeLibrary.load(backend="sim").init(result.data) as ctx:
+        got = np.asarray(ctx.infer([x], formats=["nchw"])[0]).reshape(ref.shape)
+    s_ref, s_got = ref[:, 8:].ravel(), got[:, 8:].ravel()
+    assert np.corrcoef(s_ref, s_got)[0, 1] > 0.95

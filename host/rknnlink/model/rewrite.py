@@ -20,6 +20,13 @@ flattened the text map to zero. These passes turn such chains back into the one 
   was added and rounded again (ViT-Ti 0.99807 -> 0.99850). The two Reshapes only move data (their outputs
   take their input's quantisation); the new 2-D tensors are views of ONNX tensors (:func:`view_source`).
 
+* :func:`equalize_cross_layer` (int8 builds, ``cross_layer_equalization``; by default only with
+  ``quantized_method='layer'`` and only for pairs with a depthwise Conv): consecutive Conv/Gemm layers
+  joined through an identity, ReLU or LeakyReLU (and MaxPool/AveragePool) get per-channel weight ranges
+  balanced by a factor that cancels exactly in real arithmetic. The tensors between such a pair hold
+  the ONNX tensor divided per channel, so they are renamed ``name::cle`` (:func:`source_tensor`,
+  :func:`derived_value` tell calibration how to compute them from the ONNX tensor).
+
 SiLU (x * sigmoid(x)) and the activation-into-producer fusion stay in :mod:`.lower` (``fuse_silu``,
 ``fuse_activations``); :func:`rewrite` runs them after these passes so that a folded Conv still takes its
 activation. A fused layer takes over the output tensor (and name) of the last operator it replaces, so
