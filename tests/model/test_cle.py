@@ -4,6 +4,8 @@ ReLU6 or on a tensor with several readers, and lifts per-tensor int8 on a net wi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import factories as fac
 import numpy as np
 import onnx
@@ -179,3 +181,30 @@ def test_defaults_and_depthwise_only(tmp_path):
     assert rescaled(cross_layer_equalization="depthwise") == dw
     with pytest.raises(BuildError, match="cross_layer_equalization"):
         rescaled(cross_layer_equalization="all")
+
+
+def test_hybrid_quantization_keeps_the_rescaled_tensors(tmp_path):
+    """step1 writes the ::cle tensors' ranges under their own names; step2 rebuilds the same graph from
+    the saved config and gives them the same quantisation (its outputs differ from a direct build's only
+    by bias correction, which needs the dataset step2 does not read)."""
+    from rknnlink.model.builder import hybrid_quantization_step1, hybrid_quantization_step2
+
+    n = Net(size=8, seed=7)
+    out = n.conv(n.op("Relu", n.conv(n.op("Relu", n.conv("x", 3, 8)), 8, 8, group=8)), 8, 4, k=1)
+    model = n.model([out])
+    dataset = fac.write_npy_dataset(tmp_path / "calib", fac.smooth_images(2, 8, seed=8))
+    cfg = BuildConfig(progress=False, quantized_method="layer")
+    onnx_file, data, qcfg = hybrid_quantization_step1(load_onnx(model), cfg, dataset, tmp_path, "net")
+    assert RESCALED in Path(qcfg).read_text()
+    direct = build(load_onnx(model), cfg, True, dataset)
+    step2 = hybrid_quantization_step2(onnx_file, data, qcfg)
+    assert _rescaled(step2) == _rescaled(direct) != []
+    for name in _rescaled(direct):
+        a = next(t for t in direct.sim_model.tensors if t.name == name)
+        b = next(t for t in step2.sim_model.tensors if t.name == name)
+        assert (b.scale, b.zero_point) == pytest.approx((a.scale, a.zero_point))
+    x = np.ascontiguousarray(fac.smooth_images(1, 8, seed=9)[0].transpose(2, 0, 1)[None])
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with LIB.init(step2.data) as ctx:
+        got = ctx.infer([x], formats=["nchw"])[0]
+    assert _fidelity(ref, [got]) > 0.99
