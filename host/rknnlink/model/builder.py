@@ -86,7 +86,7 @@ class BuildConfig:
         if self.optimization_level <= 0:
             return False
         if self.cross_layer_equalization is None:
-            return quantize and cle_default(self.quantized_method)
+            return quantize and cle_default(self.quantized_method, self.quantized_algorithm)
         return self.cross_layer_equalization
 
     def validate(self) -> None:

@@ -805,10 +805,11 @@ def source_tensor(pg: PreparedGraph, name: str) -> Optional[str]:
     return pg.rescaled[name][0] if name in pg.rescaled else view_source(name)
 
 
-def cle_default(quantized_method: str) -> bool:
-    """Whether int8 builds equalise when ``cross_layer_equalization`` is not given (see docs/quantization.md
-    for the corpus measurements behind it)."""
-    return "depthwise" if quantized_method == "layer" else False
+def cle_default(quantized_method: str, quantized_algorithm: str = "normal") -> bool | str:
+    """What int8 builds equalise when ``cross_layer_equalization`` is not given: the depthwise pairs with
+    per-tensor weights and min/max ranges, nothing otherwise (docs/quantization.md has the corpus
+    measurements: per-channel weights and 'mmse' lose rows with it)."""
+    return "depthwise" if quantized_method == "layer" and quantized_algorithm == "normal" else False
 
 
 def equalize_cross_layer(nodes: list, pg: PreparedGraph, depthwise_only: bool = False) -> list:
