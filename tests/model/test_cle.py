@@ -209,3 +209,25 @@ def test_hybrid_quantization_keeps_the_rescaled_tensors(tmp_path):
     with LIB.init(step2.data) as ctx:
         got = ctx.infer([x], formats=["nchw"])[0]
     assert _fidelity(ref, [got]) > 0.99
+
+
+def test_accuracy_analysis_compares_the_rescaled_tensors(tmp_path):
+    """accuracy_analysis computes the ::cle tensors' golden values (the ONNX tensor over the factors) and
+    labels them with the ONNX operator that made them."""
+    from rknnlink.api import RKNN
+
+    n = Net(size=16, seed=3)
+    y = n.op("Relu", n.conv(n.op("Relu", n.conv("x", 3, 8)), 8, 8, group=8))
+    onnx.save(n.model([n.conv(y, 8, 4, k=1)]), str(tmp_path / "net.onnx"))
+    dataset = fac.write_npy_dataset(tmp_path / "calib", fac.smooth_images(2, 16, seed=1))
+    np.save(tmp_path / "in.npy", fac.smooth_images(1, 16, seed=2)[0])
+    rknn = RKNN()
+    rknn.config(target_platform="rk3588", quantized_method="layer")
+    assert rknn.load_onnx(str(tmp_path / "net.onnx")) == 0
+    assert rknn.build(do_quantization=True, dataset=str(dataset)) == 0
+    assert rknn.accuracy_analysis(inputs=[str(tmp_path / "in.npy")], output_dir=str(tmp_path / "snap")) == 0
+    rows = [line.split() for line in (tmp_path / "snap" / "error_analysis.txt").read_text().splitlines()
+            if RESCALED in line]
+    assert len(rows) == 2 and {r[0] for r in rows} == {"[Relu]"} and y + RESCALED in {r[1] for r in rows}
+    assert all(float(r[2]) > 0.999 for r in rows), rows  # entire cosine against the rescaled golden
+    rknn.release()

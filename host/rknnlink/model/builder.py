@@ -131,6 +131,8 @@ class BuildResult:
     prepared_onnx: Any
     tensor_map: dict = field(default_factory=dict)
     quant_params: dict = field(default_factory=dict)
+    # tensors cross-layer equalisation divided per channel: name::cle -> (ONNX tensor, divisor per channel)
+    rescaled: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------- build
@@ -179,7 +181,8 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     sim = asm.run()
     data = fmt.write_model(sim)
     return BuildResult(data=data, sim_model=sim, prepared_onnx=pg.model, tensor_map=asm.tensor_map,
-                       quant_params=asm.quant_params)
+                       quant_params=asm.quant_params,
+                       rescaled=dict(pg.rescaled))
 
 
 def lower_and_rewrite(pg: PreparedGraph, optimise: bool, equalize: bool | str = False) -> list:
