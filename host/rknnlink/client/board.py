@@ -362,8 +362,8 @@ class Session:
 
     @property
     def carrier(self) -> str:
-        """"direct" (frames straight to the worker), "tls" (the daemon's TLS data port, which pumps the bytes
-        to the worker) or "relay" (frames pumped by the daemon's Relay stream)."""
+        """"direct" (frames straight to the worker), "tls" (the daemon's TLS data port; the worker ends
+        TLS) or "relay" (frames pumped by the daemon's Relay stream)."""
         if not self._direct:
             return "relay"
         return "tls" if self.board.data_tls is not None else "direct"

@@ -2,8 +2,8 @@
 
 * DirectCarrier: a TCP connection to the daemon's data port, handed to the session's worker after a hello
   (loopback daemons, adb with a data forward, a farm relay of the data port);
-  over TLS (the same certificate as the gRPC listener) where the daemon listens with TLS: the daemon ends
-  TLS and pumps the bytes to the worker (kind "tls");
+  over TLS (the same certificate as the gRPC listener) where the daemon listens with TLS: a plaintext
+  routing preamble names the session, and its worker ends TLS (kind "tls");
 * RelayCarrier: a gRPC `Relay` stream through the daemon, which pumps the same frames to the worker (TLS
   network endpoints, the USB bridge, adb without a data forward).
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from rknnlink.client.errors import BoardError, RemoteRknnError, SessionLostError
 from rknnlink.runtime import numpy_dtype
-from rknnlink.v1 import datawire
+from rknnlink.v1 import dataroute, datawire
 from rknnlink.v1.messages import pb
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,9 @@ class DirectCarrier(Carrier):
         self.sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT)
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if tls is not None:
+            if tls is not None:  # the plaintext route to the session's worker, which ends TLS
                 self.kind = "tls"
+                self.sock.sendall(dataroute.encode_route(session_id))
                 self.sock = tls[0].wrap_socket(self.sock, server_hostname=tls[1])
             self.sock.sendall(datawire.encode_hello(session_id, secret))
             status, message = datawire.read_hello_reply(self.sock)
