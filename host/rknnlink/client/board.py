@@ -19,7 +19,7 @@ from rknnlink.client.data import Carrier, DataRefusedError, DirectCarrier, Pipel
 from rknnlink.client.errors import BoardError, IncompatibleVersionError, SessionLostError, translate
 from rknnlink.runtime import TensorAttr, numpy_dtype
 from rknnlink.runtime.library import as_input_array, output_type_of
-from rknnlink.v1 import datawire
+from rknnlink.v1 import datawire, relaywire
 from rknnlink.v1.messages import make_stub, pb
 from rknnlink.v1.protocol import (
     MAX_TENSORS,
@@ -393,7 +393,7 @@ class Session:
                             *target, exc, self.id)
                 self._direct = False
         metadata = self.board._metadata + ((MD_SESSION_ID, self.id),) + (((MD_RELAY_DEPTH, "1"),) if depth == 1 else ())
-        return RelayCarrier(self.board._stub.Relay, metadata)
+        return RelayCarrier(relaywire.relay_call(self.board._channel), metadata)
 
     def _max_reply_bytes(self) -> int:
         """The most output bytes a reply may carry: float32 of every output, at least the message limit."""

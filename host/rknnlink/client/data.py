@@ -27,8 +27,7 @@ import numpy as np
 
 from rknnlink.client.errors import BoardError, RemoteRknnError, SessionLostError
 from rknnlink.runtime import numpy_dtype
-from rknnlink.v1 import dataroute, datawire
-from rknnlink.v1.messages import pb
+from rknnlink.v1 import dataroute, datawire, relaywire
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
@@ -139,6 +138,7 @@ class RelayCarrier(Carrier):
     _END = object()
 
     def __init__(self, relay: Callable[..., Any], metadata: Sequence[Tuple[str, str]]) -> None:
+        """`relay`: the Relay method with raw bytes messages (rknnlink.v1.relaywire.relay_call)."""
         self._outgoing: queue.SimpleQueue = queue.SimpleQueue()
         self._call = relay(iter(self._outgoing.get, self._END), metadata=tuple(metadata))
         self.closed = False
@@ -147,7 +147,7 @@ class RelayCarrier(Carrier):
         self._watchdog: Optional[threading.Thread] = None
 
     def send(self, parts: Sequence[Any]) -> None:
-        self._outgoing.put(pb.RelayFrame(frame=b"".join(parts)))
+        self._outgoing.put(relaywire.encode(parts))
 
     def receive(self, limit: int, probe: Probe) -> memoryview:
         if probe is not None and self._watchdog is None:
@@ -161,7 +161,10 @@ class RelayCarrier(Carrier):
             raise datawire.PeerClosedError("the daemon ended the relay stream") from None
         finally:
             self._waiting_since = 0.0
-        frame = memoryview(message.frame)
+        try:
+            frame = relaywire.frame_of(message)
+        except ValueError as exc:
+            raise datawire.FrameError(str(exc)) from None
         size = datawire.LENGTH.unpack_from(frame)[0] if frame.nbytes >= datawire.LENGTH.size else -1
         if size != frame.nbytes - datawire.LENGTH.size or size > limit:
             raise datawire.FrameError(f"a relayed frame of {frame.nbytes} bytes does not match its length prefix "
