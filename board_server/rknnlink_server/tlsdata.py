@@ -6,7 +6,8 @@ raw TCP connection to the session's worker over the SCM_RIGHTS attach, with the 
 key paths and the session's id and secret in the attach header; nothing is pumped by the daemon. Here the
 worker does the TLS handshake (an absolute deadline for the handshake and the hello together, however slowly
 the bytes trickle in), checks the hello's session id and secret, answers the hello inside TLS and serves
-frames. Fail closed: a failed handshake or a wrong secret ends the connection before any frame is read.
+frames (rknnlink.v1.tlsstream: TLS through memory BIOs, a few large system calls per frame). Fail closed:
+a failed handshake or a wrong secret ends the connection before any frame is read.
 
 Limits per worker: MAX_HANDSHAKES connections between attach and a checked hello, MAX_CONNECTIONS checked
 ones (a client's pipelines). An SSL object may not be used by two threads at once, so a TLS connection is
@@ -21,42 +22,21 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from rknnlink.v1 import datawire
+from rknnlink.v1.tlsstream import TlsStream
 
 log = logging.getLogger("rknnlink_server.worker")
 HANDSHAKE_TIMEOUT = 5.0  # the TLS handshake and the hello inside it, together
 MAX_HANDSHAKES = 8
 MAX_CONNECTIONS = 3      # like a client's long-lived calls: checked TLS data connections of one session
-SMALL_PART = 4096        # frame parts below this go out joined, in one TLS record
 
 
 def unknown_session(session_id: str) -> str:
     """The refusal for an unknown session or a wrong secret (the same words for both: nothing to probe)."""
     return (f"unknown session {session_id[:32]!r} or wrong secret: use the session id and data_secret from "
             f"CreateSession")
-
-
-class TlsDataSocket(ssl.SSLSocket):
-    """An SSL socket with the sendmsg the frame loop writes with (rknnlink.v1.datawire.send_parts): the small
-    head parts joined into one record, the tensors written as they are (no copy of a big buffer)."""
-
-    def sendmsg(self, buffers: Sequence[Any], *_args: Any) -> int:  # type: ignore[override]
-        total, small = 0, bytearray()
-        for part in buffers:
-            view = memoryview(part).cast("B")
-            total += view.nbytes
-            if view.nbytes < SMALL_PART:
-                small += view
-                continue
-            if small:
-                self.sendall(small)
-                small = bytearray()
-            self.sendall(view)
-        if small:
-            self.sendall(small)
-        return total
 
 
 class _Admission:
@@ -75,7 +55,6 @@ class _Admission:
                 from rknnlink_server.tls import data_port_context
 
                 context = data_port_context(cert, key)
-                context.sslsocket_class = TlsDataSocket
                 self.contexts[(cert, key)] = context
             return context
 
@@ -130,7 +109,7 @@ def serve(worker: Any, conn: socket.socket, header: Dict[str, Any],
             conn.close()
 
 
-def _handshake(conn: socket.socket, tls: Dict[str, Any], admission: _Admission) -> Optional[ssl.SSLSocket]:
+def _handshake(conn: socket.socket, tls: Dict[str, Any], admission: _Admission) -> Optional[TlsStream]:
     """The TLS handshake and a checked hello by the deadline (a timer cuts the socket then), or None (refused,
     logged, `conn` closed)."""
     deadline = time.monotonic() + HANDSHAKE_TIMEOUT
@@ -138,12 +117,12 @@ def _handshake(conn: socket.socket, tls: Dict[str, Any], admission: _Admission) 
     timer = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, args=(cutter,))
     timer.daemon = True
     timer.start()
-    tls_conn: Optional[ssl.SSLSocket] = None
+    tls_conn: Optional[TlsStream] = None
     try:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(max(0.0, deadline - time.monotonic()))
         context = admission.context(str(tls["cert"]), str(tls["key"]))
-        tls_conn = context.wrap_socket(conn, server_side=True)
+        tls_conn = TlsStream(conn, context, server_side=True).handshake(deadline)
         session_id, secret = datawire.read_hello(tls_conn, deadline)
         expected = bytes.fromhex(str(tls.get("secret", "")))
         if session_id != tls.get("session_id") or not expected or not hmac.compare_digest(expected, secret):
@@ -165,7 +144,7 @@ def _handshake(conn: socket.socket, tls: Dict[str, Any], admission: _Admission) 
     return None
 
 
-def _refuse(conn: socket.socket, message: str) -> None:
+def _refuse(conn: TlsStream, message: str) -> None:
     """A refusal hello reply, then close (the caller's copy is closed here)."""
     log.warning("TLS data connection refused: %s", message[:300])
     try:

@@ -28,6 +28,7 @@ import numpy as np
 from rknnlink.client.errors import BoardError, RemoteRknnError, SessionLostError
 from rknnlink.runtime import numpy_dtype
 from rknnlink.v1 import dataroute, datawire, relaywire
+from rknnlink.v1.tlsstream import TlsStream
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
@@ -81,7 +82,7 @@ class DirectCarrier(Carrier):
             if tls is not None:  # the plaintext route to the session's worker, which ends TLS
                 self.kind = "tls"
                 self.sock.sendall(dataroute.encode_route(session_id))
-                self.sock = tls[0].wrap_socket(self.sock, server_hostname=tls[1])
+                self.sock = TlsStream(self.sock, tls[0], False, tls[1]).handshake(time.monotonic() + CONNECT_TIMEOUT)
             self.sock.sendall(datawire.encode_hello(session_id, secret))
             status, message = datawire.read_hello_reply(self.sock)
             if status == datawire.REFUSED_SESSION_LOST:
@@ -99,19 +100,6 @@ class DirectCarrier(Carrier):
         self.closed = False
 
     def send(self, parts: Sequence[Any]) -> None:
-        if self.kind == "tls":  # no sendmsg on TLS: the small head parts in one record, big ones as they are
-            small = [part for part in parts if memoryview(part).nbytes < 4096]
-            if len(small) == len(parts):
-                self.sock.sendall(b"".join(parts))
-                return
-            head, rest = b"", list(parts)
-            while rest and memoryview(rest[0]).nbytes < 4096:
-                head += bytes(rest.pop(0))
-            if head:
-                self.sock.sendall(head)
-            for part in rest:
-                self.sock.sendall(part)
-            return
         datawire.send_parts(self.sock, parts)
 
     def receive(self, limit: int, probe: Probe) -> memoryview:
