@@ -35,6 +35,9 @@ class DataListener:
     def __init__(self, host: str, port: int, lookup: Callable[[str], Optional[object]], max_bytes: int,
                  on_lost: Callable[[object, WorkerError], object], tls: Optional[ssl.SSLContext] = None,
                  idle_limit: float = 120.0) -> None:
+        if tls is not None and not getattr(tls, "cert_path", ""):
+            raise ValueError("the TLS data port needs the context of rknnlink_server.tls.data_port_context (the "
+                             "session workers end TLS with its certificate and key files)")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
