@@ -10,8 +10,8 @@ frames (rknnlink.v1.tlsstream: TLS through memory BIOs, a few large system calls
 a failed handshake or a wrong secret ends the connection before any frame is read.
 
 Limits per worker: MAX_HANDSHAKES connections between attach and a checked hello, MAX_CONNECTIONS checked
-ones (a client's pipelines). An SSL object may not be used by two threads at once, so a TLS connection is
-served by one thread (the worker's loop with one reader), and an idle limit is the socket's timeout.
+ones (a client's pipelines). The worker's loop may read with one thread while another replies: the TLS
+stream locks its TLS object (rknnlink.v1.tlsstream). An idle limit is the socket's timeout.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def serve(worker: Any, conn: socket.socket, header: Dict[str, Any],
           serve_data: Callable[..., None]) -> None:
     """Handshake, hello and frames of one TLS data connection handed over by the daemon's data port (the
     attach `header`: max_bytes, and under "tls" the cert and key paths, session_id, secret (hex) and the idle
-    limit). `serve_data(worker, sock, max_bytes, greet, readers=, timeout=)` is the worker's frame loop."""
+    limit). `serve_data(worker, sock, max_bytes, greet, timeout=)` is the worker's frame loop."""
     admission, tls = _ADMISSION, header["tls"]
     with admission.lock:
         if admission.handshaking >= MAX_HANDSHAKES:
@@ -93,7 +93,7 @@ def serve(worker: Any, conn: socket.socket, header: Dict[str, Any],
         try:
             conn.settimeout(5.0)
             conn.sendall(datawire.encode_hello_reply(0, "attached"))
-            serve_data(worker, conn, int(header.get("max_bytes", 64 << 20)), False, readers=1,
+            serve_data(worker, conn, int(header.get("max_bytes", 64 << 20)), False,
                        timeout=float(tls.get("idle", 120.0)))
             conn = None  # closed by serve_data
         finally:

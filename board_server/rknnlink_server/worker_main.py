@@ -173,20 +173,20 @@ class Worker:
 READERS = 2  # threads per data connection: one reads the next frame while the other runs (leader/follower)
 
 
-def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool, readers: int = READERS,
+def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool,
                timeout: Optional[float] = None) -> None:
     """One data connection handed over by the daemon: request frames in, reply frames out, in order.
 
     `greet`: answer the direct carrier's hello (a relay's socket has none). A runtime error is an error
     reply and the connection goes on; a corrupt frame gets an error reply and ends this connection only
-    (the session keeps serving). `readers` 1 and an idle `timeout`: a TLS socket (rknnlink_server.tlsdata)."""
+    (the session keeps serving). `timeout`: an idle limit (a TLS connection, rknnlink_server.tlsdata)."""
     try:
         if conn.family != socket.AF_UNIX:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(timeout)
         if greet:
             datawire.send_parts(conn, [datawire.encode_hello_reply(0, "attached")])
-        _DataConnection(worker, conn, datawire.frame_limit(max_bytes), readers).serve()
+        _DataConnection(worker, conn, datawire.frame_limit(max_bytes)).serve()
     except (OSError, datawire.PeerClosedError) as exc:
         log.debug("data connection ended: %s", exc)
     finally:
@@ -199,15 +199,15 @@ class _DataConnection:
     waiting (a pipelining client) it passes the token on first, so that frame is read (the runtime releases
     the GIL) while this one runs. Frames run and are answered in the order they came."""
 
-    def __init__(self, worker: Worker, conn: socket.socket, limit: int, readers: int = READERS) -> None:
-        self.worker, self.conn, self.limit, self.readers = worker, conn, limit, readers
+    def __init__(self, worker: Worker, conn: socket.socket, limit: int) -> None:
+        self.worker, self.conn, self.limit = worker, conn, limit
         self.reader = datawire.FrameReader(conn)
         self.read_token = threading.Lock()
         self.turn = threading.Lock()
         self.done = False
 
     def serve(self) -> None:
-        helpers = [threading.Thread(target=self._loop, name="data", daemon=True) for _ in range(self.readers - 1)]
+        helpers = [threading.Thread(target=self._loop, name="data", daemon=True) for _ in range(READERS - 1)]
         for helper in helpers:
             helper.start()
         try:
