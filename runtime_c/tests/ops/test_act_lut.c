@@ -122,6 +122,23 @@ void test_sigmoid_fast(void)
     free(c);
 }
 
+/* epi for activation act (HardSigmoid alpha 0.2, beta 0.5) into so / zo with the given per-channel scales,
+ * its table built into *lut; the table builder's status. */
+static int act_epi(sim_i8_epi *epi, sim_act_lut *lut, uint32_t act, float so, int32_t zo, const float *mult,
+                   const float *rscale)
+{
+    sim_op op;
+    memset(&op, 0, sizeof op);
+    op.act = act;
+    op.act_p0 = 0.2f;
+    op.act_p1 = 0.5f;
+    memset(epi, 0, sizeof *epi);
+    sim_i8_epi_act(epi, &op, so, zo);
+    epi->mult = mult;
+    epi->rscale = rscale;
+    return sim_i8_epi_lut(epi, lut);
+}
+
 /* The vector table requantisation (sim_i8_requant_act_row/row32), the direct vector HardSwish and
  * HardSigmoid, and sim_i8_requant_row32 against scalar sim_i8_requant: identical codes, also for
  * accumulators large enough to saturate and for output scales small enough that the rounding input
@@ -137,18 +154,9 @@ void test_act_lut_rows(void)
                        SIM_ACT_HARDSWISH, SIM_ACT_HARDSIGMOID};
     float sos[] = {0.05f, 0.05f, 0.05f, 0.05f, 1.0f / 255.0f, 1e-9f, 1e-9f};
     for (int a = 0; a < 7; a++) {
-        sim_op op;
-        memset(&op, 0, sizeof op);
-        op.act = acts[a];
-        op.act_p0 = 0.2f;
-        op.act_p1 = 0.5f;
         sim_i8_epi epi;
-        memset(&epi, 0, sizeof epi);
         sim_act_lut lut;
-        sim_i8_epi_act(&epi, &op, sos[a], a == 4 ? -128 : -100);
-        epi.mult = mult;
-        epi.rscale = rscale;
-        int rc = sim_i8_epi_lut(&epi, &lut);
+        int rc = act_epi(&epi, &lut, acts[a], sos[a], a == 4 ? -128 : -100, mult, rscale);
         for (int i = 0; i < N; i++) {
             acc32[i] = (int32_t)(tg_randf() * (i % 5 ? 30000.0f : 3e6f));
             acc[i] = (float)acc32[i];
@@ -241,24 +249,15 @@ void test_act_tile_sweep(void)
     const float sos[] = {0.031f, 1.0f / 255.0f, 0.0123457f, 0.047f, 0.00731f};
     const int32_t zos[] = {-115, -128, 3, -122, -60};
     for (int a = 0; a < 5; a++) {
-        sim_op op;
-        memset(&op, 0, sizeof op);
-        op.act = acts[a];
-        op.act_p0 = 0.2f;
-        op.act_p1 = 0.5f;
-        sim_i8_epi epi;
-        memset(&epi, 0, sizeof epi);
-        sim_act_lut lut;
-        sim_i8_epi_act(&epi, &op, sos[a], zos[a]);
         float rscale[ROWS], mult[ROWS];
         int32_t bias[ROWS] = {-40000, 123, 40000};
         for (int r = 0; r < ROWS; r++) {
             rscale[r] = 1.1e-6f * (1.0f + 0.37f * (float)r);
             mult[r] = rscale[r] / sos[a];
         }
-        epi.mult = mult;
-        epi.rscale = rscale;
-        int rc = sim_i8_epi_lut(&epi, &lut);
+        sim_i8_epi epi;
+        sim_act_lut lut;
+        int rc = act_epi(&epi, &lut, acts[a], sos[a], zos[a], mult, rscale);
         for (int r = 0; r < ROWS; r++) {
             switch_windows(&epi, r, bias[r], acc32 + r * LD, LD);
             for (int i = 0; i < LD; i++) acc[r * LD + i] = (float)acc32[r * LD + i];
