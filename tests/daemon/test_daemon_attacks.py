@@ -241,7 +241,7 @@ def test_idle_relay_streams_are_limited_per_client_and_cut(shared, conv_model):
                     next(call)
                 codes.append(info.value.code())
             assert sorted(c.name for c in codes) == ["CANCELLED"] * 3 + ["RESOURCE_EXHAUSTED"], codes
-            assert time.monotonic() - start < 10
+            assert time.monotonic() - start < 25  # cut by the idle limit, long before the streams' own 30 s
             # The bystander's kept relay was cut by the idle limit too: run() opens a new one by itself.
             assert relayed.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
             assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
@@ -262,7 +262,7 @@ def test_hellos_without_watch_expire(shared):
                 filled += 1
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "connected clients" in info.value.details()
     assert filled >= 40
-    deadline = time.monotonic() + 10  # --client-grace 1: the watchdog forgets them
+    deadline = time.monotonic() + 60  # --client-grace 1: the watchdog forgets them (generous: a loaded CI machine)
     while True:
         try:
             with Board.connect(shared.address) as board:
@@ -331,7 +331,7 @@ def test_idle_streams_cannot_starve_other_clients(shared, conv_model):
             start = time.monotonic()
             session = bystander.load_model(sim_models.conv_relu_model(seed=41)[0])
             assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
-            assert time.monotonic() - start < 20
+            assert time.monotonic() - start < 45  # served while the stalled uploads still hold their calls
             aborted_before = bystander.stats()["uploads_aborted"]
         for call in calls:  # the 4th of each client: refused at once; the others: cancelled when idle (2 s)
             try:
@@ -355,10 +355,11 @@ def test_a_full_server_says_busy_not_lost():
 
     from rknnlink.client.errors import translate
 
-    release = threading.Event()
+    release, entered = threading.Event(), threading.Event()
 
     def slow(_request, _context):
-        release.wait(10)
+        entered.set()
+        release.wait(30)
         return b""
 
     server = grpc.server(futures.ThreadPoolExecutor(2), maximum_concurrent_rpcs=1)
@@ -370,7 +371,7 @@ def test_a_full_server_says_busy_not_lost():
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             call = channel.unary_unary("/t.T/Slow")
             first = call.future(b"")
-            time.sleep(0.3)
+            assert entered.wait(60), "the first call never reached the server"
             with pytest.raises(grpc.RpcError) as info:
                 call(b"", timeout=5)
             err = translate(info.value, f"127.0.0.1:{port}")
@@ -406,7 +407,7 @@ def test_trickling_data_handshakes_are_cut_at_an_absolute_deadline(shared, conv_
         socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
         start = time.monotonic()
         closed_at = {}
-        while len(closed_at) < len(socks) and time.monotonic() - start < 12:
+        while len(closed_at) < len(socks) and time.monotonic() - start < 30:
             for i, s in enumerate(socks):
                 if i in closed_at:
                     continue
@@ -422,7 +423,8 @@ def test_trickling_data_handshakes_are_cut_at_an_absolute_deadline(shared, conv_
             time.sleep(0.2)
         for s in socks:
             s.close()
-        assert len(closed_at) == 40 and max(closed_at.values()) < 8.0, closed_at
+        # An absolute 5 s deadline closes them all; a per-recv timeout would keep every trickling socket open.
+        assert len(closed_at) == 40 and max(closed_at.values()) < 20.0, closed_at
         session = board.load_model(conv_model[0])
         assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
         assert session.uses_data_channel

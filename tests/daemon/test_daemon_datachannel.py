@@ -9,7 +9,6 @@ import signal
 import socket
 import struct
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -119,22 +118,24 @@ def test_worker_killed_during_a_data_channel_run(board, pipelined):
     session = board.load_model(model)
     pid = _worker_pid(board, session.id)
     errors = []
+    running = threading.Event()  # set by the first result: the kill lands mid-stream, not before it
 
     def work() -> None:
         try:
             if pipelined:
                 with session.pipeline(depth=4) as pipe:
-                    for _ in pipe.map([x] for _ in range(5000)):
-                        pass
+                    for _ in pipe.map([x] for _ in range(100_000)):
+                        running.set()
             else:
-                for _ in range(5000):
+                for _ in range(100_000):
                     session.run([x])
+                    running.set()
         except Exception as exc:  # noqa: BLE001 - inspected below
             errors.append(exc)
 
     t = threading.Thread(target=work)
     t.start()
-    time.sleep(0.5)
+    assert running.wait(60), errors
     assert session.carrier == board.carrier
     os.kill(pid, signal.SIGKILL)
     t.join(60)

@@ -98,7 +98,7 @@ class NetNs:
         return ["ip", "netns", "exec", self.name] + args
 
     def spawn(self, args: List[str], env: Optional[Dict[str, str]] = None, log: Optional[Path] = None,
-              ready: Optional[str] = None, timeout: float = 20.0) -> subprocess.Popen:
+              ready: Optional[str] = None, timeout: float = 90.0) -> subprocess.Popen:
         """Starts a background process; waits for `ready` on its stdout when given."""
         out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(self.cmd(args), env=env or base_env(), stdout=subprocess.PIPE if ready else out,

@@ -87,13 +87,13 @@ import json, time
 from rknnlink.transport import resolve, DeviceNotFoundError
 started = time.monotonic()
 try:
-    resolve("127.0.0.1:6999", timeout=10)
+    resolve("127.0.0.1:6999", timeout=60)
     print(json.dumps({"error": None}))
 except DeviceNotFoundError as exc:
     print(json.dumps({"error": str(exc), "seconds": time.monotonic() - started}))
 """)
     assert "adb connect 127.0.0.1:6999" in out["error"] and "failed" in out["error"]
-    assert out["seconds"] < 8
+    assert out["seconds"] < 30  # the refused connect is reported, not the 60 s timeout waited out
 
 
 def test_missing_daemon_asks_for_deploy_and_leaves_no_forward(adb_rig, echo_daemon, tmp_path):
