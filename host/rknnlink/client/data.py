@@ -26,7 +26,7 @@ import grpc
 import numpy as np
 
 from rknnlink.client.errors import BoardError, RemoteRknnError, SessionLostError
-from rknnlink.runtime import numpy_dtype
+from rknnlink.runtime import RknnError, numpy_dtype
 from rknnlink.v1 import datawire
 from rknnlink.v1.messages import pb
 
@@ -51,7 +51,9 @@ class Carrier:
     kind = ""
     closed = False
 
-    def send(self, parts: Sequence[Any]) -> None:
+    def send(self, parts: Sequence[Any], drain: Optional[Callable[[], bool]] = None) -> None:
+        """Send one frame. While the frame does not fit, `drain` (if given) is called whenever replies are
+        waiting: it takes one in (False: none is due, stop calling). A carrier that never blocks ignores it."""
         raise NotImplementedError
 
     def receive(self, limit: int, probe: Probe) -> memoryview:
@@ -98,7 +100,7 @@ class DirectCarrier(Carrier):
         self._reader.set_wait_interval(PROBE_INTERVAL)  # a kernel receive timeout: no poll() per reply
         self.closed = False
 
-    def send(self, parts: Sequence[Any]) -> None:
+    def send(self, parts: Sequence[Any], drain: Optional[Callable[[], bool]] = None) -> None:
         if self.kind == "tls":  # no sendmsg on TLS: the small head parts in one record, big ones as they are
             small = [part for part in parts if memoryview(part).nbytes < 4096]
             if len(small) == len(parts):
@@ -112,7 +114,7 @@ class DirectCarrier(Carrier):
             for part in rest:
                 self.sock.sendall(part)
             return
-        datawire.send_parts(self.sock, parts)
+        datawire.send_parts(self.sock, parts, drain)
 
     def receive(self, limit: int, probe: Probe) -> memoryview:
         self._reader.wait = probe
@@ -145,8 +147,8 @@ class RelayCarrier(Carrier):
         self._probe: Probe = None
         self._watchdog: Optional[threading.Thread] = None
 
-    def send(self, parts: Sequence[Any]) -> None:
-        self._outgoing.put(pb.RelayFrame(frame=b"".join(parts)))
+    def send(self, parts: Sequence[Any], drain: Optional[Callable[[], bool]] = None) -> None:
+        self._outgoing.put(pb.RelayFrame(frame=b"".join(parts)))  # never blocks: no drain needed
 
     def receive(self, limit: int, probe: Probe) -> memoryview:
         if probe is not None and self._watchdog is None:
@@ -212,7 +214,7 @@ class OrderedResults:
 
     depth: int
     closed: bool
-    _ready: Deque[List[np.ndarray]]
+    _ready: Deque[Any]  # results taken in ahead of their get(): output lists, or a request's RknnError
 
     @property
     def _inflight(self) -> int:
@@ -228,7 +230,21 @@ class OrderedResults:
     def _make_room(self) -> None:
         """Before a submit: when `depth` are in flight, collect the oldest result into the buffer."""
         while self._inflight >= self.depth:
+            self._collect()
+
+    def _collect(self) -> None:
+        """Take the oldest result in flight into the buffer; a runtime error of that request is kept there,
+        to be raised by its own get() (not by the submit() of a later one)."""
+        try:
             self._ready.append(self._receive())
+        except RknnError as exc:
+            self._ready.append(exc)
+
+    def _pop_ready(self) -> List[np.ndarray]:
+        result = self._ready.popleft()
+        if isinstance(result, RknnError):
+            raise result
+        return result
 
     def run(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
             pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> List[np.ndarray]:
@@ -239,7 +255,7 @@ class OrderedResults:
     def get(self) -> List[np.ndarray]:
         """The oldest outstanding result (blocks until it arrives)."""
         if self._ready:
-            return self._ready.popleft()
+            return self._pop_ready()
         if self._inflight == 0:
             raise BoardError("no request is outstanding; submit() first")
         return self._receive()
@@ -254,7 +270,7 @@ class OrderedResults:
         for item in inputs:
             self.submit(item, **kwargs)
             while self._ready:
-                yield self._ready.popleft()
+                yield self._pop_ready()
             if self._inflight >= self.depth:
                 yield self._receive()
         yield from self.results()
@@ -284,8 +300,8 @@ class Pipeline(OrderedResults):
         self.carrier, self.depth = carrier, depth
         self._encode, self._next_id, self._on_lost, self._probe = encode, next_id, on_lost, probe
         self._limit = datawire.frame_limit(max_reply_bytes)
-        self._max_reply_bytes = max_reply_bytes
-        self._ready: Deque[List[np.ndarray]] = deque()
+        self._replies = datawire.ReplyParser(max_reply_bytes)
+        self._ready: Deque[Any] = deque()
         self._expected: Deque[int] = deque()  # request ids sent and not answered yet, oldest first
         self.closed = False
 
@@ -311,11 +327,19 @@ class Pipeline(OrderedResults):
         self._make_room()
         request_id = self._next_id()
         try:
-            self.carrier.send(datawire.encode_request(request_id, tensors, raw))
+            self.carrier.send(datawire.encode_request(request_id, tensors, raw), self._drain)
         except (OSError, grpc.RpcError) as exc:
             self._fail(exc)
         self._expected.append(request_id)
         return request_id
+
+    def _drain(self) -> bool:
+        """Called while a send waits for room: take the oldest reply in, so a worker blocked writing it to us
+        (its reader then stops reading, and our send waits for it) goes on. False: nothing is in flight."""
+        if not self._expected:
+            return False
+        self._collect()
+        return True
 
     def _fail(self, exc: BaseException) -> None:
         self.closed = True
@@ -326,7 +350,7 @@ class Pipeline(OrderedResults):
     def _receive(self) -> List[np.ndarray]:
         try:
             body = self.carrier.receive(self._limit, self._probe)
-            rid, status, _run_us, payload = datawire.parse_reply(body, self._max_reply_bytes)
+            rid, status, _run_us, payload = self._replies.parse(body)
         except (OSError, grpc.RpcError, datawire.FrameError) as exc:
             self._fail(exc)
         except BaseException:  # the probe found the session lost (or an interrupt): this carrier is done
@@ -343,11 +367,8 @@ class Pipeline(OrderedResults):
         if status != 0:
             name, message = payload
             raise RemoteRknnError(status, name, message, None, "rknn-error")
-        outs = []
-        for dtype, shape, data in payload:
-            arr = np.frombuffer(data, dtype=numpy_dtype(dtype))
-            outs.append(arr.reshape(shape) if shape else arr)
-        return outs
+        return [np.frombuffer(data, numpy_dtype(dtype)).reshape(shape) if shape else
+                np.frombuffer(data, numpy_dtype(dtype)) for dtype, shape, data in payload]
 
     def close(self) -> None:
         """Close the carrier; results still in flight are discarded (the worker notices the close)."""
