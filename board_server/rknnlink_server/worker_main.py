@@ -193,6 +193,18 @@ class Worker:
 
 QUEUED = 4      # requests a data connection reads ahead of the one running (then TCP pushes back)
 MAX_PLANS = 8   # prepared input layouts a data connection keeps
+INLINE_REPLY_BYTES = 1 << 16  # larger replies of an inline run are sent by the runner: the reader goes on
+
+
+class _Reply:
+    """A reply computed inline, queued for the runner thread to send."""
+
+    def __init__(self, parts: List[Any]) -> None:
+        self.parts = parts
+
+# The reader's buffer: a small request comes whole in one recv, and of a large one only this much is copied
+# out of it (the rest goes straight into the frame's own buffer).
+READ_AHEAD_BYTES = 8192
 
 
 def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool) -> None:
@@ -219,14 +231,16 @@ class _DataConnection:
     came, each answered on the connection before the next runs.
 
     A request that finds nothing running, nothing queued and no next frame waiting (run() of a client, one
-    request in flight) runs right here: no hand-over between threads on the way to the reply. Otherwise (a
-    pipelining client) it is queued for the runner thread, and this thread goes on reading and parsing the
-    next frames while the runtime runs (it releases the GIL), up to QUEUED ahead; then it stops reading and
-    TCP flow control holds the client back, so a client that sends without reading costs bounded memory."""
+    request in flight) runs right here: no hand-over between threads on the way to the reply; only a reply
+    that could keep this thread from reading (a large one, or the next frame came meanwhile) is handed to
+    the runner thread to send. Otherwise (a pipelining client) the request is queued for the runner thread,
+    and this thread goes on reading and parsing the next frames while the runtime runs (it releases the
+    GIL), up to QUEUED ahead; then it stops reading and TCP flow control holds the client back, so a client
+    that sends without reading costs bounded memory."""
 
     def __init__(self, worker: Worker, conn: socket.socket, limit: int) -> None:
         self.worker, self.conn, self.limit = worker, conn, limit
-        self.reader = datawire.FrameReader(conn)
+        self.reader = datawire.FrameReader(conn, READ_AHEAD_BYTES)
         self.parser = datawire.RequestParser()
         self.plans: Dict[datawire.Layout, PreparedRun] = {}
         self.queue: Deque[Any] = deque()
@@ -251,9 +265,11 @@ class _DataConnection:
                         self.queue.append(request)
                         self._start_runner()
                         self.cv.notify_all()
-                if inline and not self._answer(request):
-                    break
                 if isinstance(request, datawire.FrameError):  # the stream is out of step: read no further
+                    if inline:
+                        self._answer(request)
+                    break
+                if inline and not self._run_inline(request):
                     break
         finally:
             if self.runner is not None:  # it answers what is queued, then stops
@@ -272,6 +288,16 @@ class _DataConnection:
         except (OSError, datawire.PeerClosedError) as exc:
             log.debug("data connection ended: %s", exc)
             return None
+
+    def _run_inline(self, request: Any) -> bool:
+        reply = _data_run(self.worker, self.plans, *request)
+        if sum(memoryview(part).nbytes for part in reply) <= INLINE_REPLY_BYTES and not self.reader.pending():
+            return self._send(reply)
+        with self.cv:  # nothing is queued or running (the condition to run inline): the order holds
+            self.queue.append(_Reply(reply))
+            self._start_runner()
+            self.cv.notify_all()
+        return True
 
     def _start_runner(self) -> None:
         if self.runner is None:
@@ -296,15 +322,24 @@ class _DataConnection:
                 return
 
     def _answer(self, request: Any) -> bool:
-        """Run one request and send its reply (or the error reply of a corrupt frame); False: stop."""
-        try:
-            if isinstance(request, datawire.FrameError):
-                datawire.send_parts(self.conn, datawire.encode_error(
-                    0, RKNN_ERR_PARAM_INVALID, "RKNN_ERR_PARAM_INVALID", f"corrupt data-plane frame: {request}"))
-                self._stop()
+        """Run one request and send its reply, send a reply run inline, or answer a corrupt frame and end
+        the connection; False: stop."""
+        if isinstance(request, _Reply):
+            return self._send(request.parts)
+        if not isinstance(request, datawire.FrameError):
+            return self._send(_data_run(self.worker, self.plans, *request))
+        if self._send(datawire.encode_error(0, RKNN_ERR_PARAM_INVALID, "RKNN_ERR_PARAM_INVALID",
+                                            f"corrupt data-plane frame: {request}")):
+            self._stop()
+            try:
                 _linger(self.conn)
-                return False
-            datawire.send_parts(self.conn, _data_run(self.worker, self.plans, *request))
+            except OSError as exc:
+                log.debug("data connection ended: %s", exc)
+        return False
+
+    def _send(self, parts: List[Any]) -> bool:
+        try:
+            datawire.send_parts(self.conn, parts)
             return True
         except OSError as exc:
             log.debug("data connection ended: %s", exc)

@@ -11,6 +11,8 @@ import threading
 import numpy as np
 import pytest
 import sim_models
+from test_daemon_tls_data import _board as _tls_board
+from test_daemon_tls_data import tls_daemon  # noqa: F401 - the TLS daemon fixture, for the TLS carrier
 
 from rknnlink.client import RemoteRknnError
 from rknnlink.client.data import DirectCarrier, Pipeline
@@ -100,8 +102,7 @@ def test_a_runtime_error_is_raised_by_its_own_get(board):
         assert [float(r[0][0, 0]) for r in pipe.results()] == [2.0, 2.0]
 
 
-@pytest.mark.parametrize("depth", [2, 16])
-def test_large_inputs_and_outputs_with_a_late_reader_do_not_deadlock(board, depth):
+def _late_reader_stream(board, depth: int) -> str:
     """4 MiB in and 4 MiB out per request, `depth` in flight: with 16, more than the socket buffers and the
     worker's read-ahead hold, so the client's send blocks while the worker waits to write a reply nobody
     reads yet; the client must take replies in while it sends. Results stay exact and in order."""
@@ -115,6 +116,17 @@ def test_large_inputs_and_outputs_with_a_late_reader_do_not_deadlock(board, dept
 
         assert _finishes(stream) == [-(i % 3 + 0.5) for i in range(count)]
         np.testing.assert_array_equal(session.run([values[1]])[0], -values[1])
+        return session.carrier
+
+
+@pytest.mark.parametrize("depth", [2, 16])
+def test_large_inputs_and_outputs_with_a_late_reader_do_not_deadlock(board, depth):
+    assert _late_reader_stream(board, depth) == board.carrier
+
+
+def test_large_frames_with_a_late_reader_over_the_tls_data_port_do_not_deadlock(tls_daemon):  # noqa: F811
+    with _tls_board(tls_daemon) as board:
+        assert _late_reader_stream(board, 16) == "tls"
 
 
 def test_the_worker_reads_requests_ahead_of_the_one_it_answers(daemon, board):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import select
 import socket
 import ssl
 import threading
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 PROBE_INTERVAL = 10.0  # seconds without a reply before the daemon is asked whether the worker still lives
 CLOSE_TIMEOUT = 5.0    # seconds a closed relay stream may take to end before it is cancelled
+TLS_CHUNK = 1 << 16    # bytes per non-blocking TLS write (a few records)
 Probe = Optional[Callable[[], None]]
 
 
@@ -101,21 +103,55 @@ class DirectCarrier(Carrier):
         self.closed = False
 
     def send(self, parts: Sequence[Any], drain: Optional[Callable[[], bool]] = None) -> None:
-        if self.kind == "tls":  # no sendmsg on TLS: the small head parts in one record, big ones as they are
-            small = [part for part in parts if memoryview(part).nbytes < 4096]
-            if len(small) == len(parts):
-                self.sock.sendall(b"".join(parts))
-                return
-            head, rest = b"", list(parts)
-            while rest and memoryview(rest[0]).nbytes < 4096:
-                head += bytes(rest.pop(0))
-            if head:
-                self.sock.sendall(head)
-            for part in rest:
-                self.sock.sendall(part)
+        if self.kind == "tls":
+            self._send_tls(parts, drain)
             return
         datawire.send_parts(self.sock, parts, drain)
 
+    def _send_tls(self, parts: Sequence[Any], drain: Optional[Callable[[], bool]]) -> None:
+        """No sendmsg on TLS: the small head parts in one record, big ones as they are. With `drain`, the
+        writes are non-blocking and a write that has to wait lets replies in first (see send_parts)."""
+        pieces: List[Any] = []
+        head = b""
+        for part in parts:
+            if memoryview(part).nbytes < 4096:
+                head += bytes(part)
+                continue
+            if head:
+                pieces.append(head)
+                head = b""
+            pieces.append(part)
+        if head:
+            pieces.append(head)
+        if drain is None:
+            for piece in pieces:
+                self.sock.sendall(piece)
+            return
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN | select.POLLOUT)
+        self.sock.setblocking(False)
+        try:
+            for piece in pieces:
+                view = memoryview(piece).cast("B")
+                while view.nbytes:
+                    chunk = view[:TLS_CHUNK]
+                    try:
+                        view = view[self.sock.send(chunk):]
+                        continue
+                    except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                        pass  # retried with the same chunk, as OpenSSL asks
+                    readable = (drain is not None and self.sock.pending() > 0) or \
+                        any(e & select.POLLIN for _fd, e in poller.poll())
+                    if readable and drain is not None:
+                        self.sock.setblocking(True)
+                        try:
+                            if not drain():
+                                drain = None
+                                poller.modify(self.sock, select.POLLOUT)
+                        finally:
+                            self.sock.setblocking(False)
+        finally:
+            self.sock.setblocking(True)
     def receive(self, limit: int, probe: Probe) -> memoryview:
         self._reader.wait = probe
         body = self._reader.read(limit)
