@@ -2,8 +2,8 @@
 
 * DirectCarrier: a TCP connection to the daemon's data port, handed to the session's worker after a hello
   (loopback daemons, adb with a data forward, a farm relay of the data port);
-  over TLS (the same certificate as the gRPC listener) where the daemon listens with TLS: the daemon ends
-  TLS and pumps the bytes to the worker (kind "tls");
+  over TLS (the same certificate as the gRPC listener) where the daemon listens with TLS: a plaintext
+  routing preamble names the session, and its worker ends TLS (kind "tls");
 * RelayCarrier: a gRPC `Relay` stream through the daemon, which pumps the same frames to the worker (TLS
   network endpoints, the USB bridge, adb without a data forward).
 
@@ -28,14 +28,14 @@ import numpy as np
 
 from rknnlink.client.errors import BoardError, RemoteRknnError, SessionLostError
 from rknnlink.runtime import RknnError, numpy_dtype
-from rknnlink.v1 import datawire
-from rknnlink.v1.messages import pb
+from rknnlink.v1 import dataroute, datawire, relaywire
+from rknnlink.v1.tlsstream import TlsStream
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 PROBE_INTERVAL = 10.0  # seconds without a reply before the daemon is asked whether the worker still lives
 CLOSE_TIMEOUT = 5.0    # seconds a closed relay stream may take to end before it is cancelled
-TLS_CHUNK = 1 << 16    # bytes per non-blocking TLS write (a few records)
+TLS_POLL = 0.002       # seconds between looks for replies while a TLS send is under way
 Probe = Optional[Callable[[], None]]
 
 
@@ -83,9 +83,10 @@ class DirectCarrier(Carrier):
         self.sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT)
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if tls is not None:
+            if tls is not None:  # the plaintext route to the session's worker, which ends TLS
                 self.kind = "tls"
-                self.sock = tls[0].wrap_socket(self.sock, server_hostname=tls[1])
+                self.sock.sendall(dataroute.encode_route(session_id))
+                self.sock = TlsStream(self.sock, tls[0], False, tls[1]).handshake(time.monotonic() + CONNECT_TIMEOUT)
             self.sock.sendall(datawire.encode_hello(session_id, secret))
             status, message = datawire.read_hello_reply(self.sock)
             if status == datawire.REFUSED_SESSION_LOST:
@@ -100,58 +101,45 @@ class DirectCarrier(Carrier):
             raise
         self._reader = datawire.FrameReader(self.sock)
         self._reader.set_wait_interval(PROBE_INTERVAL)  # a kernel receive timeout: no poll() per reply
+        self._writer: Optional[threading.Thread] = None  # TLS only, see _send_tls_draining
         self.closed = False
 
     def send(self, parts: Sequence[Any], drain: Optional[Callable[[], bool]] = None) -> None:
-        if self.kind == "tls":
-            self._send_tls(parts, drain)
-            return
-        datawire.send_parts(self.sock, parts, drain)
+        if self.kind != "tls" or drain is None:
+            datawire.send_parts(self.sock, parts, drain)
+        else:
+            self._send_tls_draining(parts, drain)
 
-    def _send_tls(self, parts: Sequence[Any], drain: Optional[Callable[[], bool]]) -> None:
-        """No sendmsg on TLS: the small head parts in one record, big ones as they are. With `drain`, the
-        writes are non-blocking and a write that has to wait lets replies in first (see send_parts)."""
-        pieces: List[Any] = []
-        head = b""
-        for part in parts:
-            if memoryview(part).nbytes < 4096:
-                head += bytes(part)
-                continue
-            if head:
-                pieces.append(head)
-                head = b""
-            pieces.append(part)
-        if head:
-            pieces.append(head)
-        if drain is None:
-            for piece in pieces:
-                self.sock.sendall(piece)
-            return
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN | select.POLLOUT)
-        self.sock.setblocking(False)
-        try:
-            for piece in pieces:
-                view = memoryview(piece).cast("B")
-                while view.nbytes:
-                    chunk = view[:TLS_CHUNK]
-                    try:
-                        view = view[self.sock.send(chunk):]
-                        continue
-                    except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
-                        pass  # retried with the same chunk, as OpenSSL asks
-                    readable = (drain is not None and self.sock.pending() > 0) or \
-                        any(e & select.POLLIN for _fd, e in poller.poll())
-                    if readable and drain is not None:
-                        self.sock.setblocking(True)
-                        try:
-                            if not drain():
-                                drain = None
-                                poller.modify(self.sock, select.POLLOUT)
-                        finally:
-                            self.sock.setblocking(False)
-        finally:
-            self.sock.setblocking(True)
+    def _send_tls_draining(self, parts: Sequence[Any], drain: Callable[[], bool]) -> None:
+        """A TLS stream's send blocks until all of it is out (rknnlink.v1.tlsstream), so a writer thread sends
+        while this one takes in the replies that come meanwhile (the stream allows one reader and one writer
+        at once); it returns once the frame is sent, so the caller's buffers are free again, as with sendmsg."""
+        if self._writer is None:
+            self._writes: queue.SimpleQueue = queue.SimpleQueue()
+            self._writer = threading.Thread(target=self._write_loop, name="tls-send", daemon=True)
+            self._writer.start()
+        done, failure = threading.Event(), []
+        self._writes.put((parts, done, failure))
+        while not done.wait(TLS_POLL):  # returns at once when the frame is out
+            if drain is not None and (self.sock.pending() > 0 or select.select([self.sock], [], [], 0)[0]):
+                if not drain():
+                    drain = None
+        if failure:
+            raise failure[0]
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._writes.get()
+            if item is None:
+                return
+            parts, done, failure = item
+            try:
+                datawire.send_parts(self.sock, parts)
+            except Exception as exc:  # noqa: BLE001 - raised by the sending thread
+                failure.append(exc)
+            finally:
+                done.set()
+
     def receive(self, limit: int, probe: Probe) -> memoryview:
         self._reader.wait = probe
         body = self._reader.read(limit)
@@ -162,6 +150,8 @@ class DirectCarrier(Carrier):
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self._writer is not None:
+                self._writes.put(None)
             self.sock.close()
 
 
@@ -176,6 +166,7 @@ class RelayCarrier(Carrier):
     _END = object()
 
     def __init__(self, relay: Callable[..., Any], metadata: Sequence[Tuple[str, str]]) -> None:
+        """`relay`: the Relay method with raw bytes messages (rknnlink.v1.relaywire.relay_call)."""
         self._outgoing: queue.SimpleQueue = queue.SimpleQueue()
         self._call = relay(iter(self._outgoing.get, self._END), metadata=tuple(metadata))
         self.closed = False
@@ -184,7 +175,7 @@ class RelayCarrier(Carrier):
         self._watchdog: Optional[threading.Thread] = None
 
     def send(self, parts: Sequence[Any], drain: Optional[Callable[[], bool]] = None) -> None:
-        self._outgoing.put(pb.RelayFrame(frame=b"".join(parts)))  # never blocks: no drain needed
+        self._outgoing.put(relaywire.encode(parts))  # never blocks: no drain needed
 
     def receive(self, limit: int, probe: Probe) -> memoryview:
         if probe is not None and self._watchdog is None:
@@ -198,7 +189,10 @@ class RelayCarrier(Carrier):
             raise datawire.PeerClosedError("the daemon ended the relay stream") from None
         finally:
             self._waiting_since = 0.0
-        frame = memoryview(message.frame)
+        try:
+            frame = relaywire.frame_of(message)
+        except ValueError as exc:
+            raise datawire.FrameError(str(exc)) from None
         size = datawire.LENGTH.unpack_from(frame)[0] if frame.nbytes >= datawire.LENGTH.size else -1
         if size != frame.nbytes - datawire.LENGTH.size or size > limit:
             raise datawire.FrameError(f"a relayed frame of {frame.nbytes} bytes does not match its length prefix "
@@ -363,7 +357,8 @@ class Pipeline(OrderedResults):
         self._make_room()
         request_id = self._next_id()
         try:
-            self.carrier.send(datawire.encode_request(request_id, tensors, raw), self._drain)
+            self.carrier.send(datawire.encode_request(request_id, tensors, raw),
+                              self._drain if self._expected else None)
         except (OSError, grpc.RpcError) as exc:
             self._fail(exc)
         self._expected.append(request_id)
