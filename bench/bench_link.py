@@ -179,19 +179,24 @@ def raw_tls_round_trip(payload: bytes, reply_size: int) -> float:
             with context.wrap_socket(socket.create_connection(("127.0.0.1", port)),
                                      server_hostname="127.0.0.1") as sock:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                frame = struct.pack("<I", len(payload)) + payload
-                reply = bytearray(reply_size + 4)
-
-                def one() -> None:
-                    sock.sendall(frame)
-                    view, got = memoryview(reply), 0
-                    while got < len(reply):
-                        got += sock.recv_into(view[got:], len(reply) - got)
-
-                return _timed(one)
+                return _timed(_echo_step(sock, payload, reply_size))
         finally:
             proc.kill()
             proc.wait()
+
+
+def _echo_step(sock: socket.socket, payload: bytes, reply_size: int) -> Callable[[], None]:
+    """One length-prefixed request/reply with an echo server (_ECHO_SERVER, _TLS_ECHO_SERVER)."""
+    frame = struct.pack("<I", len(payload)) + payload
+    reply = bytearray(reply_size + 4)
+
+    def one() -> None:
+        sock.sendall(frame)
+        view, got = memoryview(reply), 0
+        while got < len(reply):
+            got += sock.recv_into(view[got:], len(reply) - got)
+
+    return one
 
 
 def _timed(step: Callable[[], Any]) -> float:
@@ -215,18 +220,7 @@ def raw_tcp_round_trip(payload: bytes, reply_size: int) -> float:
         port = int(proc.stdout.readline())
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            frame = struct.pack("<I", len(payload)) + payload
-            reply = bytearray(reply_size + 4)
-            samples = []
-            for i in range(N_LATENCY + 50):
-                start = time.perf_counter()
-                sock.sendall(frame)
-                view, got = memoryview(reply), 0
-                while got < len(reply):
-                    got += sock.recv_into(view[got:], len(reply) - got)
-                if i >= 50:
-                    samples.append(time.perf_counter() - start)
-        return _median_us(samples)
+            return _timed(_echo_step(sock, payload, reply_size))
     finally:
         proc.kill()
         proc.wait()

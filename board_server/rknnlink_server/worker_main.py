@@ -19,13 +19,14 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from rknnlink.runtime import RknnError, RuntimeContext, RuntimeLibrary, numpy_dtype
 from rknnlink.runtime.abi import RKNN_ERR_INPUT_INVALID, RKNN_ERR_PARAM_INVALID
-from rknnlink.runtime.library import output_type_of
+from rknnlink.runtime.library import PreparedRun, output_type_of
 from rknnlink.v1 import datawire
 from rknnlink_server.wire import WorkerGoneError, recv_frame, send_frame
 
@@ -59,7 +60,7 @@ class Worker:
         self.model_path: Optional[str] = None
         self.lock = threading.Lock()  # the control path and every data connection share one context
         self.data_inferences = 0      # runs through data connections (the daemon does not see them)
-        self._last_run: Optional[Tuple[List[np.ndarray], List[Optional[str]], List[bool]]] = None
+        self._last_run: Optional[Tuple[PreparedRun, Sequence[memoryview]]] = None
 
     def handle(self, header: Dict[str, Any], blobs: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
         op = header.get("op")
@@ -99,32 +100,51 @@ class Worker:
         except RknnError:
             return ""
 
-    def run(self, metas: List[Dict[str, Any]], blobs: Sequence[Any], raw: bool) -> Tuple[int, List[np.ndarray]]:
-        """One inference of a data-plane request: (run_us, outputs). Callers hold `lock`."""
+    def run(self, layout: datawire.Layout, datas: Sequence[memoryview],
+             plans: Dict[datawire.Layout, PreparedRun]) -> Tuple[int, List[np.ndarray]]:
+        """One inference of a data-plane request: (run_us, outputs). Callers hold `lock`. `plans`: the
+        calling connection's prepared runs by layout (checked once per layout, see _plan)."""
         if self.ctx is None:
             raise RknnError(-7, None, "no model is loaded in this worker")
-        arrays = [self._array(i, meta, blob) for i, (meta, blob) in enumerate(zip(metas, blobs))]
-        formats = [_FORMATS.get(int(m.get("fmt", 0))) for m in metas]
-        passes = [bool(m.get("pt", False)) for m in metas]
+        plan = plans.get(layout)
+        if plan is None or not plan.valid:
+            plan = plans[layout] = self._plan(layout, datas, plans)
         start = time.perf_counter()
-        outputs = self.ctx.infer(arrays, formats, passes, want_float=not raw)
+        outputs = plan(datas)
         run_us = int((time.perf_counter() - start) * 1e6)
-        self._last_run = (arrays, formats, passes)  # views of the frame, which they keep alive
+        self._last_run = (plan, datas)  # views of the frame, which they keep alive
         self.data_inferences += 1
         return run_us, outputs
 
-    @staticmethod
-    def _array(i: int, meta: Dict[str, Any], blob: Any) -> np.ndarray:
-        dtype = numpy_dtype(int(meta.get("dtype", 0)))
-        shape = [int(d) for d in meta.get("shape", [])]
-        size = memoryview(blob).nbytes
-        expected = math.prod(shape) * dtype.itemsize if shape else size
-        if expected != size or size % dtype.itemsize:
-            raise RknnError(RKNN_ERR_INPUT_INVALID, None,
-                            f"input {i}: {size} data bytes do not match shape {shape} of {dtype} "
-                            f"({expected} bytes); send C-contiguous data of the declared shape and dtype")
-        arr = np.frombuffer(blob, dtype=dtype)
-        return arr.reshape(shape) if shape else arr
+    def _plan(self, layout: datawire.Layout, datas: Sequence[memoryview],
+              plans: Dict[datawire.Layout, PreparedRun]) -> PreparedRun:
+        raw, metas = layout
+        layouts = []
+        for i, ((dtype_code, fmt, through, shape), data) in enumerate(zip(metas, datas)):
+            dtype = numpy_dtype(dtype_code)
+            expected = math.prod(shape) * dtype.itemsize if shape else data.nbytes
+            if expected != data.nbytes or data.nbytes % dtype.itemsize:
+                raise RknnError(RKNN_ERR_INPUT_INVALID, None,
+                                f"input {i}: {data.nbytes} data bytes do not match shape {list(shape)} of {dtype} "
+                                f"({expected} bytes); send C-contiguous data of the declared shape and dtype")
+            layouts.append((dtype, shape or (data.nbytes // dtype.itemsize,), _FORMATS.get(fmt), through))
+        if len(plans) >= MAX_PLANS:  # a client cycling through layouts: bounded, the oldest goes
+            del plans[next(iter(plans))]
+        return self.ctx.prepare(layouts, want_float=not raw)
+
+    def _replay_last_run(self) -> None:
+        """Run the last data-plane inference again (the model is deterministic): for dumps."""
+        plan, datas = self._last_run
+        if plan.valid:
+            plan(datas)
+        else:
+            self.ctx.infer(*self._last_run_arrays())
+
+    def _last_run_arrays(self) -> Tuple[List[np.ndarray], List[Optional[str]], List[bool]]:
+        """The last data-plane run's inputs as set_inputs takes them (for vendor_dumps' replay)."""
+        plan, datas = self._last_run
+        arrays = [np.frombuffer(d, dtype).reshape(shape) for d, dtype, shape in zip(datas, plan.dtypes, plan.shapes)]
+        return arrays, list(plan.formats), list(plan.passes)
 
     def op_perf(self, _h: Dict[str, Any], _b: List[bytearray]) -> Tuple[Dict[str, Any], Sequence[Any]]:
         return {"text": self.ctx.perf_detail()}, ()
@@ -143,7 +163,8 @@ class Worker:
         if not self.lib.is_simulator:  # the vendor runtime's own dump files (RKNN_LOG_LEVEL / RKNN_DUMP_DIR)
             from rknnlink_server import vendor_dumps
 
-            return vendor_dumps.collect(self.lib, self.model_path, self._last_run,
+            last = None if self._last_run is None else self._last_run_arrays()
+            return vendor_dumps.collect(self.lib, self.model_path, last,
                                         self.ctx.input_attrs + self.ctx.output_attrs, bool(header.get("raw")))
         if not self.dump_enabled:
             # Dumps were off for the last run: turn them on and repeat that run (the model is deterministic).
@@ -152,7 +173,7 @@ class Worker:
                                 "no run happened yet in this session: run the model once, then ask for dumps")
             self.ctx.set_dump(True)
             self.dump_enabled = True
-            self.ctx.infer(*self._last_run)
+            self._replay_last_run()
         include_raw = bool(header.get("raw", False))
         infos, blobs = [], []
         for info, f32, raw in self.ctx.dumps():
@@ -170,7 +191,20 @@ class Worker:
         return {"closed": True}, ()
 
 
-READERS = 2  # threads per data connection: one reads the next frame while the other runs (leader/follower)
+QUEUED = 4      # requests a data connection reads ahead of the one running (then TCP pushes back)
+MAX_PLANS = 8   # prepared input layouts a data connection keeps
+INLINE_REPLY_BYTES = 1 << 16  # larger replies of an inline run are sent by the runner: the reader goes on
+
+
+class _Reply:
+    """A reply computed inline, queued for the runner thread to send."""
+
+    def __init__(self, parts: List[Any]) -> None:
+        self.parts = parts
+
+# The reader's buffer: a small request comes whole in one recv, and of a large one only this much is copied
+# out of it (the rest goes straight into the frame's own buffer).
+READ_AHEAD_BYTES = 8192
 
 
 def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool,
@@ -194,78 +228,133 @@ def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool,
 
 
 class _DataConnection:
-    """The one loop of the data plane, run by READERS threads in turn (leader/follower): the thread holding
-    the read token reads and parses the next frame and takes its turn to run; when the next frame is already
-    waiting (a pipelining client) it passes the token on first, so that frame is read (the runtime releases
-    the GIL) while this one runs. Frames run and are answered in the order they came."""
+    """The one loop of the data plane: this thread reads and parses frames; requests run in the order they
+    came, each answered on the connection before the next runs.
+
+    A request that finds nothing running, nothing queued and no next frame waiting (run() of a client, one
+    request in flight) runs right here: no hand-over between threads on the way to the reply; only a reply
+    that could keep this thread from reading (a large one, or the next frame came meanwhile) is handed to
+    the runner thread to send. Otherwise (a pipelining client) the request is queued for the runner thread,
+    and this thread goes on reading and parsing the next frames while the runtime runs (it releases the
+    GIL), up to QUEUED ahead; then it stops reading and TCP flow control holds the client back, so a client
+    that sends without reading costs bounded memory."""
 
     def __init__(self, worker: Worker, conn: socket.socket, limit: int) -> None:
         self.worker, self.conn, self.limit = worker, conn, limit
-        self.reader = datawire.FrameReader(conn)
-        self.read_token = threading.Lock()
-        self.turn = threading.Lock()
-        self.done = False
+        self.reader = datawire.FrameReader(conn, READ_AHEAD_BYTES)
+        self.parser = datawire.RequestParser()
+        self.plans: Dict[datawire.Layout, PreparedRun] = {}
+        self.queue: Deque[Any] = deque()
+        self.cv = threading.Condition(threading.Lock())
+        self.busy = False     # the runner thread holds a request it has not answered yet
+        self.done = False     # no more requests run (the peer closed, a corrupt frame, a failed send)
+        self.runner: Optional[threading.Thread] = None
 
     def serve(self) -> None:
-        helpers = [threading.Thread(target=self._loop, name="data", daemon=True) for _ in range(READERS - 1)]
-        for helper in helpers:
-            helper.start()
         try:
-            self._loop()
+            while True:
+                request = self._next()
+                if request is None:
+                    break
+                with self.cv:
+                    while len(self.queue) >= QUEUED and not self.done:
+                        self.cv.wait()
+                    if self.done:
+                        break
+                    inline = not self.queue and not self.busy and not self.reader.pending()
+                    if not inline:
+                        self.queue.append(request)
+                        self._start_runner()
+                        self.cv.notify_all()
+                if isinstance(request, datawire.FrameError):  # the stream is out of step: read no further
+                    if inline:
+                        self._answer(request)
+                    break
+                if inline and not self._run_inline(request):
+                    break
         finally:
-            for helper in helpers:
-                helper.join()
+            if self.runner is not None:  # it answers what is queued, then stops
+                with self.cv:
+                    self.queue.append(None)
+                    self.cv.notify_all()
+                self.runner.join()
 
-    def _loop(self) -> None:
+    def _next(self) -> Any:
+        """The next request (request_id, layout, datas), a FrameError for a corrupt frame, None at the end."""
+        try:
+            body = self.reader.read(self.limit)
+            return None if body is None else self.parser.parse(body)
+        except datawire.FrameError as exc:
+            return exc
+        except (OSError, datawire.PeerClosedError) as exc:
+            log.debug("data connection ended: %s", exc)
+            return None
+
+    def _run_inline(self, request: Any) -> bool:
+        reply = _data_run(self.worker, self.plans, *request)
+        if sum(memoryview(part).nbytes for part in reply) <= INLINE_REPLY_BYTES and not self.reader.pending():
+            return self._send(reply)
+        with self.cv:  # nothing is queued or running (the condition to run inline): the order holds
+            self.queue.append(_Reply(reply))
+            self._start_runner()
+            self.cv.notify_all()
+        return True
+
+    def _start_runner(self) -> None:
+        if self.runner is None:
+            self.runner = threading.Thread(target=self._run_queued, name="data-run", daemon=True)
+            self.runner.start()
+
+    def _run_queued(self) -> None:
         while True:
-            self.read_token.acquire()
-            token = True
-            try:
-                if self.done:
-                    return
-                request: Any
-                try:
-                    body = self.reader.read(self.limit)
-                    request = None if body is None else datawire.parse_request(body)
-                except datawire.FrameError as exc:
-                    request = exc
-                except (OSError, datawire.PeerClosedError) as exc:
-                    log.debug("data connection ended: %s", exc)
-                    request = None
-                self.done = not isinstance(request, tuple)
-                with self.turn:  # taken before the token goes on: frames run in the order they were read
-                    if self.done or self.reader.pending():
-                        # The next frame is there already: another thread reads it while this one runs.
-                        # Otherwise (one request in flight) this thread keeps the token: no hand-over on
-                        # the way to the reply, and it reads the next frame itself.
-                        self.read_token.release()
-                        token = False
-                    if not self._answer(request):
-                        return
-            finally:
-                if token:
-                    self.read_token.release()
+            with self.cv:
+                while not self.queue:
+                    self.cv.wait()
+                request = self.queue.popleft()
+                self.busy = request is not None and not self.done
+                self.cv.notify_all()  # room in the queue
+            if not self.busy:
+                return
+            ok = self._answer(request)
+            with self.cv:
+                self.busy = False
+                self.cv.notify_all()
+            if not ok:
+                return
 
     def _answer(self, request: Any) -> bool:
-        """Run one request and send its reply (or the error reply of a corrupt frame); False: stop."""
-        try:
-            if request is None:
-                return False
-            if isinstance(request, datawire.FrameError):
-                datawire.send_parts(self.conn, datawire.encode_error(
-                    0, RKNN_ERR_PARAM_INVALID, "RKNN_ERR_PARAM_INVALID", f"corrupt data-plane frame: {request}"))
+        """Run one request and send its reply, send a reply run inline, or answer a corrupt frame and end
+        the connection; False: stop."""
+        if isinstance(request, _Reply):
+            return self._send(request.parts)
+        if not isinstance(request, datawire.FrameError):
+            return self._send(_data_run(self.worker, self.plans, *request))
+        if self._send(datawire.encode_error(0, RKNN_ERR_PARAM_INVALID, "RKNN_ERR_PARAM_INVALID",
+                                            f"corrupt data-plane frame: {request}")):
+            self._stop()
+            try:
                 _linger(self.conn)
-                return False
-            datawire.send_parts(self.conn, _data_run(self.worker, *request))
+            except OSError as exc:
+                log.debug("data connection ended: %s", exc)
+        return False
+
+    def _send(self, parts: List[Any]) -> bool:
+        try:
+            datawire.send_parts(self.conn, parts)
             return True
         except OSError as exc:
             log.debug("data connection ended: %s", exc)
-            self.done = True
+            self._stop()
             try:
                 self.conn.shutdown(socket.SHUT_RDWR)  # wake the reader, if it waits
             except OSError:
                 pass
             return False
+
+    def _stop(self) -> None:
+        with self.cv:
+            self.done = True
+            self.cv.notify_all()
 
 
 def _linger(conn: socket.socket) -> None:
@@ -277,16 +366,15 @@ def _linger(conn: socket.socket) -> None:
         pass
 
 
-def _data_run(worker: Worker, request_id: int, raw: bool, metas: List[Dict[str, Any]],
-              blobs: List[memoryview]) -> List[Any]:
+def _data_run(worker: Worker, plans: Dict[datawire.Layout, PreparedRun], request_id: int,
+              layout: datawire.Layout, datas: List[memoryview]) -> List[Any]:
     try:
         with worker.lock:
-            run_us, outs = worker.run(metas, blobs, raw)
+            run_us, outs = worker.run(layout, datas, plans)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the client as a reply
         err = _error_reply(exc)
         return datawire.encode_error(request_id, int(err["code"]), err.get("name"), str(err["message"]))
-    outputs = [(output_type_of(o.dtype), o.shape, np.ascontiguousarray(o)) for o in outs]
-    return datawire.encode_reply(request_id, run_us, outputs)
+    return datawire.encode_reply(request_id, run_us, [(output_type_of(o.dtype), o.shape, o) for o in outs])
 
 
 def _attach(worker: Optional[Worker], sock: socket.socket, header: Dict[str, Any]) -> Dict[str, Any]:

@@ -97,10 +97,14 @@ def _data_inputs(inputs: Any, formats: Optional[Sequence[Optional[str]]], pass_t
     _check_count(inputs)
     out = []
     for i, x in enumerate(inputs):
-        dtype, shape, data, fmt, through = _input_parts(
-            x, formats[i] if formats and i < len(formats) else None,
-            bool(pass_through[i]) if pass_through and i < len(pass_through) else False)
-        out.append((dtype, int(fmt), through, tuple(int(d) for d in shape), data))
+        fmt = formats[i] if formats and i < len(formats) else None
+        through = bool(pass_through[i]) if pass_through and i < len(pass_through) else False
+        code = _INPUT_TYPES.get(x.dtype) if type(x) is np.ndarray and not through else None
+        if code is not None and fmt is None and x.ndim and x.flags.c_contiguous:  # the common case, as it is
+            out.append((code, pb.FORMAT_DEFAULT, False, x.shape, x))
+            continue
+        dtype, shape, data, fmt_code, through = _input_parts(x, fmt, through)
+        out.append((dtype, int(fmt_code), through, tuple(int(d) for d in shape), data))
     return out, not want_float
 
 
@@ -403,7 +407,8 @@ class Session:
     def _encode(self, inputs: Any, formats: Optional[Sequence[Optional[str]]],
                 pass_through: Optional[Sequence[bool]], want_float: bool) -> Tuple[list, bool]:
         tensors, raw = _data_inputs(inputs, formats, pass_through, want_float)
-        self.board.check_size(sum(t[4].nbytes for t in tensors) + 64)
+        if self.board.max_message_bytes:
+            self.board.check_size(sum(t[4].nbytes for t in tensors) + 64)
         return tensors, raw
 
     def _probe(self) -> None:

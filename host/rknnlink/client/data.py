@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import select
 import socket
 import ssl
 import threading
@@ -26,7 +27,7 @@ import grpc
 import numpy as np
 
 from rknnlink.client.errors import BoardError, RemoteRknnError, SessionLostError
-from rknnlink.runtime import numpy_dtype
+from rknnlink.runtime import RknnError, numpy_dtype
 from rknnlink.v1 import dataroute, datawire, relaywire
 from rknnlink.v1.tlsstream import TlsStream
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 PROBE_INTERVAL = 10.0  # seconds without a reply before the daemon is asked whether the worker still lives
 CLOSE_TIMEOUT = 5.0    # seconds a closed relay stream may take to end before it is cancelled
+TLS_POLL = 0.002       # seconds between looks for replies while a TLS send is under way
 Probe = Optional[Callable[[], None]]
 
 
@@ -51,7 +53,9 @@ class Carrier:
     kind = ""
     closed = False
 
-    def send(self, parts: Sequence[Any]) -> None:
+    def send(self, parts: Sequence[Any], drain: Optional[Callable[[], bool]] = None) -> None:
+        """Send one frame. While the frame does not fit, `drain` (if given) is called whenever replies are
+        waiting: it takes one in (False: none is due, stop calling). A carrier that never blocks ignores it."""
         raise NotImplementedError
 
     def receive(self, limit: int, probe: Probe) -> memoryview:
@@ -97,10 +101,44 @@ class DirectCarrier(Carrier):
             raise
         self._reader = datawire.FrameReader(self.sock)
         self._reader.set_wait_interval(PROBE_INTERVAL)  # a kernel receive timeout: no poll() per reply
+        self._writer: Optional[threading.Thread] = None  # TLS only, see _send_tls_draining
         self.closed = False
 
-    def send(self, parts: Sequence[Any]) -> None:
-        datawire.send_parts(self.sock, parts)
+    def send(self, parts: Sequence[Any], drain: Optional[Callable[[], bool]] = None) -> None:
+        if self.kind != "tls" or drain is None:
+            datawire.send_parts(self.sock, parts, drain)
+        else:
+            self._send_tls_draining(parts, drain)
+
+    def _send_tls_draining(self, parts: Sequence[Any], drain: Callable[[], bool]) -> None:
+        """A TLS stream's send blocks until all of it is out (rknnlink.v1.tlsstream), so a writer thread sends
+        while this one takes in the replies that come meanwhile (the stream allows one reader and one writer
+        at once); it returns once the frame is sent, so the caller's buffers are free again, as with sendmsg."""
+        if self._writer is None:
+            self._writes: queue.SimpleQueue = queue.SimpleQueue()
+            self._writer = threading.Thread(target=self._write_loop, name="tls-send", daemon=True)
+            self._writer.start()
+        done, failure = threading.Event(), []
+        self._writes.put((parts, done, failure))
+        while not done.wait(TLS_POLL):  # returns at once when the frame is out
+            if drain is not None and (self.sock.pending() > 0 or select.select([self.sock], [], [], 0)[0]):
+                if not drain():
+                    drain = None
+        if failure:
+            raise failure[0]
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._writes.get()
+            if item is None:
+                return
+            parts, done, failure = item
+            try:
+                datawire.send_parts(self.sock, parts)
+            except Exception as exc:  # noqa: BLE001 - raised by the sending thread
+                failure.append(exc)
+            finally:
+                done.set()
 
     def receive(self, limit: int, probe: Probe) -> memoryview:
         self._reader.wait = probe
@@ -112,6 +150,8 @@ class DirectCarrier(Carrier):
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self._writer is not None:
+                self._writes.put(None)
             self.sock.close()
 
 
@@ -134,8 +174,8 @@ class RelayCarrier(Carrier):
         self._probe: Probe = None
         self._watchdog: Optional[threading.Thread] = None
 
-    def send(self, parts: Sequence[Any]) -> None:
-        self._outgoing.put(relaywire.encode(parts))
+    def send(self, parts: Sequence[Any], drain: Optional[Callable[[], bool]] = None) -> None:
+        self._outgoing.put(relaywire.encode(parts))  # never blocks: no drain needed
 
     def receive(self, limit: int, probe: Probe) -> memoryview:
         if probe is not None and self._watchdog is None:
@@ -204,7 +244,7 @@ class OrderedResults:
 
     depth: int
     closed: bool
-    _ready: Deque[List[np.ndarray]]
+    _ready: Deque[Any]  # results taken in ahead of their get(): output lists, or a request's RknnError
 
     @property
     def _inflight(self) -> int:
@@ -220,7 +260,21 @@ class OrderedResults:
     def _make_room(self) -> None:
         """Before a submit: when `depth` are in flight, collect the oldest result into the buffer."""
         while self._inflight >= self.depth:
+            self._collect()
+
+    def _collect(self) -> None:
+        """Take the oldest result in flight into the buffer; a runtime error of that request is kept there,
+        to be raised by its own get() (not by the submit() of a later one)."""
+        try:
             self._ready.append(self._receive())
+        except RknnError as exc:
+            self._ready.append(exc)
+
+    def _pop_ready(self) -> List[np.ndarray]:
+        result = self._ready.popleft()
+        if isinstance(result, RknnError):
+            raise result
+        return result
 
     def run(self, inputs: Any, formats: Optional[Sequence[Optional[str]]] = None,
             pass_through: Optional[Sequence[bool]] = None, want_float: bool = True) -> List[np.ndarray]:
@@ -231,7 +285,7 @@ class OrderedResults:
     def get(self) -> List[np.ndarray]:
         """The oldest outstanding result (blocks until it arrives)."""
         if self._ready:
-            return self._ready.popleft()
+            return self._pop_ready()
         if self._inflight == 0:
             raise BoardError("no request is outstanding; submit() first")
         return self._receive()
@@ -246,7 +300,7 @@ class OrderedResults:
         for item in inputs:
             self.submit(item, **kwargs)
             while self._ready:
-                yield self._ready.popleft()
+                yield self._pop_ready()
             if self._inflight >= self.depth:
                 yield self._receive()
         yield from self.results()
@@ -276,8 +330,8 @@ class Pipeline(OrderedResults):
         self.carrier, self.depth = carrier, depth
         self._encode, self._next_id, self._on_lost, self._probe = encode, next_id, on_lost, probe
         self._limit = datawire.frame_limit(max_reply_bytes)
-        self._max_reply_bytes = max_reply_bytes
-        self._ready: Deque[List[np.ndarray]] = deque()
+        self._replies = datawire.ReplyParser(max_reply_bytes)
+        self._ready: Deque[Any] = deque()
         self._expected: Deque[int] = deque()  # request ids sent and not answered yet, oldest first
         self.closed = False
 
@@ -303,11 +357,20 @@ class Pipeline(OrderedResults):
         self._make_room()
         request_id = self._next_id()
         try:
-            self.carrier.send(datawire.encode_request(request_id, tensors, raw))
+            self.carrier.send(datawire.encode_request(request_id, tensors, raw),
+                              self._drain if self._expected else None)
         except (OSError, grpc.RpcError) as exc:
             self._fail(exc)
         self._expected.append(request_id)
         return request_id
+
+    def _drain(self) -> bool:
+        """Called while a send waits for room: take the oldest reply in, so a worker blocked writing it to us
+        (its reader then stops reading, and our send waits for it) goes on. False: nothing is in flight."""
+        if not self._expected:
+            return False
+        self._collect()
+        return True
 
     def _fail(self, exc: BaseException) -> None:
         self.closed = True
@@ -318,7 +381,7 @@ class Pipeline(OrderedResults):
     def _receive(self) -> List[np.ndarray]:
         try:
             body = self.carrier.receive(self._limit, self._probe)
-            rid, status, _run_us, payload = datawire.parse_reply(body, self._max_reply_bytes)
+            rid, status, _run_us, payload = self._replies.parse(body)
         except (OSError, grpc.RpcError, datawire.FrameError) as exc:
             self._fail(exc)
         except BaseException:  # the probe found the session lost (or an interrupt): this carrier is done
@@ -335,11 +398,8 @@ class Pipeline(OrderedResults):
         if status != 0:
             name, message = payload
             raise RemoteRknnError(status, name, message, None, "rknn-error")
-        outs = []
-        for dtype, shape, data in payload:
-            arr = np.frombuffer(data, dtype=numpy_dtype(dtype))
-            outs.append(arr.reshape(shape) if shape else arr)
-        return outs
+        return [np.frombuffer(data, numpy_dtype(dtype)).reshape(shape) if shape else
+                np.frombuffer(data, numpy_dtype(dtype)) for dtype, shape, data in payload]
 
     def close(self) -> None:
         """Close the carrier; results still in flight are discarded (the worker notices the close)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,6 +345,7 @@ class RuntimeContext:
         self._refresh_attrs()
 
     def _refresh_attrs(self) -> None:
+        self.attrs_generation = getattr(self, "attrs_generation", -1) + 1  # PreparedRun.valid compares it
         self.input_attrs = [self._attr(abi.RKNN_QUERY_INPUT_ATTR, i) for i in range(self.n_inputs)]
         self.output_attrs = [self._attr(abi.RKNN_QUERY_OUTPUT_ATTR, i) for i in range(self.n_outputs)]
 
@@ -391,7 +393,7 @@ class RuntimeContext:
             if len(shape) == 4 and fmt.lower() == "nchw":
                 shape = [shape[0], shape[2], shape[3], shape[1]]
             given.append(shape)
-        if all(int(np.prod(g)) == a.n_elems for g, a in zip(given, self.input_attrs)):
+        if all(math.prod(g) == a.n_elems for g, a in zip(given, self.input_attrs)):
             return
         sets = self.input_shape_sets()
         if len(sets) > 1 and given in sets:
@@ -446,6 +448,13 @@ class RuntimeContext:
     def set_inputs(self, arrays: Sequence[Any], formats: Optional[Sequence[Optional[str]]] = None,
                    pass_through: Optional[Sequence[bool]] = None) -> None:
         """rknn_inputs_set for all inputs. formats: 'nhwc' (default for 4-D) or 'nchw' per input."""
+        inputs, keep = self._input_structs(arrays, formats, pass_through)
+        self._inputs_keepalive = keep
+        self._check("rknn_inputs_set", self.lib.fn("rknn_inputs_set")(self.handle, self.n_inputs, inputs))
+
+    def _input_structs(self, arrays: Sequence[Any], formats: Optional[Sequence[Optional[str]]],
+                       pass_through: Optional[Sequence[bool]]) -> Tuple[Any, List[np.ndarray]]:
+        """The checked rknn_input array of set_inputs and the arrays its buffers point into."""
         if isinstance(arrays, np.ndarray):
             arrays = [arrays]
         if len(arrays) != self.n_inputs:
@@ -467,8 +476,7 @@ class RuntimeContext:
             inputs[i].pass_through = 1 if through else 0
             inputs[i].type = attr.rknn_type if through else rknn_type_of(arr.dtype)
             inputs[i].fmt = self._input_format(attr, fmt)
-        self._inputs_keepalive = keep
-        self._check("rknn_inputs_set", self.lib.fn("rknn_inputs_set")(self.handle, self.n_inputs, inputs))
+        return inputs, keep
 
     @staticmethod
     def _input_format(attr: TensorAttr, fmt: Optional[str]) -> int:
@@ -502,6 +510,13 @@ class RuntimeContext:
 
     def get_outputs(self, want_float: bool = True) -> List[np.ndarray]:
         """rknn_outputs_get into fresh numpy arrays passed as is_prealloc buffers (so nothing can leak)."""
+        outputs, arrays = self._output_structs(want_float)
+        self._call("rknn_outputs_get", self.handle, self.n_outputs, outputs, None)
+        self._call("rknn_outputs_release", self.handle, self.n_outputs, outputs)
+        return [self._shaped(arr, attr) for arr, attr in zip(arrays, self.output_attrs)]
+
+    def _output_structs(self, want_float: bool) -> Tuple[Any, List[np.ndarray]]:
+        """An rknn_output array of is_prealloc buffers and the fresh arrays it points into."""
         outputs = (abi.RknnOutput * max(self.n_outputs, 1))()
         arrays: List[np.ndarray] = []
         for i, attr in enumerate(self.output_attrs):
@@ -514,13 +529,11 @@ class RuntimeContext:
             outputs[i].index = i
             outputs[i].buf = arr.ctypes.data
             outputs[i].size = arr.nbytes
-        self._call("rknn_outputs_get", self.handle, self.n_outputs, outputs, None)
-        self._call("rknn_outputs_release", self.handle, self.n_outputs, outputs)
-        return [self._shaped(arr, attr) for arr, attr in zip(arrays, self.output_attrs)]
+        return outputs, arrays
 
     @staticmethod
     def _shaped(arr: np.ndarray, attr: TensorAttr) -> np.ndarray:
-        if attr.dims and int(np.prod(attr.dims)) == arr.size:
+        if attr.dims and math.prod(attr.dims) == arr.size:
             return arr.reshape(attr.dims)
         return arr
 
@@ -530,6 +543,11 @@ class RuntimeContext:
         self.set_inputs(inputs, formats, pass_through)
         self.run()
         return self.get_outputs(want_float)
+
+    def prepare(self, layout: Sequence[Tuple[Any, Sequence[int], Optional[str], bool]],
+                want_float: bool = True) -> PreparedRun:
+        """A PreparedRun for inputs of this layout: (numpy dtype, shape, format, pass_through) per input."""
+        return PreparedRun(self, layout, want_float)
 
     # -- queries
     def perf_detail(self) -> str:
@@ -663,3 +681,76 @@ class RuntimeContext:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown may have torn down ctypes already
             pass
+
+
+def _address(view: memoryview) -> int:
+    """Address of a contiguous buffer's first byte, without making an array of it."""
+    if not view.nbytes:
+        return 0
+    if view.readonly:
+        return int(np.frombuffer(view, np.uint8).ctypes.data)
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+class PreparedRun:
+    """RuntimeContext.infer for inputs of one fixed layout, checked and turned into rknn_input structures
+    once: a call only points those structures at the caller's buffers (no array is made of an input, nothing
+    is converted or copied on this side) and makes the runtime calls, with fresh output arrays. What a board
+    server needs that runs one layout again and again (a pipeline's frames): the per-call checks of
+    set_inputs cost as much as moving the bytes.
+
+    Inputs the runtime cannot take as they are (e.g. int32, which set_inputs turns into float32) go through
+    RuntimeContext.infer instead, with the same result. `valid` turns False once the context's attributes
+    change (a dynamic-shape model switched to another shape set): prepare again then."""
+
+    def __init__(self, ctx: RuntimeContext, layout: Sequence[Tuple[Any, Sequence[int], Optional[str], bool]],
+                 want_float: bool) -> None:
+        self.ctx, self.want_float = ctx, want_float
+        self.dtypes = [np.dtype(dtype) for dtype, _shape, _fmt, _through in layout]
+        self.shapes = [tuple(int(d) for d in shape) for _dtype, shape, _fmt, _through in layout]
+        self.formats = [fmt for _dtype, _shape, fmt, _through in layout]
+        self.passes = [bool(through) for _dtype, _shape, _fmt, through in layout]
+        samples = [np.empty(shape, dtype) for dtype, shape in zip(self.dtypes, self.shapes)]
+        self._inputs, kept = ctx._input_structs(samples, self.formats, self.passes)  # the checks of set_inputs
+        self.generation = ctx.attrs_generation
+        self.direct = all(k.dtype == s.dtype and k.nbytes == s.nbytes for k, s in zip(kept, samples))
+        self._outputs, _arrays = ctx._output_structs(want_float)
+        self._out_types = [np.dtype(np.float32) if want_float else a.dtype for a in ctx.output_attrs]
+        self._out_counts = [a.n_elems for a in ctx.output_attrs]
+        self._out_shapes = [tuple(a.dims) if a.dims and math.prod(a.dims) == a.n_elems else (a.n_elems,)
+                            for a in ctx.output_attrs]
+        fn = ctx.lib.fn
+        self._set, self._run, self._get, self._release = (fn("rknn_inputs_set"), fn("rknn_run"),
+                                                          fn("rknn_outputs_get"), fn("rknn_outputs_release"))
+
+    @property
+    def valid(self) -> bool:
+        return self.generation == self.ctx.attrs_generation
+
+    def __call__(self, datas: Sequence[memoryview]) -> List[np.ndarray]:
+        """Outputs of one inference of `datas` (the inputs' bytes, C-contiguous, of the prepared layout)."""
+        ctx = self.ctx
+        if not self.direct:
+            arrays = [np.frombuffer(d, dtype).reshape(shape)
+                      for d, dtype, shape in zip(datas, self.dtypes, self.shapes)]
+            return ctx.infer(arrays, self.formats, self.passes, self.want_float)
+        handle, inputs, outputs = ctx.handle, self._inputs, self._outputs
+        if len(datas) != ctx.n_inputs:
+            raise RknnError(abi.RKNN_ERR_INPUT_INVALID, None,
+                            f"the model has {ctx.n_inputs} input(s) but {len(datas)} were given")
+        for i, data in enumerate(datas):
+            if data.nbytes != inputs[i].size:
+                raise RknnError(abi.RKNN_ERR_INPUT_INVALID, None, f"input {i}: {data.nbytes} bytes where the "
+                                f"prepared layout has {inputs[i].size}")
+            inputs[i].buf = _address(data)
+        ctx._inputs_keepalive = list(datas)
+        ctx._check("rknn_inputs_set", self._set(handle, ctx.n_inputs, inputs))
+        ctx._check("rknn_run", self._run(handle, None))
+        arrays = []
+        for i, (dtype, count) in enumerate(zip(self._out_types, self._out_counts)):
+            arr = np.empty(count, dtype)
+            outputs[i].buf = arr.ctypes.data
+            arrays.append(arr)
+        ctx._check("rknn_outputs_get", self._get(handle, ctx.n_outputs, outputs, None))
+        ctx._check("rknn_outputs_release", self._release(handle, ctx.n_outputs, outputs))
+        return [arr.reshape(shape) for arr, shape in zip(arrays, self._out_shapes)]

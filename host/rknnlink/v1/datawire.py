@@ -83,17 +83,30 @@ def recv_into_exact(sock: socket.socket, view: memoryview, deadline: Optional[fl
         got += n
 
 
-def send_parts(sock: socket.socket, parts: Sequence[Any]) -> None:
-    """One sendmsg for the whole frame where the kernel takes it; loop only on partial sends."""
+def send_parts(sock: socket.socket, parts: Sequence[Any], drain: Optional[Callable[[], bool]] = None) -> None:
+    """One sendmsg for the whole frame where the kernel takes it; loop only on partial sends.
+
+    `drain`: while the frame does not fit (the peer is not reading), call it whenever bytes wait to be read
+    (it reads one frame; False: stop calling it): two peers that both write before they read would otherwise
+    wait for each other forever once the socket buffers are full (a pipeline of large inputs and outputs)."""
     views = [memoryview(p).cast("B") for p in parts]
     views = [v for v in views if v.nbytes]
+    flags = socket.MSG_DONTWAIT if drain is not None else 0
     while views:
-        sent = sock.sendmsg(views)
+        try:
+            sent = sock.sendmsg(views, (), flags)
+        except BlockingIOError:
+            sent = 0
         while views and sent >= views[0].nbytes:
             sent -= views[0].nbytes
             views.pop(0)
         if views and sent:
             views[0] = views[0][sent:]
+        if views and drain is not None:
+            poller = select.poll()
+            poller.register(sock, select.POLLIN | select.POLLOUT)
+            if any(events & select.POLLIN for _fd, events in poller.poll()) and not drain():
+                drain, flags = None, 0
 
 
 # -- hello (direct carrier) ----------------------------------------------------------------------------------------
@@ -239,6 +252,19 @@ class FrameReader:
         return memoryview(body)
 
 
+# A tensor's header with its dims, by number of dims; a frame's length prefix with the request/reply header.
+_INPUT_HEADS = [struct.Struct(INPUT.format + "q" * n) for n in range(MAX_DIMS + 1)]
+_OUTPUT_HEADS = [struct.Struct(OUTPUT.format + "q" * n) for n in range(MAX_DIMS + 1)]
+_FRAMED_REQUEST = struct.Struct(LENGTH.format + REQUEST.format[1:])
+_FRAMED_REPLY = struct.Struct(LENGTH.format + REPLY.format[1:])
+
+
+def _tensor_head(heads: List[struct.Struct], shape: Sequence[int]) -> struct.Struct:
+    if len(shape) >= len(heads):
+        raise ValueError(f"a tensor with {len(shape)} dimensions (the data plane carries at most {MAX_DIMS})")
+    return heads[len(shape)]
+
+
 def _framed(head: List[bytes], datas: List[memoryview]) -> List[Any]:
     header = b"".join(head)
     size = len(header) + sum(d.nbytes for d in datas)
@@ -272,14 +298,16 @@ class _Reader:
 def encode_request(request_id: int, inputs: Sequence[Tuple[int, int, bool, Sequence[int], Any]],
                    raw: bool) -> List[Any]:
     """Frame parts for sendmsg; inputs are (dtype, fmt, pass_through, shape, bytes-like), referenced, not copied."""
-    head = [REQUEST.pack(MAGIC_REQUEST, request_id, FLAG_RAW if raw else 0, len(inputs))]
-    datas = []
+    heads, datas, size = [], [], REQUEST.size
     for dtype, fmt, through, shape, data in inputs:
         view = memoryview(data).cast("B")
-        head.append(INPUT.pack(dtype, fmt, 1 if through else 0, len(shape), view.nbytes))
-        head.append(struct.pack(f"<{len(shape)}q", *shape))
+        head = _tensor_head(_INPUT_HEADS, shape).pack(dtype, fmt, 1 if through else 0, len(shape), view.nbytes,
+                                                      *shape)
+        heads.append(head)
         datas.append(view)
-    return _framed(head, datas)
+        size += len(head) + view.nbytes
+    return [_FRAMED_REQUEST.pack(size, MAGIC_REQUEST, request_id, FLAG_RAW if raw else 0, len(inputs))
+            + b"".join(heads), *datas]
 
 
 def parse_request(body: memoryview) -> Tuple[int, bool, List[dict], List[memoryview]]:
@@ -303,17 +331,52 @@ def parse_request(body: memoryview) -> Tuple[int, bool, List[dict], List[memoryv
     return request_id, bool(flags & FLAG_RAW), metas, datas
 
 
+Layout = Tuple[bool, Tuple[Tuple[int, int, bool, Tuple[int, ...]], ...]]
+
+
+class RequestParser:
+    """parse_request for one connection, whose requests mostly repeat one layout (a pipeline's frames): a
+    body of the last parsed one's size whose header (every byte but the request id's) is the same reuses that
+    parse, so a request costs one comparison of its header instead of a parse.
+
+    parse(body) -> (request_id, layout, input bytes as views of `body`), where layout is the hashable
+    (raw, ((dtype, fmt, pass_through, shape), ...)); FrameError as parse_request."""
+
+    _ID = struct.Struct("<Q")
+
+    def __init__(self) -> None:
+        self._size = -1
+        self._head = b""
+        self._layout: Optional[Layout] = None
+        self._spans: List[Tuple[int, int]] = []
+
+    def parse(self, body: memoryview) -> Tuple[int, Layout, List[memoryview]]:
+        head = self._head
+        if (body.nbytes == self._size and body[:4] == MAGIC_REQUEST and self._layout is not None
+                and body[12:12 + len(head)] == head):
+            return self._ID.unpack_from(body, 4)[0], self._layout, [body[a:b] for a, b in self._spans]
+        request_id, raw, metas, datas = parse_request(body)
+        end = body.nbytes - sum(m["nbytes"] for m in metas)
+        spans, at = [], end
+        for m in metas:
+            spans.append((at, at + m["nbytes"]))
+            at += m["nbytes"]
+        self._size, self._head, self._spans = body.nbytes, bytes(body[12:end]), spans
+        self._layout = (raw, tuple((m["dtype"], m["fmt"], m["pt"], tuple(m["shape"])) for m in metas))
+        return request_id, self._layout, datas
+
+
 # -- replies -------------------------------------------------------------------------------------------------------
 def encode_reply(request_id: int, run_us: int, outputs: Sequence[Tuple[int, Sequence[int], Any]]) -> List[Any]:
     """Frame parts of a successful reply; outputs are (dtype, shape, C-contiguous bytes-like)."""
-    head = [REPLY.pack(MAGIC_REPLY, request_id, 0, run_us, len(outputs))]
-    datas = []
+    heads, datas, size = [], [], REPLY.size
     for dtype, shape, data in outputs:
         view = memoryview(data).cast("B")
-        head.append(OUTPUT.pack(dtype, len(shape), view.nbytes))
-        head.append(struct.pack(f"<{len(shape)}q", *shape))
+        head = _tensor_head(_OUTPUT_HEADS, shape).pack(dtype, len(shape), view.nbytes, *shape)
+        heads.append(head)
         datas.append(view)
-    return _framed(head, datas)
+        size += len(head) + view.nbytes
+    return [_FRAMED_REPLY.pack(size, MAGIC_REPLY, request_id, 0, run_us, len(outputs)) + b"".join(heads), *datas]
 
 
 def encode_error(request_id: int, code: int, name: Optional[str], message: str) -> List[Any]:
@@ -345,3 +408,33 @@ def parse_reply(body: memoryview, max_bytes: int) -> Tuple[int, int, int, Any]:
             raise FrameError(f"a reply with more than {max_bytes} bytes of outputs")
         metas.append((dtype, r.dims(ndim), nbytes))
     return request_id, 0, run_us, [(dtype, shape, r.take(nbytes)) for dtype, shape, nbytes in metas]
+
+
+class ReplyParser:
+    """parse_reply for one connection, whose replies mostly repeat one layout: a successful reply of the last
+    one's size with the same output headers reuses that parse (see RequestParser)."""
+
+    _HEAD = struct.Struct("<Qiq")  # request_id, status, run_us: the fields after the magic that change
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._size = -1
+        self._head = b""
+        self._outputs: List[Tuple[int, Tuple[int, ...], int, int]] = []  # dtype, shape, start, end
+
+    def parse(self, body: memoryview) -> Tuple[int, int, int, Any]:
+        """As parse_reply(body, max_bytes)."""
+        head = self._head
+        if body.nbytes == self._size and body[:4] == MAGIC_REPLY and body[24:24 + len(head)] == head:
+            request_id, status, run_us = self._HEAD.unpack_from(body, 4)
+            if status == 0:
+                return request_id, 0, run_us, [(dtype, shape, body[a:b]) for dtype, shape, a, b in self._outputs]
+        reply = parse_reply(body, self.max_bytes)
+        if reply[1] == 0:
+            outputs, at = [], body.nbytes - sum(data.nbytes for _d, _s, data in reply[3])
+            end = at
+            for dtype, shape, data in reply[3]:
+                outputs.append((dtype, shape, at, at + data.nbytes))
+                at += data.nbytes
+            self._size, self._head, self._outputs = body.nbytes, bytes(body[24:end]), outputs
+        return reply
