@@ -65,6 +65,30 @@ def test_kl_keeps_a_uniform_distribution_whole():
     assert lo == pytest.approx(x.min()) and hi > 9.0
 
 
+def test_kl_on_relu_outputs_is_not_dragged_down_by_the_zeros():
+    # Half the values of a ReLU output are exactly 0; the builder collects only the |x| histogram for KL.
+    rng = np.random.default_rng(5)
+    x = np.maximum(rng.standard_normal(400_000), 0.0)
+    st = stats_of(x)
+    st.hist = None  # what the builder has under kl_divergence
+    lo, hi = choose_range(st, "kl_divergence")
+    assert lo == 0.0 and hi > 2.5  # with the zeros counted the threshold fell to the first candidate (x.max/16)
+    assert quant_mse(x, lo, hi) <= quant_mse(x, 0.0, x.max())
+
+
+def test_kl_keeps_min_max_where_its_clip_would_raise_the_error():
+    # A spread one-sided distribution: the entropy threshold clips a large share of it; the expected int8 error
+    # is then higher than with the whole range, so the whole range is kept.
+    x = np.random.default_rng(6).exponential(2.0, 400_000)
+    st = stats_of(x)
+    t = kl_threshold(st.abs_hist, st.absmax, 256)
+    lo, hi = choose_range(st, "kl_divergence")
+    if hi < x.max():  # KL's clip was taken: it must not be worse than min/max
+        assert quant_mse(x, lo, hi) <= quant_mse(x, x.min(), x.max())
+    else:
+        assert t < x.max() and quant_mse(x, 0, t) > quant_mse(x, x.min(), x.max())
+
+
 def test_mmse_beats_min_max_on_heavy_tails():
     # Its speed (a vectorised search, well under the toolkit's minute) is measured by bench/bench_build.py
     # ("int8 mmse"), not asserted here: a wall-clock bound depends on how loaded the machine is.

@@ -465,7 +465,12 @@ class _Assembler:
             st = self.stats.get(name)
             if st is None:
                 raise BuildError(f"no calibration statistics for tensor {name!r}")
-            lo, hi = choose_range(st, self.config.quantized_algorithm)
+            algorithm = self.config.quantized_algorithm
+            if kind == fmt.KIND_OUTPUT and algorithm == "kl_divergence":
+                # The entropy threshold trades a tensor's rare large values for resolution on the bulk; in a
+                # model's output those rare values are the answer (the top logit, a confident score).
+                algorithm = "normal"
+            lo, hi = choose_range(st, algorithm)
             scale, zp = asymmetric_params(lo, hi)
             self.quant_params[name] = _qp("asym", "layer", "int8", [lo], [hi], [scale], [zp], [st.min], [st.max])
         self.act_dtype[name] = fmt.INT8
