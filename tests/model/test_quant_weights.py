@@ -9,7 +9,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from rknnlink.model import format as fmt
-from rknnlink.model.builder import BuildConfig, build, load_onnx
+from rknnlink.model.builder import (
+    BuildConfig,
+    build,
+    hybrid_quantization_step1,
+    hybrid_quantization_step2,
+    load_onnx,
+)
 from rknnlink.model.calibration import quantize_weights, quantize_weights_affine
 from rknnlink.model.lower import LNode
 from rknnlink.model.precision import fused_links, fused_sum_inputs
@@ -176,3 +182,22 @@ def test_gemm_into_gelu_is_asymmetric_and_conv_into_add_stays_symmetric(tmp_path
     fid, t = _fidelity(model, _dataset(tmp_path, shape), [RNG.standard_normal(shape).astype(np.float32)])
     assert t["y"].dtype == fmt.FLOAT16 and not np.any(t["w"].quant_zero_points)
     assert fid > 0.999
+
+
+def test_hybrid_quantization_keeps_the_asymmetric_weights_and_their_link(tmp_path):
+    """Step 1 lists the asymmetric weights per channel with their zero points; step 2 takes only the
+    activations' ranges from the cfg and builds the same weights and float16 link."""
+    import yaml
+    c = 8
+    model = _convnext_block(RNG.uniform(-0.02, 0.2, (c, 1, 7, 7)), RNG.normal(0, 0.3, (8, c, 1, 1)))
+    data = _dataset(tmp_path, [1, c, 14, 14], n=4)
+    direct = {t.name: t for t in build(load_onnx(model), BuildConfig(progress=False), True, data).sim_model.tensors}
+    paths = hybrid_quantization_step1(load_onnx(model), BuildConfig(progress=False), data, out_dir=tmp_path)
+    params = yaml.safe_load(open(paths[2]).read().split("\n", 2)[2])["quantize_parameters"]
+    assert params["w_dw"]["qtype"] == "asym" and params["w_dw"]["qmethod"] == "channel"
+    assert params["w_dw"]["zero_point"] == [int(z) for z in direct["w_dw"].quant_zero_points]
+    assert params["w_pw"]["qtype"] == "sym"
+    again = {t.name: t for t in hybrid_quantization_step2(*paths).sim_model.tensors}
+    assert again["dw"].dtype == fmt.FLOAT16
+    np.testing.assert_array_equal(again["w_dw"].quant_zero_points, direct["w_dw"].quant_zero_points)
+    np.testing.assert_array_equal(again["w_dw"].data, direct["w_dw"].data)

@@ -679,7 +679,9 @@ def hybrid_quantization_step2(model_input: str | Path, data_input: str | Path,
         float_layers.add(layer)
     ranges = {}
     for tname, qp in (cfg.get("quantize_parameters") or {}).items():
-        if isinstance(qp, dict) and qp.get("qtype") == "asym" and qp.get("min") and qp.get("max"):
+        # activations: asym per tensor; weights are recomputed (asymmetric ones are listed per channel)
+        if (isinstance(qp, dict) and qp.get("qtype") == "asym" and qp.get("qmethod") != "channel"
+                and qp.get("min") and qp.get("max")):
             ranges[tname] = (float(qp["min"][0]), float(qp["max"][0]))
     model = onnx.load(str(model_input))
     return build(model, config, True, None, rknn_batch_size=settings.get("rknn_batch_size"),
