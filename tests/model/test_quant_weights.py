@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
+from test_model_quantizer import LIB, _cos, _dataset, _model
 
 from rknnlink.model import format as fmt
 from rknnlink.model.builder import (
@@ -19,13 +20,6 @@ from rknnlink.model.builder import (
 from rknnlink.model.calibration import quantize_weights, quantize_weights_affine
 from rknnlink.model.lower import LNode
 from rknnlink.model.precision import fused_links, fused_sum_inputs
-
-try:
-    from rknnlink.runtime import RuntimeLibrary
-
-    LIB = RuntimeLibrary.load(backend="sim")
-except Exception:
-    LIB = None
 
 RNG = np.random.default_rng(11)
 needs_lib = pytest.mark.skipif(LIB is None, reason="simulated NPU library unavailable")
@@ -76,10 +70,9 @@ def test_fused_links_name_their_reader_and_reach_layer_norm_through_views():
 
 
 def _onnx(nodes, inits, shape, opset=13, ir_version=8):
-    graph = helper.make_graph(nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
+    model = _model(nodes, inits, shape, ["out"])
+    model.opset_import[0].version, model.ir_version = opset, ir_version
+    return model
 
 
 def _convnext_block(w_dw, w_pw):
@@ -93,20 +86,6 @@ def _convnext_block(w_dw, w_pw):
              helper.make_node("Transpose", ["ln"], ["lnt"], perm=[0, 3, 1, 2]),
              helper.make_node("Conv", ["lnt", "w_pw", "b_pw"], ["out"])]
     return _onnx(nodes, inits, [1, c, 14, 14], opset=17)
-
-
-def _dataset(tmp_path, shape, n=6):
-    lines = []
-    for i in range(n):
-        np.save(tmp_path / f"{i}.npy", RNG.standard_normal(shape).astype(np.float32))
-        lines.append(f"{i}.npy")
-    (tmp_path / "dataset.txt").write_text("\n".join(lines))
-    return str(tmp_path / "dataset.txt")
-
-
-def _cos(a, b):
-    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def _fidelity(model, data, xs, config=None):
