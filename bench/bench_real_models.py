@@ -8,6 +8,10 @@ regenerated into the cache first when missing (``python -m corpus.build``).
 
     RKNNLINK_TOOLKIT2_PYTHON=/work/tk2venv/bin/python .venv/bin/python bench/bench_real_models.py \
         [--only resnet18,ppocrv4_det] [--modes fp16,int8] [--algorithm normal] [--small] [--json out.json]
+        [--method channel|layer] [--cle default|on|off] [--clipping off|auto]
+
+--method, --cle and --clipping set rknnlink's quantized_method, cross-layer equalisation and activation
+clipping (docs/quantization.md); the toolkit's columns stay its defaults (per-channel).
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma-separated corpus models (default: all)")
     ap.add_argument("--modes", default="fp16,int8")
     ap.add_argument("--algorithm", default="normal", help="quantized_algorithm for both tools")
+    ap.add_argument("--method", default="channel", choices=("channel", "layer"),
+                    help="quantized_method for rknnlink (the toolkit runs with 'channel')")
+    ap.add_argument("--cle", default="default", choices=("default", "on", "off"),
+                    help="rknnlink's cross-layer equalisation: the build's default, forced on or off")
+    ap.add_argument("--clipping", default=None, choices=("off", "auto"),
+                    help="rknnlink's activation_clipping (quantized_algorithm normal only)")
     ap.add_argument("--small", action="store_true", help="the reduced CI copies")
     ap.add_argument("--no-toolkit", action="store_true", help="skip RKNN-Toolkit2 even when configured")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
@@ -66,7 +76,8 @@ def main() -> int:
     if args.toolkit_json:
         earlier = {(r["model"], r["mode"]): r for r in json.loads(args.toolkit_json.read_text()) if "mode" in r}
         tk = f"earlier run {args.toolkit_json}"
-    print(f"toolkit: {tk or 'not configured (set ' + run.TOOLKIT_ENV + ')'}; algorithm {args.algorithm}")
+    print(f"toolkit: {tk or 'not configured (set ' + run.TOOLKIT_ENV + ')'}; algorithm {args.algorithm}, "
+          f"rknnlink method {args.method}, cross-layer equalisation {args.cle}, clipping {args.clipping}")
     head = (f"{'model':18s} {'mode':5s} {'metric':12s} {'fid':>7s} {'tk fid':>7s} {'task':>6s} {'tk task':>7s} "
             f"{'build s':>7s} {'tk s':>6s}  note")
     print(head)
@@ -82,7 +93,8 @@ def main() -> int:
         metric = run.meta(folder)["metric"]
         for mode in [m for m in args.modes.split(",") if m]:
             quant = mode == "int8"
-            ours = run.run_rknnlink(folder, quant, args.algorithm)
+            equalize = {"default": None, "on": True, "off": False}[args.cle]
+            ours = run.run_rknnlink(folder, quant, args.algorithm, args.method, equalize, args.clipping)
             fid, task = run.score(folder, ref, ours)
             if earlier:
                 old = earlier.get((name, mode), {})

@@ -140,7 +140,9 @@ def adb_forward_address(workdir: Path) -> tuple:
     return f"127.0.0.1:{local}", f"127.0.0.1:{local_grpc}", cleanup
 
 
-def usb_bridge_address(workdir: Path, target_port: int) -> tuple:
+def usb_bridge_address(workdir: Path, target_port: int, data_port: int = 0) -> tuple:
+    """(bridge address, cleanup) of a host bridge over the emulated bus to a board bridge program relaying
+    to `target_port`; with `data_port` its data channels go there, and the address is (gRPC, data)."""
     sys.path.insert(0, str(TESTS))
     from fake_usb import FakeBackend, FakeBoard
 
@@ -151,7 +153,8 @@ def usb_bridge_address(workdir: Path, target_port: int) -> tuple:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "host"), str(ROOT / "board_server"),
                                                         os.environ.get("PYTHONPATH", "")]))
     board_proc = subprocess.Popen([sys.executable, str(ROOT / "board_server/usb_gadget/rknnlink_usb_bridge.py"),
-                                   "--ffs-dir", str(ffs), "--target", f"127.0.0.1:{target_port}"], env=env,
+                                   "--ffs-dir", str(ffs), "--target", f"127.0.0.1:{target_port}",
+                                   *(("--data-target", f"127.0.0.1:{data_port}") if data_port else ())], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     serial = f"BENCH{target_port}"
     bridge = UsbBridge(serial, backend=FakeBackend([FakeBoard(ffs, serial)])).start(timeout=15)
@@ -161,7 +164,7 @@ def usb_bridge_address(workdir: Path, target_port: int) -> tuple:
         board_proc.terminate()
         board_proc.wait(10)
 
-    return bridge.address, cleanup
+    return ((bridge.address, bridge.data_address) if data_port else bridge.address), cleanup
 
 
 def inner(rounds: int) -> dict:

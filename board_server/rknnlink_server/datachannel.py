@@ -2,9 +2,10 @@
 hand it to the session's worker (SCM_RIGHTS on the worker's Unix socket), so the client talks to the worker
 with nothing in between. A plain data port is offered only next to a loopback plain-text gRPC listener (adb
 forward, local). Next to a TLS listener the data port speaks TLS with the same certificate (fail closed:
-without a certificate there is no data port): the daemon ends TLS and pumps the plaintext, unread, through
-a socket pair handed to the worker (rknnlink_server.tlspump), because a TLS session cannot move to another
-process. Routes without a byte stream to the data port relay the frames over gRPC (rknnlink_server.relay).
+without a certificate there is no data port): a TLS session cannot move to another process, so the client
+names its session in a plaintext routing preamble (rknnlink.v1.dataroute), the daemon hands the raw
+connection to that session's worker, and the worker ends TLS itself (rknnlink_server.tlsdata). Routes
+without a byte stream to the data port relay the frames over gRPC (rknnlink_server.relay).
 See rknnlink.v1.datawire.
 """
 
@@ -16,17 +17,16 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
-from rknnlink.v1 import datawire
+from rknnlink.v1 import dataroute, datawire
 from rknnlink_server.errors import loggable
-from rknnlink_server.tlspump import pump
+from rknnlink_server.tlsdata import unknown_session
 from rknnlink_server.worker import WorkerError
 
 log = logging.getLogger("rknnlink_server")
 HANDSHAKE_TIMEOUT = 5.0  # for the whole hello, however slowly it trickles in
 MAX_PENDING_HANDSHAKES = 32
-MAX_TLS_PUMPS_PER_SESSION = 3  # like a client's long-lived calls: TLS connections pumped for one session
 
 
 class DataListener:
@@ -35,6 +35,9 @@ class DataListener:
     def __init__(self, host: str, port: int, lookup: Callable[[str], Optional[object]], max_bytes: int,
                  on_lost: Callable[[object, WorkerError], object], tls: Optional[ssl.SSLContext] = None,
                  idle_limit: float = 120.0) -> None:
+        if tls is not None and not getattr(tls, "cert_path", ""):
+            raise ValueError("the TLS data port needs the context of rknnlink_server.tls.data_port_context (the "
+                             "session workers end TLS with its certificate and key files)")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -47,8 +50,6 @@ class DataListener:
         self.port = self.sock.getsockname()[1]
         self._lookup, self._max_bytes, self._on_lost = lookup, max_bytes, on_lost
         self.tls, self._idle_limit = tls, idle_limit
-        self._pumps: dict = {}  # session id -> TLS connections being pumped
-        self._pumps_lock = threading.Lock()
         self._stopping = threading.Event()
         self._pending = threading.BoundedSemaphore(MAX_PENDING_HANDSHAKES)
         self._thread = threading.Thread(target=self._accept_loop, name="data-accept", daemon=True)
@@ -80,15 +81,11 @@ class DataListener:
 
     def _handshake(self, conn: socket.socket) -> None:
         deadline = time.monotonic() + HANDSHAKE_TIMEOUT
-        peer: Optional[socket.socket] = None  # the daemon's end of the worker's socket pair (TLS only)
-        session_id = ""
         try:
             if self.tls is not None:
-                wrapped = self._tls_handshake(conn, deadline)
-                if wrapped is None:
-                    return  # refused (logged); the raw socket is closed below
-                conn = wrapped
-            status, error, session_id, peer = self._admit(conn, deadline)
+                self._route_tls(conn, deadline)
+                return
+            status, error = self._admit(conn, deadline)
             if error:
                 log.warning("data connection refused: %s", loggable(error, 300))
                 try:
@@ -98,22 +95,54 @@ class DataListener:
                     pass
         finally:
             self._pending.release()
-            if peer is None:
-                conn.close()  # handed over or refused: the daemon keeps no copy
-        if peer is None:
+            conn.close()  # handed over or refused: the daemon keeps no copy
+
+    def _route_tls(self, conn: socket.socket, deadline: float) -> None:
+        """A TLS data connection: its routing preamble names the session, whose worker gets the raw connection
+        and ends TLS itself (rknnlink_server.tlsdata: handshake, secret, frames). Refusals the daemon can give
+        (unknown session, a busy or lost worker, a client without the preamble) go back inside TLS."""
+        try:
+            conn.settimeout(HANDSHAKE_TIMEOUT)
+            session_id = dataroute.read_route(conn, deadline)
+        except dataroute.RouteError as exc:
+            if exc.tls:  # a client from before the preamble: tell it inside TLS what to do
+                self._refuse_in_tls(conn, deadline, datawire.REFUSED, (
+                    "this daemon's TLS data port expects a routing preamble before TLS (data-plane protocol "
+                    f"{datawire.VERSION}): update the host (`pip install -U rknnlink`)"))
+            else:
+                log.warning("TLS data connection refused: %s", loggable(str(exc), 200))
+            return
+        except socket.timeout:
+            log.warning("TLS data connection refused: no routing preamble within %g s", HANDSHAKE_TIMEOUT)
+            return
+        except (OSError, datawire.PeerClosedError) as exc:
+            log.info("TLS data connection ended before its routing preamble: %s", exc)
+            return
+        session = self._lookup(session_id)
+        secret = getattr(session, "secret", b"") if session is not None else b""
+        if session is None or not secret:
+            self._refuse_in_tls(conn, deadline, datawire.REFUSED, unknown_session(session_id))
+            return
+        status, error = self._attach(session, conn, deadline, tls={
+            "cert": self.tls.cert_path, "key": self.tls.key_path,  # type: ignore[union-attr]
+            "session_id": session_id, "secret": bytes(secret).hex(), "idle": self._idle_limit})
+        if error:
+            self._refuse_in_tls(conn, deadline, status, error)
+
+    def _refuse_in_tls(self, conn: socket.socket, deadline: float, status: int, message: str) -> None:
+        """End TLS here only to refuse: the handshake, the client's hello, then the refusal."""
+        log.warning("TLS data connection refused: %s", loggable(message.replace("\0", " "), 300))
+        wrapped = self._tls_handshake(conn, deadline)
+        if wrapped is None:
             return
         try:
-            pump(conn, peer, self._idle_limit)  # type: ignore[arg-type]
+            datawire.read_hello(wrapped, deadline)
+            wrapped.settimeout(1.0)
+            wrapped.sendall(datawire.encode_hello_reply(status, message))
+        except (OSError, datawire.FrameError, datawire.PeerClosedError):
+            pass
         finally:
-            for sock in (peer, conn):
-                try:
-                    sock.close()
-                except OSError:
-                    pass
-            with self._pumps_lock:
-                self._pumps[session_id] -= 1
-                if not self._pumps[session_id]:
-                    del self._pumps[session_id]
+            wrapped.close()
 
     def _tls_handshake(self, conn: socket.socket, deadline: float) -> Optional[ssl.SSLSocket]:
         """The TLS handshake, done by `deadline` however slowly the bytes trickle in (a timer cuts it)."""
@@ -121,7 +150,7 @@ class DataListener:
         timer.daemon = True
         timer.start()
         try:
-            conn.settimeout(HANDSHAKE_TIMEOUT)
+            conn.settimeout(max(0.0, deadline - time.monotonic()))
             return self.tls.wrap_socket(conn, server_side=True)  # type: ignore[union-attr]
         except (OSError, ssl.SSLError) as exc:
             log.warning("TLS data connection refused: %s", loggable(str(exc), 200))
@@ -129,49 +158,29 @@ class DataListener:
         finally:
             timer.cancel()
 
-    def _admit(self, conn: socket.socket, deadline: float) -> Tuple[int, str, str, Optional[socket.socket]]:
-        """Hand `conn` (plain) or a socket pair's end (TLS) to its session's worker; returns (status, refusal
-        reason, session id, the daemon's end of the pair to pump or None), reason "" once handed over.
-
-        Status REFUSED_SESSION_LOST carries the message a gRPC call would give for the lost session."""
+    def _admit(self, conn: socket.socket, deadline: float) -> Tuple[int, str]:
+        """Hand a plain `conn` to its session's worker after its hello; returns (status, refusal reason),
+        reason "" once handed over. Status REFUSED_SESSION_LOST carries the message a gRPC call would give for
+        the lost session."""
         try:
             session_id, secret = datawire.read_hello(conn, deadline)
         except socket.timeout:
-            return datawire.REFUSED, f"no complete hello within {HANDSHAKE_TIMEOUT:g} s", "", None
+            return datawire.REFUSED, f"no complete hello within {HANDSHAKE_TIMEOUT:g} s"
         except (datawire.FrameError, datawire.PeerClosedError, OSError) as exc:
-            return datawire.REFUSED, f"bad hello: {exc}", "", None
+            return datawire.REFUSED, f"bad hello: {exc}"
         session = self._lookup(session_id)
         expected = getattr(session, "secret", b"") if session is not None else b""
         if session is None or not expected or not hmac.compare_digest(expected, secret):
-            return datawire.REFUSED, (f"unknown session {session_id[:32]!r} or wrong secret: use the session id "
-                                      f"and data_secret from CreateSession"), "", None
-        handed, peer = conn, None
-        if self.tls is not None:
-            with self._pumps_lock:
-                if self._pumps.get(session_id, 0) >= MAX_TLS_PUMPS_PER_SESSION:
-                    return datawire.REFUSED, (f"session {session_id[:32]!r} already has "
-                                              f"{MAX_TLS_PUMPS_PER_SESSION} data connections: close one (a "
-                                              f"pipeline) first"), "", None
-                self._pumps[session_id] = self._pumps.get(session_id, 0) + 1
-            peer, handed = socket.socketpair()
-        status, error = self._attach(session, handed, deadline)
-        if peer is not None:
-            handed.close()
-            if error:
-                peer.close()
-                peer = None
-                with self._pumps_lock:
-                    self._pumps[session_id] -= 1
-                    if not self._pumps[session_id]:
-                        del self._pumps[session_id]
-        return status, error, session_id, peer
+            return datawire.REFUSED, unknown_session(session_id)
+        return self._attach(session, conn, deadline)
 
-    def _attach(self, session: object, conn: socket.socket, deadline: float) -> Tuple[int, str]:
+    def _attach(self, session: object, conn: socket.socket, deadline: float,
+                tls: Optional[Dict[str, Any]] = None) -> Tuple[int, str]:
         worker = session.worker  # type: ignore[attr-defined]
         if not worker.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             return datawire.REFUSED, "the session is busy with another call; retry when it ends"
         try:
-            worker.attach(conn, self._max_bytes, greet=True)
+            worker.attach(conn, self._max_bytes, greet=True, tls=tls)
         except WorkerError as exc:
             return datawire.REFUSED_SESSION_LOST, str(self._on_lost(session, exc))
         except OSError as exc:

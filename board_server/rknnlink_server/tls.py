@@ -92,13 +92,21 @@ def server_credentials(cert_pem: bytes, key_pem: bytes) -> grpc.ServerCredential
     return grpc.ssl_server_credentials([(key_pem, cert_pem)])
 
 
-def data_port_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+class DataPortContext(ssl.SSLContext):
+    """The TLS data port's server context, which remembers where its certificate and key are: a session's
+    worker ends TLS itself with the same identity (rknnlink_server.tlsdata), loaded from those files."""
+
+    cert_path = key_path = ""
+
+
+def data_port_context(cert_path: Path, key_path: Path) -> DataPortContext:
     """The TLS data port's server context: the gRPC listener's certificate, TLS 1.2 or newer. The token is
     not asked again there: a data connection's hello carries its session's secret, which only the session's
     owner received, from CreateSession, over the token-checked gRPC listener."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context = DataPortContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(cert_path), str(key_path))
+    context.cert_path, context.key_path = str(Path(cert_path).resolve()), str(Path(key_path).resolve())
     return context
 
 

@@ -4,10 +4,13 @@ setup_gadget.sh creates the gadget and mounts FunctionFS at /dev/ffs-rknnlink, t
 which writes the interface descriptors and strings to ep0 (that makes ep1/ep2 appear), after which the
 script binds the gadget to the UDC. ep1 is bulk OUT (host -> board), ep2 bulk IN (board -> host).
 Each connection the host multiplexes over the pipe becomes one TCP connection to the daemon
-(rknnlink.v1.usbmux, role 'board'). When the host goes away (unplug, host bridge exits) the
+(rknnlink.v1.usbmux, role 'board'): its gRPC port, or for data channels its data port (--data-target,
+default the gRPC port + 1, the daemon's default), so inference frames go straight to the session's worker
+and the bridge copies bytes without reading them. When the host goes away (unplug, host bridge exits) the
 endpoint files fail or reach EOF; the program then waits for the host and starts over.
 
-Run as `rknnlink usb-bridge [--ffs-dir /dev/ffs-rknnlink] [--target 127.0.0.1:50051]` (what
+Run as `rknnlink usb-bridge [--ffs-dir /dev/ffs-rknnlink] [--target 127.0.0.1:50051] [--data-target
+HOST:PORT | --no-data-target]` (what
 setup_gadget.sh does), or board_server/usb_gadget/rknnlink_usb_bridge.py from a source tree.
 """
 
@@ -125,9 +128,17 @@ def _watch_ep0(ep0: int) -> None:
             log.info("gadget event %s", FFS_EVENT_NAMES.get(data[offset + 8], data[offset + 8]))
 
 
-def run(ffs_dir: Path, target: str, write_descriptors: bool, once: bool = False) -> int:
+def run(ffs_dir: Path, target: str, write_descriptors: bool, once: bool = False,
+        data_target: Optional[str] = "") -> int:
+    """`data_target`: the daemon's data port ("" = the target's port + 1, None = offer no data channels)."""
     host, _, port = target.rpartition(":")
     connect = tcp_connector(host or "127.0.0.1", int(port))
+    if data_target == "":
+        data_target = f"{host or '127.0.0.1'}:{int(port) + 1}"
+    data_connect = None
+    if data_target is not None:
+        data_host, _, data_port = data_target.rpartition(":")
+        data_connect = tcp_connector(data_host or "127.0.0.1", int(data_port))
     if write_descriptors:
         ep0 = os.open(ffs_dir / "ep0", os.O_RDWR)  # kept open: closing ep0 removes the function
         os.write(ep0, build_descriptors())
@@ -142,9 +153,10 @@ def run(ffs_dir: Path, target: str, write_descriptors: bool, once: bool = False)
             time.sleep(1.0)
             continue
         ended = threading.Event()
-        mux = Mux(pipe, "board", MuxConfig(connect=connect, on_failure=lambda _reason, done=ended: done.set()))
+        mux = Mux(pipe, "board", MuxConfig(connect=connect, data_connect=data_connect,
+                                           on_failure=lambda _reason, done=ended: done.set()))
         mux.start()
-        log.info("USB pipe open; relaying to %s", target)
+        log.info("USB pipe open; relaying to %s (data channels: %s)", target, data_target or "none")
         ended.wait()
         mux.close()
         mux.join(2.0)
@@ -156,13 +168,19 @@ def run(ffs_dir: Path, target: str, write_descriptors: bool, once: bool = False)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ffs-dir", default="/dev/ffs-rknnlink", type=Path, help="FunctionFS mount point")
     parser.add_argument("--target", default="127.0.0.1:50051", help="daemon address on the board")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--data-target", default="", metavar="HOST:PORT",
+                      help="the daemon's data port (default: the --target port + 1)")
+    data.add_argument("--no-data-target", action="store_true",
+                      help="offer no data channels (inference is relayed through the daemon's gRPC port)")
     parser.add_argument("--no-descriptors", action="store_true",
                         help="do not write descriptors to ep0 (another process owns ep0)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack to stderr
-    return run(args.ffs_dir, args.target, not args.no_descriptors)
+    return run(args.ffs_dir, args.target, not args.no_descriptors,
+               data_target=None if args.no_data_target else args.data_target)
 
 
 def main(argv: Optional[list] = None) -> int:

@@ -112,11 +112,12 @@ class WorkerHandle:
         self.send(header, blobs)
         return self.recv(timeout)
 
-    def attach(self, conn: socket.socket, max_bytes: int, greet: bool) -> None:
+    def attach(self, conn: socket.socket, max_bytes: int, greet: bool, tls: Optional[Dict[str, Any]] = None) -> None:
         """Hand a data-plane socket to the worker (SCM_RIGHTS), which serves its frames from then on; the
         caller holds `lock` and closes its copy of `conn`. `greet`: the worker answers the direct carrier's
-        hello (a relay's socket carries frames only). RknnError when the worker refuses it."""
-        self.send({"op": "attach", "max_bytes": max_bytes, "greet": greet})
+        hello (a relay's socket carries frames only). `tls`: the worker ends TLS on `conn` first
+        (rknnlink_server.tlsdata says what the dict holds). RknnError when the worker refuses it."""
+        self.send({"op": "attach", "max_bytes": max_bytes, "greet": greet, **({"tls": tls} if tls else {})})
         try:
             socket.send_fds(self.sock, [b"F"], [conn.fileno()])
         except socket.timeout as exc:

@@ -173,16 +173,17 @@ class Worker:
 READERS = 2  # threads per data connection: one reads the next frame while the other runs (leader/follower)
 
 
-def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool) -> None:
+def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool,
+               timeout: Optional[float] = None) -> None:
     """One data connection handed over by the daemon: request frames in, reply frames out, in order.
 
     `greet`: answer the direct carrier's hello (a relay's socket has none). A runtime error is an error
     reply and the connection goes on; a corrupt frame gets an error reply and ends this connection only
-    (the session keeps serving)."""
+    (the session keeps serving). `timeout`: an idle limit (a TLS connection, rknnlink_server.tlsdata)."""
     try:
         if conn.family != socket.AF_UNIX:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.settimeout(None)
+        conn.settimeout(timeout)
         if greet:
             datawire.send_parts(conn, [datawire.encode_hello_reply(0, "attached")])
         _DataConnection(worker, conn, datawire.frame_limit(max_bytes)).serve()
@@ -299,6 +300,12 @@ def _attach(worker: Optional[Worker], sock: socket.socket, header: Dict[str, Any
     if worker is None or worker.ctx is None:
         conn.close()
         raise RknnError(-7, None, "no model is loaded in this worker")
+    if header.get("tls"):  # the daemon's TLS data port: the handshake is this worker's (rknnlink_server.tlsdata)
+        from rknnlink_server import tlsdata
+
+        threading.Thread(target=tlsdata.serve, args=(worker, conn, header, serve_data), name="data-tls",
+                         daemon=True).start()
+        return {"attached": True}
     threading.Thread(target=serve_data, args=(worker, conn, int(header.get("max_bytes", 64 << 20)),
                                               bool(header.get("greet", True))), name="data", daemon=True).start()
     return {"attached": True}

@@ -95,9 +95,15 @@ print(' '.join(str(c.pid) for c in psutil.Process().children(recursive=True)), f
     assert done.returncode == 0, done.stderr
     pids = [int(p) for p in done.stdout.split()]
     assert pids, "the simulated board's daemon was not a child of the script"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
-                                              for p in pids):
+
+    def running(pid: int) -> bool:
+        try:  # the process may end between any two calls: that is the outcome waited for, not an error
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 60  # generous: the daemon and its workers wind down on a loaded machine
+    while time.monotonic() < deadline and any(running(p) for p in pids):
         time.sleep(0.2)
-    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    alive = [p for p in pids if running(p)]
     assert not alive, f"processes still running after the script exited: {alive}"

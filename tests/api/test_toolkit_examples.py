@@ -375,6 +375,7 @@ def test_pytorch_resnet18(work):
                            "rknnlink.model.prequant)")
 def test_pytorch_resnet18_qat(work):
     torch = pytest.importorskip("torch")
+    torch.manual_seed(0)  # the same weights every run, whatever ran before in this process
     net = torch.nn.Sequential(torch.ao.quantization.QuantStub(), torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(),
                               torch.ao.quantization.DeQuantStub()).eval()
     net.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")

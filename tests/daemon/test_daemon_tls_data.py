@@ -1,22 +1,27 @@
-"""The TLS data port: next to a TLS gRPC listener the daemon offers its data port with the same certificate,
-ends TLS and pumps the frames to the session's worker. Protections hold there as on the other carriers:
-ownership (another client's session cannot be reached), per-session connection limits, frame caps checked
-before allocation, fail closed (no plain text, no certificate the client does not trust)."""
+"""The TLS data port: next to a TLS gRPC listener the daemon offers its data port with the same certificate;
+a plaintext routing preamble names the session, the daemon hands the raw connection to that session's
+worker, and the worker ends TLS itself. Protections hold there as on the other carriers: ownership (another
+client's session cannot be reached), per-session connection limits, frame caps checked before allocation,
+handshakes with an absolute deadline, fail closed (no plain text, no certificate the client does not trust)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import ssl
 import struct
+import threading
 import time
 
 import numpy as np
 import pytest
 import sim_models
 
-from rknnlink.client import Board
+from rknnlink.client import Board, SessionLostError
+from rknnlink.runtime import RuntimeLibrary
 from rknnlink.transport import Endpoint
-from rknnlink.v1 import datawire
+from rknnlink.v1 import dataroute, datawire
 
 X = np.ones((1, 3, 8, 8), np.float32)
 
@@ -61,9 +66,11 @@ def test_runs_and_pipelines_over_the_tls_data_port(tls_daemon):
         assert relayed.carrier == "relay" and np.allclose(relayed.run([X], formats=["nchw"])[0], first)
 
 
-def _tls_connect(daemon) -> ssl.SSLSocket:
+def _tls_connect(daemon, session_id: str) -> ssl.SSLSocket:
+    """A TLS data connection routed to `session_id` (the plaintext preamble, then TLS), as the client makes it."""
     context = ssl.create_default_context(cadata=daemon.cert.decode())
     raw = socket.create_connection(("127.0.0.1", daemon.data_listener.port), timeout=10)
+    raw.sendall(dataroute.encode_route(session_id))
     return context.wrap_socket(raw, server_hostname="127.0.0.1")
 
 
@@ -82,7 +89,7 @@ def test_another_clients_session_is_unreachable_and_limits_hold(tls_daemon):
     model = sim_models.conv_relu_model()
     with _board(tls_daemon) as owner, _board(tls_daemon) as other:
         session = owner.load_model(model[0])
-        with _tls_connect(tls_daemon) as sock:  # the id alone, without the owner's secret
+        with _tls_connect(tls_daemon, session.id) as sock:  # the id alone, without the owner's secret
             sock.sendall(datawire.encode_hello(session.id, b"\0" * 32))
             status, message = datawire.read_hello_reply(sock)
         assert status == datawire.REFUSED and "wrong secret" in message
@@ -90,7 +97,7 @@ def test_another_clients_session_is_unreachable_and_limits_hold(tls_daemon):
         # three data connections per session at most (a pipeline each); the fourth is refused clearly
         pipes = [session.pipeline(depth=1) for _ in range(2)]  # + run()'s kept carrier below
         session.run([X], formats=["nchw"])
-        with _tls_connect(tls_daemon) as sock:
+        with _tls_connect(tls_daemon, session.id) as sock:
             sock.sendall(datawire.encode_hello(session.id, session._secret))
             status, message = datawire.read_hello_reply(sock)
         assert status == datawire.REFUSED and "already has 3 data connections" in message
@@ -100,7 +107,7 @@ def test_another_clients_session_is_unreachable_and_limits_hold(tls_daemon):
         # the cap is refused by the worker before it allocates, and the session lives on
         deadline = time.monotonic() + 10
         while True:
-            sock = _tls_connect(tls_daemon)
+            sock = _tls_connect(tls_daemon, session.id)
             sock.sendall(datawire.encode_hello(session.id, session._secret))
             status, message = datawire.read_hello_reply(sock)
             if status == 0 or time.monotonic() > deadline:
@@ -133,12 +140,147 @@ def test_an_idle_tls_data_connection_is_closed(sim_library, tmp_path):
     try:
         with _board(daemon) as board:
             session = board.load_model(sim_models.conv_relu_model()[0])
-            with _tls_connect(daemon) as sock:
+            with _tls_connect(daemon, session.id) as sock:
                 sock.sendall(datawire.encode_hello(session.id, session._secret))
                 assert datawire.read_hello_reply(sock)[0] == 0
                 start = time.monotonic()
-                assert sock.recv(1) == b""  # closed by the daemon, not by this side
-                assert 1.5 < time.monotonic() - start < 8.0
+                sock.settimeout(60)
+                assert sock.recv(1) == b""  # closed by the worker, not by this side (nor by its timeout)
+                assert time.monotonic() - start > 1.5
             assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
     finally:
         daemon.stop()
+
+
+def test_outputs_are_bit_identical_to_in_process_and_the_daemon_holds_no_copy(tls_daemon, sim_library):
+    """Several inputs, run() and a pipeline, against RuntimeContext.infer in this process; the worker, not
+    the daemon, ends TLS (the daemon process has no TCP connection to the client's port)."""
+    model = sim_models.conv_relu_model(seed=3)[0]
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(6)]
+    with RuntimeLibrary.load(path=sim_library, backend="sim").init(model) as ctx, _board(tls_daemon) as board:
+        expected = [ctx.infer([x], ["nchw"])[0] for x in inputs]
+        session = board.load_model(model)
+        assert session.carrier == "tls"
+        for x, want in zip(inputs, expected):
+            got = session.run([x], formats=["nchw"])[0]
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+        with session.pipeline(depth=3) as pipe:
+            piped = list(pipe.map([[x] for x in inputs], formats=["nchw"]))
+        assert [p[0].tobytes() for p in piped] == [w.tobytes() for w in expected]
+        client_port = session._link.carrier.sock.getsockname()[1]
+        conns = _tcp_peers_of(os.getpid(), tls_daemon.data_listener.port)
+        assert client_port not in conns, "the daemon still holds the client's connection"
+
+
+def _tcp_peers_of(pid: int, local_port: int) -> set:
+    """Remote ports of the established TCP connections on `local_port` whose socket `pid` holds open."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    peers = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:  # noqa: SIM115 - read whole at once
+        fields = line.split()
+        local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+        if state == "01" and int(local.split(":")[1], 16) == local_port and inode in inodes:
+            peers.add(int(remote.split(":")[1], 16))
+    return peers
+
+
+def test_an_unknown_session_or_a_client_without_preamble_is_refused_inside_tls(tls_daemon):
+    with _tls_connect(tls_daemon, "no-such-session") as sock:
+        sock.sendall(datawire.encode_hello("no-such-session", b"\0" * 32))
+        status, message = datawire.read_hello_reply(sock)
+    assert status == datawire.REFUSED and "unknown session" in message
+    context = ssl.create_default_context(cadata=tls_daemon.cert.decode())  # TLS at once: an older client
+    with context.wrap_socket(socket.create_connection(("127.0.0.1", tls_daemon.data_listener.port), timeout=10),
+                             server_hostname="127.0.0.1") as sock:
+        sock.sendall(datawire.encode_hello("whatever", b"\0" * 32))
+        status, message = datawire.read_hello_reply(sock)
+    assert status == datawire.REFUSED and "routing preamble" in message and "update" in message
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """True when the peer closes (or resets) `sock` within a generous minute; never asserts a duration."""
+    sock.settimeout(60)
+    try:
+        return sock.recv(1 << 16) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_trickling_handshake_is_cut_by_its_deadline_and_the_session_serves_on(tls_daemon):
+    """One byte per 0.4 s: of the preamble (the daemon's deadline), and of a ClientHello after it (the
+    worker's): both connections are cut however the bytes keep coming, and the session keeps serving."""
+    model = sim_models.conv_relu_model()[0]
+    with _board(tls_daemon) as board:
+        session = board.load_model(model)
+        # a real ClientHello's bytes, captured from an in-memory handshake
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = ssl.create_default_context(cadata=tls_daemon.cert.decode()).wrap_bio(
+            incoming, outgoing, server_hostname="127.0.0.1")
+        with pytest.raises(ssl.SSLWantReadError):
+            client.do_handshake()
+        hello = outgoing.read()
+        for prefix, trickled in ((b"", dataroute.encode_route(session.id)),
+                                 (dataroute.encode_route(session.id), hello)):
+            sock = socket.create_connection(("127.0.0.1", tls_daemon.data_listener.port), timeout=10)
+            sock.sendall(prefix)
+            stop = threading.Event()
+
+            def trickle(data: bytes = trickled, sock: socket.socket = sock, stop: threading.Event = stop) -> None:
+                for i in range(len(data)):
+                    if stop.wait(0.4):
+                        return
+                    try:
+                        sock.send(data[i:i + 1])
+                    except OSError:
+                        return
+
+            thread = threading.Thread(target=trickle, daemon=True)
+            thread.start()
+            try:
+                assert _closed_by_peer(sock)
+            finally:
+                stop.set()
+                thread.join(10)
+                sock.close()
+            assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+
+
+def test_a_plain_hello_on_the_tls_port_gets_nothing_and_the_session_serves_on(tls_daemon):
+    model = sim_models.conv_relu_model()[0]
+    with _board(tls_daemon) as board:
+        session = board.load_model(model)
+        for first in (datawire.encode_hello(session.id, session._secret),       # no preamble, no TLS
+                      dataroute.encode_route(session.id) + datawire.encode_hello(session.id, session._secret)):
+            with socket.create_connection(("127.0.0.1", tls_daemon.data_listener.port), timeout=10) as plain:
+                plain.sendall(first)
+                assert _closed_by_peer(plain)  # never a plaintext hello reply, never a frame
+        assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+
+
+def test_worker_killed_mid_frame_ends_the_connection_and_the_session_is_reported_lost(tls_daemon):
+    model = sim_models.conv_relu_model()[0]
+    with _board(tls_daemon) as board:
+        session = board.load_model(model)
+        assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+        pid = next(s["worker_pid"] for s in board.stats()["sessions"] if s["session_id"] == session.id)
+        sock = _tls_connect(tls_daemon, session.id)
+        sock.sendall(datawire.encode_hello(session.id, session._secret))
+        assert datawire.read_hello_reply(sock)[0] == 0
+        sock.sendall(struct.pack("<Q", 1 << 20) + b"\0" * 1000)  # the start of a frame the worker waits for
+        os.kill(pid, signal.SIGKILL)
+        with sock:
+            sock.settimeout(60)
+            with pytest.raises((OSError, datawire.PeerClosedError)):
+                if not sock.recv(1):
+                    raise datawire.PeerClosedError("closed")
+        with pytest.raises(SessionLostError, match=r"crashed \(signal 9\)"):
+            session.run([X], formats=["nchw"])
+        assert board.load_model(model).run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)

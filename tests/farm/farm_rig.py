@@ -50,7 +50,7 @@ class Farm:
             raise
 
     def spawn(self, name: str, args: List[str], ready: Optional[str] = None, env: Optional[Dict[str, str]] = None,
-              timeout: float = 30.0) -> subprocess.Popen:
+              timeout: float = 120.0) -> subprocess.Popen:
         """Start a process with stdout+stderr in workdir/NAME.log; wait for `ready` in that log."""
         log = self.logs[name] = self.workdir / f"{name}.log"
         with open(log, "ab") as out:
@@ -102,11 +102,11 @@ class Farm:
         self.exporters[name] = self.spawn(f"export-{name}", args, env=farm_env(RKNNLINK_ADB_DATA_CHANNEL="1"))
 
     def farm_list(self) -> dict:
-        result = self.ns.run([PYTHON, "-m", "rknnlink.cli", "farm", "list", "--json"], env=farm_env(), timeout=30)
+        result = self.ns.run([PYTHON, "-m", "rknnlink.cli", "farm", "list", "--json"], env=farm_env(), timeout=90)
         assert result.returncode == 0, result.stderr[-2000:]
         return json.loads(result.stdout)
 
-    def wait_places(self, names: set, timeout: float = 40.0) -> dict:
+    def wait_places(self, names: set, timeout: float = 120.0) -> dict:
         deadline = time.monotonic() + timeout
         state: dict = {}
         while time.monotonic() < deadline:
@@ -145,6 +145,15 @@ class Farm:
                     return line
             time.sleep(0.05)
         raise AssertionError(f"{name} never printed {key!r}: {self.output(name)}\n{self.stderr(name)[-3000:]}")
+
+    def wait_text(self, name: str, text: str, timeout: float = 30.0) -> None:
+        """Wait until client NAME's stderr (its log) contains `text`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.stderr(name):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{name} never logged {text!r}:\n{self.stderr(name)[-3000:]}")
 
     def wait_reservations(self, count: int, state: str = "waiting", timeout: float = 30.0) -> List[dict]:
         deadline = time.monotonic() + timeout

@@ -154,11 +154,11 @@ def test_six_concurrent_clients_on_two_platforms_never_share_a_board(farm, model
         jobs[f"job{i}"] = (platform, farm.client(f"job{i}", JOB, [mode, models[platform]["model"], platform,
                                                                   models["image"], str(go)], env=env))
     for name in jobs:
-        farm.wait_output(name, "ready", 60)
+        farm.wait_output(name, "ready", 180)  # six interpreters importing numpy and rknnlink at once
     go.touch()
     t0 = time.monotonic()
     for name, (_platform, proc) in jobs.items():
-        assert proc.wait(120) == 0, farm.stderr(name)[-3000:]
+        assert proc.wait(300) == 0, farm.stderr(name)[-3000:]
     elapsed = time.monotonic() - t0
     results = {name: farm.output(name)[-1] for name in jobs}
     boards = {}
@@ -188,7 +188,7 @@ def test_six_concurrent_clients_on_two_platforms_never_share_a_board(farm, model
 
 
 def test_places_learn_the_runtime_version_once_a_session_ran(farm):
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # each poll starts a `farm list` process: seconds apiece under load
     while time.monotonic() < deadline:
         tags = {p["name"]: p["tags"] for p in farm.farm_list()["places"]}
         if all(t.get("librknnrt_version") for t in tags.values()):
@@ -227,19 +227,25 @@ def test_export_dry_run_prints_the_labgrid_config(farm):
 
 def test_a_killed_holder_gives_the_board_back_after_its_lease(farm):
     place = "hosta-tcp_127_0_0_1_51011"
-    doomed = _holder(farm, "doomed", "farm", "rk3568")
+    # A lease of its own, long next to the scheduling delays of a loaded machine: the last refresh before the
+    # kill wrote `now + lease`, at most a keeper period (lease/3) earlier, and the reaper waits GRACE past it.
+    # So the board comes back >= 2/3 lease after the kill; lease/2 leaves a period of slack for a keeper that
+    # ran late, and a board handed back at the kill (say, when the holder's connection dropped) is far below.
+    lease = 3 * LEASE_S
+    doomed = _holder(farm, "doomed", f"farm?lease={lease:g}", "rk3568")
     held = farm.wait_output("doomed", "held", 60)
     assert held["held"] == place
+    waiter = _holder(farm, "after-kill", "farm?timeout=120", "rk3568")  # queued already when the holder dies
+    farm.wait_reservations(1)
     os.killpg(doomed.pid, signal.SIGKILL)
-    doomed.wait(10)
     killed = time.time()
-    waiter = _holder(farm, "after-kill", "farm?timeout=30", "rk3568")
-    got = farm.wait_output("after-kill", "held", 40)
+    doomed.wait(10)
+    got = farm.wait_output("after-kill", "held", 120)
     assert got["held"] == place, got
     returned = got["at"] - killed
-    assert returned >= LEASE_S - 1.0, f"the board came back before the lease could expire ({returned:.1f} s)"
-    print(f"\nkilled holder's board returned after {returned:.1f} s (lease {LEASE_S:g} s)")
-    assert "lease ended" in farm.logs["export-hosta"].read_text()
+    assert returned >= lease / 2, f"the board came back before the lease could expire ({returned:.1f} s)"
+    print(f"\nkilled holder's board returned after {returned:.1f} s (lease {lease:g} s)")
+    farm.wait_log("export-hosta", "lease ended", 30)  # the exporter's reaper released it, nothing else
     _release(waiter)
 
 
@@ -253,7 +259,9 @@ def test_a_suspended_holder_is_told_it_lost_the_board(farm):
         assert time.monotonic() < deadline, "the suspended holder's lease never expired"
         time.sleep(0.3)
     os.killpg(sleeper.pid, signal.SIGCONT)
-    time.sleep(LEASE_S / 3 + 1.0)  # one keeper period: it finds the place gone
+    # The keeper notices at its next period (or the one after, if its copy of the places was not updated yet)
+    # and logs it: release() stops the keeper, so it must not come before that.
+    farm.wait_text("sleeper", f"took board {place} back", 60)
     _release(sleeper)
     lost = farm.wait_output("sleeper", "released", 10)["lost"]
     assert lost and f"took board {place} back" in lost
@@ -301,7 +309,7 @@ def test_an_unplugged_board_is_skipped_with_a_clear_message(farm):
     _release(hold_adb)
     for_that_board.wait(10)
     farm.adb.connect()  # plugged back in: the board rejoins the pool
-    state = {p["name"]: p for p in farm.wait_places({adb_place}, timeout=30)["places"]}
+    state = {p["name"]: p for p in farm.wait_places({adb_place}, timeout=90)["places"]}
     assert state[adb_place]["tags"]["state"] == "ready"
 
 

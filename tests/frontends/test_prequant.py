@@ -109,6 +109,7 @@ def test_qat_torchscript_keeps_its_quantization(tmp_path):
     torch = pytest.importorskip("torch")
     from rknnlink.api import RKNN
 
+    torch.manual_seed(0)  # the same weights and inputs every run, whatever ran before in this process
     net = torch.nn.Sequential(torch.ao.quantization.QuantStub(), torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(),
                               torch.nn.Conv2d(8, 4, 3), torch.ao.quantization.DeQuantStub()).eval()
     net.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")

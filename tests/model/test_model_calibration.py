@@ -65,17 +65,15 @@ def test_kl_keeps_a_uniform_distribution_whole():
     assert lo == pytest.approx(x.min()) and hi > 9.0
 
 
-def test_mmse_beats_min_max_on_heavy_tails_and_is_fast():
-    import time
+def test_mmse_beats_min_max_on_heavy_tails():
+    # Its speed (a vectorised search, well under the toolkit's minute) is measured by bench/bench_build.py
+    # ("int8 mmse"), not asserted here: a wall-clock bound depends on how loaded the machine is.
     rng = np.random.default_rng(3)
     x = rng.laplace(size=1_000_000)
     st = stats_of(x)
-    start = time.perf_counter()
     lo, hi = choose_range(st, "mmse")
-    elapsed = time.perf_counter() - start
     assert x.min() < lo < 0 < hi < x.max()
     assert quant_mse(x, lo, hi) < 0.8 * quant_mse(x, x.min(), x.max())
-    assert elapsed < 5.0, "vectorised search must take well under the toolkit's minute"
 
 
 def test_mmse_handles_one_sided_data():

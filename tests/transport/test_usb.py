@@ -8,6 +8,7 @@ daemon on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import struct
@@ -34,14 +35,14 @@ OPTIONS = [("grpc.max_receive_message_length", 1 << 26), ("grpc.max_send_message
 class UsbRig:
     """Echo server + board bridge program + emulated bus, all on this machine's loopback."""
 
-    def __init__(self, workdir: Path, target_port: int, via_cli: bool = False) -> None:
+    def __init__(self, workdir: Path, target_port: int, via_cli: bool = False, extra: tuple = ()) -> None:
         self.workdir = workdir
         self.ffs = workdir / "ffs"
         FakeBoard.make_fifos(self.ffs)
         self.log = open(workdir / "board_bridge.log", "ab")  # noqa: SIM115 - closed in stop()
         program = [PYTHON, "-m", "rknnlink.cli", "-v", "usb-bridge"] if via_cli else [PYTHON, str(BRIDGE_PROGRAM), "-v"]
         self.board_proc = subprocess.Popen(
-            program + ["--ffs-dir", str(self.ffs), "--target", f"127.0.0.1:{target_port}"],
+            program + ["--ffs-dir", str(self.ffs), "--target", f"127.0.0.1:{target_port}", *extra],
             env=base_env(), stdout=self.log, stderr=self.log)
         self.board = FakeBoard(self.ffs, SERIAL)
         self.backend = FakeBackend([self.board])
@@ -252,9 +253,35 @@ def test_unplug_and_replug_reconnects_on_the_same_port(rig):
         bridge.close()
 
 
-def test_resolve_usb_runs_inference_on_the_real_daemon_bit_identical(tmp_path, monkeypatch):
-    """usb:SERIAL end to end: rknnlink serve (sim) <- board program <- FIFOs <- pyusb <- bridge <- client."""
+@pytest.fixture()
+def usb_daemon(tmp_path):
+    """`rknnlink serve` (sim) on this machine's loopback, as on the board: (the board bridge's arguments for its
+    gRPC and data ports, the library). The data port is read from the daemon's log (a free port here)."""
     library = find_sim_library()
+    port_file = tmp_path / "daemon.port"
+    log_path = tmp_path / "daemon.log"
+    daemon = subprocess.Popen([PYTHON, "-m", "rknnlink.cli", "serve", "--listen", "127.0.0.1:0", "--port-file",
+                               str(port_file), "--backend", "sim", "--platform", "rk3588", "--library", library,
+                               "--cache-dir", str(tmp_path / "cache")], env=base_env(),
+                              stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))  # noqa: SIM115
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() and time.monotonic() < deadline:
+            assert daemon.poll() is None, log_path.read_text()
+            time.sleep(0.1)
+        port = int(port_file.read_text().strip().rsplit(":", 1)[1])
+        data_port = re.search(r"data channel on port (\d+)", log_path.read_text()).group(1)
+        yield port, ("--data-target", f"127.0.0.1:{data_port}"), library
+    finally:
+        daemon.terminate()
+        daemon.wait(15)
+
+
+@pytest.mark.parametrize("data", [True, False], ids=["data-channel", "no-data-target"])
+def test_resolve_usb_runs_inference_on_the_real_daemon_bit_identical(usb_daemon, tmp_path, monkeypatch, data):
+    """usb:SERIAL end to end: rknnlink serve (sim) <- board program <- FIFOs <- pyusb <- bridge <- client.
+    The board's bridge opens data channels to the daemon's data port, so frames take the direct carrier
+    over the mux; a bridge started with --no-data-target leaves the gRPC Relay stream."""
     sys.path.insert(0, str(ROOT / "tests" / "runtime"))
     import sim_models
 
@@ -262,31 +289,22 @@ def test_resolve_usb_runs_inference_on_the_real_daemon_bit_identical(tmp_path, m
     from rknnlink.runtime.library import RuntimeLibrary
     from rknnlink.transport import resolve
 
-    port_file = tmp_path / "daemon.port"
-    daemon = subprocess.Popen([PYTHON, "-m", "rknnlink.cli", "serve", "--listen", "127.0.0.1:0", "--port-file",
-                               str(port_file), "--backend", "sim", "--platform", "rk3588", "--library", library,
-                               "--cache-dir", str(tmp_path / "cache")], env=base_env(),
-                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "daemon.log", "wb"))  # noqa: SIM115
-    rig = None
+    daemon_port, data_target, library = usb_daemon
+    rig = UsbRig(tmp_path, daemon_port, via_cli=True, extra=data_target if data else ("--no-data-target",))
     try:
-        deadline = time.monotonic() + 30
-        while not port_file.exists() and time.monotonic() < deadline:
-            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()
-            time.sleep(0.1)
-        daemon_port = int(port_file.read_text().strip().rsplit(":", 1)[1])
-        rig = UsbRig(tmp_path, daemon_port, via_cli=True)  # the board runs `rknnlink usb-bridge`
         monkeypatch.setattr(fake_usb, "CURRENT", rig.backend)
         monkeypatch.setenv("RKNNLINK_USB_BACKEND", "fake_usb:current_backend")
         model, _weight, _bias = sim_models.conv_relu_model()
         x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
         endpoint = resolve(f"usb:{SERIAL}", timeout=15)
         assert endpoint.kind == "usb" and endpoint.serial == SERIAL
+        assert (endpoint.data_address is not None) == data
         board = Board.connect(endpoint.address, timeout=10, **endpoint.connect_kwargs())
         try:
             assert board.info.platform == "rk3588"
             session = board.load_model(model)
             remote = session.run([x])
-            assert session.carrier == "relay"  # the bridge carries the gRPC port only: frames are relayed
+            assert session.carrier == ("direct" if data else "relay")
             with session.pipeline(depth=3) as pipe:
                 assert all(o[0].tobytes() == remote[0].tobytes() for o in pipe.map([x] for _ in range(5)))
         finally:
@@ -297,11 +315,68 @@ def test_resolve_usb_runs_inference_on_the_real_daemon_bit_identical(tmp_path, m
         for got, want in zip(remote, local):
             assert got.dtype == want.dtype and got.shape == want.shape
             assert got.tobytes() == want.tobytes()
-        host, port = endpoint.address.rsplit(":", 1)
-        with pytest.raises(OSError):  # close() stopped the bridge
-            socket.create_connection((host, int(port)), timeout=2)
+        for address in (endpoint.address, endpoint.data_address):
+            if address is not None:
+                host, port = address.rsplit(":", 1)
+                with pytest.raises(OSError):  # close() stopped the bridge
+                    socket.create_connection((host, int(port)), timeout=2)
     finally:
-        if rig is not None:
-            rig.stop()
-        daemon.terminate()
-        daemon.wait(15)
+        rig.stop()
+
+
+def test_usb_data_channel_refuses_bad_hellos_and_frames_and_reports_a_killed_worker(usb_daemon, tmp_path,
+                                                                                    monkeypatch):
+    """Over the mux's data channel the daemon's data port protects itself as on loopback: a wrong secret is
+    refused, a 2^40 length prefix gets an error reply before anything is allocated, and a worker killed in
+    the middle of a frame ends the connection and the session is reported lost; other sessions go on."""
+    sys.path.insert(0, str(ROOT / "tests" / "runtime"))
+    import sim_models
+
+    from rknnlink.client import Board, SessionLostError
+    from rknnlink.transport import resolve
+    from rknnlink.v1 import datawire
+
+    daemon_port, data_target, _library = usb_daemon
+    rig = UsbRig(tmp_path, daemon_port, via_cli=True, extra=data_target)
+    try:
+        monkeypatch.setattr(fake_usb, "CURRENT", rig.backend)
+        monkeypatch.setenv("RKNNLINK_USB_BACKEND", "fake_usb:current_backend")
+        model = sim_models.conv_relu_model()[0]
+        x = np.ones((1, 3, 8, 8), np.float32)
+        with resolve(f"usb:{SERIAL}", timeout=15) as endpoint, \
+                Board.connect(endpoint.address, timeout=10, **endpoint.connect_kwargs()) as board:
+            host, port = endpoint.data_address.rsplit(":", 1)
+            session, bystander = board.load_model(model), board.load_model(model)
+            assert session.run([x], formats=["nchw"])[0].shape == (1, 4, 8, 8) and session.carrier == "direct"
+
+            def connect(secret: bytes) -> tuple:
+                sock = socket.create_connection((host, int(port)), timeout=30)
+                sock.sendall(datawire.encode_hello(session.id, secret))
+                return sock, datawire.read_hello_reply(sock)
+
+            sock, (status, message) = connect(b"\0" * 32)
+            sock.close()
+            assert status == datawire.REFUSED and "wrong secret" in message
+            sock, (status, message) = connect(session._secret)
+            with sock:
+                assert status == 0, message
+                sock.sendall(struct.pack("<Q", 1 << 40))
+                rid, status, _us, payload = datawire.parse_reply(datawire.FrameReader(sock).read(1 << 20), 1 << 20)
+                assert rid == 0 and status != 0 and "frame" in payload[1]
+            assert session.run([x], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+            sock, (status, message) = connect(session._secret)
+            with sock:
+                assert status == 0, message
+                sock.sendall(struct.pack("<Q", 1 << 20) + b"\0" * 1000)  # a frame the worker waits for
+                pid = next(s["worker_pid"] for s in board.stats()["sessions"] if s["session_id"] == session.id)
+                os.kill(pid, signal.SIGKILL)
+                sock.settimeout(60)
+                try:
+                    assert sock.recv(1) == b""
+                except ConnectionResetError:
+                    pass
+            with pytest.raises(SessionLostError, match=r"crashed \(signal 9\)"):
+                session.run([x], formats=["nchw"])
+            assert bystander.run([x], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+    finally:
+        rig.stop()

@@ -104,6 +104,17 @@ def golden_outputs(prepared_onnx, feeds: Dict[str, np.ndarray]) -> Dict[str, np.
     return golden
 
 
+def with_rescaled(build, golden: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """``golden`` plus the tensors cross-layer equalisation renamed ``name::cle``: the ONNX tensor's value
+    divided by the build's factor per channel (axis 1), in the simulator tensor's shape."""
+    shapes = {t.name: t.shape for t in build.sim_model.tensors}
+    for name, (source, divisor) in getattr(build, "rescaled", {}).items():
+        if source in golden and name in shapes:
+            value = np.asarray(golden[source], np.float32).reshape(shapes[name])
+            golden[name] = value / divisor.reshape((1, -1) + (1,) * (value.ndim - 2)).astype(np.float32)
+    return golden
+
+
 def _single_op_model(model, op):
     """A model holding only `op`: its activation inputs become graph inputs of the same type and scale."""
     from rknnlink.model import format as fmt
@@ -290,7 +301,7 @@ def _analysis_rows(build, sim_dumps, golden, singles, board_dumps) -> Tuple[List
             continue
         seen.add(tensor.name)
         onnx_name = build.tensor_map.get(tensor.name, tensor.name)
-        op_type = op_of.get(onnx_name, "Input")
+        op_type = op_of.get(getattr(build, "rescaled", {}).get(onnx_name, (onnx_name,))[0], "Input")
         if tensor.name in fused and onnx_name in fed_by:
             # The NPU computes Conv and its activation as one layer: the Conv output has no value of its own.
             pre_type, pre_name = fed_by[onnx_name]
@@ -355,7 +366,7 @@ def run_accuracy_analysis(rknn, inputs: Sequence, output_dir: Optional[Path], ta
         raw.append(np.ascontiguousarray(array))
         formats.append(fmt)
         feeds[build.tensor_map.get(tensor.name, tensor.name)] = _normalise(array, fmt, spec)
-    golden = golden_outputs(build.prepared_onnx, feeds)
+    golden = with_rescaled(build, golden_outputs(build.prepared_onnx, feeds))
 
     simulator = LocalRuntime(build.data, model.target_platform, perf_debug=False, async_mode=False,
                              core_mask=0, dump_layers=True)

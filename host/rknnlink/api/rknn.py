@@ -97,6 +97,9 @@ class RKNN:
 
         vendor_model=True (rknnlink): build() also compiles the model with RKNN-Toolkit2 (docs/vendor.md)."""
         self._vendor_wanted = bool(kwargs.pop("vendor_model", False))
+        # rknnlink's extension (docs/quantization.md): True/False forces cross-layer equalisation on/off
+        equalization = kwargs.pop("cross_layer_equalization", None)
+        clipping = kwargs.pop("activation_clipping", None)
         _check_choice("quantized_dtype", quantized_dtype, _VALID_QUANT_DTYPES)
         _check_choice("quantized_algorithm", quantized_algorithm, _VALID_ALGORITHMS)
         _check_choice("quantized_method", quantized_method, _VALID_METHODS)
@@ -123,7 +126,8 @@ class RKNN:
                             quantized_algorithm=quantized_algorithm, quantized_method=quantized_method,
                             target_platform=platform, quant_img_rgb2bgr=bool(quant_img_RGB2BGR),
                             float_dtype=float_dtype, optimization_level=optimization_level,
-                            custom_string=custom_string)
+                            custom_string=custom_string, cross_layer_equalization=equalization,
+                            activation_clipping=clipping)
         return 0
 
     def _build_config(self):

@@ -19,7 +19,7 @@ from rknnlink.client.data import Carrier, DataRefusedError, DirectCarrier, Pipel
 from rknnlink.client.errors import BoardError, IncompatibleVersionError, SessionLostError, translate
 from rknnlink.runtime import TensorAttr, numpy_dtype
 from rknnlink.runtime.library import as_input_array, output_type_of
-from rknnlink.v1 import datawire
+from rknnlink.v1 import datawire, relaywire
 from rknnlink.v1.messages import make_stub, pb
 from rknnlink.v1.protocol import (
     MAX_TENSORS,
@@ -362,8 +362,8 @@ class Session:
 
     @property
     def carrier(self) -> str:
-        """"direct" (frames straight to the worker), "tls" (the daemon's TLS data port, which pumps the bytes
-        to the worker) or "relay" (frames pumped by the daemon's Relay stream)."""
+        """"direct" (frames straight to the worker), "tls" (the daemon's TLS data port; the worker ends
+        TLS) or "relay" (frames pumped by the daemon's Relay stream)."""
         if not self._direct:
             return "relay"
         return "tls" if self.board.data_tls is not None else "direct"
@@ -393,7 +393,7 @@ class Session:
                             *target, exc, self.id)
                 self._direct = False
         metadata = self.board._metadata + ((MD_SESSION_ID, self.id),) + (((MD_RELAY_DEPTH, "1"),) if depth == 1 else ())
-        return RelayCarrier(self.board._stub.Relay, metadata)
+        return RelayCarrier(relaywire.relay_call(self.board._channel), metadata)
 
     def _max_reply_bytes(self) -> int:
         """The most output bytes a reply may carry: float32 of every output, at least the message limit."""

@@ -2,8 +2,8 @@
 
 * DirectCarrier: a TCP connection to the daemon's data port, handed to the session's worker after a hello
   (loopback daemons, adb with a data forward, a farm relay of the data port);
-  over TLS (the same certificate as the gRPC listener) where the daemon listens with TLS: the daemon ends
-  TLS and pumps the bytes to the worker (kind "tls");
+  over TLS (the same certificate as the gRPC listener) where the daemon listens with TLS: a plaintext
+  routing preamble names the session, and its worker ends TLS (kind "tls");
 * RelayCarrier: a gRPC `Relay` stream through the daemon, which pumps the same frames to the worker (TLS
   network endpoints, the USB bridge, adb without a data forward).
 
@@ -27,8 +27,8 @@ import numpy as np
 
 from rknnlink.client.errors import BoardError, RemoteRknnError, SessionLostError
 from rknnlink.runtime import numpy_dtype
-from rknnlink.v1 import datawire
-from rknnlink.v1.messages import pb
+from rknnlink.v1 import dataroute, datawire, relaywire
+from rknnlink.v1.tlsstream import TlsStream
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
@@ -79,9 +79,10 @@ class DirectCarrier(Carrier):
         self.sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT)
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if tls is not None:
+            if tls is not None:  # the plaintext route to the session's worker, which ends TLS
                 self.kind = "tls"
-                self.sock = tls[0].wrap_socket(self.sock, server_hostname=tls[1])
+                self.sock.sendall(dataroute.encode_route(session_id))
+                self.sock = TlsStream(self.sock, tls[0], False, tls[1]).handshake(time.monotonic() + CONNECT_TIMEOUT)
             self.sock.sendall(datawire.encode_hello(session_id, secret))
             status, message = datawire.read_hello_reply(self.sock)
             if status == datawire.REFUSED_SESSION_LOST:
@@ -99,19 +100,6 @@ class DirectCarrier(Carrier):
         self.closed = False
 
     def send(self, parts: Sequence[Any]) -> None:
-        if self.kind == "tls":  # no sendmsg on TLS: the small head parts in one record, big ones as they are
-            small = [part for part in parts if memoryview(part).nbytes < 4096]
-            if len(small) == len(parts):
-                self.sock.sendall(b"".join(parts))
-                return
-            head, rest = b"", list(parts)
-            while rest and memoryview(rest[0]).nbytes < 4096:
-                head += bytes(rest.pop(0))
-            if head:
-                self.sock.sendall(head)
-            for part in rest:
-                self.sock.sendall(part)
-            return
         datawire.send_parts(self.sock, parts)
 
     def receive(self, limit: int, probe: Probe) -> memoryview:
@@ -138,6 +126,7 @@ class RelayCarrier(Carrier):
     _END = object()
 
     def __init__(self, relay: Callable[..., Any], metadata: Sequence[Tuple[str, str]]) -> None:
+        """`relay`: the Relay method with raw bytes messages (rknnlink.v1.relaywire.relay_call)."""
         self._outgoing: queue.SimpleQueue = queue.SimpleQueue()
         self._call = relay(iter(self._outgoing.get, self._END), metadata=tuple(metadata))
         self.closed = False
@@ -146,7 +135,7 @@ class RelayCarrier(Carrier):
         self._watchdog: Optional[threading.Thread] = None
 
     def send(self, parts: Sequence[Any]) -> None:
-        self._outgoing.put(pb.RelayFrame(frame=b"".join(parts)))
+        self._outgoing.put(relaywire.encode(parts))
 
     def receive(self, limit: int, probe: Probe) -> memoryview:
         if probe is not None and self._watchdog is None:
@@ -160,7 +149,10 @@ class RelayCarrier(Carrier):
             raise datawire.PeerClosedError("the daemon ended the relay stream") from None
         finally:
             self._waiting_since = 0.0
-        frame = memoryview(message.frame)
+        try:
+            frame = relaywire.frame_of(message)
+        except ValueError as exc:
+            raise datawire.FrameError(str(exc)) from None
         size = datawire.LENGTH.unpack_from(frame)[0] if frame.nbytes >= datawire.LENGTH.size else -1
         if size != frame.nbytes - datawire.LENGTH.size or size > limit:
             raise datawire.FrameError(f"a relayed frame of {frame.nbytes} bytes does not match its length prefix "

@@ -43,7 +43,8 @@ from .errors import BuildError, UnsupportedOperatorError
 from .lower import INTEGER_VALUE_TYPES, LNode, lower
 from .precision import auto_float_layers, fused_links
 from .prepare import PreparedGraph, load_onnx, make_session, prepare
-from .rewrite import rewrite, view_source
+from .ranges import clip_activation_ranges
+from .rewrite import derived_value, rewrite, source_tensor, view_source
 
 LOG = logging.getLogger(__name__)
 
@@ -75,6 +76,21 @@ class BuildConfig:
     custom_string: Optional[str] = None
     optimization_level: int = 3  # 0 keeps the graph as is: no BatchNormalization folding, no fusion
     progress: bool = True
+    # int8 only (rknnlink's extension): cross-layer equalisation (rewrite.equalize_cross_layer); None = default
+    # True: every pair, "depthwise": pairs with a depthwise Conv, False: none
+    cross_layer_equalization: Optional[bool | str] = None
+    # int8 'normal' only (rknnlink's extension): 'auto' clips heavy-tailed activation ranges (model/ranges.py)
+    activation_clipping: Optional[str] = None
+
+    def equalize(self, quantize: bool) -> bool | str:
+        """Which cross-layer equalisation this build runs (False, True or "depthwise"): as set, else the
+        default of int8 builds (float builds gain nothing from it)."""
+        from .rewrite import cle_default
+        if self.optimization_level <= 0:
+            return False
+        if self.cross_layer_equalization is None:
+            return quantize and cle_default(self.quantized_method, self.quantized_algorithm)
+        return self.cross_layer_equalization
 
     def validate(self) -> None:
         """Raise BuildError naming the first bad setting and its allowed values."""
@@ -87,6 +103,12 @@ class BuildConfig:
         if (self.target_platform or "rk3588").lower() not in TARGET_PLATFORMS:
             raise BuildError(f"target_platform {self.target_platform!r} is unknown; use one of "
                              f"{list(TARGET_PLATFORMS)}")
+        if self.cross_layer_equalization not in (None, True, False, "depthwise"):
+            raise BuildError(f"config cross_layer_equalization={self.cross_layer_equalization!r} is not "
+                             "supported; use None (the default), True, False or 'depthwise'")
+        if self.activation_clipping not in (None, "off", "auto"):
+            raise BuildError(f"config activation_clipping={self.activation_clipping!r} is not supported; use "
+                             "None, 'off' or 'auto'")
         if self.custom_string is not None and len(self.custom_string.encode()) > fmt.MAX_CUSTOM_STRING:
             raise BuildError("custom_string is longer than 1023 bytes; shorten it")
 
@@ -112,6 +134,8 @@ class BuildResult:
     prepared_onnx: Any
     tensor_map: dict = field(default_factory=dict)
     quant_params: dict = field(default_factory=dict)
+    # tensors cross-layer equalisation divided per channel: name::cle -> (ONNX tensor, divisor per channel)
+    rescaled: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------- build
@@ -132,9 +156,10 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     config.validate()
     optimise = config.optimization_level > 0
     pg = prepare(model, fold_batchnorm=optimise)
-    nodes = lower_and_rewrite(pg, optimise)
-    stats: dict = {}
     do_quantization = do_quantization or bool(fixed_ranges)
+    equalize = False if fixed_ranges else config.equalize(do_quantization)  # a pre-quantised model keeps its weights
+    nodes = lower_and_rewrite(pg, optimise, equalize)
+    stats: dict = {}
     if fixed_ranges and ranges is None and dataset is None:
         from .prequant import complete_ranges
         ranges = complete_ranges(pg, nodes, activation_names(pg, nodes), fixed_ranges)
@@ -150,7 +175,7 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
             if name in stats:
                 stats[name] = TensorStats(min=float(lo), max=float(hi))
     if rknn_batch_size is not None and int(rknn_batch_size) > 1:
-        pg, nodes = _batched(model, int(rknn_batch_size), pg, nodes, optimise)
+        pg, nodes = _batched(model, int(rknn_batch_size), pg, nodes, optimise, equalize)
     mode = "int8" if do_quantization else ("fp16" if config.float_dtype == "float16" else "fp32")
     float_layers = set(float_layers)
     if do_quantization and optimise:
@@ -159,14 +184,16 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     sim = asm.run()
     data = fmt.write_model(sim)
     return BuildResult(data=data, sim_model=sim, prepared_onnx=pg.model, tensor_map=asm.tensor_map,
-                       quant_params=asm.quant_params)
+                       quant_params=asm.quant_params,
+                       rescaled=dict(pg.rescaled))
 
 
-def lower_and_rewrite(pg: PreparedGraph, optimise: bool) -> list:
+def lower_and_rewrite(pg: PreparedGraph, optimise: bool, equalize: bool | str = False) -> list:
     """Lower every node; with ``optimise`` (optimization_level > 0) apply the graph rewrites of
-    :mod:`.rewrite` (affine folding, pattern fusions, then SiLU/activation fusion)."""
+    :mod:`.rewrite` (affine folding, pattern fusions, then SiLU/activation fusion; ``equalize``:
+    cross-layer equalisation)."""
     nodes = _fold_gemm_scalars(lower(pg, fuse=False), pg)
-    return rewrite(nodes, pg) if optimise else nodes
+    return rewrite(nodes, pg, equalize) if optimise else nodes
 
 
 def activation_names(pg: PreparedGraph, nodes: Sequence[LNode]) -> list:
@@ -183,13 +210,14 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
     Two passes for kl_divergence/mmse: ranges first, then histograms over those ranges.
     """
     names = activation_names(pg, nodes)
-    onnx_names = [n for n in names if view_source(n) is None]  # views are reshaped copies of these
-    views = [(n, onnx_names.index(view_source(n))) for n in names if view_source(n) is not None]
+    onnx_names = [n for n in names if source_tensor(pg, n) is None]  # views are reshaped copies of these
+    onnx_names += list(dict.fromkeys(s for n in names for s in [source_tensor(pg, n)] if s and s not in onnx_names))
+    views = [(n, onnx_names.index(source_tensor(pg, n))) for n in names if source_tensor(pg, n) is not None]
     sess = make_session(pg.model, onnx_names)
     shapes = [pg.shapes[n] for n in pg.inputs]
     mean = config.per_input(config.mean_values, len(pg.inputs), "mean_values")
     std = config.per_input(config.std_values, len(pg.inputs), "std_values")
-    stats = {n: TensorStats() for n in names}
+    stats = {n: TensorStats() for n in names + onnx_names}
 
     ort_types = {"tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
                  "tensor(bool)": np.bool_}
@@ -200,7 +228,7 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
         for sample in read_dataset(dataset, shapes, mean, std, config.quant_img_rgb2bgr, progress):
             feeds = {n: x.astype(feed_types.get(n, np.float32)) for n, x in zip(pg.inputs, sample.normalised)}
             values = sess.run(onnx_names, feeds)
-            yield values + [np.asarray(values[k]).reshape(pg.shapes[n]) for n, k in views]
+            yield values + [derived_value(pg, n, values[k]) for n, k in views]
 
     # Inputs of Conv/Gemm also get per-channel means: bias correction needs them.
     channel_axis = {n.inputs[0]: (1 if n.op_type == "Conv" else (0 if n.attrs.get("transA") else 1))
@@ -214,11 +242,14 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
             if n in channel_axis:
                 stats[n].update_channel_mean(np.asarray(v), channel_axis[n])
     LOG.info("calibrated %d tensors over %d samples", len(names), count)
-    if config.quantized_algorithm != "normal":
+    clipping = config.quantized_algorithm == "normal" and config.activation_clipping not in (None, "off")
+    if config.quantized_algorithm != "normal" or clipping:
         kinds = ("abs",) if config.quantized_algorithm == "kl_divergence" else ("signed",)
         for values in run_all(f"calibration ({config.quantized_algorithm} histograms)"):
             for n, v in zip(names, values):
                 stats[n].update_hist(np.asarray(v), kinds)
+    if clipping:
+        stats = clip_activation_ranges(stats, config.activation_clipping)
     return stats
 
 
@@ -253,7 +284,8 @@ def _fold_gemm_scalars(nodes: list, pg: PreparedGraph) -> list:
 _AXIS_OPS = ("Concat", "Split", "Softmax", "LogSoftmax", "Gather")
 
 
-def _batched(model: Any, batch: int, pg1: PreparedGraph, nodes1: list, optimise: bool) -> tuple:
+def _batched(model: Any, batch: int, pg1: PreparedGraph, nodes1: list, optimise: bool,
+             equalize: bool | str = False) -> tuple:
     """Re-prepare with the batch dimension multiplied and check every op is batch-agnostic."""
     from .prepare import real_inputs
     m = copy.deepcopy(model)
@@ -267,7 +299,7 @@ def _batched(model: Any, batch: int, pg1: PreparedGraph, nodes1: list, optimise:
     del m.graph.value_info[:]
     try:
         pg = prepare(m, fold_batchnorm=optimise)
-        nodes = lower_and_rewrite(pg, optimise)
+        nodes = lower_and_rewrite(pg, optimise, equalize)
     except (BuildError, UnsupportedOperatorError) as exc:
         raise BuildError(f"rknn_batch_size={batch} needs batch-agnostic operators, but with batch {batch} the "
                          f"graph is invalid ({exc}); build with rknn_batch_size=None") from exc

@@ -38,6 +38,9 @@ class PreparedGraph:
     constants: dict = field(default_factory=dict)  # initializer name -> np.ndarray
     inputs: list = field(default_factory=list)      # real graph input names, in order
     outputs: list = field(default_factory=list)     # graph output names, in order
+    # rewrite-made tensor -> (ONNX tensor it is computed from, per-channel divisor along axis 1): the
+    # values cross-layer equalisation gives a tensor between two rescaled layers (rewrite.derived_value)
+    rescaled: dict = field(default_factory=dict)
 
 
 def _onnx():

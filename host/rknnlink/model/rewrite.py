@@ -20,6 +20,13 @@ flattened the text map to zero. These passes turn such chains back into the one 
   was added and rounded again (ViT-Ti 0.99807 -> 0.99850). The two Reshapes only move data (their outputs
   take their input's quantisation); the new 2-D tensors are views of ONNX tensors (:func:`view_source`).
 
+* :func:`equalize_cross_layer` (int8 builds, ``cross_layer_equalization``; by default only with
+  ``quantized_method='layer'`` and only for pairs with a depthwise Conv): consecutive Conv/Gemm layers
+  joined through an identity, ReLU or LeakyReLU (and MaxPool/AveragePool) get per-channel weight ranges
+  balanced by a factor that cancels exactly in real arithmetic. The tensors between such a pair hold
+  the ONNX tensor divided per channel, so they are renamed ``name::cle`` (:func:`source_tensor`,
+  :func:`derived_value` tell calibration how to compute them from the ONNX tensor).
+
 SiLU (x * sigmoid(x)) and the activation-into-producer fusion stay in :mod:`.lower` (``fuse_silu``,
 ``fuse_activations``); :func:`rewrite` runs them after these passes so that a folded Conv still takes its
 activation. A fused layer takes over the output tensor (and name) of the last operator it replaces, so
@@ -686,12 +693,205 @@ def fuse_linear_bias(nodes: list, pg: PreparedGraph) -> list:
     return nodes
 
 
+# ------------------------------------------------------------------------- cross-layer equalisation
+
+# Data-only layers a positive per-channel scale passes through unchanged (max and mean commute with it).
+CLE_PASS = ("MaxPool", "AveragePool")
+CLE_ITERATIONS = 20
+RESCALED = "::cle"  # suffix of a tensor that cross-layer equalisation divided by a factor per channel
+CLE_MAX_SCALE = 1e3  # bound on each channel's factor (and 1 / factor): a near-dead channel stays usable
+
+
+def _homogeneous(n: LNode) -> bool:
+    """The fused activation satisfies f(s x) = s f(x) for every s > 0 (identity, ReLU, LeakyReLU, and a
+    Clip with no upper bound); ReLU6, SiLU, HardSwish, Sigmoid ... do not, so no scale may pass them."""
+    if n.act in (None, "Relu", "LeakyRelu"):
+        return True
+    return n.act == "Clip" and n.act_params[0] == 0.0 and not math.isfinite(n.act_params[1])
+
+
+def _cle_producer(n: LNode, pg: PreparedGraph) -> Optional[int]:
+    """Weight axis of the output channels of a layer CLE may scale per output channel, else None."""
+    layout = _out_channel_layout(n, pg)
+    if layout is None or n.op_type == "ConvTranspose" or len(n.outputs) != 1 or not _homogeneous(n):
+        return None
+    if len(n.inputs) > 2 and n.inputs[2]:
+        b = pg.constants.get(n.inputs[2])
+        if b is None or np.asarray(b).size not in (1, np.asarray(layout[2]).shape[layout[1]]):
+            return None
+    return layout[1]
+
+
+def _cle_consumer_view(n: LNode, pg: PreparedGraph, channels: int) -> Optional[tuple]:
+    """The weight's shape as (groups, output rows, input channels per group, rest) for a Conv/Gemm whose
+    input channels CLE may scale, else None."""
+    w = pg.constants.get(n.inputs[1]) if len(n.inputs) > 1 else None
+    if w is None or np.asarray(w).dtype.kind != "f":
+        return None
+    w = np.asarray(w)
+    if n.op_type == "Conv":
+        group = int(n.attrs.get("group", 1))
+        cout, cin_g = w.shape[:2]
+        if cin_g * group != channels or cout % group:
+            return None
+        return group, cout // group, cin_g, -1
+    if n.op_type == "Gemm":
+        if n.attrs.get("transA", 0) or n.attrs.get("alpha", 1.0) != 1.0 or w.ndim != 2:
+            return None
+        trans_b = bool(n.attrs.get("transB", 0))
+        k = w.shape[1] if trans_b else w.shape[0]
+        return (1, w.shape[0], k, 1) if trans_b else (1, 1, k, w.shape[1])
+    return None
+
+
+def _depthwise(n: LNode, pg: PreparedGraph) -> bool:
+    w = pg.constants.get(n.inputs[1])
+    group = int(n.attrs.get("group", 1))
+    return n.op_type == "Conv" and group > 1 and w is not None and np.asarray(w).shape[1] == 1
+
+
+def _cle_pairs(nodes: list, pg: PreparedGraph, depthwise_only: bool = False) -> list:
+    """(producer, consumer, layers from producer to consumer) joined by one tensor that only the consumer
+    reads, through CLE_PASS layers that each have one reader; ``depthwise_only``: pairs with a depthwise
+    Conv on either side."""
+    idx = _Index(nodes, pg)
+    readers: dict = {}
+    for n in nodes:
+        for i in n.inputs:
+            readers.setdefault(i, []).append(n)
+    pairs = []
+    for n in nodes:
+        if _cle_producer(n, pg) is None:
+            continue
+        t = n.outputs[0]
+        nxt = readers.get(t, [None])[0] if idx.single_use(t) else None
+        while nxt is not None and nxt.op_type in CLE_PASS and nxt.act is None and idx.single_use(nxt.outputs[0]):
+            t = nxt.outputs[0]
+            nxt = readers[t][0] if t in readers else None
+        if nxt is None or nxt.op_type not in ("Conv", "Gemm") or nxt.inputs[0] != t or t in nxt.inputs[1:]:
+            continue
+        channels = int(np.asarray(pg.constants[n.inputs[1]]).shape[_cle_producer(n, pg)])
+        if depthwise_only and not (_depthwise(n, pg) or _depthwise(nxt, pg)):
+            continue
+        if _cle_consumer_view(nxt, pg, channels) is not None:
+            between = [n] + [m for m in nodes if m.op_type in CLE_PASS and _feeds(m, n, nxt, readers)]
+            pairs.append((n, nxt, between))
+    return pairs
+
+
+def _feeds(m: LNode, a: LNode, b: LNode, readers: dict) -> bool:
+    """``m`` lies on the single-reader chain from ``a`` to ``b`` (data-only layers in between)."""
+    t = a.outputs[0]
+    while t != b.inputs[0]:
+        nxt = readers[t][0]
+        if nxt is m:
+            return True
+        t = nxt.outputs[0]
+    return False
+
+
+def derived_value(pg: PreparedGraph, name: str, onnx_value: np.ndarray) -> np.ndarray:
+    """The value of rewrite-made tensor ``name`` given its ONNX source's value (:func:`source_tensor`)."""
+    if name in pg.rescaled:
+        s = pg.rescaled[name][1]
+        v = np.asarray(onnx_value).reshape(pg.shapes[name])
+        return (v / s.reshape((1, -1) + (1,) * (v.ndim - 2))).astype(v.dtype)
+    return np.asarray(onnx_value).reshape(pg.shapes[name])
+
+
+def source_tensor(pg: PreparedGraph, name: str) -> Optional[str]:
+    """The ONNX tensor calibration observes for ``name`` (a view or a rescaled tensor), None for ONNX
+    tensors themselves."""
+    return pg.rescaled[name][0] if name in pg.rescaled else view_source(name)
+
+
+def cle_default(quantized_method: str, quantized_algorithm: str = "normal") -> bool | str:
+    """What int8 builds equalise when ``cross_layer_equalization`` is not given: the depthwise pairs with
+    per-tensor weights and min/max ranges, nothing otherwise (docs/quantization.md has the corpus
+    measurements: per-channel weights and 'mmse' lose rows with it)."""
+    return "depthwise" if quantized_method == "layer" and quantized_algorithm == "normal" else False
+
+
+def equalize_cross_layer(nodes: list, pg: PreparedGraph, depthwise_only: bool = False) -> list:
+    """Cross-layer equalisation (Nagel et al., "Data-free quantization", 2019).
+
+    For consecutive weighted layers A -> B whose joining tensor only B reads and whose activation is
+    positively homogeneous, output channel i of A is divided by s_i and input channel i of B multiplied by
+    it: B(f(A(x) / s) * s) = B(f(A(x))) exactly. s_i = sqrt(r_A,i / r_B,i) (r = max |w| of the channel)
+    makes both ranges sqrt(r_A,i r_B,i), so per-tensor int8 weights (``quantized_method='layer'``) no longer
+    spend their levels on the widest channel; a depthwise Conv followed by a pointwise one gains most.
+    Layers in several pairs are balanced by repeating the sweep. The weights and biases become new
+    constants; tensor names do not change (the joining tensors' values do, by a factor per channel).
+    """
+    pairs = _cle_pairs(nodes, pg, depthwise_only)
+    if not pairs:
+        return nodes
+    weights: dict = {}  # node id -> float64 weight being rescaled
+    biases: dict = {}
+    factors = [np.ones(1) for _ in pairs]  # per pair: the product of its channel factors so far
+
+    def weight(n: LNode) -> np.ndarray:
+        if id(n) not in weights:
+            weights[id(n)] = np.asarray(pg.constants[n.inputs[1]], np.float64).copy()
+        return weights[id(n)]
+
+    for _ in range(CLE_ITERATIONS):
+        worst = 0.0
+        for k, (a, b, _) in enumerate(pairs):
+            wa, wb = weight(a), weight(b)
+            axis = _cle_producer(a, pg)
+            moved = np.moveaxis(wa, axis, 0)
+            r_a = np.abs(moved.reshape(moved.shape[0], -1)).max(axis=1)
+            view = _cle_consumer_view(b, pg, len(r_a))
+            wb4 = wb.reshape(view)
+            r_b = np.abs(np.moveaxis(wb4, 2, 0).reshape(wb4.shape[2], wb4.shape[0], -1))  # (cin_g, G, rest)
+            r_b = r_b.transpose(1, 0, 2).reshape(len(r_a), -1).max(axis=1)
+            s = np.ones_like(r_a)
+            live = (r_a > 0) & (r_b > 0)
+            s[live] = np.clip(np.sqrt(r_a[live] / r_b[live]), 1.0 / CLE_MAX_SCALE, CLE_MAX_SCALE)
+            worst = max(worst, float(np.max(np.abs(np.log(s)))))
+            factors[k] = factors[k] * s
+            shape = [1] * wa.ndim
+            shape[axis] = -1
+            weights[id(a)] = wa / s.reshape(shape)
+            if len(a.inputs) > 2 and a.inputs[2]:
+                if id(a) not in biases:
+                    b0 = np.asarray(pg.constants[a.inputs[2]], np.float64).reshape(-1)
+                    biases[id(a)] = np.broadcast_to(b0, s.shape)
+                biases[id(a)] = biases[id(a)] / s
+            g = wb4.shape[0]
+            weights[id(b)] = (wb4 * s.reshape(g, 1, -1, 1)).reshape(wb.shape)
+        if worst < 1e-4:
+            break
+    for (_, _, between), s in zip(pairs, factors):
+        # every tensor from A's output to B's input now holds the ONNX tensor divided by s per channel:
+        # it gets a name of its own, so that nothing reads the ONNX tensor's values for it
+        for m in between:
+            onnx_name = view_source(m.outputs[0]) or m.outputs[0]
+            new = m.outputs[0] + RESCALED
+            pg.shapes[new] = pg.shapes[m.outputs[0]]
+            pg.elem_types[new] = pg.elem_types.get(m.outputs[0], 1)
+            pg.rescaled[new] = (onnx_name, np.broadcast_to(s, pg.shapes[new][1:2]).astype(np.float64))
+            for r in nodes:
+                r.inputs = [new if i == m.outputs[0] else i for i in r.inputs]
+            m.outputs = [new]
+    for n in {id(n): n for a, b, _ in pairs for n in (a, b)}.values():
+        n.inputs = list(n.inputs)
+        n.inputs[1] = _new_const(pg, f"{n.inputs[1]}__cle_{n.name}", weights[id(n)].astype(np.float32))
+        if id(n) in biases:
+            n.inputs[2] = _new_const(pg, f"{n.inputs[2]}__cle_{n.name}", biases[id(n)].astype(np.float32))
+    LOG.info("cross-layer equalisation: %d layer pairs", len(pairs))
+    return nodes
+
+
 # ---------------------------------------------------------------------------------------- driver
 
 
-def rewrite(nodes: list, pg: PreparedGraph) -> list:
+def rewrite(nodes: list, pg: PreparedGraph, equalize: bool | str = False) -> list:
     """Every rewrite of this module, then lower's SiLU and activation fusions (the order matters: a
-    folded Conv must exist before its activation can fuse into it)."""
+    folded Conv must exist before its activation can fuse into it); with ``equalize``, cross-layer
+    equalisation last (it needs the activations fused to know which ones a scale may pass; "depthwise":
+    only the pairs with a depthwise Conv)."""
     before = len(nodes)
     nodes = drop_identity_arithmetic(nodes, pg)
     nodes = fold_affine(nodes, pg)
@@ -702,5 +902,7 @@ def rewrite(nodes: list, pg: PreparedGraph) -> list:
     nodes = fuse_linear_bias(nodes, pg)
     nodes = fuse_silu(nodes, pg)
     nodes = fuse_activations(nodes, pg)
+    if equalize:
+        nodes = equalize_cross_layer(nodes, pg, depthwise_only=equalize == "depthwise")
     LOG.info("graph rewrites: %d -> %d layers", before, len(nodes))
     return nodes

@@ -156,7 +156,9 @@ class UsbPipe:
 
 
 class UsbBridge:
-    """Loopback TCP listener whose connections travel over the USB pipe of the board with `serial`."""
+    """Loopback TCP listeners whose connections travel over the USB pipe of the board with `serial`: one for
+    the daemon's gRPC port (`address`), one for its data port (`data_address`, None when the board's bridge
+    offers no data channels), so inference frames take the direct carrier over the mux."""
 
     def __init__(self, serial: Optional[str], *, backend=None, listen_port: int = 0,
                  config: Optional[MuxConfig] = None, handshake_timeout: float = 3.0,
@@ -168,6 +170,12 @@ class UsbBridge:
         self.reconnect_timeout = reconnect_timeout
         self._listener = socket.create_server(("127.0.0.1", listen_port))
         self.port = self._listener.getsockname()[1]
+        try:
+            self._data_listener = socket.create_server(("127.0.0.1", 0))
+        except OSError:
+            self._listener.close()
+            raise
+        self.data_port = self._data_listener.getsockname()[1]
         self._mux: Optional[Mux] = None
         self._link_up = threading.Event()
         self._link_down = threading.Event()
@@ -179,6 +187,12 @@ class UsbBridge:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def data_address(self) -> Optional[str]:
+        """Where the board's data port is reached, once the board said it can open data channels."""
+        mux = self._mux
+        return f"127.0.0.1:{self.data_port}" if mux is not None and mux.board_has_data else None
+
     def start(self, timeout: float = 10.0) -> UsbBridge:
         """Connects to the board (raising a TransportError on failure) and starts serving the listener."""
         deadline = time.monotonic() + timeout
@@ -187,15 +201,18 @@ class UsbBridge:
                 self._connect()
                 break
             except DeviceNotFoundError as exc:
-                self._listener.close()
+                self._close_listeners()
                 attached = ", ".join(find_serials(self._backend)) or "none"
                 raise DeviceNotFoundError(f"{exc} Attached rknnlink USB boards: {attached}.") from None
             except TransportError:
                 if time.monotonic() >= deadline:
-                    self._listener.close()
+                    self._close_listeners()
                     raise
                 time.sleep(0.2)
-        threading.Thread(target=self._accept_loop, name="usb-bridge-accept", daemon=True).start()
+        threading.Thread(target=self._accept_loop, args=(self._listener, False), name="usb-bridge-accept",
+                         daemon=True).start()
+        threading.Thread(target=self._accept_loop, args=(self._data_listener, True), name="usb-bridge-data",
+                         daemon=True).start()
         threading.Thread(target=self._supervise, name="usb-bridge-supervisor", daemon=True).start()
         return self
 
@@ -249,16 +266,16 @@ class UsbBridge:
                     log.debug("USB reconnect: %s", exc)
                     self._closed.wait(0.3)
 
-    def _accept_loop(self) -> None:
+    def _accept_loop(self, listener: socket.socket, data: bool) -> None:
         while not self._closed.is_set():
             try:
-                sock, _ = self._listener.accept()
+                sock, _ = listener.accept()
             except OSError:
                 return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._attach, args=(sock,), daemon=True).start()
+            threading.Thread(target=self._attach, args=(sock, data), daemon=True).start()
 
-    def _attach(self, sock: socket.socket) -> None:
+    def _attach(self, sock: socket.socket, data: bool) -> None:
         if not self._link_up.wait(self.reconnect_timeout):
             log.warning("USB link to %s is down; refusing a connection", self.serial)
             sock.close()
@@ -267,7 +284,9 @@ class UsbBridge:
         try:
             if mux is None:
                 raise PipeError("no session")
-            mux.open_channel(sock)
+            if data and not mux.board_has_data:
+                raise PipeError("the board's bridge opens no data channels")
+            mux.open_channel(sock, data=data)
         except (PipeError, PipeTimeoutError):
             sock.close()
 
@@ -278,13 +297,17 @@ class UsbBridge:
     def wait_link(self, timeout: float) -> bool:
         return self._link_up.wait(timeout)
 
+    def _close_listeners(self) -> None:
+        for listener in (self._listener, self._data_listener):
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the listener thread
+            except OSError:
+                pass
+            listener.close()
+
     def close(self) -> None:
         self._closed.set()
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the listener thread
-        except OSError:
-            pass
-        self._listener.close()
+        self._close_listeners()
         if self._mux is not None:
             self._mux.close()
             self._mux.join(2.0)
@@ -301,7 +324,8 @@ def resolve_usb(serial: str, *, timeout: float = 10.0) -> Endpoint:
         raise TransportError(
             f"the board {serial} answers on USB but its daemon does not ({result.status}: {result.detail}). "
             "Start it on the board (`systemctl start rknnlink` or `rknnlink serve`).")
-    return Endpoint(address=bridge.address, kind="usb", serial=bridge.serial, _closer=bridge.close)
+    return Endpoint(address=bridge.address, kind="usb", serial=bridge.serial, data_address=bridge.data_address,
+                    _closer=bridge.close)
 
 
 def describe_devices(timeout: float, backend=None) -> List[DeviceRecord]:

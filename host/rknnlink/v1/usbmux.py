@@ -1,7 +1,10 @@
 """Multiplexing TCP connections over one USB bulk pipe pair: framing, flow control, keepalive, resets.
 
 Both ends run the same :class:`Mux`: the host (role 'host') turns each accepted loopback connection into
-a channel; the board (role 'board') connects each channel to the daemon on 127.0.0.1:50051.
+a channel; the board (role 'board') connects each channel to the daemon on 127.0.0.1:50051, or, for an
+OPEN with FLAG_DATA, to the daemon's data port (the direct carrier of the data plane, so inference frames
+cross the mux unread, without gRPC). A board that can open data channels says so with FLAG_DATA on its
+HELLO_ACK (older boards send no flags: the host then offers no data route and the client relays).
 
 Frame = 20-byte little-endian header + payload:
     magic u16 'RL' | type u8 | flags u8 | channel u32 | seq u32 | length u32 | crc32 u32
@@ -38,6 +41,7 @@ DEFAULT_WINDOW = 1024 * 1024
 READ_SIZE = 128 * 1024
 
 HELLO, HELLO_ACK, OPEN, DATA, CLOSE, CREDIT, PING, PONG, RESET = range(1, 10)
+FLAG_DATA = 0x1  # OPEN: connect to the daemon's data port; HELLO_ACK: this board can
 TYPE_NAMES = {HELLO: "HELLO", HELLO_ACK: "HELLO_ACK", OPEN: "OPEN", DATA: "DATA", CLOSE: "CLOSE",
               CREDIT: "CREDIT", PING: "PING", PONG: "PONG", RESET: "RESET"}
 
@@ -218,6 +222,7 @@ class MuxConfig:
     link_timeout: float = 5.0       # host: no frame from the board for this long -> link dead
     ping_interval: float = 0.5      # host: keepalive when idle
     connect: Optional[Callable[[], socket.socket]] = None   # board: opens the daemon connection
+    data_connect: Optional[Callable[[], socket.socket]] = None  # board: opens one to its data port
     on_failure: Optional[Callable[[str], None]] = None
 
 
@@ -251,6 +256,7 @@ class Mux:
         self._stopped = threading.Event()
         self._reset_sent = False
         self._reader_thread: Optional[threading.Thread] = None
+        self.board_has_data = False     # host: the board's HELLO_ACK offered data channels
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -314,11 +320,11 @@ class Mux:
             return len(self._channels)
 
     # ------------------------------------------------------------ sending
-    def send(self, ftype: int, cid: int, payload: bytes = b"") -> None:
+    def send(self, ftype: int, cid: int, payload: bytes = b"", flags: int = 0) -> None:
         with self._tx_lock:
             if ftype in (HELLO, HELLO_ACK):
                 self._tx_seq = 0
-            frame = encode_frame(ftype, cid, self._tx_seq, payload)
+            frame = encode_frame(ftype, cid, self._tx_seq, payload, flags)
             self._tx_seq = (self._tx_seq + 1) & 0xFFFFFFFF
             try:
                 self.pipe.write(frame, self.config.io_timeout)
@@ -332,21 +338,21 @@ class Mux:
             self.stats.frames_out += 1
             self.stats.bytes_out += len(frame)
 
-    def send_quietly(self, ftype: int, cid: int, payload: bytes = b"") -> None:
+    def send_quietly(self, ftype: int, cid: int, payload: bytes = b"", flags: int = 0) -> None:
         try:
-            self.send(ftype, cid, payload)
+            self.send(ftype, cid, payload, flags)
         except (PipeError, PipeTimeoutError):
             pass
 
     # ------------------------------------------------------------ channels
-    def open_channel(self, sock: socket.socket) -> int:
-        """Host: carries an accepted TCP connection to the board's daemon."""
+    def open_channel(self, sock: socket.socket, data: bool = False) -> int:
+        """Host: carries an accepted TCP connection to the board's daemon (`data`: to its data port)."""
         with self._lock:
             cid = self._next_cid
             self._next_cid = self._next_cid % 0xFFFFFFF0 + 1
             channel = _Channel(self, cid, sock)
             self._channels[cid] = channel
-        self.send(OPEN, cid)
+        self.send(OPEN, cid, flags=FLAG_DATA if data else 0)
         channel.start()
         return cid
 
@@ -416,6 +422,7 @@ class Mux:
             if frame.payload == self._nonce:
                 self._rx_seq = 1
                 self._synced = True
+                self.board_has_data = bool(frame.flags & FLAG_DATA)
                 self._handshake.set()
             return
         if frame.type == RESET and self.role == "host":
@@ -440,7 +447,7 @@ class Mux:
         self._rx_seq = 1
         self._synced = True
         self._reset_sent = False
-        self.send_quietly(HELLO_ACK, 0, frame.payload)
+        self.send_quietly(HELLO_ACK, 0, frame.payload, FLAG_DATA if self.config.data_connect is not None else 0)
 
     def _dispatch(self, frame: Frame) -> None:
         if frame.type == PING:
@@ -448,7 +455,7 @@ class Mux:
         elif frame.type == PONG:
             pass
         elif frame.type == OPEN and self.role == "board":
-            self._board_open(frame.channel)
+            self._board_open(frame.channel, bool(frame.flags & FLAG_DATA))
         elif frame.type == DATA:
             channel = self._channel(frame.channel)
             if channel is not None:
@@ -464,11 +471,11 @@ class Mux:
                     log.info("board closed channel %d: %s", frame.channel, frame.payload.decode(errors="replace"))
                 channel.peer_closed()
 
-    def _board_open(self, cid: int) -> None:
-        connect = self.config.connect
+    def _board_open(self, cid: int, data: bool) -> None:
+        connect = self.config.data_connect if data else self.config.connect
         try:
             if connect is None:
-                raise OSError("no daemon address configured")
+                raise OSError(f"no daemon {'data port' if data else 'address'} configured")
             sock = connect()
         except OSError as exc:
             self.send_quietly(CLOSE, cid, f"cannot reach the daemon: {exc}".encode()[:200])
