@@ -87,7 +87,11 @@ def test_algorithms_give_different_ranges(yolo_dataset):
         for alg in ("kl_divergence", "mmse"):
             a, b = ranges[alg][name]
             assert min(lo, 0.0) - 1e-6 <= a and b <= hi + 1e-6, (alg, name)  # ranges always contain 0
-    assert ranges["kl_divergence"] != ranges["normal"] or ranges["mmse"] != ranges["normal"]
+    # Each algorithm on its own moves some range (kl_divergence once silently fell back to min/max because the
+    # builder collected only the |x| histogram and the range choice looked for the signed one).
+    for alg in ("kl_divergence", "mmse"):
+        moved = [name for name in ranges["normal"] if ranges[alg][name] != ranges["normal"][name]]
+        assert moved, f"{alg} chose the min/max range of every tensor"
 
 
 def test_builds_are_deterministic(yolo_dataset):

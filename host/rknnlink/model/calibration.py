@@ -160,12 +160,18 @@ def choose_range(stats: TensorStats, algorithm: str) -> tuple:
     lo, hi = stats.min, stats.max
     if not np.isfinite(lo) or not np.isfinite(hi):
         return 0.0, 0.0
-    if algorithm == "normal" or stats.hist is None:
+    # Each algorithm reads its own histogram (the builder collects only that one): a tensor without it
+    # (never seen by the histogram pass) keeps its observed range.
+    if algorithm == "normal":
         return lo, hi
     if algorithm == "kl_divergence":
+        if stats.abs_hist is None:
+            return lo, hi
         t = kl_threshold(stats.abs_hist, stats.absmax)
         return max(lo, -t), min(hi, t)
     if algorithm == "mmse":
+        if stats.hist is None:
+            return lo, hi
         return mmse_range(stats.hist, lo, hi)
     raise ValueError(f"unknown quantized_algorithm {algorithm!r}; use 'normal', 'kl_divergence' or 'mmse'")
 

@@ -381,8 +381,7 @@ static int run_gemm(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *
     return 0;
 }
 
-/* Adds row (kd, kh, kw) of a block of int32 columns (input positions [j0, j0 + n)) into the channel
- * image yc: one output row segment per input row, its valid span computed once. */
+/* The context of add_i32 (a sim_col2im_add): the int32 column row and the channel image it adds into. */
 typedef struct col2im_i32 {
     const int32_t *col;
     int32_t *yc;
@@ -399,6 +398,8 @@ static void add_i32(void *ctx, int64_t src, int64_t dst, int64_t ow0, int64_t sw
         for (int64_t x = lo; x < hi; x++) d[x * sw] += s[x];
 }
 
+/* Adds row (kd, kh, kw) of a block of int32 columns (input positions [j0, j0 + n)) into the channel
+ * image yc: one output row segment per input row, its valid span computed once. */
 static void col2im_row_i32(const sim_conv_geom *g, const int32_t *col, int64_t kd, int64_t kh, int64_t kw, int64_t j0,
                            int64_t n, int32_t *yc)
 {

@@ -62,7 +62,7 @@ static int convt_prepare(const sim_graph *gr, sim_op *op, char *err, size_t err_
     return 0;
 }
 
-/* Adds row r (= (oc, kd, kh, kw)) of a column block (input positions [j0, j0+n)) into y of one group. */
+/* The context of add_f32 (a sim_col2im_add): the float column row and the channel image it adds into. */
 typedef struct col2im_f32 {
     const float *col;
     float *yc;
@@ -79,6 +79,7 @@ static void add_f32(void *ctx, int64_t src, int64_t dst, int64_t ow0, int64_t sw
         for (int64_t x = lo; x < hi; x++) d[x * sw] += s[x];
 }
 
+/* Adds row r (= (oc, kd, kh, kw)) of a column block (input positions [j0, j0+n)) into y of one group. */
 static void col2im_row(const sim_conv_geom *g, const float *col, int64_t r, int64_t j0, int64_t n, float *yg)
 {
     int64_t kw = r % g->k[2], t = r / g->k[2];

@@ -234,22 +234,63 @@ int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch)
 }
 
 #ifdef SIM_HAVE_AVX2_I8
+/* The loop-invariant vectors of the AVX2 epilogues below, set once per call (the int8 stores would
+ * otherwise make the compiler reload every field of epi and its table after each store). */
+typedef struct act_k {
+    __m256 lo, inv, n, negmax, max;  /* table window (lut8) */
+    __m256i below, above;
+    const long long *cells;
+    __m256 so, p0, p1, zo;           /* output scale and zero point, HardSigmoid's alpha and beta */
+    __m256 rdiv;                     /* 1 / (6 so) for HardSwish, 1 / so for HardSigmoid (hard8_avx2) */
+    int hard_mul;                    /* hard_mul_ok */
+} act_k;
+
+/* Whether hard8_avx2 may multiply instead of divide: an output scale where a value that underflowed
+ * stays far below half a code. */
+static int hard_mul_ok(const sim_i8_epi *epi)
+{
+    return epi->so >= 1e-6f && epi->so <= 1e30f;
+}
+
+__attribute__((target("avx2"), always_inline)) static inline void act_k_init(const sim_i8_epi *epi, act_k *k)
+{
+    const sim_act_lut *t = epi->lut;
+    if (t) {
+        k->lo = _mm256_set1_ps(t->lo);
+        k->inv = _mm256_set1_ps(t->inv);
+        k->n = _mm256_set1_ps((float)t->n);
+        k->below = _mm256_set1_epi32(t->below);
+        k->above = _mm256_set1_epi32(t->above);
+        k->cells = (const long long *)(const void *)t->cell;
+    } else {
+        k->lo = k->inv = k->n = _mm256_setzero_ps();
+        k->below = k->above = _mm256_setzero_si256();
+        k->cells = NULL;
+    }
+    k->negmax = _mm256_set1_ps(-FLT_MAX);
+    k->max = _mm256_set1_ps(FLT_MAX);
+    k->so = _mm256_set1_ps(epi->so);
+    k->p0 = _mm256_set1_ps(epi->p0);
+    k->p1 = _mm256_set1_ps(epi->p1);
+    k->zo = _mm256_set1_ps((float)epi->zo);
+    k->hard_mul = hard_mul_ok(epi);
+    k->rdiv = _mm256_set1_ps(k->hard_mul ? 1.0f / (epi->act == SIM_ACT_HARDSWISH ? 6.0f * epi->so : epi->so) : 0.0f);
+}
+
 /* 8 accumulators (bias included) of channel ch through the activation table and its tail codes; the
  * lanes the table leaves to the direct evaluation (and NaN or inf ones) go through sim_i8_requant,
  * so the codes equal the scalar ones. */
-__attribute__((target("avx2"))) static void lut8_avx2(const sim_i8_epi *epi, __m256i acc, __m256 rs, int64_t ch,
-                                                      int step, int8_t *dst)
+__attribute__((target("avx2"), always_inline)) static inline void lut8_avx2(const sim_i8_epi *epi, const act_k *k,
+                                                                         __m256i acc, __m256 rs, int64_t ch,
+                                                                         int step, int8_t *dst)
 {
-    const sim_act_lut *t = epi->lut;
     __m256 real = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), rs);
-    __m256 f = _mm256_mul_ps(_mm256_sub_ps(real, _mm256_set1_ps(t->lo)), _mm256_set1_ps(t->inv));
-    __m256 ok = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_setzero_ps(), _CMP_GE_OQ),
-                              _mm256_cmp_ps(f, _mm256_set1_ps((float)t->n), _CMP_LT_OQ));
+    __m256 f = _mm256_mul_ps(_mm256_sub_ps(real, k->lo), k->inv);
+    __m256 ok = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_setzero_ps(), _CMP_GE_OQ), _mm256_cmp_ps(f, k->n, _CMP_LT_OQ));
     __m256i idx = _mm256_and_si256(_mm256_cvttps_epi32(f), _mm256_castps_si256(ok));
     /* two 4-lane gathers of {thr, pair} cells, split into 8 thresholds and 8 pairs in lane order */
-    const long long *cells = (const long long *)(const void *)t->cell;
-    __m256 g0 = _mm256_castsi256_ps(_mm256_i32gather_epi64(cells, _mm256_castsi256_si128(idx), 8));
-    __m256 g1 = _mm256_castsi256_ps(_mm256_i32gather_epi64(cells, _mm256_extracti128_si256(idx, 1), 8));
+    __m256 g0 = _mm256_castsi256_ps(_mm256_i32gather_epi64(k->cells, _mm256_castsi256_si128(idx), 8));
+    __m256 g1 = _mm256_castsi256_ps(_mm256_i32gather_epi64(k->cells, _mm256_extracti128_si256(idx, 1), 8));
     __m256 thr = _mm256_castpd_ps(
         _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(g0, g1, _MM_SHUFFLE(2, 0, 2, 0))), 0xD8));
     __m256i pair = _mm256_castpd_si256(
@@ -259,12 +300,11 @@ __attribute__((target("avx2"))) static void lut8_avx2(const sim_i8_epi *epi, __m
     /* out of the window: the tail codes for finite reals (as sim_act_lut_get), NaN and inf direct */
     const __m256i direct = _mm256_set1_epi32(SIM_ACT_LUT_DIRECT);
     __m256 below = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_setzero_ps(), _CMP_LT_OQ),
-                                 _mm256_cmp_ps(real, _mm256_set1_ps(-FLT_MAX), _CMP_GE_OQ));
-    __m256 above = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_set1_ps((float)t->n), _CMP_GE_OQ),
-                                 _mm256_cmp_ps(real, _mm256_set1_ps(FLT_MAX), _CMP_LE_OQ));
+                                 _mm256_cmp_ps(real, k->negmax, _CMP_GE_OQ));
+    __m256 above = _mm256_and_ps(_mm256_cmp_ps(f, k->n, _CMP_GE_OQ), _mm256_cmp_ps(real, k->max, _CMP_LE_OQ));
     code = _mm256_blendv_epi8(direct, code, _mm256_castps_si256(ok));
-    code = _mm256_blendv_epi8(code, _mm256_set1_epi32(t->below), _mm256_castps_si256(below));
-    code = _mm256_blendv_epi8(code, _mm256_set1_epi32(t->above), _mm256_castps_si256(above));
+    code = _mm256_blendv_epi8(code, k->below, _mm256_castps_si256(below));
+    code = _mm256_blendv_epi8(code, k->above, _mm256_castps_si256(above));
     __m256i bad = _mm256_cmpeq_epi32(code, direct);
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(code), _mm256_extracti128_si256(code, 1));
     _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
@@ -280,8 +320,9 @@ __attribute__((target("avx2"))) static void lut8_avx2(const sim_i8_epi *epi, __m
 /* Stores sat(sim_round_away(v) + zo) for 8 lanes with the scalar rule's float operations, so the
  * codes equal sim_i8_requant's; lanes outside the range where sim_round_away truncates (and NaN) go
  * through sim_i8_requant itself (acc: the accumulators, bias included; lane l is channel ch + l * step). */
-__attribute__((target("avx2"))) static inline void code8_avx2(const sim_i8_epi *epi, __m256 v, __m256i acc, int64_t ch,
-                                                              int step, int8_t *dst)
+__attribute__((target("avx2"), always_inline)) static inline void code8_avx2(const sim_i8_epi *epi, __m256 zo, __m256 v,
+                                                                          __m256i acc, int64_t ch, int step,
+                                                                          int8_t *dst)
 {
     const __m256 one = _mm256_set1_ps(1.0f);
     __m256 av = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
@@ -290,7 +331,7 @@ __attribute__((target("avx2"))) static inline void code8_avx2(const sim_i8_epi *
     __m256 t = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(vi)), f = _mm256_sub_ps(vi, t);
     t = _mm256_add_ps(t, _mm256_and_ps(one, _mm256_cmp_ps(f, _mm256_set1_ps(0.5f), _CMP_GE_OQ)));
     t = _mm256_sub_ps(t, _mm256_and_ps(one, _mm256_cmp_ps(f, _mm256_set1_ps(-0.5f), _CMP_LE_OQ)));
-    t = _mm256_add_ps(t, _mm256_set1_ps((float)epi->zo));
+    t = _mm256_add_ps(t, zo);
     t = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-128.0f), t));
     __m256i q = _mm256_cvttps_epi32(t);
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
@@ -304,30 +345,74 @@ __attribute__((target("avx2"))) static inline void code8_avx2(const sim_i8_epi *
     }
 }
 
+/* Bound on |v - v_direct| / |v| when hard8_avx2 multiplies by a rounded reciprocal of the divisor
+ * instead of dividing (v = a * RN(1 / (6 so)) against RN(RN(a / 6) / so), or a * RN(1 / so) against
+ * RN(a / so)): at most five roundings of 2^-24 each, 3e-7; the bound is over ten times that. */
+#define HARD_CODE_MARGIN 4e-6f
+
+/* code8_avx2 for a v known only within HARD_CODE_MARGIN |v| (+1e-30) of the direct value: lanes whose
+ * fraction is that close to a half (where the direct value may round the other way) go through
+ * sim_i8_requant too; elsewhere rounding, monotone, gives the direct code. */
+__attribute__((target("avx2"), always_inline)) static inline void code8_near_avx2(const sim_i8_epi *epi, __m256 zo,
+                                                                               __m256 v, __m256i acc, int64_t ch,
+                                                                               int step, int8_t *dst)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f);
+    __m256 av = _mm256_andnot_ps(sign, v);
+    __m256 inr = _mm256_cmp_ps(av, _mm256_set1_ps(4194304.0f), _CMP_LT_OQ);
+    __m256 vi = _mm256_and_ps(v, inr);
+    __m256 t = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(vi)), f = _mm256_sub_ps(vi, t);
+    __m256 d = _mm256_add_ps(_mm256_mul_ps(av, _mm256_set1_ps(HARD_CODE_MARGIN)), _mm256_set1_ps(1e-30f));
+    __m256 far = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(_mm256_andnot_ps(sign, f), half)), d, _CMP_GT_OQ);
+    t = _mm256_add_ps(t, _mm256_and_ps(one, _mm256_cmp_ps(f, half, _CMP_GE_OQ)));
+    t = _mm256_sub_ps(t, _mm256_and_ps(one, _mm256_cmp_ps(f, _mm256_xor_ps(half, sign), _CMP_LE_OQ)));
+    t = _mm256_add_ps(t, zo);
+    t = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-128.0f), t));
+    __m256i q = _mm256_cvttps_epi32(t);
+    __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
+    int m = ~_mm256_movemask_ps(_mm256_and_ps(inr, far)) & 0xff;
+    if (m) {
+        int32_t a32[8];
+        _mm256_storeu_si256((__m256i *)(void *)a32, acc);
+        for (int l = 0; l < 8; l++)
+            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a32[l], ch + l * step);
+    }
+}
+
 /* HardSwish and HardSigmoid are cheaper to evaluate than to look up: the scalar formula's float
- * operations in the same order (sim_apply_act, then / so), then code8_avx2. */
-__attribute__((target("avx2"))) static void hard8_avx2(const sim_i8_epi *epi, __m256i acc, __m256 rs, int64_t ch,
-                                                       int step, int8_t *dst)
+ * operations in the same order (sim_apply_act) up to its divisions; those are a multiplication by the
+ * rounded reciprocal (k->rdiv, then code8_near_avx2) when hard_mul_ok, else the same divisions
+ * (then code8_avx2). */
+__attribute__((target("avx2"), always_inline)) static inline void hard8_avx2(const sim_i8_epi *epi, const act_k *k,
+                                                                          int hswish, int mul, __m256i acc,
+                                                                          __m256 rs, int64_t ch, int step,
+                                                                          int8_t *dst)
 {
     const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
     __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), rs), a;
-    if (epi->act == SIM_ACT_HARDSWISH) {
+    if (hswish) {
         __m256 t = _mm256_add_ps(x, _mm256_set1_ps(3.0f));
         /* t < 0 ? 0 : (t > 6 ? 6 : t), NaN kept like the scalar ternaries */
         t = _mm256_blendv_ps(t, zero, _mm256_cmp_ps(t, zero, _CMP_LT_OQ));
         t = _mm256_blendv_ps(t, _mm256_set1_ps(6.0f), _mm256_cmp_ps(t, _mm256_set1_ps(6.0f), _CMP_GT_OQ));
-        a = _mm256_div_ps(_mm256_mul_ps(x, t), _mm256_set1_ps(6.0f));
+        a = _mm256_mul_ps(x, t);
+        if (!mul) a = _mm256_div_ps(a, _mm256_set1_ps(6.0f));
     } else {
-        __m256 t = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(epi->p0), x), _mm256_set1_ps(epi->p1));
+        __m256 t = _mm256_add_ps(_mm256_mul_ps(k->p0, x), k->p1);
         t = _mm256_blendv_ps(t, zero, _mm256_cmp_ps(t, zero, _CMP_LT_OQ));
         a = _mm256_blendv_ps(t, one, _mm256_cmp_ps(t, one, _CMP_GT_OQ));
     }
-    code8_avx2(epi, _mm256_div_ps(a, _mm256_set1_ps(epi->so)), acc, ch, step, dst);
+    if (mul)
+        code8_near_avx2(epi, k->zo, _mm256_mul_ps(a, k->rdiv), acc, ch, step, dst);
+    else
+        code8_avx2(epi, k->zo, _mm256_div_ps(a, k->so), acc, ch, step, dst);
 }
 
 /* No activation or a clamp: v = acc * mult, then lo and hi as the scalar ternaries, then code8_avx2. */
-__attribute__((target("avx2"))) static void linear8_avx2(const sim_i8_epi *epi, __m256i acc, __m256 mult, int64_t ch,
-                                                         int step, int8_t *dst)
+__attribute__((target("avx2"), always_inline)) static inline void linear8_avx2(const sim_i8_epi *epi, const act_k *k,
+                                                                            __m256i acc, __m256 mult, int64_t ch,
+                                                                            int step, int8_t *dst)
 {
     __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), mult);
     if (epi->clamp) {
@@ -335,26 +420,37 @@ __attribute__((target("avx2"))) static void linear8_avx2(const sim_i8_epi *epi, 
         v = _mm256_blendv_ps(v, lo, _mm256_cmp_ps(v, lo, _CMP_LT_OQ));
         v = _mm256_blendv_ps(v, hi, _mm256_cmp_ps(v, hi, _CMP_GT_OQ));
     }
-    code8_avx2(epi, v, acc, ch, step, dst);
+    code8_avx2(epi, k->zo, v, acc, ch, step, dst);
 }
 
-__attribute__((target("avx2"))) static int64_t lut_row_avx2(const sim_i8_epi *epi, const float *acc,
-                                                             const int32_t *acc32, int32_t bias, int64_t n, int64_t ch,
-                                                             int8_t *y)
+/* Rows [0, rows) of n accumulators each (float-held exact integers at accf + r * lda, or int32 at
+ * acc32 + r * lda), row r of channel ch0 + r with bias[r] (none when NULL), through the table (or the
+ * HardSwish/HardSigmoid formula) into y + r * ldy; the columns done, a multiple of 8, are returned. */
+__attribute__((target("avx2"))) static int64_t act_rows_avx2(const sim_i8_epi *epi, const float *accf,
+                                                             const int32_t *acc32, int64_t lda, int rows, int64_t n,
+                                                             int64_t ch0, const int32_t *bias, int8_t *y, int64_t ldy)
 {
-    __m256 rs = _mm256_set1_ps(epi->rscale[ch]);
-    __m256i bv = _mm256_set1_epi32(bias);
-    int hard = epi->act == SIM_ACT_HARDSWISH || epi->act == SIM_ACT_HARDSIGMOID;
-    int64_t e = 0;
-    for (; e + 8 <= n; e += 8) {
-        __m256i a = acc ? _mm256_cvttps_epi32(_mm256_loadu_ps(acc + e))
-                        : _mm256_loadu_si256((const __m256i *)(const void *)(acc32 + e));
-        if (hard)
-            hard8_avx2(epi, _mm256_add_epi32(a, bv), rs, ch, 0, y + e);
-        else
-            lut8_avx2(epi, _mm256_add_epi32(a, bv), rs, ch, 0, y + e);
+    act_k k;
+    act_k_init(epi, &k);
+    int hswish = epi->act == SIM_ACT_HARDSWISH, hard = hswish || epi->act == SIM_ACT_HARDSIGMOID;
+    int64_t nv = n / 8 * 8;
+    for (int r = 0; r < rows; r++) {
+        __m256 rs = _mm256_set1_ps(epi->rscale[ch0 + r]);
+        __m256i bv = _mm256_set1_epi32(bias ? bias[r] : 0);
+        const float *af = accf ? accf + r * lda : NULL;
+        const int32_t *ai = acc32 ? acc32 + r * lda : NULL;
+        int8_t *yr = y + r * ldy;
+        for (int64_t e = 0; e < nv; e += 8) {
+            __m256i a = af ? _mm256_cvttps_epi32(_mm256_loadu_ps(af + e))
+                           : _mm256_loadu_si256((const __m256i *)(const void *)(ai + e));
+            a = _mm256_add_epi32(a, bv);
+            if (hard)
+                hard8_avx2(epi, &k, hswish, k.hard_mul, a, rs, ch0 + r, 0, yr + e);
+            else
+                lut8_avx2(epi, &k, a, rs, ch0 + r, 0, yr + e);
+        }
     }
-    return e;
+    return nv;
 }
 
 /* One tile row whose channel is the column (Gemm/MatMul): 8 columns at a time with per-lane bias
@@ -362,18 +458,20 @@ __attribute__((target("avx2"))) static int64_t lut_row_avx2(const sim_i8_epi *ep
 __attribute__((target("avx2,fma"))) static int64_t percol_row_avx2(const sim_i8_epi *epi, const int32_t *t, int64_t nr,
                                                                   int64_t col0, int8_t *y)
 {
-    int hard = epi->act == SIM_ACT_HARDSWISH || epi->act == SIM_ACT_HARDSIGMOID;
+    act_k k;
+    act_k_init(epi, &k);
+    int hswish = epi->act == SIM_ACT_HARDSWISH, hard = hswish || epi->act == SIM_ACT_HARDSIGMOID;
     int linear = epi->act == SIM_ACT_NONE || epi->clamp;
     int64_t j = 0;
     for (; j + 8 <= nr; j += 8) {
         __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(t + j));
         if (epi->bias) a = _mm256_add_epi32(a, _mm256_loadu_si256((const __m256i *)(const void *)(epi->bias + col0 + j)));
         if (linear)
-            linear8_avx2(epi, a, _mm256_loadu_ps(epi->mult + col0 + j), col0 + j, 1, y + j);
+            linear8_avx2(epi, &k, a, _mm256_loadu_ps(epi->mult + col0 + j), col0 + j, 1, y + j);
         else if (hard)
-            hard8_avx2(epi, a, _mm256_loadu_ps(epi->rscale + col0 + j), col0 + j, 1, y + j);
+            hard8_avx2(epi, &k, hswish, k.hard_mul, a, _mm256_loadu_ps(epi->rscale + col0 + j), col0 + j, 1, y + j);
         else
-            lut8_avx2(epi, a, _mm256_loadu_ps(epi->rscale + col0 + j), col0 + j, 1, y + j);
+            lut8_avx2(epi, &k, a, _mm256_loadu_ps(epi->rscale + col0 + j), col0 + j, 1, y + j);
     }
     return j;
 }
@@ -396,23 +494,30 @@ void sim_i8_requant_cols(int use_avx2, const sim_i8_epi *epi, const int32_t *acc
 void sim_i8_requant_act_row(int use_avx2, const sim_i8_epi *epi, const float *acc, int32_t bias, int64_t n, int64_t ch,
                             int8_t *y)
 {
-    int64_t e = 0;
-#ifdef SIM_HAVE_AVX2_I8
-    if (use_avx2 && epi->lut) e = lut_row_avx2(epi, acc, NULL, bias, n, ch, y);
-#endif
-    (void)use_avx2;
-    for (; e < n; e++) y[e] = sim_i8_requant(epi, (int32_t)acc[e] + bias, ch);
+    sim_i8_requant_act_tile(use_avx2, epi, acc, NULL, 0, 1, n, ch, &bias, y, 0);
 }
 
 void sim_i8_requant_act_row32(int use_avx2, const sim_i8_epi *epi, const int32_t *acc, int32_t bias, int64_t n,
                               int64_t ch, int8_t *y)
 {
-    int64_t e = 0;
+    sim_i8_requant_act_tile(use_avx2, epi, NULL, acc, 0, 1, n, ch, &bias, y, 0);
+}
+
+void sim_i8_requant_act_tile(int use_avx2, const sim_i8_epi *epi, const float *accf, const int32_t *acc32,
+                             int64_t lda, int rows, int64_t n, int64_t ch0, const int32_t *bias, int8_t *y, int64_t ldy)
+{
+    int64_t e0 = 0;
 #ifdef SIM_HAVE_AVX2_I8
-    if (use_avx2 && epi->lut) e = lut_row_avx2(epi, NULL, acc, bias, n, ch, y);
+    if (use_avx2 && epi->lut) e0 = act_rows_avx2(epi, accf, acc32, lda, rows, n, ch0, bias, y, ldy);
 #endif
     (void)use_avx2;
-    for (; e < n; e++) y[e] = sim_i8_requant(epi, acc[e] + bias, ch);
+    for (int r = 0; r < rows; r++) {
+        int32_t b = bias ? bias[r] : 0;
+        for (int64_t e = e0; e < n; e++) {
+            int32_t a = accf ? (int32_t)accf[r * lda + e] : acc32[r * lda + e];
+            y[r * ldy + e] = sim_i8_requant(epi, a + b, ch0 + r);
+        }
+    }
 }
 
 #ifdef SIM_HAVE_AVX2_I8
@@ -505,9 +610,8 @@ static void store_tile(const int32_t *t, int mr, int nr, int8_t *c8, int32_t *c3
                        int64_t row0, int64_t col0, const sim_i8_epi *epi)
 {
     if (c8 && cs == 1 && !epi->per_col && epi->lut) {
-        for (int r = 0; r < mr; r++)
-            sim_i8_requant_act_row32(SIM_CPU_AVX2(), epi, t + r * SIM_NR, epi->bias ? epi->bias[row0 + r] : 0, nr,
-                                     row0 + r, c8 + r * rs);
+        sim_i8_requant_act_tile(SIM_CPU_AVX2(), epi, NULL, t, SIM_NR, mr, nr, row0, epi->bias ? epi->bias + row0 : NULL,
+                                c8, rs);
         return;
     }
 #ifdef SIM_HAVE_AVX2_I8

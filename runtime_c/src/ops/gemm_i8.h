@@ -62,6 +62,12 @@ void sim_i8_requant_act_row(int use_avx2, const sim_i8_epi *epi, const float *ac
 void sim_i8_requant_act_row32(int use_avx2, const sim_i8_epi *epi, const int32_t *acc, int32_t bias, int64_t n,
                               int64_t ch, int8_t *y);
 
+/* The same for a tile of rows: row r (accumulators at accf or acc32 + r * lda, exact integer-valued floats
+ * or int32) is channel ch0 + r with bias[r] (none when NULL), stored at y + r * ldy. */
+void sim_i8_requant_act_tile(int use_avx2, const sim_i8_epi *epi, const float *accf, const int32_t *acc32,
+                             int64_t lda, int rows, int64_t n, int64_t ch0, const int32_t *bias, int8_t *y,
+                             int64_t ldy);
+
 /* Any activation: y[e] = sim_i8_requant(epi, acc[e] + bias, ch), 8 at a time on AVX2 (linear ones with the
  * GEMM epilogue's vector rounding). */
 void sim_i8_requant_row32(int use_avx2, const sim_i8_epi *epi, const int32_t *acc, int32_t bias, int64_t n, int64_t ch,

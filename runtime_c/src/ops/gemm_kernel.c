@@ -82,16 +82,19 @@ static void store_tile(const float *t, float *c, int64_t ldc, int mr, int nr, co
 {
     if (epi->q) {
         const sim_i8_epi *q = epi->q;
+        int32_t b[SIM_MR];
         for (int r = 0; r < mr; r++) {
             int64_t ch = epi->ch0 + i + r;
-            int32_t b = epi->bias_row ? (int32_t)epi->bias_row[i + r] : (q->bias ? q->bias[ch] : 0);
-            if (q->lut) {
-                sim_i8_requant_act_row(SIM_CPU_AVX2(), q, t + r * SIM_NR, b, nr, ch, epi->c8 + (i + r) * epi->ldc8 + j);
-                continue;
-            }
-            for (int e = 0; e < nr; e++)
-                epi->c8[(i + r) * epi->ldc8 + j + e] = sim_i8_requant(q, (int32_t)t[r * SIM_NR + e] + b, ch);
+            b[r] = epi->bias_row ? (int32_t)epi->bias_row[i + r] : (q->bias ? q->bias[ch] : 0);
         }
+        if (q->lut) {
+            sim_i8_requant_act_tile(SIM_CPU_AVX2(), q, t, NULL, SIM_NR, mr, nr, epi->ch0 + i, b,
+                                    epi->c8 + i * epi->ldc8 + j, epi->ldc8);
+            return;
+        }
+        for (int r = 0; r < mr; r++)
+            for (int e = 0; e < nr; e++)
+                epi->c8[(i + r) * epi->ldc8 + j + e] = sim_i8_requant(q, (int32_t)t[r * SIM_NR + e] + b[r], epi->ch0 + i + r);
         return;
     }
     for (int r = 0; r < mr; r++) {

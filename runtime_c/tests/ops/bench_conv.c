@@ -1,7 +1,7 @@
 /*
  * Micro-benchmark of the Conv kernels on MobileNetV2 layer shapes (224x224, width 1.0): float and
  * int8 paths, reported as time per layer and GMAC/s, plus the fp16 output rounding cost.
- * Build and run: make -C runtime_c/tests/ops bench
+ * Build and run: make -C runtime_c/tests/ops bench; build/ops_tests/bench_conv [layer] [reps] [clip|silu|hardswish|sigmoid]
  */
 #define _POSIX_C_SOURCE 199309L
 #include <time.h>
@@ -32,6 +32,8 @@ static void *scratch_get(sim_scratch *self, size_t bytes)
     return buf;
 }
 
+static uint32_t bench_act = SIM_ACT_CLIP; /* argv[3]: clip (Relu6), silu, hardswish, sigmoid */
+
 static double bench_layer(const layer *l, int use_i8, int reps)
 {
     tgraph tg;
@@ -57,9 +59,9 @@ static double bench_layer(const layer *l, int use_i8, int reps)
     tg_attr_is(&tg, "strides", 2, st);
     tg_attr_is(&tg, "pads", 4, pads);
     tg_attr_i(&tg, "group", l->group);
-    tg.op.act = SIM_ACT_CLIP;
+    tg.op.act = bench_act;
     tg.op.act_p0 = 0;
-    tg.op.act_p1 = 6;
+    tg.op.act_p1 = bench_act == SIM_ACT_CLIP ? 6 : 0;
     char err[256];
     const sim_op_def *def = sim_op_find(SIM_OP_CONV);
     if (def->prepare(&tg.g, &tg.op, err, sizeof err)) {
@@ -103,6 +105,13 @@ static double bench_layer(const layer *l, int use_i8, int reps)
 int main(int argc, char **argv)
 {
     int only = argc > 1 ? atoi(argv[1]) : -1, reps = argc > 2 ? atoi(argv[2]) : 15;
+    if (argc > 3) {
+        const char *a = argv[3];
+        bench_act = !strcmp(a, "silu") ? SIM_ACT_SILU
+                    : !strcmp(a, "hardswish") ? SIM_ACT_HARDSWISH
+                    : !strcmp(a, "sigmoid") ? SIM_ACT_SIGMOID
+                    : SIM_ACT_CLIP;
+    }
     /* the distinct layer shapes of MobileNetV2 224 (count multiplies repeated blocks) */
     struct { layer l; int count; } layers[] = {
         {{3, 224, 32, 3, 2, 1}, 1},     {{32, 112, 32, 3, 1, 32}, 1},   {{32, 112, 16, 1, 1, 1}, 1},

@@ -122,6 +122,23 @@ void test_sigmoid_fast(void)
     free(c);
 }
 
+/* epi for activation act (HardSigmoid alpha 0.2, beta 0.5) into so / zo with the given per-channel scales,
+ * its table built into *lut; the table builder's status. */
+static int act_epi(sim_i8_epi *epi, sim_act_lut *lut, uint32_t act, float so, int32_t zo, const float *mult,
+                   const float *rscale)
+{
+    sim_op op;
+    memset(&op, 0, sizeof op);
+    op.act = act;
+    op.act_p0 = 0.2f;
+    op.act_p1 = 0.5f;
+    memset(epi, 0, sizeof *epi);
+    sim_i8_epi_act(epi, &op, so, zo);
+    epi->mult = mult;
+    epi->rscale = rscale;
+    return sim_i8_epi_lut(epi, lut);
+}
+
 /* The vector table requantisation (sim_i8_requant_act_row/row32), the direct vector HardSwish and
  * HardSigmoid, and sim_i8_requant_row32 against scalar sim_i8_requant: identical codes, also for
  * accumulators large enough to saturate and for output scales small enough that the rounding input
@@ -137,18 +154,9 @@ void test_act_lut_rows(void)
                        SIM_ACT_HARDSWISH, SIM_ACT_HARDSIGMOID};
     float sos[] = {0.05f, 0.05f, 0.05f, 0.05f, 1.0f / 255.0f, 1e-9f, 1e-9f};
     for (int a = 0; a < 7; a++) {
-        sim_op op;
-        memset(&op, 0, sizeof op);
-        op.act = acts[a];
-        op.act_p0 = 0.2f;
-        op.act_p1 = 0.5f;
         sim_i8_epi epi;
-        memset(&epi, 0, sizeof epi);
         sim_act_lut lut;
-        sim_i8_epi_act(&epi, &op, sos[a], a == 4 ? -128 : -100);
-        epi.mult = mult;
-        epi.rscale = rscale;
-        int rc = sim_i8_epi_lut(&epi, &lut);
+        int rc = act_epi(&epi, &lut, acts[a], sos[a], a == 4 ? -128 : -100, mult, rscale);
         for (int i = 0; i < N; i++) {
             acc32[i] = (int32_t)(tg_randf() * (i % 5 ? 30000.0f : 3e6f));
             acc[i] = (float)acc32[i];
@@ -193,6 +201,87 @@ void test_act_lut_rows(void)
         snprintf(what, sizeof what, "linear requant rows, act %u: %lld codes differ", op.act, (long long)bad);
         tg_check_true(what, bad <= 2);
     }
+}
+
+/* Accumulator windows around every code switch of channel ch on acc >= 0 (where HardSwish, HardSigmoid
+ * and SiLU are monotone), found by bisection on sim_i8_requant: acc[0, n) gets W accumulators centred
+ * on each switch, then the rest random. With a small real scale consecutive accumulators are a few
+ * floats apart, so many switches have one within a float ulp or two of a half: where a reciprocal
+ * multiplied instead of a division rounds the other way. */
+static void switch_windows(const sim_i8_epi *epi, int64_t ch, int32_t bias, int32_t *acc, int n)
+{
+    enum { W = 256 };
+    int k = 0;
+    const int32_t hi = (1 << 24) - 65536; /* accumulators held exactly in floats, bias included */
+    int32_t lo = 0;
+    int8_t top = sim_i8_requant(epi, hi + bias, ch);
+    while (k + W <= n) {
+        int8_t c = sim_i8_requant(epi, lo + bias, ch);
+        if (c == top) break;
+        int32_t a = lo, b = hi; /* code(a) == c, code(b) != c */
+        while (b - a > 1) {
+            int32_t m = a + (b - a) / 2;
+            if (sim_i8_requant(epi, m + bias, ch) == c) a = m;
+            else b = m;
+        }
+        for (int i = 0; i < W; i++) acc[k++] = b - W / 2 + i;
+        lo = b;
+    }
+    for (; k < n; k++) acc[k] = (int32_t)(tg_randf() * 3e6f);
+}
+
+/* The tile form (sim_i8_requant_act_tile: rows with their own channel and bias, float or int32
+ * accumulators) and HardSwish/HardSigmoid through a multiplication by the reciprocal with the
+ * rounding-margin fallback, on accumulators around every code switch (switch_windows): every code must
+ * equal scalar sim_i8_requant's, AVX2 and portable. */
+void test_act_tile_sweep(void)
+{
+    enum { ROWS = 3, N = 256 * 256, LD = N + 5 };
+    float *acc = malloc((size_t)ROWS * LD * sizeof(float));
+    int32_t *acc32 = malloc((size_t)ROWS * LD * sizeof(int32_t));
+    int8_t *got = malloc((size_t)ROWS * LD), *got32 = malloc((size_t)ROWS * LD);
+    if (!acc || !acc32 || !got || !got32) {
+        tg_check_true("act tile sweep: allocation", 0);
+        free(acc), free(acc32), free(got), free(got32);
+        return;
+    }
+    const uint32_t acts[] = {SIM_ACT_HARDSWISH, SIM_ACT_HARDSIGMOID, SIM_ACT_HARDSWISH, SIM_ACT_SILU, SIM_ACT_HARDSIGMOID};
+    const float sos[] = {0.031f, 1.0f / 255.0f, 0.0123457f, 0.047f, 0.00731f};
+    const int32_t zos[] = {-115, -128, 3, -122, -60};
+    for (int a = 0; a < 5; a++) {
+        float rscale[ROWS], mult[ROWS];
+        int32_t bias[ROWS] = {-40000, 123, 40000};
+        for (int r = 0; r < ROWS; r++) {
+            rscale[r] = 1.1e-6f * (1.0f + 0.37f * (float)r);
+            mult[r] = rscale[r] / sos[a];
+        }
+        sim_i8_epi epi;
+        sim_act_lut lut;
+        int rc = act_epi(&epi, &lut, acts[a], sos[a], zos[a], mult, rscale);
+        for (int r = 0; r < ROWS; r++) {
+            switch_windows(&epi, r, bias[r], acc32 + r * LD, LD);
+            for (int i = 0; i < LD; i++) acc[r * LD + i] = (float)acc32[r * LD + i];
+        }
+        int64_t bad = 0;
+        for (int avx2 = 0; avx2 <= 1; avx2++) {
+            sim_i8_requant_act_tile(avx2, &epi, acc, NULL, LD, ROWS, N + 3, 0, bias, got, LD);
+            sim_i8_requant_act_tile(avx2, &epi, NULL, acc32, LD, ROWS, N + 3, 0, bias, got32, LD);
+            for (int r = 0; r < ROWS; r++)
+                for (int i = 0; i < N + 3; i++) {
+                    int8_t want = sim_i8_requant(&epi, acc32[r * LD + i] + bias[r], r);
+                    bad += (got[r * LD + i] != want) + (got32[r * LD + i] != want);
+                }
+        }
+        char what[100];
+        snprintf(what, sizeof what, "act tile sweep, act %u so %g: %lld codes differ from sim_i8_requant", acts[a],
+                 (double)sos[a], (long long)bad);
+        tg_check_true(what, rc == 0 && epi.lut && bad == 0);
+        sim_act_lut_free(&lut);
+    }
+    free(acc);
+    free(acc32);
+    free(got);
+    free(got32);
 }
 
 /* Per-column requantisation of the int8 GEMM (Gemm/MatMul: channel = column) against scalar

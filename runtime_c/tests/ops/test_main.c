@@ -13,6 +13,7 @@ void test_int8(void);
 void test_act_lut(void);
 void test_sigmoid_fast(void);
 void test_act_lut_rows(void);
+void test_act_tile_sweep(void);
 void test_requant_cols(void);
 void test_gemm_i8_percol(void);
 void test_graph_fast(void);
@@ -31,6 +32,7 @@ int main(void)
     test_act_lut();
     test_sigmoid_fast();
     test_act_lut_rows();
+    test_act_tile_sweep();
     test_requant_cols();
     test_gemm_i8_percol();
     test_graph_fast();
