@@ -209,7 +209,7 @@ def test_conv_into_a_residual_add_is_summed_before_one_requantisation(tmp_path, 
     assert t["c4"].dtype == fmt.INT8  # one operand per Add
     assert t["w2"].dtype == fmt.INT8 and t["wd"].dtype == fmt.INT8  # the Conv itself stays int8
     assert all(t[n].dtype == fmt.INT8 for n in ("r0", "r1", "r2", "r3", "out"))
-    monkeypatch.setattr(builder, "fused_sum_inputs", lambda nodes, outputs, constants, shapes: set())
+    monkeypatch.setattr(builder, "fused_links", lambda nodes, outputs, constants, shapes: {})
     separate, t = run()
     assert t["c2"].dtype == fmt.INT8
     assert fused > separate

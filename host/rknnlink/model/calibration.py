@@ -245,6 +245,31 @@ def quantize_weights(w: np.ndarray, axis: Optional[int], search: bool = False) -
     return q, scales
 
 
+def quantize_weights_affine(w: np.ndarray, axis: Optional[int]) -> tuple:
+    """Asymmetric int8 weights: per channel along ``axis`` (or per tensor) scale (max - min) / 255 over the
+    channel's own range widened to contain 0, zero point round(-128 - min / scale), levels -128..127.
+
+    The range of every level is used even when the channel is skewed (one sign dominates), which halves the
+    step of a channel whose weights are all of one sign against max|w| / 127.
+    Returns (q int8 array, scales float32, zero points int32), one per channel (shape (1,) per tensor).
+    """
+    w = np.asarray(w, dtype=np.float32)
+    moved = w.reshape(1, -1) if axis is None else np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    if moved.shape[1]:
+        lo = np.minimum(moved.min(axis=1), 0.0).astype(np.float64)
+        hi = np.maximum(moved.max(axis=1), 0.0).astype(np.float64)
+    else:
+        lo = hi = np.zeros(moved.shape[0])
+    span = hi - lo
+    scales = np.where(span > 0, span / 255.0, 1.0).astype(np.float32)
+    zps = np.clip(np.round(QMIN - lo / scales.astype(np.float64)), QMIN, QMAX).astype(np.int32)
+    shape = [1] * w.ndim
+    if axis is not None:
+        shape[axis] = -1
+    q = np.round(w / scales.reshape(shape)) + zps.reshape(shape)
+    return np.clip(q, QMIN, QMAX).astype(np.int8), scales, zps
+
+
 def weight_error_shift(w: np.ndarray, w_dequantised: np.ndarray, input_mean: np.ndarray, op_type: str,
                        group: int = 1, trans_b: int = 0) -> Optional[np.ndarray]:
     """Expected output shift per output channel that weight rounding causes: (Wq - W) applied to the

@@ -36,7 +36,8 @@ static void check_codes(const char *what, const int8_t *got, const int8_t *want,
 
 typedef struct qconv {
     int64_t c, h, w, cout, group, k, s, pad;
-    int transpose, w_mode; /* w_mode: 0 per-channel int8, 1 per-tensor int8 with zp, 2 float weights */
+    int transpose, w_mode; /* w_mode: 0 per-channel int8, 1 per-tensor int8 with zp, 2 float weights,
+                            * 3 per-channel int8 with a zero point per channel (asymmetric weights) */
     uint32_t act;
     float p0, p1, so;
     int32_t zx, zo;
@@ -56,16 +57,18 @@ static void run_qconv(const qconv *q, const char *label)
     int w = tg_tensor(&tg, SIM_F32, SIM_T_CONST, 4, wd, 0.5f);
     int64_t cnt = q->transpose ? mg : q->cout;
     float sw_t = 0.5f / 120.0f;
-    if (q->w_mode == 0) {
+    if (q->w_mode == 0 || q->w_mode == 3) {
         tg.qs[w] = malloc((size_t)cnt * sizeof(float));
         tg.qz[w] = calloc((size_t)cnt, sizeof(int32_t));
         for (int64_t c = 0; c < cnt; c++) tg.qs[w][c] = (0.3f + 0.2f * (float)(c % 4)) / 127.0f;
+        /* asymmetric: zero points up to -128, so q - z spans up to 255 (past int8) */
+        for (int64_t c = 0; q->w_mode == 3 && c < cnt; c++) tg.qz[w][c] = (int32_t)(-128 + 37 * (c % 5));
         tg.q[w] = malloc((size_t)tg.t[w].n_elems);
         int64_t per = tg.t[w].n_elems / wd[0] / wd[1];
         for (int64_t e = 0; e < tg.t[w].n_elems; e++) {
             int64_t ch = q->transpose ? (e / per) % wd[1] : e / (wd[1] * per);
-            tg.q[w][e] = sim_quant_i8(tg.f[w][e], tg.qs[w][ch], 0);
-            tg.f[w][e] = tg.qs[w][ch] * tg.q[w][e];
+            tg.q[w][e] = sim_quant_i8(tg.f[w][e], tg.qs[w][ch], tg.qz[w][ch]);
+            tg.f[w][e] = tg.qs[w][ch] * (float)(tg.q[w][e] - tg.qz[w][ch]);
         }
         sim_tensor *t = &tg.t[w];
         t->dtype = SIM_I8;
@@ -109,9 +112,9 @@ static void run_qconv(const qconv *q, const char *label)
     for (int64_t e = 0; e < nw; e++) {
         int64_t ci_or_oc = e / (wd[1] * per), m = (e / per) % wd[1];
         int64_t oc = q->transpose ? (ci_or_oc / cg) * mg + m : ci_or_oc;
-        if (q->w_mode == 0) {
+        if (q->w_mode == 0 || q->w_mode == 3) {
             sw[oc] = tg.qs[w][q->transpose ? m : oc];
-            wq[e] = tg.q[w][e];
+            wq[e] = tg.q[w][e] - tg.qz[w][q->transpose ? m : oc];
         } else if (q->w_mode == 1) {
             sw[oc] = sw_t;
             wq[e] = tg.q[w][e] - 3;
@@ -340,6 +343,25 @@ void test_int8(void)
     run_qconv(&q, "transpose per-channel");
     q.w_mode = 2;
     run_qconv(&q, "transpose float weights");
+    /* asymmetric per-channel weights (zero points down to -128): every Conv path subtracts them */
+    {
+        const qconv asym[] = {
+            {.c = 16, .h = 9, .w = 10, .cout = 24, .group = 1, .k = 1, .s = 1, .so = 0.05f, .zx = 3, .zo = -4},
+            {.c = 600, .h = 5, .w = 7, .cout = 20, .group = 1, .k = 1, .s = 1, .so = 0.5f, .zx = 3, .zo = -4},
+            {.c = 64, .h = 16, .w = 16, .cout = 13, .group = 1, .k = 3, .s = 1, .pad = 1, .so = 0.2f, .zx = -9},
+            {.c = 6, .h = 15, .w = 15, .cout = 6, .group = 6, .k = 7, .s = 1, .pad = 3, .so = 0.05f, .zx = 5, .zo = -3},
+            {.c = 24, .h = 14, .w = 14, .cout = 24, .group = 24, .k = 3, .s = 2, .pad = 1, .so = 0.02f, .zx = -2,
+             .act = SIM_ACT_SILU},
+        };
+        const char *labels[] = {"pointwise asymmetric weights", "pointwise K=600 int16 asymmetric weights",
+                                "3x3 im2col asymmetric weights", "depthwise 7x7 asymmetric weights",
+                                "depthwise 3x3 s2 silu asymmetric weights"};
+        for (int i = 0; i < 5; i++) {
+            q = asym[i];
+            q.w_mode = 3;
+            run_qconv(&q, labels[i]);
+        }
+    }
 
     gemm_i8_case(1, 100, 128, 1, 0, SIM_ACT_NONE);
     gemm_i8_case(9, 37, 51, 0, 0, SIM_ACT_RELU);
