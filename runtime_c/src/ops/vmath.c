@@ -52,84 +52,55 @@ static void gelu_c(const float *x, float *y, size_t n, int tanh_form)
 
 #ifdef SIM_HAVE_AVX2_VMATH
 #define SET1 _mm256_set1_ps
-/* Steps applied to GELU_LANES vectors at once, so that the independent chains interleave in program
- * order: one vector's chain is about 40 dependent operations, and with the vectors one after the other
- * the core's floating-point scheduler fills with the waiting operations of one chain (about 2x slower on
- * Zen 2). Every lane still sees exactly gelu_erf1's / gelu_tanh1's operations. */
-#define GELU_LANES 4
-#define EACH(stmt)                                                                                             \
-    do {                                                                                                       \
-        _Pragma("GCC unroll 4") for (int k = 0; k < GELU_LANES; k++) stmt;                                    \
-    } while (0)
-
-__attribute__((target("avx2"))) static inline void exp8x4(__m256 *e)
-{
-    const __m256 magic = SET1(SIM_EXPF_MAGIC);
-    __m256 t[GELU_LANES], nn[GELU_LANES], r[GELU_LANES], y[GELU_LANES];
-    EACH(e[k] = _mm256_max_ps(SET1(SIM_EXPF_LO), e[k]));
-    EACH(e[k] = _mm256_min_ps(SET1(SIM_EXPF_HI), e[k]));
-    EACH(t[k] = _mm256_add_ps(_mm256_mul_ps(e[k], SET1(SIM_EXPF_LOG2E)), magic));
-    EACH(nn[k] = _mm256_sub_ps(t[k], magic));
-    EACH(r[k] = _mm256_sub_ps(e[k], _mm256_mul_ps(nn[k], SET1(SIM_EXPF_C1))));
-    EACH(r[k] = _mm256_sub_ps(r[k], _mm256_mul_ps(nn[k], SET1(SIM_EXPF_C2))));
-    EACH(y[k] = _mm256_add_ps(_mm256_mul_ps(SET1(SIM_EXPF_P0), r[k]), SET1(SIM_EXPF_P1)));
-    EACH(y[k] = _mm256_add_ps(_mm256_mul_ps(y[k], r[k]), SET1(SIM_EXPF_P2)));
-    EACH(y[k] = _mm256_add_ps(_mm256_mul_ps(y[k], r[k]), SET1(SIM_EXPF_P3)));
-    EACH(y[k] = _mm256_add_ps(_mm256_mul_ps(y[k], r[k]), SET1(SIM_EXPF_P4)));
-    EACH(y[k] = _mm256_add_ps(_mm256_mul_ps(y[k], r[k]), SET1(SIM_EXPF_P5)));
-    EACH(y[k] = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(y[k], _mm256_mul_ps(r[k], r[k])), r[k]), SET1(1.0f)));
-    EACH(e[k] = _mm256_mul_ps(y[k], _mm256_castsi256_ps(_mm256_slli_epi32(
-                  _mm256_sub_epi32(_mm256_castps_si256(t[k]), _mm256_set1_epi32(0x4b400000 - 127)), 23))));
-}
-
+/* SIM_VLANES vectors at once (vmath.h): every lane still sees exactly gelu_erf1's / gelu_tanh1's
+ * operations. */
 __attribute__((target("avx2"))) static inline void gelu_erf8x4(const float *x, float *y)
 {
     const __m256 one = SET1(1.0f), absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    __m256 v[GELU_LANES], z[GELU_LANES], t[GELU_LANES], p[GELU_LANES];
-    EACH(v[k] = _mm256_loadu_ps(x + 8 * k));
-    EACH(z[k] = _mm256_mul_ps(_mm256_and_ps(v[k], absmask), SET1(GELU_RSQRT2)));
-    EACH(t[k] = _mm256_div_ps(one, _mm256_add_ps(one, _mm256_mul_ps(SET1(0.5f), z[k]))));
-    EACH(p[k] = _mm256_add_ps(SET1(ERFC_C8), _mm256_mul_ps(t[k], SET1(ERFC_C9))));
-    EACH(p[k] = _mm256_add_ps(SET1(ERFC_C7), _mm256_mul_ps(t[k], p[k])));
-    EACH(p[k] = _mm256_add_ps(SET1(ERFC_C6), _mm256_mul_ps(t[k], p[k])));
-    EACH(p[k] = _mm256_add_ps(SET1(ERFC_C5), _mm256_mul_ps(t[k], p[k])));
-    EACH(p[k] = _mm256_add_ps(SET1(ERFC_C4), _mm256_mul_ps(t[k], p[k])));
-    EACH(p[k] = _mm256_add_ps(SET1(ERFC_C3), _mm256_mul_ps(t[k], p[k])));
-    EACH(p[k] = _mm256_add_ps(SET1(ERFC_C2), _mm256_mul_ps(t[k], p[k])));
-    EACH(p[k] = _mm256_add_ps(SET1(ERFC_C1), _mm256_mul_ps(t[k], p[k])));
-    EACH(p[k] = _mm256_add_ps(SET1(ERFC_C0), _mm256_mul_ps(t[k], p[k])));
-    EACH(p[k] = _mm256_sub_ps(p[k], _mm256_mul_ps(z[k], z[k])));
-    exp8x4(p);
-    EACH(p[k] = _mm256_mul_ps(_mm256_mul_ps(SET1(0.5f), t[k]), p[k])); /* h = Phi(-|v|) */
-    EACH(p[k] = _mm256_blendv_ps(_mm256_sub_ps(one, p[k]), p[k], _mm256_cmp_ps(v[k], _mm256_setzero_ps(), _CMP_LT_OQ)));
-    EACH(_mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(v[k], p[k])));
+    __m256 v[SIM_VLANES], z[SIM_VLANES], t[SIM_VLANES], p[SIM_VLANES];
+    SIM_EACH4(v[k] = _mm256_loadu_ps(x + 8 * k));
+    SIM_EACH4(z[k] = _mm256_mul_ps(_mm256_and_ps(v[k], absmask), SET1(GELU_RSQRT2)));
+    SIM_EACH4(t[k] = _mm256_div_ps(one, _mm256_add_ps(one, _mm256_mul_ps(SET1(0.5f), z[k]))));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C8), _mm256_mul_ps(t[k], SET1(ERFC_C9))));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C7), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C6), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C5), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C4), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C3), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C2), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C1), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C0), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_sub_ps(p[k], _mm256_mul_ps(z[k], z[k])));
+    sim_exp8x4_avx2(p);
+    SIM_EACH4(p[k] = _mm256_mul_ps(_mm256_mul_ps(SET1(0.5f), t[k]), p[k])); /* h = Phi(-|v|) */
+    SIM_EACH4(p[k] = _mm256_blendv_ps(_mm256_sub_ps(one, p[k]), p[k], _mm256_cmp_ps(v[k], _mm256_setzero_ps(), _CMP_LT_OQ)));
+    SIM_EACH4(_mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(v[k], p[k])));
 }
 
 __attribute__((target("avx2"))) static inline void gelu_tanh8x4(const float *x, float *y)
 {
-    __m256 v[GELU_LANES], q[GELU_LANES];
-    EACH(v[k] = _mm256_loadu_ps(x + 8 * k));
-    EACH(q[k] = _mm256_mul_ps(v[k], _mm256_add_ps(SET1(GELU_T1), _mm256_mul_ps(SET1(GELU_T3), _mm256_mul_ps(v[k], v[k])))));
-    exp8x4(q);
-    EACH(_mm256_storeu_ps(y + 8 * k, _mm256_div_ps(v[k], _mm256_add_ps(SET1(1.0f), q[k]))));
+    __m256 v[SIM_VLANES], q[SIM_VLANES];
+    SIM_EACH4(v[k] = _mm256_loadu_ps(x + 8 * k));
+    SIM_EACH4(q[k] = _mm256_mul_ps(v[k], _mm256_add_ps(SET1(GELU_T1), _mm256_mul_ps(SET1(GELU_T3), _mm256_mul_ps(v[k], v[k])))));
+    sim_exp8x4_avx2(q);
+    SIM_EACH4(_mm256_storeu_ps(y + 8 * k, _mm256_div_ps(v[k], _mm256_add_ps(SET1(1.0f), q[k]))));
 }
 
 __attribute__((target("avx2"))) static void gelu_avx2(const float *x, float *y, size_t n, int tanh_form)
 {
     size_t i = 0;
-    for (; i + 8 * GELU_LANES <= n; i += 8 * GELU_LANES) {
+    for (; i + 8 * SIM_VLANES <= n; i += 8 * SIM_VLANES) {
         if (tanh_form) gelu_tanh8x4(x + i, y + i);
         else gelu_erf8x4(x + i, y + i);
     }
     if (i < n) { /* the tail through a zero-padded block: lanes do not interact */
-        float buf[8 * GELU_LANES] = {0};
+        float buf[8 * SIM_VLANES] = {0};
         memcpy(buf, x + i, (n - i) * sizeof(float));
         if (tanh_form) gelu_tanh8x4(buf, buf);
         else gelu_erf8x4(buf, buf);
         memcpy(y + i, buf, (n - i) * sizeof(float));
     }
 }
-#undef EACH
 #endif
 
 void sim_gelu_array(int use_avx2, const float *x, float *y, size_t n, int tanh_form)
