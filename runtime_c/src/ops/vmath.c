@@ -148,7 +148,15 @@ __attribute__((target("avx2"))) static void softmax_avx2(const float *x, float *
     for (int l = 0; l < 8; l++) m = lm[l] > m ? lm[l] : m;
     for (int64_t j = full; j < n; j++) m = x[j] > m ? x[j] : m;
     __m256 mm = SET1(m), acc = _mm256_setzero_ps();
-    for (int64_t j = 0; j < full; j += 8) {
+    int64_t j0 = 0;
+    for (; j0 + 8 * SIM_VLANES <= full; j0 += 8 * SIM_VLANES) { /* the exps interleaved, the sum in j order */
+        __m256 e[SIM_VLANES];
+        SIM_EACH4(e[k] = _mm256_sub_ps(_mm256_loadu_ps(x + j0 + 8 * k), mm));
+        sim_exp8x4_avx2(e);
+        SIM_EACH4(_mm256_storeu_ps(y + j0 + 8 * k, e[k]));
+        for (int k = 0; k < SIM_VLANES; k++) acc = _mm256_add_ps(acc, e[k]);
+    }
+    for (int64_t j = j0; j < full; j += 8) {
         __m256 e = sim_exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + j), mm));
         acc = _mm256_add_ps(acc, e);
         _mm256_storeu_ps(y + j, e);
