@@ -53,18 +53,15 @@ static void sb_rule(sbuf *s, size_t w)
     sb_printf(s, "\n");
 }
 
-static const char *dtype_name(uint32_t t)
+/* The vendor table's DataType column: sim_dtype_name in capitals (INT8, UINT8, FLOAT16, ...) in buf. */
+static const char *dtype_name(uint32_t t, char *buf, size_t n)
 {
-    switch (t) {
-    case SIM_F32: return "FLOAT";
-    case SIM_F16: return "FLOAT16";
-    case SIM_I8: return "INT8";
-    case SIM_U8: return "UINT8";
-    case SIM_I16: return "INT16";
-    case SIM_I32: return "INT32";
-    case SIM_I64: return "INT64";
-    default: return "BOOL";
-    }
+    const char *name = sim_dtype_name(t);
+    size_t i = 0;
+    for (; name[i] != '\0' && i + 1 < n; i++)
+        buf[i] = (char)(name[i] >= 'a' && name[i] <= 'z' ? name[i] - 'a' + 'A' : name[i]);
+    buf[i] = '\0';
+    return buf;
 }
 
 /* "(1,3,224,224)" into out; "\" if t is NULL. */
@@ -177,7 +174,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
     uint32_t id = 1;
     int64_t total_us = 0;
     double total_kb = 0.0;
-    char idb[16], shp_in[64], shp_out[64], cyc[64], tm[32], mac[64], wl[64], rw[32], full[320];
+    char idb[16], shp_in[64], shp_out[64], cyc[64], tm[32], mac[64], wl[64], rw[32], full[320], dt_cell[16];
     for (uint32_t i = 0; i < m->n_in; i++) {
         const sim_tensor *t = &g->tensors[m->ins[i].tensor];
         uint64_t bytes = (uint64_t)t->n_elems * sim_dtype_size(t->dtype);
@@ -191,7 +188,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
         snprintf(rw, sizeof(rw), "%.0f", (double)bytes / 1024.0);
         snprintf(full, sizeof(full), "InputOperator:%s", t->name);
         sim_one_line(full);
-        ROW(&s, idb, "InputOperator", dtype_name(t->dtype), "CPU", "\\", shp_out, cyc, tm, "\\",
+        ROW(&s, idb, "InputOperator", dtype_name(t->dtype, dt_cell, sizeof dt_cell), "CPU", "\\", shp_out, cyc, tm, "\\",
                   wl, rw, full);
         total_us += us;
         total_kb += (double)bytes / 1024.0;
@@ -226,7 +223,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
         snprintf(rw, sizeof(rw), "%.0f", (double)L->bytes_rw / 1024.0);
         snprintf(full, sizeof(full), "%s:%s", m->defs[k]->onnx_name ? m->defs[k]->onnx_name : "Op", op->name);
         sim_one_line(full);
-        ROW(&s, idb, L->npu_type, dtype_name(g->tensors[op->outputs[0]].dtype), "NPU", shp_in,
+        ROW(&s, idb, L->npu_type, dtype_name(dt, dt_cell, sizeof dt_cell), "NPU", shp_in,
                   shp_out, cyc, tm, mac, wl, rw, full);
         total_us += us;
         total_kb += (double)L->bytes_rw / 1024.0;
@@ -244,7 +241,7 @@ char *sim_perf_detail_text(const sim_ctx *c)
         snprintf(rw, sizeof(rw), "%.0f", (double)bytes / 1024.0);
         snprintf(full, sizeof(full), "OutputOperator:%s", t->name);
         sim_one_line(full);
-        ROW(&s, idb, "OutputOperator", dtype_name(t->dtype), "CPU", shp_in, "\\", "0/0/0", tm, "\\",
+        ROW(&s, idb, "OutputOperator", dtype_name(t->dtype, dt_cell, sizeof dt_cell), "CPU", shp_in, "\\", "0/0/0", tm, "\\",
                   wl, rw, full);
         total_us += us;
         total_kb += (double)bytes / 1024.0;

@@ -119,6 +119,14 @@ __attribute__((target("avx2"))) static void sigmoid_loop_avx2(float *x, size_t n
 {
     const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
     size_t i = 0;
+    for (; i + 8 * SIM_VLANES <= n; i += 8 * SIM_VLANES) { /* SIM_VLANES chains interleaved (vmath.h) */
+        __m256 v[SIM_VLANES], e[SIM_VLANES];
+        SIM_EACH4(v[k] = _mm256_loadu_ps(x + i + 8 * k));
+        SIM_EACH4(e[k] = _mm256_xor_ps(v[k], neg));
+        sim_exp8x4_avx2(e);
+        SIM_EACH4(e[k] = _mm256_div_ps(one, _mm256_add_ps(one, e[k])));
+        SIM_EACH4(_mm256_storeu_ps(x + i + 8 * k, silu ? _mm256_mul_ps(v[k], e[k]) : e[k]));
+    }
     for (; i + 8 <= n; i += 8) {
         __m256 v = _mm256_loadu_ps(x + i);
         __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, sim_exp8_avx2(_mm256_xor_ps(v, neg))));

@@ -135,6 +135,16 @@ static size_t windows_size(const pool_priv *p)
     return (size_t)(p->out[0] + p->out[1] + p->out[2]) * sizeof(pool_win);
 }
 
+/* The taps along the last dim, the same for every row (computed once per run): tap e of output ow is
+ * input ow * s + off[e], inside the input for ow in [lo[e], hi[e]); all taps are inside for outputs
+ * [in_lo, in_hi), which the inner loops take when `fast`. */
+#define POOL_TAPS 16
+typedef struct pool_taps {
+    int64_t lo[POOL_TAPS], hi[POOL_TAPS], off[POOL_TAPS];
+    int64_t in_lo, in_hi;
+    int fast, avx2;
+} pool_taps;
+
 typedef struct pool_job {
     const pool_priv *p;
     const pool_win *w;
@@ -145,9 +155,153 @@ typedef struct pool_job {
     int8_t *y8;
     const int8_t *map; /* int8 max pooling: output code of each input code (index + 128) */
     int8_t empty;      /* ... and of an empty window */
+    pool_taps taps;
 } pool_job;
 
-/* Planes [lo, hi): each output visits its window's taps in (d, h, w) order. */
+/* The float max rule: a NaN tap wins, and a tap replaces the maximum only when greater, so that of equal
+ * taps (+0 and -0) the first one stays. */
+static inline float max_tap(float acc, float v)
+{
+    return v > acc || v != v ? v : acc;
+}
+
+#define POOL_MAX8(a, b) ((b) > (a) ? (b) : (a))
+#define POOL_ADD(a, b) ((a) + (b))
+
+/* y[i] = OP(OP(y[i], r[S i]), r[S i + 1]) ... up to r[S i + K - 1]: the inside outputs of the common
+ * windows (2 or 3 taps with stride 1 or 2, 5 taps with stride 1 as in SPPF blocks; no dilation along the
+ * last dim) in loops the compiler vectorises. */
+#define POOL_INNER(T, K, S, OP)                                                                                \
+    for (int64_t i = 0; i < n; i++) {                                                                          \
+        T v = y[i];                                                                                            \
+        v = OP(v, r[(S) * i]);                                                                                 \
+        v = OP(v, r[(S) * i + 1]);                                                                             \
+        if ((K) >= 3) v = OP(v, r[(S) * i + 2]);                                                               \
+        if ((K) >= 5) v = OP(OP(v, r[(S) * i + 3]), r[(S) * i + 4]);                                           \
+        y[i] = v;                                                                                              \
+    }
+#define POOL_INNER_CASES(T, OP)                                                                                \
+    if (k == 2 && s == 1) POOL_INNER(T, 2, 1, OP)                                                              \
+    else if (k == 2 && s == 2) POOL_INNER(T, 2, 2, OP)                                                         \
+    else if (k == 3 && s == 1) POOL_INNER(T, 3, 1, OP)                                                         \
+    else if (k == 3 && s == 2) POOL_INNER(T, 3, 2, OP)                                                         \
+    else POOL_INNER(T, 5, 1, OP)
+/* The same loops compiled for the baseline and for AVX2: both give the same bits (max, compare and add
+ * are exact lane by lane). */
+#define POOL_INNER_FNS(SUF, ATTR)                                                                              \
+    ATTR static void inner_f32##SUF(float *restrict y, const float *restrict r, int64_t n, int k, int s,       \
+                                    int is_max)                                                                \
+    {                                                                                                          \
+        if (is_max) {                                                                                          \
+            POOL_INNER_CASES(float, max_tap)                                                                   \
+        } else {                                                                                               \
+            POOL_INNER_CASES(float, POOL_ADD)                                                                  \
+        }                                                                                                      \
+    }                                                                                                          \
+    ATTR static void inner_i8##SUF(int8_t *restrict y, const int8_t *restrict r, int64_t n, int k, int s)      \
+    {                                                                                                          \
+        POOL_INNER_CASES(int8_t, POOL_MAX8)                                                                    \
+    }
+POOL_INNER_FNS(_c, )
+#if !defined(SIM_FORCE_GENERIC) && defined(__x86_64__) && defined(__GNUC__)
+POOL_INNER_FNS(_avx2, __attribute__((target("avx2"))))
+#define POOL_HAVE_AVX2 1
+#endif
+
+static void tap_span(const pool_priv *p, int64_t e, int64_t *lo, int64_t *hi, int64_t *off)
+{
+    int64_t o = e * p->dl[2] - p->pb[2], s = p->s[2];
+    int64_t l = o >= 0 ? 0 : (-o + s - 1) / s;
+    int64_t h = p->in[2] - 1 - o < 0 ? 0 : (p->in[2] - 1 - o) / s + 1;
+    h = h < p->out[2] ? h : p->out[2];
+    *lo = l < h ? l : h;
+    *hi = h;
+    *off = o;
+}
+
+static void taps_init(const pool_priv *p, pool_taps *t)
+{
+    memset(t, 0, sizeof *t);
+    if (p->k[2] > POOL_TAPS) return; /* row_taps computes the spans as it goes */
+    for (int64_t e = 0; e < p->k[2]; e++) tap_span(p, e, &t->lo[e], &t->hi[e], &t->off[e]);
+    t->in_lo = t->lo[0];
+    t->in_hi = t->hi[p->k[2] - 1] > t->in_lo ? t->hi[p->k[2] - 1] : t->in_lo;
+    int64_t k = p->k[2], s = p->s[2];
+    t->fast = ((k == 2 || k == 3) && (s == 1 || s == 2)) || (k == 5 && s == 1);
+    t->fast = t->fast && p->dl[2] == 1 && t->in_hi > t->in_lo;
+#ifdef POOL_HAVE_AVX2
+    t->avx2 = SIM_CPU_AVX2();
+#endif
+}
+
+/* acc[ow] = max or sum with the taps along the last dim of every output of one input row. Each output
+ * takes its taps in the (d, h, w) order of the definition: the same operations as visiting each
+ * output's window in turn, hence the same bits. The inside outputs of the common windows go through
+ * the inner loops; the others (and every other window) take one pass over the row per tap. */
+static void row_taps_f32(const pool_priv *p, const pool_taps *t, const float *row, float *acc, int is_max)
+{
+    int64_t k = p->k[2], s = p->s[2];
+    if (t->fast) {
+        for (int pass = 0; pass < 2; pass++) { /* the outputs before in_lo, then those from in_hi */
+            int64_t o0 = pass ? t->in_hi : 0, o1 = pass ? p->out[2] : t->in_lo;
+            for (int64_t ow = o0; ow < o1; ow++)
+                for (int64_t e = 0; e < k; e++) {
+                    if (ow < t->lo[e] || ow >= t->hi[e]) continue;
+                    float v = row[ow * s + t->off[e]];
+                    acc[ow] = is_max ? max_tap(acc[ow], v) : acc[ow] + v;
+                }
+            if (pass) break;
+            float *y = acc + t->in_lo;
+            const float *r = row + t->in_lo * s + t->off[0];
+#ifdef POOL_HAVE_AVX2
+            if (t->avx2) inner_f32_avx2(y, r, t->in_hi - t->in_lo, (int)k, (int)s, is_max);
+            else
+#endif
+                inner_f32_c(y, r, t->in_hi - t->in_lo, (int)k, (int)s, is_max);
+        }
+        return;
+    }
+    for (int64_t e = 0; e < k; e++) {
+        int64_t l, h, off;
+        if (k <= POOL_TAPS) l = t->lo[e], h = t->hi[e], off = t->off[e];
+        else tap_span(p, e, &l, &h, &off);
+        for (int64_t i = l; i < h; i++) {
+            float v = row[i * s + off];
+            acc[i] = is_max ? max_tap(acc[i], v) : acc[i] + v;
+        }
+    }
+}
+
+/* The int8 codes' max (any order gives the same integer). */
+static void row_taps_i8(const pool_priv *p, const pool_taps *t, const int8_t *row, int8_t *acc)
+{
+    int64_t k = p->k[2], s = p->s[2];
+    if (t->fast) {
+        int8_t *y = acc + t->in_lo;
+        const int8_t *r = row + t->in_lo * s + t->off[0];
+#ifdef POOL_HAVE_AVX2
+        if (t->avx2) inner_i8_avx2(y, r, t->in_hi - t->in_lo, (int)k, (int)s);
+        else
+#endif
+            inner_i8_c(y, r, t->in_hi - t->in_lo, (int)k, (int)s);
+    }
+    for (int64_t e = 0; e < k; e++) {
+        int64_t l, h, off;
+        if (k <= POOL_TAPS) l = t->lo[e], h = t->hi[e], off = t->off[e];
+        else tap_span(p, e, &l, &h, &off);
+        int64_t skip_lo = t->fast ? t->in_lo : h, skip_hi = t->fast ? t->in_hi : h; /* done by the inner loop */
+        for (int64_t i = l; i < skip_lo && i < h; i++) acc[i] = POOL_MAX8(acc[i], row[i * s + off]);
+        for (int64_t i = skip_hi > l ? skip_hi : l; i < h; i++) acc[i] = POOL_MAX8(acc[i], row[i * s + off]);
+    }
+}
+
+/* The first input row of window rows (a, b) of output (od, oh); tap_span offsets run along it. */
+static size_t window_row(const pool_priv *p, const pool_win *a_, const pool_win *b_, int64_t a, int64_t b)
+{
+    return (size_t)(((a_->first + a * p->dl[0]) * p->in[1] + b_->first + b * p->dl[1]) * p->in[2]);
+}
+
+/* Planes [lo, hi), one output row at a time. */
 static void local_range(void *arg, int64_t lo, int64_t hi, int tid)
 {
     const pool_job *j = arg;
@@ -162,35 +316,24 @@ static void local_range(void *arg, int64_t lo, int64_t hi, int tid)
             for (int64_t oh = 0; oh < p->out[1]; oh++) {
                 const pool_win *a_ = wd + od, *b_ = wh + oh;
                 float *yr = yc + (od * p->out[1] + oh) * p->out[2];
+                for (int64_t ow = 0; ow < p->out[2]; ow++) yr[ow] = is_max ? -INFINITY : 0.0f;
+                for (int64_t a = a_->lo; a < a_->hi; a++)
+                    for (int64_t b = b_->lo; b < b_->hi; b++) row_taps_f32(p, &j->taps, xc + window_row(p, a_, b_, a, b), yr, is_max);
+                if (is_max) continue;
                 for (int64_t ow = 0; ow < p->out[2]; ow++) {
                     const pool_win *c_ = ww + ow;
-                    float acc = is_max ? -INFINITY : 0.0f;
-                    for (int64_t a = a_->lo; a < a_->hi; a++)
-                        for (int64_t b = b_->lo; b < b_->hi; b++) {
-                            const float *row =
-                                xc + ((a_->first + a * p->dl[0]) * p->in[1] + b_->first + b * p->dl[1]) * p->in[2] +
-                                c_->first;
-                            for (int64_t e = c_->lo; e < c_->hi; e++) {
-                                float v = row[e * p->dl[2]];
-                                if (is_max)
-                                    acc = v > acc || v != v ? v : acc;
-                                else
-                                    acc += v;
-                            }
-                        }
-                    if (!is_max) {
-                        int64_t cnt = p->include_pad ? a_->padded * b_->padded * c_->padded
-                                                     : (a_->hi - a_->lo) * (b_->hi - b_->lo) * (c_->hi - c_->lo);
-                        acc = cnt > 0 ? acc / (float)cnt : 0.0f;
-                    }
-                    yr[ow] = acc;
+                    int64_t cnt = p->include_pad ? a_->padded * b_->padded * c_->padded
+                                                 : (a_->hi - a_->lo) * (b_->hi - b_->lo) * (c_->hi - c_->lo);
+                    yr[ow] = cnt > 0 ? yr[ow] / (float)cnt : 0.0f;
                 }
             }
     }
 }
 
 /* Int8 max pooling on the codes: dequantisation, a monotonic activation and requantisation are all
- * non-decreasing, so the output code of the largest input code equals the float path's result. */
+ * non-decreasing, so the output code of the largest input code equals the float path's result. The
+ * row keeps the largest code so far (from -128, which every code reaches) and then maps it; an output
+ * whose window holds no input takes the empty window's code. */
 static void local_range_i8max(void *arg, int64_t lo, int64_t hi, int tid)
 {
     const pool_job *j = arg;
@@ -204,33 +347,15 @@ static void local_range_i8max(void *arg, int64_t lo, int64_t hi, int tid)
             for (int64_t oh = 0; oh < p->out[1]; oh++) {
                 const pool_win *a_ = wd + od, *b_ = wh + oh;
                 int8_t *yr = yc + (od * p->out[1] + oh) * p->out[2];
-                int simple = a_->hi - a_->lo == 1 && b_->hi - b_->lo == 2 && p->dl[2] == 1;
-                const int8_t *r0 = xc + ((a_->first + a_->lo * p->dl[0]) * p->in[1] + b_->first + b_->lo * p->dl[1]) *
-                                            p->in[2];
-                const int8_t *r1 = r0 + p->dl[1] * p->in[2];
-                if (simple && p->k[2] == 2 && p->s[2] == 2 && p->pb[2] == 0) {
-                    /* the common 2x2 stride-2 window without padding: a loop the compiler vectorises */
-                    int64_t n = p->out[2];
-                    while (n > 0 && 2 * (n - 1) + 1 >= p->in[2]) n--;
-                    for (int64_t ow = 0; ow < n; ow++) {
-                        int8_t m0 = r0[2 * ow] > r0[2 * ow + 1] ? r0[2 * ow] : r0[2 * ow + 1];
-                        int8_t m1 = r1[2 * ow] > r1[2 * ow + 1] ? r1[2 * ow] : r1[2 * ow + 1];
-                        yr[ow] = j->map[(m0 > m1 ? m0 : m1) + 128];
-                    }
-                    if (n == p->out[2]) continue;
+                if (a_->hi <= a_->lo || b_->hi <= b_->lo) {
+                    memset(yr, (unsigned char)j->empty, (size_t)p->out[2]);
+                    continue;
                 }
-                for (int64_t ow = 0; ow < p->out[2]; ow++) {
-                    const pool_win *c_ = ww + ow;
-                    int m = -129;
-                    for (int64_t a = a_->lo; a < a_->hi; a++)
-                        for (int64_t b = b_->lo; b < b_->hi; b++) {
-                            const int8_t *row =
-                                xc + ((a_->first + a * p->dl[0]) * p->in[1] + b_->first + b * p->dl[1]) * p->in[2] +
-                                c_->first;
-                            for (int64_t e = c_->lo; e < c_->hi; e++) m = row[e * p->dl[2]] > m ? row[e * p->dl[2]] : m;
-                        }
-                    yr[ow] = m < -128 ? j->empty : j->map[m + 128];
-                }
+                memset(yr, 0x80, (size_t)p->out[2]);
+                for (int64_t a = a_->lo; a < a_->hi; a++)
+                    for (int64_t b = b_->lo; b < b_->hi; b++) row_taps_i8(p, &j->taps, xc + window_row(p, a_, b_, a, b), yr);
+                for (int64_t ow = 0; ow < p->out[2]; ow++)
+                    yr[ow] = ww[ow].hi <= ww[ow].lo ? j->empty : j->map[yr[ow] + 128];
             }
     }
 }
@@ -283,11 +408,12 @@ static void global_range_i8avg(void *arg, int64_t lo, int64_t hi, int tid)
 static void pool_compute(sim_kernel_call *call, const pool_priv *p, const float *x, float *y, pool_win *w)
 {
     const sim_op *op = call->op;
-    pool_job j = {p, w, op->type == SIM_OP_MAXPOOL || op->type == SIM_OP_GLOBAL_MAXPOOL, x, y, NULL, NULL, NULL, 0};
+    pool_job j = {.p = p, .w = w, .is_max = op->type == SIM_OP_MAXPOOL || op->type == SIM_OP_GLOBAL_MAXPOOL, .x = x, .y = y};
     if (p->global) {
         sim_parallel_sized(call, global_range, &j, p->nc, (double)(p->nc * p->in_sz));
     } else {
         windows(p, w);
+        taps_init(p, &j.taps);
         sim_parallel_sized(call, local_range, &j, p->nc, (double)pool_macs(call->graph, op));
     }
     sim_op_act(op, y, (size_t)(p->nc * p->out_sz));
@@ -332,14 +458,15 @@ static int pool_run_i8(sim_kernel_call *call)
         sim_op_act(op, lut, 257);
         int8_t map[257];
         sim_quant_array(lut, map, 257, sim_t_scale(yt), sim_t_zp(yt));
-        pool_job j = {p, w, 1, NULL, NULL, x8, y8, map, map[256]};
+        pool_job j = {.p = p, .w = w, .is_max = 1, .x8 = x8, .y8 = y8, .map = map, .empty = map[256]};
+        taps_init(p, &j.taps);
         sim_parallel_sized(call, local_range_i8max, &j, p->nc, (double)pool_macs(call->graph, op));
         return 0;
     }
     if (!is_max && p->global && op->act == SIM_ACT_NONE && xt->dtype == SIM_I8) {
         float *buf = sim_scratch_get(call, nout * sizeof(float));
         if (!buf) return SIM_ERR_MALLOC;
-        pool_job j = {p, NULL, 0, NULL, buf, x8, NULL, NULL, 0};
+        pool_job j = {.p = p, .y = buf, .x8 = x8};
         sim_parallel_sized(call, global_range_i8avg, &j, p->nc, (double)(p->nc * p->in_sz) / 4.0);
         /* mean = scale * (sum q - n * zp) / n, in double so that the division rounds once */
         double sc = (double)sim_t_scale(xt), zp = (double)sim_t_zp(xt), n = (double)p->in_sz;

@@ -52,34 +52,54 @@ static void gelu_c(const float *x, float *y, size_t n, int tanh_form)
 
 #ifdef SIM_HAVE_AVX2_VMATH
 #define SET1 _mm256_set1_ps
-__attribute__((target("avx2"))) static void gelu_avx2(const float *x, float *y, size_t n, int tanh_form)
+/* SIM_VLANES vectors at once (vmath.h): every lane still sees exactly gelu_erf1's / gelu_tanh1's
+ * operations. */
+__attribute__((target("avx2"))) static inline void gelu_erf8x4(const float *x, float *y)
 {
     const __m256 one = SET1(1.0f), absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 v[SIM_VLANES], z[SIM_VLANES], t[SIM_VLANES], p[SIM_VLANES];
+    SIM_EACH4(v[k] = _mm256_loadu_ps(x + 8 * k));
+    SIM_EACH4(z[k] = _mm256_mul_ps(_mm256_and_ps(v[k], absmask), SET1(GELU_RSQRT2)));
+    SIM_EACH4(t[k] = _mm256_div_ps(one, _mm256_add_ps(one, _mm256_mul_ps(SET1(0.5f), z[k]))));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C8), _mm256_mul_ps(t[k], SET1(ERFC_C9))));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C7), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C6), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C5), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C4), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C3), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C2), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C1), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_add_ps(SET1(ERFC_C0), _mm256_mul_ps(t[k], p[k])));
+    SIM_EACH4(p[k] = _mm256_sub_ps(p[k], _mm256_mul_ps(z[k], z[k])));
+    sim_exp8x4_avx2(p);
+    SIM_EACH4(p[k] = _mm256_mul_ps(_mm256_mul_ps(SET1(0.5f), t[k]), p[k])); /* h = Phi(-|v|) */
+    SIM_EACH4(p[k] = _mm256_blendv_ps(_mm256_sub_ps(one, p[k]), p[k], _mm256_cmp_ps(v[k], _mm256_setzero_ps(), _CMP_LT_OQ)));
+    SIM_EACH4(_mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(v[k], p[k])));
+}
+
+__attribute__((target("avx2"))) static inline void gelu_tanh8x4(const float *x, float *y)
+{
+    __m256 v[SIM_VLANES], q[SIM_VLANES];
+    SIM_EACH4(v[k] = _mm256_loadu_ps(x + 8 * k));
+    SIM_EACH4(q[k] = _mm256_mul_ps(v[k], _mm256_add_ps(SET1(GELU_T1), _mm256_mul_ps(SET1(GELU_T3), _mm256_mul_ps(v[k], v[k])))));
+    sim_exp8x4_avx2(q);
+    SIM_EACH4(_mm256_storeu_ps(y + 8 * k, _mm256_div_ps(v[k], _mm256_add_ps(SET1(1.0f), q[k]))));
+}
+
+__attribute__((target("avx2"))) static void gelu_avx2(const float *x, float *y, size_t n, int tanh_form)
+{
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i), r;
-        if (tanh_form) {
-            __m256 q = _mm256_mul_ps(v, _mm256_add_ps(SET1(GELU_T1), _mm256_mul_ps(SET1(GELU_T3), _mm256_mul_ps(v, v))));
-            r = _mm256_div_ps(v, _mm256_add_ps(one, sim_exp8_avx2(q)));
-        } else {
-            __m256 z = _mm256_mul_ps(_mm256_and_ps(v, absmask), SET1(GELU_RSQRT2));
-            __m256 t = _mm256_div_ps(one, _mm256_add_ps(one, _mm256_mul_ps(SET1(0.5f), z)));
-            __m256 p = _mm256_add_ps(SET1(ERFC_C8), _mm256_mul_ps(t, SET1(ERFC_C9)));
-            p = _mm256_add_ps(SET1(ERFC_C7), _mm256_mul_ps(t, p));
-            p = _mm256_add_ps(SET1(ERFC_C6), _mm256_mul_ps(t, p));
-            p = _mm256_add_ps(SET1(ERFC_C5), _mm256_mul_ps(t, p));
-            p = _mm256_add_ps(SET1(ERFC_C4), _mm256_mul_ps(t, p));
-            p = _mm256_add_ps(SET1(ERFC_C3), _mm256_mul_ps(t, p));
-            p = _mm256_add_ps(SET1(ERFC_C2), _mm256_mul_ps(t, p));
-            p = _mm256_add_ps(SET1(ERFC_C1), _mm256_mul_ps(t, p));
-            p = _mm256_add_ps(SET1(ERFC_C0), _mm256_mul_ps(t, p));
-            __m256 h = _mm256_mul_ps(_mm256_mul_ps(SET1(0.5f), t), sim_exp8_avx2(_mm256_sub_ps(p, _mm256_mul_ps(z, z))));
-            __m256 neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
-            r = _mm256_mul_ps(v, _mm256_blendv_ps(_mm256_sub_ps(one, h), h, neg));
-        }
-        _mm256_storeu_ps(y + i, r);
+    for (; i + 8 * SIM_VLANES <= n; i += 8 * SIM_VLANES) {
+        if (tanh_form) gelu_tanh8x4(x + i, y + i);
+        else gelu_erf8x4(x + i, y + i);
     }
-    gelu_c(x + i, y + i, n - i, tanh_form);
+    if (i < n) { /* the tail through a zero-padded block: lanes do not interact */
+        float buf[8 * SIM_VLANES] = {0};
+        memcpy(buf, x + i, (n - i) * sizeof(float));
+        if (tanh_form) gelu_tanh8x4(buf, buf);
+        else gelu_erf8x4(buf, buf);
+        memcpy(y + i, buf, (n - i) * sizeof(float));
+    }
 }
 #endif
 
@@ -128,7 +148,15 @@ __attribute__((target("avx2"))) static void softmax_avx2(const float *x, float *
     for (int l = 0; l < 8; l++) m = lm[l] > m ? lm[l] : m;
     for (int64_t j = full; j < n; j++) m = x[j] > m ? x[j] : m;
     __m256 mm = SET1(m), acc = _mm256_setzero_ps();
-    for (int64_t j = 0; j < full; j += 8) {
+    int64_t j0 = 0;
+    for (; j0 + 8 * SIM_VLANES <= full; j0 += 8 * SIM_VLANES) { /* the exps interleaved, the sum in j order */
+        __m256 e[SIM_VLANES];
+        SIM_EACH4(e[k] = _mm256_sub_ps(_mm256_loadu_ps(x + j0 + 8 * k), mm));
+        sim_exp8x4_avx2(e);
+        SIM_EACH4(_mm256_storeu_ps(y + j0 + 8 * k, e[k]));
+        for (int k = 0; k < SIM_VLANES; k++) acc = _mm256_add_ps(acc, e[k]);
+    }
+    for (int64_t j = j0; j < full; j += 8) {
         __m256 e = sim_exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + j), mm));
         acc = _mm256_add_ps(acc, e);
         _mm256_storeu_ps(y + j, e);

@@ -1,6 +1,6 @@
 /* Fast paths of the non-convolution kernels (vmath.h, MatMul/Gemm split over threads, per-column int8
- * requantisation, LSTM, Softmax, LayerNorm, GELU): the AVX2 functions give the C ones' bits, and every
- * kernel gives the same bytes with any split of its work over threads. */
+ * requantisation, LSTM, Softmax, LayerNorm, GELU, pooling rows): the AVX2 functions give the C ones' bits,
+ * and every kernel gives the same bytes with any split of its work over threads. */
 #include "harness.h"
 #include "ops/vmath.h"
 
@@ -339,6 +339,93 @@ static void transpose_case(int use_i8)
     tg_free(&tg);
 }
 
+/* 2-D MaxPool / AveragePool: every output bit-identical to the definition visited output by output,
+ * taps in (h, w) order with the float max rule (a NaN wins, the first of equal taps stays: +0 / -0 tell
+ * the order), the average divided once; int8 MaxPool: the requantised largest code. Inputs hold signed
+ * zeros and a NaN. The AVX2 build and the -DSIM_FORCE_GENERIC build run the same checks. */
+static void pool_rows_case(uint32_t type, int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                           int64_t pad, int64_t dil, int ceil_mode, int include_pad)
+{
+    int64_t dl = type == SIM_OP_MAXPOOL ? dil : 1;
+    int64_t span_h = h + 2 * pad - (dl * (kh - 1) + 1), span_w = w + 2 * pad - (dl * (kw - 1) + 1);
+    int64_t oh = span_h / sh + 1, ow = span_w / sw + 1;
+    if (ceil_mode) {
+        int64_t ch = (span_h + sh - 1) / sh + 1, cw = (span_w + sw - 1) / sw + 1;
+        oh = (ch - 1) * sh >= h + pad ? ch - 1 : ch;
+        ow = (cw - 1) * sw >= w + pad ? cw - 1 : cw;
+    }
+    for (int use_i8 = 0; use_i8 <= (type == SIM_OP_MAXPOOL); use_i8++) {
+        tgraph tg;
+        tg_init(&tg, type);
+        int64_t xd[4] = {2, 3, h, w}, yd[4] = {2, 3, oh, ow}, ks[2] = {kh, kw}, st[2] = {sh, sw};
+        int64_t pads[4] = {pad, pad, pad, pad}, dls[2] = {dl, dl};
+        int x = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 4, xd, 3.0f);
+        int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, yd, 0.0f);
+        int64_t nx = tg.t[x].n_elems;
+        /* plane 0 holds no positive value, so that its maxima are zeros of either sign */
+        for (int64_t i = 0; i < h * w; i++) tg.f[x][i] = -fabsf(tg.f[x][i]);
+        for (int64_t i = 0; i < nx; i += 3) tg.f[x][i] = (i / 3) % 2 ? 0.0f : -0.0f;
+        if (!use_i8) tg.f[x][nx / 2] = __builtin_nanf("");
+        if (use_i8) {
+            tg_quant(&tg, x, 3.0f / 127.0f, 4);
+            tg_quant(&tg, y, 2.5f / 127.0f, -3);
+        }
+        tg_input(&tg, x);
+        tg_output(&tg, y);
+        tg_attr_is(&tg, "kernel_shape", 2, ks);
+        tg_attr_is(&tg, "strides", 2, st);
+        tg_attr_is(&tg, "pads", 4, pads);
+        if (type == SIM_OP_MAXPOOL) tg_attr_is(&tg, "dilations", 2, dls);
+        tg_attr_i(&tg, "ceil_mode", ceil_mode);
+        tg_attr_i(&tg, "count_include_pad", include_pad);
+        char what[200];
+        snprintf(what, sizeof what, "%s%s %lldx%lld k%lldx%lld s%lldx%lld p%lld d%lld%s%s", use_i8 ? "int8 " : "",
+                 type == SIM_OP_MAXPOOL ? "MaxPool" : "AveragePool", (long long)h, (long long)w, (long long)kh,
+                 (long long)kw, (long long)sh, (long long)sw, (long long)pad, (long long)dl,
+                 ceil_mode ? " ceil" : "", include_pad ? " include_pad" : "");
+        check_split(what, &tg, use_i8);
+        float lut[256];
+        sim_dequant_lut(&tg.t[x], lut);
+        int64_t bad = 0;
+        for (int64_t c = 0; c < 6; c++)
+            for (int64_t i = 0; i < oh; i++)
+                for (int64_t j = 0; j < ow; j++) {
+                    float acc = type == SIM_OP_MAXPOOL ? -INFINITY : 0.0f;
+                    int m = -129;
+                    int64_t cnt = 0, cntpad = 0;
+                    for (int64_t a = 0; a < kh; a++)
+                        for (int64_t b = 0; b < kw; b++) {
+                            int64_t r = i * sh - pad + a * dl, q = j * sw - pad + b * dl;
+                            cntpad += r < h + pad && q < w + pad;
+                            if (r < 0 || q < 0 || r >= h || q >= w) continue;
+                            int64_t at = (c * h + r) * w + q;
+                            float v = tg.f[x][at];
+                            if (type == SIM_OP_MAXPOOL) acc = v > acc || v != v ? v : acc;
+                            else acc += v;
+                            m = use_i8 && tg.q[x][at] > m ? tg.q[x][at] : m;
+                            cnt++;
+                        }
+                    if (type == SIM_OP_AVGPOOL) {
+                        int64_t n = include_pad ? cntpad : cnt;
+                        acc = n > 0 ? acc / (float)n : 0.0f;
+                    }
+                    int64_t at = (c * oh + i) * ow + j;
+                    if (use_i8) {
+                        int8_t want;
+                        float v = m < -128 ? -INFINITY : lut[m + 128];
+                        sim_quant_array(&v, &want, 1, tg.t[y].scale, tg.t[y].zp);
+                        bad += tg.q[y][at] != want;
+                    } else {
+                        bad += memcmp(&acc, &tg.f[y][at], sizeof acc) != 0;
+                    }
+                }
+        char msg[320];
+        snprintf(msg, sizeof msg, "%s: %lld outputs differ from the definition's bits", what, (long long)bad);
+        tg_check_true(msg, bad == 0);
+        tg_free(&tg);
+    }
+}
+
 void test_graph_fast(void)
 {
     test_vmath();
@@ -372,4 +459,18 @@ void test_graph_fast(void)
         eltwise_case(SIM_OP_DIV, mid, 1, q);
         transpose_case(q);
     }
+    /* pooling rows: the inner loops (2, 3, 5 taps), their edges, and the per-tap passes for the rest */
+    pool_rows_case(SIM_OP_MAXPOOL, 32, 128, 2, 2, 2, 2, 0, 1, 0, 0);
+    pool_rows_case(SIM_OP_MAXPOOL, 9, 33, 2, 1, 2, 1, 0, 1, 0, 0);
+    pool_rows_case(SIM_OP_MAXPOOL, 57, 57, 3, 3, 2, 2, 1, 1, 0, 0);
+    pool_rows_case(SIM_OP_MAXPOOL, 20, 41, 5, 5, 1, 1, 2, 1, 0, 0);
+    pool_rows_case(SIM_OP_MAXPOOL, 15, 23, 3, 3, 2, 2, 1, 1, 1, 0);
+    pool_rows_case(SIM_OP_MAXPOOL, 17, 30, 3, 3, 1, 1, 2, 2, 0, 0);
+    pool_rows_case(SIM_OP_MAXPOOL, 11, 31, 4, 4, 3, 3, 1, 1, 1, 0);
+    pool_rows_case(SIM_OP_MAXPOOL, 6, 5, 3, 3, 2, 2, 2, 1, 0, 0); /* rows with no inside outputs */
+    pool_rows_case(SIM_OP_AVGPOOL, 29, 45, 3, 3, 1, 1, 1, 1, 0, 1);
+    pool_rows_case(SIM_OP_AVGPOOL, 29, 45, 3, 3, 2, 2, 1, 1, 1, 0);
+    pool_rows_case(SIM_OP_AVGPOOL, 16, 40, 2, 2, 2, 2, 0, 1, 0, 0);
+    pool_rows_case(SIM_OP_AVGPOOL, 21, 37, 5, 5, 1, 1, 2, 1, 0, 0);
+    pool_rows_case(SIM_OP_AVGPOOL, 13, 50, 7, 7, 3, 3, 3, 1, 0, 1);
 }
