@@ -111,16 +111,24 @@ def mobilenetv2_like(width: float = 1.0, seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-def interleaved_ms(runners: dict, runs: int) -> dict:
-    """Median milliseconds of each runner, running them in turn each round (after one warm-up each)."""
+def interleaved_ms(runners: dict, runs: int, cpu_ms: dict | None = None) -> dict:
+    """Median milliseconds of each runner, running them in turn each round (after one warm-up each).
+
+    With cpu_ms, it also receives each runner's median CPU time of the calling thread: for a runner that
+    computes on that thread alone (onnxruntime with one intra-op thread, a one-thread simulator context)
+    that is its compute time without the time slices a loaded host takes away (whole 4 ms ones)."""
     for fn in runners.values():
         fn()
     samples: dict = {name: [] for name in runners}
+    cpu: dict = {name: [] for name in runners}
     for _ in range(runs):
         for name, fn in runners.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.thread_time() - c0)
+    if cpu_ms is not None:
+        cpu_ms.update({name: statistics.median(v) * 1e3 for name, v in cpu.items()})
     return {name: statistics.median(v) * 1e3 for name, v in samples.items()}
 
 

@@ -297,14 +297,17 @@ __attribute__((target("avx2"), always_inline)) static inline void lut8_avx2(cons
         _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(g0, g1, _MM_SHUFFLE(3, 1, 3, 1))), 0xD8));
     __m256i hi = _mm256_srai_epi32(pair, 16), lo = _mm256_srai_epi32(_mm256_slli_epi32(pair, 16), 16);
     __m256i code = _mm256_blendv_epi8(lo, hi, _mm256_castps_si256(_mm256_cmp_ps(real, thr, _CMP_GE_OQ)));
-    /* out of the window: the tail codes for finite reals (as sim_act_lut_get), NaN and inf direct */
+    /* out of the window: the tail codes for finite reals (as sim_act_lut_get), NaN and inf direct;
+     * skipped when all 8 lanes are inside it (the usual case: every ok lane keeps its table code) */
     const __m256i direct = _mm256_set1_epi32(SIM_ACT_LUT_DIRECT);
-    __m256 below = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_setzero_ps(), _CMP_LT_OQ),
-                                 _mm256_cmp_ps(real, k->negmax, _CMP_GE_OQ));
-    __m256 above = _mm256_and_ps(_mm256_cmp_ps(f, k->n, _CMP_GE_OQ), _mm256_cmp_ps(real, k->max, _CMP_LE_OQ));
-    code = _mm256_blendv_epi8(direct, code, _mm256_castps_si256(ok));
-    code = _mm256_blendv_epi8(code, k->below, _mm256_castps_si256(below));
-    code = _mm256_blendv_epi8(code, k->above, _mm256_castps_si256(above));
+    if (_mm256_movemask_ps(ok) != 0xff) {
+        __m256 below = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_setzero_ps(), _CMP_LT_OQ),
+                                     _mm256_cmp_ps(real, k->negmax, _CMP_GE_OQ));
+        __m256 above = _mm256_and_ps(_mm256_cmp_ps(f, k->n, _CMP_GE_OQ), _mm256_cmp_ps(real, k->max, _CMP_LE_OQ));
+        code = _mm256_blendv_epi8(direct, code, _mm256_castps_si256(ok));
+        code = _mm256_blendv_epi8(code, k->below, _mm256_castps_si256(below));
+        code = _mm256_blendv_epi8(code, k->above, _mm256_castps_si256(above));
+    }
     __m256i bad = _mm256_cmpeq_epi32(code, direct);
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(code), _mm256_extracti128_si256(code, 1));
     _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
