@@ -592,6 +592,7 @@ static int gather_run(sim_kernel_call *call, int is_i8)
 
 /* ---- Resize ---- */
 
+#define RESIZE_TABLE_MAX_ENTRIES ((int64_t)1 << 20) /* 24 MiB of table at most */
 static int resize_table(shape_priv *p, int d);
 
 static int resize_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
@@ -620,11 +621,14 @@ static int resize_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_
         return sim_fail(err, err_len, op, "cannot resize the empty X %s to Y %s", sim_shape_str(x, b1, sizeof b1),
                         sim_shape_str(y, b2, sizeof b2));
     }
-    /* Tables only where they are smaller than Y (24 bytes an entry): a dim far longer than the rest of
-     * the tensor (a hostile model's 1 x 67M) computes its entries on the fly instead. An empty Y has
-     * nothing to compute. */
+    /* Tables only where they are smaller than Y (24 bytes an entry) and at most RESIZE_TABLE_MAX_ENTRIES
+     * long: a dim far longer than the rest of the tensor (a hostile model's 1 x 67M), or one so long that
+     * its table alone would be hundreds of MB (a fuzzer's 34M-long dim), computes its entries on the fly
+     * instead, with the same bytes. Real resizes are a few thousand long. An empty Y has nothing to
+     * compute. */
     for (uint32_t d = 0; y->n_elems > 0 && d < x->n_dims; d++)
-        if (p->idims[d] != p->odims[d] && y->n_elems / 6 >= p->odims[d] && resize_table(p, (int)d)) {
+        if (p->idims[d] != p->odims[d] && y->n_elems / 6 >= p->odims[d] && p->odims[d] <= RESIZE_TABLE_MAX_ENTRIES
+            && resize_table(p, (int)d)) {
             shape_release(op);
             return SIM_ERR_MALLOC;
         }
