@@ -39,7 +39,7 @@ static int64_t index_at(const sim_tensor *t, const float *f, int64_t i)
 {
     if (t->kind == SIM_T_CONST && t->dtype == SIM_I64) return ((const int64_t *)t->data)[i];
     if (t->kind == SIM_T_CONST && t->dtype == SIM_I32) return ((const int32_t *)t->data)[i];
-    return (int64_t)f[i];
+    return sim_float_index(f[i]);
 }
 
 static int ge_run_f32(sim_kernel_call *call)

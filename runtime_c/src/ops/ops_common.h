@@ -67,6 +67,15 @@ static inline int8_t sim_sat_i8(float v)
     return (int8_t)(int32_t)v;
 }
 
+/* An index carried as a float (run-time Gather indices) as an integer. NaN, infinities and values beyond
+ * +-2^62 give INT64_MIN, which every caller's bounds check refuses even after adding the axis length
+ * (a plain cast of them is undefined behaviour: a fuzzer found a NaN index). */
+static inline int64_t sim_float_index(float f)
+{
+    if (!(f > -4.6e18f && f < 4.6e18f)) return INT64_MIN;
+    return (int64_t)f;
+}
+
 /* Scale/zero point of an INT8 activation tensor (per-tensor affine; unquantised gives 1/0). */
 float sim_t_scale(const sim_tensor *t);
 int32_t sim_t_zp(const sim_tensor *t);

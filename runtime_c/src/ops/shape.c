@@ -576,7 +576,7 @@ static int gather_run(sim_kernel_call *call, int is_i8)
         int64_t *tmp = sim_scratch_get(call, (size_t)(p->n_idx > 0 ? p->n_idx : 1) * sizeof(int64_t));
         if (!dyn || !tmp) return SIM_ERR_FAIL;
         for (int64_t i = 0; i < p->n_idx; i++) {
-            int64_t v = (int64_t)dyn[i];
+            int64_t v = sim_float_index(dyn[i]);
             if (v < 0) v += p->axis_dim;
             if (v < 0 || v >= p->axis_dim) return SIM_ERR_INVALID;
             tmp[i] = v;
