@@ -387,17 +387,26 @@ def test_a_huge_hello_is_bounded_and_escaped_in_the_log(shared):
     channel, stub = _raw(shared.address)
     log_path = Path(shared.workdir.name) / "daemon.log"
     size_before = log_path.stat().st_size
-    rss_before = _rss(shared)
     name = "x" * 1000 + "\n2026-01-01 00:00:00 E forged line" + "y" * (60 << 20)
-    with channel:
+
+    def hello() -> None:
         stub.Hello(pb.HelloRequest(protocol_version=PROTOCOL_VERSION, client_name=name,
                                    client_version="1\r\nforged"), timeout=30)
+
+    with channel:
+        # gRPC itself must hold one 60 MB message while it arrives, and whether the allocator gives that back
+        # at once is its business (a CI run kept 70 MiB): the first Hello pays for it. A daemon that kept the
+        # names would grow by 60 MB with each further Hello; one that bounds them reuses the same memory.
+        hello()
+        rss_before = _rss(shared)
+        for _ in range(3):
+            hello()
     time.sleep(0.3)
     text = log_path.read_text(errors="replace")[size_before:]
-    assert log_path.stat().st_size - size_before < 4096
+    assert log_path.stat().st_size - size_before < 4 * 4096
     assert not any(line.startswith("2026-01-01") or line.startswith("forged") for line in text.splitlines())
     growth = _rss(shared) - rss_before
-    assert growth < 48 << 20, f"daemon RSS grew by {growth >> 20} MiB after a 60 MB Hello"
+    assert growth < 64 << 20, f"daemon RSS grew by {growth >> 20} MiB over three more 60 MB Hellos"
 
 
 # -- the data channel's handshake --------------------------------------------------------------------------------------
