@@ -52,11 +52,14 @@ N_STREAM = 1500
 MUST_RATIO = 8.0
 
 _ECHO_SERVER = r"""
-import socket, struct, sys
+import socket, ssl, struct, sys
 reply_size = int(sys.argv[1])
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
 print(srv.getsockname()[1], flush=True)
 conn, _ = srv.accept(); conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+if len(sys.argv) > 3:  # cert and key: the raw TLS reference
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); context.load_cert_chain(sys.argv[2], sys.argv[3])
+    conn = context.wrap_socket(conn, server_side=True)
 buf = bytearray(1 << 20); reply = b"\0" * reply_size
 def exact(n):
     view = memoryview(buf)[:n]; got = 0
@@ -139,27 +142,6 @@ def start_tls_daemon():
     return proc, address, Path(cert).read_bytes()
 
 
-_TLS_ECHO_SERVER = r"""
-import socket, ssl, struct, sys
-reply_size, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); context.load_cert_chain(cert, key)
-srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
-print(srv.getsockname()[1], flush=True)
-conn, _ = srv.accept(); conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-conn = context.wrap_socket(conn, server_side=True)
-buf = bytearray(1 << 20); reply = b"\0" * reply_size
-def exact(n):
-    view = memoryview(buf)[:n]; got = 0
-    while got < n:
-        k = conn.recv_into(view[got:], n - got)
-        if not k: raise SystemExit(0)
-        got += k
-while True:
-    exact(4); (n,) = struct.unpack("<I", bytes(buf[:4])); exact(n)
-    conn.sendall(struct.pack("<I", reply_size) + reply)
-"""
-
-
 def raw_tls_round_trip(payload: bytes, reply_size: int) -> float:
     """Median round trip (us) of the raw TCP echo with TLS on both ends: what TLS alone costs here."""
     import ssl
@@ -171,7 +153,7 @@ def raw_tls_round_trip(payload: bytes, reply_size: int) -> float:
         cert, key = tls.generate_self_signed("bench-echo", ["127.0.0.1"])
         (Path(tmp) / "c.pem").write_bytes(cert)
         (Path(tmp) / "k.pem").write_bytes(key)
-        proc = subprocess.Popen([sys.executable, "-c", _TLS_ECHO_SERVER, str(reply_size), f"{tmp}/c.pem",
+        proc = subprocess.Popen([sys.executable, "-c", _ECHO_SERVER, str(reply_size), f"{tmp}/c.pem",
                                  f"{tmp}/k.pem"], stdout=subprocess.PIPE, text=True)
         try:
             port = int(proc.stdout.readline())
@@ -186,7 +168,7 @@ def raw_tls_round_trip(payload: bytes, reply_size: int) -> float:
 
 
 def _echo_step(sock: socket.socket, payload: bytes, reply_size: int) -> Callable[[], None]:
-    """One length-prefixed request/reply with an echo server (_ECHO_SERVER, _TLS_ECHO_SERVER)."""
+    """One length-prefixed request/reply with an echo server (_ECHO_SERVER, plain or TLS)."""
     frame = struct.pack("<I", len(payload)) + payload
     reply = bytearray(reply_size + 4)
 
