@@ -34,9 +34,7 @@ class TlsDaemon:
 
     def connect_kwargs(self) -> dict:
         """Board.connect's keyword arguments, as the transport's Endpoint gives them for this daemon."""
-        from rknnlink.transport import Endpoint
-
-        return Endpoint(address=self.address, kind="tcp", tls_root_cert=self.cert, token=self.token).connect_kwargs()
+        return connect_kwargs(self.address, self.state)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process.poll() is None:
@@ -51,6 +49,15 @@ class TlsDaemon:
             self._tmp = None
         else:
             shutil.rmtree(self.state / "cache", ignore_errors=True)
+
+
+def connect_kwargs(address: str, state: Path) -> dict:
+    """Board.connect's keyword arguments for the daemon whose state is in `state` (its certificate and
+    token), as the transport's Endpoint gives them: also for a client in another process."""
+    from rknnlink.transport import Endpoint
+
+    cert, token = (state / "cert.pem").read_bytes(), (state / "token").read_text().strip()
+    return Endpoint(address=address, kind="tcp", tls_root_cert=cert, token=token).connect_kwargs()
 
 
 def start(state: Optional[Path] = None, library: Optional[str] = None, timeout: float = 60.0) -> TlsDaemon:
