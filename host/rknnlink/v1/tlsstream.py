@@ -92,10 +92,10 @@ class TlsStream:
         while True:
             got = 0
             with self._lock:
-                try:
-                    while got < size:  # one record per read
+                try:  # one record per read, and only while bytes are there: a WantRead costs several us
+                    while got < size and (self._incoming.pending or self._tls.pending()):
                         got += self._tls.read(size - got, view[got:])
-                except ssl.SSLWantReadError:
+                except ssl.SSLWantReadError:  # the rest of a record is still on its way
                     pass
                 except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # close_notify, or an end without it:
                     return got                                     # a closed peer all the same
