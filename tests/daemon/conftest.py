@@ -68,7 +68,7 @@ def _uses_daemon(request) -> bool:
     import inspect
 
     for name in inspect.signature(request.function).parameters:
-        defs = request._arg2fixturedefs.get(name) if name not in ("board", "daemon") else None
+        defs = getattr(request, "_arg2fixturedefs", {}).get(name) if name not in ("board", "daemon") else None
         if defs and "daemon" in defs[-1].argnames:
             return True
     return any(ins.argval == "daemon" and ins.opname.startswith(("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE"))

@@ -10,6 +10,7 @@ needs to reach it (the certificate to trust, the token); stop() ends it and remo
 
 from __future__ import annotations
 
+import select
 import shutil
 import subprocess
 import sys
@@ -71,6 +72,8 @@ def start(state: Optional[Path] = None, library: Optional[str] = None, timeout: 
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     daemon = TlsDaemon("", b"", "", proc, Path(state), tmp)
     try:
+        if not select.select([proc.stdout], [], [], timeout)[0]:
+            raise RuntimeError(f"the TLS test daemon did not start within {timeout:g} s")
         line = proc.stdout.readline().strip()  # the child prints its address once serving (or dies)
         if not line:
             raise RuntimeError(f"the TLS test daemon did not start (exit status {proc.wait(timeout)})")
