@@ -5,6 +5,7 @@
  * round(b / (sx * sw)), and results are requantised with round-half-away-from-zero.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -237,43 +238,76 @@ done:
     return 0;
 }
 
-/* im2col row k of one group as (x - zx) int16 for columns [j0, j0 + n); padding is 0 (= zx). */
-static void im2col_row_i8(const sim_conv_geom *g, const int8_t *xg, int32_t zx, int64_t k, int64_t j0, int64_t n,
-                          int16_t *row)
+/* A column block [j0, j0 + n) of output positions as row segments, planned once per block so the im2col
+ * rows of its kdim taps need no division: segment i covers block columns [col, col + len), output row
+ * (od, oh) from column ow; span[(i * k[2] + kw) * 2 + {0, 1}] is the part of it whose input column for
+ * tap column kw is inside the image (the rest is padding). */
+typedef struct col_seg {
+    int64_t od, oh, ow, col, len;
+} col_seg;
+
+/* Segments of a block of n columns: at most n / out[2] + 2. */
+static int64_t max_segs(const sim_conv_geom *g, int64_t n) { return n / g->out[2] + 2; }
+
+static int64_t plan_block(const sim_conv_geom *g, int64_t j0, int64_t n, col_seg *seg, int64_t *span)
 {
-    int64_t kw = k % g->k[2], t = k / g->k[2];
-    int64_t kh = t % g->k[1];
-    t /= g->k[1];
-    int64_t kd = t % g->k[0], c = t / g->k[0];
-    const int8_t *xc = xg + c * g->in_sz;
     int64_t plane = g->out[1] * g->out[2];
-    int64_t od = j0 / plane, rem = j0 % plane, oh = rem / g->out[2], ow = rem % g->out[2];
-    for (int64_t j = 0; j < n;) {
-        int64_t seg = g->out[2] - ow;
-        if (seg > n - j) seg = n - j;
-        int64_t id = od * g->s[0] - g->pb[0] + kd * g->dl[0];
-        int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->dl[1];
-        int16_t *r = row + j;
-        if (id < 0 || id >= g->in[0] || ih < 0 || ih >= g->in[1]) {
-            memset(r, 0, (size_t)seg * sizeof(int16_t));
-        } else {
-            const int8_t *src = xc + (id * g->in[1] + ih) * g->in[2];
-            int64_t iw0 = ow * g->s[2] - g->pb[2] + kw * g->dl[2], sw = g->s[2], lo, hi;
-            sim_valid_span(iw0, sw, g->in[2], seg, &lo, &hi);
-            const int8_t *s0 = src + iw0;
-            for (int64_t e = 0; e < lo; e++) r[e] = 0;
-            if (sw == 1) /* a loop the compiler vectorises */
-                for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e] - zx);
-            else
-                for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e * sw] - zx);
-            for (int64_t e = hi; e < seg; e++) r[e] = 0;
-        }
-        j += seg;
+    int64_t od = j0 / plane, rem = j0 % plane, oh = rem / g->out[2], ow = rem % g->out[2], ns = 0;
+    for (int64_t j = 0; j < n; ns++) {
+        int64_t len = g->out[2] - ow < n - j ? g->out[2] - ow : n - j;
+        seg[ns] = (col_seg){od, oh, ow, j, len};
+        for (int64_t kw = 0; kw < g->k[2]; kw++)
+            sim_valid_span(ow * g->s[2] - g->pb[2] + kw * g->dl[2], g->s[2], g->in[2], len, &span[(ns * g->k[2] + kw) * 2],
+                           &span[(ns * g->k[2] + kw) * 2 + 1]);
+        j += len;
         ow = 0;
         if (++oh == g->out[1]) {
             oh = 0;
             od++;
         }
+    }
+    return ns;
+}
+
+/* A kernel tap: input channel c (of the group) and offsets (kd, kh, kw), stepped in im2col row order. */
+typedef struct conv_tap {
+    int64_t c, kd, kh, kw;
+} conv_tap;
+
+static void next_tap(const sim_conv_geom *g, conv_tap *t)
+{
+    if (++t->kw < g->k[2]) return;
+    t->kw = 0;
+    if (++t->kh < g->k[1]) return;
+    t->kh = 0;
+    if (++t->kd < g->k[0]) return;
+    t->kd = 0;
+    t->c++;
+}
+
+/* The im2col row of tap t over a planned block as (x - zx) int16; padding is 0 (= zx). */
+static void im2col_row_i8(const sim_conv_geom *g, const int8_t *xg, int32_t zx, const conv_tap *t, const col_seg *seg,
+                          int64_t ns, const int64_t *span, int16_t *row)
+{
+    const int8_t *xc = xg + t->c * g->in_sz;
+    int64_t sw = g->s[2];
+    for (int64_t i = 0; i < ns; i++) {
+        const col_seg *sg = seg + i;
+        int16_t *r = row + sg->col;
+        int64_t id = sg->od * g->s[0] - g->pb[0] + t->kd * g->dl[0];
+        int64_t ih = sg->oh * g->s[1] - g->pb[1] + t->kh * g->dl[1];
+        if (id < 0 || id >= g->in[0] || ih < 0 || ih >= g->in[1]) {
+            memset(r, 0, (size_t)sg->len * sizeof(int16_t));
+            continue;
+        }
+        const int8_t *s0 = xc + (id * g->in[1] + ih) * g->in[2] + sg->ow * sw - g->pb[2] + t->kw * g->dl[2];
+        int64_t lo = span[(i * g->k[2] + t->kw) * 2], hi = span[(i * g->k[2] + t->kw) * 2 + 1];
+        for (int64_t e = 0; e < lo; e++) r[e] = 0;
+        if (sw == 1) /* a loop the compiler vectorises */
+            for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e] - zx);
+        else
+            for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e * sw] - zx);
+        for (int64_t e = hi; e < sg->len; e++) r[e] = 0;
     }
 }
 
@@ -343,6 +377,8 @@ static void gemm_range(void *arg, int64_t lo, int64_t hi, int tid)
     const sim_conv_geom *g = j->g;
     size_t pb_sz = sim_pack_b16_size(s->kdim, j->nb), per = sim_pack_a16_size(s->rows, s->kdim);
     int16_t *pb = (int16_t *)(void *)((char *)j->scr + (size_t)tid * j->stride), *row = pb + pb_sz;
+    int64_t *span = (int64_t *)(void *)(((uintptr_t)(row + 2 * j->nb) + 7u) & ~(uintptr_t)7u);
+    col_seg *seg = (col_seg *)(void *)(span + 2 * g->k[2] * max_segs(g, j->nb));
     const int8_t *xg = j->x + (j->n * g->cin + j->gi * g->cg) * g->in_sz;
     int8_t *yg = j->y + (j->n * g->cout + j->gi * g->mg) * g->out_sz;
     for (int64_t b = lo; b < hi; b++) {
@@ -351,12 +387,17 @@ static void gemm_range(void *arg, int64_t lo, int64_t hi, int tid)
             sim_pack_b16_i8(xg + j0, g->in_sz, 1, s->kdim, w, s->zx, pb);
         } else {
             int16_t *row1 = row + j->nb;
+            int64_t ns = plan_block(g, j0, w, seg, span);
+            conv_tap t = {0, 0, 0, 0};
             for (int64_t k = 0; k < s->kdim; k += 2) {
-                im2col_row_i8(g, xg, s->zx, k, j0, w, row);
-                if (k + 1 < s->kdim)
-                    im2col_row_i8(g, xg, s->zx, k + 1, j0, w, row1);
-                else
+                im2col_row_i8(g, xg, s->zx, &t, seg, ns, span, row);
+                next_tap(g, &t);
+                if (k + 1 < s->kdim) {
+                    im2col_row_i8(g, xg, s->zx, &t, seg, ns, span, row1);
+                    next_tap(g, &t);
+                } else {
                     memset(row1, 0, (size_t)w * sizeof(int16_t));
+                }
                 sim_pack_b16_pair(row, row1, k / 2, s->kdim, w, pb);
             }
             sim_pack_b16_pad(s->kdim, w, pb);
@@ -370,7 +411,8 @@ static int run_gemm(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *
 {
     int64_t nb = sim_gemm_block_cols(s->kdim / 2 + 1);
     if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);
-    size_t stride = ((sim_pack_b16_size(s->kdim, nb) + 2 * (size_t)nb) * sizeof(int16_t) + 63u) & ~(size_t)63u;
+    size_t plan = (size_t)max_segs(g, nb) * (2 * (size_t)g->k[2] * sizeof(int64_t) + sizeof(col_seg)) + 8u;
+    size_t stride = ((sim_pack_b16_size(s->kdim, nb) + 2 * (size_t)nb) * sizeof(int16_t) + plan + 63u) & ~(size_t)63u;
     void *scr = sim_scratch_get(call, stride * (size_t)sim_call_threads(call));
     if (!scr) return SIM_ERR_MALLOC;
     for (int64_t n = 0; n < g->n; n++)
