@@ -292,6 +292,16 @@ __attribute__((target("avx2"), always_inline)) static inline void act_k_init(con
     k->rdiv = _mm256_set1_ps(k->hard_mul ? 1.0f / (epi->act == SIM_ACT_HARDSWISH ? 6.0f * epi->so : epi->so) : 0.0f);
 }
 
+/* Lanes l of mask m redone by the scalar rule: dst[l] = sim_i8_requant(acc[l]) of channel ch + l * step. */
+__attribute__((target("avx2"))) static void redo8(const sim_i8_epi *epi, int m, __m256i acc, int64_t ch, int step,
+                                                  int8_t *dst)
+{
+    int32_t a[8];
+    _mm256_storeu_si256((__m256i *)(void *)a, acc);
+    for (int l = 0; l < 8; l++)
+        if (m >> l & 1) dst[l] = sim_i8_requant(epi, a[l], ch + l * step);
+}
+
 /* 8 accumulators (bias included) of channel ch through the activation table and its tail codes; the
  * lanes the table leaves to the direct evaluation (and NaN or inf ones) go through sim_i8_requant,
  * so the codes equal the scalar ones. */
@@ -327,12 +337,7 @@ __attribute__((target("avx2"), always_inline)) static inline void lut8_avx2(cons
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(code), _mm256_extracti128_si256(code, 1));
     _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
     int m = _mm256_movemask_ps(_mm256_castsi256_ps(bad));
-    if (m) {
-        int32_t a[8];
-        _mm256_storeu_si256((__m256i *)(void *)a, acc);
-        for (int l = 0; l < 8; l++)
-            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a[l], ch + l * step);
-    }
+    if (m) redo8(epi, m, acc, ch, step, dst);
 }
 
 /* Stores sat(sim_round_away(v) + zo) for 8 lanes with the scalar rule's float operations, so the
@@ -355,12 +360,7 @@ __attribute__((target("avx2"), always_inline)) static inline void code8_avx2(con
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
     _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
     int m = ~_mm256_movemask_ps(inr) & 0xff;
-    if (m) {
-        int32_t a32[8];
-        _mm256_storeu_si256((__m256i *)(void *)a32, acc);
-        for (int l = 0; l < 8; l++)
-            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a32[l], ch + l * step);
-    }
+    if (m) redo8(epi, m, acc, ch, step, dst);
 }
 
 /* Bound on |v - v_direct| / |v| when hard8_avx2 multiplies by a rounded reciprocal of the divisor
@@ -391,12 +391,7 @@ __attribute__((target("avx2"), always_inline)) static inline void code8_near_avx
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
     _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
     int m = ~_mm256_movemask_ps(_mm256_and_ps(_mm256_and_ps(inr, far), keep)) & 0xff;
-    if (m) {
-        int32_t a32[8];
-        _mm256_storeu_si256((__m256i *)(void *)a32, acc);
-        for (int l = 0; l < 8; l++)
-            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a32[l], ch + l * step);
-    }
+    if (m) redo8(epi, m, acc, ch, step, dst);
 }
 
 /* HardSwish and HardSigmoid are cheaper to evaluate than to look up: the scalar formula's float
@@ -468,12 +463,7 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void code8_far_
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
     _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
     int m = ~_mm256_movemask_ps(_mm256_and_ps(far, keep)) & 0xff;
-    if (m) {
-        int32_t a32[8];
-        _mm256_storeu_si256((__m256i *)(void *)a32, acc);
-        for (int l = 0; l < 8; l++)
-            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a32[l], ch + l * step);
-    }
+    if (m) redo8(epi, m, acc, ch, step, dst);
 }
 
 /* SiLU, Sigmoid and Tanh of 4 x 8 accumulators (a[q], lane l of channel ch[q] + l * step, stored at dst[q])

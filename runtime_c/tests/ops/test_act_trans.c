@@ -30,18 +30,9 @@ static void windows(const sim_i8_epi *epi, int64_t ch, int32_t bias, int32_t lo,
     }
 }
 
-static int epi_for(sim_i8_epi *epi, sim_act_lut *lut, uint32_t act, float so, int32_t zo, const float *rscale,
-                   const float *mult)
-{
-    sim_op op;
-    memset(&op, 0, sizeof op);
-    op.act = act;
-    memset(epi, 0, sizeof *epi);
-    sim_i8_epi_act(epi, &op, so, zo);
-    epi->rscale = rscale;
-    epi->mult = mult;
-    return sim_i8_epi_lut(epi, lut);
-}
+/* test_act_lut.c: epi for act into so / zo with these scales, its table built into *lut. */
+int act_epi(sim_i8_epi *epi, sim_act_lut *lut, uint32_t act, float so, int32_t zo, const float *mult,
+            const float *rscale);
 
 void test_act_trans(void)
 {
@@ -71,7 +62,7 @@ void test_act_trans(void)
         }
         sim_i8_epi epi;
         sim_act_lut lut;
-        int rc = epi_for(&epi, &lut, cases[c].act, cases[c].so, cases[c].zo, rscale, mult);
+        int rc = act_epi(&epi, &lut, cases[c].act, cases[c].so, cases[c].zo, mult, rscale);
         for (int r = 0; r < ROWS; r++) {
             int32_t *a = acc + r * LD, b = bias[r];
             int k = 0;
@@ -128,7 +119,7 @@ void test_act_trans_cols(void)
         }
         sim_i8_epi epi;
         sim_act_lut lut;
-        int rc = epi_for(&epi, &lut, acts[a], so, a == 1 ? -128 : -3, rscale, mult);
+        int rc = act_epi(&epi, &lut, acts[a], so, a == 1 ? -128 : -3, mult, rscale);
         int64_t bad = 0;
         for (int pass = 0; pass < 4; pass++) {
             for (int j = 0; j < N; j++)
