@@ -255,6 +255,7 @@ typedef struct act_k {
     __m256 so, p0, p1, zo;           /* output scale and zero point, HardSigmoid's alpha and beta */
     __m256 rdiv;                     /* 1 / (6 so) for HardSwish, 1 / so for HardSigmoid (hard8_avx2) */
     __m256 rso, tabs;                /* 1 / so and Tanh's absolute margin in codes (trans32_avx2) */
+    __m256i zoi;                     /* the zero point as int32 (code8_far_avx2) */
     int hard_mul;                    /* hard_mul_ok */
 } act_k;
 
@@ -288,6 +289,7 @@ __attribute__((target("avx2"), always_inline)) static inline void act_k_init(con
     k->zo = _mm256_set1_ps((float)epi->zo);
     k->hard_mul = hard_mul_ok(epi);
     k->rso = _mm256_set1_ps(1.0f / epi->so);
+    k->zoi = _mm256_set1_epi32(epi->zo);
     k->tabs = _mm256_set1_ps(TRANS_ABS_MARGIN / epi->so);
     k->rdiv = _mm256_set1_ps(k->hard_mul ? 1.0f / (epi->act == SIM_ACT_HARDSWISH ? 6.0f * epi->so : epi->so) : 0.0f);
 }
@@ -368,37 +370,32 @@ __attribute__((target("avx2"), always_inline)) static inline void code8_avx2(con
  * RN(a / so)): at most five roundings of 2^-24 each, 3e-7; the bound is over ten times that. */
 #define HARD_CODE_MARGIN 4e-6f
 
-/* code8_avx2 for a v known only within rel |v| + abs of the direct value: lanes whose fraction is that
- * close to a half (where the direct value may round the other way), and lanes not in keep, go through
- * sim_i8_requant too; elsewhere rounding, monotone, gives the direct code. */
-__attribute__((target("avx2"), always_inline)) static inline void code8_near_avx2(const sim_i8_epi *epi, __m256 zo,
-                                                                               __m256 v, __m256 rel, __m256 abs,
-                                                                               __m256 keep, __m256i acc, int64_t ch,
-                                                                               int step, int8_t *dst)
+/* sat(round_away(v) + zo) for 8 lanes whose v is within rel |v| + abs of the direct value: away from a
+ * half any rounding gives the direct code, so this rounds to nearest (cvtps) and saturates by packing;
+ * lanes within the margin of a half, with |v| >= 2^22 or NaN, or not in keep, are redone by sim_i8_requant. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void code8_far_avx2(const sim_i8_epi *epi,
+                                                                                  __m256i zo, __m256 v, __m256 rel,
+                                                                                  __m256 abs, __m256 keep,
+                                                                                  __m256i acc, int64_t ch, int step,
+                                                                                  int8_t *dst)
 {
-    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f);
-    __m256 av = _mm256_andnot_ps(sign, v);
-    __m256 inr = _mm256_cmp_ps(av, _mm256_set1_ps(4194304.0f), _CMP_LT_OQ);
-    __m256 vi = _mm256_and_ps(v, inr);
-    __m256 t = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(vi)), f = _mm256_sub_ps(vi, t);
-    __m256 d = _mm256_add_ps(_mm256_mul_ps(av, rel), abs);
-    __m256 far = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(_mm256_andnot_ps(sign, f), half)), d, _CMP_GT_OQ);
-    t = _mm256_add_ps(t, _mm256_and_ps(one, _mm256_cmp_ps(f, half, _CMP_GE_OQ)));
-    t = _mm256_sub_ps(t, _mm256_and_ps(one, _mm256_cmp_ps(f, _mm256_xor_ps(half, sign), _CMP_LE_OQ)));
-    t = _mm256_add_ps(t, zo);
-    t = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-128.0f), t));
-    __m256i q = _mm256_cvttps_epi32(t);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256i q = _mm256_cvtps_epi32(v);
+    __m256 f = _mm256_andnot_ps(sign, _mm256_sub_ps(v, _mm256_cvtepi32_ps(q))), av = _mm256_andnot_ps(sign, v);
+    __m256 far = _mm256_cmp_ps(_mm256_sub_ps(_mm256_set1_ps(0.5f), f), _mm256_fmadd_ps(av, rel, abs), _CMP_GT_OQ);
+    far = _mm256_and_ps(far, _mm256_cmp_ps(av, _mm256_set1_ps(4194304.0f), _CMP_LT_OQ));
+    q = _mm256_add_epi32(q, zo);
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
     _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
-    int m = ~_mm256_movemask_ps(_mm256_and_ps(_mm256_and_ps(inr, far), keep)) & 0xff;
+    int m = ~_mm256_movemask_ps(_mm256_and_ps(far, keep)) & 0xff;
     if (m) redo8(epi, m, acc, ch, step, dst);
 }
 
 /* HardSwish and HardSigmoid are cheaper to evaluate than to look up: the scalar formula's float
  * operations in the same order (sim_apply_act) up to its divisions; those are a multiplication by the
- * rounded reciprocal (k->rdiv, then code8_near_avx2) when hard_mul_ok, else the same divisions
+ * rounded reciprocal (k->rdiv, then code8_far_avx2) when hard_mul_ok, else the same divisions
  * (then code8_avx2). */
-__attribute__((target("avx2"), always_inline)) static inline void hard8_avx2(const sim_i8_epi *epi, const act_k *k,
+__attribute__((target("avx2,fma"), always_inline)) static inline void hard8_avx2(const sim_i8_epi *epi, const act_k *k,
                                                                           int hswish, int mul, __m256i acc,
                                                                           __m256 rs, int64_t ch, int step,
                                                                           int8_t *dst)
@@ -418,8 +415,8 @@ __attribute__((target("avx2"), always_inline)) static inline void hard8_avx2(con
         a = _mm256_blendv_ps(t, one, _mm256_cmp_ps(t, one, _CMP_GT_OQ));
     }
     if (mul)
-        code8_near_avx2(epi, k->zo, _mm256_mul_ps(a, k->rdiv), _mm256_set1_ps(HARD_CODE_MARGIN),
-                        _mm256_set1_ps(1e-30f), _mm256_castsi256_ps(_mm256_set1_epi32(-1)), acc, ch, step, dst);
+        code8_far_avx2(epi, k->zoi, _mm256_mul_ps(a, k->rdiv), _mm256_set1_ps(HARD_CODE_MARGIN),
+                       _mm256_set1_ps(1e-30f), _mm256_castsi256_ps(_mm256_set1_epi32(-1)), acc, ch, step, dst);
     else
         code8_avx2(epi, k->zo, _mm256_div_ps(a, k->so), acc, ch, step, dst);
 }
@@ -445,27 +442,6 @@ __attribute__((target("avx2,fma"), always_inline)) static inline __m256 exp8_fma
     return _mm256_mul_ps(y, _mm256_castsi256_ps(eb));
 }
 
-/* sat(round_away(v) + zo) for 8 lanes whose v is within rel |v| + abs of the direct value: away from a
- * half any rounding gives the direct code, so this rounds to nearest (cvtps) and saturates by packing;
- * lanes within the margin of a half, with |v| >= 2^22 or NaN, or not in keep, are redone by sim_i8_requant. */
-__attribute__((target("avx2,fma"), always_inline)) static inline void code8_far_avx2(const sim_i8_epi *epi,
-                                                                                  __m256i zo, __m256 v, __m256 rel,
-                                                                                  __m256 abs, __m256 keep,
-                                                                                  __m256i acc, int64_t ch, int step,
-                                                                                  int8_t *dst)
-{
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256i q = _mm256_cvtps_epi32(v);
-    __m256 f = _mm256_andnot_ps(sign, _mm256_sub_ps(v, _mm256_cvtepi32_ps(q))), av = _mm256_andnot_ps(sign, v);
-    __m256 far = _mm256_cmp_ps(_mm256_sub_ps(_mm256_set1_ps(0.5f), f), _mm256_fmadd_ps(av, rel, abs), _CMP_GT_OQ);
-    far = _mm256_and_ps(far, _mm256_cmp_ps(av, _mm256_set1_ps(4194304.0f), _CMP_LT_OQ));
-    q = _mm256_add_epi32(q, zo);
-    __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-    _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
-    int m = ~_mm256_movemask_ps(_mm256_and_ps(far, keep)) & 0xff;
-    if (m) redo8(epi, m, acc, ch, step, dst);
-}
-
 /* SiLU, Sigmoid and Tanh of 4 x 8 accumulators (a[q], lane l of channel ch[q] + l * step, stored at dst[q])
  * evaluated in vector code instead of looked up (the table's gathers cost more than the exp), the four
  * vectors' steps interleaved (SIM_EACH4: one chain alone stalls Zen 2's scheduler). Each value is within
@@ -478,7 +454,7 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void trans32_av
     const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
     __m256 x[SIM_VLANES], ax[SIM_VLANES], e[SIM_VLANES], v[SIM_VLANES], keep[SIM_VLANES];
     __m256 abs = epi->act == SIM_ACT_TANH ? kc->tabs : _mm256_set1_ps(1e-30f);
-    __m256i zo = _mm256_set1_epi32(epi->zo);
+    __m256i zo = kc->zoi;
     SIM_EACH4(x[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(a[k]), rs[k]));
     SIM_EACH4(ax[k] = _mm256_andnot_ps(sign, x[k]));
     SIM_EACH4(keep[k] = _mm256_cmp_ps(ax[k], _mm256_set1_ps(TRANS_MAX_REAL), _CMP_LE_OQ));
