@@ -5,6 +5,7 @@
  * round(b / (sx * sw)), and results are requantised with round-half-away-from-zero.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +35,21 @@ __attribute__((target("avx2,fma"))) static void widen_avx2(const int8_t *src, fl
         _mm256_storeu_ps(dst + i, _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), z));
     }
     widen_c(src + i, dst + i, n - i, zx);
+}
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* dst[e] = src[2 e] - zx for e < n (a stride-2 im2col row), 8 at a time; the number done. */
+__attribute__((target("avx2,fma"))) static int64_t widen_s2_avx2(const int8_t *src, float *dst, int64_t n, float zx)
+{
+    __m256 z = _mm256_set1_ps(zx);
+    const __m128i even = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+    int64_t e = 0;
+    for (; 2 * e + 16 <= 2 * n - 1; e += 8) { /* reads src[2 e .. 2 e + 15], within src[0 .. 2 n - 2] */
+        __m128i b = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(src + 2 * e)), even);
+        _mm256_storeu_ps(dst + e, _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), z));
+    }
+    return e;
 }
 #endif
 
@@ -237,42 +253,94 @@ done:
     return 0;
 }
 
-/* im2col row k of one group as (x - zx) int16 for columns [j0, j0 + n); padding is 0 (= zx). */
-static void im2col_row_i8(const sim_conv_geom *g, const int8_t *xg, int32_t zx, int64_t k, int64_t j0, int64_t n,
-                          int16_t *row)
+/* A column block [j0, j0 + n) of output positions as row segments, planned once per block so the im2col
+ * rows of its kdim taps need no division: segment i covers block columns [col, col + len), output row
+ * (od, oh) from column ow; span[(i * k[2] + kw) * 2 + {0, 1}] is the part of it whose input column for
+ * tap column kw is inside the image (the rest is padding). */
+typedef struct col_seg {
+    int64_t od, oh, ow, col, len;
+} col_seg;
+
+/* Segments of a block of n columns: at most n / out[2] + 2. */
+static int64_t max_segs(const sim_conv_geom *g, int64_t n) { return n / g->out[2] + 2; }
+
+static int64_t plan_block(const sim_conv_geom *g, int64_t j0, int64_t n, col_seg *seg, int64_t *span)
 {
-    int64_t kw = k % g->k[2], t = k / g->k[2];
-    int64_t kh = t % g->k[1];
-    t /= g->k[1];
-    int64_t kd = t % g->k[0], c = t / g->k[0];
-    const int8_t *xc = xg + c * g->in_sz;
     int64_t plane = g->out[1] * g->out[2];
-    int64_t od = j0 / plane, rem = j0 % plane, oh = rem / g->out[2], ow = rem % g->out[2];
-    for (int64_t j = 0; j < n;) {
-        int64_t seg = g->out[2] - ow;
-        if (seg > n - j) seg = n - j;
-        int64_t id = od * g->s[0] - g->pb[0] + kd * g->dl[0];
-        int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->dl[1];
-        int16_t *r = row + j;
-        if (id < 0 || id >= g->in[0] || ih < 0 || ih >= g->in[1]) {
-            memset(r, 0, (size_t)seg * sizeof(int16_t));
-        } else {
-            const int8_t *src = xc + (id * g->in[1] + ih) * g->in[2];
-            int64_t iw0 = ow * g->s[2] - g->pb[2] + kw * g->dl[2], sw = g->s[2], lo, hi;
-            sim_valid_span(iw0, sw, g->in[2], seg, &lo, &hi);
-            const int8_t *s0 = src + iw0;
-            for (int64_t e = 0; e < lo; e++) r[e] = 0;
-            if (sw == 1) /* a loop the compiler vectorises */
-                for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e] - zx);
-            else
-                for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e * sw] - zx);
-            for (int64_t e = hi; e < seg; e++) r[e] = 0;
-        }
-        j += seg;
+    int64_t od = j0 / plane, rem = j0 % plane, oh = rem / g->out[2], ow = rem % g->out[2], ns = 0;
+    for (int64_t j = 0; j < n; ns++) {
+        int64_t len = g->out[2] - ow < n - j ? g->out[2] - ow : n - j;
+        seg[ns] = (col_seg){od, oh, ow, j, len};
+        for (int64_t kw = 0; kw < g->k[2]; kw++)
+            sim_valid_span(ow * g->s[2] - g->pb[2] + kw * g->dl[2], g->s[2], g->in[2], len, &span[(ns * g->k[2] + kw) * 2],
+                           &span[(ns * g->k[2] + kw) * 2 + 1]);
+        j += len;
         ow = 0;
         if (++oh == g->out[1]) {
             oh = 0;
             od++;
+        }
+    }
+    return ns;
+}
+
+/* A kernel tap: input channel c (of the group) and offsets (kd, kh, kw), stepped in im2col row order. */
+typedef struct conv_tap {
+    int64_t c, kd, kh, kw;
+} conv_tap;
+
+static void next_tap(const sim_conv_geom *g, conv_tap *t)
+{
+    if (++t->kw < g->k[2]) return;
+    t->kw = 0;
+    if (++t->kh < g->k[1]) return;
+    t->kh = 0;
+    if (++t->kd < g->k[0]) return;
+    t->kd = 0;
+    t->c++;
+}
+
+/* The im2col row of tap t over a planned block as x - zx, int16 into r16 or float into rf (the
+ * exact-float GEMM); padding is 0 (= zx). */
+static void im2col_row_i8(int avx2, const sim_conv_geom *g, const int8_t *xg, int32_t zx, const conv_tap *t,
+                          const col_seg *seg, int64_t ns, const int64_t *span, int16_t *r16, float *rf)
+{
+    const int8_t *xc = xg + t->c * g->in_sz;
+    int64_t sw = g->s[2];
+    float fz = (float)zx;
+    for (int64_t i = 0; i < ns; i++) {
+        const col_seg *sg = seg + i;
+        int64_t id = sg->od * g->s[0] - g->pb[0] + t->kd * g->dl[0];
+        int64_t ih = sg->oh * g->s[1] - g->pb[1] + t->kh * g->dl[1];
+        int64_t lo = 0, hi = 0;
+        const int8_t *s0 = xc;
+        if (id >= 0 && id < g->in[0] && ih >= 0 && ih < g->in[1]) {
+            s0 = xc + (id * g->in[1] + ih) * g->in[2] + sg->ow * sw - g->pb[2] + t->kw * g->dl[2];
+            lo = span[(i * g->k[2] + t->kw) * 2];
+            hi = span[(i * g->k[2] + t->kw) * 2 + 1];
+        }
+        /* loops the compiler vectorises for stride 1 */
+        if (r16) {
+            int16_t *r = r16 + sg->col;
+            for (int64_t e = 0; e < lo; e++) r[e] = 0;
+            if (sw == 1)
+                for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e] - zx);
+            else
+                for (int64_t e = lo; e < hi; e++) r[e] = (int16_t)(s0[e * sw] - zx);
+            for (int64_t e = hi; e < sg->len; e++) r[e] = 0;
+        } else {
+            float *r = rf + sg->col;
+            for (int64_t e = 0; e < lo; e++) r[e] = 0.0f;
+            if (sw == 1) {
+                widen(avx2, s0 + lo, r + lo, hi - lo, fz);
+            } else {
+                int64_t e = lo;
+#if defined(__x86_64__) && defined(__GNUC__)
+                if (avx2 && sw == 2) e += widen_s2_avx2(s0 + 2 * lo, r + lo, hi - lo, fz);
+#endif
+                for (; e < hi; e++) r[e] = (float)s0[e * sw] - fz;
+            }
+            for (int64_t e = hi; e < sg->len; e++) r[e] = 0.0f;
         }
     }
 }
@@ -343,6 +411,8 @@ static void gemm_range(void *arg, int64_t lo, int64_t hi, int tid)
     const sim_conv_geom *g = j->g;
     size_t pb_sz = sim_pack_b16_size(s->kdim, j->nb), per = sim_pack_a16_size(s->rows, s->kdim);
     int16_t *pb = (int16_t *)(void *)((char *)j->scr + (size_t)tid * j->stride), *row = pb + pb_sz;
+    int64_t *span = (int64_t *)(void *)(((uintptr_t)(row + 2 * j->nb) + 7u) & ~(uintptr_t)7u);
+    col_seg *seg = (col_seg *)(void *)(span + 2 * g->k[2] * max_segs(g, j->nb));
     const int8_t *xg = j->x + (j->n * g->cin + j->gi * g->cg) * g->in_sz;
     int8_t *yg = j->y + (j->n * g->cout + j->gi * g->mg) * g->out_sz;
     for (int64_t b = lo; b < hi; b++) {
@@ -351,12 +421,17 @@ static void gemm_range(void *arg, int64_t lo, int64_t hi, int tid)
             sim_pack_b16_i8(xg + j0, g->in_sz, 1, s->kdim, w, s->zx, pb);
         } else {
             int16_t *row1 = row + j->nb;
+            int64_t ns = plan_block(g, j0, w, seg, span);
+            conv_tap t = {0, 0, 0, 0};
             for (int64_t k = 0; k < s->kdim; k += 2) {
-                im2col_row_i8(g, xg, s->zx, k, j0, w, row);
-                if (k + 1 < s->kdim)
-                    im2col_row_i8(g, xg, s->zx, k + 1, j0, w, row1);
-                else
+                im2col_row_i8(s->avx2, g, xg, s->zx, &t, seg, ns, span, row, NULL);
+                next_tap(g, &t);
+                if (k + 1 < s->kdim) {
+                    im2col_row_i8(s->avx2, g, xg, s->zx, &t, seg, ns, span, row1, NULL);
+                    next_tap(g, &t);
+                } else {
                     memset(row1, 0, (size_t)w * sizeof(int16_t));
+                }
                 sim_pack_b16_pair(row, row1, k / 2, s->kdim, w, pb);
             }
             sim_pack_b16_pad(s->kdim, w, pb);
@@ -370,7 +445,8 @@ static int run_gemm(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *
 {
     int64_t nb = sim_gemm_block_cols(s->kdim / 2 + 1);
     if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);
-    size_t stride = ((sim_pack_b16_size(s->kdim, nb) + 2 * (size_t)nb) * sizeof(int16_t) + 63u) & ~(size_t)63u;
+    size_t plan = (size_t)max_segs(g, nb) * (2 * (size_t)g->k[2] * sizeof(int64_t) + sizeof(col_seg)) + 8u;
+    size_t stride = ((sim_pack_b16_size(s->kdim, nb) + 2 * (size_t)nb) * sizeof(int16_t) + plan + 63u) & ~(size_t)63u;
     void *scr = sim_scratch_get(call, stride * (size_t)sim_call_threads(call));
     if (!scr) return SIM_ERR_MALLOC;
     for (int64_t n = 0; n < g->n; n++)
@@ -563,7 +639,8 @@ static int run_float_exact_t(const sim_conv_i8 *s, const sim_conv_geom *g, const
 typedef struct fe_job {
     const sim_conv_i8 *s;
     const sim_conv_geom *g;
-    const float *xg, *wp;
+    const float *xg, *wp; /* xg: the widened input (pointwise) */
+    const int8_t *x8g;    /* the int8 input (im2col blocks widen it themselves) */
     int8_t *yg;
     sim_gemm_epi epi;
     float *pb;            /* n_threads slices of stride floats */
@@ -588,11 +665,15 @@ static void fe_gemm_range(void *arg, int64_t lo, int64_t hi, int tid)
     const sim_conv_geom *g = j->g;
     const sim_conv_i8 *s = j->s;
     float *pb = j->pb + (size_t)tid * j->stride, *row = pb + j->pb_sz;
+    int64_t *span = (int64_t *)(void *)(((uintptr_t)(row + j->nb) + 7u) & ~(uintptr_t)7u);
+    col_seg *seg = (col_seg *)(void *)(span + 2 * g->k[2] * max_segs(g, j->nb));
     sim_gemm_epi epi = j->epi;
     for (int64_t b = lo; b < hi; b++) {
         int64_t j0 = b * j->nb, w = g->out_sz - j0 < j->nb ? g->out_sz - j0 : j->nb;
-        for (int64_t k = 0; k < s->kdim; k++) {
-            sim_im2col_row(g, j->xg, k, j0, w, row);
+        int64_t ns = plan_block(g, j0, w, seg, span);
+        conv_tap t = {0, 0, 0, 0};
+        for (int64_t k = 0; k < s->kdim; k++, next_tap(g, &t)) {
+            im2col_row_i8(s->avx2, g, j->x8g, s->zx, &t, seg, ns, span, NULL, row);
             sim_pack_b_row(row, k, s->kdim, w, pb);
         }
         sim_pack_b_pad(s->kdim, w, pb);
@@ -605,18 +686,21 @@ static void fe_gemm_range(void *arg, int64_t lo, int64_t hi, int tid)
 static int run_float_exact(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y,
                            sim_kernel_call *call)
 {
-    size_t nx = (size_t)(g->n * g->cin * g->in_sz);
-    int64_t nb = s->mode == I8_POINTWISE ? SIM_NR : sim_gemm_block_cols(s->kdim);
+    int pw = s->mode == I8_POINTWISE;
+    size_t nx = pw ? (size_t)(g->n * g->cin * g->in_sz) : 0; /* the widened input (pointwise only) */
+    int64_t nb = pw ? SIM_NR : sim_gemm_block_cols(s->kdim);
     if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);
     size_t pb_sz = sim_pack_b_size(s->kdim, nb), per = sim_pack_a_size(s->rows, s->kdim);
-    size_t stride = (pb_sz + (size_t)nb + 15u) & ~(size_t)15u, nxr = (nx + 15u) & ~(size_t)15u;
+    size_t plan = pw ? 0 : ((size_t)max_segs(g, nb) * (2 * (size_t)g->k[2] * sizeof(int64_t) + sizeof(col_seg)) + 8u) / 4u + 1u;
+    size_t stride = (pb_sz + (size_t)nb + plan + 15u) & ~(size_t)15u, nxr = (nx + 15u) & ~(size_t)15u;
     float *xf = sim_scratch_get(call, (nxr + stride * (size_t)sim_call_threads(call)) * sizeof(float));
     if (!xf) return SIM_ERR_MALLOC;
     float *pb = xf + nxr;
-    widen_all(call, s, x, xf, (int64_t)nx);
+    if (pw) widen_all(call, s, x, xf, (int64_t)nx);
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t gi = 0; gi < g->group; gi++) {
-            fe_job j = {s, g, xf + (n * g->cin + gi * g->cg) * g->in_sz, s->fpack + (size_t)gi * per,
+            int64_t xo = (n * g->cin + gi * g->cg) * g->in_sz;
+            fe_job j = {s, g, pw ? xf + xo : NULL, s->fpack + (size_t)gi * per, x + xo,
                         y + (n * g->cout + gi * g->mg) * g->out_sz, {0}, pb, stride, pb_sz, nb};
             j.epi = (sim_gemm_epi){.q = &s->epi, .ldc8 = g->out_sz, .ch0 = gi * g->mg,
                                    .bias_row = s->fbias ? s->fbias + gi * g->mg : NULL};

@@ -7,6 +7,7 @@
 #include "gemm_i8.h"
 #include "ops_common.h"
 #include "requant_avx2.h"
+#include "vmath.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -234,6 +235,17 @@ int8_t sim_i8_requant(const sim_i8_epi *epi, int32_t acc, int64_t ch)
 }
 
 #ifdef SIM_HAVE_AVX2_I8
+/* Bound on |v - v_direct| / |v| for trans32_avx2's SiLU, Sigmoid and Tanh (v: the value before rounding,
+ * in codes). The direct value has at most 3 x 2^-23 of error (expf or tanhf, then three roundings), the
+ * vector one at most 6 (exp8_fma's 3, which it meets with room, a division, two roundings): 9 x 2^-23 is
+ * 1.1e-6, the bound is over three times that. Tanh's 1 - e cancels near 0, so its error also has an
+ * absolute part, below 1e-6 in tanh units (TRANS_ABS_MARGIN / so in codes). test_act_trans.c checks the
+ * codes against the direct ones around every switch. */
+#define TRANS_REL_MARGIN 4e-6f
+#define TRANS_ABS_MARGIN 4e-6f
+/* |real| beyond which trans32_avx2 leaves a lane to sim_i8_requant (exp8_fma does not clamp). */
+#define TRANS_MAX_REAL 80.0f
+
 /* The loop-invariant vectors of the AVX2 epilogues below, set once per call (the int8 stores would
  * otherwise make the compiler reload every field of epi and its table after each store). */
 typedef struct act_k {
@@ -242,6 +254,8 @@ typedef struct act_k {
     const long long *cells;
     __m256 so, p0, p1, zo;           /* output scale and zero point, HardSigmoid's alpha and beta */
     __m256 rdiv;                     /* 1 / (6 so) for HardSwish, 1 / so for HardSigmoid (hard8_avx2) */
+    __m256 rso, tabs;                /* 1 / so and Tanh's absolute margin in codes (trans32_avx2) */
+    __m256i zoi;                     /* the zero point as int32 (code8_far_avx2) */
     int hard_mul;                    /* hard_mul_ok */
 } act_k;
 
@@ -274,7 +288,20 @@ __attribute__((target("avx2"), always_inline)) static inline void act_k_init(con
     k->p1 = _mm256_set1_ps(epi->p1);
     k->zo = _mm256_set1_ps((float)epi->zo);
     k->hard_mul = hard_mul_ok(epi);
+    k->rso = _mm256_set1_ps(1.0f / epi->so);
+    k->zoi = _mm256_set1_epi32(epi->zo);
+    k->tabs = _mm256_set1_ps(TRANS_ABS_MARGIN / epi->so);
     k->rdiv = _mm256_set1_ps(k->hard_mul ? 1.0f / (epi->act == SIM_ACT_HARDSWISH ? 6.0f * epi->so : epi->so) : 0.0f);
+}
+
+/* Lanes l of mask m redone by the scalar rule: dst[l] = sim_i8_requant(acc[l]) of channel ch + l * step. */
+__attribute__((target("avx2"))) static void redo8(const sim_i8_epi *epi, int m, __m256i acc, int64_t ch, int step,
+                                                  int8_t *dst)
+{
+    int32_t a[8];
+    _mm256_storeu_si256((__m256i *)(void *)a, acc);
+    for (int l = 0; l < 8; l++)
+        if (m >> l & 1) dst[l] = sim_i8_requant(epi, a[l], ch + l * step);
 }
 
 /* 8 accumulators (bias included) of channel ch through the activation table and its tail codes; the
@@ -312,12 +339,7 @@ __attribute__((target("avx2"), always_inline)) static inline void lut8_avx2(cons
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(code), _mm256_extracti128_si256(code, 1));
     _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
     int m = _mm256_movemask_ps(_mm256_castsi256_ps(bad));
-    if (m) {
-        int32_t a[8];
-        _mm256_storeu_si256((__m256i *)(void *)a, acc);
-        for (int l = 0; l < 8; l++)
-            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a[l], ch + l * step);
-    }
+    if (m) redo8(epi, m, acc, ch, step, dst);
 }
 
 /* Stores sat(sim_round_away(v) + zo) for 8 lanes with the scalar rule's float operations, so the
@@ -340,12 +362,7 @@ __attribute__((target("avx2"), always_inline)) static inline void code8_avx2(con
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
     _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
     int m = ~_mm256_movemask_ps(inr) & 0xff;
-    if (m) {
-        int32_t a32[8];
-        _mm256_storeu_si256((__m256i *)(void *)a32, acc);
-        for (int l = 0; l < 8; l++)
-            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a32[l], ch + l * step);
-    }
+    if (m) redo8(epi, m, acc, ch, step, dst);
 }
 
 /* Bound on |v - v_direct| / |v| when hard8_avx2 multiplies by a rounded reciprocal of the divisor
@@ -353,41 +370,32 @@ __attribute__((target("avx2"), always_inline)) static inline void code8_avx2(con
  * RN(a / so)): at most five roundings of 2^-24 each, 3e-7; the bound is over ten times that. */
 #define HARD_CODE_MARGIN 4e-6f
 
-/* code8_avx2 for a v known only within HARD_CODE_MARGIN |v| (+1e-30) of the direct value: lanes whose
- * fraction is that close to a half (where the direct value may round the other way) go through
- * sim_i8_requant too; elsewhere rounding, monotone, gives the direct code. */
-__attribute__((target("avx2"), always_inline)) static inline void code8_near_avx2(const sim_i8_epi *epi, __m256 zo,
-                                                                               __m256 v, __m256i acc, int64_t ch,
-                                                                               int step, int8_t *dst)
+/* sat(round_away(v) + zo) for 8 lanes whose v is within rel |v| + abs of the direct value: away from a
+ * half any rounding gives the direct code, so this rounds to nearest (cvtps) and saturates by packing;
+ * lanes within the margin of a half, with |v| >= 2^22 or NaN, or not in keep, are redone by sim_i8_requant. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void code8_far_avx2(const sim_i8_epi *epi,
+                                                                                  __m256i zo, __m256 v, __m256 rel,
+                                                                                  __m256 abs, __m256 keep,
+                                                                                  __m256i acc, int64_t ch, int step,
+                                                                                  int8_t *dst)
 {
-    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f);
-    __m256 av = _mm256_andnot_ps(sign, v);
-    __m256 inr = _mm256_cmp_ps(av, _mm256_set1_ps(4194304.0f), _CMP_LT_OQ);
-    __m256 vi = _mm256_and_ps(v, inr);
-    __m256 t = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(vi)), f = _mm256_sub_ps(vi, t);
-    __m256 d = _mm256_add_ps(_mm256_mul_ps(av, _mm256_set1_ps(HARD_CODE_MARGIN)), _mm256_set1_ps(1e-30f));
-    __m256 far = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(_mm256_andnot_ps(sign, f), half)), d, _CMP_GT_OQ);
-    t = _mm256_add_ps(t, _mm256_and_ps(one, _mm256_cmp_ps(f, half, _CMP_GE_OQ)));
-    t = _mm256_sub_ps(t, _mm256_and_ps(one, _mm256_cmp_ps(f, _mm256_xor_ps(half, sign), _CMP_LE_OQ)));
-    t = _mm256_add_ps(t, zo);
-    t = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-128.0f), t));
-    __m256i q = _mm256_cvttps_epi32(t);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256i q = _mm256_cvtps_epi32(v);
+    __m256 f = _mm256_andnot_ps(sign, _mm256_sub_ps(v, _mm256_cvtepi32_ps(q))), av = _mm256_andnot_ps(sign, v);
+    __m256 far = _mm256_cmp_ps(_mm256_sub_ps(_mm256_set1_ps(0.5f), f), _mm256_fmadd_ps(av, rel, abs), _CMP_GT_OQ);
+    far = _mm256_and_ps(far, _mm256_cmp_ps(av, _mm256_set1_ps(4194304.0f), _CMP_LT_OQ));
+    q = _mm256_add_epi32(q, zo);
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
     _mm_storel_epi64((__m128i *)(void *)dst, _mm_packs_epi16(p16, p16));
-    int m = ~_mm256_movemask_ps(_mm256_and_ps(inr, far)) & 0xff;
-    if (m) {
-        int32_t a32[8];
-        _mm256_storeu_si256((__m256i *)(void *)a32, acc);
-        for (int l = 0; l < 8; l++)
-            if (m >> l & 1) dst[l] = sim_i8_requant(epi, a32[l], ch + l * step);
-    }
+    int m = ~_mm256_movemask_ps(_mm256_and_ps(far, keep)) & 0xff;
+    if (m) redo8(epi, m, acc, ch, step, dst);
 }
 
 /* HardSwish and HardSigmoid are cheaper to evaluate than to look up: the scalar formula's float
  * operations in the same order (sim_apply_act) up to its divisions; those are a multiplication by the
- * rounded reciprocal (k->rdiv, then code8_near_avx2) when hard_mul_ok, else the same divisions
+ * rounded reciprocal (k->rdiv, then code8_far_avx2) when hard_mul_ok, else the same divisions
  * (then code8_avx2). */
-__attribute__((target("avx2"), always_inline)) static inline void hard8_avx2(const sim_i8_epi *epi, const act_k *k,
+__attribute__((target("avx2,fma"), always_inline)) static inline void hard8_avx2(const sim_i8_epi *epi, const act_k *k,
                                                                           int hswish, int mul, __m256i acc,
                                                                           __m256 rs, int64_t ch, int step,
                                                                           int8_t *dst)
@@ -407,10 +415,72 @@ __attribute__((target("avx2"), always_inline)) static inline void hard8_avx2(con
         a = _mm256_blendv_ps(t, one, _mm256_cmp_ps(t, one, _CMP_GT_OQ));
     }
     if (mul)
-        code8_near_avx2(epi, k->zo, _mm256_mul_ps(a, k->rdiv), acc, ch, step, dst);
+        code8_far_avx2(epi, k->zoi, _mm256_mul_ps(a, k->rdiv), _mm256_set1_ps(HARD_CODE_MARGIN),
+                       _mm256_set1_ps(1e-30f), _mm256_castsi256_ps(_mm256_set1_epi32(-1)), acc, ch, step, dst);
     else
         code8_avx2(epi, k->zo, _mm256_div_ps(a, k->so), acc, ch, step, dst);
 }
+
+
+#ifdef SIM_HAVE_AVX2_VMATH
+/* e^x on 8 lanes: sim_exp_poly's reduction and polynomial with fused multiply-adds. Over every float of
+ * [-80, 80] it is within 0.71 x 2^-23 of e^x relatively (measured once against exp in double; the margins
+ * above assume 3 x 2^-23); larger |x| are not clamped: callers redo those lanes. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 exp8_fma(__m256 x)
+{
+    const __m256 magic = _mm256_set1_ps(SIM_EXPF_MAGIC);
+    __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(SIM_EXPF_LOG2E), magic), n = _mm256_sub_ps(t, magic);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(SIM_EXPF_C1), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(SIM_EXPF_C2), r);
+    __m256 y = _mm256_fmadd_ps(_mm256_set1_ps(SIM_EXPF_P0), r, _mm256_set1_ps(SIM_EXPF_P1));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(SIM_EXPF_P2));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(SIM_EXPF_P3));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(SIM_EXPF_P4));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(SIM_EXPF_P5));
+    y = _mm256_add_ps(_mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    __m256i eb = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4b400000 - 127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(eb));
+}
+
+/* SiLU, Sigmoid and Tanh of 4 x 8 accumulators (a[q], lane l of channel ch[q] + l * step, stored at dst[q])
+ * evaluated in vector code instead of looked up (the table's gathers cost more than the exp), the four
+ * vectors' steps interleaved (SIM_EACH4: one chain alone stalls Zen 2's scheduler). Each value is within
+ * the margins above of the direct one, so the codes code8_far_avx2 stores are sim_i8_requant's. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void trans32_avx2(const sim_i8_epi *epi, const act_k *kc,
+                                                                                const __m256i *a, const __m256 *rs,
+                                                                                const int64_t *ch, int step,
+                                                                                int8_t *const *dst)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    __m256 x[SIM_VLANES], ax[SIM_VLANES], e[SIM_VLANES], v[SIM_VLANES], keep[SIM_VLANES];
+    __m256 abs = epi->act == SIM_ACT_TANH ? kc->tabs : _mm256_set1_ps(1e-30f);
+    __m256i zo = kc->zoi;
+    SIM_EACH4(x[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(a[k]), rs[k]));
+    SIM_EACH4(ax[k] = _mm256_andnot_ps(sign, x[k]));
+    SIM_EACH4(keep[k] = _mm256_cmp_ps(ax[k], _mm256_set1_ps(TRANS_MAX_REAL), _CMP_LE_OQ));
+    if (epi->act == SIM_ACT_TANH) {
+        /* e^-2|x| with |x| clamped to 40 (tanh is 1.0f from |x| = 9.1 on, and so is (1 - e) / (1 + e)) */
+        SIM_EACH4(e[k] = exp8_fma(_mm256_mul_ps(_mm256_min_ps(ax[k], _mm256_set1_ps(40.0f)), _mm256_set1_ps(-2.0f))));
+        SIM_EACH4(v[k] = _mm256_div_ps(_mm256_sub_ps(one, e[k]), _mm256_add_ps(one, e[k])));
+        SIM_EACH4(v[k] = _mm256_mul_ps(_mm256_or_ps(v[k], _mm256_and_ps(x[k], sign)), kc->rso));
+    } else {
+        SIM_EACH4(e[k] = exp8_fma(_mm256_xor_ps(x[k], sign)));
+        if (epi->act == SIM_ACT_SILU)
+            SIM_EACH4(v[k] = _mm256_div_ps(_mm256_mul_ps(x[k], kc->rso), _mm256_add_ps(one, e[k])));
+        else
+            SIM_EACH4(v[k] = _mm256_div_ps(kc->rso, _mm256_add_ps(one, e[k])));
+    }
+    SIM_EACH4(code8_far_avx2(epi, zo, v[k], _mm256_set1_ps(TRANS_REL_MARGIN), abs, keep[k], a[k], ch[k], step, dst[k]));
+}
+
+/* Whether trans32_avx2 evaluates epi's activation: SiLU, Sigmoid, Tanh with an output scale where the
+ * absolute margin stays far below half a code. */
+static int trans_ok(const sim_i8_epi *epi)
+{
+    int act = epi->act == SIM_ACT_SILU || epi->act == SIM_ACT_SIGMOID || epi->act == SIM_ACT_TANH;
+    return act && epi->so >= 1e-4f && epi->so <= 1e30f;
+}
+#endif
 
 /* No activation or a clamp: v = acc * mult, then lo and hi as the scalar ternaries, then code8_avx2. */
 __attribute__((target("avx2"), always_inline)) static inline void linear8_avx2(const sim_i8_epi *epi, const act_k *k,
@@ -429,7 +499,7 @@ __attribute__((target("avx2"), always_inline)) static inline void linear8_avx2(c
 /* Rows [0, rows) of n accumulators each (float-held exact integers at accf + r * lda, or int32 at
  * acc32 + r * lda), row r of channel ch0 + r with bias[r] (none when NULL), through the table (or the
  * HardSwish/HardSigmoid formula) into y + r * ldy; the columns done, a multiple of 8, are returned. */
-__attribute__((target("avx2"))) static int64_t act_rows_avx2(const sim_i8_epi *epi, const float *accf,
+__attribute__((target("avx2,fma"))) static int64_t act_rows_avx2(const sim_i8_epi *epi, const float *accf,
                                                              const int32_t *acc32, int64_t lda, int rows, int64_t n,
                                                              int64_t ch0, const int32_t *bias, int8_t *y, int64_t ldy)
 {
@@ -437,21 +507,38 @@ __attribute__((target("avx2"))) static int64_t act_rows_avx2(const sim_i8_epi *e
     act_k_init(epi, &k);
     int hswish = epi->act == SIM_ACT_HARDSWISH, hard = hswish || epi->act == SIM_ACT_HARDSIGMOID;
     int64_t nv = n / 8 * 8;
-    for (int r = 0; r < rows; r++) {
-        __m256 rs = _mm256_set1_ps(epi->rscale[ch0 + r]);
-        __m256i bv = _mm256_set1_epi32(bias ? bias[r] : 0);
-        const float *af = accf ? accf + r * lda : NULL;
-        const int32_t *ai = acc32 ? acc32 + r * lda : NULL;
-        int8_t *yr = y + r * ldy;
-        for (int64_t e = 0; e < nv; e += 8) {
-            __m256i a = af ? _mm256_cvttps_epi32(_mm256_loadu_ps(af + e))
-                           : _mm256_loadu_si256((const __m256i *)(const void *)(ai + e));
-            a = _mm256_add_epi32(a, bv);
-            if (hard)
-                hard8_avx2(epi, &k, hswish, k.hard_mul, a, rs, ch0 + r, 0, yr + e);
-            else
-                lut8_avx2(epi, &k, a, rs, ch0 + r, 0, yr + e);
+    /* vector q of the tile is row r, columns [e, e + 8): walked with counters (no division per vector) */
+    int64_t per = nv / 8, q = 0, total = per * rows, e = 0;
+    int r = 0;
+#ifdef SIM_HAVE_AVX2_VMATH
+    /* four vectors per step, across rows when a row is short (a GEMM tile row is two vectors) */
+    for (int trans = trans_ok(epi); trans && q + SIM_VLANES <= total; q += SIM_VLANES) {
+        __m256i a[SIM_VLANES];
+        __m256 rs[SIM_VLANES];
+        int64_t ch[SIM_VLANES];
+        int8_t *d[SIM_VLANES];
+        for (int l = 0; l < SIM_VLANES; l++) {
+            a[l] = accf ? _mm256_cvttps_epi32(_mm256_loadu_ps(accf + r * lda + e))
+                        : _mm256_loadu_si256((const __m256i *)(const void *)(acc32 + r * lda + e));
+            a[l] = _mm256_add_epi32(a[l], _mm256_set1_epi32(bias ? bias[r] : 0));
+            rs[l] = _mm256_set1_ps(epi->rscale[ch0 + r]);
+            ch[l] = ch0 + r;
+            d[l] = y + r * ldy + e;
+            if ((e += 8) == nv) e = 0, r++;
         }
+        trans32_avx2(epi, &k, a, rs, ch, 0, d);
+    }
+#endif
+    for (; q < total; q++) {
+        __m256 rs = _mm256_set1_ps(epi->rscale[ch0 + r]);
+        __m256i a = accf ? _mm256_cvttps_epi32(_mm256_loadu_ps(accf + r * lda + e))
+                         : _mm256_loadu_si256((const __m256i *)(const void *)(acc32 + r * lda + e));
+        a = _mm256_add_epi32(a, _mm256_set1_epi32(bias ? bias[r] : 0));
+        if (hard)
+            hard8_avx2(epi, &k, hswish, k.hard_mul, a, rs, ch0 + r, 0, y + r * ldy + e);
+        else
+            lut8_avx2(epi, &k, a, rs, ch0 + r, 0, y + r * ldy + e);
+        if ((e += 8) == nv) e = 0, r++;
     }
     return nv;
 }
@@ -466,6 +553,23 @@ __attribute__((target("avx2,fma"))) static int64_t percol_row_avx2(const sim_i8_
     int hswish = epi->act == SIM_ACT_HARDSWISH, hard = hswish || epi->act == SIM_ACT_HARDSIGMOID;
     int linear = epi->act == SIM_ACT_NONE || epi->clamp;
     int64_t j = 0;
+#ifdef SIM_HAVE_AVX2_VMATH
+    if (trans_ok(epi))
+        for (; j + 32 <= nr; j += 32) {
+            __m256i a[SIM_VLANES];
+            __m256 rs[SIM_VLANES];
+            SIM_EACH4(a[k] = _mm256_loadu_si256((const __m256i *)(const void *)(t + j + 8 * k)));
+            if (epi->bias)
+                SIM_EACH4(a[k] = _mm256_add_epi32(
+                              a[k], _mm256_loadu_si256((const __m256i *)(const void *)(epi->bias + col0 + j + 8 * k))));
+            int64_t ch[SIM_VLANES];
+            int8_t *d[SIM_VLANES];
+            SIM_EACH4(rs[k] = _mm256_loadu_ps(epi->rscale + col0 + j + 8 * k));
+            SIM_EACH4(ch[k] = col0 + j + 8 * k);
+            SIM_EACH4(d[k] = y + j + 8 * k);
+            trans32_avx2(epi, &k, a, rs, ch, 1, d);
+        }
+#endif
     for (; j + 8 <= nr; j += 8) {
         __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(t + j));
         if (epi->bias) a = _mm256_add_epi32(a, _mm256_loadu_si256((const __m256i *)(const void *)(epi->bias + col0 + j)));

@@ -123,9 +123,9 @@ void test_sigmoid_fast(void)
 }
 
 /* epi for activation act (HardSigmoid alpha 0.2, beta 0.5) into so / zo with the given per-channel scales,
- * its table built into *lut; the table builder's status. */
-static int act_epi(sim_i8_epi *epi, sim_act_lut *lut, uint32_t act, float so, int32_t zo, const float *mult,
-                   const float *rscale)
+ * its table built into *lut; the table builder's status (test_act_trans.c uses it too). */
+int act_epi(sim_i8_epi *epi, sim_act_lut *lut, uint32_t act, float so, int32_t zo, const float *mult,
+            const float *rscale)
 {
     sim_op op;
     memset(&op, 0, sizeof op);

@@ -291,6 +291,21 @@ void test_int8(void)
     q.cout = 13;
     q.zx = -9;
     run_qconv(&q, "3x3 K=576 int16 im2col");
+    {
+        /* the int16 im2col's planned blocks: blocks that start mid-row and span rows, stride 2, an odd
+         * depth (the last k-pair half empty), a 5x5 kernel, rows wider than a block */
+        qconv b = q;
+        b = (qconv){.c = 64, .h = 33, .w = 47, .cout = 7, .group = 1, .k = 3, .s = 2, .pad = 1, .so = 0.2f, .zx = -9};
+        run_qconv(&b, "3x3 stride 2 K=576 int16 im2col, blocks across rows");
+        b = (qconv){.c = 57, .h = 12, .w = 80, .cout = 9, .group = 1, .k = 3, .s = 1, .pad = 0, .so = 0.2f, .zx = 5,
+                    .act = SIM_ACT_SILU};
+        run_qconv(&b, "3x3 K=513 int16 im2col, odd depth, SiLU");
+        b = (qconv){.c = 24, .h = 21, .w = 19, .cout = 9, .group = 1, .k = 5, .s = 2, .pad = 2, .so = 0.2f, .zx = 2};
+        run_qconv(&b, "5x5 stride 2 K=600 int16 im2col");
+        b = (qconv){.c = 2, .h = 9, .w = 400, .cout = 6, .group = 1, .k = 3, .s = 1, .pad = 1, .so = 0.05f, .zx = 0};
+        b.c = 64;
+        run_qconv(&b, "3x3 K=576 int16 im2col, rows wider than a block");
+    }
     q.pad = 0;
     q.zx = 3;
     q.act = SIM_ACT_RELU;

@@ -16,6 +16,8 @@ void test_act_lut_rows(void);
 void test_act_tile_sweep(void);
 void test_requant_cols(void);
 void test_gemm_i8_percol(void);
+void test_act_trans(void);
+void test_act_trans_cols(void);
 void test_graph_fast(void);
 
 int main(void)
@@ -35,6 +37,8 @@ int main(void)
     test_act_tile_sweep();
     test_requant_cols();
     test_gemm_i8_percol();
+    test_act_trans();
+    test_act_trans_cols();
     test_graph_fast();
     printf("%d checks, %d failures\n", tg_checks, tg_failures);
     return tg_failures ? 1 : 0;
