@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.rknnlink-installed
-APT_PACKAGES := clang-14 libclang-rt-14-dev systemd iproute2 libusb-1.0-0
+APT_PACKAGES := clang-14 libclang-rt-14-dev systemd iproute2 libusb-1.0-0 gcc-aarch64-linux-gnu qemu-user
 # torch is pinned to the CPU wheel that these machines carry; a newer one would pull a CUDA build.
 TORCH := torch==2.13.0
 

@@ -244,6 +244,7 @@ class _DataConnection:
         self.reader = datawire.FrameReader(conn, READ_AHEAD_BYTES)
         self.parser = datawire.RequestParser()
         self.plans: Dict[datawire.Layout, PreparedRun] = {}
+        self.replies = datawire.ReplyEncoder(output_type_of)
         self.queue: Deque[Any] = deque()
         self.cv = threading.Condition(threading.Lock())
         self.busy = False     # the runner thread holds a request it has not answered yet
@@ -291,7 +292,7 @@ class _DataConnection:
             return None
 
     def _run_inline(self, request: Any) -> bool:
-        reply = _data_run(self.worker, self.plans, *request)
+        reply = self._run(*request)
         if sum(memoryview(part).nbytes for part in reply) <= INLINE_REPLY_BYTES and not self.reader.pending():
             return self._send(reply)
         with self.cv:  # nothing is queued or running (the condition to run inline): the order holds
@@ -306,8 +307,10 @@ class _DataConnection:
             self.runner.start()
 
     def _run_queued(self) -> None:
-        while True:
-            with self.cv:
+        ok = True
+        while ok:
+            with self.cv:  # one hand-over per request: the answered one is done, the next one is taken
+                self.busy = False
                 while not self.queue:
                     self.cv.wait()
                 request = self.queue.popleft()
@@ -316,11 +319,8 @@ class _DataConnection:
             if not self.busy:
                 return
             ok = self._answer(request)
-            with self.cv:
-                self.busy = False
-                self.cv.notify_all()
-            if not ok:
-                return
+        with self.cv:
+            self.busy = False
 
     def _answer(self, request: Any) -> bool:
         """Run one request and send its reply, send a reply run inline, or answer a corrupt frame and end
@@ -328,7 +328,7 @@ class _DataConnection:
         if isinstance(request, _Reply):
             return self._send(request.parts)
         if not isinstance(request, datawire.FrameError):
-            return self._send(_data_run(self.worker, self.plans, *request))
+            return self._send(self._run(*request))
         if self._send(datawire.encode_error(0, RKNN_ERR_PARAM_INVALID, "RKNN_ERR_PARAM_INVALID",
                                             f"corrupt data-plane frame: {request}")):
             self._stop()
@@ -337,6 +337,16 @@ class _DataConnection:
             except OSError as exc:
                 log.debug("data connection ended: %s", exc)
         return False
+
+    def _run(self, request_id: int, layout: datawire.Layout, datas: List[memoryview]) -> List[Any]:
+        """The reply frame's parts for one request (an error reply for any failure of the run)."""
+        try:
+            with self.worker.lock:
+                run_us, outs = self.worker.run(layout, datas, self.plans)
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the client as a reply
+            err = _error_reply(exc)
+            return datawire.encode_error(request_id, int(err["code"]), err.get("name"), str(err["message"]))
+        return self.replies.encode(request_id, run_us, outs)
 
     def _send(self, parts: List[Any]) -> bool:
         try:
@@ -364,17 +374,6 @@ def _linger(conn: socket.socket) -> None:
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline and conn.recv(1 << 16):
         pass
-
-
-def _data_run(worker: Worker, plans: Dict[datawire.Layout, PreparedRun], request_id: int,
-              layout: datawire.Layout, datas: List[memoryview]) -> List[Any]:
-    try:
-        with worker.lock:
-            run_us, outs = worker.run(layout, datas, plans)
-    except Exception as exc:  # noqa: BLE001 - every failure goes back to the client as a reply
-        err = _error_reply(exc)
-        return datawire.encode_error(request_id, int(err["code"]), err.get("name"), str(err["message"]))
-    return datawire.encode_reply(request_id, run_us, [(output_type_of(o.dtype), o.shape, o) for o in outs])
 
 
 def _attach(worker: Optional[Worker], sock: socket.socket, header: Dict[str, Any]) -> Dict[str, Any]:

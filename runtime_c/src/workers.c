@@ -8,10 +8,15 @@
  * Work of n items is cut into a few chunks per thread that the threads claim as they come (a busy
  * host may not schedule a worker in time; then the caller does the chunk). A chunk computes the same
  * bytes whichever thread runs it, so results are identical for every thread count.
- * Workers spin briefly for the next job (operators follow each other within microseconds) and then
- * sleep on a condition variable, so an idle context costs no CPU.
+ * Workers spin briefly for the next job of a run (operators follow each other within microseconds) and
+ * sleep on a condition variable once the run is over, so an idle context costs no CPU and the time
+ * between runs (input conversion, the caller's own work: a board link's reader and client threads) has
+ * every core. A spin past the run's end took a core from whoever needed it next for up to SIM_SPIN_NS
+ * and bought nothing: the next run's first job starts without a sleeping worker, and the worker joins
+ * it once the scheduler wakes it (the caller never waits for a worker that has not joined).
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +33,12 @@
 #endif
 
 #ifndef SIM_SPIN_NS
-#define SIM_SPIN_NS 200000 /* how long a thread spins before sleeping (0.2 ms) */
+#define SIM_SPIN_NS 200000 /* how long a thread spins within a run before sleeping (0.2 ms) */
 #endif
+/* A thread spinning longer than this yields its core at every look (sched_yield): on a busy host the
+ * thread it waits for may be the one the scheduler put behind it (a worker spinning for the next job
+ * while the caller that would post it is preempted, or a caller waiting for a joined worker). */
+#define SIM_YIELD_AFTER_NS 10000.0
 
 #define SIM_CLOSED 0x40000000 /* ticket bit: the job takes no more helpers */
 #define SIM_CHUNKS_PER_THREAD 4
@@ -47,6 +56,7 @@ struct sim_workers {
     pthread_cond_t cv_work, cv_done;
     atomic_ulong gen;           /* bumped for every job and for stop */
     atomic_int stop;
+    atomic_int in_run;          /* between sim_workers_run_begin and _end: workers spin for the next job */
     /* A worker joins the current job by incrementing ticket; once the caller has run out of chunks it
      * sets SIM_CLOSED and waits only for the workers that joined (done), so a worker the OS has not
      * scheduled yet never delays a run: the caller then simply does all chunks itself. */
@@ -90,21 +100,30 @@ static void run_chunks(sim_workers *p, int tid)
     }
 }
 
-/* Waits until gen differs from seen: spin first, then sleep. Returns the new generation. */
+/* Waits until gen differs from seen: spin while a run is under way (its next job comes within
+ * microseconds), yielding the core after SIM_YIELD_AFTER_NS, at most SIM_SPIN_NS; sleep once the run is
+ * over. Returns the new generation. */
 static unsigned long wait_gen(sim_workers *p, unsigned long seen)
 {
     double t0 = 0.0;
+    int yielding = 0;
     for (unsigned i = 0;; i++) {
         unsigned long g = atomic_load_explicit(&p->gen, memory_order_acquire);
         if (g != seen)
             return g;
-        SIM_PAUSE();
-        if ((i & 63u) == 63u) {
+        if (yielding)
+            sched_yield();
+        else
+            SIM_PAUSE();
+        if (yielding || (i & 63u) == 63u) {
+            if (!atomic_load_explicit(&p->in_run, memory_order_acquire))
+                break;
             double t = mono_ns();
             if (t0 == 0.0)
                 t0 = t;
             else if (t - t0 > SIM_SPIN_NS)
                 break;
+            yielding = t - t0 > SIM_YIELD_AFTER_NS;
         }
     }
     pthread_mutex_lock(&p->mu);
@@ -186,6 +205,8 @@ static void pool_run(sim_par *self, sim_par_fn fn, void *arg, int64_t n_items)
             double t = mono_ns();
             if (t0 == 0.0) {
                 t0 = t;
+            } else if (t - t0 > SIM_YIELD_AFTER_NS && t - t0 <= SIM_SPIN_NS) {
+                sched_yield(); /* a joined worker the scheduler put behind us on this core finishes sooner */
             } else if (t - t0 > SIM_SPIN_NS) {
                 pthread_mutex_lock(&p->mu);
                 while (atomic_load_explicit(&p->done, memory_order_acquire) != joined)
@@ -215,6 +236,7 @@ void sim_workers_run_begin(sim_workers *p)
         p->serial_runs--;
     p->run_wall0 = mono_ns();
     p->run_cpu0 = thread_cpu_ns();
+    atomic_store_explicit(&p->in_run, 1, memory_order_release);
 }
 
 /* A run whose calling thread was off the CPU for a quarter of the time met a busy host: more threads
@@ -222,7 +244,10 @@ void sim_workers_run_begin(sim_workers *p)
  * up to 64 while it persists) before threads are tried again. */
 void sim_workers_run_end(sim_workers *p)
 {
-    if (p == NULL || p->run_serial)
+    if (p == NULL)
+        return;
+    atomic_store_explicit(&p->in_run, 0, memory_order_release); /* spinning workers go to sleep */
+    if (p->run_serial)
         return;
     double wall = mono_ns() - p->run_wall0, cpu = thread_cpu_ns() - p->run_cpu0;
     if (wall > SIM_RUN_MIN_NS && cpu < 0.75 * wall) {
@@ -281,6 +306,7 @@ sim_workers *sim_workers_create(int n_threads)
     }
     atomic_init(&p->gen, 0);
     atomic_init(&p->stop, 0);
+    atomic_init(&p->in_run, 0);
     atomic_init(&p->ticket, SIM_CLOSED);
     atomic_init(&p->done, 0);
     atomic_init(&p->next_chunk, 0);

@@ -30,16 +30,49 @@ def daemon(sim_library: str, tmp_path_factory: pytest.TempPathFactory):
     d.stop()
 
 
-@pytest.fixture(params=["direct", "relay"])
+@pytest.fixture(scope="module")
+def tls_daemon_process(sim_library: str, tmp_path_factory: pytest.TempPathFactory):
+    """A daemon as a network endpoint serves (TLS gRPC, the TLS data port, the token), on loopback."""
+    pytest.importorskip("cryptography")
+    import tls_daemon
+
+    d = tls_daemon.start(tmp_path_factory.mktemp("tls-daemon"), sim_library)
+    yield d
+    d.stop()
+
+
+@pytest.fixture(params=["direct", "relay", "tls"])
 def board(daemon, request):
-    """A connected client on each carrier of the data plane: direct to the worker and relayed by the daemon,
-    so the fault, soak, fuzz and link tests hold for both."""
+    """A connected client on each carrier of the data plane: direct to the worker, relayed by the daemon,
+    and over the TLS data port of a TLS daemon (the network route, where the worker ends TLS), so the
+    fault, soak, fuzz and link tests hold for all of them. A test that also uses the plain `daemon`
+    fixture (its address, log, cache or operator token) is about that daemon: it is skipped on 'tls'."""
     from rknnlink.client import Board
 
-    b = Board.connect(daemon.address, timeout=10, use_data_channel=request.param == "direct")
+    if request.param == "tls":
+        if _uses_daemon(request):
+            pytest.skip("uses the plain loopback daemon fixture itself, not only the board's carrier")
+        d = request.getfixturevalue("tls_daemon_process")
+        b = Board.connect(d.address, timeout=10, **d.connect_kwargs())
+    else:
+        b = Board.connect(daemon.address, timeout=10, use_data_channel=request.param == "direct")
     b.carrier = request.param  # what the tests expect every session of this board to use
     yield b
     b.close()
+
+
+def _uses_daemon(request) -> bool:
+    """Whether the test reads the plain daemon fixture (in its body, or through another of its fixtures);
+    asking for it only to order fixtures does not count."""
+    import dis
+    import inspect
+
+    for name in inspect.signature(request.function).parameters:
+        defs = getattr(request, "_arg2fixturedefs", {}).get(name) if name not in ("board", "daemon") else None
+        if defs and "daemon" in defs[-1].argnames:
+            return True
+    return any(ins.argval == "daemon" and ins.opname.startswith(("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE"))
+               for ins in dis.get_instructions(request.function))
 
 
 @pytest.fixture(scope="session")

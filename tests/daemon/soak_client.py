@@ -5,7 +5,8 @@ onnxruntime and every earlier module's threads and caches, whose own growth (see
 ours) swamps a per-inference leak. A fresh interpreter holds only the client, so its RSS moves only if the client
 leaks. `soak()` drives the phases over stdin/stdout and watches the daemon and worker from outside.
 
-As a script: python soak_client.py ADDRESS CARRIER MODE   (CARRIER: direct | relay; MODE: stream | mixed)
+As a script: python soak_client.py ADDRESS CARRIER MODE [STATE]   (CARRIER: direct | relay | tls; MODE: stream |
+mixed; STATE: the state directory of a TLS daemon, tests/daemon/tls_daemon.py, for CARRIER tls)
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ def usage(pid: int | str = "self") -> tuple[int, int]:
     return fds, rss
 
 
-def soak(address: str, carrier: str, mode: str) -> dict:
+def soak(address: str, carrier: str, mode: str, state: str = "") -> dict:
     """Run the client through its warm-up and measured phases; return fds/RSS before and after for the client,
     the daemon and the session's worker, plus what the client reported."""
     client = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), address, carrier, mode],
+        [sys.executable, str(Path(__file__).resolve()), address, carrier, mode, *([state] if state else [])],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
 
@@ -75,13 +76,19 @@ def _say(**fields) -> None:
     sys.stdout.flush()
 
 
-def _client(address: str, carrier: str, mode: str) -> None:
+def _client(address: str, carrier: str, mode: str, state: str = "") -> None:
     sys.path.insert(0, str(HERE.parent / "runtime"))
     import sim_models
 
     from rknnlink.client import Board
 
-    board = Board.connect(address, timeout=10, use_data_channel=carrier == "direct")
+    if carrier == "tls":  # a TLS daemon's data port: its state directory has the certificate and the token
+        import tls_daemon
+
+        kwargs = tls_daemon.connect_kwargs(address, Path(state))
+    else:
+        kwargs = {"use_data_channel": carrier == "direct"}
+    board = Board.connect(address, timeout=10, **kwargs)
     with board.load_model(sim_models.two_input_model(64)) as session:
         a = np.arange(64, dtype=np.float32).reshape(1, 64)
         b = np.ones((1, 64), np.float32)
@@ -112,4 +119,4 @@ def _client(address: str, carrier: str, mode: str) -> None:
 
 
 if __name__ == "__main__":
-    _client(*sys.argv[1:4])
+    _client(*sys.argv[1:5])

@@ -395,18 +395,19 @@ def test_a_huge_hello_is_bounded_and_escaped_in_the_log(shared):
 
     with channel:
         # gRPC itself must hold one 60 MB message while it arrives, and whether the allocator gives that back
-        # at once is its business (a CI run kept 70 MiB): the first Hello pays for it. A daemon that kept the
-        # names would grow by 60 MB with each further Hello; one that bounds them reuses the same memory.
+        # at once is its business (a CI run kept 70 MiB, a loaded run here 68 MiB more after the first): the
+        # first Hello pays for it, and up to one more such buffer may stay. A daemon that kept the names would
+        # grow by 60 MB with each further Hello (240 MB over four); one that bounds them reuses the memory.
         hello()
         rss_before = _rss(shared)
-        for _ in range(3):
+        for _ in range(4):
             hello()
     time.sleep(0.3)
     text = log_path.read_text(errors="replace")[size_before:]
     assert log_path.stat().st_size - size_before < 4 * 4096
     assert not any(line.startswith("2026-01-01") or line.startswith("forged") for line in text.splitlines())
     growth = _rss(shared) - rss_before
-    assert growth < 64 << 20, f"daemon RSS grew by {growth >> 20} MiB over three more 60 MB Hellos"
+    assert growth < 128 << 20, f"daemon RSS grew by {growth >> 20} MiB over four more 60 MB Hellos"
 
 
 # -- the data channel's handshake --------------------------------------------------------------------------------------

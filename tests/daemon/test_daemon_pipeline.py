@@ -184,3 +184,43 @@ def test_repeated_layouts_reuse_the_parse_and_different_ones_do_not():
         assert replies.parse(reply) == datawire.parse_reply(reply, 1 << 20)
         error = body(datawire.encode_error(request_id, -5, "RKNN_ERR_X", "no"))
         assert replies.parse(error) == (request_id, -5, 0, ("RKNN_ERR_X", "no"))
+
+
+def test_the_reply_encoder_writes_the_bytes_of_encode_reply_whatever_the_layout_does():
+    """ReplyEncoder (the worker's replies): the same bytes as encode_reply for a repeated layout, a changed
+    shape, dtype or output count, scalars, small replies joined into one part and large ones referenced."""
+    from rknnlink.runtime.library import output_type_of
+
+    encoder = datawire.ReplyEncoder(output_type_of)
+    small, big = np.arange(3, dtype=np.float32), np.arange(datawire.ReplyEncoder.SMALL_REPLY, dtype=np.float32)
+    layouts = [[small.reshape(1, 3, 1, 1)], [small.reshape(1, 3, 1, 1)], [small.reshape(3, 1)],
+               [small.astype(np.int8).reshape(3, 1)],
+               [np.float32(2.5).reshape(())], [], [big, np.arange(4, dtype=np.int32)], [big]]
+    for request_id, outputs in enumerate(layouts, 1):
+        parts = encoder.encode(request_id, 7 * request_id, outputs)
+        want = datawire.encode_reply(request_id, 7 * request_id,
+                                     [(output_type_of(a.dtype), a.shape, a) for a in outputs])
+        joined = b"".join(bytes(memoryview(p).cast("B")) for p in parts)
+        assert joined == b"".join(bytes(memoryview(p).cast("B")) for p in want)
+        small_reply = sum(a.nbytes for a in outputs) <= datawire.ReplyEncoder.SMALL_REPLY
+        assert len(parts) == (1 if small_reply else 1 + len(outputs))
+        rid, status, run_us, payload = datawire.parse_reply(memoryview(joined)[datawire.LENGTH.size:], 1 << 24)
+        assert (rid, status, run_us) == (request_id, 0, 7 * request_id)
+        assert [bytes(data) for _dtype, _shape, data in payload] == [a.tobytes() for a in outputs]
+
+
+def test_a_large_frame_is_read_whole_into_its_own_buffer():
+    """FrameReader: a frame larger than its read-ahead buffer arrives in pieces into a buffer of its own
+    (not zeroed first); the bytes and the frame after it are intact."""
+    left, right = socket.socketpair()
+    with left, right:
+        payload = np.random.default_rng(1).integers(0, 256, 200_000, dtype=np.uint8).tobytes()
+        frames = [payload, b"small", payload[::-1]]
+        sender = threading.Thread(target=lambda: [datawire.send_parts(left, [datawire.LENGTH.pack(len(f)), f])
+                                                  for f in frames])
+        sender.start()
+        reader = datawire.FrameReader(right, 8192)
+        assert [bytes(reader.read(1 << 20)) for _ in frames] == frames
+        sender.join(30)
+        left.close()
+        assert reader.read(1 << 20) is None

@@ -284,3 +284,37 @@ def test_worker_killed_mid_frame_ends_the_connection_and_the_session_is_reported
         with pytest.raises(SessionLostError, match=r"crashed \(signal 9\)"):
             session.run([X], formats=["nchw"])
         assert board.load_model(model).run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+
+
+def _tls_frame_once(daemon, session, frame: bytes):
+    """One frame over a TLS data connection of `session` (preamble, TLS, hello); the parsed reply."""
+    with _tls_connect(daemon, session.id) as s:
+        s.sendall(datawire.encode_hello(session.id, session._secret))
+        assert datawire.read_hello_reply(s)[0] == 0
+        s.sendall(frame)
+        return datawire.parse_reply(datawire.FrameReader(s).read(1 << 22), 1 << 20)
+
+
+@pytest.mark.parametrize("attack", ["a million empty tensors", "5000 inputs"])
+def test_input_caps_hold_over_tls_before_anything_is_allocated(tls_daemon, attack):
+    """The data channel's caps (inputs, dims, bytes) hold where the worker ends TLS: a clear error reply, the
+    worker's memory bounded (measured), the same session and worker serve on."""
+    psutil = pytest.importorskip("psutil")
+    if attack == "5000 inputs":  # correctly framed, each input one byte
+        body = datawire.REQUEST.pack(datawire.MAGIC_REQUEST, 1, 0, 5000)
+        body += (datawire.INPUT.pack(3, 0, 0, 1, 1) + (1).to_bytes(8, "little")) * 5000 + b"\0" * 5000
+    else:  # claims 4 M inputs, then 8 MB of zeroed headers
+        body = datawire.REQUEST.pack(datawire.MAGIC_REQUEST, 1, 0, 4_000_000) + bytes(2 * 4_000_000)
+    frame = datawire.LENGTH.pack(len(body)) + body
+    with _board(tls_daemon) as board:
+        session = board.load_model(sim_models.conv_relu_model()[0])
+        assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8) and session.carrier == "tls"
+        pid = next(s["worker_pid"] for s in board.stats()["sessions"] if s["session_id"] == session.id)
+        worker = psutil.Process(pid)
+        before = worker.memory_info().rss
+        for _ in range(3):
+            _rid, status, _us, (_name, text) = _tls_frame_once(tls_daemon, session, frame)
+            assert status != 0 and "at most 256" in text
+        assert worker.memory_info().rss - before < 96 << 20
+        assert session.run([X], formats=["nchw"])[0].shape == (1, 4, 8, 8)
+        assert next(s["worker_pid"] for s in board.stats()["sessions"] if s["session_id"] == session.id) == pid

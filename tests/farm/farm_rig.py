@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("farm_transport_infra", HERE.parent / "transport" / "conftest.py")
+_spec = importlib.util.spec_from_file_location("farm_transport_infra", HERE.parent / "transport" / "transport_rig.py")
 infra = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(infra)
 

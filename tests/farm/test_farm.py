@@ -187,7 +187,17 @@ def test_six_concurrent_clients_on_two_platforms_never_share_a_board(farm, model
     print(f"\nsix jobs on three boards in {elapsed:.1f} s; per-job waits {waits}")
 
 
-def test_places_learn_the_runtime_version_once_a_session_ran(farm):
+def test_places_learn_the_runtime_version_once_a_session_ran(farm, models):
+    # One session on every place, held through the farm (so the test does not depend on an earlier test's jobs).
+    child = ("import os, sys; from rknnlink.client import Board; from rknnlink.transport import resolve; "
+             "b = Board.connect(resolve(os.environ['RKNNLINK_DEVICE']).address); "
+             "import numpy as np; s = b.load_model(open(sys.argv[1], 'rb').read()); s.run([np.load(sys.argv[2])]); "
+             "s.close(); b.close()")
+    for place, platform in PLACES.items():
+        ran = farm.ns.run([infra.PYTHON, "-m", "rknnlink.cli", "farm", "run", "--place", place, "--",
+                           infra.PYTHON, "-c", child, models[platform]["model"], models["image"]],
+                          env=_farm_env(), timeout=120)
+        assert ran.returncode == 0, ran.stderr[-2000:]
     deadline = time.monotonic() + 60  # each poll starts a `farm list` process: seconds apiece under load
     while time.monotonic() < deadline:
         tags = {p["name"]: p["tags"] for p in farm.farm_list()["places"]}

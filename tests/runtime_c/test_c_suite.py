@@ -1,6 +1,7 @@
 """Runs the C tests of runtime_c: plain, under ASan/UBSan, and the 10,000-cycle leak check."""
 
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -12,6 +13,15 @@ def test_c_core_tests(c_build):
     proc = subprocess.run([str(c_build / "test_core")], capture_output=True, text=True, env=QUIET, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     assert ", 0 failures" in proc.stdout
+
+
+@pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")),
+                    reason="needs Debian's gcc-aarch64-linux-gnu and qemu-user (`make deps` installs them)")
+def test_c_core_and_kernel_tests_pass_on_aarch64(run_make):
+    """The boards run the simulator's portable kernels: built for aarch64 with -Werror, run under qemu-aarch64."""
+    proc = run_make("aarch64", timeout=1200)
+    assert proc.returncode == 0, f"aarch64 build or run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert proc.stdout.count(", 0 failures") == 2, proc.stdout[-3000:]
 
 
 def test_core_under_asan_and_ubsan_with_stand_in_kernels(run_make):

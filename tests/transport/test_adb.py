@@ -10,7 +10,17 @@ import threading
 import time
 
 import pytest
-from conftest import BOARD_PORT, HERE, PYTHON, ROOT, NetNs, base_env, bundled_adb, find_sim_library, netns_available
+from transport_rig import (
+    BOARD_PORT,
+    HERE,
+    PYTHON,
+    ROOT,
+    NetNs,
+    base_env,
+    bundled_adb,
+    find_sim_library,
+    netns_available,
+)
 
 ECHO_SNIPPET = """
 import json, os, grpc

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import PYTHON, ROOT, base_env
+from transport_rig import PYTHON, ROOT, base_env
 
 SCRIPT = ROOT / "board_server" / "usb_gadget" / "setup_gadget.sh"
 BRIDGE = ROOT / "board_server" / "usb_gadget" / "rknnlink_usb_bridge.py"

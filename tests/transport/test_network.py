@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import HERE, PYTHON, base_env, find_sim_library
+from transport_rig import HERE, PYTHON, base_env, find_sim_library
 
 SERIAL = "NETBOARD01"
 

@@ -22,8 +22,8 @@ import fake_usb
 import grpc
 import numpy as np
 import pytest
-from conftest import HERE, PYTHON, ROOT, NetNs, base_env, find_sim_library, netns_available
 from fake_usb import FakeBackend, FakeBoard
+from transport_rig import HERE, PYTHON, ROOT, NetNs, base_env, find_sim_library, netns_available
 
 from rknnlink.v1.usbmux import MuxConfig
 

@@ -31,6 +31,8 @@ import struct
 import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from rknnlink.v1.protocol import MAX_DIMS, MAX_TENSORS, PROTOCOL_VERSION
 
 VERSION = PROTOCOL_VERSION
@@ -240,8 +242,8 @@ class FrameReader:
                 self._fill()
             body = bytearray(self._view[self._start:self._start + size])
             self._start += size
-        else:
-            body = bytearray(size)
+        else:  # uninitialised (numpy.empty): every byte is received into it, zeroing it first costs a pass
+            body = np.empty(size, np.uint8)
             body[:have] = self._view[self._start:self._end]
             self._start = self._end = 0
             view = memoryview(body)
@@ -377,6 +379,40 @@ def encode_reply(request_id: int, run_us: int, outputs: Sequence[Tuple[int, Sequ
         datas.append(view)
         size += len(head) + view.nbytes
     return [_FRAMED_REPLY.pack(size, MAGIC_REPLY, request_id, 0, run_us, len(outputs)) + b"".join(heads), *datas]
+
+
+class ReplyEncoder:
+    """encode_reply for one connection, whose replies mostly repeat one output layout (a pipeline's): the
+    output headers of the last layout are kept, so a reply costs one pack of the fields that change, and
+    outputs of at most SMALL_REPLY bytes in all are joined to the header (one small buffer for the kernel).
+
+    `type_of(numpy dtype) -> dtype code` (rknnlink.runtime.library.output_type_of); encode() takes the output
+    arrays themselves (C-contiguous numpy arrays)."""
+
+    SMALL_REPLY = 4096
+
+    def __init__(self, type_of: Callable[[Any], int]) -> None:
+        self._type_of = type_of
+        self._key: Any = None
+        self._heads = b""
+        self._size = 0
+        self._small = True
+
+    def encode(self, request_id: int, run_us: int, arrays: Sequence[Any]) -> List[Any]:
+        """As encode_reply(request_id, run_us, [(type_of(a.dtype), a.shape, a) for a in arrays])."""
+        key = tuple((a.dtype, a.shape) for a in arrays)
+        if key != self._key:
+            heads = [_tensor_head(_OUTPUT_HEADS, a.shape).pack(self._type_of(a.dtype), a.ndim, a.nbytes, *a.shape)
+                     for a in arrays]
+            self._heads = b"".join(heads)
+            data_bytes = sum(a.nbytes for a in arrays)
+            self._size = REPLY.size + len(self._heads) + data_bytes
+            self._small = data_bytes <= self.SMALL_REPLY
+            self._key = key
+        head = _FRAMED_REPLY.pack(self._size, MAGIC_REPLY, request_id, 0, run_us, len(arrays)) + self._heads
+        if self._small:
+            return [b"".join([head, *(a.tobytes() for a in arrays)])]
+        return [head, *arrays]
 
 
 def encode_error(request_id: int, code: int, name: Optional[str], message: str) -> List[Any]:

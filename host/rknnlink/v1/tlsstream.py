@@ -10,6 +10,11 @@ threads on one connection at once, so every use of the TLS object takes a lock, 
 one thread may wait in a receive while another sends (a reader and a replying thread, as the worker's loop
 has them); a send's records go out whole and in order.
 
+Measured alternatives (bench/bench_link.py's frame, 2 cores): an SSLSocket on a non-blocking descriptor
+(waits in poll() outside the lock) saves the BIO copies but wakes and raises SSLWantReadError per partial
+record, and cost more per round trip; sending a frame in 32 KiB chunks, so the peer decrypts one while
+this side encrypts the next, cost more system calls and wake-ups than the overlap gained under load.
+
 Both ends of the TLS data port use it: the client (rknnlink.client.data.DirectCarrier) and the session's
 worker, which ends TLS itself (rknnlink_server.tlsdata).
 """
@@ -23,6 +28,8 @@ import time
 from typing import Any, Optional, Sequence
 
 READ_SIZE = 256 << 10
+RECORD_BYTES = 16384   # the most plaintext one TLS record carries
+COALESCE_BYTES = 4096  # parts smaller than this share a record with the next part
 
 
 class TlsStream:
@@ -78,18 +85,22 @@ class TlsStream:
 
     # -- what the data plane's readers and writers use --------------------------------------------------------------
     def recv_into(self, view: Any, nbytes: int = 0) -> int:
+        """As many decrypted bytes as the received records hold, up to `nbytes`: one call per frame part,
+        not one per 16 KiB record; it waits for the socket only when no record is ready. 0: the peer closed."""
         view = memoryview(view).cast("B")
         size = nbytes or view.nbytes
         while True:
-            try:
-                with self._lock:
-                    return self._tls.read(size, view)
-            except ssl.SSLWantReadError:
-                pass
-            except ssl.SSLZeroReturnError:  # the peer's close_notify
-                return 0
-            except ssl.SSLEOFError:  # the stream ended without close_notify: a closed peer all the same
-                return 0
+            got = 0
+            with self._lock:
+                try:  # one record per read, and only while bytes are there: a WantRead costs several us
+                    while got < size and (self._incoming.pending or self._tls.pending()):
+                        got += self._tls.read(size - got, view[got:])
+                except ssl.SSLWantReadError:  # the rest of a record is still on its way
+                    pass
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # close_notify, or an end without it:
+                    return got                                     # a closed peer all the same
+            if got:
+                return got
             if not self._fill():
                 return 0
 
@@ -98,15 +109,26 @@ class TlsStream:
         return bytes(buf[:self.recv_into(buf)])
 
     def sendmsg(self, buffers: Sequence[Any], *_args: Any) -> int:
-        """Every part encrypted, then all of it in one sendall; returns the plaintext bytes taken (all)."""
-        total = 0
+        """Every part encrypted, then all of it in one sendall; returns the plaintext bytes taken (all).
+
+        A part smaller than COALESCE_BYTES (a frame's header) shares a record with the start of the next
+        part, so a request is whole records (not a tiny one in front) and no part is copied whole."""
+        total, small = 0, b""
         with self._send_lock:
             with self._lock:
                 for part in buffers:
                     view = memoryview(part).cast("B")
-                    if view.nbytes:
+                    total += view.nbytes
+                    if small:
+                        head = view[:RECORD_BYTES - len(small)]
+                        self._tls.write(small + head)
+                        small, view = b"", view[head.nbytes:]
+                    if view.nbytes < COALESCE_BYTES:
+                        small = bytes(view)
+                    else:
                         self._tls.write(view)
-                        total += view.nbytes
+                if small:
+                    self._tls.write(small)
                 data = self._outgoing.read()
             self.sock.sendall(data)
         return total
