@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -166,6 +167,7 @@ def main() -> int:
             rates[boards] = _rate(records)
     finally:
         farm.close()
+        shutil.rmtree(work, ignore_errors=True)
     reserve_ms = statistics.median(r["reserve"] for r in alone) * 1e3
     release_ms = statistics.median(r["release"] for r in alone) * 1e3
     farm_job = statistics.median(r["end"] - r["start"] for r in alone)

@@ -172,7 +172,11 @@ def inner(rounds: int) -> dict:
     sys.path.insert(0, str(TESTS))
     from health_server import build_server
 
-    workdir = Path(tempfile.mkdtemp(prefix="rknnlink-bench-"))
+    with tempfile.TemporaryDirectory(prefix="rknnlink-bench-") as tmp:
+        return _measure_all(Path(tmp), rounds, build_server)
+
+
+def _measure_all(workdir: Path, rounds: int, build_server) -> dict:
     server = serve_board(BOARD_PORT)
     grpc_server, _ = build_server(f"127.0.0.1:{GRPC_PORT}")
     grpc_server.start()

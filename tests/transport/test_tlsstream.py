@@ -138,3 +138,23 @@ def test_an_untrusted_certificate_fails_the_handshake(contexts):
     thread.join(30)
     raw_server.close()
     assert errors, "the server finished a handshake the client refused"
+
+
+def test_a_frame_reader_sees_a_next_frame_that_waits_inside_tls(contexts):
+    """The worker reads ahead only when it knows a next frame is there: bytes the TLS stream already took
+    from the socket (the socket no longer shows them) count as pending."""
+    import select
+
+    server, client = _connect(contexts)
+    try:
+        big, small = bytes(range(256)) * 160, b"next frame"  # 40 KiB: longer than the reader's buffer
+        client.sendmsg([datawire.LENGTH.pack(len(big)), big, datawire.LENGTH.pack(len(small)), small])
+        reader = datawire.FrameReader(server, size=16 << 10)
+        assert bytes(reader.read(1 << 20)) == big
+        assert not select.select([server.sock], [], [], 0)[0]  # the socket is drained: the rest is in TLS
+        assert reader.pending()
+        assert bytes(reader.read(1 << 20)) == small
+        assert not reader.pending()
+    finally:
+        client.close()
+        server.close()

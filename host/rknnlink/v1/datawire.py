@@ -194,6 +194,9 @@ class FrameReader:
         """True when bytes of a next frame are buffered here or waiting in the socket."""
         if self._end > self._start:
             return True
+        buffered = getattr(self.sock, "buffered", None)  # a TLS stream holds received bytes of its own
+        if buffered is not None and buffered():
+            return True
         return bool(select.select([self.sock], [], [], 0)[0])
 
     def _recv_into(self, view: memoryview) -> int:

@@ -141,6 +141,12 @@ class TlsStream:
         with self._lock:
             return self._tls.pending()
 
+    def buffered(self) -> int:
+        """Bytes received from the socket and not yet read: decrypted, or still inside their records (the
+        socket no longer shows them, so a reader deciding whether more is on its way asks here too)."""
+        with self._lock:
+            return self._tls.pending() + self._incoming.pending
+
     def fileno(self) -> int:
         return self.sock.fileno()
 
