@@ -7,11 +7,11 @@ from rknnlink.model.calibration import (
     TensorStats,
     asymmetric_params,
     choose_range,
-    kl_threshold,
     mmse_range,
     quantize_bias,
     quantize_weights,
 )
+from rknnlink.model.entropy import error_threshold, expected_error, kl_threshold
 
 
 def stats_of(x: np.ndarray, chunks: int = 4) -> TensorStats:
@@ -49,11 +49,15 @@ def test_asymmetric_params_cover_the_range_and_represent_zero():
 def test_kl_clips_outliers_of_a_gaussian():
     rng = np.random.default_rng(1)
     x = np.concatenate([rng.standard_normal(400_000), [60.0, -55.0]])
-    lo, hi = choose_range(stats_of(x), "kl_divergence")
-    # The entropy threshold of N(0, 1) in 8 bits lies well inside the outliers and beyond 2.5 sigma.
-    assert 2.5 < hi < 20 and -20 < lo < -2.5
-    bulk = x[:-2]  # KL trades the two outliers for resolution on everything else
-    assert quant_mse(bulk, lo, hi) < quant_mse(bulk, x.min(), x.max()) / 20
+    st = stats_of(x)
+    lo, hi = choose_range(st, "kl_divergence")
+    # The entropy threshold of N(0, 1) in 8 bits lies far inside the outliers; the range keeps the larger
+    # error-minimising threshold (two values 50 away cost as much as the rounding of all the others).
+    assert kl_threshold(st.abs_hist, st.absmax, 128) < 10
+    assert hi == pytest.approx(error_threshold(st.abs_hist, st.absmax, 128)) and hi < 40 and lo == -hi
+    bulk = x[:-2]  # the two outliers are traded for resolution on everything else
+    assert quant_mse(bulk, lo, hi) < quant_mse(bulk, x.min(), x.max()) / 3
+    assert quant_mse(x, lo, hi) < quant_mse(x, x.min(), x.max())
 
 
 def test_kl_keeps_a_uniform_distribution_whole():
@@ -87,6 +91,58 @@ def test_kl_keeps_min_max_where_its_clip_would_raise_the_error():
         assert quant_mse(x, lo, hi) <= quant_mse(x, x.min(), x.max())
     else:
         assert t < x.max() and quant_mse(x, 0, t) > quant_mse(x, x.min(), x.max())
+
+
+def heavy_tailed(seed: int = 7) -> np.ndarray:
+    """Student's t with 3 degrees of freedom: a peaked bulk and a tail that still carries real mass, where
+    pure entropy calibration clips far into values that matter (PP-OCRv4 det's first conv: T = 2.9 of 15.7)."""
+    return np.random.default_rng(seed).standard_t(3, 400_000)
+
+
+def test_expected_error_matches_measured_int8_error():
+    # The histogram model of the int8 error is what picks the threshold floor: it must agree with really
+    # quantising the samples (one-sided data, all 256 codes over [0, t]).
+    x = np.random.default_rng(8).exponential(1.0, 200_000)
+    st = stats_of(x)
+    for t in (1.0, 3.0, 6.0, x.max()):
+        model = expected_error(st.abs_hist, st.absmax, [t], 256)[0] / x.size
+        assert model == pytest.approx(quant_mse(x, 0.0, t), rel=0.1)
+
+
+def test_error_threshold_is_the_lowest_measured_error():
+    x = heavy_tailed()
+    st = stats_of(x)
+    t = error_threshold(st.abs_hist, st.absmax, 128)
+    best = min(quant_mse(x, -c, c) for c in np.linspace(2, st.absmax, 60))
+    assert quant_mse(x, -t, t) <= 1.05 * best
+
+
+def test_kl_never_clips_below_the_error_minimising_threshold():
+    # Pure entropy calibration clips the tail away (T near the spike); the kl range keeps at least the
+    # threshold that minimises the tensor's own int8 error, and codes the data better than both.
+    x = heavy_tailed()
+    st = stats_of(x)
+    st.hist = None
+    t_kl = kl_threshold(st.abs_hist, st.absmax, 128)
+    t_err = error_threshold(st.abs_hist, st.absmax, 128)
+    assert t_kl < t_err / 2  # the case the floor is for
+    lo, hi = choose_range(st, "kl_divergence")
+    assert hi >= t_err - 1e-6 and lo <= -t_err + 1e-6
+    assert quant_mse(x, lo, hi) < quant_mse(x, -t_kl, t_kl) / 2
+    assert quant_mse(x, lo, hi) <= quant_mse(x, x.min(), x.max())
+
+
+def test_kl_decides_where_its_threshold_is_above_the_error_floor():
+    # A Laplace distribution: the entropy threshold lies a little above the error-minimising one, so the
+    # range is KL's (wider, keeping more of the tail), still well inside the observed extremes.
+    x = np.random.default_rng(9).laplace(0, 1.0, 400_000)
+    st = stats_of(x)
+    t_kl = kl_threshold(st.abs_hist, st.absmax, 128)
+    t_err = error_threshold(st.abs_hist, st.absmax, 128)
+    assert t_kl > t_err
+    lo, hi = choose_range(st, "kl_divergence")
+    assert (lo, hi) == (pytest.approx(-t_kl), pytest.approx(t_kl))
+    assert hi < 0.95 * st.absmax and quant_mse(x, lo, hi) < quant_mse(x, x.min(), x.max())
 
 
 def test_mmse_beats_min_max_on_heavy_tails():

@@ -1,10 +1,8 @@
 """Calibration: activation ranges from sample data, and the three range-selection algorithms.
 
 * normal: the observed min/max.
-* kl_divergence: TensorRT's entropy calibration. A 2048-bin histogram of |x| is built over all samples;
-  for every candidate threshold bin i in [128, 2048] the reference distribution P (bins [0, i), with the
-  outliers folded into the last bin) is compared with Q, P merged into 128 levels and expanded back over
-  its non-empty bins; the threshold with the smallest KL(P || Q) wins. The range becomes
+* kl_divergence: TensorRT's entropy threshold T on a 2048-bin histogram of |x| over all samples, never below
+  the T that minimises the tensor's expected int8 error (:mod:`.entropy`). The range becomes
   [max(min, -T), min(max, T)], so one-sided tensors (after ReLU) keep their asymmetric [0, T] form.
 * mmse: the clipping threshold that minimises the mean squared int8 quantisation error. Evaluated on a
   2048-bin histogram of x with every candidate range at once (a candidates x bins numpy array), which takes
@@ -18,8 +16,9 @@ from typing import Optional
 
 import numpy as np
 
+from .entropy import kl_range
+
 HIST_BINS = 2048
-KL_LEVELS = 128
 MMSE_CANDIDATES = 100
 MMSE_BINS = 512
 QMIN, QMAX = -128, 127
@@ -92,51 +91,6 @@ def asymmetric_params(lo: float, hi: float) -> tuple:
     return float(np.float32(scale)), zp
 
 
-def kl_threshold(abs_hist: np.ndarray, absmax: float, levels: int = KL_LEVELS) -> float:
-    """TensorRT-style entropy calibration threshold for a histogram of |x| over [0, absmax]."""
-    hist = abs_hist.astype(np.float64)
-    n_bins = len(hist)
-    if hist.sum() == 0 or absmax <= 0:
-        return absmax
-    bin_width = absmax / n_bins
-    best_kl, best_i = np.inf, n_bins
-    for i in range(levels, n_bins + 1):
-        p = hist[:i].copy()
-        p[-1] += hist[i:].sum()
-        nonzero = p != 0  # after folding the outliers in, as TensorRT/MXNet do
-        # Merge the i reference bins into `levels` quantised bins, then spread each back evenly over its
-        # non-empty source bins.
-        edges = (np.arange(levels + 1) * i) // levels
-        sums = np.add.reduceat(hist[:i], edges[:-1])
-        counts = np.add.reduceat(nonzero.astype(np.float64), edges[:-1])
-        avg = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
-        q = np.repeat(avg, np.diff(edges)) * nonzero
-        kl = _kl(p, q)
-        if kl < best_kl:
-            best_kl, best_i = kl, i
-    return (best_i + 0.5) * bin_width
-
-
-def _abs_hist_error(abs_hist: np.ndarray, absmax: float, t: float, levels: int) -> float:
-    """Expected squared int8 error of |x| (histogram over [0, absmax]) coded with `levels` steps over [0, t]:
-    rounding noise (step^2 / 12) inside, the clipped distance outside."""
-    centres = (np.arange(len(abs_hist)) + 0.5) * (absmax / len(abs_hist))
-    step = t / levels
-    err = np.where(centres <= t, step * step / 12.0, (centres - t) ** 2)
-    return float(np.dot(abs_hist.astype(np.float64), err))
-
-
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
-    ps, qs = p.sum(), q.sum()
-    if ps == 0 or qs == 0:
-        return np.inf
-    p, q = p / ps, q / qs
-    mask = p > 0
-    if np.any(q[mask] == 0):
-        return np.inf
-    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
-
-
 def mmse_range(hist: np.ndarray, lo: float, hi: float, candidates: int = MMSE_CANDIDATES) -> tuple:
     """Range [a*lo, b*hi] (a, b in (0, 1]) minimising the histogram-weighted int8 quantisation MSE.
 
@@ -179,17 +133,7 @@ def choose_range(stats: TensorStats, algorithm: str) -> tuple:
     if algorithm == "kl_divergence":
         if stats.abs_hist is None:
             return lo, hi
-        # A one-sided tensor (after ReLU) is coded with all 256 int8 steps over [0, T], a signed one with
-        # 128 per side: the quantised candidate distribution gets as many levels as the codes give it.
-        levels = KL_LEVELS if lo < 0 < hi else 2 * KL_LEVELS
-        t = kl_threshold(stats.abs_hist, stats.absmax, levels)
-        # The entropy threshold clips hard on spread, heavy-tailed tensors (HardSwish outputs lose half their
-        # range), and those clips compound through a network (MobileNetV3-S fell to 0.23 cosine): it is taken
-        # only where it also lowers the expected int8 error of the tensor itself.
-        if _abs_hist_error(stats.abs_hist, stats.absmax, t, levels) > _abs_hist_error(
-                stats.abs_hist, stats.absmax, stats.absmax, levels):
-            return lo, hi
-        return max(lo, -t), min(hi, t)
+        return kl_range(lo, hi, stats.abs_hist)
     if algorithm == "mmse":
         if stats.hist is None:
             return lo, hi
