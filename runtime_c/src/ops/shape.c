@@ -756,43 +756,57 @@ static void resize_dim(const sim_kernel_call *call, const shape_priv *p, int d, 
     else resize_rows(&r, 0, outer, 0);
 }
 
+/* The order in which resize_compute resizes the dims: the shrinking ones first, then the growing ones,
+ * each group in dim order. Every intermediate is then at most the larger of X and Y (which the memory
+ * plan holds anyway): in dim order, a hostile X [1,1,1,65536] -> Y [1,1,65536,1] first grew to 2^32
+ * elements (a fuzzer's 13 GB scratch). Resizes that only grow or only shrink (every real model's) keep
+ * dim order and their bytes. Returns the number of dims to resize. */
+static int resize_order(const shape_priv *p, int *order)
+{
+    int n = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int64_t d = 0; d < p->rank; d++)
+            if (pass == 0 ? p->odims[d] < p->idims[d] : p->odims[d] > p->idims[d]) order[n++] = (int)d;
+    return n;
+}
+
 static int resize_compute(const sim_kernel_call *call, const shape_priv *p, const float *x, float *y, float *tmp0,
                           float *tmp1)
 {
     int64_t cur[SIM_MAX_DIMS];
+    int order[SIM_MAX_DIMS];
     for (int64_t d = 0; d < p->rank; d++) cur[d] = p->idims[d];
     const float *src = x;
-    int last = -1;
-    for (int64_t d = 0; d < p->rank; d++)
-        if (cur[d] != p->odims[d]) last = (int)d;
-    if (last < 0) {
-        int64_t n = 1;
-        for (int64_t d = 0; d < p->rank; d++) n *= cur[d];
-        memcpy(y, x, (size_t)n * sizeof(float));
+    int n = resize_order(p, order);
+    if (n == 0) {
+        int64_t e = 1;
+        for (int64_t d = 0; d < p->rank; d++) e *= cur[d];
+        memcpy(y, x, (size_t)e * sizeof(float));
         return 0;
     }
-    int flip = 0;
-    for (int64_t d = 0; d < p->rank; d++) {
-        if (cur[d] == p->odims[d]) continue;
-        float *dst = (int)d == last ? y : (flip ? tmp1 : tmp0);
-        resize_dim(call, p, (int)d, cur, src, dst);
+    for (int k = 0; k < n; k++) {
+        int d = order[k];
+        float *dst = k == n - 1 ? y : (k % 2 ? tmp1 : tmp0);
+        resize_dim(call, p, d, cur, src, dst);
         cur[d] = p->odims[d];
         src = dst;
-        flip = !flip;
     }
     return 0;
 }
 
-/* Largest intermediate element count while resizing dim by dim. */
+/* Largest intermediate element count while resizing dim by dim in resize_order (the last step writes Y
+ * itself): at most max(X, Y) elements. */
 static int64_t resize_tmp_elems(const shape_priv *p)
 {
     int64_t cur[SIM_MAX_DIMS], best = 1;
+    int order[SIM_MAX_DIMS];
     for (int64_t d = 0; d < p->rank; d++) cur[d] = p->idims[d];
-    for (int64_t d = 0; d < p->rank; d++) {
-        cur[d] = p->odims[d];
-        int64_t n = 1;
-        for (int64_t e = 0; e < p->rank; e++) n *= cur[e];
-        best = n > best ? n : best;
+    int n = resize_order(p, order);
+    for (int k = 0; k + 1 < n; k++) {
+        cur[order[k]] = p->odims[order[k]];
+        int64_t e = 1;
+        for (int64_t i = 0; i < p->rank; i++) e *= cur[i];
+        best = e > best ? e : best;
     }
     return best;
 }
