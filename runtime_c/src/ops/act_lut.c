@@ -7,6 +7,47 @@
 #include "act_lut.h"
 #include "ops_common.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
+void sim_lut_i8_c(const int8_t tab[256], const int8_t *x, int8_t *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = tab[(int)x[i] + 128];
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* 32 codes at a time: index = code + 128; the low nibble picks a byte of each 16-entry sixteenth of the
+ * table (vpshufb), the high nibble which sixteenth (compare and blend). */
+__attribute__((target("avx2"))) static size_t lut_i8_avx2(const int8_t tab[256], const int8_t *x, int8_t *y, size_t n)
+{
+    const __m256i bias = _mm256_set1_epi8((char)0x80), low = _mm256_set1_epi8(0x0f);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i idx = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(x + i)), bias);
+        __m256i lo = _mm256_and_si256(idx, low);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(idx, 4), low);
+        __m256i r = _mm256_setzero_si256();
+        for (int h = 0; h < 16; h++) {
+            __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(tab + 16 * h)));
+            __m256i m = _mm256_cmpeq_epi8(hi, _mm256_set1_epi8((char)h));
+            r = _mm256_blendv_epi8(r, _mm256_shuffle_epi8(t, lo), m);
+        }
+        _mm256_storeu_si256((__m256i *)(void *)(y + i), r);
+    }
+    return i;
+}
+#endif
+
+void sim_lut_i8(const int8_t tab[256], const int8_t *x, int8_t *y, size_t n)
+{
+    size_t i = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (SIM_CPU_AVX2()) i = lut_i8_avx2(tab, x, y, n);
+#endif
+    sim_lut_i8_c(tab, x + i, y + i, n - i);
+}
+
 enum { LUT_CELLS = 4096, LUT_SAMPLES = 16, LUT_NEAR = 48 };
 
 int8_t sim_act_lut_direct(uint32_t act, float p0, float p1, float so, int32_t zo, float real)

@@ -14,6 +14,7 @@
 #define RKNNLINK_OPS_ACT_LUT_H
 
 #include <float.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct sim_act_lut {
@@ -32,6 +33,14 @@ int sim_act_lut_build(sim_act_lut *t, uint32_t act, float p0, float p1, float so
 void sim_act_lut_free(sim_act_lut *t);
 /* The direct evaluation g(real) the table reproduces. */
 int8_t sim_act_lut_direct(uint32_t act, float p0, float p1, float so, int32_t zo, float real);
+
+/* y[i] = tab[x[i] + 128] for n codes: the int8 kernels' per-tensor, per-channel and per-row 256-entry
+ * tables (unary ops, BatchNorm, element-wise ops with a row-constant operand, Resize, ...). An AVX2 path
+ * (16 in-lane shuffles) and the portable loop; a lookup, so both give the same bytes. x and y may be
+ * the same array. */
+void sim_lut_i8(const int8_t tab[256], const int8_t *x, int8_t *y, size_t n);
+/* The portable loop of sim_lut_i8 (the reference its tests compare with). */
+void sim_lut_i8_c(const int8_t tab[256], const int8_t *x, int8_t *y, size_t n);
 
 /* The table's code for real, or SIM_ACT_LUT_DIRECT when the caller must evaluate directly. */
 static inline int32_t sim_act_lut_get(const sim_act_lut *t, float real)

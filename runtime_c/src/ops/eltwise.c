@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "act_lut.h"
 #include "ops_common.h"
 
 enum bin_kind {
@@ -243,6 +244,45 @@ static void elt_range(void *arg, int64_t lo, int64_t hi, int tid)
     }
 }
 
+/* int8 with a row-constant operand (a per-channel or scalar constant, an SE block's [N,C,1,1] gate) and
+ * an int8 activation varying along the row: per row, a 256-entry table of the direct result
+ * quant(act(deq(q) op v)) for every code q (the same float operations in the same operand order), then a
+ * lookup per element. Rows are the tasks, so any split gives the same bytes. */
+#define ELT_ROW_TABLE_MIN 256
+
+typedef struct elt_row_job {
+    const elt_job *j;
+    int var;  /* the operand varying along the row (0: a, 1: b) */
+    float deq[256];
+} elt_row_job;
+
+static void elt_row_tables(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const elt_row_job *rj = arg;
+    const elt_job *j = rj->j;
+    const sim_bcast *bc = &j->bc;
+    int nd = bc->nd, var = rj->var;
+    const elt_side *vs = &j->in[var], *cs = &j->in[1 - var];
+    (void)tid;
+    for (int64_t o = lo; o < hi; o++) {
+        int64_t off[2] = {0, 0}, r = o;
+        for (int d = nd - 2; d >= 0; d--) {
+            int64_t i = r % bc->dims[d];
+            r /= bc->dims[d];
+            off[0] += i * bc->sa[d];
+            off[1] += i * bc->sb[d];
+        }
+        float cv, v[256];
+        int8_t tab[256];
+        cv = *elt_operand(cs, off[1 - var], 0, 1, &cv);
+        if (var == 0) bin_inner(j->kind, rj->deq, 1, &cv, 0, v, 256);
+        else bin_inner(j->kind, &cv, 0, rj->deq, 1, v, 256);
+        sim_op_act(j->op, v, 256);
+        sim_quant_array(v, tab, 256, j->so, j->zo);
+        sim_lut_i8(tab, vs->q + off[var], j->qy + o * j->inner, (size_t)j->inner);
+    }
+}
+
 static int elt_binary(sim_kernel_call *call, const sim_tensor *yt, int is_i8)
 {
     elt_job j;
@@ -273,6 +313,16 @@ static int elt_binary(sim_kernel_call *call, const sim_tensor *yt, int is_i8)
     j.inner = j.bc.dims[j.bc.nd - 1];
     j.chunks = (j.inner + ELT_CHUNK - 1) / ELT_CHUNK;
     int64_t outer = yt->n_elems / (j.inner > 0 ? j.inner : 1), tasks = outer * j.chunks;
+    int64_t sa = j.bc.sa[j.bc.nd - 1], sb = j.bc.sb[j.bc.nd - 1];
+    int var = (j.in[0].q && sa == 1 && sb == 0) ? 0 : ((j.in[1].q && sb == 1 && sa == 0) ? 1 : -1);
+    if (is_i8 && var >= 0 && j.inner >= ELT_ROW_TABLE_MIN) {
+        elt_row_job rj = {.j = &j, .var = var};
+        const sim_tensor *vt = sim_call_in_t(call, (uint32_t)var);
+        sim_dequant_lut(vt, rj.deq);
+        if (yt->n_elems >= 4 * ELT_CHUNK) sim_parallel(call, elt_row_tables, &rj, outer);
+        else elt_row_tables(&rj, 0, outer, 0);
+        return 0;
+    }
     if (yt->n_elems >= 4 * ELT_CHUNK) sim_parallel(call, elt_range, &j, tasks);
     else elt_range(&j, 0, tasks, 0);
     return 0;

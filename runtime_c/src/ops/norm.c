@@ -1,12 +1,14 @@
 /*
  * Normalisations and reductions: Softmax, LogSoftmax (one axis, opset-13 semantics), ReduceMean,
  * ReduceMax, ReduceMin, ReduceSum, ReduceProd, ReduceL2, BatchNormalization (folded to a per-channel affine at prepare) and LRN.
- * Their int8 form is left to the executor's dequantise-compute-requantise fallback.
+ * Their int8 form is left to the executor's dequantise-compute-requantise fallback, except BatchNorm's:
+ * per channel, a 256-entry table of that fallback's result for every code, applied to the plane.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "act_lut.h"
 #include "ops_common.h"
 #include "vmath.h"
 
@@ -276,6 +278,50 @@ static int bn_run_f32(sim_kernel_call *call)
     return 0;
 }
 
+typedef struct bn_i8_job {
+    const sim_op *op;
+    const norm_priv *p;
+    const int8_t *x;
+    int8_t *y;
+    float deq[256];
+    float so;
+    int32_t zo;
+} bn_i8_job;
+
+/* Planes [lo, hi) of N * C: the table holds quant(act(a[c] * deq(q) + b[c])) for every code q, the same
+ * float operations as dequantise, bn_run_f32, requantise of whole tensors, so the same bytes. */
+static void bn_i8_planes(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const bn_i8_job *j = arg;
+    const norm_priv *p = j->p;
+    (void)tid;
+    for (int64_t pl = lo; pl < hi; pl++) {
+        int64_t c = pl % p->channels;
+        float v[256];
+        int8_t tab[256];
+        float a = p->a[c], b = p->b[c];
+        for (int i = 0; i < 256; i++) v[i] = a * j->deq[i] + b;
+        sim_op_act(j->op, v, 256);
+        sim_quant_array(v, tab, 256, j->so, j->zo);
+        sim_lut_i8(tab, j->x + pl * p->plane, j->y + pl * p->plane, (size_t)p->plane);
+    }
+}
+
+static int bn_run_i8(sim_kernel_call *call)
+{
+    const norm_priv *p = call->op->priv;
+    const sim_tensor *xt = sim_call_in_t(call, 0);
+    const sim_tensor *yt = call->out[0].t ? call->out[0].t : sim_out_tensor(call->graph, call->op, 0);
+    if (!p || !xt || !yt || !call->in[0].i8 || !call->out[0].i8) return SIM_ERR_FAIL;
+    bn_i8_job j = {.op = call->op, .p = p, .x = call->in[0].i8, .y = call->out[0].i8, .so = sim_t_scale(yt),
+                   .zo = sim_t_zp(yt)};
+    sim_dequant_lut(xt, j.deq);
+    int64_t planes = p->outer * p->channels;
+    if (planes * p->plane >= 65536) sim_parallel(call, bn_i8_planes, &j, planes);
+    else bn_i8_planes(&j, 0, planes, 0);
+    return 0;
+}
+
 static int lrn_prepare(const sim_graph *g, sim_op *op, char *err, size_t err_len)
 {
     const sim_tensor *x = NULL, *y = NULL;
@@ -336,16 +382,18 @@ static uint64_t reduce_macs(const sim_graph *g, const sim_op *op)
     return p ? (uint64_t)p->n : 0;
 }
 
-#define NORM_DEF(sym, id, onnx, npu, prep, run, macs_fn)                                                     \
+#define NORM_DEF_I8(sym, id, onnx, npu, prep, run, run8, macs_fn)                                           \
     const sim_op_def sym = {.type = id, .onnx_name = onnx, .npu_name = npu, .prepare = prep, .run_f32 = run,  \
-                            .run_i8 = NULL, .release = norm_release, .macs = macs_fn}
+                            .run_i8 = run8, .release = norm_release, .macs = macs_fn}
+#define NORM_DEF(sym, id, onnx, npu, prep, run, macs_fn) NORM_DEF_I8(sym, id, onnx, npu, prep, run, NULL, macs_fn)
 
 NORM_DEF(sim_def_softmax, SIM_OP_SOFTMAX, "Softmax", "Softmax", softmax_prepare, softmax_run_f32, NULL);
 NORM_DEF(sim_def_log_softmax, SIM_OP_LOG_SOFTMAX, "LogSoftmax", "LogSoftmax", softmax_prepare, softmax_run_f32, NULL);
 NORM_DEF(sim_def_reduce_mean, SIM_OP_REDUCE_MEAN, "ReduceMean", "ReduceMean", reduce_prepare, reduce_run_f32, reduce_macs);
 NORM_DEF(sim_def_reduce_max, SIM_OP_REDUCE_MAX, "ReduceMax", "ReduceMax", reduce_prepare, reduce_run_f32, reduce_macs);
 NORM_DEF(sim_def_reduce_sum, SIM_OP_REDUCE_SUM, "ReduceSum", "ReduceSum", reduce_prepare, reduce_run_f32, reduce_macs);
-NORM_DEF(sim_def_batchnorm, SIM_OP_BATCHNORM, "BatchNormalization", "BatchNormalization", bn_prepare, bn_run_f32, NULL);
+NORM_DEF_I8(sim_def_batchnorm, SIM_OP_BATCHNORM, "BatchNormalization", "BatchNormalization", bn_prepare, bn_run_f32,
+            bn_run_i8, NULL);
 NORM_DEF(sim_def_lrn, SIM_OP_LRN, "LRN", "LRN", lrn_prepare, lrn_run_f32, lrn_macs);
 NORM_DEF(sim_def_reduce_min, SIM_OP_REDUCE_MIN, "ReduceMin", "ReduceMin", reduce_prepare, reduce_run_f32, reduce_macs);
 NORM_DEF(sim_def_reduce_prod, SIM_OP_REDUCE_PROD, "ReduceProd", "ReduceProd", reduce_prepare, reduce_run_f32, reduce_macs);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "act_lut.h"
 #include "ops_common.h"
 
 typedef struct shape_priv {
@@ -811,6 +812,87 @@ static int64_t resize_tmp_elems(const shape_priv *p)
     return best;
 }
 
+/* One-pass nearest Resize: every output element is one input element (dim-by-dim copies give the same
+ * values), so each output row is read straight from its source row, with no intermediate: the last dim
+ * through a table of source columns, the other dims' source index computed once per row. A row whose
+ * source row is the previous row's (an upsampled row) copies that output row. int8 maps the codes
+ * through quant(act(deq(q))) (dropped when that is the identity), what dequantise, copy, activation and
+ * requantise give element for element. */
+typedef struct nearest_job {
+    const shape_priv *p;
+    const int64_t *col; /* source column of each output column, NULL when the last dim is unchanged */
+    const unsigned char *x;
+    unsigned char *y;
+    size_t esz;          /* 4 (float) or 1 (int8 codes) */
+    const int8_t *map;   /* int8: code map, NULL for a plain copy */
+} nearest_job;
+
+static void nearest_rows(void *arg, int64_t lo, int64_t hi, int tid)
+{
+    const nearest_job *j = arg;
+    const shape_priv *p = j->p;
+    int last = (int)p->rank - 1;
+    int64_t iw = p->idims[last], ow = p->odims[last], prev_src = -1;
+    size_t esz = j->esz, row_bytes = (size_t)ow * esz;
+    (void)tid;
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t rem = r, src = 0, stride = 1;
+        for (int d = last - 1; d >= 0; d--) {
+            int64_t od = rem % p->odims[d], i0 = od, i1;
+            float w0, w1;
+            rem /= p->odims[d];
+            if (p->idims[d] != p->odims[d]) resize_entry(p, p->idims[d], p->odims[d], od, &i0, &i1, &w0, &w1);
+            src += i0 * stride;
+            stride *= p->idims[d];
+        }
+        unsigned char *yr = j->y + (size_t)r * row_bytes;
+        if (src == prev_src && r > lo) {
+            memcpy(yr, yr - row_bytes, row_bytes);
+            continue;
+        }
+        prev_src = src;
+        const unsigned char *xr = j->x + (size_t)src * (size_t)iw * esz;
+        if (!j->col) {
+            memcpy(yr, xr, row_bytes);
+        } else if (esz == 4) {
+            const float *xf = (const float *)(const void *)xr;
+            float *yf = (float *)(void *)yr;
+            for (int64_t c = 0; c < ow; c++) yf[c] = xf[j->col[c]];
+        } else {
+            for (int64_t c = 0; c < ow; c++) yr[c] = xr[j->col[c]];
+        }
+        if (j->map) sim_lut_i8(j->map, (const int8_t *)(const void *)yr, (int8_t *)(void *)yr, (size_t)ow);
+    }
+}
+
+/* Whether the one-pass nearest path applies (the last dim's column table must fit the table cap). */
+static int nearest_one_pass(const shape_priv *p)
+{
+    return p->mode == 0 && p->rank >= 1 && p->odims[p->rank - 1] <= RESIZE_TABLE_MAX_ENTRIES;
+}
+
+static int resize_nearest_run(sim_kernel_call *call, const shape_priv *p, const void *x, void *y, size_t esz,
+                              const int8_t *map)
+{
+    int last = (int)p->rank - 1;
+    int64_t ow = p->odims[last], rows = 1;
+    for (int d = 0; d < last; d++) rows *= p->odims[d];
+    int64_t *col = NULL;
+    if (p->idims[last] != ow) {
+        col = sim_scratch_get(call, (size_t)ow * sizeof(int64_t));
+        if (!col) return SIM_ERR_MALLOC;
+        for (int64_t c = 0; c < ow; c++) {
+            int64_t i1;
+            float w0, w1;
+            resize_entry(p, p->idims[last], ow, c, &col[c], &i1, &w0, &w1);
+        }
+    }
+    nearest_job j = {p, col, x, y, esz, map};
+    if (rows * ow >= 16384) sim_parallel(call, nearest_rows, &j, rows);
+    else nearest_rows(&j, 0, rows, 0);
+    return 0;
+}
+
 static int resize_run(sim_kernel_call *call, int is_i8)
 {
     const shape_priv *p = call->op->priv;
@@ -818,6 +900,23 @@ static int resize_run(sim_kernel_call *call, int is_i8)
     const sim_tensor *yt = call->out[0].t ? call->out[0].t : sim_out_tensor(call->graph, call->op, 0);
     if (!p || !xt || !yt) return SIM_ERR_FAIL;
     if (yt->n_elems == 0) return 0;
+    if (nearest_one_pass(p)) {
+        if (!is_i8) {
+            const float *x = sim_call_in_f32(call, 0);
+            if (!x || !call->out[0].f32) return SIM_ERR_FAIL;
+            int rc = resize_nearest_run(call, p, x, call->out[0].f32, sizeof(float), NULL);
+            return rc ? rc : finish(call, 0);
+        }
+        if (!call->in[0].i8 || !call->out[0].i8) return SIM_ERR_FAIL;
+        float f[256];
+        int8_t map[256];
+        int identity = 1;
+        sim_dequant_lut(xt, f);
+        sim_op_act(call->op, f, 256);
+        sim_quant_array(f, map, 256, sim_t_scale(yt), sim_t_zp(yt));
+        for (int i = 0; i < 256 && identity; i++) identity = map[i] == (int8_t)(i - 128);
+        return resize_nearest_run(call, p, call->in[0].i8, call->out[0].i8, 1, identity ? NULL : map);
+    }
     int64_t tmp = resize_tmp_elems(p);
     size_t extra = is_i8 ? (size_t)(xt->n_elems + yt->n_elems) : 0;
     float *buf = sim_scratch_get(call, ((size_t)(2 * tmp) + extra) * sizeof(float));

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "act_lut.h"
 #include "ops_common.h"
 #include "vmath.h"
 
@@ -182,7 +183,7 @@ static void lut_range(void *arg, int64_t lo, int64_t hi, int tid)
     (void)tid;
     size_t a = (size_t)lo * UNARY_BLOCK, b = (size_t)hi * UNARY_BLOCK;
     if (b > j->n) b = j->n;
-    for (size_t i = a; i < b; i++) j->y[i] = j->qlut[(int)j->x[i] + 128];
+    if (b > a) sim_lut_i8(j->qlut, j->x + a, j->y + a, b - a);
 }
 
 static int unary_run_i8(sim_kernel_call *call)

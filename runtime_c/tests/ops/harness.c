@@ -225,3 +225,33 @@ double tg_cosine(const float *a, const float *b, int64_t n)
     }
     return (aa == 0 && bb == 0) ? 1.0 : ab / sqrt(aa * bb + 1e-30);
 }
+
+static void rev_run(sim_par *self, sim_par_fn fn, void *arg, int64_t n)
+{
+    (void)self;
+    for (int64_t i = n - 1; i >= 0; i--) fn(arg, i, i + 1, (int)(i % 3));
+}
+
+void tg_check_i8_vs_float(tgraph *tg, int y, const char *what)
+{
+    char err[256], buf[400];
+    sim_tensor *yt = &tg->t[y];
+    size_t n = (size_t)yt->n_elems;
+    int8_t *want = malloc(n + 1);
+    sim_par *saved = tg_par, rev = {rev_run, 3};
+    tg_par = NULL;
+    int rc = tg_run(tg, 0, err, sizeof err);
+    snprintf(buf, sizeof buf, "%s: float path rc=%d %s", what, rc, err);
+    tg_check_true(buf, rc == 0 && want != NULL);
+    if (rc == 0 && want) {
+        sim_quant_array(tg->f[y], want, n, sim_t_scale(yt), sim_t_zp(yt));
+        for (int pass = 0; pass < 2; pass++) {
+            tg_par = pass ? &rev : NULL;
+            rc = tg_run(tg, 1, err, sizeof err);
+            snprintf(buf, sizeof buf, "%s: int8 path %s rc=%d %s", what, pass ? "on 3 threads" : "inline", rc, err);
+            tg_check_true(buf, rc == 0 && memcmp(tg->q[y], want, n) == 0);
+        }
+    }
+    tg_par = saved;
+    free(want);
+}

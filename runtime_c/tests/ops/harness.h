@@ -58,6 +58,10 @@ void tg_attr_f(tgraph *tg, const char *name, float v);
 void tg_attr_is(tgraph *tg, const char *name, int n, const int64_t *v);
 /* prepare + run (int8 path when use_i8) + keeps priv for macs; returns prepare/run code. */
 int tg_run(tgraph *tg, int use_i8, char *err, size_t err_len);
+/* An int8 fast path against the portable semantics: the float kernel on the dequantised inputs, then
+ * requantised to y's scale, must give the int8 kernel's codes exactly, run inline and on a stand-in
+ * pool of 3 threads taking the items in reverse. */
+void tg_check_i8_vs_float(tgraph *tg, int y, const char *what);
 int tg_prepare_only(tgraph *tg, char *err, size_t err_len);
 
 void tg_check_close(const char *what, const float *got, const float *want, int64_t n, float atol, float rtol);

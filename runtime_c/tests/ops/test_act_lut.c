@@ -70,6 +70,29 @@ static void lut_case(uint32_t act, float p0, float p1, float so, int32_t zo)
 
 void test_act_lut(void)
 {
+    /* sim_lut_i8 (AVX2 when the CPU has it) against its portable loop, every length up to 100 and a long
+     * one, out of place and in place */
+    {
+        int8_t tab[256], x[1100], a[1100], b[1100];
+        for (int i = 0; i < 256; i++) tab[i] = (int8_t)(tg_randf() * 127.0f);
+        for (int i = 0; i < 1100; i++) x[i] = (int8_t)(i < 256 ? i - 128 : (int)(tg_randf() * 128.0f));
+        int same = 1;
+        for (size_t n = 0; n <= 100; n++) {
+            memset(a, 0x55, sizeof a);
+            memset(b, 0x55, sizeof b);
+            sim_lut_i8(tab, x + 3, a, n);
+            sim_lut_i8_c(tab, x + 3, b, n);
+            same &= memcmp(a, b, sizeof a) == 0;
+        }
+        sim_lut_i8(tab, x, a, 1100);
+        sim_lut_i8_c(tab, x, b, 1100);
+        same &= memcmp(a, b, sizeof a) == 0;
+        for (int i = 0; i < 256; i++) same &= a[i] == tab[i];
+        memcpy(a, x, sizeof a);
+        sim_lut_i8(tab, a, a, 1100);
+        same &= memcmp(a, b, sizeof a) == 0;
+        tg_check_true("sim_lut_i8 vs its portable loop (lengths 0-100, 1100, in place)", same);
+    }
     lut_case(SIM_ACT_SIGMOID, 0, 0, 1.0f / 255.0f, -128);
     lut_case(SIM_ACT_SILU, 0, 0, 0.047f, -122);
     lut_case(SIM_ACT_SILU, 0, 0, 0.0031f, -40);

@@ -69,8 +69,11 @@ static void elt_case(uint32_t type, int n_in, const int *nds, const int64_t dims
     tg_free(&tg);
 }
 
+void test_eltwise_i8_rows(void);
+
 void test_eltwise(void)
 {
+    test_eltwise_i8_rows();
     const int64_t same[2][6] = {{2, 3, 4, 5}, {2, 3, 4, 5}};
     const int nd44[2] = {4, 4};
     const int64_t y4[4] = {2, 3, 4, 5};
@@ -188,4 +191,44 @@ void test_unary(void)
     unary_case(SIM_OP_ABS, NULL, 0, NULL, 0, 0, 0);
     unary_case(SIM_OP_SOFTPLUS, NULL, 0, NULL, 0, 0, 0);
     unary_case(SIM_OP_SQRT, NULL, 0, NULL, 0, 0, 0);
+}
+
+/* int8 element-wise ops with a row-constant operand go through per-row 256-entry tables (rows of 256
+ * elements and more): the same codes as dequantise -> float op -> activation -> requantise. */
+static void i8_row_case(uint32_t type, int nda, const int64_t *da, int ca, int ndb, const int64_t *db, int cb, uint32_t act,
+                        const char *what)
+{
+    tgraph tg;
+    tg_init(&tg, type);
+    int a = tg_tensor(&tg, SIM_F32, ca ? SIM_T_CONST : SIM_T_INPUT, nda, da, 2.0f);
+    int b = tg_tensor(&tg, SIM_F32, cb ? SIM_T_CONST : SIM_T_INPUT, ndb, db, 2.0f);
+    int ints[2] = {a, b}, consts[2] = {ca, cb};
+    for (int i = 0; i < 2; i++) {
+        if (type == SIM_OP_DIV && i == 1)
+            for (int64_t e = 0; e < tg.t[b].n_elems; e++) tg.f[b][e] += tg.f[b][e] < 0 ? -0.5f : 0.5f;
+        if (!consts[i]) tg_quant(&tg, ints[i], 2.0f / 127.0f, i * 3 - 1);
+        tg_input(&tg, ints[i]);
+    }
+    const sim_tensor *big = tg.t[a].n_elems >= tg.t[b].n_elems ? &tg.t[a] : &tg.t[b];
+    int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, (int)big->n_dims, big->dims, 0);
+    tg_quant(&tg, y, 0.03f, 4);
+    tg_output(&tg, y);
+    tg.op.act = act;
+    tg.op.act_p0 = 0.0f;
+    tg.op.act_p1 = 6.0f;
+    tg_check_i8_vs_float(&tg, y, what);
+    tg_free(&tg);
+}
+
+void test_eltwise_i8_rows(void)
+{
+    const int64_t x4[4] = {2, 8, 16, 40}, c3[3] = {8, 1, 1}, g4[4] = {2, 8, 1, 1}, s1[1] = {1}, x3[3] = {2, 3, 300};
+    const int64_t short4[4] = {2, 8, 4, 10};
+    i8_row_case(SIM_OP_ADD, 4, x4, 0, 3, c3, 1, SIM_ACT_RELU, "int8 Add per-channel constant rows");
+    i8_row_case(SIM_OP_MUL, 4, x4, 0, 4, g4, 0, SIM_ACT_NONE, "int8 Mul by an int8 [N,C,1,1] gate rows");
+    i8_row_case(SIM_OP_MUL, 4, g4, 0, 4, x4, 0, SIM_ACT_CLIP, "int8 gate [N,C,1,1] * X rows (varying b)");
+    i8_row_case(SIM_OP_SUB, 1, s1, 1, 3, x3, 0, SIM_ACT_SIGMOID, "int8 scalar - X rows");
+    i8_row_case(SIM_OP_DIV, 3, x3, 0, 1, s1, 1, SIM_ACT_HARDSWISH, "int8 X / scalar rows");
+    i8_row_case(SIM_OP_ADD, 4, short4, 0, 3, c3, 1, SIM_ACT_NONE, "int8 Add short rows (direct path)");
+    i8_row_case(SIM_OP_ADD, 4, x4, 0, 4, x4, 0, SIM_ACT_NONE, "int8 Add of two activations (direct path)");
 }

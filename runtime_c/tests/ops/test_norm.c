@@ -69,8 +69,37 @@ static void reduce_case(uint32_t type, int na, const int64_t *axes, int keep)
     tg_free(&tg);
 }
 
+/* int8 BatchNorm applies a per-channel 256-entry table to the codes: the same codes as the executor's
+ * dequantise -> float BatchNorm -> requantise fallback. */
+static void bn_i8_case(int64_t n, int64_t c, int64_t h, int64_t w, uint32_t act, const char *what)
+{
+    tgraph tg;
+    tg_init(&tg, SIM_OP_BATCHNORM);
+    int64_t xd[4] = {n, c, h, w}, cd[1] = {c};
+    int x = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 4, xd, 3.0f);
+    tg_quant(&tg, x, 3.0f / 127.0f, 5);
+    tg_input(&tg, x);
+    for (int i = 0; i < 4; i++) {
+        int k = tg_tensor(&tg, SIM_F32, SIM_T_CONST, 1, cd, 1.5f);
+        if (i == 3)
+            for (int64_t e = 0; e < c; e++) tg.f[k][e] = fabsf(tg.f[k][e]) + 0.1f;
+        tg_input(&tg, k);
+    }
+    int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, xd, 0);
+    tg_quant(&tg, y, 0.04f, -6);
+    tg_output(&tg, y);
+    tg.op.act = act;
+    tg.op.act_p0 = 0.0f;
+    tg.op.act_p1 = 6.0f;
+    tg_check_i8_vs_float(&tg, y, what);
+    tg_free(&tg);
+}
+
 void test_norm(void)
 {
+    bn_i8_case(2, 5, 13, 17, SIM_ACT_NONE, "int8 BatchNorm per-channel tables");
+    bn_i8_case(1, 4, 130, 130, SIM_ACT_RELU, "int8 BatchNorm+Relu per-channel tables, split over threads");
+    bn_i8_case(1, 3, 7, 9, SIM_ACT_HARDSWISH, "int8 BatchNorm+HardSwish per-channel tables");
     softmax_case(SIM_OP_SOFTMAX, -1);
     softmax_case(SIM_OP_SOFTMAX, 1);
     softmax_case(SIM_OP_LOG_SOFTMAX, 0);

@@ -119,8 +119,70 @@ static int64_t src_gather(const void *c, int64_t e, int *w)
     return (a * 5 + m->idx[i]) * 3 + b;
 }
 
+/* ONNX nearest Resize reference (the same float coordinate formulas) for one dim. */
+static int64_t ref_nearest(int coord, int rule, int64_t o, int64_t in, int64_t out)
+{
+    float scale = (float)out / (float)in, c;
+    switch (coord) {
+    case 1: c = (float)o / scale; break;
+    case 2: c = out == 1 ? 0.0f : (float)o * (float)(in - 1) / (float)(out - 1); break;
+    case 3: c = out > 1 ? ((float)o + 0.5f) / scale - 0.5f : 0.0f; break;
+    default: c = ((float)o + 0.5f) / scale - 0.5f; break;
+    }
+    float r = rule == 1 ? floorf(c + 0.5f) : rule == 2 ? floorf(c) : rule == 3 ? ceilf(c) : ceilf(c - 0.5f);
+    int64_t i = (int64_t)r;
+    return i < 0 ? 0 : (i >= in ? in - 1 : i);
+}
+
+/* One-pass nearest Resize (no intermediate; rows copied from their source rows) against the reference
+ * for every coordinate mode and rounding rule, growing and shrinking dims; int8 on the codes against the
+ * dequantise -> float -> requantise result, with and without a code map. */
+static void test_resize_nearest(void)
+{
+    char err[256], what[160];
+    const int64_t xd[4] = {2, 3, 5, 7}, shapes[3][4] = {{2, 3, 11, 4}, {2, 3, 10, 14}, {2, 1, 3, 7}};
+    for (int sh = 0; sh < 3; sh++)
+        for (int coord = 0; coord < 4; coord++)
+            for (int rule = 0; rule < 4; rule++) {
+                tgraph tg;
+                tg_init(&tg, SIM_OP_RESIZE);
+                int x = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 4, xd, 1);
+                int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, shapes[sh], 0);
+                tg_input(&tg, x);
+                tg_output(&tg, y);
+                tg_attr_i(&tg, "mode", 0);
+                tg_attr_i(&tg, "coord", coord);
+                tg_attr_i(&tg, "nearest", rule);
+                int rc = tg_run(&tg, 0, err, sizeof err);
+                int same = rc == 0;
+                const int64_t *yd = shapes[sh];
+                for (int64_t e = 0; same && e < tg.t[y].n_elems; e++) {
+                    int64_t r = e, idx[4], src = 0;
+                    for (int d = 3; d >= 0; d--) {
+                        idx[d] = r % yd[d];
+                        r /= yd[d];
+                    }
+                    for (int d = 0; d < 4; d++)
+                        src = src * xd[d] + (xd[d] == yd[d] ? idx[d] : ref_nearest(coord, rule, idx[d], xd[d], yd[d]));
+                    same = tg.f[y][e] == tg.f[x][src];
+                }
+                snprintf(what, sizeof what, "Resize nearest one pass shape %d coord %d rule %d", sh, coord, rule);
+                tg_check_true(what, same);
+                if (coord == 1 && rule == 2) {
+                    tg_quant(&tg, x, 1.0f / 127.0f, 3);
+                    tg_quant(&tg, y, sh == 1 ? 1.0f / 127.0f : 0.02f, sh == 1 ? 3 : -2);
+                    tg.op.act = sh == 2 ? SIM_ACT_RELU : SIM_ACT_NONE;
+                    snprintf(what, sizeof what, "int8 Resize nearest shape %d (%s)", sh,
+                             sh == 1 ? "same quantisation: copies" : "code map");
+                    tg_check_i8_vs_float(&tg, y, what);
+                }
+                tg_free(&tg);
+            }
+}
+
 void test_shape(void)
 {
+    test_resize_nearest();
     tgraph tg;
     mctx m;
     /* Transpose */
