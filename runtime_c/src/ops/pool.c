@@ -155,6 +155,7 @@ typedef struct pool_job {
     int8_t *y8;
     const int8_t *map; /* int8 max pooling: output code of each input code (index + 128) */
     int8_t empty;      /* ... and of an empty window */
+    int8_t *vrow;      /* int8 max pooling: per thread, one input row's worth of window-row maxima */
     pool_taps taps;
 } pool_job;
 
@@ -330,16 +331,40 @@ static void local_range(void *arg, int64_t lo, int64_t hi, int tid)
     }
 }
 
+/* v[i] = max(v[i], r[i]): exact lane by lane, so the baseline and the AVX2 build give the same bytes. */
+#define POOL_VMAX_FN(SUF, ATTR)                                                                                \
+    ATTR static void vmax_i8##SUF(int8_t *restrict v, const int8_t *restrict r, int64_t n)                   \
+    {                                                                                                          \
+        for (int64_t i = 0; i < n; i++) v[i] = POOL_MAX8(v[i], r[i]);                                          \
+    }
+POOL_VMAX_FN(_c, )
+#ifdef POOL_HAVE_AVX2
+POOL_VMAX_FN(_avx2, __attribute__((target("avx2"))))
+#endif
+
+static void vmax_i8(int8_t *v, const int8_t *r, int64_t n, int avx2)
+{
+#ifdef POOL_HAVE_AVX2
+    if (avx2) {
+        vmax_i8_avx2(v, r, n);
+        return;
+    }
+#endif
+    (void)avx2;
+    vmax_i8_c(v, r, n);
+}
+
 /* Int8 max pooling on the codes: dequantisation, a monotonic activation and requantisation are all
  * non-decreasing, so the output code of the largest input code equals the float path's result. The
  * row keeps the largest code so far (from -128, which every code reaches) and then maps it; an output
- * whose window holds no input takes the empty window's code. */
+ * whose window holds no input takes the empty window's code. A window of several input rows takes their
+ * element-wise maximum first and its taps along that once (the same integer maximum: 2K instead of K^2
+ * operations per output of a KxK window, as in SPPF's 5x5 pools). */
 static void local_range_i8max(void *arg, int64_t lo, int64_t hi, int tid)
 {
     const pool_job *j = arg;
     const pool_priv *p = j->p;
     const pool_win *wd = j->w, *wh = wd + p->out[0], *ww = wh + p->out[1];
-    (void)tid;
     for (int64_t c = lo; c < hi; c++) {
         const int8_t *xc = j->x8 + c * p->in_sz;
         int8_t *yc = j->y8 + c * p->out_sz;
@@ -352,8 +377,24 @@ static void local_range_i8max(void *arg, int64_t lo, int64_t hi, int tid)
                     continue;
                 }
                 memset(yr, 0x80, (size_t)p->out[2]);
-                for (int64_t a = a_->lo; a < a_->hi; a++)
-                    for (int64_t b = b_->lo; b < b_->hi; b++) row_taps_i8(p, &j->taps, xc + window_row(p, a_, b_, a, b), yr);
+                int64_t rows = (a_->hi - a_->lo) * (b_->hi - b_->lo);
+                if (rows > 1 && j->vrow) {
+                    /* row-shared: the max of the window's input rows first, then the taps along it once */
+                    int8_t *vm = j->vrow + (size_t)tid * (size_t)p->in[2];
+                    int first = 1;
+                    for (int64_t a = a_->lo; a < a_->hi; a++)
+                        for (int64_t b = b_->lo; b < b_->hi; b++) {
+                            const int8_t *xr = xc + window_row(p, a_, b_, a, b);
+                            if (first) memcpy(vm, xr, (size_t)p->in[2]);
+                            else vmax_i8(vm, xr, p->in[2], j->taps.avx2);
+                            first = 0;
+                        }
+                    row_taps_i8(p, &j->taps, vm, yr);
+                } else {
+                    for (int64_t a = a_->lo; a < a_->hi; a++)
+                        for (int64_t b = b_->lo; b < b_->hi; b++)
+                            row_taps_i8(p, &j->taps, xc + window_row(p, a_, b_, a, b), yr);
+                }
                 for (int64_t ow = 0; ow < p->out[2]; ow++)
                     yr[ow] = ww[ow].hi <= ww[ow].lo ? j->empty : j->map[yr[ow] + 128];
             }
@@ -460,6 +501,10 @@ static int pool_run_i8(sim_kernel_call *call)
         sim_quant_array(lut, map, 257, sim_t_scale(yt), sim_t_zp(yt));
         pool_job j = {.p = p, .w = w, .is_max = 1, .x8 = x8, .y8 = y8, .map = map, .empty = map[256]};
         taps_init(p, &j.taps);
+        if (p->k[0] * p->k[1] > 1) { /* row-shared windows (see local_range_i8max); without it, row by row */
+            j.vrow = sim_scratch_get(call, (size_t)sim_call_threads(call) * (size_t)p->in[2]);
+            if (!j.vrow) return SIM_ERR_MALLOC;
+        }
         sim_parallel_sized(call, local_range_i8max, &j, p->nc, (double)pool_macs(call->graph, op));
         return 0;
     }

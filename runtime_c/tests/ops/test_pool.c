@@ -199,8 +199,46 @@ static void i8_global_avg_case(int64_t hw)
     tg_free(&tg);
 }
 
+/* int8 max pooling with row-shared windows against the float kernel on the dequantised input, inline and
+ * on a reversed 3-thread pool. */
+static void i8_rowshared_case(int nsp, const int64_t *in, const int64_t *k, const int64_t *st, const int64_t *pads,
+                              const int64_t *dl, uint32_t act, const char *what)
+{
+    tgraph tg;
+    tg_init(&tg, SIM_OP_MAXPOOL);
+    int64_t xd[5] = {1, 6, 1, 1, 1}, yd[5] = {1, 6, 1, 1, 1};
+    for (int d = 0; d < nsp; d++) {
+        xd[2 + d] = in[d];
+        yd[2 + d] = (in[d] + pads[d] + pads[d + nsp] - (dl[d] * (k[d] - 1) + 1)) / st[d] + 1;
+    }
+    int x = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 2 + nsp, xd, 2.0f);
+    tg_quant(&tg, x, 2.0f / 127.0f, -3);
+    tg_input(&tg, x);
+    int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 2 + nsp, yd, 0);
+    tg_quant(&tg, y, 1.5f / 127.0f, 7);
+    tg_output(&tg, y);
+    tg_attr_is(&tg, "kernel_shape", nsp, k);
+    tg_attr_is(&tg, "strides", nsp, st);
+    tg_attr_is(&tg, "pads", 2 * nsp, pads);
+    tg_attr_is(&tg, "dilations", nsp, dl);
+    tg.op.act = act;
+    tg_check_i8_vs_float(&tg, y, what);
+    tg_free(&tg);
+}
+
 void test_pool(void)
 {
+    {
+        const int64_t in2[2] = {20, 20}, k5[2] = {5, 5}, s1[2] = {1, 1}, p2[4] = {2, 2, 2, 2}, d1[2] = {1, 1};
+        i8_rowshared_case(2, in2, k5, s1, p2, d1, SIM_ACT_NONE, "int8 maxpool 5x5 s1 p2 row-shared");
+        const int64_t in2b[2] = {33, 35}, k3[2] = {3, 3}, s2[2] = {2, 2}, p1[4] = {1, 1, 1, 1}, d2[2] = {2, 1};
+        i8_rowshared_case(2, in2b, k3, s2, p1, d2, SIM_ACT_RELU, "int8 maxpool 3x3 s2 p1 dilation 2x1 row-shared");
+        const int64_t in3[3] = {5, 6, 7}, k3d[3] = {2, 3, 2}, s3[3] = {1, 2, 1}, p3[6] = {0, 1, 1, 1, 0, 0},
+                      d3[3] = {1, 1, 1};
+        i8_rowshared_case(3, in3, k3d, s3, p3, d3, SIM_ACT_NONE, "int8 maxpool 3-D row-shared");
+        const int64_t k13[2] = {1, 3}, p0[4] = {0, 0, 0, 0};
+        i8_rowshared_case(2, in2, k13, s1, p0, d1, SIM_ACT_NONE, "int8 maxpool 1x3 (one row per window)");
+    }
     i8_maxpool_case(16, 20, 2, 2, 0, 0, SIM_ACT_NONE);
     i8_maxpool_case(15, 17, 2, 2, 0, 1, SIM_ACT_RELU);
     i8_maxpool_case(13, 40, 3, 2, 1, 0, SIM_ACT_RELU);
