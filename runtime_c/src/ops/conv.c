@@ -27,6 +27,7 @@ typedef struct conv_priv {
     float *wpack;         /* group-major packed A panels (GEMM modes) */
     float *wpack_t;       /* pointwise with few output positions: W^T as packed B panels, or NULL */
     float *wdw;           /* depthwise weights [C][kh*kw] */
+    float *wdw8;          /* the same in blocks of 8 channels (sim_dw8_pack), or NULL */
     float *bias;          /* cout entries */
     sim_conv_i8 *i8;      /* int8 path state, NULL when the input is not INT8 */
 } conv_priv;
@@ -236,6 +237,7 @@ static void conv_release(sim_op *op)
     free(p->wpack);
     free(p->wpack_t);
     free(p->wdw);
+    free(p->wdw8);
     free(p->bias);
     sim_conv_i8_free(p->i8);
     free(p);
@@ -285,6 +287,7 @@ static int conv_prepare(const sim_graph *gr, sim_op *op, char *err, size_t err_l
         p->wdw = malloc((size_t)(g->cout * g->k_sz) * sizeof(float));
         if (!p->wdw) goto oom;
         memcpy(p->wdw, w->fdata, (size_t)(g->cout * g->k_sz) * sizeof(float));
+        if (sim_dw8_usable(p->avx2, g) && !(p->wdw8 = sim_dw8_pack(g, p->wdw))) goto oom;
     } else {
         int pointwise = g->k_sz == 1;
         for (int d = 0; d < 3; d++) pointwise = pointwise && g->s[d] == 1 && g->pb[d] == 0 && g->pe[d] == 0;
@@ -486,6 +489,116 @@ __attribute__((target("avx2,fma"))) static void dw_row_avx2(const float *const *
     }
 }
 
+/* The same row for a fixed K x K kernel (K = 3 or 5, a compile-time constant after inlining), so the
+ * tap loops unroll and the weights stay in registers; stride S = 1 or 2 as above. Each output is still
+ * bias + its taps in (a, b) order by fused multiply-adds: the same bits as dw_row_avx2. Stride 1 takes
+ * two output rows at once (src[0 .. K], o and o2), each input vector loaded once for both. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void dw_rowk_avx2(const float *const *src,
+                                                                                  const float *const *src_o,
+                                                                                  const int K, const int S,
+                                                                                  const float *w, float bias,
+                                                                                  int64_t nv, float *o)
+{
+    __m256 wv[25];
+    for (int t = 0; t < K * K; t++) wv[t] = _mm256_broadcast_ss(w + t);
+    int64_t v = 0;
+    for (; v + 3 <= nv; v += 3) {
+        __m256 c0 = _mm256_set1_ps(bias), c1 = c0, c2 = c0;
+        for (int a = 0; a < K; a++)
+            for (int b = 0; b < K; b++) {
+                const float *r = (S == 2 ? ((b & 1) ? src_o[a] : src[a]) + b / 2 : src[a] + b) + v * 8;
+                c0 = _mm256_fmadd_ps(wv[a * K + b], _mm256_loadu_ps(r), c0);
+                c1 = _mm256_fmadd_ps(wv[a * K + b], _mm256_loadu_ps(r + 8), c1);
+                c2 = _mm256_fmadd_ps(wv[a * K + b], _mm256_loadu_ps(r + 16), c2);
+            }
+        _mm256_storeu_ps(o + v * 8, c0);
+        _mm256_storeu_ps(o + v * 8 + 8, c1);
+        _mm256_storeu_ps(o + v * 8 + 16, c2);
+    }
+    for (; v < nv; v++) {
+        __m256 c0 = _mm256_set1_ps(bias);
+        for (int a = 0; a < K; a++)
+            for (int b = 0; b < K; b++) {
+                const float *r = (S == 2 ? ((b & 1) ? src_o[a] : src[a]) + b / 2 : src[a] + b) + v * 8;
+                c0 = _mm256_fmadd_ps(wv[a * K + b], _mm256_loadu_ps(r), c0);
+            }
+        _mm256_storeu_ps(o + v * 8, c0);
+    }
+}
+
+/* Two stride-1 output rows of a K x K kernel from input rows src[0 .. K]: output row 0 takes rows
+ * 0 .. K-1, row 1 takes rows 1 .. K; both in (a, b) tap order. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void dw_row2k_avx2(const float *const *src, const int K,
+                                                                                   const float *w, float bias,
+                                                                                   int64_t nv, float *o0, float *o1)
+{
+    int64_t v = 0;
+    for (; v + 2 <= nv; v += 2) {
+        __m256 a0 = _mm256_set1_ps(bias), a1 = a0, b0 = a0, b1 = a0;
+        for (int i = 0; i <= K; i++)
+            for (int b = 0; b < K; b++) {
+                const float *r = src[i] + b + v * 8;
+                __m256 x0 = _mm256_loadu_ps(r), x1 = _mm256_loadu_ps(r + 8);
+                if (i < K) {
+                    __m256 wt = _mm256_broadcast_ss(w + i * K + b);
+                    a0 = _mm256_fmadd_ps(wt, x0, a0);
+                    a1 = _mm256_fmadd_ps(wt, x1, a1);
+                }
+                if (i > 0) {
+                    __m256 wt = _mm256_broadcast_ss(w + (i - 1) * K + b);
+                    b0 = _mm256_fmadd_ps(wt, x0, b0);
+                    b1 = _mm256_fmadd_ps(wt, x1, b1);
+                }
+            }
+        _mm256_storeu_ps(o0 + v * 8, a0);
+        _mm256_storeu_ps(o0 + v * 8 + 8, a1);
+        _mm256_storeu_ps(o1 + v * 8, b0);
+        _mm256_storeu_ps(o1 + v * 8 + 8, b1);
+    }
+    for (; v < nv; v++) {
+        __m256 a0 = _mm256_set1_ps(bias), b0 = a0;
+        for (int i = 0; i <= K; i++)
+            for (int b = 0; b < K; b++) {
+                __m256 x0 = _mm256_loadu_ps(src[i] + b + v * 8);
+                if (i < K) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + i * K + b), x0, a0);
+                if (i > 0) b0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + (i - 1) * K + b), x0, b0);
+            }
+        _mm256_storeu_ps(o0 + v * 8, a0);
+        _mm256_storeu_ps(o1 + v * 8, b0);
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void dw_row2_k3(const float *const *src, const float *w, float bias,
+                                                           int64_t nv, float *o0, float *o1)
+{
+    dw_row2k_avx2(src, 3, w, bias, nv, o0, o1);
+}
+__attribute__((target("avx2,fma"))) static void dw_row2_k5(const float *const *src, const float *w, float bias,
+                                                           int64_t nv, float *o0, float *o1)
+{
+    dw_row2k_avx2(src, 5, w, bias, nv, o0, o1);
+}
+__attribute__((target("avx2,fma"))) static void dw_row_k3s1(const float *const *src, const float *const *src_o,
+                                                            const float *w, float bias, int64_t nv, float *o)
+{
+    dw_rowk_avx2(src, src_o, 3, 1, w, bias, nv, o);
+}
+__attribute__((target("avx2,fma"))) static void dw_row_k3s2(const float *const *src, const float *const *src_o,
+                                                            const float *w, float bias, int64_t nv, float *o)
+{
+    dw_rowk_avx2(src, src_o, 3, 2, w, bias, nv, o);
+}
+__attribute__((target("avx2,fma"))) static void dw_row_k5s1(const float *const *src, const float *const *src_o,
+                                                            const float *w, float bias, int64_t nv, float *o)
+{
+    dw_rowk_avx2(src, src_o, 5, 1, w, bias, nv, o);
+}
+__attribute__((target("avx2,fma"))) static void dw_row_k5s2(const float *const *src, const float *const *src_o,
+                                                            const float *w, float bias, int64_t nv, float *o)
+{
+    dw_rowk_avx2(src, src_o, 5, 2, w, bias, nv, o);
+}
+
 #define DW_MAX_K 11
 
 /* Any kernel up to 11x11, dilation 1, stride 1 or 2: rows into `rows` (pitch round_up(ow, 8)), then
@@ -498,7 +611,7 @@ __attribute__((target("avx2,fma"))) static int dw_rows_avx2(const sim_conv_geom 
     int64_t oh = g->out[1], ow = g->out[2], kh = g->k[1], kw = g->k[2], sh = g->s[1];
     int64_t ph = g->in[1] + g->pb[1] + g->pe[1], pw = g->in[2] + g->pb[2] + g->pe[2];
     int64_t pitch = sim_round_up(ow, 8), nv = pitch / 8;
-    const float *src[DW_MAX_K], *src_o[DW_MAX_K];
+    const float *src[DW_MAX_K + 1], *src_o[DW_MAX_K];
     const float *ev = pad, *od = NULL;
     int64_t rp = pw; /* row pitch of the planes read */
     if (sh == 2) {
@@ -510,12 +623,24 @@ __attribute__((target("avx2,fma"))) static int dw_rows_avx2(const sim_conv_geom 
         od = o;
         rp = hw;
     }
-    for (int64_t r = 0; r < oh; r++) {
+    int kfix = kh == kw && (kh == 3 || kh == 5) ? (int)kh : 0;
+    void (*rowk)(const float *const *, const float *const *, const float *, float, int64_t, float *) =
+        kfix == 3 ? (sh == 2 ? dw_row_k3s2 : dw_row_k3s1) : kfix == 5 ? (sh == 2 ? dw_row_k5s2 : dw_row_k5s1) : NULL;
+    int64_t r = 0;
+    if (kfix && sh == 1)
+        for (; r + 2 <= oh; r += 2) {
+            for (int64_t a = 0; a <= kh; a++) src[a] = ev + (r + a) * rp;
+            (kfix == 3 ? dw_row2_k3 : dw_row2_k5)(src, w, bias, nv, rows + r * pitch, rows + (r + 1) * pitch);
+        }
+    for (; r < oh; r++) {
         for (int64_t a = 0; a < kh; a++) {
             src[a] = ev + (r * sh + a) * rp;
             if (od) src_o[a] = od + (r * sh + a) * rp;
         }
-        dw_row_avx2(src, od ? src_o : NULL, kh, kw, w, bias, nv, rows + r * pitch);
+        if (rowk)
+            rowk(src, od ? src_o : NULL, w, bias, nv, rows + r * pitch);
+        else
+            dw_row_avx2(src, od ? src_o : NULL, kh, kw, w, bias, nv, rows + r * pitch);
     }
     if (q) {
         sim_i8_epi e = *q;
@@ -558,6 +683,183 @@ __attribute__((target("avx2,fma"))) static int dw_plane_avx2(const sim_conv_geom
     if (lohi) sim_act_array(SIM_ACT_CLIP, lohi[0], lohi[1], y, (size_t)(oh * ow));
     return 0;
 }
+
+/* ---- Depthwise on blocks of 8 channels: the 8 channels of a block are the 8 lanes of a vector, so
+ * every lane is used whatever the plane width, strided taps need no deinterleaving and one call does
+ * 8 planes. The block's padded input is interleaved, P[row][col][lane] (zero border, value - zx for
+ * int8), the outputs O[pos][lane]; each output is bias + its taps in (a, b) order by fused
+ * multiply-adds, the same bits as the row kernel above. */
+static void dw8_layout(const sim_conv_geom *g, int64_t *pn, int64_t *on)
+{
+    int64_t ph = g->in[1] + g->pb[1] + g->pe[1], pw = g->in[2] + g->pb[2] + g->pe[2];
+    *pn = ph * pw * 8;
+    *on = g->out_sz * 8 + 64;
+}
+
+/* In-register transpose of 8 rows of 8 floats. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void tr8_avx2(__m256 *r)
+{
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* Interior of P from nc channel planes (float xf or int8 x8 - zx, channel stride in_sz); lanes >= nc
+ * are zero. The planes are walked flat, 8 positions of every channel per transpose, so narrow planes
+ * (7 or 14 wide) take the vector path too. */
+__attribute__((target("avx2,fma"))) static void dw8_fill(const sim_conv_geom *g, const float *xf, const int8_t *x8,
+                                                         float zx, int64_t nc, float *P)
+{
+    int64_t iw = g->in[2], pw = iw + g->pb[2] + g->pe[2], isz = g->in_sz;
+    __m256 z = _mm256_set1_ps(zx);
+    float *base = P + (g->pb[1] * pw + g->pb[2]) * 8;
+    int64_t p = 0, r = 0, c = 0; /* p = r * iw + c */
+    for (; p + 8 <= isz; p += 8) {
+        __m256 v[8];
+        for (int64_t l = 0; l < 8; l++) {
+            if (l >= nc) {
+                v[l] = _mm256_setzero_ps();
+            } else if (x8) {
+                __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(x8 + l * isz + p));
+                v[l] = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), z);
+            } else {
+                v[l] = _mm256_loadu_ps(xf + l * isz + p);
+            }
+        }
+        tr8_avx2(v);
+        for (int j = 0; j < 8; j++) {
+            _mm256_storeu_ps(base + (r * pw + c) * 8, v[j]);
+            if (++c == iw) {
+                c = 0;
+                r++;
+            }
+        }
+    }
+    for (; p < isz; p++) {
+        for (int64_t l = 0; l < 8; l++)
+            base[(r * pw + c) * 8 + l] = l >= nc ? 0.0f : x8 ? (float)x8[l * isz + p] - zx : xf[l * isz + p];
+        if (++c == iw) {
+            c = 0;
+            r++;
+        }
+    }
+}
+
+/* O from P: K x K (K = 3 or 5 after inlining, else 0 with the geometry's kh x kw), four positions of a
+ * row at a time. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void dw8_compute(const sim_conv_geom *g, const int K,
+                                                                                const float *P, const float *W,
+                                                                                __m256 bias, float *O)
+{
+    int64_t oh = g->out[1], ow = g->out[2], pw = g->in[2] + g->pb[2] + g->pe[2];
+    int64_t kh = K ? K : g->k[1], kw = K ? K : g->k[2], sh = g->s[1], sw = g->s[2], dh = g->dl[1], dw = g->dl[2];
+    for (int64_t oy = 0; oy < oh; oy++) {
+        const float *rb = P + oy * sh * pw * 8;
+        float *o = O + oy * ow * 8;
+        int64_t x = 0;
+        for (; x + 4 <= ow; x += 4) {
+            __m256 c0 = bias, c1 = bias, c2 = bias, c3 = bias;
+            for (int64_t a = 0; a < kh; a++) {
+                const float *ra = rb + a * dh * pw * 8 + x * sw * 8;
+                for (int64_t b = 0; b < kw; b++) {
+                    __m256 wv = _mm256_loadu_ps(W + (a * kw + b) * 8);
+                    const float *q = ra + b * dw * 8;
+                    c0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(q), c0);
+                    c1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(q + sw * 8), c1);
+                    c2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(q + 2 * sw * 8), c2);
+                    c3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(q + 3 * sw * 8), c3);
+                }
+            }
+            _mm256_storeu_ps(o + x * 8, c0);
+            _mm256_storeu_ps(o + x * 8 + 8, c1);
+            _mm256_storeu_ps(o + x * 8 + 16, c2);
+            _mm256_storeu_ps(o + x * 8 + 24, c3);
+        }
+        for (; x < ow; x++) {
+            __m256 c0 = bias;
+            for (int64_t a = 0; a < kh; a++)
+                for (int64_t b = 0; b < kw; b++)
+                    c0 = _mm256_fmadd_ps(_mm256_loadu_ps(W + (a * kw + b) * 8),
+                                         _mm256_loadu_ps(rb + (a * dh * pw + x * sw + b * dw) * 8), c0);
+            _mm256_storeu_ps(o + x * 8, c0);
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void dw8_compute_k3(const sim_conv_geom *g, const float *P, const float *W,
+                                                               __m256 bias, float *O)
+{
+    dw8_compute(g, 3, P, W, bias, O);
+}
+__attribute__((target("avx2,fma"))) static void dw8_compute_k5(const sim_conv_geom *g, const float *P, const float *W,
+                                                               __m256 bias, float *O)
+{
+    dw8_compute(g, 5, P, W, bias, O);
+}
+__attribute__((target("avx2,fma"))) static void dw8_compute_any(const sim_conv_geom *g, const float *P, const float *W,
+                                                                __m256 bias, float *O)
+{
+    dw8_compute(g, 0, P, W, bias, O);
+}
+
+/* O back to nc planes at dst + l * out_sz, clamped to lohi when given. */
+__attribute__((target("avx2,fma"))) static void dw8_store(const sim_conv_geom *g, const float *O, int64_t nc,
+                                                          const float *lohi, float *dst)
+{
+    int64_t n = g->out_sz;
+    __m256 lo = _mm256_set1_ps(lohi ? lohi[0] : 0.0f), hi = _mm256_set1_ps(lohi ? lohi[1] : 0.0f);
+    int64_t p = 0;
+    for (; p + 8 <= n; p += 8) {
+        __m256 v[8];
+        for (int j = 0; j < 8; j++) v[j] = _mm256_loadu_ps(O + (p + j) * 8);
+        tr8_avx2(v);
+        for (int64_t l = 0; l < nc; l++) {
+            __m256 t = lohi ? _mm256_min_ps(hi, _mm256_max_ps(lo, v[l])) : v[l];
+            _mm256_storeu_ps(dst + l * n + p, t);
+        }
+    }
+    for (; p < n; p++)
+        for (int64_t l = 0; l < nc; l++) {
+            float t = O[p * 8 + l];
+            if (lohi) {
+                t = t < lohi[0] ? lohi[0] : t;
+                t = t > lohi[1] ? lohi[1] : t;
+            }
+            dst[l * n + p] = t;
+        }
+}
+
+__attribute__((target("avx2,fma"))) static void dw8_block_avx2(const sim_conv_geom *g, const float *xf, const int8_t *x8,
+                                                               float zx, int64_t nc, const float *w8, const float *b8,
+                                                               float *scr, const float *lohi, float *dst)
+{
+    int64_t pn, on;
+    dw8_layout(g, &pn, &on);
+    float *P = scr, *O = scr + pn;
+    dw8_fill(g, xf, x8, zx, nc, P);
+    __m256 bv = _mm256_loadu_ps(b8);
+    int sq = g->k[1] == g->k[2] && g->dl[1] == 1 && g->dl[2] == 1;
+    if (sq && g->k[1] == 3)
+        dw8_compute_k3(g, P, w8, bv, O);
+    else if (sq && g->k[1] == 5)
+        dw8_compute_k5(g, P, w8, bv, O);
+    else
+        dw8_compute_any(g, P, w8, bv, O);
+    dw8_store(g, O, nc, lohi, dst);
+}
 #endif
 
 int sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y,
@@ -579,6 +881,51 @@ int sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float
 }
 
 
+int sim_dw8_usable(int avx2, const sim_conv_geom *g)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* the row kernel's cases (dw_plane_avx2), whose bits it keeps */
+    return avx2 && g->k[0] == 1 && g->dl[1] == 1 && g->dl[2] == 1 && g->k[1] <= DW_MAX_K && g->k[2] <= DW_MAX_K &&
+           g->s[1] == g->s[2] && (g->s[1] == 1 || g->s[1] == 2);
+#else
+    (void)avx2;
+    (void)g;
+    return 0;
+#endif
+}
+
+size_t sim_dw8_scratch_elems(const sim_conv_geom *g, size_t *zero_elems)
+{
+    int64_t pn = 0, on = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    dw8_layout(g, &pn, &on);
+#else
+    (void)g;
+#endif
+    *zero_elems = (size_t)pn;
+    return (size_t)(pn + on);
+}
+
+void sim_dw8_block(const sim_conv_geom *g, const float *xf, const int8_t *x8, float zx, int64_t nc, const float *w8,
+                   const float *b8, float *scr, const float *lohi, float *dst)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    dw8_block_avx2(g, xf, x8, zx, nc, w8, b8, scr, lohi, dst);
+#else
+    (void)g, (void)xf, (void)x8, (void)zx, (void)nc, (void)w8, (void)b8, (void)scr, (void)lohi, (void)dst;
+#endif
+}
+
+float *sim_dw8_pack(const sim_conv_geom *g, const float *w)
+{
+    int64_t nb = (g->cout + 7) / 8, ksz = g->k_sz;
+    float *w8 = calloc((size_t)(nb * ksz * 8), sizeof(float));
+    if (!w8) return NULL;
+    for (int64_t c = 0; c < g->cout; c++)
+        for (int64_t t = 0; t < ksz; t++) w8[((c / 8) * ksz + t) * 8 + c % 8] = w[c * ksz + t];
+    return w8;
+}
+
 /* Copies one input plane into the interior of the padded plane (its zero border is written once). */
 static void pad_plane_f32(const sim_conv_geom *g, const float *x, float *pad)
 {
@@ -596,6 +943,7 @@ typedef struct dw_job {
     int f16;              /* round each plane to binary16 while it is in cache */
     float *pad;           /* n_threads slices of pad_stride floats */
     size_t pad_stride;
+    int blocks;           /* items are blocks of 8 channels (sim_dw8_block), else channels */
 } dw_job;
 
 static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
@@ -604,8 +952,24 @@ static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
     const conv_priv *p = j->p;
     const sim_conv_geom *g = &p->g;
     float *pad = j->pad + (size_t)tid * j->pad_stride;
-    memset(pad, 0, sim_dw_plane_zero_elems(g) * sizeof(float));
     float lohi[2] = {p->epi.lo, p->epi.hi};
+    if (j->blocks) {
+        size_t zn;
+        sim_dw8_scratch_elems(g, &zn);
+        memset(pad, 0, zn * sizeof(float));
+        int64_t nb = (g->cout + 7) / 8;
+        for (int64_t e = lo; e < hi; e++) {
+            int64_t n = e / nb, c = (e % nb) * 8, nc = g->cout - c < 8 ? g->cout - c : 8;
+            float b8[8] = {0};
+            memcpy(b8, p->bias + c, (size_t)nc * sizeof(float));
+            float *yc = j->y + (n * g->cout + c) * g->out_sz;
+            sim_dw8_block(g, j->x + (n * g->cin + c) * g->in_sz, NULL, 0.0f, nc, p->wdw8 + c * g->k_sz, b8, pad,
+                          p->epi.clamp ? lohi : NULL, yc);
+            if (j->f16) sim_round_f16_array(yc, (size_t)(g->out_sz * nc));
+        }
+        return;
+    }
+    memset(pad, 0, sim_dw_plane_zero_elems(g) * sizeof(float));
     for (int64_t e = lo; e < hi; e++) {
         int64_t n = e / g->cout, c = e % g->cout;
         pad_plane_f32(g, j->x + (n * g->cin + c) * g->in_sz, pad);
@@ -619,11 +983,13 @@ static int run_depthwise(const conv_priv *p, const float *x, float *y, int f16, 
 {
     const sim_conv_geom *g = &p->g;
     int nt = sim_call_threads(call);
-    size_t stride = (sim_dw_pad_elems(g) + 15u) & ~(size_t)15u;
+    size_t zn, n8 = sim_dw8_scratch_elems(g, &zn), n1 = sim_dw_pad_elems(g);
+    size_t stride = ((n8 > n1 ? n8 : n1) + 15u) & ~(size_t)15u;
     float *pad = sim_scratch_get(call, stride * (size_t)nt * sizeof(float));
     if (!pad) return SIM_ERR_MALLOC;
-    dw_job j = {p, x, y, f16, pad, stride};
-    sim_parallel_sized(call, dw_range, &j, g->n * g->cout, (double)(g->n * g->cout * g->out_sz * g->k_sz));
+    dw_job j = {p, x, y, f16, pad, stride, p->wdw8 != NULL};
+    int64_t items = g->n * (j.blocks ? (g->cout + 7) / 8 : g->cout);
+    sim_parallel_sized(call, dw_range, &j, items, (double)(g->n * g->cout * g->out_sz * g->k_sz));
     return 0;
 }
 
