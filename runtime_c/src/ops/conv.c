@@ -692,7 +692,7 @@ __attribute__((target("avx2,fma"))) static int dw_plane_avx2(const sim_conv_geom
 static void dw8_layout(const sim_conv_geom *g, int64_t *pn, int64_t *on)
 {
     int64_t ph = g->in[1] + g->pb[1] + g->pe[1], pw = g->in[2] + g->pb[2] + g->pe[2];
-    *pn = ph * pw * 8;
+    *pn = ph * pw * 8 + 64; /* guard: the partial 8-position blocks read up to 6 columns past the end */
     *on = g->out_sz * 8 + 64;
 }
 
@@ -758,29 +758,59 @@ __attribute__((target("avx2,fma"))) static void dw8_fill(const sim_conv_geom *g,
     }
 }
 
-/* O from P: K x K (K = 3 or 5 after inlining, else 0 with the geometry's kh x kw), four positions of a
- * row at a time. */
+/* O from P: K x K (K = 3 or 5 after inlining, else 0 with the geometry's kh x kw), eight positions of
+ * a row at a time (eight independent FMA chains hide the FMA latency), then four, then one. */
+#define DW8_TAP(n) c##n = _mm256_fmadd_ps(wv, _mm256_loadu_ps(q + (n) * sw * 8), c##n)
 __attribute__((target("avx2,fma"), always_inline)) static inline void dw8_compute(const sim_conv_geom *g, const int K,
                                                                                 const float *P, const float *W,
                                                                                 __m256 bias, float *O)
 {
     int64_t oh = g->out[1], ow = g->out[2], pw = g->in[2] + g->pb[2] + g->pe[2];
-    int64_t kh = K ? K : g->k[1], kw = K ? K : g->k[2], sh = g->s[1], sw = g->s[2], dh = g->dl[1], dw = g->dl[2];
+    int64_t kh = K ? K : g->k[1], kw = K ? K : g->k[2], sh = g->s[1], sw = g->s[2];
     for (int64_t oy = 0; oy < oh; oy++) {
         const float *rb = P + oy * sh * pw * 8;
         float *o = O + oy * ow * 8;
         int64_t x = 0;
+        /* with 5 to 7 positions left the block still takes 8: the extra ones read on into the next
+         * row (or P's guard) and land on the next row's first outputs (or O's guard), which are
+         * written later */
+        for (; x + 5 <= ow; x += 8) {
+            __m256 c0 = bias, c1 = bias, c2 = bias, c3 = bias, c4 = bias, c5 = bias, c6 = bias, c7 = bias;
+            for (int64_t a = 0; a < kh; a++) {
+                const float *ra = rb + a * pw * 8 + x * sw * 8;
+                for (int64_t b = 0; b < kw; b++) {
+                    __m256 wv = _mm256_loadu_ps(W + (a * kw + b) * 8);
+                    const float *q = ra + b * 8;
+                    DW8_TAP(0);
+                    DW8_TAP(1);
+                    DW8_TAP(2);
+                    DW8_TAP(3);
+                    DW8_TAP(4);
+                    DW8_TAP(5);
+                    DW8_TAP(6);
+                    DW8_TAP(7);
+                }
+            }
+            _mm256_storeu_ps(o + x * 8, c0);
+            _mm256_storeu_ps(o + x * 8 + 8, c1);
+            _mm256_storeu_ps(o + x * 8 + 16, c2);
+            _mm256_storeu_ps(o + x * 8 + 24, c3);
+            _mm256_storeu_ps(o + x * 8 + 32, c4);
+            _mm256_storeu_ps(o + x * 8 + 40, c5);
+            _mm256_storeu_ps(o + x * 8 + 48, c6);
+            _mm256_storeu_ps(o + x * 8 + 56, c7);
+        }
         for (; x + 4 <= ow; x += 4) {
             __m256 c0 = bias, c1 = bias, c2 = bias, c3 = bias;
             for (int64_t a = 0; a < kh; a++) {
-                const float *ra = rb + a * dh * pw * 8 + x * sw * 8;
+                const float *ra = rb + a * pw * 8 + x * sw * 8;
                 for (int64_t b = 0; b < kw; b++) {
                     __m256 wv = _mm256_loadu_ps(W + (a * kw + b) * 8);
-                    const float *q = ra + b * dw * 8;
-                    c0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(q), c0);
-                    c1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(q + sw * 8), c1);
-                    c2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(q + 2 * sw * 8), c2);
-                    c3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(q + 3 * sw * 8), c3);
+                    const float *q = ra + b * 8;
+                    DW8_TAP(0);
+                    DW8_TAP(1);
+                    DW8_TAP(2);
+                    DW8_TAP(3);
                 }
             }
             _mm256_storeu_ps(o + x * 8, c0);
@@ -793,11 +823,12 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void dw8_comput
             for (int64_t a = 0; a < kh; a++)
                 for (int64_t b = 0; b < kw; b++)
                     c0 = _mm256_fmadd_ps(_mm256_loadu_ps(W + (a * kw + b) * 8),
-                                         _mm256_loadu_ps(rb + (a * dh * pw + x * sw + b * dw) * 8), c0);
+                                         _mm256_loadu_ps(rb + (a * pw + x * sw + b) * 8), c0);
             _mm256_storeu_ps(o + x * 8, c0);
         }
     }
 }
+#undef DW8_TAP
 
 __attribute__((target("avx2,fma"))) static void dw8_compute_k3(const sim_conv_geom *g, const float *P, const float *W,
                                                                __m256 bias, float *O)
@@ -815,21 +846,48 @@ __attribute__((target("avx2,fma"))) static void dw8_compute_any(const sim_conv_g
     dw8_compute(g, 0, P, W, bias, O);
 }
 
-/* O back to nc planes at dst + l * out_sz, clamped to lohi when given. */
+/* O back to nc planes at dst + l * out_sz, clamped to lohi when given; or, with q (a linear or clamp
+ * activation), requantised straight into y8 + l * out_sz as channel ch0 + l: the 8-position chunks
+ * from the plane's start through the vector requantisation and the rest through
+ * sim_i8_requant_plane, which are the codes sim_i8_requant_plane gives on the whole plane. Lanes whose
+ * bit is set in fold have their bias in the sums already. */
 __attribute__((target("avx2,fma"))) static void dw8_store(const sim_conv_geom *g, const float *O, int64_t nc,
-                                                          const float *lohi, float *dst)
+                                                          const float *lohi, float *dst, const sim_i8_epi *q,
+                                                          unsigned fold, int64_t ch0, int8_t *y8)
 {
     int64_t n = g->out_sz;
     __m256 lo = _mm256_set1_ps(lohi ? lohi[0] : 0.0f), hi = _mm256_set1_ps(lohi ? lohi[1] : 0.0f);
+    __m256i qb[8];
+    __m256 qm[8], qlo = _mm256_set1_ps(q ? q->qlo : 0.0f), qhi = _mm256_set1_ps(q ? q->qhi : 0.0f);
+    __m256 qz = _mm256_set1_ps(q ? (float)q->zo : 0.0f);
+    if (q)
+        for (int64_t l = 0; l < nc; l++) {
+            qb[l] = _mm256_set1_epi32(((fold >> l) & 1u) || !q->bias ? 0 : q->bias[ch0 + l]);
+            qm[l] = _mm256_set1_ps(q->mult[ch0 + l]);
+        }
     int64_t p = 0;
     for (; p + 8 <= n; p += 8) {
         __m256 v[8];
         for (int j = 0; j < 8; j++) v[j] = _mm256_loadu_ps(O + (p + j) * 8);
         tr8_avx2(v);
         for (int64_t l = 0; l < nc; l++) {
+            if (q) {
+                sim_requant8_avx2(v[l], qb[l], qm[l], qlo, qhi, qz, y8 + l * n + p);
+                continue;
+            }
             __m256 t = lohi ? _mm256_min_ps(hi, _mm256_max_ps(lo, v[l])) : v[l];
             _mm256_storeu_ps(dst + l * n + p, t);
         }
+    }
+    if (q) {
+        for (int64_t l = 0; l < nc && p < n; l++) {
+            float tail[8];
+            for (int64_t e = p; e < n; e++) tail[e - p] = O[e * 8 + l];
+            sim_i8_epi ep = *q;
+            if ((fold >> l) & 1u) ep.bias = NULL;
+            sim_i8_requant_plane(1, &ep, tail, n - p, ch0 + l, y8 + l * n + p);
+        }
+        return;
     }
     for (; p < n; p++)
         for (int64_t l = 0; l < nc; l++) {
@@ -844,21 +902,23 @@ __attribute__((target("avx2,fma"))) static void dw8_store(const sim_conv_geom *g
 
 __attribute__((target("avx2,fma"))) static void dw8_block_avx2(const sim_conv_geom *g, const float *xf, const int8_t *x8,
                                                                float zx, int64_t nc, const float *w8, const float *b8,
-                                                               float *scr, const float *lohi, float *dst)
+                                                               float *scr, const float *lohi, float *dst,
+                                                               const sim_i8_epi *q, unsigned fold, int64_t ch0,
+                                                               int8_t *y8)
 {
     int64_t pn, on;
     dw8_layout(g, &pn, &on);
     float *P = scr, *O = scr + pn;
     dw8_fill(g, xf, x8, zx, nc, P);
     __m256 bv = _mm256_loadu_ps(b8);
-    int sq = g->k[1] == g->k[2] && g->dl[1] == 1 && g->dl[2] == 1;
+    int sq = g->k[1] == g->k[2];
     if (sq && g->k[1] == 3)
         dw8_compute_k3(g, P, w8, bv, O);
     else if (sq && g->k[1] == 5)
         dw8_compute_k5(g, P, w8, bv, O);
     else
         dw8_compute_any(g, P, w8, bv, O);
-    dw8_store(g, O, nc, lohi, dst);
+    dw8_store(g, O, nc, lohi, dst, q, fold, ch0, y8);
 }
 #endif
 
@@ -894,6 +954,18 @@ int sim_dw8_usable(int avx2, const sim_conv_geom *g)
 #endif
 }
 
+void sim_dw8_zero(const sim_conv_geom *g, float *scr)
+{
+    int64_t ph = g->in[1] + g->pb[1] + g->pe[1], pw = g->in[2] + g->pb[2] + g->pe[2], row = pw * 8;
+    int64_t top = g->pb[1], bot = g->pb[1] + g->in[1];
+    memset(scr, 0, (size_t)(top * row) * sizeof(float));
+    for (int64_t r = top; r < bot; r++) {
+        memset(scr + r * row, 0, (size_t)(g->pb[2] * 8) * sizeof(float));
+        memset(scr + r * row + (g->pb[2] + g->in[2]) * 8, 0, (size_t)(g->pe[2] * 8) * sizeof(float));
+    }
+    memset(scr + bot * row, 0, (size_t)((ph - bot) * row + 64) * sizeof(float));
+}
+
 size_t sim_dw8_scratch_elems(const sim_conv_geom *g, size_t *zero_elems)
 {
     int64_t pn = 0, on = 0;
@@ -910,9 +982,19 @@ void sim_dw8_block(const sim_conv_geom *g, const float *xf, const int8_t *x8, fl
                    const float *b8, float *scr, const float *lohi, float *dst)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    dw8_block_avx2(g, xf, x8, zx, nc, w8, b8, scr, lohi, dst);
+    dw8_block_avx2(g, xf, x8, zx, nc, w8, b8, scr, lohi, dst, NULL, 0, 0, NULL);
 #else
     (void)g, (void)xf, (void)x8, (void)zx, (void)nc, (void)w8, (void)b8, (void)scr, (void)lohi, (void)dst;
+#endif
+}
+
+void sim_dw8_block_i8(const sim_conv_geom *g, const int8_t *x8, float zx, int64_t nc, const float *w8, const float *b8,
+                      float *scr, const sim_i8_epi *q, unsigned fold, int64_t ch0, int8_t *y8)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    dw8_block_avx2(g, NULL, x8, zx, nc, w8, b8, scr, NULL, NULL, q, fold, ch0, y8);
+#else
+    (void)g, (void)x8, (void)zx, (void)nc, (void)w8, (void)b8, (void)scr, (void)q, (void)fold, (void)ch0, (void)y8;
 #endif
 }
 
@@ -954,9 +1036,7 @@ static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
     float *pad = j->pad + (size_t)tid * j->pad_stride;
     float lohi[2] = {p->epi.lo, p->epi.hi};
     if (j->blocks) {
-        size_t zn;
-        sim_dw8_scratch_elems(g, &zn);
-        memset(pad, 0, zn * sizeof(float));
+        sim_dw8_zero(g, pad);
         int64_t nb = (g->cout + 7) / 8;
         for (int64_t e = lo; e < hi; e++) {
             int64_t n = e / nb, c = (e % nb) * 8, nc = g->cout - c < 8 ? g->cout - c : 8;

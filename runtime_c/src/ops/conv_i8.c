@@ -379,14 +379,25 @@ static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
         /* items are blocks of 8 channels: accumulators to 8 planes, then each channel's requantisation */
         size_t zn, n8 = sim_dw8_scratch_elems(g, &zn);
         float *accs = pad + n8;
-        memset(pad, 0, zn * sizeof(float));
+        (void)zn;
+        sim_dw8_zero(g, pad);
         int64_t nb = (g->cout + 7) / 8;
         for (int64_t e = lo; e < hi; e++) {
             int64_t n = e / nb, c = (e % nb) * 8, nc = g->cout - c < 8 ? g->cout - c : 8;
             float b8[8] = {0};
-            for (int64_t l = 0; l < nc; l++) b8[l] = FOLD_BIAS(s->bias[c + l]) ? (float)s->bias[c + l] : 0.0f;
-            sim_dw8_block(g, NULL, j->x + (n * g->cin + c) * g->in_sz, fz, nc, s->wdw8 + c * g->k_sz, b8, pad, NULL,
-                          accs);
+            unsigned fold = 0;
+            for (int64_t l = 0; l < nc; l++)
+                if (FOLD_BIAS(s->bias[c + l])) {
+                    b8[l] = (float)s->bias[c + l];
+                    fold |= 1u << l;
+                }
+            const int8_t *xb = j->x + (n * g->cin + c) * g->in_sz;
+            if (s->epi.act == SIM_ACT_NONE || s->epi.clamp) {
+                sim_dw8_block_i8(g, xb, fz, nc, s->wdw8 + c * g->k_sz, b8, pad, &s->epi, fold, c,
+                                 j->y + (n * g->cout + c) * g->out_sz);
+                continue;
+            }
+            sim_dw8_block(g, NULL, xb, fz, nc, s->wdw8 + c * g->k_sz, b8, pad, NULL, accs);
             for (int64_t l = 0; l < nc; l++) {
                 sim_i8_epi ep = s->epi;
                 if (FOLD_BIAS(s->bias[c + l])) ep.bias = NULL;

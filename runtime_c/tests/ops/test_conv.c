@@ -1,6 +1,7 @@
 /* Conv, ConvTranspose, Gemm and MatMul against straightforward reference loops (float path). */
 #include "harness.h"
 #include "ops/conv.h"
+#include "ops/gemm_i8.h"
 
 typedef struct conv_case {
     int nsp;
@@ -256,6 +257,57 @@ static void dw8_case(int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw, in
                      (long long)c, mode ? "int8" : "float", use_lohi ? " clamp" : "");
             tg_check_true(what, memcmp(got, want, (size_t)c * osz * sizeof(float)) == 0);
         }
+        /* int8 with the requantisation fused in the store (Clip or none) against the float block and
+         * sim_i8_requant_plane per channel: the same codes (integer weights, so the sums are exact) */
+        float *wi = malloc((size_t)(c * g.k_sz) * sizeof(float)), *mult = malloc((size_t)c * sizeof(float));
+        int32_t *bi = malloc((size_t)c * sizeof(int32_t));
+        int8_t *y8 = malloc((size_t)c * osz), *r8 = malloc((size_t)c * osz);
+        if (wi && mult && bi && y8 && r8) {
+            for (int64_t i = 0; i < c * g.k_sz; i++) wi[i] = (float)(int)(tg_randf() * 200.0f);
+            for (int64_t i = 0; i < c; i++) {
+                mult[i] = 0.0005f * (1.5f + tg_randf());
+                bi[i] = (int32_t)(tg_randf() * 3000.0f);
+            }
+            float *wi8 = sim_dw8_pack(&g, wi);
+            for (int act = 0; act < 2 && wi8; act++) {
+                sim_i8_epi ep;
+                memset(&ep, 0, sizeof ep);
+                ep.bias = bi;
+                ep.mult = mult;
+                ep.zo = -3;
+                ep.act = act ? SIM_ACT_CLIP : SIM_ACT_NONE;
+                ep.clamp = act;
+                ep.lo = act ? 0.0f : -1e30f;
+                ep.hi = act ? 40.0f : 1e30f;
+                sim_i8_epi_bounds(&ep, &ep.qlo, &ep.qhi);
+                for (int64_t c0 = 0; c0 < c; c0 += 8) {
+                    int64_t nc = c - c0 < 8 ? c - c0 : 8;
+                    float b8[8] = {0};
+                    unsigned fold = 0;
+                    for (int64_t l = 0; l < nc; l++)
+                        if ((c0 + l) % 3) {
+                            fold |= 1u << l;
+                            b8[l] = (float)bi[c0 + l];
+                        }
+                    sim_dw8_block_i8(&g, x8 + c0 * h * w, zx, nc, wi8 + c0 * g.k_sz, b8, scr, &ep, fold, c0,
+                                     y8 + c0 * (int64_t)osz);
+                    sim_dw8_block(&g, NULL, x8 + c0 * h * w, zx, nc, wi8 + c0 * g.k_sz, b8, scr, NULL,
+                                  got + c0 * (int64_t)osz);
+                    for (int64_t l = 0; l < nc; l++) {
+                        sim_i8_epi el = ep;
+                        if ((fold >> l) & 1u) el.bias = NULL;
+                        sim_i8_requant_plane(1, &el, got + (c0 + l) * (int64_t)osz, (int64_t)osz, c0 + l,
+                                             r8 + (c0 + l) * (int64_t)osz);
+                    }
+                }
+                snprintf(what, sizeof what, "dw8 %lldx%lld s%lld on %lldx%lld c%lld int8 store %s: same codes",
+                         (long long)kh, (long long)kw, (long long)st, (long long)h, (long long)w, (long long)c,
+                         act ? "clip" : "none");
+                tg_check_true(what, memcmp(y8, r8, (size_t)c * osz) == 0);
+            }
+            free(wi8);
+        }
+        free(wi), free(mult), free(bi), free(y8), free(r8);
     }
     free(scr), free(pad), free(got), free(want), free(w8), free(bias), free(x8);
     tg_free(&tg);
