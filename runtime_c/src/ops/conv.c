@@ -489,116 +489,6 @@ __attribute__((target("avx2,fma"))) static void dw_row_avx2(const float *const *
     }
 }
 
-/* The same row for a fixed K x K kernel (K = 3 or 5, a compile-time constant after inlining), so the
- * tap loops unroll and the weights stay in registers; stride S = 1 or 2 as above. Each output is still
- * bias + its taps in (a, b) order by fused multiply-adds: the same bits as dw_row_avx2. Stride 1 takes
- * two output rows at once (src[0 .. K], o and o2), each input vector loaded once for both. */
-__attribute__((target("avx2,fma"), always_inline)) static inline void dw_rowk_avx2(const float *const *src,
-                                                                                  const float *const *src_o,
-                                                                                  const int K, const int S,
-                                                                                  const float *w, float bias,
-                                                                                  int64_t nv, float *o)
-{
-    __m256 wv[25];
-    for (int t = 0; t < K * K; t++) wv[t] = _mm256_broadcast_ss(w + t);
-    int64_t v = 0;
-    for (; v + 3 <= nv; v += 3) {
-        __m256 c0 = _mm256_set1_ps(bias), c1 = c0, c2 = c0;
-        for (int a = 0; a < K; a++)
-            for (int b = 0; b < K; b++) {
-                const float *r = (S == 2 ? ((b & 1) ? src_o[a] : src[a]) + b / 2 : src[a] + b) + v * 8;
-                c0 = _mm256_fmadd_ps(wv[a * K + b], _mm256_loadu_ps(r), c0);
-                c1 = _mm256_fmadd_ps(wv[a * K + b], _mm256_loadu_ps(r + 8), c1);
-                c2 = _mm256_fmadd_ps(wv[a * K + b], _mm256_loadu_ps(r + 16), c2);
-            }
-        _mm256_storeu_ps(o + v * 8, c0);
-        _mm256_storeu_ps(o + v * 8 + 8, c1);
-        _mm256_storeu_ps(o + v * 8 + 16, c2);
-    }
-    for (; v < nv; v++) {
-        __m256 c0 = _mm256_set1_ps(bias);
-        for (int a = 0; a < K; a++)
-            for (int b = 0; b < K; b++) {
-                const float *r = (S == 2 ? ((b & 1) ? src_o[a] : src[a]) + b / 2 : src[a] + b) + v * 8;
-                c0 = _mm256_fmadd_ps(wv[a * K + b], _mm256_loadu_ps(r), c0);
-            }
-        _mm256_storeu_ps(o + v * 8, c0);
-    }
-}
-
-/* Two stride-1 output rows of a K x K kernel from input rows src[0 .. K]: output row 0 takes rows
- * 0 .. K-1, row 1 takes rows 1 .. K; both in (a, b) tap order. */
-__attribute__((target("avx2,fma"), always_inline)) static inline void dw_row2k_avx2(const float *const *src, const int K,
-                                                                                   const float *w, float bias,
-                                                                                   int64_t nv, float *o0, float *o1)
-{
-    int64_t v = 0;
-    for (; v + 2 <= nv; v += 2) {
-        __m256 a0 = _mm256_set1_ps(bias), a1 = a0, b0 = a0, b1 = a0;
-        for (int i = 0; i <= K; i++)
-            for (int b = 0; b < K; b++) {
-                const float *r = src[i] + b + v * 8;
-                __m256 x0 = _mm256_loadu_ps(r), x1 = _mm256_loadu_ps(r + 8);
-                if (i < K) {
-                    __m256 wt = _mm256_broadcast_ss(w + i * K + b);
-                    a0 = _mm256_fmadd_ps(wt, x0, a0);
-                    a1 = _mm256_fmadd_ps(wt, x1, a1);
-                }
-                if (i > 0) {
-                    __m256 wt = _mm256_broadcast_ss(w + (i - 1) * K + b);
-                    b0 = _mm256_fmadd_ps(wt, x0, b0);
-                    b1 = _mm256_fmadd_ps(wt, x1, b1);
-                }
-            }
-        _mm256_storeu_ps(o0 + v * 8, a0);
-        _mm256_storeu_ps(o0 + v * 8 + 8, a1);
-        _mm256_storeu_ps(o1 + v * 8, b0);
-        _mm256_storeu_ps(o1 + v * 8 + 8, b1);
-    }
-    for (; v < nv; v++) {
-        __m256 a0 = _mm256_set1_ps(bias), b0 = a0;
-        for (int i = 0; i <= K; i++)
-            for (int b = 0; b < K; b++) {
-                __m256 x0 = _mm256_loadu_ps(src[i] + b + v * 8);
-                if (i < K) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + i * K + b), x0, a0);
-                if (i > 0) b0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + (i - 1) * K + b), x0, b0);
-            }
-        _mm256_storeu_ps(o0 + v * 8, a0);
-        _mm256_storeu_ps(o1 + v * 8, b0);
-    }
-}
-
-__attribute__((target("avx2,fma"))) static void dw_row2_k3(const float *const *src, const float *w, float bias,
-                                                           int64_t nv, float *o0, float *o1)
-{
-    dw_row2k_avx2(src, 3, w, bias, nv, o0, o1);
-}
-__attribute__((target("avx2,fma"))) static void dw_row2_k5(const float *const *src, const float *w, float bias,
-                                                           int64_t nv, float *o0, float *o1)
-{
-    dw_row2k_avx2(src, 5, w, bias, nv, o0, o1);
-}
-__attribute__((target("avx2,fma"))) static void dw_row_k3s1(const float *const *src, const float *const *src_o,
-                                                            const float *w, float bias, int64_t nv, float *o)
-{
-    dw_rowk_avx2(src, src_o, 3, 1, w, bias, nv, o);
-}
-__attribute__((target("avx2,fma"))) static void dw_row_k3s2(const float *const *src, const float *const *src_o,
-                                                            const float *w, float bias, int64_t nv, float *o)
-{
-    dw_rowk_avx2(src, src_o, 3, 2, w, bias, nv, o);
-}
-__attribute__((target("avx2,fma"))) static void dw_row_k5s1(const float *const *src, const float *const *src_o,
-                                                            const float *w, float bias, int64_t nv, float *o)
-{
-    dw_rowk_avx2(src, src_o, 5, 1, w, bias, nv, o);
-}
-__attribute__((target("avx2,fma"))) static void dw_row_k5s2(const float *const *src, const float *const *src_o,
-                                                            const float *w, float bias, int64_t nv, float *o)
-{
-    dw_rowk_avx2(src, src_o, 5, 2, w, bias, nv, o);
-}
-
 #define DW_MAX_K 11
 
 /* Any kernel up to 11x11, dilation 1, stride 1 or 2: rows into `rows` (pitch round_up(ow, 8)), then
@@ -611,7 +501,7 @@ __attribute__((target("avx2,fma"))) static int dw_rows_avx2(const sim_conv_geom 
     int64_t oh = g->out[1], ow = g->out[2], kh = g->k[1], kw = g->k[2], sh = g->s[1];
     int64_t ph = g->in[1] + g->pb[1] + g->pe[1], pw = g->in[2] + g->pb[2] + g->pe[2];
     int64_t pitch = sim_round_up(ow, 8), nv = pitch / 8;
-    const float *src[DW_MAX_K + 1], *src_o[DW_MAX_K];
+    const float *src[DW_MAX_K], *src_o[DW_MAX_K];
     const float *ev = pad, *od = NULL;
     int64_t rp = pw; /* row pitch of the planes read */
     if (sh == 2) {
@@ -623,24 +513,12 @@ __attribute__((target("avx2,fma"))) static int dw_rows_avx2(const sim_conv_geom 
         od = o;
         rp = hw;
     }
-    int kfix = kh == kw && (kh == 3 || kh == 5) ? (int)kh : 0;
-    void (*rowk)(const float *const *, const float *const *, const float *, float, int64_t, float *) =
-        kfix == 3 ? (sh == 2 ? dw_row_k3s2 : dw_row_k3s1) : kfix == 5 ? (sh == 2 ? dw_row_k5s2 : dw_row_k5s1) : NULL;
-    int64_t r = 0;
-    if (kfix && sh == 1)
-        for (; r + 2 <= oh; r += 2) {
-            for (int64_t a = 0; a <= kh; a++) src[a] = ev + (r + a) * rp;
-            (kfix == 3 ? dw_row2_k3 : dw_row2_k5)(src, w, bias, nv, rows + r * pitch, rows + (r + 1) * pitch);
-        }
-    for (; r < oh; r++) {
+    for (int64_t r = 0; r < oh; r++) {
         for (int64_t a = 0; a < kh; a++) {
             src[a] = ev + (r * sh + a) * rp;
             if (od) src_o[a] = od + (r * sh + a) * rp;
         }
-        if (rowk)
-            rowk(src, od ? src_o : NULL, w, bias, nv, rows + r * pitch);
-        else
-            dw_row_avx2(src, od ? src_o : NULL, kh, kw, w, bias, nv, rows + r * pitch);
+        dw_row_avx2(src, od ? src_o : NULL, kh, kw, w, bias, nv, rows + r * pitch);
     }
     if (q) {
         sim_i8_epi e = *q;
