@@ -27,6 +27,7 @@ typedef struct conv_priv {
     float *wpack;         /* group-major packed A panels (GEMM modes) */
     float *wpack_t;       /* pointwise with few output positions: W^T as packed B panels, or NULL */
     float *wdw;           /* depthwise weights [C][kh*kw] */
+    float *wdw8;          /* the same in blocks of 8 channels (sim_dw8_pack), or NULL */
     float *bias;          /* cout entries */
     sim_conv_i8 *i8;      /* int8 path state, NULL when the input is not INT8 */
 } conv_priv;
@@ -236,6 +237,7 @@ static void conv_release(sim_op *op)
     free(p->wpack);
     free(p->wpack_t);
     free(p->wdw);
+    free(p->wdw8);
     free(p->bias);
     sim_conv_i8_free(p->i8);
     free(p);
@@ -285,6 +287,7 @@ static int conv_prepare(const sim_graph *gr, sim_op *op, char *err, size_t err_l
         p->wdw = malloc((size_t)(g->cout * g->k_sz) * sizeof(float));
         if (!p->wdw) goto oom;
         memcpy(p->wdw, w->fdata, (size_t)(g->cout * g->k_sz) * sizeof(float));
+        if (sim_dw8_usable(p->avx2, g) && !(p->wdw8 = sim_dw8_pack(g, p->wdw))) goto oom;
     } else {
         int pointwise = g->k_sz == 1;
         for (int d = 0; d < 3; d++) pointwise = pointwise && g->s[d] == 1 && g->pb[d] == 0 && g->pe[d] == 0;
@@ -558,6 +561,243 @@ __attribute__((target("avx2,fma"))) static int dw_plane_avx2(const sim_conv_geom
     if (lohi) sim_act_array(SIM_ACT_CLIP, lohi[0], lohi[1], y, (size_t)(oh * ow));
     return 0;
 }
+
+/* ---- Depthwise on blocks of 8 channels: the 8 channels of a block are the 8 lanes of a vector, so
+ * every lane is used whatever the plane width, strided taps need no deinterleaving and one call does
+ * 8 planes. The block's padded input is interleaved, P[row][col][lane] (zero border, value - zx for
+ * int8), the outputs O[pos][lane]; each output is bias + its taps in (a, b) order by fused
+ * multiply-adds, the same bits as the row kernel above. */
+static void dw8_layout(const sim_conv_geom *g, int64_t *pn, int64_t *on)
+{
+    int64_t ph = g->in[1] + g->pb[1] + g->pe[1], pw = g->in[2] + g->pb[2] + g->pe[2];
+    *pn = ph * pw * 8 + 64; /* guard: the partial 8-position blocks read up to 6 columns past the end */
+    *on = g->out_sz * 8 + 64;
+}
+
+/* In-register transpose of 8 rows of 8 floats. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void tr8_avx2(__m256 *r)
+{
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* Interior of P from nc channel planes (float xf or int8 x8 - zx, channel stride in_sz); lanes >= nc
+ * are zero. The planes are walked flat, 8 positions of every channel per transpose, so narrow planes
+ * (7 or 14 wide) take the vector path too. */
+__attribute__((target("avx2,fma"))) static void dw8_fill(const sim_conv_geom *g, const float *xf, const int8_t *x8,
+                                                         float zx, int64_t nc, float *P)
+{
+    int64_t iw = g->in[2], pw = iw + g->pb[2] + g->pe[2], isz = g->in_sz;
+    __m256 z = _mm256_set1_ps(zx);
+    float *base = P + (g->pb[1] * pw + g->pb[2]) * 8;
+    int64_t p = 0, r = 0, c = 0; /* p = r * iw + c */
+    for (; p + 8 <= isz; p += 8) {
+        __m256 v[8];
+        for (int64_t l = 0; l < 8; l++) {
+            if (l >= nc) {
+                v[l] = _mm256_setzero_ps();
+            } else if (x8) {
+                __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(x8 + l * isz + p));
+                v[l] = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), z);
+            } else {
+                v[l] = _mm256_loadu_ps(xf + l * isz + p);
+            }
+        }
+        tr8_avx2(v);
+        for (int j = 0; j < 8; j++) {
+            _mm256_storeu_ps(base + (r * pw + c) * 8, v[j]);
+            if (++c == iw) {
+                c = 0;
+                r++;
+            }
+        }
+    }
+    for (; p < isz; p++) {
+        for (int64_t l = 0; l < 8; l++)
+            base[(r * pw + c) * 8 + l] = l >= nc ? 0.0f : x8 ? (float)x8[l * isz + p] - zx : xf[l * isz + p];
+        if (++c == iw) {
+            c = 0;
+            r++;
+        }
+    }
+}
+
+/* O from P: K x K (K = 3 or 5 after inlining, else 0 with the geometry's kh x kw), eight positions of
+ * a row at a time (eight independent FMA chains hide the FMA latency), then four, then one. */
+#define DW8_TAP(n) c##n = _mm256_fmadd_ps(wv, _mm256_loadu_ps(q + (n) * sw * 8), c##n)
+__attribute__((target("avx2,fma"), always_inline)) static inline void dw8_compute(const sim_conv_geom *g, const int K,
+                                                                                const float *P, const float *W,
+                                                                                __m256 bias, float *O)
+{
+    int64_t oh = g->out[1], ow = g->out[2], pw = g->in[2] + g->pb[2] + g->pe[2];
+    int64_t kh = K ? K : g->k[1], kw = K ? K : g->k[2], sh = g->s[1], sw = g->s[2];
+    for (int64_t oy = 0; oy < oh; oy++) {
+        const float *rb = P + oy * sh * pw * 8;
+        float *o = O + oy * ow * 8;
+        int64_t x = 0;
+        /* with 5 to 7 positions left the block still takes 8: the extra ones read on into the next
+         * row (or P's guard) and land on the next row's first outputs (or O's guard), which are
+         * written later */
+        for (; x + 5 <= ow; x += 8) {
+            __m256 c0 = bias, c1 = bias, c2 = bias, c3 = bias, c4 = bias, c5 = bias, c6 = bias, c7 = bias;
+            for (int64_t a = 0; a < kh; a++) {
+                const float *ra = rb + a * pw * 8 + x * sw * 8;
+                for (int64_t b = 0; b < kw; b++) {
+                    __m256 wv = _mm256_loadu_ps(W + (a * kw + b) * 8);
+                    const float *q = ra + b * 8;
+                    DW8_TAP(0);
+                    DW8_TAP(1);
+                    DW8_TAP(2);
+                    DW8_TAP(3);
+                    DW8_TAP(4);
+                    DW8_TAP(5);
+                    DW8_TAP(6);
+                    DW8_TAP(7);
+                }
+            }
+            _mm256_storeu_ps(o + x * 8, c0);
+            _mm256_storeu_ps(o + x * 8 + 8, c1);
+            _mm256_storeu_ps(o + x * 8 + 16, c2);
+            _mm256_storeu_ps(o + x * 8 + 24, c3);
+            _mm256_storeu_ps(o + x * 8 + 32, c4);
+            _mm256_storeu_ps(o + x * 8 + 40, c5);
+            _mm256_storeu_ps(o + x * 8 + 48, c6);
+            _mm256_storeu_ps(o + x * 8 + 56, c7);
+        }
+        for (; x + 4 <= ow; x += 4) {
+            __m256 c0 = bias, c1 = bias, c2 = bias, c3 = bias;
+            for (int64_t a = 0; a < kh; a++) {
+                const float *ra = rb + a * pw * 8 + x * sw * 8;
+                for (int64_t b = 0; b < kw; b++) {
+                    __m256 wv = _mm256_loadu_ps(W + (a * kw + b) * 8);
+                    const float *q = ra + b * 8;
+                    DW8_TAP(0);
+                    DW8_TAP(1);
+                    DW8_TAP(2);
+                    DW8_TAP(3);
+                }
+            }
+            _mm256_storeu_ps(o + x * 8, c0);
+            _mm256_storeu_ps(o + x * 8 + 8, c1);
+            _mm256_storeu_ps(o + x * 8 + 16, c2);
+            _mm256_storeu_ps(o + x * 8 + 24, c3);
+        }
+        for (; x < ow; x++) {
+            __m256 c0 = bias;
+            for (int64_t a = 0; a < kh; a++)
+                for (int64_t b = 0; b < kw; b++)
+                    c0 = _mm256_fmadd_ps(_mm256_loadu_ps(W + (a * kw + b) * 8),
+                                         _mm256_loadu_ps(rb + (a * pw + x * sw + b) * 8), c0);
+            _mm256_storeu_ps(o + x * 8, c0);
+        }
+    }
+}
+#undef DW8_TAP
+
+__attribute__((target("avx2,fma"))) static void dw8_compute_k3(const sim_conv_geom *g, const float *P, const float *W,
+                                                               __m256 bias, float *O)
+{
+    dw8_compute(g, 3, P, W, bias, O);
+}
+__attribute__((target("avx2,fma"))) static void dw8_compute_k5(const sim_conv_geom *g, const float *P, const float *W,
+                                                               __m256 bias, float *O)
+{
+    dw8_compute(g, 5, P, W, bias, O);
+}
+__attribute__((target("avx2,fma"))) static void dw8_compute_any(const sim_conv_geom *g, const float *P, const float *W,
+                                                                __m256 bias, float *O)
+{
+    dw8_compute(g, 0, P, W, bias, O);
+}
+
+/* O back to nc planes at dst + l * out_sz, clamped to lohi when given; or, with q (a linear or clamp
+ * activation), requantised straight into y8 + l * out_sz as channel ch0 + l: the 8-position chunks
+ * from the plane's start through the vector requantisation and the rest through
+ * sim_i8_requant_plane, which are the codes sim_i8_requant_plane gives on the whole plane. Lanes whose
+ * bit is set in fold have their bias in the sums already. */
+__attribute__((target("avx2,fma"))) static void dw8_store(const sim_conv_geom *g, const float *O, int64_t nc,
+                                                          const float *lohi, float *dst, const sim_i8_epi *q,
+                                                          unsigned fold, int64_t ch0, int8_t *y8)
+{
+    int64_t n = g->out_sz;
+    __m256 lo = _mm256_set1_ps(lohi ? lohi[0] : 0.0f), hi = _mm256_set1_ps(lohi ? lohi[1] : 0.0f);
+    __m256i qb[8];
+    __m256 qm[8], qlo = _mm256_set1_ps(q ? q->qlo : 0.0f), qhi = _mm256_set1_ps(q ? q->qhi : 0.0f);
+    __m256 qz = _mm256_set1_ps(q ? (float)q->zo : 0.0f);
+    if (q)
+        for (int64_t l = 0; l < nc; l++) {
+            qb[l] = _mm256_set1_epi32(((fold >> l) & 1u) || !q->bias ? 0 : q->bias[ch0 + l]);
+            qm[l] = _mm256_set1_ps(q->mult[ch0 + l]);
+        }
+    int64_t p = 0;
+    for (; p + 8 <= n; p += 8) {
+        __m256 v[8];
+        for (int j = 0; j < 8; j++) v[j] = _mm256_loadu_ps(O + (p + j) * 8);
+        tr8_avx2(v);
+        for (int64_t l = 0; l < nc; l++) {
+            if (q) {
+                sim_requant8_avx2(v[l], qb[l], qm[l], qlo, qhi, qz, y8 + l * n + p);
+                continue;
+            }
+            __m256 t = lohi ? _mm256_min_ps(hi, _mm256_max_ps(lo, v[l])) : v[l];
+            _mm256_storeu_ps(dst + l * n + p, t);
+        }
+    }
+    if (q) {
+        for (int64_t l = 0; l < nc && p < n; l++) {
+            float tail[8];
+            for (int64_t e = p; e < n; e++) tail[e - p] = O[e * 8 + l];
+            sim_i8_epi ep = *q;
+            if ((fold >> l) & 1u) ep.bias = NULL;
+            sim_i8_requant_plane(1, &ep, tail, n - p, ch0 + l, y8 + l * n + p);
+        }
+        return;
+    }
+    for (; p < n; p++)
+        for (int64_t l = 0; l < nc; l++) {
+            float t = O[p * 8 + l];
+            if (lohi) {
+                t = t < lohi[0] ? lohi[0] : t;
+                t = t > lohi[1] ? lohi[1] : t;
+            }
+            dst[l * n + p] = t;
+        }
+}
+
+__attribute__((target("avx2,fma"))) static void dw8_block_avx2(const sim_conv_geom *g, const float *xf, const int8_t *x8,
+                                                               float zx, int64_t nc, const float *w8, const float *b8,
+                                                               float *scr, const float *lohi, float *dst,
+                                                               const sim_i8_epi *q, unsigned fold, int64_t ch0,
+                                                               int8_t *y8)
+{
+    int64_t pn, on;
+    dw8_layout(g, &pn, &on);
+    float *P = scr, *O = scr + pn;
+    dw8_fill(g, xf, x8, zx, nc, P);
+    __m256 bv = _mm256_loadu_ps(b8);
+    int sq = g->k[1] == g->k[2];
+    if (sq && g->k[1] == 3)
+        dw8_compute_k3(g, P, w8, bv, O);
+    else if (sq && g->k[1] == 5)
+        dw8_compute_k5(g, P, w8, bv, O);
+    else
+        dw8_compute_any(g, P, w8, bv, O);
+    dw8_store(g, O, nc, lohi, dst, q, fold, ch0, y8);
+}
 #endif
 
 int sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float *w, float bias, float *y,
@@ -579,6 +819,73 @@ int sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float
 }
 
 
+int sim_dw8_usable(int avx2, const sim_conv_geom *g)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* the row kernel's cases (dw_plane_avx2), whose bits it keeps */
+    return avx2 && g->k[0] == 1 && g->dl[1] == 1 && g->dl[2] == 1 && g->k[1] <= DW_MAX_K && g->k[2] <= DW_MAX_K &&
+           g->s[1] == g->s[2] && (g->s[1] == 1 || g->s[1] == 2);
+#else
+    (void)avx2;
+    (void)g;
+    return 0;
+#endif
+}
+
+void sim_dw8_zero(const sim_conv_geom *g, float *scr)
+{
+    int64_t ph = g->in[1] + g->pb[1] + g->pe[1], pw = g->in[2] + g->pb[2] + g->pe[2], row = pw * 8;
+    int64_t top = g->pb[1], bot = g->pb[1] + g->in[1];
+    memset(scr, 0, (size_t)(top * row) * sizeof(float));
+    for (int64_t r = top; r < bot; r++) {
+        memset(scr + r * row, 0, (size_t)(g->pb[2] * 8) * sizeof(float));
+        memset(scr + r * row + (g->pb[2] + g->in[2]) * 8, 0, (size_t)(g->pe[2] * 8) * sizeof(float));
+    }
+    memset(scr + bot * row, 0, (size_t)((ph - bot) * row + 64) * sizeof(float));
+}
+
+size_t sim_dw8_scratch_elems(const sim_conv_geom *g, size_t *zero_elems)
+{
+    int64_t pn = 0, on = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    dw8_layout(g, &pn, &on);
+#else
+    (void)g;
+#endif
+    *zero_elems = (size_t)pn;
+    return (size_t)(pn + on);
+}
+
+void sim_dw8_block(const sim_conv_geom *g, const float *xf, const int8_t *x8, float zx, int64_t nc, const float *w8,
+                   const float *b8, float *scr, const float *lohi, float *dst)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    dw8_block_avx2(g, xf, x8, zx, nc, w8, b8, scr, lohi, dst, NULL, 0, 0, NULL);
+#else
+    (void)g, (void)xf, (void)x8, (void)zx, (void)nc, (void)w8, (void)b8, (void)scr, (void)lohi, (void)dst;
+#endif
+}
+
+void sim_dw8_block_i8(const sim_conv_geom *g, const int8_t *x8, float zx, int64_t nc, const float *w8, const float *b8,
+                      float *scr, const sim_i8_epi *q, unsigned fold, int64_t ch0, int8_t *y8)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    dw8_block_avx2(g, NULL, x8, zx, nc, w8, b8, scr, NULL, NULL, q, fold, ch0, y8);
+#else
+    (void)g, (void)x8, (void)zx, (void)nc, (void)w8, (void)b8, (void)scr, (void)q, (void)fold, (void)ch0, (void)y8;
+#endif
+}
+
+float *sim_dw8_pack(const sim_conv_geom *g, const float *w)
+{
+    int64_t nb = (g->cout + 7) / 8, ksz = g->k_sz;
+    float *w8 = calloc((size_t)(nb * ksz * 8), sizeof(float));
+    if (!w8) return NULL;
+    for (int64_t c = 0; c < g->cout; c++)
+        for (int64_t t = 0; t < ksz; t++) w8[((c / 8) * ksz + t) * 8 + c % 8] = w[c * ksz + t];
+    return w8;
+}
+
 /* Copies one input plane into the interior of the padded plane (its zero border is written once). */
 static void pad_plane_f32(const sim_conv_geom *g, const float *x, float *pad)
 {
@@ -596,6 +903,7 @@ typedef struct dw_job {
     int f16;              /* round each plane to binary16 while it is in cache */
     float *pad;           /* n_threads slices of pad_stride floats */
     size_t pad_stride;
+    int blocks;           /* items are blocks of 8 channels (sim_dw8_block), else channels */
 } dw_job;
 
 static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
@@ -604,8 +912,22 @@ static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
     const conv_priv *p = j->p;
     const sim_conv_geom *g = &p->g;
     float *pad = j->pad + (size_t)tid * j->pad_stride;
-    memset(pad, 0, sim_dw_plane_zero_elems(g) * sizeof(float));
     float lohi[2] = {p->epi.lo, p->epi.hi};
+    if (j->blocks) {
+        sim_dw8_zero(g, pad);
+        int64_t nb = (g->cout + 7) / 8;
+        for (int64_t e = lo; e < hi; e++) {
+            int64_t n = e / nb, c = (e % nb) * 8, nc = g->cout - c < 8 ? g->cout - c : 8;
+            float b8[8] = {0};
+            memcpy(b8, p->bias + c, (size_t)nc * sizeof(float));
+            float *yc = j->y + (n * g->cout + c) * g->out_sz;
+            sim_dw8_block(g, j->x + (n * g->cin + c) * g->in_sz, NULL, 0.0f, nc, p->wdw8 + c * g->k_sz, b8, pad,
+                          p->epi.clamp ? lohi : NULL, yc);
+            if (j->f16) sim_round_f16_array(yc, (size_t)(g->out_sz * nc));
+        }
+        return;
+    }
+    memset(pad, 0, sim_dw_plane_zero_elems(g) * sizeof(float));
     for (int64_t e = lo; e < hi; e++) {
         int64_t n = e / g->cout, c = e % g->cout;
         pad_plane_f32(g, j->x + (n * g->cin + c) * g->in_sz, pad);
@@ -619,11 +941,13 @@ static int run_depthwise(const conv_priv *p, const float *x, float *y, int f16, 
 {
     const sim_conv_geom *g = &p->g;
     int nt = sim_call_threads(call);
-    size_t stride = (sim_dw_pad_elems(g) + 15u) & ~(size_t)15u;
+    size_t zn, n8 = sim_dw8_scratch_elems(g, &zn), n1 = sim_dw_pad_elems(g);
+    size_t stride = ((n8 > n1 ? n8 : n1) + 15u) & ~(size_t)15u;
     float *pad = sim_scratch_get(call, stride * (size_t)nt * sizeof(float));
     if (!pad) return SIM_ERR_MALLOC;
-    dw_job j = {p, x, y, f16, pad, stride};
-    sim_parallel_sized(call, dw_range, &j, g->n * g->cout, (double)(g->n * g->cout * g->out_sz * g->k_sz));
+    dw_job j = {p, x, y, f16, pad, stride, p->wdw8 != NULL};
+    int64_t items = g->n * (j.blocks ? (g->cout + 7) / 8 : g->cout);
+    sim_parallel_sized(call, dw_range, &j, items, (double)(g->n * g->cout * g->out_sz * g->k_sz));
     return 0;
 }
 

@@ -44,9 +44,25 @@ int sim_dw_plane(int avx2, const sim_conv_geom *g, const float *pad, const float
 size_t sim_dw_pad_elems(const sim_conv_geom *g);
 /* Leading floats of that buffer to zero once per thread (the padded plane's border and guard). */
 size_t sim_dw_plane_zero_elems(const sim_conv_geom *g);
+/* Depthwise on a block of nc <= 8 channels, one per vector lane (AVX2; usable says when): input planes
+ * xf (float) or x8 (int8, taken as value - zx) at channel stride in_sz, the block's weights w8[k_sz][8]
+ * (from sim_dw8_pack: blocks of 8 channels, zero lanes past cout) and biases b8[8]; outputs (clamped
+ * to lohi when given) at dst + l * out_sz. scr holds sim_dw8_scratch_elems floats, of which the first
+ * *zero_elems must be zeroed once before the first block (only the interior is rewritten). Each output
+ * has the bits of sim_dw_plane's AVX2 kernel. */
+int sim_dw8_usable(int avx2, const sim_conv_geom *g);
+size_t sim_dw8_scratch_elems(const sim_conv_geom *g, size_t *zero_elems);
+/* Zeroes what of scr the blocks never write: the padded border and the guard (AVX2 builds only). */
+void sim_dw8_zero(const sim_conv_geom *g, float *scr);
+float *sim_dw8_pack(const sim_conv_geom *g, const float *w);
+void sim_dw8_block(const sim_conv_geom *g, const float *xf, const int8_t *x8, float zx, int64_t nc, const float *w8,
+                   const float *b8, float *scr, const float *lohi, float *dst);
+/* The same on int8 input, requantised in the store for a linear or clamp activation q (channels
+ * ch0 + l; lanes whose bit is set in fold have the bias in b8 already): the codes sim_i8_requant_plane
+ * gives on the block's float outputs. */
+void sim_dw8_block_i8(const sim_conv_geom *g, const int8_t *x8, float zx, int64_t nc, const float *w8, const float *b8,
+                      float *scr, const struct sim_i8_epi *q, unsigned fold, int64_t ch0, int8_t *y8);
 
-/* Work below this many multiply-adds (a few microseconds: SE-block 1x1 convolutions on 1x1 planes,
- * small pools) runs on the calling thread, since handing it to the pool costs more than it saves. */
 #define SIM_PAR_MIN_WORK 65536.0
 static inline void sim_parallel_sized(const sim_kernel_call *call, sim_par_fn fn, void *arg, int64_t n, double work)
 {

@@ -74,6 +74,7 @@ struct sim_conv_i8 {
     float *fbias;         /* int32 bias as floats when acc + bias stays exact, else NULL */
     float *fpack_t;       /* pointwise with few output positions: W^T as packed B panels (exact-float) */
     float *wdw;           /* depthwise (w - zw) as floats */
+    float *wdw8;          /* the same in blocks of 8 channels (sim_dw8_pack), or NULL */
     int32_t *bias;
     float *mult, *rscale;
     sim_i8_epi epi;
@@ -88,6 +89,7 @@ void sim_conv_i8_free(sim_conv_i8 *s)
     free(s->fbias);
     free(s->fpack_t);
     free(s->wdw);
+    free(s->wdw8);
     free(s->bias);
     free(s->mult);
     free(s->rscale);
@@ -189,6 +191,8 @@ int sim_conv_i8_prepare(const sim_graph *gr, const sim_op *op, const sim_conv_ge
             goto done;
         }
         for (int64_t e = 0; e < w->n_elems; e++) s->wdw[e] = (float)wq[e];
+        if (sim_dw8_usable(s->avx2, g) && !(s->wdw8 = sim_dw8_pack(g, s->wdw)))
+            rc = sim_fail(err, err_len, op, "out of memory preparing int8 weights");
         goto done;
     }
     s->mode = transpose ? I8_POINTWISE : (pointwise ? I8_POINTWISE : I8_GEMM);
@@ -358,6 +362,9 @@ typedef struct i8_job {
     int64_t nb, gi, n;
 } i8_job;
 
+/* The bias joins the exact float sum when it cannot spoil exactness. */
+#define FOLD_BIAS(b) ((b) > -8000000 && (b) < 8000000)
+
 static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
 {
     const i8_job *j = arg;
@@ -368,6 +375,38 @@ static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
     int64_t iw = g->in[2], pw = iw + g->pb[2] + g->pe[2], ph = g->in[1] + g->pb[1] + g->pe[1];
     float fz = (float)s->zx;
     (void)ph;
+    if (s->wdw8) {
+        /* items are blocks of 8 channels: accumulators to 8 planes, then each channel's requantisation */
+        size_t zn, n8 = sim_dw8_scratch_elems(g, &zn);
+        float *accs = pad + n8;
+        (void)zn;
+        sim_dw8_zero(g, pad);
+        int64_t nb = (g->cout + 7) / 8;
+        for (int64_t e = lo; e < hi; e++) {
+            int64_t n = e / nb, c = (e % nb) * 8, nc = g->cout - c < 8 ? g->cout - c : 8;
+            float b8[8] = {0};
+            unsigned fold = 0;
+            for (int64_t l = 0; l < nc; l++)
+                if (FOLD_BIAS(s->bias[c + l])) {
+                    b8[l] = (float)s->bias[c + l];
+                    fold |= 1u << l;
+                }
+            const int8_t *xb = j->x + (n * g->cin + c) * g->in_sz;
+            if (s->epi.act == SIM_ACT_NONE || s->epi.clamp) {
+                sim_dw8_block_i8(g, xb, fz, nc, s->wdw8 + c * g->k_sz, b8, pad, &s->epi, fold, c,
+                                 j->y + (n * g->cout + c) * g->out_sz);
+                continue;
+            }
+            sim_dw8_block(g, NULL, xb, fz, nc, s->wdw8 + c * g->k_sz, b8, pad, NULL, accs);
+            for (int64_t l = 0; l < nc; l++) {
+                sim_i8_epi ep = s->epi;
+                if (FOLD_BIAS(s->bias[c + l])) ep.bias = NULL;
+                sim_i8_requant_plane(s->avx2, &ep, accs + l * g->out_sz, g->out_sz, c + l,
+                                     j->y + (n * g->cout + c + l) * g->out_sz);
+            }
+        }
+        return;
+    }
     memset(pad, 0, sim_dw_plane_zero_elems(g) * sizeof(float));
     for (int64_t e = lo; e < hi; e++) {
         int64_t n = e / g->cout, c = e % g->cout;
@@ -376,7 +415,7 @@ static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
         for (int64_t r = 0; r < g->in[1]; r++) widen(s->avx2, xc + r * iw, pad + (r + g->pb[1]) * pw + g->pb[2], iw, fz);
         int8_t *yc = j->y + (n * g->cout + c) * g->out_sz;
         /* the bias joins the exact float sum when it cannot spoil exactness */
-        int fold = s->bias[c] > -8000000 && s->bias[c] < 8000000;
+        int fold = FOLD_BIAS(s->bias[c]);
         /* the plane kernels' fused int8 store is linear (plus clamp): SiLU, HardSwish, ... go through
          * sim_i8_requant_plane, which applies them to the dequantised accumulator */
         int linear = s->epi.act == SIM_ACT_NONE || s->epi.clamp;
@@ -396,11 +435,13 @@ static void dw_range(void *arg, int64_t lo, int64_t hi, int tid)
 static int run_depthwise(const sim_conv_i8 *s, const sim_conv_geom *g, const int8_t *x, int8_t *y,
                          sim_kernel_call *call)
 {
-    size_t stride = ((sim_dw_pad_elems(g) + (size_t)g->out_sz) * sizeof(float) + 63u) & ~(size_t)63u;
+    size_t zn, n8 = sim_dw8_scratch_elems(g, &zn) + 8 * (size_t)g->out_sz, n1 = sim_dw_pad_elems(g) + (size_t)g->out_sz;
+    size_t stride = ((n8 > n1 ? n8 : n1) * sizeof(float) + 63u) & ~(size_t)63u;
     void *scr = sim_scratch_get(call, stride * (size_t)sim_call_threads(call));
     if (!scr) return SIM_ERR_MALLOC;
     i8_job j = {s, g, x, y, NULL, scr, stride, 0, 0, 0};
-    sim_parallel_sized(call, dw_range, &j, g->n * g->cout, (double)(g->n * g->cout * g->out_sz * g->k_sz));
+    int64_t items = g->n * (s->wdw8 ? (g->cout + 7) / 8 : g->cout);
+    sim_parallel_sized(call, dw_range, &j, items, (double)(g->n * g->cout * g->out_sz * g->k_sz));
     return 0;
 }
 

@@ -1,5 +1,7 @@
 /* Conv, ConvTranspose, Gemm and MatMul against straightforward reference loops (float path). */
 #include "harness.h"
+#include "ops/conv.h"
+#include "ops/gemm_i8.h"
 
 typedef struct conv_case {
     int nsp;
@@ -174,8 +176,228 @@ static conv_case base2d(int64_t c, int64_t h, int64_t w, int64_t cout, int64_t k
     return cc;
 }
 
+
+/* ---- The 8-channel depthwise block (sim_dw8_block) against the per-channel AVX2 row kernel
+ * (sim_dw_plane): the same bits for every output, float and int8 input, every block width nc. */
+static void dw_fake_run(sim_par *self, sim_par_fn fn, void *arg, int64_t n)
+{
+    (void)self;
+    for (int64_t i = n - 1; i >= 0; i--) fn(arg, i, i + 1, (int)(i % 3));
+}
+static sim_par dw_fake_pool = {dw_fake_run, 3};
+
+static void dw8_case(int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t st, int64_t dl, int64_t pb,
+                     int64_t pe, int use_lohi)
+{
+    tgraph tg;
+    tg_init(&tg, SIM_OP_CONV);
+    int64_t ext_h = dl * (kh - 1) + 1, ext_w = dl * (kw - 1) + 1;
+    int64_t oh = (h + pb + pe - ext_h) / st + 1, ow = (w + pb + pe - ext_w) / st + 1;
+    int64_t xd[4] = {1, c, h, w}, wd[4] = {c, 1, kh, kw}, yd[4] = {1, c, oh, ow};
+    int64_t ks[2] = {kh, kw}, sts[2] = {st, st}, dls[2] = {dl, dl}, pads[4] = {pb, pb, pe, pe};
+    int x = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 4, xd, 1.0f);
+    int wt = tg_tensor(&tg, SIM_F32, SIM_T_CONST, 4, wd, 0.5f);
+    int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, yd, 0.0f);
+    tg_input(&tg, x);
+    tg_input(&tg, wt);
+    tg_output(&tg, y);
+    tg_attr_is(&tg, "kernel_shape", 2, ks);
+    tg_attr_is(&tg, "strides", 2, sts);
+    tg_attr_is(&tg, "dilations", 2, dls);
+    tg_attr_is(&tg, "pads", 4, pads);
+    tg_attr_i(&tg, "group", c);
+    char err[256] = "", what[160];
+    sim_conv_geom g;
+    int rc = sim_conv_geom_init(&tg.g, &tg.op, 0, &g, err, sizeof err);
+    snprintf(what, sizeof what, "dw8 %lldx%lld s%lld d%lld on %lldx%lld c%lld: geometry %s", (long long)kh,
+             (long long)kw, (long long)st, (long long)dl, (long long)h, (long long)w, (long long)c, err);
+    tg_check_true(what, rc == 0 && sim_dw8_usable(1, &g));
+    /* dilated windows keep the portable kernel (not the row kernel): no block there */
+    dls[0] = 2;
+    sim_conv_geom gd = g;
+    gd.dl[1] = dls[0];
+    tg_check_true("dw8: not used for dilated windows", !sim_dw8_usable(1, &gd));
+    if (rc || !sim_dw8_usable(1, &g)) {
+        tg_free(&tg);
+        return;
+    }
+    size_t zn, n8 = sim_dw8_scratch_elems(&g, &zn), n1 = sim_dw_pad_elems(&g), osz = (size_t)g.out_sz;
+    float *scr = calloc(n8, sizeof(float)), *pad = calloc(n1, sizeof(float));
+    float *got = malloc((size_t)c * osz * sizeof(float)), *want = malloc((size_t)c * osz * sizeof(float));
+    float *w8 = sim_dw8_pack(&g, tg.f[wt]), *bias = malloc((size_t)c * sizeof(float));
+    int8_t *x8 = malloc((size_t)(c * h * w));
+    if (!scr || !pad || !got || !want || !w8 || !bias || !x8) {
+        tg_check_true("dw8: allocation", 0);
+    } else {
+        const float lohi[2] = {-0.3f, 0.4f};
+        for (int64_t i = 0; i < c; i++) bias[i] = tg_randf();
+        for (int64_t i = 0; i < c * h * w; i++) x8[i] = (int8_t)(tg_randf() * 127.0f);
+        const float zx = -3.0f;
+        for (int mode = 0; mode < 2; mode++) { /* 0: float input, 1: int8 input (value - zx) */
+            for (int64_t c0 = 0; c0 < c; c0 += 8) {
+                int64_t nc = c - c0 < 8 ? c - c0 : 8;
+                float b8[8] = {0};
+                memcpy(b8, bias + c0, (size_t)nc * sizeof(float));
+                sim_dw8_block(&g, mode ? NULL : tg.f[x] + c0 * h * w, mode ? x8 + c0 * h * w : NULL, zx, nc,
+                              w8 + c0 * g.k_sz, b8, scr, use_lohi ? lohi : NULL, got + c0 * (int64_t)osz);
+            }
+            int64_t ppw = w + pb + pe;
+            for (int64_t ch = 0; ch < c; ch++) {
+                memset(pad, 0, n1 * sizeof(float));
+                for (int64_t r = 0; r < h; r++)
+                    for (int64_t q = 0; q < w; q++) {
+                        int64_t src = (ch * h + r) * w + q;
+                        pad[(r + pb) * ppw + q + pb] = mode ? (float)x8[src] - zx : tg.f[x][src];
+                    }
+                sim_dw_plane(1, &g, pad, tg.f[wt] + ch * g.k_sz, bias[ch], want + ch * (int64_t)osz,
+                             use_lohi ? lohi : NULL, NULL, 0, NULL);
+            }
+            snprintf(what, sizeof what, "dw8 %lldx%lld s%lld d%lld on %lldx%lld c%lld %s%s: bit-identical to the row kernel",
+                     (long long)kh, (long long)kw, (long long)st, (long long)dl, (long long)h, (long long)w,
+                     (long long)c, mode ? "int8" : "float", use_lohi ? " clamp" : "");
+            tg_check_true(what, memcmp(got, want, (size_t)c * osz * sizeof(float)) == 0);
+        }
+        /* int8 with the requantisation fused in the store (Clip or none) against the float block and
+         * sim_i8_requant_plane per channel: the same codes (integer weights, so the sums are exact) */
+        float *wi = malloc((size_t)(c * g.k_sz) * sizeof(float)), *mult = malloc((size_t)c * sizeof(float));
+        int32_t *bi = malloc((size_t)c * sizeof(int32_t));
+        int8_t *y8 = malloc((size_t)c * osz), *r8 = malloc((size_t)c * osz);
+        if (wi && mult && bi && y8 && r8) {
+            for (int64_t i = 0; i < c * g.k_sz; i++) wi[i] = (float)(int)(tg_randf() * 200.0f);
+            for (int64_t i = 0; i < c; i++) {
+                mult[i] = 0.0005f * (1.5f + tg_randf());
+                bi[i] = (int32_t)(tg_randf() * 3000.0f);
+            }
+            float *wi8 = sim_dw8_pack(&g, wi);
+            for (int act = 0; act < 2 && wi8; act++) {
+                sim_i8_epi ep;
+                memset(&ep, 0, sizeof ep);
+                ep.bias = bi;
+                ep.mult = mult;
+                ep.zo = -3;
+                ep.act = act ? SIM_ACT_CLIP : SIM_ACT_NONE;
+                ep.clamp = act;
+                ep.lo = act ? 0.0f : -1e30f;
+                ep.hi = act ? 40.0f : 1e30f;
+                sim_i8_epi_bounds(&ep, &ep.qlo, &ep.qhi);
+                for (int64_t c0 = 0; c0 < c; c0 += 8) {
+                    int64_t nc = c - c0 < 8 ? c - c0 : 8;
+                    float b8[8] = {0};
+                    unsigned fold = 0;
+                    for (int64_t l = 0; l < nc; l++)
+                        if ((c0 + l) % 3) {
+                            fold |= 1u << l;
+                            b8[l] = (float)bi[c0 + l];
+                        }
+                    sim_dw8_block_i8(&g, x8 + c0 * h * w, zx, nc, wi8 + c0 * g.k_sz, b8, scr, &ep, fold, c0,
+                                     y8 + c0 * (int64_t)osz);
+                    sim_dw8_block(&g, NULL, x8 + c0 * h * w, zx, nc, wi8 + c0 * g.k_sz, b8, scr, NULL,
+                                  got + c0 * (int64_t)osz);
+                    for (int64_t l = 0; l < nc; l++) {
+                        sim_i8_epi el = ep;
+                        if ((fold >> l) & 1u) el.bias = NULL;
+                        sim_i8_requant_plane(1, &el, got + (c0 + l) * (int64_t)osz, (int64_t)osz, c0 + l,
+                                             r8 + (c0 + l) * (int64_t)osz);
+                    }
+                }
+                snprintf(what, sizeof what, "dw8 %lldx%lld s%lld on %lldx%lld c%lld int8 store %s: same codes",
+                         (long long)kh, (long long)kw, (long long)st, (long long)h, (long long)w, (long long)c,
+                         act ? "clip" : "none");
+                tg_check_true(what, memcmp(y8, r8, (size_t)c * osz) == 0);
+            }
+            free(wi8);
+        }
+        free(wi), free(mult), free(bi), free(y8), free(r8);
+    }
+    free(scr), free(pad), free(got), free(want), free(w8), free(bias), free(x8);
+    tg_free(&tg);
+}
+
+/* A depthwise Conv run inline and on a stand-in pool that runs every item alone, in reverse, on 3
+ * "threads": the same bytes (float and int8). */
+static void dw_split_case(int64_t c, int64_t hw, int64_t k, int64_t st, int use_i8, uint32_t act)
+{
+    uint8_t *out[2] = {NULL, NULL};
+    size_t bytes = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        tg_rng = 12345;
+        tgraph tg;
+        tg_init(&tg, SIM_OP_CONV);
+        int64_t oh = (hw + 2 * (k / 2) - k) / st + 1;
+        int64_t xd[4] = {2, c, hw, hw}, wd[4] = {c, 1, k, k}, yd[4] = {2, c, oh, oh}, bd[1] = {c};
+        int64_t ks[2] = {k, k}, sts[2] = {st, st}, pads[4] = {k / 2, k / 2, k / 2, k / 2};
+        int x = tg_tensor(&tg, SIM_F32, SIM_T_INPUT, 4, xd, 1.0f);
+        int wt = tg_tensor(&tg, SIM_F32, SIM_T_CONST, 4, wd, 0.5f);
+        int b = tg_tensor(&tg, SIM_F32, SIM_T_CONST, 1, bd, 0.5f);
+        int y = tg_tensor(&tg, SIM_F32, SIM_T_OUTPUT, 4, yd, 0.0f);
+        if (use_i8) {
+            tg_quant(&tg, x, 0.01f, 3);
+            tg_quant(&tg, wt, 0.004f, 0);
+            tg_quant(&tg, y, 0.03f, -2);
+        }
+        tg_input(&tg, x);
+        tg_input(&tg, wt);
+        tg_input(&tg, b);
+        tg_output(&tg, y);
+        tg_attr_is(&tg, "kernel_shape", 2, ks);
+        tg_attr_is(&tg, "strides", 2, sts);
+        tg_attr_is(&tg, "pads", 4, pads);
+        tg_attr_i(&tg, "group", c);
+        tg.op.act = act;
+        tg.op.act_p0 = 0.0f;
+        tg.op.act_p1 = 6.0f;
+        sim_par *keep = tg_par;
+        tg_par = pass ? &dw_fake_pool : NULL;
+        char err[256] = "";
+        int rc = tg_run(&tg, use_i8, err, sizeof err);
+        tg_par = keep;
+        char what[160];
+        snprintf(what, sizeof what, "depthwise split %lldx%lld s%lld c%lld %s act %u: run %s", (long long)k,
+                 (long long)k, (long long)st, (long long)c, use_i8 ? "int8" : "float", act, err);
+        tg_check_true(what, rc == 0);
+        bytes = (size_t)tg.t[y].n_elems * (use_i8 ? 1 : sizeof(float));
+        out[pass] = malloc(bytes);
+        if (out[pass] && rc == 0) memcpy(out[pass], use_i8 ? (void *)tg.q[y] : (void *)tg.f[y], bytes);
+        tg_free(&tg);
+    }
+    char what[160];
+    snprintf(what, sizeof what, "depthwise %lldx%lld s%lld c%lld %s act %u: same bytes on any split", (long long)k,
+             (long long)k, (long long)st, (long long)c, use_i8 ? "int8" : "float", act);
+    tg_check_true(what, out[0] && out[1] && memcmp(out[0], out[1], bytes) == 0);
+    free(out[0]);
+    free(out[1]);
+}
+
+static void test_dw_fast(void)
+{
+    if (SIM_CPU_AVX2() && sim_cpu_has_avx2_fma()) {
+        const int64_t ks[][2] = {{3, 3}, {5, 5}, {7, 7}, {3, 5}, {1, 3}};
+        const int64_t sz[][2] = {{7, 7}, {14, 14}, {9, 17}, {1, 5}, {28, 28}, {12, 8}};
+        int i = 0;
+        for (int a = 0; a < 5; a++)
+            for (int b = 0; b < 6; b++)
+                for (int64_t st = 1; st <= 2; st++) {
+                    int64_t c = (int64_t[]){5, 8, 13, 16, 3, 11}[i % 6], dl = 1;
+                    int64_t pb = ks[a][0] / 2, pe = (i % 3 == 0) ? 0 : ks[a][1] / 2;
+                    if (sz[b][0] + pb + pe < dl * (ks[a][0] - 1) + 1 || sz[b][1] + pb + pe < dl * (ks[a][1] - 1) + 1) {
+                        i++;
+                        continue;
+                    }
+                    dw8_case(c, sz[b][0], sz[b][1], ks[a][0], ks[a][1], st, dl, pb, pe, i % 2);
+                    i++;
+                }
+    }
+    /* every mode, fast or portable */
+    const uint32_t acts[] = {SIM_ACT_CLIP, SIM_ACT_HARDSWISH, SIM_ACT_SILU, SIM_ACT_NONE};
+    for (int i = 0; i < 4; i++) {
+        dw_split_case(13, 20, 3, 1 + i % 2, i % 2, acts[i]);
+        dw_split_case(21, 15, 5, 2 - i % 2, 1 - i % 2, acts[i]);
+    }
+}
+
 void test_conv(void)
 {
+    test_dw_fast();
     conv_case cc = base2d(8, 9, 11, 13, 1); /* pointwise, partial tiles */
     run_conv_case(&cc, 0, "pointwise");
     cc = base2d(32, 14, 14, 96, 1);
