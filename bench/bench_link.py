@@ -19,6 +19,8 @@ carriers; both are measured:
   * pipelined throughput (depth 4) over in-process throughput; goal >= 95%. Both sides are measured alike:
     a loop of CHUNK inferences of the same image, timed from its first result to its last (the steady
     state: a pipeline's first result pays its fill, a whole round trip, once per chunk), per chunk pair.
+    Beside it, the CPU per pipelined item of every thread (client, daemon, worker) against an in-process
+    infer's, and the throughput bound that puts on an idle host (pipeline_cpu): it hardly moves with the load.
 The in-process reference runs in the same client process, interleaved with what it is compared with (run()
 and infer() alternate per sample, pipelined and in-process loops per chunk of CHUNK), so a machine load that
 changes during a round hits both sides alike. The medians (of samples, of chunk pairs, of rounds) keep the
