@@ -20,7 +20,7 @@ carriers; both are measured:
     a loop of CHUNK inferences of the same image, timed from its first result to its last (the steady
     state: a pipeline's first result pays its fill, a whole round trip, once per chunk), per chunk pair.
     Beside it, the CPU per pipelined item of every thread (client, daemon, worker) against an in-process
-    infer's, and the throughput bound that puts on an idle host (pipeline_cpu): it hardly moves with the load.
+    infer's, and the throughput bound that puts on an idle host (pipeline_cpu): it moves less with the load.
 The in-process reference runs in the same client process, interleaved with what it is compared with (run()
 and infer() alternate per sample, pipelined and in-process loops per chunk of CHUNK), so a machine load that
 changes during a round hits both sides alike. The medians (of samples, of chunk pairs, of rounds) keep the
@@ -294,7 +294,7 @@ def _process_tree(pid: int) -> list:
 def pipeline_cpu(daemon: Any, model: bytes, image: np.ndarray) -> Dict[str, float]:
     """Where a pipelined inference's CPU goes (direct carrier, depth DEPTH): the threads' CPU per item of this
     client process and of the daemon's processes (its session workers), beside an in-process infer's. CPU,
-    unlike wall time, barely moves with the load, and it bounds what an idle host can do: on os.cpu_count()
+    unlike wall time, moves little with the load, and it bounds what an idle host can do: on os.cpu_count()
     cores a pipelined item takes at least max(its busiest thread, whole / cores), where the in-process loop
     takes its own CPU on one core (its pool threads count too). Empty on a host without /proc."""
     if not Path(f"/proc/{os.getpid()}/task").is_dir():
