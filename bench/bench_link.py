@@ -19,6 +19,8 @@ carriers; both are measured:
   * pipelined throughput (depth 4) over in-process throughput; goal >= 95%. Both sides are measured alike:
     a loop of CHUNK inferences of the same image, timed from its first result to its last (the steady
     state: a pipeline's first result pays its fill, a whole round trip, once per chunk), per chunk pair.
+    Beside it, the CPU per pipelined item of every thread (client, daemon, worker) against an in-process
+    infer's, and the throughput bound that puts on an idle host (pipeline_cpu): it moves less with the load.
 The in-process reference runs in the same client process, interleaved with what it is compared with (run()
 and infer() alternate per sample, pipelined and in-process loops per chunk of CHUNK), so a machine load that
 changes during a round hits both sides alike. The medians (of samples, of chunk pairs, of rounds) keep the
@@ -261,6 +263,68 @@ def _steady_item(results: Iterable[Any]) -> float:
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 
 
+def _thread_cpu_ns(pids: Iterable[int]) -> Dict[tuple, int]:
+    """CPU time (ns) of every thread of these processes so far, by (pid, tid) (Linux /proc schedstat)."""
+    times = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                times[(pid, task.name)] = int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):  # a thread that ended meanwhile
+                pass
+    return times
+
+
+def _process_tree(pid: int) -> list:
+    """pid and every process below it (the daemon, its session workers)."""
+    children: Dict[int, list] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(children.get(tree[-1], []))
+    return tree
+
+
+def pipeline_cpu(daemon: Any, model: bytes, image: np.ndarray) -> Dict[str, float]:
+    """Where a pipelined inference's CPU goes (direct carrier, depth DEPTH): the threads' CPU per item of this
+    client process and of the daemon's processes (its session workers), beside an in-process infer's. CPU,
+    unlike wall time, moves little with the load, and it bounds what an idle host can do: on os.cpu_count()
+    cores a pipelined item takes at least max(its busiest thread, whole / cores), where the in-process loop
+    takes its own CPU on one core (its pool threads count too). Empty on a host without /proc."""
+    if not Path(f"/proc/{os.getpid()}/task").is_dir():
+        return {}
+    with RuntimeLibrary.load(backend="sim").init(model) as ctx, \
+            Board.connect(daemon.address, use_data_channel=True) as board, board.load_model(model) as session:
+        for _ in range(100):
+            ctx.infer([image])
+        before = _thread_cpu_ns([os.getpid()])
+        for _ in range(N_STREAM):
+            ctx.infer([image])
+        after = _thread_cpu_ns([os.getpid()])
+        inproc = sum(t - before.get(k, 0) for k, t in after.items()) / N_STREAM / 1e3
+        with session.pipeline(depth=DEPTH) as pipe:
+            for _ in pipe.map([image] for _ in range(100)):
+                pass
+            pids = [os.getpid()] + _process_tree(daemon.process.pid)
+            before = _thread_cpu_ns(pids)
+            for _ in pipe.map([image] for _ in range(N_STREAM)):
+                pass
+            after = _thread_cpu_ns(pids)
+    per_thread = {k: (t - before.get(k, 0)) / N_STREAM / 1e3 for k, t in after.items()}
+    whole = sum(per_thread.values())
+    client = sum(v for (pid, _tid), v in per_thread.items() if pid == os.getpid())
+    busiest = max(per_thread.values())
+    floor = max(busiest, whole / (os.cpu_count() or 1))
+    return {"cpu_inproc": inproc, "cpu_piped": whole, "cpu_client": client, "cpu_board": whole - client,
+            "cpu_busiest": busiest, "idle_bound": inproc / floor}
+
+
 def through_usb(address: str, model: bytes, image: np.ndarray) -> tuple:
     """The direct carrier over the USB mux, and the gRPC Relay over the same mux (what a board bridge without
     data channels gives): a host bridge on the emulated bus, the board's bridge program relaying to this
@@ -293,6 +357,7 @@ def one_round(model: bytes, image: np.ndarray) -> Dict[str, float]:
     daemon = start_local_daemon(platform="rk3588", backend="sim")
     try:
         direct = through_daemon(daemon.address, model, image, "direct")
+        cpu = pipeline_cpu(daemon, model, image)
         relay = through_daemon(daemon.address, model, image, "relay")
         usb, usb_relay = through_usb(daemon.address, model, image)
     finally:
@@ -324,7 +389,19 @@ def one_round(model: bytes, image: np.ndarray) -> Dict[str, float]:
             "usb_overhead": usb["run"] - usb["inproc"], "usb_ratio": (usb["run"] - usb["inproc"]) / tcp_us,
             "usb_relay_ratio": (usb_relay["run"] - usb_relay["inproc"]) / tcp_us,
             "tls_relay_overhead": tls_relay["run"] - tls_relay["inproc"],
-            "tls_relay_ratio": (tls_relay["run"] - tls_relay["inproc"]) / tcp_us}
+            "tls_relay_ratio": (tls_relay["run"] - tls_relay["inproc"]) / tcp_us, **cpu}
+
+
+def _cpu_rows(m: Dict[str, float]) -> list:
+    """The rows of pipeline_cpu's figures (none where it measured nothing)."""
+    if "cpu_piped" not in m:
+        return []
+    return [("  CPU per in-process infer (all threads)", m["cpu_inproc"], ""),
+            ("  CPU per pipelined item (all threads)", m["cpu_piped"],
+             f"client {m['cpu_client']:.0f} us, daemon and worker {m['cpu_board']:.0f} us, busiest thread "
+             f"{m['cpu_busiest']:.0f} us"),
+            ("  bound on an idle host of this many cores", m["idle_bound"] * 100,
+             f"% = in-process CPU / max(busiest thread, whole / {os.cpu_count()} cores)")]
 
 
 def main() -> int:
@@ -365,6 +442,7 @@ def main() -> int:
         ("in-process per item (loop, interleaved)", m["inproc_item"], ""),
         (f"direct: pipelined per item (depth {DEPTH})", m["item"], ""),
         ("direct: pipelined / in-process throughput", m["throughput"] * 100, f"% (goal >= {GOAL_THROUGHPUT:.0%})"),
+        *_cpu_rows(m),
         (f"relayed: pipelined per item (depth {DEPTH})", m["relay_item"], ""),
         ("relayed: pipelined / in-process throughput", m["relay_throughput"] * 100, "%"),
         (f"TLS data port: pipelined per item (depth {DEPTH})", m["tls_item"], ""),

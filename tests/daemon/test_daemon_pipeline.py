@@ -224,3 +224,24 @@ def test_a_large_frame_is_read_whole_into_its_own_buffer():
         sender.join(30)
         left.close()
         assert reader.read(1 << 20) is None
+
+
+def test_worker_freezes_its_heap_out_of_the_collector():
+    """The worker takes what is alive after its start and the model's load out of the cyclic collector
+    (worker_main.freeze_heap): a pipelining client's requests then trigger only young collections, not walks
+    of the whole heap. The objects stay alive and usable; unfreeze() gives them back."""
+    import gc
+
+    from rknnlink_server.worker_main import freeze_heap
+
+    kept = [[i] for i in range(100)]  # lists: always tracked by the collector
+    before = gc.get_freeze_count()
+    try:
+        freeze_heap()
+        frozen = gc.get_freeze_count()
+        assert frozen >= before + len(kept), "the live objects were not frozen"
+        assert all(gc.is_tracked(o) for o in kept) and kept[-1] == [99]
+        assert gc.collect() >= 0 and gc.get_freeze_count() == frozen, "a collection thawed the frozen objects"
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
