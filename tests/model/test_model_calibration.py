@@ -207,3 +207,33 @@ def test_mmse_weight_scales_clip_heavy_tails_and_lower_the_rounding_error():
     assert (s_mse[:5] < s_max[:5]).sum() >= 3 and s_mse[5] == s_max[5]
     assert np.all(err(q_mse, s_mse) <= err(q_max, s_max))
     assert err(q_mse, s_mse)[:5].sum() < 0.97 * err(q_max, s_max)[:5].sum()
+
+
+def skewed_signed() -> np.ndarray:
+    """A Concat of a ReLU branch with a long positive tail and a small signed branch (U-Net's skip joins)."""
+    rng = np.random.default_rng(16)
+    relu = np.maximum(rng.gamma(0.8, 2.0, 300_000) - 0.5, 0.0)
+    small = rng.normal(0.0, 0.7, 150_000).clip(-2.7, 2.5)
+    return np.concatenate([relu, small]).astype(np.float32)
+
+
+def test_expected_error_of_a_skewed_signed_tensor_uses_the_asymmetric_step():
+    # [-2.7, t] gets 255 steps of (t + 2.7) / 255, not t / 128: the model must agree with quantising it
+    x = skewed_signed()
+    st = stats_of(x)
+    other = -float(x.min())
+    for t in (4.0, 7.0, float(x.max())):
+        model = expected_error(st.abs_hist, st.absmax, [t], 128, other_side=other)[0] / x.size
+        assert model == pytest.approx(quant_mse(x, x.min(), t), rel=0.15)
+
+
+def test_kl_keeps_the_long_side_of_a_skewed_signed_tensor():
+    # The symmetric error model (step t / 128) clipped the long positive side too far (1.16x the best
+    # error here); the chosen range must code the tensor about as well as the best clip of that side.
+    x = skewed_signed()
+    st = stats_of(x)
+    st.hist = None
+    lo, hi = choose_range(st, "kl_divergence")
+    assert lo == pytest.approx(float(x.min()))
+    best = min(quant_mse(x, x.min(), c) for c in np.linspace(3, x.max(), 80))
+    assert quant_mse(x, lo, hi) <= 1.05 * best

@@ -22,6 +22,7 @@ import numpy as np
 
 KL_LEVELS = 128
 ERROR_CANDIDATES = 128
+TWO_SIDED = 0.1  # a signed tensor is two-sided when its short side is at least this fraction of its long one
 
 
 def levels_for(lo: float, hi: float) -> int:
@@ -55,34 +56,47 @@ def kl_threshold(abs_hist: np.ndarray, absmax: float, levels: int = KL_LEVELS) -
     return (best_i + 0.5) * bin_width
 
 
-def expected_error(abs_hist: np.ndarray, absmax: float, thresholds: np.ndarray, levels: int) -> np.ndarray:
+def expected_error(abs_hist: np.ndarray, absmax: float, thresholds: np.ndarray, levels: int,
+                   other_side: float | None = None) -> np.ndarray:
     """Expected squared int8 error of |x| (histogram over [0, absmax]) coded with ``levels`` steps over
     [0, t], for every t of ``thresholds`` at once: rounding noise (step^2 / 12) inside, the clipped distance
-    outside."""
+    outside.
+
+    ``other_side`` (a signed tensor's smaller end, as a magnitude) makes the step what the asymmetric
+    quantiser really uses: (t + min(t, other_side)) / 255 for the range [-min(t, other_side), t]. A
+    skewed tensor (a Concat of a ReLU branch [0, 8.4] and a ConvTranspose branch [-2.7, 2.5]) then gets the
+    fine step its 256 codes give it, not t / 128 as if its range were [-t, t], which made the error
+    model clip its long side too hard (U-Net's Concats 8.4 -> 5.3; the toolkit keeps 6.3)."""
     t = np.atleast_1d(np.asarray(thresholds, np.float64))[:, None]
     centres = ((np.arange(len(abs_hist)) + 0.5) * (absmax / len(abs_hist)))[None, :]
-    step = t / levels
+    step = t / levels if other_side is None else (t + np.minimum(t, other_side)) / (2 * KL_LEVELS - 1)
     err = np.where(centres <= t, step * step / 12.0, (centres - t) ** 2)
     return err @ abs_hist.astype(np.float64)
 
 
 def error_threshold(abs_hist: np.ndarray, absmax: float, levels: int,
-                    candidates: int = ERROR_CANDIDATES) -> float:
+                    candidates: int = ERROR_CANDIDATES, other_side: float | None = None) -> float:
     """The threshold in (0, absmax] (``candidates`` even steps) with the smallest :func:`expected_error`."""
     if abs_hist.sum() == 0 or absmax <= 0:
         return absmax
     ts = np.arange(1, candidates + 1) * (absmax / candidates)
-    return float(ts[int(np.argmin(expected_error(abs_hist, absmax, ts, levels)))])
+    return float(ts[int(np.argmin(expected_error(abs_hist, absmax, ts, levels, other_side)))])
 
 
 def kl_range(lo: float, hi: float, abs_hist: np.ndarray) -> tuple:
     """(lo, hi) under kl_divergence for a tensor observed over [lo, hi] with this |x| histogram."""
     absmax = max(abs(lo), abs(hi))
     levels = levels_for(lo, hi)
-    t = max(kl_threshold(abs_hist, absmax, levels), error_threshold(abs_hist, absmax, levels))
+    # The asymmetric quantiser's real step for a two-sided tensor (see expected_error). A nearly one-sided
+    # one (HardSwish outputs [-0.375, 78], Paddle's affine after them) keeps the coarser t / 128 model and
+    # so its harder clip: with the real step there too, PP-OCRv4 det fell 0.98782 -> 0.98294, below
+    # RKNN-Toolkit2's 0.98442, which clips those tensors harder still (78 -> 49).
+    short = min(abs(lo), abs(hi))
+    other = short if lo < 0 < hi and short >= TWO_SIDED * absmax else None
+    t = max(kl_threshold(abs_hist, absmax, levels), error_threshold(abs_hist, absmax, levels, other_side=other))
     # Both thresholds come from one histogram; where T would still code the tensor worse than its whole
     # range (a flat distribution, a coarse grid), the whole range stays.
-    err_t, err_full = expected_error(abs_hist, absmax, [t, absmax], levels)
+    err_t, err_full = expected_error(abs_hist, absmax, [t, absmax], levels, other)
     if err_t > err_full:
         return lo, hi
     return max(lo, -t), min(hi, t)
