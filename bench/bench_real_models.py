@@ -10,8 +10,10 @@ regenerated into the cache first when missing (``python -m corpus.build``).
         [--only resnet18,ppocrv4_det] [--modes fp16,int8] [--algorithm normal] [--small] [--json out.json]
         [--method channel|layer] [--cle default|on|off] [--clipping off|auto]
 
---method, --cle and --clipping set rknnlink's quantized_method, cross-layer equalisation and activation
-clipping (docs/quantization.md); the toolkit's columns stay its defaults (per-channel).
+--algorithm and --method set quantized_algorithm and quantized_method for both tools, and every row records
+them; --cle and --clipping set rknnlink's cross-layer equalisation and activation clipping
+(docs/quantization.md; the toolkit has no such options). --toolkit-json takes the toolkit's columns from an
+earlier run only when that run used the same algorithm and method.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def main() -> int:
     ap.add_argument("--modes", default="fp16,int8")
     ap.add_argument("--algorithm", default="normal", help="quantized_algorithm for both tools")
     ap.add_argument("--method", default="channel", choices=("channel", "layer"),
-                    help="quantized_method for rknnlink (the toolkit runs with 'channel')")
+                    help="quantized_method for both tools")
     ap.add_argument("--cle", default="default", choices=("default", "on", "off"),
                     help="rknnlink's cross-layer equalisation: the build's default, forced on or off")
     ap.add_argument("--clipping", default=None, choices=("off", "auto"),
@@ -75,9 +77,14 @@ def main() -> int:
     earlier = {}
     if args.toolkit_json:
         earlier = {(r["model"], r["mode"]): r for r in json.loads(args.toolkit_json.read_text()) if "mode" in r}
+        other = {(r.get("algorithm"), r.get("method")) for r in earlier.values()} - {(args.algorithm, args.method)}
+        if other:
+            # rows without these keys come from a bench that always ran the toolkit per-channel
+            ap.error(f"{args.toolkit_json} holds toolkit rows for (algorithm, method) {sorted(map(str, other))}, "
+                     f"not ({args.algorithm!r}, {args.method!r}): rerun the toolkit with these options")
         tk = f"earlier run {args.toolkit_json}"
     print(f"toolkit: {tk or 'not configured (set ' + run.TOOLKIT_ENV + ')'}; algorithm {args.algorithm}, "
-          f"rknnlink method {args.method}, cross-layer equalisation {args.cle}, clipping {args.clipping}")
+          f"method {args.method}, rknnlink cross-layer equalisation {args.cle}, clipping {args.clipping}")
     head = (f"{'model':18s} {'mode':5s} {'metric':12s} {'fid':>7s} {'tk fid':>7s} {'task':>6s} {'tk task':>7s} "
             f"{'build s':>7s} {'tk s':>6s}  note")
     print(head)
@@ -104,7 +111,8 @@ def main() -> int:
                                        error=tk_note[0] if tk_note else missing)
                 tfid, ttask = old.get("toolkit_fidelity", float("nan")), old.get("toolkit_task", float("nan"))
             else:
-                theirs = run.run_toolkit(folder, quant, args.algorithm, tk) if tk else run.RunResult(error="")
+                theirs = (run.run_toolkit(folder, quant, args.algorithm, tk, method=args.method) if tk
+                          else run.RunResult(error=""))
                 tfid, ttask = run.score(folder, ref, theirs) if tk else (float("nan"), float("nan"))
             note = "; ".join(e for e in (ours.error, theirs.error) if e)
             if tk and not ours.error and not theirs.error:
@@ -116,7 +124,8 @@ def main() -> int:
                   flush=True)
             if name.startswith("ppocrv4_rec"):
                 _print_decoded(folder, ref, ours, theirs)
-            rows.append({"model": name, "mode": mode, "metric": metric, "fidelity": fid, "task": task,
+            rows.append({"model": name, "mode": mode, "algorithm": args.algorithm, "method": args.method,
+                         "metric": metric, "fidelity": fid, "task": task,
                          "build_s": ours.build_s, "toolkit_fidelity": tfid, "toolkit_task": ttask,
                          "toolkit_build_s": theirs.build_s, "note": note})
     if args.json:

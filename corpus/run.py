@@ -97,8 +97,10 @@ def toolkit_python() -> Optional[str]:
 
 
 def run_toolkit(folder: Path, quantize: bool, algorithm: str = "normal", python: Optional[str] = None,
-                timeout: float = 1800) -> RunResult:
-    """RKNN-Toolkit2 in its own venv (opset <= 19 copy when the model is newer)."""
+                timeout: float = 1800, method: str = "channel") -> RunResult:
+    """RKNN-Toolkit2 in its own venv (opset <= 19 copy when the model is newer), with the same
+    quantized_algorithm and quantized_method as rknnlink's row (a comparison of per-tensor rknnlink
+    against per-channel toolkit would say nothing)."""
     python = python or toolkit_python()
     if python is None:
         return RunResult(error=f"no toolkit: set {TOOLKIT_ENV}")
@@ -112,7 +114,7 @@ def run_toolkit(folder: Path, quantize: bool, algorithm: str = "normal", python:
         job = {"onnx": str(onnx_path), "mean": m["mean"], "std": m["std"],
                "input_size": [1, 3, m["height"], m["width"]], "dataset": str(folder / "calib" / "dataset.txt"),
                "tests": [str(p) for p in sorted((folder / "tests").glob("*.npy"))], "quantize": quantize,
-               "algorithm": algorithm, "out": out}
+               "algorithm": algorithm, "method": method, "out": out}
         job_path = Path(tmp) / "job.json"
         job_path.write_text(json.dumps(job))
         script = Path(__file__).with_name("toolkit_job.py")

@@ -472,8 +472,8 @@ class _Assembler:
             if st is None:
                 raise BuildError(f"no calibration statistics for tensor {name!r}")
             algorithm = self.config.quantized_algorithm
-            if kind == fmt.KIND_OUTPUT and algorithm == "kl_divergence":
-                # The entropy threshold trades a tensor's rare large values for resolution on the bulk; in a
+            if kind == fmt.KIND_OUTPUT and algorithm in ("kl_divergence", "mmse"):
+                # The entropy (or mmse) threshold trades a tensor's rare large values for resolution on the bulk; in a
                 # model's output those rare values are the answer (the top logit, a confident score).
                 algorithm = "normal"
             lo, hi = choose_range(st, algorithm)
@@ -544,6 +544,14 @@ class _Assembler:
         numbers)."""
         return axis is not None and self.links.get(n.outputs[0]) in ASYMMETRIC_WEIGHT_READERS
 
+    def weight_search(self, axis: Optional[int]) -> bool:
+        """Whether symmetric weights get calibration.weight_scales' clipping search instead of max|w|:
+        with 'mmse' and per-tensor weights only. One scale for a whole layer is set by its widest channel,
+        and clipping that channel gives every other one finer steps (PP-OCRv4 rec, mmse/layer: 0.933 ->
+        0.965). Per channel the clipped weights' errors are one-signed and add up over the accumulation,
+        which the weights' own MSE does not see (rec, mmse/channel: 0.985 -> 0.976)."""
+        return self.config.quantized_algorithm == "mmse" and axis is None
+
     def quantized_weight(self, n: LNode, name: str, w: np.ndarray, axis: Optional[int]) -> tuple:
         """(q, scales, zero points) of a weight, computed once (the bias correction needs them too)."""
         asymmetric = self.weight_is_asymmetric(n, axis)
@@ -552,7 +560,7 @@ class _Assembler:
             if asymmetric:
                 self.weights_q[key] = quantize_weights_affine(w, axis)
             else:
-                q, scales = quantize_weights(w, axis, search=self.config.quantized_algorithm == "mmse")
+                q, scales = quantize_weights(w, axis, search=self.weight_search(axis))
                 self.weights_q[key] = (q, scales, np.zeros(len(scales), np.int32))
         return self.weights_q[key]
 
