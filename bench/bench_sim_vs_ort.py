@@ -14,7 +14,10 @@ into the cache when missing): one table row per model and mode, the ratio with t
 threads and with one thread. A model the simulator cannot build yet (an operator not on this branch) is
 skipped with the builder's reason. --profile MODEL puts the simulator's measured time per layer
 (rknnlink_layer_info.measured_time_us) beside onnxruntime's profiler for the same ONNX nodes, hottest
-first, so the hot spots are visible.
+first, so the hot spots are visible. onnxruntime runs the model with its nodes named as the builder names them
+(paddle2onnx leaves Constant nodes unnamed); its nodes are matched by name, by the tensor a fusion is named after
+or by the tensors they write, a fused layer gets the sum of its source nodes, and the header counts what could
+not be matched (nodes onnxruntime added, layers of the builder's, layers onnxruntime fused into another node).
 
 Usage: python bench/bench_sim_vs_ort.py [--runs N] [--rounds R] [--width W] [--check]
        python bench/bench_sim_vs_ort.py --corpus [--only a,b] [--runs N] [--rounds R] [--check]
