@@ -96,6 +96,23 @@ def test_uncut_dynamic_model_with_input_size_list(model_path, reference):
     _assert_close(got, reference["out"])
 
 
+def test_dynamic_input_shape_sets_on_a_cut_model(model_path):
+    """config(dynamic_input=...) reloads the cut per shape set: each set must reach the cut graph too."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(_dynamic_model(extra_output=True).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    rknn = RKNN()
+    assert rknn.config(target_platform="rk3588", dynamic_input=[[SHAPE], [[1, 3, 8, 8]]]) == 0
+    assert rknn.load_onnx(str(model_path), outputs=["mid"]) == 0
+    assert rknn.build(do_quantization=False) == 0
+    assert rknn.init_runtime() == 0
+    for shape in (SHAPE, [1, 3, 8, 8]):
+        x = np.random.default_rng(len(shape) + shape[-1]).normal(0, 1, shape).astype(np.float32)
+        _assert_close(rknn.inference(inputs=[x], data_format="nchw")[0], session.run(["mid"], {"x": x})[0])
+    rknn.release()
+
+
 def test_exporter_value_info_of_the_input_does_not_shadow_input_size_list(tmp_path, reference):
     model = _dynamic_model()
     model.graph.value_info.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "h", "w"]))
