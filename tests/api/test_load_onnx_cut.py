@@ -131,3 +131,17 @@ def test_bad_cut_name_lists_the_tensors_that_exist(model_path):
     assert "'mdi'" in message and "did you mean 'mid'" in message
     for name in ("x", "conv1", "mid", "conv2", "gate", "out"):
         assert repr(name) in message
+
+
+def test_cut_that_leaves_a_tensor_outside_says_which(tmp_path):
+    """inputs=['a'] on out = Add(Relu(x), x): the Add still reads x, which the cut left out."""
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu"), helper.make_node("Add", ["a", "x"], ["out"])]
+    graph = helper.make_graph(nodes, "skip", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 4])])
+    path = tmp_path / "skip.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    rknn = RKNN()
+    assert rknn.config(target_platform="rk3588") == 0
+    with pytest.raises(ValueError, match=r"also reads \['x'\].*add \['x'\] to inputs="):
+        rknn.load_onnx(str(path), inputs=["a"], outputs=["out"], input_size_list=[[1, 4]])
+    assert rknn.load_onnx(str(path), inputs=["a", "x"], outputs=["out"], input_size_list=[[1, 4], [1, 4]]) == 0

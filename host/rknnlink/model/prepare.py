@@ -175,6 +175,13 @@ def _cut(model: Any, inputs: Optional[Sequence[str]], outputs: Optional[Sequence
         cut = onnx.utils.Extractor(inferred).extract_model(in_names, out_names)
     except Exception as exc:
         raise BuildError(f"cannot cut the graph at inputs={in_names} outputs={out_names}: {exc}") from exc
+    available = ({i.name for i in cut.graph.input} | {i.name for i in cut.graph.initializer}
+                 | {o for node in cut.graph.node for o in node.output})
+    missing = sorted({t for node in cut.graph.node for t in node.input if t and t not in available})
+    if missing:  # the extractor stops at `inputs` but does not check that they are the only way in
+        raise BuildError(f"cannot cut the graph at inputs={in_names} outputs={out_names}: the part between them "
+                         f"also reads {missing}, which is outside the cut; add {missing} to inputs= (with "
+                         "their shapes in input_size_list) or choose other cut points")
     ends = {i.name for i in cut.graph.input} | {o.name for o in cut.graph.output}
     keep = [vi for vi in cut.graph.value_info if vi.name in original_info and vi.name not in ends]
     del cut.graph.value_info[:]
