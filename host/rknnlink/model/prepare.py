@@ -142,20 +142,50 @@ def _all_value_names(model: Any) -> set:
     return names
 
 
+def _unknown_name_message(name: str, model: Any, known: set) -> str:
+    """Why ``name`` cannot be a cut point, naming the tensors that exist (the closest ones first) so the
+    caller can correct a typo without opening the model in Netron."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.6)
+    inits = {i.name for i in model.graph.initializer}
+    tensors = [o for node in model.graph.node for o in node.output if o and o not in inits]
+    listed = tensors if len(tensors) <= 20 else tensors[:10] + ["..."] + tensors[-5:]
+    hint = f" did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return (f"tensor {name!r} given to load_onnx(inputs=/outputs=) is not in the graph;{hint} the graph inputs "
+            f"are {[i.name for i in model.graph.input]}, its outputs {[o.name for o in model.graph.output]}, "
+            f"and its {len(tensors)} node outputs are {listed} (use one of these names, as Netron shows them)")
+
+
 def _cut(model: Any, inputs: Optional[Sequence[str]], outputs: Optional[Sequence[str]]) -> Any:
+    """The sub-graph between ``inputs`` and ``outputs``. Shape inference runs first because the extractor
+    needs a type for every new input, but on a model with dynamic dimensions it records symbolic shapes
+    (also for the graph inputs themselves); those entries are dropped again so that the shapes fixed later by
+    ``input_size_list`` are not shadowed by stale ``value_info`` and every tensor is re-inferred from them."""
     onnx = _onnx()
     known = _all_value_names(model)
     for name in list(inputs or []) + list(outputs or []):
         if name not in known:
-            raise BuildError(f"tensor {name!r} given to load_onnx(inputs=/outputs=) is not in the graph; "
-                             "use names of node outputs (see the model in Netron)")
+            raise BuildError(_unknown_name_message(name, model, known))
     in_names = list(inputs) if inputs else [i.name for i in model.graph.input]
     out_names = list(outputs) if outputs else [o.name for o in model.graph.output]
+    original_info = {vi.name for vi in model.graph.value_info}
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
         cut = onnx.utils.Extractor(inferred).extract_model(in_names, out_names)
     except Exception as exc:
         raise BuildError(f"cannot cut the graph at inputs={in_names} outputs={out_names}: {exc}") from exc
+    available = ({i.name for i in cut.graph.input} | {i.name for i in cut.graph.initializer}
+                 | {o for node in cut.graph.node for o in node.output})
+    missing = sorted({t for node in cut.graph.node for t in node.input if t and t not in available})
+    if missing:  # the extractor stops at `inputs` but does not check that they are the only way in
+        raise BuildError(f"cannot cut the graph at inputs={in_names} outputs={out_names}: the part between them "
+                         f"also reads {missing}, which is outside the cut; add {missing} to inputs= (with "
+                         "their shapes in input_size_list) or choose other cut points")
+    ends = {i.name for i in cut.graph.input} | {o.name for o in cut.graph.output}
+    keep = [vi for vi in cut.graph.value_info if vi.name in original_info and vi.name not in ends]
+    del cut.graph.value_info[:]
+    cut.graph.value_info.extend(keep)
     del cut.opset_import[:]
     cut.opset_import.extend(model.opset_import)
     cut.ir_version = model.ir_version
@@ -182,6 +212,13 @@ def _set_input_sizes(model: Any, sizes: Sequence[Sequence[int]]) -> None:
         del shape.dim[:]
         for s in size:
             shape.dim.add().dim_value = s
+    # a value_info entry of the same name (written by an exporter or an earlier shape inference) would keep
+    # the old dynamic shape alive next to the fixed input
+    fixed = {vi.name for vi in ins}
+    kept = [vi for vi in model.graph.value_info if vi.name not in fixed]
+    if len(kept) != len(model.graph.value_info):
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(kept)
 
 
 # ------------------------------------------------------------------------------------------ preparation
