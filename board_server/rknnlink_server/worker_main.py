@@ -305,7 +305,9 @@ class _DataConnection:
 
     def _run_inline(self, request: Any) -> bool:
         reply = self._run(*request)
-        if sum(memoryview(part).nbytes for part in reply) <= INLINE_REPLY_BYTES and not self.reader.pending():
+        # every reply's first part starts with the frame's length prefix: its size without a pass over the parts
+        size = datawire.LENGTH.unpack_from(reply[0])[0] + datawire.LENGTH.size
+        if size <= INLINE_REPLY_BYTES and not self.reader.pending():
             return self._send(reply)
         with self.cv:  # nothing is queued or running (the condition to run inline): the order holds
             self.queue.append(_Reply(reply))
