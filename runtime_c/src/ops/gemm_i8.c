@@ -775,6 +775,13 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void requant_ro
         _mm256_storeu_si256((__m256i *)(void *)(t + (i) * SIM_NR + 8), c##i##1);                             \
     } while (0)
 
+/* Raw int32 sums of a full row straight to c32 (no bias: what store_tile would store). */
+#define STORE32_ROW(i)                                                                                       \
+    do {                                                                                                     \
+        _mm256_storeu_si256((__m256i *)(void *)(c32 + (i) * rs), c##i##0);                                   \
+        _mm256_storeu_si256((__m256i *)(void *)(c32 + (i) * rs + 8), c##i##1);                               \
+    } while (0)
+
 /* The 6x16 register tile: KMADD(c, a, b) accumulates one k-pair (c += a0 b0 + a1 b1 per int32 lane). Both
  * forms wrap modulo 2^32 the same way, so the VNNI kernel's codes are the AVX2 kernel's bit for bit. */
 #define KMADD_AVX2(c, a, b) ((c) = _mm256_add_epi32((c), _mm256_madd_epi16((a), (b))))
@@ -816,6 +823,15 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void requant_ro
             if (mr > 3) REQ_ROW(3);                                                                          \
             if (mr > 4) REQ_ROW(4);                                                                          \
             if (mr > 5) REQ_ROW(5);                                                                          \
+            return;                                                                                          \
+        }                                                                                                    \
+        if (c32 && !epi->bias && nr == SIM_NR && cs == 1) {                                                  \
+            STORE32_ROW(0);                                                                                  \
+            if (mr > 1) STORE32_ROW(1);                                                                      \
+            if (mr > 2) STORE32_ROW(2);                                                                      \
+            if (mr > 3) STORE32_ROW(3);                                                                      \
+            if (mr > 4) STORE32_ROW(4);                                                                      \
+            if (mr > 5) STORE32_ROW(5);                                                                      \
             return;                                                                                          \
         }                                                                                                    \
         int32_t t[SIM_MR * SIM_NR];                                                                          \
