@@ -755,15 +755,6 @@ static void kernel_c(int64_t kp, const int16_t *pa, const int16_t *pb, int32_t *
 }
 
 #ifdef SIM_HAVE_AVX2_I8
-#define MADD_ROW(i)                                                                                          \
-    do {                                                                                                     \
-        int32_t pair;                                                                                        \
-        memcpy(&pair, pa + (i) * 2, sizeof pair);                                                            \
-        __m256i av = _mm256_set1_epi32(pair);                                                                \
-        c##i##0 = _mm256_add_epi32(c##i##0, _mm256_madd_epi16(av, b0));                                      \
-        c##i##1 = _mm256_add_epi32(c##i##1, _mm256_madd_epi16(av, b1));                                      \
-    } while (0)
-
 /* Requantises 16 int32 accumulators of one row (one channel) and stores 16 int8. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void requant_row_avx2(__m256i a0, __m256i a1,
                                                                                         int32_t bias, float mult,
@@ -784,51 +775,103 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void requant_ro
         _mm256_storeu_si256((__m256i *)(void *)(t + (i) * SIM_NR + 8), c##i##1);                             \
     } while (0)
 
-__attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t kp, const int16_t *pa, const int16_t *pb, int mr,
-                                                            int nr, int8_t *c8, int32_t *c32, int64_t rs, int64_t cs,
-                                                            int64_t row0, int64_t col0, const sim_i8_epi *epi)
-{
-    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    __m256i c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    for (int64_t q = 0; q < kp; q++) {
-        __m256i b0 = _mm256_loadu_si256((const __m256i *)(const void *)pb);
-        __m256i b1 = _mm256_loadu_si256((const __m256i *)(const void *)(pb + 16));
-        MADD_ROW(0);
-        MADD_ROW(1);
-        MADD_ROW(2);
-        MADD_ROW(3);
-        MADD_ROW(4);
-        MADD_ROW(5);
-        pa += SIM_MR * 2;
-        pb += SIM_NR * 2;
+/* Raw int32 sums of a full row straight to c32 (no bias: what store_tile would store). */
+#define STORE32_ROW(i)                                                                                       \
+    do {                                                                                                     \
+        _mm256_storeu_si256((__m256i *)(void *)(c32 + (i) * rs), c##i##0);                                   \
+        _mm256_storeu_si256((__m256i *)(void *)(c32 + (i) * rs + 8), c##i##1);                               \
+    } while (0)
+
+/* The 6x16 register tile: KMADD(c, a, b) accumulates one k-pair (c += a0 b0 + a1 b1 per int32 lane). Both
+ * forms wrap modulo 2^32 the same way, so the VNNI kernel's codes are the AVX2 kernel's bit for bit. */
+#define KMADD_AVX2(c, a, b) ((c) = _mm256_add_epi32((c), _mm256_madd_epi16((a), (b))))
+#define KMADD_VNNI(c, a, b) ((c) = _mm256_dpwssd_epi32((c), (a), (b)))
+#define MADD_ROW_K(i, KMADD)                                                                                 \
+    do {                                                                                                     \
+        int32_t pair;                                                                                        \
+        memcpy(&pair, pa + (i) * 2, sizeof pair);                                                            \
+        __m256i av = _mm256_set1_epi32(pair);                                                                \
+        KMADD(c##i##0, av, b0);                                                                              \
+        KMADD(c##i##1, av, b1);                                                                              \
+    } while (0)
+
+#define DEFINE_KERNEL_I8(name, target_str, KMADD)                                                            \
+    __attribute__((target(target_str))) static void name(int64_t kp, const int16_t *pa, const int16_t *pb, int mr, \
+                                                         int nr, int8_t *c8, int32_t *c32, int64_t rs, int64_t cs, \
+                                                         int64_t row0, int64_t col0, const sim_i8_epi *epi)  \
+    {                                                                                                        \
+        __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;         \
+        __m256i c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;                            \
+        for (int64_t q = 0; q < kp; q++) {                                                                   \
+            __m256i b0 = _mm256_loadu_si256((const __m256i *)(const void *)pb);                              \
+            __m256i b1 = _mm256_loadu_si256((const __m256i *)(const void *)(pb + 16));                       \
+            MADD_ROW_K(0, KMADD);                                                                            \
+            MADD_ROW_K(1, KMADD);                                                                            \
+            MADD_ROW_K(2, KMADD);                                                                            \
+            MADD_ROW_K(3, KMADD);                                                                            \
+            MADD_ROW_K(4, KMADD);                                                                            \
+            MADD_ROW_K(5, KMADD);                                                                            \
+            pa += SIM_MR * 2;                                                                                \
+            pb += SIM_NR * 2;                                                                                \
+        }                                                                                                    \
+        int vec_ok = c8 && nr == SIM_NR && cs == 1 && !epi->per_col && (epi->act == SIM_ACT_NONE || epi->clamp); \
+        if (vec_ok) {                                                                                        \
+            __m256 qlo = _mm256_set1_ps(epi->qlo), qhi = _mm256_set1_ps(epi->qhi), zo = _mm256_set1_ps((float)epi->zo); \
+            REQ_ROW(0);                                                                                      \
+            if (mr > 1) REQ_ROW(1);                                                                          \
+            if (mr > 2) REQ_ROW(2);                                                                          \
+            if (mr > 3) REQ_ROW(3);                                                                          \
+            if (mr > 4) REQ_ROW(4);                                                                          \
+            if (mr > 5) REQ_ROW(5);                                                                          \
+            return;                                                                                          \
+        }                                                                                                    \
+        if (c32 && !epi->bias && nr == SIM_NR && cs == 1) {                                                  \
+            STORE32_ROW(0);                                                                                  \
+            if (mr > 1) STORE32_ROW(1);                                                                      \
+            if (mr > 2) STORE32_ROW(2);                                                                      \
+            if (mr > 3) STORE32_ROW(3);                                                                      \
+            if (mr > 4) STORE32_ROW(4);                                                                      \
+            if (mr > 5) STORE32_ROW(5);                                                                      \
+            return;                                                                                          \
+        }                                                                                                    \
+        int32_t t[SIM_MR * SIM_NR];                                                                          \
+        SPILL_ROW(0);                                                                                        \
+        SPILL_ROW(1);                                                                                        \
+        SPILL_ROW(2);                                                                                        \
+        SPILL_ROW(3);                                                                                        \
+        SPILL_ROW(4);                                                                                        \
+        SPILL_ROW(5);                                                                                        \
+        store_tile(t, mr, nr, c8, c32, rs, cs, row0, col0, epi);                                             \
     }
-    int vec_ok = c8 && nr == SIM_NR && cs == 1 && !epi->per_col && (epi->act == SIM_ACT_NONE || epi->clamp);
-    if (vec_ok) {
-        __m256 qlo = _mm256_set1_ps(epi->qlo), qhi = _mm256_set1_ps(epi->qhi), zo = _mm256_set1_ps((float)epi->zo);
-        REQ_ROW(0);
-        if (mr > 1) REQ_ROW(1);
-        if (mr > 2) REQ_ROW(2);
-        if (mr > 3) REQ_ROW(3);
-        if (mr > 4) REQ_ROW(4);
-        if (mr > 5) REQ_ROW(5);
-        return;
-    }
-    int32_t t[SIM_MR * SIM_NR];
-    SPILL_ROW(0);
-    SPILL_ROW(1);
-    SPILL_ROW(2);
-    SPILL_ROW(3);
-    SPILL_ROW(4);
-    SPILL_ROW(5);
-    store_tile(t, mr, nr, c8, c32, rs, cs, row0, col0, epi);
-}
+
+DEFINE_KERNEL_I8(kernel_avx2, "avx2,fma", KMADD_AVX2)
+/* vpdpwssd (AVX512-VNNI, 256-bit EVEX form): the multiply-add and the accumulate in one instruction, half
+ * the vector ops of the AVX2 loop, which is bound by them. */
+DEFINE_KERNEL_I8(kernel_vnni, "avx2,fma,avx512vl,avx512vnni", KMADD_VNNI)
 #endif
+
+int sim_gemm_i8_best_isa(int use_avx2)
+{
+    if (!use_avx2) return SIM_I8_ISA_C;
+#ifdef SIM_HAVE_AVX2_I8
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) return SIM_I8_ISA_VNNI;
+#endif
+    return SIM_I8_ISA_AVX2;
+}
 
 void sim_gemm_i8_packed(int use_avx2, const int16_t *pa, const int16_t *pb, int64_t m, int64_t n, int64_t k,
                         int8_t *c8, int32_t *c32, int64_t rs, int64_t cs, int64_t row0, int64_t col0,
                         const sim_i8_epi *epi)
 {
+    sim_gemm_i8_packed_isa(sim_gemm_i8_best_isa(use_avx2), pa, pb, m, n, k, c8, c32, rs, cs, row0, col0, epi);
+}
+
+void sim_gemm_i8_packed_isa(int isa, const int16_t *pa, const int16_t *pb, int64_t m, int64_t n, int64_t k,
+                            int8_t *c8, int32_t *c32, int64_t rs, int64_t cs, int64_t row0, int64_t col0,
+                            const sim_i8_epi *epi)
+{
     int64_t kp = kpairs(k);
+    int use_avx2 = isa != SIM_I8_ISA_C;
     for (int64_t i = 0; i < m; i += SIM_MR) {
         int mr = (int)(m - i < SIM_MR ? m - i : SIM_MR);
         const int16_t *a = pa + i * kp * 2;
@@ -837,6 +880,10 @@ void sim_gemm_i8_packed(int use_avx2, const int16_t *pa, const int16_t *pb, int6
             int8_t *d8 = c8 ? c8 + i * rs + j * cs : NULL;
             int32_t *d32 = c32 ? c32 + i * rs + j * cs : NULL;
 #ifdef SIM_HAVE_AVX2_I8
+            if (isa == SIM_I8_ISA_VNNI) {
+                kernel_vnni(kp, a, pb + j * kp * 2, mr, nr, d8, d32, rs, cs, row0 + i, col0 + j, epi);
+                continue;
+            }
             if (use_avx2) {
                 kernel_avx2(kp, a, pb + j * kp * 2, mr, nr, d8, d32, rs, cs, row0 + i, col0 + j, epi);
                 continue;

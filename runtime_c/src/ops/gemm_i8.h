@@ -82,4 +82,13 @@ void sim_gemm_i8_packed(int use_avx2, const int16_t *pa, const int16_t *pb, int6
                         int8_t *c8, int32_t *c32, int64_t rs, int64_t cs, int64_t row0, int64_t col0,
                         const sim_i8_epi *epi);
 
+/* Instruction sets of the int8 GEMM kernel; all give the same codes bit for bit (tests compare them). */
+enum { SIM_I8_ISA_C = 0, SIM_I8_ISA_AVX2 = 1, SIM_I8_ISA_VNNI = 2 };
+/* The fastest kernel the CPU runs: VNNI (vpdpwssd) when use_avx2 and AVX512-VNNI/VL are present. */
+int sim_gemm_i8_best_isa(int use_avx2);
+/* sim_gemm_i8_packed with the kernel chosen by the caller (isa must be one the CPU supports). */
+void sim_gemm_i8_packed_isa(int isa, const int16_t *pa, const int16_t *pb, int64_t m, int64_t n, int64_t k,
+                            int8_t *c8, int32_t *c32, int64_t rs, int64_t cs, int64_t row0, int64_t col0,
+                            const sim_i8_epi *epi);
+
 #endif

@@ -1,6 +1,7 @@
 /* Int8 paths: Conv/ConvTranspose/Gemm/MatMul against exact int32 references with the documented
  * requantisation (round half away from zero, saturation), and the dequantise-compute-requantise ops. */
 #include "harness.h"
+#include "ops/gemm_i8.h"
 
 /* Requantisation reference in double precision. */
 static int8_t ref_requant(int64_t acc, double real_scale, double so, int32_t zo, uint32_t act, float p0, float p1)
@@ -262,6 +263,91 @@ static void deq_case(uint32_t type, int nin, const int64_t *dims, int nd, float 
     tg_free(&tq);
 }
 
+/* The int8 GEMM kernels the CPU runs (portable C, AVX2 madd+add, VNNI vpdpwssd) on the same packed
+ * operands: identical raw int32 sums and identical codes through the vector (clamp) and the spilled
+ * (per-column, SiLU) epilogues, for tile tails in m, n and an odd k; operands span the range the
+ * callers give (int8 minus a zero point, |v| <= 255), extremes included. */
+void test_gemm_i8_isa(void)
+{
+    const int64_t shapes[][3] = {{24, 64, 864}, {7, 37, 19}, {13, 16, 1}, {6, 5, 33}, {1, 100, 128}};
+    int best = sim_gemm_i8_best_isa(SIM_CPU_AVX2());
+    if (best < SIM_I8_ISA_VNNI) printf("  int8 GEMM isa test: this CPU has no VNNI kernel, comparing up to isa %d\n", best);
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+        int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+        int16_t *a = malloc((size_t)(m * k) * sizeof(int16_t)), *b = malloc((size_t)(k * n) * sizeof(int16_t));
+        /* row 0 of A and column 0 of B at the extreme -255 (int8 - zero point): the largest sums */
+        for (int64_t i = 0; i < m * k; i++) a[i] = (int16_t)(i < k || i % 97 == 3 ? -255 : tg_randf() * 255.0f);
+        for (int64_t i = 0; i < k * n; i++) b[i] = (int16_t)(i % n == 0 || i % 89 == 5 ? -255 : tg_randf() * 255.0f);
+        int16_t *pa = calloc(sim_pack_a16_size(m, k), sizeof(int16_t)), *pb = calloc(sim_pack_b16_size(k, n), sizeof(int16_t));
+        sim_pack_a16(a, k, 1, m, k, pa);
+        sim_pack_b16(b, n, 1, k, n, pb);
+        int32_t *c32[3], *bias = malloc((size_t)(m > n ? m : n) * sizeof(int32_t));
+        int8_t *c8[3][3];
+        float *mult = malloc((size_t)(m > n ? m : n) * sizeof(float)), *rscale = malloc((size_t)(m > n ? m : n) * sizeof(float));
+        for (int64_t i = 0; i < (m > n ? m : n); i++) {
+            bias[i] = (int32_t)(tg_randf() * 20000.0f);
+            rscale[i] = 0.00002f * (1.0f + (float)(i % 5));
+            mult[i] = rscale[i] / 0.04f;
+        }
+        sim_i8_epi epis[3];
+        sim_act_lut luts[3];
+        uint32_t acts[3] = {SIM_ACT_CLIP, SIM_ACT_NONE, SIM_ACT_SILU};
+        int lut_rc = 0;
+        for (int e = 0; e < 3; e++) {
+            sim_op op;
+            memset(&op, 0, sizeof op);
+            op.act = acts[e];
+            op.act_p0 = -0.5f;
+            op.act_p1 = 2.0f;
+            memset(&epis[e], 0, sizeof epis[e]);
+            sim_i8_epi_act(&epis[e], &op, 0.04f, 9);
+            epis[e].bias = bias;
+            epis[e].mult = mult;
+            epis[e].rscale = rscale;
+            epis[e].per_col = e == 1;
+            lut_rc |= sim_i8_epi_lut(&epis[e], &luts[e]);
+        }
+        for (int isa = 0; isa <= best; isa++) {
+            sim_i8_epi raw;
+            memset(&raw, 0, sizeof raw);
+            c32[isa] = malloc((size_t)(m * n) * sizeof(int32_t));
+            sim_gemm_i8_packed_isa(isa, pa, pb, m, n, k, NULL, c32[isa], n, 1, 0, 0, &raw);
+            for (int e = 0; e < 3; e++) {
+                c8[isa][e] = malloc((size_t)(m * n));
+                sim_gemm_i8_packed_isa(isa, pa, pb, m, n, k, c8[isa][e], NULL, n, 1, 0, 0, &epis[e]);
+            }
+        }
+        int64_t bad = 0;
+        for (int isa = 1; isa <= best; isa++) {
+            bad += memcmp(c32[isa], c32[0], (size_t)(m * n) * sizeof(int32_t)) != 0;
+            for (int e = 0; e < 3; e++) bad += memcmp(c8[isa][e], c8[0][e], (size_t)(m * n)) != 0;
+        }
+        /* and the portable sums against the definition */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                int64_t want = 0;
+                for (int64_t q = 0; q < k; q++) want += (int64_t)a[i * k + q] * b[q * n + j];
+                bad += c32[0][i * n + j] != want;
+            }
+        char what[120];
+        snprintf(what, sizeof what, "int8 GEMM kernels C/AVX2/VNNI %lldx%lldx%lld: %lld mismatches", (long long)m,
+                 (long long)n, (long long)k, (long long)bad);
+        tg_check_true(what, lut_rc == 0 && bad == 0);
+        for (int isa = 0; isa <= best; isa++) {
+            free(c32[isa]);
+            for (int e = 0; e < 3; e++) free(c8[isa][e]);
+        }
+        for (int e = 0; e < 3; e++) sim_act_lut_free(&luts[e]);
+        free(a);
+        free(b);
+        free(pa);
+        free(pb);
+        free(bias);
+        free(mult);
+        free(rscale);
+    }
+}
+
 void test_int8(void)
 {
     qconv q = {.c = 16, .h = 9, .w = 10, .cout = 24, .group = 1, .k = 1, .s = 1, .pad = 0, .so = 0.02f, .zx = 3, .zo = -4};
@@ -291,6 +377,12 @@ void test_int8(void)
     q.cout = 13;
     q.zx = -9;
     run_qconv(&q, "3x3 K=576 int16 im2col");
+    {
+        /* the PP-OCRv4 det neck shape (issue 9): 96 channels to 24 (four full 6-row tiles), 3x3, Relu */
+        qconv nk = {.c = 96, .h = 12, .w = 20, .cout = 24, .group = 1, .k = 3, .s = 1, .pad = 1, .so = 0.2f,
+                    .zx = 4, .zo = -3, .act = SIM_ACT_RELU};
+        run_qconv(&nk, "3x3 96 to 24 channels relu");
+    }
     {
         /* the int16 im2col's planned blocks: blocks that start mid-row and span rows, stride 2, an odd
          * depth (the last k-pair half empty), a 5x5 kernel, rows wider than a block */

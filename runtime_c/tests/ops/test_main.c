@@ -16,6 +16,7 @@ void test_act_lut_rows(void);
 void test_act_tile_sweep(void);
 void test_requant_cols(void);
 void test_gemm_i8_percol(void);
+void test_gemm_i8_isa(void);
 void test_act_trans(void);
 void test_act_trans_cols(void);
 void test_graph_fast(void);
@@ -37,6 +38,7 @@ int main(void)
     test_act_tile_sweep();
     test_requant_cols();
     test_gemm_i8_percol();
+    test_gemm_i8_isa();
     test_act_trans();
     test_act_trans_cols();
     test_graph_fast();
