@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "gemm_avx512.h"
+#include "ops_common.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(SIM_FORCE_GENERIC)
 #include <immintrin.h>
@@ -18,10 +19,12 @@
  * CPU and the environment, so the first store wins nothing: it is a constant once set. */
 static int avx512_state;
 
+/* AVX-512F for the tile, FMA and F16C (every AVX-512 CPU has both) as the AVX2 kernel needs them:
+ * sim_cpu_has_avx2_fma checks F16C through cpuid, clang has no "f16c" builtin name. */
 int sim_gemm_avx512_supported(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx512f") && sim_cpu_has_avx2_fma();
 }
 
 /* Decided once per process: RKNNLINK_SIM_ISA=avx2 (or generic) keeps the AVX2 kernel for A/B runs. */
