@@ -93,7 +93,14 @@ SIM_AVX512_TARGET static void tiles(int64_t k, const float *pa, const float *pb,
     }
 }
 
-#define SIM_AVX512_COLS (4 * SIM_NR)
+/* Columns of the next tile out of `left`: four panels, but never a lone one after them (one panel
+ * has 6 accumulators, too few to hide the FMA latency), so 5 panels go as 3 + 2. */
+static int group_cols(int64_t left)
+{
+    int64_t panels = (left + SIM_NR - 1) / SIM_NR;
+    int64_t np = panels == 5 ? 3 : panels > 4 ? 4 : panels;
+    return (int)(left < np * SIM_NR ? left : np * SIM_NR);
+}
 
 void sim_gemm_packed_avx512(const float *pa, const float *pb, int64_t m, int64_t n, int64_t k, float *c,
                             int64_t ldc, const sim_gemm_epi *epi)
@@ -101,9 +108,10 @@ void sim_gemm_packed_avx512(const float *pa, const float *pb, int64_t m, int64_t
     for (int64_t i = 0; i < m; i += SIM_MR) {
         int mr = (int)(m - i < SIM_MR ? m - i : SIM_MR);
         const float *bias = epi->bias_row ? epi->bias_row + i : NULL;
-        for (int64_t j = 0; j < n; j += SIM_AVX512_COLS) {
-            int w = (int)(n - j < SIM_AVX512_COLS ? n - j : SIM_AVX512_COLS);
+        for (int64_t j = 0; j < n;) {
+            int w = group_cols(n - j);
             tiles(k, pa + i * k, pb + j * k, SIM_NR, SIM_NR * k, c + i * ldc + j, ldc, mr, w, bias, epi);
+            j += w;
         }
     }
 }
@@ -112,14 +120,15 @@ void sim_gemm_direct_b_avx512(const float *pa, const float *b, int64_t ldb, int6
                               float *c, int64_t ldc, const sim_gemm_epi *epi, float *tail)
 {
     int64_t full = n / SIM_NR * SIM_NR;
-    /* column block outer: the K x 64 slice of B stays in cache while every A panel passes over it */
-    for (int64_t j = 0; j < full; j += SIM_AVX512_COLS) {
-        int w = (int)(full - j < SIM_AVX512_COLS ? full - j : SIM_AVX512_COLS);
+    /* column block outer: the K x (up to) 64 slice of B stays in cache while every A panel passes over it */
+    for (int64_t j = 0; j < full;) {
+        int w = group_cols(full - j);
         for (int64_t i = 0; i < m; i += SIM_MR) {
             int mr = (int)(m - i < SIM_MR ? m - i : SIM_MR);
             const float *bias = epi->bias_row ? epi->bias_row + i : NULL;
             tiles(k, pa + i * k, b + j, ldb, SIM_NR, c + i * ldc + j, ldc, mr, w, bias, epi);
         }
+        j += w;
     }
     if (full < n) {
         sim_pack_b(b + full, ldb, 1, k, n - full, tail);
