@@ -5,6 +5,7 @@
  */
 #include <string.h>
 
+#include "gemm_avx512.h"
 #include "gemm_i8.h"
 #include "gemm_kernel.h"
 #include "requant_avx2.h"
@@ -267,6 +268,10 @@ void sim_gemm_packed(int use_avx2, const float *pa, const float *pb, int64_t m, 
         gemv_avx2(pa, pb, n, k, c, epi);
         return;
     }
+    if (use_avx2 > 0 && c && !epi->q && sim_gemm_avx512_on()) {
+        sim_gemm_packed_avx512(pa, pb, m, n, k, c, ldc, epi);
+        return;
+    }
 #endif
     for (int64_t i = 0; i < m; i += SIM_MR) {
         int mr = (int)(m - i < SIM_MR ? m - i : SIM_MR);
@@ -289,6 +294,12 @@ void sim_gemm_packed(int use_avx2, const float *pa, const float *pb, int64_t m, 
 void sim_gemm_direct_b(int use_avx2, const float *pa, const float *b, int64_t ldb, int64_t m, int64_t n, int64_t k,
                        float *c, int64_t ldc, const sim_gemm_epi *epi, float *tail)
 {
+#ifdef SIM_HAVE_AVX2_KERNEL
+    if (use_avx2 > 0 && c && !epi->q && sim_gemm_avx512_on()) {
+        sim_gemm_direct_b_avx512(pa, b, ldb, m, n, k, c, ldc, epi, tail);
+        return;
+    }
+#endif
     int64_t full = n / SIM_NR * SIM_NR;
     /* column tile outer: the K x 16 slice of B stays in L1 while every A panel passes over it */
     for (int64_t j = 0; j < full; j += SIM_NR)

@@ -20,6 +20,7 @@ void test_gemm_i8_isa(void);
 void test_act_trans(void);
 void test_act_trans_cols(void);
 void test_graph_fast(void);
+void test_gemm_avx512(void);
 
 int main(void)
 {
@@ -42,6 +43,7 @@ int main(void)
     test_act_trans();
     test_act_trans_cols();
     test_graph_fast();
+    test_gemm_avx512();
     printf("%d checks, %d failures\n", tg_checks, tg_failures);
     return tg_failures ? 1 : 0;
 }
