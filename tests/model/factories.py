@@ -351,3 +351,26 @@ def write_npy_dataset(folder: Path, images: np.ndarray, layout: str = "nchw") ->
     path = folder / "dataset.txt"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def stats_of(x: np.ndarray, chunks: int = 4):
+    """Calibration statistics of `x` fed in `chunks` batches, ranges first and histograms second, as the
+    builder's two passes over a dataset do."""
+    from rknnlink.model.calibration import TensorStats
+
+    st = TensorStats()
+    parts = np.array_split(x, chunks)
+    for p in parts:
+        st.update_range(p)
+    for p in parts:
+        st.update_hist(p)
+    return st
+
+
+def quant_mse(x: np.ndarray, lo: float, hi: float) -> float:
+    """Mean squared error of int8 quantise/dequantise of `x` with the asymmetric range [lo, hi]."""
+    from rknnlink.model.calibration import asymmetric_params
+
+    scale, zp = asymmetric_params(lo, hi)
+    q = np.clip(np.round(x / scale) + zp, -128, 127)
+    return float(np.mean(((q - zp) * scale - x) ** 2))

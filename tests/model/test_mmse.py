@@ -4,27 +4,12 @@ outputs), its single threshold, and which weights and tensors it leaves alone.""
 import factories as fac
 import numpy as np
 import pytest
+from factories import quant_mse, stats_of
 
 from rknnlink.model.builder import BuildConfig, build, load_onnx
-from rknnlink.model.calibration import TensorStats, asymmetric_params, mmse_threshold_range
+from rknnlink.model.calibration import mmse_threshold_range
 
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
-
-
-def stats_of(x: np.ndarray, chunks: int = 4) -> TensorStats:
-    st = TensorStats()
-    parts = np.array_split(x, chunks)
-    for p in parts:
-        st.update_range(p)
-    for p in parts:
-        st.update_hist(p)
-    return st
-
-
-def quant_mse(x: np.ndarray, lo: float, hi: float) -> float:
-    scale, zp = asymmetric_params(lo, hi)
-    q = np.clip(np.round(x / scale) + zp, -128, 127)
-    return float(np.mean(((q - zp) * scale - x) ** 2))
 
 
 def hardswish_like(seed: int = 0) -> np.ndarray:

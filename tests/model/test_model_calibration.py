@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from factories import quant_mse, stats_of
 
 from rknnlink.model.calibration import (
-    TensorStats,
     asymmetric_params,
     choose_range,
     mmse_range,
@@ -12,22 +12,6 @@ from rknnlink.model.calibration import (
     quantize_weights,
 )
 from rknnlink.model.entropy import error_threshold, expected_error, kl_threshold
-
-
-def stats_of(x: np.ndarray, chunks: int = 4) -> TensorStats:
-    st = TensorStats()
-    parts = np.array_split(x, chunks)
-    for p in parts:
-        st.update_range(p)
-    for p in parts:
-        st.update_hist(p)
-    return st
-
-
-def quant_mse(x: np.ndarray, lo: float, hi: float) -> float:
-    scale, zp = asymmetric_params(lo, hi)
-    q = np.clip(np.round(x / scale) + zp, -128, 127)
-    return float(np.mean(((q - zp) * scale - x) ** 2))
 
 
 def test_normal_is_min_max():
