@@ -371,6 +371,31 @@ int sim_cpu_has_avx2_fma(void)
 #endif
 }
 
+/* 0 = not decided yet; else 1 | the SIM_ISA_* bits. Every thread that finds 0 computes the same value
+ * from the CPU and the environment, so it is a constant once stored. */
+static int wide_isa_state;
+
+int sim_cpu_wide_isa(void)
+{
+    int s = __atomic_load_n(&wide_isa_state, __ATOMIC_RELAXED);
+    if (s == 0) {
+        s = 1;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SIM_FORCE_GENERIC)
+        const char *isa = getenv("RKNNLINK_SIM_ISA");
+        int forced_off = isa && (strcmp(isa, "avx2") == 0 || strcmp(isa, "generic") == 0);
+        __builtin_cpu_init();
+        if (!forced_off && sim_cpu_has_avx2_fma()) {
+            if (__builtin_cpu_supports("avx512f"))
+                s |= SIM_ISA_AVX512F;
+            if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl"))
+                s |= SIM_ISA_AVX512VNNI;
+        }
+#endif
+        __atomic_store_n(&wide_isa_state, s, __ATOMIC_RELAXED);
+    }
+    return s & ~1;
+}
+
 int sim_call_threads(const sim_kernel_call *call)
 {
     return call->par != NULL && call->par->n_threads > 1 ? call->par->n_threads : 1;

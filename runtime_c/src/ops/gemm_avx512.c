@@ -15,10 +15,6 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(SIM_FORCE_GENERIC)
 #include <immintrin.h>
 
-/* 0 = not decided yet, 1 = off, 2 = on. Every thread that finds 0 computes the same value from the
- * CPU and the environment, so the first store wins nothing: it is a constant once set. */
-static int avx512_state;
-
 /* AVX-512F for the tile, FMA and F16C (every AVX-512 CPU has both) as the AVX2 kernel needs them:
  * sim_cpu_has_avx2_fma checks F16C through cpuid, clang has no "f16c" builtin name. */
 int sim_gemm_avx512_supported(void)
@@ -27,17 +23,10 @@ int sim_gemm_avx512_supported(void)
     return __builtin_cpu_supports("avx512f") && sim_cpu_has_avx2_fma();
 }
 
-/* Decided once per process: RKNNLINK_SIM_ISA=avx2 (or generic) keeps the AVX2 kernel for A/B runs. */
+/* The process-wide choice of ops/common.c (RKNNLINK_SIM_ISA=avx2 keeps the AVX2 kernel for A/B runs). */
 int sim_gemm_avx512_on(void)
 {
-    int s = __atomic_load_n(&avx512_state, __ATOMIC_RELAXED);
-    if (s == 0) {
-        const char *isa = getenv("RKNNLINK_SIM_ISA");
-        int forced_off = isa && (strcmp(isa, "avx2") == 0 || strcmp(isa, "generic") == 0);
-        s = !forced_off && sim_gemm_avx512_supported() ? 2 : 1;
-        __atomic_store_n(&avx512_state, s, __ATOMIC_RELAXED);
-    }
-    return s == 2;
+    return (sim_cpu_wide_isa() & SIM_ISA_AVX512F) != 0;
 }
 
 #define SIM_AVX512_TARGET __attribute__((target("avx512f,fma,f16c")))

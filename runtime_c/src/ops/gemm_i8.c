@@ -854,7 +854,7 @@ int sim_gemm_i8_best_isa(int use_avx2)
 {
     if (!use_avx2) return SIM_I8_ISA_C;
 #ifdef SIM_HAVE_AVX2_I8
-    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) return SIM_I8_ISA_VNNI;
+    if (sim_cpu_wide_isa() & SIM_ISA_AVX512VNNI) return SIM_I8_ISA_VNNI;
 #endif
     return SIM_I8_ISA_AVX2;
 }

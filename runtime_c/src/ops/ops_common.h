@@ -118,6 +118,13 @@ void sim_parallel(const sim_kernel_call *call, sim_par_fn fn, void *arg, int64_t
 /* True when the running CPU has AVX2+FMA (x86_64 only; always 0 elsewhere). */
 int sim_cpu_has_avx2_fma(void);
 
+/* The wider x86 kernels this process uses, decided once (CPU choice in one place): SIM_ISA_AVX512F for
+ * the float GEMM tile (gemm_avx512.c), SIM_ISA_AVX512VNNI for the int8 GEMM's k-pair step (gemm_i8.c).
+ * RKNNLINK_SIM_ISA=avx2 (or generic) turns both off, for A/B timing: the bits are the same either way. */
+#define SIM_ISA_AVX512F 2
+#define SIM_ISA_AVX512VNNI 4
+int sim_cpu_wide_isa(void);
+
 /* Kernel definitions, one per op type (registry.c lists them). */
 extern const sim_op_def sim_def_conv, sim_def_conv_transpose, sim_def_gemm, sim_def_matmul;
 extern const sim_op_def sim_def_add, sim_def_sub, sim_def_mul, sim_def_div, sim_def_sum, sim_def_max,
