@@ -375,22 +375,28 @@ int sim_cpu_has_avx2_fma(void)
  * from the CPU and the environment, so it is a constant once stored. */
 static int wide_isa_state;
 
+int sim_cpu_wide_isa_supported(void)
+{
+    int bits = 0;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SIM_FORCE_GENERIC)
+    __builtin_cpu_init();
+    if (sim_cpu_has_avx2_fma()) { /* the wide kernels share the AVX2 kernels' FMA and F16C epilogues */
+        if (__builtin_cpu_supports("avx512f"))
+            bits |= SIM_ISA_AVX512F;
+        if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl"))
+            bits |= SIM_ISA_AVX512VNNI;
+    }
+#endif
+    return bits;
+}
+
 int sim_cpu_wide_isa(void)
 {
     int s = __atomic_load_n(&wide_isa_state, __ATOMIC_RELAXED);
     if (s == 0) {
-        s = 1;
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(SIM_FORCE_GENERIC)
         const char *isa = getenv("RKNNLINK_SIM_ISA");
         int forced_off = isa && (strcmp(isa, "avx2") == 0 || strcmp(isa, "generic") == 0);
-        __builtin_cpu_init();
-        if (!forced_off && sim_cpu_has_avx2_fma()) {
-            if (__builtin_cpu_supports("avx512f"))
-                s |= SIM_ISA_AVX512F;
-            if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl"))
-                s |= SIM_ISA_AVX512VNNI;
-        }
-#endif
+        s = 1 | (forced_off ? 0 : sim_cpu_wide_isa_supported());
         __atomic_store_n(&wide_isa_state, s, __ATOMIC_RELAXED);
     }
     return s & ~1;

@@ -6,8 +6,6 @@
  * kernel_avx2 and does not depend on which x86 CPU runs the simulator. Only float epilogues come
  * here; the int8 requantising ones stay on the AVX2 kernel.
  */
-#include <stdlib.h>
-#include <string.h>
 
 #include "gemm_avx512.h"
 #include "ops_common.h"
@@ -15,12 +13,10 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(SIM_FORCE_GENERIC)
 #include <immintrin.h>
 
-/* AVX-512F for the tile, FMA and F16C (every AVX-512 CPU has both) as the AVX2 kernel needs them:
- * sim_cpu_has_avx2_fma checks F16C through cpuid, clang has no "f16c" builtin name. */
+/* AVX-512F for the tile, with the AVX2 kernel's FMA and F16C (the CPU check lives in ops/common.c). */
 int sim_gemm_avx512_supported(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && sim_cpu_has_avx2_fma();
+    return (sim_cpu_wide_isa_supported() & SIM_ISA_AVX512F) != 0;
 }
 
 /* The process-wide choice of ops/common.c (RKNNLINK_SIM_ISA=avx2 keeps the AVX2 kernel for A/B runs). */

@@ -123,6 +123,8 @@ int sim_cpu_has_avx2_fma(void);
  * RKNNLINK_SIM_ISA=avx2 (or generic) turns both off, for A/B timing: the bits are the same either way. */
 #define SIM_ISA_AVX512F 2
 #define SIM_ISA_AVX512VNNI 4
+/* What the CPU has, whatever RKNNLINK_SIM_ISA says (tests that compare kernels in one process). */
+int sim_cpu_wide_isa_supported(void);
 int sim_cpu_wide_isa(void);
 
 /* Kernel definitions, one per op type (registry.c lists them). */
