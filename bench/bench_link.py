@@ -26,6 +26,10 @@ and infer() alternate per sample, pipelined and in-process loops per chunk of CH
 changes during a round hits both sides alike. The medians (of samples, of chunk pairs, of rounds) keep the
 odd time slice a busy host takes away (10-50 ms, on about 1% of the inferences at load 10 on 2 cores) out
 of the ratios; a mean would be mostly those slices.
+Beside the direct run() overhead, the same comparison in CPU: the CPU of every thread of client and daemon per
+run() less an in-process infer's, over the CPU of both ends of a raw TCP round trip. On this VM a wall-clock
+round trip is mostly the wake-up of halted cores (raw TCP 91-145 us idle, 16-17 us at load 5-9), so the x TCP
+wall ratio swings with the load; the CPU ratio hardly moves and is the link's own cost.
 A bare Python gRPC bidi echo of the same bytes is printed as context (the floor of any relay through gRPC).
 Three rounds (each measures its own raw TCP reference, so a round sees one machine load); medians are printed
 with the verdicts and the load average. Exit status 1 when a ratio goal (4x direct, 8x the TLS data port) is missed.
@@ -181,17 +185,34 @@ def _median_us(samples) -> float:
     return statistics.median(samples) * 1e6
 
 
-def raw_tcp_round_trip(payload: bytes, reply_size: int) -> float:
-    """Median round trip (us) of a length-prefixed request/reply over loopback TCP to another process."""
+def raw_tcp_round_trip(payload: bytes, reply_size: int) -> tuple:
+    """Median round trip (us) of a length-prefixed request/reply over loopback TCP to another process, and
+    the CPU (us, both processes, every thread) one round trip takes: the reference of the CPU ratio."""
     proc = subprocess.Popen([sys.executable, "-c", _ECHO_SERVER, str(reply_size)], stdout=subprocess.PIPE, text=True)
     try:
         port = int(proc.stdout.readline())
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return _timed(_echo_step(sock, payload, reply_size))
+            step = _echo_step(sock, payload, reply_size)
+            wall = _timed(step)
+            return wall, _cpu_per_call([os.getpid(), proc.pid], step)
     finally:
         proc.kill()
         proc.wait()
+
+
+def _cpu_per_call(pids: list, step: Callable[[], Any], n: int = N_LATENCY) -> float:
+    """CPU (us) of every thread of these processes per call of step, over n calls (nan without /proc).
+    Unlike a wall-clock round trip, which on an idle VM is mostly the wake-up of halted cores (the raw TCP
+    echo takes 91-145 us idle and 16-17 us at load 5-9 on the same machine), CPU per call hardly moves with
+    the load: the ratio of two such figures is the link's own cost against TCP's."""
+    if not Path(f"/proc/{os.getpid()}/task").is_dir():
+        return float("nan")
+    before = _thread_cpu_ns(pids)
+    for _ in range(n):
+        step()
+    after = _thread_cpu_ns(pids)
+    return sum(t - before.get(k, 0) for k, t in after.items()) / n / 1e3
 
 
 def raw_usb_round_trip(payload: bytes, reply_size: int) -> float:
@@ -325,6 +346,23 @@ def pipeline_cpu(daemon: Any, model: bytes, image: np.ndarray) -> Dict[str, floa
             "cpu_busiest": busiest, "idle_bound": inproc / floor}
 
 
+def run_cpu(daemon: Any, model: bytes, image: np.ndarray) -> Dict[str, float]:
+    """CPU (us, every thread of this client and of the daemon's processes) of one direct session.run(), and
+    of one in-process infer of the same image: their difference is what the link costs in CPU per call, the
+    load-independent twin of the run() overhead (see _cpu_per_call). Empty on a host without /proc."""
+    if not Path(f"/proc/{os.getpid()}/task").is_dir():
+        return {}
+    with RuntimeLibrary.load(backend="sim").init(model) as ctx, \
+            Board.connect(daemon.address, use_data_channel=True) as board, board.load_model(model) as session:
+        for _ in range(50):
+            session.run([image])
+            ctx.infer([image])
+        pids = [os.getpid()] + _process_tree(daemon.process.pid)
+        inproc = _cpu_per_call([os.getpid()], lambda: ctx.infer([image]))
+        run = _cpu_per_call(pids, lambda: session.run([image]))
+    return {"cpu_run": run, "cpu_run_inproc": inproc, "cpu_run_overhead": run - inproc}
+
+
 def through_usb(address: str, model: bytes, image: np.ndarray) -> tuple:
     """The direct carrier over the USB mux, and the gRPC Relay over the same mux (what a board bridge without
     data channels gives): a host bridge on the emulated bus, the board's bridge program relaying to this
@@ -358,6 +396,7 @@ def one_round(model: bytes, image: np.ndarray) -> Dict[str, float]:
     try:
         direct = through_daemon(daemon.address, model, image, "direct")
         cpu = pipeline_cpu(daemon, model, image)
+        cpu.update(run_cpu(daemon, model, image))
         relay = through_daemon(daemon.address, model, image, "relay")
         usb, usb_relay = through_usb(daemon.address, model, image)
     finally:
@@ -371,12 +410,15 @@ def one_round(model: bytes, image: np.ndarray) -> Dict[str, float]:
     finally:
         network.stop()
     reply_size = int(direct["reply_bytes"])
-    tcp_us = raw_tcp_round_trip(image.tobytes(), reply_size)
+    tcp_us, tcp_cpu = raw_tcp_round_trip(image.tobytes(), reply_size)
     grpc_us = bare_grpc_round_trip(image.tobytes(), reply_size)
     tls_us = raw_tls_round_trip(image.tobytes(), reply_size)
     bus_us = raw_usb_round_trip(image.tobytes(), reply_size)
     run_overhead = direct["run"] - direct["inproc"]
     relay_overhead = relay["run"] - relay["inproc"]
+    if "cpu_run_overhead" in cpu:
+        cpu["cpu_tcp"] = tcp_cpu
+        cpu["cpu_run_ratio"] = cpu["cpu_run_overhead"] / tcp_cpu
     return {"tcp": tcp_us, "grpc": grpc_us, "inproc": direct["inproc"], "inproc_item": direct["inproc_item"],
             "run": direct["run"], "run_overhead": run_overhead, "run_ratio": run_overhead / tcp_us,
             "item": direct["item"], "throughput": direct["throughput"],
@@ -390,6 +432,17 @@ def one_round(model: bytes, image: np.ndarray) -> Dict[str, float]:
             "usb_relay_ratio": (usb_relay["run"] - usb_relay["inproc"]) / tcp_us,
             "tls_relay_overhead": tls_relay["run"] - tls_relay["inproc"],
             "tls_relay_ratio": (tls_relay["run"] - tls_relay["inproc"]) / tcp_us, **cpu}
+
+
+def _run_cpu_rows(m: Dict[str, float]) -> list:
+    """The rows of run_cpu's figures (none where it measured nothing)."""
+    if "cpu_run_ratio" not in m:
+        return []
+    return [("  CPU per raw TCP round trip (both ends)", m["cpu_tcp"], "every thread of client and echo server"),
+            ("  CPU per direct run() (client + daemon)", m["cpu_run"],
+             f"in-process infer {m['cpu_run_inproc']:.0f} us"),
+            ("  direct: run() link overhead in CPU", m["cpu_run_overhead"],
+             f"{m['cpu_run_ratio']:.2f} x TCP's CPU (the same comparison in CPU, which the load moves little)")]
 
 
 def _cpu_rows(m: Dict[str, float]) -> list:
@@ -418,6 +471,7 @@ def main() -> int:
         ("direct: session.run (median)", m["run"], "frames straight to the worker"),
         ("direct: run() link overhead", m["run_overhead"],
          f"{m['run_ratio']:.2f} x TCP (goal <= {GOAL_US:g} us and <= {GOAL_DIRECT:g} x)"),
+        *_run_cpu_rows(m),
         ("THE ISSUE'S RELAYED ROUTE", None, f"(goal <= {GOAL_RELAY:g} x TCP): the network route, TLS endpoints, "
          f"which cannot reach the worker's socket in plain text; it needs no relay now (the worker ends TLS)"),
         ("  floor: raw TLS echo, same bytes", m["tls"], f"{m['tls'] / m['tcp']:.2f} x TCP: what TLS alone costs"),
@@ -457,9 +511,11 @@ def main() -> int:
             continue
         unit = "" if note.startswith("%") else " us"
         print(f"  {name:<44} {value:10.1f}{unit} {note}")
-    print("  per round (direct / TLS data port / USB / gRPC relay run x TCP, pipelined %, TCP us): "
+    print("  per round (direct / TLS data port / USB / gRPC relay run x TCP, direct run x TCP in CPU, pipelined %, "
+          "TCP us): "
           + "; ".join(f"{r['run_ratio']:.2f} / {r['tls_ratio']:.2f} / {r['usb_ratio']:.2f} / {r['relay_ratio']:.2f}, "
-                      f"{r['throughput']:.0%} ({r['tcp']:.0f})" for r in rounds))
+                      f"{r.get('cpu_run_ratio', float('nan')):.2f}, {r['throughput']:.0%} ({r['tcp']:.0f})"
+                      for r in rounds))
     verdicts = {
         "direct run() <= 0.3 ms": m["run_overhead"] <= GOAL_US,
         f"direct run() <= {GOAL_DIRECT:g} x TCP": m["run_ratio"] <= GOAL_DIRECT,
