@@ -100,6 +100,7 @@ class RKNN:
         # rknnlink's extension (docs/quantization.md): True/False forces cross-layer equalisation on/off
         equalization = kwargs.pop("cross_layer_equalization", None)
         clipping = kwargs.pop("activation_clipping", None)
+        bias_correction = kwargs.pop("bias_correction", None)
         _check_choice("quantized_dtype", quantized_dtype, _VALID_QUANT_DTYPES)
         _check_choice("quantized_algorithm", quantized_algorithm, _VALID_ALGORITHMS)
         _check_choice("quantized_method", quantized_method, _VALID_METHODS)
@@ -127,7 +128,7 @@ class RKNN:
                             target_platform=platform, quant_img_rgb2bgr=bool(quant_img_RGB2BGR),
                             float_dtype=float_dtype, optimization_level=optimization_level,
                             custom_string=custom_string, cross_layer_equalization=equalization,
-                            activation_clipping=clipping)
+                            activation_clipping=clipping, bias_correction=bias_correction)
         return 0
 
     def _build_config(self):

@@ -57,6 +57,8 @@ WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Float16-link readers whose producers get asymmetric per-channel weights (_Assembler.weight_is_asymmetric).
 ASYMMETRIC_WEIGHT_READERS = ("Gelu", "LayerNormalization")
 # Ops that move int8 values without arithmetic: their output reuses the input's quantisation.
+BIAS_CORRECTIONS = (None, "off", "analytic", "empirical")
+DEFAULT_BIAS_CORRECTION = "empirical"
 PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split", "Expand", "Tile",
                 "GatherElements")
 
@@ -81,6 +83,10 @@ class BuildConfig:
     cross_layer_equalization: Optional[bool | str] = None
     # int8 'normal' only (rknnlink's extension): 'auto' clips heavy-tailed activation ranges (model/ranges.py)
     activation_clipping: Optional[str] = None
+    # int8 only (rknnlink's extension): None = default ('empirical'), 'analytic' (Nagel 2019, from the weight
+    # rounding alone), 'empirical' (analytic, then the measured mean output error layer by layer in the
+    # simulator: model/bias_correction.py), 'off'
+    bias_correction: Optional[str] = None
 
     def equalize(self, quantize: bool) -> bool | str:
         """Which cross-layer equalisation this build runs (False, True or "depthwise"): as set, else the
@@ -109,6 +115,9 @@ class BuildConfig:
         if self.activation_clipping not in (None, "off", "auto"):
             raise BuildError(f"config activation_clipping={self.activation_clipping!r} is not supported; use "
                              "None, 'off' or 'auto'")
+        if self.bias_correction not in BIAS_CORRECTIONS:
+            raise BuildError(f"config bias_correction={self.bias_correction!r} is not supported; use one of "
+                             f"{list(BIAS_CORRECTIONS)}")
         if self.custom_string is not None and len(self.custom_string.encode()) > fmt.MAX_CUSTOM_STRING:
             raise BuildError("custom_string is longer than 1023 bytes; shorten it")
 
@@ -182,6 +191,9 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
         float_layers |= auto_float_layers(nodes, pg.outputs, stats, config.quantized_algorithm, pg)
     asm = _Assembler(pg, nodes, config, mode, stats, float_layers, int(rknn_batch_size or 1))
     sim = asm.run()
+    if asm.empirical_bias_correction() and dataset is not None:
+        from .bias_correction import correct_biases
+        correct_biases(sim, pg, dataset, config)
     data = fmt.write_model(sim)
     return BuildResult(data=data, sim_model=sim, prepared_onnx=pg.model, tensor_map=asm.tensor_map,
                        quant_params=asm.quant_params,
@@ -607,9 +619,20 @@ class _Assembler:
         return self.add_constant(name, q, fmt.INT32, name, qnt_type=fmt.QNT_CHANNEL, quant_axis=0,
                                  quant_scales=scales, quant_zero_points=np.zeros(len(scales), np.int32))
 
+    def bias_correction(self) -> str:
+        """The config's bias_correction with the default resolved."""
+        return self.config.bias_correction or DEFAULT_BIAS_CORRECTION
+
+    def empirical_bias_correction(self) -> bool:
+        """Whether build() follows the analytic correction with the empirical one (model/bias_correction.py):
+        int8 batch-1 builds with calibration statistics."""
+        return self.mode == "int8" and self.batch == 1 and self.bias_correction() == "empirical"
+
     def bias_corrected(self, n: LNode, b: np.ndarray) -> np.ndarray:
         """The bias minus the mean output shift that int8 weight rounding causes (calibration.
         weight_error_shift); unchanged when the layer's input has no channel statistics."""
+        if self.bias_correction() == "off":
+            return b
         st = self.stats.get(n.inputs[0])
         mean = st.channel_mean if st is not None else None
         w = self.pg.constants.get(n.inputs[1])

@@ -1,0 +1,241 @@
+"""Empirical bias correction of int8 builds: each Conv/ConvTranspose/Gemm's int32 bias is corrected by the
+mean per-channel error of its output, measured on the calibration set in the simulator itself.
+
+Why: the analytic correction (builder._Assembler.bias_corrected, Nagel et al. 2019) sees the weight rounding
+error applied to the fp32 input's channel means. It does not see the int8 *input* error, whose mean is not
+zero behind nonlinear ops (an activation of noisy values, a clipped range, requantised elementwise ops).
+PP-OCRv4 det's p2o.Conv.6 is the case that showed it (docs/quantization.md).
+
+How: the Conv/Gemm layers are grouped by depth (the number of corrected layers on the longest path from an
+input). Depth by depth, the built model runs in the simulator over the calibration samples with the biases
+corrected so far (each layer is fed with its corrected, quantised upstream), and every layer of that depth
+gets ``b -= mean(y_int8 - y_fp32)`` per output channel, measured where it is visible: the simulator only
+shows a fused activation's output, so the pre-activation shift is estimated from positions where both
+outputs lie in a monotone region of the activation, divided by its slope there, and int8 outputs at the ends
+of their range (clipped) are left out. The fp32 values come from onnxruntime on the prepared graph, as
+calibration's do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from . import format as fmt
+from .dataset import read_dataset
+from .prepare import PreparedGraph, make_session
+from .rewrite import derived_value, source_tensor
+
+LOG = logging.getLogger(__name__)
+
+CORRECTED_OPS = ("Conv", "ConvTranspose", "Gemm")
+# positions a channel needs (summed slope) before its measured mean is trusted
+MIN_WEIGHT = 4.0
+
+
+@dataclass
+class _Layer:
+    """One corrected layer: its op, bias and output tensor indices in the SimModel, and running sums."""
+
+    op: int
+    bias: int
+    out: int
+    name: str
+    depth: int = 0
+    num: Optional[np.ndarray] = None  # per channel: sum over visible positions of (int8 - fp32)
+    den: Optional[np.ndarray] = None  # per channel: sum of the activation's slope at those positions
+    shifts: list = field(default_factory=list)
+
+
+def correctable_layers(sim: fmt.SimModel) -> list:
+    """The Conv/ConvTranspose/Gemm ops whose bias is an int32 constant (quant_bias made it) and whose output
+    is an int8 or float16 activation, each with its depth (see the module docstring)."""
+    producer = {o: k for k, op in enumerate(sim.ops) for o in op.outputs}
+    users: dict = {}
+    for op in sim.ops:
+        for i in op.inputs:
+            if i is not None:
+                users[i] = users.get(i, 0) + 1
+    layers: dict = {}
+    depth: dict = {}
+    for k, op in enumerate(sim.ops):
+        d = 0
+        for i in op.inputs:
+            p = producer.get(i) if i is not None else None
+            if p is not None:
+                d = max(d, depth[p] + (1 if p in layers else 0))
+        depth[k] = d
+        if op.op_type not in CORRECTED_OPS or len(op.inputs) < 3 or op.inputs[2] is None or len(op.outputs) != 1:
+            continue
+        b = sim.tensors[op.inputs[2]]
+        out = sim.tensors[op.outputs[0]]
+        if (b.dtype != fmt.INT32 or b.data is None or b.qnt_type not in (fmt.QNT_AFFINE, fmt.QNT_CHANNEL)
+                or out.dtype not in (fmt.INT8, fmt.FLOAT16) or len(out.shape) < 2 or users.get(op.inputs[2]) != 1
+                or b.data.size != out.shape[1]):
+            continue  # a shared bias constant would be corrected for two layers at once: left as it is
+        layers[k] = _Layer(op=k, bias=op.inputs[2], out=op.outputs[0], name=op.name, depth=d)
+    return list(layers.values())
+
+
+def _bias_scales(t: fmt.SimTensor) -> np.ndarray:
+    if t.qnt_type == fmt.QNT_CHANNEL:
+        return np.asarray(t.quant_scales, np.float64)
+    return np.full(t.data.size, float(t.scale))
+
+
+def visible_shift(act: Optional[str], params: Sequence[float], q: np.ndarray, ref: np.ndarray,
+                  clipped: Optional[np.ndarray]) -> tuple:
+    """Per channel (axis 1): (sum of q - ref, sum of the activation's slope) over the positions where both
+    values lie where ``act`` is monotone and the int8 value was not clipped at its range's ends.
+
+    q and ref are post-activation values; sum / slope estimates the shift before the activation (a shift
+    of the bias by delta moves the output by slope * delta there)."""
+    ones = np.ones_like(ref)
+    if act is None:
+        mask, slope = np.ones(ref.shape, bool), ones
+    elif act == "Relu":
+        mask, slope = (q > 0) & (ref > 0), ones
+    elif act == "Clip":
+        lo, hi = float(params[0]), float(params[1])
+        mask, slope = (q > lo) & (q < hi) & (ref > lo) & (ref < hi), ones
+    elif act == "LeakyRelu":
+        alpha = float(params[0])
+        pos = (q > 0) & (ref > 0)
+        mask = pos | ((q < 0) & (ref < 0))
+        slope = np.where(pos, 1.0, alpha)
+    elif act == "Sigmoid":
+        mask, slope = (q > 0.02) & (q < 0.98) & (ref > 0.02) & (ref < 0.98), ref * (1 - ref)
+    elif act == "Tanh":
+        mask, slope = (np.abs(q) < 0.96) & (np.abs(ref) < 0.96), 1 - ref * ref
+    elif act == "HardSigmoid":
+        mask, slope = (q > 0) & (q < 1) & (ref > 0) & (ref < 1), float(params[0]) * ones
+    elif act == "HardSwish":
+        # x > 0: y = x (x + 3) / 6 below 3, y = x above; x from y, then the slope (2x + 3) / 6
+        x = np.where(ref >= 3, ref, (-3 + np.sqrt(9 + 24 * np.maximum(ref, 0))) / 2)
+        mask, slope = (q > 0) & (ref > 0), np.minimum((2 * x + 3) / 6, 1.0)
+    elif act == "SiLU":
+        # x > 0 where y > 0: invert y = x sigmoid(x) by Newton steps, slope s (1 + x (1 - s))
+        y = np.maximum(ref, 1e-6)
+        x = np.maximum(y, 0.5)
+        for _ in range(12):
+            s = 1 / (1 + np.exp(-x))
+            x = np.maximum(x - (x * s - y) / (s * (1 + x * (1 - s))), 1e-6)
+        s = 1 / (1 + np.exp(-x))
+        mask, slope = (q > 0) & (ref > 0), s * (1 + x * (1 - s))
+    else:
+        return None
+    if clipped is not None:
+        mask &= ~clipped
+    axes = tuple(a for a in range(ref.ndim) if a != 1)
+    num = np.where(mask, q.astype(np.float64) - ref, 0.0).sum(axis=axes)
+    den = np.where(mask, slope, 0.0).sum(axis=axes, dtype=np.float64)
+    return num, den
+
+
+class _Reference:
+    """fp32 values of the layers' outputs for every calibration sample (onnxruntime on the prepared
+    graph, as calibration computes them), and the raw samples the simulator is fed with."""
+
+    def __init__(self, pg: PreparedGraph, names: list, dataset: Any, config: Any) -> None:
+        onnx_names = list(dict.fromkeys(source_tensor(pg, n) or n for n in names))
+        sess = make_session(pg.model, onnx_names)
+        shapes = [pg.shapes[n] for n in pg.inputs]
+        mean = config.per_input(config.mean_values, len(pg.inputs), "mean_values")
+        std = config.per_input(config.std_values, len(pg.inputs), "std_values")
+        ort_types = {"tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
+                     "tensor(bool)": np.bool_}
+        feed_types = {i.name: ort_types.get(i.type, np.float32) for i in sess.get_inputs()}
+        self.raw: list = []
+        self.values: list = []  # [sample] -> {name: fp32 array}
+        progress = "bias correction (fp32)" if config.progress else False
+        for sample in read_dataset(dataset, shapes, mean, std, config.quant_img_rgb2bgr, progress):
+            feeds = {n: x.astype(feed_types.get(n, np.float32)) for n, x in zip(pg.inputs, sample.normalised)}
+            out = dict(zip(onnx_names, sess.run(onnx_names, feeds)))
+            self.values.append({n: np.asarray(derived_value(pg, n, out[source_tensor(pg, n) or n]), np.float32)
+                                for n in names})
+            self.raw.append([np.asarray(x, np.float32) for x in sample.raw])
+
+
+def _run_and_dump(data: bytes, raw: list, wanted: set) -> list:
+    """Run the model on every sample with dumps on; per sample {tensor name: (float values, raw values)}
+    for the tensors in ``wanted``."""
+    from ..runtime.library import RuntimeLibrary
+    lib = RuntimeLibrary.load(backend="sim")
+    ctx = lib.init(data)
+    try:
+        ctx.set_dump(True)
+        index: dict = {}
+        results = []
+        for sample in raw:
+            formats = ["nchw" if x.ndim == 4 else None for x in sample]
+            ctx.infer(sample, formats=formats)
+            if not index:
+                for k, (info, _f32, _q) in enumerate(ctx.dumps()):
+                    if info.name in wanted:
+                        index[info.name] = k
+            got = {}
+            for name, k in index.items():
+                _, f32, q = ctx._dump(k)  # noqa: SLF001 - one dump, not every tensor of the run
+                got[name] = (f32, q)
+            results.append(got)
+        return results
+    finally:
+        ctx.close()
+
+
+def correct_biases(sim: fmt.SimModel, pg: PreparedGraph, dataset: Any, config: Any) -> dict:
+    """Correct the int32 biases of ``sim`` in place, depth by depth (module docstring); returns
+    {layer name: per-channel shift in float} for the layers it changed. The model must be a batch-1 int8
+    build. On any simulator failure the biases are left as they were (logged)."""
+    layers = correctable_layers(sim)
+    if not layers:
+        return {}
+    t0 = time.perf_counter()
+    names = [sim.tensors[ly.out].name for ly in layers]
+    ref = _Reference(pg, names, dataset, config)
+    by_depth: dict = {}
+    for ly in layers:
+        by_depth.setdefault(ly.depth, []).append(ly)
+    done: dict = {}
+    runs = 0
+    for depth in sorted(by_depth):
+        group = by_depth[depth]
+        wanted = {sim.tensors[ly.out].name for ly in group}
+        try:
+            dumps = _run_and_dump(fmt.write_model(sim), ref.raw, wanted)
+        except Exception as exc:  # noqa: BLE001 - the analytic correction alone is still a valid build
+            LOG.warning("empirical bias correction stopped at depth %d (%s); the remaining biases keep the "
+                        "analytic correction", depth, exc)
+            break
+        runs += 1
+        for ly in group:
+            op, out = sim.ops[ly.op], sim.tensors[ly.out]
+            num = den = None
+            for k, got in enumerate(dumps):
+                if out.name not in got:
+                    break
+                f32, q = got[out.name]
+                refv = ref.values[k][out.name]
+                q_vals = f32.reshape(refv.shape)
+                clipped = ((q == -128) | (q == 127)).reshape(refv.shape) if out.dtype == fmt.INT8 else None
+                part = visible_shift(op.act, op.act_params, q_vals, refv, clipped)
+                if part is None:
+                    break
+                num = part[0] if num is None else num + part[0]
+                den = part[1] if den is None else den + part[1]
+            if num is None:
+                continue
+            shift = np.where(den >= MIN_WEIGHT, num / np.maximum(den, 1e-12), 0.0)
+            b = sim.tensors[ly.bias]
+            scales = _bias_scales(b)
+            steps = np.round(shift / scales)
+            new = np.clip(b.data.reshape(-1).astype(np.int64) - steps.astype(np.int64), -2**31, 2**31 - 1)
+            b.data = new.astype(np.int32).reshape(b.data.shape)
+            done[ly.name] = steps * scales
+    LOG.info("empirical bias correction: %d layers over %d depths (%d simulator passes of %d samples) in "
+             "%.1f s", len(done), len(by_depth), runs, len(ref.raw), time.perf_counter() - t0)
+    return done
