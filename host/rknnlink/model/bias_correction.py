@@ -18,6 +18,7 @@ calibration's do.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -160,31 +161,39 @@ class _Reference:
             self.raw.append([np.asarray(x, np.float32) for x in sample.raw])
 
 
-def _run_and_dump(data: bytes, raw: list, wanted: set) -> list:
-    """Run the model on every sample with dumps on; per sample {tensor name: (float values, raw values)}
-    for the tensors in ``wanted``."""
+def prefix_model(sim: fmt.SimModel, last_op: int, wanted: Sequence[int]) -> fmt.SimModel:
+    """The model cut after op ``last_op`` with the tensors ``wanted`` as its only outputs: the ops are in
+    topological order, so the first ops are a complete model of their own; the tensors they do not use
+    are dropped (the format wants every intermediate produced)."""
+    ops = sim.ops[: last_op + 1]
+    keep = [io.tensor for io in sim.inputs]
+    for op in ops:
+        keep.extend(i for i in op.inputs if i is not None)
+        keep.extend(op.outputs)
+    keep = sorted(set(keep))
+    new_index = {t: k for k, t in enumerate(keep)}
+    wanted_set = set(wanted)
+    tensors = []
+    for t in keep:
+        ts = sim.tensors[t]
+        if ts.kind in (fmt.KIND_INTERMEDIATE, fmt.KIND_OUTPUT):
+            kind = fmt.KIND_OUTPUT if t in wanted_set else fmt.KIND_INTERMEDIATE
+            if kind != ts.kind:
+                ts = dataclasses.replace(ts, kind=kind)
+        tensors.append(ts)
+    new_ops = [dataclasses.replace(op, inputs=[None if i is None else new_index[i] for i in op.inputs],
+                                   outputs=[new_index[o] for o in op.outputs]) for op in ops]
+    inputs = [dataclasses.replace(io, tensor=new_index[io.tensor]) for io in sim.inputs]
+    outputs = [fmt.IoSpec(tensor=new_index[t]) for t in wanted]
+    return dataclasses.replace(sim, tensors=tensors, ops=new_ops, inputs=inputs, outputs=outputs)
+
+
+def _run(model: fmt.SimModel, raw: list) -> list:
+    """Every sample's outputs (float32) of ``model`` in the simulator."""
     from ..runtime.library import RuntimeLibrary
     lib = RuntimeLibrary.load(backend="sim")
-    ctx = lib.init(data)
-    try:
-        ctx.set_dump(True)
-        index: dict = {}
-        results = []
-        for sample in raw:
-            formats = ["nchw" if x.ndim == 4 else None for x in sample]
-            ctx.infer(sample, formats=formats)
-            if not index:
-                for k, (info, _f32, _q) in enumerate(ctx.dumps()):
-                    if info.name in wanted:
-                        index[info.name] = k
-            got = {}
-            for name, k in index.items():
-                _, f32, q = ctx._dump(k)  # noqa: SLF001 - one dump, not every tensor of the run
-                got[name] = (f32, q)
-            results.append(got)
-        return results
-    finally:
-        ctx.close()
+    with lib.init(fmt.write_model(model)) as ctx:
+        return [ctx.infer(sample, formats=["nchw" if x.ndim == 4 else None for x in sample]) for sample in raw]
 
 
 def correct_biases(sim: fmt.SimModel, pg: PreparedGraph, dataset: Any, config: Any) -> dict:
@@ -204,24 +213,25 @@ def correct_biases(sim: fmt.SimModel, pg: PreparedGraph, dataset: Any, config: A
     runs = 0
     for depth in sorted(by_depth):
         group = by_depth[depth]
-        wanted = {sim.tensors[ly.out].name for ly in group}
+        outs = [ly.out for ly in group]
         try:
-            dumps = _run_and_dump(fmt.write_model(sim), ref.raw, wanted)
+            results = _run(prefix_model(sim, max(ly.op for ly in group), outs), ref.raw)
         except Exception as exc:  # noqa: BLE001 - the analytic correction alone is still a valid build
             LOG.warning("empirical bias correction stopped at depth %d (%s); the remaining biases keep the "
                         "analytic correction", depth, exc)
             break
         runs += 1
-        for ly in group:
+        for pos, ly in enumerate(group):
             op, out = sim.ops[ly.op], sim.tensors[ly.out]
             num = den = None
-            for k, got in enumerate(dumps):
-                if out.name not in got:
-                    break
-                f32, q = got[out.name]
+            for k, got in enumerate(results):
                 refv = ref.values[k][out.name]
-                q_vals = f32.reshape(refv.shape)
-                clipped = ((q == -128) | (q == 127)).reshape(refv.shape) if out.dtype == fmt.INT8 else None
+                q_vals = np.asarray(got[pos], np.float32).reshape(refv.shape)
+                clipped = None
+                if out.dtype == fmt.INT8:
+                    lo, hi = (-128 - out.zero_point) * out.scale, (127 - out.zero_point) * out.scale
+                    tol = 0.25 * out.scale
+                    clipped = (np.abs(q_vals - lo) < tol) | (np.abs(q_vals - hi) < tol)
                 part = visible_shift(op.act, op.act_params, q_vals, refv, clipped)
                 if part is None:
                     break
