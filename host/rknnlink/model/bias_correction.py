@@ -89,52 +89,71 @@ def _bias_scales(t: fmt.SimTensor) -> np.ndarray:
 
 
 def visible_shift(act: Optional[str], params: Sequence[float], q: np.ndarray, ref: np.ndarray,
-                  clipped: Optional[np.ndarray]) -> tuple:
-    """Per channel (axis 1): (sum of q - ref, sum of the activation's slope) over the positions where both
-    values lie where ``act`` is monotone and the int8 value was not clipped at its range's ends.
+                  margin: np.ndarray | float = 0.0, ends: Optional[tuple] = None) -> Optional[tuple]:
+    """Per channel (axis 1): (sum of q - ref, sum of the activation's slope, sum of (q - ref)^2, count) over
+    the positions where the fp32 value ``ref`` lies in a monotone region of ``act``, ``margin`` (the error's
+    spread, per channel) inside it and inside the int8 range ``ends``; None for an unknown activation.
 
     q and ref are post-activation values; sum / slope estimates the shift before the activation (a shift
-    of the bias by delta moves the output by slope * delta there)."""
+    of the bias by delta moves the output by slope * delta there). The region is chosen on ref alone: a
+    choice on q too would keep only the positions whose error pushed q into the region (biased)."""
+    m = np.asarray(margin, np.float64)
+    if m.ndim:
+        m = m.reshape((1, -1) + (1,) * (ref.ndim - 2))
     ones = np.ones_like(ref)
     if act is None:
         mask, slope = np.ones(ref.shape, bool), ones
-    elif act == "Relu":
-        mask, slope = (q > 0) & (ref > 0), ones
+    elif act in ("Relu", "HardSwish", "SiLU"):
+        mask = ref > m  # x > 0, where all three are increasing
+        if act == "Relu":
+            slope = ones
+        elif act == "HardSwish":
+            # y = x (x + 3) / 6 below 3, y = x above; x from y, then the slope (2x + 3) / 6
+            x = np.where(ref >= 3, ref, (-3 + np.sqrt(9 + 24 * np.maximum(ref, 0))) / 2)
+            slope = np.where(ref >= 3, 1.0, (2 * x + 3) / 6)
+        else:
+            # invert y = x sigmoid(x) by Newton steps, then the slope s (1 + x (1 - s))
+            y = np.maximum(ref, 1e-6)
+            x = np.maximum(y, 0.5)
+            for _ in range(12):
+                sg = 1 / (1 + np.exp(-x))
+                x = np.maximum(x - (x * sg - y) / (sg * (1 + x * (1 - sg))), 1e-6)
+            sg = 1 / (1 + np.exp(-x))
+            slope = sg * (1 + x * (1 - sg))
     elif act == "Clip":
         lo, hi = float(params[0]), float(params[1])
-        mask, slope = (q > lo) & (q < hi) & (ref > lo) & (ref < hi), ones
+        mask, slope = (ref > lo + m) & (ref < hi - m), ones
     elif act == "LeakyRelu":
         alpha = float(params[0])
-        pos = (q > 0) & (ref > 0)
-        mask = pos | ((q < 0) & (ref < 0))
-        slope = np.where(pos, 1.0, alpha)
+        mask = (ref > m) | (ref < -alpha * m)
+        slope = np.where(ref > 0, 1.0, alpha)
     elif act == "Sigmoid":
-        mask, slope = (q > 0.02) & (q < 0.98) & (ref > 0.02) & (ref < 0.98), ref * (1 - ref)
+        mask, slope = (ref > 0.02) & (ref < 0.98), ref * (1 - ref)
     elif act == "Tanh":
-        mask, slope = (np.abs(q) < 0.96) & (np.abs(ref) < 0.96), 1 - ref * ref
+        mask, slope = np.abs(ref) < 0.96, 1 - ref * ref
     elif act == "HardSigmoid":
-        mask, slope = (q > 0) & (q < 1) & (ref > 0) & (ref < 1), float(params[0]) * ones
-    elif act == "HardSwish":
-        # x > 0: y = x (x + 3) / 6 below 3, y = x above; x from y, then the slope (2x + 3) / 6
-        x = np.where(ref >= 3, ref, (-3 + np.sqrt(9 + 24 * np.maximum(ref, 0))) / 2)
-        mask, slope = (q > 0) & (ref > 0), np.minimum((2 * x + 3) / 6, 1.0)
-    elif act == "SiLU":
-        # x > 0 where y > 0: invert y = x sigmoid(x) by Newton steps, slope s (1 + x (1 - s))
-        y = np.maximum(ref, 1e-6)
-        x = np.maximum(y, 0.5)
-        for _ in range(12):
-            s = 1 / (1 + np.exp(-x))
-            x = np.maximum(x - (x * s - y) / (s * (1 + x * (1 - s))), 1e-6)
-        s = 1 / (1 + np.exp(-x))
-        mask, slope = (q > 0) & (ref > 0), s * (1 + x * (1 - s))
+        alpha = float(params[0])
+        mask, slope = (ref > alpha * m) & (ref < 1 - alpha * m), alpha * ones
     else:
         return None
-    if clipped is not None:
-        mask &= ~clipped
+    if ends is not None:
+        mask &= (ref > ends[0] + m) & (ref < ends[1] - m)
     axes = tuple(a for a in range(ref.ndim) if a != 1)
-    num = np.where(mask, q.astype(np.float64) - ref, 0.0).sum(axis=axes)
-    den = np.where(mask, slope, 0.0).sum(axis=axes, dtype=np.float64)
-    return num, den
+    err = np.where(mask, q.astype(np.float64) - ref, 0.0)
+    return (err.sum(axis=axes), np.where(mask, slope, 0.0).sum(axis=axes, dtype=np.float64),
+            (err * err).sum(axis=axes), mask.sum(axis=axes))
+
+
+def estimate_shift(parts: Sequence[tuple]) -> np.ndarray:
+    """The per-channel pre-activation shift from visible_shift's sums over the samples; 0 where the
+    channel has too few visible positions or its mean error is within two standard errors of 0 (a
+    classifier's Gemm has one position per sample: noise there would be learnt, not corrected)."""
+    num, den, sq, cnt = (sum(p[k] for p in parts) for k in range(4))
+    cnt = np.maximum(cnt, 1)
+    mean = num / cnt
+    se = np.sqrt(np.maximum(sq / cnt - mean * mean, 0.0) / cnt)
+    keep = (den >= MIN_WEIGHT) & (np.abs(mean) > 2 * se)
+    return np.where(keep, num / np.maximum(den, 1e-12), 0.0)
 
 
 class _Reference:
@@ -223,23 +242,19 @@ def correct_biases(sim: fmt.SimModel, pg: PreparedGraph, dataset: Any, config: A
         runs += 1
         for pos, ly in enumerate(group):
             op, out = sim.ops[ly.op], sim.tensors[ly.out]
-            num = den = None
-            for k, got in enumerate(results):
-                refv = ref.values[k][out.name]
-                q_vals = np.asarray(got[pos], np.float32).reshape(refv.shape)
-                clipped = None
-                if out.dtype == fmt.INT8:
-                    lo, hi = (-128 - out.zero_point) * out.scale, (127 - out.zero_point) * out.scale
-                    tol = 0.25 * out.scale
-                    clipped = (np.abs(q_vals - lo) < tol) | (np.abs(q_vals - hi) < tol)
-                part = visible_shift(op.act, op.act_params, q_vals, refv, clipped)
-                if part is None:
-                    break
-                num = part[0] if num is None else num + part[0]
-                den = part[1] if den is None else den + part[1]
-            if num is None:
+            qs = [np.asarray(got[pos], np.float32).reshape(ref.values[k][out.name].shape)
+                  for k, got in enumerate(results)]
+            refs = [ref.values[k][out.name] for k in range(len(results))]
+            axes = tuple(a for a in range(qs[0].ndim) if a != 1)
+            count = sum(int(np.prod([r.shape[a] for a in axes])) for r in refs)
+            rms = np.sqrt(sum(((q.astype(np.float64) - r) ** 2).sum(axis=axes) for q, r in zip(qs, refs)) / count)
+            ends = None
+            if out.dtype == fmt.INT8:
+                ends = ((-128 - out.zero_point) * out.scale, (127 - out.zero_point) * out.scale)
+            parts = [visible_shift(op.act, op.act_params, q, r, 2 * rms, ends) for q, r in zip(qs, refs)]
+            if any(p is None for p in parts):
                 continue
-            shift = np.where(den >= MIN_WEIGHT, num / np.maximum(den, 1e-12), 0.0)
+            shift = estimate_shift(parts)
             b = sim.tensors[ly.bias]
             scales = _bias_scales(b)
             steps = np.round(shift / scales)

@@ -1,0 +1,105 @@
+"""Empirical bias correction (rknnlink.model.bias_correction, ``bias_correction='empirical'``, the default):
+it removes a mean output shift that comes from the int8 *input* of a layer, which the analytic correction
+(weight rounding times the fp32 input's mean) cannot see; it measures through fused activations; and it
+leaves a build without such a shift alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from rknnlink.model import format as fmt
+from rknnlink.model.bias_correction import correctable_layers, prefix_model, visible_shift
+from rknnlink.model.builder import BuildConfig, BuildError, build, load_onnx
+
+
+def _planted_model() -> onnx.ModelProto:
+    """x (1, 1, 8, 8) in [0, 1] -> Conv A (1x1): channel 0 = 255 x (sets A's int8 step to 1.0), channel 1 =
+    0.3 + 0.01 x, which int8 rounds to 0 everywhere: A's int8 output has a mean error of -0.3 in channel 1.
+    -> Conv B (1x1, weights [1/127, 1], exactly representable): y = A0 / 127 + A1, shifted by -0.3 in int8.
+    B's weights round exactly, so the analytic correction finds nothing to correct."""
+    wa = np.array([255.0, 0.01], np.float32).reshape(2, 1, 1, 1)
+    ba = np.array([0.0, 0.3], np.float32)
+    wb = np.array([1 / 127, 1.0], np.float32).reshape(1, 2, 1, 1)
+    bb = np.zeros(1, np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in ((wa, "wa"), (ba, "ba"), (wb, "wb"), (bb, "bb"))]
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["a"], name="conv_a", kernel_shape=[1, 1]),
+             helper.make_node("Conv", ["a", "wb", "bb"], ["y"], name="conv_b", kernel_shape=[1, 1])]
+    graph = helper.make_graph(nodes, "planted", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def _dataset(tmp_path, n: int = 6) -> tuple:
+    rng = np.random.default_rng(0)
+    xs = rng.uniform(0, 1, (n, 1, 1, 8, 8)).astype(np.float32)
+    for k, x in enumerate(xs):
+        x[0, 0, 0, 0], x[0, 0, 0, 1] = 0.0, 1.0  # every sample spans [0, 1]: the input's step is exact
+        np.save(tmp_path / f"s{k}.npy", x)
+    (tmp_path / "dataset.txt").write_text("".join(f"s{k}.npy\n" for k in range(n)))
+    return tmp_path / "dataset.txt", xs
+
+
+def _mean_error(model: onnx.ModelProto, tmp_path, mode: str) -> float:
+    from rknnlink.runtime import RuntimeLibrary
+    dataset, xs = _dataset(tmp_path)
+    result = build(load_onnx(model), BuildConfig(progress=False, bias_correction=mode), True, dataset=str(dataset))
+    errors = []
+    with RuntimeLibrary.load(backend="sim").init(result.data) as ctx:
+        for x in xs:
+            y = ctx.infer([x], formats=["nchw"])[0].reshape(1, 1, 8, 8)
+            ref = (255 * x) / 127 + 0.3 + 0.01 * x
+            errors.append(float(np.mean(y - ref)))
+    return float(np.mean(errors))
+
+
+def test_empirical_correction_removes_the_shift_of_an_int8_input(tmp_path):
+    model = _planted_model()
+    assert _mean_error(model, tmp_path, "off") < -0.25
+    assert _mean_error(model, tmp_path, "analytic") < -0.25  # it only sees B's (exact) weight rounding
+    assert abs(_mean_error(model, tmp_path, "empirical")) < 0.02  # B's int8 output step is about 0.009
+    assert abs(_mean_error(model, tmp_path, None)) < 0.02  # the default
+
+
+def test_bias_correction_option_is_checked():
+    with pytest.raises(BuildError, match="bias_correction"):
+        BuildConfig(bias_correction="sometimes").validate()
+
+
+@pytest.mark.parametrize("act,params", [(None, (0, 0)), ("Relu", (0, 0)), ("Clip", (0.0, 6.0)),
+                                        ("LeakyRelu", (0.1, 0)), ("Sigmoid", (0, 0)), ("Tanh", (0, 0)),
+                                        ("HardSigmoid", (0.2, 0.5)), ("HardSwish", (0, 0)), ("SiLU", (0, 0))])
+def test_visible_shift_recovers_a_shift_before_the_activation(act, params):
+    """A pre-activation shift of 0.01 per channel (0.01 and -0.02) is recovered from post-activation
+    values alone, through every fusable activation's slope."""
+    rng = np.random.default_rng(1)
+    pre = rng.uniform(-4, 4, (3, 2, 16, 16))
+    delta = np.array([0.01, -0.02]).reshape(1, 2, 1, 1)
+    f = {None: lambda v: v, "Relu": lambda v: np.maximum(v, 0), "Clip": lambda v: np.clip(v, 0, 6),
+         "LeakyRelu": lambda v: np.where(v > 0, v, 0.1 * v), "Sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+         "Tanh": np.tanh, "HardSigmoid": lambda v: np.clip(0.2 * v + 0.5, 0, 1),
+         "HardSwish": lambda v: v * np.clip(v + 3, 0, 6) / 6, "SiLU": lambda v: v / (1 + np.exp(-v))}[act]
+    num, den, _, _ = visible_shift(act, params, f(pre + delta), f(pre))
+    np.testing.assert_allclose(num / den, [0.01, -0.02], rtol=0.05)
+
+
+def test_prefix_model_is_a_valid_model_of_the_first_layers(tmp_path):
+    """The cut model the correction runs holds only the first ops and their tensors, the asked tensor as
+    its one output, and computes what the whole model computes there."""
+    from rknnlink.runtime import RuntimeLibrary
+    dataset, xs = _dataset(tmp_path)
+    result = build(load_onnx(_planted_model()), BuildConfig(progress=False, bias_correction="off"), True,
+                   dataset=str(dataset))
+    sim = result.sim_model
+    layers = correctable_layers(sim)
+    assert [ly.name for ly in layers] == ["conv_a", "conv_b"] and [ly.depth for ly in layers] == [0, 1]
+    cut = prefix_model(sim, layers[0].op, [layers[0].out])
+    assert len(cut.ops) == 1 and len(cut.outputs) == 1
+    assert cut.tensors[cut.outputs[0].tensor].kind == fmt.KIND_OUTPUT
+    with RuntimeLibrary.load(backend="sim").init(fmt.write_model(cut)) as ctx:
+        a = ctx.infer([xs[0]], formats=["nchw"])[0].reshape(1, 2, 8, 8)
+    step = sim.tensors[layers[0].out].scale
+    np.testing.assert_allclose(a[0, 0], 255 * xs[0][0, 0], atol=0.51 * step + 1e-3)
+    assert np.all(a[0, 1] == 0)  # 0.3 rounds to 0 on A's step of about 1.0
