@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from rknnlink.model import format as fmt
-from rknnlink.model.bias_correction import correctable_layers, prefix_model, visible_shift
+from rknnlink.model.bias_correction import correctable_layers, segment_model, visible_shift
 from rknnlink.model.builder import BuildConfig, BuildError, build, load_onnx
 
 
@@ -85,9 +85,9 @@ def test_visible_shift_recovers_a_shift_before_the_activation(act, params):
     np.testing.assert_allclose(num / den, [0.01, -0.02], rtol=0.05)
 
 
-def test_prefix_model_is_a_valid_model_of_the_first_layers(tmp_path):
-    """The cut model the correction runs holds only the first ops and their tensors, the asked tensor as
-    its one output, and computes what the whole model computes there."""
+def test_segments_compute_what_the_whole_model_computes(tmp_path):
+    """The correction runs the model in pieces (segment_model), feeding a piece with tensors an earlier
+    piece computed: conv_a alone, then conv_b fed with conv_a's int8 output, give the whole model's output."""
     from rknnlink.runtime import RuntimeLibrary
     dataset, xs = _dataset(tmp_path)
     result = build(load_onnx(_planted_model()), BuildConfig(progress=False, bias_correction="off"), True,
@@ -95,11 +95,16 @@ def test_prefix_model_is_a_valid_model_of_the_first_layers(tmp_path):
     sim = result.sim_model
     layers = correctable_layers(sim)
     assert [ly.name for ly in layers] == ["conv_a", "conv_b"] and [ly.depth for ly in layers] == [0, 1]
-    cut = prefix_model(sim, layers[0].op, [layers[0].out])
-    assert len(cut.ops) == 1 and len(cut.outputs) == 1
-    assert cut.tensors[cut.outputs[0].tensor].kind == fmt.KIND_OUTPUT
-    with RuntimeLibrary.load(backend="sim").init(fmt.write_model(cut)) as ctx:
-        a = ctx.infer([xs[0]], formats=["nchw"])[0].reshape(1, 2, 8, 8)
-    step = sim.tensors[layers[0].out].scale
-    np.testing.assert_allclose(a[0, 0], 255 * xs[0][0, 0], atol=0.51 * step + 1e-3)
-    assert np.all(a[0, 1] == 0)  # 0.3 rounds to 0 on A's step of about 1.0
+    first, fed = segment_model(sim, [layers[0].op], [layers[0].out])
+    assert len(first.ops) == 1 and fed == [sim.inputs[0].tensor]
+    assert first.tensors[first.outputs[0].tensor].kind == fmt.KIND_OUTPUT
+    second, fed = segment_model(sim, [layers[1].op], [layers[1].out])
+    assert fed == [layers[0].out] and second.tensors[second.inputs[0].tensor].kind == fmt.KIND_INPUT
+    lib = RuntimeLibrary.load(backend="sim")
+    with lib.init(result.data) as whole, lib.init(fmt.write_model(first)) as c1, \
+            lib.init(fmt.write_model(second)) as c2:
+        for x in xs[:2]:
+            a = c1.infer([x], formats=["nchw"])[0].reshape(1, 2, 8, 8)
+            assert np.all(a[0, 1] == 0)  # 0.3 rounds to 0 on A's step of about 1.0
+            y = c2.infer([a], formats=["nchw"])[0]
+            np.testing.assert_array_equal(y, whole.infer([x], formats=["nchw"])[0])

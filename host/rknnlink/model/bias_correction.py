@@ -36,6 +36,8 @@ LOG = logging.getLogger(__name__)
 CORRECTED_OPS = ("Conv", "ConvTranspose", "Gemm")
 # positions a channel needs (summed slope) before its measured mean is trusted
 MIN_WEIGHT = 4.0
+MARGIN = 2.0  # positions this many error RMS inside the activation's monotone region and the int8 range
+SIGNIFICANCE = 2.0  # a channel's mean error must exceed this many standard errors
 
 
 @dataclass
@@ -152,7 +154,7 @@ def estimate_shift(parts: Sequence[tuple]) -> np.ndarray:
     cnt = np.maximum(cnt, 1)
     mean = num / cnt
     se = np.sqrt(np.maximum(sq / cnt - mean * mean, 0.0) / cnt)
-    keep = (den >= MIN_WEIGHT) & (np.abs(mean) > 2 * se)
+    keep = (den >= MIN_WEIGHT) & (np.abs(mean) > SIGNIFICANCE * se)
     return np.where(keep, num / np.maximum(den, 1e-12), 0.0)
 
 
@@ -180,39 +182,95 @@ class _Reference:
             self.raw.append([np.asarray(x, np.float32) for x in sample.raw])
 
 
-def prefix_model(sim: fmt.SimModel, last_op: int, wanted: Sequence[int]) -> fmt.SimModel:
-    """The model cut after op ``last_op`` with the tensors ``wanted`` as its only outputs: the ops are in
-    topological order, so the first ops are a complete model of their own; the tensors they do not use
-    are dropped (the format wants every intermediate produced)."""
-    ops = sim.ops[: last_op + 1]
-    keep = [io.tensor for io in sim.inputs]
-    for op in ops:
-        keep.extend(i for i in op.inputs if i is not None)
-        keep.extend(op.outputs)
-    keep = sorted(set(keep))
+def segment_model(sim: fmt.SimModel, ops: Sequence[int], outputs: Sequence[int]) -> tuple:
+    """The model of the ops ``ops`` of ``sim`` (indices in its topological order) alone: the tensors they
+    read that none of them writes become its inputs (graph inputs keep their normalisation; others are fed
+    with values computed earlier), ``outputs`` its outputs; the tensors they do not use are dropped (the
+    format wants every intermediate produced). Returns (model, the fed tensors' indices in ``sim``)."""
+    ops = sorted(ops)
+    produced = {o for k in ops for o in sim.ops[k].outputs}
+    read = [i for k in ops for i in sim.ops[k].inputs if i is not None]
+    fed = sorted({i for i in read if i not in produced and sim.tensors[i].kind != fmt.KIND_CONSTANT})
+    keep = sorted(set(read) | produced)
     new_index = {t: k for k, t in enumerate(keep)}
-    wanted_set = set(wanted)
+    fed_set, out_set = set(fed), set(outputs)
     tensors = []
     for t in keep:
         ts = sim.tensors[t]
-        if ts.kind in (fmt.KIND_INTERMEDIATE, fmt.KIND_OUTPUT):
-            kind = fmt.KIND_OUTPUT if t in wanted_set else fmt.KIND_INTERMEDIATE
-            if kind != ts.kind:
-                ts = dataclasses.replace(ts, kind=kind)
-        tensors.append(ts)
-    new_ops = [dataclasses.replace(op, inputs=[None if i is None else new_index[i] for i in op.inputs],
-                                   outputs=[new_index[o] for o in op.outputs]) for op in ops]
-    inputs = [dataclasses.replace(io, tensor=new_index[io.tensor]) for io in sim.inputs]
-    outputs = [fmt.IoSpec(tensor=new_index[t]) for t in wanted]
-    return dataclasses.replace(sim, tensors=tensors, ops=new_ops, inputs=inputs, outputs=outputs)
+        kind = (fmt.KIND_INPUT if t in fed_set else fmt.KIND_OUTPUT if t in out_set
+                else fmt.KIND_INTERMEDIATE if t in produced else ts.kind)
+        tensors.append(ts if kind == ts.kind else dataclasses.replace(ts, kind=kind))
+    new_ops = [dataclasses.replace(sim.ops[k], inputs=[None if i is None else new_index[i] for i in sim.ops[k].inputs],
+                                   outputs=[new_index[o] for o in sim.ops[k].outputs]) for k in ops]
+    graph_inputs = {io.tensor: io for io in sim.inputs}
+    inputs = [dataclasses.replace(graph_inputs[t], tensor=new_index[t]) if t in graph_inputs
+              else fmt.IoSpec(tensor=new_index[t], layout=fmt.LAYOUT_NCHW) for t in fed]
+    model = dataclasses.replace(sim, tensors=tensors, ops=new_ops, inputs=inputs,
+                                outputs=[fmt.IoSpec(tensor=new_index[t]) for t in outputs])
+    return model, fed
 
 
-def _run(model: fmt.SimModel, raw: list) -> list:
-    """Every sample's outputs (float32) of ``model`` in the simulator."""
-    from ..runtime.library import RuntimeLibrary
-    lib = RuntimeLibrary.load(backend="sim")
-    with lib.init(fmt.write_model(model)) as ctx:
-        return [ctx.infer(sample, formats=["nchw" if x.ndim == 4 else None for x in sample]) for sample in raw]
+class _Runner:
+    """Runs the ops a depth's layers need in the simulator, reusing every tensor already computed with the
+    current biases: each op runs about once over the whole correction instead of once per depth.
+
+    Values are kept as the simulator writes them (int8 codes, float16, float32) for every sample."""
+
+    def __init__(self, sim: fmt.SimModel, raw: list) -> None:
+        self.sim, self.raw = sim, raw
+        self.producer = {o: k for k, op in enumerate(sim.ops) for o in op.outputs}
+        self.consumers: dict = {}
+        for k, op in enumerate(sim.ops):
+            for i in op.inputs:
+                if i is not None:
+                    self.consumers.setdefault(i, []).append(k)
+        self.graph_inputs = {io.tensor: pos for pos, io in enumerate(sim.inputs)}
+        self.values: list = [{} for _ in raw]
+        self.valid: set = set()  # ops whose outputs in self.values were computed with the current biases
+        self.passes = 0
+
+    def _closure(self, start: Sequence[int], step: Any) -> set:
+        seen, todo = set(), list(start)
+        while todo:
+            k = todo.pop()
+            if k not in seen:
+                seen.add(k)
+                todo.extend(step(k))
+        return seen
+
+    def invalidate(self, ops: Sequence[int]) -> None:
+        """``ops`` changed (their biases): they and everything downstream must run again."""
+        self.valid -= self._closure(ops, lambda k: [c for o in self.sim.ops[k].outputs
+                                                     for c in self.consumers.get(o, [])])
+
+    def run(self, ops: Sequence[int]) -> None:
+        """Compute the outputs of ``ops`` (and what they need) for every sample."""
+        from ..runtime.library import RuntimeLibrary
+        need = self._closure(ops, lambda k: [self.producer[i] for i in self.sim.ops[k].inputs
+                                             if i is not None and i in self.producer])
+        todo = sorted(need - self.valid)
+        if not todo:
+            return
+        outputs = sorted({o for k in todo for o in self.sim.ops[k].outputs})
+        model, fed = segment_model(self.sim, todo, outputs)
+        lib = RuntimeLibrary.load(backend="sim")
+        with lib.init(fmt.write_model(model)) as ctx:
+            for sample, store in zip(self.raw, self.values):
+                feeds = [sample[self.graph_inputs[t]] if t in self.graph_inputs else self.as_float(store, t)
+                         for t in fed]
+                got = ctx.infer(feeds, formats=["nchw" if np.ndim(x) == 4 else None for x in feeds],
+                                want_float=False)
+                for t, v in zip(outputs, got):
+                    store[t] = np.asarray(v).reshape(self.sim.tensors[t].shape)
+        self.valid |= set(todo)
+        self.passes += 1
+
+    def as_float(self, store: dict, t: int) -> np.ndarray:
+        """Tensor ``t``'s values as float32 (int8 codes dequantised with the tensor's scale)."""
+        v, ts = store[t], self.sim.tensors[t]
+        if ts.dtype == fmt.INT8:
+            return ((v.astype(np.float32) - np.float32(ts.zero_point)) * np.float32(ts.scale)).astype(np.float32)
+        return v.astype(np.float32)
 
 
 def correct_biases(sim: fmt.SimModel, pg: PreparedGraph, dataset: Any, config: Any) -> dict:
@@ -229,17 +287,16 @@ def correct_biases(sim: fmt.SimModel, pg: PreparedGraph, dataset: Any, config: A
     for ly in layers:
         by_depth.setdefault(ly.depth, []).append(ly)
     done: dict = {}
-    runs = 0
+    runner = _Runner(sim, ref.raw)
     for depth in sorted(by_depth):
         group = by_depth[depth]
-        outs = [ly.out for ly in group]
         try:
-            results = _run(prefix_model(sim, max(ly.op for ly in group), outs), ref.raw)
+            runner.run([ly.op for ly in group])
         except Exception as exc:  # noqa: BLE001 - the analytic correction alone is still a valid build
             LOG.warning("empirical bias correction stopped at depth %d (%s); the remaining biases keep the "
                         "analytic correction", depth, exc)
             break
-        runs += 1
+        results = [[runner.as_float(store, ly.out) for ly in group] for store in runner.values]
         for pos, ly in enumerate(group):
             op, out = sim.ops[ly.op], sim.tensors[ly.out]
             qs = [np.asarray(got[pos], np.float32).reshape(ref.values[k][out.name].shape)
@@ -251,16 +308,19 @@ def correct_biases(sim: fmt.SimModel, pg: PreparedGraph, dataset: Any, config: A
             ends = None
             if out.dtype == fmt.INT8:
                 ends = ((-128 - out.zero_point) * out.scale, (127 - out.zero_point) * out.scale)
-            parts = [visible_shift(op.act, op.act_params, q, r, 2 * rms, ends) for q, r in zip(qs, refs)]
+            parts = [visible_shift(op.act, op.act_params, q, r, MARGIN * rms, ends) for q, r in zip(qs, refs)]
             if any(p is None for p in parts):
                 continue
             shift = estimate_shift(parts)
             b = sim.tensors[ly.bias]
             scales = _bias_scales(b)
             steps = np.round(shift / scales)
+            if not steps.any():
+                continue
             new = np.clip(b.data.reshape(-1).astype(np.int64) - steps.astype(np.int64), -2**31, 2**31 - 1)
             b.data = new.astype(np.int32).reshape(b.data.shape)
             done[ly.name] = steps * scales
+        runner.invalidate([ly.op for ly in group if ly.name in done])  # op names are unique
     LOG.info("empirical bias correction: %d layers over %d depths (%d simulator passes of %d samples) in "
-             "%.1f s", len(done), len(by_depth), runs, len(ref.raw), time.perf_counter() - t0)
+             "%.1f s", len(done), len(by_depth), runner.passes, len(ref.raw), time.perf_counter() - t0)
     return done
