@@ -160,14 +160,22 @@ def estimate_shift(parts: Sequence[tuple]) -> np.ndarray:
 
 class _Reference:
     """fp32 values of the layers' outputs for every calibration sample (onnxruntime on the prepared
-    graph, as calibration computes them), and the raw samples the simulator is fed with."""
+    graph, as calibration computes them), and the raw samples the simulator is fed with. ``kept``: the
+    values calibration already computed ([sample] -> {name: array}), used when they hold every name."""
 
-    def __init__(self, pg: PreparedGraph, names: list, dataset: Any, config: Any) -> None:
-        onnx_names = list(dict.fromkeys(source_tensor(pg, n) or n for n in names))
-        sess = make_session(pg.model, onnx_names)
+    def __init__(self, pg: PreparedGraph, names: list, dataset: Any, config: Any,
+                 kept: Optional[list] = None) -> None:
         shapes = [pg.shapes[n] for n in pg.inputs]
         mean = config.per_input(config.mean_values, len(pg.inputs), "mean_values")
         std = config.per_input(config.std_values, len(pg.inputs), "std_values")
+        if kept and all(n in kept[0] for n in names):
+            self.values = kept
+            self.raw = [[np.asarray(x, np.float32) for x in sample.raw]
+                        for sample in read_dataset(dataset, shapes, mean, std, config.quant_img_rgb2bgr, False)]
+            if len(self.raw) == len(kept):
+                return
+        onnx_names = list(dict.fromkeys(source_tensor(pg, n) or n for n in names))
+        sess = make_session(pg.model, onnx_names)
         ort_types = {"tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
                      "tensor(bool)": np.bool_}
         feed_types = {i.name: ort_types.get(i.type, np.float32) for i in sess.get_inputs()}
@@ -273,16 +281,18 @@ class _Runner:
         return v.astype(np.float32)
 
 
-def correct_biases(sim: fmt.SimModel, pg: PreparedGraph, dataset: Any, config: Any) -> dict:
+def correct_biases(sim: fmt.SimModel, pg: PreparedGraph, dataset: Any, config: Any,
+                   kept: Optional[list] = None) -> dict:
     """Correct the int32 biases of ``sim`` in place, depth by depth (module docstring); returns
     {layer name: per-channel shift in float} for the layers it changed. The model must be a batch-1 int8
-    build. On any simulator failure the biases are left as they were (logged)."""
+    build. On any simulator failure the biases are left as they were (logged). ``kept``: calibration's
+    fp32 values of the layers' outputs (builder.calibrate's ``keep``), else onnxruntime runs again."""
     layers = correctable_layers(sim)
     if not layers:
         return {}
     t0 = time.perf_counter()
     names = [sim.tensors[ly.out].name for ly in layers]
-    ref = _Reference(pg, names, dataset, config)
+    ref = _Reference(pg, names, dataset, config, kept)
     by_depth: dict = {}
     for ly in layers:
         by_depth.setdefault(ly.depth, []).append(ly)

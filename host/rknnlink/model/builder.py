@@ -169,6 +169,8 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     equalize = False if fixed_ranges else config.equalize(do_quantization)  # a pre-quantised model keeps its weights
     nodes = lower_and_rewrite(pg, optimise, equalize)
     stats: dict = {}
+    # fp32 values of the Conv/Gemm outputs per calibration sample, for the empirical bias correction
+    kept: Optional[list] = [] if (config.bias_correction or DEFAULT_BIAS_CORRECTION) == "empirical" else None
     if fixed_ranges and ranges is None and dataset is None:
         from .prequant import complete_ranges
         ranges = complete_ranges(pg, nodes, activation_names(pg, nodes), fixed_ranges)
@@ -177,7 +179,7 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
             if dataset is None:
                 raise BuildError("build(do_quantization=True) needs dataset='dataset.txt' (one line per "
                                  "calibration sample) or do_quantization=False for a float16 model")
-            stats = calibrate(pg, nodes, dataset, config)
+            stats = calibrate(pg, nodes, dataset, config, kept)
         else:
             stats = _stats_from_ranges(pg, nodes, ranges)
         for name, (lo, hi) in (fixed_ranges or {}).items():
@@ -193,7 +195,7 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     sim = asm.run()
     if asm.empirical_bias_correction() and dataset is not None:
         from .bias_correction import correct_biases
-        correct_biases(sim, pg, dataset, config)
+        correct_biases(sim, pg, dataset, config, kept)
     data = fmt.write_model(sim)
     return BuildResult(data=data, sim_model=sim, prepared_onnx=pg.model, tensor_map=asm.tensor_map,
                        quant_params=asm.quant_params,
@@ -216,10 +218,13 @@ def activation_names(pg: PreparedGraph, nodes: Sequence[LNode]) -> list:
     return names
 
 
-def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, config: BuildConfig) -> dict:
+def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, config: BuildConfig,
+              keep: Optional[list] = None) -> dict:
     """Run the float prepared graph over dataset.txt and collect per-tensor statistics.
 
-    Two passes for kl_divergence/mmse: ranges first, then histograms over those ranges.
+    Two passes for kl_divergence/mmse: ranges first, then histograms over those ranges. ``keep`` (a list)
+    receives, per sample, the float32 values of the Conv/ConvTranspose/Gemm outputs, which the empirical
+    bias correction compares the int8 model with (no second onnxruntime pass).
     """
     names = activation_names(pg, nodes)
     onnx_names = [n for n in names if source_tensor(pg, n) is None]  # views are reshaped copies of these
@@ -247,8 +252,11 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
                     for n in nodes if n.op_type in ("Conv", "Gemm") and n.inputs[0] in stats}
     count = 0
     names = onnx_names + [n for n, _ in views]
+    kept_names = {n.outputs[0] for n in nodes if n.op_type in ("Conv", "ConvTranspose", "Gemm")}
     for values in run_all():
         count += 1
+        if keep is not None:
+            keep.append({n: np.asarray(v, np.float32) for n, v in zip(names, values) if n in kept_names})
         for n, v in zip(names, values):
             stats[n].update_range(np.asarray(v))
             if n in channel_axis:
