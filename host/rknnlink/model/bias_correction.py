@@ -99,12 +99,13 @@ def _bias_scales(t: fmt.SimTensor) -> np.ndarray:
 def visible_shift(act: Optional[str], params: Sequence[float], q: np.ndarray, ref: np.ndarray,
                   margin: np.ndarray | float = 0.0, ends: Optional[tuple] = None) -> Optional[tuple]:
     """Per channel (axis 1): (sum of q - ref, sum of the activation's slope) over
-    the positions where the fp32 value ``ref`` lies in a monotone region of ``act``, ``margin`` (the error's
-    spread, per channel) inside it and inside the int8 range ``ends``; None for an unknown activation.
+    the positions where the fp32 value ``ref`` lies in a monotone region of ``act``, ``margin`` (per channel)
+    inside it and inside the int8 range ``ends`` (lo, hi, step), whose int8 value is not clipped; None for
+    an unknown activation.
 
     q and ref are post-activation values; sum / slope estimates the shift before the activation (a shift
-    of the bias by delta moves the output by slope * delta there). The region is chosen on ref alone: a
-    choice on q too would keep only the positions whose error pushed q into the region (biased)."""
+    of the bias by delta moves the output by slope * delta there). The activation's region is chosen on
+    ref alone: a choice on q too would keep only the positions whose error pushed q into it (biased)."""
     m = np.asarray(margin, np.float64)
     if m.ndim:
         m = m.reshape((1, -1) + (1,) * (ref.ndim - 2))
@@ -145,7 +146,10 @@ def visible_shift(act: Optional[str], params: Sequence[float], q: np.ndarray, re
     else:
         return None
     if ends is not None:
-        mask &= (ref > ends[0] + m) & (ref < ends[1] - m)
+        # int8 range (lo, hi, step): the fp32 value inside it, the int8 one not clipped at its ends (an
+        # output the range clips is off by the clipping, not by a shift the bias can undo)
+        lo, hi, step = ends
+        mask &= (ref > lo + m) & (ref < hi - m) & (q > lo + 0.5 * step) & (q < hi - 0.5 * step)
     axes = tuple(a for a in range(ref.ndim) if a != 1)
     err = np.where(mask, q.astype(np.float64) - ref, 0.0)
     return err.sum(axis=axes), np.where(mask, slope, 0.0).sum(axis=axes, dtype=np.float64)
@@ -319,7 +323,7 @@ def correct_biases(sim: fmt.SimModel, pg: PreparedGraph, dataset: Any, config: A
                    if MARGIN else 0.0)
             ends = None
             if out.dtype == fmt.INT8:
-                ends = ((-128 - out.zero_point) * out.scale, (127 - out.zero_point) * out.scale)
+                ends = ((-128 - out.zero_point) * out.scale, (127 - out.zero_point) * out.scale, out.scale)
             parts = [visible_shift(op.act, op.act_params, q, r, MARGIN * rms, ends) for q, r in zip(qs, refs)]
             if any(p is None for p in parts):
                 continue
