@@ -58,7 +58,6 @@ WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 ASYMMETRIC_WEIGHT_READERS = ("Gelu", "LayerNormalization")
 # Ops that move int8 values without arithmetic: their output reuses the input's quantisation.
 BIAS_CORRECTIONS = (None, "off", "analytic", "empirical")
-DEFAULT_BIAS_CORRECTION = "empirical"
 PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split", "Expand", "Tile",
                 "GatherElements")
 
@@ -83,10 +82,17 @@ class BuildConfig:
     cross_layer_equalization: Optional[bool | str] = None
     # int8 'normal' only (rknnlink's extension): 'auto' clips heavy-tailed activation ranges (model/ranges.py)
     activation_clipping: Optional[str] = None
-    # int8 only (rknnlink's extension): None = default ('empirical'), 'analytic' (Nagel 2019, from the weight
-    # rounding alone), 'empirical' (analytic, then the measured mean output error layer by layer in the
-    # simulator: model/bias_correction.py), 'off'
+    # int8 only (rknnlink's extension): None = default ('empirical' with quantized_algorithm 'normal', else
+    # 'analytic'), 'analytic' (Nagel 2019, from the weight rounding alone), 'empirical' (analytic, then the
+    # measured mean output error layer by layer in the simulator: model/bias_correction.py), 'off'
     bias_correction: Optional[str] = None
+
+    def bias_correction_mode(self) -> str:
+        """bias_correction with the default resolved: 'empirical' was measured with 'normal' only (the
+        corpus rows in docs/quantization.md), so kl_divergence and mmse keep 'analytic' unless asked."""
+        if self.bias_correction is not None:
+            return self.bias_correction
+        return "empirical" if self.quantized_algorithm == "normal" else "analytic"
 
     def equalize(self, quantize: bool) -> bool | str:
         """Which cross-layer equalisation this build runs (False, True or "depthwise"): as set, else the
@@ -170,7 +176,9 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     nodes = lower_and_rewrite(pg, optimise, equalize)
     stats: dict = {}
     # fp32 values of the Conv/Gemm outputs per calibration sample, for the empirical bias correction
-    kept: Optional[list] = [] if (config.bias_correction or DEFAULT_BIAS_CORRECTION) == "empirical" else None
+    # (a pre-quantised model keeps its own parameters: no empirical step)
+    empirical = config.bias_correction_mode() == "empirical" and not fixed_ranges
+    kept: Optional[list] = [] if empirical else None
     if fixed_ranges and ranges is None and dataset is None:
         from .prequant import complete_ranges
         ranges = complete_ranges(pg, nodes, activation_names(pg, nodes), fixed_ranges)
@@ -193,7 +201,7 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
         float_layers |= auto_float_layers(nodes, pg.outputs, stats, config.quantized_algorithm, pg)
     asm = _Assembler(pg, nodes, config, mode, stats, float_layers, int(rknn_batch_size or 1))
     sim = asm.run()
-    if asm.empirical_bias_correction() and dataset is not None:
+    if empirical and asm.empirical_bias_correction() and dataset is not None:
         from .bias_correction import correct_biases
         correct_biases(sim, pg, dataset, config, kept)
     data = fmt.write_model(sim)
@@ -627,19 +635,15 @@ class _Assembler:
         return self.add_constant(name, q, fmt.INT32, name, qnt_type=fmt.QNT_CHANNEL, quant_axis=0,
                                  quant_scales=scales, quant_zero_points=np.zeros(len(scales), np.int32))
 
-    def bias_correction(self) -> str:
-        """The config's bias_correction with the default resolved."""
-        return self.config.bias_correction or DEFAULT_BIAS_CORRECTION
-
     def empirical_bias_correction(self) -> bool:
         """Whether build() follows the analytic correction with the empirical one (model/bias_correction.py):
         int8 batch-1 builds with calibration statistics."""
-        return self.mode == "int8" and self.batch == 1 and self.bias_correction() == "empirical"
+        return self.mode == "int8" and self.batch == 1 and self.config.bias_correction_mode() == "empirical"
 
     def bias_corrected(self, n: LNode, b: np.ndarray) -> np.ndarray:
         """The bias minus the mean output shift that int8 weight rounding causes (calibration.
         weight_error_shift); unchanged when the layer's input has no channel statistics."""
-        if self.bias_correction() == "off":
+        if self.config.bias_correction_mode() == "off":
             return b
         st = self.stats.get(n.inputs[0])
         mean = st.channel_mean if st is not None else None
