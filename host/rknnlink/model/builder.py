@@ -193,6 +193,7 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
         for name, (lo, hi) in (fixed_ranges or {}).items():
             if name in stats:
                 stats[name] = TensorStats(min=float(lo), max=float(hi))
+    pg1, nodes1 = pg, nodes
     if rknn_batch_size is not None and int(rknn_batch_size) > 1:
         pg, nodes = _batched(model, int(rknn_batch_size), pg, nodes, optimise, equalize)
     mode = "int8" if do_quantization else ("fp16" if config.float_dtype == "float16" else "fp32")
@@ -203,7 +204,21 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     sim = asm.run()
     if empirical and asm.empirical_bias_correction() and dataset is not None:
         from .bias_correction import correct_biases
-        correct_biases(sim, pg, dataset, config, kept)
+        if asm.batch == 1:
+            correct_biases(sim, pg, dataset, config, kept)
+        else:
+            # measured on the batch-1 model (calibration samples are single frames); the batched model gets
+            # the same int32 biases, so its frames compute exactly what a batch-1 build computes
+            sim1 = _Assembler(pg1, nodes1, config, mode, stats, float_layers, 1).run()
+            correct_biases(sim1, pg1, dataset, config, kept)
+            def biases(m: fmt.SimModel) -> dict:
+                return {m.tensors[op.inputs[2]].name: m.tensors[op.inputs[2]] for op in m.ops
+                        if op.op_type in ("Conv", "ConvTranspose", "Gemm") and len(op.inputs) > 2
+                        and op.inputs[2] is not None and m.tensors[op.inputs[2]].dtype == fmt.INT32}
+            corrected = biases(sim1)
+            for name, t in biases(sim).items():
+                if name in corrected and corrected[name].data.shape == t.data.shape:
+                    t.data = corrected[name].data
     data = fmt.write_model(sim)
     return BuildResult(data=data, sim_model=sim, prepared_onnx=pg.model, tensor_map=asm.tensor_map,
                        quant_params=asm.quant_params,
@@ -637,8 +652,8 @@ class _Assembler:
 
     def empirical_bias_correction(self) -> bool:
         """Whether build() follows the analytic correction with the empirical one (model/bias_correction.py):
-        int8 batch-1 builds with calibration statistics."""
-        return self.mode == "int8" and self.batch == 1 and self.config.bias_correction_mode() == "empirical"
+        int8 builds with calibration statistics (a batched build takes the biases its batch-1 model gets)."""
+        return self.mode == "int8" and self.config.bias_correction_mode() == "empirical"
 
     def bias_corrected(self, n: LNode, b: np.ndarray) -> np.ndarray:
         """The bias minus the mean output shift that int8 weight rounding causes (calibration.
