@@ -108,3 +108,13 @@ def test_segments_compute_what_the_whole_model_computes(tmp_path):
             assert np.all(a[0, 1] == 0)  # 0.3 rounds to 0 on A's step of about 1.0
             y = c2.infer([a], formats=["nchw"])[0]
             np.testing.assert_array_equal(y, whole.infer([x], formats=["nchw"])[0])
+
+
+def test_quantization_config_lists_the_corrected_bias(tmp_path):
+    """The hybrid cfg (BuildResult.quant_params) shows the bias the model holds: conv_b's gains about +0.3."""
+    dataset, _ = _dataset(tmp_path)
+    model = load_onnx(_planted_model())
+    off = build(model, BuildConfig(progress=False, bias_correction="analytic"), True, dataset=str(dataset))
+    on = build(model, BuildConfig(progress=False), True, dataset=str(dataset))
+    assert abs(off.quant_params["bb"]["min"][0]) < 0.01
+    assert 0.25 < on.quant_params["bb"]["min"][0] < 0.35

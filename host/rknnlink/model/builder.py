@@ -211,18 +211,39 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
             # the same int32 biases, so its frames compute exactly what a batch-1 build computes
             sim1 = _Assembler(pg1, nodes1, config, mode, stats, float_layers, 1).run()
             correct_biases(sim1, pg1, dataset, config, kept)
-            def biases(m: fmt.SimModel) -> dict:
-                return {m.tensors[op.inputs[2]].name: m.tensors[op.inputs[2]] for op in m.ops
-                        if op.op_type in ("Conv", "ConvTranspose", "Gemm") and len(op.inputs) > 2
-                        and op.inputs[2] is not None and m.tensors[op.inputs[2]].dtype == fmt.INT32}
-            corrected = biases(sim1)
-            for name, t in biases(sim).items():
+            corrected = _int32_biases(sim1)
+            for name, t in _int32_biases(sim).items():
                 if name in corrected and corrected[name].data.shape == t.data.shape:
                     t.data = corrected[name].data
+        _refresh_bias_params(sim, asm.quant_params)
     data = fmt.write_model(sim)
     return BuildResult(data=data, sim_model=sim, prepared_onnx=pg.model, tensor_map=asm.tensor_map,
                        quant_params=asm.quant_params,
                        rescaled=dict(pg.rescaled))
+
+
+def _int32_biases(sim: fmt.SimModel) -> dict:
+    """{tensor name: SimTensor} of the int32 biases of the Conv/ConvTranspose/Gemm ops of ``sim``."""
+    return {sim.tensors[op.inputs[2]].name: sim.tensors[op.inputs[2]] for op in sim.ops
+            if op.op_type in ("Conv", "ConvTranspose", "Gemm") and len(op.inputs) > 2
+            and op.inputs[2] is not None and sim.tensors[op.inputs[2]].dtype == fmt.INT32}
+
+
+def _refresh_bias_params(sim: fmt.SimModel, quant_params: dict) -> None:
+    """The quantization config lists each bias's float values: after the empirical correction, the
+    corrected ones (int32 value times its scale)."""
+    for name, t in _int32_biases(sim).items():
+        qp = quant_params.get(name)
+        if qp is None or t.data is None:
+            continue
+        scales = (np.asarray(t.quant_scales, np.float64) if t.qnt_type == fmt.QNT_CHANNEL
+                  else np.full(t.data.size, float(t.scale)))
+        flat = (t.data.reshape(-1).astype(np.float64) * scales).tolist()
+        if qp["qmethod"] == "channel" and len(flat) == len(qp["min"]):
+            qp["min"] = qp["max"] = qp["ori_min"] = qp["ori_max"] = [float(v) for v in flat]
+        elif qp["qmethod"] == "layer":
+            qp["min"] = qp["ori_min"] = [float(min(flat))]
+            qp["max"] = qp["ori_max"] = [float(max(flat))]
 
 
 def lower_and_rewrite(pg: PreparedGraph, optimise: bool, equalize: bool | str = False) -> list:
