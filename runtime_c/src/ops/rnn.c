@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv.h" /* sim_parallel_sized */
 #include "ops_common.h"
 #include "vmath.h"
 
@@ -298,6 +299,8 @@ static void rnn_dirs(void *arg, int64_t lo, int64_t hi, int tid)
     }
 }
 
+static uint64_t rnn_macs(const sim_graph *g, const sim_op *op);
+
 static int rnn_run_f32(sim_kernel_call *call)
 {
     const sim_op *op = call->op;
@@ -314,7 +317,8 @@ static int rnn_run_f32(sim_kernel_call *call)
     int threads = sim_call_threads(call);
     j.scr = sim_scratch_get(call, j.stride * (size_t)threads * sizeof(float)); /* a slice per tid */
     if (!j.scr) return SIM_ERR_MALLOC;
-    if (threads > 1 && p->dirs > 1) sim_parallel(call, rnn_dirs, &j, p->dirs);
+    if (threads > 1 && p->dirs > 1)
+        sim_parallel_sized(call, rnn_dirs, &j, p->dirs, (double)rnn_macs(NULL, op));
     else rnn_dirs(&j, 0, p->dirs, 0);
     return 0;
 }
