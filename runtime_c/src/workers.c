@@ -14,6 +14,13 @@
  * every core. A spin past the run's end took a core from whoever needed it next for up to SIM_SPIN_NS
  * and bought nothing: the next run's first job starts without a sleeping worker, and the worker joins
  * it once the scheduler wakes it (the caller never waits for a worker that has not joined).
+ *
+ * Whether a run uses the workers at all is measured, per context: a small model (about a millisecond, many
+ * layers of a few microseconds) can lose more to posting and joining jobs, and to a worker the host
+ * preempts in the middle of a chunk, than the second core gives back. The context keeps the wall times of
+ * its last undisturbed runs (the calling thread on the CPU for most of the run) with and without the
+ * workers, runs the faster way, and every SIM_EXPLORE_EVERY-th run the other way so that both stay
+ * measured. Either way computes the same bytes.
  */
 #include <errno.h>
 #include <sched.h>
@@ -45,6 +52,9 @@
 #define SIM_WAIT_SLACK_NS 100000.0 /* a wait for workers longer than this (and than half the own work) */
 #define SIM_STRIKES 3              /* ... this many times more often than not */
 #define SIM_SERIAL_JOBS 400        /* ... runs the next jobs serially (about 4 MobileNet inferences) */
+#define SIM_WIN 8                  /* run times kept per way (with / without the workers) */
+#define SIM_WIN_MIN 3              /* runs of each way before the faster one is chosen */
+#define SIM_EXPLORE_EVERY 8        /* every so many runs go the other way */
 #define SIM_RUN_MIN_NS 500000.0    /* runs shorter than this say little about contention */
 
 struct sim_workers {
@@ -70,8 +80,13 @@ struct sim_workers {
     /* caller-only state: back-off to serial runs while workers keep the caller waiting */
     int strikes;
     int serial_left;
-    int run_serial;             /* this run goes serially (contention seen in an earlier run) */
-    int serial_runs, backoff;   /* serial runs still to go; length of the last back-off */
+    int run_serial;             /* this run does not use the workers */
+    int run_way;                /* 1: the measured choice (or its exploration) is this run without workers */
+    int serial_runs, backoff;   /* contention: serial runs still to go; length of the last back-off */
+    /* caller-only state: wall times (ns) of the last undisturbed runs, [0] with the workers, [1] without */
+    double win[2][SIM_WIN];
+    int n_win[2], pos_win[2];
+    unsigned long runs;
     double run_wall0, run_cpu0;
 };
 
@@ -227,35 +242,73 @@ static double thread_cpu_ns(void)
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
+static double win_median(const sim_workers *p, int way)
+{
+    double v[SIM_WIN];
+    int n = p->n_win[way];
+    for (int i = 0; i < n; i++) {
+        double x = p->win[way][i];
+        int k = i;
+        for (; k > 0 && v[k - 1] > x; k--)
+            v[k] = v[k - 1];
+        v[k] = x;
+    }
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Chooses how this run goes. A back-off after contention (sim_workers_run_end) runs serially. Otherwise
+ * the runs alternate until both ways have SIM_WIN_MIN times, then take the way with the lower median
+ * time, except every SIM_EXPLORE_EVERY-th run. */
 void sim_workers_run_begin(sim_workers *p)
 {
     if (p == NULL)
         return;
-    p->run_serial = p->serial_runs > 0;
-    if (p->run_serial)
+    p->runs++;
+    int way;
+    if (p->n_win[0] < SIM_WIN_MIN || p->n_win[1] < SIM_WIN_MIN) {
+        way = p->n_win[0] <= p->n_win[1] ? 0 : 1;
+    } else {
+        way = win_median(p, 0) < win_median(p, 1) ? 0 : 1;
+        if (p->runs % SIM_EXPLORE_EVERY == 0)
+            way = !way;
+    }
+    p->run_way = way;
+    p->run_serial = way || p->serial_runs > 0 || p->n_started == 0;
+    if (p->serial_runs > 0)
         p->serial_runs--;
     p->run_wall0 = mono_ns();
     p->run_cpu0 = thread_cpu_ns();
-    atomic_store_explicit(&p->in_run, 1, memory_order_release);
+    if (!p->run_serial)
+        atomic_store_explicit(&p->in_run, 1, memory_order_release);
 }
 
 /* A run whose calling thread was off the CPU for a quarter of the time met a busy host: more threads
  * than free cores make every thread wait for the scheduler, so the next runs go serially (8, 16, ...
- * up to 64 while it persists) before threads are tried again. */
+ * up to 64 while it persists) before threads are tried again. An undisturbed run's wall time is kept for
+ * the way it went (not the context's first run, with its cold caches and first-touch page faults): a
+ * disturbed one measures the host's other processes, not the way. */
 void sim_workers_run_end(sim_workers *p)
 {
     if (p == NULL)
         return;
     atomic_store_explicit(&p->in_run, 0, memory_order_release); /* spinning workers go to sleep */
-    if (p->run_serial)
-        return;
     double wall = mono_ns() - p->run_wall0, cpu = thread_cpu_ns() - p->run_cpu0;
-    if (wall > SIM_RUN_MIN_NS && cpu < 0.75 * wall) {
-        p->backoff = p->backoff == 0 ? 8 : (p->backoff < 64 ? p->backoff * 2 : 64);
-        p->serial_runs = p->backoff;
-    } else {
-        p->backoff = 0;
+    int disturbed = cpu < 0.75 * wall;
+    if (!p->run_serial || p->run_way) {
+        if (wall > SIM_RUN_MIN_NS && disturbed) {
+            p->backoff = p->backoff == 0 ? 8 : (p->backoff < 64 ? p->backoff * 2 : 64);
+            p->serial_runs = p->backoff;
+        } else if (!disturbed) {
+            p->backoff = 0;
+        }
     }
+    int way = p->run_serial;
+    if (p->runs <= 1 || p->n_started == 0 || disturbed || way != p->run_way)
+        return;
+    p->win[way][p->pos_win[way]] = wall;
+    p->pos_win[way] = (p->pos_win[way] + 1) % SIM_WIN;
+    if (p->n_win[way] < SIM_WIN)
+        p->n_win[way]++;
 }
 
 int sim_threads_wanted(void)

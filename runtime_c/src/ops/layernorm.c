@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv.h" /* sim_parallel_sized */
 #include "ops_common.h"
 #include "vmath.h"
 
@@ -130,7 +131,8 @@ static int norm_run_f32(sim_kernel_call *call)
     const ln_priv *p = call->op->priv;
     ln_job j = {call->op, p, sim_call_in_f32(call, 0), call->out[0].f32, SIM_CPU_AVX2()};
     if (!p || !j.x || !j.y) return SIM_ERR_FAIL;
-    sim_parallel(call, ln_rows, &j, p->rows);
+    /* about four float-MAC units per element (statistics, then the normalised store) */
+    sim_parallel_sized(call, ln_rows, &j, p->rows, 4.0 * (double)(p->rows * p->row));
     return 0;
 }
 

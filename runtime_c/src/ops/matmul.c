@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv.h" /* sim_parallel_sized */
 #include "gemm_kernel.h"
 #include "matmul_i8.h"
 #include "ops_common.h"
@@ -340,8 +341,9 @@ static int mm_run_f32(sim_kernel_call *call)
     mm_job j = {p, a, b, y, p->bpack ? NULL : (float *)(void *)scr, scr + pbs_sz, pa_stride, chunks, p->epi};
     int need_post_c = p->c_mode != 0;
     if (need_post_c) j.epi.clamp = 0; /* C is added before the activation */
-    if (j.pbs) sim_parallel(call, mm_pack_b_range, &j, p->batch);
-    sim_parallel(call, mm_range, &j, p->batch * chunks);
+    /* an attention head's matrices are a few microseconds of work: below SIM_PAR_MIN_WORK one thread */
+    if (j.pbs) sim_parallel_sized(call, mm_pack_b_range, &j, p->batch, (double)(p->batch * p->k * p->n));
+    sim_parallel_sized(call, mm_range, &j, p->batch * chunks, (double)(p->batch * p->m * p->n * p->k));
     int64_t total = p->batch * p->m * p->n;
     if (p->c_mode == 1) {
         for (int64_t i = 0; i < p->m; i++)

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv.h" /* sim_parallel_sized */
 #include "gemm_i8.h"
 #include "matmul_i8.h"
 
@@ -271,8 +272,9 @@ int sim_mm_i8_run(const sim_mm_i8 *s, int64_t batch, const sim_bcast *bb, const 
                    stride,
                    chunks,
                    s->epi.act == SIM_ACT_NONE || s->epi.clamp};
-    if (j.pbs) sim_parallel(call, pack_b_range, &j, batch);
-    sim_parallel(call, mm_i8_range, &j, batch * chunks);
+    /* work in float-MAC units: an int8 MAC on the 16-bit kernels costs about half a float one */
+    if (j.pbs) sim_parallel_sized(call, pack_b_range, &j, batch, (double)(batch * s->k * s->n));
+    sim_parallel_sized(call, mm_i8_range, &j, batch * chunks, (double)(batch * s->m * s->n * s->k) / 2.0);
     if (s->c_general) {
         const sim_tensor *ct = sim_call_in_t(call, 2);
         const float *c = sim_call_in_f32(call, 2);
