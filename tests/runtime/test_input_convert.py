@@ -2,8 +2,9 @@
 binary16 or quantised. The AVX2 path promises the portable path's bits, so every (buffer type, format, model
 dtype) combination runs both (RKNNLINK_SIM_ISA=generic keeps the portable path, read per call) and checks
 them against each other and against a numpy reference of the same float32 operations. Sizes include a single
-pixel, widths that are no multiple of the 8- and 16-pixel vector steps and images larger than the 512-pixel
-block the conversion works in. The model is a Reshape of the input, so its output is the converted tensor."""
+pixel, widths that are no multiple of the 8- and 16-pixel vector steps, images larger than the 512-pixel block
+the conversion works in and images big enough for the byte tables (byte buffers into int8 models). The model is
+a Reshape of the input, so its output is the converted tensor."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ MEANS = [123.675, 116.28, 103.53, 7.5]
 STDS = [58.395, 57.12, 57.375, 0.37]
 SOURCES = ("uint8", "int8", "float16", "float32")
 MODEL_DTYPES = ("float32", "float16", "int8")
-SHAPES = ((1, 1), (5, 7), (3, 16), (29, 31))  # (h, w): 1 pixel, odd widths, a multiple of 16, > one block
+# (h, w): 1 pixel, odd widths, a multiple of 16, more than one block, enough pixels for the byte tables
+SHAPES = ((1, 1), (5, 7), (3, 16), (29, 31), (45, 47))
 
 
 def identity_model(shape: Sequence[int], dtype: str, mean: Optional[list], std: Optional[list],
@@ -132,8 +134,8 @@ def test_4d_conversion_matches_portable_and_numpy(lib, src: str, fmt: str, dtype
 def test_other_ranks_match_portable_and_numpy(lib, src: str, dtype: str) -> None:
     """1-D (no channels), 2-D with a mean/std per column and 3-D with one per channel, never NHWC."""
     rng = np.random.default_rng(7)
-    for shape, mean, std in (((37,), None, None), ((1000,), [3.0], [0.5]), ((1, 16), MEANS[:1] * 16, STDS[:1] * 16),
-                             ((2, 3, 41), MEANS[:3], STDS[:3])):
+    for shape, mean, std in (((37,), None, None), ((1000,), [3.0], [0.5]), ((4099,), [3.0], [0.5]),
+                             ((1, 16), MEANS[:1] * 16, STDS[:1] * 16), ((2, 3, 41), MEANS[:3], STDS[:3])):
         x = random_input(rng, src, shape)
         model = identity_model(shape, dtype, mean, std)
         what = f"{src} {shape} -> {dtype}, mean={mean}"
