@@ -87,12 +87,13 @@ static void shape3(const sim_tensor *t, uint64_t *outer, uint64_t *ch, uint64_t 
 
 /* ---- input conversion ----
  * The caller's buffer becomes the model's NCHW tensor in blocks of IO_BLOCK pixels: every channel of a block
- * is gathered as float (the NHWC de-interleave reads the block's bytes once for all channels), then each
- * channel plane is normalised ((v - mean) / std), rounded to binary16 (FLOAT16 models) or quantised (INT8
- * models, from a float scratch plane). A block's planes stay in L1 between the steps. The AVX2 path does the
- * same IEEE operations per element in the same order (an exact int/float conversion, one subtraction, one
- * division, then the shared round/quantise helpers), so its results are bit-identical to the portable path's;
- * RKNNLINK_SIM_ISA=generic (read per call) keeps the portable path, for tests and A/B timing. */
+ * is gathered as float (the AVX2 NHWC de-interleave of 3 channels, bytes or float32, reads the block once for
+ * all channels), then each channel plane is normalised ((v - mean) / std), rounded to binary16 (FLOAT16
+ * models) or quantised (INT8 models, from a float scratch plane). A block's planes stay in L1 between the
+ * steps. The AVX2 path does the same IEEE operations per element in the same order (an exact int/float
+ * conversion or a copy of the bits, one subtraction, one division, then the shared round/quantise helpers), so
+ * its results are bit-identical to the portable path's; RKNNLINK_SIM_ISA=generic (read per call) keeps the
+ * portable path, for tests and A/B timing. Byte buffers into INT8 models take tables instead (below). */
 #define IO_BLOCK 512
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(SIM_FORCE_GENERIC)
@@ -184,6 +185,30 @@ __attribute__((target("avx2"))) static void deinterleave3_avx2(const void *src, 
             out[k][s] = is_signed ? (float)(int8_t)p[3 * s + k] : (float)p[3 * s + k];
 }
 
+/* n pixels of 3 interleaved floats to three planes, 8 pixels (three 8-float loads) at a time: the 8 values of
+ * channel k sit at distinct lane positions (3 j + k) % 8 of the three loads, so two blends gather them into one
+ * register and a lane permute puts them in order. Moves bits only, like the portable memcpy. */
+__attribute__((target("avx2"))) static void deinterleave3_f32_avx2(const float *p, uint64_t n, float *const out[3])
+{
+    const __m256i perm0 = _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5);
+    const __m256i perm1 = _mm256_setr_epi32(1, 4, 7, 2, 5, 0, 3, 6);
+    const __m256i perm2 = _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7);
+    uint64_t s = 0, n8 = n - n % 8;
+    for (; s < n8; s += 8) {
+        const float *q = p + 3 * s;
+        __m256 a = _mm256_loadu_ps(q), b = _mm256_loadu_ps(q + 8), c = _mm256_loadu_ps(q + 16);
+        __m256 t0 = _mm256_blend_ps(_mm256_blend_ps(a, b, 0x92), c, 0x24); /* b: lanes 1 4 7, c: 2 5 */
+        __m256 t1 = _mm256_blend_ps(_mm256_blend_ps(a, b, 0x24), c, 0x49); /* b: 2 5, c: 0 3 6 */
+        __m256 t2 = _mm256_blend_ps(_mm256_blend_ps(a, b, 0x49), c, 0x92); /* b: 0 3 6, c: 1 4 7 */
+        _mm256_storeu_ps(out[0] + s, _mm256_permutevar8x32_ps(t0, perm0));
+        _mm256_storeu_ps(out[1] + s, _mm256_permutevar8x32_ps(t1, perm1));
+        _mm256_storeu_ps(out[2] + s, _mm256_permutevar8x32_ps(t2, perm2));
+    }
+    for (; s < n; s++)
+        for (int k = 0; k < 3; k++)
+            memcpy(&out[k][s], &p[3 * s + (uint64_t)k], sizeof(float));
+}
+
 __attribute__((target("avx2"))) static void normalise_plane_avx2(float *x, uint64_t n, float mean, float sd)
 {
     __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(sd);
@@ -217,8 +242,16 @@ static void gather_block(const in_conv *v, uint64_t o, uint64_t s0, uint64_t nb,
 #ifdef IO_HAVE_AVX2
     if (v->avx2 && bytes && v->nhwc && ch == 3) {
         const unsigned char *p = (const unsigned char *)v->buf + (o * v->inner + s0) * 3;
-        float *const out[3] = {plane[v->io->reverse_channels ? 2 : 0], plane[1], plane[v->io->reverse_channels ? 0 : 2]};
+        int rev = v->io->reverse_channels != 0;
+        float *const out[3] = {plane[rev ? 2 : 0], plane[1], plane[rev ? 0 : 2]}; /* out[k]: source channel k */
         deinterleave3_avx2(p, is_signed, nb, out);
+        return;
+    }
+    if (v->avx2 && v->type == RKNN_TENSOR_FLOAT32 && v->nhwc && ch == 3) {
+        const float *p = (const float *)v->buf + (o * v->inner + s0) * 3;
+        int rev = v->io->reverse_channels != 0;
+        float *const out[3] = {plane[rev ? 2 : 0], plane[1], plane[rev ? 0 : 2]}; /* out[k]: source channel k */
+        deinterleave3_f32_avx2(p, nb, out);
         return;
     }
 #endif
