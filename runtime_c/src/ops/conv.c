@@ -29,6 +29,7 @@ typedef struct conv_priv {
     float *wdw;           /* depthwise weights [C][kh*kw] */
     float *wdw8;          /* the same in blocks of 8 channels (sim_dw8_pack), or NULL */
     float *bias;          /* cout entries */
+    int64_t kc;           /* CONV_GEMM: K chunk length (wpack holds each chunk's panels in turn), kdim for one pass */
     sim_conv_i8 *i8;      /* int8 path state, NULL when the input is not INT8 */
 } conv_priv;
 
@@ -262,6 +263,19 @@ static void setup_epilogue(const sim_op *op, sim_gemm_epi *epi, int *post_act)
     }
 }
 
+/* K chunk of the im2col GEMM. A long K (a 3x3 conv over 512 channels has 4608) would make a K x 64 slice
+ * of B overflow L2 and force narrow column blocks, each streaming all the weights from memory; chunks of
+ * at most CONV_KC_MAX keep the B chunk and the A panel chunk in cache and the blocks wide, with the
+ * partial sums parked in Y between chunks (same fma chain, same bits). Not for one output channel: that
+ * GEMM is the AVX2 gemv, whose summation order a split would change. */
+#define CONV_KC_MAX 384
+static int64_t conv_k_chunk(int64_t mg, int64_t kdim)
+{
+    if (mg < 2 || kdim <= CONV_KC_MAX) return kdim;
+    int64_t n = (kdim + CONV_KC_MAX - 1) / CONV_KC_MAX;
+    return (kdim + n - 1) / n;
+}
+
 static int conv_prepare(const sim_graph *gr, sim_op *op, char *err, size_t err_len)
 {
     conv_priv *p = calloc(1, sizeof *p);
@@ -295,8 +309,13 @@ static int conv_prepare(const sim_graph *gr, sim_op *op, char *err, size_t err_l
         size_t per_group = sim_pack_a_size(g->mg, kdim);
         p->wpack = malloc(per_group * (size_t)g->group * sizeof(float));
         if (!p->wpack) goto oom;
+        p->kc = pointwise ? kdim : conv_k_chunk(g->mg, kdim);
         for (int64_t gi = 0; gi < g->group; gi++)
-            sim_pack_a(w->fdata + gi * g->mg * kdim, kdim, 1, g->mg, kdim, p->wpack + (size_t)gi * per_group);
+            for (int64_t k0 = 0; k0 < kdim; k0 += p->kc) {
+                int64_t kn = kdim - k0 < p->kc ? kdim - k0 : p->kc;
+                sim_pack_a(w->fdata + gi * g->mg * kdim + k0, kdim, 1, g->mg, kn,
+                           p->wpack + (size_t)gi * per_group + (size_t)(sim_round_up(g->mg, SIM_MR) * k0));
+            }
         /* Few output positions (7x7 = 49 fills 16-wide column tiles badly): compute Y^T = X^T W^T, with
          * the positions as 6-row panels and the channels as full 16-wide tiles. */
         int64_t waste_n = sim_round_up(g->out_sz, SIM_NR) - g->out_sz, waste_m = sim_round_up(g->out_sz, SIM_MR) - g->out_sz;
@@ -1025,15 +1044,31 @@ static void im2col_range(void *arg, int64_t lo, int64_t hi, int tid)
     const gemm_job *j = arg;
     const sim_conv_geom *g = &j->p->g;
     float *pb = j->pb + (size_t)tid * j->pb_stride, *row = pb + j->pb_sz;
+    int64_t kc = j->p->kc, mp = sim_round_up(g->mg, SIM_MR);
     for (int64_t b = lo; b < hi; b++) {
         int64_t j0 = b * j->nb, w = g->out_sz - j0 < j->nb ? g->out_sz - j0 : j->nb;
-        for (int64_t k = 0; k < j->kdim; k++) {
-            sim_im2col_row(g, j->xg, k, j0, w, row);
-            sim_pack_b_row(row, k, j->kdim, w, pb);
+        for (int64_t k0 = 0; k0 < j->kdim; k0 += kc) {
+            int64_t kn = j->kdim - k0 < kc ? j->kdim - k0 : kc;
+            for (int64_t k = 0; k < kn; k++) {
+                sim_im2col_row(g, j->xg, k0 + k, j0, w, row);
+                sim_pack_b_row(row, k, kn, w, pb);
+            }
+            sim_pack_b_pad(kn, w, pb);
+            sim_gemm_epi epi = j->epi;
+            epi.acc_in = k0 > 0;
+            epi.acc_out = k0 + kn < j->kdim;
+            sim_gemm_packed(j->p->avx2, j->wp + mp * k0, pb, g->mg, w, kn, j->yg + j0, g->out_sz, &epi);
         }
-        sim_pack_b_pad(j->kdim, w, pb);
-        sim_gemm_packed(j->p->avx2, j->wp, pb, g->mg, w, j->kdim, j->yg + j0, g->out_sz, &j->epi);
     }
+}
+
+/* Column block of the im2col GEMM: as wide as a kc x nb B chunk fits the cache budget, then evened out
+ * over the blocks it takes (a last block of a few columns would stream all the weights for them). */
+static int64_t conv_block_cols(int64_t kc, int64_t out_sz)
+{
+    int64_t cap = sim_gemm_block_cols(kc);
+    int64_t blocks = (out_sz + cap - 1) / cap;
+    return sim_round_up((out_sz + blocks - 1) / blocks, SIM_NR);
 }
 
 static int conv_run_f32(sim_kernel_call *call)
@@ -1054,10 +1089,10 @@ static int conv_run_f32(sim_kernel_call *call)
     } else if (p->wpack_t) {
         rc = run_pointwise_t(p, x, y, f16, call);
     } else {
-        int64_t kdim = g->cg * g->k_sz, nb = sim_gemm_block_cols(kdim);
-        if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);
+        int64_t kdim = g->cg * g->k_sz, nb = conv_block_cols(p->kc, g->out_sz);
         if (p->mode == CONV_POINTWISE) nb = SIM_NR; /* only the tail tile is packed */
-        size_t pb_sz = sim_pack_b_size(kdim, nb), per_group = sim_pack_a_size(g->mg, kdim);
+        size_t pb_sz = sim_pack_b_size(p->mode == CONV_POINTWISE ? kdim : p->kc, nb);
+        size_t per_group = sim_pack_a_size(g->mg, kdim);
         size_t stride = (pb_sz + (size_t)nb + 15u) & ~(size_t)15u;
         float *pb = sim_scratch_get(call, stride * (size_t)sim_call_threads(call) * sizeof(float));
         if (!pb) return SIM_ERR_MALLOC;
