@@ -44,17 +44,19 @@ np.save(sys.argv[3], out)
 
 def _model() -> onnx.ModelProto:
     """3x3 convs with K from 360 (one chunk) to 1728 (five), odd output sizes (last column tiles partial),
-    stride 2, a grouped conv, fused Relu/Clip and one output channel (which must stay unsplit)."""
+    stride 2, dilation 2, a grouped conv, fused Relu/Clip and one output channel (which must stay unsplit).
+    The AVX-512 runs also write their im2col panels with masked loads (output rows of >= 5 positions), the
+    AVX2 runs with sim_im2col_row, so the AVX2 == AVX-512 check covers that writer too."""
     rng = np.random.default_rng(11)
     inits, nodes = [], []
 
-    def conv(x: str, cin: int, cout: int, s: int = 1, group: int = 1, act: str = "") -> str:
+    def conv(x: str, cin: int, cout: int, s: int = 1, group: int = 1, act: str = "", dil: int = 1) -> str:
         n = len(nodes)
         w = rng.normal(0, 1.0 / np.sqrt(cin // group * 9), (cout, cin // group, 3, 3)).astype(np.float32)
         b = rng.normal(0, 0.1, cout).astype(np.float32)
         inits.extend([numpy_helper.from_array(w, f"w{n}"), numpy_helper.from_array(b, f"b{n}")])
         nodes.append(helper.make_node("Conv", [x, f"w{n}", f"b{n}"], [f"c{n}"], kernel_shape=[3, 3],
-                                      strides=[s, s], pads=[1, 1, 1, 1], group=group))
+                                      strides=[s, s], pads=[dil] * 4, group=group, dilations=[dil, dil]))
         y = f"c{n}"
         if act == "relu":
             nodes.append(helper.make_node("Relu", [y], [f"a{n}"]))
@@ -67,6 +69,7 @@ def _model() -> onnx.ModelProto:
     inits += [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
               numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
     y = conv("x", 40, 70, act="relu")        # K = 360: one pass, 13x11
+    y = conv(y, 70, 70, dil=2)               # K = 630: two chunks, dilated taps
     y = conv(y, 70, 192, act="clip")         # K = 630: two chunks
     y = conv(y, 192, 100, s=2)               # K = 1728: five chunks, 7x6
     y = conv(y, 100, 96, group=2, act="relu")  # K = 450 per group: two chunks per group

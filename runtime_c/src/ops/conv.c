@@ -8,6 +8,7 @@
 
 #include "conv.h"
 #include "conv_i8.h"
+#include "gemm_avx512.h"
 #include "gemm_i8.h"
 #include "gemm_kernel.h"
 #include "requant_avx2.h"
@@ -1038,6 +1039,104 @@ static void pw_range(void *arg, int64_t lo, int64_t hi, int tid)
                       &j->epi, j->pb + (size_t)tid * j->pb_stride);
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SIM_FORCE_GENERIC)
+#define CONV_PANEL_IM2COL 1
+/* One run of a B panel row: lanes [lane, lane + n) are output positions (od, oh, ow0 + x) of one output
+ * row; id0/ih0/iw0 are their input coordinates at tap (0, 0, 0). */
+typedef struct im2col_run {
+    int32_t lane, n;
+    int64_t id0, ih0, iw0;
+} im2col_run;
+#define IM2COL_RUNS_PER_PANEL 4 /* output rows of >= 5 positions: a 16-wide panel holds at most 4 of them */
+#define IM2COL_MAX_PANELS 64    /* sim_gemm_block_cols caps blocks at 1024 columns */
+
+/* The panel writer's cases: AVX-512, stride 1 or 2 along W, output rows of >= 5 positions. */
+static int panel_im2col_usable(const sim_conv_geom *g, int64_t nb)
+{
+    return sim_gemm_avx512_on() && (g->s[2] == 1 || g->s[2] == 2) && g->out[2] >= 5 &&
+           nb <= IM2COL_MAX_PANELS * SIM_NR;
+}
+
+/* Splits the columns [j0, j0 + w) into runs, IM2COL_RUNS_PER_PANEL slots per panel; nrun[q] counts them. */
+static void panel_runs(const sim_conv_geom *g, int64_t j0, int64_t w, im2col_run *runs, int *nrun)
+{
+    int64_t plane = g->out[1] * g->out[2];
+    for (int64_t q = 0; q * SIM_NR < w; q++) {
+        int64_t c = q * SIM_NR, end = c + SIM_NR < w ? c + SIM_NR : w;
+        int nr = 0;
+        while (c < end) {
+            int64_t pos = j0 + c, od = pos / plane, rem = pos % plane, oh = rem / g->out[2], ow = rem % g->out[2];
+            int64_t n = g->out[2] - ow < end - c ? g->out[2] - ow : end - c;
+            im2col_run *r = &runs[q * IM2COL_RUNS_PER_PANEL + nr++];
+            r->lane = (int32_t)(c - q * SIM_NR);
+            r->n = (int32_t)n;
+            r->id0 = od * g->s[0] - g->pb[0];
+            r->ih0 = oh * g->s[1] - g->pb[1];
+            r->iw0 = ow * g->s[2] - g->pb[2];
+            c += n;
+        }
+        nrun[q] = nr;
+    }
+}
+
+/* Rows [k0, k0 + kn) of the im2col matrix for the block's columns, written straight into packed B panels
+ * (panel stride kn * 16, padding columns zero) with masked vector loads: the same values, one pass. Rows
+ * go tap by tap (kd, kh, kw): each run's lane mask and source offset depend on the tap only, so they are
+ * worked out once per tap and then serve every channel of the chunk. A lane outside the input is masked
+ * off (its address never touched) and stays +0, as the padding in sim_im2col_row. */
+__attribute__((target("avx512f,bmi2"))) static void panel_im2col(const sim_conv_geom *g, const float *xg, int64_t k0,
+                                                                 int64_t kn, int64_t w, const im2col_run *runs,
+                                                                 const int *nrun, float *pb)
+{
+    int64_t np = (w + SIM_NR - 1) / SIM_NR, sw = g->s[2], ksz = g->k_sz;
+    const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    __mmask16 mk[IM2COL_MAX_PANELS * IM2COL_RUNS_PER_PANEL], mlo[IM2COL_MAX_PANELS * IM2COL_RUNS_PER_PANEL];
+    __mmask16 mhi[IM2COL_MAX_PANELS * IM2COL_RUNS_PER_PANEL];
+    int64_t off[IM2COL_MAX_PANELS * IM2COL_RUNS_PER_PANEL];
+    for (int64_t tap = 0; tap < ksz; tap++) {
+        int64_t c_lo = k0 > tap ? (k0 - tap + ksz - 1) / ksz : 0, c_hi = (k0 + kn - tap + ksz - 1) / ksz;
+        if (c_hi > g->cg) c_hi = g->cg;
+        if (c_lo >= c_hi) continue;
+        int64_t kw = tap % g->k[2], t = tap / g->k[2], kh = t % g->k[1], kd = t / g->k[1];
+        int64_t dd = kd * g->dl[0], dh = kh * g->dl[1], dw = kw * g->dl[2];
+        for (int64_t q = 0; q < np; q++)
+            for (int e = 0; e < nrun[q]; e++) {
+                int64_t i = q * IM2COL_RUNS_PER_PANEL + e, lo, hi;
+                const im2col_run *r = &runs[i];
+                int64_t id = r->id0 + dd, ih = r->ih0 + dh, iw = r->iw0 + dw;
+                mk[i] = 0;
+                if (id < 0 || id >= g->in[0] || ih < 0 || ih >= g->in[1]) continue;
+                sim_valid_span(iw, sw, g->in[2], r->n, &lo, &hi);
+                if (hi <= lo) continue;
+                /* lane L (= r->lane + x) reads src[x * sw]: the offset is src's shifted back by lane * sw */
+                off[i] = (id * g->in[1] + ih) * g->in[2] + iw - r->lane * sw;
+                mk[i] = (__mmask16)((((1u << (hi - lo)) - 1u) << (r->lane + lo)) & 0xFFFFu);
+                mlo[i] = (__mmask16)_pdep_u32(mk[i] & 0xFFu, 0x5555u);
+                mhi[i] = (__mmask16)_pdep_u32((unsigned)mk[i] >> 8, 0x5555u);
+            }
+        for (int64_t c = c_lo; c < c_hi; c++) {
+            uintptr_t xc = (uintptr_t)(xg + c * g->in_sz);
+            float *dst = pb + (c * ksz + tap - k0) * SIM_NR;
+            for (int64_t q = 0; q < np; q++) {
+                __m512 v = _mm512_setzero_ps();
+                for (int e = 0; e < nrun[q]; e++) {
+                    int64_t i = q * IM2COL_RUNS_PER_PANEL + e;
+                    if (!mk[i]) continue;
+                    const float *base = (const float *)(xc + (uintptr_t)off[i] * sizeof(float));
+                    if (sw == 1) {
+                        v = _mm512_mask_loadu_ps(v, mk[i], base);
+                    } else {
+                        __m512 a = _mm512_maskz_loadu_ps(mlo[i], base), b = _mm512_maskz_loadu_ps(mhi[i], base + 16);
+                        v = _mm512_mask_mov_ps(v, mk[i], _mm512_permutex2var_ps(a, evens, b));
+                    }
+                }
+                _mm512_storeu_ps(dst + q * kn * SIM_NR, v);
+            }
+        }
+    }
+}
+#endif
+
 /* General convolution: column blocks [lo, hi) of nb positions, im2col rows packed per block. */
 static void im2col_range(void *arg, int64_t lo, int64_t hi, int tid)
 {
@@ -1045,15 +1144,30 @@ static void im2col_range(void *arg, int64_t lo, int64_t hi, int tid)
     const sim_conv_geom *g = &j->p->g;
     float *pb = j->pb + (size_t)tid * j->pb_stride, *row = pb + j->pb_sz;
     int64_t kc = j->p->kc, mp = sim_round_up(g->mg, SIM_MR);
+#ifdef CONV_PANEL_IM2COL
+    im2col_run runs[IM2COL_MAX_PANELS * IM2COL_RUNS_PER_PANEL];
+    int nrun[IM2COL_MAX_PANELS];
+    int panels = panel_im2col_usable(g, j->nb);
+#endif
     for (int64_t b = lo; b < hi; b++) {
         int64_t j0 = b * j->nb, w = g->out_sz - j0 < j->nb ? g->out_sz - j0 : j->nb;
+#ifdef CONV_PANEL_IM2COL
+        if (panels) panel_runs(g, j0, w, runs, nrun);
+#endif
         for (int64_t k0 = 0; k0 < j->kdim; k0 += kc) {
             int64_t kn = j->kdim - k0 < kc ? j->kdim - k0 : kc;
-            for (int64_t k = 0; k < kn; k++) {
-                sim_im2col_row(g, j->xg, k0 + k, j0, w, row);
-                sim_pack_b_row(row, k, kn, w, pb);
+#ifdef CONV_PANEL_IM2COL
+            if (panels) {
+                panel_im2col(g, j->xg, k0, kn, w, runs, nrun, pb);
+            } else
+#endif
+            {
+                for (int64_t k = 0; k < kn; k++) {
+                    sim_im2col_row(g, j->xg, k0 + k, j0, w, row);
+                    sim_pack_b_row(row, k, kn, w, pb);
+                }
+                sim_pack_b_pad(kn, w, pb);
             }
-            sim_pack_b_pad(kn, w, pb);
             sim_gemm_epi epi = j->epi;
             epi.acc_in = k0 > 0;
             epi.acc_out = k0 + kn < j->kdim;
