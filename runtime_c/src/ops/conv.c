@@ -1050,11 +1050,12 @@ typedef struct im2col_run {
 #define IM2COL_RUNS_PER_PANEL 4 /* output rows of >= 5 positions: a 16-wide panel holds at most 4 of them */
 #define IM2COL_MAX_PANELS 64    /* sim_gemm_block_cols caps blocks at 1024 columns */
 
-/* The panel writer's cases: AVX-512, stride 1 or 2 along W, output rows of >= 5 positions. */
+/* The panel writer's cases: AVX-512, stride 1 or 2 along W (2 spreads its masks with BMI2's pdep), output
+ * rows of >= 5 positions. */
 static int panel_im2col_usable(const sim_conv_geom *g, int64_t nb)
 {
-    return sim_gemm_avx512_on() && (g->s[2] == 1 || g->s[2] == 2) && g->out[2] >= 5 &&
-           nb <= IM2COL_MAX_PANELS * SIM_NR;
+    return sim_gemm_avx512_on() && (g->s[2] == 1 || (g->s[2] == 2 && __builtin_cpu_supports("bmi2"))) &&
+           g->out[2] >= 5 && nb <= IM2COL_MAX_PANELS * SIM_NR;
 }
 
 /* Splits the columns [j0, j0 + w) into runs, IM2COL_RUNS_PER_PANEL slots per panel; nrun[q] counts them. */
@@ -1111,8 +1112,10 @@ __attribute__((target("avx512f,bmi2"))) static void panel_im2col(const sim_conv_
                 /* lane L (= r->lane + x) reads src[x * sw]: the offset is src's shifted back by lane * sw */
                 off[i] = (id * g->in[1] + ih) * g->in[2] + iw - r->lane * sw;
                 mk[i] = (__mmask16)((((1u << (hi - lo)) - 1u) << (r->lane + lo)) & 0xFFFFu);
-                mlo[i] = (__mmask16)_pdep_u32(mk[i] & 0xFFu, 0x5555u);
-                mhi[i] = (__mmask16)_pdep_u32((unsigned)mk[i] >> 8, 0x5555u);
+                if (sw == 2) { /* lane L reads element 2L of the pair of loads */
+                    mlo[i] = (__mmask16)_pdep_u32(mk[i] & 0xFFu, 0x5555u);
+                    mhi[i] = (__mmask16)_pdep_u32((unsigned)mk[i] >> 8, 0x5555u);
+                }
             }
         for (int64_t c = c_lo; c < c_hi; c++) {
             uintptr_t xc = (uintptr_t)(xg + c * g->in_sz);
