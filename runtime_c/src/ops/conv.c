@@ -8,6 +8,7 @@
 
 #include "conv.h"
 #include "conv_i8.h"
+#include "gemm_avx512.h"
 #include "gemm_i8.h"
 #include "gemm_kernel.h"
 #include "requant_avx2.h"
@@ -29,6 +30,7 @@ typedef struct conv_priv {
     float *wdw;           /* depthwise weights [C][kh*kw] */
     float *wdw8;          /* the same in blocks of 8 channels (sim_dw8_pack), or NULL */
     float *bias;          /* cout entries */
+    int64_t kc;           /* CONV_GEMM: K chunk length (wpack holds each chunk's panels in turn), kdim for one pass */
     sim_conv_i8 *i8;      /* int8 path state, NULL when the input is not INT8 */
 } conv_priv;
 
@@ -262,6 +264,19 @@ static void setup_epilogue(const sim_op *op, sim_gemm_epi *epi, int *post_act)
     }
 }
 
+/* K chunk of the im2col GEMM. A long K (a 3x3 conv over 512 channels has 4608) would make a K x 64 slice
+ * of B overflow L2 and force narrow column blocks, each streaming all the weights from memory; chunks of
+ * at most CONV_KC_MAX keep the B chunk and the A panel chunk in cache and the blocks wide, with the
+ * partial sums parked in Y between chunks (same fma chain, same bits). Not for one output channel: that
+ * GEMM is the AVX2 gemv, whose summation order a split would change. */
+#define CONV_KC_MAX 384
+static int64_t conv_k_chunk(int64_t mg, int64_t kdim)
+{
+    if (mg < 2 || kdim <= CONV_KC_MAX) return kdim;
+    int64_t n = (kdim + CONV_KC_MAX - 1) / CONV_KC_MAX;
+    return (kdim + n - 1) / n;
+}
+
 static int conv_prepare(const sim_graph *gr, sim_op *op, char *err, size_t err_len)
 {
     conv_priv *p = calloc(1, sizeof *p);
@@ -295,8 +310,13 @@ static int conv_prepare(const sim_graph *gr, sim_op *op, char *err, size_t err_l
         size_t per_group = sim_pack_a_size(g->mg, kdim);
         p->wpack = malloc(per_group * (size_t)g->group * sizeof(float));
         if (!p->wpack) goto oom;
+        p->kc = pointwise ? kdim : conv_k_chunk(g->mg, kdim);
         for (int64_t gi = 0; gi < g->group; gi++)
-            sim_pack_a(w->fdata + gi * g->mg * kdim, kdim, 1, g->mg, kdim, p->wpack + (size_t)gi * per_group);
+            for (int64_t k0 = 0; k0 < kdim; k0 += p->kc) {
+                int64_t kn = kdim - k0 < p->kc ? kdim - k0 : p->kc;
+                sim_pack_a(w->fdata + gi * g->mg * kdim + k0, kdim, 1, g->mg, kn,
+                           p->wpack + (size_t)gi * per_group + (size_t)(sim_round_up(g->mg, SIM_MR) * k0));
+            }
         /* Few output positions (7x7 = 49 fills 16-wide column tiles badly): compute Y^T = X^T W^T, with
          * the positions as 6-row panels and the channels as full 16-wide tiles. */
         int64_t waste_n = sim_round_up(g->out_sz, SIM_NR) - g->out_sz, waste_m = sim_round_up(g->out_sz, SIM_MR) - g->out_sz;
@@ -1019,21 +1039,153 @@ static void pw_range(void *arg, int64_t lo, int64_t hi, int tid)
                       &j->epi, j->pb + (size_t)tid * j->pb_stride);
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SIM_FORCE_GENERIC)
+#define CONV_PANEL_IM2COL 1
+/* One run of a B panel row: lanes [lane, lane + n) are output positions (od, oh, ow0 + x) of one output
+ * row; id0/ih0/iw0 are their input coordinates at tap (0, 0, 0). */
+typedef struct im2col_run {
+    int32_t lane, n;
+    int64_t id0, ih0, iw0;
+} im2col_run;
+#define IM2COL_RUNS_PER_PANEL 4 /* output rows of >= 5 positions: a 16-wide panel holds at most 4 of them */
+#define IM2COL_MAX_PANELS 64    /* sim_gemm_block_cols caps blocks at 1024 columns */
+
+/* The panel writer's cases: AVX-512, stride 1 or 2 along W (2 spreads its masks with BMI2's pdep), output
+ * rows of >= 5 positions. */
+static int panel_im2col_usable(const sim_conv_geom *g, int64_t nb)
+{
+    return sim_gemm_avx512_on() && (g->s[2] == 1 || (g->s[2] == 2 && __builtin_cpu_supports("bmi2"))) &&
+           g->out[2] >= 5 && nb <= IM2COL_MAX_PANELS * SIM_NR;
+}
+
+/* Splits the columns [j0, j0 + w) into runs, IM2COL_RUNS_PER_PANEL slots per panel; nrun[q] counts them. */
+static void panel_runs(const sim_conv_geom *g, int64_t j0, int64_t w, im2col_run *runs, int *nrun)
+{
+    int64_t plane = g->out[1] * g->out[2];
+    for (int64_t q = 0; q * SIM_NR < w; q++) {
+        int64_t c = q * SIM_NR, end = c + SIM_NR < w ? c + SIM_NR : w;
+        int nr = 0;
+        while (c < end) {
+            int64_t pos = j0 + c, od = pos / plane, rem = pos % plane, oh = rem / g->out[2], ow = rem % g->out[2];
+            int64_t n = g->out[2] - ow < end - c ? g->out[2] - ow : end - c;
+            im2col_run *r = &runs[q * IM2COL_RUNS_PER_PANEL + nr++];
+            r->lane = (int32_t)(c - q * SIM_NR);
+            r->n = (int32_t)n;
+            r->id0 = od * g->s[0] - g->pb[0];
+            r->ih0 = oh * g->s[1] - g->pb[1];
+            r->iw0 = ow * g->s[2] - g->pb[2];
+            c += n;
+        }
+        nrun[q] = nr;
+    }
+}
+
+/* Rows [k0, k0 + kn) of the im2col matrix for the block's columns, written straight into packed B panels
+ * (panel stride kn * 16, padding columns zero) with masked vector loads: the same values, one pass. Rows
+ * go tap by tap (kd, kh, kw): each run's lane mask and source offset depend on the tap only, so they are
+ * worked out once per tap and then serve every channel of the chunk. A lane outside the input is masked
+ * off (its address never touched) and stays +0, as the padding in sim_im2col_row. */
+__attribute__((target("avx512f,bmi2"))) static void panel_im2col(const sim_conv_geom *g, const float *xg, int64_t k0,
+                                                                 int64_t kn, int64_t w, const im2col_run *runs,
+                                                                 const int *nrun, float *pb)
+{
+    int64_t np = (w + SIM_NR - 1) / SIM_NR, sw = g->s[2], ksz = g->k_sz;
+    const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    __mmask16 mk[IM2COL_MAX_PANELS * IM2COL_RUNS_PER_PANEL], mlo[IM2COL_MAX_PANELS * IM2COL_RUNS_PER_PANEL];
+    __mmask16 mhi[IM2COL_MAX_PANELS * IM2COL_RUNS_PER_PANEL];
+    int64_t off[IM2COL_MAX_PANELS * IM2COL_RUNS_PER_PANEL];
+    for (int64_t tap = 0; tap < ksz; tap++) {
+        int64_t c_lo = k0 > tap ? (k0 - tap + ksz - 1) / ksz : 0, c_hi = (k0 + kn - tap + ksz - 1) / ksz;
+        if (c_hi > g->cg) c_hi = g->cg;
+        if (c_lo >= c_hi) continue;
+        int64_t kw = tap % g->k[2], t = tap / g->k[2], kh = t % g->k[1], kd = t / g->k[1];
+        int64_t dd = kd * g->dl[0], dh = kh * g->dl[1], dw = kw * g->dl[2];
+        for (int64_t q = 0; q < np; q++)
+            for (int e = 0; e < nrun[q]; e++) {
+                int64_t i = q * IM2COL_RUNS_PER_PANEL + e, lo, hi;
+                const im2col_run *r = &runs[i];
+                int64_t id = r->id0 + dd, ih = r->ih0 + dh, iw = r->iw0 + dw;
+                mk[i] = 0;
+                if (id < 0 || id >= g->in[0] || ih < 0 || ih >= g->in[1]) continue;
+                sim_valid_span(iw, sw, g->in[2], r->n, &lo, &hi);
+                if (hi <= lo) continue;
+                /* lane L (= r->lane + x) reads src[x * sw]: the offset is src's shifted back by lane * sw */
+                off[i] = (id * g->in[1] + ih) * g->in[2] + iw - r->lane * sw;
+                mk[i] = (__mmask16)((((1u << (hi - lo)) - 1u) << (r->lane + lo)) & 0xFFFFu);
+                if (sw == 2) { /* lane L reads element 2L of the pair of loads */
+                    mlo[i] = (__mmask16)_pdep_u32(mk[i] & 0xFFu, 0x5555u);
+                    mhi[i] = (__mmask16)_pdep_u32((unsigned)mk[i] >> 8, 0x5555u);
+                }
+            }
+        for (int64_t c = c_lo; c < c_hi; c++) {
+            uintptr_t xc = (uintptr_t)(xg + c * g->in_sz);
+            float *dst = pb + (c * ksz + tap - k0) * SIM_NR;
+            for (int64_t q = 0; q < np; q++) {
+                __m512 v = _mm512_setzero_ps();
+                for (int e = 0; e < nrun[q]; e++) {
+                    int64_t i = q * IM2COL_RUNS_PER_PANEL + e;
+                    if (!mk[i]) continue;
+                    const float *base = (const float *)(xc + (uintptr_t)off[i] * sizeof(float));
+                    if (sw == 1) {
+                        v = _mm512_mask_loadu_ps(v, mk[i], base);
+                    } else {
+                        __m512 a = _mm512_maskz_loadu_ps(mlo[i], base), b = _mm512_maskz_loadu_ps(mhi[i], base + 16);
+                        v = _mm512_mask_mov_ps(v, mk[i], _mm512_permutex2var_ps(a, evens, b));
+                    }
+                }
+                _mm512_storeu_ps(dst + q * kn * SIM_NR, v);
+            }
+        }
+    }
+}
+#endif
+
 /* General convolution: column blocks [lo, hi) of nb positions, im2col rows packed per block. */
 static void im2col_range(void *arg, int64_t lo, int64_t hi, int tid)
 {
     const gemm_job *j = arg;
     const sim_conv_geom *g = &j->p->g;
     float *pb = j->pb + (size_t)tid * j->pb_stride, *row = pb + j->pb_sz;
+    int64_t kc = j->p->kc, mp = sim_round_up(g->mg, SIM_MR);
+#ifdef CONV_PANEL_IM2COL
+    im2col_run runs[IM2COL_MAX_PANELS * IM2COL_RUNS_PER_PANEL];
+    int nrun[IM2COL_MAX_PANELS];
+    int panels = panel_im2col_usable(g, j->nb);
+#endif
     for (int64_t b = lo; b < hi; b++) {
         int64_t j0 = b * j->nb, w = g->out_sz - j0 < j->nb ? g->out_sz - j0 : j->nb;
-        for (int64_t k = 0; k < j->kdim; k++) {
-            sim_im2col_row(g, j->xg, k, j0, w, row);
-            sim_pack_b_row(row, k, j->kdim, w, pb);
+#ifdef CONV_PANEL_IM2COL
+        if (panels) panel_runs(g, j0, w, runs, nrun);
+#endif
+        for (int64_t k0 = 0; k0 < j->kdim; k0 += kc) {
+            int64_t kn = j->kdim - k0 < kc ? j->kdim - k0 : kc;
+#ifdef CONV_PANEL_IM2COL
+            if (panels) {
+                panel_im2col(g, j->xg, k0, kn, w, runs, nrun, pb);
+            } else
+#endif
+            {
+                for (int64_t k = 0; k < kn; k++) {
+                    sim_im2col_row(g, j->xg, k0 + k, j0, w, row);
+                    sim_pack_b_row(row, k, kn, w, pb);
+                }
+                sim_pack_b_pad(kn, w, pb);
+            }
+            sim_gemm_epi epi = j->epi;
+            epi.acc_in = k0 > 0;
+            epi.acc_out = k0 + kn < j->kdim;
+            sim_gemm_packed(j->p->avx2, j->wp + mp * k0, pb, g->mg, w, kn, j->yg + j0, g->out_sz, &epi);
         }
-        sim_pack_b_pad(j->kdim, w, pb);
-        sim_gemm_packed(j->p->avx2, j->wp, pb, g->mg, w, j->kdim, j->yg + j0, g->out_sz, &j->epi);
     }
+}
+
+/* Column block of the im2col GEMM: as wide as a kc x nb B chunk fits the cache budget, then evened out
+ * over the blocks it takes (a last block of a few columns would stream all the weights for them). */
+static int64_t conv_block_cols(int64_t kc, int64_t out_sz)
+{
+    int64_t cap = sim_gemm_block_cols(kc);
+    int64_t blocks = (out_sz + cap - 1) / cap;
+    return sim_round_up((out_sz + blocks - 1) / blocks, SIM_NR);
 }
 
 static int conv_run_f32(sim_kernel_call *call)
@@ -1054,10 +1206,10 @@ static int conv_run_f32(sim_kernel_call *call)
     } else if (p->wpack_t) {
         rc = run_pointwise_t(p, x, y, f16, call);
     } else {
-        int64_t kdim = g->cg * g->k_sz, nb = sim_gemm_block_cols(kdim);
-        if (nb > sim_round_up(g->out_sz, SIM_NR)) nb = sim_round_up(g->out_sz, SIM_NR);
+        int64_t kdim = g->cg * g->k_sz, nb = conv_block_cols(p->kc, g->out_sz);
         if (p->mode == CONV_POINTWISE) nb = SIM_NR; /* only the tail tile is packed */
-        size_t pb_sz = sim_pack_b_size(kdim, nb), per_group = sim_pack_a_size(g->mg, kdim);
+        size_t pb_sz = sim_pack_b_size(p->mode == CONV_POINTWISE ? kdim : p->kc, nb);
+        size_t per_group = sim_pack_a_size(g->mg, kdim);
         size_t stride = (pb_sz + (size_t)nb + 15u) & ~(size_t)15u;
         float *pb = sim_scratch_get(call, stride * (size_t)sim_call_threads(call) * sizeof(float));
         if (!pb) return SIM_ERR_MALLOC;

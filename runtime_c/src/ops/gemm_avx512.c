@@ -37,7 +37,12 @@ SIM_AVX512_TARGET __attribute__((always_inline)) static inline void tile(int np,
 {
     __m512 acc[SIM_MR][4];
     for (int r = 0; r < SIM_MR; r++)
-        for (int p = 0; p < np; p++) acc[r][p] = _mm512_setzero_ps();
+        for (int p = 0; p < np; p++) {
+            int w = ncols - p * SIM_NR;
+            __mmask16 mk = w >= SIM_NR ? (__mmask16)0xFFFFu : (__mmask16)((1u << w) - 1u);
+            /* acc_in: continue the partial sums of the earlier K chunks (rows past mr start at +0) */
+            acc[r][p] = epi->acc_in && r < mr ? _mm512_maskz_loadu_ps(mk, c + r * ldc + p * SIM_NR) : _mm512_setzero_ps();
+        }
     for (int64_t kk = 0; kk < k; kk++) {
         __m512 b[4];
         for (int p = 0; p < np; p++) b[p] = _mm512_loadu_ps(pb + p * pstride + kk * ldb);
@@ -52,9 +57,12 @@ SIM_AVX512_TARGET __attribute__((always_inline)) static inline void tile(int np,
     for (int r = 0; r < mr; r++) {
         __m512 bv = _mm512_set1_ps(bias ? bias[r] : 0.0f);
         for (int p = 0; p < np; p++) {
-            __m512 v = _mm512_add_ps(acc[r][p], bv);
-            if (epi->clamp) v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
-            if (epi->f16) v = _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            __m512 v = acc[r][p];
+            if (!epi->acc_out) {
+                v = _mm512_add_ps(v, bv);
+                if (epi->clamp) v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+                if (epi->f16) v = _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            }
             int w = ncols - p * SIM_NR;
             float *d = c + r * ldc + p * SIM_NR;
             if (w >= SIM_NR)

@@ -98,6 +98,10 @@ static void store_tile(const float *t, float *c, int64_t ldc, int mr, int nr, co
                 epi->c8[(i + r) * epi->ldc8 + j + e] = sim_i8_requant(q, (int32_t)t[r * SIM_NR + e] + b[r], epi->ch0 + i + r);
         return;
     }
+    if (epi->acc_out) {
+        for (int r = 0; r < mr; r++) memcpy(c + r * ldc, t + r * SIM_NR, (size_t)nr * sizeof(float));
+        return;
+    }
     for (int r = 0; r < mr; r++) {
         float bv = bias ? bias[r] : 0.0f;
         for (int j = 0; j < nr; j++) {
@@ -111,11 +115,21 @@ static void store_tile(const float *t, float *c, int64_t ldc, int mr, int nr, co
     }
 }
 
+/* The tile's partial sums from an earlier K chunk (acc_in): rows/columns past mr/nr start at +0. */
+static void load_tile(float *t, const float *c, int64_t ldc, int mr, int nr)
+{
+    memset(t, 0, SIM_MR * SIM_NR * sizeof(float));
+    for (int r = 0; r < mr; r++) memcpy(t + r * SIM_NR, c + r * ldc, (size_t)nr * sizeof(float));
+}
+
 static void kernel_c(int64_t k, const float *pa, const float *pb, int64_t ldb, float *c, int64_t ldc, int mr, int nr,
                      const float *bias, const sim_gemm_epi *epi, int64_t i, int64_t j)
 {
     float acc[SIM_MR * SIM_NR];
-    memset(acc, 0, sizeof acc);
+    if (epi->acc_in)
+        load_tile(acc, c, ldc, mr, nr);
+    else
+        memset(acc, 0, sizeof acc);
     for (int64_t kk = 0; kk < k; kk++) {
         const float *a = pa + kk * SIM_MR, *b = pb + kk * ldb;
         for (int r = 0; r < SIM_MR; r++) {
@@ -156,6 +170,12 @@ static void kernel_c(int64_t k, const float *pa, const float *pb, int64_t ldb, f
         _mm256_storeu_ps(t + (i) * SIM_NR + 8, c##i##1);                                                     \
     } while (0)
 
+#define LOAD_ROW(i)                                                                                          \
+    do {                                                                                                     \
+        c##i##0 = _mm256_loadu_ps(t + (i) * SIM_NR);                                                         \
+        c##i##1 = _mm256_loadu_ps(t + (i) * SIM_NR + 8);                                                     \
+    } while (0)
+
 #define REQ_ROW(r)                                                                                           \
     do {                                                                                                     \
         int64_t ch = epi->ch0 + i + (r);                                                                     \
@@ -178,6 +198,16 @@ __attribute__((target("avx2,fma,f16c"))) static void kernel_avx2(int64_t k, cons
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    if (epi->acc_in) {
+        float t[SIM_MR * SIM_NR];
+        load_tile(t, c, ldc, mr, nr);
+        LOAD_ROW(0);
+        LOAD_ROW(1);
+        LOAD_ROW(2);
+        LOAD_ROW(3);
+        LOAD_ROW(4);
+        LOAD_ROW(5);
+    }
     for (int64_t kk = 0; kk < k; kk++) {
         __m256 b0 = _mm256_loadu_ps(pb), b1 = _mm256_loadu_ps(pb + 8);
         FMA_ROW(0);
@@ -200,7 +230,7 @@ __attribute__((target("avx2,fma,f16c"))) static void kernel_avx2(int64_t k, cons
         if (mr > 5) REQ_ROW(5);
         return;
     }
-    if (!q && nr == SIM_NR) {
+    if (!q && nr == SIM_NR && !epi->acc_out) {
         /* max(lo, v) / min(hi, v) return v when v is NaN, matching the scalar epilogue. */
         __m256 lo = _mm256_set1_ps(epi->lo), hi = _mm256_set1_ps(epi->hi);
         STORE_ROW(0);
@@ -264,7 +294,7 @@ void sim_gemm_packed(int use_avx2, const float *pa, const float *pb, int64_t m, 
                      float *c, int64_t ldc, const sim_gemm_epi *epi)
 {
 #ifdef SIM_HAVE_AVX2_KERNEL
-    if (use_avx2 && m == 1 && c && !epi->q) {
+    if (use_avx2 && m == 1 && c && !epi->q && !epi->acc_in && !epi->acc_out) {
         gemv_avx2(pa, pb, n, k, c, epi);
         return;
     }

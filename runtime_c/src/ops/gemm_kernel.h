@@ -27,6 +27,11 @@ typedef struct sim_gemm_epi {
     int8_t *c8;
     int64_t ldc8, ch0;
     int f16;               /* float outputs: round to binary16 after bias and clamp (FLOAT16 tensors) */
+    /* K split into chunks (float epilogues only): acc_in starts each sum from the partial sum in C instead
+     * of +0, acc_out stores the raw sum (no bias, clamp or rounding) for the next chunk. The chain of fma
+     * over k is the same as in one pass, so the result has the same bits. Not for m == 1 (the gemv path
+     * sums in another order). */
+    int acc_in, acc_out;
 } sim_gemm_epi;
 
 static inline int64_t sim_round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
