@@ -39,13 +39,66 @@ __attribute__((target("avx2"))) static size_t lut_i8_avx2(const int8_t tab[256],
 }
 #endif
 
-void sim_lut_i8(const int8_t tab[256], const int8_t *x, int8_t *y, size_t n)
+#if defined(__x86_64__) && defined(__GNUC__)
+/* 64 codes at a time with AVX512-VBMI: index = code + 128; two vpermi2b look its low 7 bits up in the
+ * table's halves (128 bytes each, four zmm registers), its top bit picks the half. The last partial
+ * vector is a masked load and store, so any n is done here (the 16 blends per 32 codes of the AVX2 form
+ * were most of an int8 Mul's, BatchNorm's or unary op's time). */
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void lut_i8_vbmi(const int8_t tab[256],
+                                                                              const int8_t *x, int8_t *y, size_t n)
+{
+    const __m512i t0 = _mm512_loadu_si512((const void *)tab), t1 = _mm512_loadu_si512((const void *)(tab + 64));
+    const __m512i t2 = _mm512_loadu_si512((const void *)(tab + 128)), t3 = _mm512_loadu_si512((const void *)(tab + 192));
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512i idx = _mm512_xor_si512(_mm512_loadu_si512((const void *)(x + i)), bias);
+        __m512i lo = _mm512_permutex2var_epi8(t0, idx, t1), hi = _mm512_permutex2var_epi8(t2, idx, t3);
+        _mm512_storeu_si512((void *)(y + i), _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo, hi));
+    }
+    if (i < n) {
+        __mmask64 m = (__mmask64)((1ULL << (n - i)) - 1u); /* n - i < 64 */
+        __m512i idx = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, x + i), bias);
+        __m512i lo = _mm512_permutex2var_epi8(t0, idx, t1), hi = _mm512_permutex2var_epi8(t2, idx, t3);
+        _mm512_mask_storeu_epi8(y + i, m, _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo, hi));
+    }
+}
+
+/* Whether sim_lut_i8 takes the VBMI form: the CPU has it and RKNNLINK_SIM_ISA leaves the AVX-512
+ * kernels on (sim_cpu_wide_isa). */
+static int lut_vbmi_on(void)
+{
+    return (sim_cpu_wide_isa() & SIM_ISA_AVX512F) && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vbmi");
+}
+#endif
+
+void sim_lut_i8_isa(int isa, const int8_t tab[256], const int8_t *x, int8_t *y, size_t n)
 {
     size_t i = 0;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (SIM_CPU_AVX2()) i = lut_i8_avx2(tab, x, y, n);
+    if (isa == SIM_LUT_ISA_VBMI) {
+        lut_i8_vbmi(tab, x, y, n);
+        return;
+    }
+    if (isa == SIM_LUT_ISA_AVX2) i = lut_i8_avx2(tab, x, y, n);
+#else
+    (void)isa;
 #endif
     sim_lut_i8_c(tab, x + i, y + i, n - i);
+}
+
+int sim_lut_i8_best_isa(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (SIM_CPU_AVX2()) return lut_vbmi_on() ? SIM_LUT_ISA_VBMI : SIM_LUT_ISA_AVX2;
+#endif
+    return SIM_LUT_ISA_C;
+}
+
+void sim_lut_i8(const int8_t tab[256], const int8_t *x, int8_t *y, size_t n)
+{
+    sim_lut_i8_isa(sim_lut_i8_best_isa(), tab, x, y, n);
 }
 
 enum { LUT_CELLS = 4096, LUT_SAMPLES = 16, LUT_NEAR = 48 };

@@ -41,6 +41,13 @@ int8_t sim_act_lut_direct(uint32_t act, float p0, float p1, float so, int32_t zo
 void sim_lut_i8(const int8_t tab[256], const int8_t *x, int8_t *y, size_t n);
 /* The portable loop of sim_lut_i8 (the reference its tests compare with). */
 void sim_lut_i8_c(const int8_t tab[256], const int8_t *x, int8_t *y, size_t n);
+/* Forms of sim_lut_i8: the portable loop, AVX2 (16 in-lane shuffles per 32 codes), AVX512-VBMI (two
+ * 128-byte permutes per 64 codes); all give the same bytes (tests compare them). */
+enum { SIM_LUT_ISA_C = 0, SIM_LUT_ISA_AVX2 = 1, SIM_LUT_ISA_VBMI = 2 };
+/* The form sim_lut_i8 takes on this CPU (VBMI only while RKNNLINK_SIM_ISA leaves AVX-512 on). */
+int sim_lut_i8_best_isa(void);
+/* sim_lut_i8 in the given form (one the CPU runs: at most sim_lut_i8_best_isa's, or AVX2 on a VBMI CPU). */
+void sim_lut_i8_isa(int isa, const int8_t tab[256], const int8_t *x, int8_t *y, size_t n);
 
 /* The table's code for real, or SIM_ACT_LUT_DIRECT when the caller must evaluate directly. */
 static inline int32_t sim_act_lut_get(const sim_act_lut *t, float real)

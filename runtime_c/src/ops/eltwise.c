@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "act_lut.h"
+#include "elt_i8.h"
 #include "ops_common.h"
 
 enum bin_kind {
@@ -209,7 +210,28 @@ typedef struct elt_job {
     int32_t zo;
     int64_t inner, chunks;
     float *scr; /* per thread: 3 * ELT_CHUNK floats */
+    int fused;  /* int8 Add/Sub/Mul without an activation: sim_elt_i8_row in this form + 1, else 0 */
 } elt_job;
+
+/* The sim_elt_i8_row form of an int8 job, + 1, or 0 when it takes the chunked path: an Add, Sub or Mul
+ * without a fused activation whose inner strides are 0 or 1 (every broadcast eltwise.c merges to). */
+static int elt_fused_form(const elt_job *j)
+{
+    int64_t sa = j->bc.sa[j->bc.nd - 1], sb = j->bc.sb[j->bc.nd - 1];
+    int kind_ok = j->kind == BIN_ADD || j->kind == BIN_SUB || j->kind == BIN_MUL;
+    if (!j->qy || j->op->act != SIM_ACT_NONE || !kind_ok || sa < 0 || sa > 1 || sb < 0 || sb > 1) return 0;
+    int isa = sim_elt_i8_best_isa();
+    return isa == SIM_ELT_ISA_C ? 0 : isa + 1; /* the portable build keeps the chunked path */
+}
+
+static void elt_side_operand(const elt_side *s, int64_t off, int64_t st, sim_elt_i8_operand *o)
+{
+    o->q = s->q ? s->q + off : NULL;
+    o->f = s->q ? NULL : s->f + off;
+    o->stride = st;
+    o->scale = s->scale;
+    o->zp = s->zp;
+}
 
 /* Operand s of a chunk: n elements (inner stride st, 0 or 1) from element offset off. */
 static const float *elt_operand(const elt_side *s, int64_t off, int64_t st, int64_t n, float *buf)
@@ -235,6 +257,14 @@ static void elt_range(void *arg, int64_t lo, int64_t hi, int tid)
             ob += i * bc->sb[d];
         }
         int64_t sa = bc->sa[nd - 1], sb = bc->sb[nd - 1];
+        if (j->fused) {
+            sim_elt_i8_operand oa8, ob8;
+            elt_side_operand(&j->in[0], oa + c0 * sa, sa, &oa8);
+            elt_side_operand(&j->in[1], ob + c0 * sb, sb, &ob8);
+            int op = j->kind == BIN_ADD ? SIM_ELT_I8_ADD : (j->kind == BIN_SUB ? SIM_ELT_I8_SUB : SIM_ELT_I8_MUL);
+            sim_elt_i8_row(j->fused - 1, op, &oa8, &ob8, n, j->qy + o * j->inner + c0, j->so, j->zo);
+            continue;
+        }
         const float *a = elt_operand(&j->in[0], oa + c0 * sa, sa, n, buf);
         const float *b = elt_operand(&j->in[1], ob + c0 * sb, sb, n, buf ? buf + ELT_CHUNK : NULL);
         float *y = j->qy ? buf + 2 * ELT_CHUNK : j->fy + o * j->inner + c0;
@@ -323,6 +353,7 @@ static int elt_binary(sim_kernel_call *call, const sim_tensor *yt, int is_i8)
         else elt_row_tables(&rj, 0, outer, 0);
         return 0;
     }
+    if (is_i8) j.fused = elt_fused_form(&j);
     if (yt->n_elems >= 4 * ELT_CHUNK) sim_parallel(call, elt_range, &j, tasks);
     else elt_range(&j, 0, tasks, 0);
     return 0;

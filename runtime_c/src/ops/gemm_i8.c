@@ -480,6 +480,112 @@ static int trans_ok(const sim_i8_epi *epi)
     int act = epi->act == SIM_ACT_SILU || epi->act == SIM_ACT_SIGMOID || epi->act == SIM_ACT_TANH;
     return act && epi->so >= 1e-4f && epi->so <= 1e30f;
 }
+
+/* ---- The same epilogues on 16 lanes (AVX-512): one zmm is a whole GEMM tile row (SIM_NR = 16), the
+ * compares go to mask registers, a short row is one masked vector, and the 32 registers hold a row's
+ * whole evaluation (the AVX2 form spilled). Every step is the AVX2 form's float operation on twice the
+ * lanes (exp8_fma, the SiLU/Sigmoid/Tanh division, HardSwish/HardSigmoid's multiplications), so the
+ * values, and with the same margins the codes, are those of the AVX2 form and of sim_i8_requant. ---- */
+#define I8_AVX512_TARGET "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"
+
+__attribute__((target(I8_AVX512_TARGET), always_inline)) static inline __m512 exp16_fma(__m512 x)
+{
+    const __m512 magic = _mm512_set1_ps(SIM_EXPF_MAGIC);
+    __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(SIM_EXPF_LOG2E), magic), n = _mm512_sub_ps(t, magic);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(SIM_EXPF_C1), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(SIM_EXPF_C2), r);
+    __m512 y = _mm512_fmadd_ps(_mm512_set1_ps(SIM_EXPF_P0), r, _mm512_set1_ps(SIM_EXPF_P1));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(SIM_EXPF_P2));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(SIM_EXPF_P3));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(SIM_EXPF_P4));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(SIM_EXPF_P5));
+    y = _mm512_add_ps(_mm512_fmadd_ps(y, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    __m512i eb = _mm512_slli_epi32(_mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4b400000 - 127)), 23);
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(eb));
+}
+
+/* code8_far_avx2 on 16 lanes: stores lanes m of sat(round(v) + zo) and returns the lanes of m to redo
+ * (within the margin of a half, |v| >= 2^22 or NaN, or not in keep). */
+__attribute__((target(I8_AVX512_TARGET), always_inline)) static inline __mmask16 code16_far(__m512i zo, __m512 v,
+                                                                                         __m512 rel, __m512 abs,
+                                                                                         __mmask16 keep,
+                                                                                         __mmask16 m, int8_t *dst)
+{
+    __m512i q = _mm512_cvtps_epi32(v);
+    __m512 f = _mm512_abs_ps(_mm512_sub_ps(v, _mm512_cvtepi32_ps(q))), av = _mm512_abs_ps(v);
+    __mmask16 far = _mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_set1_ps(0.5f), f), _mm512_fmadd_ps(av, rel, abs), _CMP_GT_OQ);
+    far &= _mm512_cmp_ps_mask(av, _mm512_set1_ps(4194304.0f), _CMP_LT_OQ);
+    _mm_mask_storeu_epi8(dst, m, _mm512_cvtsepi32_epi8(_mm512_add_epi32(q, zo)));
+    return (__mmask16)(m & ~(far & keep));
+}
+
+/* Rows [0, rows) as act_rows_avx2, 16 columns at a time and the last partial vector masked: SiLU,
+ * Sigmoid, Tanh (trans_ok) and HardSwish/HardSigmoid with the multiplied reciprocal (hard_mul_ok). */
+__attribute__((target(I8_AVX512_TARGET))) static void act_rows_avx512(const sim_i8_epi *epi, const float *accf,
+                                                                     const int32_t *acc32, int64_t lda, int rows,
+                                                                     int64_t n, int64_t ch0, const int32_t *bias,
+                                                                     int8_t *y, int64_t ldy)
+{
+    const uint32_t act = epi->act;
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    const __m512 rso = _mm512_set1_ps(1.0f / epi->so), p0 = _mm512_set1_ps(epi->p0), p1 = _mm512_set1_ps(epi->p1);
+    const __m512 tabs = _mm512_set1_ps(act == SIM_ACT_TANH ? TRANS_ABS_MARGIN / epi->so : 1e-30f);
+    const __m512 rdiv = _mm512_set1_ps(1.0f / (act == SIM_ACT_HARDSWISH ? 6.0f * epi->so : epi->so));
+    const __m512 rel = _mm512_set1_ps(act == SIM_ACT_HARDSWISH || act == SIM_ACT_HARDSIGMOID ? HARD_CODE_MARGIN
+                                                                                             : TRANS_REL_MARGIN);
+    const __m512i zo = _mm512_set1_epi32(epi->zo), sign = _mm512_set1_epi32((int)0x80000000u);
+    for (int r = 0; r < rows; r++) {
+        __m512i bv = _mm512_set1_epi32(bias ? bias[r] : 0);
+        __m512 rs = _mm512_set1_ps(epi->rscale[ch0 + r]);
+        for (int64_t e = 0; e < n; e += 16) {
+            __mmask16 m = n - e >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - e)) - 1u);
+            __m512i a = accf ? _mm512_cvttps_epi32(_mm512_maskz_loadu_ps(m, accf + r * lda + e))
+                             : _mm512_maskz_loadu_epi32(m, acc32 + r * lda + e);
+            a = _mm512_add_epi32(a, bv);
+            __m512 x = _mm512_mul_ps(_mm512_cvtepi32_ps(a), rs), v;
+            __mmask16 keep = 0xffff;
+            if (act == SIM_ACT_HARDSWISH) {
+                __m512 t = _mm512_add_ps(x, _mm512_set1_ps(3.0f));
+                t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, zero, _CMP_LT_OQ), zero);
+                t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, _mm512_set1_ps(6.0f), _CMP_GT_OQ), _mm512_set1_ps(6.0f));
+                v = _mm512_mul_ps(_mm512_mul_ps(x, t), rdiv);
+            } else if (act == SIM_ACT_HARDSIGMOID) {
+                __m512 t = _mm512_add_ps(_mm512_mul_ps(p0, x), p1);
+                t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, zero, _CMP_LT_OQ), zero);
+                t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, one, _CMP_GT_OQ), one);
+                v = _mm512_mul_ps(t, rdiv);
+            } else {
+                __m512 ax = _mm512_abs_ps(x);
+                keep = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(TRANS_MAX_REAL), _CMP_LE_OQ);
+                if (act == SIM_ACT_TANH) {
+                    __m512 t = exp16_fma(_mm512_mul_ps(_mm512_min_ps(ax, _mm512_set1_ps(40.0f)), _mm512_set1_ps(-2.0f)));
+                    v = _mm512_div_ps(_mm512_sub_ps(one, t), _mm512_add_ps(one, t));
+                    v = _mm512_or_ps(v, _mm512_and_ps(x, _mm512_castsi512_ps(sign)));
+                    v = _mm512_mul_ps(v, rso);
+                } else {
+                    __m512 t = exp16_fma(_mm512_xor_ps(x, _mm512_castsi512_ps(sign)));
+                    v = act == SIM_ACT_SILU ? _mm512_div_ps(_mm512_mul_ps(x, rso), _mm512_add_ps(one, t))
+                                            : _mm512_div_ps(rso, _mm512_add_ps(one, t));
+                }
+            }
+            int8_t *d = y + r * ldy + e;
+            __mmask16 redo = code16_far(zo, v, rel, tabs, keep, m, d);
+            if (redo) {
+                int32_t al[16];
+                _mm512_storeu_si512((void *)al, a);
+                for (int l = 0; l < 16; l++)
+                    if (redo >> l & 1) d[l] = sim_i8_requant(epi, al[l], ch0 + r);
+            }
+        }
+    }
+}
+
+/* Whether act_rows_avx512 takes epi's activation. */
+static int act_avx512_ok(const sim_i8_epi *epi)
+{
+    int hard = epi->act == SIM_ACT_HARDSWISH || epi->act == SIM_ACT_HARDSIGMOID;
+    return trans_ok(epi) || (hard && hard_mul_ok(epi));
+}
 #endif
 
 /* No activation or a clamp: v = acc * mult, then lo and hi as the scalar ternaries, then code8_avx2. */
@@ -610,14 +716,38 @@ void sim_i8_requant_act_row32(int use_avx2, const sim_i8_epi *epi, const int32_t
     sim_i8_requant_act_tile(use_avx2, epi, NULL, acc, 0, 1, n, ch, &bias, y, 0);
 }
 
+int sim_i8_act_best_isa(int use_avx2)
+{
+    if (!use_avx2) return SIM_I8_ACT_ISA_C;
+#if defined(SIM_HAVE_AVX2_I8) && defined(SIM_HAVE_AVX2_VMATH)
+    if ((sim_cpu_wide_isa() & SIM_ISA_AVX512F) && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        return SIM_I8_ACT_ISA_AVX512;
+#endif
+    return SIM_I8_ACT_ISA_AVX2;
+}
+
 void sim_i8_requant_act_tile(int use_avx2, const sim_i8_epi *epi, const float *accf, const int32_t *acc32,
                              int64_t lda, int rows, int64_t n, int64_t ch0, const int32_t *bias, int8_t *y, int64_t ldy)
 {
+    sim_i8_requant_act_tile_isa(sim_i8_act_best_isa(use_avx2), epi, accf, acc32, lda, rows, n, ch0, bias, y, ldy);
+}
+
+void sim_i8_requant_act_tile_isa(int isa, const sim_i8_epi *epi, const float *accf, const int32_t *acc32,
+                                 int64_t lda, int rows, int64_t n, int64_t ch0, const int32_t *bias, int8_t *y,
+                                 int64_t ldy)
+{
     int64_t e0 = 0;
-#ifdef SIM_HAVE_AVX2_I8
-    if (use_avx2 && epi->lut) e0 = act_rows_avx2(epi, accf, acc32, lda, rows, n, ch0, bias, y, ldy);
+#if defined(SIM_HAVE_AVX2_I8) && defined(SIM_HAVE_AVX2_VMATH)
+    if (isa == SIM_I8_ACT_ISA_AVX512 && epi->lut && act_avx512_ok(epi)) {
+        act_rows_avx512(epi, accf, acc32, lda, rows, n, ch0, bias, y, ldy);
+        return;
+    }
 #endif
-    (void)use_avx2;
+#ifdef SIM_HAVE_AVX2_I8
+    if (isa != SIM_I8_ACT_ISA_C && epi->lut) e0 = act_rows_avx2(epi, accf, acc32, lda, rows, n, ch0, bias, y, ldy);
+#endif
+    (void)isa;
     for (int r = 0; r < rows; r++) {
         int32_t b = bias ? bias[r] : 0;
         for (int64_t e = e0; e < n; e++) {

@@ -68,6 +68,15 @@ void sim_i8_requant_act_tile(int use_avx2, const sim_i8_epi *epi, const float *a
                              int64_t lda, int rows, int64_t n, int64_t ch0, const int32_t *bias, int8_t *y,
                              int64_t ldy);
 
+/* Forms of sim_i8_requant_act_tile: portable, AVX2 (8 lanes), AVX-512 (16 lanes, masked tails; SiLU,
+ * Sigmoid, Tanh, HardSwish, HardSigmoid, the others as AVX2); all give sim_i8_requant's codes. */
+enum { SIM_I8_ACT_ISA_C = 0, SIM_I8_ACT_ISA_AVX2 = 1, SIM_I8_ACT_ISA_AVX512 = 2 };
+/* The form sim_i8_requant_act_tile takes (AVX-512 only while RKNNLINK_SIM_ISA leaves it on). */
+int sim_i8_act_best_isa(int use_avx2);
+void sim_i8_requant_act_tile_isa(int isa, const sim_i8_epi *epi, const float *accf, const int32_t *acc32,
+                                 int64_t lda, int rows, int64_t n, int64_t ch0, const int32_t *bias, int8_t *y,
+                                 int64_t ldy);
+
 /* Any activation: y[e] = sim_i8_requant(epi, acc[e] + bias, ch), 8 at a time on AVX2 (linear ones with the
  * GEMM epilogue's vector rounding). */
 void sim_i8_requant_row32(int use_avx2, const sim_i8_epi *epi, const int32_t *acc, int32_t bias, int64_t n, int64_t ch,

@@ -21,6 +21,7 @@ void test_act_trans(void);
 void test_act_trans_cols(void);
 void test_graph_fast(void);
 void test_gemm_avx512(void);
+void test_i8_fast(void);
 
 int main(void)
 {
@@ -44,6 +45,7 @@ int main(void)
     test_act_trans_cols();
     test_graph_fast();
     test_gemm_avx512();
+    test_i8_fast();
     printf("%d checks, %d failures\n", tg_checks, tg_failures);
     return tg_failures ? 1 : 0;
 }
