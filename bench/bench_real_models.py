@@ -169,6 +169,10 @@ def main() -> int:
                          "build_s": ours.build_s, "toolkit_fidelity": tfid, "toolkit_task": ttask,
                          "toolkit_build_s": theirs.build_s, "task_margin": margin, "margin_samples": n_margin,
                          "toolkit_task_margin": tmargin, "note": note})
+            if args.json:
+                # after every row: a toolkit mmse column takes hours on a loaded machine, and a run cut short
+                # keeps the rows it finished
+                args.json.write_text(json.dumps(rows, indent=1))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
