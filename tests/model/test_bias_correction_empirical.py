@@ -118,3 +118,27 @@ def test_quantization_config_lists_the_corrected_bias(tmp_path):
     on = build(model, BuildConfig(progress=False), True, dataset=str(dataset))
     assert abs(off.quant_params["bb"]["min"][0]) < 0.01
     assert 0.25 < on.quant_params["bb"]["min"][0] < 0.35
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_channel_with_all_zero_weights_keeps_its_bias(tmp_path):
+    """A channel whose weights are all zero (its output is its bias) builds without a non-finite step: the
+    shift is divided by the channel's bias scale, which must not be 0 or give NaN/inf in the int32 bias (a
+    corpus build of PP-OCRv4's recogniser once warned of an invalid cast there)."""
+    model = _planted_model()
+    wa = numpy_helper.to_array(model.graph.initializer[0]).copy()
+    wa[1] = 0.0  # channel 1 of conv_a: output = its bias 0.3 everywhere
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(wa, "wa"))
+    dataset, xs = _dataset(tmp_path)
+    result = build(load_onnx(model), BuildConfig(progress=False, bias_correction="empirical"), True,
+                   dataset=str(dataset))
+    sim = result.sim_model
+    for t in sim.tensors:
+        if t.data is not None and t.data.dtype == np.int32:
+            assert np.all(np.abs(t.data.astype(np.int64)) < 2**31 - 1), t.name
+    from rknnlink.runtime import RuntimeLibrary
+    with RuntimeLibrary.load(backend="sim").init(result.data) as ctx:
+        y = ctx.infer([xs[0]], formats=["nchw"])[0].reshape(1, 1, 8, 8)
+    ref = (255 * xs[0]) / 127 + 0.3
+    assert np.all(np.isfinite(y))
+    assert abs(float(np.mean(y - ref))) < 0.05

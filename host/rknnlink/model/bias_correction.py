@@ -341,7 +341,11 @@ def correct_biases(sim: fmt.SimModel, pg: PreparedGraph, dataset: Any, config: A
                 continue
             b = sim.tensors[ly.bias]
             scales = _bias_scales(b)
-            steps = np.round(shift / scales)
+            # a channel whose bias scale is 0 (all-zero weights) has no int32 step to move by
+            ok = np.isfinite(scales) & (scales > 0)
+            steps = np.zeros(np.broadcast(shift, scales).shape)
+            np.divide(shift, scales, out=steps, where=ok)
+            steps = np.clip(np.round(steps), -2**31, 2**31 - 1)
             if not steps.any():
                 continue
             new = np.clip(b.data.reshape(-1).astype(np.int64) - steps.astype(np.int64), -2**31, 2**31 - 1)
