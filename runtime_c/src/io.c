@@ -103,10 +103,7 @@ static void shape3(const sim_tensor *t, uint64_t *outer, uint64_t *ch, uint64_t 
 static int io_use_avx2(void)
 {
 #ifdef IO_HAVE_AVX2
-    const char *isa = getenv("RKNNLINK_SIM_ISA");
-    if (isa != NULL && strcmp(isa, "generic") == 0)
-        return 0;
-    return __builtin_cpu_supports("avx2");
+    return sim_isa_env() != SIM_ISA_ENV_GENERIC && __builtin_cpu_supports("avx2");
 #else
     return 0;
 #endif

@@ -182,6 +182,10 @@ float sim_apply_act(uint32_t act, float p0, float p1, float x);
 /* Array forms used by the executor at operator boundaries (added by the core; implemented in
  * src/ops/): equal to the scalar helpers per element, vectorised. */
 void sim_round_f16_array(float *x, size_t n);
+/* RKNNLINK_SIM_ISA as the environment says now (src/ops/common.c, the one place that parses it): "avx2"
+ * keeps the x86 kernels off AVX-512, "generic" also keeps the input conversion on its portable path. */
+enum { SIM_ISA_ENV_DEFAULT = 0, SIM_ISA_ENV_AVX2 = 1, SIM_ISA_ENV_GENERIC = 2 };
+int sim_isa_env(void);
 void sim_quant_array(const float *x, int8_t *q, size_t n, float scale, int32_t zp);
 void sim_dequant_array(const int8_t *q, float *x, size_t n, float scale, int32_t zp);
 

@@ -68,8 +68,7 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void lut_i8_vbmi(c
  * kernels on (sim_cpu_wide_isa). */
 static int lut_vbmi_on(void)
 {
-    return (sim_cpu_wide_isa() & SIM_ISA_AVX512F) && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vbmi");
+    return (sim_cpu_wide_isa() & SIM_ISA_AVX512VBMI) != 0;
 }
 #endif
 

@@ -385,18 +385,29 @@ int sim_cpu_wide_isa_supported(void)
             bits |= SIM_ISA_AVX512F;
         if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl"))
             bits |= SIM_ISA_AVX512VNNI;
+        if ((bits & SIM_ISA_AVX512F) && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512dq"))
+            bits |= SIM_ISA_AVX512BW;
+        if ((bits & SIM_ISA_AVX512BW) && __builtin_cpu_supports("avx512vbmi"))
+            bits |= SIM_ISA_AVX512VBMI;
     }
 #endif
     return bits;
+}
+
+int sim_isa_env(void)
+{
+    const char *isa = getenv("RKNNLINK_SIM_ISA");
+    if (isa == NULL) return SIM_ISA_ENV_DEFAULT;
+    if (strcmp(isa, "generic") == 0) return SIM_ISA_ENV_GENERIC;
+    return strcmp(isa, "avx2") == 0 ? SIM_ISA_ENV_AVX2 : SIM_ISA_ENV_DEFAULT;
 }
 
 int sim_cpu_wide_isa(void)
 {
     int s = __atomic_load_n(&wide_isa_state, __ATOMIC_RELAXED);
     if (s == 0) {
-        const char *isa = getenv("RKNNLINK_SIM_ISA");
-        int forced_off = isa && (strcmp(isa, "avx2") == 0 || strcmp(isa, "generic") == 0);
-        s = 1 | (forced_off ? 0 : sim_cpu_wide_isa_supported());
+        s = 1 | (sim_isa_env() != SIM_ISA_ENV_DEFAULT ? 0 : sim_cpu_wide_isa_supported());
         __atomic_store_n(&wide_isa_state, s, __ATOMIC_RELAXED);
     }
     return s & ~1;

@@ -125,9 +125,7 @@ int sim_elt_i8_best_isa(void)
 {
     if (!SIM_CPU_AVX2()) return SIM_ELT_ISA_C;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if ((sim_cpu_wide_isa() & SIM_ISA_AVX512F) && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl"))
-        return SIM_ELT_ISA_AVX512;
+    if (sim_cpu_wide_isa() & SIM_ISA_AVX512BW) return SIM_ELT_ISA_AVX512;
 #endif
     return SIM_ELT_ISA_AVX2;
 }

@@ -720,9 +720,7 @@ int sim_i8_act_best_isa(int use_avx2)
 {
     if (!use_avx2) return SIM_I8_ACT_ISA_C;
 #if defined(SIM_HAVE_AVX2_I8) && defined(SIM_HAVE_AVX2_VMATH)
-    if ((sim_cpu_wide_isa() & SIM_ISA_AVX512F) && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-        return SIM_I8_ACT_ISA_AVX512;
+    if (sim_cpu_wide_isa() & SIM_ISA_AVX512BW) return SIM_I8_ACT_ISA_AVX512;
 #endif
     return SIM_I8_ACT_ISA_AVX2;
 }

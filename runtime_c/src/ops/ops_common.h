@@ -120,9 +120,13 @@ int sim_cpu_has_avx2_fma(void);
 
 /* The wider x86 kernels this process uses, decided once (CPU choice in one place): SIM_ISA_AVX512F for
  * the float GEMM tile (gemm_avx512.c), SIM_ISA_AVX512VNNI for the int8 GEMM's k-pair step (gemm_i8.c).
- * RKNNLINK_SIM_ISA=avx2 (or generic) turns both off, for A/B timing: the bits are the same either way. */
+ * RKNNLINK_SIM_ISA=avx2 (or generic) turns every one off, for A/B timing: the bits are the same either way. */
 #define SIM_ISA_AVX512F 2
 #define SIM_ISA_AVX512VNNI 4
+/* AVX-512 BW + VL + DQ (byte/word lanes and masks: the int8 element-wise rows and activation epilogue), and
+ * with VBMI too (the int8 table look-up's byte permutes). */
+#define SIM_ISA_AVX512BW 8
+#define SIM_ISA_AVX512VBMI 16
 /* What the CPU has, whatever RKNNLINK_SIM_ISA says (tests that compare kernels in one process). */
 int sim_cpu_wide_isa_supported(void);
 int sim_cpu_wide_isa(void);

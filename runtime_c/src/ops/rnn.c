@@ -200,7 +200,7 @@ static int rnn_isa(void)
 {
 #ifdef RNN_HAVE_X86
     if (sim_cpu_wide_isa() & SIM_ISA_AVX512F) return 2;
-    if (SIM_CPU_AVX2() && __builtin_cpu_supports("fma")) return 1;
+    if (sim_cpu_has_avx2_fma()) return 1;
 #endif
     return 0;
 }
