@@ -89,7 +89,8 @@ def correctable_layers(sim: fmt.SimModel) -> list:
     return list(layers.values())
 
 
-def _bias_scales(t: fmt.SimTensor) -> np.ndarray:
+def bias_scales(t: fmt.SimTensor) -> np.ndarray:
+    """Per element, the float value of one step of the int32 bias ``t``."""
     if t.qnt_type == fmt.QNT_CHANNEL:
         return np.asarray(t.quant_scales, np.float64)
     return np.full(t.data.size, float(t.scale))
@@ -334,7 +335,7 @@ def correct_biases(sim: fmt.SimModel, pg: PreparedGraph, dataset: Any, config: A
             if shift is None or not np.all(np.isfinite(shift)):
                 continue
             b = sim.tensors[ly.bias]
-            scales = _bias_scales(b)
+            scales = bias_scales(b)
             # a channel whose bias scale is 0 (all-zero weights) has no int32 step to move by
             ok = np.isfinite(scales) & (scales > 0)
             steps = np.zeros(np.broadcast(shift, scales).shape)

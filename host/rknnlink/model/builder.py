@@ -29,6 +29,7 @@ import numpy as np
 
 from ..runtime.platforms import platform_names
 from . import format as fmt
+from .bias_correction import CORRECTED_OPS, bias_scales, correct_biases
 from .calibration import (
     TensorStats,
     asymmetric_params,
@@ -56,8 +57,8 @@ TARGET_PLATFORMS = platform_names()  # the one platform table (runtime_c/src/pla
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Float16-link readers whose producers get asymmetric per-channel weights (_Assembler.weight_is_asymmetric).
 ASYMMETRIC_WEIGHT_READERS = ("Gelu", "LayerNormalization")
-# Ops that move int8 values without arithmetic: their output reuses the input's quantisation.
 BIAS_CORRECTIONS = (None, "off", "analytic", "empirical")
+# Ops that move int8 values without arithmetic: their output reuses the input's quantisation.
 PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split", "Expand", "Tile",
                 "GatherElements")
 
@@ -203,7 +204,6 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     asm = _Assembler(pg, nodes, config, mode, stats, float_layers, int(rknn_batch_size or 1))
     sim = asm.run()
     if empirical and asm.empirical_bias_correction() and dataset is not None:
-        from .bias_correction import correct_biases
         if asm.batch == 1:
             correct_biases(sim, pg, dataset, config, kept)
         else:
@@ -225,7 +225,7 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
 def _int32_biases(sim: fmt.SimModel) -> dict:
     """{tensor name: SimTensor} of the int32 biases of the Conv/ConvTranspose/Gemm ops of ``sim``."""
     return {sim.tensors[op.inputs[2]].name: sim.tensors[op.inputs[2]] for op in sim.ops
-            if op.op_type in ("Conv", "ConvTranspose", "Gemm") and len(op.inputs) > 2
+            if op.op_type in CORRECTED_OPS and len(op.inputs) > 2
             and op.inputs[2] is not None and sim.tensors[op.inputs[2]].dtype == fmt.INT32}
 
 
@@ -236,9 +236,7 @@ def _refresh_bias_params(sim: fmt.SimModel, quant_params: dict) -> None:
         qp = quant_params.get(name)
         if qp is None or t.data is None:
             continue
-        scales = (np.asarray(t.quant_scales, np.float64) if t.qnt_type == fmt.QNT_CHANNEL
-                  else np.full(t.data.size, float(t.scale)))
-        flat = (t.data.reshape(-1).astype(np.float64) * scales).tolist()
+        flat = (t.data.reshape(-1).astype(np.float64) * bias_scales(t)).tolist()
         if qp["qmethod"] == "channel" and len(flat) == len(qp["min"]):
             qp["min"] = qp["max"] = qp["ori_min"] = qp["ori_max"] = [float(v) for v in flat]
         elif qp["qmethod"] == "layer":
@@ -296,7 +294,7 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
                     for n in nodes if n.op_type in ("Conv", "Gemm") and n.inputs[0] in stats}
     count = 0
     names = onnx_names + [n for n, _ in views]
-    kept_names = {n.outputs[0] for n in nodes if n.op_type in ("Conv", "ConvTranspose", "Gemm")}
+    kept_names = {n.outputs[0] for n in nodes if n.op_type in CORRECTED_OPS}
     for values in run_all():
         count += 1
         if keep is not None:
