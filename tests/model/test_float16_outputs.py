@@ -127,3 +127,13 @@ def test_a_fused_activation_output_and_float_builds_are_left_alone(tmp_path):
     for dtype, want in (("float16", fmt.FLOAT16), ("float32", fmt.FLOAT32)):
         r = build(load_onnx(head), BuildConfig(progress=False, float_dtype=dtype), False)
         assert r.sim_model.tensors[r.sim_model.outputs[0].tensor].dtype == want
+
+
+def test_a_pre_quantised_model_keeps_its_int8_output():
+    """fixed_ranges (a QDQ model's own parameters, model/prequant.py) include the output's: it stays int8
+    with that range, while the same model calibrated gets the float16 output."""
+    model, _ = _linear()
+    result = build(load_onnx(model), BuildConfig(progress=False), True, None,
+                   fixed_ranges={"x": (-1.0, 1.0), "f": (-1.0, 1.0), "out": (-4.0, 4.0)})
+    out = result.sim_model.tensors[result.sim_model.outputs[0].tensor]
+    assert out.dtype == fmt.INT8 and out.scale == pytest.approx(8.0 / 255, rel=1e-3)
