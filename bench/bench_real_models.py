@@ -15,12 +15,23 @@ them; --cle and --clipping set rknnlink's cross-layer equalisation and activatio
 (docs/quantization.md; the toolkit has no such options). --toolkit-json takes the toolkit's columns from an
 earlier run only when that run used the same algorithm and method.
 
-Top-1 rows also print ``top1 m`` (and ``tk top1 m``): top-1 agreement counted only over the images whose
-fp32 top-1/top-2 margin is at least MARGIN_MIN (0.1) times the standard deviation of that image's logits
-over the classes. The random-weight classifier heads (EfficientNet-B0, both ViT-Ti) put the first two
-classes of many images within a few hundredths of a logit of each other, so any int8 error, however small,
-flips a coin there; plain top-1 on 16 images then moves by 1/16 per coin and ranks two tools by luck. The
-images kept are chosen on fp32 alone, so both tools are counted over the same ones; ``(n)`` says how many.
+Top-1 rows also print ``task m`` (and ``tk task m``; the column was called ``top1 m``): top-1 agreement
+counted only over the images whose fp32 top-1/top-2 margin is at least MARGIN_MIN (0.1) times the standard
+deviation of that image's logits over the classes. The random-weight classifier heads (EfficientNet-B0, both
+ViT-Ti) put the first two classes of many images within a few hundredths of a logit of each other, so any
+int8 error, however small, flips a coin there; plain top-1 on 16 images then moves by 1/16 per coin and
+ranks two tools by luck. The images kept are chosen on fp32 alone, so both tools are counted over the same
+ones; ``(n)`` says how many.
+
+Text rows (the CTC recognisers) print a per-step number in the same column: the per-step argmax agreement over
+the time steps whose fp32 top-1/top-2 margin is at least MARGIN_MIN standard deviations of that step's
+scores over the classes, pooled over every test image (``(n)`` = steps kept). The random-weight CRNN has
+near-tied steps in every one of its 16 test lines (4-13 of 32 steps each under 0.1 std, the closest
+1e-3 std), so no line could be kept whole and its decoded-text agreement counts coins: one flipped step
+changes a line. Per step, the kept steps decide; a wrong step still counts when fp32 had a clear winner.
+Plain top-1 and decoded text stay in the ``task`` column. In the JSON rows ``task_margin`` /
+``toolkit_task_margin`` hold this number, ``margin_samples`` the count, ``margin_unit`` what it counts
+(``images`` or ``steps``).
 """
 
 from __future__ import annotations
@@ -72,6 +83,42 @@ def margin_top1(ref: list, result: run.RunResult, min_margin: float = MARGIN_MIN
     return float(np.mean(hits)), len(kept)
 
 
+def _clear_steps(scores: np.ndarray, min_margin: float) -> np.ndarray:
+    """Per row of ``scores`` (steps x classes): True where the two largest values are at least
+    ``min_margin`` standard deviations of the row apart."""
+    z = np.sort(np.asarray(scores, np.float64), axis=-1)[:, ::-1]
+    std = z.std(axis=-1)
+    return (std > 0) & ((z[:, 0] - z[:, 1]) >= min_margin * std) if z.shape[-1] > 1 else np.zeros(len(z), bool)
+
+
+def margin_steps(ref: list, result: run.RunResult, min_margin: float = MARGIN_MIN) -> tuple:
+    """(per-step argmax agreement over the steps with a clear fp32 winner, how many steps they are) for CTC
+    outputs (first output (1, T, C) or (T, C)); the steps are chosen on fp32 only, as in
+    :func:`margin_kept`. nan when the run failed or no step is kept."""
+    hits, kept = 0, 0
+    for i, r in enumerate(ref):
+        z = np.asarray(r[0], np.float64)
+        z = z.reshape(-1, z.shape[-1])
+        clear = _clear_steps(z, min_margin)
+        kept += int(clear.sum())
+        if result.outputs is not None:
+            g = np.asarray(result.outputs[i][0], np.float64).reshape(z.shape)
+            hits += int((np.argmax(z, -1) == np.argmax(g, -1))[clear].sum())
+    if result.outputs is None or not kept:
+        return float("nan"), kept
+    return hits / kept, kept
+
+
+MARGIN_METRICS = {"top1": (margin_top1, "images"), "text": (margin_steps, "steps")}
+
+
+def margin_task(metric: str, ref: list, result: run.RunResult) -> tuple:
+    """(margin-aware task agreement, count) for the metrics that have one (top1, text), else (nan, 0)."""
+    if metric not in MARGIN_METRICS:
+        return float("nan"), 0
+    return MARGIN_METRICS[metric][0](ref, result)
+
+
 def _print_decoded(folder: Path, ref: list, ours: run.RunResult, theirs: run.RunResult) -> None:
     """The trained recogniser reads rendered text: show what fp32, rknnlink and the toolkit read."""
     from corpus.metrics import decode_text, ppocr_charset
@@ -120,7 +167,7 @@ def main() -> int:
     print(f"toolkit: {tk or 'not configured (set ' + run.TOOLKIT_ENV + ')'}; algorithm {args.algorithm}, "
           f"method {args.method}, rknnlink cross-layer equalisation {args.cle}, clipping {args.clipping}")
     head = (f"{'model':18s} {'mode':5s} {'metric':12s} {'fid':>7s} {'tk fid':>7s} {'task':>6s} {'tk task':>7s} "
-            f"{'top1 m (n)':>11s} {'tk top1 m':>9s} {'build s':>7s} {'tk s':>6s}  note")
+            f"{'task m (n)':>11s} {'tk task m':>9s} {'build s':>7s} {'tk s':>6s}  note")
     print(head)
     print("-" * len(head))
     rows = []
@@ -149,17 +196,18 @@ def main() -> int:
                 theirs = (run.run_toolkit(folder, quant, args.algorithm, tk, method=args.method) if tk
                           else run.RunResult(error=""))
                 tfid, ttask = run.score(folder, ref, theirs) if tk else (float("nan"), float("nan"))
-                tmargin = margin_top1(ref, theirs)[0] if tk else float("nan")
-            margin, n_margin = margin_top1(ref, ours) if metric == "top1" else (float("nan"), 0)
-            if metric != "top1":
+                tmargin = margin_task(metric, ref, theirs)[0] if tk else float("nan")
+            margin, n_margin = margin_task(metric, ref, ours)
+            if metric not in MARGIN_METRICS:
                 tmargin = float("nan")
             note = "; ".join(e for e in (ours.error, theirs.error) if e)
             if tk and not ours.error and not theirs.error:
                 # fp16 rows differ by float noise (1e-6); int8 rows are compared strictly
                 tol = 1e-5 if quant else 1e-4
                 note = "below toolkit" if fid < tfid - tol or task < ttask - 1e-3 else ""
+            counted = f"{_fmt(margin, 3)} ({n_margin})" if metric in MARGIN_METRICS else "-"
             print(f"{name:18s} {mode:5s} {metric:12s} {_fmt(fid, 5):>7s} {_fmt(tfid, 5):>7s} {_fmt(task, 3):>6s} "
-                  f"{_fmt(ttask, 3):>7s} {_fmt(margin, 3) + (f' ({n_margin})' if metric == 'top1' else ''):>11s} "
+                  f"{_fmt(ttask, 3):>7s} {counted:>11s} "
                   f"{_fmt(tmargin, 3):>9s} {_fmt(ours.build_s, 2):>7s} {_fmt(theirs.build_s, 2):>6s}  {note}",
                   flush=True)
             if name.startswith("ppocrv4_rec"):
@@ -168,6 +216,7 @@ def main() -> int:
                          "metric": metric, "fidelity": fid, "task": task,
                          "build_s": ours.build_s, "toolkit_fidelity": tfid, "toolkit_task": ttask,
                          "toolkit_build_s": theirs.build_s, "task_margin": margin, "margin_samples": n_margin,
+                         "margin_unit": MARGIN_METRICS.get(metric, (None, None))[1],
                          "toolkit_task_margin": tmargin, "note": note})
             if args.json:
                 # after every row: a toolkit mmse column takes hours on a loaded machine, and a run cut short

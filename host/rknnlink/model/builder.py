@@ -10,7 +10,8 @@ Data types per build mode (docs/quantization.md has the reasoning):
 * fp16 (``float_dtype='float16'``, the toolkit's float build): activations FLOAT16, weights and other float
   constants FLOAT16, biases and BatchNormalization parameters FLOAT32.
 * int8 (``quantized_dtype='w8a8'``): activations int8 asymmetric per tensor (graph inputs with the
-  normalised-input range, outputs int8 too); Conv/ConvTranspose/Gemm/MatMul weights int8 *symmetric*
+  normalised-input range; outputs int8 too, except a graph output a Conv/Gemm writes, which is float16
+  from its accumulator: precision.accumulator_outputs); Conv/ConvTranspose/Gemm/MatMul weights int8 *symmetric*
   (zero point 0) per output channel (``quantized_method='channel'``) or per tensor ('layer'); biases int32
   with scale ``s_x * s_w``; other constants stay FLOAT32 (the runtime computes those ops in float).
   Layers named in ``float_layers`` (hybrid quantization) run in float16 with FLOAT16 outputs.
@@ -42,7 +43,7 @@ from .calibration import (
 from .dataset import Sample, read_dataset
 from .errors import BuildError, UnsupportedOperatorError
 from .lower import INTEGER_VALUE_TYPES, LNode, lower
-from .precision import auto_float_layers, fused_links
+from .precision import accumulator_outputs, auto_float_layers, fused_links
 from .prepare import PreparedGraph, load_onnx, make_session, prepare
 from .ranges import clip_activation_ranges
 from .rewrite import derived_value, rewrite, source_tensor, view_source
@@ -201,7 +202,9 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     float_layers = set(float_layers)
     if do_quantization and optimise:
         float_layers |= auto_float_layers(nodes, pg.outputs, stats, config.quantized_algorithm, pg)
-    asm = _Assembler(pg, nodes, config, mode, stats, float_layers, int(rknn_batch_size or 1))
+    # a pre-quantised model's outputs keep the int8 quantisation its own QuantizeLinear gave them
+    float_outputs = not fixed_ranges
+    asm = _Assembler(pg, nodes, config, mode, stats, float_layers, int(rknn_batch_size or 1), float_outputs)
     sim = asm.run()
     if empirical and asm.empirical_bias_correction() and dataset is not None:
         if asm.batch == 1:
@@ -209,7 +212,7 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
         else:
             # measured on the batch-1 model (calibration samples are single frames); the batched model gets
             # the same int32 biases, so its frames compute exactly what a batch-1 build computes
-            sim1 = _Assembler(pg1, nodes1, config, mode, stats, float_layers, 1).run()
+            sim1 = _Assembler(pg1, nodes1, config, mode, stats, float_layers, 1, float_outputs).run()
             correct_biases(sim1, pg1, dataset, config, kept)
             corrected = _int32_biases(sim1)
             for name, t in _int32_biases(sim).items():
@@ -397,9 +400,10 @@ class _Assembler:
     """Turns lowered nodes into SimTensors/SimOps with the data types of the build mode."""
 
     def __init__(self, pg: PreparedGraph, nodes: list, config: BuildConfig, mode: str, stats: dict,
-                 float_layers: set, batch: int) -> None:
+                 float_layers: set, batch: int, float_outputs: bool = True) -> None:
         self.pg, self.nodes, self.config, self.mode = pg, nodes, config, mode
         self.stats, self.float_layers, self.batch = stats, float_layers, batch
+        self.float_outputs = float_outputs  # Conv/Gemm graph outputs in float16 (precision.accumulator_outputs)
         self.fp32_input_layers: set = set()
         self.sum_inputs: set = set()
         self.links: dict = {}  # float16-linked tensor -> the op type that reads it (precision.fused_links)
@@ -441,13 +445,17 @@ class _Assembler:
     def float16_links(self, consumers: dict) -> dict:
         """int8 builds: Conv/Gemm outputs (and views of them) written in float16 because only a residual Add,
         a GELU or a LayerNormalization reads them, which then requantises once, as the NPU's fused layers
-        do; {tensor: reader op type} (precision.fused_links)."""
+        do, or because they are graph outputs (precision.accumulator_outputs: no clipping to the calibrated
+        range, no last rounding; not for a pre-quantised model, whose own output quantisation is kept);
+        {tensor: reader op type, or precision.OUTPUT_LINK}."""
         if self.mode != "int8":
             return {}
         producer = {o: n for n in self.nodes for o in n.outputs}
-        return {name: reader
-                for name, reader in fused_links(self.nodes, self.pg.outputs, self.pg.constants, self.pg.shapes).items()
-                if self.op_is_int8(producer[name]) and all(self.op_is_int8(c) for c in consumers[name])}
+        links = fused_links(self.nodes, self.pg.outputs, self.pg.constants, self.pg.shapes)
+        if self.float_outputs:
+            links.update(accumulator_outputs(self.nodes, self.pg.outputs))
+        return {name: reader for name, reader in links.items()
+                if self.op_is_int8(producer[name]) and all(self.op_is_int8(c) for c in consumers.get(name, []))}
 
     def float_type(self) -> int:
         return fmt.FLOAT32 if self.mode == "fp32" else fmt.FLOAT16
