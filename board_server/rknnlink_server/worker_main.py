@@ -28,7 +28,7 @@ import numpy as np
 from rknnlink.runtime import RknnError, RuntimeContext, RuntimeLibrary, numpy_dtype
 from rknnlink.runtime.abi import RKNN_ERR_INPUT_INVALID, RKNN_ERR_PARAM_INVALID
 from rknnlink.runtime.library import PreparedRun, output_type_of
-from rknnlink.v1 import datawire
+from rknnlink.v1 import datawire, shmring
 from rknnlink_server.wire import WorkerGoneError, recv_frame, send_frame
 
 log = logging.getLogger("rknnlink_server.worker")
@@ -230,13 +230,37 @@ def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool,
         if conn.family != socket.AF_UNIX:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(timeout)
+        offer = greet and _local_peer(conn)
         if greet:
-            datawire.send_parts(conn, [datawire.encode_hello_reply(0, "attached")])
-        _DataConnection(worker, conn, datawire.frame_limit(max_bytes)).serve()
+            datawire.send_parts(conn, [datawire.encode_hello_reply(0, f"attached {shmring.CAPABILITY}" if offer
+                                                                   else "attached")])
+        _DataConnection(worker, conn, datawire.frame_limit(max_bytes), offer).serve()
     except (OSError, datawire.PeerClosedError) as exc:
         log.debug("data connection ended: %s", exc)
     finally:
         conn.close()
+
+
+def _local_peer(conn: socket.socket) -> bool:
+    """Whether a shared-memory ring may be offered on `conn`: a plain socket (not TLS) from this host's
+    loopback, and the ring not turned off. (An adb forward's peer is loopback too; its client's ring setup
+    then fails the checks of shmring.Ring.attach, and that client keeps the byte frames.)"""
+    if not shmring.enabled() or type(conn) is not socket.socket:
+        return False
+    if conn.family == socket.AF_UNIX:
+        return True
+    try:
+        host = conn.getpeername()[0]
+    except OSError:
+        return False
+    return conn.family in (socket.AF_INET, socket.AF_INET6) and (host.startswith("127.") or host == "::1")
+
+
+class _Setup:
+    """A ring setup frame (rknnlink.v1.shmring), answered in order like a request."""
+
+    def __init__(self, body: memoryview) -> None:
+        self.body = bytes(body)
 
 
 class _DataConnection:
@@ -249,10 +273,16 @@ class _DataConnection:
     the runner thread to send. Otherwise (a pipelining client) the request is queued for the runner thread,
     and this thread goes on reading and parsing the next frames while the runtime runs (it releases the
     GIL), up to QUEUED ahead; then it stops reading and TCP flow control holds the client back, so a client
-    that sends without reading costs bounded memory."""
+    that sends without reading costs bounded memory.
 
-    def __init__(self, worker: Worker, conn: socket.socket, limit: int) -> None:
-        self.worker, self.conn, self.limit = worker, conn, limit
+    A request whose inputs are in the shared-memory ring (a local client that set one up, `offer`) runs
+    here whenever nothing is queued or running, and its small reply is sent here too, even with next frames
+    waiting: those are a few hundred bytes of headers each, so there is nothing to read ahead while the
+    runtime runs, and one thread doing it all saves two thread hand-overs per request."""
+
+    def __init__(self, worker: Worker, conn: socket.socket, limit: int, offer: bool = False) -> None:
+        self.worker, self.conn, self.limit, self.offer = worker, conn, limit, offer
+        self.ring: Optional[shmring.Ring] = None
         self.reader = datawire.FrameReader(conn, READ_AHEAD_BYTES)
         self.parser = datawire.RequestParser()
         self.plans: Dict[datawire.Layout, PreparedRun] = {}
@@ -269,12 +299,15 @@ class _DataConnection:
                 request = self._next()
                 if request is None:
                     break
+                slotted = self.parser.slotted and type(request) is tuple
                 with self.cv:
-                    while len(self.queue) >= QUEUED and not self.done:
+                    while (len(self.queue) >= QUEUED or (self.busy or self.queue) and isinstance(request, _Setup)) \
+                            and not self.done:
                         self.cv.wait()
                     if self.done:
                         break
-                    inline = not self.queue and not self.busy and not self.reader.pending()
+                    inline = isinstance(request, _Setup) or (not self.queue and not self.busy
+                                                             and (slotted or not self.reader.pending()))
                     if not inline:
                         self.queue.append(request)
                         self._start_runner()
@@ -283,7 +316,11 @@ class _DataConnection:
                     if inline:
                         self._answer(request)
                     break
-                if inline and not self._run_inline(request):
+                if isinstance(request, _Setup):  # nothing queued or running: answered here, in order
+                    if not self._send([self._set_up_ring(request.body)]):
+                        break
+                    continue
+                if inline and not self._run_inline(request, slotted):
                     break
         finally:
             if self.runner is not None:  # it answers what is queued, then stops
@@ -291,23 +328,64 @@ class _DataConnection:
                     self.queue.append(None)
                     self.cv.notify_all()
                 self.runner.join()
+            self._release_ring()
+
+    def _set_up_ring(self, body: bytes) -> bytes:
+        """Map the client's ring (shmring.Ring.attach checks every claim of the frame); the ack frame. A
+        refusal leaves the connection as it was: the client keeps the byte frames."""
+        if not self.offer or self.ring is not None:
+            return shmring.encode_ack(1, "no shared-memory ring is offered on this connection" if not self.offer
+                                      else "this connection has its ring already")
+        try:
+            pid, fd, n_slots, slot_bytes, token = shmring.parse_setup(memoryview(body))
+            if slot_bytes > self.limit:  # a slot carries no more than a frame may (rknnlink serve --max-message-mb)
+                raise shmring.RingError(f"slots of {slot_bytes} bytes exceed this connection's frame limit")
+            self.ring = shmring.Ring.attach(pid, fd, n_slots, slot_bytes, token)
+        except shmring.RingError as exc:
+            log.debug("shared-memory ring refused: %s", exc)
+            return shmring.encode_ack(1, str(exc))
+        self.parser.ring = self.ring
+        return shmring.encode_ack(0, "attached")
+
+    def _release_ring(self) -> None:
+        """Unmap the ring at the connection's end. The last data-plane run (kept for a dump's replay) may be
+        views of it: it gets copies of those bytes first, so a replay never reads the ring after this."""
+        ring, self.ring = self.ring, None
+        if ring is None:
+            return
+        self.parser.ring = None
+        self.parser = datawire.RequestParser()  # its cached spans name the ring's slots
+        with self.worker.lock:
+            last = self.worker._last_run
+            if last is not None and any(ring.owns(d) for d in last[1]):
+                self.worker._last_run = last = (last[0], [memoryview(bytearray(d)) for d in last[1]])
+            ctx = self.worker.ctx  # it keeps the inputs of its last run alive too (PreparedRun)
+            kept = getattr(ctx, "_inputs_keepalive", None)
+            if kept and any(isinstance(d, memoryview) and ring.owns(d) for d in kept):
+                ctx._inputs_keepalive = list(last[1]) if last is not None else []
+            del kept, last
+        ring.close()  # unmapped now, or (a view still somewhere) with the last view
 
     def _next(self) -> Any:
         """The next request (request_id, layout, datas), a FrameError for a corrupt frame, None at the end."""
         try:
             body = self.reader.read(self.limit)
-            return None if body is None else self.parser.parse(body)
+            if body is None:
+                return None
+            if body[:4] == shmring.MAGIC_SETUP:
+                return _Setup(body)
+            return self.parser.parse(body)
         except datawire.FrameError as exc:
             return exc
         except (OSError, datawire.PeerClosedError) as exc:
             log.debug("data connection ended: %s", exc)
             return None
 
-    def _run_inline(self, request: Any) -> bool:
+    def _run_inline(self, request: Any, slotted: bool = False) -> bool:
         reply = self._run(*request)
         # every reply's first part starts with the frame's length prefix: its size without a pass over the parts
         size = datawire.LENGTH.unpack_from(reply[0])[0] + datawire.LENGTH.size
-        if size <= INLINE_REPLY_BYTES and not self.reader.pending():
+        if size <= INLINE_REPLY_BYTES and (slotted or not self.reader.pending()):
             return self._send(reply)
         with self.cv:  # nothing is queued or running (the condition to run inline): the order holds
             self.queue.append(_Reply(reply))
