@@ -356,3 +356,21 @@ def test_slot_frames_parse_to_views_of_the_ring_and_bad_ones_are_frame_errors():
             datawire.parse_request(memoryview(bytearray(bad[0]))[datawire.LENGTH.size:])
     finally:
         ring.close()
+
+
+def test_has_frame_only_for_a_whole_buffered_frame():
+    """FrameReader.has_frame: what lets the worker hold a reply (the next request is read without waiting)."""
+    import socket
+
+    left, right = socket.socketpair()
+    with left, right:
+        reader = datawire.FrameReader(right, 8192)
+        assert not reader.has_frame()
+        frames = [b"one", b"two"]
+        left.sendall(b"".join(datawire.LENGTH.pack(len(f)) + f for f in frames) + datawire.LENGTH.pack(9) + b"par")
+        assert bytes(reader.read(1 << 10)) == b"one"  # one recv brought everything that was sent
+        assert reader.has_frame()
+        assert bytes(reader.read(1 << 10)) == b"two"
+        assert not reader.has_frame()  # a prefix and part of a body only
+        left.sendall(b"t of it")
+        assert bytes(reader.read(1 << 10)) == b"part of i" and not reader.has_frame()

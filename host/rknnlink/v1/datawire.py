@@ -212,6 +212,11 @@ class FrameReader:
             self._poll.register(self.sock, select.POLLIN)
         return bool(self._poll.poll(0))
 
+    def has_frame(self) -> bool:
+        """True when a whole next frame is buffered here: read() returns it without a system call."""
+        have = self._end - self._start
+        return have >= LENGTH.size and have - LENGTH.size >= LENGTH.unpack_from(self._buf, self._start)[0]
+
     def _recv_into(self, view: memoryview) -> int:
         while True:
             try:
