@@ -436,6 +436,8 @@ class _DataConnection:
         while ok:
             with self.cv:  # one hand-over per request: the answered one is done, the next one is taken
                 self.busy = False
+                if not self.queue:  # idle: a ring setup the reader holds back until now may go
+                    self.cv.notify_all()
                 while not self.queue:
                     self.cv.wait()
                 request = self.queue.popleft()
@@ -446,6 +448,7 @@ class _DataConnection:
             ok = self._answer(request)
         with self.cv:
             self.busy = False
+            self.cv.notify_all()
 
     def _answer(self, request: Any) -> bool:
         """Run one request and send its reply, send a reply run inline, or answer a corrupt frame and end

@@ -374,3 +374,40 @@ def test_has_frame_only_for_a_whole_buffered_frame():
         assert not reader.has_frame()  # a prefix and part of a body only
         left.sendall(b"t of it")
         assert bytes(reader.read(1 << 10)) == b"part of i" and not reader.has_frame()
+
+
+def test_a_setup_behind_queued_requests_is_answered_after_them(direct, monkeypatch):
+    """A client (not this one: it sets up with nothing in flight) that sends a setup right behind pipelined
+    byte frames, all in one write: the worker's runner answers the requests first, then the reader the
+    setup, in order - the runner tells the reader when it is idle, so the setup never waits for a wake-up
+    that does not come."""
+    import threading
+
+    monkeypatch.setenv(shmring.ENV_SWITCH, "0")  # this client's frames carry their bytes
+    x = np.ones((1, 16, 128, 128), np.float32)
+    model = sim_models.conv_relu_model(16, 16, 128)[0]  # ~3 ms a run: the setup comes while one is running
+    with direct.load_model(model) as session, session.pipeline(depth=4) as pipe:
+        want = pipe.run([x], formats=["nchw"])[0]
+        ring = shmring.Ring.create(1, shmring.PAGE)
+        try:
+            body = ring.setup_frame_body()
+            frames = [datawire.encode_request(100 + i, [(0, 1, False, x.shape, x)], False) for i in range(3)]
+            pipe.carrier.send([part for parts in frames for part in parts]
+                              + [datawire.LENGTH.pack(len(body)) + body])
+            box: dict = {}
+
+            def collect() -> None:
+                box["replies"] = [datawire.parse_reply(pipe.carrier.receive(1 << 24, None), 1 << 24)
+                                  for _ in range(3)]
+                box["ack"] = shmring.parse_ack(pipe.carrier.receive(1 << 16, None))
+
+            thread = threading.Thread(target=collect, daemon=True)
+            thread.start()
+            thread.join(60)
+            assert not thread.is_alive(), "the setup behind the requests was never answered"
+            assert [r[0] for r in box["replies"]] == [100, 101, 102]
+            assert all(bytes(r[3][0][2]) == want.tobytes() for r in box["replies"])
+            assert box["ack"][0] == 0
+        finally:
+            ring.close()
+        assert pipe.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
