@@ -384,6 +384,29 @@ def through_usb(address: str, model: bytes, image: np.ndarray) -> tuple:
             cleanup()
 
 
+def _ring_in_use(address: str, model: bytes, image: np.ndarray) -> bool:
+    """Whether the direct carrier's pipelines here move their inputs through the shared-memory ring
+    (rknnlink.v1.shmring: client and worker on one host) rather than in the frames."""
+    with Board.connect(address, use_data_channel=True) as board, board.load_model(model) as session, \
+            session.pipeline(depth=DEPTH) as pipe:
+        pipe.run([image])
+        return bool(getattr(pipe, "uses_ring", False))
+
+
+def _without_ring(measure: Callable[[], Any]) -> Any:
+    """measure() with the client's ring turned off (RKNNLINK_DATA_SHM=0): the direct carrier's byte frames,
+    what a client on another host (adb, a farm relay of the data port) gets."""
+    old = os.environ.get("RKNNLINK_DATA_SHM")
+    os.environ["RKNNLINK_DATA_SHM"] = "0"
+    try:
+        return measure()
+    finally:
+        if old is None:
+            os.environ.pop("RKNNLINK_DATA_SHM", None)
+        else:
+            os.environ["RKNNLINK_DATA_SHM"] = old
+
+
 ROUNDS = 3
 DEPTH = 4
 CHUNK = 50  # short chunks, many of them: the median ratio is then robust against the odd time slice lost
@@ -395,10 +418,13 @@ def one_round(model: bytes, image: np.ndarray) -> Dict[str, float]:
     daemon = start_local_daemon(platform="rk3588", backend="sim")
     try:
         direct = through_daemon(daemon.address, model, image, "direct")
+        ring = _ring_in_use(daemon.address, model, image)
+        direct_bytes = _without_ring(lambda: through_daemon(daemon.address, model, image, "direct"))
         cpu = pipeline_cpu(daemon, model, image)
         cpu.update(run_cpu(daemon, model, image))
         relay = through_daemon(daemon.address, model, image, "relay")
-        usb, usb_relay = through_usb(daemon.address, model, image)
+        # a real USB board never shares the host's memory; the emulated bus does: no ring there
+        usb, usb_relay = _without_ring(lambda: through_usb(daemon.address, model, image))
     finally:
         daemon.stop()
     network = tls_daemon.start()  # its certificate, key and cache in a temporary directory stop() removes
@@ -421,7 +447,9 @@ def one_round(model: bytes, image: np.ndarray) -> Dict[str, float]:
         cpu["cpu_run_ratio"] = cpu["cpu_run_overhead"] / tcp_cpu
     return {"tcp": tcp_us, "grpc": grpc_us, "inproc": direct["inproc"], "inproc_item": direct["inproc_item"],
             "run": direct["run"], "run_overhead": run_overhead, "run_ratio": run_overhead / tcp_us,
-            "item": direct["item"], "throughput": direct["throughput"],
+            "item": direct["item"], "throughput": direct["throughput"], "ring": float(ring),
+            "bytes_run_overhead": direct_bytes["run"] - direct_bytes["inproc"], "bytes_item": direct_bytes["item"],
+            "bytes_throughput": direct_bytes["throughput"],
             "relay": relay["run"], "relay_overhead": relay_overhead, "relay_ratio": relay_overhead / tcp_us,
             "relay_item": relay["item"], "relay_throughput": relay["throughput"],
             "bus": bus_us, "tls": tls_us,
@@ -497,6 +525,12 @@ def main() -> int:
         (f"direct: pipelined per item (depth {DEPTH})", m["item"], ""),
         ("direct: pipelined / in-process throughput", m["throughput"] * 100, f"% (goal >= {GOAL_THROUGHPUT:.0%})"),
         *_cpu_rows(m),
+        ("  direct: inputs in the shared-memory ring", m["ring"] * 100,
+         "% of rounds (client and worker on one host; elsewhere the byte frames below)"),
+        ("direct, byte frames (RKNNLINK_DATA_SHM=0)", None, "what a client on another host gets (adb, a farm relay)"),
+        ("  byte frames: run() link overhead", m["bytes_run_overhead"], ""),
+        (f"  byte frames: pipelined per item (depth {DEPTH})", m["bytes_item"], ""),
+        ("  byte frames: pipelined / in-process", m["bytes_throughput"] * 100, "%"),
         (f"relayed: pipelined per item (depth {DEPTH})", m["relay_item"], ""),
         ("relayed: pipelined / in-process throughput", m["relay_throughput"] * 100, "%"),
         (f"TLS data port: pipelined per item (depth {DEPTH})", m["tls_item"], ""),

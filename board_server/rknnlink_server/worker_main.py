@@ -28,7 +28,7 @@ import numpy as np
 from rknnlink.runtime import RknnError, RuntimeContext, RuntimeLibrary, numpy_dtype
 from rknnlink.runtime.abi import RKNN_ERR_INPUT_INVALID, RKNN_ERR_PARAM_INVALID
 from rknnlink.runtime.library import PreparedRun, output_type_of
-from rknnlink.v1 import datawire
+from rknnlink.v1 import datawire, shmring
 from rknnlink_server.wire import WorkerGoneError, recv_frame, send_frame
 
 log = logging.getLogger("rknnlink_server.worker")
@@ -206,6 +206,7 @@ class Worker:
 QUEUED = 4      # requests a data connection reads ahead of the one running (then TCP pushes back)
 MAX_PLANS = 8   # prepared input layouts a data connection keeps
 INLINE_REPLY_BYTES = 1 << 16  # larger replies of an inline run are sent by the runner: the reader goes on
+HELD_REPLIES = 2  # replies of slotted requests sent together at most (see _DataConnection._run_slotted)
 
 
 class _Reply:
@@ -230,13 +231,37 @@ def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool,
         if conn.family != socket.AF_UNIX:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(timeout)
+        offer = greet and _local_peer(conn)
         if greet:
-            datawire.send_parts(conn, [datawire.encode_hello_reply(0, "attached")])
-        _DataConnection(worker, conn, datawire.frame_limit(max_bytes)).serve()
+            datawire.send_parts(conn, [datawire.encode_hello_reply(0, f"attached {shmring.CAPABILITY}" if offer
+                                                                   else "attached")])
+        _DataConnection(worker, conn, datawire.frame_limit(max_bytes), offer).serve()
     except (OSError, datawire.PeerClosedError) as exc:
         log.debug("data connection ended: %s", exc)
     finally:
         conn.close()
+
+
+def _local_peer(conn: socket.socket) -> bool:
+    """Whether a shared-memory ring may be offered on `conn`: a plain socket (not TLS) from this host's
+    loopback, and the ring not turned off. (An adb forward's peer is loopback too; its client's ring setup
+    then fails the checks of shmring.Ring.attach, and that client keeps the byte frames.)"""
+    if not shmring.enabled() or type(conn) is not socket.socket:
+        return False
+    if conn.family == socket.AF_UNIX:
+        return True
+    try:
+        host = conn.getpeername()[0]
+    except OSError:
+        return False
+    return conn.family in (socket.AF_INET, socket.AF_INET6) and (host.startswith("127.") or host == "::1")
+
+
+class _Setup:
+    """A ring setup frame (rknnlink.v1.shmring), answered in order like a request."""
+
+    def __init__(self, body: memoryview) -> None:
+        self.body = bytes(body)
 
 
 class _DataConnection:
@@ -249,10 +274,16 @@ class _DataConnection:
     the runner thread to send. Otherwise (a pipelining client) the request is queued for the runner thread,
     and this thread goes on reading and parsing the next frames while the runtime runs (it releases the
     GIL), up to QUEUED ahead; then it stops reading and TCP flow control holds the client back, so a client
-    that sends without reading costs bounded memory."""
+    that sends without reading costs bounded memory.
 
-    def __init__(self, worker: Worker, conn: socket.socket, limit: int) -> None:
-        self.worker, self.conn, self.limit = worker, conn, limit
+    A request whose inputs are in the shared-memory ring (a local client that set one up, `offer`) runs
+    here whenever nothing is queued or running, and its small reply is sent here too, even with next frames
+    waiting: those are a few hundred bytes of headers each, so there is nothing to read ahead while the
+    runtime runs, and one thread doing it all saves two thread hand-overs per request."""
+
+    def __init__(self, worker: Worker, conn: socket.socket, limit: int, offer: bool = False) -> None:
+        self.worker, self.conn, self.limit, self.offer = worker, conn, limit, offer
+        self.ring: Optional[shmring.Ring] = None
         self.reader = datawire.FrameReader(conn, READ_AHEAD_BYTES)
         self.parser = datawire.RequestParser()
         self.plans: Dict[datawire.Layout, PreparedRun] = {}
@@ -262,19 +293,30 @@ class _DataConnection:
         self.busy = False     # the runner thread holds a request it has not answered yet
         self.done = False     # no more requests run (the peer closed, a corrupt frame, a failed send)
         self.runner: Optional[threading.Thread] = None
+        self.held: List[Any] = []  # parts of answered slotted requests' replies not sent yet (see _run_slotted)
+        self.n_held = 0
 
     def serve(self) -> None:
         try:
             while True:
                 request = self._next()
+                if self.runner is None and type(request) is tuple and self.parser.slotted:
+                    if not self._run_slotted(request):  # no other thread to keep in step with
+                        break
+                    continue
+                if self.held and not self._flush():
+                    break
                 if request is None:
                     break
+                slotted = self.parser.slotted and type(request) is tuple
                 with self.cv:
-                    while len(self.queue) >= QUEUED and not self.done:
+                    while (len(self.queue) >= QUEUED or (self.busy or self.queue) and isinstance(request, _Setup)) \
+                            and not self.done:
                         self.cv.wait()
                     if self.done:
                         break
-                    inline = not self.queue and not self.busy and not self.reader.pending()
+                    inline = isinstance(request, _Setup) or (not self.queue and not self.busy
+                                                             and (slotted or not self.reader.pending()))
                     if not inline:
                         self.queue.append(request)
                         self._start_runner()
@@ -283,7 +325,11 @@ class _DataConnection:
                     if inline:
                         self._answer(request)
                     break
-                if inline and not self._run_inline(request):
+                if isinstance(request, _Setup):  # nothing queued or running: answered here, in order
+                    if not self._send([self._set_up_ring(request.body)]):
+                        break
+                    continue
+                if inline and not self._run_inline(request, slotted):
                     break
         finally:
             if self.runner is not None:  # it answers what is queued, then stops
@@ -291,24 +337,89 @@ class _DataConnection:
                     self.queue.append(None)
                     self.cv.notify_all()
                 self.runner.join()
+            self._release_ring()
+
+    def _run_slotted(self, request: Any) -> bool:
+        """Run a request whose inputs are in the ring, here. Its reply waits while a whole next request is
+        already buffered (up to HELD_REPLIES): that one runs at once, and both replies go in one sendmsg -
+        one system call and one wake-up of the client for two inferences, where a loopback send costs about
+        as much CPU as the rest of the worker's per-request work (perf). A reply never waits for bytes that
+        have not arrived, so no peer waits for it while it could have been sent."""
+        reply = self._run(*request)
+        size = datawire.LENGTH.unpack_from(reply[0])[0] + datawire.LENGTH.size
+        if size > INLINE_REPLY_BYTES:
+            return (not self.held or self._flush()) and self._run_inline_reply(reply)
+        self.held.extend(reply)
+        self.n_held += 1
+        if self.n_held < HELD_REPLIES and self.reader.has_frame():
+            return True
+        return self._flush()
+
+    def _flush(self) -> bool:
+        held, self.held, self.n_held = self.held, [], 0
+        return self._send(held)
+
+    def _set_up_ring(self, body: bytes) -> bytes:
+        """Map the client's ring (shmring.Ring.attach checks every claim of the frame); the ack frame. A
+        refusal leaves the connection as it was: the client keeps the byte frames."""
+        if not self.offer or self.ring is not None:
+            return shmring.encode_ack(1, "no shared-memory ring is offered on this connection" if not self.offer
+                                      else "this connection has its ring already")
+        try:
+            pid, fd, n_slots, slot_bytes, token = shmring.parse_setup(memoryview(body))
+            if slot_bytes > self.limit:  # a slot carries no more than a frame may (rknnlink serve --max-message-mb)
+                raise shmring.RingError(f"slots of {slot_bytes} bytes exceed this connection's frame limit")
+            self.ring = shmring.Ring.attach(pid, fd, n_slots, slot_bytes, token)
+        except shmring.RingError as exc:
+            log.debug("shared-memory ring refused: %s", exc)
+            return shmring.encode_ack(1, str(exc))
+        self.parser.ring = self.ring
+        return shmring.encode_ack(0, "attached")
+
+    def _release_ring(self) -> None:
+        """Unmap the ring at the connection's end. The last data-plane run (kept for a dump's replay) may be
+        views of it: it gets copies of those bytes first, so a replay never reads the ring after this."""
+        ring, self.ring = self.ring, None
+        if ring is None:
+            return
+        self.parser.ring = None
+        self.parser = datawire.RequestParser()  # its cached spans name the ring's slots
+        with self.worker.lock:
+            last = self.worker._last_run
+            if last is not None and any(ring.owns(d) for d in last[1]):
+                self.worker._last_run = last = (last[0], [memoryview(bytearray(d)) for d in last[1]])
+            ctx = self.worker.ctx  # it keeps the inputs of its last run alive too (PreparedRun)
+            kept = getattr(ctx, "_inputs_keepalive", None)
+            if kept and any(isinstance(d, memoryview) and ring.owns(d) for d in kept):
+                ctx._inputs_keepalive = list(last[1]) if last is not None else []
+            del kept, last
+        ring.close()  # unmapped now, or (a view still somewhere) with the last view
 
     def _next(self) -> Any:
         """The next request (request_id, layout, datas), a FrameError for a corrupt frame, None at the end."""
         try:
             body = self.reader.read(self.limit)
-            return None if body is None else self.parser.parse(body)
+            if body is None:
+                return None
+            if body[:4] == shmring.MAGIC_SETUP:
+                return _Setup(body)
+            return self.parser.parse(body)
         except datawire.FrameError as exc:
             return exc
         except (OSError, datawire.PeerClosedError) as exc:
             log.debug("data connection ended: %s", exc)
             return None
 
-    def _run_inline(self, request: Any) -> bool:
+    def _run_inline(self, request: Any, slotted: bool = False) -> bool:
         reply = self._run(*request)
         # every reply's first part starts with the frame's length prefix: its size without a pass over the parts
         size = datawire.LENGTH.unpack_from(reply[0])[0] + datawire.LENGTH.size
-        if size <= INLINE_REPLY_BYTES and not self.reader.pending():
+        if size <= INLINE_REPLY_BYTES and (slotted or not self.reader.pending()):
             return self._send(reply)
+        return self._run_inline_reply(reply)
+
+    def _run_inline_reply(self, reply: List[Any]) -> bool:
+        """Hand a reply computed here to the runner thread to send (nothing is queued or running)."""
         with self.cv:  # nothing is queued or running (the condition to run inline): the order holds
             self.queue.append(_Reply(reply))
             self._start_runner()
@@ -325,6 +436,8 @@ class _DataConnection:
         while ok:
             with self.cv:  # one hand-over per request: the answered one is done, the next one is taken
                 self.busy = False
+                if not self.queue:  # idle: a ring setup the reader holds back until now may go
+                    self.cv.notify_all()
                 while not self.queue:
                     self.cv.wait()
                 request = self.queue.popleft()
@@ -335,6 +448,7 @@ class _DataConnection:
             ok = self._answer(request)
         with self.cv:
             self.busy = False
+            self.cv.notify_all()
 
     def _answer(self, request: Any) -> bool:
         """Run one request and send its reply, send a reply run inline, or answer a corrupt frame and end

@@ -21,14 +21,14 @@ import ssl
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
 
 from rknnlink.client.errors import BoardError, RemoteRknnError, SessionLostError
 from rknnlink.runtime import RknnError, numpy_dtype
-from rknnlink.v1 import dataroute, datawire, relaywire
+from rknnlink.v1 import dataroute, datawire, relaywire, shmring
 from rknnlink.v1.tlsstream import TlsStream
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,11 @@ class Carrier:
 
     kind = ""
     closed = False
+    shm = False  # the peer offered a shared-memory ring (rknnlink.v1.shmring): see attach_ring
+
+    def attach_ring(self, ring: shmring.Ring) -> bool:
+        """Hand `ring` to the worker (nothing may be in flight); False when it refused it."""
+        return False
 
     def send(self, parts: Sequence[Any], drain: Optional[Callable[[], bool]] = None) -> None:
         """Send one frame. While the frame does not fit, `drain` (if given) is called whenever replies are
@@ -95,6 +100,9 @@ class DirectCarrier(Carrier):
                 raise SessionLostError(text, getattr(grpc.StatusCode, status_name, None), kind)
             if status != 0:
                 raise DataRefusedError(f"the daemon refused the data connection: {message}", status)
+            # a ring needs a worker that offers it on this host: a plain connection to loopback
+            self.shm = (tls is None and shmring.CAPABILITY in message.split() and shmring.enabled()
+                        and _loopback(self.sock))
             self.sock.settimeout(None)
         except BaseException:
             self.sock.close()
@@ -147,12 +155,34 @@ class DirectCarrier(Carrier):
             raise datawire.PeerClosedError("the worker closed the data connection")
         return body
 
+    def attach_ring(self, ring: shmring.Ring) -> bool:
+        """The setup frame, then the worker's ack (it has opened the memfd, or says why it could not)."""
+        if not self.shm:
+            return False
+        body = ring.setup_frame_body()
+        datawire.send_parts(self.sock, [datawire.LENGTH.pack(len(body)) + body])
+        try:
+            status, message = shmring.parse_ack(self.receive(1 << 16, None))
+        except shmring.RingError as exc:
+            raise datawire.FrameError(str(exc)) from None
+        if status != 0:
+            log.info("the worker did not take the shared-memory ring (%s); inputs go in the frames", message)
+        return status == 0
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             if self._writer is not None:
                 self._writes.put(None)
             self.sock.close()
+
+
+def _loopback(sock: socket.socket) -> bool:
+    try:
+        host = sock.getpeername()[0]
+    except OSError:
+        return False
+    return host.startswith("127.") or host == "::1"
 
 
 class RelayCarrier(Carrier):
@@ -333,7 +363,16 @@ class Pipeline(OrderedResults):
         self._replies = datawire.ReplyParser(max_reply_bytes)
         self._ready: Deque[Any] = deque()
         self._expected: Deque[int] = deque()  # request ids sent and not answered yet, oldest first
+        self._slot_of: Dict[int, int] = {}    # ring slot of a request in flight that has one, by request id
+        self._ring: Optional[shmring.Ring] = None
+        self._ring_tried = False
+        self._free: Deque[int] = deque()      # ring slots no request in flight uses
         self.closed = False
+
+    @property
+    def uses_ring(self) -> bool:
+        """Whether inputs travel through the shared-memory ring (a local worker that took it)."""
+        return self._ring is not None
 
     @property
     def carrier_kind(self) -> str:
@@ -357,12 +396,71 @@ class Pipeline(OrderedResults):
         self._make_room()
         request_id = self._next_id()
         try:
-            self.carrier.send(datawire.encode_request(request_id, tensors, raw),
+            slot = self._slot_for(tensors) if self.carrier.shm else None
+            self.carrier.send(datawire.encode_request(request_id, tensors, raw, slot),
                               self._drain if self._expected else None)
-        except (OSError, grpc.RpcError) as exc:
+        except (OSError, grpc.RpcError, datawire.FrameError) as exc:
             self._fail(exc)
         self._expected.append(request_id)
+        if slot is not None:
+            self._slot_of[request_id] = slot
         return request_id
+
+    def _slot_for(self, tensors: Sequence[Tuple[Any, ...]]) -> Optional[int]:
+        """Copy the inputs into a free slot of the ring and return its index; None: they go in the frame (no
+        ring, no free slot, or too large for the slots sized by the first request). The copy is what makes
+        the caller's arrays free again at once, as a sent frame does."""
+        ring = self._ring
+        if ring is None:
+            if self._ring_tried or self._expected:  # the setup is synchronous: only with nothing in flight
+                return None
+            self._ring_tried = True
+            ring = self._open_ring(shmring.spans([memoryview(t[4]).nbytes for t in tensors])[1])
+            if ring is None:
+                return None
+        if not self._free:
+            return None
+        datas = [memoryview(t[4]).cast("B") for t in tensors]
+        spans, need = shmring.spans([d.nbytes for d in datas])
+        if need > ring.slot_bytes:
+            return None
+        slot = self._free.popleft()
+        view = ring.slot(slot)
+        for (start, end), data in zip(spans, datas):
+            view[start:end] = data
+        return slot
+
+    def _open_ring(self, need: int) -> Optional[shmring.Ring]:
+        """A ring of up to `depth` slots of `need` bytes, taken by the worker; None where it cannot be."""
+        shape = shmring.geometry(need, self.depth)
+        if shape is None:
+            return None
+        try:
+            ring = shmring.Ring.create(*shape)
+        except (OSError, shmring.RingError) as exc:
+            log.info("no shared-memory ring (%s); inputs go in the frames", exc)
+            return None
+        try:
+            taken = self.carrier.attach_ring(ring)
+        except BaseException:
+            ring.close()
+            raise
+        ring.close_fd()  # the worker has its own mapping now (or none): the descriptor is not needed
+        if not taken:
+            ring.close()
+            return None
+        self._ring = ring
+        self._free.extend(range(ring.n_slots))
+        return ring
+
+    def _forget(self) -> None:
+        """Nothing is in flight any more (the carrier is closed): drop the slots and the ring."""
+        self._expected.clear()
+        self._slot_of.clear()
+        self._free.clear()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
 
     def _drain(self) -> bool:
         """Called while a send waits for room: take the oldest reply in, so a worker blocked writing it to us
@@ -374,8 +472,8 @@ class Pipeline(OrderedResults):
 
     def _fail(self, exc: BaseException) -> None:
         self.closed = True
-        self._expected.clear()
         self.carrier.close()
+        self._forget()
         raise self._on_lost(exc) from None
 
     def _receive(self) -> List[np.ndarray]:
@@ -388,10 +486,13 @@ class Pipeline(OrderedResults):
             self.close()
             raise
         expected = self._expected.popleft()
+        slot = self._slot_of.pop(expected, -1)
+        if slot >= 0:  # answered: the worker is done with the slot's inputs
+            self._free.append(slot)
         if status != 0 and rid == 0:  # the worker refused a frame itself and closes the carrier
             self.closed = True
-            self._expected.clear()
             self.carrier.close()
+            self._forget()
         elif rid != expected:
             self._fail(datawire.FrameError(f"the worker answered request {rid} where request {expected} was due: "
                                            f"the data connection is out of step"))
@@ -404,5 +505,5 @@ class Pipeline(OrderedResults):
     def close(self) -> None:
         """Close the carrier; results still in flight are discarded (the worker notices the close)."""
         self.closed = True
-        self._expected.clear()
         self.carrier.close()
+        self._forget()

@@ -12,11 +12,17 @@ Every route carries the same frames; only the carrier differs (docs/protocol.md,
 After the hello every frame starts with its length, so a relay forwards it without parsing it:
 
     frame        <Q>      number of bytes after this prefix, then the body:
-    request      <4sQII>  b"RKLQ", request_id, flags (bit 0: raw outputs), n_inputs, then per input
-                 <iBBHQ>  dtype, fmt, pass_through, ndim, nbytes + ndim x <q> dims, then every input's bytes
+    request      <4sQII>  b"RKLQ", request_id, flags (bit 0: raw outputs, bit 1: inputs in a slot), n_inputs,
+                          then per input
+                 <iBBHQ>  dtype, fmt, pass_through, ndim, nbytes + ndim x <q> dims, then every input's bytes;
+                          with bit 1, instead of the bytes a <I> slot index: the inputs are in that slot of
+                          the connection's shared-memory ring (rknnlink.v1.shmring, local peers only)
     reply        <4sQiqI> b"RKLR", request_id, status (0 or an RKNN error code), run_us, n (outputs or message
                           bytes); per output <iHxxQ> dtype, ndim, nbytes + ndim x <q> dims, then the bytes;
                           for an error, the UTF-8 text "NAME\\0message"
+
+    ring setup   shmring.SETUP (client to worker, once, nothing in flight; only after the worker's hello reply
+                          offered shmring.CAPABILITY) and its answer shmring.ACK: framed like the others
 
 Replies come in request order, so a client may write several requests before reading (pipelining). A reader
 checks a frame's length against its limit before it allocates, then reads the whole frame into one buffer
@@ -33,6 +39,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from rknnlink.v1 import shmring
 from rknnlink.v1.protocol import MAX_DIMS, MAX_TENSORS, PROTOCOL_VERSION
 
 VERSION = PROTOCOL_VERSION
@@ -49,6 +56,8 @@ MAX_MESSAGE = 1 << 20
 # Bytes of a frame beyond its tensor data: the largest header of MAX_TENSORS tensors of MAX_DIMS dimensions.
 MAX_OVERHEAD = REQUEST.size + MAX_TENSORS * (INPUT.size + 8 * MAX_DIMS) + MAX_MESSAGE
 FLAG_RAW = 0x1
+FLAG_SLOT = 0x2   # the request's inputs are in a slot of the connection's shared-memory ring
+SLOT = struct.Struct("<I")
 REFUSED = 1               # hello reply status: bad hello, unknown session or wrong secret, busy
 REFUSED_SESSION_LOST = 2  # hello reply status: the session's worker is gone (the message says why)
 
@@ -203,6 +212,11 @@ class FrameReader:
             self._poll.register(self.sock, select.POLLIN)
         return bool(self._poll.poll(0))
 
+    def has_frame(self) -> bool:
+        """True when a whole next frame is buffered here: read() returns it without a system call."""
+        have = self._end - self._start
+        return have >= LENGTH.size and have - LENGTH.size >= LENGTH.unpack_from(self._buf, self._start)[0]
+
     def _recv_into(self, view: memoryview) -> int:
         while True:
             try:
@@ -305,8 +319,10 @@ class _Reader:
 
 # -- requests ------------------------------------------------------------------------------------------------------
 def encode_request(request_id: int, inputs: Sequence[Tuple[int, int, bool, Sequence[int], Any]],
-                   raw: bool) -> List[Any]:
-    """Frame parts for sendmsg; inputs are (dtype, fmt, pass_through, shape, bytes-like), referenced, not copied."""
+                   raw: bool, slot: Optional[int] = None) -> List[Any]:
+    """Frame parts for sendmsg; inputs are (dtype, fmt, pass_through, shape, bytes-like), referenced, not copied.
+    With `slot`, the frame names that slot of the ring instead of carrying the bytes (the caller has written
+    them there, at shmring.spans of their sizes)."""
     heads, datas, size = [], [], REQUEST.size
     for dtype, fmt, through, shape, data in inputs:
         view = memoryview(data).cast("B")
@@ -315,12 +331,36 @@ def encode_request(request_id: int, inputs: Sequence[Tuple[int, int, bool, Seque
         heads.append(head)
         datas.append(view)
         size += len(head) + view.nbytes
-    return [_FRAMED_REQUEST.pack(size, MAGIC_REQUEST, request_id, FLAG_RAW if raw else 0, len(inputs))
-            + b"".join(heads), *datas]
+    flags = FLAG_RAW if raw else 0
+    if slot is not None:
+        size += SLOT.size - sum(d.nbytes for d in datas)
+        return [_FRAMED_REQUEST.pack(size, MAGIC_REQUEST, request_id, flags | FLAG_SLOT, len(inputs))
+                + b"".join(heads) + SLOT.pack(slot)]
+    return [_FRAMED_REQUEST.pack(size, MAGIC_REQUEST, request_id, flags, len(inputs)) + b"".join(heads), *datas]
 
 
-def parse_request(body: memoryview) -> Tuple[int, bool, List[dict], List[memoryview]]:
-    """(request_id, raw, input metas, input bytes as views of `body`)."""
+def _slot_spans(metas: List[dict], ring: Optional[shmring.Ring]) -> List[Tuple[int, int]]:
+    """Where a slotted request's inputs lie in their slot; FrameError when no ring was set up or they do not
+    fit in one slot (a client's bad length is never a read outside the ring)."""
+    if ring is None:
+        raise FrameError("a request names a shared-memory slot, but this connection has no ring")
+    spans, need = shmring.spans([m["nbytes"] for m in metas])
+    if need > ring.slot_bytes:
+        raise FrameError(f"a request's inputs of {need} bytes exceed the ring's slots of {ring.slot_bytes}")
+    return spans
+
+
+def _slot_views(ring: shmring.Ring, slot: int, spans: List[Tuple[int, int]]) -> List[memoryview]:
+    try:
+        return ring.views(slot, spans)
+    except shmring.RingError as exc:
+        raise FrameError(str(exc)) from None
+
+
+def parse_request(body: memoryview, ring: Optional[shmring.Ring] = None) -> Tuple[int, bool, List[dict],
+                                                                                 List[memoryview]]:
+    """(request_id, raw, input metas, input bytes as views of `body`, or of the slot of `ring` the request
+    names)."""
     r = _Reader(body)
     magic, request_id, flags, n_inputs = r.unpack(REQUEST)
     if magic != MAGIC_REQUEST:
@@ -334,7 +374,12 @@ def parse_request(body: memoryview) -> Tuple[int, bool, List[dict], List[memoryv
         if any(d < 0 for d in shape):
             raise FrameError(f"an input with a negative dimension {shape}")
         metas.append({"dtype": dtype, "shape": shape, "fmt": fmt, "pt": bool(through), "nbytes": nbytes})
-    datas = [r.take(m["nbytes"]) for m in metas]
+    if flags & FLAG_SLOT:
+        (slot,) = r.unpack(SLOT)
+        spans = _slot_spans(metas, ring)
+        datas = _slot_views(ring, slot, spans)  # type: ignore[arg-type] - _slot_spans checked it
+    else:
+        datas = [r.take(m["nbytes"]) for m in metas]
     if r.pos != body.nbytes:
         raise FrameError("a request frame longer than its tensors")
     return request_id, bool(flags & FLAG_RAW), metas, datas
@@ -349,7 +394,10 @@ class RequestParser:
     parse, so a request costs one comparison of its header instead of a parse.
 
     parse(body) -> (request_id, layout, input bytes as views of `body`), where layout is the hashable
-    (raw, ((dtype, fmt, pass_through, shape), ...)); FrameError as parse_request."""
+    (raw, ((dtype, fmt, pass_through, shape), ...)); FrameError as parse_request.
+
+    `ring`: the connection's shared-memory ring once set up (slotted requests name its slots); `slotted`:
+    whether the last parsed request was one (its inputs are in the ring, not in the body)."""
 
     _ID = struct.Struct("<Q")
 
@@ -358,19 +406,30 @@ class RequestParser:
         self._head = b""
         self._layout: Optional[Layout] = None
         self._spans: List[Tuple[int, int]] = []
+        self.ring: Optional[shmring.Ring] = None
+        self.slotted = False
 
     def parse(self, body: memoryview) -> Tuple[int, Layout, List[memoryview]]:
         head = self._head
         if (body.nbytes == self._size and body[:4] == MAGIC_REQUEST and self._layout is not None
                 and body[12:12 + len(head)] == head):
+            if self.slotted:  # the same flags: FLAG_SLOT is part of the compared header
+                slot = SLOT.unpack_from(body, body.nbytes - SLOT.size)[0]
+                return self._ID.unpack_from(body, 4)[0], self._layout, _slot_views(self.ring, slot, self._spans)
             return self._ID.unpack_from(body, 4)[0], self._layout, [body[a:b] for a, b in self._spans]
-        request_id, raw, metas, datas = parse_request(body)
-        end = body.nbytes - sum(m["nbytes"] for m in metas)
-        spans, at = [], end
-        for m in metas:
-            spans.append((at, at + m["nbytes"]))
-            at += m["nbytes"]
-        self._size, self._head, self._spans = body.nbytes, bytes(body[12:end]), spans
+        self._layout = None  # a failed parse leaves nothing to reuse
+        request_id, raw, metas, datas = parse_request(body, self.ring)
+        slotted = bool(REQUEST.unpack_from(body)[2] & FLAG_SLOT)
+        if slotted:
+            end = body.nbytes - SLOT.size
+            spans = _slot_spans(metas, self.ring)
+        else:
+            end = body.nbytes - sum(m["nbytes"] for m in metas)
+            spans, at = [], end
+            for m in metas:
+                spans.append((at, at + m["nbytes"]))
+                at += m["nbytes"]
+        self._size, self._head, self._spans, self.slotted = body.nbytes, bytes(body[12:end]), spans, slotted
         self._layout = (raw, tuple((m["dtype"], m["fmt"], m["pt"], tuple(m["shape"])) for m in metas))
         return request_id, self._layout, datas
 

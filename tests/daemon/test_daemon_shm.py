@@ -1,0 +1,413 @@
+"""The shared-memory input ring of a local direct carrier (rknnlink.v1.shmring): in use where both ends offer
+it, the same outputs as the byte frames and in process, a client's bad slot or length is a clear error that
+ends only its connection, a client dying mid-pipeline leaves no descriptor or mapping in the worker, an old
+peer on either side keeps the byte frames, and every check of Ring.attach holds. The byte path itself runs
+the data plane's main tests again below (with the ring turned off in the client)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sim_models
+from test_daemon_datachannel import (  # noqa: F401 - collected again here, on the byte path
+    test_outputs_are_bit_identical_to_in_process_unary_and_pipelined,
+    test_runtime_errors_come_back_and_the_connection_stays_usable,
+    test_worker_killed_during_a_data_channel_run,
+)
+from test_daemon_link import test_oversized_messages, test_run_and_pipeline_equal_in_process  # noqa: F401
+from test_daemon_pipeline import (  # noqa: F401
+    test_large_inputs_and_outputs_with_a_late_reader_do_not_deadlock,
+    test_mixed_layouts_in_one_pipeline_equal_in_process,
+)
+
+from rknnlink.client import Board
+from rknnlink.runtime import RuntimeLibrary
+from rknnlink.v1 import datawire, shmring
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def byte_path(request, monkeypatch):
+    """The tests imported from the other modules run here with the client's ring off: the byte frames."""
+    if request.function.__module__ != __name__:
+        callspec = getattr(request.node, "callspec", None)
+        if callspec is not None and callspec.params.get("board", "direct") != "direct":
+            pytest.skip("the relay and the TLS data port have no ring: their own modules run these")
+        monkeypatch.setenv(shmring.ENV_SWITCH, "0")
+    yield
+
+
+@pytest.fixture()
+def direct(daemon):
+    b = Board.connect(daemon.address, timeout=10, use_data_channel=True)
+    yield b
+    b.close()
+
+
+def _worker_pid(board: Board, session_id: str) -> int:
+    return next(s["worker_pid"] for s in board.stats()["sessions"] if s["session_id"] == session_id)
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _ring_maps(pid: int) -> int:
+    return sum("rknnlink-slots" in line for line in Path(f"/proc/{pid}/maps").read_text().splitlines())
+
+
+def _images(n: int, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, size=(1, 32, 32, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _eventually(check, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def test_a_local_pipeline_uses_the_ring_and_every_result_is_its_own(direct, sim_library):
+    """Depth 4 over 3x as many items as slots: each result is that of its own input in process (a slot
+    reused too early, or an output aliasing a slot, would give another item's), and results kept from the
+    start are unchanged at the end."""
+    model = sim_models.pool_model(32, 3)
+    images = _images(40)
+    with RuntimeLibrary.load(path=sim_library, backend="sim").init(model) as ctx:
+        want = [ctx.infer([x])[0] for x in images]
+    with direct.load_model(model) as session:
+        with session.pipeline(depth=4) as pipe:
+            got = [out[0] for out in pipe.map([x] for x in images)]
+            assert pipe.uses_ring and pipe._ring.n_slots == 4
+        assert session.run([images[0]])[0].tobytes() == want[0].tobytes()
+        assert session._link.uses_ring  # run() is a pipeline of depth 1: a ring of one slot
+    for w, g in zip(want, got):
+        assert g.tobytes() == w.tobytes()
+
+
+def test_inputs_larger_than_the_slots_go_in_the_frame(direct, conv_model, sim_library):
+    """The slots are sized by the first request; a larger later one (another layout) travels in its frame,
+    in order with the slotted ones around it."""
+    model = conv_model[0]
+    small = np.ones((1, 3, 8, 8), np.float32)
+    big = np.ones((1, 3, 8, 8), np.float64) * 2  # twice the bytes: not in a slot, converted by the worker
+    with RuntimeLibrary.load(path=sim_library, backend="sim").init(model) as ctx:
+        want = [ctx.infer([x], ["nchw"])[0] for x in (small, big, small)]
+    with direct.load_model(model) as session, session.pipeline(depth=3) as pipe:
+        for x in (small, big, small):
+            pipe.submit([x], formats=["nchw"])
+        got = [r[0] for r in pipe.results()]
+        assert pipe.uses_ring
+    assert [g.tobytes() for g in got] == [w.tobytes() for w in want]
+
+
+def _corrupt_reply(pipe) -> str:
+    rid, status, _us, payload = datawire.parse_reply(pipe.carrier.receive(1 << 20, None), 1 << 20)
+    assert rid == 0 and status == -5, (rid, status, payload)  # RKNN_ERR_PARAM_INVALID, the frame refused
+    return payload[1]
+
+
+def test_a_bad_slot_index_or_length_is_an_error_for_that_connection_only(direct, conv_model):
+    x = np.ones((1, 3, 8, 8), np.float32)
+    with direct.load_model(conv_model[0]) as session:
+        want = session.run([x], formats=["nchw"])[0]
+        pid = _worker_pid(direct, session.id)
+        cases = [
+            ("slot", lambda ring: datawire.encode_request(7, [(0, 1, False, x.shape, x)], False, ring.n_slots)),
+            ("slot", lambda ring: datawire.encode_request(7, [(0, 1, False, x.shape, x)], False, 2 ** 32 - 1)),
+            ("exceed", lambda ring: datawire.encode_request(
+                7, [(3, 1, False, (ring.slot_bytes + 1,), np.zeros(ring.slot_bytes + 1, np.uint8))], False, 0)),
+        ]
+        for word, frame in cases:
+            pipe = session.pipeline(depth=2)
+            pipe.run([x], formats=["nchw"])
+            assert pipe.uses_ring
+            pipe.carrier.send(frame(pipe._ring))
+            assert word in _corrupt_reply(pipe)
+            with pytest.raises(datawire.PeerClosedError):  # the worker closed this connection
+                pipe.carrier.receive(1 << 20, None)
+            pipe.close()
+        # A slotted frame on a connection without a ring (a client that never set one up).
+        with session.pipeline(depth=1) as pipe:
+            pipe.carrier.send(datawire.encode_request(7, [(0, 1, False, x.shape, x)], False, 0))
+            assert "no ring" in _corrupt_reply(pipe)
+        assert _eventually(lambda: _ring_maps(pid) == 1)  # only run()'s kept carrier's
+        assert session.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
+
+
+def test_a_second_setup_and_a_forged_one_are_refused_and_the_connection_goes_on(direct, conv_model):
+    x = np.ones((1, 3, 8, 8), np.float32)
+    with direct.load_model(conv_model[0]) as session, session.pipeline(depth=2) as pipe:
+        want = pipe.run([x], formats=["nchw"])[0]
+        ring = shmring.Ring.create(1, shmring.PAGE)
+        try:
+            assert not pipe.carrier.attach_ring(ring)  # this connection has its ring already
+        finally:
+            ring.close()
+        assert pipe.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
+    with direct.load_model(conv_model[0]) as session, session.pipeline(depth=2) as pipe:
+        ring = shmring.Ring.create(1, shmring.PAGE)
+        try:
+            ring.token = b"\0" * shmring.TOKEN_BYTES  # claims another file's token
+            assert not pipe.carrier.attach_ring(ring)
+        finally:
+            ring.close()
+        assert pipe.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
+        assert pipe.uses_ring  # the refused setup left the connection as it was: the real one was taken
+
+
+_DYING_CLIENT = r"""
+import sys
+import numpy as np
+from rknnlink.client import Board
+board = Board.connect(sys.argv[1], timeout=10, use_data_channel=True)
+session = board.load_model(open(sys.argv[2], "rb").read())
+pipe = session.pipeline(depth=4)
+x = np.ones((1, 32, 32, 3), np.uint8)
+pipe.run([x])
+assert pipe.uses_ring
+for _ in range(4):
+    pipe.submit([x])
+print(next(s["worker_pid"] for s in board.stats()["sessions"] if s["session_id"] == session.id), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_client_killed_mid_pipeline_leaves_no_descriptor_or_mapping(daemon, direct, tmp_path):
+    model = sim_models.pool_model(32, 3)
+    (tmp_path / "m.rknn").write_bytes(model)
+    with direct.load_model(model) as session:
+        session.run([np.zeros((1, 32, 32, 3), np.uint8)])
+        pid = _worker_pid(direct, session.id)
+        fds_before = _fds(pid)
+    client = subprocess.Popen([sys.executable, "-c", _DYING_CLIENT, daemon.address, str(tmp_path / "m.rknn")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        line = client.stdout.readline().strip()
+        assert line, "the client died before its pipeline ran"
+        worker = int(line)  # the session's worker (sessions are listed to their own client)
+        assert _ring_maps(worker) == 1
+        os.kill(client.pid, signal.SIGKILL)
+        client.wait(30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    # the daemon frees the vanished client's session: its worker goes, or at least unmaps the ring
+    assert _eventually(lambda: not Path(f"/proc/{worker}").exists() or _ring_maps(worker) == 0)
+    with direct.load_model(model) as session:  # the daemon serves on; a fresh session's worker is clean
+        x = np.full((1, 32, 32, 3), 7, np.uint8)
+        with session.pipeline(depth=4) as pipe:
+            assert len(list(pipe.map([x] for _ in range(10)))) == 10
+        assert _fds(_worker_pid(direct, session.id)) <= fds_before + 1
+
+
+def test_many_pipelines_leak_no_descriptor_and_no_mapping(direct):
+    model = sim_models.pool_model(32, 3)
+    x = _images(1)[0]
+    with direct.load_model(model) as session:
+        want = session.run([x])[0]
+        pid = _worker_pid(direct, session.id)
+        for _ in range(3):  # warm: the worker's threads and lazily opened files
+            with session.pipeline(depth=4) as pipe:
+                list(pipe.map([x] for _ in range(8)))
+        client_fds, worker_fds = _fds(os.getpid()), _fds(pid)
+        for _ in range(30):
+            with session.pipeline(depth=4) as pipe:
+                assert all(r[0].tobytes() == want.tobytes() for r in pipe.map([x] for _ in range(8)))
+                assert pipe.uses_ring
+        assert _fds(os.getpid()) == client_fds and _ring_maps(os.getpid()) <= 1  # run()'s kept ring
+        assert _eventually(lambda: _fds(pid) <= worker_fds and _ring_maps(pid) <= 1)
+
+
+def test_a_dump_after_the_pipeline_closed_replays_a_copy_of_its_inputs(direct):
+    """The last run is kept for a dump's replay; when its inputs were in the ring, the worker copies them
+    before it unmaps the ring (else the replay would read unmapped memory)."""
+    model = sim_models.pool_model(32, 3)
+    x = _images(1, seed=5)[0]
+    with direct.load_model(model) as session:
+        pid = _worker_pid(direct, session.id)
+        with session.pipeline(depth=2) as pipe:
+            want = pipe.run([x])[0]
+            assert pipe.uses_ring
+        assert _eventually(lambda: _ring_maps(pid) == 0)
+        dumps = session.dump_tensors()
+        assert dumps and np.allclose(dumps[-1][1].reshape(-1), want.reshape(-1))
+
+
+def test_an_old_worker_without_the_offer_keeps_the_byte_frames(sim_library, conv_model, monkeypatch):
+    """A daemon whose workers do not offer the ring (an older one, or RKNNLINK_DATA_SHM=0 there): the client
+    sends no setup, the byte frames carry the inputs, results are the same."""
+    from rknnlink.client.local import start_local_daemon
+
+    monkeypatch.setenv(shmring.ENV_SWITCH, "0")
+    d = start_local_daemon(platform="rk3588", backend="sim")
+    monkeypatch.delenv(shmring.ENV_SWITCH)
+    try:
+        x = np.ones((1, 3, 8, 8), np.float32)
+        with Board.connect(d.address, timeout=10, use_data_channel=True) as board, \
+                board.load_model(conv_model[0]) as session, session.pipeline(depth=4) as pipe:
+            assert not pipe.carrier.shm
+            got = [r[0] for r in pipe.map(([x] for _ in range(6)), formats=["nchw"])]
+            assert not pipe.uses_ring and session.carrier == "direct"
+        with RuntimeLibrary.load(path=sim_library, backend="sim").init(conv_model[0]) as ctx:
+            want = ctx.infer([x], ["nchw"])[0]
+        assert all(g.tobytes() == want.tobytes() for g in got)
+    finally:
+        d.stop()
+
+
+# -- Ring.attach's checks, without a daemon ------------------------------------------------------------------------
+def _attach(ring: shmring.Ring, **change) -> shmring.Ring:
+    claims = {"pid": os.getpid(), "fd": ring.fd, "n_slots": ring.n_slots, "slot_bytes": ring.slot_bytes,
+              "token": ring.token, **change}
+    return shmring.Ring.attach(**claims)
+
+
+def test_attach_maps_the_same_memory_and_close_gives_back_its_descriptor():
+    """(Python's mmap keeps a duplicate of the descriptor while mapped: one per ring, closed with it.)"""
+    ring = shmring.Ring.create(2, shmring.PAGE)
+    try:
+        fds = _fds(os.getpid())
+        other = _attach(ring)
+        assert _fds(os.getpid()) == fds + 1
+        ring.slot(1)[:5] = b"hello"
+        assert bytes(other.views(1, [(0, 5)])[0]) == b"hello"
+        other.close()
+        assert _fds(os.getpid()) == fds
+    finally:
+        ring.close()
+    assert ring.fd == -1
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"token": b"x" * 16}, "token"),
+    ({"n_slots": 3}, "not a ring of"),
+    ({"slot_bytes": 2 * shmring.PAGE}, "not a ring of"),
+    ({"n_slots": 0}, "outside the limits"),
+    ({"n_slots": shmring.MAX_SLOTS + 1}, "outside the limits"),
+    ({"slot_bytes": 100}, "outside the limits"),
+    ({"fd": 10_000}, "cannot open"),
+    ({"pid": 2 ** 31 - 1}, "cannot open"),
+])
+def test_attach_refuses_every_claim_that_does_not_hold(change, words):
+    ring = shmring.Ring.create(2, shmring.PAGE)
+    try:
+        with pytest.raises(shmring.RingError, match=words):
+            _attach(ring, **change)
+    finally:
+        ring.close()
+
+
+def test_attach_refuses_an_unsealed_file_and_what_is_not_a_regular_file():
+    size = shmring.ring_bytes(1, shmring.PAGE)
+    fd = os.memfd_create("rknnlink-slots", os.MFD_CLOEXEC)  # no sealing: it could shrink under the worker
+    r, w = os.pipe()
+    try:
+        os.ftruncate(fd, size)
+        with pytest.raises(shmring.RingError, match="sealed"):
+            shmring.Ring.attach(os.getpid(), fd, 1, shmring.PAGE, b"\0" * 16)
+        with pytest.raises(shmring.RingError, match="not a ring"):
+            shmring.Ring.attach(os.getpid(), r, 1, shmring.PAGE, b"\0" * 16)
+    finally:
+        for f in (fd, r, w):
+            os.close(f)
+    ring = shmring.Ring.create(1, shmring.PAGE)
+    try:
+        with pytest.raises(OSError):  # sealed: the client itself cannot shrink it any more
+            os.ftruncate(ring.fd, 0)
+        assert fcntl.fcntl(ring.fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_SHRINK
+    finally:
+        ring.close()
+
+
+def test_slot_frames_parse_to_views_of_the_ring_and_bad_ones_are_frame_errors():
+    ring = shmring.Ring.create(2, shmring.PAGE)
+    try:
+        a, b = np.arange(10, dtype=np.float32), np.arange(3, dtype=np.uint8)
+        spans, _need = shmring.spans([a.nbytes, b.nbytes])
+        for (start, end), data in zip(spans, (a, b)):
+            ring.slot(1)[start:end] = memoryview(data).cast("B")
+        parser = datawire.RequestParser()
+        parser.ring = ring
+        for request_id in (1, 2):  # the second reuses the first's parse
+            parts = datawire.encode_request(request_id, [(0, 0, False, (10,), a), (3, 0, False, (3,), b)], True, 1)
+            assert len(parts) == 1
+            got_id, layout, datas = parser.parse(memoryview(bytearray(parts[0]))[datawire.LENGTH.size:])
+            assert got_id == request_id and parser.slotted and layout[0] is True
+            assert [bytes(d) for d in datas] == [a.tobytes(), b.tobytes()] and all(ring.owns(d) for d in datas)
+            del datas
+        bad = datawire.encode_request(3, [(0, 0, False, (10,), a), (3, 0, False, (3,), b)], True, 2)
+        with pytest.raises(datawire.FrameError, match="slot 2"):
+            parser.parse(memoryview(bytearray(bad[0]))[datawire.LENGTH.size:])
+        with pytest.raises(datawire.FrameError, match="no ring"):
+            datawire.parse_request(memoryview(bytearray(bad[0]))[datawire.LENGTH.size:])
+    finally:
+        ring.close()
+
+
+def test_has_frame_only_for_a_whole_buffered_frame():
+    """FrameReader.has_frame: what lets the worker hold a reply (the next request is read without waiting)."""
+    import socket
+
+    left, right = socket.socketpair()
+    with left, right:
+        reader = datawire.FrameReader(right, 8192)
+        assert not reader.has_frame()
+        frames = [b"one", b"two"]
+        left.sendall(b"".join(datawire.LENGTH.pack(len(f)) + f for f in frames) + datawire.LENGTH.pack(9) + b"par")
+        assert bytes(reader.read(1 << 10)) == b"one"  # one recv brought everything that was sent
+        assert reader.has_frame()
+        assert bytes(reader.read(1 << 10)) == b"two"
+        assert not reader.has_frame()  # a prefix and part of a body only
+        left.sendall(b"t of it")
+        assert bytes(reader.read(1 << 10)) == b"part of i" and not reader.has_frame()
+
+
+def test_a_setup_behind_queued_requests_is_answered_after_them(direct, monkeypatch):
+    """A client (not this one: it sets up with nothing in flight) that sends a setup right behind pipelined
+    byte frames, all in one write: the worker's runner answers the requests first, then the reader the
+    setup, in order - the runner tells the reader when it is idle, so the setup never waits for a wake-up
+    that does not come."""
+    import threading
+
+    monkeypatch.setenv(shmring.ENV_SWITCH, "0")  # this client's frames carry their bytes
+    x = np.ones((1, 16, 128, 128), np.float32)
+    model = sim_models.conv_relu_model(16, 16, 128)[0]  # ~3 ms a run: the setup comes while one is running
+    with direct.load_model(model) as session, session.pipeline(depth=4) as pipe:
+        want = pipe.run([x], formats=["nchw"])[0]
+        ring = shmring.Ring.create(1, shmring.PAGE)
+        try:
+            body = ring.setup_frame_body()
+            frames = [datawire.encode_request(100 + i, [(0, 1, False, x.shape, x)], False) for i in range(3)]
+            pipe.carrier.send([part for parts in frames for part in parts]
+                              + [datawire.LENGTH.pack(len(body)) + body])
+            box: dict = {}
+
+            def collect() -> None:
+                box["replies"] = [datawire.parse_reply(pipe.carrier.receive(1 << 24, None), 1 << 24)
+                                  for _ in range(3)]
+                box["ack"] = shmring.parse_ack(pipe.carrier.receive(1 << 16, None))
+
+            thread = threading.Thread(target=collect, daemon=True)
+            thread.start()
+            thread.join(60)
+            assert not thread.is_alive(), "the setup behind the requests was never answered"
+            assert [r[0] for r in box["replies"]] == [100, 101, 102]
+            assert all(bytes(r[3][0][2]) == want.tobytes() for r in box["replies"])
+            assert box["ack"][0] == 0
+        finally:
+            ring.close()
+        assert pipe.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
