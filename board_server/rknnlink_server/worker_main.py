@@ -367,6 +367,8 @@ class _DataConnection:
                                       else "this connection has its ring already")
         try:
             pid, fd, n_slots, slot_bytes, token = shmring.parse_setup(memoryview(body))
+            if not shmring.peer_is(self.conn, pid):
+                raise shmring.RingError(f"process {pid} does not hold the other end of this connection")
             if slot_bytes > self.limit:  # a slot carries no more than a frame may (rknnlink serve --max-message-mb)
                 raise shmring.RingError(f"slots of {slot_bytes} bytes exceed this connection's frame limit")
             self.ring = shmring.Ring.attach(pid, fd, n_slots, slot_bytes, token)

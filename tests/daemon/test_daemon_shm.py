@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -166,6 +167,47 @@ def test_a_second_setup_and_a_forged_one_are_refused_and_the_connection_goes_on(
             ring.close()
         assert pipe.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
         assert pipe.uses_ring  # the refused setup left the connection as it was: the real one was taken
+
+
+def test_a_setup_naming_another_process_is_refused_even_with_its_file_and_token(direct, conv_model):
+    """The ring file and token are real and the process named holds that file at that descriptor, but it
+    does not hold this connection (what a client behind an adb forward could try against other processes
+    of a board): refused, and the connection goes on."""
+    x = np.ones((1, 3, 8, 8), np.float32)
+    with direct.load_model(conv_model[0]) as session, session.pipeline(depth=2) as pipe:
+        ring = shmring.Ring.create(1, shmring.PAGE)
+        holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
+                                  pass_fds=(ring.fd,))
+        body = shmring.SETUP.pack(shmring.MAGIC_SETUP, holder.pid, ring.fd, ring.n_slots, ring.slot_bytes,
+                                  ring.token)
+        try:
+            assert Path(f"/proc/{holder.pid}/fd/{ring.fd}").exists()
+            ring.setup_frame_body = lambda: body
+            assert not pipe.carrier.attach_ring(ring)
+        finally:
+            holder.kill()
+            holder.wait()
+            ring.close()
+        want = session.run([x], formats=["nchw"])[0]
+        assert pipe.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
+        assert pipe.uses_ring  # the real setup that followed was taken
+
+
+def test_peer_is_names_the_process_at_the_other_end_only():
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        a, b = socket.socketpair()
+        with a, b:
+            assert shmring.peer_is(a, os.getpid()) and not shmring.peer_is(a, child.pid)
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            with socket.create_connection(listener.getsockname()):
+                accepted, _ = listener.accept()
+                with accepted:
+                    assert shmring.peer_is(accepted, os.getpid())
+                    assert not shmring.peer_is(accepted, child.pid)
+    finally:
+        child.kill()
+        child.wait()
 
 
 _DYING_CLIENT = r"""

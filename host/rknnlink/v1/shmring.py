@@ -10,7 +10,9 @@ How the ring is shared (the direct carrier is TCP, which cannot carry a file des
   * the client makes a memfd (sealed against shrinking and growing, so the worker's mapping can never turn
     into SIGBUS), writes a random token into its first page and sends a setup frame with its pid, the fd's
     number, the ring's geometry and the token;
-  * the worker opens /proc/<pid>/fd/<fd>, checks that it is a regular sealed file of exactly that size with
+  * the worker first checks that process <pid> holds the other end of this very connection (peer_is), so a
+    setup can only name the connected process's own files, never those of another process of the board;
+  * it opens /proc/<pid>/fd/<fd>, checks that it is a regular sealed file of exactly that size with
     that token (a worker on another host, an adb forward, another user or a stale pid fails one of these:
     the client then keeps the byte frames), maps it and closes the descriptor it opened (Python's mmap
     object keeps a duplicate of its own until it is unmapped: one descriptor per ring, on each side);
@@ -28,8 +30,10 @@ import hmac
 import mmap
 import os
 import secrets
+import socket
 import stat
 import struct
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 CAPABILITY = "shm1"    # a word of the worker's hello reply message: it takes a setup frame
@@ -175,6 +179,63 @@ class Ring:
             self.mm.close()
         except BufferError:  # views of it exist: the mapping goes with the last of them
             pass
+
+
+def _proc_net_address(family: int, host: str, port: int) -> str:
+    """An endpoint as /proc/net/tcp{,6} prints it: each 32-bit word of the address in host order, in hex."""
+    raw = socket.inet_pton(family, host)
+    words = "".join(f"{struct.unpack('=I', raw[i:i + 4])[0]:08X}" for i in range(0, len(raw), 4))
+    return f"{words}:{port:04X}"
+
+
+def _endpoint_forms(address: Tuple) -> List[str]:
+    """The /proc/net forms of a TCP endpoint: as IPv4 and as IPv6 (a v4-mapped address is both)."""
+    host, port = address[0], address[1]
+    forms = []
+    if ":" in host:
+        forms.append(_proc_net_address(socket.AF_INET6, host, port))
+        if host.lower().startswith("::ffff:") and "." in host:
+            forms.append(_proc_net_address(socket.AF_INET, host[7:], port))
+    else:
+        forms.append(_proc_net_address(socket.AF_INET, host, port))
+        forms.append(_proc_net_address(socket.AF_INET6, f"::ffff:{host}", port))
+    return forms
+
+
+def peer_is(conn: socket.socket, pid: int) -> bool:
+    """Whether process `pid` holds the other end of `conn`, so that a setup frame can only name a file of
+    the process that is actually connected (not, through an adb forward or a forged pid, any process of the
+    board the worker may open). Unix sockets: SO_PEERCRED. Loopback TCP: the peer's socket inode, found in
+    /proc/net/tcp{,6} by the two endpoints, must be among /proc/<pid>/fd."""
+    if conn.family == socket.AF_UNIX:
+        cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", cred)[0] == pid
+    try:
+        theirs, ours = set(_endpoint_forms(conn.getpeername())), set(_endpoint_forms(conn.getsockname()))
+    except (OSError, ValueError):
+        return False
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[1] in theirs and fields[2] in ours:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return True
+            except OSError:
+                continue
+    except OSError:
+        return False
+    return False
 
 
 def parse_setup(body: memoryview) -> Tuple[int, int, int, int, bytes]:
