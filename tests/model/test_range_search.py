@@ -101,8 +101,7 @@ def test_work_is_bounded_by_op_runs(dataset, monkeypatch):
     (result,) = seen
     n = 6
     assert result.searched == 1
-    extra = 1 if range_search.VERSUS == "self" else 0
-    assert 2 * n + 2 * n <= result.op_runs <= 2 * n + (len(range_search.FACTORS) + 2 + extra) * n
+    assert 2 * n + 2 * n <= result.op_runs <= 2 * n + (len(range_search.FACTORS) + 2) * n
 
 
 def test_candidates_surround_the_histogram_choice():

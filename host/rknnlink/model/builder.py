@@ -204,7 +204,7 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
         float_layers |= auto_float_layers(nodes, pg.outputs, stats, config.quantized_algorithm, pg)
     asm = _Assembler(pg, nodes, config, mode, stats, float_layers, int(rknn_batch_size or 1))
     sim = asm.run()
-    if do_quantization and dataset is not None and ranges is None and range_search.wanted(config):
+    if do_quantization and dataset is not None and ranges is None and not fixed_ranges and range_search.wanted(config):
         sim1 = sim if asm.batch == 1 else _Assembler(pg1, nodes1, config, mode, stats, float_layers, 1).run()
         if range_search.apply(stats, range_search.search_ranges(sim1, pg1, dataset, config, stats)):
             asm = _Assembler(pg, nodes, config, mode, stats, float_layers, asm.batch)

@@ -16,11 +16,14 @@ thresholds T around the histogram choice T0 (:data:`FACTORS` times T0, and max|x
 [max(min, -T), min(max, T)] as mmse's; each candidate quantises the tensor, the ops that read it run on
 it (through pass-through ops such as MaxPool and Reshape), and their float outputs, cut to their own int8
 range, are compared with onnxruntime's fp32 values: the candidate with the smallest sum of relative
-squared errors wins (T0 on ties). Inside the simulator the quantised values are fed as FLOAT32 tensors
-(the same values the int8 kernels see), so one segment model serves all candidates.
+squared errors wins if it beats T0 by MIN_GAIN (T0 stays otherwise). Inside the simulator the quantised
+values are fed as FLOAT32 tensors (the same values the int8 kernels see), so one segment model serves all
+candidates.
 
-Work is bounded: each op of the network runs 1 + len(FACTORS) + 1 times per sample at most
-(:attr:`SearchResult.op_runs` counts them).
+Work is bounded and counted (:attr:`SearchResult.op_runs`, single-op inferences of one sample): every op
+runs once per sample, and the readers of each searched tensor once per candidate (at most
+len(FACTORS) + 2), so op_runs <= samples x (ops + (len(FACTORS) + 2) x the readers of the searched
+tensors), about 8x one pass over the network. PP-OCRv4 det: 14064 runs (152 ops x 12 samples), 29 s.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ LOG = logging.getLogger(__name__)
 # candidate thresholds around the histogram choice T0 (times T0, capped at max|x|; max|x| is always one)
 FACTORS = (0.6, 0.75, 0.87, 1.15, 1.3, 1.6)
 MAX_SAMPLES = 16
+# A candidate replaces T0 only when it lowers the readers' error by this fraction. Measured on the corpus
+# (mmse/channel, fidelity det / rec): 0 moved 87 / 74 tensors for 0.98594 / 0.96892 (histogram alone
+# 0.98388 / 0.97052), 0.01: 0.98753 / 0.97204, 0.03: 0.98774 / 0.97854 (5 / 6 tensors), 0.1: 0.98379 /
+# 0.97637. Small gains on the calibration images do not carry over to others.
+MIN_GAIN = 0.03
 # ops whose output reuses the input's quantisation (builder.PASS_THROUGH; Pad with a mode too)
 PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split", "Expand", "Tile",
                 "GatherElements")
@@ -241,25 +249,9 @@ def _readers(sim: fmt.SimModel, t: int, consumers: dict) -> tuple:
                         todo.append(o)
                     else:
                         outs.append(o)
-            elif FOLLOW and _affine(sim, op, u) and all(
-                    sim.tensors[o].kind == fmt.KIND_INTERMEDIATE for o in op.outputs):
-                todo.extend(op.outputs)  # a per-channel scale or shift: the error shows after the next layer
             else:
                 outs.extend(op.outputs)
     return ops, inner, outs
-
-
-FOLLOW = True
-MIN_GAIN = 0.03
-VERSUS = "ref"
-
-
-def _affine(sim: fmt.SimModel, op: fmt.SimOp, u: int) -> bool:
-    """An elementwise Mul/Add/Sub/Div of ``u`` by constants (Paddle's unfused affine after HardSwish)."""
-    if op.op_type not in ("Mul", "Add", "Sub", "Div") or op.act:
-        return False
-    others = [i for i in op.inputs if i is not None and i != u]
-    return bool(others) and all(sim.tensors[i].kind == fmt.KIND_CONSTANT for i in others)
 
 
 def _search_one(sim: fmt.SimModel, t: int, pre: list, st: Any, current: tuple, consumers: dict,
@@ -291,9 +283,6 @@ def _search_one(sim: fmt.SimModel, t: int, pre: list, st: Any, current: tuple, c
     seg = _Segment(sim, ops, outs, inner, graph_inputs)
     errors = []
     try:
-        if VERSUS == "self":
-            out_refs = [seg.run(raws[s], lambda u, s=s: pre[s] if u == t else value(s, u)) for s in range(len(raws))]
-            result.op_runs += len(ops) * len(raws)
         for c_lo, c_hi in cands:
             scale, zp = params(c_lo, c_hi)
             err = 0.0
@@ -308,8 +297,8 @@ def _search_one(sim: fmt.SimModel, t: int, pre: list, st: Any, current: tuple, c
     finally:
         seg.close()
     k = int(np.argmin(errors))
-    LOG.debug("range search %s: T0 %.4g [%.4g, %.4g] -> [%.4g, %.4g], error %.4g -> %.4g (%s)", sim.tensors[t].name,
-              t0, lo, hi, cands[k][0], cands[k][1], errors[0], errors[k],
+    LOG.debug("range search %s: T0 %.4g [%.4g, %.4g] -> [%.4g, %.4g], error %.4g -> %.4g (%s)",
+              sim.tensors[t].name, t0, lo, hi, cands[k][0], cands[k][1], errors[0], errors[k],
               ",".join(sim.ops[c].op_type for c in ops))
     return cands[k] if k and errors[k] < (1.0 - MIN_GAIN) * errors[0] else None
 
