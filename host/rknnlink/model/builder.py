@@ -30,6 +30,7 @@ import numpy as np
 
 from ..runtime.platforms import platform_names
 from . import format as fmt
+from . import range_search
 from .bias_correction import CORRECTED_OPS, bias_scales, correct_biases
 from .calibration import (
     TensorStats,
@@ -206,6 +207,11 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     float_outputs = not fixed_ranges
     asm = _Assembler(pg, nodes, config, mode, stats, float_layers, int(rknn_batch_size or 1), float_outputs)
     sim = asm.run()
+    if do_quantization and dataset is not None and ranges is None and not fixed_ranges and range_search.wanted(config):
+        sim1 = sim if asm.batch == 1 else _Assembler(pg1, nodes1, config, mode, stats, float_layers, 1).run()
+        if range_search.apply(stats, range_search.search_ranges(sim1, pg1, dataset, config, stats)):
+            asm = _Assembler(pg, nodes, config, mode, stats, float_layers, asm.batch)
+            sim = asm.run()
     if empirical and asm.empirical_bias_correction() and dataset is not None:
         if asm.batch == 1:
             correct_biases(sim, pg, dataset, config, kept)

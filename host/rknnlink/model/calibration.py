@@ -35,6 +35,8 @@ class TensorStats:
     hist: Optional[np.ndarray] = None      # x histogram over [min, max]
     channel_sum: Optional[np.ndarray] = None  # per-channel sums (inputs of weighted layers: bias correction)
     channel_count: int = 0
+    # the range an output-aware search chose (model/range_search.py); wins over the algorithm's own choice
+    chosen: Optional[tuple] = None
 
     @property
     def absmax(self) -> float:
@@ -167,6 +169,8 @@ def choose_range(stats: TensorStats, algorithm: str) -> tuple:
     lo, hi = stats.min, stats.max
     if not np.isfinite(lo) or not np.isfinite(hi):
         return 0.0, 0.0
+    if stats.chosen is not None:
+        return stats.chosen
     # Each algorithm reads its own histogram (the builder collects only that one): a tensor without it
     # (never seen by the histogram pass) keeps its observed range.
     if algorithm == "normal":
