@@ -3,23 +3,7 @@ every candidate alike, so a coin flip on a random-weight head does not decide wh
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
-import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import bench_real_models
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return bench_real_models
 
 
 def _logits(top: float, second: float, rest: int = 8) -> list:

@@ -4,24 +4,10 @@ which tool reads "better", while a flip where fp32 had a clear winner still coun
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 CLASSES = 6
-
-
-@pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import bench_real_models
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return bench_real_models
 
 
 def _steps(winners: list, gaps: list) -> np.ndarray:

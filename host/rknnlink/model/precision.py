@@ -128,6 +128,17 @@ def fused_sum_inputs(nodes: Sequence, outputs: Sequence[str], constants, shapes:
     return set(fused_links(nodes, outputs, constants, shapes))
 
 
+def _producers_and_readers(nodes: Sequence) -> tuple:
+    """{tensor: the node writing it} and {tensor: how many node inputs read it}."""
+    producer = {o: n for n in nodes for o in n.outputs}
+    readers: dict = {}
+    for n in nodes:
+        for i in n.inputs:
+            if i:
+                readers[i] = readers.get(i, 0) + 1
+    return producer, readers
+
+
 def fused_links(nodes: Sequence, outputs: Sequence[str], constants, shapes: dict) -> dict:
     """The float16 links of an int8 build: {tensor: op type of the layer that reads the chain}.
 
@@ -156,12 +167,7 @@ def fused_links(nodes: Sequence, outputs: Sequence[str], constants, shapes: dict
     the normalisation computes in float from its input anyway, so the int8 rounding before it only adds
     error (ConvNeXt-T on 16 held-out crops: 0.999737 -> 0.999760). Only its data input counts; the
     scale and bias are constants."""
-    producer = {o: n for n in nodes for o in n.outputs}
-    readers: dict = {}
-    for n in nodes:
-        for i in n.inputs:
-            if i:
-                readers[i] = readers.get(i, 0) + 1
+    producer, readers = _producers_and_readers(nodes)
 
     def chain(name: str) -> list:
         """The tensors from an accumulating producer's output to ``name`` (views only), or []."""
@@ -214,12 +220,7 @@ def accumulator_outputs(nodes: Sequence, outputs: Sequence[str]) -> dict:
     accumulator; the output costs 2 bytes per value instead of 1, and the runtime's float outputs are
     unchanged in kind. A producer with a fused activation keeps its int8 output (the fused links have
     the same rule), as does an output that another layer also reads."""
-    producer = {o: n for n in nodes for o in n.outputs}
-    readers: dict = {}
-    for n in nodes:
-        for i in n.inputs:
-            if i:
-                readers[i] = readers.get(i, 0) + 1
+    producer, readers = _producers_and_readers(nodes)
     outs = set(outputs)
     keep: dict = {}
     for out in outputs:
