@@ -221,3 +221,23 @@ def test_kl_keeps_the_long_side_of_a_skewed_signed_tensor():
     assert lo == pytest.approx(float(x.min()))
     best = min(quant_mse(x, x.min(), c) for c in np.linspace(3, x.max(), 80))
     assert quant_mse(x, lo, hi) <= 1.05 * best
+
+
+def test_kl_keeps_the_whole_range_of_a_balanced_heavy_tailed_tensor_only():
+    """A balanced signed tensor that KL would cut by BALANCED_CUT..BALANCED_REACH (Student-t, 5 degrees)
+    keeps its observed range; a lightly cut one (a Gaussian) keeps KL's threshold, and so does a skewed one
+    with the same tails (its short side under BALANCED of the long)."""
+    from rknnlink.model.entropy import BALANCED_CUT, BALANCED_REACH, kl_range
+
+    rng = np.random.default_rng(12)
+    heavy = rng.standard_t(5, 400_000)
+    st = stats_of(heavy)
+    t = max(kl_threshold(st.abs_hist, st.absmax, 128),
+            error_threshold(st.abs_hist, st.absmax, 128, other_side=min(-st.min, st.max)))
+    assert BALANCED_CUT * t <= st.absmax <= BALANCED_REACH * t
+    assert kl_range(st.min, st.max, st.abs_hist) == (st.min, st.max)
+    light = stats_of(rng.standard_normal(400_000))
+    assert kl_range(light.min, light.max, light.abs_hist) != (light.min, light.max)
+    skewed = stats_of(np.where(heavy < 0, 0.1 * heavy, heavy))
+    lo, hi = kl_range(skewed.min, skewed.max, skewed.abs_hist)
+    assert hi < skewed.max
