@@ -243,18 +243,9 @@ def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool,
 
 
 def _local_peer(conn: socket.socket) -> bool:
-    """Whether a shared-memory ring may be offered on `conn`: a plain socket (not TLS) from this host's
-    loopback, and the ring not turned off. (An adb forward's peer is loopback too; its client's ring setup
-    then fails the checks of shmring.Ring.attach, and that client keeps the byte frames.)"""
-    if not shmring.enabled() or type(conn) is not socket.socket:
-        return False
-    if conn.family == socket.AF_UNIX:
-        return True
-    try:
-        host = conn.getpeername()[0]
-    except OSError:
-        return False
-    return conn.family in (socket.AF_INET, socket.AF_INET6) and (host.startswith("127.") or host == "::1")
+    """Whether a shared-memory ring may be offered on `conn`: a plain socket (not TLS) whose peer is on this
+    host, and the ring not turned off."""
+    return shmring.enabled() and type(conn) is socket.socket and shmring.peer_on_this_host(conn)
 
 
 class _Setup:

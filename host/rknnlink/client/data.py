@@ -102,7 +102,7 @@ class DirectCarrier(Carrier):
                 raise DataRefusedError(f"the daemon refused the data connection: {message}", status)
             # a ring needs a worker that offers it on this host: a plain connection to loopback
             self.shm = (tls is None and shmring.CAPABILITY in message.split() and shmring.enabled()
-                        and _loopback(self.sock))
+                        and shmring.peer_on_this_host(self.sock))
             self.sock.settimeout(None)
         except BaseException:
             self.sock.close()
@@ -175,14 +175,6 @@ class DirectCarrier(Carrier):
             if self._writer is not None:
                 self._writes.put(None)
             self.sock.close()
-
-
-def _loopback(sock: socket.socket) -> bool:
-    try:
-        host = sock.getpeername()[0]
-    except OSError:
-        return False
-    return host.startswith("127.") or host == "::1"
 
 
 class RelayCarrier(Carrier):

@@ -36,6 +36,8 @@ import struct
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from rknnlink.v1.trust import is_loopback
+
 CAPABILITY = "shm1"    # a word of the worker's hello reply message: it takes a setup frame
 ENV_SWITCH = "RKNNLINK_DATA_SHM"  # "0" turns the ring off (client: never offered; worker: never offers)
 MAGIC_SETUP, MAGIC_ACK = b"RKLS", b"RKLA"
@@ -200,6 +202,19 @@ def _endpoint_forms(address: Tuple) -> List[str]:
         forms.append(_proc_net_address(socket.AF_INET, host, port))
         forms.append(_proc_net_address(socket.AF_INET6, f"::ffff:{host}", port))
     return forms
+
+
+def peer_on_this_host(conn: socket.socket) -> bool:
+    """Whether `conn`'s peer is on this host (a unix socket, or TCP from loopback): the only connections a
+    ring can be shared over. (An adb forward's peer is loopback too: peer_is and Ring.attach refuse it.)"""
+    if conn.family == socket.AF_UNIX:
+        return True
+    if conn.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        return is_loopback(conn.getpeername()[0])
+    except OSError:
+        return False
 
 
 def peer_is(conn: socket.socket, pid: int) -> bool:
