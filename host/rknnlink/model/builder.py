@@ -39,6 +39,7 @@ from .calibration import (
     quantize_bias,
     quantize_weights,
     quantize_weights_affine,
+    shares_input_quantisation,
     weight_error_shift,
 )
 from .dataset import Sample, read_dataset
@@ -60,9 +61,6 @@ WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Float16-link readers whose producers get asymmetric per-channel weights (_Assembler.weight_is_asymmetric).
 ASYMMETRIC_WEIGHT_READERS = ("Gelu", "LayerNormalization")
 BIAS_CORRECTIONS = (None, "off", "analytic", "empirical")
-# Ops that move int8 values without arithmetic: their output reuses the input's quantisation.
-PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split", "Expand", "Tile",
-                "GatherElements")
 
 
 @dataclass
@@ -725,7 +723,7 @@ class _Assembler:
         outs = []
         for o in n.outputs:
             kind = fmt.KIND_OUTPUT if o in outputs else fmt.KIND_INTERMEDIATE
-            share = n.inputs[0] if n.op_type in PASS_THROUGH or (n.op_type == "Pad" and n.attrs["mode"]) else None
+            share = n.inputs[0] if shares_input_quantisation(n.op_type, n.attrs) else None
             outs.append(self.add_activation(o, kind, int8 and o not in self.sum_inputs, share_from=share))
             if o in self.sum_inputs and o in self.stats:
                 # listed in the quantization config like the toolkit's (hybrid step 2 reads every range)

@@ -164,6 +164,17 @@ def mmse_threshold_range(hist: np.ndarray, lo: float, hi: float, candidates: int
     return float(c_lo[k, 0]), float(c_hi[k, 0])
 
 
+# Ops that move int8 values without arithmetic: their output reuses the input's quantisation.
+PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split", "Expand", "Tile",
+                "GatherElements")
+
+
+def shares_input_quantisation(op_type: str, attrs: dict) -> bool:
+    """Whether an op's output takes its input's int8 range (PASS_THROUGH, or a Pad with a mode: reflect and
+    edge copy values, a constant Pad adds its value)."""
+    return op_type in PASS_THROUGH or (op_type == "Pad" and bool(attrs.get("mode")))
+
+
 def choose_range(stats: TensorStats, algorithm: str) -> tuple:
     """(lo, hi) for one activation tensor under 'normal' | 'kl_divergence' | 'mmse'."""
     lo, hi = stats.min, stats.max

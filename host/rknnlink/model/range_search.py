@@ -38,6 +38,7 @@ import numpy as np
 
 from . import format as fmt
 from .bias_correction import _Reference, segment_model
+from .calibration import asymmetric_params, shares_input_quantisation
 
 LOG = logging.getLogger(__name__)
 
@@ -54,9 +55,6 @@ MIN_GAIN = 0.03
 # (EfficientNet-B0's last gate clipped 0.61 -> 0.45 for a 3 % gain on the calibration images, and the
 # model lost 0.93576 -> 0.92791 on the others).
 MIN_POSITIONS = 16
-# ops whose output reuses the input's quantisation (builder.PASS_THROUGH; Pad with a mode too)
-PASS_THROUGH = ("Reshape", "Transpose", "MaxPool", "GlobalMaxPool", "Slice", "Split", "Expand", "Tile",
-                "GatherElements")
 QMIN, QMAX = -128, 127
 
 
@@ -76,12 +74,6 @@ def quantise(x: np.ndarray, scale: float, zp: int) -> np.ndarray:
     v = x.astype(np.float32) / s
     q = np.clip(np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)) + np.float32(zp), QMIN, QMAX)
     return ((q - np.float32(zp)) * s).astype(np.float32)
-
-
-def params(lo: float, hi: float) -> tuple:
-    """(scale, zero point) of the asymmetric int8 range [lo, hi] (calibration.asymmetric_params)."""
-    from .calibration import asymmetric_params
-    return asymmetric_params(lo, hi)
 
 
 def candidate_ranges(lo: float, hi: float, t0: float, factors: Sequence[float] = FACTORS) -> list:
@@ -195,7 +187,7 @@ def search_ranges(sim: fmt.SimModel, pg: Any, dataset: Any, config: Any, stats: 
                                        graph_inputs, raws, refs, value, ref_of, factors, result)
                     if best is not None and best != ranges[t]:
                         result.ranges[ts.name] = best
-                        chosen[t] = params(*best)
+                        chosen[t] = asymmetric_params(*best)
                         for u in shares.get(t, []):
                             chosen[u] = chosen[t]
                     result.searched += 1
@@ -215,7 +207,7 @@ def search_ranges(sim: fmt.SimModel, pg: Any, dataset: Any, config: Any, stats: 
 
 
 def _passes_through(op: fmt.SimOp) -> bool:
-    return op.op_type in PASS_THROUGH or (op.op_type == "Pad" and bool(op.attrs.get("mode")))
+    return shares_input_quantisation(op.op_type, op.attrs or {})
 
 
 def _root(sim: fmt.SimModel, producer: dict, t: int) -> int:
@@ -293,7 +285,7 @@ def _search_one(sim: fmt.SimModel, t: int, pre: list, st: Any, current: tuple, c
     errors = []
     try:
         for c_lo, c_hi in cands:
-            scale, zp = params(c_lo, c_hi)
+            scale, zp = asymmetric_params(c_lo, c_hi)
             err = 0.0
             for s in range(len(raws)):
                 q = quantise(pre[s], scale, zp)
