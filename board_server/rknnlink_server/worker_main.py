@@ -382,10 +382,9 @@ class _DataConnection:
             if last is not None and any(ring.owns(d) for d in last[1]):
                 self.worker._last_run = last = (last[0], [memoryview(bytearray(d)) for d in last[1]])
             ctx = self.worker.ctx  # it keeps the inputs of its last run alive too (PreparedRun)
-            kept = getattr(ctx, "_inputs_keepalive", None)
-            if kept and any(isinstance(d, memoryview) and ring.owns(d) for d in kept):
-                ctx._inputs_keepalive = list(last[1]) if last is not None else []
-            del kept, last
+            if ctx is not None and any(isinstance(d, memoryview) and ring.owns(d) for d in ctx.kept_inputs):
+                ctx.keep_inputs(last[1] if last is not None else ())
+            del last
         ring.close()  # unmapped now, or (a view still somewhere) with the last view
 
     def _next(self) -> Any:

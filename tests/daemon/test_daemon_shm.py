@@ -30,7 +30,7 @@ from test_daemon_pipeline import (  # noqa: F401
 )
 
 from rknnlink.client import Board
-from rknnlink.runtime import RuntimeLibrary
+from rknnlink.runtime import RknnError, RuntimeLibrary
 from rknnlink.v1 import datawire, shmring
 
 HERE = Path(__file__).resolve().parent
@@ -91,9 +91,9 @@ def test_a_local_pipeline_uses_the_ring_and_every_result_is_its_own(direct, sim_
     with direct.load_model(model) as session:
         with session.pipeline(depth=4) as pipe:
             got = [out[0] for out in pipe.map([x] for x in images)]
-            assert pipe.uses_ring and pipe._ring.n_slots == 4
+            assert pipe.uses_ring and pipe._ring.n_slots == 4 + shmring.KEPT_BACK
         assert session.run([images[0]])[0].tobytes() == want[0].tobytes()
-        assert session._link.uses_ring  # run() is a pipeline of depth 1: a ring of one slot
+        assert session._link.uses_ring  # run() is a pipeline of depth 1: a ring of one slot and one kept back
     for w, g in zip(want, got):
         assert g.tobytes() == w.tobytes()
 
@@ -287,6 +287,27 @@ def test_a_dump_after_the_pipeline_closed_replays_a_copy_of_its_inputs(direct):
         assert _eventually(lambda: _ring_maps(pid) == 0)
         dumps = session.dump_tensors()
         assert dumps and np.allclose(dumps[-1][1].reshape(-1), want.reshape(-1))
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_a_dump_replays_the_last_run_while_its_slot_could_be_written_again(direct, depth):
+    """A dump (dumps off until now) replays the last successful run in place, in its ring slot. A later
+    request that fails (float16 of the same byte size, the wrong element count) must not have been written
+    into that slot: the client keeps it back until a later run succeeds. Without that, depth 1 (one slot)
+    puts the failed request's bytes where the replay reads, and depth 3 does once the slots have cycled."""
+    model = sim_models.pool_model(32, 3)
+    x = _images(1, seed=7)[0]
+    bad = np.full((1, 32, 16, 3), 7.0, np.float16)  # the same 3072 bytes, half the elements: refused
+    assert bad.nbytes == x.nbytes
+    with direct.load_model(model) as session, session.pipeline(depth=depth) as pipe:
+        want = pipe.run([x])[0]
+        assert pipe.uses_ring
+        for _ in range(depth + 1):
+            with pytest.raises(RknnError):
+                pipe.run([bad])
+        dumps = session.dump_tensors()
+        assert dumps and np.allclose(dumps[-1][1].reshape(-1), want.reshape(-1))
+        assert pipe.run([x])[0].tobytes() == want.tobytes()  # the pipeline goes on, its slots still in use
 
 
 def test_an_old_worker_without_the_offer_keeps_the_byte_frames(sim_library, conv_model, monkeypatch):

@@ -234,3 +234,24 @@ def test_core_mask(conv):
     # The vendor's code for an absent core is unknown; the simulator documents RKNN_ERR_FAIL (-1) with the
     # vendor's wording (docs/simulator-api.md), so that is what it must keep returning.
     assert info.value.code == -1 and info.value.name == "RKNN_ERR_FAIL" and "rk3588" in str(info.value)
+
+
+def test_kept_inputs_are_the_last_buffers_given_and_can_be_replaced_by_copies(conv):
+    """The context keeps the buffers the runtime was pointed at (set_inputs, a PreparedRun) alive; a caller
+    that frees their memory (a board worker unmapping a client's ring) swaps in copies with keep_inputs, and
+    the runs after that use their own buffers again."""
+    ctx, _, _ = conv
+    x = _x(3)
+    data = memoryview(bytearray(x.tobytes()))
+    plan = ctx.prepare([(np.float32, x.shape, "nchw", False)])
+    want = plan([data])[0]
+    assert len(ctx.kept_inputs) == 1 and ctx.kept_inputs[0] is data
+    copy = memoryview(bytearray(data))
+    ctx.keep_inputs([copy])
+    assert ctx.kept_inputs == (copy,)
+    del data
+    np.testing.assert_array_equal(plan([copy])[0], want)
+    ctx.infer([x], ["nchw"])
+    assert len(ctx.kept_inputs) == 1 and ctx.kept_inputs[0] is not copy
+    ctx.keep_inputs(())
+    assert ctx.kept_inputs == ()

@@ -359,6 +359,7 @@ class Pipeline(OrderedResults):
         self._ring: Optional[shmring.Ring] = None
         self._ring_tried = False
         self._free: Deque[int] = deque()      # ring slots no request in flight uses
+        self._kept = -1  # slot of the last successful slotted run, not written until a later run succeeded
         self.closed = False
 
     @property
@@ -445,11 +446,25 @@ class Pipeline(OrderedResults):
         self._free.extend(range(ring.n_slots))
         return ring
 
+    def _release_slot(self, slot: int, ran: bool) -> None:
+        """A reply came: the worker is done with its request's slot (-1: the inputs were in the frame). The
+        worker keeps the last successful run's inputs for a dump's replay, in place (shmring.geometry): so
+        the slot of a successful run is kept back, and the one kept before is free again (the last run is
+        now this one); a failed run changes nothing there and its slot is free at once."""
+        if not ran:
+            if slot >= 0:
+                self._free.append(slot)
+            return
+        if self._kept >= 0:
+            self._free.append(self._kept)
+        self._kept = slot
+
     def _forget(self) -> None:
         """Nothing is in flight any more (the carrier is closed): drop the slots and the ring."""
         self._expected.clear()
         self._slot_of.clear()
         self._free.clear()
+        self._kept = -1
         if self._ring is not None:
             self._ring.close()
             self._ring = None
@@ -478,9 +493,7 @@ class Pipeline(OrderedResults):
             self.close()
             raise
         expected = self._expected.popleft()
-        slot = self._slot_of.pop(expected, -1)
-        if slot >= 0:  # answered: the worker is done with the slot's inputs
-            self._free.append(slot)
+        self._release_slot(self._slot_of.pop(expected, -1), status == 0)
         if status != 0 and rid == 0:  # the worker refused a frame itself and closes the carrier
             self.closed = True
             self.carrier.close()

@@ -336,7 +336,7 @@ class RuntimeContext:
         self.lib = lib
         self._handle: Optional[int] = handle
         self._model_buffer = model_buffer  # the runtime may keep pointers into the model
-        self._inputs_keepalive: List[np.ndarray] = []
+        self._inputs_keepalive: List[Any] = []
         num = abi.RknnInputOutputNum()
         self._query(abi.RKNN_QUERY_IN_OUT_NUM, num)
         self.n_inputs = int(num.n_input)
@@ -445,6 +445,18 @@ class RuntimeContext:
         return [self._attr(abi.RKNN_QUERY_NATIVE_OUTPUT_ATTR, i) for i in range(self.n_outputs)]
 
     # -- inference
+    @property
+    def kept_inputs(self) -> Tuple[Any, ...]:
+        """The buffers of the last inputs set (set_inputs, a PreparedRun), which this context keeps alive
+        because the runtime was given pointers into them."""
+        return tuple(self._inputs_keepalive)
+
+    def keep_inputs(self, buffers: Sequence[Any]) -> None:
+        """Keep `buffers` alive instead of kept_inputs: for a caller about to free the memory the last inputs
+        lived in (a board worker unmapping a client's shared-memory ring), with copies of them that it uses
+        from now on (a dump's replay)."""
+        self._inputs_keepalive = list(buffers)
+
     def set_inputs(self, arrays: Sequence[Any], formats: Optional[Sequence[Optional[str]]] = None,
                    pass_through: Optional[Sequence[bool]] = None) -> None:
         """rknn_inputs_set for all inputs. formats: 'nhwc' (default for 4-D) or 'nchw' per input."""

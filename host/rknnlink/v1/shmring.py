@@ -47,6 +47,7 @@ TOKEN_BYTES = 16
 MAX_SLOTS = 16
 MAX_RING_BYTES = 256 << 20
 ALIGN = 64                           # every input starts on a cache line of its slot
+KEPT_BACK = 1                        # slots a client leaves untouched after their run (see geometry)
 PAGE = mmap.PAGESIZE
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 
@@ -76,9 +77,13 @@ def ring_bytes(n_slots: int, slot_bytes: int) -> int:
 
 def geometry(need: int, depth: int) -> Optional[Tuple[int, int]]:
     """(n_slots, slot_bytes) for requests of `need` bytes of inputs, `depth` in flight; None when one slot
-    would not fit under MAX_RING_BYTES."""
+    would not fit under MAX_RING_BYTES.
+
+    One slot more than `depth`: the client keeps the slot of the last successful slotted run back until a
+    later request has run (KEPT_BACK), because the worker replays that run in place for a dump (GetDumps
+    of a session whose dumps were off): a slot written again at once would give the dump another input."""
     slot_bytes = max(PAGE, -(-need // PAGE) * PAGE)
-    n_slots = min(max(1, depth), MAX_SLOTS, (MAX_RING_BYTES - PAGE) // slot_bytes)
+    n_slots = min(max(1, depth) + KEPT_BACK, MAX_SLOTS, (MAX_RING_BYTES - PAGE) // slot_bytes)
     return (n_slots, slot_bytes) if n_slots >= 1 else None
 
 
