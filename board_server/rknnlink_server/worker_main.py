@@ -207,6 +207,7 @@ QUEUED = 4      # requests a data connection reads ahead of the one running (the
 MAX_PLANS = 8   # prepared input layouts a data connection keeps
 INLINE_REPLY_BYTES = 1 << 16  # larger replies of an inline run are sent by the runner: the reader goes on
 HELD_REPLIES = 2  # replies of slotted requests sent together at most (see _DataConnection._run_slotted)
+QUEUE_POLL = 0.5  # seconds a queue's loop sleeps before it looks whether the client is still there
 
 
 class _Reply:
@@ -233,8 +234,9 @@ def serve_data(worker: Worker, conn: socket.socket, max_bytes: int, greet: bool,
         conn.settimeout(timeout)
         offer = greet and _local_peer(conn)
         if greet:
-            datawire.send_parts(conn, [datawire.encode_hello_reply(0, f"attached {shmring.CAPABILITY}" if offer
-                                                                   else "attached")])
+            words = ["attached"] + ([shmring.CAPABILITY] if offer else []) \
+                + ([shmring.QUEUE_CAPABILITY] if offer and shmring.queue_enabled() else [])
+            datawire.send_parts(conn, [datawire.encode_hello_reply(0, " ".join(words))])
         _DataConnection(worker, conn, datawire.frame_limit(max_bytes), offer).serve()
     except (OSError, datawire.PeerClosedError) as exc:
         log.debug("data connection ended: %s", exc)
@@ -275,6 +277,7 @@ class _DataConnection:
     def __init__(self, worker: Worker, conn: socket.socket, limit: int, offer: bool = False) -> None:
         self.worker, self.conn, self.limit, self.offer = worker, conn, limit, offer
         self.ring: Optional[shmring.Ring] = None
+        self.queue_ring: Optional[shmring.Queue] = None  # the ring's queue, when the client asked for one
         self.reader = datawire.FrameReader(conn, READ_AHEAD_BYTES)
         self.parser = datawire.RequestParser()
         self.plans: Dict[datawire.Layout, PreparedRun] = {}
@@ -319,6 +322,9 @@ class _DataConnection:
                 if isinstance(request, _Setup):  # nothing queued or running: answered here, in order
                     if not self._send([self._set_up_ring(request.body)]):
                         break
+                    if self.queue_ring is not None:  # from now on every request comes through the queue
+                        self._serve_queue()
+                        break
                     continue
                 if inline and not self._run_inline(request, slotted):
                     break
@@ -362,12 +368,68 @@ class _DataConnection:
                 raise shmring.RingError(f"process {pid} does not hold the other end of this connection")
             if slot_bytes > self.limit:  # a slot carries no more than a frame may (rknnlink serve --max-message-mb)
                 raise shmring.RingError(f"slots of {slot_bytes} bytes exceed this connection's frame limit")
-            self.ring = shmring.Ring.attach(pid, fd, n_slots, slot_bytes, token)
+            ring = shmring.Ring.attach(pid, fd, n_slots, slot_bytes, token)
+            if shmring.wants_queue(memoryview(body)):
+                try:
+                    self.queue_ring = shmring.Queue(ring) if shmring.queue_enabled() else None
+                    if self.queue_ring is None:
+                        raise shmring.RingError("this worker offers no queue")
+                except shmring.RingError:
+                    ring.close()
+                    raise
+            self.ring = ring
         except shmring.RingError as exc:
             log.debug("shared-memory ring refused: %s", exc)
             return shmring.encode_ack(1, str(exc))
         self.parser.ring = self.ring
         return shmring.encode_ack(0, "attached")
+
+    def _serve_queue(self) -> None:
+        """The loop of a connection whose requests come through the ring's queue (shmring.Queue): each posted
+        request runs here and its reply goes into its slot's reply area (or, too large, a frame on the
+        socket), until the client marks the queue closed or the connection ends. While nothing is posted it
+        sleeps on the posted counter, looking at the socket every QUEUE_POLL seconds (a client that died)."""
+        queue, conn = self.queue_ring, self.conn
+        posted_at, posted_address, wait, step = shmring.POSTED_AT, queue.posted_address, queue.wait, self._queue_step
+        while True:
+            seen = queue.posted & 0xFFFFFFFF
+            if wait(posted_at, posted_address, seen, QUEUE_POLL) == seen:
+                if queue.closed() or not _socket_open(conn):
+                    return
+            elif not step(queue):
+                return
+
+    def _queue_step(self, queue: shmring.Queue) -> bool:
+        """Run the next posted request and answer it; False: the connection ends (a corrupt entry, after its
+        error reply; the peer gone)."""
+        try:
+            body = queue.entry()
+            if body is None:  # the next frame on the socket carries this request
+                frame = self.reader.read(self.limit)
+                if frame is None:
+                    return False
+                request, slot = self.parser.parse(frame), -1
+            else:
+                parser = self.parser
+                request = parser.parse(memoryview(body))
+                if not parser.slotted:
+                    raise datawire.FrameError("a queue entry without its slot")
+                slot = parser.slot
+        except (datawire.FrameError, shmring.RingError) as exc:
+            error = datawire.encode_error(0, RKNN_ERR_PARAM_INVALID, "RKNN_ERR_PARAM_INVALID",
+                                          f"corrupt data-plane frame: {exc}")
+            queue.answer(-1, error)
+            if self._send(error):
+                try:
+                    _linger(self.conn)
+                except OSError as linger_exc:
+                    log.debug("data connection ended: %s", linger_exc)
+            return False
+        except (OSError, datawire.PeerClosedError) as exc:
+            log.debug("data connection ended: %s", exc)
+            return False
+        reply = self._run(*request)
+        return queue.answer(slot, reply) or self._send(reply)
 
     def _release_ring(self) -> None:
         """Unmap the ring at the connection's end. The last data-plane run (kept for a dump's replay) may be
@@ -377,6 +439,9 @@ class _DataConnection:
             return
         self.parser.ring = None
         self.parser = datawire.RequestParser()  # its cached spans name the ring's slots
+        if self.queue_ring is not None:
+            self.queue_ring.close()
+            self.queue_ring = None
         with self.worker.lock:
             last = self.worker._last_run
             if last is not None and any(ring.owns(d) for d in last[1]):
@@ -393,7 +458,7 @@ class _DataConnection:
             body = self.reader.read(self.limit)
             if body is None:
                 return None
-            if body[:4] == shmring.MAGIC_SETUP:
+            if shmring.is_setup(body):
                 return _Setup(body)
             return self.parser.parse(body)
         except datawire.FrameError as exc:
@@ -485,6 +550,16 @@ class _DataConnection:
         with self.cv:
             self.done = True
             self.cv.notify_all()
+
+
+def _socket_open(conn: socket.socket) -> bool:
+    """False once the peer closed or reset `conn` (a queue's client that died): a peek, never a read."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 def _linger(conn: socket.socket) -> None:

@@ -345,8 +345,8 @@ def _slot_spans(metas: List[dict], ring: Optional[shmring.Ring]) -> List[Tuple[i
     if ring is None:
         raise FrameError("a request names a shared-memory slot, but this connection has no ring")
     spans, need = shmring.spans([m["nbytes"] for m in metas])
-    if need > ring.slot_bytes:
-        raise FrameError(f"a request's inputs of {need} bytes exceed the ring's slots of {ring.slot_bytes}")
+    if need > ring.input_bytes:
+        raise FrameError(f"a request's inputs of {need} bytes exceed the ring's slots of {ring.input_bytes}")
     return spans
 
 
@@ -397,7 +397,7 @@ class RequestParser:
     (raw, ((dtype, fmt, pass_through, shape), ...)); FrameError as parse_request.
 
     `ring`: the connection's shared-memory ring once set up (slotted requests name its slots); `slotted`:
-    whether the last parsed request was one (its inputs are in the ring, not in the body)."""
+    whether the last parsed request was one (its inputs are in the ring, not in the body), `slot` its slot."""
 
     _ID = struct.Struct("<Q")
 
@@ -408,13 +408,14 @@ class RequestParser:
         self._spans: List[Tuple[int, int]] = []
         self.ring: Optional[shmring.Ring] = None
         self.slotted = False
+        self.slot = -1  # the slot of the last parsed request, when it was slotted
 
     def parse(self, body: memoryview) -> Tuple[int, Layout, List[memoryview]]:
         head = self._head
         if (body.nbytes == self._size and body[:4] == MAGIC_REQUEST and self._layout is not None
                 and body[12:12 + len(head)] == head):
             if self.slotted:  # the same flags: FLAG_SLOT is part of the compared header
-                slot = SLOT.unpack_from(body, body.nbytes - SLOT.size)[0]
+                slot = self.slot = SLOT.unpack_from(body, body.nbytes - SLOT.size)[0]
                 return self._ID.unpack_from(body, 4)[0], self._layout, _slot_views(self.ring, slot, self._spans)
             return self._ID.unpack_from(body, 4)[0], self._layout, [body[a:b] for a, b in self._spans]
         self._layout = None  # a failed parse leaves nothing to reuse
@@ -423,6 +424,7 @@ class RequestParser:
         if slotted:
             end = body.nbytes - SLOT.size
             spans = _slot_spans(metas, self.ring)
+            self.slot = SLOT.unpack_from(body, end)[0]
         else:
             end = body.nbytes - sum(m["nbytes"] for m in metas)
             spans, at = [], end
