@@ -387,14 +387,14 @@ class _DataConnection:
     def _serve_queue(self) -> None:
         """The loop of a connection whose requests come through the ring's queue (shmring.Queue): each posted
         request runs here and its reply goes into its slot's reply area (or, too large, a frame on the
-        socket), until the client marks the queue closed or the connection ends. While nothing is posted it
+        socket), until the client closes the queue or the connection ends. While nothing is posted it
         sleeps on the posted counter, looking at the socket every QUEUE_POLL seconds (a client that died)."""
         queue, conn = self.queue_ring, self.conn
         posted_at, posted_address, wait, step = shmring.POSTED_AT, queue.posted_address, queue.wait, self._queue_step
         while True:
             seen = queue.posted & 0xFFFFFFFF
             if wait(posted_at, posted_address, seen, QUEUE_POLL) == seen:
-                if queue.closed() or not _socket_open(conn):
+                if not _socket_open(conn):
                     return
             elif not step(queue):
                 return
@@ -427,6 +427,8 @@ class _DataConnection:
             return False
         except (OSError, datawire.PeerClosedError) as exc:
             log.debug("data connection ended: %s", exc)
+            return False
+        except shmring.QueueClosedError:
             return False
         reply = self._run(*request)
         return queue.answer(slot, reply) or self._send(reply)

@@ -238,8 +238,9 @@ def test_through_the_queue_large_outputs_and_errors_come_by_frame_in_order(direc
 
 
 def test_closing_a_queue_ends_the_workers_connection_at_once(direct):
-    """Pipeline.close marks the queue closed and wakes the worker, which unmaps the ring right away (not
-    after its next look at the socket); a client that only closes its socket is noticed within QUEUE_POLL."""
+    """Pipeline.close posts the queue's close entry, which wakes the worker: it unmaps the ring right away
+    (not after its next look at the socket); a client that only closes its socket is noticed within
+    QUEUE_POLL."""
     model = sim_models.pool_model(32, 3)
     x = _images(1)[0]
     with direct.load_model(model) as session:

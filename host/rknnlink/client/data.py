@@ -570,7 +570,7 @@ class Pipeline(OrderedResults):
     def close(self) -> None:
         """Close the carrier; results still in flight are discarded (the worker notices the close)."""
         self.closed = True
-        if self._queue is not None:
-            self._queue.mark_closed()
+        if self._queue is not None and not self.carrier.closed:
+            self._queue.post_close()
         self.carrier.close()
         self._forget()

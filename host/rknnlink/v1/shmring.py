@@ -220,10 +220,13 @@ class Ring:
 # every increment (the kernel returns at once when nobody waits). What does not fit goes by frame, in order:
 # an entry of length 0 says "the request is the next frame on the socket", a reply entry of kind REPLY_FRAME
 # "the reply is the next frame on the socket" (a large output, a request whose inputs were in its frame, the
-# error reply to a corrupt entry). The socket stays open and is watched for the peer's end while waiting.
-POSTED_AT, DONE_AT, CLOSED_AT = 64, 128, 192  # u32 counters / flag of the header page, a cache line each
+# error reply to a corrupt entry). The client's close is an entry too (CLOSE_ENTRY: a counter that moves is
+# the only wake-up a sleeper cannot miss). The socket stays open and is watched for the peer's end while
+# waiting (a peer that died posts nothing).
+POSTED_AT, DONE_AT = 64, 128  # the two u32 counters of the header page, a cache line each
 ENTRIES = MAX_SLOTS        # requests in flight at most (entry of request n: n % ENTRIES)
 ENTRY_AT, ENTRY_BYTES = 1024, 128                       # per entry: u32 length, then the request body
+CLOSE_ENTRY = 0xFFFFFFFF   # an entry's length word: the client closed the queue (nothing follows)
 REPLY_ENTRY_AT, REPLY_ENTRY_BYTES = ENTRY_AT + ENTRIES * ENTRY_BYTES, 16  # per entry: u32 kind, u32 length
 REPLY_AREA = 4096          # the last bytes of every slot: the reply body of its request, when it fits
 REPLY_HERE, REPLY_FRAME = 1, 2
@@ -272,6 +275,10 @@ def futex_wait(address: int, seen: int, timeout: float) -> None:
 def futex_wake(address: int) -> None:
     """Wake whoever waits on the u32 at `address` (a system call that returns at once when nobody does)."""
     _futex_call(_futex_number, address, _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
+
+
+class QueueClosedError(Exception):
+    """The client closed the queue (its close entry)."""
 
 
 class Queue:
@@ -336,20 +343,22 @@ class Queue:
         start = PAGE + (slot + 1) * self.ring.slot_bytes - REPLY_AREA
         return memoryview(self.mm[start:start + size])
 
-    def mark_closed(self) -> None:
-        """The client is done with the queue: the worker, woken, ends the connection."""
-        _U32.pack_into(self.mm, CLOSED_AT, 1)
-        futex_wake(self.posted_address)
+    def post_close(self) -> None:
+        """The client is done with the queue: the worker, woken, ends the connection (no request may follow;
+        an entry is free, as at most ENTRIES - 1 requests are in flight)."""
+        _U32.pack_into(self.mm, ENTRY_AT + (self.posted % ENTRIES) * ENTRY_BYTES, CLOSE_ENTRY)
+        self.posted += 1
+        self._bump(POSTED_AT, self.posted_address, self.posted)
 
     # -- worker
-    def closed(self) -> bool:
-        return _U32.unpack_from(self.mm, CLOSED_AT)[0] != 0
-
     def entry(self) -> Optional[bytes]:
         """The next posted request's body (a copy: the client may write the entry while it is parsed), or
-        None when it is the next frame on the socket. RingError for a length beyond the entry."""
+        None when it is the next frame on the socket. QueueClosedError after the client's close, RingError for a
+        length beyond the entry."""
         at = ENTRY_AT + (self.posted % ENTRIES) * ENTRY_BYTES
         size = _U32.unpack_from(self.mm, at)[0]
+        if size == CLOSE_ENTRY:
+            raise QueueClosedError()
         if size > MAX_ENTRY_BODY:
             raise RingError(f"a queue entry of {size} bytes (at most {MAX_ENTRY_BODY})")
         self.posted += 1
