@@ -27,7 +27,7 @@ import numpy as np
 
 from rknnlink.runtime import RknnError, RuntimeContext, RuntimeLibrary, numpy_dtype
 from rknnlink.runtime.abi import RKNN_ERR_INPUT_INVALID, RKNN_ERR_PARAM_INVALID
-from rknnlink.runtime.library import PreparedRun, output_type_of
+from rknnlink.runtime.library import BoundRun, PreparedRun, output_type_of
 from rknnlink.v1 import datawire, shmring
 from rknnlink_server.wire import WorkerGoneError, recv_frame, send_frame
 
@@ -127,6 +127,15 @@ class Worker:
         self._last_run = (plan, datas)  # views of the frame, which they keep alive
         self.data_inferences += 1
         return run_us, outputs
+
+    def run_bound(self, bound: BoundRun) -> int:
+        """One inference of a run bound to a ring slot and its reply area (see run): its run_us."""
+        start = time.perf_counter()
+        bound()
+        run_us = int((time.perf_counter() - start) * 1e6)
+        self._last_run = (bound.plan, bound.datas)  # views of the slot: KEPT_BACK keeps them for a replay
+        self.data_inferences += 1
+        return run_us
 
     def _plan(self, layout: datawire.Layout, datas: Sequence[memoryview],
               plans: Dict[datawire.Layout, PreparedRun]) -> PreparedRun:
@@ -278,6 +287,8 @@ class _DataConnection:
         self.worker, self.conn, self.limit, self.offer = worker, conn, limit, offer
         self.ring: Optional[shmring.Ring] = None
         self.queue_ring: Optional[shmring.Queue] = None  # the ring's queue, when the client asked for one
+        # runs bound to a slot and its reply area, by (layout, slot): (run, reply body head, reply size, area)
+        self.bound: Dict[Tuple[datawire.Layout, int], Tuple[BoundRun, bytes, int, int]] = {}
         self.reader = datawire.FrameReader(conn, READ_AHEAD_BYTES)
         self.parser = datawire.RequestParser()
         self.plans: Dict[datawire.Layout, PreparedRun] = {}
@@ -430,8 +441,53 @@ class _DataConnection:
             return False
         except shmring.QueueClosedError:
             return False
+        bound = self.bound.get((request[1], slot)) if slot >= 0 else None
+        if bound is not None and bound[0].valid:
+            return self._run_bound(queue, request[0], slot, bound)
         reply = self._run(*request)
+        if slot >= 0:
+            self._bind(queue, request[1], slot, request[2])
         return queue.answer(slot, reply) or self._send(reply)
+
+    def _bind(self, queue: shmring.Queue, layout: datawire.Layout, slot: int, datas: Sequence[memoryview]) -> None:
+        """After a layout's first run in `slot`: a run bound to the slot's inputs and its reply area, where the
+        runtime then writes the outputs right behind the reply's headers (no arrays, no encoding, no copy:
+        _run_bound), when that reply fits the area."""
+        plan = self.plans.get(layout)
+        if plan is None or not plan.valid or not plan.direct:
+            return
+        outputs = [(output_type_of(dtype), shape, count * dtype.itemsize)
+                   for dtype, shape, count in zip(plan._out_types, plan._out_shapes, plan._out_counts)]
+        heads = datawire.output_heads(outputs)
+        size = datawire.REPLY.size + len(heads) + sum(nbytes for _d, _s, nbytes in outputs)
+        if size > shmring.REPLY_AREA:
+            return
+        area = queue.reply_area(slot)
+        at, outs = area + datawire.REPLY.size + len(heads), []
+        for _dtype, _shape, nbytes in outputs:
+            outs.append(self.ring.view[at:at + nbytes])
+            at += nbytes
+        if len(self.bound) >= MAX_PLANS * shmring.MAX_SLOTS:  # bounded like the plans: the oldest goes
+            del self.bound[next(iter(self.bound))]
+        self.bound[(layout, slot)] = (BoundRun(plan, datas, outs), heads, size, area)
+
+    def _run_bound(self, queue: shmring.Queue, request_id: int, slot: int,
+                   bound: Tuple[BoundRun, bytes, int, int]) -> bool:
+        """Run a request through its slot's bound run and answer it in place: the reply's headers go in front
+        of the outputs the runtime wrote into the reply area."""
+        run, heads, size, area = bound
+        try:
+            with self.worker.lock:
+                run_us = self.worker.run_bound(run)
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the client as a reply
+            err = _error_reply(exc)
+            reply = datawire.encode_error(request_id, int(err["code"]), err.get("name"), str(err["message"]))
+            return queue.answer(slot, reply) or self._send(reply)
+        mm = queue.mm
+        datawire.REPLY.pack_into(mm, area, datawire.MAGIC_REPLY, request_id, 0, run_us, len(run.outs))
+        mm[area + datawire.REPLY.size:area + datawire.REPLY.size + len(heads)] = heads
+        queue.answered_here(size)
+        return True
 
     def _release_ring(self) -> None:
         """Unmap the ring at the connection's end. The last data-plane run (kept for a dump's replay) may be
@@ -441,6 +497,7 @@ class _DataConnection:
             return
         self.parser.ring = None
         self.parser = datawire.RequestParser()  # its cached spans name the ring's slots
+        self.bound.clear()  # views of the ring
         if self.queue_ring is not None:
             self.queue_ring.close()
             self.queue_ring = None

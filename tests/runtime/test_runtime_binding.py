@@ -255,3 +255,30 @@ def test_kept_inputs_are_the_last_buffers_given_and_can_be_replaced_by_copies(co
     assert len(ctx.kept_inputs) == 1 and ctx.kept_inputs[0] is not copy
     ctx.keep_inputs(())
     assert ctx.kept_inputs == ()
+
+
+def test_a_bound_run_writes_what_a_prepared_run_returns_into_its_own_buffers(conv):
+    """BoundRun: the inputs and outputs fixed once (a worker's ring slot and reply area); each call runs
+    the bound input bytes as they are now and writes the prepared run's outputs into the bound buffers.
+    Buffers of the wrong size, read-only outputs and plans that convert inputs are refused."""
+    from rknnlink.runtime.library import BoundRun
+
+    ctx, _, _ = conv
+    plan = ctx.prepare([(np.float32, (1, 3, 8, 8), "nchw", False)])
+    data = memoryview(bytearray(768))
+    out = memoryview(bytearray(4 * 256))
+    bound = BoundRun(plan, [data], [out])
+    for seed in (1, 2):
+        x = _x(seed)
+        data[:] = x.tobytes()
+        bound()
+        want = plan([memoryview(x.tobytes())])[0]
+        np.testing.assert_array_equal(np.frombuffer(out, np.float32).reshape(want.shape), want)
+        np.testing.assert_array_equal(want, ctx.infer([x], ["nchw"])[0])
+    assert bound.valid
+    with pytest.raises(ValueError):
+        BoundRun(plan, [memoryview(bytearray(767))], [out])
+    with pytest.raises(ValueError):
+        BoundRun(plan, [data], [memoryview(bytes(4 * 256))])
+    with pytest.raises(ValueError):
+        BoundRun(ctx.prepare([(np.int32, (1, 3, 8, 8), "nchw", False)]), [data], [out])  # converted by infer

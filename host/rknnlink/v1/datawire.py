@@ -449,6 +449,12 @@ def encode_reply(request_id: int, run_us: int, outputs: Sequence[Tuple[int, Sequ
     return [_FRAMED_REPLY.pack(size, MAGIC_REPLY, request_id, 0, run_us, len(outputs)) + b"".join(heads), *datas]
 
 
+def output_heads(outputs: Sequence[Tuple[int, Sequence[int], int]]) -> bytes:
+    """A reply's output headers: per output (dtype code, shape, nbytes), each with its dims."""
+    return b"".join(_tensor_head(_OUTPUT_HEADS, shape).pack(dtype, len(shape), nbytes, *shape)
+                    for dtype, shape, nbytes in outputs)
+
+
 class ReplyEncoder:
     """encode_reply for one connection, whose replies mostly repeat one output layout (a pipeline's): the
     output headers of the last layout are kept, so a reply costs one pack of the fields that change, and
@@ -470,9 +476,7 @@ class ReplyEncoder:
         """As encode_reply(request_id, run_us, [(type_of(a.dtype), a.shape, a) for a in arrays])."""
         key = tuple((a.dtype, a.shape) for a in arrays)
         if key != self._key:
-            heads = [_tensor_head(_OUTPUT_HEADS, a.shape).pack(self._type_of(a.dtype), a.ndim, a.nbytes, *a.shape)
-                     for a in arrays]
-            self._heads = b"".join(heads)
+            self._heads = output_heads([(self._type_of(a.dtype), a.shape, a.nbytes) for a in arrays])
             data_bytes = sum(a.nbytes for a in arrays)
             self._size = REPLY.size + len(self._heads) + data_bytes
             self._small = data_bytes <= self.SMALL_REPLY

@@ -340,7 +340,7 @@ class Queue:
             return None
         if slot < 0 or size > REPLY_AREA:
             raise RingError("a reply in the ring for a request without a slot, or larger than its area")
-        start = PAGE + (slot + 1) * self.ring.slot_bytes - REPLY_AREA
+        start = self.reply_area(slot)
         return memoryview(self.mm[start:start + size])
 
     def post_close(self) -> None:
@@ -364,6 +364,17 @@ class Queue:
         self.posted += 1
         return self.mm[at + 4:at + 4 + size] if size else None
 
+    def reply_area(self, slot: int) -> int:
+        """Where `slot`'s reply area starts in the mapping."""
+        return PAGE + (slot + 1) * self.ring.slot_bytes - REPLY_AREA
+
+    def answered_here(self, size: int) -> None:
+        """Count the oldest request done with its reply body of `size` bytes written into its slot's reply
+        area by the caller (answer, without the copy)."""
+        _U32X2.pack_into(self.mm, REPLY_ENTRY_AT + (self.done % ENTRIES) * REPLY_ENTRY_BYTES, REPLY_HERE, size)
+        self.done += 1
+        self._bump(DONE_AT, self.done_address, self.done)
+
     def answer(self, slot: int, parts: Sequence[Any]) -> bool:
         """Count the oldest request done with its reply `parts` (a reply frame, length prefix first) in `slot`'s
         reply area where it fits (True), else as a reply entry saying REPLY_FRAME (False: the caller sends the
@@ -373,7 +384,7 @@ class Queue:
         size = len(frame) - 8  # the frame's length prefix is not stored
         here = 0 <= slot < self.ring.n_slots and size <= REPLY_AREA
         if here:
-            start = PAGE + (slot + 1) * self.ring.slot_bytes - REPLY_AREA
+            start = self.reply_area(slot)
             self.mm[start:start + size] = memoryview(frame)[8:]
         _U32X2.pack_into(self.mm, at, REPLY_HERE if here else REPLY_FRAME, size)
         self.done += 1
