@@ -216,14 +216,19 @@ class Ring:
 # frame body (FLAG_SLOT, exactly the bytes it would have sent) into an entry of the header page, then counts
 # it posted; the worker runs it, writes the reply frame's body into the slot's reply area and counts it done.
 # A side that finds nothing new waits on the other's counter with FUTEX_WAIT (which sleeps only if the counter
-# still holds the value it last saw: no wake-up is ever lost), and each counter's writer calls FUTEX_WAKE after
-# every increment (the kernel returns at once when nobody waits). What does not fit goes by frame, in order:
-# an entry of length 0 says "the request is the next frame on the socket", a reply entry of kind REPLY_FRAME
-# "the reply is the next frame on the socket" (a large output, a request whose inputs were in its frame, the
-# error reply to a corrupt entry). The client's close is an entry too (CLOSE_ENTRY: a counter that moves is
-# the only wake-up a sleeper cannot miss). The socket stays open and is watched for the peer's end while
+# still holds the value it last saw: no wake-up is ever lost). The client's counter is followed by a
+# FUTEX_WAKE every time (the kernel returns at once when nobody waits); the worker's only once it reaches
+# the count the client said it waits for (WANTED_AT, written before it sleeps, only ever growing: a stale
+# read is an earlier, smaller count, so at worst a wake-up too many, never one too few). A client with
+# three or more in flight waits for two results at once: half the wake-ups, two still queued meanwhile.
+# What does not fit goes by frame, in order: an entry of length 0 says "the request is the next frame on the
+# socket", a reply entry of kind REPLY_FRAME "the reply is the next frame on the socket" (a large output, a
+# request whose inputs were in its frame, the error reply to a corrupt entry; always with a wake-up).
+# The client's close is an entry too (CLOSE_ENTRY: a counter that moves is the only wake-up a sleeper cannot
+# miss). The socket stays open and is watched for the peer's end while
 # waiting (a peer that died posts nothing).
 POSTED_AT, DONE_AT = 64, 128  # the two u32 counters of the header page, a cache line each
+WANTED_AT = 192  # u32: the done count the client sleeps until (the worker wakes it only then)
 ENTRIES = MAX_SLOTS        # requests in flight at most (entry of request n: n % ENTRIES)
 ENTRY_AT, ENTRY_BYTES = 1024, 128                       # per entry: u32 length, then the request body
 CLOSE_ENTRY = 0xFFFFFFFF   # an entry's length word: the client closed the queue (nothing follows)
@@ -277,6 +282,11 @@ def futex_wake(address: int) -> None:
     _futex_call(_futex_number, address, _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
 
 
+def _reached(count: int, wanted: int) -> bool:
+    """Whether the u32 counter `count` is at or past `wanted` (modulo 2**32: counters wrap)."""
+    return (count - wanted) & 0xFFFFFFFF < 0x80000000
+
+
 class QueueClosedError(Exception):
     """The client closed the queue (its close entry)."""
 
@@ -316,6 +326,34 @@ class Queue:
     def _bump(self, at: int, address: int, value: int) -> None:
         _U32.pack_into(self.mm, at, value & 0xFFFFFFFF)
         futex_wake(address)
+
+    def _bump_done(self, force: bool = False) -> None:
+        """Count one more reply done; wake the client if it waits for this count or an earlier one, or
+        `force` (a reply frame follows on the socket: the client must come and read it)."""
+        done = self.done & 0xFFFFFFFF
+        mm = self.mm
+        _U32.pack_into(mm, DONE_AT, done)
+        if force or _reached(done, _U32.unpack_from(mm, WANTED_AT)[0]):
+            futex_wake(self.done_address)
+
+    def done_count(self) -> int:
+        """The worker's done counter as it is now (u32)."""
+        return _U32.unpack_from(self.mm, DONE_AT)[0]
+
+    def wait_done(self, wanted: int, timeout: float) -> bool:
+        """The client's wait: sleep until the worker counted `wanted` replies done (at most `timeout`
+        seconds); whether it has. WANTED_AT is written before the last look at the counter, so a worker
+        that counts meanwhile either sees it (and wakes) or is seen."""
+        mm = self.mm
+        wanted &= 0xFFFFFFFF
+        if _reached(_U32.unpack_from(mm, DONE_AT)[0], wanted):
+            return True
+        _U32.pack_into(mm, WANTED_AT, wanted)
+        seen = _U32.unpack_from(mm, DONE_AT)[0]
+        if _reached(seen, wanted):
+            return True
+        futex_wait(self.done_address, seen, timeout)
+        return _reached(_U32.unpack_from(mm, DONE_AT)[0], wanted)
 
     # -- client
     def post(self, body: Optional[bytes]) -> None:
@@ -373,7 +411,7 @@ class Queue:
         area by the caller (answer, without the copy)."""
         _U32X2.pack_into(self.mm, REPLY_ENTRY_AT + (self.done % ENTRIES) * REPLY_ENTRY_BYTES, REPLY_HERE, size)
         self.done += 1
-        self._bump(DONE_AT, self.done_address, self.done)
+        self._bump_done()
 
     def answer(self, slot: int, parts: Sequence[Any]) -> bool:
         """Count the oldest request done with its reply `parts` (a reply frame, length prefix first) in `slot`'s
@@ -388,7 +426,7 @@ class Queue:
             self.mm[start:start + size] = memoryview(frame)[8:]
         _U32X2.pack_into(self.mm, at, REPLY_HERE if here else REPLY_FRAME, size)
         self.done += 1
-        self._bump(DONE_AT, self.done_address, self.done)
+        self._bump_done(force=not here)
         return here
 
 
