@@ -584,3 +584,42 @@ def test_a_setup_behind_queued_requests_is_answered_after_them(direct, monkeypat
         finally:
             ring.close()
         assert pipe.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
+
+
+def test_queue_counters_wrap_and_a_waiting_client_is_woken_by_the_count_it_waits_for():
+    """The queue's counters are u32 and wrap; the client sleeps until the done count it asked for (WANTED_AT)
+    and the worker's counting wakes it then, across the wrap, with replies in the ring and by frame."""
+    import threading
+
+    ring = shmring.Ring.create(2, 2 * shmring.PAGE)
+    client, worker = shmring.Queue(ring), shmring.Queue(ring)
+    try:
+        assert shmring._reached(0, 0xFFFFFFFF) and shmring._reached(5, 5) and not shmring._reached(0xFFFFFFFF, 0)
+        client.done = worker.done = 0xFFFFFFFE  # two replies before the wrap
+        struct.pack_into("<I", ring.mm, shmring.DONE_AT, 0xFFFFFFFE)
+        reply = datawire.encode_error(9, -5, "RKNN_ERR_PARAM_INVALID", "x")
+        box = {}
+
+        def wait() -> None:  # as the client's loop: a wait ends early when the count moved but is not there yet
+            deadline = time.monotonic() + 30
+            while not client.wait_done(client.done + 2, 30.0) and time.monotonic() < deadline:
+                pass
+            box["woken"] = shmring._reached(client.done_count(), client.done + 2)
+
+        struct.pack_into("<I", ring.mm, shmring.WANTED_AT, 0xFFFFFFF0)
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        assert _eventually(lambda: struct.unpack_from("<I", ring.mm, shmring.WANTED_AT)[0] == 0)
+        assert worker.answer(0, reply)  # the first: in the ring, not yet what the client waits for
+        assert not client.wait_done(client.done + 2, 0.01)
+        assert worker.answer(1, reply)  # the second, past the wrap: the client wakes
+        waiter.join(30)
+        assert box == {"woken": True} and client.done_count() == 0
+        assert bytes(client.reply(0)) == bytes(b"".join(reply))[8:]
+        assert bytes(client.reply(1)) == bytes(b"".join(reply))[8:]
+        assert not worker.answer(-1, reply)  # no slot: by frame, announced in the reply entry
+        assert client.wait_done(client.done + 1, 0.01) and client.reply(-1) is None
+    finally:
+        client.close()
+        worker.close()
+        ring.close()

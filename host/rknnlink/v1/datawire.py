@@ -22,7 +22,9 @@ After the hello every frame starts with its length, so a relay forwards it witho
                           for an error, the UTF-8 text "NAME\\0message"
 
     ring setup   shmring.SETUP (client to worker, once, nothing in flight; only after the worker's hello reply
-                          offered shmring.CAPABILITY) and its answer shmring.ACK: framed like the others
+                          offered shmring.CAPABILITY) and its answer shmring.ACK: framed like the others; with
+                          the queue (QUEUE_CAPABILITY) requests and replies then go through the ring, and only
+                          what does not fit there travels as these frames (shmring.Queue)
 
 Replies come in request order, so a client may write several requests before reading (pipelining). A reader
 checks a frame's length against its limit before it allocates, then reads the whole frame into one buffer
