@@ -623,3 +623,31 @@ def test_queue_counters_wrap_and_a_waiting_client_is_woken_by_the_count_it_waits
         client.close()
         worker.close()
         ring.close()
+
+
+def _policies(pid: int) -> list:
+    """The scheduling policy of every thread of a process (/proc stat field 41; SCHED_BATCH is 3)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out.append(int((task / "stat").read_text().rsplit(")", 1)[1].split()[38]))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def test_a_queue_loop_runs_under_sched_batch_and_the_control_thread_does_not(direct):
+    """The worker's queue loop leaves the client's CPU to the client when a post wakes it (SCHED_BATCH; the
+    runtime's own threads, started from it at the first run, inherit it); the worker's main thread (the
+    control plane) keeps the ordinary policy."""
+    model = sim_models.pool_model(32, 3)
+    x = _images(1)[0]
+    with direct.load_model(model) as session:
+        pid = _worker_pid(direct, session.id)
+        with session.pipeline(depth=2) as pipe:
+            pipe.run([x])
+            assert pipe._queue is not None
+            assert os.SCHED_BATCH in _policies(pid)
+            assert all(p in (os.SCHED_OTHER, os.SCHED_BATCH) for p in _policies(pid))
+            main = int((Path(f"/proc/{pid}/task/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[38])
+            assert main == os.SCHED_OTHER
