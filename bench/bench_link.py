@@ -312,6 +312,19 @@ def _process_tree(pid: int) -> list:
     return tree
 
 
+def _settle(daemon_pid: int, timeout: float = 10.0) -> None:
+    """Wait (at most `timeout` s) until the daemon's processes are idle: the spare worker the daemon starts
+    for the next session imports numpy and the runtime (tens of ms of CPU), which inside the 1500 items of
+    pipeline_cpu counted 20-30 us per item (seen: a run with it 98.6 us per item in all, one without 66.4)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = _process_tree(daemon_pid)
+        before = sum(_thread_cpu_ns(pids).values())
+        time.sleep(0.1)
+        if sum(_thread_cpu_ns(pids).values()) - before < 5_000_000:  # under 5% of a core
+            return
+
+
 def pipeline_cpu(daemon: Any, model: bytes, image: np.ndarray) -> Dict[str, float]:
     """Where a pipelined inference's CPU goes (direct carrier, depth DEPTH): the threads' CPU per item of this
     client process and of the daemon's processes (its session workers), beside an in-process infer's. CPU,
@@ -332,6 +345,7 @@ def pipeline_cpu(daemon: Any, model: bytes, image: np.ndarray) -> Dict[str, floa
         with session.pipeline(depth=DEPTH) as pipe:
             for _ in pipe.map([image] for _ in range(100)):
                 pass
+            _settle(daemon.process.pid)
             pids = [os.getpid()] + _process_tree(daemon.process.pid)
             before = _thread_cpu_ns(pids)
             for _ in pipe.map([image] for _ in range(N_STREAM)):
@@ -384,13 +398,14 @@ def through_usb(address: str, model: bytes, image: np.ndarray) -> tuple:
             cleanup()
 
 
-def _ring_in_use(address: str, model: bytes, image: np.ndarray) -> bool:
+def _ring_in_use(address: str, model: bytes, image: np.ndarray) -> tuple:
     """Whether the direct carrier's pipelines here move their inputs through the shared-memory ring
-    (rknnlink.v1.shmring: client and worker on one host) rather than in the frames."""
+    (rknnlink.v1.shmring: client and worker on one host) rather than in the frames, and whether their
+    requests and replies go through its queue too."""
     with Board.connect(address, use_data_channel=True) as board, board.load_model(model) as session, \
             session.pipeline(depth=DEPTH) as pipe:
         pipe.run([image])
-        return bool(getattr(pipe, "uses_ring", False))
+        return bool(getattr(pipe, "uses_ring", False)), getattr(pipe, "_queue", None) is not None
 
 
 def _without_ring(measure: Callable[[], Any]) -> Any:
@@ -418,7 +433,7 @@ def one_round(model: bytes, image: np.ndarray) -> Dict[str, float]:
     daemon = start_local_daemon(platform="rk3588", backend="sim")
     try:
         direct = through_daemon(daemon.address, model, image, "direct")
-        ring = _ring_in_use(daemon.address, model, image)
+        ring, queued = _ring_in_use(daemon.address, model, image)
         direct_bytes = _without_ring(lambda: through_daemon(daemon.address, model, image, "direct"))
         cpu = pipeline_cpu(daemon, model, image)
         cpu.update(run_cpu(daemon, model, image))
@@ -448,6 +463,7 @@ def one_round(model: bytes, image: np.ndarray) -> Dict[str, float]:
     return {"tcp": tcp_us, "grpc": grpc_us, "inproc": direct["inproc"], "inproc_item": direct["inproc_item"],
             "run": direct["run"], "run_overhead": run_overhead, "run_ratio": run_overhead / tcp_us,
             "item": direct["item"], "throughput": direct["throughput"], "ring": float(ring),
+            "queue": float(queued),
             "bytes_run_overhead": direct_bytes["run"] - direct_bytes["inproc"], "bytes_item": direct_bytes["item"],
             "bytes_throughput": direct_bytes["throughput"],
             "relay": relay["run"], "relay_overhead": relay_overhead, "relay_ratio": relay_overhead / tcp_us,
@@ -527,6 +543,8 @@ def main() -> int:
         *_cpu_rows(m),
         ("  direct: inputs in the shared-memory ring", m["ring"] * 100,
          "% of rounds (client and worker on one host; elsewhere the byte frames below)"),
+        ("  direct: requests and replies in its queue", m["queue"] * 100,
+         "% of rounds (shm2: no TCP send per inference; else the inputs only, shm1)"),
         ("direct, byte frames (RKNNLINK_DATA_SHM=0)", None, "what a client on another host gets (adb, a farm relay)"),
         ("  byte frames: run() link overhead", m["bytes_run_overhead"], ""),
         (f"  byte frames: pipelined per item (depth {DEPTH})", m["bytes_item"], ""),

@@ -10,6 +10,7 @@ import fcntl
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -29,8 +30,8 @@ from test_daemon_pipeline import (  # noqa: F401
     test_mixed_layouts_in_one_pipeline_equal_in_process,
 )
 
-from rknnlink.client import Board
-from rknnlink.runtime import RuntimeLibrary
+from rknnlink.client import Board, RemoteRknnError
+from rknnlink.runtime import RknnError, RuntimeLibrary
 from rknnlink.v1 import datawire, shmring
 
 HERE = Path(__file__).resolve().parent
@@ -45,6 +46,22 @@ def byte_path(request, monkeypatch):
             pytest.skip("the relay and the TLS data port have no ring: their own modules run these")
         monkeypatch.setenv(shmring.ENV_SWITCH, "0")
     yield
+
+
+@pytest.fixture(params=["queue", "inputs"])
+def ring_mode(request, monkeypatch):
+    """Both uses of the ring: the queue (requests and replies in it, shmring.Queue) and inputs only (the
+    requests' frames name their slots), which a client with RKNNLINK_DATA_SHM_QUEUE=0 or an older worker
+    gets."""
+    if request.param == "inputs":
+        monkeypatch.setenv(shmring.QUEUE_ENV_SWITCH, "0")
+    return request.param
+
+
+@pytest.fixture()
+def inputs_only(monkeypatch):
+    """The ring for inputs only: for the tests that write slotted frames on the socket themselves."""
+    monkeypatch.setenv(shmring.QUEUE_ENV_SWITCH, "0")
 
 
 @pytest.fixture()
@@ -80,7 +97,7 @@ def _eventually(check, timeout: float = 30.0) -> bool:
     return check()
 
 
-def test_a_local_pipeline_uses_the_ring_and_every_result_is_its_own(direct, sim_library):
+def test_a_local_pipeline_uses_the_ring_and_every_result_is_its_own(direct, sim_library, ring_mode):
     """Depth 4 over 3x as many items as slots: each result is that of its own input in process (a slot
     reused too early, or an output aliasing a slot, would give another item's), and results kept from the
     start are unchanged at the end."""
@@ -91,14 +108,14 @@ def test_a_local_pipeline_uses_the_ring_and_every_result_is_its_own(direct, sim_
     with direct.load_model(model) as session:
         with session.pipeline(depth=4) as pipe:
             got = [out[0] for out in pipe.map([x] for x in images)]
-            assert pipe.uses_ring and pipe._ring.n_slots == 4
+            assert pipe.uses_ring and pipe._ring.n_slots == 4 + shmring.KEPT_BACK
         assert session.run([images[0]])[0].tobytes() == want[0].tobytes()
-        assert session._link.uses_ring  # run() is a pipeline of depth 1: a ring of one slot
+        assert session._link.uses_ring  # run() is a pipeline of depth 1: a ring of one slot and one kept back
     for w, g in zip(want, got):
         assert g.tobytes() == w.tobytes()
 
 
-def test_inputs_larger_than_the_slots_go_in_the_frame(direct, conv_model, sim_library):
+def test_inputs_larger_than_the_slots_go_in_the_frame(direct, conv_model, sim_library, ring_mode):
     """The slots are sized by the first request; a larger later one (another layout) travels in its frame,
     in order with the slotted ones around it."""
     model = conv_model[0]
@@ -120,7 +137,7 @@ def _corrupt_reply(pipe) -> str:
     return payload[1]
 
 
-def test_a_bad_slot_index_or_length_is_an_error_for_that_connection_only(direct, conv_model):
+def test_a_bad_slot_index_or_length_is_an_error_for_that_connection_only(direct, conv_model, inputs_only):
     x = np.ones((1, 3, 8, 8), np.float32)
     with direct.load_model(conv_model[0]) as session:
         want = session.run([x], formats=["nchw"])[0]
@@ -148,7 +165,99 @@ def test_a_bad_slot_index_or_length_is_an_error_for_that_connection_only(direct,
         assert session.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
 
 
-def test_a_second_setup_and_a_forged_one_are_refused_and_the_connection_goes_on(direct, conv_model):
+def _post_raw(queue: shmring.Queue, body: bytes, length: int = -1) -> None:
+    """Post an entry as a misbehaving client could: any body, any length word."""
+    at = shmring.ENTRY_AT + (queue.posted % shmring.ENTRIES) * shmring.ENTRY_BYTES
+    queue.mm[at + 4:at + 4 + len(body)] = body
+    struct.pack_into("<I", queue.mm, at, len(body) if length < 0 else length)
+    queue.posted += 1
+    struct.pack_into("<I", queue.mm, shmring.POSTED_AT, queue.posted)
+    shmring.futex_wake(queue.posted_address)
+
+
+def test_a_bad_queue_entry_is_an_error_for_that_connection_only(direct, conv_model):
+    """Through the queue: an entry naming a slot outside the ring, inputs beyond a slot's input bytes, a
+    request without a slot, a length beyond the entry, or something else than a request: an error reply
+    (request id 0, by frame) and that connection ends; the worker unmaps its ring and serves on."""
+    x = np.ones((1, 3, 8, 8), np.float32)
+
+    def request(slot, tensors=((0, 1, False, x.shape, x),)):
+        return bytes(b"".join(datawire.encode_request(7, list(tensors), False, slot))[datawire.LENGTH.size:])
+
+    with direct.load_model(conv_model[0]) as session:
+        want = session.run([x], formats=["nchw"])[0]
+        pid = _worker_pid(direct, session.id)
+        cases = [
+            ("slot", lambda ring: (request(ring.n_slots), -1)),
+            ("slot", lambda ring: (request(2 ** 32 - 1), -1)),
+            ("exceed", lambda ring: (request(0, [(3, 1, False, (ring.input_bytes + 1,),
+                                                  np.zeros(ring.input_bytes + 1, np.uint8))]), -1)),
+            ("without its slot", lambda ring: (request(None, [(0, 1, False, (1,), np.zeros(1, np.float32))]), -1)),
+            ("queue entry of", lambda ring: (request(0), shmring.MAX_ENTRY_BODY + 1)),
+            ("magic", lambda ring: (b"RKLS" + bytes(60), -1)),
+        ]
+        for word, entry in cases:
+            pipe = session.pipeline(depth=2)
+            pipe.run([x], formats=["nchw"])
+            assert pipe._queue is not None
+            _post_raw(pipe._queue, *entry(pipe._ring))
+            pipe._expected.append(7)
+            with pytest.raises(RemoteRknnError, match=word):
+                pipe.get()
+            assert pipe.closed
+            pipe.close()
+        assert _eventually(lambda: _ring_maps(pid) == 1)  # only run()'s kept carrier's
+        assert session.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
+
+
+def test_through_the_queue_large_outputs_and_errors_come_by_frame_in_order(direct, sim_library):
+    """Replies larger than a slot's reply area travel as frames the reply entries announce, in order with
+    the ones in the ring; so do runtime errors' replies where they do not fit (they fit here) - a failed run
+    is its own request's error, and the pipeline goes on."""
+    model = sim_models.conv_relu_model(4, 4, 32)[0]  # 16 KiB of float32 out: more than REPLY_AREA
+    small = sim_models.pool_model(32, 3)
+    xs = [np.random.default_rng(i).standard_normal((1, 4, 32, 32)).astype(np.float32) for i in range(9)]
+    with RuntimeLibrary.load(path=sim_library, backend="sim").init(model) as ctx:
+        want = [ctx.infer([x], ["nchw"])[0] for x in xs]
+    assert want[0].nbytes > shmring.REPLY_AREA
+    with direct.load_model(model) as session, session.pipeline(depth=3) as pipe:
+        got = [r[0] for r in pipe.map(([x] for x in xs), formats=["nchw"])]
+        assert pipe._queue is not None
+        pipe.submit([xs[0]], formats=["nchw"])
+        pipe.submit([xs[1][:, :2]], formats=["nchw"])  # wrong element count: this request's error only
+        pipe.submit([xs[2]], formats=["nchw"])
+        first = pipe.get()[0]
+        with pytest.raises(RknnError):
+            pipe.get()
+        third = pipe.get()[0]
+    assert [g.tobytes() for g in got] == [w.tobytes() for w in want]
+    assert first.tobytes() == want[0].tobytes() and third.tobytes() == want[2].tobytes()
+    with direct.load_model(small) as session, session.pipeline(depth=2) as pipe:
+        x = _images(1)[0]
+        assert pipe.run([x])[0].nbytes <= shmring.REPLY_AREA and pipe._queue is not None
+
+
+def test_closing_a_queue_ends_the_workers_connection_at_once(direct):
+    """Pipeline.close posts the queue's close entry, which wakes the worker: it unmaps the ring right away
+    (not after its next look at the socket); a client that only closes its socket is noticed within
+    QUEUE_POLL."""
+    model = sim_models.pool_model(32, 3)
+    x = _images(1)[0]
+    with direct.load_model(model) as session:
+        pid = _worker_pid(direct, session.id)
+        pipe = session.pipeline(depth=2)
+        pipe.run([x])
+        assert pipe._queue is not None and _ring_maps(pid) == 1
+        pipe.close()
+        assert _eventually(lambda: _ring_maps(pid) == 0, timeout=5)
+        pipe = session.pipeline(depth=2)
+        pipe.run([x])
+        pipe.carrier.close()  # the socket only: the queue is not marked closed
+        assert _eventually(lambda: _ring_maps(pid) == 0, timeout=10)
+        pipe.close()
+
+
+def test_a_second_setup_and_a_forged_one_are_refused_and_the_connection_goes_on(direct, conv_model, inputs_only):
     x = np.ones((1, 3, 8, 8), np.float32)
     with direct.load_model(conv_model[0]) as session, session.pipeline(depth=2) as pipe:
         want = pipe.run([x], formats=["nchw"])[0]
@@ -182,7 +291,7 @@ def test_a_setup_naming_another_process_is_refused_even_with_its_file_and_token(
                                   ring.token)
         try:
             assert Path(f"/proc/{holder.pid}/fd/{ring.fd}").exists()
-            ring.setup_frame_body = lambda: body
+            ring.setup_frame_body = lambda queue=False: body
             assert not pipe.carrier.attach_ring(ring)
         finally:
             holder.kill()
@@ -213,7 +322,7 @@ def test_peer_is_names_the_process_at_the_other_end_only():
 _DYING_CLIENT = r"""
 import sys
 import numpy as np
-from rknnlink.client import Board
+from rknnlink.client import Board, RemoteRknnError
 board = Board.connect(sys.argv[1], timeout=10, use_data_channel=True)
 session = board.load_model(open(sys.argv[2], "rb").read())
 pipe = session.pipeline(depth=4)
@@ -227,7 +336,7 @@ sys.stdin.readline()
 """
 
 
-def test_a_client_killed_mid_pipeline_leaves_no_descriptor_or_mapping(daemon, direct, tmp_path):
+def test_a_client_killed_mid_pipeline_leaves_no_descriptor_or_mapping(daemon, direct, tmp_path, ring_mode):
     model = sim_models.pool_model(32, 3)
     (tmp_path / "m.rknn").write_bytes(model)
     with direct.load_model(model) as session:
@@ -256,7 +365,7 @@ def test_a_client_killed_mid_pipeline_leaves_no_descriptor_or_mapping(daemon, di
         assert _fds(_worker_pid(direct, session.id)) <= fds_before + 1
 
 
-def test_many_pipelines_leak_no_descriptor_and_no_mapping(direct):
+def test_many_pipelines_leak_no_descriptor_and_no_mapping(direct, ring_mode):
     model = sim_models.pool_model(32, 3)
     x = _images(1)[0]
     with direct.load_model(model) as session:
@@ -274,7 +383,7 @@ def test_many_pipelines_leak_no_descriptor_and_no_mapping(direct):
         assert _eventually(lambda: _fds(pid) <= worker_fds and _ring_maps(pid) <= 1)
 
 
-def test_a_dump_after_the_pipeline_closed_replays_a_copy_of_its_inputs(direct):
+def test_a_dump_after_the_pipeline_closed_replays_a_copy_of_its_inputs(direct, ring_mode):
     """The last run is kept for a dump's replay; when its inputs were in the ring, the worker copies them
     before it unmaps the ring (else the replay would read unmapped memory)."""
     model = sim_models.pool_model(32, 3)
@@ -287,6 +396,28 @@ def test_a_dump_after_the_pipeline_closed_replays_a_copy_of_its_inputs(direct):
         assert _eventually(lambda: _ring_maps(pid) == 0)
         dumps = session.dump_tensors()
         assert dumps and np.allclose(dumps[-1][1].reshape(-1), want.reshape(-1))
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_a_dump_replays_the_last_run_while_its_slot_could_be_written_again(direct, depth, ring_mode):
+    """A dump (dumps off until now) replays the last successful run in place, in its ring slot. A later
+    request that fails (float16 of the same byte size, the wrong element count) must not have been written
+    into that slot: the client keeps it back until a later run succeeds. Without that, depth 1 (one slot)
+    puts the failed request's bytes where the replay reads, and depth 3 does once the slots have cycled."""
+    model = sim_models.pool_model(32, 3)
+    x = _images(1, seed=7)[0]
+    bad = np.full((1, 32, 16, 3), 7.0, np.float16)  # the same 3072 bytes, half the elements: refused
+    assert bad.nbytes == x.nbytes
+    with direct.load_model(model) as session, session.pipeline(depth=depth) as pipe:
+        for _ in range(2 * (depth + 1)):  # every slot twice: the queue's runs bound to their slots too
+            want = pipe.run([x])[0]
+        assert pipe.uses_ring
+        for _ in range(depth + 1):
+            with pytest.raises(RknnError):
+                pipe.run([bad])
+        dumps = session.dump_tensors()
+        assert dumps and np.allclose(dumps[-1][1].reshape(-1), want.reshape(-1))
+        assert pipe.run([x])[0].tobytes() == want.tobytes()  # the pipeline goes on, its slots still in use
 
 
 def test_an_old_worker_without_the_offer_keeps_the_byte_frames(sim_library, conv_model, monkeypatch):
@@ -453,3 +584,70 @@ def test_a_setup_behind_queued_requests_is_answered_after_them(direct, monkeypat
         finally:
             ring.close()
         assert pipe.run([x], formats=["nchw"])[0].tobytes() == want.tobytes()
+
+
+def test_queue_counters_wrap_and_a_waiting_client_is_woken_by_the_count_it_waits_for():
+    """The queue's counters are u32 and wrap; the client sleeps until the done count it asked for (WANTED_AT)
+    and the worker's counting wakes it then, across the wrap, with replies in the ring and by frame."""
+    import threading
+
+    ring = shmring.Ring.create(2, 2 * shmring.PAGE)
+    client, worker = shmring.Queue(ring), shmring.Queue(ring)
+    try:
+        assert shmring._reached(0, 0xFFFFFFFF) and shmring._reached(5, 5) and not shmring._reached(0xFFFFFFFF, 0)
+        client.done = worker.done = 0xFFFFFFFE  # two replies before the wrap
+        struct.pack_into("<I", ring.mm, shmring.DONE_AT, 0xFFFFFFFE)
+        reply = datawire.encode_error(9, -5, "RKNN_ERR_PARAM_INVALID", "x")
+        box = {}
+
+        def wait() -> None:  # as the client's loop: a wait ends early when the count moved but is not there yet
+            deadline = time.monotonic() + 30
+            while not client.wait_done(client.done + 2, 30.0) and time.monotonic() < deadline:
+                pass
+            box["woken"] = shmring._reached(client.done_count(), client.done + 2)
+
+        struct.pack_into("<I", ring.mm, shmring.WANTED_AT, 0xFFFFFFF0)
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        assert _eventually(lambda: struct.unpack_from("<I", ring.mm, shmring.WANTED_AT)[0] == 0)
+        assert worker.answer(0, reply)  # the first: in the ring, not yet what the client waits for
+        assert not client.wait_done(client.done + 2, 0.01)
+        assert worker.answer(1, reply)  # the second, past the wrap: the client wakes
+        waiter.join(30)
+        assert box == {"woken": True} and client.done_count() == 0
+        assert bytes(client.reply(0)) == bytes(b"".join(reply))[8:]
+        assert bytes(client.reply(1)) == bytes(b"".join(reply))[8:]
+        assert not worker.answer(-1, reply)  # no slot: by frame, announced in the reply entry
+        assert client.wait_done(client.done + 1, 0.01) and client.reply(-1) is None
+    finally:
+        client.close()
+        worker.close()
+        ring.close()
+
+
+def _policies(pid: int) -> list:
+    """The scheduling policy of every thread of a process (/proc stat field 41; SCHED_BATCH is 3)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out.append(int((task / "stat").read_text().rsplit(")", 1)[1].split()[38]))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def test_a_queue_loop_runs_under_sched_batch_and_the_control_thread_does_not(direct):
+    """The worker's queue loop leaves the client's CPU to the client when a post wakes it (SCHED_BATCH; the
+    runtime's own threads, started from it at the first run, inherit it); the worker's main thread (the
+    control plane) keeps the ordinary policy."""
+    model = sim_models.pool_model(32, 3)
+    x = _images(1)[0]
+    with direct.load_model(model) as session:
+        pid = _worker_pid(direct, session.id)
+        with session.pipeline(depth=2) as pipe:
+            pipe.run([x])
+            assert pipe._queue is not None
+            assert os.SCHED_BATCH in _policies(pid)
+            assert all(p in (os.SCHED_OTHER, os.SCHED_BATCH) for p in _policies(pid))
+            main = int((Path(f"/proc/{pid}/task/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[38])
+            assert main == os.SCHED_OTHER

@@ -234,3 +234,51 @@ def test_core_mask(conv):
     # The vendor's code for an absent core is unknown; the simulator documents RKNN_ERR_FAIL (-1) with the
     # vendor's wording (docs/simulator-api.md), so that is what it must keep returning.
     assert info.value.code == -1 and info.value.name == "RKNN_ERR_FAIL" and "rk3588" in str(info.value)
+
+
+def test_kept_inputs_are_the_last_buffers_given_and_can_be_replaced_by_copies(conv):
+    """The context keeps the buffers the runtime was pointed at (set_inputs, a PreparedRun) alive; a caller
+    that frees their memory (a board worker unmapping a client's ring) swaps in copies with keep_inputs, and
+    the runs after that use their own buffers again."""
+    ctx, _, _ = conv
+    x = _x(3)
+    data = memoryview(bytearray(x.tobytes()))
+    plan = ctx.prepare([(np.float32, x.shape, "nchw", False)])
+    want = plan([data])[0]
+    assert len(ctx.kept_inputs) == 1 and ctx.kept_inputs[0] is data
+    copy = memoryview(bytearray(data))
+    ctx.keep_inputs([copy])
+    assert ctx.kept_inputs == (copy,)
+    del data
+    np.testing.assert_array_equal(plan([copy])[0], want)
+    ctx.infer([x], ["nchw"])
+    assert len(ctx.kept_inputs) == 1 and ctx.kept_inputs[0] is not copy
+    ctx.keep_inputs(())
+    assert ctx.kept_inputs == ()
+
+
+def test_a_bound_run_writes_what_a_prepared_run_returns_into_its_own_buffers(conv):
+    """BoundRun: the inputs and outputs fixed once (a worker's ring slot and reply area); each call runs
+    the bound input bytes as they are now and writes the prepared run's outputs into the bound buffers.
+    Buffers of the wrong size, read-only outputs and plans that convert inputs are refused."""
+    from rknnlink.runtime.library import BoundRun
+
+    ctx, _, _ = conv
+    plan = ctx.prepare([(np.float32, (1, 3, 8, 8), "nchw", False)])
+    data = memoryview(bytearray(768))
+    out = memoryview(bytearray(4 * 256))
+    bound = BoundRun(plan, [data], [out])
+    for seed in (1, 2):
+        x = _x(seed)
+        data[:] = x.tobytes()
+        bound()
+        want = plan([memoryview(x.tobytes())])[0]
+        np.testing.assert_array_equal(np.frombuffer(out, np.float32).reshape(want.shape), want)
+        np.testing.assert_array_equal(want, ctx.infer([x], ["nchw"])[0])
+    assert bound.valid
+    with pytest.raises(ValueError):
+        BoundRun(plan, [memoryview(bytearray(767))], [out])
+    with pytest.raises(ValueError):
+        BoundRun(plan, [data], [memoryview(bytes(4 * 256))])
+    with pytest.raises(ValueError):
+        BoundRun(ctx.prepare([(np.int32, (1, 3, 8, 8), "nchw", False)]), [data], [out])  # converted by infer

@@ -36,6 +36,7 @@ CONNECT_TIMEOUT = 5.0
 PROBE_INTERVAL = 10.0  # seconds without a reply before the daemon is asked whether the worker still lives
 CLOSE_TIMEOUT = 5.0    # seconds a closed relay stream may take to end before it is cancelled
 TLS_POLL = 0.002       # seconds between looks for replies while a TLS send is under way
+QUEUE_POLL = 0.5       # seconds a wait on a ring queue sleeps before it looks whether the worker is gone
 Probe = Optional[Callable[[], None]]
 
 
@@ -53,9 +54,15 @@ class Carrier:
     kind = ""
     closed = False
     shm = False  # the peer offered a shared-memory ring (rknnlink.v1.shmring): see attach_ring
+    shm_queue = False  # ... and its queue (requests and replies in the ring, shmring.Queue)
 
-    def attach_ring(self, ring: shmring.Ring) -> bool:
-        """Hand `ring` to the worker (nothing may be in flight); False when it refused it."""
+    def attach_ring(self, ring: shmring.Ring, queue: bool = False) -> bool:
+        """Hand `ring` to the worker (nothing may be in flight), with its queue if `queue`; False when it
+        refused it."""
+        return False
+
+    def peer_gone(self) -> bool:
+        """Whether the worker closed the connection (looked at without reading: a queue's wait)."""
         return False
 
     def send(self, parts: Sequence[Any], drain: Optional[Callable[[], bool]] = None) -> None:
@@ -103,6 +110,7 @@ class DirectCarrier(Carrier):
             # a ring needs a worker that offers it on this host: a plain connection to loopback
             self.shm = (tls is None and shmring.CAPABILITY in message.split() and shmring.enabled()
                         and shmring.peer_on_this_host(self.sock))
+            self.shm_queue = self.shm and shmring.QUEUE_CAPABILITY in message.split() and shmring.queue_enabled()
             self.sock.settimeout(None)
         except BaseException:
             self.sock.close()
@@ -155,11 +163,19 @@ class DirectCarrier(Carrier):
             raise datawire.PeerClosedError("the worker closed the data connection")
         return body
 
-    def attach_ring(self, ring: shmring.Ring) -> bool:
-        """The setup frame, then the worker's ack (it has opened the memfd, or says why it could not)."""
-        if not self.shm:
+    def peer_gone(self) -> bool:
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
             return False
-        body = ring.setup_frame_body()
+        except OSError:
+            return True
+
+    def attach_ring(self, ring: shmring.Ring, queue: bool = False) -> bool:
+        """The setup frame, then the worker's ack (it has opened the memfd, or says why it could not)."""
+        if not self.shm or (queue and not self.shm_queue):
+            return False
+        body = ring.setup_frame_body(queue)
         datawire.send_parts(self.sock, [datawire.LENGTH.pack(len(body)) + body])
         try:
             status, message = shmring.parse_ack(self.receive(1 << 16, None))
@@ -359,6 +375,8 @@ class Pipeline(OrderedResults):
         self._ring: Optional[shmring.Ring] = None
         self._ring_tried = False
         self._free: Deque[int] = deque()      # ring slots no request in flight uses
+        self._kept = -1  # slot of the last successful slotted run, not written until a later run succeeded
+        self._queue: Optional[shmring.Queue] = None  # the ring's queue, where the worker took one
         self.closed = False
 
     @property
@@ -389,14 +407,52 @@ class Pipeline(OrderedResults):
         request_id = self._next_id()
         try:
             slot = self._slot_for(tensors) if self.carrier.shm else None
-            self.carrier.send(datawire.encode_request(request_id, tensors, raw, slot),
-                              self._drain if self._expected else None)
+            queue = self._queue
+            if queue is None:
+                self.carrier.send(datawire.encode_request(request_id, tensors, raw, slot),
+                                  self._drain if self._expected else None)
+            else:
+                slot = self._post(queue, request_id, tensors, raw, slot)
         except (OSError, grpc.RpcError, datawire.FrameError) as exc:
             self._fail(exc)
         self._expected.append(request_id)
         if slot is not None:
             self._slot_of[request_id] = slot
         return request_id
+
+    def _post(self, queue: shmring.Queue, request_id: int, tensors: Sequence[Tuple[Any, ...]], raw: bool,
+              slot: Optional[int]) -> Optional[int]:
+        """Post a request to the queue: its headers in an entry (its inputs are in `slot`), or, without a slot
+        or with headers too large for an entry, an entry saying that the frame follows on the socket. The
+        slot the request ends up with (None: its inputs went in the frame)."""
+        if slot is not None:
+            body = datawire.encode_request(request_id, tensors, raw, slot)[0]
+            if len(body) - datawire.LENGTH.size <= shmring.MAX_ENTRY_BODY:
+                queue.post(memoryview(body)[datawire.LENGTH.size:])
+                return slot
+            self._free.appendleft(slot)
+        queue.post(None)
+        self.carrier.send(datawire.encode_request(request_id, tensors, raw, None),
+                          self._drain if self._expected else None)
+        return None
+
+    def _queued_reply(self, queue: shmring.Queue) -> memoryview:
+        """The oldest request's reply through the queue: wait until the worker counted it done (sleeping on
+        the counter; every QUEUE_POLL seconds a look whether the worker is gone, every PROBE_INTERVAL the
+        probe), then its body from its slot's reply area, or the next frame on the socket."""
+        wanted = queue.done + (2 if len(self._expected) >= 3 else 1)  # see shmring's queue: half the wake-ups
+        waited = 0.0
+        while not queue.wait_done(wanted, QUEUE_POLL):
+            if queue.done_count() != queue.done:  # the oldest is done: take it, wait for the rest later
+                break
+            if self.carrier.peer_gone():
+                raise datawire.PeerClosedError("the worker closed the data connection")
+            waited += QUEUE_POLL
+            if waited >= PROBE_INTERVAL and self._probe is not None:
+                waited = 0.0
+                self._probe()
+        body = queue.reply(self._slot_of.get(self._expected[0], -1))
+        return self.carrier.receive(self._limit, self._probe) if body is None else body
 
     def _slot_for(self, tensors: Sequence[Tuple[Any, ...]]) -> Optional[int]:
         """Copy the inputs into a free slot of the ring and return its index; None: they go in the frame (no
@@ -414,7 +470,7 @@ class Pipeline(OrderedResults):
             return None
         datas = [memoryview(t[4]).cast("B") for t in tensors]
         spans, need = shmring.spans([d.nbytes for d in datas])
-        if need > ring.slot_bytes:
+        if need > ring.input_bytes:
             return None
         slot = self._free.popleft()
         view = ring.slot(slot)
@@ -424,7 +480,8 @@ class Pipeline(OrderedResults):
 
     def _open_ring(self, need: int) -> Optional[shmring.Ring]:
         """A ring of up to `depth` slots of `need` bytes, taken by the worker; None where it cannot be."""
-        shape = shmring.geometry(need, self.depth)
+        queued = self.carrier.shm_queue and self.depth + shmring.KEPT_BACK <= shmring.ENTRIES
+        shape = shmring.geometry(need, self.depth, queued)
         if shape is None:
             return None
         try:
@@ -433,7 +490,7 @@ class Pipeline(OrderedResults):
             log.info("no shared-memory ring (%s); inputs go in the frames", exc)
             return None
         try:
-            taken = self.carrier.attach_ring(ring)
+            taken = self.carrier.attach_ring(ring, queued)
         except BaseException:
             ring.close()
             raise
@@ -441,15 +498,34 @@ class Pipeline(OrderedResults):
         if not taken:
             ring.close()
             return None
+        if queued:
+            self._queue = shmring.Queue(ring)
         self._ring = ring
         self._free.extend(range(ring.n_slots))
         return ring
+
+    def _release_slot(self, slot: int, ran: bool) -> None:
+        """A reply came: the worker is done with its request's slot (-1: the inputs were in the frame). The
+        worker keeps the last successful run's inputs for a dump's replay, in place (shmring.geometry): so
+        the slot of a successful run is kept back, and the one kept before is free again (the last run is
+        now this one); a failed run changes nothing there and its slot is free at once."""
+        if not ran:
+            if slot >= 0:
+                self._free.append(slot)
+            return
+        if self._kept >= 0:
+            self._free.append(self._kept)
+        self._kept = slot
 
     def _forget(self) -> None:
         """Nothing is in flight any more (the carrier is closed): drop the slots and the ring."""
         self._expected.clear()
         self._slot_of.clear()
         self._free.clear()
+        self._kept = -1
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
         if self._ring is not None:
             self._ring.close()
             self._ring = None
@@ -470,7 +546,8 @@ class Pipeline(OrderedResults):
 
     def _receive(self) -> List[np.ndarray]:
         try:
-            body = self.carrier.receive(self._limit, self._probe)
+            queue = self._queue
+            body = self.carrier.receive(self._limit, self._probe) if queue is None else self._queued_reply(queue)
             rid, status, _run_us, payload = self._replies.parse(body)
         except (OSError, grpc.RpcError, datawire.FrameError) as exc:
             self._fail(exc)
@@ -478,9 +555,7 @@ class Pipeline(OrderedResults):
             self.close()
             raise
         expected = self._expected.popleft()
-        slot = self._slot_of.pop(expected, -1)
-        if slot >= 0:  # answered: the worker is done with the slot's inputs
-            self._free.append(slot)
+        self._release_slot(self._slot_of.pop(expected, -1), status == 0)
         if status != 0 and rid == 0:  # the worker refused a frame itself and closes the carrier
             self.closed = True
             self.carrier.close()
@@ -497,5 +572,7 @@ class Pipeline(OrderedResults):
     def close(self) -> None:
         """Close the carrier; results still in flight are discarded (the worker notices the close)."""
         self.closed = True
+        if self._queue is not None and not self.carrier.closed:
+            self._queue.post_close()
         self.carrier.close()
         self._forget()

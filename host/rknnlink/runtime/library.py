@@ -336,7 +336,7 @@ class RuntimeContext:
         self.lib = lib
         self._handle: Optional[int] = handle
         self._model_buffer = model_buffer  # the runtime may keep pointers into the model
-        self._inputs_keepalive: List[np.ndarray] = []
+        self._inputs_keepalive: List[Any] = []
         num = abi.RknnInputOutputNum()
         self._query(abi.RKNN_QUERY_IN_OUT_NUM, num)
         self.n_inputs = int(num.n_input)
@@ -445,6 +445,18 @@ class RuntimeContext:
         return [self._attr(abi.RKNN_QUERY_NATIVE_OUTPUT_ATTR, i) for i in range(self.n_outputs)]
 
     # -- inference
+    @property
+    def kept_inputs(self) -> Tuple[Any, ...]:
+        """The buffers of the last inputs set (set_inputs, a PreparedRun), which this context keeps alive
+        because the runtime was given pointers into them."""
+        return tuple(self._inputs_keepalive)
+
+    def keep_inputs(self, buffers: Sequence[Any]) -> None:
+        """Keep `buffers` alive instead of kept_inputs: for a caller about to free the memory the last inputs
+        lived in (a board worker unmapping a client's shared-memory ring), with copies of them that it uses
+        from now on (a dump's replay)."""
+        self._inputs_keepalive = list(buffers)
+
     def set_inputs(self, arrays: Sequence[Any], formats: Optional[Sequence[Optional[str]]] = None,
                    pass_through: Optional[Sequence[bool]] = None) -> None:
         """rknn_inputs_set for all inputs. formats: 'nhwc' (default for 4-D) or 'nchw' per input."""
@@ -754,3 +766,52 @@ class PreparedRun:
         ctx._check("rknn_outputs_get", self._get(handle, ctx.n_outputs, outputs, None))
         ctx._check("rknn_outputs_release", self._release(handle, ctx.n_outputs, outputs))
         return [arr.reshape(shape) for arr, shape in zip(arrays, self._out_shapes)]
+
+
+class BoundRun:
+    """A PreparedRun pointed once at fixed input and output buffers (a board worker's ring slot and its
+    reply area): a call is the four runtime calls and nothing else - no array is made, nothing allocated,
+    nothing converted here, and the outputs land where the caller reads them. What bounds a pipelining
+    worker is its one thread's Python per inference (perf), and an ordinary PreparedRun call still makes
+    output arrays and points the structures at every call's buffers.
+
+    The caller keeps the buffers alive and of the same size while it uses this one (they are kept referenced
+    here); `valid` as PreparedRun's. Outputs are written as PreparedRun would return them (float32 unless
+    the plan was prepared for raw outputs), each C-contiguous in its buffer."""
+
+    def __init__(self, plan: PreparedRun, datas: Sequence[memoryview], outs: Sequence[memoryview]) -> None:
+        ctx = plan.ctx
+        if not plan.direct:
+            raise ValueError("only a plan whose inputs go to the runtime as they are can be bound")
+        if len(datas) != ctx.n_inputs or len(outs) != ctx.n_outputs:
+            raise ValueError(f"{len(datas)} inputs and {len(outs)} outputs for a model of {ctx.n_inputs} and "
+                             f"{ctx.n_outputs}")
+        self.plan, self.datas, self.outs = plan, list(datas), list(outs)
+        self._inputs = (abi.RknnInput * max(ctx.n_inputs, 1))()
+        self._outputs = (abi.RknnOutput * max(ctx.n_outputs, 1))()
+        for i, data in enumerate(self.datas):
+            self._inputs[i] = plan._inputs[i]
+            if data.nbytes != self._inputs[i].size:
+                raise ValueError(f"input {i}: {data.nbytes} bytes where the plan has {self._inputs[i].size}")
+            self._inputs[i].buf = _address(data)
+        for i, (out, dtype, count) in enumerate(zip(self.outs, plan._out_types, plan._out_counts)):
+            self._outputs[i] = plan._outputs[i]
+            if out.nbytes != count * dtype.itemsize or out.readonly:
+                raise ValueError(f"output {i}: a writable buffer of {count * dtype.itemsize} bytes is needed")
+            self._outputs[i].buf = _address(out)
+            self._outputs[i].size = out.nbytes
+
+    @property
+    def valid(self) -> bool:
+        return self.plan.valid
+
+    def __call__(self) -> None:
+        """One inference of the bound inputs into the bound outputs."""
+        plan = self.plan
+        ctx = plan.ctx
+        handle, n_in, n_out = ctx.handle, ctx.n_inputs, ctx.n_outputs
+        ctx._inputs_keepalive = self.datas
+        ctx._check("rknn_inputs_set", plan._set(handle, n_in, self._inputs))
+        ctx._check("rknn_run", plan._run(handle, None))
+        ctx._check("rknn_outputs_get", plan._get(handle, n_out, self._outputs, None))
+        ctx._check("rknn_outputs_release", plan._release(handle, n_out, self._outputs))

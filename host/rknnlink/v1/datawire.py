@@ -22,7 +22,9 @@ After the hello every frame starts with its length, so a relay forwards it witho
                           for an error, the UTF-8 text "NAME\\0message"
 
     ring setup   shmring.SETUP (client to worker, once, nothing in flight; only after the worker's hello reply
-                          offered shmring.CAPABILITY) and its answer shmring.ACK: framed like the others
+                          offered shmring.CAPABILITY) and its answer shmring.ACK: framed like the others; with
+                          the queue (QUEUE_CAPABILITY) requests and replies then go through the ring, and only
+                          what does not fit there travels as these frames (shmring.Queue)
 
 Replies come in request order, so a client may write several requests before reading (pipelining). A reader
 checks a frame's length against its limit before it allocates, then reads the whole frame into one buffer
@@ -345,8 +347,8 @@ def _slot_spans(metas: List[dict], ring: Optional[shmring.Ring]) -> List[Tuple[i
     if ring is None:
         raise FrameError("a request names a shared-memory slot, but this connection has no ring")
     spans, need = shmring.spans([m["nbytes"] for m in metas])
-    if need > ring.slot_bytes:
-        raise FrameError(f"a request's inputs of {need} bytes exceed the ring's slots of {ring.slot_bytes}")
+    if need > ring.input_bytes:
+        raise FrameError(f"a request's inputs of {need} bytes exceed the ring's slots of {ring.input_bytes}")
     return spans
 
 
@@ -397,7 +399,7 @@ class RequestParser:
     (raw, ((dtype, fmt, pass_through, shape), ...)); FrameError as parse_request.
 
     `ring`: the connection's shared-memory ring once set up (slotted requests name its slots); `slotted`:
-    whether the last parsed request was one (its inputs are in the ring, not in the body)."""
+    whether the last parsed request was one (its inputs are in the ring, not in the body), `slot` its slot."""
 
     _ID = struct.Struct("<Q")
 
@@ -408,13 +410,14 @@ class RequestParser:
         self._spans: List[Tuple[int, int]] = []
         self.ring: Optional[shmring.Ring] = None
         self.slotted = False
+        self.slot = -1  # the slot of the last parsed request, when it was slotted
 
     def parse(self, body: memoryview) -> Tuple[int, Layout, List[memoryview]]:
         head = self._head
         if (body.nbytes == self._size and body[:4] == MAGIC_REQUEST and self._layout is not None
                 and body[12:12 + len(head)] == head):
             if self.slotted:  # the same flags: FLAG_SLOT is part of the compared header
-                slot = SLOT.unpack_from(body, body.nbytes - SLOT.size)[0]
+                slot = self.slot = SLOT.unpack_from(body, body.nbytes - SLOT.size)[0]
                 return self._ID.unpack_from(body, 4)[0], self._layout, _slot_views(self.ring, slot, self._spans)
             return self._ID.unpack_from(body, 4)[0], self._layout, [body[a:b] for a, b in self._spans]
         self._layout = None  # a failed parse leaves nothing to reuse
@@ -423,6 +426,7 @@ class RequestParser:
         if slotted:
             end = body.nbytes - SLOT.size
             spans = _slot_spans(metas, self.ring)
+            self.slot = SLOT.unpack_from(body, end)[0]
         else:
             end = body.nbytes - sum(m["nbytes"] for m in metas)
             spans, at = [], end
@@ -447,6 +451,12 @@ def encode_reply(request_id: int, run_us: int, outputs: Sequence[Tuple[int, Sequ
     return [_FRAMED_REPLY.pack(size, MAGIC_REPLY, request_id, 0, run_us, len(outputs)) + b"".join(heads), *datas]
 
 
+def output_heads(outputs: Sequence[Tuple[int, Sequence[int], int]]) -> bytes:
+    """A reply's output headers: per output (dtype code, shape, nbytes), each with its dims."""
+    return b"".join(_tensor_head(_OUTPUT_HEADS, shape).pack(dtype, len(shape), nbytes, *shape)
+                    for dtype, shape, nbytes in outputs)
+
+
 class ReplyEncoder:
     """encode_reply for one connection, whose replies mostly repeat one output layout (a pipeline's): the
     output headers of the last layout are kept, so a reply costs one pack of the fields that change, and
@@ -468,9 +478,7 @@ class ReplyEncoder:
         """As encode_reply(request_id, run_us, [(type_of(a.dtype), a.shape, a) for a in arrays])."""
         key = tuple((a.dtype, a.shape) for a in arrays)
         if key != self._key:
-            heads = [_tensor_head(_OUTPUT_HEADS, a.shape).pack(self._type_of(a.dtype), a.ndim, a.nbytes, *a.shape)
-                     for a in arrays]
-            self._heads = b"".join(heads)
+            self._heads = output_heads([(self._type_of(a.dtype), a.shape, a.nbytes) for a in arrays])
             data_bytes = sum(a.nbytes for a in arrays)
             self._size = REPLY.size + len(self._heads) + data_bytes
             self._small = data_bytes <= self.SMALL_REPLY

@@ -25,28 +25,35 @@ offer, so an old peer on either side keeps the byte frames. Geometry is fixed at
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hmac
 import mmap
 import os
+import platform
 import secrets
 import socket
 import stat
 import struct
+import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from rknnlink.v1.trust import is_loopback
 
 CAPABILITY = "shm1"    # a word of the worker's hello reply message: it takes a setup frame
+QUEUE_CAPABILITY = "shm2"  # another word: it also takes a queue setup (requests and replies in the ring)
 ENV_SWITCH = "RKNNLINK_DATA_SHM"  # "0" turns the ring off (client: never offered; worker: never offers)
+QUEUE_ENV_SWITCH = "RKNNLINK_DATA_SHM_QUEUE"  # "0": the ring carries inputs only (shm1), as an old peer
 MAGIC_SETUP, MAGIC_ACK = b"RKLS", b"RKLA"
+MAGIC_QUEUE_SETUP = b"RKLT"  # the same setup frame, asking for the queue (see Queue)
 SETUP = struct.Struct("<4sIiIQ16s")  # magic, client pid, client fd, n_slots, slot_bytes, token
 ACK = struct.Struct("<4siI")         # magic, status (0 = attached), len(message), then the UTF-8 message
 TOKEN_BYTES = 16
 MAX_SLOTS = 16
 MAX_RING_BYTES = 256 << 20
 ALIGN = 64                           # every input starts on a cache line of its slot
+KEPT_BACK = 1                        # slots a client leaves untouched after their run (see geometry)
 PAGE = mmap.PAGESIZE
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 
@@ -58,6 +65,12 @@ class RingError(ValueError):
 def enabled() -> bool:
     """The ring is used unless RKNNLINK_DATA_SHM=0 (measurements of the byte path, a peer that misbehaves)."""
     return os.environ.get(ENV_SWITCH, "1") != "0"
+
+
+def queue_enabled() -> bool:
+    """The queue is used where futexes are (futex_available) unless RKNNLINK_DATA_SHM_QUEUE=0 (measurements
+    of the inputs-only ring, an old peer's behaviour)."""
+    return enabled() and os.environ.get(QUEUE_ENV_SWITCH, "1") != "0" and futex_available()
 
 
 def spans(sizes: Sequence[int]) -> Tuple[List[Tuple[int, int]], int]:
@@ -74,11 +87,16 @@ def ring_bytes(n_slots: int, slot_bytes: int) -> int:
     return PAGE + n_slots * slot_bytes
 
 
-def geometry(need: int, depth: int) -> Optional[Tuple[int, int]]:
+def geometry(need: int, depth: int, queued: bool = False) -> Optional[Tuple[int, int]]:
     """(n_slots, slot_bytes) for requests of `need` bytes of inputs, `depth` in flight; None when one slot
-    would not fit under MAX_RING_BYTES."""
+    would not fit under MAX_RING_BYTES.
+
+    One slot more than `depth`: the client keeps the slot of the last successful slotted run back until a
+    later request has run (KEPT_BACK), because the worker replays that run in place for a dump (GetDumps
+    of a session whose dumps were off): a slot written again at once would give the dump another input."""
+    need += REPLY_AREA if queued else 0  # a Queue's slots end with their reply area
     slot_bytes = max(PAGE, -(-need // PAGE) * PAGE)
-    n_slots = min(max(1, depth), MAX_SLOTS, (MAX_RING_BYTES - PAGE) // slot_bytes)
+    n_slots = min(max(1, depth) + KEPT_BACK, MAX_SLOTS, (MAX_RING_BYTES - PAGE) // slot_bytes)
     return (n_slots, slot_bytes) if n_slots >= 1 else None
 
 
@@ -143,9 +161,18 @@ class Ring:
             raise RingError("the ring's token does not match (another process's file)")
         return cls(mm, n_slots, slot_bytes)
 
-    def setup_frame_body(self) -> bytes:
-        """The setup frame's body (after its length prefix) for this client ring."""
-        return SETUP.pack(MAGIC_SETUP, os.getpid(), self.fd, self.n_slots, self.slot_bytes, self.token)
+    def setup_frame_body(self, queue: bool = False) -> bytes:
+        """The setup frame's body (after its length prefix) for this client ring (`queue`: asking for the
+        queue too, see Queue)."""
+        return SETUP.pack(MAGIC_QUEUE_SETUP if queue else MAGIC_SETUP, os.getpid(), self.fd, self.n_slots,
+                          self.slot_bytes, self.token)
+
+    @property
+    def input_bytes(self) -> int:
+        """Bytes of a slot that inputs may fill: all of it, less the reply area once a Queue uses the ring."""
+        return self.slot_bytes - (REPLY_AREA if self.queued else 0)
+
+    queued = False  # a Queue runs on this ring: each slot ends with its reply area
 
     def slot(self, index: int) -> memoryview:
         """Slot `index` as a writable view; RingError outside the ring."""
@@ -181,6 +208,226 @@ class Ring:
             self.mm.close()
         except BufferError:  # views of it exist: the mapping goes with the last of them
             pass
+
+
+# -- the queue (QUEUE_CAPABILITY): requests and replies through the ring, futexes for the wake-ups ----------------
+#
+# A queued request costs neither side a TCP send: the client writes the inputs into a slot and the request's
+# frame body (FLAG_SLOT, exactly the bytes it would have sent) into an entry of the header page, then counts
+# it posted; the worker runs it, writes the reply frame's body into the slot's reply area and counts it done.
+# A side that finds nothing new waits on the other's counter with FUTEX_WAIT (which sleeps only if the counter
+# still holds the value it last saw: no wake-up is ever lost). The client's counter is followed by a
+# FUTEX_WAKE every time (the kernel returns at once when nobody waits); the worker's only once it reaches
+# the count the client said it waits for (WANTED_AT, written before it sleeps, only ever growing: a stale
+# read is an earlier, smaller count, so at worst a wake-up too many, never one too few). A client with
+# three or more in flight waits for two results at once: half the wake-ups, two still queued meanwhile.
+# What does not fit goes by frame, in order: an entry of length 0 says "the request is the next frame on the
+# socket", a reply entry of kind REPLY_FRAME "the reply is the next frame on the socket" (a large output, a
+# request whose inputs were in its frame, the error reply to a corrupt entry; always with a wake-up).
+# The client's close is an entry too (CLOSE_ENTRY: a counter that moves is the only wake-up a sleeper cannot
+# miss). The socket stays open and is watched for the peer's end while
+# waiting (a peer that died posts nothing).
+POSTED_AT, DONE_AT = 64, 128  # the two u32 counters of the header page, a cache line each
+WANTED_AT = 192  # u32: the done count the client sleeps until (the worker wakes it only then)
+ENTRIES = MAX_SLOTS        # requests in flight at most (entry of request n: n % ENTRIES)
+ENTRY_AT, ENTRY_BYTES = 1024, 128                       # per entry: u32 length, then the request body
+CLOSE_ENTRY = 0xFFFFFFFF   # an entry's length word: the client closed the queue (nothing follows)
+REPLY_ENTRY_AT, REPLY_ENTRY_BYTES = ENTRY_AT + ENTRIES * ENTRY_BYTES, 16  # per entry: u32 kind, u32 length
+REPLY_AREA = 4096          # the last bytes of every slot: the reply body of its request, when it fits
+REPLY_HERE, REPLY_FRAME = 1, 2
+MAX_ENTRY_BODY = ENTRY_BYTES - 4
+_U32 = struct.Struct("<I")
+_U32X2 = struct.Struct("<II")
+# Linux syscall numbers of futex(2) by machine (the board's Python has no binding of its own: ctypes).
+_FUTEX_SYSCALL = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98, "riscv64": 98, "armv7l": 240,
+                  "armv8l": 240, "armv6l": 240, "i686": 240, "i386": 240}
+_FUTEX_WAIT, _FUTEX_WAKE = 0, 1  # shared (not FUTEX_PRIVATE_FLAG): the two processes map one memfd
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+_futex_call: Optional[Any] = None
+_futex_number = -1
+
+
+def futex_available() -> bool:
+    """Whether futex(2) can be called here (Linux on a machine of _FUTEX_SYSCALL, libc through ctypes)."""
+    global _futex_call, _futex_number
+    if _futex_number < 0:
+        number = _FUTEX_SYSCALL.get(platform.machine().lower(), 0) if sys.platform.startswith("linux") else 0
+        try:
+            call = ctypes.CDLL(None, use_errno=True).syscall if number else None
+        except (OSError, AttributeError):
+            call = None
+        if call is not None:
+            call.restype = ctypes.c_long
+            call.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p,
+                             ctypes.c_void_p, ctypes.c_uint]
+        _futex_call, _futex_number = call, number if call is not None else 0
+    return _futex_number > 0
+
+
+def futex_wait(address: int, seen: int, timeout: float) -> None:
+    """Sleep while the u32 at `address` holds `seen`, at most `timeout` seconds (returns at once when it
+    changed already; a wake, a signal or the timeout end it too: the caller looks again)."""
+    whole = int(timeout)
+    spec = _Timespec(whole, int((timeout - whole) * 1e9))
+    _futex_call(_futex_number, address, _FUTEX_WAIT, seen, ctypes.byref(spec), None, 0)
+
+
+def futex_wake(address: int) -> None:
+    """Wake whoever waits on the u32 at `address` (a system call that returns at once when nobody does)."""
+    _futex_call(_futex_number, address, _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
+
+
+def _reached(count: int, wanted: int) -> bool:
+    """Whether the u32 counter `count` is at or past `wanted` (modulo 2**32: counters wrap)."""
+    return (count - wanted) & 0xFFFFFFFF < 0x80000000
+
+
+class QueueClosedError(Exception):
+    """The client closed the queue (its close entry)."""
+
+
+class Queue:
+    """The queue of one ring (see above): the client's side (post / reply) or the worker's (next / answer).
+    Counters count requests since the setup; an entry's slot is in its request body (FLAG_SLOT)."""
+
+    def __init__(self, ring: Ring) -> None:
+        if ring.slot_bytes <= REPLY_AREA or ring.n_slots > ENTRIES or not futex_available():
+            raise RingError(f"a queue needs slots of more than {REPLY_AREA} bytes, at most {ENTRIES} of them, "
+                            f"and futexes")
+        self.ring = ring
+        ring.queued = True
+        self.mm = ring.mm
+        self._anchor = ctypes.c_char.from_buffer(ring.mm)  # the mapping's address; released by close()
+        base = ctypes.addressof(self._anchor)
+        self.posted_address, self.done_address = base + POSTED_AT, base + DONE_AT
+        self.posted = self.done = 0  # this side's view: requests posted / answered so far
+
+    def close(self) -> None:
+        """Drop the hold on the mapping (before Ring.close)."""
+        self._anchor = None
+
+    # -- counters
+    def _load(self, at: int) -> int:
+        return _U32.unpack_from(self.mm, at)[0]
+
+    def wait(self, at: int, address: int, seen: int, timeout: float) -> int:
+        """The counter at `at` once it is no longer `seen`, or after `timeout` seconds (then maybe `seen`)."""
+        value = _U32.unpack_from(self.mm, at)[0]
+        if value == seen:
+            futex_wait(address, seen, timeout)
+            value = _U32.unpack_from(self.mm, at)[0]
+        return value
+
+    def _bump(self, at: int, address: int, value: int) -> None:
+        _U32.pack_into(self.mm, at, value & 0xFFFFFFFF)
+        futex_wake(address)
+
+    def _bump_done(self, force: bool = False) -> None:
+        """Count one more reply done; wake the client if it waits for this count or an earlier one, or
+        `force` (a reply frame follows on the socket: the client must come and read it)."""
+        done = self.done & 0xFFFFFFFF
+        mm = self.mm
+        _U32.pack_into(mm, DONE_AT, done)
+        if force or _reached(done, _U32.unpack_from(mm, WANTED_AT)[0]):
+            futex_wake(self.done_address)
+
+    def done_count(self) -> int:
+        """The worker's done counter as it is now (u32)."""
+        return _U32.unpack_from(self.mm, DONE_AT)[0]
+
+    def wait_done(self, wanted: int, timeout: float) -> bool:
+        """The client's wait: sleep until the worker counted `wanted` replies done (at most `timeout`
+        seconds); whether it has. WANTED_AT is written before the last look at the counter, so a worker
+        that counts meanwhile either sees it (and wakes) or is seen."""
+        mm = self.mm
+        wanted &= 0xFFFFFFFF
+        if _reached(_U32.unpack_from(mm, DONE_AT)[0], wanted):
+            return True
+        _U32.pack_into(mm, WANTED_AT, wanted)
+        seen = _U32.unpack_from(mm, DONE_AT)[0]
+        if _reached(seen, wanted):
+            return True
+        futex_wait(self.done_address, seen, timeout)
+        return _reached(_U32.unpack_from(mm, DONE_AT)[0], wanted)
+
+    # -- client
+    def post(self, body: Optional[bytes]) -> None:
+        """Post the next request: its slotted body, or None when it is the next frame on the socket (sent by
+        the caller after this)."""
+        at = ENTRY_AT + (self.posted % ENTRIES) * ENTRY_BYTES
+        if body is None:
+            _U32.pack_into(self.mm, at, 0)
+        else:
+            _U32.pack_into(self.mm, at, len(body))
+            self.mm[at + 4:at + 4 + len(body)] = body
+        self.posted += 1
+        self._bump(POSTED_AT, self.posted_address, self.posted)
+
+    def reply(self, slot: int) -> Optional[memoryview]:
+        """The oldest unanswered request's reply, after done counted it (wait_done): a copy of its body from
+        `slot`'s reply area, or None when it is the next frame on the socket."""
+        at = REPLY_ENTRY_AT + (self.done % ENTRIES) * REPLY_ENTRY_BYTES
+        kind, size = _U32X2.unpack_from(self.mm, at)
+        self.done += 1
+        if kind != REPLY_HERE:
+            return None
+        if slot < 0 or size > REPLY_AREA:
+            raise RingError("a reply in the ring for a request without a slot, or larger than its area")
+        start = self.reply_area(slot)
+        return memoryview(self.mm[start:start + size])
+
+    def post_close(self) -> None:
+        """The client is done with the queue: the worker, woken, ends the connection (no request may follow;
+        an entry is free, as at most ENTRIES - 1 requests are in flight)."""
+        _U32.pack_into(self.mm, ENTRY_AT + (self.posted % ENTRIES) * ENTRY_BYTES, CLOSE_ENTRY)
+        self.posted += 1
+        self._bump(POSTED_AT, self.posted_address, self.posted)
+
+    # -- worker
+    def entry(self) -> Optional[bytes]:
+        """The next posted request's body (a copy: the client may write the entry while it is parsed), or
+        None when it is the next frame on the socket. QueueClosedError after the client's close, RingError for a
+        length beyond the entry."""
+        at = ENTRY_AT + (self.posted % ENTRIES) * ENTRY_BYTES
+        size = _U32.unpack_from(self.mm, at)[0]
+        if size == CLOSE_ENTRY:
+            raise QueueClosedError()
+        if size > MAX_ENTRY_BODY:
+            raise RingError(f"a queue entry of {size} bytes (at most {MAX_ENTRY_BODY})")
+        self.posted += 1
+        return self.mm[at + 4:at + 4 + size] if size else None
+
+    def reply_area(self, slot: int) -> int:
+        """Where `slot`'s reply area starts in the mapping."""
+        return PAGE + (slot + 1) * self.ring.slot_bytes - REPLY_AREA
+
+    def answered_here(self, size: int) -> None:
+        """Count the oldest request done with its reply body of `size` bytes written into its slot's reply
+        area by the caller (answer, without the copy)."""
+        _U32X2.pack_into(self.mm, REPLY_ENTRY_AT + (self.done % ENTRIES) * REPLY_ENTRY_BYTES, REPLY_HERE, size)
+        self.done += 1
+        self._bump_done()
+
+    def answer(self, slot: int, parts: Sequence[Any]) -> bool:
+        """Count the oldest request done with its reply `parts` (a reply frame, length prefix first) in `slot`'s
+        reply area where it fits (True), else as a reply entry saying REPLY_FRAME (False: the caller sends the
+        frame on the socket next; the client reads it once it sees this entry)."""
+        at = REPLY_ENTRY_AT + (self.done % ENTRIES) * REPLY_ENTRY_BYTES
+        frame = parts[0] if len(parts) == 1 else b"".join(parts)  # a small reply is one part already
+        size = len(frame) - 8  # the frame's length prefix is not stored
+        here = 0 <= slot < self.ring.n_slots and size <= REPLY_AREA
+        if here:
+            start = self.reply_area(slot)
+            self.mm[start:start + size] = memoryview(frame)[8:]
+        _U32X2.pack_into(self.mm, at, REPLY_HERE if here else REPLY_FRAME, size)
+        self.done += 1
+        self._bump_done(force=not here)
+        return here
 
 
 def _proc_net_address(family: int, host: str, port: int) -> str:
@@ -258,9 +505,19 @@ def parse_setup(body: memoryview) -> Tuple[int, int, int, int, bytes]:
     if body.nbytes != SETUP.size:
         raise RingError(f"a ring setup frame of {body.nbytes} bytes (expected {SETUP.size})")
     magic, pid, fd, n_slots, slot_bytes, token = SETUP.unpack(body)
-    if magic != MAGIC_SETUP:
+    if magic not in (MAGIC_SETUP, MAGIC_QUEUE_SETUP):
         raise RingError("not a ring setup frame")
     return pid, fd, n_slots, slot_bytes, token
+
+
+def is_setup(body: memoryview) -> bool:
+    """Whether a frame body is a ring setup (an inputs-only ring or a queue)."""
+    return body[:4] in (MAGIC_SETUP, MAGIC_QUEUE_SETUP)
+
+
+def wants_queue(body: memoryview) -> bool:
+    """Whether a setup frame body asks for the queue (MAGIC_QUEUE_SETUP)."""
+    return body[:4] == MAGIC_QUEUE_SETUP
 
 
 def encode_ack(status: int, message: str = "") -> bytes:
