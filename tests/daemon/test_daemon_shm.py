@@ -651,3 +651,39 @@ def test_a_queue_loop_runs_under_sched_batch_and_the_control_thread_does_not(dir
             assert all(p in (os.SCHED_OTHER, os.SCHED_BATCH) for p in _policies(pid))
             main = int((Path(f"/proc/{pid}/task/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[38])
             assert main == os.SCHED_OTHER
+
+
+def test_the_queue_is_offered_on_a_weakly_ordered_machine_only_with_a_fence(monkeypatch):
+    """On aarch64 / armv7 (the boards) a core may publish a counter before the data it announces: the queue
+    is used there only with libatomic's fence, found at run time; without it, the inputs-only ring (signalled
+    through the socket) is what a worker offers. On x86 (TSO) no fence is needed."""
+    import ctypes
+    import platform
+
+    real_cdll = ctypes.CDLL
+
+    def reset() -> None:
+        monkeypatch.setattr(shmring, "_fence_state", -1)
+        monkeypatch.setattr(shmring, "_fence_call", None)
+
+    reset()
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert shmring.fence_available() and shmring._fence_call is None
+    shmring.fence()  # a no-op
+
+    reset()
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert shmring.fence_available() and shmring._fence_call is not None  # this machine has libatomic.so.1
+    shmring.fence()  # the real atomic_thread_fence(memory_order_seq_cst)
+
+    def no_libatomic(name, *args, **kwargs):
+        if name and "atomic" in str(name):
+            raise OSError(f"{name}: cannot open shared object file")
+        return real_cdll(name, *args, **kwargs)
+
+    reset()
+    monkeypatch.setattr(ctypes, "CDLL", no_libatomic)
+    monkeypatch.delenv(shmring.QUEUE_ENV_SWITCH, raising=False)
+    monkeypatch.delenv(shmring.ENV_SWITCH, raising=False)
+    assert shmring.futex_available() and not shmring.fence_available() and not shmring.queue_enabled()
+    assert shmring.enabled()  # the inputs-only ring is still used

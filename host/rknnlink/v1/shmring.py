@@ -68,9 +68,9 @@ def enabled() -> bool:
 
 
 def queue_enabled() -> bool:
-    """The queue is used where futexes are (futex_available) unless RKNNLINK_DATA_SHM_QUEUE=0 (measurements
-    of the inputs-only ring, an old peer's behaviour)."""
-    return enabled() and os.environ.get(QUEUE_ENV_SWITCH, "1") != "0" and futex_available()
+    """The queue is used where futexes and a memory fence are (futex_available, fence_available) unless
+    RKNNLINK_DATA_SHM_QUEUE=0 (measurements of the inputs-only ring, an old peer's behaviour)."""
+    return enabled() and os.environ.get(QUEUE_ENV_SWITCH, "1") != "0" and futex_available() and fence_available()
 
 
 def spans(sizes: Sequence[int]) -> Tuple[List[Tuple[int, int]], int]:
@@ -282,6 +282,43 @@ def futex_wake(address: int) -> None:
     _futex_call(_futex_number, address, _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
 
 
+# Machines whose stores are seen by other cores in program order and whose loads are not reordered with
+# each other (x86's TSO): there, data written before a counter is visible to whoever sees the counter, and
+# the ring's plain loads and stores need no fence. Everywhere else (the boards' aarch64 and armv7, riscv64)
+# a core may make the counter visible before the data it guards, or read the data before the counter: a
+# reader of the queue could take a request's or reply's bytes from before they were written.
+_ORDERED_MACHINES = frozenset({"x86_64", "amd64", "i686", "i386"})
+_SEQ_CST = 5  # memory_order_seq_cst of C11's <stdatomic.h>
+_fence_call: Optional[Any] = None
+_fence_state = -1  # -1 not looked up, 0 unavailable, 1 not needed (TSO), 2 libatomic's atomic_thread_fence
+
+
+def fence_available() -> bool:
+    """Whether the queue's loads and stores can be ordered here: not needed (TSO machines), or GCC's
+    libatomic (libatomic.so.1, atomic_thread_fence) found through ctypes, so that the board needs no compiler.
+    Without it the queue is not offered (the inputs-only ring signals through the socket, whose system calls
+    order the memory as any pipe or socket does)."""
+    global _fence_call, _fence_state
+    if _fence_state < 0:
+        if platform.machine().lower() in _ORDERED_MACHINES:
+            _fence_state = 1
+        else:
+            try:
+                call = ctypes.CDLL("libatomic.so.1").atomic_thread_fence
+                call.argtypes, call.restype = [ctypes.c_int], None
+                _fence_call, _fence_state = call, 2
+            except (OSError, AttributeError):
+                _fence_state = 0
+    return _fence_state > 0
+
+
+def fence() -> None:
+    """A full memory fence between the ring's data and its counters (see fence_available): a no-op where the
+    machine orders them itself."""
+    if _fence_call is not None:
+        _fence_call(_SEQ_CST)
+
+
 def _reached(count: int, wanted: int) -> bool:
     """Whether the u32 counter `count` is at or past `wanted` (modulo 2**32: counters wrap)."""
     return (count - wanted) & 0xFFFFFFFF < 0x80000000
@@ -324,6 +361,7 @@ class Queue:
         return value
 
     def _bump(self, at: int, address: int, value: int) -> None:
+        fence()  # what the count announces is written before the count
         _U32.pack_into(self.mm, at, value & 0xFFFFFFFF)
         futex_wake(address)
 
@@ -332,6 +370,7 @@ class Queue:
         `force` (a reply frame follows on the socket: the client must come and read it)."""
         done = self.done & 0xFFFFFFFF
         mm = self.mm
+        fence()  # the reply and its entry are written before the count
         _U32.pack_into(mm, DONE_AT, done)
         if force or _reached(done, _U32.unpack_from(mm, WANTED_AT)[0]):
             futex_wake(self.done_address)
@@ -371,6 +410,7 @@ class Queue:
     def reply(self, slot: int) -> Optional[memoryview]:
         """The oldest unanswered request's reply, after done counted it (wait_done): a copy of its body from
         `slot`'s reply area, or None when it is the next frame on the socket."""
+        fence()  # read after the count that announced it (wait_done, done_count)
         at = REPLY_ENTRY_AT + (self.done % ENTRIES) * REPLY_ENTRY_BYTES
         kind, size = _U32X2.unpack_from(self.mm, at)
         self.done += 1
@@ -393,6 +433,7 @@ class Queue:
         """The next posted request's body (a copy: the client may write the entry while it is parsed), or
         None when it is the next frame on the socket. QueueClosedError after the client's close, RingError for a
         length beyond the entry."""
+        fence()  # read after the count that announced it (wait)
         at = ENTRY_AT + (self.posted % ENTRIES) * ENTRY_BYTES
         size = _U32.unpack_from(self.mm, at)[0]
         if size == CLOSE_ENTRY:
