@@ -9,15 +9,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from test_model_quantizer import LIB, _cos, _dataset
+from test_model_quantizer import LIB, _cos
 
 from rknnlink.model import precision
 from rknnlink.model.builder import BuildConfig, build, load_onnx
 from rknnlink.model.calibration import TensorStats
 from rknnlink.model.lower import LNode
 from rknnlink.model.precision import MIXED_SCALE_RATIO, small_constant_concats
-
-RNG = np.random.default_rng(31)
 
 
 def _lnode(op, ins, out):
@@ -50,16 +48,14 @@ def test_small_constant_concats_fire_on_small_constants_and_follow_constant_adds
     assert small_constant_concats(nodes[:1], stats, "normal", constants) == []
 
 
-def _vit_head(tokens=16, dim=16, classes=10):
+def _vit_head(rng, tokens=16, dim=16):
     """x (1, dim, 4, 4) -> Conv 1x1 (the patch embedding, about +-4) -> tokens -> Concat with a class token
     of about 0.02 -> + position embedding (about 0.02) -> LayerNorm -> a token-mixing MatMul (attention's
-    role: without it the class row depends on constants only and the builder folds it) -> the class row
-    -> Gemm (the output)."""
-    mix = 0.5 * np.eye(tokens + 1) + RNG.uniform(0, 1.0 / tokens, (tokens + 1, tokens + 1))
-    inits = {"w": RNG.normal(0, 0.6, (dim, dim, 1, 1)), "shape": np.array([1, dim, tokens], np.int64),
-             "cls": RNG.normal(0, 0.02, (1, 1, dim)), "pos": RNG.normal(0, 0.02, (1, tokens + 1, dim)),
-             "mix": mix, "g": np.ones(dim), "beta": np.zeros(dim), "idx": np.array(0, np.int64),
-             "wf": RNG.normal(0, 0.3, (classes, dim)), "bf": np.zeros(classes)}
+    role: the class row then depends on the input) -> the class row (the output, what a head reads)."""
+    mix = 0.8 * np.eye(tokens + 1) + rng.uniform(0, 0.4 / tokens, (tokens + 1, tokens + 1))
+    inits = {"w": rng.normal(0, 0.6, (dim, dim, 1, 1)), "shape": np.array([1, dim, tokens], np.int64),
+             "cls": rng.normal(0, 0.02, (1, 1, dim)), "pos": rng.normal(0, 0.02, (1, tokens + 1, dim)),
+             "mix": mix, "g": np.ones(dim), "beta": np.zeros(dim), "idx": np.array(0, np.int64)}
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
              helper.make_node("Reshape", ["c", "shape"], ["flat"]),
              helper.make_node("Transpose", ["flat"], ["t"], perm=[0, 2, 1]),
@@ -69,8 +65,7 @@ def _vit_head(tokens=16, dim=16, classes=10):
              helper.make_node("Transpose", ["n"], ["nt"], perm=[0, 2, 1]),
              helper.make_node("MatMul", ["nt", "mix"], ["m"]),
              helper.make_node("Transpose", ["m"], ["mt"], perm=[0, 2, 1]),
-             helper.make_node("Gather", ["mt", "idx"], ["row"], axis=1),
-             helper.make_node("Gemm", ["row", "wf", "bf"], ["out"], transB=1)]
+             helper.make_node("Gather", ["mt", "idx"], ["out"], axis=1)]
     arrays = [numpy_helper.from_array(np.asarray(v, np.int64 if v.dtype == np.int64 else np.float32), k)
               for k, v in inits.items()]
     graph = helper.make_graph(nodes, "vit", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, dim, 4, 4])],
@@ -78,7 +73,7 @@ def _vit_head(tokens=16, dim=16, classes=10):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def _logits(model, data, xs):
+def _class_rows(model, data, xs):
     result = build(load_onnx(model), BuildConfig(progress=False), True, data)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     with LIB.init(result.data) as ctx:
@@ -89,15 +84,18 @@ def _logits(model, data, xs):
 
 @pytest.mark.skipif(LIB is None, reason="simulated NPU library unavailable")
 def test_the_class_token_keeps_its_precision(tmp_path, monkeypatch):
-    """The classifier reads only the class row; on the Concat's int8 grid (set by the +-4 patch tokens) the
-    class token and its position embedding keep 0-2 levels, and the LayerNorm scales that rounding up to
-    the size of the signal."""
-    model = _vit_head()
-    data = _dataset(tmp_path, [1, 16, 4, 4])
-    xs = [RNG.standard_normal((1, 16, 4, 4)).astype(np.float32) for _ in range(4)]
-    ref, got = _logits(model, data, xs)
+    """The head reads only the class row; on the Concat's int8 grid (set by the +-4 patch tokens) the class
+    token and its position embedding keep 0-2 levels, and the LayerNorm scales that rounding up to the size
+    of the signal (cosine 0.5-0.9 over seeds 1-5 and 31 without the rule, 0.9998-0.9999 with it)."""
+    rng = np.random.default_rng(31)  # its own generator: the result must not depend on the tests run before
+    model = _vit_head(rng)
+    for i in range(6):
+        np.save(tmp_path / f"{i}.npy", rng.standard_normal((1, 16, 4, 4)).astype(np.float32))
+    (tmp_path / "dataset.txt").write_text("\n".join(f"{i}.npy" for i in range(6)))
+    data = str(tmp_path / "dataset.txt")
+    xs = [rng.standard_normal((1, 16, 4, 4)).astype(np.float32) for _ in range(4)]
+    ref, got = _class_rows(model, data, xs)
     monkeypatch.setattr(precision, "small_constant_concats", lambda *a, **k: [])
-    ref8, got8 = _logits(model, data, xs)
+    ref8, got8 = _class_rows(model, data, xs)
     np.testing.assert_array_equal(ref, ref8)
-    assert _cos(ref, got) > 0.999
-    assert 1 - _cos(ref, got) < 0.2 * (1 - _cos(ref, got8)), (_cos(ref, got), _cos(ref, got8))
+    assert _cos(ref, got) > 0.999 and _cos(ref, got8) < 0.95, (_cos(ref, got), _cos(ref, got8))
