@@ -8,12 +8,15 @@ regenerated into the cache first when missing (``python -m corpus.build``).
 
     RKNNLINK_TOOLKIT2_PYTHON=/work/tk2venv/bin/python .venv/bin/python bench/bench_real_models.py \
         [--only resnet18,ppocrv4_det] [--modes fp16,int8] [--algorithm normal] [--small] [--json out.json]
-        [--method channel|layer] [--cle default|on|off] [--clipping off|auto]
+        [--method channel|layer] [--cle default|on|off] [--clipping off|auto] [--test-seed 5000]
 
 --algorithm and --method set quantized_algorithm and quantized_method for both tools, and every row records
 them; --cle and --clipping set rknnlink's cross-layer equalisation and activation clipping
 (docs/quantization.md; the toolkit has no such options). --toolkit-json takes the toolkit's columns from an
-earlier run only when that run used the same algorithm and method.
+earlier run only when that run used the same algorithm and method. --test-seed N scores every tool on a
+held-out test set made from seeds N.. (corpus.build.held_out_tests) instead of the corpus's own (seeds from
+TEST_SEED = 1000): a rule fitted on the test images must hold there too. Earlier toolkit columns were measured
+on the corpus's test set, so --toolkit-json refuses another seed.
 
 Top-1 rows also print ``task m`` (and ``tk task m``; the column was called ``top1 m``): top-1 agreement
 counted only over the images whose fp32 top-1/top-2 margin is at least MARGIN_MIN (0.1) times the standard
@@ -50,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from corpus import run  # noqa: E402
-from corpus.build import build_all  # noqa: E402
+from corpus.build import TEST_SEED, build_all, held_out_tests  # noqa: E402
 from corpus.manifest import BY_NAME  # noqa: E402
 
 
@@ -119,11 +122,13 @@ def margin_task(metric: str, ref: list, result: run.RunResult) -> tuple:
     return MARGIN_METRICS[metric][0](ref, result)
 
 
-def _print_decoded(folder: Path, ref: list, ours: run.RunResult, theirs: run.RunResult) -> None:
+def _print_decoded(folder: Path, ref: list, ours: run.RunResult, theirs: run.RunResult,
+                   tests: str = "tests") -> None:
     """The trained recogniser reads rendered text: show what fp32, rknnlink and the toolkit read."""
     from corpus.metrics import decode_text, ppocr_charset
     chars = ppocr_charset(folder / "model.onnx")
-    truth = run.meta(folder).get("texts") or []
+    held_out = folder / tests / "texts.json"
+    truth = (json.loads(held_out.read_text()) if held_out.is_file() else run.meta(folder).get("texts")) or []
     for i, r in enumerate(ref):
         cols = [f"truth {truth[i]!r}" if i < len(truth) else "", f"fp32 {decode_text(r[0], chars)!r}"]
         for label, res in (("rknnlink", ours), ("toolkit", theirs)):
@@ -144,6 +149,9 @@ def main() -> int:
     ap.add_argument("--clipping", default=None, choices=("off", "auto"),
                     help="rknnlink's activation_clipping (quantized_algorithm normal only)")
     ap.add_argument("--small", action="store_true", help="the reduced CI copies")
+    ap.add_argument("--test-seed", type=int, default=TEST_SEED,
+                    help=f"score on test images made from seeds starting here (default {TEST_SEED}, the "
+                         "corpus's own; another value is a held-out set)")
     ap.add_argument("--no-toolkit", action="store_true", help="skip RKNN-Toolkit2 even when configured")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     ap.add_argument("--toolkit-json", type=Path, default=None,
@@ -156,6 +164,8 @@ def main() -> int:
     folders = build_all(names, small=args.small)
     tk = None if args.no_toolkit else run.toolkit_python()
     earlier = {}
+    if args.toolkit_json and args.test_seed != TEST_SEED:
+        ap.error("--toolkit-json columns were measured on the corpus's test images, not --test-seed's")
     if args.toolkit_json:
         earlier = {(r["model"], r["mode"]): r for r in json.loads(args.toolkit_json.read_text()) if "mode" in r}
         other = {(r.get("algorithm"), r.get("method")) for r in earlier.values()} - {(args.algorithm, args.method)}
@@ -165,7 +175,8 @@ def main() -> int:
                      f"not ({args.algorithm!r}, {args.method!r}): rerun the toolkit with these options")
         tk = f"earlier run {args.toolkit_json}"
     print(f"toolkit: {tk or 'not configured (set ' + run.TOOLKIT_ENV + ')'}; algorithm {args.algorithm}, "
-          f"method {args.method}, rknnlink cross-layer equalisation {args.cle}, clipping {args.clipping}")
+          f"method {args.method}, rknnlink cross-layer equalisation {args.cle}, clipping {args.clipping}, "
+          f"test seeds from {args.test_seed}")
     head = (f"{'model':18s} {'mode':5s} {'metric':12s} {'fid':>7s} {'tk fid':>7s} {'task':>6s} {'tk task':>7s} "
             f"{'task m (n)':>11s} {'tk task m':>9s} {'build s':>7s} {'tk s':>6s}  note")
     print(head)
@@ -177,12 +188,13 @@ def main() -> int:
             print(f"{name:18s} {folder}")
             rows.append({"model": name, "skipped": folder})
             continue
-        ref = run.reference(folder)
+        tests = held_out_tests(folder, args.test_seed)
+        ref = run.reference(folder, tests)
         metric = run.meta(folder)["metric"]
         for mode in [m for m in args.modes.split(",") if m]:
             quant = mode == "int8"
             equalize = {"default": None, "on": True, "off": False}[args.cle]
-            ours = run.run_rknnlink(folder, quant, args.algorithm, args.method, equalize, args.clipping)
+            ours = run.run_rknnlink(folder, quant, args.algorithm, args.method, equalize, args.clipping, tests)
             fid, task = run.score(folder, ref, ours)
             if earlier:
                 old = earlier.get((name, mode), {})
@@ -193,7 +205,7 @@ def main() -> int:
                 tfid, ttask = old.get("toolkit_fidelity", float("nan")), old.get("toolkit_task", float("nan"))
                 tmargin = old.get("toolkit_task_margin", float("nan"))
             else:
-                theirs = (run.run_toolkit(folder, quant, args.algorithm, tk, method=args.method) if tk
+                theirs = (run.run_toolkit(folder, quant, args.algorithm, tk, method=args.method, tests=tests) if tk
                           else run.RunResult(error=""))
                 tfid, ttask = run.score(folder, ref, theirs) if tk else (float("nan"), float("nan"))
                 tmargin = margin_task(metric, ref, theirs)[0] if tk else float("nan")
@@ -211,8 +223,9 @@ def main() -> int:
                   f"{_fmt(tmargin, 3):>9s} {_fmt(ours.build_s, 2):>7s} {_fmt(theirs.build_s, 2):>6s}  {note}",
                   flush=True)
             if name.startswith("ppocrv4_rec"):
-                _print_decoded(folder, ref, ours, theirs)
+                _print_decoded(folder, ref, ours, theirs, tests)
             rows.append({"model": name, "mode": mode, "algorithm": args.algorithm, "method": args.method,
+                         "test_seed": args.test_seed,
                          "metric": metric, "fidelity": fid, "task": task,
                          "build_s": ours.build_s, "toolkit_fidelity": tfid, "toolkit_task": ttask,
                          "toolkit_build_s": theirs.build_s, "task_margin": margin, "margin_samples": n_margin,

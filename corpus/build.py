@@ -35,21 +35,22 @@ def model_dir(entry: CorpusModel, small: bool, root: Path | None = None) -> Path
     return (root or cache_dir()) / (entry.name + ("-small" if small else ""))
 
 
-def make_inputs(entry: CorpusModel, small: bool) -> tuple:
-    """(calibration images, test images, test texts or None): disjoint seeds, raw uint8 HWC RGB."""
+def make_inputs(entry: CorpusModel, small: bool, test_seed: int = TEST_SEED) -> tuple:
+    """(calibration images, test images, test texts or None): disjoint seeds, raw uint8 HWC RGB.
+    ``test_seed`` moves the test images to another seed range (a held-out set, :func:`held_out_tests`)."""
     h, w = entry.size(small)
     n_cal, n_test = (4, 2) if small else (entry.calib, entry.tests)
     if entry.inputs == "photos":
-        return corpus_inputs.photo_crops(h, w, n_cal, 1), corpus_inputs.photo_crops(h, w, n_test, TEST_SEED), None
+        return corpus_inputs.photo_crops(h, w, n_cal, 1), corpus_inputs.photo_crops(h, w, n_test, test_seed), None
     if entry.inputs == "text_lines":
         cal, _ = corpus_inputs.text_lines(h, w, n_cal, 1)
         # seed 1000: the calibration lines use seeds 1..calib, so an older seed 11 made tests 0..3 copies of
         # calibration lines 10..13
-        test, texts = corpus_inputs.text_lines(h, w, n_test, TEST_SEED)
+        test, texts = corpus_inputs.text_lines(h, w, n_test, test_seed)
         return cal, test, texts
     if entry.inputs == "text_pages":
         return ([corpus_inputs.text_page(h, w, s) for s in range(n_cal)],
-                [corpus_inputs.text_page(h, w, TEST_SEED + s) for s in range(n_test)], None)
+                [corpus_inputs.text_page(h, w, test_seed + s) for s in range(n_test)], None)
     raise ValueError(f"unknown input kind {entry.inputs!r}")
 
 
@@ -78,6 +79,26 @@ def build_one(entry: CorpusModel, small: bool, root: Path | None = None, force: 
             "tests": len(test)}
     meta_path.write_text(json.dumps(meta, indent=1))
     return out
+
+
+def held_out_tests(folder: Path, seed: int) -> str:
+    """Write (once) a second test set of a built model folder, from seeds starting at ``seed`` instead of
+    TEST_SEED, into ``<folder>/tests-<seed>/`` and return that subfolder's name (what corpus.run's ``tests``
+    takes). Rules fitted on the test images are checked on these: same generators, same count, no image in
+    common (the calibration seeds stay below both)."""
+    if seed == TEST_SEED:
+        return "tests"
+    m = json.loads((Path(folder) / "meta.json").read_text())
+    sub = f"tests-{seed}"
+    out = Path(folder) / sub
+    if out.is_dir() and len(list(out.glob("*.npy"))) == m["tests"]:
+        return sub
+    out.mkdir(exist_ok=True)
+    _, test, texts = make_inputs(BY_NAME[m["name"]], m["small"], test_seed=seed)
+    for i, img in enumerate(test):
+        np.save(out / f"{i:02d}.npy", img[None])
+    (out / "texts.json").write_text(json.dumps(texts))
+    return sub
 
 
 def build_all(names: list | None = None, small: bool = False, root: Path | None = None,

@@ -32,8 +32,13 @@ def meta(folder: Path) -> dict:
     return json.loads((Path(folder) / "meta.json").read_text())
 
 
-def test_inputs(folder: Path) -> list:
-    return [np.load(p) for p in sorted((Path(folder) / "tests").glob("*.npy"))]
+def test_inputs(folder: Path, tests: str = "tests") -> list:
+    """The NHWC uint8 test images of ``<folder>/<tests>`` (a held-out set: corpus.build.held_out_tests)."""
+    return [np.load(p) for p in _test_files(folder, tests)]
+
+
+def _test_files(folder: Path, tests: str = "tests") -> list:
+    return sorted((Path(folder) / tests).glob("*.npy"))
 
 
 def _input_name(model) -> str:
@@ -41,7 +46,7 @@ def _input_name(model) -> str:
     return [i.name for i in model.graph.input if i.name not in init][0]
 
 
-def reference(folder: Path) -> list:
+def reference(folder: Path, tests: str = "tests") -> list:
     """onnxruntime fp32 outputs for every test input (normalised as the runtime would)."""
     import onnx
     import onnxruntime as ort
@@ -53,16 +58,17 @@ def reference(folder: Path) -> list:
     name = _input_name(onnx.load(str(path), load_external_data=False))
     mean, std = np.float32(m["mean"]), np.float32(m["std"])
     out = []
-    for x in test_inputs(folder):
+    for x in test_inputs(folder, tests):
         feed = ((x[0].astype(np.float32) - mean) / std).transpose(2, 0, 1)[None]
         out.append([np.asarray(o, np.float32) for o in sess.run(None, {name: feed})])
     return out
 
 
 def run_rknnlink(folder: Path, quantize: bool, algorithm: str = "normal", method: str = "channel",
-                 equalize: Optional[bool | str] = None, clipping: Optional[str] = None) -> RunResult:
+                 equalize: Optional[bool | str] = None, clipping: Optional[str] = None,
+                 tests: str = "tests") -> RunResult:
     """``equalize``: cross-layer equalisation forced on/off (None: the build's default); ``clipping``: the
-    build's activation_clipping."""
+    build's activation_clipping; ``tests``: the test set's subfolder."""
     from rknnlink.api import RKNN
     m = meta(folder)
     rknn = RKNN()
@@ -83,7 +89,7 @@ def run_rknnlink(folder: Path, quantize: bool, algorithm: str = "normal", method
         rknn.init_runtime()
         try:
             outs = [[np.asarray(o, np.float32) for o in rknn.inference(inputs=[x], data_format=["nhwc"])]
-                    for x in test_inputs(folder)]
+                    for x in test_inputs(folder, tests)]
         except Exception as exc:  # a simulator failure is this row's result; the table goes on
             return RunResult(error=f"run: {exc}"[:200], build_s=build_s)
         return RunResult(outputs=outs, build_s=build_s)
@@ -97,7 +103,7 @@ def toolkit_python() -> Optional[str]:
 
 
 def run_toolkit(folder: Path, quantize: bool, algorithm: str = "normal", python: Optional[str] = None,
-                timeout: float = 1800, method: str = "channel") -> RunResult:
+                timeout: float = 1800, method: str = "channel", tests: str = "tests") -> RunResult:
     """RKNN-Toolkit2 in its own venv (opset <= 19 copy when the model is newer), with the same
     quantized_algorithm and quantized_method as rknnlink's row (a comparison of per-tensor rknnlink
     against per-channel toolkit would say nothing)."""
@@ -113,7 +119,7 @@ def run_toolkit(folder: Path, quantize: bool, algorithm: str = "normal", python:
         out = str(Path(tmp) / "out.npz")
         job = {"onnx": str(onnx_path), "mean": m["mean"], "std": m["std"],
                "input_size": [1, 3, m["height"], m["width"]], "dataset": str(folder / "calib" / "dataset.txt"),
-               "tests": [str(p) for p in sorted((folder / "tests").glob("*.npy"))], "quantize": quantize,
+               "tests": [str(p) for p in _test_files(folder, tests)], "quantize": quantize,
                "algorithm": algorithm, "method": method, "out": out}
         job_path = Path(tmp) / "job.json"
         job_path.write_text(json.dumps(job))
