@@ -54,11 +54,7 @@ def _span(stats: dict, name: str, algorithm: str) -> float:
 def mixed_scale_outputs(nodes: Sequence, outputs: Sequence[str], stats: dict, algorithm: str) -> list:
     """[(concat node, graph output, ratio, small input, big input)] for Concats whose result reaches a graph
     output through data movement only and whose inputs' ranges differ by more than MIXED_SCALE_RATIO."""
-    consumers: dict = {}
-    for n in nodes:
-        for i in n.inputs:
-            if i:
-                consumers.setdefault(i, []).append(n)
+    consumers = _readers(nodes)
     found = []
     for n in nodes:
         if n.op_type != "Concat":
@@ -129,11 +125,7 @@ def small_constant_concats(nodes: Sequence, stats: dict, algorithm: str, constan
     input): ViT-Ti kl_divergence/channel top-1 0.688 -> 1.000, fidelity 0.99515 -> 0.99794, and on 16
     held-out crops (seeds from 5000) 0.625 -> 0.938, 0.98818 -> 0.99705. Float16 for the Concat alone
     gave 0.938 / 0.99695: the Add's rounding of the class row costs as much again."""
-    readers: dict = {}
-    for n in nodes:
-        for i in n.inputs:
-            if i:
-                readers.setdefault(i, []).append(n)
+    readers = _readers(nodes)
     found = []
     for n in nodes:
         if n.op_type != "Concat" or not n.outputs:
@@ -185,15 +177,20 @@ def fused_sum_inputs(nodes: Sequence, outputs: Sequence[str], constants, shapes:
     return set(fused_links(nodes, outputs, constants, shapes))
 
 
-def _producers_and_readers(nodes: Sequence) -> tuple:
-    """{tensor: the node writing it} and {tensor: how many node inputs read it}."""
-    producer = {o: n for n in nodes for o in n.outputs}
+def _readers(nodes: Sequence) -> dict:
+    """{tensor: the nodes reading it, once per input that names it}."""
     readers: dict = {}
     for n in nodes:
         for i in n.inputs:
             if i:
-                readers[i] = readers.get(i, 0) + 1
-    return producer, readers
+                readers.setdefault(i, []).append(n)
+    return readers
+
+
+def _producers_and_readers(nodes: Sequence) -> tuple:
+    """{tensor: the node writing it} and {tensor: how many node inputs read it}."""
+    producer = {o: n for n in nodes for o in n.outputs}
+    return producer, {t: len(r) for t, r in _readers(nodes).items()}
 
 
 def fused_links(nodes: Sequence, outputs: Sequence[str], constants, shapes: dict) -> dict:
