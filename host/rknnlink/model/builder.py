@@ -83,9 +83,10 @@ class BuildConfig:
     cross_layer_equalization: Optional[bool | str] = None
     # int8 'normal' only (rknnlink's extension): 'auto' clips heavy-tailed activation ranges (model/ranges.py)
     activation_clipping: Optional[str] = None
-    # int8 only (rknnlink's extension): None = default ('empirical' with quantized_algorithm 'normal', else
-    # 'analytic'), 'analytic' (Nagel 2019, from the weight rounding alone), 'empirical' (analytic, then the
-    # measured mean output error layer by layer in the simulator: model/bias_correction.py), 'off'
+    # int8 only (rknnlink's extension): None = default ('empirical' with quantized_algorithm 'normal' and with
+    # 'mmse' per channel, else 'analytic'), 'analytic' (Nagel 2019, from the weight rounding alone),
+    # 'empirical' (analytic, then the measured mean output error layer by layer in the simulator:
+    # model/bias_correction.py), 'off'
     bias_correction: Optional[str] = None
 
     def bias_correction_mode(self) -> str:
