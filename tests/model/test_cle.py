@@ -161,8 +161,9 @@ def test_improves_per_tensor_int8_on_badly_scaled_channels(tmp_path):
 
 
 def test_defaults_and_depthwise_only(tmp_path):
-    """int8 'layer' builds with 'normal' ranges equalise only the pairs with a depthwise Conv by default;
-    'channel' or 'mmse' builds and float builds do not equalise unless asked; a bad value is refused."""
+    """int8 'layer' builds with 'normal' ranges equalise only the pairs with a depthwise Conv by default,
+    'mmse' builds every pair; 'normal' 'channel' builds and float builds do not equalise unless asked; a
+    bad value is refused."""
     n = Net(size=8, seed=5)
     a = n.op("Relu", n.conv("x", 3, 8))  # full -> full: not depthwise
     b = n.op("Relu", n.conv(a, 8, 8))  # full -> depthwise
@@ -175,7 +176,9 @@ def test_defaults_and_depthwise_only(tmp_path):
 
     dw = sorted([b + RESCALED, n.nodes[-2].output[0] + RESCALED])
     assert rescaled(quantized_method="layer") == dw
-    assert rescaled(quantized_method="layer", quantized_algorithm="mmse") == []  # measured: it loses there
+    everything = sorted(dw + [a + RESCALED])
+    assert rescaled(quantized_method="layer", quantized_algorithm="mmse") == everything  # measured: it gains
+    assert rescaled(quantized_algorithm="mmse") == everything
     assert rescaled(quantized_method="layer", cross_layer_equalization=True) == sorted(dw + [a + RESCALED])
     assert rescaled(quantized_method="layer", cross_layer_equalization=False) == []
     assert rescaled() == []

@@ -7,7 +7,7 @@ import pytest
 from factories import quant_mse, stats_of
 
 from rknnlink.model.builder import BuildConfig, build, load_onnx
-from rknnlink.model.calibration import mmse_threshold_range
+from rknnlink.model.calibration import choose_range, mmse_threshold_range
 
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 
@@ -55,6 +55,28 @@ def test_flat_data_keeps_min_max():
     st = stats_of(x)
     lo, hi = mmse_threshold_range(st.hist, st.min, st.max)
     assert lo == pytest.approx(st.min, abs=0.05) and hi == pytest.approx(st.max, abs=0.05)
+
+
+def test_balanced_signed_tensor_keeps_its_whole_range():
+    """A signed tensor with both tails alike (U-Net's skip Concats) that mmse would cut by 1.25-2x keeps
+    its whole range (the kl_divergence rule of entropy.kl_range); a nearly one-sided one keeps its clip."""
+    x = np.random.default_rng(0).laplace(size=500_000)
+    st = stats_of(x)
+    lo, hi = mmse_threshold_range(st.hist, st.min, st.max)
+    assert 1.25 * hi <= st.absmax <= 2 * hi  # the premise: mmse cuts it within the rule's bounds
+    assert choose_range(st, "mmse") == (st.min, st.max)
+    tail = stats_of(hardswish_like())
+    assert choose_range(tail, "mmse") == mmse_threshold_range(tail.hist, tail.min, tail.max)
+    assert choose_range(tail, "mmse")[1] < 0.5 * tail.max
+
+
+def test_bias_correction_default_is_empirical_for_mmse_per_channel_only():
+    modes = {(alg, method): BuildConfig(quantized_algorithm=alg, quantized_method=method).bias_correction_mode()
+             for alg in ("normal", "kl_divergence", "mmse") for method in ("channel", "layer")}
+    assert modes == {("normal", "channel"): "empirical", ("normal", "layer"): "empirical",
+                     ("kl_divergence", "channel"): "analytic", ("kl_divergence", "layer"): "analytic",
+                     ("mmse", "channel"): "empirical", ("mmse", "layer"): "analytic"}
+    assert BuildConfig(quantized_algorithm="mmse", bias_correction="analytic").bias_correction_mode() == "analytic"
 
 
 @pytest.fixture(scope="module")

@@ -83,17 +83,22 @@ class BuildConfig:
     cross_layer_equalization: Optional[bool | str] = None
     # int8 'normal' only (rknnlink's extension): 'auto' clips heavy-tailed activation ranges (model/ranges.py)
     activation_clipping: Optional[str] = None
-    # int8 only (rknnlink's extension): None = default ('empirical' with quantized_algorithm 'normal', else
-    # 'analytic'), 'analytic' (Nagel 2019, from the weight rounding alone), 'empirical' (analytic, then the
-    # measured mean output error layer by layer in the simulator: model/bias_correction.py), 'off'
+    # int8 only (rknnlink's extension): None = default ('empirical' with quantized_algorithm 'normal' and with
+    # 'mmse' per channel, else 'analytic'), 'analytic' (Nagel 2019, from the weight rounding alone),
+    # 'empirical' (analytic, then the measured mean output error layer by layer in the simulator:
+    # model/bias_correction.py), 'off'
     bias_correction: Optional[str] = None
 
     def bias_correction_mode(self) -> str:
-        """bias_correction with the default resolved: 'empirical' was measured with 'normal' only (the
-        corpus rows in docs/quantization.md), so kl_divergence and mmse keep 'analytic' unless asked."""
+        """bias_correction with the default resolved: 'empirical' was measured with 'normal' and with 'mmse'
+        per channel (the corpus rows in docs/quantization.md: mmse/channel det 0.98769 -> 0.99199, rec
+        0.97854 -> 0.98255); kl_divergence and mmse per tensor keep 'analytic' (mmse/layer: rec 0.97344 ->
+        0.96706 with it, although det gained)."""
         if self.bias_correction is not None:
             return self.bias_correction
-        return "empirical" if self.quantized_algorithm == "normal" else "analytic"
+        empirical = self.quantized_algorithm == "normal" or (
+            self.quantized_algorithm == "mmse" and self.quantized_method == "channel")
+        return "empirical" if empirical else "analytic"
 
     def equalize(self, quantize: bool) -> bool | str:
         """Which cross-layer equalisation this build runs (False, True or "depthwise"): as set, else the
@@ -205,10 +210,13 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
     float_outputs = not fixed_ranges
     asm = _Assembler(pg, nodes, config, mode, stats, float_layers, int(rknn_batch_size or 1), float_outputs)
     sim = asm.run()
+    weight_ratios: dict = {}
     if do_quantization and dataset is not None and ranges is None and not fixed_ranges and range_search.wanted(config):
         sim1 = sim if asm.batch == 1 else _Assembler(pg1, nodes1, config, mode, stats, float_layers, 1).run()
-        if range_search.apply(stats, range_search.search_ranges(sim1, pg1, dataset, config, stats)):
-            asm = _Assembler(pg, nodes, config, mode, stats, float_layers, asm.batch)
+        found = range_search.search_ranges(sim1, pg1, dataset, config, stats)
+        if range_search.apply(stats, found) or found.weight_ratios:
+            weight_ratios = found.weight_ratios
+            asm = _Assembler(pg, nodes, config, mode, stats, float_layers, asm.batch, weight_ratios=weight_ratios)
             sim = asm.run()
     if empirical and asm.empirical_bias_correction() and dataset is not None:
         if asm.batch == 1:
@@ -216,7 +224,8 @@ def build(model: Any, config: BuildConfig, do_quantization: bool, dataset: str |
         else:
             # measured on the batch-1 model (calibration samples are single frames); the batched model gets
             # the same int32 biases, so its frames compute exactly what a batch-1 build computes
-            sim1 = _Assembler(pg1, nodes1, config, mode, stats, float_layers, 1, float_outputs).run()
+            sim1 = _Assembler(pg1, nodes1, config, mode, stats, float_layers, 1, float_outputs,
+                              weight_ratios=weight_ratios).run()
             correct_biases(sim1, pg1, dataset, config, kept)
             corrected = _int32_biases(sim1)
             for name, t in _int32_biases(sim).items():
@@ -404,7 +413,8 @@ class _Assembler:
     """Turns lowered nodes into SimTensors/SimOps with the data types of the build mode."""
 
     def __init__(self, pg: PreparedGraph, nodes: list, config: BuildConfig, mode: str, stats: dict,
-                 float_layers: set, batch: int, float_outputs: bool = True) -> None:
+                 float_layers: set, batch: int, float_outputs: bool = True,
+                 weight_ratios: Optional[dict] = None) -> None:
         self.pg, self.nodes, self.config, self.mode = pg, nodes, config, mode
         self.stats, self.float_layers, self.batch = stats, float_layers, batch
         self.float_outputs = float_outputs  # Conv/Gemm graph outputs in float16 (precision.accumulator_outputs)
@@ -417,6 +427,8 @@ class _Assembler:
         self.quant_params: dict = {}
         self.act_dtype: dict = {}
         self.weights_q: dict = {}  # (weight name, axis, asymmetric) -> (q, scales, zero points); the bias needs it too
+        # weight name -> ratios of max|w| / 127 (one, or one per channel) that range_search chose for it
+        self.weight_ratios: dict = dict(weight_ratios or {})
         self._check_float_layers()
 
     def _check_float_layers(self) -> None:
@@ -634,7 +646,8 @@ class _Assembler:
             if asymmetric:
                 self.weights_q[key] = quantize_weights_affine(w, axis)
             else:
-                q, scales = quantize_weights(w, axis, search=self.weight_search(axis))
+                q, scales = quantize_weights(w, axis, search=self.weight_search(axis),
+                                             ratios=self.weight_ratios.get(name))
                 self.weights_q[key] = (q, scales, np.zeros(len(scales), np.int32))
         return self.weights_q[key]
 
