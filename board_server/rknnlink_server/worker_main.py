@@ -410,7 +410,7 @@ class _DataConnection:
         while True:
             seen = queue.posted & 0xFFFFFFFF
             if wait(posted_at, posted_address, seen, QUEUE_POLL) == seen:
-                if not _socket_open(conn):
+                if datawire.peer_closed(conn):
                     return
             elif not step(queue):
                 return
@@ -627,16 +627,6 @@ def _no_wakeup_preemption() -> None:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     except (AttributeError, OSError) as exc:
         log.debug("SCHED_BATCH unavailable: %s", exc)
-
-
-def _socket_open(conn: socket.socket) -> bool:
-    """False once the peer closed or reset `conn` (a queue's client that died): a peek, never a read."""
-    try:
-        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
 
 
 def _linger(conn: socket.socket) -> None:

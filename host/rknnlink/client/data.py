@@ -164,12 +164,7 @@ class DirectCarrier(Carrier):
         return body
 
     def peer_gone(self) -> bool:
-        try:
-            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
+        return datawire.peer_closed(self.sock)
 
     def attach_ring(self, ring: shmring.Ring, queue: bool = False) -> bool:
         """The setup frame, then the worker's ack (it has opened the memfd, or says why it could not)."""

@@ -96,6 +96,17 @@ def recv_into_exact(sock: socket.socket, view: memoryview, deadline: Optional[fl
         got += n
 
 
+def peer_closed(sock: socket.socket) -> bool:
+    """Whether the peer closed or reset `sock`, looked at without reading (a peek): how the two ends of a
+    ring's queue, which exchange nothing on the socket while they wait, notice that the other died."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
 def send_parts(sock: socket.socket, parts: Sequence[Any], drain: Optional[Callable[[], bool]] = None) -> None:
     """One sendmsg for the whole frame where the kernel takes it; loop only on partial sends.
 
