@@ -216,7 +216,8 @@ def main() -> int:
             if tk and not ours.error and not theirs.error:
                 # fp16 rows differ by float noise (1e-6); int8 rows are compared strictly
                 tol = 1e-5 if quant else 1e-4
-                note = "below toolkit" if fid < tfid - tol or task < ttask - 1e-3 else ""
+                below_margin = metric in MARGIN_METRICS and margin < tmargin - 1e-3  # nan compares False
+                note = "below toolkit" if fid < tfid - tol or task < ttask - 1e-3 or below_margin else ""
             counted = f"{_fmt(margin, 3)} ({n_margin})" if metric in MARGIN_METRICS else "-"
             print(f"{name:18s} {mode:5s} {metric:12s} {_fmt(fid, 5):>7s} {_fmt(tfid, 5):>7s} {_fmt(task, 3):>6s} "
                   f"{_fmt(ttask, 3):>7s} {counted:>11s} "
