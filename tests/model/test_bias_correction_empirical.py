@@ -11,7 +11,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from rknnlink.model import format as fmt
-from rknnlink.model.bias_correction import correctable_layers, segment_model, visible_shift
+from rknnlink.model.bias_correction import (
+    correctable_layers,
+    cross_checked,
+    estimate_shift,
+    segment_model,
+    visible_shift,
+)
 from rknnlink.model.builder import BuildConfig, BuildError, build, load_onnx
 
 
@@ -142,3 +148,21 @@ def test_a_channel_with_all_zero_weights_keeps_its_bias(tmp_path):
     ref = (255 * xs[0]) / 127 + 0.3
     assert np.all(np.isfinite(y))
     assert abs(float(np.mean(y - ref))) < 0.05
+
+
+def test_a_per_channel_shift_is_kept_only_where_both_halves_of_the_samples_confirm_it():
+    """cross_checked: per channel, the even and the odd samples must measure a shift of one sign, within
+    CROSS_CHECK_RATIO of each other; else that channel is not moved. Channels: 0 the same shift in every
+    sample (kept, the whole mean); 1 +0.3 in the even samples and -0.1 in the odd ones (dropped, although
+    the whole mean is +0.1); 2 one sign but 0.4 against 0.1 (dropped); 3 enough positions over all the
+    samples but too few in each half (dropped)."""
+    def part(shifts, weight=8.0):  # visible_shift's (sum of error, sum of slope) for one sample
+        w = np.array([weight, weight, weight, 1.0])
+        return np.asarray(shifts) * w, w
+
+    even, odd = [0.2, 0.3, 0.4, 0.5], [0.2, -0.1, 0.1, 0.5]
+    parts = [part(even if k % 2 == 0 else odd) for k in range(6)]
+    got = cross_checked(parts)
+    np.testing.assert_allclose(got, [0.2, 0.0, 0.0, 0.0], atol=1e-12)
+    assert estimate_shift(parts)[1] == pytest.approx(0.1)  # what the plain estimate would have applied
+    np.testing.assert_allclose(cross_checked(parts[:3]), estimate_shift(parts[:3]))  # too few samples to split
