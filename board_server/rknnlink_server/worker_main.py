@@ -18,7 +18,6 @@ import math
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -218,8 +217,6 @@ QUEUED = 4      # requests a data connection reads ahead of the one running (the
 MAX_PLANS = 8   # prepared input layouts a data connection keeps
 INLINE_REPLY_BYTES = 1 << 16  # larger replies of an inline run are sent by the runner: the reader goes on
 HELD_REPLIES = 2  # replies of slotted requests sent together at most (see _DataConnection._run_slotted)
-QUEUE_POLL = 0.5  # seconds a queue's loop sleeps before it looks whether the client is still there
-_REQUEST_ID = struct.Struct("<Q")  # a request body's id, at byte 4 (rknnlink.v1.datawire.REQUEST)
 
 
 class _Reply:
@@ -403,13 +400,13 @@ class _DataConnection:
         """The loop of a connection whose requests come through the ring's queue (shmring.Queue): each posted
         request runs here and its reply goes into its slot's reply area (or, too large, a frame on the
         socket), until the client closes the queue or the connection ends. While nothing is posted it
-        sleeps on the posted counter, looking at the socket every QUEUE_POLL seconds (a client that died)."""
+        sleeps on the posted counter, looking at the socket every shmring.QUEUE_POLL seconds (a client that died)."""
         queue, conn = self.queue_ring, self.conn
         posted_at, posted_address, wait, step = shmring.POSTED_AT, queue.posted_address, queue.wait, self._queue_step
         _no_wakeup_preemption()
         while True:
             seen = queue.posted & 0xFFFFFFFF
-            if wait(posted_at, posted_address, seen, QUEUE_POLL) == seen:
+            if wait(posted_at, posted_address, seen, shmring.QUEUE_POLL) == seen:
                 if datawire.peer_closed(conn):
                     return
             elif not step(queue):
@@ -420,10 +417,11 @@ class _DataConnection:
         error reply; the peer gone)."""
         try:
             body = queue.entry()
-            if body is not None:  # a request like one bound before: no parse (the same bytes parse the same)
-                bound = self.bound.get(body[12:])
-                if bound is not None and body[:4] == datawire.MAGIC_REQUEST and bound[0].valid:
-                    return self._run_bound(queue, _REQUEST_ID.unpack_from(body, 4)[0], bound)
+            keyed = None if body is None else datawire.request_id_and_rest(body)
+            if keyed is not None:  # a request like one bound before: no parse (the same bytes parse the same)
+                bound = self.bound.get(keyed[1])
+                if bound is not None and bound[0].valid:
+                    return self._run_bound(queue, keyed[0], bound)
             if body is None:  # the next frame on the socket carries this request
                 frame = self.reader.read(self.limit)
                 if frame is None:
@@ -451,8 +449,8 @@ class _DataConnection:
         except shmring.QueueClosedError:
             return False
         reply = self._run(*request)
-        if slot >= 0:
-            self._bind(queue, bytes(body[12:]), request[1], slot, request[2])
+        if slot >= 0 and keyed is not None:
+            self._bind(queue, keyed[1], request[1], slot, request[2])
         return queue.answer(slot, reply) or self._send(reply)
 
     def _bind(self, queue: shmring.Queue, key: bytes, layout: datawire.Layout, slot: int,
@@ -463,8 +461,7 @@ class _DataConnection:
         plan = self.plans.get(layout)
         if plan is None or not plan.valid or not plan.direct:
             return
-        outputs = [(output_type_of(dtype), shape, count * dtype.itemsize)
-                   for dtype, shape, count in zip(plan._out_types, plan._out_shapes, plan._out_counts)]
+        outputs = [(output_type_of(dtype), shape, nbytes) for dtype, shape, nbytes in plan.output_layout]
         heads = datawire.output_heads(outputs)
         size = datawire.REPLY.size + len(heads) + sum(nbytes for _d, _s, nbytes in outputs)
         if size > shmring.REPLY_AREA:

@@ -36,7 +36,6 @@ CONNECT_TIMEOUT = 5.0
 PROBE_INTERVAL = 10.0  # seconds without a reply before the daemon is asked whether the worker still lives
 CLOSE_TIMEOUT = 5.0    # seconds a closed relay stream may take to end before it is cancelled
 TLS_POLL = 0.002       # seconds between looks for replies while a TLS send is under way
-QUEUE_POLL = 0.5       # seconds a wait on a ring queue sleeps before it looks whether the worker is gone
 Probe = Optional[Callable[[], None]]
 
 
@@ -433,16 +432,16 @@ class Pipeline(OrderedResults):
 
     def _queued_reply(self, queue: shmring.Queue) -> memoryview:
         """The oldest request's reply through the queue: wait until the worker counted it done (sleeping on
-        the counter; every QUEUE_POLL seconds a look whether the worker is gone, every PROBE_INTERVAL the
+        the counter; every shmring.QUEUE_POLL seconds a look whether the worker is gone, every PROBE_INTERVAL the
         probe), then its body from its slot's reply area, or the next frame on the socket."""
         wanted = queue.done + (2 if len(self._expected) >= 3 else 1)  # see shmring's queue: half the wake-ups
         waited = 0.0
-        while not queue.wait_done(wanted, QUEUE_POLL):
+        while not queue.wait_done(wanted, shmring.QUEUE_POLL):
             if queue.done_count() != queue.done:  # the oldest is done: take it, wait for the rest later
                 break
             if self.carrier.peer_gone():
                 raise datawire.PeerClosedError("the worker closed the data connection")
-            waited += QUEUE_POLL
+            waited += shmring.QUEUE_POLL
             if waited >= PROBE_INTERVAL and self._probe is not None:
                 waited = 0.0
                 self._probe()

@@ -739,6 +739,13 @@ class PreparedRun:
     def valid(self) -> bool:
         return self.generation == self.ctx.attrs_generation
 
+    @property
+    def output_layout(self) -> List[Tuple[np.dtype, Tuple[int, ...], int]]:
+        """(dtype, shape, bytes) of every output as a call returns it: what a caller sizing buffers for a
+        BoundRun needs."""
+        return [(dtype, shape, count * dtype.itemsize)
+                for dtype, shape, count in zip(self._out_types, self._out_shapes, self._out_counts)]
+
     def __call__(self, datas: Sequence[memoryview]) -> List[np.ndarray]:
         """Outputs of one inference of `datas` (the inputs' bytes, C-contiguous, of the prepared layout)."""
         ctx = self.ctx
@@ -794,10 +801,10 @@ class BoundRun:
             if data.nbytes != self._inputs[i].size:
                 raise ValueError(f"input {i}: {data.nbytes} bytes where the plan has {self._inputs[i].size}")
             self._inputs[i].buf = _address(data)
-        for i, (out, dtype, count) in enumerate(zip(self.outs, plan._out_types, plan._out_counts)):
+        for i, (out, (_dtype, _shape, nbytes)) in enumerate(zip(self.outs, plan.output_layout)):
             self._outputs[i] = plan._outputs[i]
-            if out.nbytes != count * dtype.itemsize or out.readonly:
-                raise ValueError(f"output {i}: a writable buffer of {count * dtype.itemsize} bytes is needed")
+            if out.nbytes != nbytes or out.readonly:
+                raise ValueError(f"output {i}: a writable buffer of {nbytes} bytes is needed")
             self._outputs[i].buf = _address(out)
             self._outputs[i].size = out.nbytes
 

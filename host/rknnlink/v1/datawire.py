@@ -370,6 +370,20 @@ def _slot_views(ring: shmring.Ring, slot: int, spans: List[Tuple[int, int]]) -> 
         raise FrameError(str(exc)) from None
 
 
+_REQUEST_ID = struct.Struct("<Q")  # REQUEST's request id, right after its magic
+_REQUEST_ID_AT = len(MAGIC_REQUEST)
+_REQUEST_REST_AT = _REQUEST_ID_AT + _REQUEST_ID.size
+
+
+def request_id_and_rest(body: Any) -> Optional[Tuple[int, bytes]]:
+    """A request body's id and every byte after it, or None when the body is no request. Two requests of one
+    layout in one ring slot differ only in their id: the rest keys a run bound to that slot (a board worker's
+    queue), and the same rest parses the same."""
+    if len(body) < REQUEST.size or body[:_REQUEST_ID_AT] != MAGIC_REQUEST:
+        return None
+    return _REQUEST_ID.unpack_from(body, _REQUEST_ID_AT)[0], bytes(body[_REQUEST_REST_AT:])
+
+
 def parse_request(body: memoryview, ring: Optional[shmring.Ring] = None) -> Tuple[int, bool, List[dict],
                                                                                  List[memoryview]]:
     """(request_id, raw, input metas, input bytes as views of `body`, or of the slot of `ring` the request

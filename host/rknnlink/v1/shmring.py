@@ -236,6 +236,7 @@ REPLY_ENTRY_AT, REPLY_ENTRY_BYTES = ENTRY_AT + ENTRIES * ENTRY_BYTES, 16  # per 
 REPLY_AREA = 4096          # the last bytes of every slot: the reply body of its request, when it fits
 REPLY_HERE, REPLY_FRAME = 1, 2
 MAX_ENTRY_BODY = ENTRY_BYTES - 4
+QUEUE_POLL = 0.5  # seconds either side of a queue sleeps on a counter before it looks whether the peer is gone
 _U32 = struct.Struct("<I")
 _U32X2 = struct.Struct("<II")
 # Linux syscall numbers of futex(2) by machine (the board's Python has no binding of its own: ctypes).
