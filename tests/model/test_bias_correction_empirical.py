@@ -166,3 +166,36 @@ def test_a_per_channel_shift_is_kept_only_where_both_halves_of_the_samples_confi
     np.testing.assert_allclose(got, [0.2, 0.0, 0.0, 0.0], atol=1e-12)
     assert estimate_shift(parts)[1] == pytest.approx(0.1)  # what the plain estimate would have applied
     np.testing.assert_allclose(cross_checked(parts[:3]), estimate_shift(parts[:3]))  # too few samples to split
+
+
+def _planted_gemm_model() -> onnx.ModelProto:
+    """The planted shift of _planted_model through two Gemms: x (1, 4) in [0, 1] -> Gemm A: a0 = 255 x3
+    (A's int8 step about 1.0), a1 = 0.3 + 0.01 x2, which int8 rounds to 0 -> Gemm B: y = a0 / 127 + a1,
+    weights exact, shifted by -0.3 in int8. One value per sample and channel, as in a classifier's head."""
+    wa = np.array([[0, 0, 0, 255.0], [0, 0, 0.01, 0]], np.float32)
+    ba = np.array([0.0, 0.3], np.float32)
+    wb = np.array([[1 / 127, 1.0]], np.float32)
+    bb = np.zeros(1, np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in ((wa, "wa"), (ba, "ba"), (wb, "wb"), (bb, "bb"))]
+    nodes = [helper.make_node("Gemm", ["x", "wa", "ba"], ["a"], name="fc_a", transB=1),
+             helper.make_node("Gemm", ["a", "wb", "bb"], ["y"], name="fc_b", transB=1)]
+    graph = helper.make_graph(nodes, "planted_fc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+@pytest.mark.parametrize("method,corrected", [("channel", True), ("layer", False)])
+def test_a_gemm_keeps_the_analytic_correction_in_per_tensor_builds(tmp_path, method, corrected):
+    """PER_TENSOR_ANALYTIC_HEADS: with per-tensor weights, a Gemm with one output value per channel keeps
+    the analytic correction (its measured shift is a mean over as many values as there are calibration
+    images); a per-channel build corrects it (every sample measures the same shift, both halves confirm it)."""
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        x = rng.uniform(0, 1, (1, 4)).astype(np.float32)
+        x[0, 3] = float(k % 2)  # every half of the samples spans a3's range [0, 255]
+        np.save(tmp_path / f"s{k}.npy", x)
+    (tmp_path / "dataset.txt").write_text("".join(f"s{k}.npy\n" for k in range(8)))
+    result = build(load_onnx(_planted_gemm_model()), BuildConfig(progress=False, quantized_method=method), True,
+                   dataset=str(tmp_path / "dataset.txt"))
+    moved = result.quant_params["bb"]["min"][0]
+    assert (0.25 < moved < 0.35) if corrected else abs(moved) < 0.01
