@@ -15,8 +15,10 @@ them; --cle and --clipping set rknnlink's cross-layer equalisation and activatio
 (docs/quantization.md; the toolkit has no such options). --toolkit-json takes the toolkit's columns from an
 earlier run only when that run used the same algorithm and method. --test-seed N scores every tool on a
 held-out test set made from seeds N.. (corpus.build.held_out_tests) instead of the corpus's own (seeds from
-TEST_SEED = 1000): a rule fitted on the test images must hold there too. Earlier toolkit columns were measured
-on the corpus's test set, so --toolkit-json refuses another seed.
+TEST_SEED = 1000): a rule fitted on the test images must hold there too. --toolkit-json refuses a file whose
+rows were measured on another test set, and a row whose model file differs from the one here
+(``model_sha256``: a column of another build of the model would be compared with near-tied images that
+build does not have). bench/pool_real_models.py sums the task columns of several test sets.
 
 Top-1 rows also print ``task m`` (and ``tk task m``; the column was called ``top1 m``): top-1 agreement
 counted only over the images whose fp32 top-1/top-2 margin is at least MARGIN_MIN (0.1) times the standard
@@ -164,10 +166,12 @@ def main() -> int:
     folders = build_all(names, small=args.small)
     tk = None if args.no_toolkit else run.toolkit_python()
     earlier = {}
-    if args.toolkit_json and args.test_seed != TEST_SEED:
-        ap.error("--toolkit-json columns were measured on the corpus's test images, not --test-seed's")
     if args.toolkit_json:
         earlier = {(r["model"], r["mode"]): r for r in json.loads(args.toolkit_json.read_text()) if "mode" in r}
+        seeds = {r.get("test_seed", TEST_SEED) for r in earlier.values()} - {args.test_seed}
+        if seeds:
+            ap.error(f"{args.toolkit_json} was measured on test seeds from {sorted(seeds)}, not "
+                     f"--test-seed {args.test_seed}: use that run's file or rerun the toolkit")
         other = {(r.get("algorithm"), r.get("method")) for r in earlier.values()} - {(args.algorithm, args.method)}
         if other:
             # rows without these keys come from a bench that always ran the toolkit per-channel
@@ -190,6 +194,7 @@ def main() -> int:
             continue
         tests = held_out_tests(folder, args.test_seed)
         ref = run.reference(folder, tests)
+        digest = run.model_digest(folder)
         metric = run.meta(folder)["metric"]
         for mode in [m for m in args.modes.split(",") if m]:
             quant = mode == "int8"
@@ -200,6 +205,10 @@ def main() -> int:
                 old = earlier.get((name, mode), {})
                 tk_note = [e for e in old.get("note", "").split("; ") if e.startswith("toolkit")]
                 missing = "" if old else "toolkit: not in the earlier run"
+                if old.get("model_sha256", digest) != digest:
+                    tk_note = [f"toolkit: the earlier column is of another build of this model (sha256 "
+                               f"{old['model_sha256']}, here {digest}): rerun the toolkit"]
+                    old = {}
                 theirs = run.RunResult(build_s=old.get("toolkit_build_s", float("nan")),
                                        error=tk_note[0] if tk_note else missing)
                 tfid, ttask = old.get("toolkit_fidelity", float("nan")), old.get("toolkit_task", float("nan"))
@@ -226,7 +235,7 @@ def main() -> int:
             if name.startswith("ppocrv4_rec"):
                 _print_decoded(folder, ref, ours, theirs, tests)
             rows.append({"model": name, "mode": mode, "algorithm": args.algorithm, "method": args.method,
-                         "test_seed": args.test_seed,
+                         "test_seed": args.test_seed, "model_sha256": digest, "samples": len(ref),
                          "metric": metric, "fidelity": fid, "task": task,
                          "build_s": ours.build_s, "toolkit_fidelity": tfid, "toolkit_task": ttask,
                          "toolkit_build_s": theirs.build_s, "task_margin": margin, "margin_samples": n_margin,

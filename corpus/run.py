@@ -4,6 +4,7 @@ given, RKNN-Toolkit2 2.5.0's simulator (a subprocess: the toolkit is never impor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -30,6 +31,16 @@ class RunResult:
 
 def meta(folder: Path) -> dict:
     return json.loads((Path(folder) / "meta.json").read_text())
+
+
+def model_digest(folder: Path) -> str:
+    """The first 16 hex digits of the sha256 of ``<folder>/model.onnx``: which build of a model a measured
+    column belongs to (a toolkit column says nothing about another build's near-tied images)."""
+    digest = hashlib.sha256()
+    with open(Path(folder) / "model.onnx", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def test_inputs(folder: Path, tests: str = "tests") -> list:

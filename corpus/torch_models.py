@@ -346,14 +346,25 @@ def make_crnn(small: bool = False) -> nn.Module:
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch: int = 4) -> None:
     """Re-estimate every BatchNorm's running mean/var on ``images`` (cumulative average), so that random
-    weights give activations of sane size in every layer, then switch to eval mode."""
+    weights give activations of sane size in every layer, then switch to eval mode.
+
+    On one thread: with several, the batch statistics' float sums are split across threads in an order
+    that varies from run to run, so two builds of one model differed in their last bits (every BatchNorm
+    model of the corpus, 2026-12-04) and a toolkit column measured on one build was compared with
+    rknnlink on another; their near-tied images flipped between builds."""
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
-    model.train()
-    for i in range(0, len(images), batch):
-        model(images[i:i + batch])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model.train()
+        with torch.no_grad():
+            for i in range(0, len(images), batch):
+                model(images[i:i + batch])
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
 
 

@@ -141,3 +141,34 @@ def test_bench_refuses_toolkit_columns_of_another_method(tmp_path, monkeypatch, 
                              "--method", "layer", "--toolkit-json", str(earlier)])
     err = capsys.readouterr().err
     assert "'mmse', 'layer'" in err and "rerun the toolkit" in err
+
+
+def test_bench_refuses_toolkit_columns_of_another_test_set(tmp_path, monkeypatch, capsys):
+    _small_ppocr_cls(tmp_path, monkeypatch)
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps([{"model": "ppocr_cls", "mode": "int8", "algorithm": "normal", "method": "channel",
+                                    "test_seed": 5000, "toolkit_fidelity": 0.99, "toolkit_task": 1.0}]))
+    with pytest.raises(SystemExit):
+        _bench(monkeypatch, ["--only", "ppocr_cls", "--small", "--modes", "int8", "--toolkit-json", str(earlier)])
+    assert "test seeds from [5000]" in capsys.readouterr().err
+
+
+def test_bench_takes_a_toolkit_column_only_from_the_same_model_file(tmp_path, monkeypatch):
+    """A column is read back for the model file it was measured on (its sha256 in the row), on a held-out
+    set too when the column was; a column of another build of the model is not compared (a note says so)."""
+    _small_ppocr_cls(tmp_path, monkeypatch)
+    from corpus.build import build_all
+    digest = run.model_digest(build_all(["ppocr_cls"], small=True)["ppocr_cls"])
+    out, earlier = tmp_path / "rows.json", tmp_path / "earlier.json"
+    got = {}
+    for sha in (digest, "0" * 16):
+        earlier.write_text(json.dumps([{"model": "ppocr_cls", "mode": "int8", "algorithm": "normal",
+                                        "method": "channel", "test_seed": 5000, "model_sha256": sha,
+                                        "toolkit_fidelity": 0.99, "toolkit_task": 1.0, "toolkit_build_s": 1.0}]))
+        assert _bench(monkeypatch, ["--only", "ppocr_cls", "--small", "--modes", "int8", "--test-seed", "5000",
+                                    "--toolkit-json", str(earlier), "--json", str(out)]) == 0
+        got[sha] = json.loads(out.read_text())[0]
+    same, other = got[digest], got["0" * 16]
+    assert same["model_sha256"] == digest and same["toolkit_fidelity"] == 0.99 and same["test_seed"] == 5000
+    assert same["samples"] == 2  # the small corpus's two test images
+    assert np.isnan(other["toolkit_fidelity"]) and "another build of this model" in other["note"]
