@@ -26,7 +26,11 @@ deviation of that image's logits over the classes. The random-weight classifier 
 ViT-Ti) put the first two classes of many images within a few hundredths of a logit of each other, so any
 int8 error, however small, flips a coin there; plain top-1 on 16 images then moves by 1/16 per coin and
 ranks two tools by luck. The images kept are chosen on fp32 alone, so both tools are counted over the same
-ones; ``(n)`` says how many.
+ones; ``(n)`` says how many. A top-1 or text row is flagged ``below toolkit`` when its fidelity or its
+margin column is below the toolkit's; a plain column below the toolkit's with the margin column at or above
+it can only come from the near-tied images, and the note says so. Measured on this corpus: two builds of
+EfficientNet-B0 that differ only in the last bits of their BatchNorm statistics moved the toolkit's own
+kl_divergence plain top-1 from 0.438 to 0.625, while its fidelity moved by 4e-3 (docs/quantization.md).
 
 Text rows (the CTC recognisers) print a per-step number in the same column: the per-step argmax agreement over
 the time steps whose fp32 top-1/top-2 margin is at least MARGIN_MIN standard deviations of that step's
@@ -122,6 +126,21 @@ def margin_task(metric: str, ref: list, result: run.RunResult) -> tuple:
     if metric not in MARGIN_METRICS:
         return float("nan"), 0
     return MARGIN_METRICS[metric][0](ref, result)
+
+
+def compare_note(metric: str, quant: bool, ours: tuple, theirs: tuple) -> str:
+    """The note of a row where both tools ran: ``ours`` and ``theirs`` are (fidelity, task, margin task).
+    Top-1 and text rows are ranked by their margin column (module docstring); the plain column still says
+    when the near-tied images alone went the toolkit's way more often."""
+    fid, task, margin = ours
+    tfid, ttask, tmargin = theirs
+    tol = 1e-5 if quant else 1e-4  # fp16 rows differ by float noise (1e-6); int8 rows are compared strictly
+    plain_below = task < ttask - 1e-3
+    ranked = metric in MARGIN_METRICS and not (math.isnan(margin) or math.isnan(tmargin))
+    task_below = margin < tmargin - 1e-3 if ranked else plain_below
+    if fid < tfid - tol or task_below:
+        return "below toolkit"
+    return "plain task below toolkit: near-tied images only" if plain_below else ""
 
 
 def _print_decoded(folder: Path, ref: list, ours: run.RunResult, theirs: run.RunResult,
@@ -223,10 +242,7 @@ def main() -> int:
                 tmargin = float("nan")
             note = "; ".join(e for e in (ours.error, theirs.error) if e)
             if tk and not ours.error and not theirs.error:
-                # fp16 rows differ by float noise (1e-6); int8 rows are compared strictly
-                tol = 1e-5 if quant else 1e-4
-                below_margin = metric in MARGIN_METRICS and margin < tmargin - 1e-3  # nan compares False
-                note = "below toolkit" if fid < tfid - tol or task < ttask - 1e-3 or below_margin else ""
+                note = compare_note(metric, quant, (fid, task, margin), (tfid, ttask, tmargin))
             counted = f"{_fmt(margin, 3)} ({n_margin})" if metric in MARGIN_METRICS else "-"
             print(f"{name:18s} {mode:5s} {metric:12s} {_fmt(fid, 5):>7s} {_fmt(tfid, 5):>7s} {_fmt(task, 3):>6s} "
                   f"{_fmt(ttask, 3):>7s} {counted:>11s} "

@@ -7,7 +7,8 @@ columns, live or from ``--toolkit-json``), all of one algorithm and method. On 1
 moves a top-1 row by 1/16 either way; summed over 48 images from three seed ranges the task columns can rank
 two tools. Per model and mode it prints the task and margin-task agreement summed over the sets (as counts
 where the metric counts images or steps), and on how many sets rknnlink's fidelity is at or above the
-toolkit's (fidelity is a cosine over each set's outputs and does not add up across sets).
+toolkit's (fidelity is a cosine over each set's outputs and does not add up across sets). Rows are flagged
+as bench_real_models.py flags one set: by fidelity and, for top-1 and text, by the margin column.
 """
 
 from __future__ import annotations
@@ -94,14 +95,18 @@ def main() -> int:
         tk_task = (_count(r, "toolkit", "hits", "samples") if counted
                    else ("-" if "toolkit_task" not in r else f"{r['toolkit_task']:.3f}"))
         fid = "-" if "fidelity_at_or_above" not in r else f"{r['fidelity_at_or_above']} of {r['sets']}"
+        # ranked as bench_real_models.compare_note ranks one set: a margin column decides where there is one
         below = []
-        if "toolkit_task" in r and r.get("ours_task", 0) < r["toolkit_task"] - 1e-9:
-            below.append("task")
-        if r.get("toolkit_margin_hits") is not None and r.get("ours_margin_hits", 0) < r["toolkit_margin_hits"]:
+        plain_below = "toolkit_task" in r and r.get("ours_task", 0) < r["toolkit_task"] - 1e-9
+        ranked = r.get("toolkit_margin_hits") is not None and r.get("ours_margin_hits") is not None
+        if ranked and r["ours_margin_hits"] < r["toolkit_margin_hits"]:
             below.append("task m")
+        if plain_below and not ranked:
+            below.append("task")
         if "fidelity_at_or_above" in r and r["fidelity_at_or_above"] < r["sets"]:
             below.append("fidelity")
-        note = f"below toolkit: {', '.join(below)}" if below else ""
+        note = (f"below toolkit: {', '.join(below)}" if below
+                else "plain task below toolkit: near-tied images only" if plain_below else "")
         print(f"{r['model']:18s} {r['mode']:5s} {r['metric']:12s} {task:>9s} {tk_task:>9s} "
               f"{_count(r, 'ours', 'margin_hits', 'margin_samples'):>9s} "
               f"{_count(r, 'toolkit', 'margin_hits', 'margin_samples'):>9s} {fid:>9s}  {note}")

@@ -30,3 +30,17 @@ def test_margin_top1_of_a_failed_run_is_nan(bench):
     from corpus.run import RunResult
     agreement, n = bench.margin_top1([_logits(5.0, 1.0)], RunResult())
     assert np.isnan(agreement) and n == 1
+
+
+def test_a_top1_row_is_ranked_by_its_margin_column(bench):
+    """compare_note: fidelity and the margin column decide a top-1 row; a plain top-1 below the toolkit's
+    with the margin column at or above it is said to come from the near-tied images; a metric without a
+    margin column (IoU) is ranked by its plain task."""
+    nan = float("nan")
+    assert bench.compare_note("top1", True, (0.99, 0.875, 1.0), (0.98, 0.938, 1.0)) == \
+        "plain task below toolkit: near-tied images only"
+    assert bench.compare_note("top1", True, (0.99, 1.0, 0.9), (0.98, 0.938, 1.0)) == "below toolkit"
+    assert bench.compare_note("top1", True, (0.97, 1.0, 1.0), (0.98, 0.938, 1.0)) == "below toolkit"
+    assert bench.compare_note("top1", True, (0.99, 0.875, nan), (0.98, 0.938, nan)) == "below toolkit"
+    assert bench.compare_note("mask_iou", True, (0.99, 0.80, nan), (0.98, 0.81, nan)) == "below toolkit"
+    assert bench.compare_note("top1", True, (0.99, 1.0, 1.0), (0.98, 0.938, 0.9)) == ""
