@@ -166,3 +166,4 @@ def test_build_with_gptq_changes_levels_not_scales(tmp_path):
         assert int(np.abs(t.data.astype(np.int32)).max()) <= 127
         changed += int(not np.array_equal(t.data, ref.data))
     assert changed == len(weights["gptq"])
+

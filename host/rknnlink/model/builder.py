@@ -49,7 +49,7 @@ from .precision import accumulator_outputs, auto_float_layers, fused_links
 from .prepare import PreparedGraph, load_onnx, make_session, prepare
 from .ranges import clip_activation_ranges
 from .rewrite import derived_value, rewrite, source_tensor, view_source
-from .weight_rounding import accumulate_hessian, hessian_key, round_weight
+from .weight_rounding import accumulate_hessian, hessian_key, round_weight, rounded_layer_key
 
 LOG = logging.getLogger(__name__)
 
@@ -326,8 +326,9 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
     hessian_keys: dict = {}
     if config.weight_rounding_mode() == "gptq":
         for n in nodes:
-            key = hessian_key(n.op_type, n.attrs)
-            if key is not None and len(n.inputs) > 1 and n.inputs[1] in pg.constants and n.inputs[0] in stats:
+            w = pg.constants.get(n.inputs[1]) if len(n.inputs) > 1 else None
+            key = None if w is None else rounded_layer_key(n.op_type, n.attrs, w)
+            if key is not None and n.inputs[0] in stats:
                 hessian_keys.setdefault(n.inputs[0], set()).add(key)
     rng = np.random.default_rng(0)  # which positions of a large map H reads (weight_rounding.MAX_PATCH_VALUES)
     count = 0
