@@ -167,3 +167,12 @@ def test_build_with_gptq_changes_levels_not_scales(tmp_path):
         changed += int(not np.array_equal(t.data, ref.data))
     assert changed == len(weights["gptq"])
 
+
+
+def test_the_rknn_facade_passes_weight_rounding_through():
+    from rknnlink.api import RKNN
+    rknn = RKNN()
+    rknn.config(target_platform="rk3588", weight_rounding="gptq")
+    assert rknn._build_config().weight_rounding_mode() == "gptq"
+    rknn.config(target_platform="rk3588")
+    assert rknn._build_config().weight_rounding is None
