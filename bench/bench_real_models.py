@@ -169,6 +169,8 @@ def main() -> int:
                     help="rknnlink's cross-layer equalisation: the build's default, forced on or off")
     ap.add_argument("--clipping", default=None, choices=("off", "auto"),
                     help="rknnlink's activation_clipping (quantized_algorithm normal only)")
+    ap.add_argument("--weight-rounding", default=None, choices=("nearest", "gptq"),
+                    help="rknnlink's weight_rounding (default: the build's default)")
     ap.add_argument("--small", action="store_true", help="the reduced CI copies")
     ap.add_argument("--test-seed", type=int, default=TEST_SEED,
                     help=f"score on test images made from seeds starting here (default {TEST_SEED}, the "
@@ -199,6 +201,7 @@ def main() -> int:
         tk = f"earlier run {args.toolkit_json}"
     print(f"toolkit: {tk or 'not configured (set ' + run.TOOLKIT_ENV + ')'}; algorithm {args.algorithm}, "
           f"method {args.method}, rknnlink cross-layer equalisation {args.cle}, clipping {args.clipping}, "
+          f"weight rounding {args.weight_rounding or 'default'}, "
           f"test seeds from {args.test_seed}")
     head = (f"{'model':18s} {'mode':5s} {'metric':12s} {'fid':>7s} {'tk fid':>7s} {'task':>6s} {'tk task':>7s} "
             f"{'task m (n)':>11s} {'tk task m':>9s} {'build s':>7s} {'tk s':>6s}  note")
@@ -218,7 +221,8 @@ def main() -> int:
         for mode in [m for m in args.modes.split(",") if m]:
             quant = mode == "int8"
             equalize = {"default": None, "on": True, "off": False}[args.cle]
-            ours = run.run_rknnlink(folder, quant, args.algorithm, args.method, equalize, args.clipping, tests)
+            ours = run.run_rknnlink(folder, quant, args.algorithm, args.method, equalize, args.clipping, tests,
+                                    args.weight_rounding)
             fid, task = run.score(folder, ref, ours)
             if earlier:
                 old = earlier.get((name, mode), {})

@@ -77,16 +77,17 @@ def reference(folder: Path, tests: str = "tests") -> list:
 
 def run_rknnlink(folder: Path, quantize: bool, algorithm: str = "normal", method: str = "channel",
                  equalize: Optional[bool | str] = None, clipping: Optional[str] = None,
-                 tests: str = "tests") -> RunResult:
+                 tests: str = "tests", weight_rounding: Optional[str] = None) -> RunResult:
     """``equalize``: cross-layer equalisation forced on/off (None: the build's default); ``clipping``: the
-    build's activation_clipping; ``tests``: the test set's subfolder."""
+    build's activation_clipping; ``tests``: the test set's subfolder; ``weight_rounding``: the build's
+    weight_rounding (None: its default)."""
     from rknnlink.api import RKNN
     m = meta(folder)
     rknn = RKNN()
     try:
         rknn.config(mean_values=[m["mean"]], std_values=[m["std"]], target_platform="rk3588",
                     quantized_algorithm=algorithm, quantized_method=method, cross_layer_equalization=equalize,
-                    activation_clipping=clipping)
+                    activation_clipping=clipping, weight_rounding=weight_rounding)
         if rknn.load_onnx(str(Path(folder) / "model.onnx"), input_size_list=[[1, 3, m["height"], m["width"]]]) != 0:
             return RunResult(error="load_onnx failed")
         t0 = time.perf_counter()

@@ -101,6 +101,7 @@ class RKNN:
         equalization = kwargs.pop("cross_layer_equalization", None)
         clipping = kwargs.pop("activation_clipping", None)
         bias_correction = kwargs.pop("bias_correction", None)
+        weight_rounding = kwargs.pop("weight_rounding", None)
         _check_choice("quantized_dtype", quantized_dtype, _VALID_QUANT_DTYPES)
         _check_choice("quantized_algorithm", quantized_algorithm, _VALID_ALGORITHMS)
         _check_choice("quantized_method", quantized_method, _VALID_METHODS)
@@ -128,7 +129,8 @@ class RKNN:
                             target_platform=platform, quant_img_rgb2bgr=bool(quant_img_RGB2BGR),
                             float_dtype=float_dtype, optimization_level=optimization_level,
                             custom_string=custom_string, cross_layer_equalization=equalization,
-                            activation_clipping=clipping, bias_correction=bias_correction)
+                            activation_clipping=clipping, bias_correction=bias_correction,
+                            weight_rounding=weight_rounding)
         return 0
 
     def _build_config(self):

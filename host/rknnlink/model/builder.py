@@ -49,6 +49,7 @@ from .precision import accumulator_outputs, auto_float_layers, fused_links
 from .prepare import PreparedGraph, load_onnx, make_session, prepare
 from .ranges import clip_activation_ranges
 from .rewrite import derived_value, rewrite, source_tensor, view_source
+from .weight_rounding import accumulate_hessian, hessian_key, round_weight, rounded_layer_key
 
 LOG = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Float16-link readers whose producers get asymmetric per-channel weights (_Assembler.weight_is_asymmetric).
 ASYMMETRIC_WEIGHT_READERS = ("Gelu", "LayerNormalization")
 BIAS_CORRECTIONS = (None, "off", "analytic", "empirical")
+WEIGHT_ROUNDINGS = (None, "nearest", "gptq")
 
 
 @dataclass
@@ -88,6 +90,15 @@ class BuildConfig:
     # 'empirical' (analytic, then the measured mean output error layer by layer in the simulator:
     # model/bias_correction.py), 'off'
     bias_correction: Optional[str] = None
+    # int8 only (rknnlink's extension): how Conv/Gemm/MatMul weights are rounded onto their scales: None =
+    # default (weight_rounding_mode), 'nearest', or 'gptq' (error-compensating, model/weight_rounding.py)
+    weight_rounding: Optional[str] = None
+
+    def weight_rounding_mode(self) -> str:
+        """weight_rounding with the default resolved (docs/quantization.md, "GPTQ weight rounding")."""
+        if self.weight_rounding is not None:
+            return self.weight_rounding
+        return "nearest"
 
     def bias_correction_mode(self) -> str:
         """bias_correction with the default resolved: 'empirical' was measured with 'normal' and with 'mmse'
@@ -130,6 +141,9 @@ class BuildConfig:
         if self.bias_correction not in BIAS_CORRECTIONS:
             raise BuildError(f"config bias_correction={self.bias_correction!r} is not supported; use one of "
                              f"{list(BIAS_CORRECTIONS)}")
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise BuildError(f"config weight_rounding={self.weight_rounding!r} is not supported; use one of "
+                             f"{list(WEIGHT_ROUNDINGS)}")
         if self.custom_string is not None and len(self.custom_string.encode()) > fmt.MAX_CUSTOM_STRING:
             raise BuildError("custom_string is longer than 1023 bytes; shorten it")
 
@@ -308,6 +322,15 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
     # Inputs of Conv/Gemm also get per-channel means: bias correction needs them.
     channel_axis = {n.inputs[0]: (1 if n.op_type == "Conv" else (0 if n.attrs.get("transA") else 1))
                     for n in nodes if n.op_type in ("Conv", "Gemm") and n.inputs[0] in stats}
+    # Inputs of the layers whose weights GPTQ rounds get H = sum of x x^T per patch geometry.
+    hessian_keys: dict = {}
+    if config.weight_rounding_mode() == "gptq":
+        for n in nodes:
+            w = pg.constants.get(n.inputs[1]) if len(n.inputs) > 1 else None
+            key = None if w is None else rounded_layer_key(n.op_type, n.attrs, w)
+            if key is not None and n.inputs[0] in stats:
+                hessian_keys.setdefault(n.inputs[0], set()).add(key)
+    rng = np.random.default_rng(0)  # which positions of a large map H reads (weight_rounding.MAX_PATCH_VALUES)
     count = 0
     names = onnx_names + [n for n, _ in views]
     kept_names = {n.outputs[0] for n in nodes if n.op_type in CORRECTED_OPS}
@@ -319,6 +342,10 @@ def calibrate(pg: PreparedGraph, nodes: Sequence[LNode], dataset: str | Path, co
             stats[n].update_range(np.asarray(v))
             if n in channel_axis:
                 stats[n].update_channel_mean(np.asarray(v), channel_axis[n])
+            for key in hessian_keys.get(n, ()):
+                if stats[n].hessians is None:
+                    stats[n].hessians = {}
+                accumulate_hessian(stats[n].hessians, key, np.asarray(v), rng)
     LOG.info("calibrated %d tensors over %d samples", len(names), count)
     clipping = config.quantized_algorithm == "normal" and config.activation_clipping not in (None, "off")
     if config.quantized_algorithm != "normal" or clipping:
@@ -648,8 +675,24 @@ class _Assembler:
             else:
                 q, scales = quantize_weights(w, axis, search=self.weight_search(axis),
                                              ratios=self.weight_ratios.get(name))
+                q = self.compensated_rounding(n, name, w, scales, q)
                 self.weights_q[key] = (q, scales, np.zeros(len(scales), np.int32))
         return self.weights_q[key]
+
+    def compensated_rounding(self, n: LNode, name: str, w: np.ndarray, scales: np.ndarray,
+                             q: np.ndarray) -> np.ndarray:
+        """With weight_rounding='gptq', the levels of a layer's weight (slot 1) that weight_rounding.
+        round_weight chooses on the same ``scales`` from the layer's input statistics; else ``q``."""
+        if self.config.weight_rounding_mode() != "gptq" or len(n.inputs) < 2 or n.inputs[1] != name:
+            return q
+        st = self.stats.get(n.inputs[0])
+        key = hessian_key(n.op_type, n.attrs)
+        acc = (st.hessians or {}).get(key) if st is not None and key is not None else None
+        hessian = acc.value() if acc is not None else None
+        if hessian is None:
+            return q
+        levels = round_weight(w, scales, n.op_type, n.attrs, hessian)
+        return q if levels is None else levels
 
     def quant_weight(self, n: LNode, name: str, w: np.ndarray, per_tensor: bool = False) -> int:
         axis = None if per_tensor else self.weight_axis(n, w)

@@ -35,6 +35,8 @@ class TensorStats:
     hist: Optional[np.ndarray] = None      # x histogram over [min, max]
     channel_sum: Optional[np.ndarray] = None  # per-channel sums (inputs of weighted layers: bias correction)
     channel_count: int = 0
+    # inputs of Conv/Gemm/MatMul under weight_rounding='gptq': weight_rounding.hessian_key -> its Hessian
+    hessians: Optional[dict] = None
     # the range an output-aware search chose (model/range_search.py); wins over the algorithm's own choice
     chosen: Optional[tuple] = None
 
