@@ -11,12 +11,23 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-@pytest.fixture(scope="module")
-def bench():
-    """bench/bench_real_models.py as a module (bench/ is not a package)."""
+def bench_script(name: str):
+    """bench/<name>.py as a module (bench/ is not a package)."""
+    import importlib
     sys.path.insert(0, str(ROOT / "bench"))
     try:
-        import bench_real_models
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(ROOT / "bench"))
-    return bench_real_models
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """bench/bench_real_models.py as a module."""
+    return bench_script("bench_real_models")
+
+
+@pytest.fixture(scope="module")
+def pool_module():
+    """bench/pool_real_models.py as a module."""
+    return bench_script("pool_real_models")

@@ -131,26 +131,22 @@ def test_bench_rows_record_algorithm_and_method_on_both_sides(tmp_path, stand_in
     assert [(o["quantized_algorithm"], o["quantized_method"]) for o in options] == [("mmse", "layer")]
 
 
-def test_bench_refuses_toolkit_columns_of_another_method(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("earlier_row,argv,says", [
+    ({"algorithm": "mmse", "method": "channel"}, ["--algorithm", "mmse", "--method", "layer"],
+     ["'mmse', 'layer'", "rerun the toolkit"]),
+    ({"algorithm": "normal", "method": "channel", "test_seed": 5000}, [], ["test seeds from [5000]"]),
+])
+def test_bench_refuses_toolkit_columns_of_another_method_or_test_set(tmp_path, monkeypatch, capsys, earlier_row,
+                                                                      argv, says):
     _small_ppocr_cls(tmp_path, monkeypatch)
     earlier = tmp_path / "earlier.json"
-    earlier.write_text(json.dumps([{"model": "ppocr_cls", "mode": "int8", "algorithm": "mmse", "method": "channel",
-                                    "toolkit_fidelity": 0.99, "toolkit_task": 1.0, "toolkit_build_s": 1.0}]))
+    earlier.write_text(json.dumps([{"model": "ppocr_cls", "mode": "int8", "toolkit_fidelity": 0.99,
+                                    "toolkit_task": 1.0, "toolkit_build_s": 1.0, **earlier_row}]))
     with pytest.raises(SystemExit):
-        _bench(monkeypatch, ["--only", "ppocr_cls", "--small", "--modes", "int8", "--algorithm", "mmse",
-                             "--method", "layer", "--toolkit-json", str(earlier)])
+        _bench(monkeypatch, ["--only", "ppocr_cls", "--small", "--modes", "int8", *argv, "--toolkit-json",
+                             str(earlier)])
     err = capsys.readouterr().err
-    assert "'mmse', 'layer'" in err and "rerun the toolkit" in err
-
-
-def test_bench_refuses_toolkit_columns_of_another_test_set(tmp_path, monkeypatch, capsys):
-    _small_ppocr_cls(tmp_path, monkeypatch)
-    earlier = tmp_path / "earlier.json"
-    earlier.write_text(json.dumps([{"model": "ppocr_cls", "mode": "int8", "algorithm": "normal", "method": "channel",
-                                    "test_seed": 5000, "toolkit_fidelity": 0.99, "toolkit_task": 1.0}]))
-    with pytest.raises(SystemExit):
-        _bench(monkeypatch, ["--only", "ppocr_cls", "--small", "--modes", "int8", "--toolkit-json", str(earlier)])
-    assert "test seeds from [5000]" in capsys.readouterr().err
+    assert all(text in err for text in says), err
 
 
 def test_bench_takes_a_toolkit_column_only_from_the_same_model_file(tmp_path, monkeypatch):

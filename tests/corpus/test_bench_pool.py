@@ -4,21 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def pool_module():
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import pool_real_models
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return pool_real_models
 
 
 def _row(seed: int, task: float, tk_task: float, margin: float, tk_margin: float, kept: int, fid: float,
